@@ -1,0 +1,311 @@
+//! Every command and flag of `mesh`, with its help text, in one place.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  mesh up                                         run the platform here (data in ./.mesh)
+  mesh svc create -n worker --instances 3 -- app.wasm queue
+  mesh svc update worker --instances 1
+  mesh service ls
+  mesh svc logs -n worker --tail 20
+  mesh stack deploy app ./build";
+
+/// mesh: host WebAssembly components as services.
+#[derive(Debug, Parser)]
+#[command(name = "mesh", version, after_help = EXAMPLES, propagate_version = true)]
+pub struct Cli {
+    /// Data directory of the daemon to run (`up`) or to talk to (reads
+    /// DIR/daemon.json). Ignored by clients when MESH_API_URL and MESH_TOKEN
+    /// are set.
+    #[arg(long, global = true, env = "MESH_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of tables and sentences.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the mesh daemon in the foreground.
+    #[command(after_help = "\
+Examples:
+  mesh up
+  mesh up --data-dir /var/lib/mesh --api 0.0.0.0:7070 --http 0.0.0.0:80 --alias top.widemesh.dev
+  mesh up --api 127.0.0.1:0 --http 127.0.0.1:0     pick free ports (see DIR/daemon.json)")]
+    Up(UpArgs),
+
+    /// Create, change, list, watch and delete services.
+    #[command(subcommand, visible_alias = "svc")]
+    Service(ServiceCommand),
+
+    /// Deploy code to stacks, list versions, roll back.
+    #[command(subcommand)]
+    Stack(StackCommand),
+}
+
+/// `mesh up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Control API address (port 0 picks a free one).
+    #[arg(long, default_value = mesh_host::config::DEFAULT_API_ADDR, value_name = "ADDR")]
+    pub api: SocketAddr,
+
+    /// Ingress address for web services (port 0 picks a free one).
+    #[arg(long, default_value = mesh_host::config::DEFAULT_HTTP_ADDR, value_name = "ADDR")]
+    pub http: SocketAddr,
+
+    /// Platform alias domain: the endpoint label `www` becomes `www.DOMAIN`.
+    #[arg(long, default_value = mesh_host::config::DEFAULT_ALIAS, value_name = "DOMAIN")]
+    pub alias: String,
+
+    /// Largest component upload, e.g. 64Mi.
+    #[arg(long, default_value = "64Mi", value_name = "SIZE")]
+    pub max_upload: String,
+
+    /// Live instances (all services together) the engine makes room for.
+    #[arg(long, default_value_t = mesh_host::config::DEFAULT_MAX_INSTANCES, value_name = "N")]
+    pub max_instances: u32,
+
+    /// Log bytes kept per service; older lines are dropped first.
+    #[arg(long, default_value = "8Mi", value_name = "SIZE")]
+    pub log_size: String,
+}
+
+/// The stack a command acts on.
+#[derive(Debug, Args)]
+pub struct StackArg {
+    /// Stack of the service.
+    #[arg(long, env = "MESH_STACK", default_value = mesh_host::model::DEFAULT_STACK)]
+    pub stack: String,
+}
+
+/// A service named either as `NAME` or with `-n NAME`.
+#[derive(Debug, Args)]
+pub struct NameArg {
+    /// Service name.
+    #[arg(value_name = "NAME")]
+    pub positional: Option<String>,
+
+    /// Service name (same as NAME).
+    #[arg(short = 'n', long = "name", visible_alias = "n", value_name = "NAME")]
+    pub flag: Option<String>,
+}
+
+impl NameArg {
+    /// The name, however it was given.
+    pub fn get(&self) -> anyhow::Result<&str> {
+        match (&self.positional, &self.flag) {
+            (Some(a), Some(b)) if a != b => {
+                anyhow::bail!("two different service names given: {a} and {b}")
+            }
+            (Some(name), _) | (None, Some(name)) => Ok(name),
+            (None, None) => anyhow::bail!("which service? give its name: NAME or -n NAME"),
+        }
+    }
+}
+
+/// `mesh service ...`.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service and start its instances.
+    #[command(after_help = "\
+The first word of the command names a component of the stack's code. A path
+to a local .wasm file adds that file to the stack as a component named by its
+file stem (app.wasm is `app`), then runs it.
+
+The memory limit counts all of an instance's linear memories together.
+
+Examples:
+  mesh svc create -n worker --instances 3 -- app.wasm queue
+  mesh svc create -n mailer --memory 64Mi --env FROM=ops@example.com -- app send-emails
+  mesh svc create --stack finance -n payments -- payments.wasm")]
+    Create(CreateArgs),
+
+    /// Change a service's command, instances, memory or environment.
+    #[command(after_help = "\
+Examples:
+  mesh svc update worker --command \"app queue\"
+  mesh svc update web --instances 5
+  mesh svc update worker --memory 256Mi --env LOG_LEVEL=debug --unset-env OLD")]
+    Update(UpdateArgs),
+
+    /// Delete a service and stop its instances.
+    #[command(after_help = "Examples:\n  mesh svc delete worker\n  mesh svc delete -n payments --stack finance")]
+    Delete(NamedArgs),
+
+    /// List services and every instance: state, restarts, exit code, message.
+    #[command(visible_alias = "list", after_help = "Examples:\n  mesh service ls\n  mesh service ls --stack finance --json")]
+    Ls(LsArgs),
+
+    /// Show a service's output (stdout and stderr of every instance).
+    #[command(after_help = "Examples:\n  mesh svc logs -n worker\n  mesh svc logs worker --tail 50 --instance worker.2")]
+    Logs(LogsArgs),
+}
+
+/// `mesh svc create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Service name (a DNS label: lowercase letters, digits, hyphens).
+    #[arg(short = 'n', long = "name", visible_alias = "n", value_name = "NAME")]
+    pub name: String,
+
+    #[command(flatten)]
+    pub stack: StackArg,
+
+    /// Cron schedule (`5 4 * * *`, `@hourly`, `@every 2m`).
+    #[arg(long, value_name = "SPEC")]
+    pub schedule: Option<String>,
+
+    /// Instances to keep running.
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    pub instances: Option<i64>,
+
+    /// Memory limit of each instance (all its memories together), e.g. 64Mi.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+
+    /// Environment variable for the guest, KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// The command: a component name or a .wasm path, then its arguments.
+    #[arg(last = true, required = true, value_name = "ARGV")]
+    pub argv: Vec<String>,
+}
+
+/// `mesh svc update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub name: NameArg,
+
+    #[command(flatten)]
+    pub stack: StackArg,
+
+    /// New command, as one string: "app queue" (a .wasm path as the first
+    /// word adds that file to the stack).
+    #[arg(long, value_name = "ARGV")]
+    pub command: Option<String>,
+
+    /// Instances to keep running.
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    pub instances: Option<i64>,
+
+    /// Memory limit of each instance, e.g. 256Mi.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+
+    /// Cron schedule; `none` makes a cron job a worker again.
+    #[arg(long, value_name = "SPEC")]
+    pub schedule: Option<String>,
+
+    /// Set an environment variable, KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// Remove an environment variable (repeatable).
+    #[arg(long = "unset-env", value_name = "KEY")]
+    pub unset_env: Vec<String>,
+}
+
+/// A command that names one service.
+#[derive(Debug, Args)]
+pub struct NamedArgs {
+    #[command(flatten)]
+    pub name: NameArg,
+
+    #[command(flatten)]
+    pub stack: StackArg,
+}
+
+/// `mesh service ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only this stack.
+    #[arg(long, value_name = "STACK")]
+    pub stack: Option<String>,
+
+    /// Only this service.
+    #[arg(short = 'n', long = "name", visible_alias = "n", value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+/// `mesh svc logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub name: NameArg,
+
+    #[command(flatten)]
+    pub stack: StackArg,
+
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+
+    /// Only this instance, e.g. worker.2.
+    #[arg(long, value_name = "ID")]
+    pub instance: Option<String>,
+}
+
+/// `mesh stack ...`.
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// Deploy code: a directory of .wasm files (the whole bundle) or one
+    /// .wasm file (replaces that component only).
+    #[command(after_help = "\
+A new version is made only when some component's digest changed, and only
+the services whose component changed restart, one instance at a time.
+
+Examples:
+  mesh stack deploy app ./build
+  mesh stack deploy finance payments.wasm")]
+    Deploy(DeployArgs),
+
+    /// List a stack's kept versions, newest first.
+    #[command(after_help = "Examples:\n  mesh stack versions app")]
+    Versions(StackNameArgs),
+
+    /// Go back to an earlier version (the previous one by default).
+    #[command(after_help = "Examples:\n  mesh stack rollback app\n  mesh stack rollback app --to 3")]
+    Rollback(RollbackArgs),
+
+    /// List stacks.
+    #[command(visible_alias = "list", after_help = "Examples:\n  mesh stack ls")]
+    Ls,
+}
+
+/// `mesh stack deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Stack to deploy to.
+    pub stack: String,
+    /// A directory of .wasm files, or one .wasm file.
+    pub path: PathBuf,
+}
+
+/// A command that names one stack.
+#[derive(Debug, Args)]
+pub struct StackNameArgs {
+    /// Stack name.
+    pub stack: String,
+}
+
+/// `mesh stack rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Stack name.
+    pub stack: String,
+    /// Version number to go back to.
+    #[arg(long, value_name = "N")]
+    pub to: Option<u64>,
+}

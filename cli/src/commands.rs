@@ -1,0 +1,401 @@
+//! What each command does: build the request, call the API, print.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context as _};
+use chrono::Utc;
+use mesh_host::api::wire::{
+    ComponentRef, CreateService, DeployRequest, DeployResult, RollbackRequest, ServiceView, StackView,
+    UpdateService, VersionView,
+};
+use mesh_host::engine::CodeInfo;
+use mesh_host::logs::LogLine;
+use mesh_host::model::format_memory;
+use serde::Serialize;
+
+use crate::args::{CreateArgs, DeployArgs, LogsArgs, LsArgs, NamedArgs, RollbackArgs, StackNameArgs, UpdateArgs};
+use crate::client::Client;
+use crate::table::{age, Table};
+
+/// Output settings shared by every command.
+pub struct Out {
+    /// Print JSON.
+    pub json: bool,
+}
+
+impl Out {
+    fn print<T: Serialize>(&self, value: &T, human: impl FnOnce()) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value)?);
+        } else {
+            human();
+        }
+        Ok(())
+    }
+}
+
+/// `mesh svc create`.
+pub fn create(client: &Client, out: &Out, args: CreateArgs) -> anyhow::Result<()> {
+    let (command, component) = resolve_command(client, args.argv)?;
+    let request = CreateService {
+        stack: args.stack.stack,
+        name: args.name,
+        command,
+        instances: args.instances,
+        memory: args.memory,
+        env: args.env,
+        schedule: args.schedule,
+        component,
+    };
+    let view: ServiceView = client.post("/v1/services", &request)?;
+    out.print(&view, || {
+        println!(
+            "Created {} {} in stack {} v{}: `{}`, {} instance{}, {} each",
+            view.service_type,
+            view.name,
+            view.stack,
+            view.version.max(1),
+            view.command.join(" "),
+            view.instances_desired,
+            plural(view.instances_desired),
+            format_memory(view.memory_limit_bytes)
+        )
+    })
+}
+
+/// `mesh svc update`.
+pub fn update(client: &Client, out: &Out, args: UpdateArgs) -> anyhow::Result<()> {
+    let name = args.name.get()?;
+    let (command, component) = match args.command {
+        Some(text) => {
+            let words = split_words(&text)?;
+            let (command, component) = resolve_command(client, words)?;
+            (Some(command), component)
+        }
+        None => (None, None),
+    };
+    let request = UpdateService {
+        command,
+        instances: args.instances,
+        memory: args.memory,
+        env: args.env,
+        unset_env: args.unset_env,
+        schedule: args.schedule,
+        component,
+    };
+    let view: ServiceView = client.patch(&service_path(&args.stack.stack, name), &request)?;
+    out.print(&view, || {
+        println!(
+            "Updated {} in stack {}: `{}`, {} instance{}, {} each",
+            view.name,
+            view.stack,
+            view.command.join(" "),
+            view.instances_desired,
+            plural(view.instances_desired),
+            format_memory(view.memory_limit_bytes)
+        )
+    })
+}
+
+/// `mesh svc delete`.
+pub fn delete(client: &Client, out: &Out, args: NamedArgs) -> anyhow::Result<()> {
+    let name = args.name.get()?;
+    let view: ServiceView = client.delete(&service_path(&args.stack.stack, name))?;
+    out.print(&view, || {
+        println!("Deleted {} from stack {}", view.name, view.stack)
+    })
+}
+
+/// `mesh service ls`.
+pub fn list(client: &Client, out: &Out, args: LsArgs) -> anyhow::Result<()> {
+    let mut query = Vec::new();
+    if let Some(stack) = &args.stack {
+        query.push(format!("stack={}", encode(stack)));
+    }
+    if let Some(name) = &args.name {
+        query.push(format!("name={}", encode(name)));
+    }
+    let path = if query.is_empty() {
+        "/v1/services".to_string()
+    } else {
+        format!("/v1/services?{}", query.join("&"))
+    };
+    let services: Vec<ServiceView> = client.get(&path)?;
+    out.print(&services, || print_services(&services))
+}
+
+fn print_services(services: &[ServiceView]) {
+    if services.is_empty() {
+        println!("No services yet. Create one with: mesh svc create -n NAME -- app.wasm ARGS");
+        return;
+    }
+    let mut table = Table::new(&[
+        "SERVICE", "TYPE", "INSTANCE", "STATE", "RESTARTS", "EXIT", "AGE", "MESSAGE",
+    ]);
+    let now = Utc::now();
+    for service in services {
+        let name = format!("{}/{}", service.stack, service.name);
+        if service.instances.is_empty() {
+            table.row(vec![
+                name.clone(),
+                service.service_type.to_string(),
+                "-".into(),
+                format!("{} wanted", service.instances_desired),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                String::new(),
+            ]);
+        }
+        for instance in &service.instances {
+            table.row(vec![
+                name.clone(),
+                service.service_type.to_string(),
+                instance.id.clone(),
+                instance.state.to_string(),
+                instance.restarts.to_string(),
+                instance.exit_code.map_or("-".into(), |c| c.to_string()),
+                instance.started_at.map_or("-".into(), |t| age(now - t)),
+                instance.message.clone().unwrap_or_default(),
+            ]);
+        }
+    }
+    table.print();
+}
+
+/// `mesh svc logs`.
+pub fn logs(client: &Client, out: &Out, args: LogsArgs) -> anyhow::Result<()> {
+    let name = args.name.get()?;
+    let mut query = Vec::new();
+    if let Some(n) = args.tail {
+        query.push(format!("tail={n}"));
+    }
+    if let Some(instance) = &args.instance {
+        query.push(format!("instance={}", encode(instance)));
+    }
+    let path = format!("{}/logs?{}", service_path(&args.stack.stack, name), query.join("&"));
+    let lines: Vec<LogLine> = client.get(&path)?;
+    out.print(&lines, || {
+        for line in &lines {
+            println!(
+                "{} {} {}",
+                line.time.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                line.instance,
+                line.text
+            );
+        }
+    })
+}
+
+/// `mesh stack deploy`.
+pub fn deploy(client: &Client, out: &Out, args: DeployArgs) -> anyhow::Result<()> {
+    let (files, replace) = bundle_files(&args.path)?;
+    let mut components = BTreeMap::new();
+    for file in files {
+        let component = upload(client, &file)?;
+        components.insert(component.name, component.digest);
+    }
+    let request = DeployRequest {
+        components,
+        replace,
+    };
+    let result: DeployResult = client.post(&format!("/v1/stacks/{}/deploy", encode(&args.stack)), &request)?;
+    out.print(&result, || print_deploy(&result))
+}
+
+fn print_deploy(result: &DeployResult) {
+    let v = &result.version;
+    if result.created {
+        println!(
+            "Deployed {} v{} ({}): {}",
+            result.stack,
+            v.number,
+            &v.digest.as_str()[7..19],
+            v.components.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    } else {
+        println!("{} is already on this code (v{}); nothing changed", result.stack, v.number);
+    }
+    if !result.restarting.is_empty() {
+        println!("Restarting, one instance at a time: {}", result.restarting.join(", "));
+    }
+}
+
+/// `mesh stack versions`.
+pub fn versions(client: &Client, out: &Out, args: StackNameArgs) -> anyhow::Result<()> {
+    let versions: Vec<VersionView> = client.get(&format!("/v1/stacks/{}/versions", encode(&args.stack)))?;
+    out.print(&versions, || {
+        let mut table = Table::new(&["VERSION", "DIGEST", "CREATED", "COMPONENTS", "REASON"]);
+        let now = Utc::now();
+        for v in &versions {
+            let marker = if v.current { " (current)" } else { "" };
+            table.row(vec![
+                format!("v{}{marker}", v.number),
+                v.digest.short().to_string(),
+                format!("{} ago", age(now - v.created_at)),
+                v.components.keys().cloned().collect::<Vec<_>>().join(", "),
+                v.reason.clone(),
+            ]);
+        }
+        table.print();
+    })
+}
+
+/// `mesh stack rollback`.
+pub fn rollback(client: &Client, out: &Out, args: RollbackArgs) -> anyhow::Result<()> {
+    let request = RollbackRequest { to: args.to };
+    let result: DeployResult = client.post(&format!("/v1/stacks/{}/rollback", encode(&args.stack)), &request)?;
+    out.print(&result, || {
+        println!("Rolled {} back: {} is now v{}", result.stack, result.version.reason, result.version.number);
+        if !result.restarting.is_empty() {
+            println!("Restarting, one instance at a time: {}", result.restarting.join(", "));
+        }
+    })
+}
+
+/// `mesh stack ls`.
+pub fn stacks(client: &Client, out: &Out) -> anyhow::Result<()> {
+    let stacks: Vec<StackView> = client.get("/v1/stacks")?;
+    out.print(&stacks, || {
+        let mut table = Table::new(&["STACK", "VERSION", "COMPONENTS", "SERVICES"]);
+        for s in &stacks {
+            table.row(vec![
+                s.name.clone(),
+                format!("v{}", s.version),
+                s.components.keys().cloned().collect::<Vec<_>>().join(", "),
+                s.services.join(", "),
+            ]);
+        }
+        table.print();
+    })
+}
+
+/// Uploads any local `.wasm` the command starts with, and rewrites the
+/// first word to the component name.
+fn resolve_command(client: &Client, mut argv: Vec<String>) -> anyhow::Result<(Vec<String>, Option<ComponentRef>)> {
+    let Some(first) = argv.first() else {
+        bail!("a service needs a command after `--`, e.g. `-- app.wasm queue`");
+    };
+    if !first.ends_with(".wasm") {
+        return Ok((argv, None));
+    }
+    let path = PathBuf::from(first);
+    let component = upload(client, &path)?;
+    argv[0] = component.name.clone();
+    Ok((argv, Some(component)))
+}
+
+/// Uploads one `.wasm` file; its stem names the component.
+fn upload(client: &Client, path: &Path) -> anyhow::Result<ComponentRef> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or_else(|| anyhow!("cannot name a component after {}", path.display()))?
+        .to_string();
+    let file_name = path.file_name().and_then(|s| s.to_str()).unwrap_or(&name);
+    let info: CodeInfo = client.put_bytes(&format!("/v1/code?name={}", encode(file_name)), &bytes)?;
+    Ok(ComponentRef {
+        name,
+        digest: info.digest,
+    })
+}
+
+/// The `.wasm` files a deploy path names, and whether they are a whole
+/// bundle (a directory) or one component (a file).
+fn bundle_files(path: &Path) -> anyhow::Result<(Vec<PathBuf>, bool)> {
+    let meta = std::fs::metadata(path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
+    if meta.is_file() {
+        return Ok((vec![path.to_path_buf()], false));
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("listing {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{} holds no .wasm files to deploy", path.display());
+    }
+    Ok((files, true))
+}
+
+/// Splits `--command "app queue"` into words, honouring simple quotes.
+fn split_words(text: &str) -> anyhow::Result<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    let mut in_word = false;
+    for c in text.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        bail!("unbalanced quote in --command {text:?}");
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+fn service_path(stack: &str, name: &str) -> String {
+    format!("/v1/services/{}/{}", encode(stack), encode(name))
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_split_like_a_shell() {
+        assert_eq!(split_words("app queue").unwrap(), ["app", "queue"]);
+        assert_eq!(split_words("  app  'a b' \"c\" ").unwrap(), ["app", "a b", "c"]);
+        assert_eq!(split_words("app ''").unwrap(), ["app", ""]);
+        assert!(split_words("app 'oops").is_err());
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(encode("app.wasm"), "app.wasm");
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
+    }
+}

@@ -1,0 +1,115 @@
+//! `mesh`: the command-line client of the mesh control API, and `mesh up`,
+//! which runs the daemon. Parsing lives in `args`, API calls in `client`,
+//! what each command does in `commands`, tables in `table`.
+
+mod args;
+mod client;
+mod commands;
+mod table;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+
+use args::{Cli, Command, ServiceCommand, StackCommand, UpArgs};
+use commands::Out;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = Out { json: cli.json };
+    let data_dir = cli.data_dir.as_deref();
+    match cli.command {
+        Command::Up(args) => up(cli.data_dir.clone(), args),
+        Command::Service(command) => {
+            let client = client::Client::discover(data_dir)?;
+            match command {
+                ServiceCommand::Create(args) => commands::create(&client, &out, args),
+                ServiceCommand::Update(args) => commands::update(&client, &out, args),
+                ServiceCommand::Delete(args) => commands::delete(&client, &out, args),
+                ServiceCommand::Ls(args) => commands::list(&client, &out, args),
+                ServiceCommand::Logs(args) => commands::logs(&client, &out, args),
+            }
+        }
+        Command::Stack(command) => {
+            let client = client::Client::discover(data_dir)?;
+            match command {
+                StackCommand::Deploy(args) => commands::deploy(&client, &out, args),
+                StackCommand::Versions(args) => commands::versions(&client, &out, args),
+                StackCommand::Rollback(args) => commands::rollback(&client, &out, args),
+                StackCommand::Ls => commands::stacks(&client, &out),
+            }
+        }
+    }
+}
+
+/// `mesh up`: the daemon in the foreground, logging to stderr.
+fn up(data_dir: Option<std::path::PathBuf>, args: UpArgs) -> anyhow::Result<()> {
+    let parse = |what: &str, text: &str| {
+        mesh_host::model::parse_memory(text).map_err(|e| anyhow::anyhow!("{what}: {e}"))
+    };
+    let config = mesh_host::DaemonConfig {
+        data_dir: data_dir.unwrap_or_else(|| mesh_host::config::DEFAULT_DATA_DIR.into()),
+        api_addr: args.api,
+        http_addr: args.http,
+        alias: args.alias,
+        max_upload_bytes: parse("--max-upload", &args.max_upload)?,
+        max_instances: args.max_instances,
+        log_bytes_per_service: parse("--log-size", &args.log_size)?,
+        ..mesh_host::DaemonConfig::default()
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MESH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(mesh_host::run(config))
+}
+
+/// Help and version go to stdout with success; every other parse error is
+/// one line on stderr and exit code 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(2)
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first} (see `mesh --help`)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// An error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    text.lines().collect::<Vec<_>>().join(" ")
+}

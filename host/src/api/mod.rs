@@ -1,0 +1,200 @@
+//! The control API: HTTP/JSON, every call authenticated by a bearer token
+//! that names the environment it acts on.
+//!
+//! Handlers validate a request, write desired state to the store, and
+//! answer; they never touch instances (the supervisor converges). Errors
+//! are `{"error": "..."}` with one line a person can act on.
+//!
+//! - `wire`: request and response bodies, shared with the CLI.
+//! - `services`: create, update, delete, list, logs.
+//! - `stacks`: code uploads, deploys, versions, rollback.
+
+mod services;
+mod stacks;
+pub mod wire;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+
+use crate::config::DaemonConfig;
+use crate::engine::Engine;
+use crate::logs::Logs;
+use crate::model::DEFAULT_ENVIRONMENT;
+use crate::store::{KvError, Store};
+use crate::supervisor::Supervisor;
+use wire::ErrorBody;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Desired state.
+    pub store: Store,
+    /// Code acceptance and loading.
+    pub engine: Arc<Engine>,
+    /// Instance status (read only).
+    pub supervisor: Arc<Supervisor>,
+    /// Instance output.
+    pub logs: Arc<Logs>,
+    /// Daemon settings.
+    pub config: Arc<DaemonConfig>,
+    /// The operator's token.
+    pub admin_token: Arc<str>,
+}
+
+/// Who is calling: the environment their token acts on.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// Environment name.
+    pub env: String,
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// 400: the request is wrong.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    /// 404: the thing named does not exist.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+
+    /// 409: it conflicts with what exists.
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            message: message.into(),
+        }
+    }
+
+    /// 413: the upload is too large.
+    pub fn too_large(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: message.into(),
+        }
+    }
+
+    fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> ApiError {
+        if let Some(KvError::Conflict(_)) = e.downcast_ref::<KvError>() {
+            return ApiError::conflict(
+                "the state changed while this request was applied; run the command again",
+            );
+        }
+        tracing::error!(error = %format!("{e:#}"), "request failed");
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("internal error: {e:#}"),
+        }
+    }
+}
+
+impl From<KvError> for ApiError {
+    fn from(e: KvError) -> ApiError {
+        ApiError::from(anyhow::Error::from(e))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+/// The result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The API's routes, all behind the token check.
+pub fn router(state: ApiState) -> Router {
+    let authed = Router::new()
+        .route(
+            "/v1/services",
+            get(services::list).post(services::create),
+        )
+        .route(
+            "/v1/services/{stack}/{name}",
+            get(services::show)
+                .patch(services::update)
+                .delete(services::delete),
+        )
+        .route("/v1/services/{stack}/{name}/logs", get(services::logs))
+        .route("/v1/code", put(stacks::upload_code))
+        .route("/v1/stacks", get(stacks::list))
+        .route("/v1/stacks/{stack}/deploy", post(stacks::deploy))
+        .route("/v1/stacks/{stack}/versions", get(stacks::versions))
+        .route("/v1/stacks/{stack}/rollback", post(stacks::rollback))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
+        // Uploads enforce their own limit with a clear message.
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(authed)
+        .fallback(|| async { ApiError::not_found("no such API route") })
+        .with_state(state)
+}
+
+async fn authenticate(
+    State(state): State<ApiState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "missing API token: send `Authorization: Bearer <token>` (the CLI reads it from daemon.json or MESH_TOKEN)",
+            )
+        })?;
+    let env = if crate::auth::constant_time_eq(token, &state.admin_token) {
+        DEFAULT_ENVIRONMENT.to_string()
+    } else {
+        state
+            .store
+            .environment_of_token(token)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("invalid API token"))?
+    };
+    request.extensions_mut().insert(Caller { env });
+    Ok(next.run(request).await)
+}

@@ -1,0 +1,341 @@
+//! Services: create, update, delete, list, logs.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use chrono::Utc;
+
+use super::stacks::{check_services_keep_code, require_blob, resolve, validate_component_name, StackChange};
+use super::wire::{ComponentRef, CreateService, ListQuery, LogsQuery, ServiceView, UpdateService};
+use super::{ApiError, ApiResult, ApiState, Caller};
+use crate::logs::LogLine;
+use crate::model::{
+    dns_name, parse_memory, validate_env_var, validate_name, Digest, Service, ServiceKey,
+    DEFAULT_MEMORY_BYTES, DEFAULT_STACK, MAX_INSTANCES, MIN_MEMORY_BYTES,
+};
+use crate::store::{encode, key, Compare, Txn, Versioned};
+
+/// `GET /v1/services`.
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<Vec<ServiceView>>> {
+    let services = state.store.services(&caller.env).await?;
+    let views = services
+        .into_iter()
+        .map(|s| s.value)
+        .filter(|s| query.stack.as_deref().is_none_or(|st| st == s.stack))
+        .filter(|s| query.name.as_deref().is_none_or(|n| n == s.name))
+        .map(|s| view(&state, s))
+        .collect();
+    Ok(Json(views))
+}
+
+/// `GET /v1/services/{stack}/{name}`.
+pub(super) async fn show(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((stack, name)): Path<(String, String)>,
+) -> ApiResult<Json<ServiceView>> {
+    let found = find(&state, &caller.env, &stack, &name).await?;
+    Ok(Json(view(&state, found.value)))
+}
+
+/// `POST /v1/services`.
+pub(super) async fn create(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Json(request): Json<CreateService>,
+) -> ApiResult<(StatusCode, Json<ServiceView>)> {
+    let stack_name = if request.stack.is_empty() {
+        DEFAULT_STACK.to_string()
+    } else {
+        request.stack.clone()
+    };
+    validate_name("service", &request.name).map_err(ApiError::bad_request)?;
+    validate_name("stack", &stack_name).map_err(ApiError::bad_request)?;
+    let mut service = Service {
+        env: caller.env.clone(),
+        stack: stack_name.clone(),
+        name: request.name.clone(),
+        command: Vec::new(),
+        instances: 1,
+        memory_bytes: DEFAULT_MEMORY_BYTES,
+        env_vars: BTreeMap::new(),
+        schedule: None,
+        endpoints: Vec::new(),
+        created_at: Utc::now(),
+    };
+    let settings = Settings {
+        command: Some(request.command),
+        instances: request.instances,
+        memory: request.memory,
+        env: request.env,
+        unset_env: Vec::new(),
+        schedule: request.schedule,
+    };
+    settings.apply(&state, &mut service)?;
+
+    let existing = state.store.services(&caller.env).await?;
+    if existing.iter().any(|s| s.value.stack == service.stack && s.value.name == service.name) {
+        return Err(ApiError::conflict(format!(
+            "service {} already exists in stack {}; change it with `mesh svc update {}`",
+            service.name, service.stack, service.name
+        )));
+    }
+    let name = service.dns_name();
+    if let Some(other) = existing.iter().find(|s| s.value.dns_name() == name) {
+        return Err(ApiError::conflict(format!(
+            "service {} in stack {} would share the intra-DNS name {name} with service {} in stack {}; pick another name",
+            service.name, service.stack, other.value.name, other.value.stack
+        )));
+    }
+
+    let mut change = StackChange::load(&state, &caller.env, &stack_name).await?;
+    let digest = plan_code(&state, &mut change, request.component.as_ref(), &service).await?;
+    check_runnable(&state, &digest, &service).await?;
+    let in_stack: Vec<&Service> = existing
+        .iter()
+        .map(|s| &s.value)
+        .filter(|s| s.stack == stack_name)
+        .collect();
+    check_services_keep_code(&change.stack, &in_stack, None)?;
+
+    let service_key = key::service(&service.env, &service.stack, &service.name);
+    let txn = Txn::new()
+        .when(Compare::Absent(service_key.clone()))
+        .put(service_key, encode(&service));
+    state
+        .store
+        .commit(change.txn(txn, state.config.versions_kept))
+        .await?;
+    tracing::info!(service = %ServiceKey::of(&service), "service created");
+    Ok((StatusCode::CREATED, Json(view(&state, service))))
+}
+
+/// `PATCH /v1/services/{stack}/{name}`.
+pub(super) async fn update(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((stack, name)): Path<(String, String)>,
+    Json(request): Json<UpdateService>,
+) -> ApiResult<Json<ServiceView>> {
+    let found = find(&state, &caller.env, &stack, &name).await?;
+    let mut service = found.value.clone();
+    let settings = Settings {
+        command: request.command,
+        instances: request.instances,
+        memory: request.memory,
+        env: request.env,
+        unset_env: request.unset_env,
+        schedule: request.schedule,
+    };
+    settings.apply(&state, &mut service)?;
+    let mut change = StackChange::load(&state, &caller.env, &stack).await?;
+    let digest = plan_code(&state, &mut change, request.component.as_ref(), &service).await?;
+    check_runnable(&state, &digest, &service).await?;
+    let services = state.store.services(&caller.env).await?;
+    let in_stack: Vec<&Service> = services
+        .iter()
+        .map(|s| &s.value)
+        .filter(|s| s.stack == stack)
+        .collect();
+    check_services_keep_code(&change.stack, &in_stack, Some(&name))?;
+
+    let service_key = key::service(&caller.env, &stack, &name);
+    let txn = Txn::new()
+        .when(Compare::ModRev(service_key.clone(), found.mod_rev))
+        .put(service_key, encode(&service));
+    state
+        .store
+        .commit(change.txn(txn, state.config.versions_kept))
+        .await?;
+    tracing::info!(service = %ServiceKey::of(&service), "service updated");
+    Ok(Json(view(&state, service)))
+}
+
+/// `DELETE /v1/services/{stack}/{name}`.
+pub(super) async fn delete(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((stack, name)): Path<(String, String)>,
+) -> ApiResult<Json<ServiceView>> {
+    let found = find(&state, &caller.env, &stack, &name).await?;
+    let service_key = key::service(&caller.env, &stack, &name);
+    let txn = Txn::new()
+        .when(Compare::ModRev(service_key.clone(), found.mod_rev))
+        .delete(service_key);
+    state.store.commit(txn).await?;
+    tracing::info!(service = %ServiceKey::of(&found.value), "service deleted");
+    let mut gone = view(&state, found.value);
+    gone.instances.clear();
+    Ok(Json(gone))
+}
+
+/// `GET /v1/services/{stack}/{name}/logs`.
+pub(super) async fn logs(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((stack, name)): Path<(String, String)>,
+    Query(query): Query<LogsQuery>,
+) -> ApiResult<Json<Vec<LogLine>>> {
+    let found = find(&state, &caller.env, &stack, &name).await?;
+    let log = state.logs.service(&ServiceKey::of(&found.value));
+    let instance = query.instance.clone();
+    let mut lines = tokio::task::spawn_blocking(move || log.tail(None))
+        .await
+        .map_err(|e| anyhow::anyhow!("reading logs failed: {e}"))?;
+    if let Some(instance) = &instance {
+        lines.retain(|l| &l.instance == instance);
+    }
+    if let Some(n) = query.tail {
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+    }
+    Ok(Json(lines))
+}
+
+/// Finds a service or says which ones exist.
+async fn find(state: &ApiState, env: &str, stack: &str, name: &str) -> ApiResult<Versioned<Service>> {
+    if let Some(found) = state.store.service(env, stack, name).await? {
+        return Ok(found);
+    }
+    let services = state.store.services(env).await?;
+    let have: Vec<String> = services
+        .iter()
+        .filter(|s| s.value.stack == stack)
+        .map(|s| s.value.name.clone())
+        .collect();
+    let hint = if have.is_empty() {
+        format!("stack {stack} has no services")
+    } else {
+        format!("stack {stack} has: {}", have.join(", "))
+    };
+    Err(ApiError::not_found(format!(
+        "no service named {name} in stack {stack} ({hint})"
+    )))
+}
+
+/// Settings a create or update may change, as the user wrote them.
+struct Settings {
+    command: Option<Vec<String>>,
+    instances: Option<i64>,
+    memory: Option<String>,
+    env: Vec<String>,
+    unset_env: Vec<String>,
+    schedule: Option<String>,
+}
+
+impl Settings {
+    /// Checks every setting and applies it; on error nothing is applied
+    /// that matters, since the caller drops the service.
+    fn apply(self, state: &ApiState, service: &mut Service) -> ApiResult<()> {
+        if let Some(command) = self.command {
+            if command.first().is_none_or(|w| w.is_empty()) {
+                return Err(ApiError::bad_request(
+                    "a service needs a command: `-- COMPONENT ARGS...` (e.g. `-- app queue` or `-- app.wasm queue`)",
+                ));
+            }
+            service.command = command;
+        }
+        if let Some(instances) = self.instances {
+            if !(0..=i64::from(MAX_INSTANCES)).contains(&instances) {
+                return Err(ApiError::bad_request(format!(
+                    "invalid instance count {instances}: use a number from 0 to {MAX_INSTANCES}"
+                )));
+            }
+            service.instances = instances as u32;
+        }
+        if let Some(memory) = self.memory {
+            let bytes = parse_memory(&memory).map_err(ApiError::bad_request)?;
+            let max = state.config.max_memory_bytes;
+            if !(MIN_MEMORY_BYTES..=max).contains(&bytes) {
+                return Err(ApiError::bad_request(format!(
+                    "invalid memory limit {memory}: use from 1Mi to {}",
+                    crate::model::format_memory(max)
+                )));
+            }
+            service.memory_bytes = bytes;
+        }
+        for setting in &self.env {
+            let (k, v) = setting.split_once('=').ok_or_else(|| {
+                ApiError::bad_request(format!("invalid --env `{setting}`: use KEY=VALUE"))
+            })?;
+            validate_env_var(k).map_err(ApiError::bad_request)?;
+            service.env_vars.insert(k.to_string(), v.to_string());
+        }
+        for k in &self.unset_env {
+            service.env_vars.remove(k);
+        }
+        if let Some(schedule) = self.schedule {
+            if schedule != "none" {
+                return Err(ApiError::bad_request(format!(
+                    "cannot schedule `{schedule}`: this daemon does not run cron jobs yet"
+                )));
+            }
+            service.schedule = None;
+        }
+        Ok(())
+    }
+}
+
+/// Adds uploaded code to the stack's bundle if the request brings some,
+/// and returns the digest of the component the service's command names.
+async fn plan_code(
+    state: &ApiState,
+    change: &mut StackChange,
+    component: Option<&ComponentRef>,
+    service: &Service,
+) -> ApiResult<Digest> {
+    if let Some(component) = component {
+        validate_component_name(&component.name)?;
+        require_blob(state, &component.digest)?;
+        let mut components = change.stack.components.clone();
+        components.insert(component.name.clone(), component.digest.clone());
+        let reason = format!("add component {}", component.name);
+        change.set_components(components, &reason);
+    }
+    resolve(&change.stack, &service.command)
+}
+
+/// Checks the component can run the way the service needs.
+async fn check_runnable(state: &ApiState, digest: &Digest, service: &Service) -> ApiResult<()> {
+    let engine = state.engine.clone();
+    let d = digest.clone();
+    let loaded = tokio::task::spawn_blocking(move || engine.load(&d))
+        .await
+        .map_err(|e| anyhow::anyhow!("loading code failed: {e}"))??;
+    if loaded.command.is_none() {
+        return Err(ApiError::bad_request(format!(
+            "component '{}' does not export `wasi:cli/run`, so it cannot run as a worker (it exports {})",
+            service.component(),
+            loaded.exports.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn view(state: &ApiState, service: Service) -> ServiceView {
+    let instances = state.supervisor.instances(&ServiceKey::of(&service));
+    let version = instances.first().map_or(0, |i| i.version);
+    ServiceView {
+        service_type: service.service_type(),
+        dns_name: dns_name(&service.stack, &service.name),
+        instances_desired: service.instances,
+        memory_limit_bytes: service.memory_bytes,
+        next_run: None,
+        runs: Vec::new(),
+        env: service.env_vars,
+        version,
+        created_at: service.created_at,
+        instances,
+        name: service.name,
+        stack: service.stack,
+        command: service.command,
+        endpoints: service.endpoints,
+        schedule: service.schedule,
+    }
+}

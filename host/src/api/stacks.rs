@@ -1,0 +1,392 @@
+//! Code: uploads (`PUT /v1/code`), deploys, versions and rollback.
+//!
+//! A stack's code is a bundle of components. Every change to the bundle
+//! makes a new numbered version (only when a digest actually changed); the
+//! last few versions are kept for rollback, which itself makes a new
+//! version with an old bundle, as Heroku's releases do.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
+use chrono::Utc;
+
+use super::wire::{CodeQuery, DeployRequest, DeployResult, RollbackRequest, StackView, VersionView};
+use super::{ApiError, ApiResult, ApiState, Caller};
+use crate::engine::CodeInfo;
+use crate::model::{validate_name, Digest, Service, Stack, Version};
+use crate::store::{encode, key, Compare, Txn};
+use crate::supervisor::no_component_message;
+
+/// `PUT /v1/code?name=app.wasm`: checks and stores one component.
+pub(super) async fn upload_code(
+    State(state): State<ApiState>,
+    Extension(_caller): Extension<Caller>,
+    Query(query): Query<CodeQuery>,
+    body: Body,
+) -> ApiResult<Json<CodeInfo>> {
+    let name = query.name.unwrap_or_else(|| "the upload".to_string());
+    let limit = state.config.max_upload_bytes;
+    let bytes = axum::body::to_bytes(body, limit as usize)
+        .await
+        .map_err(|_| {
+            ApiError::too_large(format!(
+                "{name} is larger than the daemon's upload limit of {}",
+                crate::model::format_memory(limit)
+            ))
+        })?;
+    let engine = state.engine.clone();
+    let info = tokio::task::spawn_blocking(move || engine.accept(&name, &bytes))
+        .await
+        .map_err(|e| anyhow::anyhow!("code check failed: {e}"))?
+        .map_err(|e| match e.downcast::<crate::engine::CodeError>() {
+            Ok(code) => ApiError::bad_request(code.to_string()),
+            Err(other) => ApiError::from(other),
+        })?;
+    Ok(Json(info))
+}
+
+/// `GET /v1/stacks`.
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Vec<StackView>>> {
+    let stacks = state.store.stacks(&caller.env).await?;
+    let services = state.store.services(&caller.env).await?;
+    let views = stacks
+        .into_iter()
+        .map(|s| StackView {
+            services: services
+                .iter()
+                .filter(|svc| svc.value.stack == s.value.name)
+                .map(|svc| svc.value.name.clone())
+                .collect(),
+            name: s.value.name,
+            version: s.value.current,
+            components: s.value.components,
+        })
+        .collect();
+    Ok(Json(views))
+}
+
+/// `POST /v1/stacks/{stack}/deploy`: a new version of the stack's code.
+pub(super) async fn deploy(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(stack): Path<String>,
+    Json(request): Json<DeployRequest>,
+) -> ApiResult<Json<DeployResult>> {
+    validate_name("stack", &stack).map_err(ApiError::bad_request)?;
+    if request.components.is_empty() {
+        return Err(ApiError::bad_request("a deploy needs at least one component"));
+    }
+    for (name, digest) in &request.components {
+        validate_component_name(name)?;
+        require_blob(&state, digest)?;
+    }
+    let mut change = StackChange::load(&state, &caller.env, &stack).await?;
+    let mut components = if request.replace {
+        BTreeMap::new()
+    } else {
+        change.stack.components.clone()
+    };
+    components.extend(request.components);
+    let reason = if request.replace { "deploy" } else { "deploy (components replaced)" };
+    apply_and_commit(&state, &caller.env, change.set_components(components, reason)).await
+}
+
+/// `GET /v1/stacks/{stack}/versions`: kept versions, newest first.
+pub(super) async fn versions(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(stack): Path<String>,
+) -> ApiResult<Json<Vec<VersionView>>> {
+    let found = state
+        .store
+        .stack(&caller.env, &stack)
+        .await?
+        .ok_or_else(|| unknown_stack(&stack))?;
+    let mut versions: Vec<VersionView> = state
+        .store
+        .versions(&caller.env, &stack)
+        .await?
+        .into_iter()
+        .map(|v| version_view(v.value, found.value.current))
+        .collect();
+    versions.reverse();
+    Ok(Json(versions))
+}
+
+/// `POST /v1/stacks/{stack}/rollback`: makes a new version with an older
+/// version's bundle.
+pub(super) async fn rollback(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(stack): Path<String>,
+    Json(request): Json<RollbackRequest>,
+) -> ApiResult<Json<DeployResult>> {
+    let mut change = StackChange::load(&state, &caller.env, &stack).await?;
+    if change.stack_rev.is_none() {
+        return Err(unknown_stack(&stack));
+    }
+    let current = change.stack.current;
+    let target = match request.to {
+        Some(n) => change.versions.iter().find(|v| v.number == n).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "stack {stack} has no version v{n} (kept: {})",
+                version_list(&change.versions)
+            ))
+        })?,
+        None => change
+            .versions
+            .iter()
+            .rev()
+            .find(|v| v.number < current)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "stack {stack} has no version before v{current} to roll back to"
+                ))
+            })?,
+    };
+    if target.number == current {
+        return Err(ApiError::bad_request(format!(
+            "stack {stack} is already on v{current}"
+        )));
+    }
+    let reason = format!("rollback to v{}", target.number);
+    let components = target.components.clone();
+    apply_and_commit(&state, &caller.env, change.set_components(components, &reason)).await
+}
+
+/// Checks a stack change leaves every service of the stack with its
+/// component, then commits it.
+async fn apply_and_commit(
+    state: &ApiState,
+    env: &str,
+    change: &mut StackChange,
+) -> ApiResult<Json<DeployResult>> {
+    let services = state.store.services(env).await?;
+    let in_stack: Vec<&Service> = services
+        .iter()
+        .map(|s| &s.value)
+        .filter(|s| s.stack == change.stack.name)
+        .collect();
+    check_services_keep_code(&change.stack, &in_stack, None)?;
+    let restarting = change.restarting(&in_stack);
+    let created = change.new_version.is_some();
+    let txn = change.txn(Txn::new(), state.config.versions_kept);
+    state.store.commit(txn).await?;
+    let version = match &change.new_version {
+        Some(v) => v.clone(),
+        None => change
+            .versions
+            .iter()
+            .find(|v| v.number == change.stack.current)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("current version of {} is missing", change.stack.name))?,
+    };
+    Ok(Json(DeployResult {
+        stack: change.stack.name.clone(),
+        version: version_view(version, change.stack.current),
+        created,
+        restarting,
+    }))
+}
+
+/// A pending change to one stack's code, to commit with compare-and-swap.
+pub(super) struct StackChange {
+    /// The stack as it will be.
+    pub stack: Stack,
+    /// `mod_rev` of the stack as read; `None` when it does not exist yet.
+    pub stack_rev: Option<u64>,
+    /// Versions kept now, oldest first.
+    pub versions: Vec<Version>,
+    /// The version to add, if the bundle changed.
+    pub new_version: Option<Version>,
+    before: BTreeMap<String, Digest>,
+}
+
+impl StackChange {
+    /// Reads a stack (or starts a new one) to change.
+    pub async fn load(state: &ApiState, env: &str, name: &str) -> ApiResult<StackChange> {
+        validate_name("stack", name).map_err(ApiError::bad_request)?;
+        let found = state.store.stack(env, name).await?;
+        let versions = state
+            .store
+            .versions(env, name)
+            .await?
+            .into_iter()
+            .map(|v| v.value)
+            .collect();
+        let (stack, stack_rev) = match found {
+            Some(s) => (s.value, Some(s.mod_rev)),
+            None => (
+                Stack {
+                    env: env.to_string(),
+                    name: name.to_string(),
+                    current: 0,
+                    components: BTreeMap::new(),
+                    next_version: 1,
+                    created_at: Utc::now(),
+                },
+                None,
+            ),
+        };
+        Ok(StackChange {
+            before: stack.components.clone(),
+            stack,
+            stack_rev,
+            versions,
+            new_version: None,
+        })
+    }
+
+    /// Sets the bundle; makes a new version only if it differs.
+    pub fn set_components(&mut self, components: BTreeMap<String, Digest>, reason: &str) -> &mut Self {
+        if components == self.stack.components && self.stack.current > 0 {
+            return self;
+        }
+        let number = self.stack.next_version;
+        let version = Version {
+            number,
+            digest: Version::bundle_digest(&components),
+            components: components.clone(),
+            reason: reason.to_string(),
+            created_at: Utc::now(),
+        };
+        self.stack.components = components;
+        self.stack.current = number;
+        self.stack.next_version = number + 1;
+        self.new_version = Some(version);
+        self
+    }
+
+    /// Services whose component digest this change alters.
+    pub fn restarting(&self, services: &[&Service]) -> Vec<String> {
+        services
+            .iter()
+            .filter(|s| self.before.get(s.component()) != self.stack.components.get(s.component()))
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// Adds the change's compares and writes to `txn`, pruning versions
+    /// beyond `kept`.
+    pub fn txn(&self, mut txn: Txn, kept: usize) -> Txn {
+        let stack_key = key::stack(&self.stack.env, &self.stack.name);
+        txn = txn.when(match self.stack_rev {
+            Some(rev) => Compare::ModRev(stack_key.clone(), rev),
+            None => Compare::Absent(stack_key.clone()),
+        });
+        let Some(version) = &self.new_version else {
+            if self.stack_rev.is_none() {
+                txn = txn.put(stack_key, encode(&self.stack));
+            }
+            return txn;
+        };
+        txn = txn.put(stack_key, encode(&self.stack)).put(
+            key::version(&self.stack.env, &self.stack.name, version.number),
+            encode(version),
+        );
+        let total = self.versions.len() + 1;
+        for old in self.versions.iter().take(total.saturating_sub(kept.max(1))) {
+            txn = txn.delete(key::version(&self.stack.env, &self.stack.name, old.number));
+        }
+        txn
+    }
+}
+
+/// Refuses a bundle that would leave a service without its component.
+/// `except` is a service being replaced in the same request.
+pub(super) fn check_services_keep_code(
+    stack: &Stack,
+    services: &[&Service],
+    except: Option<&str>,
+) -> ApiResult<()> {
+    for service in services {
+        if Some(service.name.as_str()) == except {
+            continue;
+        }
+        if !stack.components.contains_key(service.component()) {
+            return Err(ApiError::bad_request(format!(
+                "service {} runs component '{}', which this change would remove from stack {}; delete or update the service first",
+                service.name,
+                service.component(),
+                stack.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the command's first word names a component of the bundle.
+pub(super) fn resolve(stack: &Stack, command: &[String]) -> ApiResult<Digest> {
+    let name = command.first().map(String::as_str).unwrap_or("");
+    if stack.components.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "stack {} has no code yet: give a .wasm file as the command (`-- app.wasm ARGS`) or run `mesh stack deploy {} PATH`",
+            stack.name, stack.name
+        )));
+    }
+    stack.components.get(name).cloned().ok_or_else(|| {
+        ApiError::bad_request(no_component_message(
+            name,
+            &stack.name,
+            stack.current,
+            &stack.components,
+        ))
+    })
+}
+
+/// Component names are file stems: letters, digits, `-` and `_`.
+pub(super) fn validate_component_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid component name `{name}`: use letters, digits, `-` and `_` (it is the .wasm file's stem)"
+        )))
+    }
+}
+
+/// Checks code named by digest was uploaded.
+pub(super) fn require_blob(state: &ApiState, digest: &Digest) -> ApiResult<()> {
+    if state.engine.blobs().contains(digest) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "no code with digest {digest} was uploaded; upload it with PUT /v1/code first"
+        )))
+    }
+}
+
+fn unknown_stack(stack: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no stack named {stack}; `mesh stack ls` lists the stacks"
+    ))
+}
+
+fn version_list(versions: &[Version]) -> String {
+    versions
+        .iter()
+        .map(|v| format!("v{}", v.number))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn version_view(v: Version, current: u64) -> VersionView {
+    VersionView {
+        current: v.number == current,
+        number: v.number,
+        digest: v.digest,
+        components: v.components,
+        reason: v.reason,
+        created_at: v.created_at,
+    }
+}

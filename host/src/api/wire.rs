@@ -1,0 +1,203 @@
+//! The control API's request and response bodies, shared by the daemon and
+//! the `mesh` CLI so both sides agree by construction.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Digest, InstanceStatus, ServiceType};
+
+/// A component of the bundle being named in a request: code already
+/// uploaded (`PUT /v1/code`), under a component name.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ComponentRef {
+    /// Component name (file stem): `app` for `app.wasm`.
+    pub name: String,
+    /// Digest the upload returned.
+    pub digest: Digest,
+}
+
+/// `POST /v1/services`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CreateService {
+    /// Stack; `app` when empty.
+    pub stack: String,
+    /// Service name.
+    pub name: String,
+    /// argv; the first word names a component.
+    pub command: Vec<String>,
+    /// Instances to run (default 1).
+    pub instances: Option<i64>,
+    /// Memory limit, e.g. `64Mi` (default 128Mi).
+    pub memory: Option<String>,
+    /// `KEY=VALUE` settings.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Cron schedule.
+    pub schedule: Option<String>,
+    /// Code to add to the stack's bundle first (the `-- app.wasm ...` form).
+    pub component: Option<ComponentRef>,
+}
+
+/// `PATCH /v1/services/{stack}/{name}`: only the fields given change.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct UpdateService {
+    /// New argv.
+    pub command: Option<Vec<String>>,
+    /// New instance count.
+    pub instances: Option<i64>,
+    /// New memory limit.
+    pub memory: Option<String>,
+    /// `KEY=VALUE` settings to add or replace.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Variable names to remove.
+    #[serde(default)]
+    pub unset_env: Vec<String>,
+    /// New schedule; `none` removes it.
+    pub schedule: Option<String>,
+    /// Code to add to the stack's bundle first.
+    pub component: Option<ComponentRef>,
+}
+
+/// One cron run, newest first in [`ServiceView::runs`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunView {
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// Its exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// `succeeded`, `failed`, `skipped` or `timed_out`.
+    pub status: String,
+}
+
+/// A service as `mesh service ls --json` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// Service name.
+    pub name: String,
+    /// Stack.
+    pub stack: String,
+    /// worker, web or cron.
+    #[serde(rename = "type")]
+    pub service_type: ServiceType,
+    /// argv.
+    pub command: Vec<String>,
+    /// Instances asked for.
+    pub instances_desired: u32,
+    /// Memory limit of each instance.
+    pub memory_limit_bytes: u64,
+    /// Public URLs.
+    pub endpoints: Vec<String>,
+    /// Cron schedule.
+    pub schedule: Option<String>,
+    /// Next cron firing.
+    pub next_run: Option<DateTime<Utc>>,
+    /// Cron history, newest first.
+    pub runs: Vec<RunView>,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Intra-DNS name, `<stack>-<service>`.
+    pub dns_name: String,
+    /// Stack version the service is on.
+    pub version: u64,
+    /// When the service was created.
+    pub created_at: DateTime<Utc>,
+    /// Every instance.
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// `POST /v1/stacks/{stack}/deploy`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeployRequest {
+    /// Components of the new version, by name.
+    pub components: BTreeMap<String, Digest>,
+    /// Whether these are the whole bundle (a directory) or replace only the
+    /// components named (a single file).
+    pub replace: bool,
+}
+
+/// What a deploy or rollback did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeployResult {
+    /// The stack.
+    pub stack: String,
+    /// The version now current.
+    pub version: VersionView,
+    /// Whether a new version was made (false when the code was unchanged).
+    pub created: bool,
+    /// Services that restart because their component changed.
+    pub restarting: Vec<String>,
+}
+
+/// `POST /v1/stacks/{stack}/rollback`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// Version to go back to; the one before the current when absent.
+    pub to: Option<u64>,
+}
+
+/// One kept version of a stack.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VersionView {
+    /// Version number.
+    pub number: u64,
+    /// Bundle digest.
+    pub digest: Digest,
+    /// Components by name.
+    pub components: BTreeMap<String, Digest>,
+    /// Why it was made.
+    pub reason: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// Whether it is the stack's current version.
+    pub current: bool,
+}
+
+/// A stack as `mesh stack ls` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StackView {
+    /// Stack name.
+    pub name: String,
+    /// Current version number (0: no code yet).
+    pub version: u64,
+    /// Components of the current version.
+    pub components: BTreeMap<String, Digest>,
+    /// Services in the stack.
+    pub services: Vec<String>,
+}
+
+/// Every error the API returns.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// One line saying what is wrong and, where possible, how to fix it.
+    pub error: String,
+}
+
+/// Query of `GET /v1/services`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// Only this stack.
+    pub stack: Option<String>,
+    /// Only this service.
+    pub name: Option<String>,
+}
+
+/// Query of `GET /v1/services/{stack}/{name}/logs`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LogsQuery {
+    /// Last N lines only.
+    pub tail: Option<usize>,
+    /// Only this instance.
+    pub instance: Option<String>,
+}
+
+/// Query of `PUT /v1/code`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CodeQuery {
+    /// What the user called the file, for error messages.
+    pub name: Option<String>,
+}

@@ -1,0 +1,79 @@
+//! Code storage: every uploaded component kept once, named by its sha256,
+//! under `DATA/blobs/sha256/`. A blob is written and synced before any
+//! version that names it is committed, so a committed version never points
+//! at missing code.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::model::Digest;
+
+/// The content-addressed blob directory.
+#[derive(Clone, Debug)]
+pub struct Blobs {
+    dir: PathBuf,
+}
+
+impl Blobs {
+    /// Opens (creating) the blob directory under `data_dir`.
+    pub fn open(data_dir: &Path) -> anyhow::Result<Blobs> {
+        let dir = data_dir.join("blobs").join("sha256");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Blobs { dir })
+    }
+
+    /// Where a blob lives.
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join(digest.hex())
+    }
+
+    /// Whether a blob is stored.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.path(digest).is_file()
+    }
+
+    /// Stores bytes durably; returns their digest. Storing the same bytes
+    /// twice is a no-op.
+    pub fn put(&self, bytes: &[u8]) -> anyhow::Result<Digest> {
+        let digest = Digest::of(bytes);
+        let path = self.path(&digest);
+        if path.is_file() {
+            return Ok(digest);
+        }
+        let tmp = self.dir.join(format!(".{}.tmp", digest.hex()));
+        let mut file = std::fs::File::create(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", self.dir.display()))?;
+        Ok(digest)
+    }
+
+    /// Reads a blob.
+    pub fn get(&self, digest: &Digest) -> anyhow::Result<Vec<u8>> {
+        let path = self.path(digest);
+        std::fs::read(&path).with_context(|| format!("reading code blob {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_is_content_addressed_and_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path()).unwrap();
+        let a = blobs.put(b"component bytes").unwrap();
+        let b = blobs.put(b"component bytes").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(blobs.get(&a).unwrap(), b"component bytes");
+        assert!(!blobs.contains(&Digest::of(b"other")));
+    }
+}

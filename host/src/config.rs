@@ -1,0 +1,63 @@
+//! The daemon's configuration: one struct, built once from flags by the
+//! caller (`mesh up`), passed down to every part.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Default data directory, relative to where `mesh up` runs.
+pub const DEFAULT_DATA_DIR: &str = ".mesh";
+/// Default control API address.
+pub const DEFAULT_API_ADDR: &str = "127.0.0.1:7070";
+/// Default ingress address.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+/// Default platform alias domain: labels become `www.localhost`.
+pub const DEFAULT_ALIAS: &str = "localhost";
+/// Largest component upload the API accepts.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest memory limit a service may ask for.
+pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+/// Live instances the engine's pooling allocator has room for.
+pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+/// Log bytes kept per service before the oldest are dropped.
+pub const DEFAULT_LOG_BYTES_PER_SERVICE: u64 = 8 * 1024 * 1024;
+/// Versions kept per stack for rollback.
+pub const DEFAULT_VERSIONS_KEPT: usize = 20;
+
+/// Everything the daemon needs to know at start.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// Where state, code, compiled code and logs live.
+    pub data_dir: PathBuf,
+    /// Control API listen address (port 0 picks one).
+    pub api_addr: SocketAddr,
+    /// Ingress listen address (port 0 picks one).
+    pub http_addr: SocketAddr,
+    /// Platform alias domain of the default environment.
+    pub alias: String,
+    /// Largest upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Largest per-instance memory limit, in bytes.
+    pub max_memory_bytes: u64,
+    /// Live instances (all services together) the engine has room for.
+    pub max_instances: u32,
+    /// Log bytes kept per service.
+    pub log_bytes_per_service: u64,
+    /// Versions kept per stack.
+    pub versions_kept: usize,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            api_addr: DEFAULT_API_ADDR.parse().expect("default API address parses"),
+            http_addr: DEFAULT_HTTP_ADDR.parse().expect("default HTTP address parses"),
+            alias: DEFAULT_ALIAS.to_string(),
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+            max_instances: DEFAULT_MAX_INSTANCES,
+            log_bytes_per_service: DEFAULT_LOG_BYTES_PER_SERVICE,
+            versions_kept: DEFAULT_VERSIONS_KEPT,
+        }
+    }
+}

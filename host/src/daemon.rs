@@ -1,0 +1,162 @@
+//! The daemon: opens the data directory, starts every part, serves the
+//! control API and the ingress, and shuts down cleanly on SIGTERM or
+//! Ctrl-C (instances stopped, state already durable).
+
+use std::fs::File;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::api::{self, ApiState};
+use crate::blobs::Blobs;
+use crate::config::DaemonConfig;
+use crate::engine::Engine;
+use crate::logs::Logs;
+use crate::model::DEFAULT_ENVIRONMENT;
+use crate::store::Store;
+use crate::supervisor::Supervisor;
+
+/// The file clients read to find the daemon, in the data directory.
+pub const DAEMON_FILE: &str = "daemon.json";
+
+/// Contents of `daemon.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    /// Control API base URL.
+    pub api_url: String,
+    /// Ingress base URL.
+    pub http_url: String,
+    /// The operator's token.
+    pub token: String,
+    /// Environment the token acts on by default.
+    pub environment: String,
+}
+
+/// Runs the daemon until SIGTERM or Ctrl-C.
+pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {}", data_dir.display()))?;
+    let _lock = lock_data_dir(&data_dir)?;
+
+    let store = Store::open_sqlite(&data_dir)?;
+    let admin_token = store.bootstrap().await?;
+    let blobs = Blobs::open(&data_dir)?;
+    let engine = Arc::new(Engine::new(&config, blobs)?);
+    let logs = Arc::new(Logs::new(&data_dir, config.log_bytes_per_service));
+    let supervisor = Supervisor::new(store.clone(), engine.clone(), logs.clone());
+
+    let api_listener = TcpListener::bind(config.api_addr)
+        .await
+        .with_context(|| format!("binding the control API to {}", config.api_addr))?;
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding the ingress to {}", config.http_addr))?;
+    let info = DaemonInfo {
+        api_url: format!("http://{}", api_listener.local_addr()?),
+        http_url: format!("http://{}", http_listener.local_addr()?),
+        token: admin_token.clone(),
+        environment: DEFAULT_ENVIRONMENT.to_string(),
+    };
+
+    let state = ApiState {
+        store,
+        engine,
+        supervisor: supervisor.clone(),
+        logs,
+        config: Arc::new(config),
+        admin_token: admin_token.into(),
+    };
+    let reconciler = tokio::spawn(supervisor.clone().run());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let api = serve(api_listener, api::router(state), stop_rx.clone());
+    let ingress = serve(http_listener, crate::ingress::router(), stop_rx);
+    write_daemon_file(&data_dir, &info)?;
+    tracing::info!(api = %info.api_url, http = %info.http_url, data_dir = %data_dir.display(), "mesh is up");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: stopping instances");
+    let _ = stop_tx.send(true);
+    reconciler.abort();
+    supervisor.stop_all().await;
+    let _ = tokio::join!(api, ingress);
+    let _ = std::fs::remove_file(data_dir.join(DAEMON_FILE));
+    tracing::info!("mesh stopped");
+    Ok(())
+}
+
+fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "server failed");
+        }
+    })
+}
+
+/// Holds an exclusive lock on the data directory for the daemon's life, so
+/// two daemons never share one.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
+    let path = data_dir.join("lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "another mesh daemon is already using {} (its lock file is held)",
+            data_dir.display()
+        )
+    })?;
+    Ok(file)
+}
+
+/// Writes `daemon.json` (mode 0600) atomically.
+fn write_daemon_file(data_dir: &Path, info: &DaemonInfo) -> anyhow::Result<()> {
+    let path = data_dir.join(DAEMON_FILE);
+    let tmp = data_dir.join(format!(".{DAEMON_FILE}.tmp"));
+    let mut file = File::options()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(&serde_json::to_vec_pretty(info)?)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

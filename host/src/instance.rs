@@ -1,0 +1,266 @@
+//! One instance: one wasmtime `Store` with its own memory limit, WASI
+//! context and output streams, running a component's `wasi:cli/run` to
+//! its end, and the [`Outcome`] that explains how it ended.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline, WasmBacktrace};
+use wasmtime_wasi::cli::StdoutStream;
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::engine::{Engine, Loaded};
+use crate::model::format_memory;
+
+/// Table elements one instance may grow its tables to.
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+
+/// The data of one instance's `Store`: its WASI contexts and limits.
+pub struct HostState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
+}
+
+/// Limits the total of all linear memories of one instance (not each one
+/// separately), and remembers when it refused to grow, so a guest that dies
+/// of it is reported as out of memory rather than as a bare trap.
+pub struct MemoryLimiter {
+    limit: usize,
+    used: usize,
+    refused: bool,
+}
+
+impl MemoryLimiter {
+    /// A limiter allowing `limit` bytes in all.
+    pub fn new(limit: u64) -> MemoryLimiter {
+        MemoryLimiter {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            used: 0,
+            refused: false,
+        }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let after = self.used.saturating_sub(current).saturating_add(desired);
+        if after > self.limit {
+            self.refused = true;
+            return Ok(false);
+        }
+        self.used = after;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// What to start: the guest's view of the world.
+pub struct Launch<O, E> {
+    /// argv, first word included.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Memory limit in bytes: all memories together.
+    pub memory_bytes: u64,
+    /// Where stdout goes.
+    pub stdout: O,
+    /// Where stderr goes.
+    pub stderr: E,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Exit code, when the guest exited (traps and start failures have none).
+    pub exit_code: Option<i32>,
+    /// What happened, for people: `exited with code 3`,
+    /// `exceeded memory limit 64 MiB`, `trap: ... in app::trap`.
+    pub message: String,
+}
+
+impl Outcome {
+    /// Whether the run counts as a success.
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+
+    fn exited(code: i32) -> Outcome {
+        Outcome {
+            exit_code: Some(code),
+            message: format!("exited with code {code}"),
+        }
+    }
+}
+
+/// A switch that makes a running guest trap at its next epoch check.
+#[derive(Clone, Default)]
+pub struct Interrupt(Arc<AtomicBool>);
+
+impl Interrupt {
+    /// Asks the guest to stop.
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn is_triggered(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs `wasi:cli/run` of `code` in a fresh store to its end.
+///
+/// `running` is called once the instance exists (instantiation done), so
+/// the caller can move it from `starting` to `running`. The guest yields to
+/// the executor at every epoch tick, so a guest in an endless loop neither
+/// holds a thread nor resists being stopped: dropping the returned future,
+/// or triggering `interrupt`, ends it within a tick.
+pub async fn run_command<O, E>(
+    engine: &Engine,
+    code: &Loaded,
+    launch: Launch<O, E>,
+    interrupt: Interrupt,
+    running: impl FnOnce(),
+) -> Outcome
+where
+    O: StdoutStream + 'static,
+    E: StdoutStream + 'static,
+{
+    let Some(command) = &code.command else {
+        return Outcome {
+            exit_code: None,
+            message: format!(
+                "component {} does not export `wasi:cli/run` (it exports {})",
+                code.digest.short(),
+                code.exports.join(", ")
+            ),
+        };
+    };
+    let mut store = new_store(engine, launch, interrupt.clone());
+    let result = async {
+        let instance = command.instantiate_async(&mut store).await?;
+        running();
+        instance.wasi_cli_run().call_run(&mut store).await
+    }
+    .await;
+    match result {
+        Ok(Ok(())) => Outcome::exited(0),
+        Ok(Err(())) => Outcome::exited(1),
+        Err(e) => explain(&e, &store.data().limiter, &interrupt),
+    }
+}
+
+fn new_store<O, E>(engine: &Engine, launch: Launch<O, E>, interrupt: Interrupt) -> Store<HostState>
+where
+    O: StdoutStream + 'static,
+    E: StdoutStream + 'static,
+{
+    let mut wasi = WasiCtx::builder();
+    wasi.args(&launch.args)
+        .envs(&launch.env)
+        .stdout(launch.stdout)
+        .stderr(launch.stderr)
+        .inherit_network()
+        .allow_ip_name_lookup(true);
+    let state = HostState {
+        wasi: wasi.build(),
+        http: WasiHttpCtx::new(),
+        table: ResourceTable::new(),
+        limiter: MemoryLimiter::new(launch.memory_bytes),
+    };
+    let mut store = Store::new(engine.wasmtime(), state);
+    store.limiter(|state| &mut state.limiter);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if interrupt.is_triggered() {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store
+}
+
+/// Turns the error a run ended with into words.
+fn explain(e: &wasmtime::Error, limiter: &MemoryLimiter, interrupt: &Interrupt) -> Outcome {
+    if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        return Outcome::exited(exit.0);
+    }
+    if limiter.refused {
+        return Outcome {
+            exit_code: None,
+            message: format!("exceeded memory limit {}", format_memory(limiter.limit as u64)),
+        };
+    }
+    if interrupt.is_triggered() {
+        return Outcome {
+            exit_code: None,
+            message: "stopped".to_string(),
+        };
+    }
+    let message = match e.downcast_ref::<Trap>() {
+        Some(trap) => {
+            let place = e
+                .downcast_ref::<WasmBacktrace>()
+                .and_then(|bt| bt.frames().iter().find_map(|f| f.func_name()))
+                .map(|name| format!(" in {:#}", rustc_demangle::demangle(name)))
+                .unwrap_or_default();
+            format!("trap: {trap}{place}")
+        }
+        None => format!("failed: {}", e.root_cause()),
+    };
+    Outcome {
+        exit_code: None,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limiter_counts_all_memories_together() {
+        let mut limiter = MemoryLimiter::new(100);
+        assert!(limiter.memory_growing(0, 60, None).unwrap());
+        assert!(!limiter.memory_growing(0, 60, None).unwrap());
+        assert!(limiter.refused);
+        assert!(limiter.memory_growing(60, 100, None).unwrap());
+        assert!(!limiter.memory_growing(100, 101, None).unwrap());
+    }
+}

@@ -1,0 +1,37 @@
+//! The mesh daemon: hosts WebAssembly components as services.
+//!
+//! Data flows one way: the control API (`api`) writes desired state to the
+//! state store (`store`); the supervisor (`supervisor`) reads it and
+//! converges running instances (`instance`) to it, loading code through the
+//! engine (`engine`), which compiles each component once and caches it.
+//! Status flows back from the supervisor to the API for reading.
+//!
+//! - `model`: the words of DESIGN.md as types.
+//! - `config`: the daemon's one configuration struct.
+//! - `store`: desired state over an etcd-shaped KV (SQLite embedded).
+//! - `blobs`: content-addressed code storage.
+//! - `engine`: the wasmtime engine, linker, epoch ticker and code cache.
+//! - `instance`: one store, its limits, and how a run ended.
+//! - `supervisor`: desired versus actual, restarts, back-off, rollouts.
+//! - `logs`: instance output, per service, bounded, followable.
+//! - `api`: the HTTP/JSON control API.
+//! - `ingress`: the public HTTP listener.
+//! - `auth`: tokens.
+//! - `daemon`: wires the parts together and runs them.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod auth;
+pub mod blobs;
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod ingress;
+pub mod instance;
+pub mod logs;
+pub mod model;
+pub mod store;
+pub mod supervisor;
+
+pub use config::DaemonConfig;
+pub use daemon::{run, DaemonInfo, DAEMON_FILE};

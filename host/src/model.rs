@@ -1,0 +1,420 @@
+//! The words of DESIGN.md as types: environments, stacks, versions,
+//! services, instances, and the small values they are made of (names,
+//! memory sizes, digests).
+//!
+//! These are the records kept in the state store (desired state) and the
+//! status the supervisor reports back (actual state).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The environment every daemon creates at first start; the operator's
+/// token acts on it.
+pub const DEFAULT_ENVIRONMENT: &str = "default";
+
+/// The stack a service lands in when none is named.
+pub const DEFAULT_STACK: &str = "app";
+
+/// Memory limit of an instance when the service does not set one.
+pub const DEFAULT_MEMORY_BYTES: u64 = 128 * MIB;
+
+/// The smallest memory limit that can run anything useful.
+pub const MIN_MEMORY_BYTES: u64 = MIB;
+
+/// Most instances one service may ask for.
+pub const MAX_INSTANCES: u32 = 1000;
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+
+/// A tenant: owns stacks and a token; nothing in one environment sees
+/// another.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Environment {
+    /// DNS-label name, e.g. `default`.
+    pub name: String,
+    /// sha256 (hex) of the environment's API token; the token itself is
+    /// never stored.
+    pub token_sha256: String,
+    /// When the environment was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A named group of services that run the same version of the code.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stack {
+    /// Environment the stack belongs to.
+    pub env: String,
+    /// DNS-label name, e.g. `finance`.
+    pub name: String,
+    /// Number of the version every service of the stack runs; 0 before the
+    /// first deploy.
+    pub current: u64,
+    /// Components of the current version (a copy of that version's map, so
+    /// the supervisor reads one record per stack).
+    pub components: BTreeMap<String, Digest>,
+    /// Number the next version will get.
+    pub next_version: u64,
+    /// When the stack was first named.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One immutable version of a stack's code: a bundle of components.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Version {
+    /// 1, 2, 3, ... per stack.
+    pub number: u64,
+    /// Digest of the bundle: of its sorted `name=digest` lines.
+    pub digest: Digest,
+    /// Component name (file stem) to content digest.
+    pub components: BTreeMap<String, Digest>,
+    /// Why this version exists ("deploy", "add component app", "rollback to v2").
+    pub reason: String,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+}
+
+impl Version {
+    /// The digest that names a bundle: equal bundles get equal digests.
+    pub fn bundle_digest(components: &BTreeMap<String, Digest>) -> Digest {
+        let mut text = String::new();
+        for (name, digest) in components {
+            text.push_str(name);
+            text.push('=');
+            text.push_str(digest.as_str());
+            text.push('\n');
+        }
+        Digest::of(text.as_bytes())
+    }
+}
+
+/// A command to launch from the stack's code, plus its settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Service {
+    /// Environment the service belongs to.
+    pub env: String,
+    /// Stack whose code the service runs.
+    pub stack: String,
+    /// DNS-label name, unique within the stack.
+    pub name: String,
+    /// argv; the first word names a component of the stack's bundle.
+    pub command: Vec<String>,
+    /// How many instances to keep running.
+    pub instances: u32,
+    /// Memory limit of each instance: all its linear memories together.
+    pub memory_bytes: u64,
+    /// Environment variables the guest sees.
+    pub env_vars: BTreeMap<String, String>,
+    /// Cron schedule; a service with one is a cron job.
+    pub schedule: Option<String>,
+    /// Public URLs the service is bound to; a service with any is a web service.
+    pub endpoints: Vec<String>,
+    /// When the service was created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl Service {
+    /// What kind of service the settings make it.
+    pub fn service_type(&self) -> ServiceType {
+        if self.schedule.is_some() {
+            ServiceType::Cron
+        } else if !self.endpoints.is_empty() {
+            ServiceType::Web
+        } else {
+            ServiceType::Worker
+        }
+    }
+
+    /// The component the command names (its first word).
+    pub fn component(&self) -> &str {
+        self.command.first().map(String::as_str).unwrap_or("")
+    }
+
+    /// The service's intra-DNS name, `<stack>-<service>`.
+    pub fn dns_name(&self) -> String {
+        dns_name(&self.stack, &self.name)
+    }
+}
+
+/// Names one service across environments: `env/stack/name`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServiceKey {
+    /// Environment.
+    pub env: String,
+    /// Stack.
+    pub stack: String,
+    /// Service.
+    pub name: String,
+}
+
+impl ServiceKey {
+    /// The key of a service record.
+    pub fn of(service: &Service) -> ServiceKey {
+        ServiceKey {
+            env: service.env.clone(),
+            stack: service.stack.clone(),
+            name: service.name.clone(),
+        }
+    }
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.env, self.stack, self.name)
+    }
+}
+
+/// The intra-DNS name of a service: `<stack>-<service>`.
+pub fn dns_name(stack: &str, service: &str) -> String {
+    format!("{stack}-{service}")
+}
+
+/// Worker, web service or cron job: follows from a service's settings.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceType {
+    /// No endpoint, no schedule.
+    Worker,
+    /// Bound to one or more endpoints.
+    Web,
+    /// Has a schedule.
+    Cron,
+}
+
+impl fmt::Display for ServiceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServiceType::Worker => "worker",
+            ServiceType::Web => "web",
+            ServiceType::Cron => "cron",
+        })
+    }
+}
+
+/// Where one instance is in its life.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// Loading code and instantiating.
+    Starting,
+    /// Running guest code.
+    Running,
+    /// Ended and waiting out its back-off before the next start.
+    Backoff,
+    /// Cannot start with the current settings (e.g. the command names no
+    /// component); not retried until the service or its stack changes.
+    Crashed,
+    /// Ran to completion and will not be restarted (one-shot runs).
+    Exited,
+    /// Stopped by the platform (scale down, delete, shutdown).
+    Stopped,
+}
+
+impl fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InstanceState::Starting => "starting",
+            InstanceState::Running => "running",
+            InstanceState::Backoff => "backoff",
+            InstanceState::Crashed => "crashed",
+            InstanceState::Exited => "exited",
+            InstanceState::Stopped => "stopped",
+        })
+    }
+}
+
+/// What the supervisor knows of one instance right now.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstanceStatus {
+    /// `<service>.<n>`, stable across restarts of the same slot.
+    pub id: String,
+    /// Current state.
+    pub state: InstanceState,
+    /// Restarts since the slot started or its settings last changed.
+    pub restarts: u32,
+    /// Exit code of the last run, if it exited with one (traps have none).
+    pub exit_code: Option<i32>,
+    /// Human explanation of the state, e.g. `exceeded memory limit 64 MiB`.
+    pub message: Option<String>,
+    /// When the current (or last) run started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Stack version the instance runs.
+    pub version: u64,
+}
+
+/// A sha256 content digest, written `sha256:<hex>`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(try_from = "String", into = "String")]
+pub struct Digest(String);
+
+impl Digest {
+    /// The digest of some bytes.
+    pub fn of(bytes: &[u8]) -> Digest {
+        use sha2::Digest as _;
+        Digest(format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes))))
+    }
+
+    /// The `sha256:<hex>` text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Just the hex part, for file names.
+    pub fn hex(&self) -> &str {
+        &self.0["sha256:".len()..]
+    }
+
+    /// A short form for people: the first 12 hex digits.
+    pub fn short(&self) -> &str {
+        &self.hex()[..12]
+    }
+}
+
+impl TryFrom<String> for Digest {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let hex = text
+            .strip_prefix("sha256:")
+            .ok_or_else(|| format!("digest `{text}` must start with `sha256:`"))?;
+        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(format!("digest `{text}` must be `sha256:` and 64 lowercase hex digits"));
+        }
+        Ok(Digest(text))
+    }
+}
+
+impl From<Digest> for String {
+    fn from(digest: Digest) -> String {
+        digest.0
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks that `name` can be a stack, service or environment name: a DNS
+/// label of lowercase letters, digits and inner hyphens, at most 63 long.
+pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {what} name `{name}`: use 1-63 lowercase letters, digits and inner hyphens (a DNS label)"
+        ))
+    }
+}
+
+/// Parses a memory size: plain bytes, `Ki`/`Mi`/`Gi` (binary, optionally
+/// with a trailing `B`), or `K`/`M`/`G` and `KB`/`MB`/`GB` (also binary, as
+/// people mean them for memory).
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let bad = || {
+        format!("invalid memory size `{text}`: use a number with a unit, e.g. 64Mi, 512Mi or 1Gi")
+    };
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "ki" | "kb" | "kib" => KIB,
+        "m" | "mi" | "mb" | "mib" => MIB,
+        "g" | "gi" | "gb" | "gib" => GIB,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(scale).ok_or_else(bad)
+}
+
+/// Writes a byte count the way people read memory limits: `64 MiB`.
+pub fn format_memory(bytes: u64) -> String {
+    if bytes >= GIB && bytes % GIB == 0 {
+        format!("{} GiB", bytes / GIB)
+    } else if bytes >= MIB && bytes % MIB == 0 {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= KIB && bytes % KIB == 0 {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// Checks environment variable settings: names are non-empty and hold no `=`.
+pub fn validate_env_var(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.contains('=') || key.contains('\0') {
+        return Err(format!(
+            "invalid environment variable name `{key}`: use KEY=VALUE with a non-empty KEY"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_parse() {
+        assert_eq!(parse_memory("64Mi"), Ok(64 * MIB));
+        assert_eq!(parse_memory("64MiB"), Ok(64 * MIB));
+        assert_eq!(parse_memory("1Gi"), Ok(GIB));
+        assert_eq!(parse_memory("512k"), Ok(512 * KIB));
+        assert_eq!(parse_memory("1048576"), Ok(MIB));
+        assert!(parse_memory("lots").is_err());
+        assert!(parse_memory("64Qi").is_err());
+        assert!(parse_memory("-1Mi").is_err());
+        assert!(parse_memory("99999999999999999Gi").is_err());
+    }
+
+    #[test]
+    fn memory_sizes_format() {
+        assert_eq!(format_memory(64 * MIB), "64 MiB");
+        assert_eq!(format_memory(2 * GIB), "2 GiB");
+        assert_eq!(format_memory(1000), "1000 bytes");
+    }
+
+    #[test]
+    fn names_are_dns_labels() {
+        assert!(validate_name("service", "web").is_ok());
+        assert!(validate_name("service", "send-emails2").is_ok());
+        assert!(validate_name("service", "Web").is_err());
+        assert!(validate_name("service", "-web").is_err());
+        assert!(validate_name("service", "web_1").is_err());
+        assert!(validate_name("service", "").is_err());
+        assert!(validate_name("service", &"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn digests_round_trip_and_reject_junk() {
+        let d = Digest::of(b"hello");
+        assert_eq!(Digest::try_from(d.to_string()), Ok(d.clone()));
+        assert_eq!(d.short().len(), 12);
+        assert!(Digest::try_from("sha256:xyz".to_string()).is_err());
+        assert!(Digest::try_from("md5:00".to_string()).is_err());
+    }
+
+    #[test]
+    fn bundle_digest_depends_on_names_and_contents() {
+        let mut a = BTreeMap::new();
+        a.insert("app".to_string(), Digest::of(b"1"));
+        let mut b = a.clone();
+        assert_eq!(Version::bundle_digest(&a), Version::bundle_digest(&b));
+        b.insert("pay".to_string(), Digest::of(b"2"));
+        assert_ne!(Version::bundle_digest(&a), Version::bundle_digest(&b));
+    }
+}

@@ -1,0 +1,239 @@
+//! The state store: desired state (environments, stacks, versions,
+//! services) as typed records over a [`Kv`] backend.
+//!
+//! - `kv`: the etcd-shaped interface every backend implements.
+//! - `sqlite`: the embedded backend, one file in the data directory.
+//!
+//! Keys:
+//! - `/meta/admin_token`: the operator's token (it is written to
+//!   `daemon.json` at every start, so it is kept in clear here).
+//! - `/tokens/<sha256>`: which environment a token acts on.
+//! - `/envs/<env>`, `/stacks/<env>/<stack>`,
+//!   `/versions/<env>/<stack>/<number, zero-padded>`,
+//!   `/services/<env>/<stack>/<service>`.
+
+mod kv;
+mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use kv::{Change, Compare, KeyValue, Kv, KvError, Op, Txn};
+pub use sqlite::SqliteKv;
+
+use crate::model::{Environment, Service, Stack, Version, DEFAULT_ENVIRONMENT};
+
+/// Typed, async access to desired state.
+#[derive(Clone)]
+pub struct Store {
+    kv: Arc<dyn Kv>,
+}
+
+/// A record read from the store with the revision it was last written at,
+/// for compare-and-swap updates.
+#[derive(Clone, Debug)]
+pub struct Versioned<T> {
+    /// The record.
+    pub value: T,
+    /// Its `mod_rev`.
+    pub mod_rev: u64,
+}
+
+/// Key builders, so every key is spelled in one place.
+pub mod key {
+    /// The operator's token.
+    pub const ADMIN_TOKEN: &str = "/meta/admin_token";
+
+    /// Token hash to environment.
+    pub fn token(sha256: &str) -> String {
+        format!("/tokens/{sha256}")
+    }
+    /// An environment.
+    pub fn env(env: &str) -> String {
+        format!("/envs/{env}")
+    }
+    /// A stack.
+    pub fn stack(env: &str, stack: &str) -> String {
+        format!("/stacks/{env}/{stack}")
+    }
+    /// Every stack of an environment.
+    pub fn stacks(env: &str) -> String {
+        format!("/stacks/{env}/")
+    }
+    /// One version of a stack.
+    pub fn version(env: &str, stack: &str, number: u64) -> String {
+        format!("/versions/{env}/{stack}/{number:010}")
+    }
+    /// Every version of a stack.
+    pub fn versions(env: &str, stack: &str) -> String {
+        format!("/versions/{env}/{stack}/")
+    }
+    /// A service.
+    pub fn service(env: &str, stack: &str, name: &str) -> String {
+        format!("/services/{env}/{stack}/{name}")
+    }
+    /// Every service of an environment.
+    pub fn services(env: &str) -> String {
+        format!("/services/{env}/")
+    }
+    /// Every service of every environment.
+    pub const ALL_SERVICES: &str = "/services/";
+    /// Every stack of every environment.
+    pub const ALL_STACKS: &str = "/stacks/";
+}
+
+/// Serialises a record for the store.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Records are plain data (strings, numbers, maps with string keys):
+    // serialising them cannot fail.
+    serde_json::to_vec(value).expect("store records serialise to JSON")
+}
+
+fn decode<T: DeserializeOwned>(kv: &KeyValue) -> anyhow::Result<T> {
+    serde_json::from_slice(&kv.value).with_context(|| format!("decoding the record at `{}`", kv.key))
+}
+
+impl Store {
+    /// Opens the embedded SQLite store in `data_dir`.
+    pub fn open_sqlite(data_dir: &Path) -> anyhow::Result<Store> {
+        let path = data_dir.join("state.db");
+        let kv = SqliteKv::open(&path)
+            .with_context(|| format!("opening the state store {}", path.display()))?;
+        Ok(Store { kv: Arc::new(kv) })
+    }
+
+    /// Wraps any backend.
+    pub fn new(kv: Arc<dyn Kv>) -> Store {
+        Store { kv }
+    }
+
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Kv) -> Result<R, KvError> + Send + 'static,
+    ) -> Result<R, KvError> {
+        let kv = self.kv.clone();
+        tokio::task::spawn_blocking(move || f(kv.as_ref()))
+            .await
+            .map_err(|e| KvError::Backend(format!("store task failed: {e}")))?
+    }
+
+    /// Reads and decodes one record.
+    pub async fn get<T: DeserializeOwned>(&self, key: String) -> anyhow::Result<Option<Versioned<T>>> {
+        let found = self.blocking(move |kv| kv.get(&key)).await?;
+        found
+            .map(|kv| {
+                Ok(Versioned {
+                    value: decode(&kv)?,
+                    mod_rev: kv.mod_rev,
+                })
+            })
+            .transpose()
+    }
+
+    /// Reads and decodes every record under a prefix, in key order.
+    pub async fn list<T: DeserializeOwned>(&self, prefix: String) -> anyhow::Result<Vec<Versioned<T>>> {
+        let (rows, _) = self.blocking(move |kv| kv.range(&prefix)).await?;
+        rows.iter()
+            .map(|kv| {
+                Ok(Versioned {
+                    value: decode(&kv)?,
+                    mod_rev: kv.mod_rev,
+                })
+            })
+            .collect()
+    }
+
+    /// Commits a transaction durably; returns its revision.
+    pub async fn commit(&self, txn: Txn) -> Result<u64, KvError> {
+        self.blocking(move |kv| kv.txn(txn)).await
+    }
+
+    /// A receiver of the latest committed revision.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.kv.subscribe()
+    }
+
+    /// Makes sure the `default` environment and the operator's token exist,
+    /// creating both at first start. Returns the operator's token.
+    pub async fn bootstrap(&self) -> anyhow::Result<String> {
+        if let Some(token) = self.get::<String>(key::ADMIN_TOKEN.to_string()).await? {
+            return Ok(token.value);
+        }
+        let admin = crate::auth::new_token();
+        let env_token = crate::auth::new_token();
+        let env = Environment {
+            name: DEFAULT_ENVIRONMENT.to_string(),
+            token_sha256: crate::auth::token_hash(&env_token),
+            created_at: chrono::Utc::now(),
+        };
+        let txn = Txn::new()
+            .when(Compare::Absent(key::ADMIN_TOKEN.to_string()))
+            .put(key::ADMIN_TOKEN, encode(&admin))
+            .put(key::env(&env.name), encode(&env))
+            .put(key::token(&env.token_sha256), encode(&env.name));
+        self.commit(txn).await.context("creating the default environment")?;
+        Ok(admin)
+    }
+
+    /// The environment a (non-admin) token acts on, if any.
+    pub async fn environment_of_token(&self, token: &str) -> anyhow::Result<Option<String>> {
+        let found = self
+            .get::<String>(key::token(&crate::auth::token_hash(token)))
+            .await?;
+        Ok(found.map(|v| v.value))
+    }
+
+    /// One service.
+    pub async fn service(&self, env: &str, stack: &str, name: &str) -> anyhow::Result<Option<Versioned<Service>>> {
+        self.get(key::service(env, stack, name)).await
+    }
+
+    /// Every service of an environment.
+    pub async fn services(&self, env: &str) -> anyhow::Result<Vec<Versioned<Service>>> {
+        self.list(key::services(env)).await
+    }
+
+    /// One stack.
+    pub async fn stack(&self, env: &str, stack: &str) -> anyhow::Result<Option<Versioned<Stack>>> {
+        self.get(key::stack(env, stack)).await
+    }
+
+    /// Every stack of an environment.
+    pub async fn stacks(&self, env: &str) -> anyhow::Result<Vec<Versioned<Stack>>> {
+        self.list(key::stacks(env)).await
+    }
+
+    /// Every kept version of a stack, oldest first.
+    pub async fn versions(&self, env: &str, stack: &str) -> anyhow::Result<Vec<Versioned<Version>>> {
+        self.list(key::versions(env, stack)).await
+    }
+
+    /// All desired state the supervisor acts on: every service and every
+    /// stack of every environment, read at one revision.
+    pub async fn desired(&self) -> anyhow::Result<Desired> {
+        let (services, stacks) = self
+            .blocking(|kv| {
+                let (services, _) = kv.range(key::ALL_SERVICES)?;
+                let (stacks, _) = kv.range(key::ALL_STACKS)?;
+                Ok((services, stacks))
+            })
+            .await?;
+        Ok(Desired {
+            services: services.iter().map(decode).collect::<anyhow::Result<_>>()?,
+            stacks: stacks.iter().map(decode).collect::<anyhow::Result<_>>()?,
+        })
+    }
+}
+
+/// A snapshot of desired state for the supervisor.
+#[derive(Clone, Debug, Default)]
+pub struct Desired {
+    /// Every service.
+    pub services: Vec<Service>,
+    /// Every stack.
+    pub stacks: Vec<Stack>,
+}

@@ -1,0 +1,495 @@
+//! The supervisor: makes the instances that run match the desired state in
+//! the store, and keeps them running.
+//!
+//! Every service has a row of *slots*, one per desired instance. A slot is
+//! a task that starts an instance, waits for it to end, records how it
+//! ended, and starts it again after an exponential back-off. The reconcile
+//! loop re-reads desired state whenever the store's revision moves and
+//! adds or removes slots, and rolls a changed service to its new settings
+//! one slot at a time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::engine::{Engine, Loaded};
+use crate::instance::{run_command, Interrupt, Launch};
+use crate::logs::{LogLine, LogStream, Logs, Stream};
+use crate::model::{Digest, InstanceState, InstanceStatus, Service, ServiceKey, ServiceType, Stack};
+use crate::store::{Desired, Store};
+
+/// First back-off after an instance ends.
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+/// Longest back-off.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// An instance that ran this long resets its back-off.
+pub const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// Longest wait for one slot to take new settings before a rollout moves on.
+const ROLLOUT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a rollout looks at the slot it waits for.
+const ROLLOUT_POLL: Duration = Duration::from_millis(10);
+
+/// What a slot runs: everything about a service that, when it changes,
+/// means its instances must restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RunSpec {
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    memory_bytes: u64,
+    /// The component's digest, or why there is none.
+    component: Result<Digest, String>,
+}
+
+/// A [`RunSpec`] as handed to slots, with an id so a rollout can tell when
+/// a slot has taken it, and the stack version it belongs to.
+#[derive(Debug)]
+struct Spec {
+    id: u64,
+    run: RunSpec,
+    version: u64,
+}
+
+static NEXT_SPEC_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What a slot shares with the supervisor: its status and which spec it
+/// has taken.
+struct SlotShared {
+    status: InstanceStatus,
+    spec_id: u64,
+}
+
+struct Slot {
+    shared: Arc<Mutex<SlotShared>>,
+    spec: watch::Sender<Arc<Spec>>,
+    task: JoinHandle<()>,
+}
+
+struct ServiceRuntime {
+    spec: Arc<Spec>,
+    slots: Vec<Slot>,
+    rollout: Option<JoinHandle<()>>,
+}
+
+/// The parts a slot needs.
+#[derive(Clone)]
+struct Parts {
+    engine: Arc<Engine>,
+    logs: Arc<Logs>,
+}
+
+/// Converges running instances to desired state.
+pub struct Supervisor {
+    parts: Parts,
+    store: Store,
+    runtimes: Mutex<HashMap<ServiceKey, ServiceRuntime>>,
+}
+
+impl Supervisor {
+    /// A supervisor for the services in `store`, running code through `engine`.
+    pub fn new(store: Store, engine: Arc<Engine>, logs: Arc<Logs>) -> Arc<Supervisor> {
+        Arc::new(Supervisor {
+            parts: Parts { engine, logs },
+            store,
+            runtimes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Reconciles now and then after every committed change, until the
+    /// task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        let mut revisions = self.store.subscribe();
+        loop {
+            revisions.borrow_and_update();
+            match self.store.desired().await {
+                Ok(desired) => self.reconcile(&desired),
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot read desired state"),
+            }
+            if revisions.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The instances of one service, in slot order.
+    pub fn instances(&self, key: &ServiceKey) -> Vec<InstanceStatus> {
+        let runtimes = self.lock();
+        runtimes
+            .get(key)
+            .map(|rt| rt.slots.iter().map(|s| lock(&s.shared).status.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Stops every instance; used at shutdown.
+    pub async fn stop_all(&self) {
+        let runtimes: Vec<ServiceRuntime> = self.lock().drain().map(|(_, rt)| rt).collect();
+        for rt in runtimes {
+            stop_runtime(rt).await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ServiceKey, ServiceRuntime>> {
+        lock(&self.runtimes)
+    }
+
+    fn reconcile(&self, desired: &Desired) {
+        let stacks: HashMap<(&str, &str), &Stack> = desired
+            .stacks
+            .iter()
+            .map(|s| ((s.env.as_str(), s.name.as_str()), s))
+            .collect();
+        let mut runtimes = self.lock();
+        let mut wanted = std::collections::HashSet::new();
+        for service in &desired.services {
+            let key = ServiceKey::of(service);
+            wanted.insert(key.clone());
+            let stack = stacks.get(&(service.env.as_str(), service.stack.as_str())).copied();
+            let (run, version) = run_spec(service, stack);
+            // Cron jobs get their instances from the scheduler, not slots.
+            let count = match service.service_type() {
+                ServiceType::Cron => 0,
+                _ => service.instances as usize,
+            };
+            let rt = runtimes.entry(key.clone()).or_insert_with(|| ServiceRuntime {
+                spec: new_spec(run.clone(), version),
+                slots: Vec::new(),
+                rollout: None,
+            });
+            self.converge(&key, rt, run, version, count);
+        }
+        let gone: Vec<ServiceKey> = runtimes
+            .keys()
+            .filter(|k| !wanted.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(rt) = runtimes.remove(&key) {
+                tracing::info!(service = %key, "service deleted: stopping its instances");
+                let logs = self.parts.logs.clone();
+                tokio::spawn(async move {
+                    stop_runtime(rt).await;
+                    logs.remove(&key);
+                });
+            }
+        }
+    }
+
+    fn converge(&self, key: &ServiceKey, rt: &mut ServiceRuntime, run: RunSpec, version: u64, count: usize) {
+        if rt.spec.run != run {
+            tracing::info!(service = %key, version, "settings changed: rolling instances");
+            rt.spec = new_spec(run, version);
+            if let Some(old) = rt.rollout.take() {
+                old.abort();
+            }
+            let steps: Vec<_> = rt
+                .slots
+                .iter()
+                .map(|s| (s.spec.clone(), s.shared.clone()))
+                .collect();
+            rt.rollout = Some(tokio::spawn(rollout(steps, rt.spec.clone())));
+        } else if rt.spec.version != version {
+            // Same code and settings under a new version number: nothing to
+            // restart, only the label moves.
+            rt.spec = Arc::new(Spec {
+                id: rt.spec.id,
+                run: rt.spec.run.clone(),
+                version,
+            });
+            for slot in &rt.slots {
+                lock(&slot.shared).status.version = version;
+            }
+        }
+        while rt.slots.len() < count {
+            let index = rt.slots.len();
+            rt.slots.push(self.spawn_slot(key, index, rt.spec.clone()));
+        }
+        while rt.slots.len() > count {
+            if let Some(slot) = rt.slots.pop() {
+                slot.task.abort();
+            }
+        }
+    }
+
+    fn spawn_slot(&self, key: &ServiceKey, index: usize, spec: Arc<Spec>) -> Slot {
+        let id = format!("{}.{}", key.name, index + 1);
+        let shared = Arc::new(Mutex::new(SlotShared {
+            status: InstanceStatus {
+                id: id.clone(),
+                state: InstanceState::Starting,
+                restarts: 0,
+                exit_code: None,
+                message: None,
+                started_at: None,
+                version: spec.version,
+            },
+            spec_id: 0,
+        }));
+        let (tx, rx) = watch::channel(spec);
+        let task = tokio::spawn(slot_main(
+            self.parts.clone(),
+            key.clone(),
+            id,
+            shared.clone(),
+            rx,
+        ));
+        Slot {
+            shared,
+            spec: tx,
+            task,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Slot state is plain data; a panic mid-update leaves it readable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn new_spec(run: RunSpec, version: u64) -> Arc<Spec> {
+    Arc::new(Spec {
+        id: NEXT_SPEC_ID.fetch_add(1, Ordering::Relaxed),
+        run,
+        version,
+    })
+}
+
+/// What a service should run, given its stack.
+fn run_spec(service: &Service, stack: Option<&Stack>) -> (RunSpec, u64) {
+    let component = resolve_component(service, stack);
+    let mut env: Vec<(String, String)> = service
+        .env_vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.push(("MESH_STACK".into(), service.stack.clone()));
+    env.push(("MESH_SERVICE".into(), service.name.clone()));
+    let run = RunSpec {
+        command: service.command.clone(),
+        env,
+        memory_bytes: service.memory_bytes,
+        component,
+    };
+    (run, stack.map_or(0, |s| s.current))
+}
+
+/// The digest of the component a service's command names, or a message
+/// saying why there is none.
+pub fn resolve_component(service: &Service, stack: Option<&Stack>) -> Result<Digest, String> {
+    let name = service.component();
+    let stack = match stack {
+        Some(stack) if stack.current > 0 => stack,
+        _ => {
+            return Err(format!(
+                "stack {} has no code yet: deploy some with `mesh stack deploy {} PATH`",
+                service.stack, service.stack
+            ))
+        }
+    };
+    stack.components.get(name).cloned().ok_or_else(|| {
+        no_component_message(name, &stack.name, stack.current, &stack.components)
+    })
+}
+
+/// `no component named 'ap' in stack app v4 (have: app, payments)`.
+pub fn no_component_message(
+    name: &str,
+    stack: &str,
+    version: u64,
+    components: &BTreeMap<String, Digest>,
+) -> String {
+    let have: Vec<&str> = components.keys().map(String::as_str).collect();
+    format!(
+        "no component named '{name}' in stack {stack} v{version} (have: {})",
+        have.join(", ")
+    )
+}
+
+/// Hands `spec` to each slot in turn, waiting for one to be up on it before
+/// moving to the next, so a service keeps serving while it rolls.
+async fn rollout(steps: Vec<(watch::Sender<Arc<Spec>>, Arc<Mutex<SlotShared>>)>, spec: Arc<Spec>) {
+    for (tx, shared) in steps {
+        tx.send_replace(spec.clone());
+        let deadline = Instant::now() + ROLLOUT_STEP_TIMEOUT;
+        while Instant::now() < deadline {
+            let taken = {
+                let s = lock(&shared);
+                s.spec_id == spec.id && s.status.state != InstanceState::Starting
+            };
+            if taken {
+                break;
+            }
+            tokio::time::sleep(ROLLOUT_POLL).await;
+        }
+    }
+}
+
+async fn stop_runtime(rt: ServiceRuntime) {
+    if let Some(rollout) = rt.rollout {
+        rollout.abort();
+    }
+    for slot in &rt.slots {
+        slot.task.abort();
+    }
+    for slot in rt.slots {
+        let _ = slot.task.await;
+    }
+}
+
+/// The back-off before restart number `failures + 1`.
+pub fn backoff(failures: u32) -> Duration {
+    BACKOFF_FIRST
+        .checked_mul(1u32.checked_shl(failures.min(20)).unwrap_or(u32::MAX))
+        .unwrap_or(BACKOFF_MAX)
+        .min(BACKOFF_MAX)
+}
+
+/// One slot's life: start, run, record, back off, start again; take new
+/// settings when handed them. Ends when aborted (which drops the running
+/// instance) or when the supervisor drops the slot's spec sender.
+async fn slot_main(
+    parts: Parts,
+    key: ServiceKey,
+    id: String,
+    shared: Arc<Mutex<SlotShared>>,
+    mut specs: watch::Receiver<Arc<Spec>>,
+) {
+    let log = parts.logs.service(&key);
+    let mut failures: u32 = 0;
+    loop {
+        let spec = specs.borrow_and_update().clone();
+        {
+            let mut s = lock(&shared);
+            s.spec_id = spec.id;
+            s.status.version = spec.version;
+            s.status.state = InstanceState::Starting;
+            s.status.started_at = Some(Utc::now());
+        }
+        let code = match load(&parts, &spec.run).await {
+            Ok(code) => code,
+            Err(message) => {
+                tracing::warn!(service = %key, instance = %id, %message, "cannot start");
+                set_crashed(&shared, message);
+                // Nothing will change until the service or its stack does.
+                if specs.changed().await.is_err() {
+                    return;
+                }
+                reset_restarts(&shared, &mut failures);
+                continue;
+            }
+        };
+        let launch = Launch {
+            args: spec.run.command.clone(),
+            env: spec.run.env.clone(),
+            memory_bytes: spec.run.memory_bytes,
+            stdout: LogStream::new(log.clone(), &id, Stream::Stdout),
+            stderr: LogStream::new(log.clone(), &id, Stream::Stderr),
+        };
+        let started = Instant::now();
+        let mark_running = || lock(&shared).status.state = InstanceState::Running;
+        let run = run_command(&parts.engine, &code, launch, Interrupt::default(), mark_running);
+        let outcome = tokio::select! {
+            outcome = run => outcome,
+            changed = specs.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                reset_restarts(&shared, &mut failures);
+                continue;
+            }
+        };
+        if started.elapsed() >= STABLE_AFTER {
+            failures = 0;
+        }
+        let delay = backoff(failures);
+        failures = failures.saturating_add(1);
+        let restarts = {
+            let mut s = lock(&shared);
+            s.status.restarts = s.status.restarts.saturating_add(1);
+            s.status.state = InstanceState::Backoff;
+            s.status.exit_code = outcome.exit_code;
+            s.status.message = Some(outcome.message.clone());
+            s.status.restarts
+        };
+        tracing::info!(service = %key, instance = %id, outcome = %outcome.message, ?delay, restarts, "instance ended");
+        log.write(LogLine {
+            time: Utc::now(),
+            instance: id.clone(),
+            stream: Stream::Stderr,
+            text: format!(
+                "[mesh] {}; restart {restarts} in {:.1}s",
+                outcome.message,
+                delay.as_secs_f64()
+            ),
+        });
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            changed = specs.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                reset_restarts(&shared, &mut failures);
+            }
+        }
+    }
+}
+
+async fn load(parts: &Parts, run: &RunSpec) -> Result<Arc<Loaded>, String> {
+    let digest = run.component.clone()?;
+    let engine = parts.engine.clone();
+    let loaded = tokio::task::spawn_blocking(move || engine.load(&digest))
+        .await
+        .map_err(|e| format!("loading code failed: {e}"))?
+        .map_err(|e| format!("loading code failed: {e:#}"))?;
+    if loaded.command.is_none() {
+        return Err(format!(
+            "component '{}' does not export `wasi:cli/run`, so it cannot run as a worker (it exports {})",
+            run.command.first().map(String::as_str).unwrap_or(""),
+            loaded.exports.join(", ")
+        ));
+    }
+    Ok(loaded)
+}
+
+fn set_crashed(shared: &Mutex<SlotShared>, message: String) {
+    let mut s = lock(shared);
+    s.status.state = InstanceState::Crashed;
+    s.status.exit_code = None;
+    s.status.message = Some(message);
+}
+
+fn reset_restarts(shared: &Mutex<SlotShared>, failures: &mut u32) {
+    *failures = 0;
+    let mut s = lock(shared);
+    s.status.restarts = 0;
+    s.status.exit_code = None;
+    s.status.message = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap() {
+        assert_eq!(backoff(0), Duration::from_millis(100));
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(3), Duration::from_millis(800));
+        assert_eq!(backoff(9), BACKOFF_MAX);
+        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn unknown_components_are_named_with_what_exists() {
+        let mut components = BTreeMap::new();
+        components.insert("app".to_string(), Digest::of(b"a"));
+        components.insert("payments".to_string(), Digest::of(b"p"));
+        assert_eq!(
+            no_component_message("ap", "app", 4, &components),
+            "no component named 'ap' in stack app v4 (have: app, payments)"
+        );
+    }
+}
