@@ -139,15 +139,22 @@ Examples:
     Update(UpdateArgs),
 
     /// Delete a service and stop its instances.
-    #[command(after_help = "Examples:\n  mesh svc delete worker\n  mesh svc delete -n payments --stack finance")]
+    #[command(
+        after_help = "Examples:\n  mesh svc delete worker\n  mesh svc delete -n payments --stack finance"
+    )]
     Delete(NamedArgs),
 
     /// List services and every instance: state, restarts, exit code, message.
-    #[command(visible_alias = "list", after_help = "Examples:\n  mesh service ls\n  mesh service ls --stack finance --json")]
+    #[command(
+        visible_alias = "list",
+        after_help = "Examples:\n  mesh service ls\n  mesh service ls --stack finance --json"
+    )]
     Ls(LsArgs),
 
     /// Show a service's output (stdout and stderr of every instance).
-    #[command(after_help = "Examples:\n  mesh svc logs -n worker\n  mesh svc logs worker --tail 50 --instance worker.2")]
+    #[command(
+        after_help = "Examples:\n  mesh svc logs -n worker\n  mesh svc logs worker --tail 50 --instance worker.2"
+    )]
     Logs(LogsArgs),
 }
 
@@ -276,7 +283,9 @@ Examples:
     Versions(StackNameArgs),
 
     /// Go back to an earlier version (the previous one by default).
-    #[command(after_help = "Examples:\n  mesh stack rollback app\n  mesh stack rollback app --to 3")]
+    #[command(
+        after_help = "Examples:\n  mesh stack rollback app\n  mesh stack rollback app --to 3"
+    )]
     Rollback(RollbackArgs),
 
     /// List stacks.

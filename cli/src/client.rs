@@ -37,8 +37,8 @@ impl Client {
                 file.display()
             )
         })?;
-        let info: DaemonInfo = serde_json::from_str(&text)
-            .with_context(|| format!("reading {}", file.display()))?;
+        let info: DaemonInfo =
+            serde_json::from_str(&text).with_context(|| format!("reading {}", file.display()))?;
         Ok(Client::new(info.api_url, info.token))
     }
 
@@ -83,7 +83,11 @@ impl Client {
     }
 
     /// `POST path` with a JSON body.
-    pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
         let response = self
             .agent
             .post(self.url(path))
@@ -93,7 +97,11 @@ impl Client {
     }
 
     /// `PATCH path` with a JSON body.
-    pub fn patch<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+    pub fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
         let response = self
             .agent
             .patch(self.url(path))
@@ -131,7 +139,8 @@ impl Client {
                 .unwrap_or_else(|_| format!("the daemon answered {status}: {}", text.trim()));
             anyhow::bail!(message);
         }
-        serde_json::from_str(&text).with_context(|| format!("the daemon sent an answer this mesh cannot read ({status})"))
+        serde_json::from_str(&text)
+            .with_context(|| format!("the daemon sent an answer this mesh cannot read ({status})"))
     }
 
     fn unreachable(&self, e: ureq::Error) -> anyhow::Error {

@@ -6,15 +6,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context as _};
 use chrono::Utc;
 use mesh_host::api::wire::{
-    ComponentRef, CreateService, DeployRequest, DeployResult, RollbackRequest, ServiceView, StackView,
-    UpdateService, VersionView,
+    ComponentRef, CreateService, DeployRequest, DeployResult, RollbackRequest, ServiceView,
+    StackView, UpdateService, VersionView,
 };
 use mesh_host::engine::CodeInfo;
 use mesh_host::logs::LogLine;
 use mesh_host::model::format_memory;
 use serde::Serialize;
 
-use crate::args::{CreateArgs, DeployArgs, LogsArgs, LsArgs, NamedArgs, RollbackArgs, StackNameArgs, UpdateArgs};
+use crate::args::{
+    CreateArgs, DeployArgs, LogsArgs, LsArgs, NamedArgs, RollbackArgs, StackNameArgs, UpdateArgs,
+};
 use crate::client::Client;
 use crate::table::{age, Table};
 
@@ -174,7 +176,11 @@ pub fn logs(client: &Client, out: &Out, args: LogsArgs) -> anyhow::Result<()> {
     if let Some(instance) = &args.instance {
         query.push(format!("instance={}", encode(instance)));
     }
-    let path = format!("{}/logs?{}", service_path(&args.stack.stack, name), query.join("&"));
+    let path = format!(
+        "{}/logs?{}",
+        service_path(&args.stack.stack, name),
+        query.join("&")
+    );
     let lines: Vec<LogLine> = client.get(&path)?;
     out.print(&lines, || {
         for line in &lines {
@@ -200,7 +206,10 @@ pub fn deploy(client: &Client, out: &Out, args: DeployArgs) -> anyhow::Result<()
         components,
         replace,
     };
-    let result: DeployResult = client.post(&format!("/v1/stacks/{}/deploy", encode(&args.stack)), &request)?;
+    let result: DeployResult = client.post(
+        &format!("/v1/stacks/{}/deploy", encode(&args.stack)),
+        &request,
+    )?;
     out.print(&result, || print_deploy(&result))
 }
 
@@ -215,16 +224,23 @@ fn print_deploy(result: &DeployResult) {
             v.components.keys().cloned().collect::<Vec<_>>().join(", ")
         );
     } else {
-        println!("{} is already on this code (v{}); nothing changed", result.stack, v.number);
+        println!(
+            "{} is already on this code (v{}); nothing changed",
+            result.stack, v.number
+        );
     }
     if !result.restarting.is_empty() {
-        println!("Restarting, one instance at a time: {}", result.restarting.join(", "));
+        println!(
+            "Restarting, one instance at a time: {}",
+            result.restarting.join(", ")
+        );
     }
 }
 
 /// `mesh stack versions`.
 pub fn versions(client: &Client, out: &Out, args: StackNameArgs) -> anyhow::Result<()> {
-    let versions: Vec<VersionView> = client.get(&format!("/v1/stacks/{}/versions", encode(&args.stack)))?;
+    let versions: Vec<VersionView> =
+        client.get(&format!("/v1/stacks/{}/versions", encode(&args.stack)))?;
     out.print(&versions, || {
         let mut table = Table::new(&["VERSION", "DIGEST", "CREATED", "COMPONENTS", "REASON"]);
         let now = Utc::now();
@@ -245,11 +261,20 @@ pub fn versions(client: &Client, out: &Out, args: StackNameArgs) -> anyhow::Resu
 /// `mesh stack rollback`.
 pub fn rollback(client: &Client, out: &Out, args: RollbackArgs) -> anyhow::Result<()> {
     let request = RollbackRequest { to: args.to };
-    let result: DeployResult = client.post(&format!("/v1/stacks/{}/rollback", encode(&args.stack)), &request)?;
+    let result: DeployResult = client.post(
+        &format!("/v1/stacks/{}/rollback", encode(&args.stack)),
+        &request,
+    )?;
     out.print(&result, || {
-        println!("Rolled {} back: {} is now v{}", result.stack, result.version.reason, result.version.number);
+        println!(
+            "Rolled {} back: {} is now v{}",
+            result.stack, result.version.reason, result.version.number
+        );
         if !result.restarting.is_empty() {
-            println!("Restarting, one instance at a time: {}", result.restarting.join(", "));
+            println!(
+                "Restarting, one instance at a time: {}",
+                result.restarting.join(", ")
+            );
         }
     })
 }
@@ -273,7 +298,10 @@ pub fn stacks(client: &Client, out: &Out) -> anyhow::Result<()> {
 
 /// Uploads any local `.wasm` the command starts with, and rewrites the
 /// first word to the component name.
-fn resolve_command(client: &Client, mut argv: Vec<String>) -> anyhow::Result<(Vec<String>, Option<ComponentRef>)> {
+fn resolve_command(
+    client: &Client,
+    mut argv: Vec<String>,
+) -> anyhow::Result<(Vec<String>, Option<ComponentRef>)> {
     let Some(first) = argv.first() else {
         bail!("a service needs a command after `--`, e.g. `-- app.wasm queue`");
     };
@@ -295,7 +323,8 @@ fn upload(client: &Client, path: &Path) -> anyhow::Result<ComponentRef> {
         .ok_or_else(|| anyhow!("cannot name a component after {}", path.display()))?
         .to_string();
     let file_name = path.file_name().and_then(|s| s.to_str()).unwrap_or(&name);
-    let info: CodeInfo = client.put_bytes(&format!("/v1/code?name={}", encode(file_name)), &bytes)?;
+    let info: CodeInfo =
+        client.put_bytes(&format!("/v1/code?name={}", encode(file_name)), &bytes)?;
     Ok(ComponentRef {
         name,
         digest: info.digest,
@@ -305,7 +334,8 @@ fn upload(client: &Client, path: &Path) -> anyhow::Result<ComponentRef> {
 /// The `.wasm` files a deploy path names, and whether they are a whole
 /// bundle (a directory) or one component (a file).
 fn bundle_files(path: &Path) -> anyhow::Result<(Vec<PathBuf>, bool)> {
-    let meta = std::fs::metadata(path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
     if meta.is_file() {
         return Ok((vec![path.to_path_buf()], false));
     }
@@ -388,7 +418,10 @@ mod tests {
     #[test]
     fn commands_split_like_a_shell() {
         assert_eq!(split_words("app queue").unwrap(), ["app", "queue"]);
-        assert_eq!(split_words("  app  'a b' \"c\" ").unwrap(), ["app", "a b", "c"]);
+        assert_eq!(
+            split_words("  app  'a b' \"c\" ").unwrap(),
+            ["app", "a b", "c"]
+        );
         assert_eq!(split_words("app ''").unwrap(), ["app", ""]);
         assert!(split_words("app 'oops").is_err());
     }

@@ -43,8 +43,8 @@ impl Blobs {
             return Ok(digest);
         }
         let tmp = self.dir.join(format!(".{}.tmp", digest.hex()));
-        let mut file = std::fs::File::create(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
+        let mut file =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         file.write_all(bytes)
             .and_then(|()| file.sync_all())
             .with_context(|| format!("writing {}", tmp.display()))?;

@@ -50,8 +50,12 @@ impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
-            api_addr: DEFAULT_API_ADDR.parse().expect("default API address parses"),
-            http_addr: DEFAULT_HTTP_ADDR.parse().expect("default HTTP address parses"),
+            api_addr: DEFAULT_API_ADDR
+                .parse()
+                .expect("default API address parses"),
+            http_addr: DEFAULT_HTTP_ADDR
+                .parse()
+                .expect("default HTTP address parses"),
             alias: DEFAULT_ALIAS.to_string(),
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,

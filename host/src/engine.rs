@@ -214,7 +214,12 @@ impl Engine {
         Ok(loaded)
     }
 
-    fn prepare(&self, name: &str, digest: Digest, component: &Component) -> Result<Loaded, CodeError> {
+    fn prepare(
+        &self,
+        name: &str,
+        digest: Digest,
+        component: &Component,
+    ) -> Result<Loaded, CodeError> {
         let pre: InstancePre<HostState> =
             self.linker
                 .instantiate_pre(component)

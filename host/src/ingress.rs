@@ -18,6 +18,9 @@ async fn not_found(headers: axum::http::HeaderMap, uri: Uri) -> impl IntoRespons
         .unwrap_or("(no host)");
     (
         StatusCode::NOT_FOUND,
-        format!("mesh: no endpoint for host {host} and path {}\n", uri.path()),
+        format!(
+            "mesh: no endpoint for host {host} and path {}\n",
+            uri.path()
+        ),
     )
 }

@@ -224,7 +224,10 @@ fn explain(e: &wasmtime::Error, limiter: &MemoryLimiter, interrupt: &Interrupt) 
     if limiter.refused {
         return Outcome {
             exit_code: None,
-            message: format!("exceeded memory limit {}", format_memory(limiter.limit as u64)),
+            message: format!(
+                "exceeded memory limit {}",
+                format_memory(limiter.limit as u64)
+            ),
         };
     }
     if interrupt.is_triggered() {
@@ -240,7 +243,9 @@ fn explain(e: &wasmtime::Error, limiter: &MemoryLimiter, interrupt: &Interrupt) 
                 .and_then(|bt| bt.frames().iter().find_map(|f| f.func_name()))
                 .map(|name| format!(" in {:#}", rustc_demangle::demangle(name)))
                 .unwrap_or_default();
-            format!("trap: {trap}{place}")
+            let what = trap.to_string();
+            let what = what.strip_prefix("wasm trap: ").unwrap_or(&what);
+            format!("trap: {what}{place}")
         }
         None => format!("failed: {}", e.root_cause()),
     };

@@ -165,7 +165,9 @@ impl ServiceLog {
         let _guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
         let mut lines = Vec::new();
         for path in [self.rotated(), self.path.clone()] {
-            let Ok(file) = File::open(&path) else { continue };
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
             for raw in BufReader::new(file).lines().map_while(Result::ok) {
                 if let Ok(line) = serde_json::from_str::<LogLine>(&raw) {
                     lines.push(line);
@@ -307,7 +309,7 @@ mod tests {
         let log = logs.service(&key());
         let mut follower = log.follow();
         let stream = LogStream::new(log.clone(), "worker.1", Stream::Stdout);
-        let mut w = wasmtime_wasi::cli::StdoutStream::async_stream(&stream);
+        let mut w = std::pin::Pin::from(wasmtime_wasi::cli::StdoutStream::async_stream(&stream));
         w.write_all(b"one\ntw").await.unwrap();
         w.write_all(b"o\nthree").await.unwrap();
         drop(w);
@@ -335,7 +337,10 @@ mod tests {
         assert_eq!(kept.last().unwrap().text, "line 999");
         let on_disk: u64 = ["worker.log", "worker.log.1"]
             .iter()
-            .map(|f| std::fs::metadata(dir.path().join("logs/default/app").join(f)).map_or(0, |m| m.len()))
+            .map(|f| {
+                std::fs::metadata(dir.path().join("logs/default/app").join(f))
+                    .map_or(0, |m| m.len())
+            })
             .sum();
         assert!(on_disk <= 8 * 1024, "{on_disk} bytes on disk");
         logs.remove(&key());

@@ -255,7 +255,10 @@ impl Digest {
     /// The digest of some bytes.
     pub fn of(bytes: &[u8]) -> Digest {
         use sha2::Digest as _;
-        Digest(format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes))))
+        Digest(format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(bytes))
+        ))
     }
 
     /// The `sha256:<hex>` text.
@@ -281,7 +284,9 @@ impl TryFrom<String> for Digest {
             .strip_prefix("sha256:")
             .ok_or_else(|| format!("digest `{text}` must start with `sha256:`"))?;
         if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(format!("digest `{text}` must be `sha256:` and 64 lowercase hex digits"));
+            return Err(format!(
+                "digest `{text}` must be `sha256:` and 64 lowercase hex digits"
+            ));
         }
         Ok(Digest(text))
     }

@@ -20,7 +20,9 @@ use tokio::task::JoinHandle;
 use crate::engine::{Engine, Loaded};
 use crate::instance::{run_command, Interrupt, Launch};
 use crate::logs::{LogLine, LogStream, Logs, Stream};
-use crate::model::{Digest, InstanceState, InstanceStatus, Service, ServiceKey, ServiceType, Stack};
+use crate::model::{
+    Digest, InstanceState, InstanceStatus, Service, ServiceKey, ServiceType, Stack,
+};
 use crate::store::{Desired, Store};
 
 /// First back-off after an instance ends.
@@ -120,7 +122,12 @@ impl Supervisor {
         let runtimes = self.lock();
         runtimes
             .get(key)
-            .map(|rt| rt.slots.iter().map(|s| lock(&s.shared).status.clone()).collect())
+            .map(|rt| {
+                rt.slots
+                    .iter()
+                    .map(|s| lock(&s.shared).status.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -147,18 +154,22 @@ impl Supervisor {
         for service in &desired.services {
             let key = ServiceKey::of(service);
             wanted.insert(key.clone());
-            let stack = stacks.get(&(service.env.as_str(), service.stack.as_str())).copied();
+            let stack = stacks
+                .get(&(service.env.as_str(), service.stack.as_str()))
+                .copied();
             let (run, version) = run_spec(service, stack);
             // Cron jobs get their instances from the scheduler, not slots.
             let count = match service.service_type() {
                 ServiceType::Cron => 0,
                 _ => service.instances as usize,
             };
-            let rt = runtimes.entry(key.clone()).or_insert_with(|| ServiceRuntime {
-                spec: new_spec(run.clone(), version),
-                slots: Vec::new(),
-                rollout: None,
-            });
+            let rt = runtimes
+                .entry(key.clone())
+                .or_insert_with(|| ServiceRuntime {
+                    spec: new_spec(run.clone(), version),
+                    slots: Vec::new(),
+                    rollout: None,
+                });
             self.converge(&key, rt, run, version, count);
         }
         let gone: Vec<ServiceKey> = runtimes
@@ -178,7 +189,14 @@ impl Supervisor {
         }
     }
 
-    fn converge(&self, key: &ServiceKey, rt: &mut ServiceRuntime, run: RunSpec, version: u64, count: usize) {
+    fn converge(
+        &self,
+        key: &ServiceKey,
+        rt: &mut ServiceRuntime,
+        run: RunSpec,
+        version: u64,
+        count: usize,
+    ) {
         if rt.spec.run != run {
             tracing::info!(service = %key, version, "settings changed: rolling instances");
             rt.spec = new_spec(run, version);
@@ -289,9 +307,11 @@ pub fn resolve_component(service: &Service, stack: Option<&Stack>) -> Result<Dig
             ))
         }
     };
-    stack.components.get(name).cloned().ok_or_else(|| {
-        no_component_message(name, &stack.name, stack.current, &stack.components)
-    })
+    stack
+        .components
+        .get(name)
+        .cloned()
+        .ok_or_else(|| no_component_message(name, &stack.name, stack.current, &stack.components))
 }
 
 /// `no component named 'ap' in stack app v4 (have: app, payments)`.
@@ -390,7 +410,13 @@ async fn slot_main(
         };
         let started = Instant::now();
         let mark_running = || lock(&shared).status.state = InstanceState::Running;
-        let run = run_command(&parts.engine, &code, launch, Interrupt::default(), mark_running);
+        let run = run_command(
+            &parts.engine,
+            &code,
+            launch,
+            Interrupt::default(),
+            mark_running,
+        );
         let outcome = tokio::select! {
             outcome = run => outcome,
             changed = specs.changed() => {

@@ -141,10 +141,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// The API's routes, all behind the token check.
 pub fn router(state: ApiState) -> Router {
     let authed = Router::new()
-        .route(
-            "/v1/services",
-            get(services::list).post(services::create),
-        )
+        .route("/v1/services", get(services::list).post(services::create))
         .route(
             "/v1/services/{stack}/{name}",
             get(services::show)

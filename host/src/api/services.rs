@@ -7,7 +7,9 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::Utc;
 
-use super::stacks::{check_services_keep_code, require_blob, resolve, validate_component_name, StackChange};
+use super::stacks::{
+    check_services_keep_code, require_blob, resolve, validate_component_name, StackChange,
+};
 use super::wire::{ComponentRef, CreateService, ListQuery, LogsQuery, ServiceView, UpdateService};
 use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::logs::LogLine;
@@ -80,7 +82,10 @@ pub(super) async fn create(
     settings.apply(&state, &mut service)?;
 
     let existing = state.store.services(&caller.env).await?;
-    if existing.iter().any(|s| s.value.stack == service.stack && s.value.name == service.name) {
+    if existing
+        .iter()
+        .any(|s| s.value.stack == service.stack && s.value.name == service.name)
+    {
         return Err(ApiError::conflict(format!(
             "service {} already exists in stack {}; change it with `mesh svc update {}`",
             service.name, service.stack, service.name
@@ -199,7 +204,12 @@ pub(super) async fn logs(
 }
 
 /// Finds a service or says which ones exist.
-async fn find(state: &ApiState, env: &str, stack: &str, name: &str) -> ApiResult<Versioned<Service>> {
+async fn find(
+    state: &ApiState,
+    env: &str,
+    stack: &str,
+    name: &str,
+) -> ApiResult<Versioned<Service>> {
     if let Some(found) = state.store.service(env, stack, name).await? {
         return Ok(found);
     }

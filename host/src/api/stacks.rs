@@ -12,7 +12,9 @@ use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use chrono::Utc;
 
-use super::wire::{CodeQuery, DeployRequest, DeployResult, RollbackRequest, StackView, VersionView};
+use super::wire::{
+    CodeQuery, DeployRequest, DeployResult, RollbackRequest, StackView, VersionView,
+};
 use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::engine::CodeInfo;
 use crate::model::{validate_name, Digest, Service, Stack, Version};
@@ -79,7 +81,9 @@ pub(super) async fn deploy(
 ) -> ApiResult<Json<DeployResult>> {
     validate_name("stack", &stack).map_err(ApiError::bad_request)?;
     if request.components.is_empty() {
-        return Err(ApiError::bad_request("a deploy needs at least one component"));
+        return Err(ApiError::bad_request(
+            "a deploy needs at least one component",
+        ));
     }
     for (name, digest) in &request.components {
         validate_component_name(name)?;
@@ -92,8 +96,17 @@ pub(super) async fn deploy(
         change.stack.components.clone()
     };
     components.extend(request.components);
-    let reason = if request.replace { "deploy" } else { "deploy (components replaced)" };
-    apply_and_commit(&state, &caller.env, change.set_components(components, reason)).await
+    let reason = if request.replace {
+        "deploy"
+    } else {
+        "deploy (components replaced)"
+    };
+    apply_and_commit(
+        &state,
+        &caller.env,
+        change.set_components(components, reason),
+    )
+    .await
 }
 
 /// `GET /v1/stacks/{stack}/versions`: kept versions, newest first.
@@ -132,12 +145,16 @@ pub(super) async fn rollback(
     }
     let current = change.stack.current;
     let target = match request.to {
-        Some(n) => change.versions.iter().find(|v| v.number == n).ok_or_else(|| {
-            ApiError::not_found(format!(
-                "stack {stack} has no version v{n} (kept: {})",
-                version_list(&change.versions)
-            ))
-        })?,
+        Some(n) => change
+            .versions
+            .iter()
+            .find(|v| v.number == n)
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "stack {stack} has no version v{n} (kept: {})",
+                    version_list(&change.versions)
+                ))
+            })?,
         None => change
             .versions
             .iter()
@@ -156,7 +173,12 @@ pub(super) async fn rollback(
     }
     let reason = format!("rollback to v{}", target.number);
     let components = target.components.clone();
-    apply_and_commit(&state, &caller.env, change.set_components(components, &reason)).await
+    apply_and_commit(
+        &state,
+        &caller.env,
+        change.set_components(components, &reason),
+    )
+    .await
 }
 
 /// Checks a stack change leaves every service of the stack with its
@@ -184,7 +206,9 @@ async fn apply_and_commit(
             .iter()
             .find(|v| v.number == change.stack.current)
             .cloned()
-            .ok_or_else(|| anyhow::anyhow!("current version of {} is missing", change.stack.name))?,
+            .ok_or_else(|| {
+                anyhow::anyhow!("current version of {} is missing", change.stack.name)
+            })?,
     };
     Ok(Json(DeployResult {
         stack: change.stack.name.clone(),
@@ -243,7 +267,11 @@ impl StackChange {
     }
 
     /// Sets the bundle; makes a new version only if it differs.
-    pub fn set_components(&mut self, components: BTreeMap<String, Digest>, reason: &str) -> &mut Self {
+    pub fn set_components(
+        &mut self,
+        components: BTreeMap<String, Digest>,
+        reason: &str,
+    ) -> &mut Self {
         if components == self.stack.components && self.stack.current > 0 {
             return self;
         }

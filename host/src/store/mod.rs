@@ -94,7 +94,8 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 fn decode<T: DeserializeOwned>(kv: &KeyValue) -> anyhow::Result<T> {
-    serde_json::from_slice(&kv.value).with_context(|| format!("decoding the record at `{}`", kv.key))
+    serde_json::from_slice(&kv.value)
+        .with_context(|| format!("decoding the record at `{}`", kv.key))
 }
 
 impl Store {
@@ -122,7 +123,10 @@ impl Store {
     }
 
     /// Reads and decodes one record.
-    pub async fn get<T: DeserializeOwned>(&self, key: String) -> anyhow::Result<Option<Versioned<T>>> {
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        key: String,
+    ) -> anyhow::Result<Option<Versioned<T>>> {
         let found = self.blocking(move |kv| kv.get(&key)).await?;
         found
             .map(|kv| {
@@ -135,7 +139,10 @@ impl Store {
     }
 
     /// Reads and decodes every record under a prefix, in key order.
-    pub async fn list<T: DeserializeOwned>(&self, prefix: String) -> anyhow::Result<Vec<Versioned<T>>> {
+    pub async fn list<T: DeserializeOwned>(
+        &self,
+        prefix: String,
+    ) -> anyhow::Result<Vec<Versioned<T>>> {
         let (rows, _) = self.blocking(move |kv| kv.range(&prefix)).await?;
         rows.iter()
             .map(|kv| {
@@ -175,7 +182,9 @@ impl Store {
             .put(key::ADMIN_TOKEN, encode(&admin))
             .put(key::env(&env.name), encode(&env))
             .put(key::token(&env.token_sha256), encode(&env.name));
-        self.commit(txn).await.context("creating the default environment")?;
+        self.commit(txn)
+            .await
+            .context("creating the default environment")?;
         Ok(admin)
     }
 
@@ -188,7 +197,12 @@ impl Store {
     }
 
     /// One service.
-    pub async fn service(&self, env: &str, stack: &str, name: &str) -> anyhow::Result<Option<Versioned<Service>>> {
+    pub async fn service(
+        &self,
+        env: &str,
+        stack: &str,
+        name: &str,
+    ) -> anyhow::Result<Option<Versioned<Service>>> {
         self.get(key::service(env, stack, name)).await
     }
 
@@ -208,7 +222,11 @@ impl Store {
     }
 
     /// Every kept version of a stack, oldest first.
-    pub async fn versions(&self, env: &str, stack: &str) -> anyhow::Result<Vec<Versioned<Version>>> {
+    pub async fn versions(
+        &self,
+        env: &str,
+        stack: &str,
+    ) -> anyhow::Result<Vec<Versioned<Version>>> {
         self.list(key::versions(env, stack)).await
     }
 

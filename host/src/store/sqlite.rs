@@ -129,11 +129,9 @@ impl Kv for SqliteKv {
                 Compare::ModRev(key, rev) => (key, Some(*rev)),
             };
             let have: Option<i64> = tx
-                .query_row(
-                    "SELECT mod_rev FROM kv WHERE key = ?1",
-                    params![key],
-                    |r| r.get(0),
-                )
+                .query_row("SELECT mod_rev FROM kv WHERE key = ?1", params![key], |r| {
+                    r.get(0)
+                })
                 .optional()
                 .map_err(backend)?;
             if have.map(|r| r as u64) != want {
@@ -243,7 +241,11 @@ mod tests {
         let (_dir, kv) = open();
         let r1 = kv.txn(Txn::new().put("/a/1", b"one".to_vec())).unwrap();
         let r2 = kv
-            .txn(Txn::new().put("/a/2", b"two".to_vec()).put("/b/1", b"x".to_vec()))
+            .txn(
+                Txn::new()
+                    .put("/a/2", b"two".to_vec())
+                    .put("/b/1", b"x".to_vec()),
+            )
             .unwrap();
         assert_eq!((r1, r2), (1, 2));
         assert_eq!(kv.get("/a/1").unwrap().unwrap().mod_rev, 1);
@@ -256,15 +258,31 @@ mod tests {
     #[test]
     fn compare_and_swap_rejects_stale_writers() {
         let (_dir, kv) = open();
-        kv.txn(Txn::new().when(Compare::Absent("/k".into())).put("/k", b"1".to_vec()))
-            .unwrap();
-        let again = kv.txn(Txn::new().when(Compare::Absent("/k".into())).put("/k", b"2".to_vec()));
+        kv.txn(
+            Txn::new()
+                .when(Compare::Absent("/k".into()))
+                .put("/k", b"1".to_vec()),
+        )
+        .unwrap();
+        let again = kv.txn(
+            Txn::new()
+                .when(Compare::Absent("/k".into()))
+                .put("/k", b"2".to_vec()),
+        );
         assert!(matches!(again, Err(KvError::Conflict(_))));
-        let stale = kv.txn(Txn::new().when(Compare::ModRev("/k".into(), 7)).delete("/k"));
+        let stale = kv.txn(
+            Txn::new()
+                .when(Compare::ModRev("/k".into(), 7))
+                .delete("/k"),
+        );
         assert!(matches!(stale, Err(KvError::Conflict(_))));
         assert_eq!(kv.get("/k").unwrap().unwrap().value, b"1");
-        kv.txn(Txn::new().when(Compare::ModRev("/k".into(), 1)).delete("/k"))
-            .unwrap();
+        kv.txn(
+            Txn::new()
+                .when(Compare::ModRev("/k".into(), 1))
+                .delete("/k"),
+        )
+        .unwrap();
         assert!(kv.get("/k").unwrap().is_none());
     }
 

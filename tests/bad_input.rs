@@ -1,0 +1,240 @@
+//! Bad input: one clear error line, a non-zero exit, and no change to the
+//! state (checked by comparing `service ls` and `stack versions` before
+//! and after).
+
+mod support;
+
+use std::io::{Read as _, Write as _};
+
+use support::{app_wasm, Daemon};
+
+/// Everything a user can see of the state.
+fn snapshot(d: &Daemon) -> String {
+    let mut services: serde_json::Value =
+        serde_json::from_str(&d.ok(&["service", "ls", "--json"])).unwrap();
+    // Instance status moves on its own; desired state must not.
+    for s in services.as_array_mut().unwrap() {
+        s.as_object_mut().unwrap().remove("instances");
+    }
+    format!(
+        "{services}\n{}\n{}",
+        d.ok(&["stack", "ls", "--json"]),
+        d.ok(&["stack", "versions", "app", "--json"])
+    )
+}
+
+#[test]
+fn bad_input_is_refused_with_one_line_and_changes_nothing() {
+    let d = Daemon::start();
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "worker",
+        "--",
+        app_wasm().to_str().unwrap(),
+        "queue",
+    ]);
+    let scratch = d.scratch();
+    let not_wasm = scratch.join("notes.wasm");
+    std::fs::write(&not_wasm, "just some text").unwrap();
+    let core = scratch.join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let empty_component = scratch.join("lib.wasm");
+    std::fs::write(&empty_component, b"\0asm\x0d\0\x01\0").unwrap();
+    let nothing_here = scratch.join("nothing-here");
+    let before = snapshot(&d);
+
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["svc", "create", "-n", "x", "--", not_wasm.to_str().unwrap()],
+            "is not a WebAssembly file",
+        ),
+        (
+            vec!["svc", "create", "-n", "x", "--", core.to_str().unwrap()],
+            "core WebAssembly module, not a component",
+        ),
+        (
+            vec![
+                "svc",
+                "create",
+                "-n",
+                "x",
+                "--",
+                empty_component.to_str().unwrap(),
+            ],
+            "a service needs `wasi:cli/run`",
+        ),
+        (
+            vec!["svc", "create", "-n", "x", "--", "missing.wasm"],
+            "cannot read missing.wasm",
+        ),
+        (
+            vec!["svc", "create", "-n", "x", "--", "ap", "queue"],
+            "no component named 'ap' in stack app v1 (have: app)",
+        ),
+        (
+            vec!["svc", "create", "-n", "worker", "--", "app", "queue"],
+            "service worker already exists",
+        ),
+        (
+            vec!["svc", "create", "-n", "x", "--instances", "-1", "--", "app"],
+            "invalid instance count -1",
+        ),
+        (
+            vec!["svc", "create", "-n", "x", "--memory", "lots", "--", "app"],
+            "invalid memory size `lots`",
+        ),
+        (
+            vec!["svc", "create", "-n", "x", "--memory", "100Gi", "--", "app"],
+            "invalid memory limit 100Gi",
+        ),
+        (
+            vec!["svc", "create", "-n", "x", "--env", "NOEQUALS", "--", "app"],
+            "invalid --env `NOEQUALS`",
+        ),
+        (
+            vec!["svc", "create", "-n", "Bad_Name", "--", "app"],
+            "invalid service name",
+        ),
+        (
+            vec!["svc", "create", "-n", "x", "--stack", "NoSuch", "--", "app"],
+            "invalid stack name",
+        ),
+        (
+            vec!["svc", "create", "-n", "x", "--stack", "empty", "--", "app"],
+            "stack empty has no code yet",
+        ),
+        (vec!["svc", "create", "-n", "x"], "required"),
+        (
+            vec!["svc", "update", "nope", "--instances", "2"],
+            "no service named nope in stack app (stack app has: worker)",
+        ),
+        (
+            vec!["svc", "update", "worker", "--instances", "-1"],
+            "invalid instance count -1",
+        ),
+        (
+            vec!["svc", "update", "worker", "--command", "ap queue"],
+            "no component named 'ap'",
+        ),
+        (vec!["svc", "delete", "nope"], "no service named nope"),
+        (vec!["svc", "delete"], "which service?"),
+        (vec!["svc", "logs", "-n", "nope"], "no service named nope"),
+        (vec!["stack", "versions", "nope"], "no stack named nope"),
+        (vec!["stack", "rollback", "app"], "no version before v1"),
+        (
+            vec!["stack", "rollback", "app", "--to", "9"],
+            "has no version v9",
+        ),
+        (
+            vec!["stack", "deploy", "app", nothing_here.to_str().unwrap()],
+            "cannot read",
+        ),
+        (vec!["svc", "frobnicate"], "unrecognized subcommand"),
+    ];
+    for (args, expected) in &cases {
+        let err = d.fails(args);
+        assert!(
+            err.contains(expected),
+            "mesh {args:?}: expected `{expected}` in: {err}"
+        );
+        assert_eq!(snapshot(&d), before, "mesh {args:?} changed the state");
+    }
+}
+
+#[test]
+fn the_api_requires_a_valid_token() {
+    let d = Daemon::start();
+    let api = d.info["api_url"].as_str().unwrap().to_string();
+    let wrong = d
+        .mesh_cmd(&["service", "ls"])
+        .env("MESH_API_URL", &api)
+        .env("MESH_TOKEN", "mesh_not_the_token")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&wrong.stderr).trim(),
+        "error: invalid API token"
+    );
+
+    // No token at all, over a raw socket: 401 with a JSON error.
+    let addr = api.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /v1/services HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("missing API token"), "{answer}");
+
+    // The right token from the environment works, as the Contract says.
+    let right = d
+        .mesh_cmd(&["service", "ls", "--json"])
+        .env("MESH_API_URL", &api)
+        .env("MESH_TOKEN", d.info["token"].as_str().unwrap())
+        .env("MESH_DATA_DIR", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(
+        right.status.success(),
+        "{}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+}
+
+#[test]
+fn oversized_uploads_are_refused() {
+    let d = Daemon::start();
+    let big = d.scratch().join("big.wasm");
+    // 65 MiB of a valid-looking header and zeros: over the 64 MiB default.
+    let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
+    bytes.resize(65 * 1024 * 1024, 0);
+    std::fs::write(&big, bytes).unwrap();
+    let err = d.fails(&["svc", "create", "-n", "big", "--", big.to_str().unwrap()]);
+    assert!(
+        err.contains("larger than the daemon's upload limit of 64 MiB"),
+        "{err}"
+    );
+    assert!(d.services().is_empty());
+}
+
+#[test]
+fn every_command_has_help_with_examples() {
+    let d = Daemon::start();
+    for args in [
+        vec!["--help"],
+        vec!["up", "--help"],
+        vec!["svc", "create", "--help"],
+        vec!["svc", "update", "--help"],
+        vec!["svc", "delete", "--help"],
+        vec!["service", "ls", "--help"],
+        vec!["svc", "logs", "--help"],
+        vec!["stack", "deploy", "--help"],
+        vec!["stack", "versions", "--help"],
+        vec!["stack", "rollback", "--help"],
+        vec!["stack", "ls", "--help"],
+    ] {
+        let out = d.ok(&args);
+        assert!(
+            out.contains("Examples:"),
+            "mesh {args:?} has no examples:\n{out}"
+        );
+    }
+    // The seed's spellings: svc/service, -n/--name/--n.
+    d.ok(&[
+        "service",
+        "create",
+        "--n",
+        "seed",
+        "--",
+        app_wasm().to_str().unwrap(),
+        "send-emails",
+    ]);
+    d.ok(&["svc", "update", "--name", "seed", "--instances", "0"]);
+    d.ok(&["svc", "delete", "-n", "seed"]);
+}

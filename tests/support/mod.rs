@@ -1,0 +1,325 @@
+//! Shared helpers for the end-to-end tests: a real `mesh up` daemon on
+//! ephemeral ports in a temporary data directory, driven by the real
+//! `mesh` binary, running real guest components.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `mesh` binary under test.
+pub fn mesh_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mesh")
+}
+
+/// Root of the repository.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A guest example, built for wasm32-wasip2 (built on first use when the
+/// test script has not built it already).
+pub fn guest(name: &str) -> PathBuf {
+    static BUILD: Once = Once::new();
+    let path = repo_root()
+        .join("guest-examples/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    BUILD.call_once(|| {
+        if path.is_file() {
+            return;
+        }
+        let status = Command::new("cargo")
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(repo_root().join("guest-examples/Cargo.toml"))
+            .status()
+            .expect("running cargo to build the guest examples");
+        assert!(status.success(), "building guest examples failed");
+    });
+    assert!(
+        path.is_file(),
+        "guest example {} is missing",
+        path.display()
+    );
+    path
+}
+
+/// The `app` example.
+pub fn app_wasm() -> PathBuf {
+    guest("app")
+}
+
+/// Copies a component to `dir/name.wasm` with a custom section added, so
+/// it behaves the same but has a different digest (a "new version").
+pub fn variant(src: &Path, dir: &Path, name: &str, tag: &str) -> PathBuf {
+    let mut bytes = std::fs::read(src).unwrap();
+    let section_name = b"mesh-test";
+    let mut payload = vec![section_name.len() as u8];
+    payload.extend_from_slice(section_name);
+    payload.extend_from_slice(tag.as_bytes());
+    bytes.push(0); // custom section id
+    let mut len = payload.len();
+    loop {
+        let mut byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len != 0 {
+            byte |= 0x80;
+        }
+        bytes.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+    bytes.extend_from_slice(&payload);
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A running daemon and its data directory.
+pub struct Daemon {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// Contents of daemon.json.
+    pub info: Value,
+}
+
+impl Daemon {
+    /// Starts a daemon in a fresh data directory.
+    pub fn start() -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let mut daemon = Daemon {
+            dir,
+            child: None,
+            info: Value::Null,
+        };
+        daemon.boot();
+        daemon
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A scratch directory for test files (inside the temp dir).
+    pub fn scratch(&self) -> PathBuf {
+        let p = self.dir.path().join("scratch");
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    fn boot(&mut self) {
+        let daemon_file = self.dir.path().join("daemon.json");
+        let _ = std::fs::remove_file(&daemon_file);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        let child = Command::new(mesh_bin())
+            .args([
+                "up",
+                "--api",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting mesh up");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(text) = std::fs::read_to_string(&daemon_file) {
+                if let Ok(info) = serde_json::from_str::<Value>(&text) {
+                    self.info = info;
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("mesh up exited with {status}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("mesh up did not write daemon.json in 30 s:\n{}", self.log());
+    }
+
+    /// The daemon's own log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// `kill -9` the daemon.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Starts the daemon again on the same data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.boot();
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        Command::new("kill")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        child.wait().unwrap()
+    }
+
+    /// Runs `mesh ARGS` against this daemon.
+    pub fn mesh(&self, args: &[&str]) -> Output {
+        self.mesh_cmd(args).output().expect("running mesh")
+    }
+
+    /// A `mesh ARGS` command set up for this daemon, to adjust and run.
+    pub fn mesh_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(mesh_bin());
+        cmd.args(args)
+            .env("MESH_DATA_DIR", self.dir.path())
+            .env_remove("MESH_API_URL")
+            .env_remove("MESH_TOKEN")
+            .env_remove("MESH_STACK")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `mesh ARGS`, expects success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.mesh(args);
+        assert!(
+            out.status.success(),
+            "mesh {args:?} failed ({}):\n{}\n--- daemon log ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs `mesh ARGS`, expects failure with exactly one line on stderr;
+    /// returns that line.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.mesh(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !out.status.success(),
+            "mesh {args:?} should have failed but printed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "mesh {args:?}: error should be one line, got:\n{stderr}"
+        );
+        assert!(stderr.starts_with("error: "), "mesh {args:?}: {stderr}");
+        stderr.trim_end().to_string()
+    }
+
+    /// `mesh service ls --json`.
+    pub fn services(&self) -> Vec<Value> {
+        let text = self.ok(&["service", "ls", "--json"]);
+        serde_json::from_str::<Value>(&text)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// One service from `service ls --json`.
+    pub fn service(&self, name: &str) -> Option<Value> {
+        self.services().into_iter().find(|s| s["name"] == name)
+    }
+
+    /// Polls `service ls --json` until `check` holds for the named
+    /// service, or panics after `timeout` with the last view.
+    pub fn wait_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            if let Some(service) = self.service(name) {
+                if check(&service) {
+                    return service;
+                }
+                last = service;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("timed out after {timeout:?} waiting for {name}: {what}; last seen:\n{last:#}\n--- daemon log ---\n{}", self.log());
+    }
+
+    /// Polls until the service has `n` instances, all running.
+    pub fn wait_running(&self, name: &str, n: usize) -> Value {
+        self.wait_for(
+            name,
+            Duration::from_secs(20),
+            &format!("{n} running instances"),
+            |s| {
+                let instances = s["instances"].as_array().unwrap();
+                instances.len() == n && instances.iter().all(|i| i["state"] == "running")
+            },
+        )
+    }
+
+    /// The service's log lines (text only).
+    pub fn log_texts(&self, name: &str) -> Vec<String> {
+        let text = self.ok(&["svc", "logs", "-n", name, "--json"]);
+        serde_json::from_str::<Vec<Value>>(&text)
+            .unwrap()
+            .iter()
+            .map(|l| l["text"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// CPU time (user + system, in clock ticks) a process has used.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
