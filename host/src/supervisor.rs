@@ -330,7 +330,10 @@ pub fn no_component_message(
 
 /// Hands `spec` to each slot in turn, waiting for one to be up on it before
 /// moving to the next, so a service keeps serving while it rolls.
-async fn rollout(steps: Vec<(watch::Sender<Arc<Spec>>, Arc<Mutex<SlotShared>>)>, spec: Arc<Spec>) {
+/// One step of a rollout: a slot's spec sender and its shared status.
+type RolloutStep = (watch::Sender<Arc<Spec>>, Arc<Mutex<SlotShared>>);
+
+async fn rollout(steps: Vec<RolloutStep>, spec: Arc<Spec>) {
     for (tx, shared) in steps {
         tx.send_replace(spec.clone());
         let deadline = Instant::now() + ROLLOUT_STEP_TIMEOUT;

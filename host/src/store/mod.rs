@@ -147,7 +147,7 @@ impl Store {
         rows.iter()
             .map(|kv| {
                 Ok(Versioned {
-                    value: decode(&kv)?,
+                    value: decode(kv)?,
                     mod_rev: kv.mod_rev,
                 })
             })

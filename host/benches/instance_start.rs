@@ -1,0 +1,197 @@
+//! How long it takes to start one worker instance from a cached component.
+//!
+//! Three numbers from the same run, on the same machine:
+//! - **mesh**: the daemon's path: `Engine::load` (cached, pre-instantiated),
+//!   then `instance::run_command` of `app send-emails` up to the moment the
+//!   instance is running (store, WASI context, limits, log streams,
+//!   instantiation), and the whole run to completion;
+//! - **bare wasmtime**: the least a host can do: default engine,
+//!   `Store::new` with an empty WASI context, `CommandPre::instantiate_async`;
+//! - **process**: `fork`+`exec` of `/bin/true` and waiting for it, the cost
+//!   of the unit that containers and process-based PaaSes start.
+//!
+//! `--quick` runs 100 iterations instead of 1,000 (CI uses it as a smoke run).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mesh_host::blobs::Blobs;
+use mesh_host::engine::Engine;
+use mesh_host::instance::{run_command, Interrupt, Launch};
+use mesh_host::logs::{LogStream, Logs, Stream};
+use mesh_host::model::ServiceKey;
+use mesh_host::DaemonConfig;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::Store;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+struct Bare {
+    wasi: WasiCtx,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    table: ResourceTable,
+}
+
+impl wasmtime_wasi_http::WasiHttpView for Bare {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
+}
+
+impl WasiView for Bare {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn app_wasm() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../guest-examples/target/wasm32-wasip2/release/app.wasm");
+    assert!(
+        path.is_file(),
+        "build the guest examples first: scripts/setup.sh"
+    );
+    path
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn p99(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() * 99 / 100]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let iterations = if quick { 100 } else { 1000 };
+    let bytes = std::fs::read(app_wasm())?;
+
+    // mesh: the daemon's own engine and instance path.
+    let dir = tempfile::tempdir()?;
+    let config = DaemonConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..DaemonConfig::default()
+    };
+    let blobs = Blobs::open(dir.path())?;
+    let info = Engine::new(&config, blobs.clone())?.accept("app.wasm", &bytes)?;
+    // A second engine on the same data dir: loads from the on-disk cache,
+    // as a restarted daemon does.
+    let engine = Arc::new(Engine::new(&config, blobs)?);
+    let cache_load = Instant::now();
+    let code = engine.load(&info.digest)?;
+    let cache_load = cache_load.elapsed();
+    let logs = Logs::new(dir.path(), 64 << 20);
+    let log = logs.service(&ServiceKey {
+        env: "default".into(),
+        stack: "app".into(),
+        name: "bench".into(),
+    });
+    let mut mesh_start = Vec::with_capacity(iterations);
+    let mut mesh_run = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let launch = Launch {
+            args: vec!["app".into(), "send-emails".into()],
+            env: vec![("MESH_SERVICE".into(), "bench".into())],
+            memory_bytes: 128 << 20,
+            stdout: LogStream::new(log.clone(), "bench.1", Stream::Stdout),
+            stderr: LogStream::new(log.clone(), "bench.1", Stream::Stderr),
+        };
+        let t0 = Instant::now();
+        let mut running_at = None;
+        let outcome = run_command(&engine, &code, launch, Interrupt::default(), || {
+            running_at = Some(t0.elapsed())
+        })
+        .await;
+        mesh_run.push(t0.elapsed());
+        assert!(outcome.succeeded(), "{outcome:?}");
+        mesh_start.push(running_at.expect("instance reached running"));
+    }
+
+    // bare wasmtime: default engine, nothing but WASI.
+    let mut wasm_config = wasmtime::Config::new();
+    wasm_config.epoch_interruption(false);
+    let bare_engine = wasmtime::Engine::new(&wasm_config).map_err(anyhow::Error::from)?;
+    let component = Component::new(&bare_engine, &bytes).map_err(anyhow::Error::from)?;
+    let mut linker = Linker::<Bare>::new(&bare_engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+    // app also imports wasi:http (it can serve requests), as in mesh.
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .map_err(anyhow::Error::from)?;
+    let pre = CommandPre::new(
+        linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)?,
+    )
+    .map_err(anyhow::Error::from)?;
+    let mut bare_start = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t0 = Instant::now();
+        let mut store = Store::new(
+            &bare_engine,
+            Bare {
+                wasi: WasiCtx::builder().args(&["app", "send-emails"]).build(),
+                http: wasmtime_wasi_http::WasiHttpCtx::new(),
+                table: ResourceTable::new(),
+            },
+        );
+        let _command = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(anyhow::Error::from)?;
+        bare_start.push(t0.elapsed());
+    }
+
+    // A process: fork + exec + wait of /bin/true.
+    let processes = iterations.min(200);
+    let mut process_start = Vec::with_capacity(processes);
+    for _ in 0..processes {
+        let t0 = Instant::now();
+        let status = std::process::Command::new("/bin/true").status()?;
+        process_start.push(t0.elapsed());
+        assert!(status.success());
+    }
+
+    let mesh = median(mesh_start.clone());
+    let bare = median(bare_start.clone());
+    let process = median(process_start.clone());
+    println!("instance start, median over {iterations} (p99 in brackets)");
+    println!("  load from compiled cache (once):      {cache_load:>10.2?}");
+    println!(
+        "  mesh worker start (to running):       {mesh:>10.2?}  [{:.2?}]",
+        p99(mesh_start)
+    );
+    println!(
+        "  mesh worker whole run (send-emails):  {:>10.2?}  [{:.2?}]",
+        median(mesh_run.clone()),
+        p99(mesh_run)
+    );
+    println!(
+        "  bare wasmtime instantiate (baseline): {bare:>10.2?}  [{:.2?}]",
+        p99(bare_start)
+    );
+    println!(
+        "  fork+exec /bin/true (over {processes}):       {process:>10.2?}  [{:.2?}]",
+        p99(process_start)
+    );
+    println!(
+        "  ratio mesh / bare wasmtime:           {:>10.2}x",
+        mesh.as_secs_f64() / bare.as_secs_f64()
+    );
+    println!(
+        "  ratio process / mesh:                 {:>10.1}x",
+        process.as_secs_f64() / mesh.as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs the platform with the example stack deployed: builds everything,
+# starts `mesh up` with an embedded store in ./.mesh, deploys the example
+# app and creates its services, then stays in the foreground (Ctrl-C stops).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+cargo build -p mesh-cli
+
+export MESH_DATA_DIR="${MESH_DATA_DIR:-$PWD/.mesh}"
+mesh=target/debug/mesh
+app=guest-examples/target/wasm32-wasip2/release/app.wasm
+
+"$mesh" up "$@" &
+daemon=$!
+trap 'kill "$daemon" 2>/dev/null; wait "$daemon"' INT TERM EXIT
+for _ in $(seq 100); do
+  [ -f "$MESH_DATA_DIR/daemon.json" ] && break
+  sleep 0.1
+done
+
+"$mesh" stack deploy app "$app"
+# Create the example services once; on later runs they are already there.
+"$mesh" service ls --json | grep -q '"name": "worker"' ||
+  "$mesh" svc create -n worker --instances 2 -- app queue
+"$mesh" service ls --json | grep -q '"name": "mailer"' ||
+  "$mesh" svc create -n mailer --memory 64Mi --env FROM=ops@example.com -- app send-emails
+
+sleep 1
+"$mesh" service ls
+echo
+echo "mesh is running (data in $MESH_DATA_DIR). In another shell:"
+echo "  export MESH_DATA_DIR=$MESH_DATA_DIR"
+echo "  $mesh service ls        $mesh svc logs -n worker --tail 5"
+wait "$daemon"
