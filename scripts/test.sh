@@ -16,4 +16,4 @@ echo "== cargo test"
 cargo test --workspace
 
 echo "== benchmark (short run)"
-cargo bench -p mesh-host --bench instance_start -- --quick
+cargo bench -p mesh-host --bench instance_start --profile dev -- --quick
