@@ -46,6 +46,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         .with_context(|| format!("restricting {}", data_dir.display()))?;
     let _lock = lock_data_dir(&data_dir)?;
 
+    report_map_count_limit();
     let store = Store::open_sqlite(&data_dir)?;
     let admin_token = store.bootstrap().await?;
     let blobs = Blobs::open(&data_dir)?;
@@ -108,6 +109,23 @@ fn serve(
             tracing::error!(error = %e, "server failed");
         }
     })
+}
+
+/// Every instance costs a few memory mappings (its stack guard page, its
+/// memories), and the kernel's `vm.max_map_count` caps them: say what that
+/// means for density at start, since past it instances fail to start.
+fn report_map_count_limit() {
+    const MAPPINGS_PER_INSTANCE: u64 = 6;
+    if let Some(limit) = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+    {
+        let instances = limit / MAPPINGS_PER_INSTANCE;
+        tracing::info!(
+            vm.max_map_count = limit,
+            "room for about {instances} live instances; raise it with `sysctl -w vm.max_map_count=1048576` for more"
+        );
+    }
 }
 
 /// Holds an exclusive lock on the data directory for the daemon's life, so

@@ -163,11 +163,22 @@ impl Engine {
     /// compiles them into the cache. `name` is what the user called it.
     pub fn accept(&self, name: &str, bytes: &[u8]) -> Result<CodeInfo, anyhow::Error> {
         check_header(name, bytes)?;
+        let digest = Digest::of(bytes);
+        if let Some(known) = self.lock_loaded().get(&digest) {
+            // Already checked, stored and compiled.
+            return Ok(CodeInfo {
+                digest,
+                size: bytes.len() as u64,
+                exports: known.exports.clone(),
+            });
+        }
+        let started = std::time::Instant::now();
         let component = Component::new(&self.engine, bytes).map_err(|e| CodeError::Invalid {
             name: name.to_string(),
             reason: root_cause(&e),
         })?;
-        let loaded = self.prepare(name, Digest::of(bytes), &component)?;
+        tracing::info!(component = name, digest = digest.short(), took = ?started.elapsed(), "compiled component");
+        let loaded = self.prepare(name, digest, &component)?;
         if loaded.command.is_none() && !loaded.serves_http() {
             return Err(CodeError::NoEntryPoint {
                 name: name.to_string(),
@@ -199,9 +210,19 @@ impl Engine {
             // part of the directory name), and nothing else writes there.
             unsafe { Component::deserialize_file(&self.engine, &cached) }
         }) {
-            Some(Ok(component)) => component,
+            Some(Ok(component)) => {
+                tracing::info!(
+                    digest = digest.short(),
+                    "loaded component from the compiled cache"
+                );
+                component
+            }
             Some(Err(_)) | None => {
                 let bytes = self.blobs.get(digest)?;
+                tracing::info!(
+                    digest = digest.short(),
+                    "compiling component (not in the compiled cache)"
+                );
                 let component = Component::new(&self.engine, &bytes)
                     .map_err(anyhow::Error::from)
                     .with_context(|| format!("compiling component {}", digest.short()))?;
