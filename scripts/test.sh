@@ -15,5 +15,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
 
-echo "== benchmark (short run)"
+echo "== benchmarks (short runs)"
 cargo bench -p mesh-host --bench instance_start --profile dev -- --quick
+cargo bench -p mesh-host --bench cron_fire --profile dev -- --quick

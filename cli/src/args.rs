@@ -127,7 +127,16 @@ The memory limit counts all of an instance's linear memories together.
 Examples:
   mesh svc create -n worker --instances 3 -- app.wasm queue
   mesh svc create -n mailer --memory 64Mi --env FROM=ops@example.com -- app send-emails
-  mesh svc create --stack finance -n payments -- payments.wasm")]
+  mesh svc create --stack finance -n payments -- payments.wasm
+  mesh svc create -n emailsender --schedule \"@hourly\" -- app.wasm send-emails
+  mesh svc create -n report --schedule \"5 4 * * mon-fri\" --timezone Europe/Berlin --timeout 10m -- app report
+
+Schedules (UTC unless --timezone): 5-field cron `MIN HOUR DOM MON DOW` with
+lists, ranges, steps and names (`*/15 9-17 * * mon-fri`); when both day
+fields are restricted either one matching is enough (Vixie cron); macros
+@yearly @monthly @weekly @daily @hourly; `@every 2m` (90s, 1h30m, ...,
+aligned to the Unix epoch). Firings missed while the daemon is down are not
+replayed.")]
     Create(CreateArgs),
 
     /// Change a service's command, instances, memory or environment.
@@ -135,7 +144,9 @@ Examples:
 Examples:
   mesh svc update worker --command \"app queue\"
   mesh svc update web --instances 5
-  mesh svc update worker --memory 256Mi --env LOG_LEVEL=debug --unset-env OLD")]
+  mesh svc update worker --memory 256Mi --env LOG_LEVEL=debug --unset-env OLD
+  mesh svc update emailsender --schedule \"@every 30m\"
+  mesh svc update emailsender --schedule none        (a worker again)")]
     Update(UpdateArgs),
 
     /// Delete a service and stop its instances.
@@ -156,6 +167,18 @@ Examples:
         after_help = "Examples:\n  mesh svc logs -n worker\n  mesh svc logs worker --tail 50 --instance worker.2"
     )]
     Logs(LogsArgs),
+
+    /// Run a cron job now (recorded as a manual run).
+    #[command(
+        after_help = "Examples:\n  mesh svc trigger -n emailsender\n  mesh svc trigger report --stack ops"
+    )]
+    Trigger(NamedArgs),
+
+    /// Show a cron job's kept runs (the last 50), newest first.
+    #[command(
+        after_help = "Examples:\n  mesh svc runs -n emailsender\n  mesh svc runs emailsender --json"
+    )]
+    Runs(NamedArgs),
 }
 
 /// `mesh svc create`.
@@ -168,9 +191,18 @@ pub struct CreateArgs {
     #[command(flatten)]
     pub stack: StackArg,
 
-    /// Cron schedule (`5 4 * * *`, `@hourly`, `@every 2m`).
+    /// Cron schedule (`5 4 * * *`, `@hourly`, `@every 2m`): makes the
+    /// service a cron job, whose every firing runs a fresh instance.
     #[arg(long, value_name = "SPEC")]
     pub schedule: Option<String>,
+
+    /// Time zone the schedule is read in (IANA name); default UTC.
+    #[arg(long, value_name = "AREA/CITY")]
+    pub timezone: Option<String>,
+
+    /// Stop a cron run that takes longer than this, e.g. 30s or 5m.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
 
     /// Instances to keep running.
     #[arg(long, allow_negative_numbers = true, value_name = "N")]
@@ -214,6 +246,14 @@ pub struct UpdateArgs {
     /// Cron schedule; `none` makes a cron job a worker again.
     #[arg(long, value_name = "SPEC")]
     pub schedule: Option<String>,
+
+    /// Time zone of the schedule (IANA name, or UTC).
+    #[arg(long, value_name = "AREA/CITY")]
+    pub timezone: Option<String>,
+
+    /// Cron run timeout, e.g. 30s; `none` removes it.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
 
     /// Set an environment variable, KEY=VALUE (repeatable).
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]

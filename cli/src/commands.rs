@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context as _};
 use chrono::Utc;
 use mesh_host::api::wire::{
     ComponentRef, CreateService, DeployRequest, DeployResult, RollbackRequest, ServiceView,
-    StackView, UpdateService, VersionView,
+    StackView, TriggerResult, UpdateService, VersionView,
 };
 use mesh_host::engine::CodeInfo;
 use mesh_host::logs::LogLine;
@@ -48,9 +48,28 @@ pub fn create(client: &Client, out: &Out, args: CreateArgs) -> anyhow::Result<()
         memory: args.memory,
         env: args.env,
         schedule: args.schedule,
+        timezone: args.timezone,
+        timeout: args.timeout,
         component,
     };
     let view: ServiceView = client.post("/v1/services", &request)?;
+    if view.schedule.is_some() {
+        return out.print(&view, || {
+            println!(
+                "Created cron job {} in stack {} v{}: `{}` on `{}`{}, next run {}",
+                view.name,
+                view.stack,
+                view.version.max(1),
+                view.command.join(" "),
+                view.schedule.as_deref().unwrap_or(""),
+                view.timezone
+                    .as_deref()
+                    .map(|z| format!(" ({z})"))
+                    .unwrap_or_default(),
+                view.next_run.map_or("soon".to_string(), |t| t.to_rfc3339())
+            )
+        });
+    }
     out.print(&view, || {
         println!(
             "Created {} {} in stack {} v{}: `{}`, {} instance{}, {} each",
@@ -84,6 +103,8 @@ pub fn update(client: &Client, out: &Out, args: UpdateArgs) -> anyhow::Result<()
         env: args.env,
         unset_env: args.unset_env,
         schedule: args.schedule,
+        timezone: args.timezone,
+        timeout: args.timeout,
         component,
     };
     let view: ServiceView = client.patch(&service_path(&args.stack.stack, name), &request)?;
@@ -132,6 +153,54 @@ fn print_services(services: &[ServiceView]) {
         println!("No services yet. Create one with: mesh svc create -n NAME -- app.wasm ARGS");
         return;
     }
+    let (jobs, services): (Vec<&ServiceView>, Vec<&ServiceView>) =
+        services.iter().partition(|s| s.schedule.is_some());
+    if !services.is_empty() {
+        print_instances(&services);
+    }
+    if !jobs.is_empty() {
+        if !services.is_empty() {
+            println!();
+        }
+        print_jobs(&jobs);
+    }
+}
+
+/// Cron jobs: their schedule, next run and last run instead of instances.
+fn print_jobs(jobs: &[&ServiceView]) {
+    let mut table = Table::new(&[
+        "SERVICE", "TYPE", "SCHEDULE", "NEXT RUN", "LAST RUN", "STATUS", "EXIT", "MESSAGE",
+    ]);
+    let now = Utc::now();
+    for job in jobs {
+        let last = job.runs.first();
+        let running = job.instances.first();
+        let schedule = match &job.timezone {
+            Some(zone) => format!("{} ({zone})", job.schedule.as_deref().unwrap_or("")),
+            None => job.schedule.clone().unwrap_or_default(),
+        };
+        table.row(vec![
+            format!("{}/{}", job.stack, job.name),
+            job.service_type.to_string(),
+            schedule,
+            job.next_run
+                .map_or("-".into(), |t| format!("in {}", age(t - now))),
+            last.map_or("never".into(), |r| {
+                format!("{} ago", age(now - r.started_at))
+            }),
+            match running {
+                Some(i) => format!("{} ({})", i.state, i.id),
+                None => last.map_or("-".into(), |r| r.status.to_string()),
+            },
+            last.and_then(|r| r.exit_code)
+                .map_or("-".into(), |c| c.to_string()),
+            last.and_then(|r| r.message.clone()).unwrap_or_default(),
+        ]);
+    }
+    table.print();
+}
+
+fn print_instances(services: &[&ServiceView]) {
     let mut table = Table::new(&[
         "SERVICE", "TYPE", "INSTANCE", "STATE", "RESTARTS", "EXIT", "AGE", "MESSAGE",
     ]);
@@ -191,6 +260,58 @@ pub fn logs(client: &Client, out: &Out, args: LogsArgs) -> anyhow::Result<()> {
                 line.text
             );
         }
+    })
+}
+
+/// `mesh svc trigger`.
+pub fn trigger(client: &Client, out: &Out, args: NamedArgs) -> anyhow::Result<()> {
+    let name = args.name.get()?;
+    let result: TriggerResult = client.post(
+        &format!("{}/trigger", service_path(&args.stack.stack, name)),
+        &serde_json::json!({}),
+    )?;
+    out.print(&result, || {
+        println!(
+            "Started run {} of {} ({}); see it with `mesh svc logs -n {} --instance {}`",
+            result.number, result.name, result.instance, result.name, result.instance
+        )
+    })
+}
+
+/// `mesh svc runs`.
+pub fn runs(client: &Client, out: &Out, args: NamedArgs) -> anyhow::Result<()> {
+    let name = args.name.get()?;
+    let view: ServiceView = client.get(&service_path(&args.stack.stack, name))?;
+    if view.schedule.is_none() {
+        bail!(
+            "service {name} is a {}, not a cron job: it has no runs",
+            view.service_type
+        );
+    }
+    out.print(&view.runs, || {
+        if view.runs.is_empty() {
+            println!(
+                "{name} has not run yet; next run {}",
+                view.next_run.map_or("-".to_string(), |t| t.to_rfc3339())
+            );
+            return;
+        }
+        let mut table = Table::new(&[
+            "RUN", "INSTANCE", "TRIGGER", "STARTED", "DURATION", "STATUS", "EXIT", "MESSAGE",
+        ]);
+        for run in &view.runs {
+            table.row(vec![
+                run.number.to_string(),
+                run.instance.clone().unwrap_or_else(|| "-".into()),
+                format!("{:?}", run.trigger).to_lowercase(),
+                run.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                format!("{}ms", run.duration_ms),
+                run.status.to_string(),
+                run.exit_code.map_or("-".into(), |c| c.to_string()),
+                run.message.clone().unwrap_or_default(),
+            ]);
+        }
+        table.print();
     })
 }
 

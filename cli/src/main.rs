@@ -42,6 +42,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ServiceCommand::Delete(args) => commands::delete(&client, &out, args),
                 ServiceCommand::Ls(args) => commands::list(&client, &out, args),
                 ServiceCommand::Logs(args) => commands::logs(&client, &out, args),
+                ServiceCommand::Trigger(args) => commands::trigger(&client, &out, args),
+                ServiceCommand::Runs(args) => commands::runs(&client, &out, args),
             }
         }
         Command::Stack(command) => {

@@ -12,7 +12,8 @@
 //!
 //! `--quick` runs 100 iterations instead of 1,000 (CI uses it as a smoke run).
 
-use std::path::PathBuf;
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,45 +23,7 @@ use mesh_host::instance::{run_command, Interrupt, Launch};
 use mesh_host::logs::{LogStream, Logs, Stream};
 use mesh_host::model::ServiceKey;
 use mesh_host::DaemonConfig;
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::Store;
-use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
-struct Bare {
-    wasi: WasiCtx,
-    http: wasmtime_wasi_http::WasiHttpCtx,
-    table: ResourceTable,
-}
-
-impl wasmtime_wasi_http::WasiHttpView for Bare {
-    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
-        wasmtime_wasi_http::WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: Default::default(),
-        }
-    }
-}
-
-impl WasiView for Bare {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-fn app_wasm() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../guest-examples/target/wasm32-wasip2/release/app.wasm");
-    assert!(
-        path.is_file(),
-        "build the guest examples first: scripts/setup.sh"
-    );
-    path
-}
+use support::{app_wasm, bare_instantiate};
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -120,38 +83,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // bare wasmtime: default engine, nothing but WASI.
-    let mut wasm_config = wasmtime::Config::new();
-    wasm_config.epoch_interruption(false);
-    let bare_engine = wasmtime::Engine::new(&wasm_config).map_err(anyhow::Error::from)?;
-    let component = Component::new(&bare_engine, &bytes).map_err(anyhow::Error::from)?;
-    let mut linker = Linker::<Bare>::new(&bare_engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-    // app also imports wasi:http (it can serve requests), as in mesh.
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-        .map_err(anyhow::Error::from)?;
-    let pre = CommandPre::new(
-        linker
-            .instantiate_pre(&component)
-            .map_err(anyhow::Error::from)?,
-    )
-    .map_err(anyhow::Error::from)?;
-    let mut bare_start = Vec::with_capacity(iterations);
-    for _ in 0..iterations {
-        let t0 = Instant::now();
-        let mut store = Store::new(
-            &bare_engine,
-            Bare {
-                wasi: WasiCtx::builder().args(&["app", "send-emails"]).build(),
-                http: wasmtime_wasi_http::WasiHttpCtx::new(),
-                table: ResourceTable::new(),
-            },
-        );
-        let _command = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(anyhow::Error::from)?;
-        bare_start.push(t0.elapsed());
-    }
+    let bare_start = bare_instantiate(&bytes, iterations).await?;
 
     // A process: fork + exec + wait of /bin/true.
     let processes = iterations.min(200);

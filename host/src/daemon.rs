@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use crate::api::{self, ApiState};
 use crate::blobs::Blobs;
 use crate::config::DaemonConfig;
+use crate::cron::Histories;
 use crate::engine::Engine;
 use crate::logs::Logs;
 use crate::model::DEFAULT_ENVIRONMENT;
@@ -52,7 +53,8 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let blobs = Blobs::open(&data_dir)?;
     let engine = Arc::new(Engine::new(&config, blobs)?);
     let logs = Arc::new(Logs::new(&data_dir, config.log_bytes_per_service));
-    let supervisor = Supervisor::new(store.clone(), engine.clone(), logs.clone());
+    let histories = Arc::new(Histories::new(&data_dir));
+    let supervisor = Supervisor::new(store.clone(), engine.clone(), logs.clone(), histories);
 
     let api_listener = TcpListener::bind(config.api_addr)
         .await

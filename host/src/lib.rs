@@ -13,6 +13,7 @@
 //! - `engine`: the wasmtime engine, linker, epoch ticker and code cache.
 //! - `instance`: one store, its limits, and how a run ended.
 //! - `supervisor`: desired versus actual, restarts, back-off, rollouts.
+//! - `cron`: schedules, cron job firings and their run history.
 //! - `logs`: instance output, per service, bounded, followable.
 //! - `api`: the HTTP/JSON control API.
 //! - `ingress`: the public HTTP listener.
@@ -24,6 +25,7 @@ pub mod api;
 pub mod auth;
 pub mod blobs;
 pub mod config;
+pub mod cron;
 pub mod daemon;
 pub mod engine;
 pub mod ingress;

@@ -17,11 +17,12 @@ use chrono::Utc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cron::{Histories, Job, JobSpec, Schedule, Trigger};
 use crate::engine::{Engine, Loaded};
 use crate::instance::{run_command, Interrupt, Launch};
 use crate::logs::{LogLine, LogStream, Logs, Stream};
 use crate::model::{
-    Digest, InstanceState, InstanceStatus, Service, ServiceKey, ServiceType, Stack,
+    Digest, InstanceState, InstanceStatus, Run, Service, ServiceKey, ServiceType, Stack,
 };
 use crate::store::{Desired, Store};
 
@@ -39,21 +40,21 @@ const ROLLOUT_POLL: Duration = Duration::from_millis(10);
 /// What a slot runs: everything about a service that, when it changes,
 /// means its instances must restart.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct RunSpec {
-    command: Vec<String>,
-    env: Vec<(String, String)>,
-    memory_bytes: u64,
+pub(crate) struct RunSpec {
+    pub(crate) command: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) memory_bytes: u64,
     /// The component's digest, or why there is none.
-    component: Result<Digest, String>,
+    pub(crate) component: Result<Digest, String>,
 }
 
-/// A [`RunSpec`] as handed to slots, with an id so a rollout can tell when
-/// a slot has taken it, and the stack version it belongs to.
+/// A [`RunSpec`] as handed to slots and cron jobs, with an id so a rollout
+/// can tell when a slot has taken it, and the stack version it belongs to.
 #[derive(Debug)]
-struct Spec {
-    id: u64,
-    run: RunSpec,
-    version: u64,
+pub struct Spec {
+    pub(crate) id: u64,
+    pub(crate) run: RunSpec,
+    pub(crate) version: u64,
 }
 
 static NEXT_SPEC_ID: AtomicU64 = AtomicU64::new(1);
@@ -75,13 +76,22 @@ struct ServiceRuntime {
     spec: Arc<Spec>,
     slots: Vec<Slot>,
     rollout: Option<JoinHandle<()>>,
+    cron: Option<CronRuntime>,
 }
 
-/// The parts a slot needs.
+/// A cron job's task and the schedule settings it was made from.
+struct CronRuntime {
+    job: Job,
+    /// Schedule text and time zone the job's [`Schedule`] was parsed from.
+    schedule_of: (String, Option<String>),
+}
+
+/// The parts slots and jobs need.
 #[derive(Clone)]
-struct Parts {
-    engine: Arc<Engine>,
-    logs: Arc<Logs>,
+pub(crate) struct Parts {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) logs: Arc<Logs>,
+    pub(crate) histories: Arc<Histories>,
 }
 
 /// Converges running instances to desired state.
@@ -93,9 +103,18 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// A supervisor for the services in `store`, running code through `engine`.
-    pub fn new(store: Store, engine: Arc<Engine>, logs: Arc<Logs>) -> Arc<Supervisor> {
+    pub fn new(
+        store: Store,
+        engine: Arc<Engine>,
+        logs: Arc<Logs>,
+        histories: Arc<Histories>,
+    ) -> Arc<Supervisor> {
         Arc::new(Supervisor {
-            parts: Parts { engine, logs },
+            parts: Parts {
+                engine,
+                logs,
+                histories,
+            },
             store,
             runtimes: Mutex::new(HashMap::new()),
         })
@@ -126,9 +145,24 @@ impl Supervisor {
                 rt.slots
                     .iter()
                     .map(|s| lock(&s.shared).status.clone())
+                    .chain(rt.cron.as_ref().and_then(|c| c.job.current()))
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// A job's kept runs, newest first.
+    pub fn runs(&self, key: &ServiceKey) -> Vec<Run> {
+        self.parts.histories.job(key).newest_first()
+    }
+
+    /// The handle that runs a cron job by hand, if the service is one the
+    /// supervisor has started.
+    pub fn trigger(&self, key: &ServiceKey) -> Option<Trigger> {
+        self.lock()
+            .get(key)
+            .and_then(|rt| rt.cron.as_ref())
+            .map(|c| c.job.trigger())
     }
 
     /// Stops every instance; used at shutdown.
@@ -169,8 +203,10 @@ impl Supervisor {
                     spec: new_spec(run.clone(), version),
                     slots: Vec::new(),
                     rollout: None,
+                    cron: None,
                 });
             self.converge(&key, rt, run, version, count);
+            self.converge_cron(&key, rt, service);
         }
         let gone: Vec<ServiceKey> = runtimes
             .keys()
@@ -180,10 +216,11 @@ impl Supervisor {
         for key in gone {
             if let Some(rt) = runtimes.remove(&key) {
                 tracing::info!(service = %key, "service deleted: stopping its instances");
-                let logs = self.parts.logs.clone();
+                let parts = self.parts.clone();
                 tokio::spawn(async move {
                     stop_runtime(rt).await;
-                    logs.remove(&key);
+                    parts.logs.remove(&key);
+                    parts.histories.remove(&key);
                 });
             }
         }
@@ -228,6 +265,59 @@ impl Supervisor {
         while rt.slots.len() > count {
             if let Some(slot) = rt.slots.pop() {
                 slot.task.abort();
+            }
+        }
+    }
+
+    /// Starts, updates or stops the service's cron job to match its
+    /// schedule. A schedule that stops parsing (it was checked when it was
+    /// set, so only a changed dialect could do that) leaves the job stopped.
+    fn converge_cron(&self, key: &ServiceKey, rt: &mut ServiceRuntime, service: &Service) {
+        let Some(text) = service.schedule.clone() else {
+            if let Some(old) = rt.cron.take() {
+                tracing::info!(service = %key, "schedule removed: stopping the cron job");
+                tokio::spawn(old.job.stop());
+            }
+            return;
+        };
+        let schedule_of = (text, service.timezone.clone());
+        let timeout = service.timeout_ms.map(Duration::from_millis);
+        let schedule = match &rt.cron {
+            Some(c) if c.schedule_of == schedule_of => c.job.spec().schedule.clone(),
+            _ => match Schedule::parse(&schedule_of.0, schedule_of.1.as_deref()) {
+                Ok(schedule) => Arc::new(schedule),
+                Err(e) => {
+                    tracing::error!(service = %key, error = %e, "cannot schedule");
+                    if let Some(old) = rt.cron.take() {
+                        tokio::spawn(old.job.stop());
+                    }
+                    return;
+                }
+            },
+        };
+        let spec = Arc::new(JobSpec {
+            schedule,
+            timeout,
+            run: rt.spec.clone(),
+        });
+        match &mut rt.cron {
+            Some(c) => {
+                let old = c.job.spec();
+                if !Arc::ptr_eq(&old.schedule, &spec.schedule)
+                    || old.timeout != spec.timeout
+                    || !Arc::ptr_eq(&old.run, &spec.run)
+                {
+                    c.job.update(spec);
+                    c.schedule_of = schedule_of;
+                }
+            }
+            None => {
+                tracing::info!(service = %key, schedule = %schedule_of.0, "cron job scheduled");
+                let history = self.parts.histories.job(key);
+                rt.cron = Some(CronRuntime {
+                    job: Job::spawn(self.parts.clone(), key.clone(), history, spec),
+                    schedule_of,
+                });
             }
         }
     }
@@ -354,6 +444,9 @@ async fn stop_runtime(rt: ServiceRuntime) {
     if let Some(rollout) = rt.rollout {
         rollout.abort();
     }
+    if let Some(cron) = rt.cron {
+        cron.job.stop().await;
+    }
     for slot in &rt.slots {
         slot.task.abort();
     }
@@ -391,7 +484,7 @@ async fn slot_main(
             s.status.state = InstanceState::Starting;
             s.status.started_at = Some(Utc::now());
         }
-        let code = match load(&parts, &spec.run).await {
+        let code = match load_code(&parts, &spec.run).await {
             Ok(code) => code,
             Err(message) => {
                 tracing::warn!(service = %key, instance = %id, %message, "cannot start");
@@ -466,7 +559,8 @@ async fn slot_main(
     }
 }
 
-async fn load(parts: &Parts, run: &RunSpec) -> Result<Arc<Loaded>, String> {
+/// Loads the code a spec runs, or says why it cannot run as a command.
+pub(crate) async fn load_code(parts: &Parts, run: &RunSpec) -> Result<Arc<Loaded>, String> {
     let digest = run.component.clone()?;
     let engine = parts.engine.clone();
     let loaded = tokio::task::spawn_blocking(move || engine.load(&digest))

@@ -19,9 +19,11 @@ fn main() {
         "trap" => trap(),
         "oom" => oom(),
         "spin" => spin(),
+        "count" => count(),
+        "sleep" => sleep(args.get(2).map(String::as_str)),
         _ => {
             eprintln!(
-                "usage: app <queue|send-emails|env|exit N|trap|oom|spin> (got {:?})",
+                "usage: app <queue|send-emails|env|exit N|trap|oom|spin|count|sleep MS> (got {:?})",
                 &args[1..]
             );
             exit_code(2);
@@ -91,6 +93,23 @@ fn oom() {
             println!("oom: holding {} MiB", held.len());
         }
     }
+}
+
+/// Counts runs in this instance's memory: a fresh instance always prints
+/// `count: 1`, an instance reused across runs would print more.
+fn count() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let n = RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+    println!("count: {n}");
+}
+
+/// A slow job: sleeps for the given milliseconds, then says so.
+fn sleep(ms: Option<&str>) {
+    let ms: u64 = ms.and_then(|m| m.parse().ok()).unwrap_or(1000);
+    println!("sleep: sleeping {ms} ms");
+    std::thread::sleep(Duration::from_millis(ms));
+    println!("sleep: done");
 }
 
 /// An endless loop that never yields and never calls the host.

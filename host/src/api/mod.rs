@@ -149,6 +149,10 @@ pub fn router(state: ApiState) -> Router {
                 .delete(services::delete),
         )
         .route("/v1/services/{stack}/{name}/logs", get(services::logs))
+        .route(
+            "/v1/services/{stack}/{name}/trigger",
+            post(services::trigger),
+        )
         .route("/v1/code", put(stacks::upload_code))
         .route("/v1/stacks", get(stacks::list))
         .route("/v1/stacks/{stack}/deploy", post(stacks::deploy))

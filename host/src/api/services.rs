@@ -1,6 +1,7 @@
 //! Services: create, update, delete, list, logs.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -10,14 +11,20 @@ use chrono::Utc;
 use super::stacks::{
     check_services_keep_code, require_blob, resolve, validate_component_name, StackChange,
 };
-use super::wire::{ComponentRef, CreateService, ListQuery, LogsQuery, ServiceView, UpdateService};
+use super::wire::{
+    ComponentRef, CreateService, ListQuery, LogsQuery, ServiceView, TriggerResult, UpdateService,
+};
 use super::{ApiError, ApiResult, ApiState, Caller};
+use crate::cron::{parse_duration, Schedule};
 use crate::logs::LogLine;
 use crate::model::{
     dns_name, parse_memory, validate_env_var, validate_name, Digest, Service, ServiceKey,
     DEFAULT_MEMORY_BYTES, DEFAULT_STACK, MAX_INSTANCES, MIN_MEMORY_BYTES,
 };
 use crate::store::{encode, key, Compare, Txn, Versioned};
+
+/// How long a trigger waits for a just-created job to be started.
+const JOB_START_WAIT: Duration = Duration::from_secs(2);
 
 /// `GET /v1/services`.
 pub(super) async fn list(
@@ -68,6 +75,8 @@ pub(super) async fn create(
         memory_bytes: DEFAULT_MEMORY_BYTES,
         env_vars: BTreeMap::new(),
         schedule: None,
+        timezone: None,
+        timeout_ms: None,
         endpoints: Vec::new(),
         created_at: Utc::now(),
     };
@@ -78,6 +87,8 @@ pub(super) async fn create(
         env: request.env,
         unset_env: Vec::new(),
         schedule: request.schedule,
+        timezone: request.timezone,
+        timeout: request.timeout,
     };
     settings.apply(&state, &mut service)?;
 
@@ -137,6 +148,8 @@ pub(super) async fn update(
         env: request.env,
         unset_env: request.unset_env,
         schedule: request.schedule,
+        timezone: request.timezone,
+        timeout: request.timeout,
     };
     settings.apply(&state, &mut service)?;
     let mut change = StackChange::load(&state, &caller.env, &stack).await?;
@@ -237,6 +250,8 @@ struct Settings {
     env: Vec<String>,
     unset_env: Vec<String>,
     schedule: Option<String>,
+    timezone: Option<String>,
+    timeout: Option<String>,
 }
 
 impl Settings {
@@ -280,16 +295,104 @@ impl Settings {
         for k in &self.unset_env {
             service.env_vars.remove(k);
         }
-        if let Some(schedule) = self.schedule {
-            if schedule != "none" {
-                return Err(ApiError::bad_request(format!(
-                    "cannot schedule `{schedule}`: this daemon does not run cron jobs yet"
-                )));
-            }
-            service.schedule = None;
-        }
-        Ok(())
+        apply_schedule(service, self.schedule, self.timezone, self.timeout)
     }
+}
+
+/// Checks and applies `--schedule`, `--timezone` and `--timeout`.
+/// `--schedule none` turns a cron job back into a worker.
+fn apply_schedule(
+    service: &mut Service,
+    schedule: Option<String>,
+    timezone: Option<String>,
+    timeout: Option<String>,
+) -> ApiResult<()> {
+    match schedule.as_deref().map(str::trim) {
+        Some("none") => {
+            service.schedule = None;
+            service.timezone = None;
+            service.timeout_ms = None;
+        }
+        Some(spec) => service.schedule = Some(spec.to_string()),
+        None => {}
+    }
+    if let Some(zone) = timezone {
+        service.timezone = match zone.trim() {
+            "" | "UTC" | "utc" | "Etc/UTC" => None,
+            zone => Some(zone.to_string()),
+        };
+    }
+    if let Some(timeout) = timeout {
+        service.timeout_ms = match timeout.trim() {
+            "none" => None,
+            text => {
+                let d = parse_duration(text).map_err(|e| {
+                    ApiError::bad_request(format!("invalid --timeout `{text}`: {e}"))
+                })?;
+                if d.is_zero() {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid --timeout `{text}`: use a positive duration, e.g. 30s or 5m"
+                    )));
+                }
+                Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }
+        };
+    }
+    match &service.schedule {
+        Some(spec) => {
+            Schedule::parse(spec, service.timezone.as_deref())
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        }
+        None if service.timezone.is_some() || service.timeout_ms.is_some() => {
+            return Err(ApiError::bad_request(format!(
+                "--timezone and --timeout apply to cron jobs, and {} has no schedule: give one with --schedule",
+                service.name
+            )));
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// `POST /v1/services/{stack}/{name}/trigger`: runs a cron job now.
+pub(super) async fn trigger(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((stack, name)): Path<(String, String)>,
+) -> ApiResult<Json<TriggerResult>> {
+    let found = find(&state, &caller.env, &stack, &name).await?;
+    if found.value.schedule.is_none() {
+        return Err(ApiError::bad_request(format!(
+            "service {name} is a {}, not a cron job: give it a schedule with `mesh svc update {name} --schedule SPEC`",
+            found.value.service_type()
+        )));
+    }
+    let key = ServiceKey::of(&found.value);
+    // A job created a moment ago may not have been started by the
+    // supervisor yet.
+    let deadline = tokio::time::Instant::now() + JOB_START_WAIT;
+    let trigger = loop {
+        if let Some(trigger) = state.supervisor.trigger(&key) {
+            break trigger;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::conflict(format!(
+                "cron job {name} is not running yet; try again"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let started = trigger
+        .fire()
+        .await
+        .map_err(|why| ApiError::conflict(format!("cannot run {name} now: {why}")))?;
+    tracing::info!(service = %key, instance = %started.instance, "cron job triggered by hand");
+    Ok(Json(TriggerResult {
+        stack,
+        name,
+        number: started.number,
+        instance: started.instance,
+    }))
 }
 
 /// Adds uploaded code to the stack's bundle if the request brings some,
@@ -329,15 +432,29 @@ async fn check_runnable(state: &ApiState, digest: &Digest, service: &Service) ->
 }
 
 fn view(state: &ApiState, service: Service) -> ServiceView {
-    let instances = state.supervisor.instances(&ServiceKey::of(&service));
+    let key = ServiceKey::of(&service);
+    let instances = state.supervisor.instances(&key);
     let version = instances.first().map_or(0, |i| i.version);
+    let (next_run, runs) = match &service.schedule {
+        Some(spec) => {
+            // The job computes the same from the same schedule; asking the
+            // schedule is right even before the supervisor has seen a change.
+            let next = Schedule::parse(spec, service.timezone.as_deref())
+                .ok()
+                .and_then(|s| s.next_after(Utc::now()));
+            (next, state.supervisor.runs(&key))
+        }
+        None => (None, Vec::new()),
+    };
     ServiceView {
         service_type: service.service_type(),
         dns_name: dns_name(&service.stack, &service.name),
         instances_desired: service.instances,
         memory_limit_bytes: service.memory_bytes,
-        next_run: None,
-        runs: Vec::new(),
+        next_run,
+        runs,
+        timezone: service.timezone,
+        timeout_ms: service.timeout_ms,
         env: service.env_vars,
         version,
         created_at: service.created_at,

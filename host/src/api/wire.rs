@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Digest, InstanceStatus, ServiceType};
+use crate::model::{Digest, InstanceStatus, Run, ServiceType};
 
 /// A component of the bundle being named in a request: code already
 /// uploaded (`PUT /v1/code`), under a component name.
@@ -36,6 +36,12 @@ pub struct CreateService {
     pub env: Vec<String>,
     /// Cron schedule.
     pub schedule: Option<String>,
+    /// IANA time zone of the schedule (UTC when absent).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Longest a cron run may take, e.g. `30s`.
+    #[serde(default)]
+    pub timeout: Option<String>,
     /// Code to add to the stack's bundle first (the `-- app.wasm ...` form).
     pub component: Option<ComponentRef>,
 }
@@ -57,21 +63,27 @@ pub struct UpdateService {
     pub unset_env: Vec<String>,
     /// New schedule; `none` removes it.
     pub schedule: Option<String>,
+    /// New time zone of the schedule; `UTC` for UTC.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// New run timeout; `none` removes it.
+    #[serde(default)]
+    pub timeout: Option<String>,
     /// Code to add to the stack's bundle first.
     pub component: Option<ComponentRef>,
 }
 
-/// One cron run, newest first in [`ServiceView::runs`].
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RunView {
-    /// When the run started.
-    pub started_at: DateTime<Utc>,
-    /// How long it took.
-    pub duration_ms: u64,
-    /// Its exit code, if it exited.
-    pub exit_code: Option<i32>,
-    /// `succeeded`, `failed`, `skipped` or `timed_out`.
-    pub status: String,
+/// What `POST /v1/services/{stack}/{name}/trigger` started.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TriggerResult {
+    /// Stack.
+    pub stack: String,
+    /// Service.
+    pub name: String,
+    /// Run number.
+    pub number: u64,
+    /// Instance id of the run.
+    pub instance: String,
 }
 
 /// A service as `mesh service ls --json` shows it.
@@ -94,10 +106,14 @@ pub struct ServiceView {
     pub endpoints: Vec<String>,
     /// Cron schedule.
     pub schedule: Option<String>,
+    /// Time zone of the schedule (UTC when null).
+    pub timezone: Option<String>,
+    /// Longest a cron run may take, in milliseconds.
+    pub timeout_ms: Option<u64>,
     /// Next cron firing.
     pub next_run: Option<DateTime<Utc>>,
     /// Cron history, newest first.
-    pub runs: Vec<RunView>,
+    pub runs: Vec<Run>,
     /// Environment variables.
     pub env: BTreeMap<String, String>,
     /// Intra-DNS name, `<stack>-<service>`.

@@ -1,0 +1,85 @@
+//! The baselines the benchmarks compare mesh against, shared by them.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::Store;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// The `app` guest example, built by `scripts/setup.sh`.
+pub fn app_wasm() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../guest-examples/target/wasm32-wasip2/release/app.wasm");
+    assert!(
+        path.is_file(),
+        "build the guest examples first: scripts/setup.sh"
+    );
+    path
+}
+
+/// The least a host can keep per store: WASI and WASI HTTP contexts.
+struct Bare {
+    wasi: WasiCtx,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    table: ResourceTable,
+}
+
+impl wasmtime_wasi_http::WasiHttpView for Bare {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
+}
+
+impl WasiView for Bare {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Times `n` bare instantiations of a command component: default engine,
+/// `Store::new` with an empty WASI context, `CommandPre::instantiate_async`.
+pub async fn bare_instantiate(bytes: &[u8], n: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut config = wasmtime::Config::new();
+    config.epoch_interruption(false);
+    let engine = wasmtime::Engine::new(&config).map_err(anyhow::Error::from)?;
+    let component = Component::new(&engine, bytes).map_err(anyhow::Error::from)?;
+    let mut linker = Linker::<Bare>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+    // app also imports wasi:http (it can serve requests), as in mesh.
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .map_err(anyhow::Error::from)?;
+    let pre = CommandPre::new(
+        linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)?,
+    )
+    .map_err(anyhow::Error::from)?;
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let mut store = Store::new(
+            &engine,
+            Bare {
+                wasi: WasiCtx::builder().args(&["app", "send-emails"]).build(),
+                http: wasmtime_wasi_http::WasiHttpCtx::new(),
+                table: ResourceTable::new(),
+            },
+        );
+        let _command = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(anyhow::Error::from)?;
+        samples.push(t0.elapsed());
+    }
+    Ok(samples)
+}

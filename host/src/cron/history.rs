@@ -1,0 +1,258 @@
+//! Run history: the last [`RUNS_KEPT`] runs of every cron job, kept in
+//! memory and in one JSON-lines file per job under `DATA/runs/`, so
+//! `service ls` shows them across daemon restarts.
+//!
+//! The file is append-only while it is small, and rewritten (to a temporary
+//! file, then renamed) with just the kept runs when it grows past twice
+//! that, so a crash mid-rewrite leaves the old file whole.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::OpenOptions;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::model::{Run, ServiceKey};
+
+/// Runs kept per job.
+pub const RUNS_KEPT: usize = 50;
+
+/// Every job's history, opened on first use.
+pub struct Histories {
+    dir: PathBuf,
+    open: Mutex<HashMap<ServiceKey, Arc<History>>>,
+}
+
+impl Histories {
+    /// Histories under `DATA/runs`.
+    pub fn new(data_dir: &Path) -> Histories {
+        Histories {
+            dir: data_dir.join("runs"),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The history of one job, loaded from disk the first time.
+    pub fn job(&self, key: &ServiceKey) -> Arc<History> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.entry(key.clone())
+            .or_insert_with(|| Arc::new(History::load(self.path(key))))
+            .clone()
+    }
+
+    /// Forgets a deleted job's history, file included.
+    pub fn remove(&self, key: &ServiceKey) {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        let _ = std::fs::remove_file(self.path(key));
+    }
+
+    fn path(&self, key: &ServiceKey) -> PathBuf {
+        self.dir
+            .join(&key.env)
+            .join(&key.stack)
+            .join(format!("{}.jsonl", key.name))
+    }
+}
+
+/// One job's runs, oldest first.
+pub struct History {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    runs: VecDeque<Run>,
+    /// Lines in the file, to know when to rewrite it.
+    lines_on_disk: usize,
+    next_number: u64,
+}
+
+impl History {
+    fn load(path: PathBuf) -> History {
+        let mut runs = VecDeque::new();
+        let mut lines_on_disk = 0;
+        let mut torn = false;
+        if let Ok(file) = std::fs::File::open(&path) {
+            for line in BufReader::new(file).lines().map_while(Result::ok) {
+                lines_on_disk += 1;
+                // A line torn by a crash is skipped, not fatal.
+                match serde_json::from_str::<Run>(&line) {
+                    Ok(run) => push_bounded(&mut runs, run),
+                    Err(_) => torn = true,
+                }
+            }
+        }
+        let next_number = runs.back().map_or(1, |r| r.number + 1);
+        let history = History {
+            path,
+            inner: Mutex::new(Inner {
+                runs,
+                lines_on_disk,
+                next_number,
+            }),
+        };
+        if torn {
+            // Rewrite now, or the next append would join the torn line.
+            let mut inner = history.lock();
+            match history.rewrite(&inner.runs) {
+                Ok(()) => inner.lines_on_disk = inner.runs.len(),
+                Err(e) => {
+                    tracing::warn!(path = %history.path.display(), error = %e, "cannot repair run history")
+                }
+            }
+            drop(inner);
+        }
+        history
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the next run number.
+    pub fn next_number(&self) -> u64 {
+        let mut inner = self.lock();
+        let n = inner.next_number;
+        inner.next_number += 1;
+        n
+    }
+
+    /// Records a finished (or skipped) run.
+    pub fn record(&self, run: Run) {
+        let mut inner = self.lock();
+        push_bounded(&mut inner.runs, run.clone());
+        let result = if inner.lines_on_disk + 1 > 2 * RUNS_KEPT {
+            self.rewrite(&inner.runs).map(|()| inner.runs.len())
+        } else {
+            self.append(&run).map(|()| inner.lines_on_disk + 1)
+        };
+        match result {
+            Ok(lines) => inner.lines_on_disk = lines,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot write run history")
+            }
+        }
+    }
+
+    /// The kept runs, newest first.
+    pub fn newest_first(&self) -> Vec<Run> {
+        self.lock().runs.iter().rev().cloned().collect()
+    }
+
+    fn append(&self, run: &Run) -> std::io::Result<()> {
+        if let Some(parent) = self.path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        file.write_all(&line_of(run)?)
+    }
+
+    fn rewrite(&self, runs: &VecDeque<Run>) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("jsonl.tmp");
+        let mut bytes = Vec::new();
+        for run in runs {
+            bytes.extend_from_slice(&line_of(run)?);
+        }
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, &self.path)
+    }
+}
+
+fn line_of(run: &Run) -> std::io::Result<Vec<u8>> {
+    let mut json = serde_json::to_vec(run).map_err(std::io::Error::other)?;
+    json.push(b'\n');
+    Ok(json)
+}
+
+fn push_bounded(runs: &mut VecDeque<Run>, run: Run) {
+    runs.push_back(run);
+    while runs.len() > RUNS_KEPT {
+        runs.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{RunStatus, RunTrigger};
+
+    fn key() -> ServiceKey {
+        ServiceKey {
+            env: "default".into(),
+            stack: "app".into(),
+            name: "mailer".into(),
+        }
+    }
+
+    fn run(number: u64) -> Run {
+        let now = chrono::Utc::now();
+        Run {
+            number,
+            instance: Some(format!("mailer.r{number}")),
+            trigger: RunTrigger::Schedule,
+            scheduled_at: now,
+            started_at: now,
+            duration_ms: 3,
+            start_us: Some(40),
+            exit_code: Some(0),
+            status: RunStatus::Succeeded,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_runs_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let histories = Histories::new(dir.path());
+        let history = histories.job(&key());
+        for _ in 0..130 {
+            let n = history.next_number();
+            history.record(run(n));
+        }
+        let kept = history.newest_first();
+        assert_eq!(kept.len(), RUNS_KEPT);
+        assert_eq!(kept[0].number, 130);
+        assert_eq!(kept[RUNS_KEPT - 1].number, 81);
+
+        // A fresh registry (a restarted daemon) reads the same runs back and
+        // numbers on from the last one.
+        let reopened = Histories::new(dir.path()).job(&key());
+        assert_eq!(reopened.newest_first(), kept);
+        assert_eq!(reopened.next_number(), 131);
+        let lines = std::fs::read_to_string(dir.path().join("runs/default/app/mailer.jsonl"))
+            .unwrap()
+            .lines()
+            .count();
+        assert!(lines <= 2 * RUNS_KEPT, "{lines} lines on disk");
+
+        histories.remove(&key());
+        assert!(Histories::new(dir.path())
+            .job(&key())
+            .newest_first()
+            .is_empty());
+    }
+
+    #[test]
+    fn a_torn_last_line_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = Histories::new(dir.path()).job(&key());
+        history.record(run(1));
+        let path = dir.path().join("runs/default/app/mailer.jsonl");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"number\": 2, \"inst");
+        std::fs::write(&path, text).unwrap();
+        let reopened = Histories::new(dir.path()).job(&key());
+        assert_eq!(reopened.newest_first().len(), 1);
+        assert_eq!(reopened.next_number(), 2);
+        reopened.record(run(2));
+        let again = Histories::new(dir.path()).job(&key());
+        let numbers: Vec<u64> = again.newest_first().iter().map(|r| r.number).collect();
+        assert_eq!(numbers, [2, 1]);
+    }
+}

@@ -1,0 +1,456 @@
+//! One cron job's life: sleep until the schedule's next firing, start a
+//! fresh instance (a new store from the cached, pre-instantiated
+//! component) that runs `wasi:cli/run` to its end, record the run.
+//!
+//! A firing that finds the previous run still going is recorded as
+//! `skipped` instead of starting a second one, so slow jobs never pile up.
+//! A run longer than the job's timeout is interrupted (`timed_out`).
+//! Firings missed while the daemon was down are not replayed: the first
+//! firing after a start is the schedule's next one after "now".
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::history::History;
+use super::schedule::Schedule;
+use crate::instance::{run_command, Interrupt, Launch, Outcome};
+use crate::logs::{LogLine, LogStream, ServiceLog, Stream};
+use crate::model::{InstanceState, InstanceStatus, Run, RunStatus, RunTrigger, ServiceKey};
+use crate::supervisor::{load_code, Parts, Spec};
+
+/// A firing may wake this much before its time (timer and wall clock
+/// disagree slightly) and still count as on time.
+const EARLY_WAKE_SLACK: chrono::TimeDelta = chrono::TimeDelta::milliseconds(5);
+
+/// What a job runs and when.
+pub struct JobSpec {
+    /// When it fires.
+    pub schedule: Arc<Schedule>,
+    /// Longest a run may take.
+    pub timeout: Option<Duration>,
+    /// The command, env, memory limit and code of each run.
+    pub run: Arc<Spec>,
+}
+
+/// A run started by hand: its number and instance id.
+#[derive(Clone, Debug)]
+pub struct Started {
+    /// Run number.
+    pub number: u64,
+    /// Instance id, `<service>.r<number>`.
+    pub instance: String,
+}
+
+type TriggerReply = oneshot::Sender<Result<Started, String>>;
+
+/// What the supervisor and the API can see of a job.
+#[derive(Default)]
+struct Shared {
+    current: Option<InstanceStatus>,
+    /// How long the current run took to get its instance running.
+    start_took: Option<Duration>,
+}
+
+/// A running job task and the handles to steer it.
+pub struct Job {
+    shared: Arc<Mutex<Shared>>,
+    specs: watch::Sender<Arc<JobSpec>>,
+    triggers: mpsc::Sender<TriggerReply>,
+    task: JoinHandle<()>,
+}
+
+impl Job {
+    /// Starts the job's task.
+    pub(crate) fn spawn(
+        parts: Parts,
+        key: ServiceKey,
+        history: Arc<History>,
+        spec: Arc<JobSpec>,
+    ) -> Job {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let (specs, spec_rx) = watch::channel(spec);
+        let (triggers, trigger_rx) = mpsc::channel(8);
+        let log = parts.logs.service(&key);
+        let task = tokio::spawn(
+            JobTask {
+                parts,
+                key,
+                log,
+                history,
+                shared: shared.clone(),
+                running: None,
+            }
+            .run(spec_rx, trigger_rx),
+        );
+        Job {
+            shared,
+            specs,
+            triggers,
+            task,
+        }
+    }
+
+    /// The spec the job runs now.
+    pub fn spec(&self) -> Arc<JobSpec> {
+        self.specs.borrow().clone()
+    }
+
+    /// Hands the job new settings; a run in progress finishes on the old ones.
+    pub fn update(&self, spec: Arc<JobSpec>) {
+        self.specs.send_replace(spec);
+    }
+
+    /// The run in progress, as an instance.
+    pub fn current(&self) -> Option<InstanceStatus> {
+        lock(&self.shared).current.clone()
+    }
+
+    /// A handle that starts runs by hand.
+    pub fn trigger(&self) -> Trigger {
+        Trigger(self.triggers.clone())
+    }
+
+    /// Stops the job and any run in progress.
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// Starts a job's run by hand; usable without holding the supervisor's lock.
+#[derive(Clone)]
+pub struct Trigger(mpsc::Sender<TriggerReply>);
+
+impl Trigger {
+    /// Starts a run now, unless one is going.
+    pub async fn fire(&self) -> Result<Started, String> {
+        let gone = || "the job is shutting down".to_string();
+        let (tx, rx) = oneshot::channel();
+        self.0.send(tx).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain status data; a panic mid-update leaves it readable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A run in progress.
+struct Running {
+    number: u64,
+    instance: String,
+    trigger: RunTrigger,
+    scheduled_at: DateTime<Utc>,
+    started_at: DateTime<Utc>,
+    started: Instant,
+    timeout: Option<Duration>,
+    outcome: Pin<Box<dyn Future<Output = (Outcome, bool)> + Send>>,
+}
+
+/// What woke the job up.
+enum Event {
+    Finished((Outcome, bool)),
+    Due(DateTime<Utc>),
+    Trigger(TriggerReply),
+    Changed,
+    Closed,
+}
+
+struct JobTask {
+    parts: Parts,
+    key: ServiceKey,
+    log: Arc<ServiceLog>,
+    history: Arc<History>,
+    shared: Arc<Mutex<Shared>>,
+    running: Option<Running>,
+}
+
+impl JobTask {
+    async fn run(
+        mut self,
+        mut specs: watch::Receiver<Arc<JobSpec>>,
+        mut triggers: mpsc::Receiver<TriggerReply>,
+    ) {
+        let mut after = Utc::now();
+        loop {
+            let spec = specs.borrow_and_update().clone();
+            let next = spec.schedule.next_after(after);
+            let event = tokio::select! {
+                outcome = finished(&mut self.running) => Event::Finished(outcome),
+                () = sleep_until(next) => match next {
+                    Some(at) => Event::Due(at),
+                    None => Event::Changed,
+                },
+                reply = triggers.recv() => match reply {
+                    Some(reply) => Event::Trigger(reply),
+                    None => Event::Closed,
+                },
+                changed = specs.changed() => match changed {
+                    Ok(()) => Event::Changed,
+                    Err(_) => Event::Closed,
+                },
+            };
+            match event {
+                Event::Finished(outcome) => self.finish(outcome),
+                Event::Due(at) if Utc::now() + EARLY_WAKE_SLACK < at => {
+                    // The wall clock moved back while we slept: wait again.
+                }
+                Event::Due(at) => {
+                    after = at;
+                    if let Err(message) = self.start(&spec, RunTrigger::Schedule, at) {
+                        self.skip(at, message);
+                    }
+                }
+                Event::Trigger(reply) => {
+                    let _ = reply.send(self.start(&spec, RunTrigger::Manual, Utc::now()));
+                }
+                Event::Changed => {
+                    let new = specs.borrow().clone();
+                    // The supervisor makes a new schedule only when its
+                    // text or time zone changed.
+                    if !Arc::ptr_eq(&new.schedule, &spec.schedule) {
+                        // A new schedule counts from now, not from the last firing.
+                        after = Utc::now();
+                    }
+                }
+                Event::Closed => return,
+            }
+        }
+    }
+
+    /// Starts a fresh instance, or says which run is still going.
+    fn start(
+        &mut self,
+        spec: &Arc<JobSpec>,
+        trigger: RunTrigger,
+        scheduled_at: DateTime<Utc>,
+    ) -> Result<Started, String> {
+        if let Some(r) = &self.running {
+            return Err(format!("run {} ({}) is still going", r.number, r.instance));
+        }
+        let number = self.history.next_number();
+        let instance = format!("{}.r{number}", self.key.name);
+        let started_at = Utc::now();
+        let mut shared = lock(&self.shared);
+        shared.start_took = None;
+        shared.current = Some(InstanceStatus {
+            id: instance.clone(),
+            state: InstanceState::Starting,
+            restarts: 0,
+            exit_code: None,
+            message: None,
+            started_at: Some(started_at),
+            version: spec.run.version,
+        });
+        drop(shared);
+        tracing::info!(service = %self.key, instance, ?trigger, "cron run starting");
+        let outcome = Box::pin(run_once(
+            self.parts.clone(),
+            spec.clone(),
+            LogStream::new(self.log.clone(), &instance, Stream::Stdout),
+            LogStream::new(self.log.clone(), &instance, Stream::Stderr),
+            self.shared.clone(),
+        ));
+        self.running = Some(Running {
+            number,
+            instance: instance.clone(),
+            trigger,
+            scheduled_at,
+            started_at,
+            started: Instant::now(),
+            timeout: spec.timeout,
+            outcome,
+        });
+        Ok(Started { number, instance })
+    }
+
+    fn skip(&mut self, scheduled_at: DateTime<Utc>, why: String) {
+        let number = self.history.next_number();
+        let message = format!("skipped: {why}");
+        tracing::info!(service = %self.key, number, %message, "cron firing skipped");
+        self.note(&format!("[mesh] run {number} {message}"), &self.key.name);
+        self.history.record(Run {
+            number,
+            instance: None,
+            trigger: RunTrigger::Schedule,
+            scheduled_at,
+            started_at: Utc::now(),
+            duration_ms: 0,
+            start_us: None,
+            exit_code: None,
+            status: RunStatus::Skipped,
+            message: Some(message),
+        });
+    }
+
+    fn finish(&mut self, (outcome, timed_out): (Outcome, bool)) {
+        let Some(run) = self.running.take() else {
+            return;
+        };
+        let start_took = {
+            let mut shared = lock(&self.shared);
+            shared.current = None;
+            shared.start_took.take()
+        };
+        let elapsed = run.started.elapsed();
+        let (status, message) = match (timed_out, run.timeout) {
+            (true, Some(limit)) => (
+                RunStatus::TimedOut,
+                format!("timed out after {}", human(limit)),
+            ),
+            _ if outcome.succeeded() => (RunStatus::Succeeded, outcome.message),
+            _ => (RunStatus::Failed, outcome.message),
+        };
+        self.note(
+            &format!(
+                "[mesh] run {} {status} in {} ({message})",
+                run.number,
+                human(elapsed)
+            ),
+            &run.instance,
+        );
+        self.history.record(Run {
+            number: run.number,
+            instance: Some(run.instance),
+            trigger: run.trigger,
+            scheduled_at: run.scheduled_at,
+            started_at: run.started_at,
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            start_us: start_took.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            exit_code: outcome.exit_code,
+            status,
+            message: Some(message),
+        });
+    }
+
+    /// Writes a platform line to the job's log.
+    fn note(&self, text: &str, instance: &str) {
+        self.log.write(LogLine {
+            time: Utc::now(),
+            instance: instance.to_string(),
+            stream: Stream::Stderr,
+            text: text.to_string(),
+        });
+    }
+}
+
+/// Waits for the run in progress, or forever when there is none.
+async fn finished(running: &mut Option<Running>) -> (Outcome, bool) {
+    match running {
+        Some(run) => run.outcome.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until a wall-clock time, or forever for `None`.
+async fn sleep_until(at: Option<DateTime<Utc>>) {
+    match at {
+        Some(at) => {
+            let wait = (at - Utc::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(wait).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Loads the code and runs one fresh instance to its end; the flag says
+/// whether it was stopped for taking too long.
+async fn run_once(
+    parts: Parts,
+    spec: Arc<JobSpec>,
+    stdout: LogStream,
+    stderr: LogStream,
+    shared: Arc<Mutex<Shared>>,
+) -> (Outcome, bool) {
+    let fired = Instant::now();
+    let code = match load_code(&parts, &spec.run.run).await {
+        Ok(code) => code,
+        Err(message) => {
+            return (
+                Outcome {
+                    exit_code: None,
+                    message,
+                },
+                false,
+            )
+        }
+    };
+    let launch = Launch {
+        args: spec.run.run.command.clone(),
+        env: spec.run.run.env.clone(),
+        memory_bytes: spec.run.run.memory_bytes,
+        stdout,
+        stderr,
+    };
+    let interrupt = Interrupt::default();
+    let mark_running = || {
+        let mut shared = lock(&shared);
+        shared.start_took = Some(fired.elapsed());
+        if let Some(current) = shared.current.as_mut() {
+            current.state = InstanceState::Running;
+        }
+    };
+    let run = run_command(
+        &parts.engine,
+        &code,
+        launch,
+        interrupt.clone(),
+        mark_running,
+    );
+    tokio::pin!(run);
+    match spec.timeout {
+        None => (run.await, false),
+        Some(limit) => tokio::select! {
+            outcome = &mut run => (outcome, false),
+            () = tokio::time::sleep(limit) => {
+                interrupt.trigger();
+                (run.await, true)
+            }
+        },
+    }
+}
+
+/// `1.5s`, `250ms`, `2m3s`: a duration the way people read it.
+pub fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        let s = d.as_secs_f64();
+        if (s - s.round()).abs() < 0.05 {
+            format!("{}s", s.round())
+        } else {
+            format!("{s:.1}s")
+        }
+    } else {
+        let s = d.as_secs();
+        match (s / 3600, (s % 3600) / 60, s % 60) {
+            (0, m, 0) => format!("{m}m"),
+            (0, m, s) => format!("{m}m{s}s"),
+            (h, 0, 0) => format!("{h}h"),
+            (h, m, _) => format!("{h}h{m}m"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_go() {
+        assert_eq!(human(Duration::from_millis(250)), "250ms");
+        assert_eq!(human(Duration::from_secs(2)), "2s");
+        assert_eq!(human(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(human(Duration::from_secs(120)), "2m");
+        assert_eq!(human(Duration::from_secs(123)), "2m3s");
+        assert_eq!(human(Duration::from_secs(5400)), "1h30m");
+    }
+}
