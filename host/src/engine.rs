@@ -197,6 +197,12 @@ impl Engine {
         Ok(info)
     }
 
+    /// Code already loaded into memory, without touching the disk: the
+    /// fast path for starting instances, cheap enough for async code.
+    pub fn loaded(&self, digest: &Digest) -> Option<Arc<Loaded>> {
+        self.lock_loaded().get(digest).cloned()
+    }
+
     /// Loads stored code by digest: from memory, else from the compiled
     /// cache, else by compiling the blob (and caching the result).
     pub fn load(&self, digest: &Digest) -> anyhow::Result<Arc<Loaded>> {

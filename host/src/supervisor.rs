@@ -562,11 +562,17 @@ async fn slot_main(
 /// Loads the code a spec runs, or says why it cannot run as a command.
 pub(crate) async fn load_code(parts: &Parts, run: &RunSpec) -> Result<Arc<Loaded>, String> {
     let digest = run.component.clone()?;
-    let engine = parts.engine.clone();
-    let loaded = tokio::task::spawn_blocking(move || engine.load(&digest))
-        .await
-        .map_err(|e| format!("loading code failed: {e}"))?
-        .map_err(|e| format!("loading code failed: {e:#}"))?;
+    let loaded = match parts.engine.loaded(&digest) {
+        Some(loaded) => loaded,
+        None => {
+            // Reading or compiling code blocks: keep it off the async threads.
+            let engine = parts.engine.clone();
+            tokio::task::spawn_blocking(move || engine.load(&digest))
+                .await
+                .map_err(|e| format!("loading code failed: {e}"))?
+                .map_err(|e| format!("loading code failed: {e:#}"))?
+        }
+    };
     if loaded.command.is_none() {
         return Err(format!(
             "component '{}' does not export `wasi:cli/run`, so it cannot run as a worker (it exports {})",

@@ -46,40 +46,61 @@ impl WasiView for Bare {
     }
 }
 
-/// Times `n` bare instantiations of a command component: default engine,
-/// `Store::new` with an empty WASI context, `CommandPre::instantiate_async`.
-pub async fn bare_instantiate(bytes: &[u8], n: usize) -> anyhow::Result<Vec<Duration>> {
-    let mut config = wasmtime::Config::new();
-    config.epoch_interruption(false);
-    let engine = wasmtime::Engine::new(&config).map_err(anyhow::Error::from)?;
-    let component = Component::new(&engine, bytes).map_err(anyhow::Error::from)?;
-    let mut linker = Linker::<Bare>::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-    // app also imports wasi:http (it can serve requests), as in mesh.
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+/// A bare host: default engine, nothing but WASI, a pre-instantiated
+/// command component.
+pub struct BareHost {
+    engine: wasmtime::Engine,
+    pre: CommandPre<Bare>,
+}
+
+impl BareHost {
+    /// Compiles `bytes` and links them against WASI and WASI HTTP.
+    pub fn new(bytes: &[u8]) -> anyhow::Result<BareHost> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(false);
+        let engine = wasmtime::Engine::new(&config).map_err(anyhow::Error::from)?;
+        let component = Component::new(&engine, bytes).map_err(anyhow::Error::from)?;
+        let mut linker = Linker::<Bare>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        // app also imports wasi:http (it can serve requests), as in mesh.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)?;
+        let pre = CommandPre::new(
+            linker
+                .instantiate_pre(&component)
+                .map_err(anyhow::Error::from)?,
+        )
         .map_err(anyhow::Error::from)?;
-    let pre = CommandPre::new(
-        linker
-            .instantiate_pre(&component)
-            .map_err(anyhow::Error::from)?,
-    )
-    .map_err(anyhow::Error::from)?;
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
+        Ok(BareHost { engine, pre })
+    }
+
+    /// Times one `Store::new` with an empty WASI context and
+    /// `CommandPre::instantiate_async`.
+    pub async fn instantiate(&self) -> anyhow::Result<Duration> {
         let t0 = Instant::now();
         let mut store = Store::new(
-            &engine,
+            &self.engine,
             Bare {
                 wasi: WasiCtx::builder().args(&["app", "send-emails"]).build(),
                 http: wasmtime_wasi_http::WasiHttpCtx::new(),
                 table: ResourceTable::new(),
             },
         );
-        let _command = pre
+        let _command = self
+            .pre
             .instantiate_async(&mut store)
             .await
             .map_err(anyhow::Error::from)?;
-        samples.push(t0.elapsed());
+        Ok(t0.elapsed())
+    }
+}
+
+/// Times `n` bare instantiations in a row (warm caches).
+pub async fn bare_instantiate(bytes: &[u8], n: usize) -> anyhow::Result<Vec<Duration>> {
+    let host = BareHost::new(bytes)?;
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        samples.push(host.instantiate().await?);
     }
     Ok(samples)
 }

@@ -60,6 +60,11 @@ const MAX_GAP_MINUTES: i64 = 2 * 24 * 60;
 /// Days in each month (index 1-12) in a leap year.
 const MONTH_DAYS: [u32; 13] = [0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
 
+/// Day-of-week bit for a 7 in the spec, which means Sunday (bit 0).
+const SUNDAY_AS_SEVEN: u64 = 1 << 7;
+
+const ALL_HOURS: u64 = (1 << 24) - 1;
+
 const DURATION_EXAMPLES: &str = "use e.g. 90s, 2m, 1h30m";
 
 /// A parsed schedule that can tell when it next fires.
@@ -204,7 +209,8 @@ impl Schedule {
         if let Some(reason) = cron.impossible_days() {
             return Err(never(reason));
         }
-        // The static check above should be exhaustive; the search confirms it.
+        // `impossible_days` is exact by reasoning about the calendar; the
+        // search guards against a flaw in that reasoning.
         match cron.next_after(DateTime::UNIX_EPOCH) {
             Some(_) => Ok(()),
             None => Err(never("no date in 400 years matches it".to_owned())),
@@ -245,7 +251,8 @@ fn parse_macro(body: &str, shown: &str, tz: Tz) -> Result<Rule, ScheduleError> {
     };
     if !argument.is_empty() {
         return Err(macro_error(format!(
-            "@{name} takes nothing after it, but got `{}`: write it alone or use 5 fields",
+            "@{} takes nothing after it, but got `{}`: write it alone or use 5 fields",
+            one_line(name),
             one_line(argument)
         )));
     }
@@ -264,6 +271,7 @@ fn parse_every(text: &str, shown: &str) -> Result<Rule, ScheduleError> {
         ));
     }
     let interval = parse_duration(text).map_err(&every_error)?;
+    let text = one_line(text);
     if interval < Duration::from_secs(1) {
         return Err(every_error(format!("@every needs at least 1s, got {text}")));
     }
@@ -298,8 +306,8 @@ struct Field {
     open_max: u32,
     /// Names for `min`, `min + 1`, ...
     names: &'static [&'static str],
-    /// What to write instead of a bad value.
-    hint: &'static str,
+    /// What follows a value that is neither a number nor a name.
+    not_value: &'static str,
 }
 
 const MINUTE: Field = Field {
@@ -308,7 +316,7 @@ const MINUTE: Field = Field {
     max: 59,
     open_max: 59,
     names: &[],
-    hint: "is not a number: use 0-59",
+    not_value: "is not a number: use 0-59",
 };
 
 const HOUR: Field = Field {
@@ -317,7 +325,7 @@ const HOUR: Field = Field {
     max: 23,
     open_max: 23,
     names: &[],
-    hint: "is not a number: use 0-23",
+    not_value: "is not a number: use 0-23",
 };
 
 const DAY_OF_MONTH: Field = Field {
@@ -326,7 +334,7 @@ const DAY_OF_MONTH: Field = Field {
     max: 31,
     open_max: 31,
     names: &[],
-    hint: "is not a number: use 1-31",
+    not_value: "is not a number: use 1-31",
 };
 
 const MONTH: Field = Field {
@@ -337,7 +345,7 @@ const MONTH: Field = Field {
     names: &[
         "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
     ],
-    hint: "is not a number or a name: use 1-12 or jan-dec",
+    not_value: "is not a number or a name: use 1-12 or jan-dec",
 };
 
 const DAY_OF_WEEK: Field = Field {
@@ -346,7 +354,7 @@ const DAY_OF_WEEK: Field = Field {
     max: 7,
     open_max: 6,
     names: &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
-    hint: "is not a number or a name: use 0-7 or sun-sat",
+    not_value: "is not a number or a name: use 0-7 or sun-sat",
 };
 
 impl Field {
@@ -386,7 +394,8 @@ impl Field {
         if start > end {
             return Err(format!(
                 "`{base}` runs backwards: write ranges low-high, or a list like `{start}-{},{}-{end}`",
-                self.open_max, self.min
+                start.max(self.open_max),
+                self.min
             ));
         }
         let step = usize::try_from(step.unwrap_or(1)).unwrap_or(usize::MAX);
@@ -403,7 +412,7 @@ impl Field {
                 .names
                 .iter()
                 .position(|name| name.eq_ignore_ascii_case(text))
-                .ok_or_else(|| format!("`{}` {}", one_line(text), self.hint))?;
+                .ok_or_else(|| format!("`{text}` {}", self.not_value))?;
             self.min + u32::try_from(index).unwrap_or(u32::MAX)
         };
         if value < self.min || value > self.max {
@@ -419,9 +428,7 @@ impl Field {
 fn parse_step(element: &str, step: &str) -> Result<u32, String> {
     if !step.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!(
-            "`{}` has step `{}`, which is not a number",
-            one_line(element),
-            one_line(step)
+            "`{element}` has step `{step}`, which is not a number"
         ));
     }
     // A step too big for u32 still means "only the start".
@@ -446,24 +453,27 @@ impl Cron {
             field.parse(text).map_err(|problem| ScheduleError::Field {
                 spec: shown.to_owned(),
                 field: field.name,
-                problem,
+                problem: one_line(&problem),
             })
         };
         let day = question_as_star(day);
         let weekday = question_as_star(weekday);
+        let minutes = parse(&MINUTE, minute)?;
         let hours = parse(&HOUR, hour)?;
+        let days = parse(&DAY_OF_MONTH, day)?;
+        let months = parse(&MONTH, month)?;
         let mut weekdays = parse(&DAY_OF_WEEK, weekday)?;
-        if weekdays & 1 << 7 != 0 {
-            weekdays = (weekdays & !(1 << 7)) | 1;
+        if weekdays & SUNDAY_AS_SEVEN != 0 {
+            weekdays = (weekdays & !SUNDAY_AS_SEVEN) | 1;
         }
         Ok(Cron {
-            minutes: parse(&MINUTE, minute)?,
+            minutes,
             hours,
-            days: parse(&DAY_OF_MONTH, day)?,
-            months: parse(&MONTH, month)?,
+            days,
+            months,
             weekdays,
             day_or: !day.starts_with('*') && !weekday.starts_with('*'),
-            every_hour: hours == (1 << 24) - 1,
+            every_hour: hours == ALL_HOURS,
             tz,
         })
     }
@@ -596,66 +606,86 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.starts_with('-') {
         return Err(format!("`{shown}` is negative: {DURATION_EXAMPLES}"));
     }
-    let not_duration = |why: &str| format!("`{shown}` is not a duration{why}: {DURATION_EXAMPLES}");
-    let mut rest = text.strip_prefix('+').unwrap_or(text);
-    if rest.is_empty() {
-        return Err(not_duration(""));
-    }
-    let mut nanos: u128 = 0;
-    while !rest.is_empty() {
-        let number_end = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        let (number, after_number) = rest.split_at(number_end);
-        let unit_end = after_number
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after_number.len());
-        let (unit, tail) = after_number.split_at(unit_end);
-        let unit_nanos = match unit {
-            "h" => 3_600_000_000_000,
-            "m" => 60_000_000_000,
-            "s" => 1_000_000_000,
-            "ms" => 1_000_000,
-            "" if !number.is_empty() => return Err(not_duration(" (it needs a unit)")),
-            _ if number.is_empty() => return Err(not_duration("")),
-            _ => {
-                let why = format!(" (unknown unit `{}`; use h, m, s or ms)", one_line(unit));
-                return Err(not_duration(&why));
+    let body = text.strip_prefix('+').unwrap_or(text);
+    let nanos = total_nanos(body).map_err(|problem| {
+        let why = match problem {
+            DurationProblem::TooLong => return format!("`{shown}` is too long"),
+            DurationProblem::Malformed => String::new(),
+            DurationProblem::NoUnit => " (it needs a unit)".to_owned(),
+            DurationProblem::UnknownUnit(unit) => {
+                format!(" (unknown unit `{}`; use h, m, s or ms)", one_line(&unit))
             }
         };
-        let part = scaled(number, unit_nanos).ok_or_else(|| not_duration(""))?;
-        nanos = nanos
-            .checked_add(part)
-            .ok_or_else(|| format!("`{shown}` is too long"))?;
-        rest = tail;
-    }
+        format!("`{shown}` is not a duration{why}: {DURATION_EXAMPLES}")
+    })?;
     let seconds =
-        u64::try_from(nanos / 1_000_000_000).map_err(|_| format!("`{shown}` is too long"))?;
-    let subsec = u32::try_from(nanos % 1_000_000_000).unwrap_or(0);
+        u64::try_from(nanos / NANOS_PER_SECOND).map_err(|_| format!("`{shown}` is too long"))?;
+    let subsec = u32::try_from(nanos % NANOS_PER_SECOND).unwrap_or(0);
     Ok(Duration::new(seconds, subsec))
 }
 
-/// `number` (digits with at most one `.`) times `unit_nanos`, truncated to
-/// whole nanoseconds; None if malformed or absurdly large.
-fn scaled(number: &str, unit_nanos: u128) -> Option<u128> {
-    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
-        return None;
+const NANOS_PER_SECOND: u128 = 1_000_000_000;
+
+enum DurationProblem {
+    Malformed,
+    NoUnit,
+    UnknownUnit(String),
+    TooLong,
+}
+
+/// Sums the parts of a duration such as `1h30m`, in nanoseconds.
+fn total_nanos(mut rest: &str) -> Result<u128, DurationProblem> {
+    if rest.is_empty() {
+        return Err(DurationProblem::Malformed);
     }
-    let whole = if whole.is_empty() {
-        0
-    } else {
-        whole.parse::<u128>().ok()?
+    let in_number = |c: char| c.is_ascii_digit() || c == '.';
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let (number, tail) = rest.split_at(rest.find(|c| !in_number(c)).unwrap_or(rest.len()));
+        let (unit, tail) = tail.split_at(tail.find(in_number).unwrap_or(tail.len()));
+        let unit_nanos = match unit {
+            "h" => 3_600 * NANOS_PER_SECOND,
+            "m" => 60 * NANOS_PER_SECOND,
+            "s" => NANOS_PER_SECOND,
+            "ms" => NANOS_PER_SECOND / 1_000,
+            _ if number.is_empty() => return Err(DurationProblem::Malformed),
+            "" => return Err(DurationProblem::NoUnit),
+            _ => return Err(DurationProblem::UnknownUnit(unit.to_owned())),
+        };
+        let part = scaled(number, unit_nanos)?;
+        total = total.checked_add(part).ok_or(DurationProblem::TooLong)?;
+        rest = tail;
+    }
+    Ok(total)
+}
+
+/// `number` (digits with at most one `.`) times `unit_nanos`, truncated to
+/// whole nanoseconds.
+fn scaled(number: &str, unit_nanos: u128) -> Result<u128, DurationProblem> {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits_only = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && fraction.is_empty() || !digits_only(whole) || !digits_only(fraction) {
+        return Err(DurationProblem::Malformed);
+    }
+    // Only digit strings remain, so parsing can fail only by overflowing.
+    let whole: u128 = match whole {
+        "" => 0,
+        _ => whole.parse().map_err(|_| DurationProblem::TooLong)?,
     };
-    // Digits past the 20th are below a nanosecond even for hours.
-    let fraction = fraction.get(..fraction.len().min(20))?;
-    let fraction_nanos = if fraction.is_empty() {
-        0
-    } else {
-        let digits: u128 = fraction.parse().ok()?;
-        digits * unit_nanos / 10u128.pow(u32::try_from(fraction.len()).ok()?)
+    // Digits past the 20th are worth less than a nanosecond even in hours,
+    // and keeping 20 at most keeps the product below u128::MAX.
+    let fraction = fraction.get(..fraction.len().min(20)).unwrap_or("");
+    let fraction_nanos = match fraction {
+        "" => 0,
+        _ => {
+            let digits: u128 = fraction.parse().map_err(|_| DurationProblem::Malformed)?;
+            digits * unit_nanos / 10u128.pow(fraction.len() as u32)
+        }
     };
-    whole.checked_mul(unit_nanos)?.checked_add(fraction_nanos)
+    whole
+        .checked_mul(unit_nanos)
+        .and_then(|nanos| nanos.checked_add(fraction_nanos))
+        .ok_or(DurationProblem::TooLong)
 }
 
 #[cfg(test)]
@@ -694,6 +724,8 @@ mod tests {
         ("0 9 * * MON-FRI",        None,                        "2025-01-04T12:00:00Z",     "2025-01-06T09:00:00Z"),
         ("0 12 * JUN-AUG sat,sun", None,                        "2025-05-20T00:00:00Z",     "2025-06-01T12:00:00Z"),
         ("30 6 * feb-mar/1 *",     None,                        "2025-01-10T00:00:00Z",     "2025-02-01T06:30:00Z"),
+        // In day-of-week, `a/n` stops at Saturday (robfig), so Sunday is not in `1/2`.
+        ("0 0 * * 1/2",            None,                        "2025-01-03T00:00:00Z",     "2025-01-06T00:00:00Z"),
         // Day-of-week 7 and 0 are both Sunday; 2025-01-05 is one.
         ("0 0 * * 7",              None,                        "2025-01-01T00:00:00Z",     "2025-01-05T00:00:00Z"),
         ("0 0 * * 0",              None,                        "2025-01-01T00:00:00Z",     "2025-01-05T00:00:00Z"),
@@ -761,6 +793,14 @@ mod tests {
         ("30 * * * *",             Some("America/New_York"),    "2025-11-02T05:30:00Z",     "2025-11-02T06:30:00Z"),
         ("* 1 * * *",              Some("America/New_York"),    "2025-11-02T05:59:00Z",     "2025-11-03T06:00:00Z"),
         ("* * * * *",              Some("America/New_York"),    "2025-11-02T05:59:00Z",     "2025-11-02T06:00:00Z"),
+        // An hour field listing every hour counts as `*`.
+        ("30 0-23 * * *",          Some("America/New_York"),    "2025-11-02T05:30:00Z",     "2025-11-02T06:30:00Z"),
+        // Lord Howe shifts by half an hour: 02:00 -> 02:30 on 2023-10-01 (+10:30 -> +11),
+        // and 02:00 -> 01:30 on 2024-04-07, so 01:45 happens at 14:45Z and at 15:15Z.
+        ("15 2 * * *",             Some("Australia/Lord_Howe"), "2023-09-30T12:00:00Z",     "2023-09-30T15:30:00Z"),
+        ("15 2 * * *",             Some("Australia/Lord_Howe"), "2023-09-30T15:30:00Z",     "2023-10-01T15:15:00Z"),
+        ("45 1 * * *",             Some("Australia/Lord_Howe"), "2024-04-06T14:45:00Z",     "2024-04-07T15:15:00Z"),
+        ("45 * * * *",             Some("Australia/Lord_Howe"), "2024-04-06T14:45:00Z",     "2024-04-06T15:15:00Z"),
         // Berlin springs forward 2025-03-30 02:00 CET -> 03:00 CEST (01:00Z).
         ("30 2 * * *",             Some("Europe/Berlin"),       "2025-03-29T12:00:00Z",     "2025-03-30T01:00:00Z"),
         ("0 3 * * *",              Some("Europe/Berlin"),       "2025-03-30T00:30:00Z",     "2025-03-30T01:00:00Z"),
@@ -846,6 +886,8 @@ mod tests {
         assert!(error("0 0 1 13 *", None).contains("month `13` is out of range 1-12"));
         assert!(error("0 0 * * 8", None).contains("day-of-week `8` is out of range 0-7"));
         assert!(error("0 0 * * 1-99999999999", None).contains("`99999999999` is out of range"));
+        // With several bad fields, the first one is named.
+        assert!(error("61 24 * * *", None).contains("minute `61`"));
     }
 
     #[test]
@@ -872,6 +914,7 @@ mod tests {
             "{backwards}"
         );
         assert!(backwards.contains("`22-23,0-2`"), "{backwards}");
+        assert!(error("0 0 * * 7-1", None).contains("`7-7,0-1`"));
         let name = error("0 0 * * foo", None);
         assert!(
             name.contains("day-of-week `foo` is not a number or a name: use 0-7 or sun-sat"),
@@ -971,6 +1014,11 @@ mod tests {
         assert_eq!(ok(" 45s "), Duration::from_secs(45));
         assert_eq!(ok("0"), Duration::ZERO);
         assert_eq!(ok("0s"), Duration::ZERO);
+        assert_eq!(
+            ok("1.123456789123456789123456789s"),
+            Duration::new(1, 123_456_789)
+        );
+        assert_eq!(ok("1.0000000001h"), Duration::new(3600, 360));
     }
 
     #[test]
@@ -988,6 +1036,7 @@ mod tests {
         assert!(err("").contains("is not a duration"));
         assert!(err("-1s").contains("is negative"));
         assert!(err("1h 30m").contains("is not a duration"));
-        assert!(err("99999999999999999999999999999h").contains("is not a duration"));
+        assert!(err("99999999999999999999999999999h").contains("is too long"));
+        assert!(err("999999999999999999999999999999999999999999s").contains("is too long"));
     }
 }
