@@ -40,7 +40,8 @@ pub enum Command {
 Examples:
   mesh up
   mesh up --data-dir /var/lib/mesh --api 0.0.0.0:7070 --http 0.0.0.0:80 --alias top.widemesh.dev
-  mesh up --api 127.0.0.1:0 --http 127.0.0.1:0     pick free ports (see DIR/daemon.json)")]
+  mesh up --api 127.0.0.1:0 --http 127.0.0.1:0     pick free ports (see DIR/daemon.json)
+  mesh up --https 127.0.0.1:8443                   HTTPS too; trust .mesh/tls/ca.pem")]
     Up(UpArgs),
 
     /// Create, change, list, watch and delete services.
@@ -62,6 +63,32 @@ pub struct UpArgs {
     /// Ingress address for web services (port 0 picks a free one).
     #[arg(long, default_value = mesh_host::config::DEFAULT_HTTP_ADDR, value_name = "ADDR")]
     pub http: SocketAddr,
+
+    /// HTTPS ingress address (off unless given). Without --tls-cert, a
+    /// local CA in DIR/tls/ issues certificates; trust DIR/tls/ca.pem.
+    #[arg(long, value_name = "ADDR")]
+    pub https: Option<SocketAddr>,
+
+    /// Certificate chain (PEM) for the HTTPS ingress.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Largest request head the ingress accepts (431 beyond), e.g. 64Ki.
+    #[arg(long, default_value = "64Ki", value_name = "SIZE")]
+    pub max_header_size: String,
+
+    /// Largest request body the ingress accepts (413 beyond), e.g. 16Mi.
+    #[arg(long, default_value = "16Mi", value_name = "SIZE")]
+    pub max_body_size: String,
+
+    /// Requests that may wait per web instance while all are busy; past
+    /// that the ingress answers 503 with Retry-After.
+    #[arg(long, default_value_t = mesh_host::config::DEFAULT_QUEUE_PER_INSTANCE, value_name = "N")]
+    pub queue_per_instance: usize,
 
     /// Platform alias domain: the endpoint label `www` becomes `www.DOMAIN`.
     #[arg(long, default_value = mesh_host::config::DEFAULT_ALIAS, value_name = "DOMAIN")]
@@ -168,6 +195,25 @@ Examples:
     )]
     Logs(LogsArgs),
 
+    /// Publish a service on an endpoint: it becomes a web service.
+    #[command(after_help = "\
+The service's component must export wasi:http/incoming-handler. Requests
+match on Host (any port) and the longest path prefix; the instances serve
+one request at a time each and are reused.
+
+Examples:
+  mesh svc publish -n web --endpoint www                    http://www.localhost
+  mesh svc publish -n worker --endpoint https://top.widemesh.dev
+  mesh service publish --stack myblog --n web --endpoint www --path /blog")]
+    Publish(PublishArgs),
+
+    /// Remove an endpoint; without endpoints a web service is a worker again.
+    #[command(after_help = "\
+Examples:
+  mesh svc unpublish -n worker --endpoint https://top.widemesh.dev
+  mesh svc unpublish --stack myblog -n web --endpoint www --path /blog")]
+    Unpublish(PublishArgs),
+
     /// Run a cron job now (recorded as a manual run).
     #[command(
         after_help = "Examples:\n  mesh svc trigger -n emailsender\n  mesh svc trigger report --stack ops"
@@ -216,6 +262,11 @@ pub struct CreateArgs {
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
     pub env: Vec<String>,
 
+    /// Web services: serve every request from a fresh store instead of
+    /// reusing instances (strongest isolation, a little slower).
+    #[arg(long)]
+    pub fresh_per_request: bool,
+
     /// The command: a component name or a .wasm path, then its arguments.
     #[arg(last = true, required = true, value_name = "ARGV")]
     pub argv: Vec<String>,
@@ -262,6 +313,30 @@ pub struct UpdateArgs {
     /// Remove an environment variable (repeatable).
     #[arg(long = "unset-env", value_name = "KEY")]
     pub unset_env: Vec<String>,
+
+    /// Web services: a fresh store per request (true) or reused instances (false).
+    #[arg(long, value_name = "BOOL")]
+    pub fresh_per_request: Option<bool>,
+}
+
+/// `mesh svc publish` and `unpublish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub name: NameArg,
+
+    #[command(flatten)]
+    pub stack: StackArg,
+
+    /// A label relative to the platform alias (`www` is www.ALIAS) or a URL
+    /// (`https://top.example.com`).
+    #[arg(long, value_name = "URL|LABEL")]
+    pub endpoint: String,
+
+    /// Path prefix: requests for it and below it reach the service, which
+    /// sees the original path.
+    #[arg(long, value_name = "/PATH")]
+    pub path: Option<String>,
 }
 
 /// A command that names one service.

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context as _};
 use chrono::Utc;
 use mesh_host::api::wire::{
-    ComponentRef, CreateService, DeployRequest, DeployResult, RollbackRequest, ServiceView,
-    StackView, TriggerResult, UpdateService, VersionView,
+    ComponentRef, CreateService, DeployRequest, DeployResult, PublishRequest, RollbackRequest,
+    ServiceView, StackView, TriggerResult, UpdateService, VersionView,
 };
 use mesh_host::engine::CodeInfo;
 use mesh_host::logs::LogLine;
@@ -15,7 +15,8 @@ use mesh_host::model::format_memory;
 use serde::Serialize;
 
 use crate::args::{
-    CreateArgs, DeployArgs, LogsArgs, LsArgs, NamedArgs, RollbackArgs, StackNameArgs, UpdateArgs,
+    CreateArgs, DeployArgs, LogsArgs, LsArgs, NamedArgs, PublishArgs, RollbackArgs, StackNameArgs,
+    UpdateArgs,
 };
 use crate::client::Client;
 use crate::table::{age, Table};
@@ -50,6 +51,7 @@ pub fn create(client: &Client, out: &Out, args: CreateArgs) -> anyhow::Result<()
         schedule: args.schedule,
         timezone: args.timezone,
         timeout: args.timeout,
+        fresh_per_request: args.fresh_per_request.then_some(true),
         component,
     };
     let view: ServiceView = client.post("/v1/services", &request)?;
@@ -105,6 +107,7 @@ pub fn update(client: &Client, out: &Out, args: UpdateArgs) -> anyhow::Result<()
         schedule: args.schedule,
         timezone: args.timezone,
         timeout: args.timeout,
+        fresh_per_request: args.fresh_per_request,
         component,
     };
     let view: ServiceView = client.patch(&service_path(&args.stack.stack, name), &request)?;
@@ -157,6 +160,21 @@ fn print_services(services: &[ServiceView]) {
         services.iter().partition(|s| s.schedule.is_some());
     if !services.is_empty() {
         print_instances(&services);
+    }
+    let web: Vec<&&ServiceView> = services
+        .iter()
+        .filter(|s| !s.endpoints.is_empty())
+        .collect();
+    if !web.is_empty() {
+        println!();
+        let mut table = Table::new(&["SERVICE", "ENDPOINTS"]);
+        for s in web {
+            table.row(vec![
+                format!("{}/{}", s.stack, s.name),
+                s.endpoints.join(", "),
+            ]);
+        }
+        table.print();
     }
     if !jobs.is_empty() {
         if !services.is_empty() {
@@ -258,6 +276,43 @@ pub fn logs(client: &Client, out: &Out, args: LogsArgs) -> anyhow::Result<()> {
                 line.time.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
                 line.instance,
                 line.text
+            );
+        }
+    })
+}
+
+/// `mesh svc publish` (`publish` true) and `unpublish`.
+pub fn publish(client: &Client, out: &Out, args: PublishArgs, publish: bool) -> anyhow::Result<()> {
+    let name = args.name.get()?;
+    let request = PublishRequest {
+        endpoint: args.endpoint,
+        path: args.path,
+    };
+    let verb = if publish { "publish" } else { "unpublish" };
+    let view: ServiceView = client.post(
+        &format!("{}/{verb}", service_path(&args.stack.stack, name)),
+        &request,
+    )?;
+    out.print(&view, || {
+        if publish {
+            println!(
+                "Published {}/{} (now a {} service); its endpoints: {}",
+                view.stack,
+                view.name,
+                view.service_type,
+                view.endpoints.join(", ")
+            );
+        } else if view.endpoints.is_empty() {
+            println!(
+                "Unpublished {}/{}: it has no endpoints and is a {} again",
+                view.stack, view.name, view.service_type
+            );
+        } else {
+            println!(
+                "Unpublished; {}/{} is still published at {}",
+                view.stack,
+                view.name,
+                view.endpoints.join(", ")
             );
         }
     })

@@ -43,6 +43,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ServiceCommand::Ls(args) => commands::list(&client, &out, args),
                 ServiceCommand::Logs(args) => commands::logs(&client, &out, args),
                 ServiceCommand::Trigger(args) => commands::trigger(&client, &out, args),
+                ServiceCommand::Publish(args) => commands::publish(&client, &out, args, true),
+                ServiceCommand::Unpublish(args) => commands::publish(&client, &out, args, false),
                 ServiceCommand::Runs(args) => commands::runs(&client, &out, args),
             }
         }
@@ -67,6 +69,13 @@ fn up(data_dir: Option<std::path::PathBuf>, args: UpArgs) -> anyhow::Result<()> 
         data_dir: data_dir.unwrap_or_else(|| mesh_host::config::DEFAULT_DATA_DIR.into()),
         api_addr: args.api,
         http_addr: args.http,
+        https_addr: args.https,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        max_header_bytes: usize::try_from(parse("--max-header-size", &args.max_header_size)?)
+            .unwrap_or(usize::MAX),
+        max_body_bytes: parse("--max-body-size", &args.max_body_size)?,
+        queue_per_instance: args.queue_per_instance,
         alias: args.alias,
         max_upload_bytes: parse("--max-upload", &args.max_upload)?,
         max_instances: args.max_instances,

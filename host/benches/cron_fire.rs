@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         engine.clone(),
         Arc::new(Logs::new(dir.path(), 8 << 20)),
         Arc::new(Histories::new(dir.path())),
+        config.queue_per_instance,
     );
     let reconciler = tokio::spawn(supervisor.clone().run());
 
@@ -89,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
         timezone: None,
         timeout_ms: None,
         endpoints: Vec::new(),
+        fresh_per_request: false,
         created_at: now,
     };
     store

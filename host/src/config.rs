@@ -22,6 +22,12 @@ pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
 pub const DEFAULT_LOG_BYTES_PER_SERVICE: u64 = 8 * 1024 * 1024;
 /// Versions kept per stack for rollback.
 pub const DEFAULT_VERSIONS_KEPT: usize = 20;
+/// Largest request head the ingress reads.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Requests that may wait per web instance before the ingress answers 503.
+pub const DEFAULT_QUEUE_PER_INSTANCE: usize = 64;
+/// Largest request body the ingress passes to a guest.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Everything the daemon needs to know at start.
 #[derive(Clone, Debug)]
@@ -32,6 +38,18 @@ pub struct DaemonConfig {
     pub api_addr: SocketAddr,
     /// Ingress listen address (port 0 picks one).
     pub http_addr: SocketAddr,
+    /// HTTPS ingress listen address; none when `None`.
+    pub https_addr: Option<SocketAddr>,
+    /// Certificate (PEM chain) for HTTPS; a local CA issues them when `None`.
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Largest request head, in bytes.
+    pub max_header_bytes: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: u64,
+    /// Requests that may wait per web instance when all are busy.
+    pub queue_per_instance: usize,
     /// Platform alias domain of the default environment.
     pub alias: String,
     /// Largest upload, in bytes.
@@ -56,6 +74,12 @@ impl Default for DaemonConfig {
             http_addr: DEFAULT_HTTP_ADDR
                 .parse()
                 .expect("default HTTP address parses"),
+            https_addr: None,
+            tls_cert: None,
+            tls_key: None,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            queue_per_instance: DEFAULT_QUEUE_PER_INSTANCE,
             alias: DEFAULT_ALIAS.to_string(),
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,

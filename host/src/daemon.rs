@@ -17,6 +17,7 @@ use crate::blobs::Blobs;
 use crate::config::DaemonConfig;
 use crate::cron::Histories;
 use crate::engine::Engine;
+use crate::ingress::{tls, Ingress, Limits};
 use crate::logs::Logs;
 use crate::model::DEFAULT_ENVIRONMENT;
 use crate::store::Store;
@@ -32,6 +33,12 @@ pub struct DaemonInfo {
     pub api_url: String,
     /// Ingress base URL.
     pub http_url: String,
+    /// HTTPS ingress base URL, when it listens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_url: Option<String>,
+    /// The CA certificate HTTPS clients should trust (the local CA's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
     /// The operator's token.
     pub token: String,
     /// Environment the token acts on by default.
@@ -54,7 +61,13 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let engine = Arc::new(Engine::new(&config, blobs)?);
     let logs = Arc::new(Logs::new(&data_dir, config.log_bytes_per_service));
     let histories = Arc::new(Histories::new(&data_dir));
-    let supervisor = Supervisor::new(store.clone(), engine.clone(), logs.clone(), histories);
+    let supervisor = Supervisor::new(
+        store.clone(),
+        engine.clone(),
+        logs.clone(),
+        histories,
+        config.queue_per_instance,
+    );
 
     let api_listener = TcpListener::bind(config.api_addr)
         .await
@@ -62,13 +75,40 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let http_listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding the ingress to {}", config.http_addr))?;
+    let https = match config.https_addr {
+        Some(addr) => {
+            let acceptor = tls::acceptor(
+                &data_dir,
+                config.tls_cert.as_deref(),
+                config.tls_key.as_deref(),
+            )?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the HTTPS ingress to {addr}"))?;
+            Some((listener, acceptor))
+        }
+        None => None,
+    };
     let info = DaemonInfo {
         api_url: format!("http://{}", api_listener.local_addr()?),
         http_url: format!("http://{}", http_listener.local_addr()?),
+        https_url: match &https {
+            Some((listener, _)) => Some(format!("https://{}", listener.local_addr()?)),
+            None => None,
+        },
+        ca_file: (https.is_some() && config.tls_cert.is_none())
+            .then(|| data_dir.join(tls::CA_FILE).display().to_string()),
         token: admin_token.clone(),
         environment: DEFAULT_ENVIRONMENT.to_string(),
     };
 
+    let ingress = Ingress::new(
+        supervisor.clone(),
+        Limits {
+            max_header_bytes: config.max_header_bytes,
+            max_body_bytes: config.max_body_bytes,
+        },
+    );
     let state = ApiState {
         store,
         engine,
@@ -80,7 +120,8 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let reconciler = tokio::spawn(supervisor.clone().run());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api = serve(api_listener, api::router(state), stop_rx.clone());
-    let ingress = serve(http_listener, crate::ingress::router(), stop_rx);
+    let http = ingress.clone().serve(http_listener, None, stop_rx.clone());
+    let https = https.map(|(listener, acceptor)| ingress.serve(listener, Some(acceptor), stop_rx));
     write_daemon_file(&data_dir, &info)?;
     tracing::info!(api = %info.api_url, http = %info.http_url, data_dir = %data_dir.display(), "mesh is up");
 
@@ -89,7 +130,10 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     reconciler.abort();
     supervisor.stop_all().await;
-    let _ = tokio::join!(api, ingress);
+    let _ = tokio::join!(api, http);
+    if let Some(https) = https {
+        let _ = https.await;
+    }
     let _ = std::fs::remove_file(data_dir.join(DAEMON_FILE));
     tracing::info!("mesh stopped");
     Ok(())

@@ -19,6 +19,7 @@ use thiserror::Error;
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::blobs::Blobs;
 use crate::config::DaemonConfig;
@@ -89,6 +90,8 @@ pub struct Loaded {
     pub digest: Digest,
     /// Pre-instantiated `wasi:cli/run` entry point, if it exports one.
     pub command: Option<CommandPre<HostState>>,
+    /// Pre-instantiated `wasi:http/incoming-handler`, if it exports one.
+    pub proxy: Option<ProxyPre<HostState>>,
     /// The component's exports, by name.
     pub exports: Vec<String>,
 }
@@ -96,7 +99,7 @@ pub struct Loaded {
 impl Loaded {
     /// Whether it exports `wasi:http/incoming-handler`.
     pub fn serves_http(&self) -> bool {
-        self.exports.iter().any(|e| e.starts_with(HTTP_EXPORT))
+        self.proxy.is_some()
     }
 }
 
@@ -260,13 +263,19 @@ impl Engine {
             .map(|(name, _)| name.to_string())
             .collect();
         let command = if exports.iter().any(|e| e.starts_with(RUN_EXPORT)) {
-            CommandPre::new(pre).ok()
+            CommandPre::new(pre.clone()).ok()
+        } else {
+            None
+        };
+        let proxy = if exports.iter().any(|e| e.starts_with(HTTP_EXPORT)) {
+            ProxyPre::new(pre).ok()
         } else {
             None
         };
         Ok(Loaded {
             digest,
             command,
+            proxy,
             exports,
         })
     }

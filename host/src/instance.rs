@@ -185,7 +185,14 @@ where
     }
 }
 
-fn new_store<O, E>(engine: &Engine, launch: Launch<O, E>, interrupt: Interrupt) -> Store<HostState>
+/// A fresh store for one instance: its WASI context (argv, env, output),
+/// memory limit, and an epoch callback that yields every tick and traps
+/// once `interrupt` is triggered.
+pub fn new_store<O, E>(
+    engine: &Engine,
+    launch: Launch<O, E>,
+    interrupt: Interrupt,
+) -> Store<HostState>
 where
     O: StdoutStream + 'static,
     E: StdoutStream + 'static,
@@ -214,6 +221,15 @@ where
         }
     });
     store
+}
+
+/// Explains how a store's guest failed: out of memory, stopped, or the trap.
+pub fn explain_failure(
+    store: &Store<HostState>,
+    e: &wasmtime::Error,
+    interrupt: &Interrupt,
+) -> String {
+    explain(e, &store.data().limiter, interrupt).message
 }
 
 /// Turns the error a run ended with into words.

@@ -16,7 +16,8 @@
 //! - `cron`: schedules, cron job firings and their run history.
 //! - `logs`: instance output, per service, bounded, followable.
 //! - `api`: the HTTP/JSON control API.
-//! - `ingress`: the public HTTP listener.
+//! - `ingress`: the public HTTP(S) listeners, endpoints, routing.
+//! - `web`: web service instances: reuse, queueing, 503s, trap retirement.
 //! - `auth`: tokens.
 //! - `daemon`: wires the parts together and runs them.
 #![deny(missing_docs)]
@@ -34,6 +35,7 @@ pub mod logs;
 pub mod model;
 pub mod store;
 pub mod supervisor;
+pub mod web;
 
 pub use config::DaemonConfig;
 pub use daemon::{run, DaemonInfo, DAEMON_FILE};

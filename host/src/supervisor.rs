@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -19,12 +19,14 @@ use tokio::task::JoinHandle;
 
 use crate::cron::{Histories, Job, JobSpec, Schedule, Trigger};
 use crate::engine::{Engine, Loaded};
+use crate::ingress::Routes;
 use crate::instance::{run_command, Interrupt, Launch};
 use crate::logs::{LogLine, LogStream, Logs, Stream};
 use crate::model::{
     Digest, InstanceState, InstanceStatus, Run, Service, ServiceKey, ServiceType, Stack,
 };
 use crate::store::{Desired, Store};
+use crate::web::WebPool;
 
 /// First back-off after an instance ends.
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -77,6 +79,7 @@ struct ServiceRuntime {
     slots: Vec<Slot>,
     rollout: Option<JoinHandle<()>>,
     cron: Option<CronRuntime>,
+    web: Option<Arc<WebPool>>,
 }
 
 /// A cron job's task and the schedule settings it was made from.
@@ -92,6 +95,8 @@ pub(crate) struct Parts {
     pub(crate) engine: Arc<Engine>,
     pub(crate) logs: Arc<Logs>,
     pub(crate) histories: Arc<Histories>,
+    /// Requests that may wait per web instance.
+    pub(crate) queue_per_instance: usize,
 }
 
 /// Converges running instances to desired state.
@@ -99,6 +104,7 @@ pub struct Supervisor {
     parts: Parts,
     store: Store,
     runtimes: Mutex<HashMap<ServiceKey, ServiceRuntime>>,
+    routes: RwLock<Arc<Routes>>,
 }
 
 impl Supervisor {
@@ -108,15 +114,18 @@ impl Supervisor {
         engine: Arc<Engine>,
         logs: Arc<Logs>,
         histories: Arc<Histories>,
+        queue_per_instance: usize,
     ) -> Arc<Supervisor> {
         Arc::new(Supervisor {
             parts: Parts {
                 engine,
                 logs,
                 histories,
+                queue_per_instance,
             },
             store,
             runtimes: Mutex::new(HashMap::new()),
+            routes: RwLock::new(Arc::new(Routes::default())),
         })
     }
 
@@ -146,9 +155,23 @@ impl Supervisor {
                     .iter()
                     .map(|s| lock(&s.shared).status.clone())
                     .chain(rt.cron.as_ref().and_then(|c| c.job.current()))
+                    .chain(rt.web.iter().flat_map(|w| w.instances()))
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The web service an ingress request for `host` and `path` goes to,
+    /// and its pool when the supervisor has started one.
+    pub fn route(&self, host: &str, path: &str) -> Option<(ServiceKey, Option<Arc<WebPool>>)> {
+        let routes = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let key = routes.find(host, path)?.clone();
+        let pool = self.lock().get(&key).and_then(|rt| rt.web.clone());
+        Some((key, pool))
     }
 
     /// A job's kept runs, newest first.
@@ -192,10 +215,11 @@ impl Supervisor {
                 .get(&(service.env.as_str(), service.stack.as_str()))
                 .copied();
             let (run, version) = run_spec(service, stack);
-            // Cron jobs get their instances from the scheduler, not slots.
+            // Cron jobs get their instances from the scheduler, web services
+            // from their pool, not slots.
             let count = match service.service_type() {
-                ServiceType::Cron => 0,
-                _ => service.instances as usize,
+                ServiceType::Cron | ServiceType::Web => 0,
+                ServiceType::Worker => service.instances as usize,
             };
             let rt = runtimes
                 .entry(key.clone())
@@ -204,10 +228,14 @@ impl Supervisor {
                     slots: Vec::new(),
                     rollout: None,
                     cron: None,
+                    web: None,
                 });
             self.converge(&key, rt, run, version, count);
             self.converge_cron(&key, rt, service);
+            self.converge_web(&key, rt, service);
         }
+        *self.routes.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(Routes::of(&desired.services));
         let gone: Vec<ServiceKey> = runtimes
             .keys()
             .filter(|k| !wanted.contains(*k))
@@ -266,6 +294,29 @@ impl Supervisor {
             if let Some(slot) = rt.slots.pop() {
                 slot.task.abort();
             }
+        }
+    }
+
+    /// Starts, replaces or stops the service's web pool: a new pool when
+    /// its code, settings or instance count change (requests in flight
+    /// finish on the old one).
+    fn converge_web(&self, key: &ServiceKey, rt: &mut ServiceRuntime, service: &Service) {
+        if service.service_type() != ServiceType::Web {
+            rt.web = None;
+            return;
+        }
+        let current = rt.web.as_ref().is_some_and(|pool| {
+            pool.matches(&rt.spec, service.instances, service.fresh_per_request)
+        });
+        if !current {
+            tracing::info!(service = %key, instances = service.instances, "starting web instances");
+            rt.web = Some(WebPool::start(
+                self.parts.clone(),
+                key.clone(),
+                rt.spec.clone(),
+                service.instances,
+                service.fresh_per_request,
+            ));
         }
     }
 
@@ -561,6 +612,24 @@ async fn slot_main(
 
 /// Loads the code a spec runs, or says why it cannot run as a command.
 pub(crate) async fn load_code(parts: &Parts, run: &RunSpec) -> Result<Arc<Loaded>, String> {
+    let loaded = load_any(parts, run).await?;
+    let component = run.command.first().map(String::as_str).unwrap_or("");
+    if loaded.command.is_none() && loaded.serves_http() {
+        return Err(format!(
+            "component '{component}' only serves HTTP (no `wasi:cli/run`): publish the service with `mesh svc publish` to give it requests"
+        ));
+    }
+    if loaded.command.is_none() {
+        return Err(format!(
+            "component '{component}' does not export `wasi:cli/run`, so it cannot run as a worker (it exports {})",
+            loaded.exports.join(", ")
+        ));
+    }
+    Ok(loaded)
+}
+
+/// Loads the code a spec names, whatever it exports.
+pub(crate) async fn load_any(parts: &Parts, run: &RunSpec) -> Result<Arc<Loaded>, String> {
     let digest = run.component.clone()?;
     let loaded = match parts.engine.loaded(&digest) {
         Some(loaded) => loaded,
@@ -573,13 +642,6 @@ pub(crate) async fn load_code(parts: &Parts, run: &RunSpec) -> Result<Arc<Loaded
                 .map_err(|e| format!("loading code failed: {e:#}"))?
         }
     };
-    if loaded.command.is_none() {
-        return Err(format!(
-            "component '{}' does not export `wasi:cli/run`, so it cannot run as a worker (it exports {})",
-            run.command.first().map(String::as_str).unwrap_or(""),
-            loaded.exports.join(", ")
-        ));
-    }
     Ok(loaded)
 }
 

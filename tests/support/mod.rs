@@ -91,6 +91,7 @@ pub fn variant(src: &Path, dir: &Path, name: &str, tag: &str) -> PathBuf {
 pub struct Daemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    extra: Vec<String>,
     /// Contents of daemon.json.
     pub info: Value,
 }
@@ -98,14 +99,34 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon in a fresh data directory.
     pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// Starts a daemon with extra `mesh up` flags.
+    pub fn start_with(extra: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let mut daemon = Daemon {
             dir,
             child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             info: Value::Null,
         };
         daemon.boot();
         daemon
+    }
+
+    /// The ingress address, `127.0.0.1:PORT`.
+    pub fn http_addr(&self) -> String {
+        self.info["http_url"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("http://")
+            .to_string()
+    }
+
+    /// `GET path` on the ingress with a Host header.
+    pub fn get(&self, host: &str, path: &str) -> HttpResponse {
+        http_request(&self.http_addr(), "GET", host, path, &[], b"")
     }
 
     /// The data directory.
@@ -143,6 +164,7 @@ impl Daemon {
                 "--data-dir",
             ])
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -312,6 +334,98 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header lines, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// Body as text.
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`), with
+/// a Host header of our choosing: a real client, no library in between.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> HttpResponse {
+    let text = String::from_utf8_lossy(raw);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        unchunk(rest)
+    } else {
+        rest.to_string()
+    };
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn unchunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || after.len() < size {
+            break;
+        }
+        body.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    body
 }
 
 /// CPU time (user + system, in clock ticks) a process has used.

@@ -4,6 +4,12 @@
 //!
 //! Some behaviours exist to misbehave on purpose (`trap`, `oom`, `spin`,
 //! `exit N`) so the platform's supervisor can be seen handling them.
+//!
+//! The same component also exports `wasi:http/incoming-handler` (see
+//! `http.rs`): one `app.wasm`, two doors. `app server` is what its web
+//! service's command says; requests go to the handler, not to `main`.
+
+mod http;
 
 use std::io::Write;
 use std::time::Duration;
@@ -21,10 +27,11 @@ fn main() {
         "spin" => spin(),
         "count" => count(),
         "sleep" => sleep(args.get(2).map(String::as_str)),
+        "server" => server(),
         _ => {
             eprintln!(
-                "usage: app <queue|send-emails|env|exit N|trap|oom|spin|count|sleep MS> (got {:?})",
-                &args[1..]
+                "usage: app <queue|send-emails|env|exit N|trap|oom|spin|count|sleep MS|server> (got {:?})",
+                args.get(1..).unwrap_or_default()
             );
             exit_code(2);
         }
@@ -40,6 +47,16 @@ fn queue() {
     for beat in 1u64.. {
         println!("queue: heartbeat {beat}");
         std::thread::sleep(Duration::from_millis(interval));
+    }
+}
+
+/// `app server` run as a plain command: the requests go to the exported
+/// `wasi:http/incoming-handler`, never to `main`, so there is nothing to do
+/// here but say so and stay alive.
+fn server() {
+    println!("server: serving wasi:http/incoming-handler; waiting for requests");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
     }
 }
 
@@ -89,7 +106,7 @@ fn oom() {
     loop {
         let chunk = vec![1u8; 1 << 20];
         held.push(chunk);
-        if held.len() % 16 == 0 {
+        if held.len().is_multiple_of(16) {
             println!("oom: holding {} MiB", held.len());
         }
     }

@@ -7,8 +7,10 @@
 //!
 //! - `wire`: request and response bodies, shared with the CLI.
 //! - `services`: create, update, delete, list, logs.
+//! - `endpoints`: publish and unpublish.
 //! - `stacks`: code uploads, deploys, versions, rollback.
 
+mod endpoints;
 mod services;
 mod stacks;
 pub mod wire;
@@ -152,6 +154,14 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/v1/services/{stack}/{name}/trigger",
             post(services::trigger),
+        )
+        .route(
+            "/v1/services/{stack}/{name}/publish",
+            post(endpoints::publish),
+        )
+        .route(
+            "/v1/services/{stack}/{name}/unpublish",
+            post(endpoints::unpublish),
         )
         .route("/v1/code", put(stacks::upload_code))
         .route("/v1/stacks", get(stacks::list))

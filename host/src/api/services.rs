@@ -1,6 +1,7 @@
 //! Services: create, update, delete, list, logs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
@@ -16,9 +17,10 @@ use super::wire::{
 };
 use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::cron::{parse_duration, Schedule};
+use crate::engine::Loaded;
 use crate::logs::LogLine;
 use crate::model::{
-    dns_name, parse_memory, validate_env_var, validate_name, Digest, Service, ServiceKey,
+    dns_name, parse_memory, validate_env_var, validate_name, Digest, Endpoint, Service, ServiceKey,
     DEFAULT_MEMORY_BYTES, DEFAULT_STACK, MAX_INSTANCES, MIN_MEMORY_BYTES,
 };
 use crate::store::{encode, key, Compare, Txn, Versioned};
@@ -78,6 +80,7 @@ pub(super) async fn create(
         timezone: None,
         timeout_ms: None,
         endpoints: Vec::new(),
+        fresh_per_request: request.fresh_per_request.unwrap_or(false),
         created_at: Utc::now(),
     };
     let settings = Settings {
@@ -141,6 +144,9 @@ pub(super) async fn update(
 ) -> ApiResult<Json<ServiceView>> {
     let found = find(&state, &caller.env, &stack, &name).await?;
     let mut service = found.value.clone();
+    if let Some(fresh) = request.fresh_per_request {
+        service.fresh_per_request = fresh;
+    }
     let settings = Settings {
         command: request.command,
         instances: request.instances,
@@ -183,9 +189,12 @@ pub(super) async fn delete(
 ) -> ApiResult<Json<ServiceView>> {
     let found = find(&state, &caller.env, &stack, &name).await?;
     let service_key = key::service(&caller.env, &stack, &name);
-    let txn = Txn::new()
+    let mut txn = Txn::new()
         .when(Compare::ModRev(service_key.clone(), found.mod_rev))
         .delete(service_key);
+    for endpoint in &found.value.endpoints {
+        txn = txn.delete(key::endpoint(&endpoint.host, &endpoint.path));
+    }
     state.store.commit(txn).await?;
     tracing::info!(service = %ServiceKey::of(&found.value), "service deleted");
     let mut gone = view(&state, found.value);
@@ -217,7 +226,7 @@ pub(super) async fn logs(
 }
 
 /// Finds a service or says which ones exist.
-async fn find(
+pub(super) async fn find(
     state: &ApiState,
     env: &str,
     stack: &str,
@@ -312,6 +321,12 @@ fn apply_schedule(
             service.schedule = None;
             service.timezone = None;
             service.timeout_ms = None;
+        }
+        Some(_) if !service.endpoints.is_empty() => {
+            return Err(ApiError::bad_request(format!(
+                "{} is a web service: unpublish its endpoints before giving it a schedule",
+                service.name
+            )));
         }
         Some(spec) => service.schedule = Some(spec.to_string()),
         None => {}
@@ -414,24 +429,27 @@ async fn plan_code(
     resolve(&change.stack, &service.command)
 }
 
-/// Checks the component can run the way the service needs.
-async fn check_runnable(state: &ApiState, digest: &Digest, service: &Service) -> ApiResult<()> {
+/// Loads stored code off the async threads.
+pub(super) async fn load(state: &ApiState, digest: &Digest) -> ApiResult<Arc<Loaded>> {
     let engine = state.engine.clone();
     let d = digest.clone();
-    let loaded = tokio::task::spawn_blocking(move || engine.load(&d))
+    Ok(tokio::task::spawn_blocking(move || engine.load(&d))
         .await
-        .map_err(|e| anyhow::anyhow!("loading code failed: {e}"))??;
-    if loaded.command.is_none() {
-        return Err(ApiError::bad_request(format!(
-            "component '{}' does not export `wasi:cli/run`, so it cannot run as a worker (it exports {})",
-            service.component(),
-            loaded.exports.join(", ")
-        )));
-    }
-    Ok(())
+        .map_err(|e| anyhow::anyhow!("loading code failed: {e}"))??)
 }
 
-fn view(state: &ApiState, service: Service) -> ServiceView {
+/// Checks the component can run the way the service needs: a web service
+/// needs the HTTP handler. (Every accepted component has `wasi:cli/run` or
+/// the handler, and a handler-only worker can still take requests by name.)
+async fn check_runnable(state: &ApiState, digest: &Digest, service: &Service) -> ApiResult<()> {
+    if service.endpoints.is_empty() {
+        return Ok(());
+    }
+    let loaded = load(state, digest).await?;
+    super::endpoints::require_handler(&loaded, service)
+}
+
+pub(super) fn view(state: &ApiState, service: Service) -> ServiceView {
     let key = ServiceKey::of(&service);
     let instances = state.supervisor.instances(&key);
     let version = instances.first().map_or(0, |i| i.version);
@@ -462,7 +480,8 @@ fn view(state: &ApiState, service: Service) -> ServiceView {
         name: service.name,
         stack: service.stack,
         command: service.command,
-        endpoints: service.endpoints,
+        endpoints: service.endpoints.iter().map(Endpoint::url).collect(),
+        fresh_per_request: service.fresh_per_request,
         schedule: service.schedule,
     }
 }

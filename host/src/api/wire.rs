@@ -42,8 +42,20 @@ pub struct CreateService {
     /// Longest a cron run may take, e.g. `30s`.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Serve each request from a fresh store (web services).
+    #[serde(default)]
+    pub fresh_per_request: Option<bool>,
     /// Code to add to the stack's bundle first (the `-- app.wasm ...` form).
     pub component: Option<ComponentRef>,
+}
+
+/// `POST /v1/services/{stack}/{name}/publish` and `.../unpublish`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PublishRequest {
+    /// A label (`www`, relative to the environment's alias) or a URL.
+    pub endpoint: String,
+    /// Path prefix, e.g. `/blog`.
+    pub path: Option<String>,
 }
 
 /// `PATCH /v1/services/{stack}/{name}`: only the fields given change.
@@ -69,6 +81,9 @@ pub struct UpdateService {
     /// New run timeout; `none` removes it.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Serve each request from a fresh store (web services).
+    #[serde(default)]
+    pub fresh_per_request: Option<bool>,
     /// Code to add to the stack's bundle first.
     pub component: Option<ComponentRef>,
 }
@@ -104,6 +119,8 @@ pub struct ServiceView {
     pub memory_limit_bytes: u64,
     /// Public URLs.
     pub endpoints: Vec<String>,
+    /// Whether each request gets a fresh store.
+    pub fresh_per_request: bool,
     /// Cron schedule.
     pub schedule: Option<String>,
     /// Time zone of the schedule (UTC when null).

@@ -11,6 +11,7 @@
 //! - `/envs/<env>`, `/stacks/<env>/<stack>`,
 //!   `/versions/<env>/<stack>/<number, zero-padded>`,
 //!   `/services/<env>/<stack>/<service>`.
+//! - `/endpoints/<host><path>`: the service an endpoint is bound to.
 
 mod kv;
 mod sqlite;
@@ -82,6 +83,11 @@ pub mod key {
     }
     /// Every service of every environment.
     pub const ALL_SERVICES: &str = "/services/";
+    /// Who holds an endpoint (host and path), across all environments: the
+    /// ingress is shared, so an endpoint has one owner.
+    pub fn endpoint(host: &str, path: &str) -> String {
+        format!("/endpoints/{host}{path}")
+    }
     /// Every stack of every environment.
     pub const ALL_STACKS: &str = "/stacks/";
 }

@@ -1,0 +1,175 @@
+//! Endpoints: `mesh svc publish` binds a public URL to a service (making it
+//! a web service), `mesh svc unpublish` unbinds it (the last one makes it a
+//! worker again).
+//!
+//! An endpoint has one owner across every environment, since the ingress is
+//! shared: `/endpoints/<host><path>` names it, and the publish transaction
+//! requires that key to be absent, so two publishers cannot both win.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+
+use super::services::{find, load, view};
+use super::stacks::resolve;
+use super::wire::{PublishRequest, ServiceView};
+use super::{ApiError, ApiResult, ApiState, Caller};
+use crate::engine::Loaded;
+use crate::model::{Endpoint, Service, ServiceKey};
+use crate::store::{encode, key, Compare, Txn};
+use crate::web::WebPool;
+
+/// Longest a publish waits for the ingress to route the new endpoint.
+const ROUTE_WAIT: Duration = Duration::from_secs(2);
+
+/// Who an endpoint is bound to, as kept under `/endpoints/`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Owner {
+    env: String,
+    stack: String,
+    service: String,
+}
+
+/// `POST /v1/services/{stack}/{name}/publish`.
+pub(super) async fn publish(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((stack, name)): Path<(String, String)>,
+    Json(request): Json<PublishRequest>,
+) -> ApiResult<Json<ServiceView>> {
+    let found = find(&state, &caller.env, &stack, &name).await?;
+    let mut service = found.value.clone();
+    let endpoint = parse(&state, &request)?;
+    if service.schedule.is_some() {
+        return Err(ApiError::bad_request(format!(
+            "{name} is a cron job: a service with a schedule cannot take requests; remove it with `--schedule none` first"
+        )));
+    }
+    if service.endpoints.contains(&endpoint) {
+        return Err(ApiError::conflict(format!(
+            "{name} is already published at {}",
+            endpoint.url()
+        )));
+    }
+    let owner_key = key::endpoint(&endpoint.host, &endpoint.path);
+    if let Some(owner) = state.store.get::<Owner>(owner_key.clone()).await? {
+        let owner = owner.value;
+        let who = if owner.env == caller.env {
+            format!("service {} in stack {}", owner.service, owner.stack)
+        } else {
+            "another environment".to_string()
+        };
+        return Err(ApiError::conflict(format!(
+            "endpoint {} is taken by {who}; pick another host or path",
+            endpoint.url()
+        )));
+    }
+    let stack_record = state
+        .store
+        .stack(&caller.env, &stack)
+        .await?
+        .map(|s| s.value)
+        .ok_or_else(|| ApiError::bad_request(format!("stack {stack} has no code yet")))?;
+    let digest = resolve(&stack_record, &service.command)?;
+    require_handler(&*load(&state, &digest).await?, &service)?;
+
+    service.endpoints.push(endpoint.clone());
+    let service_key = key::service(&caller.env, &stack, &name);
+    let owner = Owner {
+        env: caller.env.clone(),
+        stack: stack.clone(),
+        service: name.clone(),
+    };
+    let txn = Txn::new()
+        .when(Compare::ModRev(service_key.clone(), found.mod_rev))
+        .when(Compare::Absent(owner_key.clone()))
+        .put(service_key, encode(&service))
+        .put(owner_key, encode(&owner));
+    state.store.commit(txn).await?;
+    tracing::info!(service = %ServiceKey::of(&service), endpoint = %endpoint.url(), "published");
+    let key = ServiceKey::of(&service);
+    routed(&state, &endpoint, |found| {
+        found.is_some_and(|(k, pool)| k == key && pool.is_some())
+    })
+    .await;
+    Ok(Json(view(&state, service)))
+}
+
+/// `POST /v1/services/{stack}/{name}/unpublish`.
+pub(super) async fn unpublish(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((stack, name)): Path<(String, String)>,
+    Json(request): Json<PublishRequest>,
+) -> ApiResult<Json<ServiceView>> {
+    let found = find(&state, &caller.env, &stack, &name).await?;
+    let mut service = found.value.clone();
+    let endpoint = parse(&state, &request)?;
+    let Some(index) = service.endpoints.iter().position(|e| *e == endpoint) else {
+        let have: Vec<String> = service.endpoints.iter().map(Endpoint::url).collect();
+        return Err(ApiError::bad_request(format!(
+            "{name} is not published at {} (its endpoints: {})",
+            endpoint.url(),
+            if have.is_empty() {
+                "none".to_string()
+            } else {
+                have.join(", ")
+            }
+        )));
+    };
+    service.endpoints.remove(index);
+    let service_key = key::service(&caller.env, &stack, &name);
+    let txn = Txn::new()
+        .when(Compare::ModRev(service_key.clone(), found.mod_rev))
+        .put(service_key, encode(&service))
+        .delete(key::endpoint(&endpoint.host, &endpoint.path));
+    state.store.commit(txn).await?;
+    tracing::info!(service = %ServiceKey::of(&service), endpoint = %endpoint.url(), "unpublished");
+    let key = ServiceKey::of(&service);
+    routed(&state, &endpoint, |found| {
+        found.is_none_or(|(k, _)| k != key)
+    })
+    .await;
+    Ok(Json(view(&state, service)))
+}
+
+/// Waits (briefly) until the ingress routes the endpoint as `done` says,
+/// so that when publish returns the endpoint answers.
+async fn routed(
+    state: &ApiState,
+    endpoint: &Endpoint,
+    done: impl Fn(Option<(ServiceKey, Option<Arc<WebPool>>)>) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if done(state.supervisor.route(&endpoint.host, &endpoint.path)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tracing::warn!(endpoint = %endpoint.url(), "the ingress did not pick up the change in time");
+}
+
+fn parse(state: &ApiState, request: &PublishRequest) -> ApiResult<Endpoint> {
+    Endpoint::parse(
+        &request.endpoint,
+        request.path.as_deref(),
+        &state.config.alias,
+    )
+    .map_err(ApiError::bad_request)
+}
+
+/// Refuses code that cannot take requests.
+pub(super) fn require_handler(loaded: &Loaded, service: &Service) -> ApiResult<()> {
+    if loaded.serves_http() {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "component '{}' does not export `wasi:http/incoming-handler`, so {} cannot serve requests (it exports {})",
+        service.component(),
+        service.name,
+        loaded.exports.join(", ")
+    )))
+}

@@ -1,0 +1,307 @@
+//! The ingress: the daemon's public HTTP and HTTPS listeners. Each request
+//! is matched to an endpoint by its Host and the longest path prefix, and
+//! handed, in-process, to an instance of the web service bound there.
+//!
+//! - `routes`: the routing table.
+//! - `tls`: certificates (given, or issued by a local CA).
+//!
+//! HTTP/1.1 and HTTP/2 are served on both listeners (h2 by ALPN on TLS, by
+//! prior knowledge in clear). Hop-by-hop headers are dropped both ways
+//! (RFC 9110 §7.6.1) and `X-Forwarded-For`, `-Proto` and `-Host` are set.
+//! Oversized headers get `431` (HTTP/1.1) and oversized bodies `413`.
+
+mod routes;
+pub mod tls;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::WasiBody;
+
+pub use routes::{request_host, Routes};
+
+use crate::supervisor::Supervisor;
+
+/// Request limits, from the daemon's configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest request head (HTTP/1.1) or header list (HTTP/2), in bytes.
+    pub max_header_bytes: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: u64,
+}
+
+/// What the ingress needs to answer requests.
+pub struct Ingress {
+    supervisor: Arc<Supervisor>,
+    limits: Limits,
+}
+
+/// Fields that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+];
+
+impl Ingress {
+    /// An ingress routing to the supervisor's web services.
+    pub fn new(supervisor: Arc<Supervisor>, limits: Limits) -> Arc<Ingress> {
+        Arc::new(Ingress { supervisor, limits })
+    }
+
+    /// Accepts connections until `stop` turns true; `tls` makes it HTTPS.
+    pub fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+        mut stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .max_buf_size(self.limits.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .max_header_list_size(u32::try_from(self.limits.max_header_bytes).unwrap_or(u32::MAX));
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok(accepted) => accepted,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ingress accept failed");
+                            continue;
+                        }
+                    },
+                    _ = stop.wait_for(|stopped| *stopped) => return,
+                };
+                let _ = stream.set_nodelay(true);
+                let ingress = self.clone();
+                let builder = builder.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let result = match tls {
+                        None => {
+                            let service = ingress.service(peer, Scheme::Http);
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await
+                        }
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                let service = ingress.service(peer, Scheme::Https);
+                                builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await
+                            }
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                        },
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "ingress connection ended");
+                    }
+                });
+            }
+        })
+    }
+
+    fn service(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        scheme: Scheme,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<WasiBody>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response<WasiBody>, Infallible>> + Send,
+    > + Clone {
+        let ingress = self.clone();
+        hyper::service::service_fn(move |request| {
+            let ingress = ingress.clone();
+            let scheme = scheme.clone();
+            async move { Ok(ingress.handle(request, peer, scheme).await) }
+        })
+    }
+
+    /// Answers one request.
+    async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        scheme: Scheme,
+    ) -> Response<WasiBody> {
+        let Some(host) = request_host(request.uri(), request.headers()) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "mesh: the request names no host\n".into(),
+            );
+        };
+        let path = request.uri().path().to_string();
+        let Some((key, pool)) = self.supervisor.route(&host, &path) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("mesh: no endpoint for host {host} and path {path}\n"),
+            );
+        };
+        let limit = self.limits.max_body_bytes;
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("mesh: the request body is larger than the limit of {limit} bytes\n"),
+            );
+        }
+        let Some(pool) = pool else {
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{key} is starting"),
+                Some(1),
+            );
+        };
+        let request = forwarded(request, &host, peer, &scheme, limit);
+        match pool.handle(request, scheme).await {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, body)
+            }
+            Err(refused) => refusal(refused.status, &refused.message, refused.retry_after),
+        }
+    }
+}
+
+/// The request as the guest sees it: hop-by-hop fields gone, forwarding
+/// fields set, the body bounded.
+fn forwarded(
+    request: Request<Incoming>,
+    host: &str,
+    peer: SocketAddr,
+    scheme: &Scheme,
+    limit: u64,
+) -> Request<WasiBody> {
+    let (mut parts, body) = request.into_parts();
+    let original_host = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| HeaderValue::from_str(host).ok());
+    strip_hop_by_hop(&mut parts.headers);
+    let peer_ip = peer.ip().to_string();
+    let forwarded_for = match parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(earlier) => format!("{earlier}, {peer_ip}"),
+        None => peer_ip,
+    };
+    set(&mut parts.headers, "x-forwarded-for", &forwarded_for);
+    let proto = match scheme {
+        Scheme::Https => "https",
+        _ => "http",
+    };
+    set(&mut parts.headers, "x-forwarded-proto", proto);
+    if let Some(original) = original_host {
+        parts
+            .headers
+            .insert(HeaderName::from_static("x-forwarded-host"), original);
+    }
+    let body = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .map_err(move |e| match e.downcast::<hyper::Error>() {
+            Ok(e) => wasmtime_wasi_http::Error::Hyper(*e),
+            Err(_) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit)),
+        })
+        .boxed_unsync();
+    Request::from_parts(parts, body)
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+/// Drops hop-by-hop fields: the fixed ones and any `Connection` names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<WasiBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn refusal(status: StatusCode, message: &str, retry_after: Option<u64>) -> Response<WasiBody> {
+    let mut response = text(status, format!("mesh: {message}\n"));
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_fields_and_the_ones_connection_names_are_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        headers.insert("keep-alive", "timeout=5".parse().unwrap());
+        headers.insert("x-secret", "1".parse().unwrap());
+        headers.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        headers.insert("x-kept", "yes".parse().unwrap());
+        strip_hop_by_hop(&mut headers);
+        let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+}

@@ -1,0 +1,469 @@
+//! Web services: the instances that answer a service's HTTP requests.
+//!
+//! Each web service has a [`WebPool`] with one slot per desired instance.
+//! A slot holds a live instance (a store with the component's
+//! `wasi:http/incoming-handler` instantiated) that serves one request at a
+//! time and is reused for the next, like a process. The instance count
+//! bounds concurrency: a request that finds every slot busy waits in a
+//! bounded queue, and is answered `503` with `Retry-After` when the queue
+//! is full or the wait too long. A request whose instance traps (or runs
+//! out of memory) gets `500`; the instance is retired, counted as a
+//! restart, and its slot is refilled after a back-off, so an instance that
+//! keeps failing is skipped while it backs off. `--fresh-per-request`
+//! serves every request from a new store, pre-instantiated while the slot
+//! is idle.
+//!
+//! wasmtime-wasi-http's `ProxyHandler` is not used: it has no bound on
+//! live instances, no queue, and no per-instance restarts or status, which
+//! are what a PaaS user watches. This pool is built on its p2 `ProxyPre`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use http::StatusCode;
+use tokio::sync::{oneshot, Notify, OnceCell};
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::Proxy;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiBody, WasiHttpView as _};
+
+use crate::engine::Loaded;
+use crate::instance::{explain_failure, new_store, HostState, Interrupt, Launch};
+use crate::logs::{LogLine, LogStream, ServiceLog, Stream};
+use crate::model::{InstanceState, InstanceStatus, ServiceKey};
+use crate::supervisor::{backoff, Parts, Spec};
+
+/// Longest a request waits in the queue for a free instance.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(30);
+/// Longest one request may run in an instance before it is stopped.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a request got no instance: answered with `status` and a short body.
+#[derive(Debug)]
+pub struct Refusal {
+    /// 503 (busy, starting, failing) or 500 (the instance failed).
+    pub status: StatusCode,
+    /// One line for the body.
+    pub message: String,
+    /// Seconds for `Retry-After`.
+    pub retry_after: Option<u64>,
+}
+
+impl Refusal {
+    fn unavailable(message: String, retry_after: u64) -> Refusal {
+        Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message,
+            retry_after: Some(retry_after),
+        }
+    }
+
+    fn failed(message: String) -> Refusal {
+        Refusal {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message,
+            retry_after: None,
+        }
+    }
+}
+
+/// A live instance ready for a request.
+struct Ready {
+    store: Store<HostState>,
+    proxy: Proxy,
+    interrupt: Interrupt,
+}
+
+struct WebSlot {
+    status: InstanceStatus,
+    busy: bool,
+    ready: Option<Ready>,
+    failures: u32,
+    backoff_until: Option<Instant>,
+}
+
+struct Inner {
+    slots: Vec<WebSlot>,
+    waiting: usize,
+}
+
+/// The instances of one web service.
+pub struct WebPool {
+    key: ServiceKey,
+    spec: Arc<Spec>,
+    fresh_per_request: bool,
+    parts: Parts,
+    log: Arc<ServiceLog>,
+    code: OnceCell<Result<Arc<Loaded>, String>>,
+    inner: Mutex<Inner>,
+    freed: Notify,
+    max_queue: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain slot data; a panic mid-update leaves it usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl WebPool {
+    /// A pool of `instances` slots for a service, warming every slot up in
+    /// the background.
+    pub(crate) fn start(
+        parts: Parts,
+        key: ServiceKey,
+        spec: Arc<Spec>,
+        instances: u32,
+        fresh_per_request: bool,
+    ) -> Arc<WebPool> {
+        let slots = (0..instances)
+            .map(|i| WebSlot {
+                status: InstanceStatus {
+                    id: format!("{}.{}", key.name, i + 1),
+                    state: InstanceState::Starting,
+                    restarts: 0,
+                    exit_code: None,
+                    message: None,
+                    started_at: None,
+                    version: spec.version,
+                },
+                busy: false,
+                ready: None,
+                failures: 0,
+                backoff_until: None,
+            })
+            .collect();
+        let max_queue = parts.queue_per_instance * instances.max(1) as usize;
+        let pool = Arc::new(WebPool {
+            log: parts.logs.service(&key),
+            key,
+            spec,
+            fresh_per_request,
+            parts,
+            code: OnceCell::new(),
+            inner: Mutex::new(Inner { slots, waiting: 0 }),
+            freed: Notify::new(),
+            max_queue,
+        });
+        for i in 0..instances as usize {
+            tokio::spawn(pool.clone().refill(i, Duration::ZERO));
+        }
+        pool
+    }
+
+    /// Whether the pool was made for these settings.
+    pub(crate) fn matches(&self, spec: &Arc<Spec>, instances: u32, fresh: bool) -> bool {
+        self.spec.id == spec.id
+            && lock(&self.inner).slots.len() == instances as usize
+            && self.fresh_per_request == fresh
+    }
+
+    /// Every slot as an instance.
+    pub fn instances(&self) -> Vec<InstanceStatus> {
+        lock(&self.inner)
+            .slots
+            .iter()
+            .map(|s| s.status.clone())
+            .collect()
+    }
+
+    /// Serves one request on a free instance, waiting in the queue for one
+    /// when all are busy.
+    pub async fn handle(
+        self: &Arc<Self>,
+        request: http::Request<WasiBody>,
+        scheme: Scheme,
+    ) -> Result<http::Response<HyperOutgoingBody>, Refusal> {
+        let code = self.code().await.map_err(|message| {
+            Refusal::unavailable(format!("{} cannot start: {message}", self.key), 30)
+        })?;
+        let (slot, ready) = self.acquire().await?;
+        let ready = match ready {
+            Some(ready) => ready,
+            None => match self.instantiate(slot, &code).await {
+                Ok(ready) => ready,
+                Err(message) => {
+                    self.release(slot, None, Some(message.clone()));
+                    return Err(Refusal::failed(message));
+                }
+            },
+        };
+        let (tx, rx) = oneshot::channel();
+        let tx = Arc::new(Mutex::new(Some(tx)));
+        tokio::spawn(self.clone().serve(slot, ready, request, scheme, tx));
+        match rx.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(Refusal::failed(describe(&code))),
+            Err(_) => Err(Refusal::failed(
+                "the instance ended without answering".to_string(),
+            )),
+        }
+    }
+
+    async fn code(&self) -> Result<Arc<Loaded>, String> {
+        self.code
+            .get_or_init(|| async {
+                let code = crate::supervisor::load_any(&self.parts, &self.spec.run).await?;
+                if code.proxy.is_none() {
+                    return Err(format!(
+                        "component '{}' does not export `wasi:http/incoming-handler`, so it cannot serve requests (it exports {})",
+                        self.spec.run.command.first().map(String::as_str).unwrap_or(""),
+                        code.exports.join(", ")
+                    ));
+                }
+                Ok(code)
+            })
+            .await
+            .clone()
+    }
+
+    /// Takes a free, healthy slot (and its live instance, if it has one),
+    /// waiting in the queue while none is free.
+    async fn acquire(&self) -> Result<(usize, Option<Ready>), Refusal> {
+        let deadline = Instant::now() + QUEUE_WAIT;
+        let mut queued = false;
+        loop {
+            let notified = self.freed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = Instant::now();
+            let wake_for_backoff = {
+                let mut inner = lock(&self.inner);
+                if queued {
+                    inner.waiting -= 1;
+                }
+                if let Some(i) = pick(&inner.slots, now) {
+                    let slot = &mut inner.slots[i];
+                    slot.busy = true;
+                    return Ok((i, slot.ready.take()));
+                }
+                if inner.slots.is_empty() {
+                    return Err(Refusal::unavailable(
+                        format!("{} has 0 instances; scale it up with `mesh svc update {} --instances N`", self.key, self.key.name),
+                        5,
+                    ));
+                }
+                if now >= deadline {
+                    return Err(Refusal::unavailable(
+                        format!(
+                            "{} is busy: no instance was free for {}s",
+                            self.key,
+                            QUEUE_WAIT.as_secs()
+                        ),
+                        1,
+                    ));
+                }
+                if inner.waiting >= self.max_queue {
+                    return Err(Refusal::unavailable(
+                        format!(
+                            "{} is busy: all {} instances are serving and {} requests are waiting",
+                            self.key,
+                            inner.slots.len(),
+                            inner.waiting
+                        ),
+                        1,
+                    ));
+                }
+                inner.waiting += 1;
+                queued = true;
+                inner
+                    .slots
+                    .iter()
+                    .filter(|s| !s.busy)
+                    .filter_map(|s| s.backoff_until)
+                    .min()
+            };
+            let mut wait = deadline.saturating_duration_since(now);
+            if let Some(until) = wake_for_backoff {
+                wait = wait.min(until.saturating_duration_since(now));
+            }
+            let _ = tokio::time::timeout(wait, notified).await;
+        }
+    }
+
+    /// A new instance for a slot.
+    async fn instantiate(&self, slot: usize, code: &Loaded) -> Result<Ready, String> {
+        let proxy_pre = code
+            .proxy
+            .as_ref()
+            .ok_or_else(|| "the component does not serve HTTP".to_string())?;
+        let id = lock(&self.inner).slots[slot].status.id.clone();
+        let interrupt = Interrupt::default();
+        let launch = Launch {
+            args: self.spec.run.command.clone(),
+            env: self.spec.run.env.clone(),
+            memory_bytes: self.spec.run.memory_bytes,
+            stdout: LogStream::new(self.log.clone(), &id, Stream::Stdout),
+            stderr: LogStream::new(self.log.clone(), &id, Stream::Stderr),
+        };
+        let mut store = new_store(&self.parts.engine, launch, interrupt.clone());
+        match proxy_pre.instantiate_async(&mut store).await {
+            Ok(proxy) => {
+                let mut inner = lock(&self.inner);
+                let status = &mut inner.slots[slot].status;
+                status.state = InstanceState::Running;
+                status.started_at = Some(Utc::now());
+                Ok(Ready {
+                    store,
+                    proxy,
+                    interrupt,
+                })
+            }
+            Err(e) => Err(explain_failure(&store, &e, &interrupt)),
+        }
+    }
+
+    /// Runs the guest's handler for one request, then gives the slot back.
+    async fn serve(
+        self: Arc<Self>,
+        slot: usize,
+        ready: Ready,
+        request: http::Request<WasiBody>,
+        scheme: Scheme,
+        tx: ResponseSender,
+    ) {
+        let Ready {
+            mut store,
+            proxy,
+            interrupt,
+        } = ready;
+        let sender = tx.clone();
+        let call = async {
+            let mut http = store.data_mut().http();
+            let request = http.new_incoming_request(scheme, request)?;
+            let out = http.new_response_outparam_from_callback(move |value| {
+                if let Some(tx) = lock(&sender).take() {
+                    let _ = tx.send(value);
+                }
+            })?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, request, out)
+                .await
+        };
+        let failure = match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(explain_failure(&store, &e, &interrupt)),
+            Err(_) => Some(format!(
+                "request took longer than {}s and was stopped",
+                REQUEST_TIMEOUT.as_secs()
+            )),
+        };
+        if let Some(tx) = lock(&tx).take() {
+            // The guest returned (or failed) without answering.
+            let why = failure
+                .clone()
+                .unwrap_or_else(|| "the handler returned without setting a response".into());
+            let _ = tx.send(Err(ErrorCode::InternalError(Some(why))));
+        }
+        let keep = failure.is_none() && !self.fresh_per_request;
+        let ready = keep.then_some(Ready {
+            store,
+            proxy,
+            interrupt,
+        });
+        self.release(slot, ready, failure);
+    }
+
+    /// Gives a slot back: with its instance for reuse, or retired after a
+    /// failure (a restart, then a back-off before it is refilled).
+    fn release(self: &Arc<Self>, slot: usize, ready: Option<Ready>, failure: Option<String>) {
+        let refill_after = {
+            let mut inner = lock(&self.inner);
+            let s = &mut inner.slots[slot];
+            s.busy = false;
+            match failure {
+                None => {
+                    s.failures = 0;
+                    let refill = ready.is_none();
+                    s.ready = ready;
+                    refill.then_some(Duration::ZERO)
+                }
+                Some(message) => {
+                    let delay = backoff(s.failures);
+                    s.failures = s.failures.saturating_add(1);
+                    s.backoff_until = Some(Instant::now() + delay);
+                    s.ready = None;
+                    s.status.state = InstanceState::Backoff;
+                    s.status.restarts = s.status.restarts.saturating_add(1);
+                    s.status.exit_code = None;
+                    s.status.message = Some(message.clone());
+                    tracing::info!(service = %self.key, instance = %s.status.id, %message, ?delay, "web instance retired");
+                    self.log.write(LogLine {
+                        time: Utc::now(),
+                        instance: s.status.id.clone(),
+                        stream: Stream::Stderr,
+                        text: format!(
+                            "[mesh] {message}; the request got 500; restart {} in {:.1}s",
+                            s.status.restarts,
+                            delay.as_secs_f64()
+                        ),
+                    });
+                    Some(delay)
+                }
+            }
+        };
+        self.freed.notify_one();
+        if let Some(delay) = refill_after {
+            tokio::spawn(self.clone().refill(slot, delay));
+        }
+    }
+
+    /// After `delay`, gives an idle slot without an instance a fresh one,
+    /// so the next request finds it ready.
+    async fn refill(self: Arc<Self>, slot: usize, delay: Duration) {
+        tokio::time::sleep(delay).await;
+        let Ok(code) = self.code().await else {
+            let message = self.code().await.err();
+            let mut inner = lock(&self.inner);
+            for s in &mut inner.slots {
+                s.status.state = InstanceState::Crashed;
+                s.status.message = message.clone();
+            }
+            return;
+        };
+        {
+            let mut inner = lock(&self.inner);
+            let s = &mut inner.slots[slot];
+            if s.busy || s.ready.is_some() {
+                return;
+            }
+            s.busy = true;
+            s.backoff_until = None;
+            s.status.state = InstanceState::Starting;
+        }
+        let ready = self.instantiate(slot, &code).await;
+        match ready {
+            Ok(ready) => {
+                let mut inner = lock(&self.inner);
+                let s = &mut inner.slots[slot];
+                s.busy = false;
+                s.ready = Some(ready);
+                drop(inner);
+                self.freed.notify_one();
+            }
+            Err(message) => self.release(slot, None, Some(message)),
+        }
+    }
+}
+
+type ResponseSender =
+    Arc<Mutex<Option<oneshot::Sender<Result<http::Response<HyperOutgoingBody>, ErrorCode>>>>>;
+
+/// The best slot for a request: free and not backing off, one with a live
+/// instance first.
+fn pick(slots: &[WebSlot], now: Instant) -> Option<usize> {
+    let usable = |s: &&WebSlot| !s.busy && s.backoff_until.is_none_or(|t| t <= now);
+    slots
+        .iter()
+        .position(|s| usable(&s) && s.ready.is_some())
+        .or_else(|| slots.iter().position(|s| usable(&s)))
+}
+
+fn describe(code: &ErrorCode) -> String {
+    match code {
+        ErrorCode::InternalError(Some(message)) => message.clone(),
+        other => format!("{other:?}"),
+    }
+}

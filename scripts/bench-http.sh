@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# HTTP benchmark: the example `app` component's wasi:http handler served by
+# `wasmtime serve` (the baseline) and by the mesh ingress (service `hello`,
+# 4 instances, published at hello.localhost). Runs wrk against `/` on both
+# and prints req/s, p50, p99 and the mesh / wasmtime ratio.
+#
+#   scripts/bench-http.sh            # 10s measured run per target
+#   scripts/bench-http.sh --quick    # 3s smoke run
+#
+# Env: CONNS (default 32), DURATION (default 10s; --quick sets 3s),
+#      WASMTIME_ROOT (default /opt/wasmtime-48; wasmtime-cli 48.0.8 is
+#      installed there with `cargo install` if it is not already).
+# Needs: a Rust toolchain, python3, curl; wrk is installed with apt-get if
+# missing. Exits non-zero if either target does not answer GET / with 200.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WASMTIME_VERSION=48.0.8
+WASMTIME_ROOT="${WASMTIME_ROOT:-/opt/wasmtime-48}"
+CONNS="${CONNS:-32}"
+DURATION="${DURATION:-10s}"
+
+for arg in "$@"; do
+  case "$arg" in
+    --quick) DURATION=3s ;;
+    -h | --help)
+      sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "unknown argument: $arg (try --help)" >&2
+      exit 2
+      ;;
+  esac
+done
+
+# ---------------------------------------------------------------- tools ----
+scripts/setup.sh
+
+if ! command -v wrk >/dev/null; then
+  echo "== installing wrk"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get install -y wrk || { $sudo apt-get update && $sudo apt-get install -y wrk; }
+fi
+
+wasmtime="$WASMTIME_ROOT/bin/wasmtime"
+if ! "$wasmtime" --version 2>/dev/null | grep -q " $WASMTIME_VERSION\b"; then
+  echo "== installing wasmtime-cli $WASMTIME_VERSION into $WASMTIME_ROOT (takes a while)"
+  cargo install wasmtime-cli --version "$WASMTIME_VERSION" --locked --root "$WASMTIME_ROOT"
+fi
+"$wasmtime" --version
+
+echo "== cargo build --release -p mesh-cli"
+cargo build --release -p mesh-cli
+mesh="$PWD/target/release/mesh"
+app="$PWD/guest-examples/target/wasm32-wasip2/release/app.wasm"
+
+# ------------------------------------------------------------- servers ----
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/mesh-bench-http.XXXXXX")"
+data_dir="$tmp/data"
+wasmtime_pid=""
+mesh_pid=""
+
+cleanup() {
+  local rc=$?
+  for pid in $wasmtime_pid $mesh_pid; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in $wasmtime_pid $mesh_pid; do
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$tmp"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Prints the tail of a server log (before the temp dir goes away).
+show_log() {
+  echo "---- last lines of $1 ----" >&2
+  tail -n 30 "$2" >&2 || true
+  echo "----" >&2
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wasmtime serve: the baseline.
+wasmtime_port="$(free_port)"
+wasmtime_url="http://127.0.0.1:$wasmtime_port"
+echo "== wasmtime serve on $wasmtime_url"
+"$wasmtime" serve -Scli --addr "127.0.0.1:$wasmtime_port" "$app" >"$tmp/wasmtime.log" 2>&1 &
+wasmtime_pid=$!
+
+# mesh: its own data dir; clients find it through MESH_DATA_DIR only.
+unset MESH_API_URL MESH_TOKEN
+export MESH_DATA_DIR="$data_dir"
+mkdir -p "$data_dir"
+echo "== mesh up (data in $data_dir)"
+"$mesh" up --data-dir "$data_dir" --api 127.0.0.1:0 --http 127.0.0.1:0 >"$tmp/mesh.log" 2>&1 &
+mesh_pid=$!
+for _ in $(seq 300); do
+  [ -s "$data_dir/daemon.json" ] && break
+  if ! kill -0 "$mesh_pid" 2>/dev/null; then
+    show_log "mesh up" "$tmp/mesh.log"
+    echo "mesh up exited before writing daemon.json" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+if [ ! -s "$data_dir/daemon.json" ]; then
+  show_log "mesh up" "$tmp/mesh.log"
+  echo "no $data_dir/daemon.json after 30s" >&2
+  exit 1
+fi
+mesh_url="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["http_url"].rstrip("/"))' "$data_dir/daemon.json")"
+mesh_host="hello.localhost"
+echo "== mesh ingress at $mesh_url (Host: $mesh_host)"
+
+"$mesh" svc create -n hello --instances 4 -- "$app" server
+"$mesh" svc publish -n hello --endpoint hello
+
+# ----------------------------------------------------------- readiness ----
+# wait_ok NAME URL HOST LOG PID: until GET URL/ answers 200 (60s at most).
+wait_ok() {
+  local name="$1" url="$2" host="$3" log="$4" pid="$5" code=""
+  local -a hdr=()
+  [ -n "$host" ] && hdr=(-H "Host: $host")
+  for _ in $(seq 120); do
+    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "${hdr[@]}" "$url/" || true)"
+    [ "$code" = 200 ] && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  show_log "$name" "$log"
+  echo "$name did not answer GET $url/ with 200 (last status: ${code:-none})" >&2
+  return 1
+}
+
+failed=0
+wait_ok "wasmtime serve" "$wasmtime_url" "" "$tmp/wasmtime.log" "$wasmtime_pid" || failed=1
+wait_ok "mesh" "$mesh_url" "$mesh_host" "$tmp/mesh.log" "$mesh_pid" || failed=1
+if [ "$failed" -ne 0 ]; then
+  exit 1
+fi
+
+# ----------------------------------------------------------------- wrk ----
+# Latency as printed by wrk (e.g. 812.00us, 1.23ms, 1.01s) -> milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+    if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
+    printf "%.3f", n
+  }'
+}
+
+# bench NAME URL HOST: warm-up, then the measured run; sets the globals
+# rps, p50, p99 (ms) and errs (non-2xx/3xx + socket errors).
+bench() {
+  local name="$1" url="$2" host="$3" out
+  local -a hdr=()
+  [ -n "$host" ] && hdr=(-H "Host: $host")
+  echo "== $name: warm-up (wrk -t2 -c16 -d2s)"
+  wrk -t2 -c16 -d2s "${hdr[@]}" "$url/" >/dev/null
+  echo "== $name: wrk -t2 -c$CONNS -d$DURATION --latency $url/"
+  out="$(wrk -t2 -c"$CONNS" -d"$DURATION" --latency "${hdr[@]}" "$url/")"
+  echo "$out" | sed 's/^/  /'
+  rps="$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')"
+  p50="$(echo "$out" | awk '$1 == "50%" {print $2}')"
+  p99="$(echo "$out" | awk '$1 == "99%" {print $2}')"
+  errs="$(echo "$out" | awk '
+    /Non-2xx or 3xx responses:/ {n += $NF}
+    /Socket errors:/ {for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) n += $i}
+    END {print n + 0}')"
+  if [ -z "$rps" ] || [ -z "$p50" ] || [ -z "$p99" ]; then
+    echo "could not parse wrk output for $name" >&2
+    return 1
+  fi
+  p50="$(to_ms "$p50")"
+  p99="$(to_ms "$p99")"
+}
+
+bench "wasmtime serve" "$wasmtime_url" "" || failed=1
+w_rps="${rps:-}" w_p50="${p50:-}" w_p99="${p99:-}" w_errs="${errs:-}"
+rps="" p50="" p99="" errs=""
+bench "mesh" "$mesh_url" "$mesh_host" || failed=1
+m_rps="${rps:-}" m_p50="${p50:-}" m_p99="${p99:-}" m_errs="${errs:-}"
+
+# ------------------------------------------------------------- summary ----
+echo
+echo "== summary: GET / with wrk -t2 -c$CONNS -d$DURATION"
+printf '%-16s %12s %10s %10s %8s\n' target req/s p50-ms p99-ms errors
+printf '%-16s %12s %10s %10s %8s\n' "wasmtime serve" "${w_rps:--}" "${w_p50:--}" "${w_p99:--}" "${w_errs:--}"
+printf '%-16s %12s %10s %10s %8s\n' "mesh" "${m_rps:--}" "${m_p50:--}" "${m_p99:--}" "${m_errs:--}"
+if [ -n "$w_rps" ] && [ -n "$m_rps" ]; then
+  awk -v m="$m_rps" -v w="$w_rps" 'BEGIN {
+    if (w > 0) printf "mesh / wasmtime serve req/s: %.2f\n", m / w
+  }'
+fi
+for e in "${w_errs:-0}" "${m_errs:-0}"; do
+  if [ "$e" != 0 ]; then
+    echo "warning: some requests got non-2xx/3xx answers or socket errors (see the wrk output above)" >&2
+    break
+  fi
+done
+exit "$failed"
