@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # HTTP benchmark: the example `app` component's wasi:http handler served by
-# `wasmtime serve` (the baseline) and by the mesh ingress (service `hello`,
-# 4 instances, published at hello.localhost). Runs wrk against `/` on both
-# and prints req/s, p50, p99 and the mesh / wasmtime ratio.
+# `wasmtime serve` (the baseline) and by the mesh ingress: service `hello`
+# (4 reused instances, at hello.localhost) and service `fresh` (4 instances,
+# --fresh-per-request, at fresh.localhost: a new store per request, as
+# `wasmtime serve` does for p2 components). Runs wrk against `/` on each and
+# prints req/s, p50, p99 and the ratios to wasmtime serve.
 #
 #   scripts/bench-http.sh            # 10s measured run per target
 #   scripts/bench-http.sh --quick    # 3s smoke run
@@ -121,6 +123,8 @@ echo "== mesh ingress at $mesh_url (Host: $mesh_host)"
 
 "$mesh" svc create -n hello --instances 4 -- "$app" server
 "$mesh" svc publish -n hello --endpoint hello
+"$mesh" svc create -n fresh --instances 4 --fresh-per-request -- "$app" server
+"$mesh" svc publish -n fresh --endpoint fresh
 
 # ----------------------------------------------------------- readiness ----
 # wait_ok NAME URL HOST LOG PID: until GET URL/ answers 200 (60s at most).
@@ -142,6 +146,7 @@ wait_ok() {
 failed=0
 wait_ok "wasmtime serve" "$wasmtime_url" "" "$tmp/wasmtime.log" "$wasmtime_pid" || failed=1
 wait_ok "mesh" "$mesh_url" "$mesh_host" "$tmp/mesh.log" "$mesh_pid" || failed=1
+wait_ok "mesh fresh" "$mesh_url" "fresh.localhost" "$tmp/mesh.log" "$mesh_pid" || failed=1
 if [ "$failed" -ne 0 ]; then
   exit 1
 fi
@@ -187,19 +192,26 @@ w_rps="${rps:-}" w_p50="${p50:-}" w_p99="${p99:-}" w_errs="${errs:-}"
 rps="" p50="" p99="" errs=""
 bench "mesh" "$mesh_url" "$mesh_host" || failed=1
 m_rps="${rps:-}" m_p50="${p50:-}" m_p99="${p99:-}" m_errs="${errs:-}"
+rps="" p50="" p99="" errs=""
+bench "mesh fresh" "$mesh_url" "fresh.localhost" || failed=1
+f_rps="${rps:-}" f_p50="${p50:-}" f_p99="${p99:-}" f_errs="${errs:-}"
 
 # ------------------------------------------------------------- summary ----
 echo
 echo "== summary: GET / with wrk -t2 -c$CONNS -d$DURATION"
 printf '%-16s %12s %10s %10s %8s\n' target req/s p50-ms p99-ms errors
 printf '%-16s %12s %10s %10s %8s\n' "wasmtime serve" "${w_rps:--}" "${w_p50:--}" "${w_p99:--}" "${w_errs:--}"
-printf '%-16s %12s %10s %10s %8s\n' "mesh" "${m_rps:--}" "${m_p50:--}" "${m_p99:--}" "${m_errs:--}"
-if [ -n "$w_rps" ] && [ -n "$m_rps" ]; then
-  awk -v m="$m_rps" -v w="$w_rps" 'BEGIN {
-    if (w > 0) printf "mesh / wasmtime serve req/s: %.2f\n", m / w
+printf '%-16s %12s %10s %10s %8s\n' "mesh (reused)" "${m_rps:--}" "${m_p50:--}" "${m_p99:--}" "${m_errs:--}"
+printf '%-16s %12s %10s %10s %8s\n' "mesh (fresh)" "${f_rps:--}" "${f_p50:--}" "${f_p99:--}" "${f_errs:--}"
+if [ -n "$w_rps" ] && [ -n "$m_rps" ] && [ -n "$f_rps" ]; then
+  awk -v m="$m_rps" -v f="$f_rps" -v w="$w_rps" 'BEGIN {
+    if (w > 0) {
+      printf "mesh reused instances / wasmtime serve req/s: %.2f\n", m / w
+      printf "mesh fresh per request / wasmtime serve req/s: %.2f\n", f / w
+    }
   }'
 fi
-for e in "${w_errs:-0}" "${m_errs:-0}"; do
+for e in "${w_errs:-0}" "${m_errs:-0}" "${f_errs:-0}"; do
   if [ "$e" != 0 ]; then
     echo "warning: some requests got non-2xx/3xx answers or socket errors (see the wrk output above)" >&2
     break

@@ -12,7 +12,7 @@ export MESH_DATA_DIR="${MESH_DATA_DIR:-$PWD/.mesh}"
 mesh=target/debug/mesh
 app=guest-examples/target/wasm32-wasip2/release/app.wasm
 
-"$mesh" up "$@" &
+"$mesh" up --https 127.0.0.1:8443 "$@" &
 daemon=$!
 trap 'kill "$daemon" 2>/dev/null; wait "$daemon"' INT TERM EXIT
 for _ in $(seq 100); do
@@ -26,6 +26,12 @@ done
   "$mesh" svc create -n worker --instances 2 -- app queue
 "$mesh" service ls --json | grep -q '"name": "mailer"' ||
   "$mesh" svc create -n mailer --memory 64Mi --env FROM=ops@example.com -- app send-emails
+"$mesh" service ls --json | grep -q '"name": "web"' || {
+  "$mesh" svc create -n web --instances 2 -- app server
+  "$mesh" svc publish -n web --endpoint www
+}
+"$mesh" service ls --json | grep -q '"name": "digest"' ||
+  "$mesh" svc create -n digest --schedule "@every 1m" -- app send-emails
 
 sleep 1
 "$mesh" service ls
@@ -33,4 +39,5 @@ echo
 echo "mesh is running (data in $MESH_DATA_DIR). In another shell:"
 echo "  export MESH_DATA_DIR=$MESH_DATA_DIR"
 echo "  $mesh service ls        $mesh svc logs -n worker --tail 5"
+echo "  curl http://www.localhost:8080/      curl --cacert $MESH_DATA_DIR/tls/ca.pem https://www.localhost:8443/"
 wait "$daemon"
