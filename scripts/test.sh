@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 
+# The queue-worker tests talk to a real Redis server.
+if ! command -v redis-server >/dev/null; then
+  echo "== installing redis-server"
+  apt-get install -y redis-server >/dev/null 2>&1 ||
+    { apt-get update >/dev/null && apt-get install -y redis-server >/dev/null; }
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -51,6 +51,64 @@ Examples:
     /// Deploy code to stacks, list versions, roll back.
     #[command(subcommand)]
     Stack(StackCommand),
+
+    /// Manage environments (tenants) and their outbound policy.
+    #[command(subcommand)]
+    Env(EnvCommand),
+}
+
+/// `mesh env ...`.
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Create an environment (operator only); prints its API token once.
+    #[command(after_help = "\
+Nothing in one environment sees or reaches another's services, state or
+logs: the same stack-service names in two environments are two services.
+
+Examples:
+  mesh env create staging
+  MESH_API_URL=http://127.0.0.1:7070 MESH_TOKEN=<its token> mesh service ls")]
+    Create(EnvNameArgs),
+
+    /// List environments (the operator sees all, a tenant its own).
+    #[command(
+        visible_alias = "list",
+        after_help = "Examples:\n  mesh env ls\n  mesh env ls --json"
+    )]
+    Ls,
+
+    /// Change an environment's settings.
+    #[command(after_help = "\
+outbound: where guests may connect outside the platform, by wasi:http (host
+and port) or raw TCP through wasi:sockets (IP literals and localhost).
+Intra-DNS names (stack-service) always work.
+
+Examples:
+  mesh env set outbound deny
+  mesh env set outbound allow
+  mesh env set outbound 'api.stripe.com:443,*.example.com,127.0.0.1:6379'
+  mesh env set outbound deny --env staging          (operator)")]
+    Set(EnvSetArgs),
+}
+
+/// An environment name.
+#[derive(Debug, Args)]
+pub struct EnvNameArgs {
+    /// Environment name (a DNS label).
+    pub name: String,
+}
+
+/// `mesh env set`.
+#[derive(Debug, Args)]
+pub struct EnvSetArgs {
+    /// Setting: `outbound`.
+    #[arg(value_parser = ["outbound"])]
+    pub setting: String,
+    /// `allow`, `deny`, or host[:port] patterns separated by commas.
+    pub value: String,
+    /// Environment to change (default: the token's own).
+    #[arg(long = "env", value_name = "NAME")]
+    pub env: Option<String>,
 }
 
 /// `mesh up`.

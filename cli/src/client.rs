@@ -54,6 +54,11 @@ impl Client {
         }
     }
 
+    /// The daemon's API base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context as _};
 use chrono::Utc;
 use mesh_host::api::wire::{
-    ComponentRef, CreateService, DeployRequest, DeployResult, PublishRequest, RollbackRequest,
-    ServiceView, StackView, TriggerResult, UpdateService, VersionView,
+    ComponentRef, CreateEnv, CreateService, DeployRequest, DeployResult, EnvCreated, EnvView,
+    PublishRequest, RollbackRequest, ServiceView, StackView, TriggerResult, UpdateEnv,
+    UpdateService, VersionView,
 };
 use mesh_host::engine::CodeInfo;
 use mesh_host::logs::LogLine;
@@ -15,8 +16,8 @@ use mesh_host::model::format_memory;
 use serde::Serialize;
 
 use crate::args::{
-    CreateArgs, DeployArgs, LogsArgs, LsArgs, NamedArgs, PublishArgs, RollbackArgs, StackNameArgs,
-    UpdateArgs,
+    CreateArgs, DeployArgs, EnvNameArgs, EnvSetArgs, LogsArgs, LsArgs, NamedArgs, PublishArgs,
+    RollbackArgs, StackNameArgs, UpdateArgs,
 };
 use crate::client::Client;
 use crate::table::{age, Table};
@@ -315,6 +316,64 @@ pub fn publish(client: &Client, out: &Out, args: PublishArgs, publish: bool) -> 
                 view.endpoints.join(", ")
             );
         }
+    })
+}
+
+/// `mesh env create`.
+pub fn env_create(client: &Client, out: &Out, args: EnvNameArgs) -> anyhow::Result<()> {
+    let created: EnvCreated = client.post("/v1/envs", &CreateEnv { name: args.name })?;
+    out.print(&created, || {
+        println!(
+            "Created environment {} (endpoint labels under {}).",
+            created.env.name, created.env.alias
+        );
+        println!("Its API token, shown only now: {}", created.token);
+        println!(
+            "Use it with: MESH_API_URL={} MESH_TOKEN={} mesh service ls",
+            client.base(),
+            created.token
+        );
+    })
+}
+
+/// `mesh env ls`.
+pub fn env_list(client: &Client, out: &Out) -> anyhow::Result<()> {
+    let envs: Vec<EnvView> = client.get("/v1/envs")?;
+    out.print(&envs, || {
+        let mut table = Table::new(&["ENVIRONMENT", "ALIAS", "OUTBOUND", "CREATED"]);
+        let now = Utc::now();
+        for e in &envs {
+            table.row(vec![
+                e.name.clone(),
+                e.alias.clone(),
+                e.outbound.clone(),
+                format!("{} ago", age(now - e.created_at)),
+            ]);
+        }
+        table.print();
+    })
+}
+
+/// `mesh env set outbound ...`.
+pub fn env_set(client: &Client, out: &Out, args: EnvSetArgs) -> anyhow::Result<()> {
+    let name = match args.env {
+        Some(name) => name,
+        None => {
+            // The token's own environment: the one a tenant sees.
+            let envs: Vec<EnvView> = client.get("/v1/envs")?;
+            if envs.len() == 1 {
+                envs[0].name.clone()
+            } else {
+                mesh_host::model::DEFAULT_ENVIRONMENT.to_string()
+            }
+        }
+    };
+    let request = UpdateEnv {
+        outbound: Some(args.value),
+    };
+    let view: EnvView = client.patch(&format!("/v1/envs/{}", encode(&name)), &request)?;
+    out.print(&view, || {
+        println!("Environment {}: outbound {}", view.name, view.outbound)
     })
 }
 

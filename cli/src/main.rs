@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use args::{Cli, Command, ServiceCommand, StackCommand, UpArgs};
+use args::{Cli, Command, EnvCommand, ServiceCommand, StackCommand, UpArgs};
 use commands::Out;
 
 fn main() -> ExitCode {
@@ -46,6 +46,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ServiceCommand::Publish(args) => commands::publish(&client, &out, args, true),
                 ServiceCommand::Unpublish(args) => commands::publish(&client, &out, args, false),
                 ServiceCommand::Runs(args) => commands::runs(&client, &out, args),
+            }
+        }
+        Command::Env(command) => {
+            let client = client::Client::discover(data_dir)?;
+            match command {
+                EnvCommand::Create(args) => commands::env_create(&client, &out, args),
+                EnvCommand::Ls => commands::env_list(&client, &out),
+                EnvCommand::Set(args) => commands::env_set(&client, &out, args),
             }
         }
         Command::Stack(command) => {

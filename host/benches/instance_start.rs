@@ -70,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
             memory_bytes: 128 << 20,
             stdout: LogStream::new(log.clone(), "bench.1", Stream::Stdout),
             stderr: LogStream::new(log.clone(), "bench.1", Stream::Stderr),
+            who: None,
         };
         let t0 = Instant::now();
         let mut running_at = None;

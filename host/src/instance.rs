@@ -11,6 +11,7 @@ use wasmtime_wasi::cli::StdoutStream;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::dns::{Identity, MeshHooks};
 use crate::engine::{Engine, Loaded};
 use crate::model::format_memory;
 
@@ -23,6 +24,15 @@ pub struct HostState {
     http: WasiHttpCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
+    hooks: MeshHooks,
+}
+
+impl HostState {
+    /// Records the services the request now being served passed through,
+    /// for the calls the guest makes while serving it.
+    pub fn set_chain(&mut self, chain: Vec<String>) {
+        self.hooks.chain = chain;
+    }
 }
 
 impl WasiView for HostState {
@@ -39,7 +49,7 @@ impl WasiHttpView for HostState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.hooks,
         }
     }
 }
@@ -102,6 +112,9 @@ pub struct Launch<O, E> {
     pub stdout: O,
     /// Where stderr goes.
     pub stderr: E,
+    /// Who the instance is, for intra-DNS calls and the outbound policy;
+    /// `None` for a bare instance with the network open.
+    pub who: Option<Identity>,
 }
 
 /// How a run ended.
@@ -203,12 +216,20 @@ where
         .stdout(launch.stdout)
         .stderr(launch.stderr)
         .inherit_network()
+        // TCP and UDP are off unless asked for; the socket address check
+        // below applies the environment's outbound policy to both.
+        .allow_tcp(true)
+        .allow_udp(true)
         .allow_ip_name_lookup(true);
+    if let Some(who) = &launch.who {
+        wasi.socket_addr_check(who.socket_check());
+    }
     let state = HostState {
         wasi: wasi.build(),
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
         limiter: MemoryLimiter::new(launch.memory_bytes),
+        hooks: MeshHooks::new(launch.who),
     };
     let mut store = Store::new(engine.wasmtime(), state);
     store.limiter(|state| &mut state.limiter);

@@ -16,6 +16,7 @@
 //! - `cron`: schedules, cron job firings and their run history.
 //! - `logs`: instance output, per service, bounded, followable.
 //! - `api`: the HTTP/JSON control API.
+//! - `dns`: intra-DNS names, the outgoing-request hook, outbound policy.
 //! - `ingress`: the public HTTP(S) listeners, endpoints, routing.
 //! - `web`: web service instances: reuse, queueing, 503s, trap retirement.
 //! - `auth`: tokens.
@@ -28,6 +29,7 @@ pub mod blobs;
 pub mod config;
 pub mod cron;
 pub mod daemon;
+pub mod dns;
 pub mod engine;
 pub mod ingress;
 pub mod instance;

@@ -42,6 +42,85 @@ pub struct Environment {
     pub token_sha256: String,
     /// When the environment was created.
     pub created_at: DateTime<Utc>,
+    /// Where its services may connect outside the platform.
+    #[serde(default)]
+    pub outbound: Outbound,
+}
+
+/// An environment's outbound policy: where its guests may connect, by
+/// `wasi:http` (matched on host and port) or raw `wasi:sockets` TCP
+/// (matched on IP literals and `localhost`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outbound {
+    /// Anywhere (the default: services reach the internet).
+    #[default]
+    Allow,
+    /// Nowhere outside the platform (intra-DNS names still work).
+    Deny,
+    /// Only `host[:port]` patterns; `*.example.com` matches subdomains.
+    AllowList(Vec<String>),
+}
+
+impl Outbound {
+    /// Parses `allow`, `deny` or a comma-separated list of `host[:port]`.
+    pub fn parse(text: &str) -> Result<Outbound, String> {
+        match text.trim() {
+            "allow" => return Ok(Outbound::Allow),
+            "deny" => return Ok(Outbound::Deny),
+            _ => {}
+        }
+        let mut patterns = Vec::new();
+        for pattern in text.split(',').map(str::trim) {
+            let (host, port) = match pattern.rsplit_once(':') {
+                Some((host, port)) if !host.contains(':') => (host, Some(port)),
+                _ => (pattern, None),
+            };
+            let host_ok = !host.is_empty()
+                && host
+                    .trim_start_matches("*.")
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !host_ok || port.is_some_and(|p| p.parse::<u16>().is_err()) {
+                return Err(format!(
+                    "invalid outbound policy `{text}`: use allow, deny, or host[:port] patterns separated by commas (e.g. api.stripe.com:443,*.example.com,127.0.0.1:6379)"
+                ));
+            }
+            patterns.push(pattern.to_ascii_lowercase());
+        }
+        Ok(Outbound::AllowList(patterns))
+    }
+
+    /// Whether a connection to `host` (a name or IP literal) and `port`
+    /// is allowed.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        match self {
+            Outbound::Allow => true,
+            Outbound::Deny => false,
+            Outbound::AllowList(patterns) => patterns.iter().any(|p| {
+                let (p_host, p_port) = match p.rsplit_once(':') {
+                    Some((h, port)) if !h.contains(':') => (h, port.parse::<u16>().ok()),
+                    _ => (p.as_str(), None),
+                };
+                let host_ok = match p_host.strip_prefix("*.") {
+                    Some(suffix) => host.ends_with(&format!(".{suffix}")),
+                    None => host == p_host,
+                };
+                host_ok && p_port.is_none_or(|p| p == port)
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Outbound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outbound::Allow => f.write_str("allow"),
+            Outbound::Deny => f.write_str("deny"),
+            Outbound::AllowList(patterns) => write!(f, "allow only {}", patterns.join(",")),
+        }
+    }
 }
 
 /// A named group of services that run the same version of the code.
@@ -598,6 +677,22 @@ mod tests {
         assert_eq!(format_memory(64 * MIB), "64 MiB");
         assert_eq!(format_memory(2 * GIB), "2 GiB");
         assert_eq!(format_memory(1000), "1000 bytes");
+    }
+
+    #[test]
+    fn outbound_policies_match_hosts_and_ports() {
+        let list = Outbound::parse("api.stripe.com:443, *.example.com,127.0.0.1:6379").unwrap();
+        assert!(list.allows("api.stripe.com", 443));
+        assert!(!list.allows("api.stripe.com", 80));
+        assert!(list.allows("www.example.com", 80));
+        assert!(!list.allows("example.com", 80));
+        assert!(list.allows("127.0.0.1", 6379));
+        assert!(!list.allows("127.0.0.1", 6380));
+        assert!(Outbound::Allow.allows("anything", 1));
+        assert!(!Outbound::Deny.allows("anything", 1));
+        assert!(Outbound::parse("bad host!").is_err());
+        assert!(Outbound::parse("x.com:99999").is_err());
+        assert_eq!(Outbound::parse("deny").unwrap(), Outbound::Deny);
     }
 
     #[test]

@@ -18,12 +18,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cron::{Histories, Job, JobSpec, Schedule, Trigger};
+use crate::dns::{Directory, Identity};
 use crate::engine::{Engine, Loaded};
 use crate::ingress::Routes;
 use crate::instance::{run_command, Interrupt, Launch};
 use crate::logs::{LogLine, LogStream, Logs, Stream};
 use crate::model::{
-    Digest, InstanceState, InstanceStatus, Run, Service, ServiceKey, ServiceType, Stack,
+    dns_name, Digest, InstanceState, InstanceStatus, Run, Service, ServiceKey, ServiceType, Stack,
 };
 use crate::store::{Desired, Store};
 use crate::web::WebPool;
@@ -97,6 +98,30 @@ pub(crate) struct Parts {
     pub(crate) histories: Arc<Histories>,
     /// Requests that may wait per web instance.
     pub(crate) queue_per_instance: usize,
+    /// Intra-DNS names and outbound policies.
+    pub(crate) directory: Arc<Directory>,
+}
+
+impl Parts {
+    /// Who an instance of a service is, for the calls it makes.
+    pub(crate) fn identity(&self, key: &ServiceKey, instance: &str) -> Identity {
+        Identity {
+            env: key.env.clone(),
+            name: dns_name(&key.stack, &key.name),
+            directory: self.directory.clone(),
+            log: self.logs.service(key),
+            instance: instance.to_string(),
+        }
+    }
+}
+
+impl RunSpec {
+    /// The guest's environment variables for one instance.
+    pub(crate) fn env_for(&self, instance: &str) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        env.push(("MESH_INSTANCE".into(), instance.to_string()));
+        env
+    }
 }
 
 /// Converges running instances to desired state.
@@ -105,6 +130,8 @@ pub struct Supervisor {
     store: Store,
     runtimes: Mutex<HashMap<ServiceKey, ServiceRuntime>>,
     routes: RwLock<Arc<Routes>>,
+    /// Asks for a reconcile that no store change triggers (code loaded).
+    kick: Arc<tokio::sync::Notify>,
 }
 
 impl Supervisor {
@@ -122,10 +149,12 @@ impl Supervisor {
                 logs,
                 histories,
                 queue_per_instance,
+                directory: Arc::new(Directory::default()),
             },
             store,
             runtimes: Mutex::new(HashMap::new()),
             routes: RwLock::new(Arc::new(Routes::default())),
+            kick: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -139,8 +168,13 @@ impl Supervisor {
                 Ok(desired) => self.reconcile(&desired),
                 Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot read desired state"),
             }
-            if revisions.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = revisions.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = self.kick.notified() => {}
             }
         }
     }
@@ -155,7 +189,12 @@ impl Supervisor {
                     .iter()
                     .map(|s| lock(&s.shared).status.clone())
                     .chain(rt.cron.as_ref().and_then(|c| c.job.current()))
-                    .chain(rt.web.iter().flat_map(|w| w.instances()))
+                    .chain(
+                        rt.web
+                            .iter()
+                            .filter(|w| w.warm())
+                            .flat_map(|w| w.instances()),
+                    )
                     .collect()
             })
             .unwrap_or_default()
@@ -215,10 +254,12 @@ impl Supervisor {
                 .get(&(service.env.as_str(), service.stack.as_str()))
                 .copied();
             let (run, version) = run_spec(service, stack);
+            let requests_only = self.serves_only_http(&run);
             // Cron jobs get their instances from the scheduler, web services
-            // from their pool, not slots.
+            // (and workers whose code only serves HTTP) from their pool.
             let count = match service.service_type() {
                 ServiceType::Cron | ServiceType::Web => 0,
+                ServiceType::Worker if requests_only => 0,
                 ServiceType::Worker => service.instances as usize,
             };
             let rt = runtimes
@@ -232,10 +273,23 @@ impl Supervisor {
                 });
             self.converge(&key, rt, run, version, count);
             self.converge_cron(&key, rt, service);
-            self.converge_web(&key, rt, service);
+            self.converge_web(&key, rt, service, requests_only);
         }
         *self.routes.write().unwrap_or_else(|e| e.into_inner()) =
             Arc::new(Routes::of(&desired.services));
+        let names = runtimes
+            .iter()
+            .filter_map(|(key, rt)| {
+                let pool = rt.web.clone()?;
+                Some(((key.env.clone(), dns_name(&key.stack, &key.name)), pool))
+            })
+            .collect();
+        let policies = desired
+            .envs
+            .iter()
+            .map(|e| (e.name.clone(), e.outbound.clone()))
+            .collect();
+        self.parts.directory.set(names, policies);
         let gone: Vec<ServiceKey> = runtimes
             .keys()
             .filter(|k| !wanted.contains(*k))
@@ -297,27 +351,60 @@ impl Supervisor {
         }
     }
 
-    /// Starts, replaces or stops the service's web pool: a new pool when
-    /// its code, settings or instance count change (requests in flight
-    /// finish on the old one).
-    fn converge_web(&self, key: &ServiceKey, rt: &mut ServiceRuntime, service: &Service) {
-        if service.service_type() != ServiceType::Web {
-            rt.web = None;
-            return;
-        }
+    /// Starts, replaces or stops the service's pool of request-serving
+    /// instances: a web service's is kept warm; a worker's starts instances
+    /// on the first call by intra-DNS name. A new pool replaces the old
+    /// when code, settings or instance count change (requests in flight
+    /// finish on the old one). Cron jobs take no requests.
+    fn converge_web(
+        &self,
+        key: &ServiceKey,
+        rt: &mut ServiceRuntime,
+        service: &Service,
+        requests_only: bool,
+    ) {
+        let warm = match service.service_type() {
+            ServiceType::Cron => {
+                rt.web = None;
+                return;
+            }
+            ServiceType::Web => true,
+            ServiceType::Worker => requests_only,
+        };
         let current = rt.web.as_ref().is_some_and(|pool| {
-            pool.matches(&rt.spec, service.instances, service.fresh_per_request)
+            pool.matches(&rt.spec, service.instances, service.fresh_per_request, warm)
         });
         if !current {
-            tracing::info!(service = %key, instances = service.instances, "starting web instances");
+            tracing::debug!(service = %key, instances = service.instances, warm, "request pool");
             rt.web = Some(WebPool::start(
                 self.parts.clone(),
                 key.clone(),
                 rt.spec.clone(),
                 service.instances,
                 service.fresh_per_request,
+                warm,
             ));
         }
+    }
+
+    /// Whether the code a spec runs has the HTTP handler but no
+    /// `wasi:cli/run`: its instances come from its request pool. Code not in
+    /// memory yet is loaded in the background, then reconciled again.
+    fn serves_only_http(&self, run: &RunSpec) -> bool {
+        let Ok(digest) = &run.component else {
+            return false;
+        };
+        if let Some(code) = self.parts.engine.loaded(digest) {
+            return code.command.is_none() && code.proxy.is_some();
+        }
+        let (engine, digest, kick) = (self.parts.engine.clone(), digest.clone(), self.kick.clone());
+        tokio::spawn(async move {
+            let loaded = tokio::task::spawn_blocking(move || engine.load(&digest)).await;
+            if matches!(loaded, Ok(Ok(_))) {
+                kick.notify_one();
+            }
+        });
+        false
     }
 
     /// Starts, updates or stops the service's cron job to match its
@@ -550,10 +637,11 @@ async fn slot_main(
         };
         let launch = Launch {
             args: spec.run.command.clone(),
-            env: spec.run.env.clone(),
+            env: spec.run.env_for(&id),
             memory_bytes: spec.run.memory_bytes,
             stdout: LogStream::new(log.clone(), &id, Stream::Stdout),
             stderr: LogStream::new(log.clone(), &id, Stream::Stderr),
+            who: Some(parts.identity(&key, &id)),
         };
         let started = Instant::now();
         let mark_running = || lock(&shared).status.state = InstanceState::Running;
@@ -616,7 +704,7 @@ pub(crate) async fn load_code(parts: &Parts, run: &RunSpec) -> Result<Arc<Loaded
     let component = run.command.first().map(String::as_str).unwrap_or("");
     if loaded.command.is_none() && loaded.serves_http() {
         return Err(format!(
-            "component '{component}' only serves HTTP (no `wasi:cli/run`): publish the service with `mesh svc publish` to give it requests"
+            "component '{component}' only serves HTTP (no `wasi:cli/run`): it takes requests by its intra-DNS name, or publish it with `mesh svc publish`"
         ));
     }
     if loaded.command.is_none() {

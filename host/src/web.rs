@@ -17,6 +17,7 @@
 //! live instances, no queue, and no per-instance restarts or status, which
 //! are what a PaaS user watches. This pool is built on its p2 `ProxyPre`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiBody, WasiHttpView as _};
 
+use crate::dns::CHAIN_HEADER;
 use crate::engine::Loaded;
 use crate::instance::{explain_failure, new_store, HostState, Interrupt, Launch};
 use crate::logs::{LogLine, LogStream, ServiceLog, Stream};
@@ -100,6 +102,9 @@ pub struct WebPool {
     inner: Mutex<Inner>,
     freed: Notify,
     max_queue: usize,
+    /// Where the next search for a free slot starts, so requests spread.
+    next: AtomicUsize,
+    warm: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -116,6 +121,7 @@ impl WebPool {
         spec: Arc<Spec>,
         instances: u32,
         fresh_per_request: bool,
+        warm: bool,
     ) -> Arc<WebPool> {
         let slots = (0..instances)
             .map(|i| WebSlot {
@@ -145,18 +151,35 @@ impl WebPool {
             inner: Mutex::new(Inner { slots, waiting: 0 }),
             freed: Notify::new(),
             max_queue,
+            next: AtomicUsize::new(0),
+            warm,
         });
-        for i in 0..instances as usize {
-            tokio::spawn(pool.clone().refill(i, Duration::ZERO));
+        if warm {
+            for i in 0..instances as usize {
+                tokio::spawn(pool.clone().refill(i, Duration::ZERO));
+            }
         }
         pool
     }
 
     /// Whether the pool was made for these settings.
-    pub(crate) fn matches(&self, spec: &Arc<Spec>, instances: u32, fresh: bool) -> bool {
+    pub(crate) fn matches(
+        &self,
+        spec: &Arc<Spec>,
+        instances: u32,
+        fresh: bool,
+        warm: bool,
+    ) -> bool {
         self.spec.id == spec.id
             && lock(&self.inner).slots.len() == instances as usize
             && self.fresh_per_request == fresh
+            && self.warm == warm
+    }
+
+    /// Whether the pool keeps its instances live (a web service's), rather
+    /// than starting them on the first call (a worker's).
+    pub fn warm(&self) -> bool {
+        self.warm
     }
 
     /// Every slot as an instance.
@@ -168,17 +191,30 @@ impl WebPool {
             .collect()
     }
 
-    /// Serves one request on a free instance, waiting in the queue for one
-    /// when all are busy.
+    /// Serves one request from the ingress on a free instance, waiting in
+    /// the queue for one when all are busy.
     pub async fn handle(
         self: &Arc<Self>,
         request: http::Request<WasiBody>,
         scheme: Scheme,
     ) -> Result<http::Response<HyperOutgoingBody>, Refusal> {
+        self.call(request, scheme, false).await
+    }
+
+    /// Serves one request, from the ingress or another service. A `cyclic`
+    /// call (this service is already up its chain) that finds no free
+    /// instance gets a one-off extra instance instead of waiting on one
+    /// held up the chain.
+    pub async fn call(
+        self: &Arc<Self>,
+        request: http::Request<WasiBody>,
+        scheme: Scheme,
+        cyclic: bool,
+    ) -> Result<http::Response<HyperOutgoingBody>, Refusal> {
         let code = self.code().await.map_err(|message| {
-            Refusal::unavailable(format!("{} cannot start: {message}", self.key), 30)
+            Refusal::unavailable(format!("{} cannot serve requests: {message}", self.key), 30)
         })?;
-        let (slot, ready) = self.acquire().await?;
+        let (slot, ready) = self.acquire(cyclic).await?;
         let ready = match ready {
             Some(ready) => ready,
             None => match self.instantiate(slot, &code).await {
@@ -219,8 +255,9 @@ impl WebPool {
     }
 
     /// Takes a free, healthy slot (and its live instance, if it has one),
-    /// waiting in the queue while none is free.
-    async fn acquire(&self) -> Result<(usize, Option<Ready>), Refusal> {
+    /// waiting in the queue while none is free. `None` is a one-off
+    /// instance for a cyclic call.
+    async fn acquire(&self, cyclic: bool) -> Result<(Option<usize>, Option<Ready>), Refusal> {
         let deadline = Instant::now() + QUEUE_WAIT;
         let mut queued = false;
         loop {
@@ -233,10 +270,14 @@ impl WebPool {
                 if queued {
                     inner.waiting -= 1;
                 }
-                if let Some(i) = pick(&inner.slots, now) {
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                if let Some(i) = pick(&inner.slots, now, start) {
                     let slot = &mut inner.slots[i];
                     slot.busy = true;
-                    return Ok((i, slot.ready.take()));
+                    return Ok((Some(i), slot.ready.take()));
+                }
+                if cyclic {
+                    return Ok((None, None));
                 }
                 if inner.slots.is_empty() {
                     return Err(Refusal::unavailable(
@@ -282,28 +323,34 @@ impl WebPool {
         }
     }
 
-    /// A new instance for a slot.
-    async fn instantiate(&self, slot: usize, code: &Loaded) -> Result<Ready, String> {
+    /// A new instance for a slot (`None`: a one-off instance).
+    async fn instantiate(&self, slot: Option<usize>, code: &Loaded) -> Result<Ready, String> {
         let proxy_pre = code
             .proxy
             .as_ref()
             .ok_or_else(|| "the component does not serve HTTP".to_string())?;
-        let id = lock(&self.inner).slots[slot].status.id.clone();
+        let id = match slot {
+            Some(slot) => lock(&self.inner).slots[slot].status.id.clone(),
+            None => format!("{}.extra", self.key.name),
+        };
         let interrupt = Interrupt::default();
         let launch = Launch {
             args: self.spec.run.command.clone(),
-            env: self.spec.run.env.clone(),
+            env: self.spec.run.env_for(&id),
             memory_bytes: self.spec.run.memory_bytes,
             stdout: LogStream::new(self.log.clone(), &id, Stream::Stdout),
             stderr: LogStream::new(self.log.clone(), &id, Stream::Stderr),
+            who: Some(self.parts.identity(&self.key, &id)),
         };
         let mut store = new_store(&self.parts.engine, launch, interrupt.clone());
         match proxy_pre.instantiate_async(&mut store).await {
             Ok(proxy) => {
-                let mut inner = lock(&self.inner);
-                let status = &mut inner.slots[slot].status;
-                status.state = InstanceState::Running;
-                status.started_at = Some(Utc::now());
+                if let Some(slot) = slot {
+                    let mut inner = lock(&self.inner);
+                    let status = &mut inner.slots[slot].status;
+                    status.state = InstanceState::Running;
+                    status.started_at = Some(Utc::now());
+                }
                 Ok(Ready {
                     store,
                     proxy,
@@ -317,7 +364,7 @@ impl WebPool {
     /// Runs the guest's handler for one request, then gives the slot back.
     async fn serve(
         self: Arc<Self>,
-        slot: usize,
+        slot: Option<usize>,
         ready: Ready,
         request: http::Request<WasiBody>,
         scheme: Scheme,
@@ -329,6 +376,13 @@ impl WebPool {
             interrupt,
         } = ready;
         let sender = tx.clone();
+        let chain = request
+            .headers()
+            .get(CHAIN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').map(str::to_string).collect())
+            .unwrap_or_default();
+        store.data_mut().set_chain(chain);
         let call = async {
             let mut http = store.data_mut().http();
             let request = http.new_incoming_request(scheme, request)?;
@@ -357,7 +411,7 @@ impl WebPool {
                 .unwrap_or_else(|| "the handler returned without setting a response".into());
             let _ = tx.send(Err(ErrorCode::InternalError(Some(why))));
         }
-        let keep = failure.is_none() && !self.fresh_per_request;
+        let keep = failure.is_none() && !self.fresh_per_request && slot.is_some();
         let ready = keep.then_some(Ready {
             store,
             proxy,
@@ -368,7 +422,21 @@ impl WebPool {
 
     /// Gives a slot back: with its instance for reuse, or retired after a
     /// failure (a restart, then a back-off before it is refilled).
-    fn release(self: &Arc<Self>, slot: usize, ready: Option<Ready>, failure: Option<String>) {
+    fn release(
+        self: &Arc<Self>,
+        slot: Option<usize>,
+        ready: Option<Ready>,
+        failure: Option<String>,
+    ) {
+        let Some(slot) = slot else {
+            if let Some(message) = failure {
+                self.note(
+                    &format!("{}.extra", self.key.name),
+                    &format!("[mesh] {message}; the request got 500"),
+                );
+            }
+            return;
+        };
         let refill_after = {
             let mut inner = lock(&self.inner);
             let s = &mut inner.slots[slot];
@@ -390,16 +458,14 @@ impl WebPool {
                     s.status.exit_code = None;
                     s.status.message = Some(message.clone());
                     tracing::info!(service = %self.key, instance = %s.status.id, %message, ?delay, "web instance retired");
-                    self.log.write(LogLine {
-                        time: Utc::now(),
-                        instance: s.status.id.clone(),
-                        stream: Stream::Stderr,
-                        text: format!(
+                    self.note(
+                        &s.status.id,
+                        &format!(
                             "[mesh] {message}; the request got 500; restart {} in {:.1}s",
                             s.status.restarts,
                             delay.as_secs_f64()
                         ),
-                    });
+                    );
                     Some(delay)
                 }
             }
@@ -408,6 +474,15 @@ impl WebPool {
         if let Some(delay) = refill_after {
             tokio::spawn(self.clone().refill(slot, delay));
         }
+    }
+
+    fn note(&self, instance: &str, text: &str) {
+        self.log.write(LogLine {
+            time: Utc::now(),
+            instance: instance.to_string(),
+            stream: Stream::Stderr,
+            text: text.to_string(),
+        });
     }
 
     /// After `delay`, gives an idle slot without an instance a fresh one,
@@ -433,7 +508,7 @@ impl WebPool {
             s.backoff_until = None;
             s.status.state = InstanceState::Starting;
         }
-        let ready = self.instantiate(slot, &code).await;
+        let ready = self.instantiate(Some(slot), &code).await;
         match ready {
             Ok(ready) => {
                 let mut inner = lock(&self.inner);
@@ -443,7 +518,7 @@ impl WebPool {
                 drop(inner);
                 self.freed.notify_one();
             }
-            Err(message) => self.release(slot, None, Some(message)),
+            Err(message) => self.release(Some(slot), None, Some(message)),
         }
     }
 }
@@ -451,14 +526,15 @@ impl WebPool {
 type ResponseSender =
     Arc<Mutex<Option<oneshot::Sender<Result<http::Response<HyperOutgoingBody>, ErrorCode>>>>>;
 
-/// The best slot for a request: free and not backing off, one with a live
-/// instance first.
-fn pick(slots: &[WebSlot], now: Instant) -> Option<usize> {
-    let usable = |s: &&WebSlot| !s.busy && s.backoff_until.is_none_or(|t| t <= now);
-    slots
-        .iter()
-        .position(|s| usable(&s) && s.ready.is_some())
-        .or_else(|| slots.iter().position(|s| usable(&s)))
+/// The slot for a request: a free one (so it has the fewest requests in
+/// flight, none) that is not backing off, searching round-robin from
+/// `start` so that requests spread over the instances.
+fn pick(slots: &[WebSlot], now: Instant, start: usize) -> Option<usize> {
+    let n = slots.len();
+    (0..n).map(|k| (start + k) % n).find(|&i| {
+        let s = &slots[i];
+        !s.busy && s.backoff_until.is_none_or(|t| t <= now)
+    })
 }
 
 fn describe(code: &ErrorCode) -> String {

@@ -10,11 +10,24 @@
 //! - `/sleep?ms=N`     sleeps N ms, then answers
 //! - `/count`          requests handled by this instance so far
 //! - `/args`           the argv the host gave this instance
+//! - `/pay?amount=N&target=URL`  `POST {"amount":N,"currency":"EUR"}` to
+//!   `target` (default `http://finance-payments/payments`), answered with the
+//!   callee's status and body
+//! - `/call?url=URL`   `GET URL` (percent-encoded): `status: <code>` and the
+//!   first 4 KB of the body
+//! - `/hop?target=URL&n=N`  N sequential `POST`s to `target`, timed
+//! - `/loop?depth=N`   calls this service by name with `depth=N+1`; the
+//!   platform's hop limit ends the chain (508)
 //! - anything else     404
+//!
+//! The calling routes (see `client.rs`) answer 502 with the `wasi:http`
+//! error code's debug text when the outgoing request fails.
 
 use std::io::{Read as _, Write as _};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::client::{self, Request};
 
 use wasip2::http::types::{
     Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -38,6 +51,18 @@ impl wasip2::exports::http::incoming_handler::Guest for Handler {
             None => (path_with_query.as_str(), ""),
         };
 
+        let calls = match path {
+            "/pay" => Some(pay(query)),
+            "/call" => Some(call(query)),
+            "/hop" => Some(hop(query)),
+            "/loop" => Some(call_loop(query)),
+            _ => None,
+        };
+        if let Some((status, content_type, body)) = calls {
+            respond(response_out, status, &content_type, &body);
+            return;
+        }
+
         let (status, body) = match path {
             "/" => match method {
                 Method::Get | Method::Head => (200, hello()),
@@ -58,6 +83,157 @@ impl wasip2::exports::http::incoming_handler::Guest for Handler {
         };
         respond(response_out, status, "text/plain", body.as_bytes());
     }
+}
+
+/// A response as the calling routes build it: status, content type, body.
+type Reply = (u16, String, Vec<u8>);
+
+const TEXT: &str = "text/plain";
+const JSON: &str = "application/json";
+
+/// Where `/pay` sends payments unless `target=` says otherwise.
+const PAYMENTS_URL: &str = "http://finance-payments/payments";
+
+fn text(status: u16, body: String) -> Reply {
+    (status, TEXT.to_string(), body.into_bytes())
+}
+
+/// `/pay?amount=N[&target=URL]`: a payment through the `payments` service,
+/// relayed as the callee answered it.
+fn pay(query: &str) -> Reply {
+    let amount = match query_param(query, "amount").map(|a| a.parse::<i64>()) {
+        Some(Ok(amount)) => amount,
+        _ => {
+            return text(
+                400,
+                "pay: amount=N (a whole number) is required\n".to_string(),
+            )
+        }
+    };
+    let target = query_param(query, "target").unwrap_or_else(|| PAYMENTS_URL.to_string());
+    let body = format!("{{\"amount\":{amount},\"currency\":\"EUR\"}}");
+    match client::send(&Request::post_json(&target, body.as_bytes())) {
+        Ok(response) => (response.status, JSON.to_string(), response.body),
+        Err(e @ client::Error::Url(_)) => text(400, format!("pay: {e}\n")),
+        Err(e) => text(502, format!("pay: {e}\n")),
+    }
+}
+
+/// `/call?url=URL`: a `GET` to anywhere, to see what the outbound policy
+/// allows. Failures pass the host's error code through verbatim.
+fn call(query: &str) -> Reply {
+    let Some(url) = query_param(query, "url") else {
+        return text(
+            400,
+            "call: url=URL (percent-encoded) is required\n".to_string(),
+        );
+    };
+    match client::send(&Request::get(&url).max_body(4096)) {
+        Ok(response) => {
+            let mut body = format!("status: {}\n", response.status).into_bytes();
+            body.extend_from_slice(&response.body);
+            (200, TEXT.to_string(), body)
+        }
+        Err(e @ client::Error::Url(_)) => text(400, format!("call failed: {e}\n")),
+        Err(e) => text(502, format!("call failed: {e}\n")),
+    }
+}
+
+/// `/hop?target=URL&n=N`: N sequential payments of 1 to `target`, each
+/// response read in full, timed with the monotonic clock.
+fn hop(query: &str) -> Reply {
+    let Some(target) = query_param(query, "target") else {
+        return text(400, "hop: target=URL is required\n".to_string());
+    };
+    let n = match query_param(query, "n").map(|n| n.parse::<u64>()) {
+        None => 1,
+        Some(Ok(n)) if (1..=1_000_000).contains(&n) => n,
+        Some(_) => {
+            return text(
+                400,
+                "hop: n must be a whole number from 1 to 1000000\n".to_string(),
+            )
+        }
+    };
+    let body = br#"{"amount":1,"currency":"EUR"}"#;
+    let request = Request::post_json(&target, body);
+    let start = Instant::now();
+    for i in 1..=n {
+        match client::send(&request) {
+            Ok(response) if response.status < 400 => {}
+            Ok(response) => {
+                return text(
+                    502,
+                    format!(
+                        "hop {i}: status {}: {}\n",
+                        response.status,
+                        String::from_utf8_lossy(&response.body).trim_end()
+                    ),
+                )
+            }
+            Err(e @ client::Error::Url(_)) => return text(400, format!("hop: {e}\n")),
+            Err(e) => return text(502, format!("hop {i}: {e}\n")),
+        }
+    }
+    let total_us = start.elapsed().as_micros();
+    let per_hop_us = total_us / u128::from(n);
+    text(
+        200,
+        format!("hops: {n}\ntotal_us: {total_us}\nper_hop_us: {per_hop_us}\n"),
+    )
+}
+
+/// `/loop?depth=N`: calls this very service by name with `depth=N+1` and
+/// relays the answer. There is no limit here on purpose: the platform's hop
+/// limit ends the chain with 508.
+fn call_loop(query: &str) -> Reply {
+    let depth = match query_param(query, "depth").map(|d| d.parse::<u64>()) {
+        None => 0,
+        Some(Ok(depth)) => depth,
+        Some(Err(_)) => return text(400, "loop: depth must be a whole number\n".to_string()),
+    };
+    let stack = std::env::var("MESH_STACK").unwrap_or_else(|_| "?".to_string());
+    let service = std::env::var("MESH_SERVICE").unwrap_or_else(|_| "?".to_string());
+    let url = format!("http://{stack}-{service}/loop?depth={}", depth + 1);
+    match client::send(&Request::get(&url)) {
+        Ok(response) => (
+            response.status,
+            response.content_type.unwrap_or_else(|| TEXT.to_string()),
+            response.body,
+        ),
+        Err(e @ client::Error::Url(_)) => text(400, format!("loop: {e}\n")),
+        Err(e) => text(502, format!("loop: {e}\n")),
+    }
+}
+
+/// The value of `name` in a query string, percent-decoded (`+` stays `+`:
+/// the values here are URLs and numbers).
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(key) == name).then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |b: &u8| (*b as char).to_digit(16);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let high = bytes.get(i + 1).and_then(hex);
+            let low = bytes.get(i + 2).and_then(hex);
+            if let (Some(high), Some(low)) = (high, low) {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn hello() -> String {

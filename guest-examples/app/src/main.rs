@@ -9,7 +9,9 @@
 //! `http.rs`): one `app.wasm`, two doors. `app server` is what its web
 //! service's command says; requests go to the handler, not to `main`.
 
+mod client;
 mod http;
+mod redis;
 
 use std::io::Write;
 use std::time::Duration;
@@ -38,8 +40,17 @@ fn main() {
     }
 }
 
-/// A long-running worker: one heartbeat line a second, forever.
+/// A long-running worker. With `REDIS_URL` set it takes jobs from a Redis
+/// list (see [`redis_worker`]); without, it prints one heartbeat line a
+/// second (`HEARTBEAT_MS`), forever.
 fn queue() {
+    match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => redis_worker(&url),
+        _ => heartbeat(),
+    }
+}
+
+fn heartbeat() {
     let interval = std::env::var("HEARTBEAT_MS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -48,6 +59,66 @@ fn queue() {
         println!("queue: heartbeat {beat}");
         std::thread::sleep(Duration::from_millis(interval));
     }
+}
+
+/// A real queue worker: `BLPOP <QUEUE> 1` in a loop; for each job `J` it
+/// prints `queue: job J` and pushes `done:J:<MESH_INSTANCE>` onto
+/// `<RESULTS>` (`QUEUE` defaults to `jobs`, `RESULTS` to `results`).
+/// Connection errors are printed to stderr and retried a second later.
+fn redis_worker(url: &str) -> ! {
+    let config = match redis::Config::from_url(url) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("queue: bad REDIS_URL: {e}");
+            exit_code(2);
+        }
+    };
+    let queue = std::env::var("QUEUE").unwrap_or_else(|_| "jobs".to_string());
+    let results = std::env::var("RESULTS").unwrap_or_else(|_| "results".to_string());
+    let instance = std::env::var("MESH_INSTANCE").unwrap_or_else(|_| "?".to_string());
+    loop {
+        let Err(e) = work_redis_queue(&config, &queue, &results, &instance);
+        eprintln!("queue: redis error: {e}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// One connection's worth of work: returns only when something fails.
+fn work_redis_queue(
+    config: &redis::Config,
+    queue: &str,
+    results: &str,
+    instance: &str,
+) -> std::io::Result<std::convert::Infallible> {
+    use redis::Value;
+
+    let mut redis = redis::Connection::open(config)?;
+    println!("queue: connected to {config}, waiting for jobs on {queue:?}");
+    loop {
+        let job = match redis.command_ok(&[b"BLPOP", queue.as_bytes(), b"1"])? {
+            // Timed out with nothing to do: ask again.
+            Value::Array(None) | Value::Bulk(None) => continue,
+            Value::Array(Some(reply)) => match <[Value; 2]>::try_from(reply) {
+                Ok([_, Value::Bulk(Some(job))]) => job,
+                Ok(reply) => return Err(unexpected("BLPOP", &reply)),
+                Err(reply) => return Err(unexpected("BLPOP", &reply)),
+            },
+            reply => return Err(unexpected("BLPOP", &reply)),
+        };
+        println!("queue: job {}", String::from_utf8_lossy(&job));
+        let mut done = b"done:".to_vec();
+        done.extend_from_slice(&job);
+        done.push(b':');
+        done.extend_from_slice(instance.as_bytes());
+        match redis.command_ok(&[b"RPUSH", results.as_bytes(), &done])? {
+            Value::Integer(_) => {}
+            reply => return Err(unexpected("RPUSH", &reply)),
+        }
+    }
+}
+
+fn unexpected(command: &str, reply: &dyn std::fmt::Debug) -> std::io::Error {
+    std::io::Error::other(format!("unexpected reply to {command}: {reply:?}"))
 }
 
 /// `app server` run as a plain command: the requests go to the exported

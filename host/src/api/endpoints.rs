@@ -41,7 +41,7 @@ pub(super) async fn publish(
 ) -> ApiResult<Json<ServiceView>> {
     let found = find(&state, &caller.env, &stack, &name).await?;
     let mut service = found.value.clone();
-    let endpoint = parse(&state, &request)?;
+    let endpoint = parse(&state, &caller.env, &request)?;
     if service.schedule.is_some() {
         return Err(ApiError::bad_request(format!(
             "{name} is a cron job: a service with a schedule cannot take requests; remove it with `--schedule none` first"
@@ -106,7 +106,7 @@ pub(super) async fn unpublish(
 ) -> ApiResult<Json<ServiceView>> {
     let found = find(&state, &caller.env, &stack, &name).await?;
     let mut service = found.value.clone();
-    let endpoint = parse(&state, &request)?;
+    let endpoint = parse(&state, &caller.env, &request)?;
     let Some(index) = service.endpoints.iter().position(|e| *e == endpoint) else {
         let have: Vec<String> = service.endpoints.iter().map(Endpoint::url).collect();
         return Err(ApiError::bad_request(format!(
@@ -152,13 +152,10 @@ async fn routed(
     tracing::warn!(endpoint = %endpoint.url(), "the ingress did not pick up the change in time");
 }
 
-fn parse(state: &ApiState, request: &PublishRequest) -> ApiResult<Endpoint> {
-    Endpoint::parse(
-        &request.endpoint,
-        request.path.as_deref(),
-        &state.config.alias,
-    )
-    .map_err(ApiError::bad_request)
+fn parse(state: &ApiState, env: &str, request: &PublishRequest) -> ApiResult<Endpoint> {
+    let alias = super::envs::alias_of(&state.config.alias, env);
+    Endpoint::parse(&request.endpoint, request.path.as_deref(), &alias)
+        .map_err(ApiError::bad_request)
 }
 
 /// Refuses code that cannot take requests.

@@ -8,9 +8,11 @@
 //! - `wire`: request and response bodies, shared with the CLI.
 //! - `services`: create, update, delete, list, logs.
 //! - `endpoints`: publish and unpublish.
+//! - `envs`: environments and their outbound policy.
 //! - `stacks`: code uploads, deploys, versions, rollback.
 
 mod endpoints;
+mod envs;
 mod services;
 mod stacks;
 pub mod wire;
@@ -21,7 +23,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 
 use crate::config::DaemonConfig;
@@ -54,6 +56,8 @@ pub struct ApiState {
 pub struct Caller {
     /// Environment name.
     pub env: String,
+    /// Whether it is the operator (who may manage environments).
+    pub admin: bool,
 }
 
 /// An error answer.
@@ -92,6 +96,14 @@ impl ApiError {
     pub fn too_large(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: message.into(),
+        }
+    }
+
+    /// 403: the caller may not do this.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
             message: message.into(),
         }
     }
@@ -163,6 +175,8 @@ pub fn router(state: ApiState) -> Router {
             "/v1/services/{stack}/{name}/unpublish",
             post(endpoints::unpublish),
         )
+        .route("/v1/envs", get(envs::list).post(envs::create))
+        .route("/v1/envs/{name}", patch(envs::update))
         .route("/v1/code", put(stacks::upload_code))
         .route("/v1/stacks", get(stacks::list))
         .route("/v1/stacks/{stack}/deploy", post(stacks::deploy))
@@ -197,7 +211,8 @@ async fn authenticate(
                 "missing API token: send `Authorization: Bearer <token>` (the CLI reads it from daemon.json or MESH_TOKEN)",
             )
         })?;
-    let env = if crate::auth::constant_time_eq(token, &state.admin_token) {
+    let admin = crate::auth::constant_time_eq(token, &state.admin_token);
+    let env = if admin {
         DEFAULT_ENVIRONMENT.to_string()
     } else {
         state
@@ -206,6 +221,6 @@ async fn authenticate(
             .await?
             .ok_or_else(|| ApiError::unauthorized("invalid API token"))?
     };
-    request.extensions_mut().insert(Caller { env });
+    request.extensions_mut().insert(Caller { env, admin });
     Ok(next.run(request).await)
 }

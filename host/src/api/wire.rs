@@ -203,6 +203,43 @@ pub struct StackView {
     pub services: Vec<String>,
 }
 
+/// `POST /v1/envs`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateEnv {
+    /// Environment name (a DNS label).
+    pub name: String,
+}
+
+/// `PATCH /v1/envs/{name}`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct UpdateEnv {
+    /// `allow`, `deny`, or `host[:port]` patterns separated by commas.
+    pub outbound: Option<String>,
+}
+
+/// An environment as `mesh env ls` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnvView {
+    /// Name.
+    pub name: String,
+    /// Outbound policy, as words.
+    pub outbound: String,
+    /// Domain endpoint labels are relative to.
+    pub alias: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What creating an environment returns: its token, shown this once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnvCreated {
+    /// The environment.
+    #[serde(flatten)]
+    pub env: EnvView,
+    /// Its API token.
+    pub token: String,
+}
+
 /// Every error the API returns.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorBody {

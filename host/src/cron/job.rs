@@ -251,11 +251,18 @@ impl JobTask {
         });
         drop(shared);
         tracing::info!(service = %self.key, instance, ?trigger, "cron run starting");
+        let launch = Launch {
+            args: spec.run.run.command.clone(),
+            env: spec.run.run.env_for(&instance),
+            memory_bytes: spec.run.run.memory_bytes,
+            stdout: LogStream::new(self.log.clone(), &instance, Stream::Stdout),
+            stderr: LogStream::new(self.log.clone(), &instance, Stream::Stderr),
+            who: Some(self.parts.identity(&self.key, &instance)),
+        };
         let outcome = Box::pin(run_once(
             self.parts.clone(),
             spec.clone(),
-            LogStream::new(self.log.clone(), &instance, Stream::Stdout),
-            LogStream::new(self.log.clone(), &instance, Stream::Stderr),
+            launch,
             self.shared.clone(),
         ));
         self.running = Some(Running {
@@ -365,8 +372,7 @@ async fn sleep_until(at: Option<DateTime<Utc>>) {
 async fn run_once(
     parts: Parts,
     spec: Arc<JobSpec>,
-    stdout: LogStream,
-    stderr: LogStream,
+    launch: Launch<LogStream, LogStream>,
     shared: Arc<Mutex<Shared>>,
 ) -> (Outcome, bool) {
     let fired = Instant::now();
@@ -381,13 +387,6 @@ async fn run_once(
                 false,
             )
         }
-    };
-    let launch = Launch {
-        args: spec.run.run.command.clone(),
-        env: spec.run.run.env.clone(),
-        memory_bytes: spec.run.run.memory_bytes,
-        stdout,
-        stderr,
     };
     let interrupt = Interrupt::default();
     let mark_running = || {

@@ -212,6 +212,9 @@ fn forwarded(
         .cloned()
         .or_else(|| HeaderValue::from_str(host).ok());
     strip_hop_by_hop(&mut parts.headers);
+    // Only the platform says who called, inside an environment.
+    parts.headers.remove(crate::dns::CALLER_HEADER);
+    parts.headers.remove(crate::dns::CHAIN_HEADER);
     let peer_ip = peer.ip().to_string();
     let forwarded_for = match parts
         .headers

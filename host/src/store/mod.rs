@@ -90,6 +90,8 @@ pub mod key {
     }
     /// Every stack of every environment.
     pub const ALL_STACKS: &str = "/stacks/";
+    /// Every environment.
+    pub const ALL_ENVS: &str = "/envs/";
 }
 
 /// Serialises a record for the store.
@@ -182,6 +184,7 @@ impl Store {
             name: DEFAULT_ENVIRONMENT.to_string(),
             token_sha256: crate::auth::token_hash(&env_token),
             created_at: chrono::Utc::now(),
+            outbound: Default::default(),
         };
         let txn = Txn::new()
             .when(Compare::Absent(key::ADMIN_TOKEN.to_string()))
@@ -212,6 +215,11 @@ impl Store {
         self.get(key::service(env, stack, name)).await
     }
 
+    /// Every environment.
+    pub async fn environments(&self) -> anyhow::Result<Vec<Versioned<Environment>>> {
+        self.list(key::ALL_ENVS.to_string()).await
+    }
+
     /// Every service of an environment.
     pub async fn services(&self, env: &str) -> anyhow::Result<Vec<Versioned<Service>>> {
         self.list(key::services(env)).await
@@ -239,16 +247,18 @@ impl Store {
     /// All desired state the supervisor acts on: every service and every
     /// stack of every environment, read at one revision.
     pub async fn desired(&self) -> anyhow::Result<Desired> {
-        let (services, stacks) = self
+        let (services, stacks, envs) = self
             .blocking(|kv| {
                 let (services, _) = kv.range(key::ALL_SERVICES)?;
                 let (stacks, _) = kv.range(key::ALL_STACKS)?;
-                Ok((services, stacks))
+                let (envs, _) = kv.range(key::ALL_ENVS)?;
+                Ok((services, stacks, envs))
             })
             .await?;
         Ok(Desired {
             services: services.iter().map(decode).collect::<anyhow::Result<_>>()?,
             stacks: stacks.iter().map(decode).collect::<anyhow::Result<_>>()?,
+            envs: envs.iter().map(decode).collect::<anyhow::Result<_>>()?,
         })
     }
 }
@@ -260,4 +270,6 @@ pub struct Desired {
     pub services: Vec<Service>,
     /// Every stack.
     pub stacks: Vec<Stack>,
+    /// Every environment.
+    pub envs: Vec<Environment>,
 }

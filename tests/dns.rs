@@ -1,0 +1,395 @@
+//! Intra-DNS end to end: services call each other as
+//! `http://<stack>-<service>/` in-process, environments never see each
+//! other, outbound policies are enforced, loops are cut, and a worker uses
+//! a real Redis server as its queue.
+
+mod support;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{app_wasm, guest, http_request, Daemon};
+
+/// `finance/payments` with `n` instances, and `app/web` published on www.
+fn payments_and_web(d: &Daemon, n: &str, extra_env: &[&str]) {
+    let payments = guest("payments");
+    let mut args = vec![
+        "svc",
+        "create",
+        "--stack",
+        "finance",
+        "-n",
+        "payments",
+        "--instances",
+        n,
+    ];
+    args.extend_from_slice(extra_env);
+    args.extend_from_slice(&["--", payments.to_str().unwrap()]);
+    d.ok(&args);
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "web",
+        "--",
+        app_wasm().to_str().unwrap(),
+        "server",
+    ]);
+    d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
+}
+
+fn receipt(d: &Daemon, host: &str, amount: u32) -> Value {
+    let r = d.get(host, &format!("/pay?amount={amount}"));
+    assert_eq!(r.status, 201, "{r:?}");
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body))
+}
+
+#[test]
+fn services_call_each_other_by_name_in_process_spread_over_instances() {
+    let d = Daemon::start();
+    payments_and_web(&d, "3", &[]);
+    // A service that only serves HTTP runs its instances as request servers.
+    let payments = d.wait_running("payments", 3);
+    assert_eq!(payments["type"], "worker");
+    assert_eq!(payments["dns_name"], "finance-payments");
+
+    // With the network closed, only an in-process call can reach it (and
+    // `finance-payments` resolves nowhere outside mesh anyway).
+    d.ok(&["env", "set", "outbound", "deny"]);
+    let mut seen = std::collections::BTreeSet::new();
+    for amount in 1..=6 {
+        let receipt = receipt(&d, "www.localhost", amount);
+        assert_eq!(receipt["amount"], amount);
+        assert_eq!(receipt["service"], "finance-payments");
+        assert_eq!(receipt["caller"], "app-web", "{receipt}");
+        seen.insert(receipt["instance"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["payments.1", "payments.2", "payments.3"],
+        "calls were not spread over the instances"
+    );
+}
+
+#[test]
+fn the_same_names_in_two_environments_are_two_services() {
+    let d = Daemon::start();
+    payments_and_web(&d, "1", &["--env", "GREETING=from-default"]);
+    let created: Value =
+        serde_json::from_str(&d.ok(&["env", "create", "other", "--json"])).unwrap();
+    let token = created["token"].as_str().unwrap().to_string();
+    assert_eq!(created["alias"], "other.localhost");
+    let api = d.info["api_url"].as_str().unwrap().to_string();
+    let as_other = |args: &[&str]| {
+        let out = d
+            .mesh_cmd(args)
+            .env("MESH_API_URL", &api)
+            .env("MESH_TOKEN", &token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mesh {args:?} as other: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The other environment sees nothing of the default one.
+    assert_eq!(as_other(&["service", "ls", "--json"]).trim(), "[]");
+    let payments = guest("payments");
+    as_other(&[
+        "svc",
+        "create",
+        "--stack",
+        "finance",
+        "-n",
+        "payments",
+        "--env",
+        "GREETING=from-other",
+        "--",
+        payments.to_str().unwrap(),
+    ]);
+    as_other(&[
+        "svc",
+        "create",
+        "-n",
+        "web",
+        "--",
+        app_wasm().to_str().unwrap(),
+        "server",
+    ]);
+    as_other(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
+
+    // Same stack-service names, different answers: each stays in its
+    // environment.
+    assert_eq!(receipt(&d, "www.localhost", 5)["greeting"], "from-default");
+    assert_eq!(
+        receipt(&d, "www.other.localhost", 5)["greeting"],
+        "from-other"
+    );
+    // A tenant cannot reach the other's logs or make environments.
+    let out = d
+        .mesh_cmd(&["svc", "logs", "-n", "payments", "--stack", "finance"])
+        .env("MESH_API_URL", &api)
+        .env("MESH_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(!logs.contains("from-default"), "{logs}");
+    let out = d
+        .mesh_cmd(&["env", "create", "third"])
+        .env("MESH_API_URL", &api)
+        .env("MESH_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only the operator"));
+}
+
+/// A one-route HTTP server on a free port that counts its connections.
+fn counting_server() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let mut stream = stream;
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\noutside",
+            );
+        }
+    });
+    (port, count)
+}
+
+#[test]
+fn outbound_policies_are_enforced_and_logged() {
+    let d = Daemon::start();
+    payments_and_web(&d, "1", &[]);
+    let (port, connections) = counting_server();
+    let url = format!("/call?url=http%3A%2F%2F127.0.0.1%3A{port}%2F");
+
+    let open = d.get("www.localhost", &url);
+    assert_eq!(open.status, 200, "{open:?}");
+    assert!(open.body.starts_with("status: 200"), "{}", open.body);
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+
+    d.ok(&["env", "set", "outbound", "deny"]);
+    let denied = d.get("www.localhost", &url);
+    assert_eq!(denied.status, 502, "{denied:?}");
+    assert!(
+        denied.body.contains(&format!(
+            "outbound request to 127.0.0.1:{port} denied by this environment's outbound policy (deny)"
+        )),
+        "{}",
+        denied.body
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "a denied call connected"
+    );
+    let logs = d.log_texts("web");
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("[mesh] outbound request to 127.0.0.1")),
+        "{logs:?}"
+    );
+
+    d.ok(&[
+        "env",
+        "set",
+        "outbound",
+        &format!("example.com,127.0.0.1:{port}"),
+    ]);
+    assert_eq!(d.get("www.localhost", &url).status, 200);
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    let listed: Value = serde_json::from_str(&d.ok(&["env", "ls", "--json"])).unwrap();
+    assert_eq!(
+        listed[0]["outbound"],
+        format!("allow only example.com,127.0.0.1:{port}")
+    );
+    let err = d.fails(&["env", "set", "outbound", "not a host!"]);
+    assert!(err.contains("invalid outbound policy"), "{err}");
+}
+
+#[test]
+fn loops_are_cut_and_empty_services_answer_at_once() {
+    let d = Daemon::start();
+    payments_and_web(&d, "0", &[]);
+    // web calls itself by name: the chain is cut at the hop limit, without
+    // waiting on its own single instance.
+    let started = Instant::now();
+    let looped = d.get("www.localhost", "/loop?depth=0");
+    assert_eq!(looped.status, 508, "{looped:?}");
+    assert!(
+        looped.body.contains("call chain longer than 10 services"),
+        "{}",
+        looped.body
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A service with no instances answers 503 quickly, not a hang.
+    let started = Instant::now();
+    let r = d.get("www.localhost", "/pay?amount=1");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body.contains("has 0 instances"), "{}", r.body);
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // Outside callers cannot claim to be a service.
+    let echo = http_request(
+        &d.http_addr(),
+        "GET",
+        "www.localhost",
+        "/echo",
+        &[
+            ("X-Mesh-Caller", "finance-payments"),
+            ("X-Mesh-Chain", "a,b"),
+        ],
+        b"",
+    );
+    assert!(!echo.body.contains("x-mesh-"), "{}", echo.body);
+}
+
+/// A real redis-server on a free port, stopped on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, port }
+    }
+
+    /// Sends one inline command and returns the raw reply.
+    fn command(&self, line: &str) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .write_all(format!("{line}\r\nQUIT\r\n").as_bytes())
+            .unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        reply
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_queue_worker_consumes_jobs_from_a_real_redis() {
+    let redis = Redis::start();
+    let d = Daemon::start();
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "worker",
+        "--instances",
+        "2",
+        "--env",
+        &format!("REDIS_URL=redis://127.0.0.1:{}", redis.port),
+        "--",
+        app_wasm().to_str().unwrap(),
+        "queue",
+    ]);
+    d.wait_running("worker", 2);
+    let reply = redis.command("RPUSH jobs a b c d e f");
+    assert!(reply.starts_with(":6"), "{reply}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let results = loop {
+        let reply = redis.command("LRANGE results 0 -1");
+        let done: Vec<String> = reply
+            .lines()
+            .filter(|l| l.starts_with("done:"))
+            .map(str::to_string)
+            .collect();
+        if done.len() == 6 {
+            break done;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "results so far: {reply:?}\n{}",
+            d.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    let mut jobs: Vec<&str> = results
+        .iter()
+        .map(|r| r.split(':').nth(1).unwrap())
+        .collect();
+    jobs.sort_unstable();
+    assert_eq!(jobs, ["a", "b", "c", "d", "e", "f"]);
+    assert!(results
+        .iter()
+        .all(|r| r.ends_with(":worker.1") || r.ends_with(":worker.2")));
+    let logs = d.log_texts("worker");
+    assert!(
+        logs.iter()
+            .any(|l| l == "queue: job a" || l == "queue: job b"),
+        "{logs:?}"
+    );
+
+    // The same worker under a policy that does not list Redis cannot reach it.
+    d.ok(&["env", "set", "outbound", "example.com:443"]);
+    d.ok(&["svc", "update", "worker", "--env", "ROLL=1"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = d.log_texts("worker");
+        if logs
+            .iter()
+            .any(|l| l.contains("denied by this environment's outbound policy"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{logs:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
