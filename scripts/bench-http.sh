@@ -6,6 +6,12 @@
 # `wasmtime serve` does for p2 components). Runs wrk against `/` on each and
 # prints req/s, p50, p99 and the ratios to wasmtime serve.
 #
+# Then the intra-DNS hop: mesh's `hello` instance calls `payments` N times
+# by name (http://finance-payments/payments, in-process, reused and fresh
+# instances) and N times over loopback TCP to a second `wasmtime serve`
+# running payments.wasm; the guest times the calls (GET /hop) and the
+# script prints microseconds per call and the ratios.
+#
 #   scripts/bench-http.sh            # 10s measured run per target
 #   scripts/bench-http.sh --quick    # 3s smoke run
 #
@@ -62,14 +68,15 @@ app="$PWD/guest-examples/target/wasm32-wasip2/release/app.wasm"
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/mesh-bench-http.XXXXXX")"
 data_dir="$tmp/data"
 wasmtime_pid=""
+payments_pid=""
 mesh_pid=""
 
 cleanup() {
   local rc=$?
-  for pid in $wasmtime_pid $mesh_pid; do
+  for pid in $wasmtime_pid $payments_pid $mesh_pid; do
     kill "$pid" 2>/dev/null || true
   done
-  for pid in $wasmtime_pid $mesh_pid; do
+  for pid in $wasmtime_pid $payments_pid $mesh_pid; do
     wait "$pid" 2>/dev/null || true
   done
   rm -rf "$tmp"
@@ -95,6 +102,10 @@ wasmtime_url="http://127.0.0.1:$wasmtime_port"
 echo "== wasmtime serve on $wasmtime_url"
 "$wasmtime" serve -Scli --addr "127.0.0.1:$wasmtime_port" "$app" >"$tmp/wasmtime.log" 2>&1 &
 wasmtime_pid=$!
+payments="$PWD/guest-examples/target/wasm32-wasip2/release/payments.wasm"
+payments_port="$(free_port)"
+"$wasmtime" serve -Scli --addr "127.0.0.1:$payments_port" "$payments" >"$tmp/payments.log" 2>&1 &
+payments_pid=$!
 
 # mesh: its own data dir; clients find it through MESH_DATA_DIR only.
 unset MESH_API_URL MESH_TOKEN
@@ -125,6 +136,8 @@ echo "== mesh ingress at $mesh_url (Host: $mesh_host)"
 "$mesh" svc publish -n hello --endpoint hello
 "$mesh" svc create -n fresh --instances 4 --fresh-per-request -- "$app" server
 "$mesh" svc publish -n fresh --endpoint fresh
+"$mesh" svc create --stack finance -n payments --instances 4 -- "$payments"
+"$mesh" svc create --stack finance -n payfresh --instances 4 --fresh-per-request -- payments
 
 # ----------------------------------------------------------- readiness ----
 # wait_ok NAME URL HOST LOG PID: until GET URL/ answers 200 (60s at most).
@@ -217,4 +230,33 @@ for e in "${w_errs:-0}" "${m_errs:-0}" "${f_errs:-0}"; do
     break
   fi
 done
+# ----------------------------------------------------- intra-DNS hop ----
+HOPS="${HOPS:-2000}"
+[ "$DURATION" = 3s ] && HOPS=300
+# hop NAME TARGET: per-call microseconds of N sequential calls from mesh's
+# hello instance (after a warm-up of N/10).
+hop() {
+  local target="$2" out
+  curl -s -H "Host: $mesh_host" "$mesh_url/hop?target=$target&n=$((HOPS / 10))" >/dev/null
+  out="$(curl -s -H "Host: $mesh_host" "$mesh_url/hop?target=$target&n=$HOPS")"
+  echo "$out" | awk -F': ' '/^per_hop_us/ {print $2}'
+}
+echo
+echo "== intra-DNS hop: $HOPS sequential POST /payments from one mesh instance"
+in_process="$(hop "in-process" "http://finance-payments/payments")"
+in_fresh="$(hop "in-process fresh" "http://finance-payfresh/payments")"
+loopback="$(hop "loopback TCP" "http://127.0.0.1:$payments_port/payments")"
+printf '%-44s %10s\n' "call" "us/call"
+printf '%-44s %10s\n' "in-process by name (reused instances)" "${in_process:--}"
+printf '%-44s %10s\n' "in-process by name (fresh per request)" "${in_fresh:--}"
+printf '%-44s %10s\n' "loopback TCP to wasmtime serve (baseline)" "${loopback:--}"
+if [ -n "$in_process" ] && [ -n "$in_fresh" ] && [ -n "$loopback" ]; then
+  awk -v a="$in_process" -v f="$in_fresh" -v l="$loopback" 'BEGIN {
+    printf "loopback / in-process (reused): %.2fx faster by name\n", l / a
+    printf "loopback / in-process (fresh):  %.2fx faster by name\n", l / f
+  }'
+else
+  echo "intra-DNS hop: a measurement failed" >&2
+  failed=1
+fi
 exit "$failed"
