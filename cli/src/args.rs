@@ -52,6 +52,15 @@ Examples:
     #[command(subcommand)]
     Stack(StackCommand),
 
+    /// Run a component once with this terminal attached (`-n`: a new
+    /// instance of a service instead).
+    #[command(after_help = "\
+Examples:
+  mesh run -- app.wasm env                 upload app.wasm and run `app env` once
+  mesh run -n worker -- app repl           the same as `mesh service run`
+  echo hi | mesh run -- app.wasm cat")]
+    Run(RunArgs),
+
     /// Manage environments (tenants) and their outbound policy.
     #[command(subcommand)]
     Env(EnvCommand),
@@ -249,7 +258,7 @@ Examples:
 
     /// Show a service's output (stdout and stderr of every instance).
     #[command(
-        after_help = "Examples:\n  mesh svc logs -n worker\n  mesh svc logs worker --tail 50 --instance worker.2"
+        after_help = "Examples:\n  mesh svc logs -n worker\n  mesh svc logs worker --tail 50 --instance worker.2\n  mesh svc logs -n web -f --since 10m"
     )]
     Logs(LogsArgs),
 
@@ -271,6 +280,20 @@ Examples:
   mesh svc unpublish -n worker --endpoint https://top.widemesh.dev
   mesh svc unpublish --stack myblog -n web --endpoint www --path /blog")]
     Unpublish(PublishArgs),
+
+    /// Start one new instance of a service with this terminal attached; the
+    /// CLI exits with the guest's exit code.
+    #[command(after_help = "\
+The instance runs the service's stack code with its env and memory limit,
+and shows in `mesh service ls` while it runs. Without `-- ARGV` it runs the
+service's own command. When stdin is a terminal it goes raw for the run and
+Ctrl-C stops the remote instance.
+
+Examples:
+  mesh service run -n web -- app env
+  mesh service run -n worker -- app repl
+  echo hello | mesh svc run -n worker -- app cat")]
+    Run(RunArgs),
 
     /// Run a cron job now (recorded as a manual run).
     #[command(
@@ -377,6 +400,22 @@ pub struct UpdateArgs {
     pub fresh_per_request: Option<bool>,
 }
 
+/// `mesh service run` and `mesh run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Service name.
+    #[arg(short = 'n', long = "name", visible_alias = "n", value_name = "NAME")]
+    pub name: Option<String>,
+
+    #[command(flatten)]
+    pub stack: StackArg,
+
+    /// The command: a component name (or, without -n, a .wasm path) and
+    /// its arguments.
+    #[arg(last = true, value_name = "ARGV")]
+    pub argv: Vec<String>,
+}
+
 /// `mesh svc publish` and `unpublish`.
 #[derive(Debug, Args)]
 pub struct PublishArgs {
@@ -435,6 +474,16 @@ pub struct LogsArgs {
     /// Only this instance, e.g. worker.2.
     #[arg(long, value_name = "ID")]
     pub instance: Option<String>,
+
+    /// Only lines from this long ago (`10m`, `1h30m`) or since a time
+    /// (RFC 3339).
+    #[arg(long, value_name = "AGE|TIME")]
+    pub since: Option<String>,
+
+    /// Keep printing new lines as they are written (across instance
+    /// restarts) until Ctrl-C.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
 }
 
 /// `mesh stack ...`.

@@ -1,10 +1,12 @@
 //! The control API client: finds the daemon, sends requests with the
 //! token, turns error answers into one-line errors.
 
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 use mesh_host::api::wire::ErrorBody;
 use mesh_host::DaemonInfo;
 use serde::de::DeserializeOwned;
@@ -124,6 +126,86 @@ impl Client {
             .header("Content-Type", "application/wasm")
             .send(bytes);
         self.finish(response)
+    }
+
+    /// `GET path` as a stream of lines, with no time limit (`logs -f`).
+    pub fn get_lines(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<impl Iterator<Item = std::io::Result<String>>> {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build();
+        let agent = ureq::Agent::new_with_config(config);
+        let response = agent
+            .get(self.url(path))
+            .header("Authorization", self.auth())
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let text = response.into_body().read_to_string().unwrap_or_default();
+            let message = serde_json::from_str::<ErrorBody>(&text)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| format!("the daemon answered {status}: {}", text.trim()));
+            bail!(message);
+        }
+        use std::io::BufRead as _;
+        Ok(std::io::BufReader::new(response.into_body().into_reader()).lines())
+    }
+
+    /// Opens an upgraded connection (`Upgrade: mesh-run`) to `POST path`
+    /// and returns it after the daemon's `101`, or the daemon's error.
+    pub fn upgrade(&self, path: &str) -> anyhow::Result<TcpStream> {
+        let authority = self.base.strip_prefix("http://").ok_or_else(|| {
+            anyhow!(
+                "interactive runs need an http:// API URL, not {}",
+                self.base
+            )
+        })?;
+        let mut stream = TcpStream::connect(authority).map_err(|e| {
+            anyhow!(
+                "cannot reach the mesh daemon at {}: {e} (is `mesh up` running?)",
+                self.base
+            )
+        })?;
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: {}\r\nConnection: Upgrade\r\nUpgrade: {}\r\nContent-Length: 0\r\n\r\n",
+            self.auth(),
+            mesh_host::session::PROTOCOL
+        )?;
+        // Read the answer's head byte by byte: frames follow right after it.
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte)? == 0 {
+                bail!("the daemon closed the connection");
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if status == 101 {
+            return Ok(stream);
+        }
+        let length: usize = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body)?;
+        let text = String::from_utf8_lossy(&body);
+        let message = serde_json::from_str::<ErrorBody>(&text)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| format!("the daemon answered {status}: {}", text.trim()));
+        bail!(message)
     }
 
     fn finish<T: DeserializeOwned>(

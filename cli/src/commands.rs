@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::args::{
     CreateArgs, DeployArgs, EnvNameArgs, EnvSetArgs, LogsArgs, LsArgs, NamedArgs, PublishArgs,
-    RollbackArgs, StackNameArgs, UpdateArgs,
+    RollbackArgs, RunArgs, StackNameArgs, UpdateArgs,
 };
 use crate::client::Client;
 use crate::table::{age, Table};
@@ -264,22 +264,55 @@ pub fn logs(client: &Client, out: &Out, args: LogsArgs) -> anyhow::Result<()> {
     if let Some(instance) = &args.instance {
         query.push(format!("instance={}", encode(instance)));
     }
+    if let Some(since) = &args.since {
+        query.push(format!(
+            "since={}",
+            encode(&since_time(since)?.to_rfc3339())
+        ));
+    }
+    if args.follow {
+        query.push("follow=true".to_string());
+    }
     let path = format!(
         "{}/logs?{}",
         service_path(&args.stack.stack, name),
         query.join("&")
     );
-    let lines: Vec<LogLine> = client.get(&path)?;
-    out.print(&lines, || {
-        for line in &lines {
-            println!(
-                "{} {} {}",
-                line.time.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-                line.instance,
-                line.text
-            );
+    if args.follow {
+        for line in client.get_lines(&path)? {
+            let line = line?;
+            if out.json {
+                println!("{line}");
+            } else if let Ok(line) = serde_json::from_str::<LogLine>(&line) {
+                print_log_line(&line);
+            }
+            use std::io::Write as _;
+            std::io::stdout().flush()?;
         }
-    })
+        return Ok(());
+    }
+    let lines: Vec<LogLine> = client.get(&path)?;
+    out.print(&lines, || lines.iter().for_each(print_log_line))
+}
+
+fn print_log_line(line: &LogLine) {
+    println!(
+        "{} {} {}",
+        line.time.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        line.instance,
+        line.text
+    );
+}
+
+/// `--since`: an age (`10m`) or an RFC 3339 time.
+fn since_time(text: &str) -> anyhow::Result<chrono::DateTime<Utc>> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    let age = mesh_host::cron::parse_duration(text).map_err(|e| {
+        anyhow!("invalid --since `{text}`: {e}; use an age like 10m or an RFC 3339 time")
+    })?;
+    Ok(Utc::now() - chrono::TimeDelta::from_std(age)?)
 }
 
 /// `mesh svc publish` (`publish` true) and `unpublish`.
@@ -375,6 +408,39 @@ pub fn env_set(client: &Client, out: &Out, args: EnvSetArgs) -> anyhow::Result<(
     out.print(&view, || {
         println!("Environment {}: outbound {}", view.name, view.outbound)
     })
+}
+
+/// `mesh service run` (with `-n`) and `mesh run` (a .wasm file, once).
+pub fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
+    let path = match &args.name {
+        Some(name) => {
+            let mut path = format!("{}/run", service_path(&args.stack.stack, name));
+            if !args.argv.is_empty() {
+                path.push_str(&format!(
+                    "?command={}",
+                    encode(&serde_json::to_string(&args.argv)?)
+                ));
+            }
+            path
+        }
+        None => {
+            let Some(first) = args.argv.first() else {
+                bail!("give a service with -n NAME, or a .wasm file to run: `mesh run -- app.wasm ARGS`");
+            };
+            if !first.ends_with(".wasm") {
+                bail!("without -n, the command must start with a .wasm file (got `{first}`)");
+            }
+            let component = upload(client, Path::new(first))?;
+            let mut argv = args.argv.clone();
+            argv[0] = component.name;
+            format!(
+                "/v1/run?digest={}&command={}",
+                encode(component.digest.as_str()),
+                encode(&serde_json::to_string(&argv)?)
+            )
+        }
+    };
+    crate::attach::run(client, &path)
 }
 
 /// `mesh svc trigger`.

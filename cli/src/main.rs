@@ -3,6 +3,7 @@
 //! what each command does in `commands`, tables in `table`.
 
 mod args;
+mod attach;
 mod client;
 mod commands;
 mod table;
@@ -43,10 +44,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ServiceCommand::Ls(args) => commands::list(&client, &out, args),
                 ServiceCommand::Logs(args) => commands::logs(&client, &out, args),
                 ServiceCommand::Trigger(args) => commands::trigger(&client, &out, args),
+                ServiceCommand::Run(args) => commands::run(&client, args),
                 ServiceCommand::Publish(args) => commands::publish(&client, &out, args, true),
                 ServiceCommand::Unpublish(args) => commands::publish(&client, &out, args, false),
                 ServiceCommand::Runs(args) => commands::runs(&client, &out, args),
             }
+        }
+        Command::Run(args) => {
+            let client = client::Client::discover(data_dir)?;
+            commands::run(&client, args)
         }
         Command::Env(command) => {
             let client = client::Client::discover(data_dir)?;

@@ -71,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
             stdout: LogStream::new(log.clone(), "bench.1", Stream::Stdout),
             stderr: LogStream::new(log.clone(), "bench.1", Stream::Stderr),
             who: None,
+            stdin: None,
         };
         let t0 = Instant::now();
         let mut running_at = None;

@@ -5,9 +5,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use tokio::io::AsyncRead;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline, WasmBacktrace};
-use wasmtime_wasi::cli::StdoutStream;
+use wasmtime_wasi::cli::{AsyncStdinStream, IsTerminal, StdinStream, StdoutStream};
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -115,6 +116,42 @@ pub struct Launch<O, E> {
     /// Who the instance is, for intra-DNS calls and the outbound policy;
     /// `None` for a bare instance with the network open.
     pub who: Option<Identity>,
+    /// Where stdin comes from; none (end of input at once) when `None`.
+    pub stdin: Option<RunStdin>,
+}
+
+/// A guest's stdin fed by the host (an interactive run), saying whether
+/// it is a terminal.
+pub struct RunStdin {
+    stream: AsyncStdinStream,
+    terminal: bool,
+}
+
+impl RunStdin {
+    /// Stdin reading from `input`; `terminal` is what the guest's
+    /// `is_terminal` says.
+    pub fn new(input: impl AsyncRead + Send + Sync + 'static, terminal: bool) -> RunStdin {
+        RunStdin {
+            stream: AsyncStdinStream::new(input),
+            terminal,
+        }
+    }
+}
+
+impl IsTerminal for RunStdin {
+    fn is_terminal(&self) -> bool {
+        self.terminal
+    }
+}
+
+impl StdinStream for RunStdin {
+    fn async_stream(&self) -> Box<dyn AsyncRead + Send + Sync> {
+        self.stream.async_stream()
+    }
+
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::InputStream> {
+        self.stream.p2_stream()
+    }
 }
 
 /// How a run ended.
@@ -223,6 +260,9 @@ where
         .allow_ip_name_lookup(true);
     if let Some(who) = &launch.who {
         wasi.socket_addr_check(who.socket_check());
+    }
+    if let Some(stdin) = launch.stdin {
+        wasi.stdin(stdin);
     }
     let state = HostState {
         wasi: wasi.build(),

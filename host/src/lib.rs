@@ -14,6 +14,7 @@
 //! - `instance`: one store, its limits, and how a run ended.
 //! - `supervisor`: desired versus actual, restarts, back-off, rollouts.
 //! - `cron`: schedules, cron job firings and their run history.
+//! - `session`: interactive runs: an instance attached to the caller's terminal.
 //! - `logs`: instance output, per service, bounded, followable.
 //! - `api`: the HTTP/JSON control API.
 //! - `dns`: intra-DNS names, the outgoing-request hook, outbound policy.
@@ -35,6 +36,7 @@ pub mod ingress;
 pub mod instance;
 pub mod logs;
 pub mod model;
+pub mod session;
 pub mod store;
 pub mod supervisor;
 pub mod web;

@@ -132,6 +132,8 @@ pub struct Supervisor {
     routes: RwLock<Arc<Routes>>,
     /// Asks for a reconcile that no store change triggers (code loaded).
     kick: Arc<tokio::sync::Notify>,
+    /// Interactive runs in progress, by service.
+    interactive: Mutex<HashMap<ServiceKey, Vec<Arc<Mutex<InstanceStatus>>>>>,
 }
 
 impl Supervisor {
@@ -155,6 +157,7 @@ impl Supervisor {
             runtimes: Mutex::new(HashMap::new()),
             routes: RwLock::new(Arc::new(Routes::default())),
             kick: Arc::new(tokio::sync::Notify::new()),
+            interactive: Mutex::new(HashMap::new()),
         })
     }
 
@@ -181,8 +184,12 @@ impl Supervisor {
 
     /// The instances of one service, in slot order.
     pub fn instances(&self, key: &ServiceKey) -> Vec<InstanceStatus> {
+        let interactive: Vec<InstanceStatus> = lock(&self.interactive)
+            .get(key)
+            .map(|runs| runs.iter().map(|s| lock(s).clone()).collect())
+            .unwrap_or_default();
         let runtimes = self.lock();
-        runtimes
+        let mut all: Vec<InstanceStatus> = runtimes
             .get(key)
             .map(|rt| {
                 rt.slots
@@ -197,7 +204,9 @@ impl Supervisor {
                     )
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        all.extend(interactive);
+        all
     }
 
     /// The web service an ingress request for `host` and `path` goes to,
@@ -211,6 +220,30 @@ impl Supervisor {
         let key = routes.find(host, path)?.clone();
         let pool = self.lock().get(&key).and_then(|rt| rt.web.clone());
         Some((key, pool))
+    }
+
+    /// Who an instance of a service is, for the calls it makes.
+    pub fn identity(&self, key: &ServiceKey, instance: &str) -> Identity {
+        self.parts.identity(key, instance)
+    }
+
+    /// Shows an interactive run among the service's instances while it lasts.
+    pub fn track_interactive(&self, key: &ServiceKey, status: Arc<Mutex<InstanceStatus>>) {
+        lock(&self.interactive)
+            .entry(key.clone())
+            .or_default()
+            .push(status);
+    }
+
+    /// Forgets an interactive run that ended.
+    pub fn untrack_interactive(&self, key: &ServiceKey, status: &Arc<Mutex<InstanceStatus>>) {
+        let mut interactive = lock(&self.interactive);
+        if let Some(runs) = interactive.get_mut(key) {
+            runs.retain(|s| !Arc::ptr_eq(s, status));
+            if runs.is_empty() {
+                interactive.remove(key);
+            }
+        }
     }
 
     /// A job's kept runs, newest first.
@@ -642,6 +675,7 @@ async fn slot_main(
             stdout: LogStream::new(log.clone(), &id, Stream::Stdout),
             stderr: LogStream::new(log.clone(), &id, Stream::Stderr),
             who: Some(parts.identity(&key, &id)),
+            stdin: None,
         };
         let started = Instant::now();
         let mark_running = || lock(&shared).status.state = InstanceState::Running;

@@ -341,6 +341,7 @@ impl WebPool {
             stdout: LogStream::new(self.log.clone(), &id, Stream::Stdout),
             stderr: LogStream::new(self.log.clone(), &id, Stream::Stderr),
             who: Some(self.parts.identity(&self.key, &id)),
+            stdin: None,
         };
         let mut store = new_store(&self.parts.engine, launch, interrupt.clone());
         match proxy_pre.instantiate_async(&mut store).await {

@@ -12,6 +12,7 @@
 mod client;
 mod http;
 mod redis;
+mod repl;
 
 use std::io::Write;
 use std::time::Duration;
@@ -28,11 +29,13 @@ fn main() {
         "oom" => oom(),
         "spin" => spin(),
         "count" => count(),
+        "cat" => repl::cat(),
+        "repl" => exit_code(repl::repl()),
         "sleep" => sleep(args.get(2).map(String::as_str)),
         "server" => server(),
         _ => {
             eprintln!(
-                "usage: app <queue|send-emails|env|exit N|trap|oom|spin|count|sleep MS|server> (got {:?})",
+                "usage: app <queue|send-emails|env|exit N|trap|oom|spin|count|sleep MS|server|cat|repl> (got {:?})",
                 args.get(1..).unwrap_or_default()
             );
             exit_code(2);

@@ -9,10 +9,12 @@
 //! - `services`: create, update, delete, list, logs.
 //! - `endpoints`: publish and unpublish.
 //! - `envs`: environments and their outbound policy.
+//! - `run`: interactive runs over an upgraded connection.
 //! - `stacks`: code uploads, deploys, versions, rollback.
 
 mod endpoints;
 mod envs;
+mod run;
 mod services;
 mod stacks;
 pub mod wire;
@@ -167,6 +169,8 @@ pub fn router(state: ApiState) -> Router {
             "/v1/services/{stack}/{name}/trigger",
             post(services::trigger),
         )
+        .route("/v1/services/{stack}/{name}/run", post(run::service_run))
+        .route("/v1/run", post(run::once))
         .route(
             "/v1/services/{stack}/{name}/publish",
             post(endpoints::publish),

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse as _, Response};
 use axum::{Extension, Json};
 use chrono::Utc;
+use futures::StreamExt as _;
 
 use super::stacks::{
     check_services_keep_code, require_blob, resolve, validate_component_name, StackChange,
@@ -208,21 +210,68 @@ pub(super) async fn logs(
     Extension(caller): Extension<Caller>,
     Path((stack, name)): Path<(String, String)>,
     Query(query): Query<LogsQuery>,
-) -> ApiResult<Json<Vec<LogLine>>> {
+) -> ApiResult<Response> {
     let found = find(&state, &caller.env, &stack, &name).await?;
-    let log = state.logs.service(&ServiceKey::of(&found.value));
-    let instance = query.instance.clone();
-    let mut lines = tokio::task::spawn_blocking(move || log.tail(None))
+    let key = ServiceKey::of(&found.value);
+    let log = state.logs.service(&key);
+    let reader = log.clone();
+    let mut lines = tokio::task::spawn_blocking(move || reader.tail(None))
         .await
         .map_err(|e| anyhow::anyhow!("reading logs failed: {e}"))?;
-    if let Some(instance) = &instance {
-        lines.retain(|l| &l.instance == instance);
+    if let Some(instance) = &query.instance {
+        let live = state.supervisor.instances(&key);
+        let known =
+            live.iter().any(|i| &i.id == instance) || lines.iter().any(|l| &l.instance == instance);
+        if !known {
+            let ids: Vec<String> = live.into_iter().map(|i| i.id).collect();
+            return Err(ApiError::not_found(format!(
+                "no instance {instance} of {name} (its instances: {})",
+                if ids.is_empty() {
+                    "none".to_string()
+                } else {
+                    ids.join(", ")
+                }
+            )));
+        }
     }
+    let wanted = move |line: &LogLine| {
+        query.instance.as_ref().is_none_or(|i| &line.instance == i)
+            && query.since.is_none_or(|since| line.time >= since)
+    };
+    lines.retain(&wanted);
     if let Some(n) = query.tail {
         let skip = lines.len().saturating_sub(n);
         lines.drain(..skip);
     }
-    Ok(Json(lines))
+    if !query.follow {
+        return Ok(Json(lines).into_response());
+    }
+    // Follow: what is kept so far, then every new line as it is written
+    // (across instance restarts), one JSON object per line, until the
+    // client goes away.
+    let live = log.follow();
+    let backlog = futures::stream::iter(lines.into_iter().map(Ok::<_, std::io::Error>));
+    let new = futures::stream::unfold((live, wanted), |(mut live, wanted)| async move {
+        loop {
+            match live.recv().await {
+                Ok(line) if wanted(&line) => return Some((Ok(line), (live, wanted))),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let body = backlog.chain(new).map(|line| {
+        line.map(|line| {
+            let mut json = serde_json::to_vec(&line).unwrap_or_default();
+            json.push(b'\n');
+            bytes::Bytes::from(json)
+        })
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
 }
 
 /// Finds a service or says which ones exist.

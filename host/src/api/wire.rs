@@ -263,6 +263,23 @@ pub struct LogsQuery {
     pub tail: Option<usize>,
     /// Only this instance.
     pub instance: Option<String>,
+    /// Only lines written at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Keep the answer open and stream new lines (NDJSON).
+    #[serde(default)]
+    pub follow: bool,
+}
+
+/// Query of the interactive run routes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunQuery {
+    /// argv as a JSON array; the service's command when absent.
+    pub command: Option<String>,
+    /// Whether the caller's stdin is a terminal.
+    #[serde(default)]
+    pub tty: bool,
+    /// Code to run (`POST /v1/run` only).
+    pub digest: Option<String>,
 }
 
 /// Query of `PUT /v1/code`.

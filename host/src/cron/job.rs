@@ -258,6 +258,7 @@ impl JobTask {
             stdout: LogStream::new(self.log.clone(), &instance, Stream::Stdout),
             stderr: LogStream::new(self.log.clone(), &instance, Stream::Stderr),
             who: Some(self.parts.identity(&self.key, &instance)),
+            stdin: None,
         };
         let outcome = Box::pin(run_once(
             self.parts.clone(),

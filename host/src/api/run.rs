@@ -1,0 +1,185 @@
+//! Interactive runs over the control API: `POST /v1/services/{stack}/{name}/run`
+//! (a new instance of a service: its code, env and memory limit) and
+//! `POST /v1/run` (an uploaded component, once). Both answer `101` and
+//! hand the upgraded connection to [`crate::session`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use axum::Extension;
+use hyper_util::rt::TokioIo;
+
+use super::services::{find, load};
+use super::stacks::{require_blob, resolve};
+use super::wire::RunQuery;
+use super::{ApiError, ApiResult, ApiState, Caller};
+use crate::engine::Loaded;
+use crate::model::{Digest, ServiceKey, DEFAULT_MEMORY_BYTES};
+use crate::session::{self, Session};
+
+static NEXT_RUN: AtomicU64 = AtomicU64::new(1);
+
+/// `POST /v1/services/{stack}/{name}/run?command=JSON&tty=BOOL`.
+pub(super) async fn service_run(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((stack, name)): Path<(String, String)>,
+    Query(query): Query<RunQuery>,
+    request: Request,
+) -> ApiResult<Response> {
+    require_upgrade(&request)?;
+    let service = find(&state, &caller.env, &stack, &name).await?.value;
+    let command = match &query.command {
+        Some(json) => parse_command(json)?,
+        None => service.command.clone(),
+    };
+    let stack_record = state
+        .store
+        .stack(&caller.env, &stack)
+        .await?
+        .map(|s| s.value)
+        .ok_or_else(|| ApiError::bad_request(format!("stack {stack} has no code yet")))?;
+    let digest = resolve(&stack_record, &command)?;
+    let code = runnable(&state, &digest, &command).await?;
+    let key = ServiceKey::of(&service);
+    let id = format!("{name}.run{}", NEXT_RUN.fetch_add(1, Ordering::Relaxed));
+    let mut env: Vec<(String, String)> = service.env_vars.clone().into_iter().collect();
+    env.push(("MESH_STACK".into(), stack.clone()));
+    env.push(("MESH_SERVICE".into(), name.clone()));
+    env.push(("MESH_INSTANCE".into(), id.clone()));
+    let session = Session {
+        code,
+        args: command,
+        env,
+        memory_bytes: service.memory_bytes,
+        who: Some(state.supervisor.identity(&key, &id)),
+        terminal: query.tty,
+    };
+    tracing::info!(service = %key, instance = %id, "interactive run");
+    Ok(attach(
+        &state,
+        key,
+        id,
+        stack_record.current,
+        session,
+        request,
+    ))
+}
+
+/// `POST /v1/run?digest=D&command=JSON&tty=BOOL`: an uploaded component
+/// run once, outside any service, in the caller's environment.
+pub(super) async fn once(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<RunQuery>,
+    request: Request,
+) -> ApiResult<Response> {
+    require_upgrade(&request)?;
+    let digest = query
+        .digest
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("name the code to run: ?digest=sha256:..."))
+        .and_then(|d| Digest::try_from(d.to_string()).map_err(ApiError::bad_request))?;
+    require_blob(&state, &digest)?;
+    let command = match &query.command {
+        Some(json) => parse_command(json)?,
+        None => vec!["main".to_string()],
+    };
+    let code = runnable(&state, &digest, &command).await?;
+    // Its own log and identity, so the environment's policy applies.
+    let key = ServiceKey {
+        env: caller.env.clone(),
+        stack: "_".into(),
+        name: "run".into(),
+    };
+    let id = format!("run{}", NEXT_RUN.fetch_add(1, Ordering::Relaxed));
+    let session = Session {
+        code,
+        args: command,
+        env: vec![("MESH_INSTANCE".into(), id.clone())],
+        memory_bytes: DEFAULT_MEMORY_BYTES,
+        who: Some(state.supervisor.identity(&key, &id)),
+        terminal: query.tty,
+    };
+    Ok(attach(&state, key, id, 0, session, request))
+}
+
+/// Answers `101` and runs the session on the upgraded connection.
+fn attach(
+    state: &ApiState,
+    key: ServiceKey,
+    id: String,
+    version: u64,
+    session: Session,
+    mut request: Request,
+) -> Response {
+    let upgrade = hyper::upgrade::on(&mut request);
+    let status = Arc::new(Mutex::new(session::starting(id.clone(), version)));
+    let supervisor = state.supervisor.clone();
+    let engine = state.engine.clone();
+    supervisor.track_interactive(&key, status.clone());
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                session::serve(engine, session, TokioIo::new(upgraded), status.clone()).await
+            }
+            Err(e) => tracing::warn!(instance = %id, error = %e, "interactive run: upgrade failed"),
+        }
+        supervisor.untrack_interactive(&key, &status);
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("upgrade"),
+    );
+    headers.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static(session::PROTOCOL),
+    );
+    response
+}
+
+fn require_upgrade(request: &Request) -> ApiResult<()> {
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok());
+    if upgrade.is_some_and(|u| u.eq_ignore_ascii_case(session::PROTOCOL)) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "an interactive run needs `Connection: Upgrade` and `Upgrade: {}` (use `mesh service run`)",
+            session::PROTOCOL
+        )))
+    }
+}
+
+fn parse_command(json: &str) -> ApiResult<Vec<String>> {
+    let command: Vec<String> = serde_json::from_str(json).map_err(|e| {
+        ApiError::bad_request(format!("command must be a JSON array of strings: {e}"))
+    })?;
+    if command.first().is_none_or(|w| w.is_empty()) {
+        return Err(ApiError::bad_request(
+            "give a command to run: `-- COMPONENT ARGS...`",
+        ));
+    }
+    Ok(command)
+}
+
+async fn runnable(state: &ApiState, digest: &Digest, command: &[String]) -> ApiResult<Arc<Loaded>> {
+    let code = load(state, digest).await?;
+    if code.command.is_none() {
+        return Err(ApiError::bad_request(format!(
+            "component '{}' does not export `wasi:cli/run`, so it cannot run interactively (it exports {})",
+            command.first().map(String::as_str).unwrap_or(""),
+            code.exports.join(", ")
+        )));
+    }
+    Ok(code)
+}

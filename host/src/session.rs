@@ -1,0 +1,287 @@
+//! Interactive runs (`mesh service run`, `mesh run`): one new instance whose
+//! stdin, stdout and stderr are the caller's, over a control API connection
+//! upgraded from HTTP (`Upgrade: mesh-run`), ending with the guest's exit
+//! code.
+//!
+//! After the `101` answer both sides send frames: a kind byte, a 4-byte
+//! big-endian length, the payload. The client sends stdin bytes, end of
+//! stdin, and interrupts (Ctrl-C); the daemon sends stdout, stderr and,
+//! last, the exit code. A client that goes away stops the instance.
+
+use std::io::{Read, Write};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use chrono::Utc;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::mpsc;
+
+use crate::dns::Identity;
+use crate::engine::{Engine, Loaded};
+use crate::instance::{run_command, Interrupt, Launch, RunStdin};
+use crate::model::{InstanceState, InstanceStatus};
+
+/// The `Upgrade` protocol name.
+pub const PROTOCOL: &str = "mesh-run";
+
+/// Client to daemon: stdin bytes.
+pub const STDIN: u8 = 0;
+/// Client to daemon: end of stdin.
+pub const STDIN_EOF: u8 = 1;
+/// Client to daemon: stop the instance (Ctrl-C).
+pub const INTERRUPT: u8 = 2;
+/// Daemon to client: stdout bytes.
+pub const STDOUT: u8 = 1;
+/// Daemon to client: stderr bytes.
+pub const STDERR: u8 = 2;
+/// Daemon to client: the exit code (4 bytes, big-endian) and a message.
+pub const EXIT: u8 = 3;
+
+/// Largest frame either side accepts.
+const MAX_FRAME: usize = 1 << 20;
+/// Bytes of stdin buffered for the guest before the client is slowed.
+const STDIN_BUFFER: usize = 64 * 1024;
+
+/// Encodes one frame.
+pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + payload.len());
+    out.push(kind);
+    out.extend_from_slice(
+        &u32::try_from(payload.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Reads one frame from a blocking reader; `None` at a clean end.
+pub fn read_frame(reader: &mut impl Read) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+    let mut head = [0u8; 5];
+    match reader.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other("frame too large"));
+    }
+    let mut payload = vec![0u8; len];
+    reader.read_exact(&mut payload)?;
+    Ok(Some((head[0], payload)))
+}
+
+/// Writes one frame to a blocking writer.
+pub fn write_frame(writer: &mut impl Write, kind: u8, payload: &[u8]) -> std::io::Result<()> {
+    writer.write_all(&frame(kind, payload))?;
+    writer.flush()
+}
+
+/// How the run ended, as the `EXIT` frame says it.
+pub fn decode_exit(payload: &[u8]) -> (i32, String) {
+    let code = payload
+        .get(..4)
+        .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .unwrap_or(1);
+    let message = String::from_utf8_lossy(payload.get(4..).unwrap_or_default()).into_owned();
+    (code, message)
+}
+
+/// What to run interactively.
+pub struct Session {
+    /// The instance's code.
+    pub code: Arc<Loaded>,
+    /// argv.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Memory limit.
+    pub memory_bytes: u64,
+    /// Who it is (a service's instance), for intra-DNS and policy.
+    pub who: Option<Identity>,
+    /// Whether the caller's stdin is a terminal.
+    pub terminal: bool,
+}
+
+/// Runs the session's instance over `stream` until it exits or the client
+/// goes away; `status` is kept up to date for `service ls`.
+pub async fn serve<S>(
+    engine: Arc<Engine>,
+    session: Session,
+    stream: S,
+    status: Arc<Mutex<InstanceStatus>>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut from_client, mut to_client) = tokio::io::split(stream);
+    let (mut stdin_tx, stdin_rx) = tokio::io::duplex(STDIN_BUFFER);
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(u8, Bytes)>();
+    let interrupt = Interrupt::default();
+    let launch = Launch {
+        args: session.args,
+        env: session.env,
+        memory_bytes: session.memory_bytes,
+        stdout: Output(STDOUT, out_tx.clone()),
+        stderr: Output(STDERR, out_tx),
+        who: session.who,
+        stdin: Some(RunStdin::new(stdin_rx, session.terminal)),
+    };
+    let mark_running = {
+        let status = status.clone();
+        move || lock(&status).state = InstanceState::Running
+    };
+
+    // Client frames feed stdin and interrupts; the socket closing stops
+    // the instance.
+    let reader = {
+        let interrupt = interrupt.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut head = [0u8; 5];
+                if from_client.read_exact(&mut head).await.is_err() {
+                    interrupt.trigger();
+                    return;
+                }
+                let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+                if len > MAX_FRAME {
+                    interrupt.trigger();
+                    return;
+                }
+                let mut payload = vec![0u8; len];
+                if from_client.read_exact(&mut payload).await.is_err() {
+                    interrupt.trigger();
+                    return;
+                }
+                match head[0] {
+                    STDIN => {
+                        // A guest that closed stdin leaves later input nowhere to go.
+                        let _ = stdin_tx.write_all(&payload).await;
+                    }
+                    STDIN_EOF => {
+                        let _ = stdin_tx.shutdown().await;
+                    }
+                    INTERRUPT => interrupt.trigger(),
+                    _ => {}
+                }
+            }
+        })
+    };
+
+    let run = run_command(
+        &engine,
+        &session.code,
+        launch,
+        interrupt.clone(),
+        mark_running,
+    );
+    tokio::pin!(run);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut run => break outcome,
+            Some((kind, bytes)) = out_rx.recv() => {
+                if to_client.write_all(&frame(kind, &bytes)).await.is_err() {
+                    interrupt.trigger();
+                }
+            }
+        }
+    };
+    // The store is gone: drain what the guest wrote last.
+    while let Some((kind, bytes)) = out_rx.recv().await {
+        let _ = to_client.write_all(&frame(kind, &bytes)).await;
+    }
+    reader.abort();
+    {
+        let mut status = lock(&status);
+        status.state = InstanceState::Exited;
+        status.exit_code = outcome.exit_code;
+        status.message = Some(outcome.message.clone());
+    }
+    let code = outcome.exit_code.unwrap_or(1);
+    let message = if outcome.exit_code.is_some() {
+        String::new()
+    } else {
+        outcome.message
+    };
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(message.as_bytes());
+    let _ = to_client.write_all(&frame(EXIT, &payload)).await;
+    let _ = to_client.shutdown().await;
+}
+
+/// A fresh status for an interactive instance.
+pub fn starting(id: String, version: u64) -> InstanceStatus {
+    InstanceStatus {
+        id,
+        state: InstanceState::Starting,
+        restarts: 0,
+        exit_code: None,
+        message: Some("interactive run".to_string()),
+        started_at: Some(Utc::now()),
+        version,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain status data; a panic mid-update leaves it readable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A guest's stdout or stderr, sent to the client as frames.
+#[derive(Clone)]
+struct Output(u8, mpsc::UnboundedSender<(u8, Bytes)>);
+
+impl wasmtime_wasi::cli::IsTerminal for Output {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for Output {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl AsyncWrite for Output {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        // A client that went away is noticed by the reader; output is
+        // dropped meanwhile.
+        let _ = self.1.send((self.0, Bytes::copy_from_slice(buf)));
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let mut bytes = frame(STDIN, b"hello");
+        bytes.extend(frame(EXIT, &[0, 0, 0, 7, b'x']));
+        let mut reader = &bytes[..];
+        assert_eq!(
+            read_frame(&mut reader).unwrap(),
+            Some((STDIN, b"hello".to_vec()))
+        );
+        let (kind, payload) = read_frame(&mut reader).unwrap().unwrap();
+        assert_eq!(kind, EXIT);
+        assert_eq!(decode_exit(&payload), (7, "x".to_string()));
+        assert_eq!(read_frame(&mut reader).unwrap(), None);
+    }
+}
