@@ -6,11 +6,17 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 
-# The queue-worker tests talk to a real Redis server.
-if ! command -v redis-server >/dev/null; then
-  echo "== installing redis-server"
-  apt-get install -y redis-server >/dev/null 2>&1 ||
-    { apt-get update >/dev/null && apt-get install -y redis-server >/dev/null; }
+# The queue-worker tests talk to a real Redis server; the terminal tests
+# drive `mesh service run` in tmux; the HTTPS tests use curl.
+missing=""
+command -v redis-server >/dev/null || missing="$missing redis-server"
+command -v tmux >/dev/null || missing="$missing tmux"
+command -v curl >/dev/null || missing="$missing curl"
+if [ -n "$missing" ]; then
+  echo "== installing$missing"
+  # shellcheck disable=SC2086
+  apt-get install -y $missing >/dev/null 2>&1 ||
+    { apt-get update >/dev/null && apt-get install -y $missing >/dev/null; }
 fi
 
 echo "== cargo fmt --check"

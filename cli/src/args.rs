@@ -64,6 +64,24 @@ Examples:
     /// Manage environments (tenants) and their outbound policy.
     #[command(subcommand)]
     Env(EnvCommand),
+
+    /// Show what happened: instances started, exited, out of memory; cron
+    /// runs; deploys; publishes.
+    #[command(
+        after_help = "Examples:\n  mesh events\n  mesh events -f\n  mesh events --tail 20 --json"
+    )]
+    Events(EventsArgs),
+}
+
+/// `mesh events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only the last N events.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+    /// Keep printing new events until Ctrl-C.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
 }
 
 /// `mesh env ...`.

@@ -11,13 +11,14 @@ use mesh_host::api::wire::{
     UpdateService, VersionView,
 };
 use mesh_host::engine::CodeInfo;
+use mesh_host::events::Event;
 use mesh_host::logs::LogLine;
 use mesh_host::model::format_memory;
 use serde::Serialize;
 
 use crate::args::{
-    CreateArgs, DeployArgs, EnvNameArgs, EnvSetArgs, LogsArgs, LsArgs, NamedArgs, PublishArgs,
-    RollbackArgs, RunArgs, StackNameArgs, UpdateArgs,
+    CreateArgs, DeployArgs, EnvNameArgs, EnvSetArgs, EventsArgs, LogsArgs, LsArgs, NamedArgs,
+    PublishArgs, RollbackArgs, RunArgs, StackNameArgs, UpdateArgs,
 };
 use crate::client::Client;
 use crate::table::{age, Table};
@@ -408,6 +409,40 @@ pub fn env_set(client: &Client, out: &Out, args: EnvSetArgs) -> anyhow::Result<(
     out.print(&view, || {
         println!("Environment {}: outbound {}", view.name, view.outbound)
     })
+}
+
+/// `mesh events`.
+pub fn events(client: &Client, out: &Out, args: EventsArgs) -> anyhow::Result<()> {
+    let mut query = vec![format!("follow={}", args.follow)];
+    if let Some(n) = args.tail {
+        query.push(format!("tail={n}"));
+    }
+    let path = format!("/v1/events?{}", query.join("&"));
+    let print = |event: &Event| {
+        println!(
+            "{}  {:<20} {:<24} {:<14} {}",
+            event.time.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            event.kind,
+            event.service.as_deref().unwrap_or("-"),
+            event.instance.as_deref().unwrap_or("-"),
+            event.message
+        )
+    };
+    if args.follow {
+        for line in client.get_lines(&path)? {
+            let line = line?;
+            if out.json {
+                println!("{line}");
+            } else if let Ok(event) = serde_json::from_str::<Event>(&line) {
+                print(&event);
+            }
+            use std::io::Write as _;
+            std::io::stdout().flush()?;
+        }
+        return Ok(());
+    }
+    let events: Vec<Event> = client.get(&path)?;
+    out.print(&events, || events.iter().for_each(print))
 }
 
 /// `mesh service run` (with `-n`) and `mesh run` (a .wasm file, once).

@@ -50,6 +50,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ServiceCommand::Runs(args) => commands::runs(&client, &out, args),
             }
         }
+        Command::Events(args) => {
+            let client = client::Client::discover(data_dir)?;
+            commands::events(&client, &out, args)
+        }
         Command::Run(args) => {
             let client = client::Client::discover(data_dir)?;
             commands::run(&client, args)

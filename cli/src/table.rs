@@ -30,17 +30,55 @@ impl Table {
                 *w = (*w).max(cell.chars().count());
             }
         }
-        let bold = std::io::stdout().is_terminal();
+        let terminal = std::io::stdout().is_terminal();
         let header = format_row(&self.header, &widths);
-        if bold {
+        if terminal {
             println!("\x1b[1m{header}\x1b[0m");
         } else {
             println!("{header}");
         }
+        // States and statuses are coloured, on a terminal only.
+        let state_column = self
+            .header
+            .iter()
+            .position(|h| h == "STATE" || h == "STATUS");
         for row in &self.rows {
-            println!("{}", format_row(row, &widths));
+            let mut cells = row.clone();
+            if let (true, Some(col)) = (terminal, state_column) {
+                if let Some(colour) = row.get(col).and_then(|cell| colour_of(cell)) {
+                    // Pad first, so the escape codes do not count as width.
+                    let width = widths[col];
+                    let padded = format!("{:<width$}", row[col]);
+                    cells[col] = format!("\x1b[{colour}m{padded}\x1b[0m");
+                }
+            }
+            let widths: Vec<usize> = widths
+                .iter()
+                .zip(&cells)
+                .zip(row)
+                .map(|((w, shown), plain)| {
+                    if shown == plain {
+                        *w
+                    } else {
+                        shown.chars().count()
+                    }
+                })
+                .collect();
+            println!("{}", format_row(&cells, &widths));
         }
     }
+}
+
+/// The ANSI colour for a state word: green for good, yellow for waiting,
+/// red for failing.
+fn colour_of(cell: &str) -> Option<&'static str> {
+    let word = cell.split_whitespace().next()?;
+    Some(match word {
+        "running" | "succeeded" => "32",
+        "starting" | "backoff" | "skipped" | "stopped" | "exited" => "33",
+        "crashed" | "failed" | "timed_out" => "31",
+        _ => return None,
+    })
 }
 
 fn format_row(cells: &[String], widths: &[usize]) -> String {

@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         engine.clone(),
         Arc::new(Logs::new(dir.path(), 8 << 20)),
         Arc::new(Histories::new(dir.path())),
+        Arc::new(mesh_host::events::Events::open(dir.path())),
         config.queue_per_instance,
     );
     let reconciler = tokio::spawn(supervisor.clone().run());

@@ -17,6 +17,7 @@ use crate::blobs::Blobs;
 use crate::config::DaemonConfig;
 use crate::cron::Histories;
 use crate::engine::Engine;
+use crate::events::Events;
 use crate::ingress::{tls, Ingress, Limits};
 use crate::logs::Logs;
 use crate::model::DEFAULT_ENVIRONMENT;
@@ -66,6 +67,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         engine.clone(),
         logs.clone(),
         histories,
+        Arc::new(Events::open(&data_dir)),
         config.queue_per_instance,
     );
 

@@ -114,6 +114,8 @@ pub struct Identity {
     pub log: Arc<ServiceLog>,
     /// Its instance id.
     pub instance: String,
+    /// Its service's memory-in-use gauge.
+    pub memory: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Identity {

@@ -2,7 +2,7 @@
 //! context and output streams, running a component's `wasi:cli/run` to
 //! its end, and the [`Outcome`] that explains how it ended.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use tokio::io::AsyncRead;
@@ -62,6 +62,8 @@ pub struct MemoryLimiter {
     limit: usize,
     used: usize,
     refused: bool,
+    /// The service's memory-in-use gauge, kept up to date.
+    gauge: Option<Arc<AtomicI64>>,
 }
 
 impl MemoryLimiter {
@@ -71,6 +73,16 @@ impl MemoryLimiter {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
             used: 0,
             refused: false,
+            gauge: None,
+        }
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        // The store and its memories are going away with the limiter.
+        if let Some(gauge) = &self.gauge {
+            gauge.fetch_sub(self.used as i64, Ordering::Relaxed);
         }
     }
 }
@@ -86,6 +98,9 @@ impl ResourceLimiter for MemoryLimiter {
         if after > self.limit {
             self.refused = true;
             return Ok(false);
+        }
+        if let Some(gauge) = &self.gauge {
+            gauge.fetch_add(after as i64 - self.used as i64, Ordering::Relaxed);
         }
         self.used = after;
         Ok(true)
@@ -178,18 +193,34 @@ impl Outcome {
     }
 }
 
-/// A switch that makes a running guest trap at its next epoch check.
+/// A switch that stops a running guest: it traps at its next epoch check
+/// if it is running wasm, and its run is cancelled if it is waiting in a
+/// host call (sleeping, reading stdin), where no epoch check comes.
 #[derive(Clone, Default)]
-pub struct Interrupt(Arc<AtomicBool>);
+pub struct Interrupt(Arc<(AtomicBool, tokio::sync::Notify)>);
 
 impl Interrupt {
     /// Asks the guest to stop.
     pub fn trigger(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0 .0.store(true, Ordering::Relaxed);
+        self.0 .1.notify_waiters();
     }
 
     fn is_triggered(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0 .0.load(Ordering::Relaxed)
+    }
+
+    /// Returns once the switch is triggered.
+    async fn triggered(&self) {
+        loop {
+            let notified = self.0 .1.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_triggered() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -222,12 +253,20 @@ where
         };
     };
     let mut store = new_store(engine, launch, interrupt.clone());
-    let result = async {
+    let run = async {
         let instance = command.instantiate_async(&mut store).await?;
         running();
         instance.wasi_cli_run().call_run(&mut store).await
-    }
-    .await;
+    };
+    let result = tokio::select! {
+        result = run => result,
+        () = interrupt.triggered() => {
+            return Outcome {
+                exit_code: None,
+                message: "stopped".to_string(),
+            };
+        }
+    };
     match result {
         Ok(Ok(())) => Outcome::exited(0),
         Ok(Err(())) => Outcome::exited(1),
@@ -268,7 +307,10 @@ where
         wasi: wasi.build(),
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
-        limiter: MemoryLimiter::new(launch.memory_bytes),
+        limiter: MemoryLimiter {
+            gauge: launch.who.as_ref().map(|who| who.memory.clone()),
+            ..MemoryLimiter::new(launch.memory_bytes)
+        },
         hooks: MeshHooks::new(launch.who),
     };
     let mut store = Store::new(engine.wasmtime(), state);

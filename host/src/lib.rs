@@ -15,6 +15,8 @@
 //! - `supervisor`: desired versus actual, restarts, back-off, rollouts.
 //! - `cron`: schedules, cron job firings and their run history.
 //! - `session`: interactive runs: an instance attached to the caller's terminal.
+//! - `events`: what happened, for `mesh events`.
+//! - `metrics`: counters and the Prometheus text at `/metrics`.
 //! - `logs`: instance output, per service, bounded, followable.
 //! - `api`: the HTTP/JSON control API.
 //! - `dns`: intra-DNS names, the outgoing-request hook, outbound policy.
@@ -32,9 +34,11 @@ pub mod cron;
 pub mod daemon;
 pub mod dns;
 pub mod engine;
+pub mod events;
 pub mod ingress;
 pub mod instance;
 pub mod logs;
+pub mod metrics;
 pub mod model;
 pub mod session;
 pub mod store;

@@ -20,9 +20,11 @@ use tokio::task::JoinHandle;
 use crate::cron::{Histories, Job, JobSpec, Schedule, Trigger};
 use crate::dns::{Directory, Identity};
 use crate::engine::{Engine, Loaded};
+use crate::events::Events;
 use crate::ingress::Routes;
 use crate::instance::{run_command, Interrupt, Launch};
 use crate::logs::{LogLine, LogStream, Logs, Stream};
+use crate::metrics::Metrics;
 use crate::model::{
     dns_name, Digest, InstanceState, InstanceStatus, Run, Service, ServiceKey, ServiceType, Stack,
 };
@@ -100,6 +102,10 @@ pub(crate) struct Parts {
     pub(crate) queue_per_instance: usize,
     /// Intra-DNS names and outbound policies.
     pub(crate) directory: Arc<Directory>,
+    /// Counters for `/metrics`.
+    pub(crate) metrics: Arc<Metrics>,
+    /// What happened, for `mesh events`.
+    pub(crate) events: Arc<Events>,
 }
 
 impl Parts {
@@ -111,6 +117,7 @@ impl Parts {
             directory: self.directory.clone(),
             log: self.logs.service(key),
             instance: instance.to_string(),
+            memory: self.metrics.memory(key),
         }
     }
 }
@@ -143,6 +150,7 @@ impl Supervisor {
         engine: Arc<Engine>,
         logs: Arc<Logs>,
         histories: Arc<Histories>,
+        events: Arc<Events>,
         queue_per_instance: usize,
     ) -> Arc<Supervisor> {
         Arc::new(Supervisor {
@@ -152,6 +160,8 @@ impl Supervisor {
                 histories,
                 queue_per_instance,
                 directory: Arc::new(Directory::default()),
+                metrics: Arc::new(Metrics::default()),
+                events,
             },
             store,
             runtimes: Mutex::new(HashMap::new()),
@@ -220,6 +230,27 @@ impl Supervisor {
         let key = routes.find(host, path)?.clone();
         let pool = self.lock().get(&key).and_then(|rt| rt.web.clone());
         Some((key, pool))
+    }
+
+    /// The event log.
+    pub fn events(&self) -> &Arc<Events> {
+        &self.parts.events
+    }
+
+    /// `/metrics` in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let keys: Vec<ServiceKey> = self.lock().keys().cloned().collect();
+        let mut instances: Vec<(ServiceKey, Vec<InstanceStatus>)> = keys
+            .into_iter()
+            .map(|key| {
+                let list = self.instances(&key);
+                (key, list)
+            })
+            .collect();
+        instances.sort_by(|a, b| a.0.cmp(&b.0));
+        self.parts
+            .metrics
+            .render(&instances, self.parts.directory.counts())
     }
 
     /// Who an instance of a service is, for the calls it makes.
@@ -678,7 +709,20 @@ async fn slot_main(
             stdin: None,
         };
         let started = Instant::now();
-        let mark_running = || lock(&shared).status.state = InstanceState::Running;
+        let mark_running = || {
+            let restarts = {
+                let mut s = lock(&shared);
+                s.status.state = InstanceState::Running;
+                s.status.restarts
+            };
+            let message = match restarts {
+                0 => "started".to_string(),
+                n => format!("started again (restart {n})"),
+            };
+            parts
+                .events
+                .service(&key, "instance.started", Some(&id), message);
+        };
         let run = run_command(
             &parts.engine,
             &code,
@@ -710,6 +754,21 @@ async fn slot_main(
             s.status.restarts
         };
         tracing::info!(service = %key, instance = %id, outcome = %outcome.message, ?delay, restarts, "instance ended");
+        let kind = if outcome.message.starts_with("exceeded memory limit") {
+            "instance.oom"
+        } else {
+            "instance.exited"
+        };
+        parts.events.service(
+            &key,
+            kind,
+            Some(&id),
+            format!(
+                "{}; restart {restarts} in {:.1}s",
+                outcome.message,
+                delay.as_secs_f64()
+            ),
+        );
         log.write(LogLine {
             time: Utc::now(),
             instance: id.clone(),

@@ -211,6 +211,24 @@ impl WebPool {
         scheme: Scheme,
         cyclic: bool,
     ) -> Result<http::Response<HyperOutgoingBody>, Refusal> {
+        let started = Instant::now();
+        let result = self.answer(request, scheme, cyclic).await;
+        let status = match &result {
+            Ok(response) => response.status().as_u16(),
+            Err(refused) => refused.status.as_u16(),
+        };
+        self.parts
+            .metrics
+            .request(&self.key, status, started.elapsed());
+        result
+    }
+
+    async fn answer(
+        self: &Arc<Self>,
+        request: http::Request<WasiBody>,
+        scheme: Scheme,
+        cyclic: bool,
+    ) -> Result<http::Response<HyperOutgoingBody>, Refusal> {
         let code = self.code().await.map_err(|message| {
             Refusal::unavailable(format!("{} cannot serve requests: {message}", self.key), 30)
         })?;
@@ -459,6 +477,17 @@ impl WebPool {
                     s.status.exit_code = None;
                     s.status.message = Some(message.clone());
                     tracing::info!(service = %self.key, instance = %s.status.id, %message, ?delay, "web instance retired");
+                    let kind = if message.starts_with("exceeded memory limit") {
+                        "instance.oom"
+                    } else {
+                        "instance.failed"
+                    };
+                    self.parts.events.service(
+                        &self.key,
+                        kind,
+                        Some(&s.status.id),
+                        format!("{message}; the request got 500"),
+                    );
                     self.note(
                         &s.status.id,
                         &format!(

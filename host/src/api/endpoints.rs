@@ -89,6 +89,12 @@ pub(super) async fn publish(
         .put(owner_key, encode(&owner));
     state.store.commit(txn).await?;
     tracing::info!(service = %ServiceKey::of(&service), endpoint = %endpoint.url(), "published");
+    state.supervisor.events().service(
+        &ServiceKey::of(&service),
+        "service.published",
+        None,
+        endpoint.url(),
+    );
     let key = ServiceKey::of(&service);
     routed(&state, &endpoint, |found| {
         found.is_some_and(|(k, pool)| k == key && pool.is_some())
@@ -127,6 +133,12 @@ pub(super) async fn unpublish(
         .delete(key::endpoint(&endpoint.host, &endpoint.path));
     state.store.commit(txn).await?;
     tracing::info!(service = %ServiceKey::of(&service), endpoint = %endpoint.url(), "unpublished");
+    state.supervisor.events().service(
+        &ServiceKey::of(&service),
+        "service.unpublished",
+        None,
+        endpoint.url(),
+    );
     let key = ServiceKey::of(&service);
     routed(&state, &endpoint, |found| {
         found.is_none_or(|(k, _)| k != key)

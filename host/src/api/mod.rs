@@ -179,6 +179,8 @@ pub fn router(state: ApiState) -> Router {
             "/v1/services/{stack}/{name}/unpublish",
             post(endpoints::unpublish),
         )
+        .route("/metrics", get(metrics))
+        .route("/v1/events", get(events))
         .route("/v1/envs", get(envs::list).post(envs::create))
         .route("/v1/envs/{name}", patch(envs::update))
         .route("/v1/code", put(stacks::upload_code))
@@ -197,6 +199,73 @@ pub fn router(state: ApiState) -> Router {
         .merge(authed)
         .fallback(|| async { ApiError::not_found("no such API route") })
         .with_state(state)
+}
+
+/// `GET /v1/events?follow=BOOL&tail=N`: the caller's environment's events
+/// (every environment's for the operator), oldest first; with `follow`,
+/// NDJSON that stays open for new ones.
+async fn events(
+    State(state): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    axum::extract::Query(query): axum::extract::Query<wire::EventsQuery>,
+) -> ApiResult<Response> {
+    use futures::StreamExt as _;
+    let env = (!caller.admin).then_some(caller.env.clone());
+    let events = state.supervisor.events().clone();
+    let mut list = events.list(env.as_deref());
+    if let Some(n) = query.tail {
+        let skip = list.len().saturating_sub(n);
+        list.drain(..skip);
+    }
+    if !query.follow {
+        return Ok(Json(list).into_response());
+    }
+    let live = events.follow();
+    let backlog = futures::stream::iter(list.into_iter().map(Ok::<_, std::io::Error>));
+    let new = futures::stream::unfold((live, env), |(mut live, env)| async move {
+        loop {
+            match live.recv().await {
+                Ok(event) if env.as_ref().is_none_or(|e| &event.env == e) => {
+                    return Some((Ok(event), (live, env)))
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let body = backlog.chain(new).map(|event| {
+        event.map(|event| {
+            let mut json = serde_json::to_vec(&event).unwrap_or_default();
+            json.push(b'\n');
+            bytes::Bytes::from(json)
+        })
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// `GET /metrics`: Prometheus text, for the operator's token only (it
+/// names every environment's services).
+async fn metrics(
+    State(state): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> ApiResult<Response> {
+    if !caller.admin {
+        return Err(ApiError::forbidden(
+            "metrics cover every environment: use the operator's token (daemon.json)",
+        ));
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.supervisor.metrics_text(),
+    )
+        .into_response())
 }
 
 async fn authenticate(

@@ -134,6 +134,16 @@ pub(super) async fn create(
         .commit(change.txn(txn, state.config.versions_kept))
         .await?;
     tracing::info!(service = %ServiceKey::of(&service), "service created");
+    state.supervisor.events().service(
+        &ServiceKey::of(&service),
+        "service.created",
+        None,
+        format!(
+            "`{}`, {} instances",
+            service.command.join(" "),
+            service.instances
+        ),
+    );
     Ok((StatusCode::CREATED, Json(view(&state, service))))
 }
 
@@ -180,6 +190,16 @@ pub(super) async fn update(
         .commit(change.txn(txn, state.config.versions_kept))
         .await?;
     tracing::info!(service = %ServiceKey::of(&service), "service updated");
+    state.supervisor.events().service(
+        &ServiceKey::of(&service),
+        "service.updated",
+        None,
+        format!(
+            "`{}`, {} instances",
+            service.command.join(" "),
+            service.instances
+        ),
+    );
     Ok(Json(view(&state, service)))
 }
 
@@ -199,6 +219,12 @@ pub(super) async fn delete(
     }
     state.store.commit(txn).await?;
     tracing::info!(service = %ServiceKey::of(&found.value), "service deleted");
+    state.supervisor.events().service(
+        &ServiceKey::of(&found.value),
+        "service.deleted",
+        None,
+        "deleted".into(),
+    );
     let mut gone = view(&state, found.value);
     gone.instances.clear();
     Ok(Json(gone))

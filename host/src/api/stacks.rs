@@ -199,6 +199,26 @@ async fn apply_and_commit(
     let created = change.new_version.is_some();
     let txn = change.txn(Txn::new(), state.config.versions_kept);
     state.store.commit(txn).await?;
+    if let Some(version) = &change.new_version {
+        state.supervisor.events().record(crate::events::Event {
+            time: Utc::now(),
+            env: env.to_string(),
+            kind: "stack.deployed".into(),
+            service: None,
+            instance: None,
+            message: format!(
+                "stack {} v{} ({}); restarting: {}",
+                change.stack.name,
+                version.number,
+                version.reason,
+                if restarting.is_empty() {
+                    "none".to_string()
+                } else {
+                    restarting.join(", ")
+                }
+            ),
+        });
+    }
     let version = match &change.new_version {
         Some(v) => v.clone(),
         None => change

@@ -282,6 +282,16 @@ pub struct RunQuery {
     pub digest: Option<String>,
 }
 
+/// Query of `GET /v1/events`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EventsQuery {
+    /// Last N events only.
+    pub tail: Option<usize>,
+    /// Keep the answer open and stream new events (NDJSON).
+    #[serde(default)]
+    pub follow: bool,
+}
+
 /// Query of `PUT /v1/code`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CodeQuery {

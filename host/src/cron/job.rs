@@ -251,6 +251,12 @@ impl JobTask {
         });
         drop(shared);
         tracing::info!(service = %self.key, instance, ?trigger, "cron run starting");
+        self.parts.events.service(
+            &self.key,
+            "cron.fired",
+            Some(&instance),
+            format!("run {number} ({trigger:?})").to_lowercase(),
+        );
         let launch = Launch {
             args: spec.run.run.command.clone(),
             env: spec.run.run.env_for(&instance),
@@ -284,6 +290,13 @@ impl JobTask {
         let message = format!("skipped: {why}");
         tracing::info!(service = %self.key, number, %message, "cron firing skipped");
         self.note(&format!("[mesh] run {number} {message}"), &self.key.name);
+        self.parts.metrics.cron_run(&self.key, RunStatus::Skipped);
+        self.parts.events.service(
+            &self.key,
+            "cron.skipped",
+            None,
+            format!("run {number} {message}"),
+        );
         self.history.record(Run {
             number,
             instance: None,
@@ -323,6 +336,17 @@ impl JobTask {
                 human(elapsed)
             ),
             &run.instance,
+        );
+        self.parts.metrics.cron_run(&self.key, status);
+        self.parts.events.service(
+            &self.key,
+            "cron.finished",
+            Some(&run.instance),
+            format!(
+                "run {} {status} in {} ({message})",
+                run.number,
+                human(elapsed)
+            ),
         );
         self.history.record(Run {
             number: run.number,

@@ -1,0 +1,434 @@
+//! Monitoring and debugging end to end: `service ls` states, logs with
+//! `--tail`, `--since` and `-f`, interactive runs (piped and in a real
+//! terminal under tmux), events, and `/metrics`.
+
+mod support;
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{app_wasm, Daemon};
+
+fn create(d: &Daemon, name: &str, flags: &[&str], argv: &[&str]) {
+    let app = app_wasm();
+    let mut args = vec!["svc", "create", "-n", name];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--", app.to_str().unwrap()]);
+    args.extend_from_slice(argv);
+    d.ok(&args);
+}
+
+#[test]
+fn service_ls_tells_crashing_oom_and_healthy_instances_apart() {
+    let d = Daemon::start();
+    create(&d, "healthy", &[], &["queue"]);
+    create(&d, "crashing", &[], &["exit", "3"]);
+    create(&d, "hungry", &["--memory", "16Mi"], &["oom"]);
+    d.ok(&["svc", "update", "healthy", "--env", "LEVEL=debug"]);
+    d.wait_running("healthy", 1);
+    let crashing = d.wait_for("crashing", Duration::from_secs(10), "restarts", |s| {
+        s["instances"][0]["restarts"].as_u64().unwrap_or(0) >= 2
+    });
+    let i = &crashing["instances"][0];
+    assert_eq!(i["exit_code"], 3);
+    assert_eq!(i["message"], "exited with code 3");
+    let hungry = d.wait_for("hungry", Duration::from_secs(10), "an OOM", |s| {
+        s["instances"][0]["message"].is_string()
+    });
+    assert_eq!(
+        hungry["instances"][0]["message"],
+        "exceeded memory limit 16 MiB"
+    );
+
+    let table = d.ok(&["service", "ls"]);
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("app/{name} ")))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{table}"))
+            .to_string()
+    };
+    assert!(row("healthy").contains("running"), "{table}");
+    assert!(row("crashing").contains("exited with code 3"), "{table}");
+    assert!(
+        row("hungry").contains("exceeded memory limit 16 MiB"),
+        "{table}"
+    );
+    // No colour codes when stdout is not a terminal.
+    assert!(!table.contains('\x1b'), "{table:?}");
+
+    // Filters.
+    let only: Vec<Value> =
+        serde_json::from_str(&d.ok(&["service", "ls", "-n", "hungry", "--json"])).unwrap();
+    assert_eq!(only.len(), 1);
+
+    // Events say what happened, with times.
+    let events: Vec<Value> = serde_json::from_str(&d.ok(&["events", "--json"])).unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    for kind in [
+        "service.created",
+        "service.updated",
+        "instance.started",
+        "instance.exited",
+        "instance.oom",
+    ] {
+        assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
+    }
+    assert!(events.iter().all(|e| e["time"].is_string()));
+}
+
+#[test]
+fn logs_tail_since_and_follow() {
+    let d = Daemon::start();
+    create(&d, "worker", &["--env", "HEARTBEAT_MS=100"], &["queue"]);
+    d.wait_for(
+        "worker",
+        Duration::from_secs(10),
+        "a few heartbeats",
+        |_| d.log_texts("worker").len() >= 5,
+    );
+    let tail: Vec<Value> =
+        serde_json::from_str(&d.ok(&["svc", "logs", "-n", "worker", "--tail", "2", "--json"]))
+            .unwrap();
+    assert_eq!(tail.len(), 2);
+    let recent = d.ok(&["svc", "logs", "-n", "worker", "--since", "1h"]);
+    assert!(recent.contains("queue: heartbeat 1"), "{recent}");
+    let future = (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339();
+    assert_eq!(
+        d.ok(&["svc", "logs", "-n", "worker", "--since", &future]),
+        ""
+    );
+    let err = d.fails(&["svc", "logs", "-n", "worker", "--instance", "worker.9"]);
+    assert!(
+        err.contains("no instance worker.9 of worker (its instances: worker.1)"),
+        "{err}"
+    );
+    let err = d.fails(&["svc", "logs", "-n", "nope"]);
+    assert!(err.contains("no service named nope"), "{err}");
+
+    // A follower sees lines written after it attached, across a restart.
+    let mut follower = d
+        .mesh_cmd(&["svc", "logs", "-n", "worker", "-f", "--tail", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let attached = chrono::Utc::now();
+    let (tx, rx) = mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    thread::sleep(Duration::from_millis(300));
+    d.ok(&["svc", "update", "worker", "--env", "HEARTBEAT_MS=150"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.push(line);
+        }
+        // After the update the instance restarts: heartbeat 1 again.
+        if seen
+            .iter()
+            .filter(|l| l.ends_with("queue: heartbeat 1"))
+            .count()
+            >= 1
+            && seen.len() >= 4
+        {
+            break;
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(seen.len() >= 4, "follower saw {seen:?}");
+    assert!(
+        seen.iter().any(|l| l.ends_with("queue: heartbeat 1")),
+        "no line from the restarted instance: {seen:?}"
+    );
+    for line in &seen {
+        let time: chrono::DateTime<chrono::Utc> =
+            line.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(
+            time >= attached - chrono::TimeDelta::milliseconds(50),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn run_attaches_stdio_and_passes_the_exit_code() {
+    let d = Daemon::start();
+    create(
+        &d,
+        "worker",
+        &["--env", "GREETING=hello there", "--memory", "64Mi"],
+        &["queue"],
+    );
+    let out = d.mesh(&["service", "run", "-n", "worker", "--", "app", "env"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("argv: app env\n"), "{text}");
+    assert!(text.contains("env: GREETING=hello there\n"), "{text}");
+    assert!(text.contains("env: MESH_SERVICE=worker\n"), "{text}");
+
+    let out = d.mesh(&["service", "run", "-n", "worker", "--", "app", "exit", "7"]);
+    assert_eq!(out.status.code(), Some(7));
+
+    // stdin piped through the run reaches the guest and comes back.
+    let mut cat = d
+        .mesh_cmd(&["svc", "run", "-n", "worker", "--", "app", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+    let mut stdin = cat.stdin.take().unwrap();
+    let writer = {
+        let input = input.clone();
+        thread::spawn(move || stdin.write_all(input.as_bytes()))
+    };
+    let out = cat.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), input);
+
+    // `mesh run` runs a .wasm once without a service.
+    let out = d.mesh(&["run", "--", app_wasm().to_str().unwrap(), "exit", "5"]);
+    assert_eq!(out.status.code(), Some(5));
+
+    // Bad input: one line, non-zero.
+    let err = d.fails(&["svc", "run", "-n", "nope", "--", "app"]);
+    assert!(err.contains("no service named nope"), "{err}");
+    let err = d.fails(&["svc", "run", "-n", "worker", "--", "ap"]);
+    assert!(err.contains("no component named 'ap'"), "{err}");
+}
+
+#[test]
+fn a_client_that_goes_away_stops_its_instance() {
+    let d = Daemon::start();
+    create(&d, "worker", &[], &["queue"]);
+    d.wait_running("worker", 1);
+    let mut run = d
+        .mesh_cmd(&["svc", "run", "-n", "worker", "--", "app", "sleep", "60000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    d.wait_for("worker", Duration::from_secs(10), "the run listed", |s| {
+        s["instances"].as_array().unwrap().len() == 2
+    });
+    run.kill().unwrap();
+    run.wait().unwrap();
+    d.wait_for("worker", Duration::from_secs(5), "the run gone", |s| {
+        s["instances"].as_array().unwrap().len() == 1
+    });
+}
+
+/// A tmux session running one command, read through capture-pane.
+struct Tmux(String);
+
+impl Tmux {
+    fn start(name: &str, command: &str) -> Tmux {
+        let status = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                name,
+                "-x",
+                "120",
+                "-y",
+                "40",
+                command,
+            ])
+            .status()
+            .expect("tmux is installed (scripts/test.sh installs it)");
+        assert!(status.success());
+        Tmux(name.to_string())
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.0];
+        args.extend_from_slice(keys);
+        assert!(Command::new("tmux").args(&args).status().unwrap().success());
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.0])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `{text}` on screen:\n{screen}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn an_interactive_terminal_session_works_in_tmux() {
+    let d = Daemon::start();
+    create(&d, "worker", &["--env", "WHO=tmux"], &["queue"]);
+    let mesh = support::mesh_bin();
+    let dir = d.data_dir().display().to_string();
+    let session = format!("mesh-repl-{}", std::process::id());
+    let tmux = Tmux::start(
+        &session,
+        &format!(
+            "MESH_DATA_DIR={dir} {mesh} service run -n worker -- app repl; echo EXIT=$?; sleep 60"
+        ),
+    );
+    // capture-pane drops the prompt's trailing space.
+    tmux.wait_for("app repl: commands are echo, add, env, exit\n>");
+    tmux.keys(&["add 2 3", "Enter"]);
+    let screen = tmux.wait_for("5\n");
+    // The guest echoed what was typed (the terminal is raw, so it must).
+    assert!(screen.contains("> add 2 3"), "{screen}");
+    tmux.keys(&["env WHO", "Enter"]);
+    tmux.wait_for("tmux\n");
+    tmux.keys(&["exit 4", "Enter"]);
+    tmux.wait_for("EXIT=4");
+    // The terminal was restored: the shell's echo works again.
+    drop(tmux);
+
+    // Ctrl-C stops the remote instance.
+    let session = format!("mesh-spin-{}", std::process::id());
+    let tmux = Tmux::start(
+        &session,
+        &format!(
+            "MESH_DATA_DIR={dir} {mesh} service run -n worker -- app spin; echo EXIT=$?; sleep 60"
+        ),
+    );
+    tmux.wait_for("spin: looping forever");
+    let asked = Instant::now();
+    tmux.keys(&["C-c"]);
+    let screen = tmux.wait_for("EXIT=1");
+    assert!(
+        screen.contains("mesh: the instance ended: stopped"),
+        "{screen}"
+    );
+    assert!(asked.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text() {
+    let d = Daemon::start();
+    create(&d, "web", &[], &["server"]);
+    d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    create(&d, "job", &["--schedule", "@yearly"], &["send-emails"]);
+    d.ok(&["svc", "trigger", "-n", "job"]);
+    // The trap first: afterwards a live instance (with memory) serves the rest.
+    for path in ["/trap", "/", "/nope"] {
+        d.get("www.localhost", path);
+    }
+    d.wait_for("job", Duration::from_secs(5), "a run", |s| {
+        !s["runs"].as_array().unwrap().is_empty()
+    });
+    let api = d.info["api_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let token = d.info["token"].as_str().unwrap();
+    let r = support::http_request(
+        &api,
+        "GET",
+        &api,
+        "/metrics",
+        &[("Authorization", &format!("Bearer {token}"))],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+
+    // Every line is a comment or `name{labels} value` with a number.
+    let mut series = std::collections::BTreeMap::new();
+    for line in r.body.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# ") {
+            assert!(
+                rest.starts_with("HELP ") || rest.starts_with("TYPE "),
+                "{line}"
+            );
+            continue;
+        }
+        let (name_labels, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let name = name_labels.split('{').next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad name: {line}"
+        );
+        if name_labels.contains('{') {
+            assert!(name_labels.ends_with('}'), "{line}");
+        }
+        series.insert(name_labels.to_string(), value);
+    }
+    let web = "env=\"default\",stack=\"app\",service=\"web\"";
+    assert_eq!(
+        series[&format!("mesh_requests_total{{{web},status=\"200\"}}")],
+        1.0
+    );
+    assert_eq!(
+        series[&format!("mesh_requests_total{{{web},status=\"404\"}}")],
+        1.0
+    );
+    assert_eq!(
+        series[&format!("mesh_requests_total{{{web},status=\"500\"}}")],
+        1.0
+    );
+    assert_eq!(
+        series[&format!("mesh_request_duration_seconds_count{{{web}}}")],
+        3.0
+    );
+    // web's one instance, running or backing off after the trap.
+    assert!(series
+        .keys()
+        .any(|k| k.starts_with(&format!("mesh_instances{{{web},state="))));
+    assert!(series[&format!("mesh_memory_bytes{{{web}}}")] > 0.0);
+    let job = "env=\"default\",stack=\"app\",service=\"job\"";
+    assert_eq!(
+        series[&format!("mesh_cron_runs_total{{{job},status=\"succeeded\"}}")],
+        1.0
+    );
+    assert!(series.contains_key("mesh_outgoing_calls_total{kind=\"in_process\"}"));
+
+    // Without the token: 401.
+    let r = support::http_request(&api, "GET", &api, "/metrics", &[], b"");
+    assert_eq!(r.status, 401);
+}
