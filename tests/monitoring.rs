@@ -54,6 +54,23 @@ fn service_ls_tells_crashing_oom_and_healthy_instances_apart() {
     };
     assert!(row("healthy").contains("running"), "{table}");
     assert!(row("crashing").contains("exited with code 3"), "{table}");
+    // Between runs the table says how long the back-off is and after how
+    // many restarts (the instance spends almost all its time waiting).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let table = d.ok(&["service", "ls", "-n", "crashing"]);
+        let waiting = table.lines().any(|l| {
+            l.contains("backoff")
+                && l.contains("exited with code 3; back-off ")
+                && l.contains("s after ")
+                && l.ends_with(" restarts")
+        });
+        if waiting {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no back-off message:\n{table}");
+        thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         row("hungry").contains("exceeded memory limit 16 MiB"),
         "{table}"

@@ -248,7 +248,7 @@ fn print_instances(services: &[&ServiceView]) {
                 instance.restarts.to_string(),
                 instance.exit_code.map_or("-".into(), |c| c.to_string()),
                 instance.started_at.map_or("-".into(), |t| age(now - t)),
-                instance.message.clone().unwrap_or_default(),
+                instance.describe(),
             ]);
         }
     }

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -464,6 +465,52 @@ pub struct InstanceStatus {
     pub started_at: Option<DateTime<Utc>>,
     /// Stack version the instance runs.
     pub version: u64,
+    /// While in `backoff`: how long the wait before the next start is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
+}
+
+impl InstanceStatus {
+    /// A slot about to start its first run.
+    pub fn starting(id: String, version: u64) -> InstanceStatus {
+        InstanceStatus {
+            id,
+            state: InstanceState::Starting,
+            restarts: 0,
+            exit_code: None,
+            message: None,
+            started_at: None,
+            version,
+            backoff_ms: None,
+        }
+    }
+
+    /// Enters `backoff` after a run ended with `message`, restarting after
+    /// `delay`.
+    pub fn back_off(&mut self, exit_code: Option<i32>, message: String, delay: Duration) {
+        self.state = InstanceState::Backoff;
+        self.restarts = self.restarts.saturating_add(1);
+        self.exit_code = exit_code;
+        self.message = Some(message);
+        self.backoff_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+    }
+
+    /// The message as `service ls` shows it: in `backoff`, with the wait,
+    /// e.g. `exited with code 3; back-off 3.2s after 5 restarts`.
+    pub fn describe(&self) -> String {
+        let message = self.message.clone().unwrap_or_default();
+        match (self.state, self.backoff_ms) {
+            (InstanceState::Backoff, Some(ms)) => {
+                let plural = if self.restarts == 1 { "" } else { "s" };
+                format!(
+                    "{message}; back-off {:.1}s after {} restart{plural}",
+                    ms as f64 / 1000.0,
+                    self.restarts
+                )
+            }
+            _ => message,
+        }
+    }
 }
 
 /// How one cron run ended.

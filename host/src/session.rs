@@ -214,13 +214,9 @@ pub async fn serve<S>(
 /// A fresh status for an interactive instance.
 pub fn starting(id: String, version: u64) -> InstanceStatus {
     InstanceStatus {
-        id,
-        state: InstanceState::Starting,
-        restarts: 0,
-        exit_code: None,
         message: Some("interactive run".to_string()),
         started_at: Some(Utc::now()),
-        version,
+        ..InstanceStatus::starting(id, version)
     }
 }
 

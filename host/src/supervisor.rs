@@ -527,15 +527,7 @@ impl Supervisor {
     fn spawn_slot(&self, key: &ServiceKey, index: usize, spec: Arc<Spec>) -> Slot {
         let id = format!("{}.{}", key.name, index + 1);
         let shared = Arc::new(Mutex::new(SlotShared {
-            status: InstanceStatus {
-                id: id.clone(),
-                state: InstanceState::Starting,
-                restarts: 0,
-                exit_code: None,
-                message: None,
-                started_at: None,
-                version: spec.version,
-            },
+            status: InstanceStatus::starting(id.clone(), spec.version),
             spec_id: 0,
         }));
         let (tx, rx) = watch::channel(spec);
@@ -713,6 +705,7 @@ async fn slot_main(
             let restarts = {
                 let mut s = lock(&shared);
                 s.status.state = InstanceState::Running;
+                s.status.backoff_ms = None;
                 s.status.restarts
             };
             let message = match restarts {
@@ -747,10 +740,8 @@ async fn slot_main(
         failures = failures.saturating_add(1);
         let restarts = {
             let mut s = lock(&shared);
-            s.status.restarts = s.status.restarts.saturating_add(1);
-            s.status.state = InstanceState::Backoff;
-            s.status.exit_code = outcome.exit_code;
-            s.status.message = Some(outcome.message.clone());
+            s.status
+                .back_off(outcome.exit_code, outcome.message.clone(), delay);
             s.status.restarts
         };
         tracing::info!(service = %key, instance = %id, outcome = %outcome.message, ?delay, restarts, "instance ended");
@@ -829,6 +820,7 @@ pub(crate) async fn load_any(parts: &Parts, run: &RunSpec) -> Result<Arc<Loaded>
 fn set_crashed(shared: &Mutex<SlotShared>, message: String) {
     let mut s = lock(shared);
     s.status.state = InstanceState::Crashed;
+    s.status.backoff_ms = None;
     s.status.exit_code = None;
     s.status.message = Some(message);
 }

@@ -125,15 +125,7 @@ impl WebPool {
     ) -> Arc<WebPool> {
         let slots = (0..instances)
             .map(|i| WebSlot {
-                status: InstanceStatus {
-                    id: format!("{}.{}", key.name, i + 1),
-                    state: InstanceState::Starting,
-                    restarts: 0,
-                    exit_code: None,
-                    message: None,
-                    started_at: None,
-                    version: spec.version,
-                },
+                status: InstanceStatus::starting(format!("{}.{}", key.name, i + 1), spec.version),
                 busy: false,
                 ready: None,
                 failures: 0,
@@ -368,6 +360,7 @@ impl WebPool {
                     let mut inner = lock(&self.inner);
                     let status = &mut inner.slots[slot].status;
                     status.state = InstanceState::Running;
+                    status.backoff_ms = None;
                     status.started_at = Some(Utc::now());
                 }
                 Ok(Ready {
@@ -472,10 +465,7 @@ impl WebPool {
                     s.failures = s.failures.saturating_add(1);
                     s.backoff_until = Some(Instant::now() + delay);
                     s.ready = None;
-                    s.status.state = InstanceState::Backoff;
-                    s.status.restarts = s.status.restarts.saturating_add(1);
-                    s.status.exit_code = None;
-                    s.status.message = Some(message.clone());
+                    s.status.back_off(None, message.clone(), delay);
                     tracing::info!(service = %self.key, instance = %s.status.id, %message, ?delay, "web instance retired");
                     let kind = if message.starts_with("exceeded memory limit") {
                         "instance.oom"
@@ -536,6 +526,7 @@ impl WebPool {
             }
             s.busy = true;
             s.backoff_until = None;
+            s.status.backoff_ms = None;
             s.status.state = InstanceState::Starting;
         }
         let ready = self.instantiate(Some(slot), &code).await;

@@ -241,13 +241,8 @@ impl JobTask {
         let mut shared = lock(&self.shared);
         shared.start_took = None;
         shared.current = Some(InstanceStatus {
-            id: instance.clone(),
-            state: InstanceState::Starting,
-            restarts: 0,
-            exit_code: None,
-            message: None,
             started_at: Some(started_at),
-            version: spec.run.version,
+            ..InstanceStatus::starting(instance.clone(), spec.run.version)
         });
         drop(shared);
         tracing::info!(service = %self.key, instance, ?trigger, "cron run starting");
