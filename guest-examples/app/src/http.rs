@@ -23,15 +23,13 @@
 //! The calling routes (see `client.rs`) answer 502 with the `wasi:http`
 //! error code's debug text when the outgoing request fails.
 
-use std::io::{Read as _, Write as _};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::client::{self, Request};
 
-use wasip2::http::types::{
-    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use kit::respond;
+use wasip2::http::types::{IncomingRequest, Method, ResponseOutparam};
 
 wasip2::http::proxy::export!(Handler);
 
@@ -260,25 +258,12 @@ fn echo(request: &IncomingRequest, method: &Method, path_with_query: &str) -> St
             String::from_utf8_lossy(&value)
         ));
     }
-    let body = read_body(request);
+    // Echo at most 1 MiB of the body.
+    let body = kit::read_body(request, 1 << 20).unwrap_or_default();
     if !body.is_empty() {
         out.push_str(&format!("body: {}\n", String::from_utf8_lossy(&body)));
     }
     out
-}
-
-/// Reads the whole request body (empty if there is none).
-fn read_body(request: &IncomingRequest) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    let Ok(body) = request.consume() else {
-        return bytes;
-    };
-    if let Ok(mut stream) = body.stream() {
-        let _ = stream.read_to_end(&mut bytes);
-        // The stream is a child of the body: drop it before finishing.
-    }
-    drop(IncomingBody::finish(body));
-    bytes
 }
 
 fn trap() -> ! {
@@ -321,21 +306,4 @@ fn method_name(method: &Method) -> &str {
         Method::Patch => "PATCH",
         Method::Other(other) => other,
     }
-}
-
-/// Sends a complete response: status, `content-type`, body.
-fn respond(response_out: ResponseOutparam, status: u16, content_type: &str, body: &[u8]) {
-    let headers =
-        Fields::from_list(&[("content-type".to_string(), content_type.as_bytes().to_vec())])
-            .unwrap_or_else(|_| Fields::new());
-    let response = OutgoingResponse::new(headers);
-    let _ = response.set_status_code(status);
-    let outgoing = response.body().expect("a response's body is taken once");
-    ResponseOutparam::set(response_out, Ok(response));
-    if let Ok(mut stream) = outgoing.write() {
-        let _ = stream.write_all(body);
-        let _ = stream.flush();
-        // The stream is a child of the body: drop it before finishing.
-    }
-    let _ = OutgoingBody::finish(outgoing, None);
 }

@@ -74,7 +74,7 @@ fn read_line(terminal: bool) -> Option<String> {
         match byte[0] {
             b'\r' | b'\n' => {
                 if terminal {
-                    let _ = write!(out, "\n");
+                    let _ = writeln!(out);
                     let _ = out.flush();
                 }
                 return Some(String::from_utf8_lossy(&line).into_owned());

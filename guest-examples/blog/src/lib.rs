@@ -7,11 +7,8 @@
 //! - `GET /blog/<slug>`         the post, or 404 `no post <slug>`
 //! - anything else              404
 
-use std::io::Write as _;
-
-use wasip2::http::types::{
-    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use kit::respond;
+use wasip2::http::types::{IncomingRequest, Method, ResponseOutparam};
 
 wasip2::http::proxy::export!(Blog);
 
@@ -75,21 +72,4 @@ fn page((_, title, text): &(&str, &str, &str)) -> String {
          <h1>{title}</h1>\n<p>{text}</p>\n<p><a href=\"/blog/\">all posts</a></p>\n\
          </body></html>\n"
     )
-}
-
-/// Sends a complete response: status, `content-type`, body.
-fn respond(response_out: ResponseOutparam, status: u16, content_type: &str, body: &[u8]) {
-    let headers =
-        Fields::from_list(&[("content-type".to_string(), content_type.as_bytes().to_vec())])
-            .unwrap_or_else(|_| Fields::new());
-    let response = OutgoingResponse::new(headers);
-    let _ = response.set_status_code(status);
-    let outgoing = response.body().expect("a response's body is taken once");
-    ResponseOutparam::set(response_out, Ok(response));
-    if let Ok(mut stream) = outgoing.write() {
-        let _ = stream.write_all(body);
-        let _ = stream.flush();
-        // The stream is a child of the body: drop it before finishing.
-    }
-    let _ = OutgoingBody::finish(outgoing, None);
 }

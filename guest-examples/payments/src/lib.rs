@@ -14,12 +14,10 @@
 
 mod json;
 
-use std::io::{Read as _, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use wasip2::http::types::{
-    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use kit::{respond, BodyError};
+use wasip2::http::types::{IncomingRequest, Method, ResponseOutparam};
 
 use json::{escape, Json};
 
@@ -53,7 +51,7 @@ impl wasip2::exports::http::incoming_handler::Guest for Payments {
 
 /// `POST /payments`: validates the body and answers with a receipt.
 fn pay(request: &IncomingRequest) -> (u16, &'static str, String) {
-    let body = match read_body(request) {
+    let body = match kit::read_body(request, MAX_BODY) {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
             return error(413, &format!("body larger than {MAX_BODY} bytes"));
@@ -123,46 +121,4 @@ fn env_or(name: &str, default: &str) -> String {
 
 fn string_or_null(value: Option<&str>) -> String {
     value.map_or_else(|| "null".to_string(), escape)
-}
-
-enum BodyError {
-    TooLarge,
-    Unreadable(std::io::Error),
-}
-
-/// Reads the whole request body (empty if there is none), up to [`MAX_BODY`].
-fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, BodyError> {
-    let mut bytes = Vec::new();
-    let Ok(body) = request.consume() else {
-        return Ok(bytes);
-    };
-    let read = match body.stream() {
-        // One byte more than allowed tells "exactly full" from "too large".
-        Ok(stream) => stream.take(MAX_BODY as u64 + 1).read_to_end(&mut bytes),
-        Err(()) => Ok(0),
-    };
-    // The stream (a child of the body) is dropped by now.
-    drop(IncomingBody::finish(body));
-    match read {
-        Err(e) => Err(BodyError::Unreadable(e)),
-        Ok(_) if bytes.len() > MAX_BODY => Err(BodyError::TooLarge),
-        Ok(_) => Ok(bytes),
-    }
-}
-
-/// Sends a complete response: status, `content-type`, body.
-fn respond(response_out: ResponseOutparam, status: u16, content_type: &str, body: &[u8]) {
-    let headers =
-        Fields::from_list(&[("content-type".to_string(), content_type.as_bytes().to_vec())])
-            .unwrap_or_else(|_| Fields::new());
-    let response = OutgoingResponse::new(headers);
-    let _ = response.set_status_code(status);
-    let outgoing = response.body().expect("a response's body is taken once");
-    ResponseOutparam::set(response_out, Ok(response));
-    if let Ok(mut stream) = outgoing.write() {
-        let _ = stream.write_all(body);
-        let _ = stream.flush();
-        // The stream is a child of the body: drop it before finishing.
-    }
-    let _ = OutgoingBody::finish(outgoing, None);
 }

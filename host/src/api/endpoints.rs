@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 
 use super::services::{find, load, view};
-use super::stacks::resolve;
+use super::stacks::resolve_in;
 use super::wire::{PublishRequest, ServiceView};
 use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::engine::Loaded;
@@ -66,13 +66,7 @@ pub(super) async fn publish(
             endpoint.url()
         )));
     }
-    let stack_record = state
-        .store
-        .stack(&caller.env, &stack)
-        .await?
-        .map(|s| s.value)
-        .ok_or_else(|| ApiError::bad_request(format!("stack {stack} has no code yet")))?;
-    let digest = resolve(&stack_record, &service.command)?;
+    let (digest, _) = resolve_in(&state, &caller.env, &stack, &service.command).await?;
     require_handler(&*load(&state, &digest).await?, &service)?;
 
     service.endpoints.push(endpoint.clone());
@@ -88,14 +82,8 @@ pub(super) async fn publish(
         .put(service_key, encode(&service))
         .put(owner_key, encode(&owner));
     state.store.commit(txn).await?;
-    tracing::info!(service = %ServiceKey::of(&service), endpoint = %endpoint.url(), "published");
-    state.supervisor.events().service(
-        &ServiceKey::of(&service),
-        "service.published",
-        None,
-        endpoint.url(),
-    );
     let key = ServiceKey::of(&service);
+    announce(&state, &key, &endpoint, "service.published");
     routed(&state, &endpoint, |found| {
         found.is_some_and(|(k, pool)| k == key && pool.is_some())
     })
@@ -132,19 +120,22 @@ pub(super) async fn unpublish(
         .put(service_key, encode(&service))
         .delete(key::endpoint(&endpoint.host, &endpoint.path));
     state.store.commit(txn).await?;
-    tracing::info!(service = %ServiceKey::of(&service), endpoint = %endpoint.url(), "unpublished");
-    state.supervisor.events().service(
-        &ServiceKey::of(&service),
-        "service.unpublished",
-        None,
-        endpoint.url(),
-    );
     let key = ServiceKey::of(&service);
+    announce(&state, &key, &endpoint, "service.unpublished");
     routed(&state, &endpoint, |found| {
         found.is_none_or(|(k, _)| k != key)
     })
     .await;
     Ok(Json(view(&state, service)))
+}
+
+/// Logs and records an acknowledged endpoint change.
+fn announce(state: &ApiState, key: &ServiceKey, endpoint: &Endpoint, kind: &str) {
+    tracing::info!(service = %key, endpoint = %endpoint.url(), kind);
+    state
+        .supervisor
+        .events()
+        .service(key, kind, None, endpoint.url());
 }
 
 /// Waits (briefly) until the ingress routes the endpoint as `done` says,

@@ -27,6 +27,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
+use serde::Serialize;
 
 use crate::config::DaemonConfig;
 use crate::engine::Engine;
@@ -209,7 +210,6 @@ async fn events(
     axum::Extension(caller): axum::Extension<Caller>,
     axum::extract::Query(query): axum::extract::Query<wire::EventsQuery>,
 ) -> ApiResult<Response> {
-    use futures::StreamExt as _;
     let env = (!caller.admin).then_some(caller.env.clone());
     let events = state.supervisor.events().clone();
     let mut list = events.list(env.as_deref());
@@ -220,31 +220,44 @@ async fn events(
     if !query.follow {
         return Ok(Json(list).into_response());
     }
-    let live = events.follow();
-    let backlog = futures::stream::iter(list.into_iter().map(Ok::<_, std::io::Error>));
-    let new = futures::stream::unfold((live, env), |(mut live, env)| async move {
+    Ok(follow_ndjson(list, events.follow(), move |event| {
+        env.as_ref().is_none_or(|e| &event.env == e)
+    }))
+}
+
+/// A response that streams `backlog`, then every item from `live` that
+/// `wanted` keeps, one JSON object per line, until the client goes away.
+/// Items the receiver lagged behind on are skipped.
+pub(super) fn follow_ndjson<T>(
+    backlog: Vec<T>,
+    live: tokio::sync::broadcast::Receiver<T>,
+    wanted: impl Fn(&T) -> bool + Send + 'static,
+) -> Response
+where
+    T: Serialize + Clone + Send + 'static,
+{
+    use futures::StreamExt as _;
+    use tokio::sync::broadcast::error::RecvError;
+    let backlog = futures::stream::iter(backlog);
+    let new = futures::stream::unfold((live, wanted), |(mut live, wanted)| async move {
         loop {
             match live.recv().await {
-                Ok(event) if env.as_ref().is_none_or(|e| &event.env == e) => {
-                    return Some((Ok(event), (live, env)))
-                }
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                Ok(item) if wanted(&item) => return Some((item, (live, wanted))),
+                Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
             }
         }
     });
-    let body = backlog.chain(new).map(|event| {
-        event.map(|event| {
-            let mut json = serde_json::to_vec(&event).unwrap_or_default();
-            json.push(b'\n');
-            bytes::Bytes::from(json)
-        })
+    let body = backlog.chain(new).map(|item| {
+        let mut json = serde_json::to_vec(&item).unwrap_or_default();
+        json.push(b'\n');
+        Ok::<_, std::io::Error>(bytes::Bytes::from(json))
     });
-    Ok((
+    (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         axum::body::Body::from_stream(body),
     )
-        .into_response())
+        .into_response()
 }
 
 /// `GET /metrics`: Prometheus text, for the operator's token only (it

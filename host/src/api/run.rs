@@ -14,7 +14,7 @@ use axum::Extension;
 use hyper_util::rt::TokioIo;
 
 use super::services::{find, load};
-use super::stacks::{require_blob, resolve};
+use super::stacks::{require_blob, resolve_in};
 use super::wire::RunQuery;
 use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::engine::Loaded;
@@ -37,13 +37,7 @@ pub(super) async fn service_run(
         Some(json) => parse_command(json)?,
         None => service.command.clone(),
     };
-    let stack_record = state
-        .store
-        .stack(&caller.env, &stack)
-        .await?
-        .map(|s| s.value)
-        .ok_or_else(|| ApiError::bad_request(format!("stack {stack} has no code yet")))?;
-    let digest = resolve(&stack_record, &command)?;
+    let (digest, version) = resolve_in(&state, &caller.env, &stack, &command).await?;
     let code = runnable(&state, &digest, &command).await?;
     let key = ServiceKey::of(&service);
     let id = format!("{name}.run{}", NEXT_RUN.fetch_add(1, Ordering::Relaxed));
@@ -60,14 +54,7 @@ pub(super) async fn service_run(
         terminal: query.tty,
     };
     tracing::info!(service = %key, instance = %id, "interactive run");
-    Ok(attach(
-        &state,
-        key,
-        id,
-        stack_record.current,
-        session,
-        request,
-    ))
+    Ok(attach(&state, key, id, version, session, request))
 }
 
 /// `POST /v1/run?digest=D&command=JSON&tty=BOOL`: an uploaded component

@@ -5,11 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use axum::{Extension, Json};
 use chrono::Utc;
-use futures::StreamExt as _;
 
 use super::stacks::{
     check_services_keep_code, require_blob, resolve, validate_component_name, StackChange,
@@ -275,29 +274,7 @@ pub(super) async fn logs(
     // Follow: what is kept so far, then every new line as it is written
     // (across instance restarts), one JSON object per line, until the
     // client goes away.
-    let live = log.follow();
-    let backlog = futures::stream::iter(lines.into_iter().map(Ok::<_, std::io::Error>));
-    let new = futures::stream::unfold((live, wanted), |(mut live, wanted)| async move {
-        loop {
-            match live.recv().await {
-                Ok(line) if wanted(&line) => return Some((Ok(line), (live, wanted))),
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    });
-    let body = backlog.chain(new).map(|line| {
-        line.map(|line| {
-            let mut json = serde_json::to_vec(&line).unwrap_or_default();
-            json.push(b'\n');
-            bytes::Bytes::from(json)
-        })
-    });
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        axum::body::Body::from_stream(body),
-    )
-        .into_response())
+    Ok(super::follow_ndjson(lines, log.follow(), wanted))
 }
 
 /// Finds a service or says which ones exist.

@@ -387,6 +387,23 @@ pub(super) fn resolve(stack: &Stack, command: &[String]) -> ApiResult<Digest> {
     })
 }
 
+/// Finds the digest of the component the command names in the stack's
+/// current code, and that code's version.
+pub(super) async fn resolve_in(
+    state: &ApiState,
+    env: &str,
+    stack: &str,
+    command: &[String],
+) -> ApiResult<(Digest, u64)> {
+    let record = state
+        .store
+        .stack(env, stack)
+        .await?
+        .map(|s| s.value)
+        .ok_or_else(|| ApiError::bad_request(format!("stack {stack} has no code yet")))?;
+    Ok((resolve(&record, command)?, record.current))
+}
+
 /// Component names are file stems: letters, digits, `-` and `_`.
 pub(super) fn validate_component_name(name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()
