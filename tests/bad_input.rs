@@ -26,15 +26,7 @@ fn snapshot(d: &Daemon) -> String {
 #[test]
 fn bad_input_is_refused_with_one_line_and_changes_nothing() {
     let d = Daemon::start();
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "worker",
-        "--",
-        app_wasm().to_str().unwrap(),
-        "queue",
-    ]);
+    d.create("worker", &[], &["queue"]);
     let scratch = d.scratch();
     let not_wasm = scratch.join("notes.wasm");
     std::fs::write(&not_wasm, "just some text").unwrap();

@@ -32,15 +32,7 @@ fn payments_and_web(d: &Daemon, n: &str, extra_env: &[&str]) {
     args.extend_from_slice(extra_env);
     args.extend_from_slice(&["--", payments.to_str().unwrap()]);
     d.ok(&args);
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "web",
-        "--",
-        app_wasm().to_str().unwrap(),
-        "server",
-    ]);
+    d.create("web", &[], &["server"]);
     d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
 }
 
@@ -327,19 +319,16 @@ impl Drop for Redis {
 fn a_queue_worker_consumes_jobs_from_a_real_redis() {
     let redis = Redis::start();
     let d = Daemon::start();
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
+    d.create(
         "worker",
-        "--instances",
-        "2",
-        "--env",
-        &format!("REDIS_URL=redis://127.0.0.1:{}", redis.port),
-        "--",
-        app_wasm().to_str().unwrap(),
-        "queue",
-    ]);
+        &[
+            "--instances",
+            "2",
+            "--env",
+            &format!("REDIS_URL=redis://127.0.0.1:{}", redis.port),
+        ],
+        &["queue"],
+    );
     d.wait_running("worker", 2);
     let reply = redis.command("RPUSH jobs a b c d e f");
     assert!(reply.starts_with(":6"), "{reply}");

@@ -13,21 +13,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::{app_wasm, Daemon};
 
-fn create(d: &Daemon, name: &str, flags: &[&str], argv: &[&str]) {
-    let app = app_wasm();
-    let mut args = vec!["svc", "create", "-n", name];
-    args.extend_from_slice(flags);
-    args.extend_from_slice(&["--", app.to_str().unwrap()]);
-    args.extend_from_slice(argv);
-    d.ok(&args);
-}
-
 #[test]
 fn service_ls_tells_crashing_oom_and_healthy_instances_apart() {
     let d = Daemon::start();
-    create(&d, "healthy", &[], &["queue"]);
-    create(&d, "crashing", &[], &["exit", "3"]);
-    create(&d, "hungry", &["--memory", "16Mi"], &["oom"]);
+    d.create("healthy", &[], &["queue"]);
+    d.create("crashing", &[], &["exit", "3"]);
+    d.create("hungry", &["--memory", "16Mi"], &["oom"]);
     d.ok(&["svc", "update", "healthy", "--env", "LEVEL=debug"]);
     d.wait_running("healthy", 1);
     let crashing = d.wait_for("crashing", Duration::from_secs(10), "restarts", |s| {
@@ -101,7 +92,7 @@ fn service_ls_tells_crashing_oom_and_healthy_instances_apart() {
 #[test]
 fn logs_tail_since_and_follow() {
     let d = Daemon::start();
-    create(&d, "worker", &["--env", "HEARTBEAT_MS=100"], &["queue"]);
+    d.create("worker", &["--env", "HEARTBEAT_MS=100"], &["queue"]);
     d.wait_for(
         "worker",
         Duration::from_secs(10),
@@ -182,8 +173,7 @@ fn logs_tail_since_and_follow() {
 #[test]
 fn run_attaches_stdio_and_passes_the_exit_code() {
     let d = Daemon::start();
-    create(
-        &d,
+    d.create(
         "worker",
         &["--env", "GREETING=hello there", "--memory", "64Mi"],
         &["queue"],
@@ -234,7 +224,7 @@ fn run_attaches_stdio_and_passes_the_exit_code() {
 #[test]
 fn a_client_that_goes_away_stops_its_instance() {
     let d = Daemon::start();
-    create(&d, "worker", &[], &["queue"]);
+    d.create("worker", &[], &["queue"]);
     d.wait_running("worker", 1);
     let mut run = d
         .mesh_cmd(&["svc", "run", "-n", "worker", "--", "app", "sleep", "60000"])
@@ -316,7 +306,7 @@ impl Drop for Tmux {
 #[test]
 fn an_interactive_terminal_session_works_in_tmux() {
     let d = Daemon::start();
-    create(&d, "worker", &["--env", "WHO=tmux"], &["queue"]);
+    d.create("worker", &["--env", "WHO=tmux"], &["queue"]);
     let mesh = support::mesh_bin();
     let dir = d.data_dir().display().to_string();
     let session = format!("mesh-repl-{}", std::process::id());
@@ -361,9 +351,9 @@ fn an_interactive_terminal_session_works_in_tmux() {
 #[test]
 fn metrics_parse_as_prometheus_text() {
     let d = Daemon::start();
-    create(&d, "web", &[], &["server"]);
+    d.create("web", &[], &["server"]);
     d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
-    create(&d, "job", &["--schedule", "@yearly"], &["send-emails"]);
+    d.create("job", &["--schedule", "@yearly"], &["send-emails"]);
     d.ok(&["svc", "trigger", "-n", "job"]);
     // The trap first: afterwards a live instance (with memory) serves the rest.
     for path in ["/trap", "/", "/nope"] {

@@ -101,15 +101,7 @@ fn deploys_version_only_changed_code_and_restart_only_its_services() {
 fn a_new_component_joins_the_bundle_and_the_others_stay() {
     let d = Daemon::start();
     let scratch = d.scratch();
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "first",
-        "--",
-        app_wasm().to_str().unwrap(),
-        "queue",
-    ]);
+    d.create("first", &[], &["queue"]);
     let other = variant(&app_wasm(), &scratch, "other", "x");
     d.ok(&[
         "svc",

@@ -136,15 +136,7 @@ fn hosts_and_path_prefixes_route_to_the_right_service() {
 #[test]
 fn publish_and_unpublish_flip_the_type() {
     let d = Daemon::start();
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "worker",
-        "--",
-        app_wasm().to_str().unwrap(),
-        "server",
-    ]);
+    d.create("worker", &[], &["server"]);
     assert_eq!(d.service("worker").unwrap()["type"], "worker");
     let out = d.ok(&[
         "svc",
@@ -388,15 +380,7 @@ fn oversized_requests_are_refused_and_the_daemon_is_unharmed() {
 fn bad_endpoints_are_refused_with_one_line_and_change_nothing() {
     let d = Daemon::start();
     web_service(&d, "1", &[]);
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "other",
-        "--",
-        app_wasm().to_str().unwrap(),
-        "server",
-    ]);
+    d.create("other", &[], &["server"]);
     d.ok(&[
         "svc",
         "create",

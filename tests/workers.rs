@@ -84,16 +84,7 @@ fn three_queue_workers_run_and_scale_down_within_a_second() {
 #[test]
 fn a_failing_worker_records_its_exit_code_and_backs_off() {
     let d = Daemon::start();
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "failing",
-        "--",
-        app_wasm().to_str().unwrap(),
-        "exit",
-        "3",
-    ]);
+    d.create("failing", &[], &["exit", "3"]);
     let service = d.wait_for("failing", Duration::from_secs(10), "two restarts", |s| {
         instances(s)[0]["restarts"].as_u64().unwrap() >= 2
     });
@@ -178,15 +169,7 @@ fn out_of_memory_and_traps_are_reported_with_their_cause() {
 #[test]
 fn a_spinning_worker_is_deleted_within_a_second_and_stops_burning_cpu() {
     let d = Daemon::start();
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "spinner",
-        "--",
-        app_wasm().to_str().unwrap(),
-        "spin",
-    ]);
+    d.create("spinner", &[], &["spin"]);
     d.wait_running("spinner", 1);
     std::thread::sleep(Duration::from_millis(300));
 
@@ -219,21 +202,11 @@ fn a_spinning_worker_is_deleted_within_a_second_and_stops_burning_cpu() {
 #[test]
 fn env_and_argv_reach_the_guest() {
     let d = Daemon::start();
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
+    d.create(
         "printer",
-        "--env",
-        "GREETING=hello world",
-        "-e",
-        "EMPTY=",
-        "--",
-        app_wasm().to_str().unwrap(),
-        "env",
-        "--flag",
-        "x y",
-    ]);
+        &["--env", "GREETING=hello world", "-e", "EMPTY="],
+        &["env", "--flag", "x y"],
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let logs = d.log_texts("printer");
@@ -268,17 +241,7 @@ fn env_and_argv_reach_the_guest() {
 #[test]
 fn changing_the_command_restarts_instances_on_it() {
     let d = Daemon::start();
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "worker",
-        "--instances",
-        "2",
-        "--",
-        app_wasm().to_str().unwrap(),
-        "queue",
-    ]);
+    d.create("worker", &["--instances", "2"], &["queue"]);
     d.wait_running("worker", 2);
     d.ok(&["svc", "update", "worker", "--command", "app exit 7"]);
     let service = d.wait_for(
@@ -404,15 +367,7 @@ fn no_acknowledged_create_is_lost_when_the_daemon_is_killed() {
 #[test]
 fn sigterm_stops_the_daemon_cleanly() {
     let mut d = Daemon::start();
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "worker",
-        "--",
-        app_wasm().to_str().unwrap(),
-        "queue",
-    ]);
+    d.create("worker", &[], &["queue"]);
     d.wait_running("worker", 1);
     let status = d.terminate();
     assert!(status.success(), "daemon exit status {status}");

@@ -246,6 +246,17 @@ impl Daemon {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `mesh svc create -n NAME FLAGS... -- app.wasm ARGV...`, expecting
+    /// success.
+    pub fn create(&self, name: &str, flags: &[&str], argv: &[&str]) -> String {
+        let app = app_wasm();
+        let mut args = vec!["svc", "create", "-n", name];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", app.to_str().unwrap()]);
+        args.extend_from_slice(argv);
+        self.ok(&args)
+    }
+
     /// Runs `mesh ARGS`, expects failure with exactly one line on stderr;
     /// returns that line.
     pub fn fails(&self, args: &[&str]) -> String {
