@@ -6,7 +6,7 @@ mod support;
 
 use std::io::{Read as _, Write as _};
 
-use support::{app_wasm, Daemon};
+use support::{app_wasm, guest, Daemon};
 
 /// Everything a user can see of the state.
 fn snapshot(d: &Daemon) -> String {
@@ -35,6 +35,7 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
     let empty_component = scratch.join("lib.wasm");
     std::fs::write(&empty_component, b"\0asm\x0d\0\x01\0").unwrap();
     let nothing_here = scratch.join("nothing-here");
+    let blog = guest("blog");
     let before = snapshot(&d);
 
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -124,6 +125,25 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
             "cannot read",
         ),
         (vec!["svc", "frobnicate"], "unrecognized subcommand"),
+        (
+            vec![
+                "svc",
+                "create",
+                "-n",
+                "x",
+                "--stack",
+                "blogs",
+                "--schedule",
+                "@hourly",
+                "--",
+                blog.to_str().unwrap(),
+            ],
+            "component 'blog' does not export `wasi:cli/run`, so x cannot run on a schedule",
+        ),
+        (
+            vec!["svc", "update", "worker", "--schedule", "61 * * * *"],
+            "minute",
+        ),
     ];
     for (args, expected) in &cases {
         let err = d.fails(args);
@@ -150,6 +170,28 @@ fn the_api_requires_a_valid_token() {
         String::from_utf8_lossy(&wrong.stderr).trim(),
         "error: invalid API token"
     );
+    // Changes with a wrong token change nothing.
+    d.create("worker", &[], &["queue"]);
+    let before = snapshot(&d);
+    for args in [
+        vec!["svc", "create", "-n", "intruder", "--", "app", "queue"],
+        vec!["svc", "update", "worker", "--instances", "3"],
+        vec!["svc", "delete", "worker"],
+        vec!["stack", "rollback", "app"],
+    ] {
+        let out = d
+            .mesh_cmd(&args)
+            .env("MESH_API_URL", &api)
+            .env("MESH_TOKEN", "mesh_not_the_token")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "mesh {args:?} succeeded");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim(),
+            "error: invalid API token"
+        );
+        assert_eq!(snapshot(&d), before, "mesh {args:?} changed the state");
+    }
 
     // No token at all, over a raw socket: 401 with a JSON error.
     let addr = api.trim_start_matches("http://");
@@ -198,25 +240,35 @@ fn oversized_uploads_are_refused() {
 #[test]
 fn every_command_has_help_with_examples() {
     let d = Daemon::start();
-    for args in [
-        vec!["--help"],
-        vec!["up", "--help"],
-        vec!["svc", "create", "--help"],
-        vec!["svc", "update", "--help"],
-        vec!["svc", "delete", "--help"],
-        vec!["service", "ls", "--help"],
-        vec!["svc", "logs", "--help"],
-        vec!["stack", "deploy", "--help"],
-        vec!["stack", "versions", "--help"],
-        vec!["stack", "rollback", "--help"],
-        vec!["stack", "ls", "--help"],
-    ] {
+    // Walk the whole command tree from `mesh --help`: every command and
+    // group lists its subcommands under `Commands:`.
+    let mut todo: Vec<Vec<String>> = vec![Vec::new()];
+    let mut seen = 0;
+    while let Some(path) = todo.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
         let out = d.ok(&args);
         assert!(
             out.contains("Examples:"),
             "mesh {args:?} has no examples:\n{out}"
         );
+        seen += 1;
+        let commands = out
+            .split("Commands:\n")
+            .nth(1)
+            .map(|rest| rest.split("\n\n").next().unwrap_or(""))
+            .unwrap_or("");
+        // `  name  about`; wrapped text is indented further.
+        for line in commands.lines().filter(|l| !l.starts_with("   ")) {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if !name.is_empty() && name != "help" {
+                let mut sub = path.clone();
+                sub.push(name.to_string());
+                todo.push(sub);
+            }
+        }
     }
+    assert!(seen >= 20, "only {seen} commands found");
     // The seed's spellings: svc/service, -n/--name/--n.
     d.ok(&[
         "service",

@@ -14,6 +14,26 @@ fn runs(service: &Value) -> &Vec<Value> {
     service["runs"].as_array().unwrap()
 }
 
+/// The runs that have ended (a run is listed from the moment it starts).
+fn ended(service: &Value) -> Vec<&Value> {
+    runs(service)
+        .iter()
+        .filter(|r| r["status"] != "running")
+        .collect()
+}
+
+/// Run numbers as listed: newest first means strictly decreasing.
+fn assert_newest_first(service: &Value) {
+    let numbers: Vec<u64> = runs(service)
+        .iter()
+        .map(|r| r["number"].as_u64().unwrap())
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[0] > w[1]),
+        "runs not newest first: {numbers:?}"
+    );
+}
+
 fn time(v: &Value) -> DateTime<Utc> {
     v.as_str().unwrap().parse().unwrap()
 }
@@ -125,12 +145,15 @@ fn failures_timeouts_and_slow_runs_are_recorded() {
     }
 
     let failing = d.service("failing").unwrap();
-    let last = &runs(&failing)[0];
+    let last = ended(&failing)[0];
     assert_eq!(last["status"], "failed", "{failing:#}");
     assert_eq!(last["exit_code"], 3);
     assert_eq!(last["message"], "exited with code 3");
 
     let slow = d.service("slow").unwrap();
+    // Skipped firings are numbered between runs that were still going;
+    // the list stays in number order all the same.
+    assert_newest_first(&slow);
     let statuses: Vec<&str> = runs(&slow)
         .iter()
         .map(|r| r["status"].as_str().unwrap())
@@ -177,8 +200,9 @@ fn schedule_changes_take_effect_and_jobs_run_by_hand() {
     let out = d.ok(&["svc", "trigger", "-n", "mailer"]);
     assert!(out.contains("Started run 1 of mailer (mailer.r1)"), "{out}");
     let job = d.wait_for("mailer", Duration::from_secs(5), "the manual run", |s| {
-        runs(s).len() == 1
+        ended(s).len() == 1
     });
+    assert_eq!(runs(&job).len(), 1);
     assert_eq!(runs(&job)[0]["trigger"], "manual");
     assert_eq!(runs(&job)[0]["status"], "succeeded");
     let logs = d.log_texts("mailer");

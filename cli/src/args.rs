@@ -45,11 +45,28 @@ Examples:
     Up(UpArgs),
 
     /// Create, change, list, watch and delete services.
-    #[command(subcommand, visible_alias = "svc")]
+    #[command(
+        subcommand,
+        visible_alias = "svc",
+        after_help = "\
+Examples:
+  mesh svc create -n worker --instances 3 -- app.wasm queue
+  mesh svc publish -n web --endpoint www
+  mesh service ls
+  mesh svc logs -n worker -f
+  mesh service run -n worker -- app env"
+    )]
     Service(ServiceCommand),
 
     /// Deploy code to stacks, list versions, roll back.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  mesh stack deploy app ./build        every .wasm in ./build is the new bundle
+  mesh stack versions app
+  mesh stack rollback app --to 3"
+    )]
     Stack(StackCommand),
 
     /// Run a component once with this terminal attached (`-n`: a new
@@ -62,7 +79,14 @@ Examples:
     Run(RunArgs),
 
     /// Manage environments (tenants) and their outbound policy.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  mesh env create acme                     prints acme's token, once
+  mesh env ls
+  mesh env set outbound deny --env acme"
+    )]
     Env(EnvCommand),
 
     /// Show what happened: instances started, exited, out of memory; cron

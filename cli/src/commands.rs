@@ -13,7 +13,7 @@ use mesh_host::api::wire::{
 use mesh_host::engine::CodeInfo;
 use mesh_host::events::Event;
 use mesh_host::logs::LogLine;
-use mesh_host::model::format_memory;
+use mesh_host::model::{format_memory, RunStatus};
 use serde::Serialize;
 
 use crate::args::{
@@ -194,6 +194,8 @@ fn print_jobs(jobs: &[&ServiceView]) {
     let now = Utc::now();
     for job in jobs {
         let last = job.runs.first();
+        // Exit code and message come from the last run that ended.
+        let ended = job.runs.iter().find(|r| r.status != RunStatus::Running);
         let running = job.instances.first();
         let schedule = match &job.timezone {
             Some(zone) => format!("{} ({zone})", job.schedule.as_deref().unwrap_or("")),
@@ -212,9 +214,10 @@ fn print_jobs(jobs: &[&ServiceView]) {
                 Some(i) => format!("{} ({})", i.state, i.id),
                 None => last.map_or("-".into(), |r| r.status.to_string()),
             },
-            last.and_then(|r| r.exit_code)
+            ended
+                .and_then(|r| r.exit_code)
                 .map_or("-".into(), |c| c.to_string()),
-            last.and_then(|r| r.message.clone()).unwrap_or_default(),
+            ended.and_then(|r| r.message.clone()).unwrap_or_default(),
         ]);
     }
     table.print();

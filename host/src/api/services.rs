@@ -494,6 +494,17 @@ pub(super) async fn load(state: &ApiState, digest: &Digest) -> ApiResult<Arc<Loa
 /// needs the HTTP handler. (Every accepted component has `wasi:cli/run` or
 /// the handler, and a handler-only worker can still take requests by name.)
 async fn check_runnable(state: &ApiState, digest: &Digest, service: &Service) -> ApiResult<()> {
+    if service.schedule.is_some() {
+        let loaded = load(state, digest).await?;
+        if loaded.command.is_none() {
+            return Err(ApiError::bad_request(format!(
+                "component '{}' does not export `wasi:cli/run`, so {} cannot run on a schedule (it exports {})",
+                service.component(),
+                service.name,
+                loaded.exports.join(", ")
+            )));
+        }
+    }
     if service.endpoints.is_empty() {
         return Ok(());
     }

@@ -12,7 +12,7 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::model::{Run, ServiceKey};
+use crate::model::{Run, RunStatus, ServiceKey};
 
 /// Runs kept per job.
 pub const RUNS_KEPT: usize = 50;
@@ -85,6 +85,12 @@ impl History {
                 }
             }
         }
+        // A run still marked running was cut off by the daemon stopping.
+        for run in runs.iter_mut().filter(|r| r.status == RunStatus::Running) {
+            run.status = RunStatus::Failed;
+            run.message = Some("the daemon stopped during this run".to_string());
+            torn = true;
+        }
         let next_number = runs.back().map_or(1, |r| r.number + 1);
         let history = History {
             path,
@@ -120,7 +126,9 @@ impl History {
         n
     }
 
-    /// Records a finished (or skipped) run.
+    /// Records a run: when it starts (status `running`), and again when it
+    /// ends or is skipped; a later record of the same number replaces the
+    /// earlier one.
     pub fn record(&self, run: Run) {
         let mut inner = self.lock();
         push_bounded(&mut inner.runs, run.clone());
@@ -170,8 +178,13 @@ fn line_of(run: &Run) -> std::io::Result<Vec<u8>> {
     Ok(json)
 }
 
+/// Keeps `runs` ordered by number, one entry a number, at most
+/// [`RUNS_KEPT`] (the newest).
 fn push_bounded(runs: &mut VecDeque<Run>, run: Run) {
-    runs.push_back(run);
+    match runs.binary_search_by_key(&run.number, |r| r.number) {
+        Ok(at) => runs[at] = run,
+        Err(at) => runs.insert(at, run),
+    }
     while runs.len() > RUNS_KEPT {
         runs.pop_front();
     }
@@ -180,7 +193,7 @@ fn push_bounded(runs: &mut VecDeque<Run>, run: Run) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{RunStatus, RunTrigger};
+    use crate::model::RunTrigger;
 
     fn key() -> ServiceKey {
         ServiceKey {
@@ -236,6 +249,46 @@ mod tests {
             .job(&key())
             .newest_first()
             .is_empty());
+    }
+
+    #[test]
+    fn runs_stay_in_number_order_and_a_cut_off_run_is_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = Histories::new(dir.path()).job(&key());
+        // Run 1 is slow: it starts, run 2 is skipped, run 3 starts, then
+        // 3 ends before 1 does.
+        let running = |n| Run {
+            status: RunStatus::Running,
+            ..run(n)
+        };
+        history.record(running(1));
+        history.record(Run {
+            status: RunStatus::Skipped,
+            ..run(2)
+        });
+        history.record(running(3));
+        history.record(run(3));
+        history.record(run(1));
+        history.record(running(4));
+        let numbers = |runs: Vec<Run>| runs.iter().map(|r| r.number).collect::<Vec<_>>();
+        assert_eq!(numbers(history.newest_first()), [4, 3, 2, 1]);
+        assert_eq!(history.newest_first()[0].status, RunStatus::Running);
+        assert_eq!(history.newest_first()[3].status, RunStatus::Succeeded);
+
+        // The daemon dies during run 4: after a restart it is a failed run,
+        // and numbering goes on after it.
+        let reopened = Histories::new(dir.path()).job(&key());
+        let runs = reopened.newest_first();
+        assert_eq!(numbers(runs.clone()), [4, 3, 2, 1]);
+        assert_eq!(runs[0].status, RunStatus::Failed);
+        assert_eq!(
+            runs[0].message.as_deref(),
+            Some("the daemon stopped during this run")
+        );
+        assert_eq!(reopened.next_number(), 5);
+        // And the repair is on disk.
+        let again = Histories::new(dir.path()).job(&key());
+        assert_eq!(again.newest_first(), runs);
     }
 
     #[test]

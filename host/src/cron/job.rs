@@ -245,6 +245,19 @@ impl JobTask {
             ..InstanceStatus::starting(instance.clone(), spec.run.version)
         });
         drop(shared);
+        // Recorded now, so a run cut off by the daemon stopping is known.
+        self.history.record(Run {
+            number,
+            instance: Some(instance.clone()),
+            trigger,
+            scheduled_at,
+            started_at,
+            duration_ms: 0,
+            start_us: None,
+            exit_code: None,
+            status: RunStatus::Running,
+            message: None,
+        });
         tracing::info!(service = %self.key, instance, ?trigger, "cron run starting");
         self.parts.events.service(
             &self.key,
