@@ -143,6 +143,29 @@ fn the_same_names_in_two_environments_are_two_services() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("only the operator"));
+    // Nor take a path under a host the other environment serves.
+    let out = d
+        .mesh_cmd(&[
+            "svc",
+            "publish",
+            "-n",
+            "web",
+            "--endpoint",
+            "http://www.localhost",
+            "--path",
+            "/admin",
+        ])
+        .env("MESH_API_URL", &api)
+        .env("MESH_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: host www.localhost belongs to another environment; pick another host"
+    );
+    let listed = as_other(&["service", "ls", "--json"]);
+    assert!(!listed.contains("/admin"), "{listed}");
 }
 
 /// A one-route HTTP server on a free port that counts its connections.

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{app_wasm, guest, http_request, Daemon};
+use support::{app_wasm, guest, http_request, http_request_chunked, Daemon};
 
 /// `web` (app server) published on `www`, with `n` instances.
 fn web_service(d: &Daemon, n: &str, extra: &[&str]) {
@@ -312,6 +312,36 @@ fn https_and_http2_are_served_for_real() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
+    // An endpoint published as https:// is sent to HTTPS from plain HTTP.
+    d.ok(&[
+        "svc",
+        "publish",
+        "-n",
+        "web",
+        "--endpoint",
+        "https://secure.example.dev",
+    ]);
+    let r = http_request(
+        &d.http_addr(),
+        "GET",
+        "secure.example.dev",
+        "/a?b=1",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 308, "{r:?}");
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://secure.example.dev:{port}/a?b=1").as_str())
+    );
+    let secure = curl(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+        &format!("secure.example.dev:{port}:127.0.0.1"),
+        &format!("https://secure.example.dev:{port}/"),
+    ]);
+    assert_eq!(secure, "hello from app\nservice: app-web\n");
     let resolve = format!("www.localhost:{port}:127.0.0.1");
     let url = format!("https://www.localhost:{port}/echo");
     // Verified against the local CA: a real certificate for the host.
@@ -357,12 +387,32 @@ fn https_and_http2_are_served_for_real() {
 
 #[test]
 fn oversized_requests_are_refused_and_the_daemon_is_unharmed() {
-    let d = Daemon::start_with(&["--max-body-size", "1Ki", "--max-header-size", "8Ki"]);
+    let d = Daemon::start_with(&["--max-body-size", "1Ki", "--max-header-size", "2Ki"]);
     web_service(&d, "1", &[]);
     let addr = d.http_addr();
     let big_body = vec![b'x'; 4096];
     let r = http_request(&addr, "POST", "www.localhost", "/echo", &[], &big_body);
     assert_eq!(r.status, 413, "{r:?}");
+    // The same body sent chunked (no length up front) is refused too,
+    // before the guest sees it.
+    let r = http_request_chunked(&addr, "POST", "www.localhost", "/echo", &big_body);
+    assert_eq!(r.status, 413, "{r:?}");
+    assert!(r.body.contains("limit of 1024 bytes"), "{r:?}");
+    // A chunked body within the limit reaches the guest whole.
+    let small = vec![b'z'; 1000];
+    let r = http_request_chunked(&addr, "POST", "www.localhost", "/echo", &small);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains(&"z".repeat(1000)), "{r:?}");
+    // Heads over a limit below hyper's own 8 KiB floor: still 431.
+    let r = http_request(
+        &addr,
+        "GET",
+        "www.localhost",
+        "/",
+        &[("X-Big", &"y".repeat(4000))],
+        b"",
+    );
+    assert_eq!(r.status, 431, "{r:?}");
     let big_header = "y".repeat(16 * 1024);
     let r = http_request(
         &addr,
@@ -431,6 +481,22 @@ fn bad_endpoints_are_refused_with_one_line_and_change_nothing() {
             "already published at http://www.localhost",
         ),
         (&["-n", "job", "--endpoint", "jobs"], "is a cron job"),
+        (
+            &["-n", "other", "--endpoint", "http://x.dev:0"],
+            "is not a port",
+        ),
+        (
+            &["-n", "other", "--endpoint", "http://a.dev/%zz"],
+            "invalid path",
+        ),
+        (
+            &["-n", "other", "--endpoint", "http://x.dev/p|q"],
+            "invalid path",
+        ),
+        (
+            &["-n", "other", "--endpoint", "https://*.wild.dev"],
+            "not a valid host name",
+        ),
     ];
     for (flags, expected) in cases {
         let mut args = vec!["svc", "publish"];

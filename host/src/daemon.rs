@@ -104,12 +104,17 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         environment: DEFAULT_ENVIRONMENT.to_string(),
     };
 
+    let https_port = match &https {
+        Some((listener, _)) => Some(listener.local_addr()?.port()),
+        None => None,
+    };
     let ingress = Ingress::new(
         supervisor.clone(),
         Limits {
             max_header_bytes: config.max_header_bytes,
             max_body_bytes: config.max_body_bytes,
         },
+        https_port,
     );
     let state = ApiState {
         store,

@@ -313,11 +313,10 @@ impl Endpoint {
 
 fn strip_port(authority: &str) -> Result<&str, String> {
     match authority.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => {
-            port.parse::<u16>()
-                .map_err(|_| format!("`{port}` is not a port"))?;
-            Ok(host)
-        }
+        Some((host, port)) if !host.contains(':') => match port.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(host),
+            _ => Err(format!("`{port}` is not a port (1-65535)")),
+        },
         _ => Ok(authority),
     }
 }
@@ -330,7 +329,7 @@ fn validate_host(host: &str) -> Result<(), String> {
                 && label.len() <= 63
                 && label
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
@@ -341,6 +340,29 @@ fn validate_host(host: &str) -> Result<(), String> {
     }
 }
 
+/// RFC 3986 path characters: unreserved, sub-delims, `:`, `@`, `/`, and
+/// `%` followed by two hex digits.
+fn path_chars_ok(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let escape = bytes.get(i + 1..i + 3);
+            if !escape.is_some_and(|e| e.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        if !(b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b)) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// `/blog/` → `/blog`; a path must start with `/`.
 fn normalize_path(path: &str) -> Result<String, String> {
     if !path.starts_with('/') {
@@ -348,9 +370,10 @@ fn normalize_path(path: &str) -> Result<String, String> {
             "invalid path `{path}`: it must start with `/`, e.g. /blog"
         ));
     }
-    if path.contains(['?', '#', ' ']) || path.contains("//") || path.split('/').any(|s| s == "..") {
+    if path.contains("//") || path.split('/').any(|s| s == ".." || s == ".") || !path_chars_ok(path)
+    {
         return Err(format!(
-            "invalid path `{path}`: use plain segments like /blog or /api/v1"
+            "invalid path `{path}`: use plain segments like /blog or /api/v1 (letters, digits, -._~!$&'()*+,;=:@ and %XX escapes)"
         ));
     }
     let trimmed = path.trim_end_matches('/');
@@ -763,6 +786,26 @@ mod tests {
         assert!(Endpoint::parse("https://x.dev/a", Some("/b"), "x").is_err());
         assert!(Endpoint::parse("https://x.dev:99999", None, "x").is_err());
         assert!(Endpoint::parse("https://x.dev/a?b", None, "x").is_err());
+        for bad in [
+            "http://x.dev:0",
+            "http://x.dev:",
+            "http://a.dev/%zz",
+            "http://a.dev/%4",
+            "http://x.dev/p|q",
+            "http://x.dev/a b",
+            "http://x.dev/./a",
+            "ab*",
+            "https://*.wild.dev",
+            "http://x..dev",
+            "http://-x.dev",
+        ] {
+            assert!(
+                Endpoint::parse(bad, None, "localhost").is_err(),
+                "{bad} was taken"
+            );
+        }
+        let e = Endpoint::parse("http://x.dev/caf%C3%A9/v1.2~x", None, "x").unwrap();
+        assert_eq!(e.path, "/caf%C3%A9/v1.2~x");
     }
 
     #[test]

@@ -131,6 +131,16 @@ impl RunSpec {
     }
 }
 
+/// Where an ingress request goes.
+pub struct Route {
+    /// The web service.
+    pub key: ServiceKey,
+    /// Its pool, once the supervisor has started one.
+    pub pool: Option<Arc<WebPool>>,
+    /// Whether the endpoint was published as `https://`.
+    pub https: bool,
+}
+
 /// Converges running instances to desired state.
 pub struct Supervisor {
     parts: Parts,
@@ -221,15 +231,19 @@ impl Supervisor {
 
     /// The web service an ingress request for `host` and `path` goes to,
     /// and its pool when the supervisor has started one.
-    pub fn route(&self, host: &str, path: &str) -> Option<(ServiceKey, Option<Arc<WebPool>>)> {
+    pub fn route(&self, host: &str, path: &str) -> Option<Route> {
         let routes = self
             .routes
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let key = routes.find(host, path)?.clone();
-        let pool = self.lock().get(&key).and_then(|rt| rt.web.clone());
-        Some((key, pool))
+        let (endpoint, key) = routes.find(host, path)?;
+        let pool = self.lock().get(key).and_then(|rt| rt.web.clone());
+        Some(Route {
+            key: key.clone(),
+            pool,
+            https: endpoint.scheme == "https",
+        })
     }
 
     /// The event log.

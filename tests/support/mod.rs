@@ -368,8 +368,8 @@ impl HttpResponse {
     }
 }
 
-/// One HTTP/1.1 request over a fresh connection (`Connection: close`), with
-/// a Host header of our choosing: a real client, no library in between.
+/// One HTTP/1.1 request over a fresh connection, made by hyper's client
+/// with a Host header of our choosing, the body sent with its length.
 pub fn http_request(
     addr: &str,
     method: &str,
@@ -378,65 +378,102 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    parse_response(&raw)
-}
-
-fn parse_response(raw: &[u8]) -> HttpResponse {
-    let text = String::from_utf8_lossy(raw);
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked {
-        unchunk(rest)
-    } else {
-        rest.to_string()
-    };
-    HttpResponse {
-        status,
+    send(
+        addr,
+        method,
+        host,
+        path,
         headers,
-        body,
-    }
+        Body::Sized(body.to_vec()),
+    )
 }
 
-fn unchunk(mut rest: &str) -> String {
-    let mut body = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 || after.len() < size {
-            break;
+/// The same, with the body sent chunked (no length known up front), as
+/// streaming clients do.
+pub fn http_request_chunked(
+    addr: &str,
+    method: &str,
+    host: &str,
+    path: &str,
+    body: &[u8],
+) -> HttpResponse {
+    send(addr, method, host, path, &[], Body::Chunked(body.to_vec()))
+}
+
+enum Body {
+    Sized(Vec<u8>),
+    Chunked(Vec<u8>),
+}
+
+fn send(
+    addr: &str,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Body,
+) -> HttpResponse {
+    use http_body_util::{BodyExt as _, Full, StreamBody};
+    use hyper::body::Frame;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", host);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
-        body.push_str(&after[..size]);
-        rest = after[size..].trim_start_matches("\r\n");
-    }
-    body
+        let body: http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error> = match body {
+            Body::Sized(bytes) => Full::new(bytes::Bytes::from(bytes))
+                .map_err(|never| match never {})
+                .boxed(),
+            Body::Chunked(bytes) => {
+                let chunks: Vec<Result<Frame<bytes::Bytes>, std::io::Error>> = bytes
+                    .chunks(1024)
+                    .map(|c| Ok(Frame::data(bytes::Bytes::copy_from_slice(c))))
+                    .collect();
+                StreamBody::new(futures::stream::iter(chunks)).boxed()
+            }
+        };
+        let response = tokio::time::timeout(
+            Duration::from_secs(60),
+            sender.send_request(request.body(body).unwrap()),
+        )
+        .await
+        .expect("no answer in 60 s")
+        .unwrap();
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = response.into_body().collect().await.map_or_else(
+            |e| format!("<body failed: {e}>"),
+            |b| String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+        );
+        HttpResponse {
+            status,
+            headers,
+            body,
+        }
+    })
 }
 
 /// CPU time (user + system, in clock ticks) a process has used.

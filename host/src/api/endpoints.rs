@@ -6,7 +6,6 @@
 //! shared: `/endpoints/<host><path>` names it, and the publish transaction
 //! requires that key to be absent, so two publishers cannot both win.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -19,7 +18,7 @@ use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::engine::Loaded;
 use crate::model::{Endpoint, Service, ServiceKey};
 use crate::store::{encode, key, Compare, Txn};
-use crate::web::WebPool;
+use crate::supervisor::Route;
 
 /// Longest a publish waits for the ingress to route the new endpoint.
 const ROUTE_WAIT: Duration = Duration::from_secs(2);
@@ -66,6 +65,18 @@ pub(super) async fn publish(
             endpoint.url()
         )));
     }
+    // A host belongs to one environment: no tenant takes a path under
+    // another's host.
+    let on_host = state
+        .store
+        .list::<Owner>(key::host_endpoints(&endpoint.host))
+        .await?;
+    if on_host.iter().any(|o| o.value.env != caller.env) {
+        return Err(ApiError::conflict(format!(
+            "host {} belongs to another environment; pick another host",
+            endpoint.host
+        )));
+    }
     let (digest, _) = resolve_in(&state, &caller.env, &stack, &service.command).await?;
     require_handler(&*load(&state, &digest).await?, &service)?;
 
@@ -85,7 +96,7 @@ pub(super) async fn publish(
     let key = ServiceKey::of(&service);
     announce(&state, &key, &endpoint, "service.published");
     routed(&state, &endpoint, |found| {
-        found.is_some_and(|(k, pool)| k == key && pool.is_some())
+        found.is_some_and(|r| r.key == key && r.pool.is_some())
     })
     .await;
     Ok(Json(view(&state, service)))
@@ -123,7 +134,7 @@ pub(super) async fn unpublish(
     let key = ServiceKey::of(&service);
     announce(&state, &key, &endpoint, "service.unpublished");
     routed(&state, &endpoint, |found| {
-        found.is_none_or(|(k, _)| k != key)
+        found.is_none_or(|r| r.key != key)
     })
     .await;
     Ok(Json(view(&state, service)))
@@ -140,11 +151,7 @@ fn announce(state: &ApiState, key: &ServiceKey, endpoint: &Endpoint, kind: &str)
 
 /// Waits (briefly) until the ingress routes the endpoint as `done` says,
 /// so that when publish returns the endpoint answers.
-async fn routed(
-    state: &ApiState,
-    endpoint: &Endpoint,
-    done: impl Fn(Option<(ServiceKey, Option<Arc<WebPool>>)>) -> bool,
-) {
+async fn routed(state: &ApiState, endpoint: &Endpoint, done: impl Fn(Option<Route>) -> bool) {
     let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
     while tokio::time::Instant::now() < deadline {
         if done(state.supervisor.route(&endpoint.host, &endpoint.path)) {

@@ -21,7 +21,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -33,7 +34,7 @@ use wasmtime_wasi_http::WasiBody;
 
 pub use routes::{request_host, Routes};
 
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Route, Supervisor};
 
 /// Request limits, from the daemon's configuration.
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +49,9 @@ pub struct Limits {
 pub struct Ingress {
     supervisor: Arc<Supervisor>,
     limits: Limits,
+    /// The HTTPS listener's port: plain HTTP requests for `https://`
+    /// endpoints are redirected there.
+    https_port: Option<u16>,
 }
 
 /// Fields that describe one connection, not the message (RFC 9110 §7.6.1).
@@ -64,8 +68,16 @@ const HOP_BY_HOP: [&str; 8] = [
 
 impl Ingress {
     /// An ingress routing to the supervisor's web services.
-    pub fn new(supervisor: Arc<Supervisor>, limits: Limits) -> Arc<Ingress> {
-        Arc::new(Ingress { supervisor, limits })
+    pub fn new(
+        supervisor: Arc<Supervisor>,
+        limits: Limits,
+        https_port: Option<u16>,
+    ) -> Arc<Ingress> {
+        Arc::new(Ingress {
+            supervisor,
+            limits,
+            https_port,
+        })
     }
 
     /// Accepts connections until `stop` turns true; `tls` makes it HTTPS.
@@ -76,12 +88,14 @@ impl Ingress {
         mut stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        // hyper's own bounds sit above ours (HTTP/1.1 cannot go below
+        // 8 KiB); `handle` answers 431 at the configured limit itself.
         builder
             .http1()
             .max_buf_size(self.limits.max_header_bytes.max(8192));
-        builder
-            .http2()
-            .max_header_list_size(u32::try_from(self.limits.max_header_bytes).unwrap_or(u32::MAX));
+        builder.http2().max_header_list_size(
+            u32::try_from(self.limits.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
+        );
         tokio::spawn(async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -158,25 +172,73 @@ impl Ingress {
                 "mesh: the request names no host\n".into(),
             );
         };
+        let head_bytes: usize = request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>()
+            + request.uri().to_string().len();
+        if head_bytes > self.limits.max_header_bytes {
+            return text(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "mesh: the request head is larger than the limit of {} bytes\n",
+                    self.limits.max_header_bytes
+                ),
+            );
+        }
         let path = request.uri().path().to_string();
-        let Some((key, pool)) = self.supervisor.route(&host, &path) else {
+        let Some(route) = self.supervisor.route(&host, &path) else {
             return text(
                 StatusCode::NOT_FOUND,
                 format!("mesh: no endpoint for host {host} and path {path}\n"),
             );
         };
+        if let (true, Scheme::Http, Some(port)) = (route.https, &scheme, self.https_port) {
+            return to_https(&host, port, request.uri());
+        }
+        let Route { key, pool, .. } = route;
         let limit = self.limits.max_body_bytes;
         let declared = request
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return text(
+        let too_large = || {
+            text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("mesh: the request body is larger than the limit of {limit} bytes\n"),
-            );
+            )
+        };
+        if declared.is_some_and(|n| n > limit) {
+            return too_large();
         }
+        // A body of unknown length (chunked, or HTTP/2 without
+        // content-length) is read up to the limit first, so that an
+        // oversized one is answered 413 before any guest sees it.
+        let request = if declared.is_none() && !hyper::body::Body::is_end_stream(request.body()) {
+            let (parts, body) = request.into_parts();
+            match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+                .collect()
+                .await
+            {
+                Ok(body) => Request::from_parts(
+                    parts,
+                    Full::new(body.to_bytes())
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                ),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+                Err(e) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        format!("mesh: cannot read the request body: {e}\n"),
+                    )
+                }
+            }
+        } else {
+            request.map(BodyExt::boxed_unsync)
+        };
         let Some(pool) = pool else {
             return refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -196,10 +258,29 @@ impl Ingress {
     }
 }
 
+/// `308` to the same URL over HTTPS, for endpoints published as
+/// `https://`.
+fn to_https(host: &str, port: u16, uri: &http::Uri) -> Response<WasiBody> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    let mut response = text(
+        StatusCode::PERMANENT_REDIRECT,
+        format!("mesh: this endpoint is served over HTTPS: {location}\n"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
 /// The request as the guest sees it: hop-by-hop fields gone, forwarding
 /// fields set, the body bounded.
 fn forwarded(
-    request: Request<Incoming>,
+    request: Request<UnsyncBoxBody<Bytes, hyper::Error>>,
     host: &str,
     peer: SocketAddr,
     scheme: &Scheme,

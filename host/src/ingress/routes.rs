@@ -30,13 +30,14 @@ impl Routes {
         Routes { hosts }
     }
 
-    /// The service for a request's host (lowercase, no port) and path.
-    pub fn find(&self, host: &str, path: &str) -> Option<&ServiceKey> {
+    /// The endpoint and service for a request's host (lowercase, no port)
+    /// and path.
+    pub fn find(&self, host: &str, path: &str) -> Option<(&Endpoint, &ServiceKey)> {
         self.hosts
             .get(host)?
             .iter()
             .find(|(endpoint, _)| endpoint.covers(path))
-            .map(|(_, key)| key)
+            .map(|(endpoint, key)| (endpoint, key))
     }
 }
 
@@ -91,7 +92,7 @@ mod tests {
             service("blog", &[("www", "/blog")]),
             service("api", &[("api", "/")]),
         ]);
-        let name = |host: &str, path: &str| routes.find(host, path).map(|k| k.name.clone());
+        let name = |host: &str, path: &str| routes.find(host, path).map(|(_, k)| k.name.clone());
         assert_eq!(name("www.localhost", "/"), Some("web".into()));
         assert_eq!(name("www.localhost", "/blog"), Some("blog".into()));
         assert_eq!(name("www.localhost", "/blog/post"), Some("blog".into()));

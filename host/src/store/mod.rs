@@ -88,6 +88,10 @@ pub mod key {
     pub fn endpoint(host: &str, path: &str) -> String {
         format!("/endpoints/{host}{path}")
     }
+    /// Every endpoint on one host, whatever its path.
+    pub fn host_endpoints(host: &str) -> String {
+        format!("/endpoints/{host}/")
+    }
     /// Every stack of every environment.
     pub const ALL_STACKS: &str = "/stacks/";
     /// Every environment.
