@@ -27,6 +27,11 @@ fn snapshot(d: &Daemon) -> String {
 fn bad_input_is_refused_with_one_line_and_changes_nothing() {
     let d = Daemon::start();
     d.create("worker", &[], &["queue"]);
+    d.create("c", &["--stack", "a-b", "--instances", "0"], &["queue"]);
+    let app = app_wasm();
+    let app = app.to_str().unwrap();
+    let long_stack = "s".repeat(40);
+    let long_name = "n".repeat(30);
     let scratch = d.scratch();
     let not_wasm = scratch.join("notes.wasm");
     std::fs::write(&not_wasm, "just some text").unwrap();
@@ -125,6 +130,16 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
             "cannot read",
         ),
         (vec!["svc", "frobnicate"], "unrecognized subcommand"),
+        (
+            vec!["svc", "create", "-n", "b-c", "--stack", "a", "--", app, "queue"],
+            "service b-c in stack a would share the intra-DNS name a-b-c with service c in stack a-b",
+        ),
+        (
+            vec![
+                "svc", "create", "-n", &long_name, "--stack", &long_stack, "--", app, "queue",
+            ],
+            "longer than a DNS label's 63 characters",
+        ),
         (
             vec![
                 "svc",

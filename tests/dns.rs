@@ -405,3 +405,36 @@ fn a_queue_worker_consumes_jobs_from_a_real_redis() {
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_worker_called_by_name_shows_its_request_instances() {
+    let d = Daemon::start();
+    d.create("web", &[], &["server"]);
+    d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    // `app queue` also exports the handler: it takes calls by name.
+    d.create("worker", &[], &["queue"]);
+    d.wait_running("worker", 1);
+    let ok = d.get("www.localhost", "/call?url=http%3A%2F%2Fapp-worker%2F");
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert!(ok.body.contains("service: app-worker"), "{}", ok.body);
+    let trapped = d.get("www.localhost", "/call?url=http%3A%2F%2Fapp-worker%2Ftrap");
+    assert!(trapped.body.starts_with("status: 500"), "{trapped:?}");
+    // The call was served by a request instance beside the `run` one, and
+    // its trap counts as a restart there, with the message.
+    let worker = d.wait_for("worker", Duration::from_secs(5), "a restart", |s| {
+        s["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == "worker.req1" && i["restarts"] == 1)
+    });
+    let instances = worker["instances"].as_array().unwrap();
+    let run = instances.iter().find(|i| i["id"] == "worker.1").unwrap();
+    assert_eq!(run["state"], "running");
+    assert_eq!(run["restarts"], 0);
+    let req = instances.iter().find(|i| i["id"] == "worker.req1").unwrap();
+    assert!(
+        req["message"].as_str().unwrap().starts_with("trap: "),
+        "{req}"
+    );
+}

@@ -206,10 +206,17 @@ impl WasiHttpHooks for MeshHooks {
                 }
                 let cyclic = chain.contains(&host);
                 let headers = request.headers_mut();
+                // In-process there is no peer address: the caller's name
+                // stands for it, after any addresses the caller passed on.
+                let forwarded_for =
+                    match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                        Some(earlier) => format!("{earlier}, {}", who.name),
+                        None => who.name.clone(),
+                    };
                 for (name, value) in [
                     (CALLER_HEADER, who.name.clone()),
                     (CHAIN_HEADER, chain.join(",")),
-                    ("x-forwarded-for", who.name.clone()),
+                    ("x-forwarded-for", forwarded_for),
                 ] {
                     if let Ok(value) = HeaderValue::from_str(&value) {
                         headers.insert(name, value);

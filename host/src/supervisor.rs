@@ -216,12 +216,14 @@ impl Supervisor {
                     .iter()
                     .map(|s| lock(&s.shared).status.clone())
                     .chain(rt.cron.as_ref().and_then(|c| c.job.current()))
-                    .chain(
-                        rt.web
-                            .iter()
-                            .filter(|w| w.warm())
-                            .flat_map(|w| w.instances()),
-                    )
+                    .chain(rt.web.iter().flat_map(|w| {
+                        // A worker's request instances show once they
+                        // have served (or failed) a call.
+                        let warm = w.warm();
+                        w.instances()
+                            .into_iter()
+                            .filter(move |i| warm || i.started_at.is_some() || i.restarts > 0)
+                    }))
                     .collect()
             })
             .unwrap_or_default();

@@ -123,9 +123,15 @@ impl WebPool {
         fresh_per_request: bool,
         warm: bool,
     ) -> Arc<WebPool> {
+        // A worker's request instances run beside its `run` instances, so
+        // their ids differ: `worker.req1`.
+        let prefix = if warm { "" } else { "req" };
         let slots = (0..instances)
             .map(|i| WebSlot {
-                status: InstanceStatus::starting(format!("{}.{}", key.name, i + 1), spec.version),
+                status: InstanceStatus::starting(
+                    format!("{}.{prefix}{}", key.name, i + 1),
+                    spec.version,
+                ),
                 busy: false,
                 ready: None,
                 failures: 0,

@@ -107,6 +107,12 @@ pub(super) async fn create(
         )));
     }
     let name = service.dns_name();
+    if name.len() > 63 {
+        return Err(ApiError::bad_request(format!(
+            "stack {} and service {} make the intra-DNS name {name}, longer than a DNS label's 63 characters; pick shorter names",
+            service.stack, service.name
+        )));
+    }
     if let Some(other) = existing.iter().find(|s| s.value.dns_name() == name) {
         return Err(ApiError::conflict(format!(
             "service {} in stack {} would share the intra-DNS name {name} with service {} in stack {}; pick another name",
@@ -125,9 +131,12 @@ pub(super) async fn create(
     check_services_keep_code(&change.stack, &in_stack, None)?;
 
     let service_key = key::service(&service.env, &service.stack, &service.name);
+    let name_key = key::dns_name(&service.env, &name);
     let txn = Txn::new()
         .when(Compare::Absent(service_key.clone()))
-        .put(service_key, encode(&service));
+        .when(Compare::Absent(name_key.clone()))
+        .put(service_key, encode(&service))
+        .put(name_key, encode(&ServiceKey::of(&service)));
     state
         .store
         .commit(change.txn(txn, state.config.versions_kept))
@@ -212,7 +221,8 @@ pub(super) async fn delete(
     let service_key = key::service(&caller.env, &stack, &name);
     let mut txn = Txn::new()
         .when(Compare::ModRev(service_key.clone(), found.mod_rev))
-        .delete(service_key);
+        .delete(service_key)
+        .delete(key::dns_name(&caller.env, &found.value.dns_name()));
     for endpoint in &found.value.endpoints {
         txn = txn.delete(key::endpoint(&endpoint.host, &endpoint.path));
     }

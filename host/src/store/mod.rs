@@ -88,6 +88,12 @@ pub mod key {
     pub fn endpoint(host: &str, path: &str) -> String {
         format!("/endpoints/{host}{path}")
     }
+    /// Who holds an intra-DNS name in an environment: created with the
+    /// service, in the same transaction, so two services can never take
+    /// the same name, even when created at once.
+    pub fn dns_name(env: &str, name: &str) -> String {
+        format!("/names/{env}/{name}")
+    }
     /// Every endpoint on one host, whatever its path.
     pub fn host_endpoints(host: &str) -> String {
         format!("/endpoints/{host}/")
