@@ -131,16 +131,39 @@ impl Identity {
         move |addr, _use| {
             let policy = who.directory.policy(&who.env);
             let ip = addr.ip();
-            let allowed = policy.allows(&ip.to_string(), addr.port())
+            let literal = policy.allows(&ip.to_string(), addr.port())
                 || (ip.is_loopback() && policy.allows("localhost", addr.port()));
-            tracing::debug!(%addr, allowed, %policy, "socket check");
-            if !allowed {
-                who.directory.denied.fetch_add(1, Ordering::Relaxed);
-                who.note(&format!(
-                    "[mesh] connection to {addr} denied by this environment's outbound policy ({policy})"
-                ));
-            }
-            Box::pin(async move { allowed })
+            let names = if literal {
+                Vec::new()
+            } else {
+                policy.names_for_port(addr.port())
+            };
+            let who = who.clone();
+            Box::pin(async move {
+                // Host names in the list allow the addresses they resolve
+                // to (looked up on a task, so this future stays Sync).
+                let allowed = literal
+                    || tokio::spawn(async move {
+                        for name in names {
+                            if let Ok(mut found) = tokio::net::lookup_host((name, 0)).await {
+                                if found.any(|a| a.ip() == ip) {
+                                    return true;
+                                }
+                            }
+                        }
+                        false
+                    })
+                    .await
+                    .unwrap_or(false);
+                tracing::debug!(%addr, allowed, %policy, "socket check");
+                if !allowed {
+                    who.directory.denied.fetch_add(1, Ordering::Relaxed);
+                    who.note(&format!(
+                        "[mesh] connection to {addr} denied by this environment's outbound policy ({policy})"
+                    ));
+                }
+                allowed
+            })
         }
     }
 

@@ -114,6 +114,28 @@ impl Outbound {
     }
 }
 
+impl Outbound {
+    /// The plain host names (no wildcard, no IP literal) an allow-list
+    /// lets reach `port`: raw sockets connect to addresses, so these are
+    /// resolved to see whether an address is one of theirs.
+    pub fn names_for_port(&self, port: u16) -> Vec<String> {
+        let Outbound::AllowList(patterns) = self else {
+            return Vec::new();
+        };
+        patterns
+            .iter()
+            .filter_map(|p| {
+                let (host, p_port) = match p.rsplit_once(':') {
+                    Some((h, port)) if !h.contains(':') => (h, port.parse::<u16>().ok()),
+                    _ => (p.as_str(), None),
+                };
+                let named = !host.starts_with("*.") && host.parse::<std::net::IpAddr>().is_err();
+                (named && p_port.is_none_or(|p| p == port)).then(|| host.to_string())
+            })
+            .collect()
+    }
+}
+
 impl fmt::Display for Outbound {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -757,6 +779,12 @@ mod tests {
         assert!(list.allows("www.example.com", 80));
         assert!(!list.allows("example.com", 80));
         assert!(list.allows("127.0.0.1", 6379));
+        // Raw sockets resolve the plain names that cover the port.
+        let list =
+            Outbound::parse("db.internal:5432,cache:6379,*.example.com,10.0.0.1,queue").unwrap();
+        assert_eq!(list.names_for_port(5432), ["db.internal", "queue"]);
+        assert_eq!(list.names_for_port(6379), ["cache", "queue"]);
+        assert!(Outbound::Deny.names_for_port(80).is_empty());
         assert!(!list.allows("127.0.0.1", 6380));
         assert!(Outbound::Allow.allows("anything", 1));
         assert!(!Outbound::Deny.allows("anything", 1));
