@@ -171,6 +171,63 @@ fn logs_tail_since_and_follow() {
 }
 
 #[test]
+fn logs_survive_a_restart_and_followers_end_cleanly() {
+    let mut d = Daemon::start();
+    d.create("worker", &["--env", "HEARTBEAT_MS=100"], &["queue"]);
+    d.wait_for("worker", Duration::from_secs(10), "heartbeats", |_| {
+        d.log_texts("worker").len() >= 3
+    });
+    d.restart();
+    let logs = d.log_texts("worker");
+    assert!(
+        logs.iter().any(|l| l == "queue: heartbeat 2"),
+        "logs lost over a restart: {logs:?}"
+    );
+
+    // A reader that goes away ends the follower quietly, like SIGPIPE.
+    let mut follower = d
+        .mesh_cmd(&["svc", "logs", "-n", "worker", "-f"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(follower.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("worker.1"), "{first}");
+    // The pipe is closed now; the next heartbeat finds it so.
+    let status = follower.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut follower.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    // A follower does not keep the daemon from stopping, and says why it
+    // ended.
+    let follower = d
+        .mesh_cmd(&["events", "-f"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let stopping = Instant::now();
+    assert!(d.terminate().success());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(4),
+        "the daemon took {:?} to stop with a follower attached",
+        stopping.elapsed()
+    );
+    let out = follower.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: the daemon stopped; nothing more to follow"
+    );
+}
+
+#[test]
 fn run_attaches_stdio_and_passes_the_exit_code() {
     let d = Daemon::start();
     d.create(

@@ -283,17 +283,7 @@ pub fn logs(client: &Client, out: &Out, args: LogsArgs) -> anyhow::Result<()> {
         query.join("&")
     );
     if args.follow {
-        for line in client.get_lines(&path)? {
-            let line = line?;
-            if out.json {
-                println!("{line}");
-            } else if let Ok(line) = serde_json::from_str::<LogLine>(&line) {
-                print_log_line(&line);
-            }
-            use std::io::Write as _;
-            std::io::stdout().flush()?;
-        }
-        return Ok(());
+        return follow(client, out, &path, print_log_line);
     }
     let lines: Vec<LogLine> = client.get(&path)?;
     out.print(&lines, || lines.iter().for_each(print_log_line))
@@ -432,20 +422,31 @@ pub fn events(client: &Client, out: &Out, args: EventsArgs) -> anyhow::Result<()
         )
     };
     if args.follow {
-        for line in client.get_lines(&path)? {
-            let line = line?;
-            if out.json {
-                println!("{line}");
-            } else if let Ok(event) = serde_json::from_str::<Event>(&line) {
-                print(&event);
-            }
-            use std::io::Write as _;
-            std::io::stdout().flush()?;
-        }
-        return Ok(());
+        return follow(client, out, &path, print);
     }
     let events: Vec<Event> = client.get(&path)?;
     out.print(&events, || events.iter().for_each(print))
+}
+
+/// Prints a followed NDJSON stream as it comes, until Ctrl-C; the stream
+/// ending means the daemon went away.
+fn follow<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    out: &Out,
+    path: &str,
+    print: impl Fn(&T),
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    for line in client.get_lines(path)? {
+        let line = line?;
+        if out.json {
+            println!("{line}");
+        } else if let Ok(item) = serde_json::from_str::<T>(&line) {
+            print(&item);
+        }
+        std::io::stdout().flush()?;
+    }
+    Err(anyhow!("the daemon stopped; nothing more to follow"))
 }
 
 /// `mesh service run` (with `-n`) and `mesh run` (a .wasm file, once).

@@ -17,6 +17,7 @@ use args::{Cli, Command, EnvCommand, ServiceCommand, StackCommand, UpArgs};
 use commands::Out;
 
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -141,4 +142,23 @@ fn usage_error(e: clap::Error) -> ExitCode {
 fn one_line(e: &anyhow::Error) -> String {
     let text = format!("{e:#}");
     text.lines().collect::<Vec<_>>().join(" ")
+}
+
+/// Like other Unix tools, end quietly when the reader of our output goes
+/// away (`mesh events | head -1`). SIGPIPE stays ignored (a closed API
+/// socket must be an error, not a silent death), so a print to a closed
+/// pipe panics in `println!`; that one panic exits like SIGPIPE would.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }

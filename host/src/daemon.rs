@@ -116,6 +116,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         },
         https_port,
     );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let state = ApiState {
         store,
         engine,
@@ -123,9 +124,9 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         logs,
         config: Arc::new(config),
         admin_token: admin_token.into(),
+        stopping: stop_rx.clone(),
     };
     let reconciler = tokio::spawn(supervisor.clone().run());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api = serve(api_listener, api::router(state), stop_rx.clone());
     let http = ingress.clone().serve(http_listener, None, stop_rx.clone());
     let https = https.map(|(listener, acceptor)| ingress.serve(listener, Some(acceptor), stop_rx));
@@ -137,14 +138,24 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     reconciler.abort();
     supervisor.stop_all().await;
-    let _ = tokio::join!(api, http);
-    if let Some(https) = https {
-        let _ = https.await;
+    // Connections finish what they are doing; one that does not (a client
+    // that stopped reading) is not waited for long.
+    let servers = async {
+        let _ = tokio::join!(api, http);
+        if let Some(https) = https {
+            let _ = https.await;
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, servers).await.is_err() {
+        tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
     }
     let _ = std::fs::remove_file(data_dir.join(DAEMON_FILE));
     tracing::info!("mesh stopped");
     Ok(())
 }
+
+/// How long shutdown waits for open connections.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn serve(
     listener: TcpListener,

@@ -52,6 +52,8 @@ pub struct ApiState {
     pub config: Arc<DaemonConfig>,
     /// The operator's token.
     pub admin_token: Arc<str>,
+    /// Turns true when the daemon shuts down: followers end their streams.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Who is calling: the environment their token acts on.
@@ -220,17 +222,21 @@ async fn events(
     if !query.follow {
         return Ok(Json(list).into_response());
     }
-    Ok(follow_ndjson(list, events.follow(), move |event| {
-        env.as_ref().is_none_or(|e| &event.env == e)
-    }))
+    Ok(follow_ndjson(
+        list,
+        events.follow(),
+        state.stopping.clone(),
+        move |event| env.as_ref().is_none_or(|e| &event.env == e),
+    ))
 }
 
 /// A response that streams `backlog`, then every item from `live` that
-/// `wanted` keeps, one JSON object per line, until the client goes away.
-/// Items the receiver lagged behind on are skipped.
+/// `wanted` keeps, one JSON object per line, until the client goes away or
+/// the daemon stops. Items the receiver lagged behind on are skipped.
 pub(super) fn follow_ndjson<T>(
     backlog: Vec<T>,
     live: tokio::sync::broadcast::Receiver<T>,
+    stopping: tokio::sync::watch::Receiver<bool>,
     wanted: impl Fn(&T) -> bool + Send + 'static,
 ) -> Response
 where
@@ -239,15 +245,22 @@ where
     use futures::StreamExt as _;
     use tokio::sync::broadcast::error::RecvError;
     let backlog = futures::stream::iter(backlog);
-    let new = futures::stream::unfold((live, wanted), |(mut live, wanted)| async move {
-        loop {
-            match live.recv().await {
-                Ok(item) if wanted(&item) => return Some((item, (live, wanted))),
-                Ok(_) | Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => return None,
+    let new = futures::stream::unfold(
+        (live, stopping, wanted),
+        |(mut live, mut stopping, wanted)| async move {
+            loop {
+                let received = tokio::select! {
+                    received = live.recv() => received,
+                    _ = stopping.wait_for(|stopped| *stopped) => return None,
+                };
+                match received {
+                    Ok(item) if wanted(&item) => return Some((item, (live, stopping, wanted))),
+                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return None,
+                }
             }
-        }
-    });
+        },
+    );
     let body = backlog.chain(new).map(|item| {
         let mut json = serde_json::to_vec(&item).unwrap_or_default();
         json.push(b'\n');

@@ -284,7 +284,12 @@ pub(super) async fn logs(
     // Follow: what is kept so far, then every new line as it is written
     // (across instance restarts), one JSON object per line, until the
     // client goes away.
-    Ok(super::follow_ndjson(lines, log.follow(), wanted))
+    Ok(super::follow_ndjson(
+        lines,
+        log.follow(),
+        state.stopping.clone(),
+        wanted,
+    ))
 }
 
 /// Finds a service or says which ones exist.
