@@ -73,6 +73,13 @@ fn service_ls_tells_crashing_oom_and_healthy_instances_apart() {
     let only: Vec<Value> =
         serde_json::from_str(&d.ok(&["service", "ls", "-n", "hungry", "--json"])).unwrap();
     assert_eq!(only.len(), 1);
+    let err = d.fails(&["service", "ls", "-n", "nope"]);
+    assert_eq!(
+        err,
+        "error: no service named nope (services: crashing, healthy, hungry)"
+    );
+    let err = d.fails(&["service", "ls", "--stack", "nope"]);
+    assert_eq!(err, "error: no services in stack nope");
 
     // Events say what happened, with times.
     let events: Vec<Value> = serde_json::from_str(&d.ok(&["events", "--json"])).unwrap();

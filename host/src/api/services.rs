@@ -35,14 +35,36 @@ pub(super) async fn list(
     Extension(caller): Extension<Caller>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<ServiceView>>> {
-    let services = state.store.services(&caller.env).await?;
-    let views = services
+    let services: Vec<Service> = state
+        .store
+        .services(&caller.env)
+        .await?
         .into_iter()
         .map(|s| s.value)
-        .filter(|s| query.stack.as_deref().is_none_or(|st| st == s.stack))
-        .filter(|s| query.name.as_deref().is_none_or(|n| n == s.name))
-        .map(|s| view(&state, s))
         .collect();
+    let in_stack: Vec<&Service> = services
+        .iter()
+        .filter(|s| query.stack.as_deref().is_none_or(|st| st == s.stack))
+        .collect();
+    if let (Some(stack), true) = (&query.stack, in_stack.is_empty()) {
+        return Err(ApiError::not_found(format!("no services in stack {stack}")));
+    }
+    let views: Vec<ServiceView> = in_stack
+        .iter()
+        .filter(|s| query.name.as_deref().is_none_or(|n| n == s.name))
+        .map(|s| view(&state, (*s).clone()))
+        .collect();
+    if let (Some(name), true) = (&query.name, views.is_empty()) {
+        let have: Vec<&str> = in_stack.iter().map(|s| s.name.as_str()).collect();
+        return Err(ApiError::not_found(format!(
+            "no service named {name} (services: {})",
+            if have.is_empty() {
+                "none".to_string()
+            } else {
+                have.join(", ")
+            }
+        )));
+    }
     Ok(Json(views))
 }
 
