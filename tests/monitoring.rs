@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{app_wasm, Daemon};
+use support::{app_wasm, guest, Daemon};
 
 #[test]
 fn service_ls_tells_crashing_oom_and_healthy_instances_apart() {
@@ -252,9 +252,30 @@ fn run_attaches_stdio_and_passes_the_exit_code() {
     assert!(text.contains("argv: app env\n"), "{text}");
     assert!(text.contains("env: GREETING=hello there\n"), "{text}");
     assert!(text.contains("env: MESH_SERVICE=worker\n"), "{text}");
+    // Its output is in the service's logs too, and it is in the events.
+    let logs: Vec<Value> =
+        serde_json::from_str(&d.ok(&["svc", "logs", "-n", "worker", "--json"])).unwrap();
+    assert!(
+        logs.iter()
+            .any(|l| l["instance"] == "worker.run1" && l["text"] == "argv: app env"),
+        "{logs:?}"
+    );
 
     let out = d.mesh(&["service", "run", "-n", "worker", "--", "app", "exit", "7"]);
     assert_eq!(out.status.code(), Some(7));
+    let events: Vec<Value> = serde_json::from_str(&d.ok(&["events", "--json"])).unwrap();
+    let of_run = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e["kind"] == kind && e["instance"] == "worker.run2")
+            .unwrap_or_else(|| panic!("no {kind} of worker.run2 in {events:?}"))
+            .clone()
+    };
+    assert_eq!(
+        of_run("instance.started")["message"],
+        "interactive run of `app exit 7`"
+    );
+    assert_eq!(of_run("instance.exited")["message"], "exited with code 7");
 
     // stdin piped through the run reaches the guest and comes back.
     let mut cat = d
@@ -283,6 +304,26 @@ fn run_attaches_stdio_and_passes_the_exit_code() {
     assert!(err.contains("no service named nope"), "{err}");
     let err = d.fails(&["svc", "run", "-n", "worker", "--", "ap"]);
     assert!(err.contains("no component named 'ap'"), "{err}");
+    let payments = guest("payments");
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "payments",
+        "--stack",
+        "finance",
+        "--",
+        payments.to_str().unwrap(),
+    ]);
+    let err = d.fails(&[
+        "svc", "run", "-n", "payments", "--stack", "finance", "--", "payments",
+    ]);
+    assert!(
+        err.starts_with(
+            "error: component 'payments' does not export `wasi:cli/run`, so it cannot run interactively (it exports wasi:http/incoming-handler"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

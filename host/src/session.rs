@@ -20,8 +20,10 @@ use tokio::sync::mpsc;
 
 use crate::dns::Identity;
 use crate::engine::{Engine, Loaded};
-use crate::instance::{run_command, Interrupt, Launch, RunStdin};
+use crate::instance::{run_command, Interrupt, Launch, Outcome, RunStdin};
+use crate::logs::{LogStream, ServiceLog, Stream};
 use crate::model::{InstanceState, InstanceStatus};
+use wasmtime_wasi::cli::StdoutStream as _;
 
 /// The `Upgrade` protocol name.
 pub const PROTOCOL: &str = "mesh-run";
@@ -104,6 +106,9 @@ pub struct Session {
     pub who: Option<Identity>,
     /// Whether the caller's stdin is a terminal.
     pub terminal: bool,
+    /// The service log its output is kept in too, and its instance id
+    /// there (`None` for a component run outside any service).
+    pub log: Option<(Arc<ServiceLog>, String)>,
 }
 
 /// Runs the session's instance over `stream` until it exits or the client
@@ -113,9 +118,17 @@ pub async fn serve<S>(
     session: Session,
     stream: S,
     status: Arc<Mutex<InstanceStatus>>,
-) where
+) -> Outcome
+where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    // Output goes to the client and, for a service's instance, to the
+    // service's log like any instance's.
+    let mut kept: Option<[Pin<Box<dyn AsyncWrite + Send + Sync>>; 2]> =
+        session.log.as_ref().map(|(log, id)| {
+            [Stream::Stdout, Stream::Stderr]
+                .map(|stream| Box::into_pin(LogStream::new(log.clone(), id, stream).async_stream()))
+        });
     let (mut from_client, mut to_client) = tokio::io::split(stream);
     let (mut stdin_tx, stdin_rx) = tokio::io::duplex(STDIN_BUFFER);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(u8, Bytes)>();
@@ -182,6 +195,7 @@ pub async fn serve<S>(
         tokio::select! {
             outcome = &mut run => break outcome,
             Some((kind, bytes)) = out_rx.recv() => {
+                keep(&mut kept, kind, &bytes).await;
                 if to_client.write_all(&frame(kind, &bytes)).await.is_err() {
                     interrupt.trigger();
                 }
@@ -190,8 +204,11 @@ pub async fn serve<S>(
     };
     // The store is gone: drain what the guest wrote last.
     while let Some((kind, bytes)) = out_rx.recv().await {
+        keep(&mut kept, kind, &bytes).await;
         let _ = to_client.write_all(&frame(kind, &bytes)).await;
     }
+    // Dropping the log writers flushes a last line without a newline.
+    drop(kept);
     reader.abort();
     {
         let mut status = lock(&status);
@@ -203,12 +220,25 @@ pub async fn serve<S>(
     let message = if outcome.exit_code.is_some() {
         String::new()
     } else {
-        outcome.message
+        outcome.message.clone()
     };
     let mut payload = code.to_be_bytes().to_vec();
     payload.extend_from_slice(message.as_bytes());
     let _ = to_client.write_all(&frame(EXIT, &payload)).await;
     let _ = to_client.shutdown().await;
+    outcome
+}
+
+/// Writes output to the service log, when there is one.
+async fn keep(
+    kept: &mut Option<[Pin<Box<dyn AsyncWrite + Send + Sync>>; 2]>,
+    kind: u8,
+    bytes: &[u8],
+) {
+    if let Some([stdout, stderr]) = kept {
+        let target = if kind == STDERR { stderr } else { stdout };
+        let _ = target.write_all(bytes).await;
+    }
 }
 
 /// A fresh status for an interactive instance.

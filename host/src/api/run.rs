@@ -52,6 +52,7 @@ pub(super) async fn service_run(
         memory_bytes: service.memory_bytes,
         who: Some(state.supervisor.identity(&key, &id)),
         terminal: query.tty,
+        log: Some((state.logs.service(&key), id.clone())),
     };
     tracing::info!(service = %key, instance = %id, "interactive run");
     Ok(attach(&state, key, id, version, session, request))
@@ -91,6 +92,7 @@ pub(super) async fn once(
         memory_bytes: DEFAULT_MEMORY_BYTES,
         who: Some(state.supervisor.identity(&key, &id)),
         terminal: query.tty,
+        log: None,
     };
     Ok(attach(&state, key, id, 0, session, request))
 }
@@ -109,10 +111,25 @@ fn attach(
     let supervisor = state.supervisor.clone();
     let engine = state.engine.clone();
     supervisor.track_interactive(&key, status.clone());
+    // A service's interactive instances are in its events like any other.
+    let events = session.log.is_some().then(|| supervisor.events().clone());
     tokio::spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
-                session::serve(engine, session, TokioIo::new(upgraded), status.clone()).await
+                if let Some(events) = &events {
+                    let command = session.args.join(" ");
+                    events.service(
+                        &key,
+                        "instance.started",
+                        Some(&id),
+                        format!("interactive run of `{command}`"),
+                    );
+                }
+                let outcome =
+                    session::serve(engine, session, TokioIo::new(upgraded), status.clone()).await;
+                if let Some(events) = &events {
+                    events.service(&key, "instance.exited", Some(&id), outcome.message);
+                }
             }
             Err(e) => tracing::warn!(instance = %id, error = %e, "interactive run: upgrade failed"),
         }
