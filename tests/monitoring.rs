@@ -85,6 +85,7 @@ fn service_ls_tells_crashing_oom_and_healthy_instances_apart() {
     let events: Vec<Value> = serde_json::from_str(&d.ok(&["events", "--json"])).unwrap();
     let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     for kind in [
+        "stack.deployed",
         "service.created",
         "service.updated",
         "instance.started",
@@ -473,44 +474,47 @@ fn metrics_parse_as_prometheus_text() {
         .trim_start_matches("http://")
         .to_string();
     let token = d.info["token"].as_str().unwrap();
-    let r = support::http_request(
-        &api,
-        "GET",
-        &api,
-        "/metrics",
-        &[("Authorization", &format!("Bearer {token}"))],
-        b"",
-    );
-    assert_eq!(r.status, 200, "{r:?}");
-    assert!(r
-        .header("content-type")
-        .unwrap()
-        .starts_with("text/plain; version=0.0.4"));
-
-    // Every line is a comment or `name{labels} value` with a number.
-    let mut series = std::collections::BTreeMap::new();
-    for line in r.body.lines().filter(|l| !l.is_empty()) {
-        if let Some(rest) = line.strip_prefix("# ") {
-            assert!(
-                rest.starts_with("HELP ") || rest.starts_with("TYPE "),
-                "{line}"
-            );
-            continue;
-        }
-        let (name_labels, value) = line.rsplit_once(' ').unwrap();
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value: {line}"));
-        let name = name_labels.split('{').next().unwrap();
-        assert!(
-            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-            "bad name: {line}"
+    let scrape = || {
+        let r = support::http_request(
+            &api,
+            "GET",
+            &api,
+            "/metrics",
+            &[("Authorization", &format!("Bearer {token}"))],
+            b"",
         );
-        if name_labels.contains('{') {
-            assert!(name_labels.ends_with('}'), "{line}");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(r
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"));
+        // Every line is a comment or `name{labels} value` with a number.
+        let mut series = std::collections::BTreeMap::new();
+        for line in r.body.lines().filter(|l| !l.is_empty()) {
+            if let Some(rest) = line.strip_prefix("# ") {
+                assert!(
+                    rest.starts_with("HELP ") || rest.starts_with("TYPE "),
+                    "{line}"
+                );
+                continue;
+            }
+            let (name_labels, value) = line.rsplit_once(' ').unwrap();
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value: {line}"));
+            let name = name_labels.split('{').next().unwrap();
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "bad name: {line}"
+            );
+            if name_labels.contains('{') {
+                assert!(name_labels.ends_with('}'), "{line}");
+            }
+            series.insert(name_labels.to_string(), value);
         }
-        series.insert(name_labels.to_string(), value);
-    }
+        series
+    };
+    let series = scrape();
     let web = "env=\"default\",stack=\"app\",service=\"web\"";
     assert_eq!(
         series[&format!("mesh_requests_total{{{web},status=\"200\"}}")],
@@ -539,6 +543,17 @@ fn metrics_parse_as_prometheus_text() {
         1.0
     );
     assert!(series.contains_key("mesh_outgoing_calls_total{kind=\"in_process\"}"));
+    // The trap retired one instance: one restart.
+    assert_eq!(series[&format!("mesh_restarts_total{{{web}}}")], 1.0);
+
+    // A deleted service's series go with it.
+    d.ok(&["svc", "delete", "job"]);
+    let series = scrape();
+    assert!(
+        !series.keys().any(|k| k.contains("service=\"job\"")),
+        "{series:?}"
+    );
+    assert!(series.contains_key(&format!("mesh_requests_total{{{web},status=\"200\"}}")));
 
     // Without the token: 401.
     let r = support::http_request(&api, "GET", &api, "/metrics", &[], b"");

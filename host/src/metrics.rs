@@ -23,6 +23,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(ServiceKey, u16), u64>>,
     latency: Mutex<BTreeMap<ServiceKey, Histogram>>,
     cron_runs: Mutex<BTreeMap<(ServiceKey, String), u64>>,
+    restarts: Mutex<BTreeMap<ServiceKey, u64>>,
     memory: Mutex<HashMap<ServiceKey, Arc<AtomicI64>>>,
 }
 
@@ -61,6 +62,20 @@ impl Metrics {
         *lock(&self.cron_runs)
             .entry((key.clone(), status.to_string()))
             .or_default() += 1;
+    }
+
+    /// Counts one restart of one of a service's instances.
+    pub fn restart(&self, key: &ServiceKey) {
+        *lock(&self.restarts).entry(key.clone()).or_default() += 1;
+    }
+
+    /// Drops a deleted service's series.
+    pub fn forget(&self, key: &ServiceKey) {
+        lock(&self.requests).retain(|(k, _), _| k != key);
+        lock(&self.latency).remove(key);
+        lock(&self.cron_runs).retain(|(k, _), _| k != key);
+        lock(&self.restarts).remove(key);
+        lock(&self.memory).remove(key);
     }
 
     /// The gauge of linear memory a service's instances use now.
@@ -142,6 +157,15 @@ impl Metrics {
         for (key, list) in instances {
             let restarts: u64 = list.iter().map(|i| u64::from(i.restarts)).sum();
             let _ = writeln!(out, "mesh_instance_restarts{{{}}} {restarts}", labels(key));
+        }
+        header(
+            &mut out,
+            "mesh_restarts_total",
+            "counter",
+            "Restarts of a service's instances since the daemon started.",
+        );
+        for (key, n) in lock(&self.restarts).iter() {
+            let _ = writeln!(out, "mesh_restarts_total{{{}}} {n}", labels(key));
         }
         header(
             &mut out,

@@ -253,6 +253,11 @@ impl Supervisor {
         &self.parts.events
     }
 
+    /// Drops a deleted service's metric series.
+    pub fn forget_metrics(&self, key: &ServiceKey) {
+        self.parts.metrics.forget(key);
+    }
+
     /// `/metrics` in the Prometheus text format.
     pub fn metrics_text(&self) -> String {
         let keys: Vec<ServiceKey> = self.lock().keys().cloned().collect();
@@ -378,6 +383,7 @@ impl Supervisor {
         for key in gone {
             if let Some(rt) = runtimes.remove(&key) {
                 tracing::info!(service = %key, "service deleted: stopping its instances");
+                self.parts.metrics.forget(&key);
                 let parts = self.parts.clone();
                 tokio::spawn(async move {
                     stop_runtime(rt).await;
@@ -760,6 +766,7 @@ async fn slot_main(
                 .back_off(outcome.exit_code, outcome.message.clone(), delay);
             s.status.restarts
         };
+        parts.metrics.restart(&key);
         tracing::info!(service = %key, instance = %id, outcome = %outcome.message, ?delay, restarts, "instance ended");
         let kind = if outcome.message.starts_with("exceeded memory limit") {
             "instance.oom"

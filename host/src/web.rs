@@ -472,6 +472,7 @@ impl WebPool {
                     s.backoff_until = Some(Instant::now() + delay);
                     s.ready = None;
                     s.status.back_off(None, message.clone(), delay);
+                    self.parts.metrics.restart(&self.key);
                     tracing::info!(service = %self.key, instance = %s.status.id, %message, ?delay, "web instance retired");
                     let kind = if message.starts_with("exceeded memory limit") {
                         "instance.oom"

@@ -163,6 +163,7 @@ pub(super) async fn create(
         .store
         .commit(change.txn(txn, state.config.versions_kept))
         .await?;
+    change.announce(&state, &caller.env, &[]);
     tracing::info!(service = %ServiceKey::of(&service), "service created");
     state.supervisor.events().service(
         &ServiceKey::of(&service),
@@ -219,6 +220,7 @@ pub(super) async fn update(
         .store
         .commit(change.txn(txn, state.config.versions_kept))
         .await?;
+    change.announce(&state, &caller.env, std::slice::from_ref(&name));
     tracing::info!(service = %ServiceKey::of(&service), "service updated");
     state.supervisor.events().service(
         &ServiceKey::of(&service),
@@ -250,6 +252,8 @@ pub(super) async fn delete(
     }
     state.store.commit(txn).await?;
     tracing::info!(service = %ServiceKey::of(&found.value), "service deleted");
+    // Its series go now, not when the supervisor catches up.
+    state.supervisor.forget_metrics(&ServiceKey::of(&found.value));
     state.supervisor.events().service(
         &ServiceKey::of(&found.value),
         "service.deleted",
@@ -280,7 +284,16 @@ pub(super) async fn logs(
         let known =
             live.iter().any(|i| &i.id == instance) || lines.iter().any(|l| &l.instance == instance);
         if !known {
-            let ids: Vec<String> = live.into_iter().map(|i| i.id).collect();
+            // The live instances, then the newest few others that logged.
+            let mut ids: Vec<String> = live.into_iter().map(|i| i.id).collect();
+            for line in lines.iter().rev() {
+                if ids.len() >= 8 {
+                    break;
+                }
+                if !ids.contains(&line.instance) {
+                    ids.push(line.instance.clone());
+                }
+            }
             return Err(ApiError::not_found(format!(
                 "no instance {instance} of {name} (its instances: {})",
                 if ids.is_empty() {

@@ -199,26 +199,7 @@ async fn apply_and_commit(
     let created = change.new_version.is_some();
     let txn = change.txn(Txn::new(), state.config.versions_kept);
     state.store.commit(txn).await?;
-    if let Some(version) = &change.new_version {
-        state.supervisor.events().record(crate::events::Event {
-            time: Utc::now(),
-            env: env.to_string(),
-            kind: "stack.deployed".into(),
-            service: None,
-            instance: None,
-            message: format!(
-                "stack {} v{} ({}); restarting: {}",
-                change.stack.name,
-                version.number,
-                version.reason,
-                if restarting.is_empty() {
-                    "none".to_string()
-                } else {
-                    restarting.join(", ")
-                }
-            ),
-        });
-    }
+    change.announce(state, env, &restarting);
     let version = match &change.new_version {
         Some(v) => v.clone(),
         None => change
@@ -317,6 +298,32 @@ impl StackChange {
             .filter(|s| self.before.get(s.component()) != self.stack.components.get(s.component()))
             .map(|s| s.name.clone())
             .collect()
+    }
+
+    /// Records a `stack.deployed` event once a change that made a new
+    /// version is committed.
+    pub fn announce(&self, state: &ApiState, env: &str, restarting: &[String]) {
+        let Some(version) = &self.new_version else {
+            return;
+        };
+        state.supervisor.events().record(crate::events::Event {
+            time: Utc::now(),
+            env: env.to_string(),
+            kind: "stack.deployed".into(),
+            service: None,
+            instance: None,
+            message: format!(
+                "stack {} v{} ({}); restarting: {}",
+                self.stack.name,
+                version.number,
+                version.reason,
+                if restarting.is_empty() {
+                    "none".to_string()
+                } else {
+                    restarting.join(", ")
+                }
+            ),
+        });
     }
 
     /// Adds the change's compares and writes to `txn`, pruning versions
