@@ -419,7 +419,8 @@ fn an_interactive_terminal_session_works_in_tmux() {
     let tmux = Tmux::start(
         &session,
         &format!(
-            "MESH_DATA_DIR={dir} {mesh} service run -n worker -- app repl; echo EXIT=$?; sleep 60"
+            "MESH_DATA_DIR={dir} {mesh} service run -n worker -- app repl; echo EXIT=$?; \
+             echo MODES $(stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo|isig)'); sleep 60"
         ),
     );
     // capture-pane drops the prompt's trailing space.
@@ -432,7 +433,10 @@ fn an_interactive_terminal_session_works_in_tmux() {
     tmux.wait_for("tmux\n");
     tmux.keys(&["exit 4", "Enter"]);
     tmux.wait_for("EXIT=4");
-    // The terminal was restored: the shell's echo works again.
+    // The terminal was restored: line editing, echo and signals are on
+    // again (raw mode turns all three off).
+    let screen = tmux.wait_for("MODES ");
+    assert!(screen.contains("MODES isig icanon echo"), "{screen}");
     drop(tmux);
 
     // Ctrl-C stops the remote instance.

@@ -253,7 +253,9 @@ pub(super) async fn delete(
     state.store.commit(txn).await?;
     tracing::info!(service = %ServiceKey::of(&found.value), "service deleted");
     // Its series go now, not when the supervisor catches up.
-    state.supervisor.forget_metrics(&ServiceKey::of(&found.value));
+    state
+        .supervisor
+        .forget_metrics(&ServiceKey::of(&found.value));
     state.supervisor.events().service(
         &ServiceKey::of(&found.value),
         "service.deleted",
