@@ -10,7 +10,8 @@ cargo build -p mesh-cli
 
 export MESH_DATA_DIR="${MESH_DATA_DIR:-$PWD/.mesh}"
 mesh=target/debug/mesh
-app=guest-examples/target/wasm32-wasip2/release/app.wasm
+guests=guest-examples/target/wasm32-wasip2/release
+app=$guests/app.wasm
 
 "$mesh" up --https 127.0.0.1:8443 "$@" &
 daemon=$!
@@ -32,6 +33,14 @@ done
 }
 "$mesh" service ls --json | grep -q '"name": "digest"' ||
   "$mesh" svc create -n digest --schedule "@every 1m" -- app send-emails
+# The seed's other stacks: payments called by name (http://finance-payments),
+# and a blog under www.localhost/blog.
+"$mesh" service ls --json | grep -q '"name": "payments"' ||
+  "$mesh" svc create -n payments --stack finance --instances 2 -- "$guests/payments.wasm"
+"$mesh" service ls --json | grep -q '"name": "blog"' || {
+  "$mesh" svc create -n blog --stack myblog -- "$guests/blog.wasm"
+  "$mesh" svc publish -n blog --stack myblog --endpoint www --path /blog
+}
 
 sleep 1
 "$mesh" service ls
@@ -40,4 +49,6 @@ echo "mesh is running (data in $MESH_DATA_DIR). In another shell:"
 echo "  export MESH_DATA_DIR=$MESH_DATA_DIR"
 echo "  $mesh service ls        $mesh svc logs -n worker --tail 5"
 echo "  curl http://www.localhost:8080/      curl --cacert $MESH_DATA_DIR/tls/ca.pem https://www.localhost:8443/"
+echo "  curl 'http://www.localhost:8080/pay?amount=1250'   (web calls http://finance-payments in-process)"
+echo "  curl http://www.localhost:8080/blog/"
 wait "$daemon"
