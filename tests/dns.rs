@@ -67,6 +67,17 @@ fn services_call_each_other_by_name_in_process_spread_over_instances() {
         ["payments.1", "payments.2", "payments.3"],
         "calls were not spread over the instances"
     );
+    // The daemon counted six calls handed over in-process and none that
+    // went to the network.
+    let metrics = d.metrics();
+    assert!(
+        metrics.contains("mesh_outgoing_calls_total{kind=\"in_process\"} 6\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mesh_outgoing_calls_total{kind=\"network\"} 0\n"),
+        "{metrics}"
+    );
 }
 
 #[test]

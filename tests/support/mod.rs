@@ -246,6 +246,26 @@ impl Daemon {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `GET /metrics` with the operator's token: the Prometheus text.
+    pub fn metrics(&self) -> String {
+        let api = self.info["api_url"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("http://")
+            .to_string();
+        let token = self.info["token"].as_str().unwrap();
+        let r = http_request(
+            &api,
+            "GET",
+            &api,
+            "/metrics",
+            &[("Authorization", &format!("Bearer {token}"))],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        r.body
+    }
+
     /// `mesh svc create -n NAME FLAGS... -- app.wasm ARGV...`, expecting
     /// success.
     pub fn create(&self, name: &str, flags: &[&str], argv: &[&str]) -> String {
