@@ -263,6 +263,10 @@ impl Daemon {
             b"",
         );
         assert_eq!(r.status, 200, "{r:?}");
+        assert!(r
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"));
         r.body
     }
 
