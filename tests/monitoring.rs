@@ -506,18 +506,12 @@ fn metrics_parse_as_prometheus_text() {
     };
     let series = scrape();
     let web = "env=\"default\",stack=\"app\",service=\"web\"";
-    assert_eq!(
-        series[&format!("mesh_requests_total{{{web},status=\"200\"}}")],
-        1.0
-    );
-    assert_eq!(
-        series[&format!("mesh_requests_total{{{web},status=\"404\"}}")],
-        1.0
-    );
-    assert_eq!(
-        series[&format!("mesh_requests_total{{{web},status=\"500\"}}")],
-        1.0
-    );
+    for status in [200, 404, 500] {
+        assert_eq!(
+            series[&format!("mesh_requests_total{{{web},status=\"{status}\"}}")],
+            1.0
+        );
+    }
     assert_eq!(
         series[&format!("mesh_request_duration_seconds_count{{{web}}}")],
         3.0

@@ -41,30 +41,10 @@ impl Table {
         let state_column = self
             .header
             .iter()
-            .position(|h| h == "STATE" || h == "STATUS");
+            .position(|h| h == "STATE" || h == "STATUS")
+            .filter(|_| terminal);
         for row in &self.rows {
-            let mut cells = row.clone();
-            if let (true, Some(col)) = (terminal, state_column) {
-                if let Some(colour) = row.get(col).and_then(|cell| colour_of(cell)) {
-                    // Pad first, so the escape codes do not count as width.
-                    let width = widths[col];
-                    let padded = format!("{:<width$}", row[col]);
-                    cells[col] = format!("\x1b[{colour}m{padded}\x1b[0m");
-                }
-            }
-            let widths: Vec<usize> = widths
-                .iter()
-                .zip(&cells)
-                .zip(row)
-                .map(|((w, shown), plain)| {
-                    if shown == plain {
-                        *w
-                    } else {
-                        shown.chars().count()
-                    }
-                })
-                .collect();
-            println!("{}", format_row(&cells, &widths));
+            println!("{}", format_row_coloured(row, &widths, state_column));
         }
     }
 }
@@ -82,12 +62,24 @@ fn colour_of(cell: &str) -> Option<&'static str> {
 }
 
 fn format_row(cells: &[String], widths: &[usize]) -> String {
+    format_row_coloured(cells, widths, None)
+}
+
+/// Cells padded to their column widths; the cell in `coloured` (if any)
+/// gets its state's colour around the padded text, so escape codes never
+/// count as width.
+fn format_row_coloured(cells: &[String], widths: &[usize], coloured: Option<usize>) -> String {
     let mut line = String::new();
     for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
-        if i + 1 == cells.len() {
-            line.push_str(cell);
+        let last = i + 1 == cells.len();
+        let padded = if last {
+            cell.clone()
         } else {
-            line.push_str(&format!("{cell:<width$}  "));
+            format!("{cell:<width$}  ")
+        };
+        match coloured.filter(|c| *c == i).and_then(|_| colour_of(cell)) {
+            Some(colour) => line.push_str(&format!("\x1b[{colour}m{padded}\x1b[0m")),
+            None => line.push_str(&padded),
         }
     }
     line.trim_end().to_string()
@@ -120,5 +112,24 @@ mod tests {
     fn rows_align() {
         let widths = [5, 3];
         assert_eq!(format_row(&["a".into(), "b".into()], &widths), "a      b");
+    }
+
+    #[test]
+    fn colour_wraps_the_padded_state_cell() {
+        let row = ["web.1".to_string(), "running".into(), "0".into()];
+        let widths = [6, 8, 1];
+        let plain = format_row(&row, &widths);
+        let coloured = format_row_coloured(&row, &widths, Some(1));
+        assert_eq!(coloured, "web.1   \x1b[32mrunning   \x1b[0m0");
+        assert_eq!(
+            coloured.replace("\x1b[32m", "").replace("\x1b[0m", ""),
+            plain
+        );
+        // Words that are not states stay plain.
+        let row = ["x".to_string(), "3 wanted".into(), "0".into()];
+        assert_eq!(
+            format_row_coloured(&row, &widths, Some(1)),
+            format_row(&row, &widths)
+        );
     }
 }

@@ -44,8 +44,15 @@ pub struct Event {
 /// The event log.
 pub struct Events {
     path: PathBuf,
-    kept: Mutex<VecDeque<Event>>,
+    inner: Mutex<Inner>,
     live: broadcast::Sender<Event>,
+}
+
+struct Inner {
+    kept: VecDeque<Event>,
+    /// The events file, open for appending, and its size: an event costs
+    /// one write, not an open and a stat.
+    file: Option<(std::fs::File, u64)>,
 }
 
 impl Events {
@@ -69,9 +76,13 @@ impl Events {
         let (live, _) = broadcast::channel(256);
         Events {
             path,
-            kept: Mutex::new(kept),
+            inner: Mutex::new(Inner { kept, file: None }),
             live,
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records an event about a service (and maybe one of its instances).
@@ -88,38 +99,56 @@ impl Events {
 
     /// Records an event.
     pub fn record(&self, event: Event) {
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = self.append(&event) {
+        let mut inner = self.lock();
+        // On an error the file is reopened for the next event.
+        if let Err(e) = self.append(&mut inner.file, &event) {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot write an event");
         }
-        kept.push_back(event.clone());
-        if kept.len() > KEPT {
-            kept.pop_front();
+        inner.kept.push_back(event.clone());
+        if inner.kept.len() > KEPT {
+            inner.kept.pop_front();
         }
-        drop(kept);
+        drop(inner);
         // No follower is not an error.
         let _ = self.live.send(event);
     }
 
-    fn append(&self, event: &Event) -> std::io::Result<()> {
+    fn append(
+        &self,
+        file: &mut Option<(std::fs::File, u64)>,
+        event: &Event,
+    ) -> std::io::Result<()> {
         let mut json = serde_json::to_vec(event).map_err(std::io::Error::other)?;
         json.push(b'\n');
-        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() + json.len() as u64 > FILE_BYTES) {
+        let len = json.len() as u64;
+        let (mut f, mut size) = match file.take() {
+            Some(open) => open,
+            None => self.open_file()?,
+        };
+        if size > 0 && size + len > FILE_BYTES {
+            drop(f);
             std::fs::rename(&self.path, self.path.with_extension("jsonl.1"))?;
+            (f, size) = self.open_file()?;
         }
-        OpenOptions::new()
+        f.write_all(&json)?;
+        *file = Some((f, size + len));
+        Ok(())
+    }
+
+    fn open_file(&self) -> std::io::Result<(std::fs::File, u64)> {
+        let file = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.path)?
-            .write_all(&json)
+            .open(&self.path)?;
+        let size = file.metadata()?.len();
+        Ok((file, size))
     }
 
     /// The kept events of an environment (all of them for `None`), oldest
     /// first.
     pub fn list(&self, env: Option<&str>) -> Vec<Event> {
-        self.kept
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.lock()
+            .kept
             .iter()
             .filter(|e| env.is_none_or(|env| e.env == env))
             .cloned()

@@ -179,10 +179,23 @@ pub struct Outcome {
     pub message: String,
 }
 
+/// How a run that outgrew its memory limit is explained.
+const OOM_MESSAGE: &str = "exceeded memory limit";
+
 impl Outcome {
     /// Whether the run counts as a success.
     pub fn succeeded(&self) -> bool {
         self.exit_code == Some(0)
+    }
+
+    /// The event kind for a run that ended with `message`: `instance.oom`
+    /// when it ran out of memory, else `otherwise`.
+    pub fn event_kind<'a>(message: &str, otherwise: &'a str) -> &'a str {
+        if message.starts_with(OOM_MESSAGE) {
+            "instance.oom"
+        } else {
+            otherwise
+        }
     }
 
     fn exited(code: i32) -> Outcome {
@@ -343,10 +356,7 @@ fn explain(e: &wasmtime::Error, limiter: &MemoryLimiter, interrupt: &Interrupt) 
     if limiter.refused {
         return Outcome {
             exit_code: None,
-            message: format!(
-                "exceeded memory limit {}",
-                format_memory(limiter.limit as u64)
-            ),
+            message: format!("{OOM_MESSAGE} {}", format_memory(limiter.limit as u64)),
         };
     }
     if interrupt.is_triggered() {

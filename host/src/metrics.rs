@@ -3,7 +3,7 @@
 //! latency histograms, instances by state, restarts, cron runs by status,
 //! memory in use, and outgoing calls (in-process, network, denied).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,14 +17,23 @@ const BUCKETS: [f64; 10] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
 ];
 
-/// Counters the parts of the daemon add to as things happen.
+/// Counters the parts of the daemon add to as things happen, one set per
+/// service, so a request touches one lock and a deleted service is one
+/// removal.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(ServiceKey, u16), u64>>,
-    latency: Mutex<BTreeMap<ServiceKey, Histogram>>,
-    cron_runs: Mutex<BTreeMap<(ServiceKey, String), u64>>,
-    restarts: Mutex<BTreeMap<ServiceKey, u64>>,
-    memory: Mutex<HashMap<ServiceKey, Arc<AtomicI64>>>,
+    services: Mutex<BTreeMap<ServiceKey, Series>>,
+}
+
+/// One service's counters.
+#[derive(Default)]
+struct Series {
+    requests: BTreeMap<u16, u64>,
+    latency: Histogram,
+    cron_runs: BTreeMap<RunStatus, u64>,
+    restarts: u64,
+    /// Handed to its instances' memory limiters, which keep it current.
+    memory: Arc<AtomicI64>,
 }
 
 #[derive(Default, Clone)]
@@ -40,47 +49,50 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Metrics {
+    /// Runs `f` on a service's series, made on first use (the key is
+    /// cloned only then).
+    fn with<R>(&self, key: &ServiceKey, f: impl FnOnce(&mut Series) -> R) -> R {
+        let mut services = lock(&self.services);
+        if let Some(series) = services.get_mut(key) {
+            return f(series);
+        }
+        f(services.entry(key.clone()).or_default())
+    }
+
     /// Counts one request a service answered (ingress or intra-DNS).
     pub fn request(&self, key: &ServiceKey, status: u16, took: Duration) {
-        *lock(&self.requests)
-            .entry((key.clone(), status))
-            .or_default() += 1;
         let seconds = took.as_secs_f64();
-        let mut latency = lock(&self.latency);
-        let h = latency.entry(key.clone()).or_default();
-        for (count, bound) in h.counts.iter_mut().zip(BUCKETS) {
-            if seconds <= bound {
-                *count += 1;
+        self.with(key, |s| {
+            *s.requests.entry(status).or_default() += 1;
+            let h = &mut s.latency;
+            for (count, bound) in h.counts.iter_mut().zip(BUCKETS) {
+                if seconds <= bound {
+                    *count += 1;
+                }
             }
-        }
-        h.count += 1;
-        h.sum += seconds;
+            h.count += 1;
+            h.sum += seconds;
+        });
     }
 
     /// Counts one cron run.
     pub fn cron_run(&self, key: &ServiceKey, status: RunStatus) {
-        *lock(&self.cron_runs)
-            .entry((key.clone(), status.to_string()))
-            .or_default() += 1;
+        self.with(key, |s| *s.cron_runs.entry(status).or_default() += 1);
     }
 
     /// Counts one restart of one of a service's instances.
     pub fn restart(&self, key: &ServiceKey) {
-        *lock(&self.restarts).entry(key.clone()).or_default() += 1;
+        self.with(key, |s| s.restarts += 1);
     }
 
     /// Drops a deleted service's series.
     pub fn forget(&self, key: &ServiceKey) {
-        lock(&self.requests).retain(|(k, _), _| k != key);
-        lock(&self.latency).remove(key);
-        lock(&self.cron_runs).retain(|(k, _), _| k != key);
-        lock(&self.restarts).remove(key);
-        lock(&self.memory).remove(key);
+        lock(&self.services).remove(key);
     }
 
     /// The gauge of linear memory a service's instances use now.
     pub fn memory(&self, key: &ServiceKey) -> Arc<AtomicI64> {
-        lock(&self.memory).entry(key.clone()).or_default().clone()
+        self.with(key, |s| s.memory.clone())
     }
 
     /// The text exposition, with instance status and call counts read now.
@@ -90,18 +102,23 @@ impl Metrics {
         calls: CallCounts,
     ) -> String {
         let mut out = String::new();
+        let services = lock(&self.services);
         header(
             &mut out,
             "mesh_requests_total",
             "counter",
             "Requests answered, by service and HTTP status.",
         );
-        for ((key, status), n) in lock(&self.requests).iter() {
-            let _ = writeln!(
-                out,
-                "mesh_requests_total{{{},status=\"{status}\"}} {n}",
-                labels(key)
-            );
+        for (key, s) in services.iter() {
+            for (status, n) in &s.requests {
+                sample(
+                    &mut out,
+                    "mesh_requests_total",
+                    key,
+                    &format!(",status=\"{status}\""),
+                    n,
+                );
+            }
         }
         header(
             &mut out,
@@ -109,24 +126,39 @@ impl Metrics {
             "histogram",
             "Time to answer a request, by service.",
         );
-        for (key, h) in lock(&self.latency).iter() {
-            let l = labels(key);
+        for (key, s) in services.iter().filter(|(_, s)| s.latency.count > 0) {
+            let h = &s.latency;
             for (bound, count) in BUCKETS.iter().zip(h.counts) {
-                let _ = writeln!(
-                    out,
-                    "mesh_request_duration_seconds_bucket{{{l},le=\"{bound}\"}} {count}"
+                let le = format!(",le=\"{bound}\"");
+                sample(
+                    &mut out,
+                    "mesh_request_duration_seconds_bucket",
+                    key,
+                    &le,
+                    count,
                 );
             }
-            let _ = writeln!(
-                out,
-                "mesh_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}",
-                h.count
+            let inf = ",le=\"+Inf\"";
+            sample(
+                &mut out,
+                "mesh_request_duration_seconds_bucket",
+                key,
+                inf,
+                h.count,
             );
-            let _ = writeln!(out, "mesh_request_duration_seconds_sum{{{l}}} {}", h.sum);
-            let _ = writeln!(
-                out,
-                "mesh_request_duration_seconds_count{{{l}}} {}",
-                h.count
+            sample(
+                &mut out,
+                "mesh_request_duration_seconds_sum",
+                key,
+                "",
+                h.sum,
+            );
+            sample(
+                &mut out,
+                "mesh_request_duration_seconds_count",
+                key,
+                "",
+                h.count,
             );
         }
         header(
@@ -141,10 +173,12 @@ impl Metrics {
                 *by_state.entry(i.state.to_string()).or_default() += 1;
             }
             for (state, n) in by_state {
-                let _ = writeln!(
-                    out,
-                    "mesh_instances{{{},state=\"{state}\"}} {n}",
-                    labels(key)
+                sample(
+                    &mut out,
+                    "mesh_instances",
+                    key,
+                    &format!(",state=\"{state}\""),
+                    n,
                 );
             }
         }
@@ -156,7 +190,7 @@ impl Metrics {
         );
         for (key, list) in instances {
             let restarts: u64 = list.iter().map(|i| u64::from(i.restarts)).sum();
-            let _ = writeln!(out, "mesh_instance_restarts{{{}}} {restarts}", labels(key));
+            sample(&mut out, "mesh_instance_restarts", key, "", restarts);
         }
         header(
             &mut out,
@@ -164,8 +198,8 @@ impl Metrics {
             "counter",
             "Restarts of a service's instances since the daemon started.",
         );
-        for (key, n) in lock(&self.restarts).iter() {
-            let _ = writeln!(out, "mesh_restarts_total{{{}}} {n}", labels(key));
+        for (key, s) in services.iter() {
+            sample(&mut out, "mesh_restarts_total", key, "", s.restarts);
         }
         header(
             &mut out,
@@ -173,12 +207,16 @@ impl Metrics {
             "counter",
             "Cron runs, by job and status.",
         );
-        for ((key, status), n) in lock(&self.cron_runs).iter() {
-            let _ = writeln!(
-                out,
-                "mesh_cron_runs_total{{{},status=\"{status}\"}} {n}",
-                labels(key)
-            );
+        for (key, s) in services.iter() {
+            for (status, n) in &s.cron_runs {
+                sample(
+                    &mut out,
+                    "mesh_cron_runs_total",
+                    key,
+                    &format!(",status=\"{status}\""),
+                    n,
+                );
+            }
         }
         header(
             &mut out,
@@ -186,17 +224,9 @@ impl Metrics {
             "gauge",
             "Linear memory in use by a service's instances.",
         );
-        let memory: BTreeMap<ServiceKey, i64> = lock(&self.memory)
-            .iter()
-            .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
-            .collect();
-        for (key, bytes) in memory {
-            let _ = writeln!(
-                out,
-                "mesh_memory_bytes{{{}}} {}",
-                labels(&key),
-                bytes.max(0)
-            );
+        for (key, s) in services.iter() {
+            let bytes = s.memory.load(Ordering::Relaxed).max(0);
+            sample(&mut out, "mesh_memory_bytes", key, "", bytes);
         }
         header(
             &mut out,
@@ -215,18 +245,26 @@ impl Metrics {
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn labels(key: &ServiceKey) -> String {
-    format!(
-        "env=\"{}\",stack=\"{}\",service=\"{}\"",
+/// One line: `name{env=..,stack=..,service=..<more>} value`.
+fn sample(
+    out: &mut String,
+    name: &str,
+    key: &ServiceKey,
+    more: &str,
+    value: impl std::fmt::Display,
+) {
+    let _ = writeln!(
+        out,
+        "{name}{{env=\"{}\",stack=\"{}\",service=\"{}\"{more}}} {value}",
         escape(&key.env),
         escape(&key.stack),
         escape(&key.name)
-    )
+    );
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 fn escape(value: &str) -> String {

@@ -100,10 +100,7 @@ impl Outbound {
             Outbound::Allow => true,
             Outbound::Deny => false,
             Outbound::AllowList(patterns) => patterns.iter().any(|p| {
-                let (p_host, p_port) = match p.rsplit_once(':') {
-                    Some((h, port)) if !h.contains(':') => (h, port.parse::<u16>().ok()),
-                    _ => (p.as_str(), None),
-                };
+                let (p_host, p_port) = split_pattern(p);
                 let host_ok = match p_host.strip_prefix("*.") {
                     Some(suffix) => host.ends_with(&format!(".{suffix}")),
                     None => host == p_host,
@@ -112,9 +109,7 @@ impl Outbound {
             }),
         }
     }
-}
 
-impl Outbound {
     /// The plain host names (no wildcard, no IP literal) an allow-list
     /// lets reach `port`: raw sockets connect to addresses, so these are
     /// resolved to see whether an address is one of theirs.
@@ -125,14 +120,19 @@ impl Outbound {
         patterns
             .iter()
             .filter_map(|p| {
-                let (host, p_port) = match p.rsplit_once(':') {
-                    Some((h, port)) if !h.contains(':') => (h, port.parse::<u16>().ok()),
-                    _ => (p.as_str(), None),
-                };
+                let (host, p_port) = split_pattern(p);
                 let named = !host.starts_with("*.") && host.parse::<std::net::IpAddr>().is_err();
                 (named && p_port.is_none_or(|p| p == port)).then(|| host.to_string())
             })
             .collect()
+    }
+}
+
+/// `host[:port]` of an allow-list pattern.
+fn split_pattern(pattern: &str) -> (&str, Option<u16>) {
+    match pattern.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, port.parse::<u16>().ok()),
+        _ => (pattern, None),
     }
 }
 
@@ -530,6 +530,15 @@ impl InstanceStatus {
         }
     }
 
+    /// Moves to `state`; the back-off wait only means something in
+    /// `backoff`, so any other state clears it.
+    pub fn enter(&mut self, state: InstanceState) {
+        self.state = state;
+        if state != InstanceState::Backoff {
+            self.backoff_ms = None;
+        }
+    }
+
     /// Enters `backoff` after a run ended with `message`, restarting after
     /// `delay`.
     pub fn back_off(&mut self, exit_code: Option<i32>, message: String, delay: Duration) {
@@ -559,7 +568,7 @@ impl InstanceStatus {
 }
 
 /// How one cron run ended.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Still going.

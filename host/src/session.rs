@@ -144,7 +144,7 @@ where
     };
     let mark_running = {
         let status = status.clone();
-        move || lock(&status).state = InstanceState::Running
+        move || lock(&status).enter(InstanceState::Running)
     };
 
     // Client frames feed stdin and interrupts; the socket closing stops
@@ -212,7 +212,7 @@ where
     reader.abort();
     {
         let mut status = lock(&status);
-        status.state = InstanceState::Exited;
+        status.enter(InstanceState::Exited);
         status.exit_code = outcome.exit_code;
         status.message = Some(outcome.message.clone());
     }

@@ -22,7 +22,7 @@ use crate::dns::{Directory, Identity};
 use crate::engine::{Engine, Loaded};
 use crate::events::Events;
 use crate::ingress::Routes;
-use crate::instance::{run_command, Interrupt, Launch};
+use crate::instance::{run_command, Interrupt, Launch, Outcome};
 use crate::logs::{LogLine, LogStream, Logs, Stream};
 use crate::metrics::Metrics;
 use crate::model::{
@@ -697,7 +697,7 @@ async fn slot_main(
             let mut s = lock(&shared);
             s.spec_id = spec.id;
             s.status.version = spec.version;
-            s.status.state = InstanceState::Starting;
+            s.status.enter(InstanceState::Starting);
             s.status.started_at = Some(Utc::now());
         }
         let code = match load_code(&parts, &spec.run).await {
@@ -726,8 +726,7 @@ async fn slot_main(
         let mark_running = || {
             let restarts = {
                 let mut s = lock(&shared);
-                s.status.state = InstanceState::Running;
-                s.status.backoff_ms = None;
+                s.status.enter(InstanceState::Running);
                 s.status.restarts
             };
             let message = match restarts {
@@ -768,11 +767,7 @@ async fn slot_main(
         };
         parts.metrics.restart(&key);
         tracing::info!(service = %key, instance = %id, outcome = %outcome.message, ?delay, restarts, "instance ended");
-        let kind = if outcome.message.starts_with("exceeded memory limit") {
-            "instance.oom"
-        } else {
-            "instance.exited"
-        };
+        let kind = Outcome::event_kind(&outcome.message, "instance.exited");
         parts.events.service(
             &key,
             kind,
@@ -842,8 +837,7 @@ pub(crate) async fn load_any(parts: &Parts, run: &RunSpec) -> Result<Arc<Loaded>
 
 fn set_crashed(shared: &Mutex<SlotShared>, message: String) {
     let mut s = lock(shared);
-    s.status.state = InstanceState::Crashed;
-    s.status.backoff_ms = None;
+    s.status.enter(InstanceState::Crashed);
     s.status.exit_code = None;
     s.status.message = Some(message);
 }

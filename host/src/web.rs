@@ -32,7 +32,7 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpView as _};
 
 use crate::dns::CHAIN_HEADER;
 use crate::engine::Loaded;
-use crate::instance::{explain_failure, new_store, HostState, Interrupt, Launch};
+use crate::instance::{explain_failure, new_store, HostState, Interrupt, Launch, Outcome};
 use crate::logs::{LogLine, LogStream, ServiceLog, Stream};
 use crate::model::{InstanceState, InstanceStatus, ServiceKey};
 use crate::supervisor::{backoff, Parts, Spec};
@@ -365,8 +365,7 @@ impl WebPool {
                 if let Some(slot) = slot {
                     let mut inner = lock(&self.inner);
                     let status = &mut inner.slots[slot].status;
-                    status.state = InstanceState::Running;
-                    status.backoff_ms = None;
+                    status.enter(InstanceState::Running);
                     status.started_at = Some(Utc::now());
                 }
                 Ok(Ready {
@@ -474,11 +473,7 @@ impl WebPool {
                     s.status.back_off(None, message.clone(), delay);
                     self.parts.metrics.restart(&self.key);
                     tracing::info!(service = %self.key, instance = %s.status.id, %message, ?delay, "web instance retired");
-                    let kind = if message.starts_with("exceeded memory limit") {
-                        "instance.oom"
-                    } else {
-                        "instance.failed"
-                    };
+                    let kind = Outcome::event_kind(&message, "instance.failed");
                     self.parts.events.service(
                         &self.key,
                         kind,
@@ -520,7 +515,7 @@ impl WebPool {
             let message = self.code().await.err();
             let mut inner = lock(&self.inner);
             for s in &mut inner.slots {
-                s.status.state = InstanceState::Crashed;
+                s.status.enter(InstanceState::Crashed);
                 s.status.message = message.clone();
             }
             return;
@@ -533,8 +528,7 @@ impl WebPool {
             }
             s.busy = true;
             s.backoff_until = None;
-            s.status.backoff_ms = None;
-            s.status.state = InstanceState::Starting;
+            s.status.enter(InstanceState::Starting);
         }
         let ready = self.instantiate(Some(slot), &code).await;
         match ready {

@@ -117,11 +117,7 @@ pub(super) async fn unpublish(
         return Err(ApiError::bad_request(format!(
             "{name} is not published at {} (its endpoints: {})",
             endpoint.url(),
-            if have.is_empty() {
-                "none".to_string()
-            } else {
-                have.join(", ")
-            }
+            super::list_or_none(&have)
         )));
     };
     service.endpoints.remove(index);

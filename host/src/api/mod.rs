@@ -230,6 +230,18 @@ async fn events(
     ))
 }
 
+/// Names joined for a message, or `none`.
+pub(super) fn list_or_none<S: AsRef<str>>(names: &[S]) -> String {
+    if names.is_empty() {
+        return "none".to_string();
+    }
+    names
+        .iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A response that streams `backlog`, then every item from `live` that
 /// `wanted` keeps, one JSON object per line, until the client goes away or
 /// the daemon stops. Items the receiver lagged behind on are skipped.

@@ -35,36 +35,33 @@ pub(super) async fn list(
     Extension(caller): Extension<Caller>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<ServiceView>>> {
-    let services: Vec<Service> = state
+    let in_stack: Vec<Service> = state
         .store
         .services(&caller.env)
         .await?
         .into_iter()
         .map(|s| s.value)
-        .collect();
-    let in_stack: Vec<&Service> = services
-        .iter()
         .filter(|s| query.stack.as_deref().is_none_or(|st| st == s.stack))
         .collect();
     if let (Some(stack), true) = (&query.stack, in_stack.is_empty()) {
         return Err(ApiError::not_found(format!("no services in stack {stack}")));
     }
-    let views: Vec<ServiceView> = in_stack
-        .iter()
-        .filter(|s| query.name.as_deref().is_none_or(|n| n == s.name))
-        .map(|s| view(&state, (*s).clone()))
-        .collect();
-    if let (Some(name), true) = (&query.name, views.is_empty()) {
+    if let Some(name) = query
+        .name
+        .as_ref()
+        .filter(|n| !in_stack.iter().any(|s| s.name == **n))
+    {
         let have: Vec<&str> = in_stack.iter().map(|s| s.name.as_str()).collect();
         return Err(ApiError::not_found(format!(
             "no service named {name} (services: {})",
-            if have.is_empty() {
-                "none".to_string()
-            } else {
-                have.join(", ")
-            }
+            super::list_or_none(&have)
         )));
     }
+    let views = in_stack
+        .into_iter()
+        .filter(|s| query.name.as_deref().is_none_or(|n| n == s.name))
+        .map(|s| view(&state, s))
+        .collect();
     Ok(Json(views))
 }
 
@@ -164,17 +161,7 @@ pub(super) async fn create(
         .commit(change.txn(txn, state.config.versions_kept))
         .await?;
     change.announce(&state, &caller.env, &[]);
-    tracing::info!(service = %ServiceKey::of(&service), "service created");
-    state.supervisor.events().service(
-        &ServiceKey::of(&service),
-        "service.created",
-        None,
-        format!(
-            "`{}`, {} instances",
-            service.command.join(" "),
-            service.instances
-        ),
-    );
+    settings_event(&state, &service, "service.created");
     Ok((StatusCode::CREATED, Json(view(&state, service))))
 }
 
@@ -221,17 +208,7 @@ pub(super) async fn update(
         .commit(change.txn(txn, state.config.versions_kept))
         .await?;
     change.announce(&state, &caller.env, std::slice::from_ref(&name));
-    tracing::info!(service = %ServiceKey::of(&service), "service updated");
-    state.supervisor.events().service(
-        &ServiceKey::of(&service),
-        "service.updated",
-        None,
-        format!(
-            "`{}`, {} instances",
-            service.command.join(" "),
-            service.instances
-        ),
-    );
+    settings_event(&state, &service, "service.updated");
     Ok(Json(view(&state, service)))
 }
 
@@ -298,11 +275,7 @@ pub(super) async fn logs(
             }
             return Err(ApiError::not_found(format!(
                 "no instance {instance} of {name} (its instances: {})",
-                if ids.is_empty() {
-                    "none".to_string()
-                } else {
-                    ids.join(", ")
-                }
+                super::list_or_none(&ids)
             )));
         }
     }
@@ -327,6 +300,18 @@ pub(super) async fn logs(
         state.stopping.clone(),
         wanted,
     ))
+}
+
+/// Logs and records a service's committed settings.
+fn settings_event(state: &ApiState, service: &Service, kind: &str) {
+    let key = ServiceKey::of(service);
+    tracing::info!(service = %key, kind);
+    let message = format!(
+        "`{}`, {} instances",
+        service.command.join(" "),
+        service.instances
+    );
+    state.supervisor.events().service(&key, kind, None, message);
 }
 
 /// Finds a service or says which ones exist.

@@ -317,11 +317,7 @@ impl StackChange {
                 self.stack.name,
                 version.number,
                 version.reason,
-                if restarting.is_empty() {
-                    "none".to_string()
-                } else {
-                    restarting.join(", ")
-                }
+                super::list_or_none(restarting)
             ),
         });
     }

@@ -426,7 +426,7 @@ async fn run_once(
         let mut shared = lock(&shared);
         shared.start_took = Some(fired.elapsed());
         if let Some(current) = shared.current.as_mut() {
-            current.state = InstanceState::Running;
+            current.enter(InstanceState::Running);
         }
     };
     let run = run_command(

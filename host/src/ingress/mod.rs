@@ -21,8 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -177,7 +176,11 @@ impl Ingress {
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum::<usize>()
-            + request.uri().to_string().len();
+            + request
+                .uri()
+                .path_and_query()
+                .map_or(0, |p| p.as_str().len())
+            + request.uri().authority().map_or(0, |a| a.as_str().len());
         if head_bytes > self.limits.max_header_bytes {
             return text(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -213,32 +216,6 @@ impl Ingress {
         if declared.is_some_and(|n| n > limit) {
             return too_large();
         }
-        // A body of unknown length (chunked, or HTTP/2 without
-        // content-length) is read up to the limit first, so that an
-        // oversized one is answered 413 before any guest sees it.
-        let request = if declared.is_none() && !hyper::body::Body::is_end_stream(request.body()) {
-            let (parts, body) = request.into_parts();
-            match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-                .collect()
-                .await
-            {
-                Ok(body) => Request::from_parts(
-                    parts,
-                    Full::new(body.to_bytes())
-                        .map_err(|never| match never {})
-                        .boxed_unsync(),
-                ),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-                Err(e) => {
-                    return text(
-                        StatusCode::BAD_REQUEST,
-                        format!("mesh: cannot read the request body: {e}\n"),
-                    )
-                }
-            }
-        } else {
-            request.map(BodyExt::boxed_unsync)
-        };
         let Some(pool) = pool else {
             return refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -246,7 +223,35 @@ impl Ingress {
                 Some(1),
             );
         };
-        let request = forwarded(request, &host, peer, &scheme, limit);
+        // A body of unknown length (chunked, or HTTP/2 without
+        // content-length) is read up to the limit first, so that an
+        // oversized one is answered 413 before any guest sees it.
+        let request = if declared.is_none() && !hyper::body::Body::is_end_stream(request.body()) {
+            let (parts, body) = request.into_parts();
+            let bytes = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+                .collect()
+                .await
+            {
+                Ok(body) => body.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+                Err(e) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        format!("mesh: cannot read the request body: {e}\n"),
+                    )
+                }
+            };
+            let body = Full::new(bytes).map_err(|never| -> hyper::Error { match never {} });
+            forwarded(
+                Request::from_parts(parts, body),
+                &host,
+                peer,
+                &scheme,
+                limit,
+            )
+        } else {
+            forwarded(request, &host, peer, &scheme, limit)
+        };
         match pool.handle(request, scheme).await {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
@@ -279,13 +284,16 @@ fn to_https(host: &str, port: u16, uri: &http::Uri) -> Response<WasiBody> {
 
 /// The request as the guest sees it: hop-by-hop fields gone, forwarding
 /// fields set, the body bounded.
-fn forwarded(
-    request: Request<UnsyncBoxBody<Bytes, hyper::Error>>,
+fn forwarded<B>(
+    request: Request<B>,
     host: &str,
     peer: SocketAddr,
     scheme: &Scheme,
     limit: u64,
-) -> Request<WasiBody> {
+) -> Request<WasiBody>
+where
+    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+{
     let (mut parts, body) = request.into_parts();
     let original_host = parts
         .headers
