@@ -242,13 +242,25 @@ fn outbound_policies_are_enforced_and_logged() {
         "outbound",
         &format!("example.com,127.0.0.1:{port}"),
     ]);
-    assert_eq!(d.get("www.localhost", &url).status, 200);
+    let listed_host = d.get("www.localhost", &url);
+    assert_eq!(listed_host.status, 200, "{listed_host:?}");
     assert_eq!(connections.load(Ordering::SeqCst), 2);
     let listed: Value = serde_json::from_str(&d.ok(&["env", "ls", "--json"])).unwrap();
     assert_eq!(
         listed[0]["outbound"],
         format!("allow only example.com,127.0.0.1:{port}")
     );
+    // A policy is in effect as soon as the command returns.
+    for round in 0..10 {
+        let (policy, status) = if round % 2 == 0 {
+            ("deny", 502)
+        } else {
+            ("allow", 200)
+        };
+        d.ok(&["env", "set", "outbound", policy]);
+        let got = d.get("www.localhost", &url);
+        assert_eq!(got.status, status, "round {round}, {policy}: {got:?}");
+    }
     let err = d.fails(&["env", "set", "outbound", "not a host!"]);
     assert!(err.contains("invalid outbound policy"), "{err}");
 }

@@ -151,6 +151,8 @@ pub struct Supervisor {
     kick: Arc<tokio::sync::Notify>,
     /// Interactive runs in progress, by service.
     interactive: Mutex<HashMap<ServiceKey, Vec<Arc<Mutex<InstanceStatus>>>>>,
+    /// The store revision the last reconcile included.
+    applied: watch::Sender<u64>,
 }
 
 impl Supervisor {
@@ -178,6 +180,7 @@ impl Supervisor {
             routes: RwLock::new(Arc::new(Routes::default())),
             kick: Arc::new(tokio::sync::Notify::new()),
             interactive: Mutex::new(HashMap::new()),
+            applied: watch::Sender::new(0),
         })
     }
 
@@ -188,7 +191,10 @@ impl Supervisor {
         loop {
             revisions.borrow_and_update();
             match self.store.desired().await {
-                Ok(desired) => self.reconcile(&desired),
+                Ok(desired) => {
+                    self.reconcile(&desired);
+                    self.applied.send_replace(desired.revision);
+                }
                 Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot read desired state"),
             }
             tokio::select! {
@@ -200,6 +206,15 @@ impl Supervisor {
                 () = self.kick.notified() => {}
             }
         }
+    }
+
+    /// Waits (at most `limit`) until routes, names, policies and desired
+    /// instance counts include every change committed at or before
+    /// `revision`, so that a command's answer means its change is in
+    /// effect.
+    pub async fn applied(&self, revision: u64, limit: std::time::Duration) {
+        let mut applied = self.applied.subscribe();
+        let _ = tokio::time::timeout(limit, applied.wait_for(|&r| r >= revision)).await;
     }
 
     /// The instances of one service, in slot order.

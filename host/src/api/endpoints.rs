@@ -92,7 +92,7 @@ pub(super) async fn publish(
         .when(Compare::Absent(owner_key.clone()))
         .put(service_key, encode(&service))
         .put(owner_key, encode(&owner));
-    state.store.commit(txn).await?;
+    state.commit(txn).await?;
     let key = ServiceKey::of(&service);
     announce(&state, &key, &endpoint, "service.published");
     routed(&state, &endpoint, |found| {
@@ -126,7 +126,7 @@ pub(super) async fn unpublish(
         .when(Compare::ModRev(service_key.clone(), found.mod_rev))
         .put(service_key, encode(&service))
         .delete(key::endpoint(&endpoint.host, &endpoint.path));
-    state.store.commit(txn).await?;
+    state.commit(txn).await?;
     let key = ServiceKey::of(&service);
     announce(&state, &key, &endpoint, "service.unpublished");
     routed(&state, &endpoint, |found| {

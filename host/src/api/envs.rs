@@ -43,7 +43,7 @@ pub(super) async fn create(
         .when(Compare::Absent(env_key.clone()))
         .put(env_key, encode(&env))
         .put(key::token(&env.token_sha256), encode(&env.name));
-    state.store.commit(txn).await?;
+    state.commit(txn).await?;
     tracing::info!(environment = %env.name, "environment created");
     Ok((
         StatusCode::CREATED,
@@ -93,7 +93,7 @@ pub(super) async fn update(
     let txn = Txn::new()
         .when(Compare::ModRev(env_key.clone(), found.mod_rev))
         .put(env_key, encode(&env));
-    state.store.commit(txn).await?;
+    state.commit(txn).await?;
     tracing::info!(environment = %env.name, outbound = %env.outbound, "environment updated");
     Ok(Json(view(&state, &env)))
 }

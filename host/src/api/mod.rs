@@ -33,7 +33,7 @@ use crate::config::DaemonConfig;
 use crate::engine::Engine;
 use crate::logs::Logs;
 use crate::model::DEFAULT_ENVIRONMENT;
-use crate::store::{KvError, Store};
+use crate::store::{KvError, Store, Txn};
 use crate::supervisor::Supervisor;
 use wire::ErrorBody;
 
@@ -54,6 +54,20 @@ pub struct ApiState {
     pub admin_token: Arc<str>,
     /// Turns true when the daemon shuts down: followers end their streams.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Longest a command waits for its change to take effect.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl ApiState {
+    /// Commits a change durably and answers once the supervisor has
+    /// applied it: after `mesh env set outbound deny` or `mesh svc
+    /// publish` returns, the next request already sees the change.
+    pub async fn commit(&self, txn: Txn) -> Result<u64, KvError> {
+        let revision = self.store.commit(txn).await?;
+        self.supervisor.applied(revision, APPLY_WAIT).await;
+        Ok(revision)
+    }
 }
 
 /// Who is calling: the environment their token acts on.

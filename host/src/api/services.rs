@@ -157,7 +157,6 @@ pub(super) async fn create(
         .put(service_key, encode(&service))
         .put(name_key, encode(&ServiceKey::of(&service)));
     state
-        .store
         .commit(change.txn(txn, state.config.versions_kept))
         .await?;
     change.announce(&state, &caller.env, &[]);
@@ -204,7 +203,6 @@ pub(super) async fn update(
         .when(Compare::ModRev(service_key.clone(), found.mod_rev))
         .put(service_key, encode(&service));
     state
-        .store
         .commit(change.txn(txn, state.config.versions_kept))
         .await?;
     change.announce(&state, &caller.env, std::slice::from_ref(&name));
@@ -227,7 +225,7 @@ pub(super) async fn delete(
     for endpoint in &found.value.endpoints {
         txn = txn.delete(key::endpoint(&endpoint.host, &endpoint.path));
     }
-    state.store.commit(txn).await?;
+    state.commit(txn).await?;
     tracing::info!(service = %ServiceKey::of(&found.value), "service deleted");
     // Its series go now, not when the supervisor catches up.
     state

@@ -198,7 +198,7 @@ async fn apply_and_commit(
     let restarting = change.restarting(&in_stack);
     let created = change.new_version.is_some();
     let txn = change.txn(Txn::new(), state.config.versions_kept);
-    state.store.commit(txn).await?;
+    state.commit(txn).await?;
     change.announce(state, env, &restarting);
     let version = match &change.new_version {
         Some(v) => v.clone(),

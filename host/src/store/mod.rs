@@ -255,17 +255,19 @@ impl Store {
     }
 
     /// All desired state the supervisor acts on: every service and every
-    /// stack of every environment, read at one revision.
+    /// stack of every environment, with a revision it includes every
+    /// change up to.
     pub async fn desired(&self) -> anyhow::Result<Desired> {
-        let (services, stacks, envs) = self
+        let (services, stacks, envs, revision) = self
             .blocking(|kv| {
-                let (services, _) = kv.range(key::ALL_SERVICES)?;
-                let (stacks, _) = kv.range(key::ALL_STACKS)?;
-                let (envs, _) = kv.range(key::ALL_ENVS)?;
-                Ok((services, stacks, envs))
+                let (services, a) = kv.range(key::ALL_SERVICES)?;
+                let (stacks, b) = kv.range(key::ALL_STACKS)?;
+                let (envs, c) = kv.range(key::ALL_ENVS)?;
+                Ok((services, stacks, envs, a.min(b).min(c)))
             })
             .await?;
         Ok(Desired {
+            revision,
             services: services.iter().map(decode).collect::<anyhow::Result<_>>()?,
             stacks: stacks.iter().map(decode).collect::<anyhow::Result<_>>()?,
             envs: envs.iter().map(decode).collect::<anyhow::Result<_>>()?,
@@ -276,6 +278,8 @@ impl Store {
 /// A snapshot of desired state for the supervisor.
 #[derive(Clone, Debug, Default)]
 pub struct Desired {
+    /// Every change committed at or before this revision is included.
+    pub revision: u64,
     /// Every service.
     pub services: Vec<Service>,
     /// Every stack.
