@@ -8,4 +8,7 @@ cd "$(dirname "$0")/.."
 # added by itself.
 rustup target add wasm32-wasip2 >/dev/null
 
-cargo build --release --target wasm32-wasip2 --manifest-path guest-examples/Cargo.toml
+# Always into guest-examples/target (tests, benches and the demo look
+# there), even when CARGO_TARGET_DIR points the host build elsewhere.
+cargo build --release --target wasm32-wasip2 --manifest-path guest-examples/Cargo.toml \
+    --target-dir guest-examples/target

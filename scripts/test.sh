@@ -25,7 +25,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo fmt --manifest-path guest-examples/Cargo.toml --all -- --check
-cargo clippy --release --target wasm32-wasip2 --manifest-path guest-examples/Cargo.toml -- -D warnings
+cargo clippy --release --target wasm32-wasip2 --manifest-path guest-examples/Cargo.toml \
+    --target-dir guest-examples/target -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace

@@ -43,6 +43,8 @@ pub fn guest(name: &str) -> PathBuf {
                 "--manifest-path",
             ])
             .arg(repo_root().join("guest-examples/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(repo_root().join("guest-examples/target"))
             .status()
             .expect("running cargo to build the guest examples");
         assert!(status.success(), "building guest examples failed");
