@@ -174,12 +174,7 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
 fn the_api_requires_a_valid_token() {
     let d = Daemon::start();
     let api = d.info["api_url"].as_str().unwrap().to_string();
-    let wrong = d
-        .mesh_cmd(&["service", "ls"])
-        .env("MESH_API_URL", &api)
-        .env("MESH_TOKEN", "mesh_not_the_token")
-        .output()
-        .unwrap();
+    let wrong = d.mesh_as("mesh_not_the_token", &["service", "ls"]);
     assert!(!wrong.status.success());
     assert_eq!(
         String::from_utf8_lossy(&wrong.stderr).trim(),
@@ -194,12 +189,7 @@ fn the_api_requires_a_valid_token() {
         vec!["svc", "delete", "worker"],
         vec!["stack", "rollback", "app"],
     ] {
-        let out = d
-            .mesh_cmd(&args)
-            .env("MESH_API_URL", &api)
-            .env("MESH_TOKEN", "mesh_not_the_token")
-            .output()
-            .unwrap();
+        let out = d.mesh_as("mesh_not_the_token", &args);
         assert!(!out.status.success(), "mesh {args:?} succeeded");
         assert_eq!(
             String::from_utf8_lossy(&out.stderr).trim(),

@@ -88,14 +88,8 @@ fn the_same_names_in_two_environments_are_two_services() {
         serde_json::from_str(&d.ok(&["env", "create", "other", "--json"])).unwrap();
     let token = created["token"].as_str().unwrap().to_string();
     assert_eq!(created["alias"], "other.localhost");
-    let api = d.info["api_url"].as_str().unwrap().to_string();
     let as_other = |args: &[&str]| {
-        let out = d
-            .mesh_cmd(args)
-            .env("MESH_API_URL", &api)
-            .env("MESH_TOKEN", &token)
-            .output()
-            .unwrap();
+        let out = d.mesh_as(&token, args);
         assert!(
             out.status.success(),
             "mesh {args:?} as other: {}",
@@ -137,26 +131,20 @@ fn the_same_names_in_two_environments_are_two_services() {
         "from-other"
     );
     // A tenant cannot reach the other's logs or make environments.
-    let out = d
-        .mesh_cmd(&["svc", "logs", "-n", "payments", "--stack", "finance"])
-        .env("MESH_API_URL", &api)
-        .env("MESH_TOKEN", &token)
-        .output()
-        .unwrap();
+    let out = d.mesh_as(
+        &token,
+        &["svc", "logs", "-n", "payments", "--stack", "finance"],
+    );
     assert!(out.status.success());
     let logs = String::from_utf8_lossy(&out.stdout);
     assert!(!logs.contains("from-default"), "{logs}");
-    let out = d
-        .mesh_cmd(&["env", "create", "third"])
-        .env("MESH_API_URL", &api)
-        .env("MESH_TOKEN", &token)
-        .output()
-        .unwrap();
+    let out = d.mesh_as(&token, &["env", "create", "third"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("only the operator"));
     // Nor take a path under a host the other environment serves.
-    let out = d
-        .mesh_cmd(&[
+    let out = d.mesh_as(
+        &token,
+        &[
             "svc",
             "publish",
             "-n",
@@ -165,11 +153,8 @@ fn the_same_names_in_two_environments_are_two_services() {
             "http://www.localhost",
             "--path",
             "/admin",
-        ])
-        .env("MESH_API_URL", &api)
-        .env("MESH_TOKEN", &token)
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(!out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),

@@ -29,6 +29,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::logs::{LogLine, ServiceLog, Stream};
+use crate::metrics::ServiceMetrics;
 use crate::model::Outbound;
 use crate::web::WebPool;
 
@@ -114,11 +115,21 @@ pub struct Identity {
     pub log: Arc<ServiceLog>,
     /// Its instance id.
     pub instance: String,
-    /// Its service's memory-in-use gauge.
-    pub memory: Arc<std::sync::atomic::AtomicI64>,
+    /// Its service's counters (memory in use, requests, restarts).
+    pub metrics: Arc<ServiceMetrics>,
 }
 
 impl Identity {
+    /// The same service's identity for another of its instances: what a
+    /// pool or a cron job hands each new instance, without looking the
+    /// service's log and counters up again.
+    pub fn at(&self, instance: &str) -> Identity {
+        Identity {
+            instance: instance.to_string(),
+            ..self.clone()
+        }
+    }
+
     /// A `wasi:sockets` check applying the outbound policy to raw TCP and
     /// UDP: IP literals and `localhost` in an allow-list match.
     pub fn socket_check(

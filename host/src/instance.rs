@@ -2,7 +2,7 @@
 //! context and output streams, running a component's `wasi:cli/run` to
 //! its end, and the [`Outcome`] that explains how it ended.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::io::AsyncRead;
@@ -14,6 +14,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::dns::{Identity, MeshHooks};
 use crate::engine::{Engine, Loaded};
+use crate::metrics::ServiceMetrics;
 use crate::model::format_memory;
 
 /// Table elements one instance may grow its tables to.
@@ -62,8 +63,8 @@ pub struct MemoryLimiter {
     limit: usize,
     used: usize,
     refused: bool,
-    /// The service's memory-in-use gauge, kept up to date.
-    gauge: Option<Arc<AtomicI64>>,
+    /// The service's counters, whose memory in use it keeps up to date.
+    metrics: Option<Arc<ServiceMetrics>>,
 }
 
 impl MemoryLimiter {
@@ -73,7 +74,7 @@ impl MemoryLimiter {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
             used: 0,
             refused: false,
-            gauge: None,
+            metrics: None,
         }
     }
 }
@@ -81,8 +82,8 @@ impl MemoryLimiter {
 impl Drop for MemoryLimiter {
     fn drop(&mut self) {
         // The store and its memories are going away with the limiter.
-        if let Some(gauge) = &self.gauge {
-            gauge.fetch_sub(self.used as i64, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            metrics.memory_changed(-(self.used as i64));
         }
     }
 }
@@ -99,8 +100,8 @@ impl ResourceLimiter for MemoryLimiter {
             self.refused = true;
             return Ok(false);
         }
-        if let Some(gauge) = &self.gauge {
-            gauge.fetch_add(after as i64 - self.used as i64, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            metrics.memory_changed(after as i64 - self.used as i64);
         }
         self.used = after;
         Ok(true)
@@ -321,7 +322,7 @@ where
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
         limiter: MemoryLimiter {
-            gauge: launch.who.as_ref().map(|who| who.memory.clone()),
+            metrics: launch.who.as_ref().map(|who| who.metrics.clone()),
             ..MemoryLimiter::new(launch.memory_bytes)
         },
         hooks: MeshHooks::new(launch.who),

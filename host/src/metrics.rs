@@ -17,23 +17,30 @@ const BUCKETS: [f64; 10] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
 ];
 
-/// Counters the parts of the daemon add to as things happen, one set per
-/// service, so a request touches one lock and a deleted service is one
-/// removal.
+/// Every service's counters. The parts of the daemon that serve a service
+/// (its pool, its slots, its cron job) hold its [`ServiceMetrics`], so
+/// counting a request takes only that service's lock; a deleted service's
+/// series leave the exposition at once, and late counts from its last
+/// in-flight requests go to the detached series.
 #[derive(Default)]
 pub struct Metrics {
-    services: Mutex<BTreeMap<ServiceKey, Series>>,
+    services: Mutex<BTreeMap<ServiceKey, Arc<ServiceMetrics>>>,
 }
 
 /// One service's counters.
 #[derive(Default)]
-struct Series {
+pub struct ServiceMetrics {
+    counts: Mutex<Counts>,
+    /// Linear memory its instances use, kept by their memory limiters.
+    memory: AtomicI64,
+}
+
+#[derive(Default, Clone)]
+struct Counts {
     requests: BTreeMap<u16, u64>,
     latency: Histogram,
     cron_runs: BTreeMap<RunStatus, u64>,
     restarts: u64,
-    /// Handed to its instances' memory limiters, which keep it current.
-    memory: Arc<AtomicI64>,
 }
 
 #[derive(Default, Clone)]
@@ -48,51 +55,51 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Metrics {
-    /// Runs `f` on a service's series, made on first use (the key is
-    /// cloned only then).
-    fn with<R>(&self, key: &ServiceKey, f: impl FnOnce(&mut Series) -> R) -> R {
-        let mut services = lock(&self.services);
-        if let Some(series) = services.get_mut(key) {
-            return f(series);
-        }
-        f(services.entry(key.clone()).or_default())
-    }
-
-    /// Counts one request a service answered (ingress or intra-DNS).
-    pub fn request(&self, key: &ServiceKey, status: u16, took: Duration) {
+impl ServiceMetrics {
+    /// Counts one request the service answered (ingress or intra-DNS).
+    pub fn request(&self, status: u16, took: Duration) {
         let seconds = took.as_secs_f64();
-        self.with(key, |s| {
-            *s.requests.entry(status).or_default() += 1;
-            let h = &mut s.latency;
-            for (count, bound) in h.counts.iter_mut().zip(BUCKETS) {
-                if seconds <= bound {
-                    *count += 1;
-                }
+        let mut c = lock(&self.counts);
+        *c.requests.entry(status).or_default() += 1;
+        let h = &mut c.latency;
+        for (count, bound) in h.counts.iter_mut().zip(BUCKETS) {
+            if seconds <= bound {
+                *count += 1;
             }
-            h.count += 1;
-            h.sum += seconds;
-        });
+        }
+        h.count += 1;
+        h.sum += seconds;
     }
 
     /// Counts one cron run.
-    pub fn cron_run(&self, key: &ServiceKey, status: RunStatus) {
-        self.with(key, |s| *s.cron_runs.entry(status).or_default() += 1);
+    pub fn cron_run(&self, status: RunStatus) {
+        *lock(&self.counts).cron_runs.entry(status).or_default() += 1;
     }
 
-    /// Counts one restart of one of a service's instances.
-    pub fn restart(&self, key: &ServiceKey) {
-        self.with(key, |s| s.restarts += 1);
+    /// Counts one restart of one of the service's instances.
+    pub fn restart(&self) {
+        lock(&self.counts).restarts += 1;
+    }
+
+    /// Adds `bytes` (negative: frees them) to the memory in use.
+    pub fn memory_changed(&self, bytes: i64) {
+        self.memory.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    /// A service's counters, made on first use.
+    pub fn service(&self, key: &ServiceKey) -> Arc<ServiceMetrics> {
+        let mut services = lock(&self.services);
+        if let Some(series) = services.get(key) {
+            return series.clone();
+        }
+        services.entry(key.clone()).or_default().clone()
     }
 
     /// Drops a deleted service's series.
     pub fn forget(&self, key: &ServiceKey) {
         lock(&self.services).remove(key);
-    }
-
-    /// The gauge of linear memory a service's instances use now.
-    pub fn memory(&self, key: &ServiceKey) -> Arc<AtomicI64> {
-        self.with(key, |s| s.memory.clone())
     }
 
     /// The text exposition, with instance status and call counts read now.
@@ -102,23 +109,22 @@ impl Metrics {
         calls: CallCounts,
     ) -> String {
         let mut out = String::new();
-        let services = lock(&self.services);
+        // A copy of each service's counts, so no lock is held while writing.
+        let services: Vec<(ServiceKey, Counts, i64)> = lock(&self.services)
+            .iter()
+            .map(|(key, s)| {
+                let memory = s.memory.load(Ordering::Relaxed).max(0);
+                (key.clone(), lock(&s.counts).clone(), memory)
+            })
+            .collect();
         header(
             &mut out,
             "mesh_requests_total",
             "counter",
             "Requests answered, by service and HTTP status.",
         );
-        for (key, s) in services.iter() {
-            for (status, n) in &s.requests {
-                sample(
-                    &mut out,
-                    "mesh_requests_total",
-                    key,
-                    &format!(",status=\"{status}\""),
-                    n,
-                );
-            }
+        for (key, s, _) in &services {
+            by_status(&mut out, "mesh_requests_total", key, &s.requests);
         }
         header(
             &mut out,
@@ -126,7 +132,7 @@ impl Metrics {
             "histogram",
             "Time to answer a request, by service.",
         );
-        for (key, s) in services.iter().filter(|(_, s)| s.latency.count > 0) {
+        for (key, s, _) in services.iter().filter(|(_, s, _)| s.latency.count > 0) {
             let h = &s.latency;
             for (bound, count) in BUCKETS.iter().zip(h.counts) {
                 let le = format!(",le=\"{bound}\"");
@@ -198,7 +204,7 @@ impl Metrics {
             "counter",
             "Restarts of a service's instances since the daemon started.",
         );
-        for (key, s) in services.iter() {
+        for (key, s, _) in &services {
             sample(&mut out, "mesh_restarts_total", key, "", s.restarts);
         }
         header(
@@ -207,16 +213,8 @@ impl Metrics {
             "counter",
             "Cron runs, by job and status.",
         );
-        for (key, s) in services.iter() {
-            for (status, n) in &s.cron_runs {
-                sample(
-                    &mut out,
-                    "mesh_cron_runs_total",
-                    key,
-                    &format!(",status=\"{status}\""),
-                    n,
-                );
-            }
+        for (key, s, _) in &services {
+            by_status(&mut out, "mesh_cron_runs_total", key, &s.cron_runs);
         }
         header(
             &mut out,
@@ -224,8 +222,7 @@ impl Metrics {
             "gauge",
             "Linear memory in use by a service's instances.",
         );
-        for (key, s) in services.iter() {
-            let bytes = s.memory.load(Ordering::Relaxed).max(0);
+        for (key, _, bytes) in &services {
             sample(&mut out, "mesh_memory_bytes", key, "", bytes);
         }
         header(
@@ -262,6 +259,18 @@ fn sample(
     );
 }
 
+/// One line per status: `name{..,status="S"} n`.
+fn by_status<S: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    key: &ServiceKey,
+    counts: &BTreeMap<S, u64>,
+) {
+    for (status, n) in counts {
+        sample(out, name, key, &format!(",status=\"{status}\""), n);
+    }
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -286,10 +295,11 @@ mod tests {
             stack: "app".into(),
             name: "web".into(),
         };
-        m.request(&key, 200, Duration::from_millis(3));
-        m.request(&key, 500, Duration::from_millis(30));
-        m.cron_run(&key, RunStatus::Succeeded);
-        m.memory(&key).fetch_add(65536, Ordering::Relaxed);
+        let web = m.service(&key);
+        web.request(200, Duration::from_millis(3));
+        web.request(500, Duration::from_millis(30));
+        web.cron_run(RunStatus::Succeeded);
+        web.memory_changed(65536);
         let text = m.render(&[], CallCounts::default());
         let l = "env=\"default\",stack=\"app\",service=\"web\"";
         assert!(
@@ -306,5 +316,12 @@ mod tests {
             "mesh_cron_runs_total{{{l},status=\"succeeded\"}} 1"
         )));
         assert!(text.contains(&format!("mesh_memory_bytes{{{l}}} 65536")));
+
+        // A deleted service's series goes; a late count from one of its
+        // last requests does not bring it back.
+        m.forget(&key);
+        web.request(200, Duration::from_millis(1));
+        let text = m.render(&[], CallCounts::default());
+        assert!(!text.contains("service=\"web\""), "{text}");
     }
 }

@@ -73,10 +73,7 @@ impl Outbound {
         }
         let mut patterns = Vec::new();
         for pattern in text.split(',').map(str::trim) {
-            let (host, port) = match pattern.rsplit_once(':') {
-                Some((host, port)) if !host.contains(':') => (host, Some(port)),
-                _ => (pattern, None),
-            };
+            let (host, port) = split_pattern(pattern);
             let host_ok = !host.is_empty()
                 && host
                     .trim_start_matches("*.")
@@ -105,7 +102,7 @@ impl Outbound {
                     Some(suffix) => host.ends_with(&format!(".{suffix}")),
                     None => host == p_host,
                 };
-                host_ok && p_port.is_none_or(|p| p == port)
+                host_ok && p_port.is_none_or(|p| p.parse() == Ok(port))
             }),
         }
     }
@@ -122,16 +119,17 @@ impl Outbound {
             .filter_map(|p| {
                 let (host, p_port) = split_pattern(p);
                 let named = !host.starts_with("*.") && host.parse::<std::net::IpAddr>().is_err();
-                (named && p_port.is_none_or(|p| p == port)).then(|| host.to_string())
+                (named && p_port.is_none_or(|p| p.parse() == Ok(port))).then(|| host.to_string())
             })
             .collect()
     }
 }
 
-/// `host[:port]` of an allow-list pattern.
-fn split_pattern(pattern: &str) -> (&str, Option<u16>) {
+/// `host[:port]` of an allow-list pattern (the port as written; `parse`
+/// checks it is a number).
+fn split_pattern(pattern: &str) -> (&str, Option<&str>) {
     match pattern.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => (host, port.parse::<u16>().ok()),
+        Some((host, port)) if !host.contains(':') => (host, Some(port)),
         _ => (pattern, None),
     }
 }

@@ -117,7 +117,7 @@ impl Parts {
             directory: self.directory.clone(),
             log: self.logs.service(key),
             instance: instance.to_string(),
-            memory: self.metrics.memory(key),
+            metrics: self.metrics.service(key),
         }
     }
 }
@@ -266,11 +266,6 @@ impl Supervisor {
     /// The event log.
     pub fn events(&self) -> &Arc<Events> {
         &self.parts.events
-    }
-
-    /// Drops a deleted service's metric series.
-    pub fn forget_metrics(&self, key: &ServiceKey) {
-        self.parts.metrics.forget(key);
     }
 
     /// `/metrics` in the Prometheus text format.
@@ -704,7 +699,8 @@ async fn slot_main(
     shared: Arc<Mutex<SlotShared>>,
     mut specs: watch::Receiver<Arc<Spec>>,
 ) {
-    let log = parts.logs.service(&key);
+    let who = parts.identity(&key, &id);
+    let log = who.log.clone();
     let mut failures: u32 = 0;
     loop {
         let spec = specs.borrow_and_update().clone();
@@ -734,7 +730,7 @@ async fn slot_main(
             memory_bytes: spec.run.memory_bytes,
             stdout: LogStream::new(log.clone(), &id, Stream::Stdout),
             stderr: LogStream::new(log.clone(), &id, Stream::Stderr),
-            who: Some(parts.identity(&key, &id)),
+            who: Some(who.clone()),
             stdin: None,
         };
         let started = Instant::now();
@@ -780,7 +776,7 @@ async fn slot_main(
                 .back_off(outcome.exit_code, outcome.message.clone(), delay);
             s.status.restarts
         };
-        parts.metrics.restart(&key);
+        who.metrics.restart();
         tracing::info!(service = %key, instance = %id, outcome = %outcome.message, ?delay, restarts, "instance ended");
         let kind = Outcome::event_kind(&outcome.message, "instance.exited");
         parts.events.service(

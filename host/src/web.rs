@@ -30,10 +30,10 @@ use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiBody, WasiHttpView as _};
 
-use crate::dns::CHAIN_HEADER;
+use crate::dns::{Identity, CHAIN_HEADER};
 use crate::engine::Loaded;
 use crate::instance::{explain_failure, new_store, HostState, Interrupt, Launch, Outcome};
-use crate::logs::{LogLine, LogStream, ServiceLog, Stream};
+use crate::logs::{LogLine, LogStream, Stream};
 use crate::model::{InstanceState, InstanceStatus, ServiceKey};
 use crate::supervisor::{backoff, Parts, Spec};
 
@@ -97,7 +97,9 @@ pub struct WebPool {
     spec: Arc<Spec>,
     fresh_per_request: bool,
     parts: Parts,
-    log: Arc<ServiceLog>,
+    /// The service's identity (log, counters); each instance gets
+    /// `who.at(id)`.
+    who: Identity,
     code: OnceCell<Result<Arc<Loaded>, String>>,
     inner: Mutex<Inner>,
     freed: Notify,
@@ -140,7 +142,7 @@ impl WebPool {
             .collect();
         let max_queue = parts.queue_per_instance * instances.max(1) as usize;
         let pool = Arc::new(WebPool {
-            log: parts.logs.service(&key),
+            who: parts.identity(&key, &key.name),
             key,
             spec,
             fresh_per_request,
@@ -215,9 +217,7 @@ impl WebPool {
             Ok(response) => response.status().as_u16(),
             Err(refused) => refused.status.as_u16(),
         };
-        self.parts
-            .metrics
-            .request(&self.key, status, started.elapsed());
+        self.who.metrics.request(status, started.elapsed());
         result
     }
 
@@ -354,9 +354,9 @@ impl WebPool {
             args: self.spec.run.command.clone(),
             env: self.spec.run.env_for(&id),
             memory_bytes: self.spec.run.memory_bytes,
-            stdout: LogStream::new(self.log.clone(), &id, Stream::Stdout),
-            stderr: LogStream::new(self.log.clone(), &id, Stream::Stderr),
-            who: Some(self.parts.identity(&self.key, &id)),
+            stdout: LogStream::new(self.who.log.clone(), &id, Stream::Stdout),
+            stderr: LogStream::new(self.who.log.clone(), &id, Stream::Stderr),
+            who: Some(self.who.at(&id)),
             stdin: None,
         };
         let mut store = new_store(&self.parts.engine, launch, interrupt.clone());
@@ -471,7 +471,7 @@ impl WebPool {
                     s.backoff_until = Some(Instant::now() + delay);
                     s.ready = None;
                     s.status.back_off(None, message.clone(), delay);
-                    self.parts.metrics.restart(&self.key);
+                    self.who.metrics.restart();
                     tracing::info!(service = %self.key, instance = %s.status.id, %message, ?delay, "web instance retired");
                     let kind = Outcome::event_kind(&message, "instance.failed");
                     self.parts.events.service(
@@ -499,7 +499,7 @@ impl WebPool {
     }
 
     fn note(&self, instance: &str, text: &str) {
-        self.log.write(LogLine {
+        self.who.log.write(LogLine {
             time: Utc::now(),
             instance: instance.to_string(),
             stream: Stream::Stderr,

@@ -223,6 +223,16 @@ impl Daemon {
         self.mesh_cmd(args).output().expect("running mesh")
     }
 
+    /// Runs `mesh ARGS` with `token`, given as `MESH_TOKEN` with the API
+    /// URL, the way a tenant (or a stranger) reaches the daemon.
+    pub fn mesh_as(&self, token: &str, args: &[&str]) -> Output {
+        self.mesh_cmd(args)
+            .env("MESH_API_URL", self.info["api_url"].as_str().unwrap())
+            .env("MESH_TOKEN", token)
+            .output()
+            .expect("running mesh")
+    }
+
     /// A `mesh ARGS` command set up for this daemon, to adjust and run.
     pub fn mesh_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(mesh_bin());

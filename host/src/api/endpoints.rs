@@ -6,8 +6,6 @@
 //! shared: `/endpoints/<host><path>` names it, and the publish transaction
 //! requires that key to be absent, so two publishers cannot both win.
 
-use std::time::Duration;
-
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 
@@ -18,10 +16,6 @@ use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::engine::Loaded;
 use crate::model::{Endpoint, Service, ServiceKey};
 use crate::store::{encode, key, Compare, Txn};
-use crate::supervisor::Route;
-
-/// Longest a publish waits for the ingress to route the new endpoint.
-const ROUTE_WAIT: Duration = Duration::from_secs(2);
 
 /// Who an endpoint is bound to, as kept under `/endpoints/`.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -93,12 +87,7 @@ pub(super) async fn publish(
         .put(service_key, encode(&service))
         .put(owner_key, encode(&owner));
     state.commit(txn).await?;
-    let key = ServiceKey::of(&service);
-    announce(&state, &key, &endpoint, "service.published");
-    routed(&state, &endpoint, |found| {
-        found.is_some_and(|r| r.key == key && r.pool.is_some())
-    })
-    .await;
+    announce(&state, &service, &endpoint, "service.published");
     Ok(Json(view(&state, service)))
 }
 
@@ -127,35 +116,18 @@ pub(super) async fn unpublish(
         .put(service_key, encode(&service))
         .delete(key::endpoint(&endpoint.host, &endpoint.path));
     state.commit(txn).await?;
-    let key = ServiceKey::of(&service);
-    announce(&state, &key, &endpoint, "service.unpublished");
-    routed(&state, &endpoint, |found| {
-        found.is_none_or(|r| r.key != key)
-    })
-    .await;
+    announce(&state, &service, &endpoint, "service.unpublished");
     Ok(Json(view(&state, service)))
 }
 
 /// Logs and records an acknowledged endpoint change.
-fn announce(state: &ApiState, key: &ServiceKey, endpoint: &Endpoint, kind: &str) {
+fn announce(state: &ApiState, service: &Service, endpoint: &Endpoint, kind: &str) {
+    let key = ServiceKey::of(service);
     tracing::info!(service = %key, endpoint = %endpoint.url(), kind);
     state
         .supervisor
         .events()
-        .service(key, kind, None, endpoint.url());
-}
-
-/// Waits (briefly) until the ingress routes the endpoint as `done` says,
-/// so that when publish returns the endpoint answers.
-async fn routed(state: &ApiState, endpoint: &Endpoint, done: impl Fn(Option<Route>) -> bool) {
-    let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
-    while tokio::time::Instant::now() < deadline {
-        if done(state.supervisor.route(&endpoint.host, &endpoint.path)) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    tracing::warn!(endpoint = %endpoint.url(), "the ingress did not pick up the change in time");
+        .service(&key, kind, None, endpoint.url());
 }
 
 fn parse(state: &ApiState, env: &str, request: &PublishRequest) -> ApiResult<Endpoint> {

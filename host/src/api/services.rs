@@ -226,17 +226,12 @@ pub(super) async fn delete(
         txn = txn.delete(key::endpoint(&endpoint.host, &endpoint.path));
     }
     state.commit(txn).await?;
-    tracing::info!(service = %ServiceKey::of(&found.value), "service deleted");
-    // Its series go now, not when the supervisor catches up.
+    let key = ServiceKey::of(&found.value);
+    tracing::info!(service = %key, "service deleted");
     state
         .supervisor
-        .forget_metrics(&ServiceKey::of(&found.value));
-    state.supervisor.events().service(
-        &ServiceKey::of(&found.value),
-        "service.deleted",
-        None,
-        "deleted".into(),
-    );
+        .events()
+        .service(&key, "service.deleted", None, "deleted".into());
     let mut gone = view(&state, found.value);
     gone.instances.clear();
     Ok(Json(gone))

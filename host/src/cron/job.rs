@@ -19,8 +19,9 @@ use tokio::task::JoinHandle;
 
 use super::history::History;
 use super::schedule::Schedule;
+use crate::dns::Identity;
 use crate::instance::{run_command, Interrupt, Launch, Outcome};
-use crate::logs::{LogLine, LogStream, ServiceLog, Stream};
+use crate::logs::{LogLine, LogStream, Stream};
 use crate::model::{InstanceState, InstanceStatus, Run, RunStatus, RunTrigger, ServiceKey};
 use crate::supervisor::{load_code, Parts, Spec};
 
@@ -76,12 +77,12 @@ impl Job {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (specs, spec_rx) = watch::channel(spec);
         let (triggers, trigger_rx) = mpsc::channel(8);
-        let log = parts.logs.service(&key);
+        let who = parts.identity(&key, &key.name);
         let task = tokio::spawn(
             JobTask {
                 parts,
                 key,
-                log,
+                who,
                 history,
                 shared: shared.clone(),
                 running: None,
@@ -166,7 +167,8 @@ enum Event {
 struct JobTask {
     parts: Parts,
     key: ServiceKey,
-    log: Arc<ServiceLog>,
+    /// The job's identity (log, counters); each run gets `who.at(id)`.
+    who: Identity,
     history: Arc<History>,
     shared: Arc<Mutex<Shared>>,
     running: Option<Running>,
@@ -269,9 +271,9 @@ impl JobTask {
             args: spec.run.run.command.clone(),
             env: spec.run.run.env_for(&instance),
             memory_bytes: spec.run.run.memory_bytes,
-            stdout: LogStream::new(self.log.clone(), &instance, Stream::Stdout),
-            stderr: LogStream::new(self.log.clone(), &instance, Stream::Stderr),
-            who: Some(self.parts.identity(&self.key, &instance)),
+            stdout: LogStream::new(self.who.log.clone(), &instance, Stream::Stdout),
+            stderr: LogStream::new(self.who.log.clone(), &instance, Stream::Stderr),
+            who: Some(self.who.at(&instance)),
             stdin: None,
         };
         let outcome = Box::pin(run_once(
@@ -298,7 +300,7 @@ impl JobTask {
         let message = format!("skipped: {why}");
         tracing::info!(service = %self.key, number, %message, "cron firing skipped");
         self.note(&format!("[mesh] run {number} {message}"), &self.key.name);
-        self.parts.metrics.cron_run(&self.key, RunStatus::Skipped);
+        self.who.metrics.cron_run(RunStatus::Skipped);
         self.parts.events.service(
             &self.key,
             "cron.skipped",
@@ -345,7 +347,7 @@ impl JobTask {
             ),
             &run.instance,
         );
-        self.parts.metrics.cron_run(&self.key, status);
+        self.who.metrics.cron_run(status);
         self.parts.events.service(
             &self.key,
             "cron.finished",
@@ -372,7 +374,7 @@ impl JobTask {
 
     /// Writes a platform line to the job's log.
     fn note(&self, text: &str, instance: &str) {
-        self.log.write(LogLine {
+        self.who.log.write(LogLine {
             time: Utc::now(),
             instance: instance.to_string(),
             stream: Stream::Stderr,
