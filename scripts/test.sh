@@ -22,6 +22,9 @@ fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "== layers (imports point downward only)"
+python3 scripts/check-layers.py
+
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo fmt --manifest-path guest-examples/Cargo.toml --all -- --check

@@ -199,6 +199,11 @@ pub struct UpArgs {
     #[arg(long, default_value_t = mesh_host::config::DEFAULT_QUEUE_PER_INSTANCE, value_name = "N")]
     pub queue_per_instance: usize,
 
+    /// Ingress connections open at once; at the limit new ones wait to be
+    /// accepted until one closes.
+    #[arg(long, default_value_t = mesh_host::config::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    pub max_connections: usize,
+
     /// Platform alias domain: the endpoint label `www` becomes `www.DOMAIN`.
     #[arg(long, default_value = mesh_host::config::DEFAULT_ALIAS, value_name = "DOMAIN")]
     pub alias: String,

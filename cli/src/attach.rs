@@ -8,7 +8,7 @@ use std::io::{BufReader, IsTerminal as _, Read as _, Write as _};
 use std::net::TcpStream;
 
 use anyhow::bail;
-use mesh_host::session::{
+use mesh_host::services::session::{
     decode_exit, read_frame, write_frame, EXIT, INTERRUPT, STDERR, STDIN, STDIN_EOF, STDOUT,
 };
 

@@ -173,7 +173,7 @@ impl Client {
             stream,
             "POST {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: {}\r\nConnection: Upgrade\r\nUpgrade: {}\r\nContent-Length: 0\r\n\r\n",
             self.auth(),
-            mesh_host::session::PROTOCOL
+            mesh_host::services::session::PROTOCOL
         )?;
         // Read the answer's head byte by byte: frames follow right after it.
         let mut head = Vec::new();

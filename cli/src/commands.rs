@@ -10,10 +10,10 @@ use mesh_host::api::wire::{
     PublishRequest, RollbackRequest, ServiceView, StackView, TriggerResult, UpdateEnv,
     UpdateService, VersionView,
 };
-use mesh_host::engine::CodeInfo;
-use mesh_host::events::Event;
-use mesh_host::logs::LogLine;
 use mesh_host::model::{format_memory, RunStatus};
+use mesh_host::runtime::CodeInfo;
+use mesh_host::telemetry::Event;
+use mesh_host::telemetry::LogLine;
 use serde::Serialize;
 
 use crate::args::{

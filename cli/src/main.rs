@@ -95,6 +95,7 @@ fn up(data_dir: Option<std::path::PathBuf>, args: UpArgs) -> anyhow::Result<()> 
             .unwrap_or(usize::MAX),
         max_body_bytes: parse("--max-body-size", &args.max_body_size)?,
         queue_per_instance: args.queue_per_instance,
+        max_connections: args.max_connections,
         alias: args.alias,
         max_upload_bytes: parse("--max-upload", &args.max_upload)?,
         max_instances: args.max_instances,

@@ -22,13 +22,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use mesh_host::blobs::Blobs;
-use mesh_host::cron::{Histories, Schedule};
-use mesh_host::engine::Engine;
-use mesh_host::logs::Logs;
+use mesh_host::cron::{Histories, Schedule, Scheduler};
+use mesh_host::daemon::Converge;
 use mesh_host::model::{RunStatus, Service, ServiceKey, Stack, Version};
+use mesh_host::runtime::Engine;
+use mesh_host::services::Supervisor;
+use mesh_host::services::WasmSource;
+use mesh_host::store::Blobs;
 use mesh_host::store::{encode, key, Store, Txn};
-use mesh_host::supervisor::Supervisor;
+use mesh_host::telemetry::Logs;
+use mesh_host::telemetry::{DiskWriter, Events, Metrics};
 use mesh_host::DaemonConfig;
 use support::{app_wasm, bare_instantiate, BareHost};
 
@@ -51,15 +54,23 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::open_sqlite(dir.path())?;
     let engine = Arc::new(Engine::new(&config, Blobs::open(dir.path())?)?);
     let digest = engine.accept("app.wasm", &bytes)?.digest;
+    let writer = DiskWriter::start();
     let supervisor = Supervisor::new(
-        store.clone(),
-        engine.clone(),
-        Arc::new(Logs::new(dir.path(), 8 << 20)),
-        Arc::new(Histories::new(dir.path())),
-        Arc::new(mesh_host::events::Events::open(dir.path())),
+        WasmSource::new(engine.clone()),
+        Arc::new(Logs::new(dir.path(), 8 << 20, writer.clone())),
+        Arc::new(Events::open(dir.path(), writer.clone())),
+        Arc::new(Metrics::default()),
         config.queue_per_instance,
     );
-    let reconciler = tokio::spawn(supervisor.clone().run());
+    let histories = Arc::new(Histories::new(dir.path(), writer));
+    let scheduler = Arc::new(Scheduler::new(supervisor.clone(), histories));
+    let (converge, _applied) = Converge::new(
+        store.clone(),
+        supervisor.clone(),
+        scheduler.clone(),
+        engine.clone(),
+    );
+    let reconciler = tokio::spawn(converge.run());
 
     // Desired state, as the API would write it.
     let components = BTreeMap::from([("app".to_string(), digest)]);
@@ -134,13 +145,14 @@ async fn main() -> anyhow::Result<()> {
     };
     let deadline = Instant::now() + Duration::from_secs(firings as u64 + 5);
     let runs = loop {
-        let runs = supervisor.runs(&key);
+        let runs = scheduler.runs(&key);
         if runs.len() >= firings || Instant::now() > deadline {
             break runs;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     reconciler.abort();
+    scheduler.stop_all().await;
     supervisor.stop_all().await;
     let (mut timer_late, mut bare_cold) = baseline.await?;
 

@@ -17,11 +17,12 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mesh_host::blobs::Blobs;
-use mesh_host::engine::Engine;
-use mesh_host::instance::{run_command, Interrupt, Launch};
-use mesh_host::logs::{LogStream, Logs, Stream};
 use mesh_host::model::ServiceKey;
+use mesh_host::runtime::Engine;
+use mesh_host::runtime::{run_command, Interrupt, Launch};
+use mesh_host::services::parts::log_output;
+use mesh_host::store::Blobs;
+use mesh_host::telemetry::{DiskWriter, Logs, Stream};
 use mesh_host::DaemonConfig;
 use support::{app_wasm, bare_instantiate};
 
@@ -55,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
     let cache_load = Instant::now();
     let code = engine.load(&info.digest)?;
     let cache_load = cache_load.elapsed();
-    let logs = Logs::new(dir.path(), 64 << 20);
+    let logs = Logs::new(dir.path(), 64 << 20, DiskWriter::start());
     let log = logs.service(&ServiceKey {
         env: "default".into(),
         stack: "app".into(),
@@ -68,9 +69,9 @@ async fn main() -> anyhow::Result<()> {
             args: vec!["app".into(), "send-emails".into()],
             env: vec![("MESH_SERVICE".into(), "bench".into())],
             memory_bytes: 128 << 20,
-            stdout: LogStream::new(log.clone(), "bench.1", Stream::Stdout),
-            stderr: LogStream::new(log.clone(), "bench.1", Stream::Stderr),
-            who: None,
+            stdout: log_output(&log, "bench.1", Stream::Stdout),
+            stderr: log_output(&log, "bench.1", Stream::Stderr),
+            dispatch: None,
             stdin: None,
         };
         let t0 = Instant::now();

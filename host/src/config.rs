@@ -28,6 +28,10 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const DEFAULT_QUEUE_PER_INSTANCE: usize = 64;
 /// Largest request body the ingress passes to a guest.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
+/// Ingress connections open at once, over every listener.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// How long shutdown waits for open connections to finish.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Everything the daemon needs to know at start.
 #[derive(Clone, Debug)]
@@ -62,6 +66,8 @@ pub struct DaemonConfig {
     pub log_bytes_per_service: u64,
     /// Versions kept per stack.
     pub versions_kept: usize,
+    /// Ingress connections open at once.
+    pub max_connections: usize,
 }
 
 impl Default for DaemonConfig {
@@ -86,6 +92,7 @@ impl Default for DaemonConfig {
             max_instances: DEFAULT_MAX_INSTANCES,
             log_bytes_per_service: DEFAULT_LOG_BYTES_PER_SERVICE,
             versions_kept: DEFAULT_VERSIONS_KEPT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

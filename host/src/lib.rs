@@ -1,49 +1,47 @@
 //! The mesh daemon: hosts WebAssembly components as services.
 //!
-//! Data flows one way: the control API (`api`) writes desired state to the
-//! state store (`store`); the supervisor (`supervisor`) reads it and
-//! converges running instances (`instance`) to it, loading code through the
-//! engine (`engine`), which compiles each component once and caches it.
-//! Status flows back from the supervisor to the API for reading.
+//! # Layers
 //!
-//! - `model`: the words of DESIGN.md as types.
-//! - `config`: the daemon's one configuration struct.
-//! - `store`: desired state over an etcd-shaped KV (SQLite embedded).
-//! - `blobs`: content-addressed code storage.
-//! - `engine`: the wasmtime engine, linker, epoch ticker and code cache.
-//! - `instance`: one store, its limits, and how a run ended.
-//! - `supervisor`: desired versus actual, restarts, back-off, rollouts.
-//! - `cron`: schedules, cron job firings and their run history.
-//! - `session`: interactive runs: an instance attached to the caller's terminal.
-//! - `events`: what happened, for `mesh events`.
-//! - `metrics`: counters and the Prometheus text at `/metrics`.
-//! - `logs`: instance output, per service, bounded, followable.
-//! - `api`: the HTTP/JSON control API.
-//! - `dns`: intra-DNS names, the outgoing-request hook, outbound policy.
-//! - `ingress`: the public HTTP(S) listeners, endpoints, routing.
-//! - `web`: web service instances: reuse, queueing, 503s, trap retirement.
-//! - `auth`: tokens.
-//! - `daemon`: wires the parts together and runs them.
+//! Each layer imports only the layers listed below it, never one above,
+//! and no two files import each other:
+//!
+//! ```text
+//! daemon      wires everything; the converge loop (store -> services, cron)
+//! api         the HTTP/JSON control API
+//! ingress     public HTTP(S) listeners
+//! cron        schedules, jobs, run history
+//! services    supervisor, slots, pools, rollouts, names, routes, sessions
+//! runtime     wasmtime alone: engine, code cache, stores, limits, hooks
+//! telemetry   logs, events, metrics, the disk writer
+//! store       desired state over a KV (SQLite), code blobs
+//! model       the words of DESIGN.md as types; config; auth
+//! ```
+//!
+//! Data flows one way: the control API (`api`) writes desired state to the
+//! store (`store`); the daemon's converge loop reads each new snapshot and
+//! hands it to the services layer (`services`) and to cron (`cron`), which
+//! converge running instances to it through the runtime (`runtime`). The
+//! runtime knows no service: where an instance's outgoing calls go is
+//! decided by the services layer through the runtime's `Dispatch` trait.
+//! Status flows back up through the services layer for reading.
+//!
+//! `scripts/check-layers.sh` checks the rule from the `use crate::...`
+//! lines of every file (a layer may use its own modules and those listed
+//! below it), and that no two files import each other; `scripts/test.sh`
+//! runs it.
 #![deny(missing_docs)]
 
 pub mod api;
 pub mod auth;
-pub mod blobs;
 pub mod config;
 pub mod cron;
 pub mod daemon;
-pub mod dns;
-pub mod engine;
-pub mod events;
 pub mod ingress;
-pub mod instance;
-pub mod logs;
-pub mod metrics;
 pub mod model;
-pub mod session;
+pub mod runtime;
+pub mod services;
 pub mod store;
-pub mod supervisor;
-pub mod web;
+pub mod telemetry;
 
 pub use config::DaemonConfig;
 pub use daemon::{run, DaemonInfo, DAEMON_FILE};

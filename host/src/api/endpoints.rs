@@ -9,11 +9,10 @@
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 
-use super::services::{find, load, view};
+use super::services::{find, load, require_handler, view};
 use super::stacks::resolve_in;
 use super::wire::{PublishRequest, ServiceView};
 use super::{ApiError, ApiResult, ApiState, Caller};
-use crate::engine::Loaded;
 use crate::model::{Endpoint, Service, ServiceKey};
 use crate::store::{encode, key, Compare, Txn};
 
@@ -72,7 +71,7 @@ pub(super) async fn publish(
         )));
     }
     let (digest, _) = resolve_in(&state, &caller.env, &stack, &service.command).await?;
-    require_handler(&*load(&state, &digest).await?, &service)?;
+    require_handler(load(&state, &digest).await?.as_ref(), &service)?;
 
     service.endpoints.push(endpoint.clone());
     let service_key = key::service(&caller.env, &stack, &name);
@@ -134,17 +133,4 @@ fn parse(state: &ApiState, env: &str, request: &PublishRequest) -> ApiResult<End
     let alias = super::envs::alias_of(&state.config.alias, env);
     Endpoint::parse(&request.endpoint, request.path.as_deref(), &alias)
         .map_err(ApiError::bad_request)
-}
-
-/// Refuses code that cannot take requests.
-pub(super) fn require_handler(loaded: &Loaded, service: &Service) -> ApiResult<()> {
-    if loaded.serves_http() {
-        return Ok(());
-    }
-    Err(ApiError::bad_request(format!(
-        "component '{}' does not export `wasi:http/incoming-handler`, so {} cannot serve requests (it exports {})",
-        service.component(),
-        service.name,
-        loaded.exports.join(", ")
-    )))
 }

@@ -30,11 +30,12 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::config::DaemonConfig;
-use crate::engine::Engine;
-use crate::logs::Logs;
+use crate::cron::Scheduler;
 use crate::model::DEFAULT_ENVIRONMENT;
+use crate::runtime::Engine;
+use crate::services::{CodeSource, Supervisor};
 use crate::store::{KvError, Store, Txn};
-use crate::supervisor::Supervisor;
+use crate::telemetry::Logs;
 use wire::ErrorBody;
 
 /// What every handler can reach.
@@ -42,10 +43,16 @@ use wire::ErrorBody;
 pub struct ApiState {
     /// Desired state.
     pub store: Store,
-    /// Code acceptance and loading.
+    /// Code acceptance and collection.
     pub engine: Arc<Engine>,
+    /// Code loading, as the services layer sees it.
+    pub code: Arc<dyn CodeSource>,
     /// Instance status (read only).
     pub supervisor: Arc<Supervisor>,
+    /// Cron jobs: triggers and run history.
+    pub scheduler: Arc<Scheduler>,
+    /// The store revision the running system has applied.
+    pub applied: tokio::sync::watch::Receiver<u64>,
     /// Instance output.
     pub logs: Arc<Logs>,
     /// Daemon settings.
@@ -65,7 +72,8 @@ impl ApiState {
     /// publish` returns, the next request already sees the change.
     pub async fn commit(&self, txn: Txn) -> Result<u64, KvError> {
         let revision = self.store.commit(txn).await?;
-        self.supervisor.applied(revision, APPLY_WAIT).await;
+        let mut applied = self.applied.clone();
+        let _ = tokio::time::timeout(APPLY_WAIT, applied.wait_for(|&r| r >= revision)).await;
         Ok(revision)
     }
 }

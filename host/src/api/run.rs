@@ -1,10 +1,12 @@
 //! Interactive runs over the control API: `POST /v1/services/{stack}/{name}/run`
 //! (a new instance of a service: its code, env and memory limit) and
 //! `POST /v1/run` (an uploaded component, once). Both answer `101` and
-//! hand the upgraded connection to [`crate::session`].
+//! hand the upgraded connection to [`crate::services::session`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -17,9 +19,9 @@ use super::services::{find, load};
 use super::stacks::{require_blob, resolve_in};
 use super::wire::RunQuery;
 use super::{ApiError, ApiResult, ApiState, Caller};
-use crate::engine::Loaded;
 use crate::model::{Digest, ServiceKey, DEFAULT_MEMORY_BYTES};
-use crate::session::{self, Session};
+use crate::services::session::{self, Session};
+use crate::services::Code;
 
 static NEXT_RUN: AtomicU64 = AtomicU64::new(1);
 
@@ -109,8 +111,8 @@ fn attach(
     let upgrade = hyper::upgrade::on(&mut request);
     let status = Arc::new(Mutex::new(session::starting(id.clone(), version)));
     let supervisor = state.supervisor.clone();
-    let engine = state.engine.clone();
-    supervisor.track_interactive(&key, status.clone());
+    // Shown among the service's instances until the run ends, however it ends.
+    let shown = supervisor.track(&key, status.clone());
     // A service's interactive instances are in its events like any other.
     let events = session.log.is_some().then(|| supervisor.events().clone());
     tokio::spawn(async move {
@@ -125,15 +127,14 @@ fn attach(
                         format!("interactive run of `{command}`"),
                     );
                 }
-                let outcome =
-                    session::serve(engine, session, TokioIo::new(upgraded), status.clone()).await;
+                let outcome = session::serve(session, TokioIo::new(upgraded), status.clone()).await;
                 if let Some(events) = &events {
                     events.service(&key, "instance.exited", Some(&id), outcome.message);
                 }
             }
             Err(e) => tracing::warn!(instance = %id, error = %e, "interactive run: upgrade failed"),
         }
-        supervisor.untrack_interactive(&key, &status);
+        drop(shown);
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -176,13 +177,17 @@ fn parse_command(json: &str) -> ApiResult<Vec<String>> {
     Ok(command)
 }
 
-async fn runnable(state: &ApiState, digest: &Digest, command: &[String]) -> ApiResult<Arc<Loaded>> {
+async fn runnable(
+    state: &ApiState,
+    digest: &Digest,
+    command: &[String],
+) -> ApiResult<Arc<dyn Code>> {
     let code = load(state, digest).await?;
-    if code.command.is_none() {
+    if !code.runs_command() {
         return Err(ApiError::bad_request(format!(
             "component '{}' does not export `wasi:cli/run`, so it cannot run interactively (it exports {})",
             command.first().map(String::as_str).unwrap_or(""),
-            code.exports.join(", ")
+            code.exports().join(", ")
         )));
     }
     Ok(code)

@@ -18,13 +18,13 @@ use super::wire::{
 };
 use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::cron::{parse_duration, Schedule};
-use crate::engine::Loaded;
-use crate::logs::LogLine;
 use crate::model::{
     dns_name, parse_memory, validate_env_var, validate_name, Digest, Endpoint, Service, ServiceKey,
     DEFAULT_MEMORY_BYTES, DEFAULT_STACK, MAX_INSTANCES, MIN_MEMORY_BYTES,
 };
+use crate::services::Code;
 use crate::store::{encode, key, Compare, Txn, Versioned};
+use crate::telemetry::LogLine;
 
 /// How long a trigger waits for a just-created job to be started.
 const JOB_START_WAIT: Duration = Duration::from_secs(2);
@@ -469,7 +469,7 @@ pub(super) async fn trigger(
     // supervisor yet.
     let deadline = tokio::time::Instant::now() + JOB_START_WAIT;
     let trigger = loop {
-        if let Some(trigger) = state.supervisor.trigger(&key) {
+        if let Some(trigger) = state.scheduler.trigger(&key) {
             break trigger;
         }
         if tokio::time::Instant::now() >= deadline {
@@ -512,12 +512,12 @@ async fn plan_code(
 }
 
 /// Loads stored code off the async threads.
-pub(super) async fn load(state: &ApiState, digest: &Digest) -> ApiResult<Arc<Loaded>> {
-    let engine = state.engine.clone();
-    let d = digest.clone();
-    Ok(tokio::task::spawn_blocking(move || engine.load(&d))
+pub(super) async fn load(state: &ApiState, digest: &Digest) -> ApiResult<Arc<dyn Code>> {
+    state
+        .code
+        .load(digest)
         .await
-        .map_err(|e| anyhow::anyhow!("loading code failed: {e}"))??)
+        .map_err(|e| ApiError::from(anyhow::anyhow!("loading code failed: {e}")))
 }
 
 /// Checks the component can run the way the service needs: a web service
@@ -526,12 +526,12 @@ pub(super) async fn load(state: &ApiState, digest: &Digest) -> ApiResult<Arc<Loa
 async fn check_runnable(state: &ApiState, digest: &Digest, service: &Service) -> ApiResult<()> {
     if service.schedule.is_some() {
         let loaded = load(state, digest).await?;
-        if loaded.command.is_none() {
+        if !loaded.runs_command() {
             return Err(ApiError::bad_request(format!(
                 "component '{}' does not export `wasi:cli/run`, so {} cannot run on a schedule (it exports {})",
                 service.component(),
                 service.name,
-                loaded.exports.join(", ")
+                loaded.exports().join(", ")
             )));
         }
     }
@@ -539,9 +539,21 @@ async fn check_runnable(state: &ApiState, digest: &Digest, service: &Service) ->
         return Ok(());
     }
     let loaded = load(state, digest).await?;
-    super::endpoints::require_handler(&loaded, service)
+    require_handler(loaded.as_ref(), service)
 }
 
+/// Refuses code that cannot take requests.
+pub(super) fn require_handler(loaded: &dyn Code, service: &Service) -> ApiResult<()> {
+    if loaded.serves_http() {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "component '{}' does not export `wasi:http/incoming-handler`, so {} cannot serve requests (it exports {})",
+        service.component(),
+        service.name,
+        loaded.exports().join(", ")
+    )))
+}
 pub(super) fn view(state: &ApiState, service: Service) -> ServiceView {
     let key = ServiceKey::of(&service);
     let instances = state.supervisor.instances(&key);
@@ -553,7 +565,7 @@ pub(super) fn view(state: &ApiState, service: Service) -> ServiceView {
             let next = Schedule::parse(spec, service.timezone.as_deref())
                 .ok()
                 .and_then(|s| s.next_after(Utc::now()));
-            (next, state.supervisor.runs(&key))
+            (next, state.scheduler.runs(&key))
         }
         None => (None, Vec::new()),
     };

@@ -16,10 +16,10 @@ use super::wire::{
     CodeQuery, DeployRequest, DeployResult, RollbackRequest, StackView, VersionView,
 };
 use super::{ApiError, ApiResult, ApiState, Caller};
-use crate::engine::CodeInfo;
 use crate::model::{validate_name, Digest, Service, Stack, Version};
+use crate::runtime::{CodeError, CodeInfo};
+use crate::services::spec::no_component;
 use crate::store::{encode, key, Compare, Txn};
-use crate::supervisor::no_component_message;
 
 /// `PUT /v1/code?name=app.wasm`: checks and stores one component.
 pub(super) async fn upload_code(
@@ -42,7 +42,7 @@ pub(super) async fn upload_code(
     let info = tokio::task::spawn_blocking(move || engine.accept(&name, &bytes))
         .await
         .map_err(|e| anyhow::anyhow!("code check failed: {e}"))?
-        .map_err(|e| match e.downcast::<crate::engine::CodeError>() {
+        .map_err(|e| match e.downcast::<CodeError>() {
             Ok(code) => ApiError::bad_request(code.to_string()),
             Err(other) => ApiError::from(other),
         })?;
@@ -306,7 +306,7 @@ impl StackChange {
         let Some(version) = &self.new_version else {
             return;
         };
-        state.supervisor.events().record(crate::events::Event {
+        state.supervisor.events().record(crate::telemetry::Event {
             time: Utc::now(),
             env: env.to_string(),
             kind: "stack.deployed".into(),
@@ -381,12 +381,9 @@ pub(super) fn resolve(stack: &Stack, command: &[String]) -> ApiResult<Digest> {
         )));
     }
     stack.components.get(name).cloned().ok_or_else(|| {
-        ApiError::bad_request(no_component_message(
-            name,
-            &stack.name,
-            stack.current,
-            &stack.components,
-        ))
+        ApiError::bad_request(
+            no_component(name, &stack.name, stack.current, &stack.components).to_string(),
+        )
     })
 }
 

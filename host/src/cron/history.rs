@@ -4,15 +4,19 @@
 //!
 //! The file is append-only while it is small, and rewritten (to a temporary
 //! file, then renamed) with just the kept runs when it grows past twice
-//! that, so a crash mid-rewrite leaves the old file whole.
+//! that, so a crash mid-rewrite leaves the old file whole. Files are
+//! written by the disk writer; memory has the runs at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::OpenOptions;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::model::{Run, RunStatus, ServiceKey};
+use crate::telemetry::DiskWriter;
 
 /// Runs kept per job.
 pub const RUNS_KEPT: usize = 50;
@@ -20,33 +24,44 @@ pub const RUNS_KEPT: usize = 50;
 /// Every job's history, opened on first use.
 pub struct Histories {
     dir: PathBuf,
+    writer: Arc<DiskWriter>,
     open: Mutex<HashMap<ServiceKey, Arc<History>>>,
 }
 
 impl Histories {
     /// Histories under `DATA/runs`.
-    pub fn new(data_dir: &Path) -> Histories {
+    pub fn new(data_dir: &Path, writer: Arc<DiskWriter>) -> Histories {
         Histories {
             dir: data_dir.join("runs"),
+            writer,
             open: Mutex::new(HashMap::new()),
         }
     }
 
     /// The history of one job, loaded from disk the first time.
     pub fn job(&self, key: &ServiceKey) -> Arc<History> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.entry(key.clone())
-            .or_insert_with(|| Arc::new(History::load(self.path(key))))
+        self.open
+            .lock()
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(History::load(self.path(key), self.writer.clone())))
             .clone()
     }
 
     /// Forgets a deleted job's history, file included.
     pub fn remove(&self, key: &ServiceKey) {
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
-        let _ = std::fs::remove_file(self.path(key));
+        let history = self.open.lock().remove(key);
+        let file = match history {
+            Some(history) => history.file.clone(),
+            None => Arc::new(HistoryFile {
+                path: self.path(key),
+                closed: std::sync::atomic::AtomicBool::new(false),
+            }),
+        };
+        // Nothing a late run of the deleted job records lands on disk.
+        file.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.writer
+            .submit(Box::new(move || drop(std::fs::remove_file(&file.path))));
     }
 
     fn path(&self, key: &ServiceKey) -> PathBuf {
@@ -59,8 +74,16 @@ impl Histories {
 
 /// One job's runs, oldest first.
 pub struct History {
-    path: PathBuf,
+    file: Arc<HistoryFile>,
+    writer: Arc<DiskWriter>,
     inner: Mutex<Inner>,
+}
+
+/// A job's history file, written by the disk writer only.
+struct HistoryFile {
+    path: PathBuf,
+    /// Set when the job is deleted: nothing is written after that.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 struct Inner {
@@ -71,7 +94,7 @@ struct Inner {
 }
 
 impl History {
-    fn load(path: PathBuf) -> History {
+    fn load(path: PathBuf, writer: Arc<DiskWriter>) -> History {
         let mut runs = VecDeque::new();
         let mut lines_on_disk = 0;
         let mut torn = false;
@@ -92,8 +115,13 @@ impl History {
             torn = true;
         }
         let next_number = runs.back().map_or(1, |r| r.number + 1);
-        let history = History {
+        let file = Arc::new(HistoryFile {
             path,
+            closed: std::sync::atomic::AtomicBool::new(false),
+        });
+        let history = History {
+            file,
+            writer,
             inner: Mutex::new(Inner {
                 runs,
                 lines_on_disk,
@@ -102,11 +130,11 @@ impl History {
         };
         if torn {
             // Rewrite now, or the next append would join the torn line.
-            let mut inner = history.lock();
-            match history.rewrite(&inner.runs) {
+            let mut inner = history.inner.lock();
+            match history.file.rewrite(&inner.runs) {
                 Ok(()) => inner.lines_on_disk = inner.runs.len(),
                 Err(e) => {
-                    tracing::warn!(path = %history.path.display(), error = %e, "cannot repair run history")
+                    tracing::warn!(path = %history.file.path.display(), error = %e, "cannot repair run history")
                 }
             }
             drop(inner);
@@ -114,13 +142,9 @@ impl History {
         history
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Takes the next run number.
     pub fn next_number(&self) -> u64 {
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         let n = inner.next_number;
         inner.next_number += 1;
         n
@@ -130,26 +154,37 @@ impl History {
     /// ends or is skipped; a later record of the same number replaces the
     /// earlier one.
     pub fn record(&self, run: Run) {
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         push_bounded(&mut inner.runs, run.clone());
-        let result = if inner.lines_on_disk + 1 > 2 * RUNS_KEPT {
-            self.rewrite(&inner.runs).map(|()| inner.runs.len())
-        } else {
-            self.append(&run).map(|()| inner.lines_on_disk + 1)
-        };
-        match result {
-            Ok(lines) => inner.lines_on_disk = lines,
-            Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot write run history")
+        let file = self.file.clone();
+        let job: Box<dyn FnOnce() -> std::io::Result<()> + Send> =
+            if inner.lines_on_disk + 1 > 2 * RUNS_KEPT {
+                inner.lines_on_disk = inner.runs.len();
+                let runs = inner.runs.clone();
+                Box::new(move || file.rewrite(&runs))
+            } else {
+                inner.lines_on_disk += 1;
+                Box::new(move || file.append(&run))
+            };
+        drop(inner);
+        let file = self.file.clone();
+        self.writer.submit(Box::new(move || {
+            if file.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return;
             }
-        }
+            if let Err(e) = job() {
+                tracing::warn!(path = %file.path.display(), error = %e, "cannot write run history");
+            }
+        }));
     }
 
     /// The kept runs, newest first.
     pub fn newest_first(&self) -> Vec<Run> {
-        self.lock().runs.iter().rev().cloned().collect()
+        self.inner.lock().runs.iter().rev().cloned().collect()
     }
+}
 
+impl HistoryFile {
     fn append(&self, run: &Run) -> std::io::Result<()> {
         if let Some(parent) = self.path.parent() {
             std::fs::create_dir_all(parent)?;
@@ -163,6 +198,9 @@ impl History {
 
     fn rewrite(&self, runs: &VecDeque<Run>) -> std::io::Result<()> {
         let tmp = self.path.with_extension("jsonl.tmp");
+        if let Some(parent) = self.path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
         let mut bytes = Vec::new();
         for run in runs {
             bytes.extend_from_slice(&line_of(run)?);
@@ -219,15 +257,20 @@ mod tests {
         }
     }
 
+    fn open_histories(dir: &Path) -> Histories {
+        Histories::new(dir, DiskWriter::start())
+    }
+
     #[test]
     fn keeps_the_newest_runs_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let histories = Histories::new(dir.path());
+        let histories = open_histories(dir.path());
         let history = histories.job(&key());
         for _ in 0..130 {
             let n = history.next_number();
             history.record(run(n));
         }
+        histories.writer.flush_blocking();
         let kept = history.newest_first();
         assert_eq!(kept.len(), RUNS_KEPT);
         assert_eq!(kept[0].number, 130);
@@ -235,7 +278,7 @@ mod tests {
 
         // A fresh registry (a restarted daemon) reads the same runs back and
         // numbers on from the last one.
-        let reopened = Histories::new(dir.path()).job(&key());
+        let reopened = open_histories(dir.path()).job(&key());
         assert_eq!(reopened.newest_first(), kept);
         assert_eq!(reopened.next_number(), 131);
         let lines = std::fs::read_to_string(dir.path().join("runs/default/app/mailer.jsonl"))
@@ -245,7 +288,8 @@ mod tests {
         assert!(lines <= 2 * RUNS_KEPT, "{lines} lines on disk");
 
         histories.remove(&key());
-        assert!(Histories::new(dir.path())
+        histories.writer.flush_blocking();
+        assert!(open_histories(dir.path())
             .job(&key())
             .newest_first()
             .is_empty());
@@ -254,7 +298,8 @@ mod tests {
     #[test]
     fn runs_stay_in_number_order_and_a_cut_off_run_is_failed() {
         let dir = tempfile::tempdir().unwrap();
-        let history = Histories::new(dir.path()).job(&key());
+        let histories = open_histories(dir.path());
+        let history = histories.job(&key());
         // Run 1 is slow: it starts, run 2 is skipped, run 3 starts, then
         // 3 ends before 1 does.
         let running = |n| Run {
@@ -270,6 +315,7 @@ mod tests {
         history.record(run(3));
         history.record(run(1));
         history.record(running(4));
+        histories.writer.flush_blocking();
         let numbers = |runs: Vec<Run>| runs.iter().map(|r| r.number).collect::<Vec<_>>();
         assert_eq!(numbers(history.newest_first()), [4, 3, 2, 1]);
         assert_eq!(history.newest_first()[0].status, RunStatus::Running);
@@ -277,7 +323,7 @@ mod tests {
 
         // The daemon dies during run 4: after a restart it is a failed run,
         // and numbering goes on after it.
-        let reopened = Histories::new(dir.path()).job(&key());
+        let reopened = open_histories(dir.path()).job(&key());
         let runs = reopened.newest_first();
         assert_eq!(numbers(runs.clone()), [4, 3, 2, 1]);
         assert_eq!(runs[0].status, RunStatus::Failed);
@@ -287,24 +333,27 @@ mod tests {
         );
         assert_eq!(reopened.next_number(), 5);
         // And the repair is on disk.
-        let again = Histories::new(dir.path()).job(&key());
+        let again = open_histories(dir.path()).job(&key());
         assert_eq!(again.newest_first(), runs);
     }
 
     #[test]
     fn a_torn_last_line_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
-        let history = Histories::new(dir.path()).job(&key());
+        let histories = open_histories(dir.path());
+        let history = histories.job(&key());
         history.record(run(1));
+        histories.writer.flush_blocking();
         let path = dir.path().join("runs/default/app/mailer.jsonl");
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str("{\"number\": 2, \"inst");
         std::fs::write(&path, text).unwrap();
-        let reopened = Histories::new(dir.path()).job(&key());
+        let reopened = open_histories(dir.path()).job(&key());
         assert_eq!(reopened.newest_first().len(), 1);
         assert_eq!(reopened.next_number(), 2);
         reopened.record(run(2));
-        let again = Histories::new(dir.path()).job(&key());
+        reopened.writer.flush_blocking();
+        let again = open_histories(dir.path()).job(&key());
         let numbers: Vec<u64> = again.newest_first().iter().map(|r| r.number).collect();
         assert_eq!(numbers, [2, 1]);
     }

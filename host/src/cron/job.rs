@@ -10,20 +10,20 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::history::History;
 use super::schedule::Schedule;
-use crate::dns::Identity;
-use crate::instance::{run_command, Interrupt, Launch, Outcome};
-use crate::logs::{LogLine, LogStream, Stream};
 use crate::model::{InstanceState, InstanceStatus, Run, RunStatus, RunTrigger, ServiceKey};
-use crate::supervisor::{load_code, Parts, Spec};
+use crate::runtime::{Interrupt, Launch, Outcome};
+use crate::services::parts::{launch, note};
+use crate::services::{Identity, Parts, Spec, Supervisor, Tracked};
 
 /// A firing may wake this much before its time (timer and wall clock
 /// disagree slightly) and still count as on time.
@@ -50,17 +50,15 @@ pub struct Started {
 
 type TriggerReply = oneshot::Sender<Result<Started, String>>;
 
-/// What the supervisor and the API can see of a job.
+/// What a run shares with the job: how long it took to get its instance
+/// running.
 #[derive(Default)]
 struct Shared {
-    current: Option<InstanceStatus>,
-    /// How long the current run took to get its instance running.
     start_took: Option<Duration>,
 }
 
 /// A running job task and the handles to steer it.
 pub struct Job {
-    shared: Arc<Mutex<Shared>>,
     specs: watch::Sender<Arc<JobSpec>>,
     triggers: mpsc::Sender<TriggerReply>,
     task: JoinHandle<()>,
@@ -69,7 +67,7 @@ pub struct Job {
 impl Job {
     /// Starts the job's task.
     pub(crate) fn spawn(
-        parts: Parts,
+        supervisor: Arc<Supervisor>,
         key: ServiceKey,
         history: Arc<History>,
         spec: Arc<JobSpec>,
@@ -77,20 +75,21 @@ impl Job {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (specs, spec_rx) = watch::channel(spec);
         let (triggers, trigger_rx) = mpsc::channel(8);
+        let parts = supervisor.parts().clone();
         let who = parts.identity(&key, &key.name);
         let task = tokio::spawn(
             JobTask {
                 parts,
+                supervisor,
                 key,
                 who,
                 history,
-                shared: shared.clone(),
+                shared,
                 running: None,
             }
             .run(spec_rx, trigger_rx),
         );
         Job {
-            shared,
             specs,
             triggers,
             task,
@@ -105,11 +104,6 @@ impl Job {
     /// Hands the job new settings; a run in progress finishes on the old ones.
     pub fn update(&self, spec: Arc<JobSpec>) {
         self.specs.send_replace(spec);
-    }
-
-    /// The run in progress, as an instance.
-    pub fn current(&self) -> Option<InstanceStatus> {
-        lock(&self.shared).current.clone()
     }
 
     /// A handle that starts runs by hand.
@@ -138,11 +132,6 @@ impl Trigger {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain status data; a panic mid-update leaves it readable.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// A run in progress.
 struct Running {
     number: u64,
@@ -153,6 +142,8 @@ struct Running {
     started: Instant,
     timeout: Option<Duration>,
     outcome: Pin<Box<dyn Future<Output = (Outcome, bool)> + Send>>,
+    /// Shows the run among the service's instances while it goes.
+    _shown: Tracked,
 }
 
 /// What woke the job up.
@@ -166,6 +157,7 @@ enum Event {
 
 struct JobTask {
     parts: Parts,
+    supervisor: Arc<Supervisor>,
     key: ServiceKey,
     /// The job's identity (log, counters); each run gets `who.at(id)`.
     who: Identity,
@@ -240,13 +232,14 @@ impl JobTask {
         let number = self.history.next_number();
         let instance = format!("{}.r{number}", self.key.name);
         let started_at = Utc::now();
-        let mut shared = lock(&self.shared);
-        shared.start_took = None;
-        shared.current = Some(InstanceStatus {
-            started_at: Some(started_at),
-            ..InstanceStatus::starting(instance.clone(), spec.run.version)
-        });
-        drop(shared);
+        self.shared.lock().start_took = None;
+        let shown = self.supervisor.track(
+            &self.key,
+            Arc::new(Mutex::new(InstanceStatus {
+                started_at: Some(started_at),
+                ..InstanceStatus::starting(instance.clone(), spec.run.version)
+            })),
+        );
         // Recorded now, so a run cut off by the daemon stopping is known.
         self.history.record(Run {
             number,
@@ -267,20 +260,13 @@ impl JobTask {
             Some(&instance),
             format!("run {number} ({trigger:?})").to_lowercase(),
         );
-        let launch = Launch {
-            args: spec.run.run.command.clone(),
-            env: spec.run.run.env_for(&instance),
-            memory_bytes: spec.run.run.memory_bytes,
-            stdout: LogStream::new(self.who.log.clone(), &instance, Stream::Stdout),
-            stderr: LogStream::new(self.who.log.clone(), &instance, Stream::Stderr),
-            who: Some(self.who.at(&instance)),
-            stdin: None,
-        };
+        let launch = launch(&self.who, &spec.run.run, &instance);
         let outcome = Box::pin(run_once(
             self.parts.clone(),
             spec.clone(),
             launch,
             self.shared.clone(),
+            shown.status().clone(),
         ));
         self.running = Some(Running {
             number,
@@ -291,6 +277,7 @@ impl JobTask {
             started: Instant::now(),
             timeout: spec.timeout,
             outcome,
+            _shown: shown,
         });
         Ok(Started { number, instance })
     }
@@ -325,11 +312,7 @@ impl JobTask {
         let Some(run) = self.running.take() else {
             return;
         };
-        let start_took = {
-            let mut shared = lock(&self.shared);
-            shared.current = None;
-            shared.start_took.take()
-        };
+        let start_took = self.shared.lock().start_took.take();
         let elapsed = run.started.elapsed();
         let (status, message) = match (timed_out, run.timeout) {
             (true, Some(limit)) => (
@@ -374,12 +357,7 @@ impl JobTask {
 
     /// Writes a platform line to the job's log.
     fn note(&self, text: &str, instance: &str) {
-        self.who.log.write(LogLine {
-            time: Utc::now(),
-            instance: instance.to_string(),
-            stream: Stream::Stderr,
-            text: text.to_string(),
-        });
+        note(&self.who.log, instance, text.to_string());
     }
 }
 
@@ -407,37 +385,21 @@ async fn sleep_until(at: Option<DateTime<Utc>>) {
 async fn run_once(
     parts: Parts,
     spec: Arc<JobSpec>,
-    launch: Launch<LogStream, LogStream>,
+    launch: Launch,
     shared: Arc<Mutex<Shared>>,
+    status: Arc<Mutex<InstanceStatus>>,
 ) -> (Outcome, bool) {
     let fired = Instant::now();
-    let code = match load_code(&parts, &spec.run.run).await {
+    let code = match spec.run.run.load_command(parts.code.as_ref()).await {
         Ok(code) => code,
-        Err(message) => {
-            return (
-                Outcome {
-                    exit_code: None,
-                    message,
-                },
-                false,
-            )
-        }
+        Err(problem) => return (Outcome::failed(problem.to_string()), false),
     };
     let interrupt = Interrupt::default();
-    let mark_running = || {
-        let mut shared = lock(&shared);
-        shared.start_took = Some(fired.elapsed());
-        if let Some(current) = shared.current.as_mut() {
-            current.enter(InstanceState::Running);
-        }
-    };
-    let run = run_command(
-        &parts.engine,
-        &code,
-        launch,
-        interrupt.clone(),
-        mark_running,
-    );
+    let mark_running = Box::new(move || {
+        shared.lock().start_took = Some(fired.elapsed());
+        status.lock().enter(InstanceState::Running);
+    });
+    let run = code.run(launch, interrupt.clone(), mark_running);
     tokio::pin!(run);
     match spec.timeout {
         None => (run.await, false),

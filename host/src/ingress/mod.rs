@@ -2,21 +2,26 @@
 //! is matched to an endpoint by its Host and the longest path prefix, and
 //! handed, in-process, to an instance of the web service bound there.
 //!
-//! - `routes`: the routing table.
 //! - `tls`: certificates (given, or issued by a local CA).
+//!
+//! Connections are counted (`mesh_ingress_connections`) and bounded: at
+//! the limit the listener stops accepting until one closes. On shutdown
+//! every open connection is asked to finish what it is doing and close,
+//! and is waited for at most the grace period.
 //!
 //! HTTP/1.1 and HTTP/2 are served on both listeners (h2 by ALPN on TLS, by
 //! prior knowledge in clear). Hop-by-hop headers are dropped both ways
 //! (RFC 9110 §7.6.1) and `X-Forwarded-For`, `-Proto` and `-Host` are set.
 //! Oversized headers get `431` (HTTP/1.1) and oversized bodies `413`.
 
-mod routes;
 pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -25,15 +30,19 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::WasiBody;
 
-pub use routes::{request_host, Routes};
+use crate::services::{request_host, Route, Supervisor, CALLER_HEADER, CHAIN_HEADER};
+use crate::telemetry::Metrics;
 
-use crate::supervisor::{Route, Supervisor};
+/// How long an accept error (out of file handles, say) pauses the
+/// listener, so it cannot spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// Request limits, from the daemon's configuration.
 #[derive(Clone, Copy, Debug)]
@@ -42,12 +51,19 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Largest request body, in bytes.
     pub max_body_bytes: u64,
+    /// Most connections open at once, over all listeners.
+    pub max_connections: usize,
+    /// How long shutdown waits for open connections to finish.
+    pub grace: Duration,
 }
 
 /// What the ingress needs to answer requests.
 pub struct Ingress {
     supervisor: Arc<Supervisor>,
     limits: Limits,
+    /// One permit per open connection.
+    connections: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
     /// The HTTPS listener's port: plain HTTP requests for `https://`
     /// endpoints are redirected there.
     https_port: Option<u16>,
@@ -69,11 +85,14 @@ impl Ingress {
     /// An ingress routing to the supervisor's web services.
     pub fn new(
         supervisor: Arc<Supervisor>,
+        metrics: Arc<Metrics>,
         limits: Limits,
         https_port: Option<u16>,
     ) -> Arc<Ingress> {
         Arc::new(Ingress {
             supervisor,
+            connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            metrics,
             limits,
             https_port,
         })
@@ -96,35 +115,33 @@ impl Ingress {
             u32::try_from(self.limits.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
         );
         tokio::spawn(async move {
+            let graceful = GracefulShutdown::new();
             loop {
-                let (stream, peer) = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok(accepted) => accepted,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "ingress accept failed");
-                            continue;
-                        }
-                    },
-                    _ = stop.wait_for(|stopped| *stopped) => return,
+                let accepted = tokio::select! {
+                    accepted = self.accept(&listener) => accepted,
+                    _ = stop.wait_for(|stopped| *stopped) => break,
                 };
-                let _ = stream.set_nodelay(true);
+                let Some((stream, peer, permit)) = accepted else {
+                    continue;
+                };
+                let open = Open::new(self.metrics.clone(), permit);
                 let ingress = self.clone();
                 let builder = builder.clone();
                 let tls = tls.clone();
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    let _open = open;
                     let result = match tls {
                         None => {
                             let service = ingress.service(peer, Scheme::Http);
-                            builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn.into_owned()).await
                         }
                         Some(tls) => match tls.accept(stream).await {
                             Ok(stream) => {
                                 let service = ingress.service(peer, Scheme::Https);
-                                builder
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .await
+                                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                                watcher.watch(conn.into_owned()).await
                             }
                             Err(e) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -137,7 +154,34 @@ impl Ingress {
                     }
                 });
             }
+            drop(listener);
+            if tokio::time::timeout(self.limits.grace, graceful.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!(grace = ?self.limits.grace, "ingress connections still open after the grace period");
+            }
         })
+    }
+
+    /// The next connection, once there is room for one; `None` after an
+    /// accept error (the listener pauses, so it never spins).
+    async fn accept(
+        &self,
+        listener: &TcpListener,
+    ) -> Option<(tokio::net::TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+        let permit = self.connections.clone().acquire_owned().await.ok()?;
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                Some((stream, peer, permit))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ingress accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                None
+            }
+        }
     }
 
     fn service(
@@ -165,31 +209,10 @@ impl Ingress {
         peer: SocketAddr,
         scheme: Scheme,
     ) -> Response<WasiBody> {
-        let Some(host) = request_host(request.uri(), request.headers()) else {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "mesh: the request names no host\n".into(),
-            );
+        let host = match self.check_head(&request) {
+            Ok(host) => host,
+            Err((status, message)) => return text(status, message),
         };
-        let head_bytes: usize = request
-            .headers()
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 4)
-            .sum::<usize>()
-            + request
-                .uri()
-                .path_and_query()
-                .map_or(0, |p| p.as_str().len())
-            + request.uri().authority().map_or(0, |a| a.as_str().len());
-        if head_bytes > self.limits.max_header_bytes {
-            return text(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                format!(
-                    "mesh: the request head is larger than the limit of {} bytes\n",
-                    self.limits.max_header_bytes
-                ),
-            );
-        }
         let path = request.uri().path().to_string();
         let Some(route) = self.supervisor.route(&host, &path) else {
             return text(
@@ -207,14 +230,8 @@ impl Ingress {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let too_large = || {
-            text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("mesh: the request body is larger than the limit of {limit} bytes\n"),
-            )
-        };
         if declared.is_some_and(|n| n > limit) {
-            return too_large();
+            return too_large(limit);
         }
         let Some(pool) = pool else {
             return refusal(
@@ -223,32 +240,11 @@ impl Ingress {
                 Some(1),
             );
         };
-        // A body of unknown length (chunked, or HTTP/2 without
-        // content-length) is read up to the limit first, so that an
-        // oversized one is answered 413 before any guest sees it.
         let request = if declared.is_none() && !hyper::body::Body::is_end_stream(request.body()) {
-            let (parts, body) = request.into_parts();
-            let bytes = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-                .collect()
-                .await
-            {
-                Ok(body) => body.to_bytes(),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-                Err(e) => {
-                    return text(
-                        StatusCode::BAD_REQUEST,
-                        format!("mesh: cannot read the request body: {e}\n"),
-                    )
-                }
-            };
-            let body = Full::new(bytes).map_err(|never| -> hyper::Error { match never {} });
-            forwarded(
-                Request::from_parts(parts, body),
-                &host,
-                peer,
-                &scheme,
-                limit,
-            )
+            match read_unsized_body(request, limit).await {
+                Ok(request) => forwarded(request, &host, peer, &scheme, limit),
+                Err(response) => return response,
+            }
         } else {
             forwarded(request, &host, peer, &scheme, limit)
         };
@@ -260,6 +256,95 @@ impl Ingress {
             }
             Err(refused) => refusal(refused.status, &refused.message, refused.retry_after),
         }
+    }
+
+    /// The request's host, or the answer to a request without one or with
+    /// a head over the limit.
+    fn check_head(&self, request: &Request<Incoming>) -> Result<String, (StatusCode, String)> {
+        let Some(host) = request_host(request.uri(), request.headers()) else {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "mesh: the request names no host\n".into(),
+            ));
+        };
+        let head_bytes: usize = request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>()
+            + request
+                .uri()
+                .path_and_query()
+                .map_or(0, |p| p.as_str().len())
+            + request.uri().authority().map_or(0, |a| a.as_str().len());
+        if head_bytes > self.limits.max_header_bytes {
+            return Err((
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "mesh: the request head is larger than the limit of {} bytes\n",
+                    self.limits.max_header_bytes
+                ),
+            ));
+        }
+        Ok(host)
+    }
+}
+
+/// A body of unknown length (chunked, or HTTP/2 without content-length)
+/// read up to the limit first, so that an oversized one is answered 413
+/// before any guest sees it.
+async fn read_unsized_body(
+    request: Request<Incoming>,
+    limit: u64,
+) -> Result<
+    Request<impl hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static>,
+    Response<WasiBody>,
+> {
+    let (parts, body) = request.into_parts();
+    let bytes = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large(limit)),
+        Err(e) => {
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                format!("mesh: cannot read the request body: {e}\n"),
+            ))
+        }
+    };
+    let body = Full::new(bytes).map_err(|never| -> hyper::Error { match never {} });
+    Ok(Request::from_parts(parts, body))
+}
+
+fn too_large(limit: u64) -> Response<WasiBody> {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("mesh: the request body is larger than the limit of {limit} bytes\n"),
+    )
+}
+
+/// One open connection: counted while it lives, its permit given back
+/// when it closes.
+struct Open {
+    metrics: Arc<Metrics>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Open {
+    fn new(metrics: Arc<Metrics>, permit: OwnedSemaphorePermit) -> Open {
+        metrics.connections.fetch_add(1, Ordering::Relaxed);
+        Open {
+            metrics,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -302,8 +387,8 @@ where
         .or_else(|| HeaderValue::from_str(host).ok());
     strip_hop_by_hop(&mut parts.headers);
     // Only the platform says who called, inside an environment.
-    parts.headers.remove(crate::dns::CALLER_HEADER);
-    parts.headers.remove(crate::dns::CHAIN_HEADER);
+    parts.headers.remove(CALLER_HEADER);
+    parts.headers.remove(CHAIN_HEADER);
     let peer_ip = peer.ip().to_string();
     let forwarded_for = match parts
         .headers

@@ -10,7 +10,9 @@ use std::fmt;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use anyhow::Context as _;
 use rcgen::{
@@ -135,7 +137,7 @@ impl ResolvesServerCert for LocalCa {
             .server_name()
             .unwrap_or(DEFAULT_NAME)
             .to_ascii_lowercase();
-        let mut issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        let mut issued = self.issued.lock();
         if let Some(key) = issued.get(&host) {
             return Some(key.clone());
         }

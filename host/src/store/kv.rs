@@ -106,6 +106,9 @@ pub trait Kv: Send + Sync + 'static {
     /// Reads every key that starts with `prefix`, in key order, with the
     /// revision the read saw.
     fn range(&self, prefix: &str) -> Result<(Vec<KeyValue>, u64), KvError>;
+    /// Reads every key under each prefix, all in one read transaction,
+    /// with the revision that read saw.
+    fn ranges(&self, prefixes: &[&str]) -> Result<(Vec<Vec<KeyValue>>, u64), KvError>;
     /// Checks the compares and, if all hold, applies the ops under one new
     /// revision, durably, before returning it.
     fn txn(&self, txn: Txn) -> Result<u64, KvError>;

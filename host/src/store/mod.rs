@@ -3,6 +3,7 @@
 //!
 //! - `kv`: the etcd-shaped interface every backend implements.
 //! - `sqlite`: the embedded backend, one file in the data directory.
+//! - `blobs`: content-addressed code storage.
 //!
 //! Keys:
 //! - `/meta/admin_token`: the operator's token (it is written to
@@ -13,6 +14,7 @@
 //!   `/services/<env>/<stack>/<service>`.
 //! - `/endpoints/<host><path>`: the service an endpoint is bound to.
 
+pub mod blobs;
 mod kv;
 mod sqlite;
 
@@ -23,10 +25,11 @@ use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use blobs::Blobs;
 pub use kv::{Change, Compare, KeyValue, Kv, KvError, Op, Txn};
 pub use sqlite::SqliteKv;
 
-use crate::model::{Environment, Service, Stack, Version, DEFAULT_ENVIRONMENT};
+use crate::model::{Desired, Environment, Service, Stack, Version, DEFAULT_ENVIRONMENT};
 
 /// Typed, async access to desired state.
 #[derive(Clone)]
@@ -254,18 +257,38 @@ impl Store {
         self.list(key::versions(env, stack)).await
     }
 
+    /// Every code digest a kept stack version or a stack's current code
+    /// names: the code that must stay stored.
+    pub async fn code_in_use(
+        &self,
+    ) -> anyhow::Result<std::collections::HashSet<crate::model::Digest>> {
+        let (mut ranges, _) = self
+            .blocking(|kv| kv.ranges(&["/versions/", key::ALL_STACKS]))
+            .await?;
+        let stacks = ranges.pop().unwrap_or_default();
+        let versions = ranges.pop().unwrap_or_default();
+        let mut digests = std::collections::HashSet::new();
+        for kv in &versions {
+            let version: Version = decode(kv)?;
+            digests.extend(version.components.into_values());
+        }
+        for kv in &stacks {
+            let stack: Stack = decode(kv)?;
+            digests.extend(stack.components.into_values());
+        }
+        Ok(digests)
+    }
+
     /// All desired state the supervisor acts on: every service and every
     /// stack of every environment, with a revision it includes every
     /// change up to.
     pub async fn desired(&self) -> anyhow::Result<Desired> {
-        let (services, stacks, envs, revision) = self
-            .blocking(|kv| {
-                let (services, a) = kv.range(key::ALL_SERVICES)?;
-                let (stacks, b) = kv.range(key::ALL_STACKS)?;
-                let (envs, c) = kv.range(key::ALL_ENVS)?;
-                Ok((services, stacks, envs, a.min(b).min(c)))
-            })
+        let (mut ranges, revision) = self
+            .blocking(|kv| kv.ranges(&[key::ALL_SERVICES, key::ALL_STACKS, key::ALL_ENVS]))
             .await?;
+        let envs = ranges.pop().unwrap_or_default();
+        let stacks = ranges.pop().unwrap_or_default();
+        let services = ranges.pop().unwrap_or_default();
         Ok(Desired {
             revision,
             services: services.iter().map(decode).collect::<anyhow::Result<_>>()?,
@@ -273,17 +296,4 @@ impl Store {
             envs: envs.iter().map(decode).collect::<anyhow::Result<_>>()?,
         })
     }
-}
-
-/// A snapshot of desired state for the supervisor.
-#[derive(Clone, Debug, Default)]
-pub struct Desired {
-    /// Every change committed at or before this revision is included.
-    pub revision: u64,
-    /// Every service.
-    pub services: Vec<Service>,
-    /// Every stack.
-    pub stacks: Vec<Stack>,
-    /// Every environment.
-    pub envs: Vec<Environment>,
 }

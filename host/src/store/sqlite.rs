@@ -2,8 +2,8 @@
 //! WAL mode with `synchronous=FULL`, so a transaction acknowledged to a
 //! caller survives `kill -9` and power loss.
 
+use parking_lot::Mutex;
 use std::path::Path;
-use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::watch;
@@ -53,10 +53,8 @@ impl SqliteKv {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite half-written (the
-        // transaction rolls back on drop), so a poisoned lock is still usable.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Connection> {
+        self.conn.lock()
     }
 }
 
@@ -93,8 +91,14 @@ impl Kv for SqliteKv {
     }
 
     fn range(&self, prefix: &str) -> Result<(Vec<KeyValue>, u64), KvError> {
+        let (mut ranges, rev) = self.ranges(&[prefix])?;
+        Ok((ranges.pop().unwrap_or_default(), rev))
+    }
+
+    fn ranges(&self, prefixes: &[&str]) -> Result<(Vec<Vec<KeyValue>>, u64), KvError> {
         let mut conn = self.lock();
-        // One read transaction, so the rows and the revision agree.
+        // One read transaction, so the rows of every prefix and the
+        // revision agree.
         let tx = conn.transaction().map_err(backend)?;
         let rev = read_revision(&tx)?;
         let mut stmt = tx
@@ -102,20 +106,24 @@ impl Kv for SqliteKv {
                 "SELECT key, mod_rev, value FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key",
             )
             .map_err(backend)?;
-        let rows = stmt
-            .query_map(params![prefix, prefix_end(prefix)], |r| {
-                Ok(KeyValue {
-                    key: r.get(0)?,
-                    mod_rev: r.get::<_, i64>(1)? as u64,
-                    value: r.get(2)?,
+        let mut all = Vec::with_capacity(prefixes.len());
+        for prefix in prefixes {
+            let rows = stmt
+                .query_map(params![prefix, prefix_end(prefix)], |r| {
+                    Ok(KeyValue {
+                        key: r.get(0)?,
+                        mod_rev: r.get::<_, i64>(1)? as u64,
+                        value: r.get(2)?,
+                    })
                 })
-            })
-            .map_err(backend)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(backend)?;
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)?;
+            all.push(rows);
+        }
         drop(stmt);
         tx.commit().map_err(backend)?;
-        Ok((rows, rev))
+        Ok((all, rev))
     }
 
     fn txn(&self, txn: Txn) -> Result<u64, KvError> {

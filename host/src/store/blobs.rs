@@ -42,7 +42,7 @@ impl Blobs {
         if path.is_file() {
             return Ok(digest);
         }
-        let tmp = self.dir.join(format!(".{}.tmp", digest.hex()));
+        let tmp = self.dir.join(unique_tmp_name(digest.hex()));
         let mut file =
             std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         file.write_all(bytes)
@@ -55,11 +55,41 @@ impl Blobs {
         Ok(digest)
     }
 
+    /// Every stored blob's digest.
+    pub fn list(&self) -> anyhow::Result<Vec<Digest>> {
+        let entries = std::fs::read_dir(&self.dir)
+            .with_context(|| format!("listing {}", self.dir.display()))?;
+        Ok(entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|name| Digest::try_from(format!("sha256:{name}")).ok())
+            .collect())
+    }
+
+    /// Removes a blob no kept version names.
+    pub fn remove(&self, digest: &Digest) -> anyhow::Result<()> {
+        let path = self.path(digest);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Reads a blob.
     pub fn get(&self, digest: &Digest) -> anyhow::Result<Vec<u8>> {
         let path = self.path(digest);
         std::fs::read(&path).with_context(|| format!("reading code blob {}", path.display()))
     }
+}
+
+/// A temporary file name no other writer, in this process or another,
+/// uses at the same time: `.<name>.<pid>.<n>.tmp`.
+pub fn unique_tmp_name(name: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(".{name}.{}.{n}.tmp", std::process::id())
 }
 
 #[cfg(test)]

@@ -10,20 +10,21 @@
 
 use std::io::{Read, Write};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use chrono::Utc;
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::mpsc;
+use tokio_util::sync::PollSender;
 
-use crate::dns::Identity;
-use crate::engine::{Engine, Loaded};
-use crate::instance::{run_command, Interrupt, Launch, Outcome, RunStdin};
-use crate::logs::{LogStream, ServiceLog, Stream};
+use super::code::Code;
+use super::directory::Identity;
 use crate::model::{InstanceState, InstanceStatus};
-use wasmtime_wasi::cli::StdoutStream as _;
+use crate::runtime::{Interrupt, Launch, Outcome, Output, RunStdin};
+use crate::telemetry::{LogStream, ServiceLog, Stream};
 
 /// The `Upgrade` protocol name.
 pub const PROTOCOL: &str = "mesh-run";
@@ -45,6 +46,8 @@ pub const EXIT: u8 = 3;
 const MAX_FRAME: usize = 1 << 20;
 /// Bytes of stdin buffered for the guest before the client is slowed.
 const STDIN_BUFFER: usize = 64 * 1024;
+/// Output writes buffered for a client before the guest is slowed.
+const OUTPUT_FRAMES: usize = 64;
 
 /// Encodes one frame.
 pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
@@ -95,7 +98,7 @@ pub fn decode_exit(payload: &[u8]) -> (i32, String) {
 /// What to run interactively.
 pub struct Session {
     /// The instance's code.
-    pub code: Arc<Loaded>,
+    pub code: Arc<dyn Code>,
     /// argv.
     pub args: Vec<String>,
     /// Environment variables.
@@ -113,12 +116,7 @@ pub struct Session {
 
 /// Runs the session's instance over `stream` until it exits or the client
 /// goes away; `status` is kept up to date for `service ls`.
-pub async fn serve<S>(
-    engine: Arc<Engine>,
-    session: Session,
-    stream: S,
-    status: Arc<Mutex<InstanceStatus>>,
-) -> Outcome
+pub async fn serve<S>(session: Session, stream: S, status: Arc<Mutex<InstanceStatus>>) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -126,26 +124,31 @@ where
     // service's log like any instance's.
     let mut kept: Option<[Pin<Box<dyn AsyncWrite + Send + Sync>>; 2]> =
         session.log.as_ref().map(|(log, id)| {
-            [Stream::Stdout, Stream::Stderr]
-                .map(|stream| Box::into_pin(LogStream::new(log.clone(), id, stream).async_stream()))
+            [Stream::Stdout, Stream::Stderr].map(|stream| {
+                let writer = LogStream::new(log.clone(), id, stream).writer();
+                Box::pin(writer) as Pin<Box<dyn AsyncWrite + Send + Sync>>
+            })
         });
     let (mut from_client, mut to_client) = tokio::io::split(stream);
     let (mut stdin_tx, stdin_rx) = tokio::io::duplex(STDIN_BUFFER);
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(u8, Bytes)>();
+    let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(OUTPUT_FRAMES);
     let interrupt = Interrupt::default();
     let launch = Launch {
         args: session.args,
         env: session.env,
         memory_bytes: session.memory_bytes,
-        stdout: Output(STDOUT, out_tx.clone()),
-        stderr: Output(STDERR, out_tx),
-        who: session.who,
+        stdout: frames_to_client(STDOUT, &out_tx),
+        stderr: frames_to_client(STDERR, &out_tx),
+        dispatch: session
+            .who
+            .map(|who| Arc::new(who) as Arc<dyn crate::runtime::Dispatch>),
         stdin: Some(RunStdin::new(stdin_rx, session.terminal)),
     };
     let mark_running = {
         let status = status.clone();
-        move || lock(&status).enter(InstanceState::Running)
+        Box::new(move || status.lock().enter(InstanceState::Running))
     };
+    drop(out_tx);
 
     // Client frames feed stdin and interrupts; the socket closing stops
     // the instance.
@@ -183,13 +186,7 @@ where
         })
     };
 
-    let run = run_command(
-        &engine,
-        &session.code,
-        launch,
-        interrupt.clone(),
-        mark_running,
-    );
+    let run = session.code.run(launch, interrupt.clone(), mark_running);
     tokio::pin!(run);
     let outcome = loop {
         tokio::select! {
@@ -211,7 +208,7 @@ where
     drop(kept);
     reader.abort();
     {
-        let mut status = lock(&status);
+        let mut status = status.lock();
         status.enter(InstanceState::Exited);
         status.exit_code = outcome.exit_code;
         status.message = Some(outcome.message.clone());
@@ -250,37 +247,39 @@ pub fn starting(id: String, version: u64) -> InstanceStatus {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain status data; a panic mid-update leaves it readable.
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// A guest's stdout or stderr, sent to the client as frames through a
+/// bounded queue: a full queue makes the guest's write wait.
+fn frames_to_client(kind: u8, tx: &mpsc::Sender<(u8, Bytes)>) -> Output {
+    let tx = tx.clone();
+    Output::new(move || {
+        Box::new(FrameWriter {
+            kind,
+            tx: PollSender::new(tx.clone()),
+        })
+    })
 }
 
-/// A guest's stdout or stderr, sent to the client as frames.
-#[derive(Clone)]
-struct Output(u8, mpsc::UnboundedSender<(u8, Bytes)>);
-
-impl wasmtime_wasi::cli::IsTerminal for Output {
-    fn is_terminal(&self) -> bool {
-        false
-    }
+struct FrameWriter {
+    kind: u8,
+    tx: PollSender<(u8, Bytes)>,
 }
 
-impl wasmtime_wasi::cli::StdoutStream for Output {
-    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
-    }
-}
-
-impl AsyncWrite for Output {
+impl AsyncWrite for FrameWriter {
     fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        // A client that went away is noticed by the reader; output is
-        // dropped meanwhile.
-        let _ = self.1.send((self.0, Bytes::copy_from_slice(buf)));
-        Poll::Ready(Ok(buf.len()))
+        match self.tx.poll_reserve(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => {
+                let frame = (self.kind, Bytes::copy_from_slice(buf));
+                let _ = self.tx.send_item(frame);
+                Poll::Ready(Ok(buf.len()))
+            }
+            // The session ended; output has nowhere to go.
+            Poll::Ready(Err(_)) => Poll::Ready(Ok(buf.len())),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

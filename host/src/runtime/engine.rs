@@ -2,29 +2,35 @@
 //! configuration (pooling allocator, epoch interruption), the linker every
 //! instance uses, the epoch ticker, and the code cache.
 //!
-//! Code is compiled once per content digest: the compiled artifact is
-//! written to `DATA/cache/<engine hash>/<digest>.cwasm` and mapped back in
-//! on later loads, so a daemon restart does not recompile anything. Loaded
-//! components are kept in memory with their pre-instantiated form.
+//! Code is compiled once per content digest, however many callers ask for
+//! it at once: the compiled artifact is written to a unique temporary
+//! file, synced and renamed to `DATA/cache/<engine hash>/<digest>.cwasm`,
+//! with its sha256 beside it (`.cwasm.sha256`), and read back on later
+//! loads after that checksum is checked, so a daemon restart recompiles
+//! nothing and a torn or altered file is recompiled, never run. Loaded
+//! components are kept in memory with their pre-instantiated form until
+//! [`Engine::retain`] says no kept version names them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use parking_lot::Mutex;
+use sha2::Digest as _;
 use thiserror::Error;
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::blobs::Blobs;
+use super::state::HostState;
 use crate::config::DaemonConfig;
-use crate::instance::HostState;
 use crate::model::Digest;
+use crate::store::blobs::{unique_tmp_name, Blobs};
 
 /// How often the epoch advances. A running guest reaches an epoch check at
 /// least this often, so this bounds how long it can hold a thread before
@@ -121,7 +127,30 @@ pub struct Engine {
     blobs: Blobs,
     cache_dir: PathBuf,
     loaded: Mutex<HashMap<Digest, Arc<Loaded>>>,
+    /// One lock per digest being compiled or loaded, so concurrent loads
+    /// of the same code share one compile.
+    loading: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
+    /// Uploads no version names yet, and when they came: spared by
+    /// [`Engine::retain`] for [`UNDEPLOYED_GRACE`].
+    fresh: Mutex<HashMap<Digest, std::time::Instant>>,
+    /// Compiles done, for tests and logs.
+    compiles: std::sync::atomic::AtomicU64,
     ticker_stop: Arc<AtomicBool>,
+}
+
+/// How long an upload that no version names yet is kept: the time a
+/// client has between uploading code and deploying it.
+pub const UNDEPLOYED_GRACE: Duration = Duration::from_secs(600);
+
+/// What [`Engine::retain`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Code blobs deleted.
+    pub blobs: usize,
+    /// Compiled files deleted.
+    pub compiled: usize,
+    /// Loaded components dropped from memory.
+    pub loaded: usize,
 }
 
 impl Engine {
@@ -148,6 +177,9 @@ impl Engine {
             blobs,
             cache_dir,
             loaded: Mutex::new(HashMap::new()),
+            loading: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(HashMap::new()),
+            compiles: std::sync::atomic::AtomicU64::new(0),
             ticker_stop,
         })
     }
@@ -167,6 +199,10 @@ impl Engine {
     pub fn accept(&self, name: &str, bytes: &[u8]) -> Result<CodeInfo, anyhow::Error> {
         check_header(name, bytes)?;
         let digest = Digest::of(bytes);
+        let _one_at_a_time = self.loading_lock(&digest);
+        self.fresh
+            .lock()
+            .insert(digest.clone(), std::time::Instant::now());
         if let Some(known) = self.lock_loaded().get(&digest) {
             // Already checked, stored and compiled.
             return Ok(CodeInfo {
@@ -176,6 +212,7 @@ impl Engine {
             });
         }
         let started = std::time::Instant::now();
+        self.compiles.fetch_add(1, Ordering::Relaxed);
         let component = Component::new(&self.engine, bytes).map_err(|e| CodeError::Invalid {
             name: name.to_string(),
             reason: root_cause(&e),
@@ -212,26 +249,26 @@ impl Engine {
         if let Some(loaded) = self.lock_loaded().get(digest) {
             return Ok(loaded.clone());
         }
-        let cached = self.cache_path(digest);
-        let component = match cached.is_file().then(|| {
-            // SAFETY: the file was written by `write_cache` from a component
-            // compiled by an engine with the same compatibility hash (it is
-            // part of the directory name), and nothing else writes there.
-            unsafe { Component::deserialize_file(&self.engine, &cached) }
-        }) {
-            Some(Ok(component)) => {
+        // Whoever gets here second waits for the first, then finds its work.
+        let _one_at_a_time = self.loading_lock(digest);
+        if let Some(loaded) = self.lock_loaded().get(digest) {
+            return Ok(loaded.clone());
+        }
+        let component = match self.read_cache(digest) {
+            Some(component) => {
                 tracing::info!(
                     digest = digest.short(),
                     "loaded component from the compiled cache"
                 );
                 component
             }
-            Some(Err(_)) | None => {
+            None => {
                 let bytes = self.blobs.get(digest)?;
                 tracing::info!(
                     digest = digest.short(),
                     "compiling component (not in the compiled cache)"
                 );
+                self.compiles.fetch_add(1, Ordering::Relaxed);
                 let component = Component::new(&self.engine, &bytes)
                     .map_err(anyhow::Error::from)
                     .with_context(|| format!("compiling component {}", digest.short()))?;
@@ -280,8 +317,98 @@ impl Engine {
         })
     }
 
-    fn lock_loaded(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Loaded>>> {
-        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_loaded(&self) -> parking_lot::MutexGuard<'_, HashMap<Digest, Arc<Loaded>>> {
+        self.loaded.lock()
+    }
+
+    /// Holds the digest's load lock; the lock's entry goes when the last
+    /// holder is done.
+    fn loading_lock(&self, digest: &Digest) -> LoadingGuard<'_> {
+        let lock = self
+            .loading
+            .lock()
+            .entry(digest.clone())
+            .or_default()
+            .clone();
+        let guard = lock.lock_arc();
+        LoadingGuard {
+            engine: self,
+            digest: digest.clone(),
+            _guard: guard,
+        }
+    }
+
+    /// Drops code that no kept version names: from memory, from the
+    /// compiled cache and from the blob store. `keep` is every digest a
+    /// kept stack version (or anything else still in use) names.
+    pub fn retain(&self, keep: &HashSet<Digest>) -> anyhow::Result<Collected> {
+        let mut collected = Collected::default();
+        let mut keep = keep.clone();
+        {
+            // An upload a version now names is kept by that version alone.
+            let mut fresh = self.fresh.lock();
+            fresh.retain(|digest, at| !keep.contains(digest) && at.elapsed() < UNDEPLOYED_GRACE);
+            keep.extend(fresh.keys().cloned());
+        }
+        let keep = &keep;
+        self.lock_loaded().retain(|digest, _| {
+            let kept = keep.contains(digest);
+            collected.loaded += usize::from(!kept);
+            kept
+        });
+        for digest in self.blobs.list()? {
+            if !keep.contains(&digest) {
+                // A load in progress finishes before its code goes.
+                let _one_at_a_time = self.loading_lock(&digest);
+                self.blobs.remove(&digest)?;
+                collected.blobs += 1;
+            }
+        }
+        let entries = std::fs::read_dir(&self.cache_dir)
+            .with_context(|| format!("listing {}", self.cache_dir.display()))?;
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(hex) = name.strip_suffix(".cwasm") else {
+                continue;
+            };
+            let Ok(digest) = Digest::try_from(format!("sha256:{hex}")) else {
+                continue;
+            };
+            if !keep.contains(&digest) {
+                let _one_at_a_time = self.loading_lock(&digest);
+                let _ = std::fs::remove_file(self.sum_path(&digest));
+                std::fs::remove_file(entry.path())
+                    .with_context(|| format!("removing {}", entry.path().display()))?;
+                collected.compiled += 1;
+            }
+        }
+        if collected != Collected::default() {
+            tracing::info!(?collected, "removed code no kept version names");
+        }
+        Ok(collected)
+    }
+
+    /// The compiled form of `digest` from the cache, if it is there whole:
+    /// its checksum file must match its bytes.
+    fn read_cache(&self, digest: &Digest) -> Option<Component> {
+        let path = self.cache_path(digest);
+        let bytes = std::fs::read(&path).ok()?;
+        let want = std::fs::read_to_string(self.sum_path(digest)).ok()?;
+        if hex::encode(sha2::Sha256::digest(&bytes)) != want.trim() {
+            tracing::warn!(path = %path.display(), "compiled code does not match its checksum: compiling again");
+            return None;
+        }
+        // SAFETY: the bytes were written by `write_cache` from a component
+        // compiled by an engine with the same compatibility hash (it is part
+        // of the directory name), and they match the checksum written with
+        // them, so they are what wasmtime produced.
+        match unsafe { Component::deserialize(&self.engine, &bytes) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot load compiled code: compiling again");
+                None
+            }
+        }
     }
 
     fn remember(&self, loaded: Arc<Loaded>) {
@@ -292,25 +419,74 @@ impl Engine {
         self.cache_dir.join(format!("{}.cwasm", digest.hex()))
     }
 
+    fn sum_path(&self, digest: &Digest) -> PathBuf {
+        self.cache_dir
+            .join(format!("{}.cwasm.sha256", digest.hex()))
+    }
+
+    /// Writes the compiled form: checksum first, then the code through a
+    /// unique temporary file that is synced and renamed into place.
     fn write_cache(&self, digest: &Digest, component: &Component) -> anyhow::Result<()> {
         let path = self.cache_path(digest);
-        if path.is_file() {
-            return Ok(());
-        }
         let bytes = component
             .serialize()
             .map_err(anyhow::Error::from)
             .context("serialising a compiled component")?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+        let sum = hex::encode(sha2::Sha256::digest(&bytes));
+        write_synced(&self.cache_dir, &self.sum_path(digest), sum.as_bytes())?;
+        write_synced(&self.cache_dir, &path, &bytes)?;
         Ok(())
+    }
+
+    /// How many compiles this engine has done.
+    pub fn compiles(&self) -> u64 {
+        self.compiles.load(Ordering::Relaxed)
     }
 
     /// Where compiled code is cached.
     pub fn cache_dir(&self) -> &Path {
         &self.cache_dir
     }
+}
+
+/// Holds one digest's load lock.
+struct LoadingGuard<'a> {
+    engine: &'a Engine,
+    digest: Digest,
+    _guard: parking_lot::ArcMutexGuard<parking_lot::RawMutex, ()>,
+}
+
+impl Drop for LoadingGuard<'_> {
+    fn drop(&mut self) {
+        let mut loading = self.engine.loading.lock();
+        // Two references: the map's and this guard's; no one else waits.
+        if loading
+            .get(&self.digest)
+            .is_some_and(|lock| Arc::strong_count(lock) <= 2)
+        {
+            loading.remove(&self.digest);
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a unique temporary file in `dir`,
+/// synced before the rename and the directory synced after it.
+fn write_synced(dir: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(unique_tmp_name(&name));
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
+    Ok(())
 }
 
 impl Drop for Engine {
@@ -394,5 +570,87 @@ mod tests {
             Err(CodeError::CoreModule { .. })
         ));
         assert!(check_header("x", b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    fn app_wasm() -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../guest-examples/target/wasm32-wasip2/release/app.wasm");
+        std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (scripts/setup.sh builds the guest examples)",
+                path.display()
+            )
+        })
+    }
+
+    fn small(dir: &Path) -> DaemonConfig {
+        DaemonConfig {
+            data_dir: dir.to_path_buf(),
+            max_instances: 4,
+            max_memory_bytes: 64 << 20,
+            ..DaemonConfig::default()
+        }
+    }
+
+    #[test]
+    fn code_compiles_once_is_checked_on_load_and_is_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = small(dir.path());
+        let blobs = Blobs::open(dir.path()).unwrap();
+        let digest = Engine::new(&config, blobs.clone())
+            .unwrap()
+            .accept("app.wasm", &app_wasm())
+            .unwrap()
+            .digest;
+
+        // A fresh engine with no compiled file: eight loads at once share
+        // one compile.
+        let engine = Arc::new(Engine::new(&config, blobs.clone()).unwrap());
+        std::fs::remove_file(engine.cache_path(&digest)).unwrap();
+        let loads: Vec<_> = (0..8)
+            .map(|_| {
+                let (engine, digest) = (engine.clone(), digest.clone());
+                std::thread::spawn(move || engine.load(&digest).unwrap())
+            })
+            .collect();
+        let loaded: Vec<Arc<Loaded>> = loads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(engine.compiles(), 1);
+        assert!(loaded.iter().all(|l| Arc::ptr_eq(l, &loaded[0])));
+        assert!(engine.cache_path(&digest).is_file());
+        assert!(
+            engine.loading.lock().is_empty(),
+            "load locks outlived their loads"
+        );
+
+        // A compiled file that does not match its checksum is compiled
+        // again, never run.
+        let path = engine.cache_path(&digest);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        let again = Engine::new(&config, blobs.clone()).unwrap();
+        again.load(&digest).unwrap();
+        assert_eq!(again.compiles(), 1);
+        assert!(Engine::new(&config, blobs.clone())
+            .unwrap()
+            .read_cache(&digest)
+            .is_some());
+
+        // Nothing keeps it: it goes from memory, cache and blobs. (It was
+        // uploaded and never deployed, so it is kept for the grace period
+        // first; this engine never saw the upload.)
+        let collected = engine.retain(&HashSet::new()).unwrap();
+        assert_eq!(
+            collected,
+            Collected {
+                blobs: 1,
+                compiled: 1,
+                loaded: 1
+            }
+        );
+        assert!(engine.loaded(&digest).is_none());
+        assert!(!blobs.contains(&digest));
+        assert!(!engine.cache_path(&digest).exists());
     }
 }

@@ -8,12 +8,15 @@ use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use super::writer::DiskWriter;
 use crate::model::ServiceKey;
 
 /// Events kept in memory for `mesh events`.
@@ -43,21 +46,23 @@ pub struct Event {
 
 /// The event log.
 pub struct Events {
-    path: PathBuf,
-    inner: Mutex<Inner>,
+    file: Arc<EventFile>,
+    writer: Arc<DiskWriter>,
+    kept: Mutex<VecDeque<Event>>,
     live: broadcast::Sender<Event>,
 }
 
-struct Inner {
-    kept: VecDeque<Event>,
-    /// The events file, open for appending, and its size: an event costs
-    /// one write, not an open and a stat.
-    file: Option<(std::fs::File, u64)>,
+/// The events file, written by the disk writer only.
+struct EventFile {
+    path: PathBuf,
+    /// The file, open for appending, and its size: an event costs one
+    /// write, not an open and a stat.
+    open: Mutex<Option<(std::fs::File, u64)>>,
 }
 
 impl Events {
     /// The event log of a data directory, read back from disk.
-    pub fn open(data_dir: &Path) -> Events {
+    pub fn open(data_dir: &Path, writer: Arc<DiskWriter>) -> Events {
         let path = data_dir.join("events.jsonl");
         let mut kept = VecDeque::new();
         for file in [path.with_extension("jsonl.1"), path.clone()] {
@@ -75,14 +80,14 @@ impl Events {
         }
         let (live, _) = broadcast::channel(256);
         Events {
-            path,
-            inner: Mutex::new(Inner { kept, file: None }),
+            file: Arc::new(EventFile {
+                path,
+                open: Mutex::new(None),
+            }),
+            writer,
+            kept: Mutex::new(kept),
             live,
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records an event about a service (and maybe one of its instances).
@@ -97,58 +102,32 @@ impl Events {
         });
     }
 
-    /// Records an event.
+    /// Records an event: kept and sent to followers at once, written to
+    /// disk by the disk writer.
     pub fn record(&self, event: Event) {
-        let mut inner = self.lock();
-        // On an error the file is reopened for the next event.
-        if let Err(e) = self.append(&mut inner.file, &event) {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot write an event");
+        let file = self.file.clone();
+        let on_disk = event.clone();
+        self.writer.submit(Box::new(move || {
+            if let Err(e) = file.append(&on_disk) {
+                tracing::warn!(path = %file.path.display(), error = %e, "cannot write an event");
+            }
+        }));
+        {
+            let mut kept = self.kept.lock();
+            kept.push_back(event.clone());
+            if kept.len() > KEPT {
+                kept.pop_front();
+            }
         }
-        inner.kept.push_back(event.clone());
-        if inner.kept.len() > KEPT {
-            inner.kept.pop_front();
-        }
-        drop(inner);
         // No follower is not an error.
         let _ = self.live.send(event);
-    }
-
-    fn append(
-        &self,
-        file: &mut Option<(std::fs::File, u64)>,
-        event: &Event,
-    ) -> std::io::Result<()> {
-        let mut json = serde_json::to_vec(event).map_err(std::io::Error::other)?;
-        json.push(b'\n');
-        let len = json.len() as u64;
-        let (mut f, mut size) = match file.take() {
-            Some(open) => open,
-            None => self.open_file()?,
-        };
-        if size > 0 && size + len > FILE_BYTES {
-            drop(f);
-            std::fs::rename(&self.path, self.path.with_extension("jsonl.1"))?;
-            (f, size) = self.open_file()?;
-        }
-        f.write_all(&json)?;
-        *file = Some((f, size + len));
-        Ok(())
-    }
-
-    fn open_file(&self) -> std::io::Result<(std::fs::File, u64)> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
-        let size = file.metadata()?.len();
-        Ok((file, size))
     }
 
     /// The kept events of an environment (all of them for `None`), oldest
     /// first.
     pub fn list(&self, env: Option<&str>) -> Vec<Event> {
-        self.lock()
-            .kept
+        self.kept
+            .lock()
             .iter()
             .filter(|e| env.is_none_or(|env| e.env == env))
             .cloned()
@@ -161,14 +140,46 @@ impl Events {
     }
 }
 
+impl EventFile {
+    /// Appends one event; on an error the file is reopened next time.
+    fn append(&self, event: &Event) -> std::io::Result<()> {
+        let mut json = serde_json::to_vec(event).map_err(std::io::Error::other)?;
+        json.push(b'\n');
+        let len = json.len() as u64;
+        let mut open = self.open.lock();
+        let (mut f, mut size) = match open.take() {
+            Some(file) => file,
+            None => self.open_file()?,
+        };
+        if size > 0 && size + len > FILE_BYTES {
+            drop(f);
+            std::fs::rename(&self.path, self.path.with_extension("jsonl.1"))?;
+            (f, size) = self.open_file()?;
+        }
+        f.write_all(&json)?;
+        *open = Some((f, size + len));
+        Ok(())
+    }
+
+    fn open_file(&self) -> std::io::Result<(std::fs::File, u64)> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        let size = file.metadata()?.len();
+        Ok((file, size))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn events_are_kept_per_environment_and_across_reopen() {
+    #[tokio::test]
+    async fn events_are_kept_per_environment_and_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let events = Events::open(dir.path());
+        let writer = DiskWriter::start();
+        let events = Events::open(dir.path(), writer.clone());
         let key = |env: &str| ServiceKey {
             env: env.into(),
             stack: "app".into(),
@@ -185,7 +196,8 @@ mod tests {
         assert_eq!(events.list(Some("a")).len(), 1);
         assert_eq!(events.list(None).len(), 2);
         assert_eq!(follower.try_recv().unwrap().kind, "service.created");
-        let reopened = Events::open(dir.path());
+        writer.flush().await;
+        let reopened = Events::open(dir.path(), writer);
         assert_eq!(
             reopened.list(Some("b"))[0].instance.as_deref(),
             Some("web.1")

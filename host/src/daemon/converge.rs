@@ -1,0 +1,98 @@
+//! The converge loop: the one place that reads desired state from the
+//! store and hands it down. After every committed change (and whenever
+//! the supervisor asks) it reads one snapshot, applies it to the services
+//! layer and to cron, and publishes the revision it applied, which the
+//! API waits on so that a command's answer means its change is in effect.
+//! When stacks change it also drops code no kept version names.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::cron::Scheduler;
+use crate::model::{Desired, Stack};
+use crate::runtime::Engine;
+use crate::services::Supervisor;
+use crate::store::Store;
+
+/// What the loop reads and drives.
+pub struct Converge {
+    store: Store,
+    supervisor: Arc<Supervisor>,
+    scheduler: Arc<Scheduler>,
+    engine: Arc<Engine>,
+    /// The store revision the last apply included.
+    applied: watch::Sender<u64>,
+}
+
+impl Converge {
+    /// A loop from `store` to the supervisor and the scheduler, and a
+    /// receiver of the revision it last applied.
+    pub fn new(
+        store: Store,
+        supervisor: Arc<Supervisor>,
+        scheduler: Arc<Scheduler>,
+        engine: Arc<Engine>,
+    ) -> (Converge, watch::Receiver<u64>) {
+        let (applied, rx) = watch::channel(0);
+        let converge = Converge {
+            store,
+            supervisor,
+            scheduler,
+            engine,
+            applied,
+        };
+        (converge, rx)
+    }
+
+    /// Applies now and after every change, until the task is dropped.
+    pub async fn run(self) {
+        let mut revisions = self.store.subscribe();
+        let mut stacks: Option<Vec<Stack>> = None;
+        loop {
+            revisions.borrow_and_update();
+            match self.store.desired().await {
+                Ok(desired) => {
+                    self.apply(&desired);
+                    if stacks.as_ref() != Some(&desired.stacks) {
+                        self.collect_code().await;
+                        stacks = Some(desired.stacks);
+                    }
+                }
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot read desired state"),
+            }
+            tokio::select! {
+                changed = revisions.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = self.supervisor.kicked().notified() => {}
+            }
+        }
+    }
+
+    fn apply(&self, desired: &Desired) {
+        self.supervisor.apply(desired);
+        self.scheduler.apply(desired);
+        self.applied.send_replace(desired.revision);
+    }
+
+    /// Removes code blobs, compiled files and loaded components that no
+    /// kept version names.
+    async fn collect_code(&self) {
+        let keep = match self.store.code_in_use().await {
+            Ok(keep) => keep,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot list the code in use");
+                return;
+            }
+        };
+        let engine = self.engine.clone();
+        match tokio::task::spawn_blocking(move || engine.retain(&keep)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "cannot remove unused code"),
+            Err(e) => tracing::warn!(error = %e, "code collection failed"),
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The daemon: opens the data directory, starts every part, serves the
+//! control API and the ingress, and shuts down cleanly on SIGTERM or
+//! Ctrl-C (connections drained within the grace period, instances
+//! stopped, state already durable).
+//!
+//! - `converge`: the loop that hands each new revision of desired state
+//!   to the services layer and cron, and collects unused code.
+//! - `files`: the data directory's lock and `daemon.json`.
+
+mod converge;
+mod files;
+
+pub use converge::Converge;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::api::{self, ApiState};
+use crate::config::{DaemonConfig, SHUTDOWN_GRACE};
+use crate::cron::{Histories, Scheduler};
+use crate::ingress::{tls, Ingress, Limits};
+use crate::model::DEFAULT_ENVIRONMENT;
+use crate::runtime::Engine;
+use crate::services::{Supervisor, WasmSource};
+use crate::store::{Blobs, Store};
+use crate::telemetry::{DiskWriter, Events, Logs, Metrics};
+
+/// The file clients read to find the daemon, in the data directory.
+pub const DAEMON_FILE: &str = "daemon.json";
+
+/// Contents of `daemon.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    /// Control API base URL.
+    pub api_url: String,
+    /// Ingress base URL.
+    pub http_url: String,
+    /// HTTPS ingress base URL, when it listens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_url: Option<String>,
+    /// The CA certificate HTTPS clients should trust (the local CA's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// The operator's token.
+    pub token: String,
+    /// Environment the token acts on by default.
+    pub environment: String,
+}
+
+/// The listeners, bound before anything is announced.
+struct Listeners {
+    api: TcpListener,
+    http: TcpListener,
+    https: Option<(TcpListener, TlsAcceptor)>,
+}
+
+/// Runs the daemon until SIGTERM or Ctrl-C.
+pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let _lock = files::prepare_data_dir(&data_dir)?;
+    files::report_map_count_limit();
+
+    let store = Store::open_sqlite(&data_dir)?;
+    let admin_token = store.bootstrap().await?;
+    let engine = Arc::new(Engine::new(&config, Blobs::open(&data_dir)?)?);
+    let writer = DiskWriter::start();
+    let logs = Arc::new(Logs::new(
+        &data_dir,
+        config.log_bytes_per_service,
+        writer.clone(),
+    ));
+    let metrics = Arc::new(Metrics::default());
+    let code = WasmSource::new(engine.clone());
+    let supervisor = Supervisor::new(
+        code.clone(),
+        logs.clone(),
+        Arc::new(Events::open(&data_dir, writer.clone())),
+        metrics.clone(),
+        config.queue_per_instance,
+    );
+    let histories = Arc::new(Histories::new(&data_dir, writer.clone()));
+    let scheduler = Arc::new(Scheduler::new(supervisor.clone(), histories));
+
+    let listeners = bind(&config).await?;
+    let info = describe(&config, &listeners, &admin_token)?;
+    let https_port = match &listeners.https {
+        Some((listener, _)) => Some(listener.local_addr()?.port()),
+        None => None,
+    };
+    let limits = Limits {
+        max_header_bytes: config.max_header_bytes,
+        max_body_bytes: config.max_body_bytes,
+        max_connections: config.max_connections,
+        grace: SHUTDOWN_GRACE,
+    };
+    let ingress = Ingress::new(supervisor.clone(), metrics, limits, https_port);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (converge, applied) = Converge::new(
+        store.clone(),
+        supervisor.clone(),
+        scheduler.clone(),
+        engine.clone(),
+    );
+    let state = ApiState {
+        store,
+        engine,
+        code,
+        supervisor: supervisor.clone(),
+        scheduler: scheduler.clone(),
+        applied,
+        logs,
+        config: Arc::new(config),
+        admin_token: admin_token.into(),
+        stopping: stop_rx.clone(),
+    };
+    let converger = tokio::spawn(converge.run());
+    let api = serve(listeners.api, api::router(state), stop_rx.clone());
+    let http = ingress.clone().serve(listeners.http, None, stop_rx.clone());
+    let https = listeners
+        .https
+        .map(|(listener, acceptor)| ingress.serve(listener, Some(acceptor), stop_rx));
+    files::write_daemon_file(&data_dir, &info)?;
+    tracing::info!(api = %info.api_url, http = %info.http_url, data_dir = %data_dir.display(), "mesh is up");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining connections, stopping instances");
+    let _ = stop_tx.send(true);
+    converger.abort();
+    let mut servers = vec![api, http];
+    servers.extend(https);
+    drain(servers).await;
+    scheduler.stop_all().await;
+    supervisor.stop_all().await;
+    writer.flush().await;
+    let _ = std::fs::remove_file(data_dir.join(DAEMON_FILE));
+    tracing::info!("mesh stopped");
+    Ok(())
+}
+
+/// Waits for the listeners' tasks, which drain their connections while
+/// the instances serving them still run, for at most the grace period.
+async fn drain(servers: Vec<tokio::task::JoinHandle<()>>) {
+    let all = futures::future::join_all(servers);
+    if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
+        tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+    }
+}
+
+/// Binds the control API, the ingress and, when asked for, HTTPS.
+async fn bind(config: &DaemonConfig) -> anyhow::Result<Listeners> {
+    let api = TcpListener::bind(config.api_addr)
+        .await
+        .with_context(|| format!("binding the control API to {}", config.api_addr))?;
+    let http = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding the ingress to {}", config.http_addr))?;
+    let https = match config.https_addr {
+        Some(addr) => {
+            let acceptor = tls::acceptor(
+                &config.data_dir,
+                config.tls_cert.as_deref(),
+                config.tls_key.as_deref(),
+            )?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the HTTPS ingress to {addr}"))?;
+            Some((listener, acceptor))
+        }
+        None => None,
+    };
+    Ok(Listeners { api, http, https })
+}
+
+/// What `daemon.json` says about the bound listeners.
+fn describe(
+    config: &DaemonConfig,
+    listeners: &Listeners,
+    token: &str,
+) -> anyhow::Result<DaemonInfo> {
+    let https_url = match &listeners.https {
+        Some((listener, _)) => Some(format!("https://{}", listener.local_addr()?)),
+        None => None,
+    };
+    Ok(DaemonInfo {
+        api_url: format!("http://{}", listeners.api.local_addr()?),
+        http_url: format!("http://{}", listeners.http.local_addr()?),
+        ca_file: (https_url.is_some() && config.tls_cert.is_none())
+            .then(|| config.data_dir.join(tls::CA_FILE).display().to_string()),
+        https_url,
+        token: token.to_string(),
+        environment: DEFAULT_ENVIRONMENT.to_string(),
+    })
+}
+
+fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "server failed");
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

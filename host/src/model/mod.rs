@@ -1,0 +1,37 @@
+//! The words of DESIGN.md as types: environments, stacks, versions,
+//! services, instances, and the small values they are made of (names,
+//! memory sizes, digests). Every other layer may use them; they use
+//! nothing of the daemon's.
+//!
+//! These are the records kept in the state store (desired state) and the
+//! status the services layer reports back (actual state).
+//!
+//! - `environment`: tenants and their outbound policy.
+//! - `stack`: stacks and their code versions.
+//! - `digest`: content digests of code.
+//! - `service`: services, their keys, types and intra-DNS names.
+//! - `endpoint`: public URLs bound to web services.
+//! - `instance`: instance states and status.
+//! - `run`: cron runs.
+//! - `desired`: one snapshot of everything desired.
+//! - `values`: names, memory sizes, env vars, defaults and bounds.
+
+mod desired;
+mod digest;
+mod endpoint;
+mod environment;
+mod instance;
+mod run;
+mod service;
+mod stack;
+mod values;
+
+pub use desired::Desired;
+pub use digest::Digest;
+pub use endpoint::Endpoint;
+pub use environment::{Environment, Outbound};
+pub use instance::{InstanceState, InstanceStatus};
+pub use run::{Run, RunStatus, RunTrigger};
+pub use service::{dns_name, Service, ServiceKey, ServiceType};
+pub use stack::{Stack, Version};
+pub use values::*;

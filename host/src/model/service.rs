@@ -1,0 +1,122 @@
+//! Services: a command and its settings, named by [`ServiceKey`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::endpoint::Endpoint;
+
+/// A command to launch from the stack's code, plus its settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Service {
+    /// Environment the service belongs to.
+    pub env: String,
+    /// Stack whose code the service runs.
+    pub stack: String,
+    /// DNS-label name, unique within the stack.
+    pub name: String,
+    /// argv; the first word names a component of the stack's bundle.
+    pub command: Vec<String>,
+    /// How many instances to keep running.
+    pub instances: u32,
+    /// Memory limit of each instance: all its linear memories together.
+    pub memory_bytes: u64,
+    /// Environment variables the guest sees.
+    pub env_vars: BTreeMap<String, String>,
+    /// Cron schedule; a service with one is a cron job.
+    pub schedule: Option<String>,
+    /// IANA time zone the schedule is read in; UTC when `None`.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Longest a cron run may take before it is stopped (`timed_out`).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Public URLs the service is bound to; a service with any is a web service.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    /// Serve every request from a fresh store instead of reusing instances.
+    #[serde(default)]
+    pub fresh_per_request: bool,
+    /// When the service was created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl Service {
+    /// What kind of service the settings make it.
+    pub fn service_type(&self) -> ServiceType {
+        if self.schedule.is_some() {
+            ServiceType::Cron
+        } else if !self.endpoints.is_empty() {
+            ServiceType::Web
+        } else {
+            ServiceType::Worker
+        }
+    }
+
+    /// The component the command names (its first word).
+    pub fn component(&self) -> &str {
+        self.command.first().map(String::as_str).unwrap_or("")
+    }
+
+    /// The service's intra-DNS name, `<stack>-<service>`.
+    pub fn dns_name(&self) -> String {
+        dns_name(&self.stack, &self.name)
+    }
+}
+
+/// Names one service across environments: `env/stack/name`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServiceKey {
+    /// Environment.
+    pub env: String,
+    /// Stack.
+    pub stack: String,
+    /// Service.
+    pub name: String,
+}
+
+impl ServiceKey {
+    /// The key of a service record.
+    pub fn of(service: &Service) -> ServiceKey {
+        ServiceKey {
+            env: service.env.clone(),
+            stack: service.stack.clone(),
+            name: service.name.clone(),
+        }
+    }
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.env, self.stack, self.name)
+    }
+}
+
+/// The intra-DNS name of a service: `<stack>-<service>`.
+pub fn dns_name(stack: &str, service: &str) -> String {
+    format!("{stack}-{service}")
+}
+
+/// Worker, web service or cron job: follows from a service's settings.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceType {
+    /// No endpoint, no schedule.
+    Worker,
+    /// Bound to one or more endpoints.
+    Web,
+    /// Has a schedule.
+    Cron,
+}
+
+impl fmt::Display for ServiceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServiceType::Worker => "worker",
+            ServiceType::Web => "web",
+            ServiceType::Cron => "cron",
+        })
+    }
+}

@@ -1,0 +1,71 @@
+//! Stacks and their numbered code versions (bundles of components).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::digest::Digest;
+
+/// A named group of services that run the same version of the code.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stack {
+    /// Environment the stack belongs to.
+    pub env: String,
+    /// DNS-label name, e.g. `finance`.
+    pub name: String,
+    /// Number of the version every service of the stack runs; 0 before the
+    /// first deploy.
+    pub current: u64,
+    /// Components of the current version (a copy of that version's map, so
+    /// the supervisor reads one record per stack).
+    pub components: BTreeMap<String, Digest>,
+    /// Number the next version will get.
+    pub next_version: u64,
+    /// When the stack was first named.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One immutable version of a stack's code: a bundle of components.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Version {
+    /// 1, 2, 3, ... per stack.
+    pub number: u64,
+    /// Digest of the bundle: of its sorted `name=digest` lines.
+    pub digest: Digest,
+    /// Component name (file stem) to content digest.
+    pub components: BTreeMap<String, Digest>,
+    /// Why this version exists ("deploy", "add component app", "rollback to v2").
+    pub reason: String,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+}
+
+impl Version {
+    /// The digest that names a bundle: equal bundles get equal digests.
+    pub fn bundle_digest(components: &BTreeMap<String, Digest>) -> Digest {
+        let mut text = String::new();
+        for (name, digest) in components {
+            text.push_str(name);
+            text.push('=');
+            text.push_str(digest.as_str());
+            text.push('\n');
+        }
+        Digest::of(text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundle_digest_depends_on_names_and_contents() {
+        let mut a = BTreeMap::new();
+        a.insert("app".to_string(), Digest::of(b"1"));
+        let mut b = a.clone();
+        assert_eq!(Version::bundle_digest(&a), Version::bundle_digest(&b));
+        b.insert("pay".to_string(), Digest::of(b"2"));
+        assert_ne!(Version::bundle_digest(&a), Version::bundle_digest(&b));
+    }
+}

@@ -1,0 +1,123 @@
+//! The small values services are made of: names, memory sizes, env vars,
+//! and the defaults and bounds that apply to them.
+
+/// The environment every daemon creates at first start; the operator's
+/// token acts on it.
+pub const DEFAULT_ENVIRONMENT: &str = "default";
+
+/// The stack a service lands in when none is named.
+pub const DEFAULT_STACK: &str = "app";
+
+/// Memory limit of an instance when the service does not set one.
+pub const DEFAULT_MEMORY_BYTES: u64 = 128 * MIB;
+
+/// The smallest memory limit that can run anything useful.
+pub const MIN_MEMORY_BYTES: u64 = MIB;
+
+/// Most instances one service may ask for.
+pub const MAX_INSTANCES: u32 = 1000;
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+
+/// Checks that `name` can be a stack, service or environment name: a DNS
+/// label of lowercase letters, digits and inner hyphens, at most 63 long.
+pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {what} name `{name}`: use 1-63 lowercase letters, digits and inner hyphens (a DNS label)"
+        ))
+    }
+}
+
+/// Parses a memory size: plain bytes, `Ki`/`Mi`/`Gi` (binary, optionally
+/// with a trailing `B`), or `K`/`M`/`G` and `KB`/`MB`/`GB` (also binary, as
+/// people mean them for memory).
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let bad = || {
+        format!("invalid memory size `{text}`: use a number with a unit, e.g. 64Mi, 512Mi or 1Gi")
+    };
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "ki" | "kb" | "kib" => KIB,
+        "m" | "mi" | "mb" | "mib" => MIB,
+        "g" | "gi" | "gb" | "gib" => GIB,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(scale).ok_or_else(bad)
+}
+
+/// Writes a byte count the way people read memory limits: `64 MiB`.
+pub fn format_memory(bytes: u64) -> String {
+    if bytes >= GIB && bytes.is_multiple_of(GIB) {
+        format!("{} GiB", bytes / GIB)
+    } else if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// Checks environment variable settings: names are non-empty and hold no `=`.
+pub fn validate_env_var(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.contains('=') || key.contains('\0') {
+        return Err(format!(
+            "invalid environment variable name `{key}`: use KEY=VALUE with a non-empty KEY"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_parse() {
+        assert_eq!(parse_memory("64Mi"), Ok(64 * MIB));
+        assert_eq!(parse_memory("64MiB"), Ok(64 * MIB));
+        assert_eq!(parse_memory("1Gi"), Ok(GIB));
+        assert_eq!(parse_memory("512k"), Ok(512 * KIB));
+        assert_eq!(parse_memory("1048576"), Ok(MIB));
+        assert!(parse_memory("lots").is_err());
+        assert!(parse_memory("64Qi").is_err());
+        assert!(parse_memory("-1Mi").is_err());
+        assert!(parse_memory("99999999999999999Gi").is_err());
+    }
+
+    #[test]
+    fn memory_sizes_format() {
+        assert_eq!(format_memory(64 * MIB), "64 MiB");
+        assert_eq!(format_memory(2 * GIB), "2 GiB");
+        assert_eq!(format_memory(1000), "1000 bytes");
+    }
+
+    #[test]
+    fn names_are_dns_labels() {
+        assert!(validate_name("service", "web").is_ok());
+        assert!(validate_name("service", "send-emails2").is_ok());
+        assert!(validate_name("service", "Web").is_err());
+        assert!(validate_name("service", "-web").is_err());
+        assert!(validate_name("service", "web_1").is_err());
+        assert!(validate_name("service", "").is_err());
+        assert!(validate_name("service", &"a".repeat(64)).is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! The hook every outgoing `wasi:http` request and raw socket of an
+//! instance passes through. The runtime does not decide where a request
+//! goes: the layer above, which knows services, names and policies,
+//! implements [`Dispatch`] and answers for each instance. An instance
+//! without one behaves as under a bare wasmtime host (the network open).
+//!
+//! Like Spin's outbound-HTTP interceptor, this keeps the outgoing-HTTP
+//! layer from importing the server that answers by name.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
+
+/// Most services one request may pass through.
+pub const MAX_HOPS: usize = 10;
+
+/// A future answering an outgoing request in-process.
+pub type Answer = Pin<Box<dyn Future<Output = http::Response<WasiBody>> + Send>>;
+
+/// A socket check's future, as `wasi:sockets` wants it.
+pub type SocketVerdict = Pin<Box<dyn Future<Output = bool> + Send + Sync>>;
+
+/// Where one outgoing request goes.
+pub enum Outgoing {
+    /// Answered in-process (a service reached by name).
+    Answered(Answer),
+    /// Sent to the real network, as given back.
+    Network(Box<http::Request<WasiBody>>),
+    /// Refused; the guest's request fails with this message.
+    Denied(String),
+}
+
+/// What the layer above decides for one instance's outside world.
+pub trait Dispatch: Send + Sync + 'static {
+    /// Where an outgoing `wasi:http` request goes. `chain` lists the
+    /// services the request this instance is serving passed through.
+    fn outgoing(&self, request: http::Request<WasiBody>, chain: &[String]) -> Outgoing;
+
+    /// Whether a raw TCP or UDP socket may reach `addr`.
+    fn socket(&self, addr: SocketAddr) -> SocketVerdict;
+
+    /// The instance's linear memory grew (or, negative, was freed) by
+    /// `bytes`.
+    fn memory_changed(&self, bytes: i64);
+}
+
+/// The `wasi:http` hooks of one store.
+pub struct Hooks {
+    dispatch: Option<Arc<dyn Dispatch>>,
+    /// The services the request this instance now serves passed through.
+    pub(crate) chain: Vec<String>,
+}
+
+impl Hooks {
+    pub(crate) fn new(dispatch: Option<Arc<dyn Dispatch>>) -> Hooks {
+        Hooks {
+            dispatch,
+            chain: Vec::new(),
+        }
+    }
+
+    /// A `wasi:sockets` address check asking the dispatcher.
+    pub(crate) fn socket_check(
+        dispatch: Arc<dyn Dispatch>,
+    ) -> impl Fn(SocketAddr, SocketAddrUse) -> SocketVerdict + Send + Sync + 'static {
+        move |addr, _use| dispatch.socket(addr)
+    }
+}
+
+type SendResult = wasmtime_wasi_http::Result<(
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+impl WasiHttpHooks for Hooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        let Some(dispatch) = &self.dispatch else {
+            return Box::new(network(request, options));
+        };
+        match dispatch.outgoing(request, &self.chain) {
+            Outgoing::Answered(answer) => Box::new(async move {
+                let response = answer.await;
+                Ok((response, done()))
+            }),
+            Outgoing::Network(request) => Box::new(network(*request, options)),
+            Outgoing::Denied(message) => {
+                Box::new(
+                    async move { Err(wasmtime_wasi_http::Error::InternalError(Some(message))) },
+                )
+            }
+        }
+    }
+}
+
+/// The real network, as a bare wasmtime host sends it.
+async fn network(request: http::Request<WasiBody>, options: Option<RequestOptions>) -> SendResult {
+    let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+    Ok((
+        response.map(http_body_util::BodyExt::boxed_unsync),
+        Box::new(io) as Box<dyn Future<Output = _> + Send>,
+    ))
+}
+
+fn done() -> Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> {
+    Box::new(async { Ok(()) })
+}

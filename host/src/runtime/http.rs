@@ -1,0 +1,127 @@
+//! Instances that serve `wasi:http/incoming-handler`: one store with the
+//! handler instantiated, serving one request at a time and kept for the
+//! next unless it failed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::Proxy;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiBody, WasiHttpView as _};
+
+use super::engine::{Engine, Loaded};
+use super::instance::{new_store, Launch};
+use super::outcome::{Interrupt, Outcome};
+use super::state::HostState;
+
+/// A guest's answer to one request: the response, or the error it (or the
+/// host on its behalf) gave instead.
+pub type Answered = Result<http::Response<HyperOutgoingBody>, ErrorCode>;
+
+/// Where an answer goes once the guest sets it; it may come before the
+/// guest has finished writing the body.
+pub type Respond = oneshot::Sender<Answered>;
+
+/// A live instance ready for a request.
+pub struct HttpInstance {
+    store: Store<HostState>,
+    proxy: Proxy,
+    interrupt: Interrupt,
+}
+
+impl HttpInstance {
+    /// A new store with the code's handler instantiated in it.
+    pub async fn start(
+        engine: &Engine,
+        code: &Loaded,
+        launch: Launch,
+    ) -> Result<HttpInstance, Outcome> {
+        let Some(pre) = &code.proxy else {
+            return Err(Outcome::failed(
+                "the component does not serve HTTP".to_string(),
+            ));
+        };
+        let interrupt = Interrupt::default();
+        let mut store = new_store(engine, launch, interrupt.clone());
+        match pre.instantiate_async(&mut store).await {
+            Ok(proxy) => Ok(HttpInstance {
+                store,
+                proxy,
+                interrupt,
+            }),
+            Err(e) => Err(store.data().outcome_of(&e, &interrupt)),
+        }
+    }
+
+    /// Serves one request, stopped after `limit`. `chain` lists the
+    /// services the request passed through, for the calls the guest makes
+    /// while serving it. Gives the instance back for another request, or
+    /// says how it failed (a guest that returns without answering counts
+    /// as failed, and the request gets that as an error).
+    pub async fn serve(
+        self,
+        request: http::Request<WasiBody>,
+        scheme: Scheme,
+        chain: Vec<String>,
+        respond: Respond,
+        limit: Duration,
+    ) -> Result<HttpInstance, Outcome> {
+        let HttpInstance {
+            mut store,
+            proxy,
+            interrupt,
+        } = self;
+        let respond = Arc::new(Mutex::new(Some(respond)));
+        let sender = respond.clone();
+        store.data_mut().set_chain(chain);
+        let call = async {
+            let mut http = store.data_mut().http();
+            let request = http.new_incoming_request(scheme, request)?;
+            let out = http.new_response_outparam_from_callback(move |value| {
+                if let Some(tx) = sender.lock().take() {
+                    let _ = tx.send(value);
+                }
+            })?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, request, out)
+                .await
+        };
+        let failure = match tokio::time::timeout(limit, call).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(store.data().outcome_of(&e, &interrupt)),
+            Err(_) => Some(Outcome::failed(format!(
+                "request took longer than {}s and was stopped",
+                limit.as_secs()
+            ))),
+        };
+        if let Some(tx) = respond.lock().take() {
+            // The guest returned (or failed) without answering.
+            let why = failure.as_ref().map_or_else(
+                || "the handler returned without setting a response".to_string(),
+                |f| f.message.clone(),
+            );
+            let _ = tx.send(Err(ErrorCode::InternalError(Some(why))));
+        }
+        match failure {
+            None => Ok(HttpInstance {
+                store,
+                proxy,
+                interrupt,
+            }),
+            Some(outcome) => Err(outcome),
+        }
+    }
+}
+
+/// A guest's error code in words.
+pub fn describe(code: &ErrorCode) -> String {
+    match code {
+        ErrorCode::InternalError(Some(message)) => message.clone(),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,106 @@
+//! One instance: one wasmtime `Store` with its own memory limit, WASI
+//! context and output streams, and running a component's `wasi:cli/run`
+//! in it to its end.
+
+use std::sync::Arc;
+
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::WasiCtx;
+
+use super::dispatch::{Dispatch, Hooks};
+use super::engine::{Engine, Loaded};
+use super::io::{Output, RunStdin};
+use super::outcome::{Interrupt, Outcome};
+use super::state::HostState;
+
+/// What to start: the guest's view of the world.
+pub struct Launch {
+    /// argv, first word included.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Memory limit in bytes: all memories together.
+    pub memory_bytes: u64,
+    /// Where stdout goes.
+    pub stdout: Output,
+    /// Where stderr goes.
+    pub stderr: Output,
+    /// Who decides where its calls go; `None` for a bare instance with
+    /// the network open.
+    pub dispatch: Option<Arc<dyn Dispatch>>,
+    /// Where stdin comes from; none (end of input at once) when `None`.
+    pub stdin: Option<RunStdin>,
+}
+
+/// Runs `wasi:cli/run` of `code` in a fresh store to its end.
+///
+/// `running` is called once the instance exists (instantiation done), so
+/// the caller can move it from `starting` to `running`. The guest yields to
+/// the executor at every epoch tick, so a guest in an endless loop neither
+/// holds a thread nor resists being stopped: dropping the returned future,
+/// or triggering `interrupt`, ends it within a tick.
+pub async fn run_command(
+    engine: &Engine,
+    code: &Loaded,
+    launch: Launch,
+    interrupt: Interrupt,
+    running: impl FnOnce(),
+) -> Outcome {
+    let Some(command) = &code.command else {
+        return Outcome::failed(format!(
+            "component {} does not export `wasi:cli/run` (it exports {})",
+            code.digest.short(),
+            code.exports.join(", ")
+        ));
+    };
+    let mut store = new_store(engine, launch, interrupt.clone());
+    let run = async {
+        let instance = command.instantiate_async(&mut store).await?;
+        running();
+        instance.wasi_cli_run().call_run(&mut store).await
+    };
+    let result = tokio::select! {
+        result = run => result,
+        () = interrupt.triggered() => return Outcome::stopped(),
+    };
+    match result {
+        Ok(Ok(())) => Outcome::exited(0),
+        Ok(Err(())) => Outcome::exited(1),
+        Err(e) => store.data().outcome_of(&e, &interrupt),
+    }
+}
+
+/// A fresh store for one instance: its WASI context (argv, env, output),
+/// memory limit, and an epoch callback that yields every tick and traps
+/// once `interrupt` is triggered.
+pub fn new_store(engine: &Engine, launch: Launch, interrupt: Interrupt) -> Store<HostState> {
+    let mut wasi = WasiCtx::builder();
+    wasi.args(&launch.args)
+        .envs(&launch.env)
+        .stdout(launch.stdout)
+        .stderr(launch.stderr)
+        .inherit_network()
+        // TCP and UDP are off unless asked for; the socket address check
+        // below applies the environment's outbound policy to both.
+        .allow_tcp(true)
+        .allow_udp(true)
+        .allow_ip_name_lookup(true);
+    if let Some(dispatch) = &launch.dispatch {
+        wasi.socket_addr_check(Hooks::socket_check(dispatch.clone()));
+    }
+    if let Some(stdin) = launch.stdin {
+        wasi.stdin(stdin);
+    }
+    let state = HostState::new(wasi.build(), launch.memory_bytes, launch.dispatch);
+    let mut store = Store::new(engine.wasmtime(), state);
+    store.limiter(|state| state.limiter());
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if interrupt.is_triggered() {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store
+}

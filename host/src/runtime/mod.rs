@@ -1,0 +1,31 @@
+//! The runtime: wasmtime and nothing above it. It knows components,
+//! stores, limits and how a run ends; it knows no service, name, log or
+//! policy. What an instance's outgoing calls reach is decided by the layer
+//! above through the [`Dispatch`] trait, which that layer implements.
+//!
+//! - `engine`: the one wasmtime engine, its linker, epoch ticker and the
+//!   compiled-code cache (each digest compiled once, files checked on load).
+//! - `state`: what one store holds: WASI contexts, memory limit, hooks.
+//! - `instance`: making a store for a launch, and running `wasi:cli/run`
+//!   in it to its end.
+//! - `outcome`: how a run ended, typed, and the switch that stops one.
+//! - `http`: instances that serve `wasi:http/incoming-handler`, one request
+//!   at a time.
+//! - `io`: where a guest's stdout and stderr go, and a host-fed stdin.
+//! - `dispatch`: the outgoing-HTTP and socket hook, and the trait behind it.
+
+pub mod dispatch;
+pub mod engine;
+pub mod http;
+pub mod instance;
+pub mod io;
+pub mod outcome;
+pub mod state;
+
+pub use dispatch::{Dispatch, Outgoing, MAX_HOPS};
+pub use engine::{CodeError, CodeInfo, Engine, Loaded};
+pub use http::{Answered, HttpInstance, Respond};
+pub use instance::{new_store, run_command, Launch};
+pub use io::{Output, RunStdin};
+pub use outcome::{Ending, Interrupt, Outcome};
+pub use state::HostState;

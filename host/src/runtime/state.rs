@@ -1,0 +1,154 @@
+//! The data of one instance's store: its WASI and HTTP contexts, its
+//! resource table, its memory limit and its outgoing-call hooks.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::dispatch::{Dispatch, Hooks};
+use super::outcome::{Interrupt, Outcome};
+
+/// Table elements one instance may grow its tables to.
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+
+/// The data of one instance's `Store`: its WASI contexts and limits.
+pub struct HostState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    hooks: Hooks,
+}
+
+impl HostState {
+    /// Records the services the request now being served passed through,
+    /// for the calls the guest makes while serving it.
+    pub fn set_chain(&mut self, chain: Vec<String>) {
+        self.hooks.chain = chain;
+    }
+
+    /// How a guest that failed with `e` ended.
+    pub fn outcome_of(&self, e: &wasmtime::Error, interrupt: &Interrupt) -> Outcome {
+        let refused = self.limiter.refused.then_some(self.limiter.limit as u64);
+        Outcome::explain(e, refused, interrupt)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Limits the total of all linear memories of one instance (not each one
+/// separately), and remembers when it refused to grow, so a guest that dies
+/// of it is reported as out of memory rather than as a bare trap.
+pub struct MemoryLimiter {
+    limit: usize,
+    used: usize,
+    refused: bool,
+    /// Told of memory in use as it changes.
+    dispatch: Option<Arc<dyn Dispatch>>,
+}
+
+impl MemoryLimiter {
+    /// A limiter allowing `limit` bytes in all.
+    pub fn new(limit: u64) -> MemoryLimiter {
+        MemoryLimiter {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            used: 0,
+            refused: false,
+            dispatch: None,
+        }
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        // The store and its memories are going away with the limiter.
+        if let Some(dispatch) = &self.dispatch {
+            dispatch.memory_changed(-(self.used as i64));
+        }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let after = self.used.saturating_sub(current).saturating_add(desired);
+        if after > self.limit {
+            self.refused = true;
+            return Ok(false);
+        }
+        if let Some(dispatch) = &self.dispatch {
+            dispatch.memory_changed(after as i64 - self.used as i64);
+        }
+        self.used = after;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+impl HostState {
+    /// The state of a new store.
+    pub(crate) fn new(wasi: WasiCtx, limit: u64, dispatch: Option<Arc<dyn Dispatch>>) -> HostState {
+        HostState {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                dispatch: dispatch.clone(),
+                ..MemoryLimiter::new(limit)
+            },
+            hooks: Hooks::new(dispatch),
+        }
+    }
+
+    /// The store's memory limiter.
+    pub(crate) fn limiter(&mut self) -> &mut MemoryLimiter {
+        &mut self.limiter
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limiter_counts_all_memories_together() {
+        let mut limiter = MemoryLimiter::new(100);
+        assert!(limiter.memory_growing(0, 60, None).unwrap());
+        assert!(!limiter.memory_growing(0, 60, None).unwrap());
+        assert!(limiter.refused);
+        assert!(limiter.memory_growing(60, 100, None).unwrap());
+        assert!(!limiter.memory_growing(100, 101, None).unwrap());
+    }
+}

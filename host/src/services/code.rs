@@ -1,0 +1,71 @@
+//! The instance boundary: what the services layer needs of the code an
+//! instance runs, whatever kind of instance it is. A wasm component
+//! (`wasm.rs`) is one kind; an OCI container would be a second
+//! implementation of the same two traits, and slots, pools, cron jobs and
+//! interactive runs would run it unchanged.
+//!
+//! An instance either runs a command to its end ([`Code::run`]) or serves
+//! requests one at a time ([`Code::start_handler`], then
+//! [`Handler::serve`] again and again until it fails).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::WasiBody;
+
+use crate::model::Digest;
+use crate::runtime::{Interrupt, Launch, Outcome, Respond};
+
+/// A boxed future that can move between threads.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Code that instances are made from.
+pub trait Code: Send + Sync + 'static {
+    /// Its content digest.
+    fn digest(&self) -> &Digest;
+    /// Whether it can run as a command (`wasi:cli/run`).
+    fn runs_command(&self) -> bool;
+    /// Whether it can serve HTTP requests.
+    fn serves_http(&self) -> bool;
+    /// What it exports, for messages.
+    fn exports(&self) -> Vec<String>;
+    /// Runs the command to its end in a new instance; `running` is called
+    /// once the instance exists. Dropping the future stops the instance.
+    fn run(
+        &self,
+        launch: Launch,
+        interrupt: Interrupt,
+        running: Box<dyn FnOnce() + Send>,
+    ) -> BoxFuture<'static, Outcome>;
+    /// A new instance ready to serve requests.
+    fn start_handler(
+        &self,
+        launch: Launch,
+    ) -> BoxFuture<'static, Result<Box<dyn Handler>, Outcome>>;
+}
+
+/// A live instance that serves one request at a time.
+pub trait Handler: Send + 'static {
+    /// Serves one request (answering through `respond`, maybe before its
+    /// body is all written), stopped after `limit`; gives the instance
+    /// back for the next request, or says how it failed.
+    fn serve(
+        self: Box<Self>,
+        request: http::Request<WasiBody>,
+        scheme: Scheme,
+        chain: Vec<String>,
+        respond: Respond,
+        limit: Duration,
+    ) -> BoxFuture<'static, Result<Box<dyn Handler>, Outcome>>;
+}
+
+/// Where code comes from, by digest.
+pub trait CodeSource: Send + Sync + 'static {
+    /// Code already in memory: cheap, for async paths.
+    fn loaded(&self, digest: &Digest) -> Option<Arc<dyn Code>>;
+    /// Loads code (reading and maybe compiling it off the async threads).
+    fn load(&self, digest: &Digest) -> BoxFuture<'static, Result<Arc<dyn Code>, String>>;
+}

@@ -1,0 +1,398 @@
+//! Intra-DNS: every service is reachable from its environment as
+//! `http://<stack>-<service>/`, load balanced over its instances, without a
+//! socket. Every outgoing `wasi:http` request of every instance passes
+//! through [`Identity`], the runtime's [`Dispatch`] for it: a name of a service in the caller's
+//! own environment is handed in-process to that service's pool; any other
+//! authority goes to the real network, if the environment's outbound
+//! policy allows it. A name from another environment is just a host name
+//! here: it falls through to DNS and never reaches the other environment.
+//!
+//! Calls carry `X-Mesh-Caller` (who called) and `X-Mesh-Chain` (the
+//! services the request has passed through). Past [`MAX_HOPS`] the hook
+//! answers `508 Loop Detected`. A call whose callee is already in its own
+//! chain (a cycle, A → B → A) never waits on an instance held up the chain:
+//! when the callee has no free instance it gets a one-off extra one.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use http::{HeaderValue, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use parking_lot::RwLock;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::WasiBody;
+
+use super::callee::Callee;
+use crate::model::Outbound;
+use crate::runtime::dispatch::SocketVerdict;
+use crate::runtime::{Dispatch, Outgoing, MAX_HOPS};
+use crate::telemetry::{LogLine, Metrics, ServiceLog, ServiceMetrics, Stream};
+
+/// Header naming the calling service, `<stack>-<service>`.
+pub const CALLER_HEADER: &str = "x-mesh-caller";
+/// Header listing the services a request passed through, comma-separated.
+pub const CHAIN_HEADER: &str = "x-mesh-chain";
+
+/// Who can be reached by name, and each environment's outbound policy.
+/// The supervisor rewrites it whenever desired state changes.
+pub struct Directory {
+    names: RwLock<HashMap<(String, String), Arc<dyn Callee>>>,
+    policies: RwLock<HashMap<String, Outbound>>,
+    /// Where calls are counted.
+    metrics: Arc<Metrics>,
+}
+
+impl Directory {
+    /// An empty directory counting calls in `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Directory {
+        Directory {
+            names: RwLock::new(HashMap::new()),
+            policies: RwLock::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    /// Replaces the names and policies.
+    pub fn set(
+        &self,
+        names: HashMap<(String, String), Arc<dyn Callee>>,
+        policies: HashMap<String, Outbound>,
+    ) {
+        *self.names.write() = names;
+        *self.policies.write() = policies;
+    }
+
+    /// The pool behind a name in an environment.
+    pub fn lookup(&self, env: &str, name: &str) -> Option<Arc<dyn Callee>> {
+        self.names
+            .read()
+            .get(&(env.to_string(), name.to_ascii_lowercase()))
+            .cloned()
+    }
+
+    /// An environment's outbound policy.
+    pub fn policy(&self, env: &str) -> Outbound {
+        self.policies.read().get(env).cloned().unwrap_or_default()
+    }
+}
+
+/// Who an instance is, for the calls it makes: the services layer's
+/// answer to the runtime's [`Dispatch`].
+#[derive(Clone)]
+pub struct Identity {
+    /// Its environment.
+    pub env: String,
+    /// Its service's intra-DNS name.
+    pub name: String,
+    /// The names and policies.
+    pub directory: Arc<Directory>,
+    /// Its service's log, where denied calls are noted.
+    pub log: Arc<ServiceLog>,
+    /// Its instance id.
+    pub instance: String,
+    /// Its service's counters (memory in use, requests, restarts).
+    pub metrics: Arc<ServiceMetrics>,
+}
+
+impl Identity {
+    /// The same service's identity for another of its instances: what a
+    /// pool or a cron job hands each new instance, without looking the
+    /// service's log and counters up again.
+    pub fn at(&self, instance: &str) -> Identity {
+        Identity {
+            instance: instance.to_string(),
+            ..self.clone()
+        }
+    }
+
+    fn note(&self, text: &str) {
+        self.log.write(LogLine {
+            time: Utc::now(),
+            instance: self.instance.clone(),
+            stream: Stream::Stderr,
+            text: text.to_string(),
+        });
+    }
+
+    fn count_denied(&self) {
+        let calls = &self.directory.metrics.calls;
+        calls.denied.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Hands a request for `pool`'s service to it in-process, with the
+    /// caller's name, the chain, and `X-Forwarded-For` set.
+    fn call_by_name(
+        &self,
+        pool: Arc<dyn Callee>,
+        host: &str,
+        mut request: http::Request<WasiBody>,
+        chain: &[String],
+    ) -> Outgoing {
+        let calls = &self.directory.metrics.calls;
+        calls.in_process.fetch_add(1, Ordering::Relaxed);
+        let mut chain = chain.to_vec();
+        chain.push(self.name.clone());
+        if chain.len() > MAX_HOPS {
+            let text = format!(
+                "mesh: call chain longer than {MAX_HOPS} services: {}\n",
+                chain.join(" -> ")
+            );
+            return Outgoing::Answered(Box::pin(
+                async move { answer(StatusCode::LOOP_DETECTED, text) },
+            ));
+        }
+        let cyclic = chain.iter().any(|name| name == host);
+        let headers = request.headers_mut();
+        // In-process there is no peer address: the caller's name stands
+        // for it, after any addresses the caller passed on.
+        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {}", self.name),
+            None => self.name.clone(),
+        };
+        for (name, value) in [
+            (CALLER_HEADER, self.name.clone()),
+            (CHAIN_HEADER, chain.join(",")),
+            ("x-forwarded-for", forwarded_for),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
+        Outgoing::Answered(Box::pin(async move {
+            match pool.call(request, Scheme::Http, cyclic).await {
+                Ok(response) => response,
+                Err(refused) => {
+                    let mut response =
+                        answer(refused.status, format!("mesh: {}\n", refused.message));
+                    if let Some(seconds) = refused.retry_after {
+                        response
+                            .headers_mut()
+                            .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+                    }
+                    response
+                }
+            }
+        }))
+    }
+}
+
+impl Dispatch for Identity {
+    /// A name of a service in the caller's own environment goes to that
+    /// service in-process; any other authority to the network, if the
+    /// environment's outbound policy allows it.
+    fn outgoing(&self, request: http::Request<WasiBody>, chain: &[String]) -> Outgoing {
+        let host = request.uri().host().unwrap_or("").to_ascii_lowercase();
+        let plain_http = request.uri().scheme() != Some(&http::uri::Scheme::HTTPS);
+        if plain_http {
+            if let Some(pool) = self.directory.lookup(&self.env, &host) {
+                return self.call_by_name(pool, &host, request, chain);
+            }
+        }
+        let port = request
+            .uri()
+            .port_u16()
+            .unwrap_or(if plain_http { 80 } else { 443 });
+        let policy = self.directory.policy(&self.env);
+        if !policy.allows(&host, port) {
+            self.count_denied();
+            let message = format!(
+                "outbound request to {host}:{port} denied by this environment's outbound policy ({policy}); change it with `mesh env set outbound ...`"
+            );
+            self.note(&format!("[mesh] {message}"));
+            return Outgoing::Denied(message);
+        }
+        let calls = &self.directory.metrics.calls;
+        calls.outbound.fetch_add(1, Ordering::Relaxed);
+        Outgoing::Network(Box::new(request))
+    }
+
+    /// The outbound policy applied to raw TCP and UDP: IP literals and
+    /// `localhost` in an allow-list match, and host names in it allow the
+    /// addresses they resolve to.
+    fn socket(&self, addr: SocketAddr) -> SocketVerdict {
+        let policy = self.directory.policy(&self.env);
+        let ip = addr.ip();
+        let literal = policy.allows(&ip.to_string(), addr.port())
+            || (ip.is_loopback() && policy.allows("localhost", addr.port()));
+        let names = if literal {
+            Vec::new()
+        } else {
+            policy.names_for_port(addr.port())
+        };
+        let who = self.clone();
+        Box::pin(async move {
+            // Looked up on a task, so this future stays Sync.
+            let allowed = literal
+                || tokio::spawn(async move {
+                    for name in names {
+                        if let Ok(mut found) = tokio::net::lookup_host((name, 0)).await {
+                            if found.any(|a| a.ip() == ip) {
+                                return true;
+                            }
+                        }
+                    }
+                    false
+                })
+                .await
+                .unwrap_or(false);
+            tracing::debug!(%addr, allowed, %policy, "socket check");
+            if !allowed {
+                who.count_denied();
+                who.note(&format!(
+                    "[mesh] connection to {addr} denied by this environment's outbound policy ({policy})"
+                ));
+            }
+            allowed
+        })
+    }
+
+    fn memory_changed(&self, bytes: i64) {
+        self.metrics.memory_changed(bytes);
+    }
+}
+
+/// A plain-text response made by the platform.
+fn answer(status: StatusCode, text: String) -> http::Response<WasiBody> {
+    let mut response = http::Response::new(
+        Full::new(Bytes::from(text))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    //! The directory and the calls of one instance, with a fake callee in
+    //! place of a pool.
+
+    use parking_lot::Mutex;
+    use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+    use super::*;
+    use crate::model::ServiceKey;
+    use crate::services::callee::Refusal;
+    use crate::services::code::BoxFuture;
+    use crate::telemetry::{DiskWriter, Logs};
+
+    /// Answers 200 and keeps what it was called with.
+    #[derive(Default)]
+    struct FakeCallee {
+        calls: Mutex<Vec<(http::HeaderMap, bool)>>,
+    }
+
+    impl Callee for FakeCallee {
+        fn call(
+            self: Arc<Self>,
+            request: http::Request<WasiBody>,
+            _scheme: Scheme,
+            cyclic: bool,
+        ) -> BoxFuture<'static, Result<http::Response<HyperOutgoingBody>, Refusal>> {
+            self.calls.lock().push((request.headers().clone(), cyclic));
+            Box::pin(async { Ok(answer(StatusCode::OK, "called\n".into())) })
+        }
+    }
+
+    fn setup(policy: Outbound) -> (Identity, Arc<FakeCallee>, Arc<Metrics>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let directory = Arc::new(Directory::new(metrics.clone()));
+        let callee = Arc::new(FakeCallee::default());
+        let names = HashMap::from([(
+            ("default".to_string(), "finance-payments".to_string()),
+            callee.clone() as Arc<dyn Callee>,
+        )]);
+        directory.set(names, HashMap::from([("default".to_string(), policy)]));
+        let logs = Logs::new(dir.path(), 1 << 20, DiskWriter::start());
+        let key = ServiceKey {
+            env: "default".into(),
+            stack: "app".into(),
+            name: "web".into(),
+        };
+        let who = Identity {
+            env: "default".into(),
+            name: "app-web".into(),
+            directory,
+            log: logs.service(&key),
+            instance: "web.1".into(),
+            metrics: metrics.service(&key),
+        };
+        (who, callee, metrics, dir)
+    }
+
+    fn get(uri: &str) -> http::Request<WasiBody> {
+        let body = http_body_util::Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        http::Request::builder().uri(uri).body(body).unwrap()
+    }
+
+    async fn answered(outgoing: Outgoing) -> u16 {
+        match outgoing {
+            Outgoing::Answered(answer) => answer.await.status().as_u16(),
+            Outgoing::Network(_) => panic!("went to the network"),
+            Outgoing::Denied(message) => panic!("denied: {message}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn names_in_the_environment_are_called_in_process_with_the_chain() {
+        let (who, callee, metrics, _dir) = setup(Outbound::Deny);
+        let chain = vec!["app-gateway".to_string()];
+        assert_eq!(
+            answered(who.outgoing(get("http://Finance-Payments/pay"), &chain)).await,
+            200
+        );
+        let (headers, cyclic) = callee.calls.lock()[0].clone();
+        assert_eq!(headers[CALLER_HEADER], "app-web");
+        assert_eq!(headers[CHAIN_HEADER], "app-gateway,app-web");
+        assert_eq!(headers["x-forwarded-for"], "app-web");
+        assert!(!cyclic);
+        // A callee already up the chain is called as a cycle.
+        let chain = vec!["finance-payments".to_string()];
+        answered(who.outgoing(get("http://finance-payments/"), &chain)).await;
+        assert!(callee.calls.lock()[1].1);
+        assert_eq!(metrics.calls.counts().in_process, 2);
+    }
+
+    #[tokio::test]
+    async fn long_chains_are_cut_with_508() {
+        let (who, callee, _metrics, _dir) = setup(Outbound::Deny);
+        let chain: Vec<String> = (0..MAX_HOPS).map(|i| format!("app-s{i}")).collect();
+        assert_eq!(
+            answered(who.outgoing(get("http://finance-payments/"), &chain)).await,
+            508
+        );
+        assert!(callee.calls.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn other_names_follow_the_outbound_policy() {
+        let (who, callee, metrics, _dir) = setup(Outbound::Deny);
+        // HTTPS to a service name, and names of other environments, are
+        // not in-process calls: the policy decides, and it denies.
+        for uri in [
+            "https://finance-payments/",
+            "http://example.com/",
+            "http://other-env-name/",
+        ] {
+            match who.outgoing(get(uri), &[]) {
+                Outgoing::Denied(message) => assert!(message.contains("denied"), "{message}"),
+                _ => panic!("{uri} was not denied"),
+            }
+        }
+        assert!(callee.calls.lock().is_empty());
+        assert_eq!(metrics.calls.counts().denied, 3);
+        let (who, _callee, metrics, _dir) = setup(Outbound::Allow);
+        assert!(matches!(
+            who.outgoing(get("http://example.com/"), &[]),
+            Outgoing::Network(_)
+        ));
+        assert_eq!(metrics.calls.counts().outbound, 1);
+    }
+}

@@ -1,0 +1,47 @@
+//! Services: everything that owns running instances of a service, and
+//! nothing that stores or serves the platform's state. It reads the
+//! runtime below it and writes telemetry; the layers above (cron, the
+//! ingress, the API, the daemon's converge loop) read it, and it imports
+//! none of them. It is handed desired state; it never reads the store.
+//!
+//! - `supervisor`: desired versus actual: owns each service's slots, pool
+//!   and rollout; writes routes and names.
+//! - `slot`: one task per worker instance: start, run, back off, restart.
+//! - `rollout`: moving a service's slots to new settings one at a time.
+//! - `pool`: the instances that answer a service's requests: reuse,
+//!   queueing, 503s, trap retirement, cancel-safe waiting.
+//! - `callee`: what a service reached by name is to its callers.
+//! - `directory`: intra-DNS names, outbound policy, and the runtime's
+//!   [`Dispatch`](crate::runtime::Dispatch) for each instance.
+//! - `routes`: which endpoint goes to which web service.
+//! - `session`: interactive runs attached to a caller's terminal.
+//! - `spec`: what a service runs, resolved against its stack.
+//! - `code`: the instance boundary: the traits a kind of instance (wasm
+//!   today, containers next) implements.
+//! - `wasm`: wasm components as that kind.
+//! - `parts`: the handles every owner of instances shares.
+//! - `backoff`: restart back-off.
+
+pub mod backoff;
+pub mod callee;
+pub mod code;
+pub mod directory;
+pub mod parts;
+pub mod pool;
+pub mod rollout;
+pub mod routes;
+pub mod session;
+pub mod slot;
+pub mod spec;
+pub mod supervisor;
+pub mod wasm;
+
+pub use callee::{Callee, Refusal};
+pub use code::{Code, CodeSource, Handler};
+pub use directory::{Directory, Identity, CALLER_HEADER, CHAIN_HEADER};
+pub use parts::Parts;
+pub use pool::WebPool;
+pub use routes::{request_host, Routes};
+pub use spec::{CodeProblem, RunSpec, Spec};
+pub use supervisor::{Route, Supervisor, Tracked};
+pub use wasm::WasmSource;

@@ -1,0 +1,877 @@
+//! Web services: the instances that answer a service's HTTP requests.
+//!
+//! Each web service has a [`WebPool`] with one slot per desired instance.
+//! A slot holds a live instance (a store with the component's
+//! `wasi:http/incoming-handler` instantiated) that serves one request at a
+//! time and is reused for the next, like a process. The instance count
+//! bounds concurrency: a request that finds every slot busy waits in a
+//! bounded queue, and is answered `503` with `Retry-After` when the queue
+//! is full or the wait too long. A request whose instance traps (or runs
+//! out of memory) gets `500`; the instance is retired, counted as a
+//! restart, and its slot is refilled after a back-off, so an instance that
+//! keeps failing is skipped while it backs off. `--fresh-per-request`
+//! serves every request from a new store, pre-instantiated while the slot
+//! is idle.
+//!
+//! # Lifetimes
+//!
+//! The supervisor owns each pool. When the service's settings change, a
+//! new pool replaces it and the old one is retired ([`WebPool::retire`]):
+//! it refills nothing, its idle instances are dropped, its background
+//! tasks end, and requests already holding it finish on it. When the
+//! service is deleted the pool is stopped ([`WebPool::stop`]): retired,
+//! and the requests its instances are serving are ended too. Every count a request
+//! takes (its place in the queue, its slot) is held by a guard whose
+//! `Drop` gives it back, so a request dropped at any await point (a client
+//! hanging up, an intra-DNS caller stopped mid-wait) leaves the queue and
+//! the slots exactly as they were.
+//!
+//! wasmtime-wasi-http's `ProxyHandler` is not used: it has no bound on
+//! live instances, no queue, and no per-instance restarts or status, which
+//! are what a PaaS user watches. This pool is built on the services layer's [`Code`]
+//! and [`Handler`], so any kind of instance can fill it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, Notify, OnceCell};
+use tokio_util::sync::CancellationToken;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::WasiBody;
+
+use super::backoff::backoff;
+use super::callee::{Callee, Refusal};
+use super::code::{BoxFuture, Code, Handler};
+use super::directory::{Identity, CHAIN_HEADER};
+use super::parts::{launch, note, Parts};
+use super::spec::{CodeProblem, Spec};
+use crate::model::{InstanceState, InstanceStatus, ServiceKey};
+use crate::runtime::http::describe;
+use crate::runtime::Outcome;
+
+/// Longest a request waits in the queue for a free instance.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(30);
+/// Longest one request may run in an instance before it is stopped.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The settings a pool is made for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Instances (slots).
+    pub instances: u32,
+    /// A new instance for every request.
+    pub fresh_per_request: bool,
+    /// Keep instances live (a web service's), rather than starting them on
+    /// the first call (a worker's).
+    pub warm: bool,
+}
+
+struct WebSlot {
+    status: InstanceStatus,
+    busy: bool,
+    ready: Option<Box<dyn Handler>>,
+    failures: u32,
+    backoff_until: Option<Instant>,
+}
+
+struct Inner {
+    slots: Vec<WebSlot>,
+    waiting: usize,
+}
+
+/// The instances of one web service.
+pub struct WebPool {
+    key: ServiceKey,
+    spec: Arc<Spec>,
+    settings: PoolSettings,
+    parts: Parts,
+    /// The service's identity (log, counters); each instance gets
+    /// `who.at(id)`.
+    who: Identity,
+    code: OnceCell<Result<Arc<dyn Code>, CodeProblem>>,
+    inner: Mutex<Inner>,
+    freed: Notify,
+    max_queue: usize,
+    /// Where the next search for a free slot starts, so requests spread.
+    next: AtomicUsize,
+    /// Cancelled by [`WebPool::retire`]: ends refills and warm-ups.
+    stopped: CancellationToken,
+    /// Cancelled by [`WebPool::stop`]: ends the requests in flight.
+    killed: CancellationToken,
+}
+
+// === impl WebPool ===
+
+impl WebPool {
+    /// A pool for a service, warming every slot up in the background when
+    /// `settings.warm`.
+    pub fn start(
+        parts: Parts,
+        key: ServiceKey,
+        spec: Arc<Spec>,
+        settings: PoolSettings,
+    ) -> Arc<WebPool> {
+        // A worker's request instances run beside its `run` instances, so
+        // their ids differ: `worker.req1`.
+        let prefix = if settings.warm { "" } else { "req" };
+        let slots = (0..settings.instances)
+            .map(|i| WebSlot {
+                status: InstanceStatus::starting(
+                    format!("{}.{prefix}{}", key.name, i + 1),
+                    spec.version,
+                ),
+                busy: false,
+                ready: None,
+                failures: 0,
+                backoff_until: None,
+            })
+            .collect();
+        let max_queue = parts.queue_per_instance * settings.instances.max(1) as usize;
+        let pool = Arc::new(WebPool {
+            who: parts.identity(&key, &key.name),
+            key,
+            spec,
+            settings,
+            parts,
+            code: OnceCell::new(),
+            inner: Mutex::new(Inner { slots, waiting: 0 }),
+            freed: Notify::new(),
+            max_queue,
+            next: AtomicUsize::new(0),
+            stopped: CancellationToken::new(),
+            killed: CancellationToken::new(),
+        });
+        if settings.warm {
+            for i in 0..settings.instances as usize {
+                pool.spawn_refill(i, Duration::ZERO);
+            }
+        }
+        pool
+    }
+
+    /// Whether the pool was made for this spec and these settings.
+    pub fn matches(&self, spec: &Arc<Spec>, settings: PoolSettings) -> bool {
+        self.spec.id == spec.id && self.settings == settings
+    }
+
+    /// Whether the pool keeps its instances live (a web service's), rather
+    /// than starting them on the first call (a worker's).
+    pub fn warm(&self) -> bool {
+        self.settings.warm
+    }
+
+    /// Stops the pool of a deleted service: retired, and the requests its
+    /// instances serve are ended (their stores dropped).
+    pub fn stop(&self) {
+        self.killed.cancel();
+        self.retire();
+    }
+
+    /// Retires a pool another replaces: no more refills or warm-ups, idle
+    /// instances dropped. Requests that hold it still finish on it.
+    pub fn retire(&self) {
+        self.stopped.cancel();
+        let idle: Vec<Box<dyn Handler>> = self
+            .inner
+            .lock()
+            .slots
+            .iter_mut()
+            .filter_map(|s| s.ready.take())
+            .collect();
+        drop(idle);
+    }
+
+    /// Every slot as an instance.
+    pub fn instances(&self) -> Vec<InstanceStatus> {
+        self.inner
+            .lock()
+            .slots
+            .iter()
+            .map(|s| s.status.clone())
+            .collect()
+    }
+
+    /// Requests waiting for an instance now.
+    pub fn waiting(&self) -> usize {
+        self.inner.lock().waiting
+    }
+
+    /// Serves one request from the ingress on a free instance, waiting in
+    /// the queue for one when all are busy.
+    pub async fn handle(
+        self: &Arc<Self>,
+        request: http::Request<WasiBody>,
+        scheme: Scheme,
+    ) -> Result<http::Response<HyperOutgoingBody>, Refusal> {
+        self.call(request, scheme, false).await
+    }
+
+    /// Serves one request, from the ingress or another service. A `cyclic`
+    /// call (this service is already up its chain) that finds no free
+    /// instance gets a one-off extra instance instead of waiting on one
+    /// held up the chain.
+    pub async fn call(
+        self: &Arc<Self>,
+        request: http::Request<WasiBody>,
+        scheme: Scheme,
+        cyclic: bool,
+    ) -> Result<http::Response<HyperOutgoingBody>, Refusal> {
+        let started = Instant::now();
+        let result = self.answer(request, scheme, cyclic).await;
+        let status = match &result {
+            Ok(response) => response.status().as_u16(),
+            Err(refused) => refused.status.as_u16(),
+        };
+        self.who.metrics.request(status, started.elapsed());
+        result
+    }
+
+    async fn answer(
+        self: &Arc<Self>,
+        request: http::Request<WasiBody>,
+        scheme: Scheme,
+        cyclic: bool,
+    ) -> Result<http::Response<HyperOutgoingBody>, Refusal> {
+        let code = self.code().await.map_err(|problem| {
+            Refusal::unavailable(format!("{} cannot serve requests: {problem}", self.key), 30)
+        })?;
+        let mut lease = self.acquire(cyclic).await?;
+        let handler = match lease.ready.take() {
+            Some(handler) => handler,
+            None => match self.instantiate(lease.slot, &code).await {
+                Ok(handler) => handler,
+                Err(outcome) => {
+                    let message = outcome.message.clone();
+                    lease.finish(None, Some(outcome));
+                    return Err(Refusal::failed(message));
+                }
+            },
+        };
+        let chain = request
+            .headers()
+            .get(CHAIN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').map(str::to_string).collect())
+            .unwrap_or_default();
+        let (tx, rx) = oneshot::channel();
+        let fresh = self.settings.fresh_per_request;
+        let killed = self.killed.clone();
+        // The guest runs on its own task: it may go on writing the body
+        // after it answered, and it gives its slot back when it is done
+        // (or when its service is deleted, by dropping the lease).
+        tokio::spawn(async move {
+            tokio::select! {
+                () = killed.cancelled() => {}
+                served = handler.serve(request, scheme, chain, tx, REQUEST_TIMEOUT) => match served {
+                    Ok(handler) => lease.finish((!fresh).then_some(handler), None),
+                    Err(outcome) => lease.finish(None, Some(outcome)),
+                },
+            }
+        });
+        match rx.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(Refusal::failed(describe(&code))),
+            Err(_) => Err(Refusal::failed(
+                "the instance ended without answering".to_string(),
+            )),
+        }
+    }
+
+    async fn code(&self) -> Result<Arc<dyn Code>, CodeProblem> {
+        self.code
+            .get_or_init(|| self.spec.run.load_handler(self.parts.code.as_ref()))
+            .await
+            .clone()
+    }
+
+    /// Takes a free, healthy slot (and its live instance, if it has one),
+    /// waiting in the queue while none is free. A lease without a slot is
+    /// a one-off instance for a cyclic call.
+    async fn acquire(self: &Arc<Self>, cyclic: bool) -> Result<Lease, Refusal> {
+        let deadline = Instant::now() + QUEUE_WAIT;
+        // Our place in the queue, given back however this future ends.
+        let mut queued: Option<Queued<'_>> = None;
+        loop {
+            let notified = self.freed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = Instant::now();
+            let wake_for_backoff = {
+                let mut inner = self.inner.lock();
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                if let Some(i) = pick(&inner.slots, now, start) {
+                    let slot = &mut inner.slots[i];
+                    slot.busy = true;
+                    let ready = slot.ready.take();
+                    drop(inner);
+                    return Ok(Lease::new(self.clone(), Some(i), ready));
+                }
+                if cyclic {
+                    return Ok(Lease::new(self.clone(), None, None));
+                }
+                self.refuse(&inner, now >= deadline, queued.is_some())?;
+                if queued.is_none() {
+                    inner.waiting += 1;
+                    self.who.metrics.set_waiting(inner.waiting);
+                    queued = Some(Queued(self));
+                }
+                inner
+                    .slots
+                    .iter()
+                    .filter(|s| !s.busy)
+                    .filter_map(|s| s.backoff_until)
+                    .min()
+            };
+            let mut wait = deadline.saturating_duration_since(now);
+            if let Some(until) = wake_for_backoff {
+                wait = wait.min(until.saturating_duration_since(now));
+            }
+            let _ = tokio::time::timeout(wait, notified).await;
+        }
+    }
+
+    /// Why a request that found no free slot cannot wait, if it cannot.
+    fn refuse(&self, inner: &Inner, timed_out: bool, queued: bool) -> Result<(), Refusal> {
+        if inner.slots.is_empty() {
+            return Err(Refusal::unavailable(
+                format!(
+                    "{} has 0 instances; scale it up with `mesh svc update {} --instances N`",
+                    self.key, self.key.name
+                ),
+                5,
+            ));
+        }
+        if timed_out {
+            return Err(Refusal::unavailable(
+                format!(
+                    "{} is busy: no instance was free for {}s",
+                    self.key,
+                    QUEUE_WAIT.as_secs()
+                ),
+                1,
+            ));
+        }
+        if !queued && inner.waiting >= self.max_queue {
+            return Err(Refusal::unavailable(
+                format!(
+                    "{} is busy: all {} instances are serving and {} requests are waiting",
+                    self.key,
+                    inner.slots.len(),
+                    inner.waiting
+                ),
+                1,
+            ));
+        }
+        Ok(())
+    }
+
+    /// A new instance for a slot (`None`: a one-off instance).
+    async fn instantiate(
+        &self,
+        slot: Option<usize>,
+        code: &Arc<dyn Code>,
+    ) -> Result<Box<dyn Handler>, Outcome> {
+        let id = self.instance_id(slot);
+        let launch = launch(&self.who, &self.spec.run, &id);
+        let handler = code.start_handler(launch).await?;
+        if let Some(slot) = slot {
+            let mut inner = self.inner.lock();
+            let status = &mut inner.slots[slot].status;
+            status.enter(InstanceState::Running);
+            status.started_at = Some(Utc::now());
+        }
+        Ok(handler)
+    }
+
+    fn instance_id(&self, slot: Option<usize>) -> String {
+        match slot {
+            Some(slot) => self.inner.lock().slots[slot].status.id.clone(),
+            None => format!("{}.extra", self.key.name),
+        }
+    }
+
+    /// Gives a slot back: with its instance for reuse, or retired after a
+    /// failure (a restart, then a back-off before it is refilled).
+    fn release(
+        self: &Arc<Self>,
+        slot: Option<usize>,
+        ready: Option<Box<dyn Handler>>,
+        failure: Option<Outcome>,
+    ) {
+        let Some(slot) = slot else {
+            if let Some(outcome) = failure {
+                let id = format!("{}.extra", self.key.name);
+                note(
+                    &self.who.log,
+                    &id,
+                    format!("[mesh] {}; the request got 500", outcome.message),
+                );
+            }
+            return;
+        };
+        let stopped = self.stopped.is_cancelled();
+        let refill_after = {
+            let mut inner = self.inner.lock();
+            let s = &mut inner.slots[slot];
+            s.busy = false;
+            match failure {
+                None => {
+                    s.failures = 0;
+                    let refill = ready.is_none();
+                    // A stopped pool keeps no idle instance.
+                    s.ready = if stopped { None } else { ready };
+                    refill.then_some(Duration::ZERO)
+                }
+                Some(outcome) => Some(self.retire_instance(s, outcome)),
+            }
+        };
+        self.freed.notify_one();
+        if let Some(delay) = refill_after {
+            self.spawn_refill(slot, delay);
+        }
+    }
+
+    /// Records a slot's failed instance: a restart, an event, a log line,
+    /// and the back-off before the slot is refilled.
+    fn retire_instance(&self, s: &mut WebSlot, outcome: Outcome) -> Duration {
+        let delay = backoff(s.failures);
+        s.failures = s.failures.saturating_add(1);
+        s.backoff_until = Some(Instant::now() + delay);
+        s.ready = None;
+        let message = &outcome.message;
+        s.status.back_off(None, message.clone(), delay);
+        self.who.metrics.restart();
+        tracing::info!(service = %self.key, instance = %s.status.id, %message, ?delay, "web instance retired");
+        let kind = outcome.event_kind("instance.failed");
+        self.parts.events.service(
+            &self.key,
+            kind,
+            Some(&s.status.id),
+            format!("{message}; the request got 500"),
+        );
+        note(
+            &self.who.log,
+            &s.status.id,
+            format!(
+                "[mesh] {message}; the request got 500; restart {} in {:.1}s",
+                s.status.restarts,
+                delay.as_secs_f64()
+            ),
+        );
+        delay
+    }
+
+    /// After `delay`, gives an idle slot without an instance a fresh one,
+    /// so the next request finds it ready; ends at once when the pool is
+    /// stopped.
+    fn spawn_refill(self: &Arc<Self>, slot: usize, delay: Duration) {
+        if self.stopped.is_cancelled() {
+            return;
+        }
+        let pool = self.clone();
+        let stopped = self.stopped.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stopped.cancelled() => {}
+                () = pool.refill(slot, delay) => {}
+            }
+        });
+    }
+
+    async fn refill(self: Arc<Self>, slot: usize, delay: Duration) {
+        tokio::time::sleep(delay).await;
+        let code = match self.code().await {
+            Ok(code) => code,
+            Err(problem) => {
+                let mut inner = self.inner.lock();
+                for s in &mut inner.slots {
+                    s.status.enter(InstanceState::Crashed);
+                    s.status.message = Some(problem.to_string());
+                }
+                return;
+            }
+        };
+        let lease = {
+            let mut inner = self.inner.lock();
+            let s = &mut inner.slots[slot];
+            if s.busy || s.ready.is_some() {
+                return;
+            }
+            s.busy = true;
+            s.backoff_until = None;
+            s.status.enter(InstanceState::Starting);
+            Lease::new(self.clone(), Some(slot), None)
+        };
+        match self.instantiate(Some(slot), &code).await {
+            Ok(handler) => lease.finish(Some(handler), None),
+            Err(outcome) => lease.finish(None, Some(outcome)),
+        }
+    }
+}
+
+impl Callee for WebPool {
+    fn call(
+        self: Arc<Self>,
+        request: http::Request<WasiBody>,
+        scheme: Scheme,
+        cyclic: bool,
+    ) -> BoxFuture<'static, Result<http::Response<HyperOutgoingBody>, Refusal>> {
+        Box::pin(async move { WebPool::call(&self, request, scheme, cyclic).await })
+    }
+}
+
+impl Drop for WebPool {
+    fn drop(&mut self) {
+        self.stopped.cancel();
+        self.killed.cancel();
+    }
+}
+
+// === impl Queued, Lease ===
+
+/// A request's place in the queue; `Drop` gives it back.
+struct Queued<'a>(&'a WebPool);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.0.inner.lock();
+        inner.waiting = inner.waiting.saturating_sub(1);
+        self.0.who.metrics.set_waiting(inner.waiting);
+    }
+}
+
+/// A slot taken for one request or refill; `Drop` gives it back (without
+/// an instance, so it is refilled) unless [`Lease::finish`] did.
+struct Lease {
+    pool: Arc<WebPool>,
+    slot: Option<usize>,
+    ready: Option<Box<dyn Handler>>,
+    finished: bool,
+}
+
+impl Lease {
+    fn new(pool: Arc<WebPool>, slot: Option<usize>, ready: Option<Box<dyn Handler>>) -> Lease {
+        Lease {
+            pool,
+            slot,
+            ready,
+            finished: false,
+        }
+    }
+
+    /// Gives the slot back with its instance to reuse, or with how it
+    /// failed.
+    fn finish(mut self, ready: Option<Box<dyn Handler>>, failure: Option<Outcome>) {
+        self.finished = true;
+        self.pool.release(self.slot, ready, failure);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.pool.release(self.slot, None, None);
+        }
+    }
+}
+
+/// The slot for a request: a free one (so it has the fewest requests in
+/// flight, none) that is not backing off, searching round-robin from
+/// `start` so that requests spread over the instances.
+fn pick(slots: &[WebSlot], now: Instant, start: usize) -> Option<usize> {
+    let n = slots.len();
+    (0..n).map(|k| (start + k) % n).find(|&i| {
+        let s = &slots[i];
+        !s.busy && s.backoff_until.is_none_or(|t| t <= now)
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! The pool without a daemon: fake code whose instances wait on gates
+    //! the test opens, so requests can be held, queued and dropped at will.
+
+    use std::sync::atomic::AtomicUsize;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt as _, Empty, Full};
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::model::Digest;
+    use crate::runtime::{Interrupt, Launch};
+    use crate::services::code::CodeSource;
+    use crate::services::directory::Directory;
+    use crate::services::spec::RunSpec;
+    use crate::telemetry::{DiskWriter, Events, Logs, Metrics};
+
+    /// Code whose instances start once `starts` lets them, and answer each
+    /// request once `answers` does. Starting fails while `fail` is set.
+    pub(crate) struct Fake {
+        digest: Digest,
+        pub(crate) starts: Arc<Semaphore>,
+        pub(crate) answers: Arc<Semaphore>,
+        pub(crate) started: AtomicUsize,
+        pub(crate) fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl Fake {
+        pub(crate) fn new() -> Arc<Fake> {
+            Arc::new(Fake {
+                digest: Digest::of(b"fake"),
+                starts: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+                answers: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+                started: AtomicUsize::new(0),
+                fail: std::sync::atomic::AtomicBool::new(false),
+            })
+        }
+    }
+
+    struct FakeSource(Arc<Fake>);
+
+    struct FakeCode(Arc<Fake>);
+
+    struct FakeHandler(Arc<Fake>);
+
+    impl CodeSource for FakeSource {
+        fn loaded(&self, _digest: &Digest) -> Option<Arc<dyn Code>> {
+            Some(Arc::new(FakeCode(self.0.clone())))
+        }
+
+        fn load(&self, digest: &Digest) -> BoxFuture<'static, Result<Arc<dyn Code>, String>> {
+            let code = self.loaded(digest);
+            Box::pin(async move { code.ok_or_else(|| "no such code".to_string()) })
+        }
+    }
+
+    impl Code for FakeCode {
+        fn digest(&self) -> &Digest {
+            &self.0.digest
+        }
+        fn runs_command(&self) -> bool {
+            false
+        }
+        fn serves_http(&self) -> bool {
+            true
+        }
+        fn exports(&self) -> Vec<String> {
+            vec!["wasi:http/incoming-handler@0.2.0".into()]
+        }
+        fn run(
+            &self,
+            _: Launch,
+            _: Interrupt,
+            _: Box<dyn FnOnce() + Send>,
+        ) -> BoxFuture<'static, Outcome> {
+            Box::pin(async { Outcome::failed("fake code runs no command".into()) })
+        }
+        fn start_handler(
+            &self,
+            _launch: Launch,
+        ) -> BoxFuture<'static, Result<Box<dyn Handler>, Outcome>> {
+            let fake = self.0.clone();
+            Box::pin(async move {
+                let permit = fake
+                    .starts
+                    .acquire()
+                    .await
+                    .map_err(|_| Outcome::stopped())?;
+                permit.forget();
+                fake.started.fetch_add(1, Ordering::SeqCst);
+                if fake.fail.load(Ordering::SeqCst) {
+                    return Err(Outcome::failed("fake start failure".into()));
+                }
+                Ok(Box::new(FakeHandler(fake)) as Box<dyn Handler>)
+            })
+        }
+    }
+
+    impl Handler for FakeHandler {
+        fn serve(
+            self: Box<Self>,
+            _request: http::Request<WasiBody>,
+            _scheme: Scheme,
+            _chain: Vec<String>,
+            respond: crate::runtime::Respond,
+            _limit: Duration,
+        ) -> BoxFuture<'static, Result<Box<dyn Handler>, Outcome>> {
+            Box::pin(async move {
+                let permit = self
+                    .0
+                    .answers
+                    .acquire()
+                    .await
+                    .map_err(|_| Outcome::stopped())?;
+                permit.forget();
+                let body = Full::new(Bytes::from_static(b"ok"))
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
+                let _ = respond.send(Ok(http::Response::new(body)));
+                Ok(self as Box<dyn Handler>)
+            })
+        }
+    }
+
+    /// A pool of `instances` over fake code, and the parts behind it.
+    pub(crate) fn pool(
+        fake: &Arc<Fake>,
+        instances: u32,
+        warm: bool,
+    ) -> (Arc<WebPool>, Parts, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = DiskWriter::start();
+        let metrics = Arc::new(Metrics::default());
+        let parts = Parts {
+            code: Arc::new(FakeSource(fake.clone())),
+            logs: Arc::new(Logs::new(dir.path(), 1 << 20, writer.clone())),
+            queue_per_instance: 64,
+            directory: Arc::new(Directory::new(metrics.clone())),
+            metrics,
+            events: Arc::new(Events::open(dir.path(), writer)),
+        };
+        let key = ServiceKey {
+            env: "default".into(),
+            stack: "app".into(),
+            name: "web".into(),
+        };
+        let run = RunSpec {
+            command: vec!["fake".into()],
+            env: Vec::new(),
+            memory_bytes: 1 << 20,
+            component: Ok(fake.digest.clone()),
+        };
+        let settings = PoolSettings {
+            instances,
+            fresh_per_request: false,
+            warm,
+        };
+        let pool = WebPool::start(parts.clone(), key, Spec::new(run, 1), settings);
+        (pool, parts, dir)
+    }
+
+    pub(crate) fn request() -> http::Request<WasiBody> {
+        let body = Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        http::Request::builder()
+            .uri("http://web/")
+            .body(body)
+            .unwrap()
+    }
+
+    async fn status(pool: &Arc<WebPool>) -> u16 {
+        match pool.handle(request(), Scheme::Http).await {
+            Ok(response) => response.status().as_u16(),
+            Err(refused) => refused.status.as_u16(),
+        }
+    }
+
+    async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting until {what}");
+    }
+
+    #[tokio::test]
+    async fn dropped_waiters_give_their_places_back() {
+        let fake = Fake::new();
+        let (pool, _parts, _dir) = pool(&fake, 1, true);
+        // Hold the one instance with a request it cannot answer yet.
+        fake.answers.forget_permits(Semaphore::MAX_PERMITS);
+        let busy = tokio::spawn({
+            let pool = pool.clone();
+            async move { status(&pool).await }
+        });
+        let waiters: Vec<_> = (0..50)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { status(&pool).await })
+            })
+            .collect();
+        until("50 requests wait", || pool.waiting() == 50).await;
+        for waiter in &waiters {
+            waiter.abort();
+        }
+        for waiter in waiters {
+            assert!(waiter.await.unwrap_err().is_cancelled());
+        }
+        assert_eq!(
+            pool.waiting(),
+            0,
+            "aborted waiters left their places counted"
+        );
+        fake.answers.add_permits(1000);
+        assert_eq!(busy.await.unwrap(), 200);
+        // The whole queue is free again: 64 requests at once all wait and
+        // are served (with leaked places, they would get 503 at once).
+        let burst: Vec<_> = (0..64)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { status(&pool).await })
+            })
+            .collect();
+        for request in burst {
+            assert_eq!(request.await.unwrap(), 200);
+        }
+        assert_eq!(pool.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_while_its_instance_starts_frees_the_slot() {
+        let fake = Fake::new();
+        // A cold pool: the first request starts the instance itself.
+        let (pool, _parts, _dir) = pool(&fake, 1, false);
+        fake.starts.forget_permits(Semaphore::MAX_PERMITS);
+        let starting = tokio::spawn({
+            let pool = pool.clone();
+            async move { status(&pool).await }
+        });
+        until("the slot is taken", || pool.inner.lock().slots[0].busy).await;
+        starting.abort();
+        let _ = starting.await;
+        assert!(
+            !pool.inner.lock().slots[0].busy,
+            "the dropped request kept its slot"
+        );
+        fake.starts.add_permits(1000);
+        for _ in 0..10 {
+            assert_eq!(status(&pool).await, 200);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stopped_pool_refills_nothing_and_reports_nothing() {
+        let fake = Fake::new();
+        fake.fail.store(true, Ordering::SeqCst);
+        let (pool, parts, _dir) = pool(&fake, 1, true);
+        // The failing instance is retired and refilled after back-offs.
+        until("two failed starts", || {
+            fake.started.load(Ordering::SeqCst) >= 2
+        })
+        .await;
+        pool.stop();
+        let started = fake.started.load(Ordering::SeqCst);
+        let events = parts.events.list(None).len();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            fake.started.load(Ordering::SeqCst),
+            started,
+            "a stopped pool started an instance"
+        );
+        assert_eq!(
+            parts.events.list(None).len(),
+            events,
+            "a stopped pool reported a failure"
+        );
+        // The pool's tasks hold it no longer: only ours is left.
+        until("the pool's tasks end", || Arc::strong_count(&pool) == 1).await;
+    }
+}

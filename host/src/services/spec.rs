@@ -1,0 +1,227 @@
+//! What a service runs: its command, env, memory limit and the code its
+//! command names, resolved against its stack; and loading that code with
+//! errors that say what is wrong.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use super::code::{Code, CodeSource};
+use crate::model::{Digest, Service, Stack};
+
+/// Why a service's instances cannot start: each names the problem and
+/// what would fix it.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum CodeProblem {
+    /// The stack has no code yet.
+    #[error("stack {stack} has no code yet: deploy some with `mesh stack deploy {stack} PATH`")]
+    NoCode {
+        /// The stack.
+        stack: String,
+    },
+    /// The command names no component of the stack.
+    #[error("no component named '{name}' in stack {stack} v{version} (have: {have})")]
+    NoComponent {
+        /// The name the command used.
+        name: String,
+        /// The stack.
+        stack: String,
+        /// Its current version.
+        version: u64,
+        /// The components it has, comma-separated.
+        have: String,
+    },
+    /// The code could not be read or compiled.
+    #[error("loading code failed: {0}")]
+    Load(String),
+    /// A worker or cron job whose code only serves HTTP.
+    #[error("component '{0}' only serves HTTP (no `wasi:cli/run`): it takes requests by its intra-DNS name, or publish it with `mesh svc publish`")]
+    OnlyHttp(String),
+    /// Code with no command entry point where one is needed.
+    #[error("component '{name}' does not export `wasi:cli/run`, so it cannot run as a worker (it exports {exports})")]
+    NoCommand {
+        /// The component.
+        name: String,
+        /// What it exports.
+        exports: String,
+    },
+    /// Code with no HTTP handler where one is needed.
+    #[error("component '{name}' does not export `wasi:http/incoming-handler`, so it cannot serve requests (it exports {exports})")]
+    NoHandler {
+        /// The component.
+        name: String,
+        /// What it exports.
+        exports: String,
+    },
+}
+
+/// What a slot runs: everything about a service that, when it changes,
+/// means its instances must restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSpec {
+    /// argv.
+    pub command: Vec<String>,
+    /// Environment variables, `MESH_STACK` and `MESH_SERVICE` included.
+    pub env: Vec<(String, String)>,
+    /// Memory limit of each instance.
+    pub memory_bytes: u64,
+    /// The component's digest, or why there is none.
+    pub component: Result<Digest, CodeProblem>,
+}
+
+/// A [`RunSpec`] as handed to slots, pools and cron jobs, with an id so a
+/// rollout can tell when a slot has taken it, and the stack version it
+/// belongs to.
+#[derive(Debug)]
+pub struct Spec {
+    /// Unique per spec made.
+    pub id: u64,
+    /// What to run.
+    pub run: RunSpec,
+    /// The stack version.
+    pub version: u64,
+}
+
+static NEXT_SPEC_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Spec {
+    /// A new spec with a fresh id.
+    pub fn new(run: RunSpec, version: u64) -> Arc<Spec> {
+        Arc::new(Spec {
+            id: NEXT_SPEC_ID.fetch_add(1, Ordering::Relaxed),
+            run,
+            version,
+        })
+    }
+
+    /// The same spec under a new version number.
+    pub fn relabelled(&self, version: u64) -> Arc<Spec> {
+        Arc::new(Spec {
+            id: self.id,
+            run: self.run.clone(),
+            version,
+        })
+    }
+}
+
+impl RunSpec {
+    /// What a service should run, given its stack, and the stack version.
+    pub fn of(service: &Service, stack: Option<&Stack>) -> (RunSpec, u64) {
+        let mut env: Vec<(String, String)> = service
+            .env_vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("MESH_STACK".into(), service.stack.clone()));
+        env.push(("MESH_SERVICE".into(), service.name.clone()));
+        let run = RunSpec {
+            command: service.command.clone(),
+            env,
+            memory_bytes: service.memory_bytes,
+            component: resolve_component(service, stack),
+        };
+        (run, stack.map_or(0, |s| s.current))
+    }
+
+    /// The guest's environment variables for one instance.
+    pub fn env_for(&self, instance: &str) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        env.push(("MESH_INSTANCE".into(), instance.to_string()));
+        env
+    }
+
+    /// The component the command names (its first word).
+    pub fn component_name(&self) -> &str {
+        self.command.first().map(String::as_str).unwrap_or("")
+    }
+
+    /// Loads the code, whatever it exports.
+    pub async fn load_any(&self, source: &dyn CodeSource) -> Result<Arc<dyn Code>, CodeProblem> {
+        let digest = self.component.clone()?;
+        source.load(&digest).await.map_err(CodeProblem::Load)
+    }
+
+    /// Loads the code to run as a command.
+    pub async fn load_command(
+        &self,
+        source: &dyn CodeSource,
+    ) -> Result<Arc<dyn Code>, CodeProblem> {
+        let code = self.load_any(source).await?;
+        let name = self.component_name().to_string();
+        if !code.runs_command() && code.serves_http() {
+            return Err(CodeProblem::OnlyHttp(name));
+        }
+        if !code.runs_command() {
+            let exports = code.exports().join(", ");
+            return Err(CodeProblem::NoCommand { name, exports });
+        }
+        Ok(code)
+    }
+
+    /// Loads the code to serve requests.
+    pub async fn load_handler(
+        &self,
+        source: &dyn CodeSource,
+    ) -> Result<Arc<dyn Code>, CodeProblem> {
+        let code = self.load_any(source).await?;
+        if !code.serves_http() {
+            let name = self.component_name().to_string();
+            let exports = code.exports().join(", ");
+            return Err(CodeProblem::NoHandler { name, exports });
+        }
+        Ok(code)
+    }
+}
+
+/// The digest of the component a service's command names, or why there
+/// is none.
+pub fn resolve_component(service: &Service, stack: Option<&Stack>) -> Result<Digest, CodeProblem> {
+    let name = service.component();
+    let stack = match stack {
+        Some(stack) if stack.current > 0 => stack,
+        _ => {
+            return Err(CodeProblem::NoCode {
+                stack: service.stack.clone(),
+            })
+        }
+    };
+    stack
+        .components
+        .get(name)
+        .cloned()
+        .ok_or_else(|| no_component(name, &stack.name, stack.current, &stack.components))
+}
+
+/// `no component named 'ap' in stack app v4 (have: app, payments)`.
+pub fn no_component(
+    name: &str,
+    stack: &str,
+    version: u64,
+    components: &BTreeMap<String, Digest>,
+) -> CodeProblem {
+    let have: Vec<&str> = components.keys().map(String::as_str).collect();
+    CodeProblem::NoComponent {
+        name: name.to_string(),
+        stack: stack.to_string(),
+        version,
+        have: have.join(", "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_components_are_named_with_what_exists() {
+        let mut components = BTreeMap::new();
+        components.insert("app".to_string(), Digest::of(b"a"));
+        components.insert("payments".to_string(), Digest::of(b"p"));
+        assert_eq!(
+            no_component("ap", "app", 4, &components).to_string(),
+            "no component named 'ap' in stack app v4 (have: app, payments)"
+        );
+    }
+}

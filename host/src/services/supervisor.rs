@@ -1,0 +1,413 @@
+//! The supervisor: makes the instances that run match desired state, and
+//! keeps them running.
+//!
+//! It is handed each new snapshot of desired state ([`Supervisor::apply`]);
+//! it does not read the store itself. For every service it owns a row of
+//! worker slots (`slot.rs`), a pool of request-serving instances
+//! (`pool.rs`) and a rollout in progress (`rollout.rs`); it writes the
+//! routing table and the intra-DNS directory. Whatever it starts it stops:
+//! a deleted service's slots and pool end, its log is closed and removed,
+//! its counters go. Instances owned elsewhere (an interactive run, a cron
+//! job's run) are shown with the service's while their [`Tracked`] guard
+//! lives.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+
+use super::callee::Callee;
+use super::code::CodeSource;
+use super::directory::{Directory, Identity};
+use super::parts::Parts;
+use super::pool::{PoolSettings, WebPool};
+use super::rollout::Rollout;
+use super::routes::Routes;
+use super::slot::Slot;
+use super::spec::{RunSpec, Spec};
+use crate::model::{dns_name, Desired, InstanceStatus, Service, ServiceKey, ServiceType, Stack};
+use crate::telemetry::{Events, Logs, Metrics};
+
+/// What the supervisor runs for one service.
+struct ServiceRuntime {
+    spec: Arc<Spec>,
+    slots: Vec<Slot>,
+    rollout: Option<Rollout>,
+    web: Option<Arc<WebPool>>,
+}
+
+/// Where an ingress request goes.
+pub struct Route {
+    /// The web service.
+    pub key: ServiceKey,
+    /// Its pool, once the supervisor has started one.
+    pub pool: Option<Arc<WebPool>>,
+    /// Whether the endpoint was published as `https://`.
+    pub https: bool,
+}
+
+/// Instances owned elsewhere, shown among their service's.
+type TrackedMap = HashMap<ServiceKey, Vec<Arc<Mutex<InstanceStatus>>>>;
+
+/// Converges running instances to desired state.
+pub struct Supervisor {
+    parts: Parts,
+    runtimes: Mutex<HashMap<ServiceKey, ServiceRuntime>>,
+    routes: RwLock<Arc<Routes>>,
+    tracked: Arc<Mutex<TrackedMap>>,
+    /// Told when the supervisor wants to be applied again.
+    kick: Notify,
+    me: Weak<Supervisor>,
+}
+
+impl Supervisor {
+    /// A supervisor running code from `code`.
+    pub fn new(
+        code: Arc<dyn CodeSource>,
+        logs: Arc<Logs>,
+        events: Arc<Events>,
+        metrics: Arc<Metrics>,
+        queue_per_instance: usize,
+    ) -> Arc<Supervisor> {
+        Arc::new_cyclic(|me| Supervisor {
+            parts: Parts {
+                code,
+                logs,
+                queue_per_instance,
+                directory: Arc::new(Directory::new(metrics.clone())),
+                metrics,
+                events,
+            },
+            runtimes: Mutex::new(HashMap::new()),
+            routes: RwLock::new(Arc::new(Routes::default())),
+            tracked: Arc::new(Mutex::new(HashMap::new())),
+            kick: Notify::new(),
+            me: me.clone(),
+        })
+    }
+
+    /// The parts owners of instances share (for cron jobs and sessions).
+    pub fn parts(&self) -> &Parts {
+        &self.parts
+    }
+
+    /// Notified when loaded code changed what some service runs as, so
+    /// the caller should apply desired state again.
+    pub fn kicked(&self) -> &Notify {
+        &self.kick
+    }
+
+    /// Converges to `desired`: slots, pools, routes, names and policies.
+    pub fn apply(&self, desired: &Desired) {
+        let stacks: HashMap<(&str, &str), &Stack> = desired
+            .stacks
+            .iter()
+            .map(|s| ((s.env.as_str(), s.name.as_str()), s))
+            .collect();
+        let mut runtimes = self.runtimes.lock();
+        let mut wanted = HashSet::new();
+        for service in &desired.services {
+            let key = ServiceKey::of(service);
+            let stack = stacks
+                .get(&(service.env.as_str(), service.stack.as_str()))
+                .copied();
+            self.converge_service(&mut runtimes, &key, service, stack);
+            wanted.insert(key);
+        }
+        *self.routes.write() = Arc::new(Routes::of(&desired.services));
+        self.publish_names(&runtimes, desired);
+        let gone: Vec<ServiceKey> = runtimes
+            .keys()
+            .filter(|k| !wanted.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(rt) = runtimes.remove(&key) {
+                self.stop_deleted(key, rt);
+            }
+        }
+    }
+
+    fn converge_service(
+        &self,
+        runtimes: &mut HashMap<ServiceKey, ServiceRuntime>,
+        key: &ServiceKey,
+        service: &Service,
+        stack: Option<&Stack>,
+    ) {
+        let (run, version) = RunSpec::of(service, stack);
+        let requests_only = self.serves_only_http(&run);
+        // Cron jobs get their instances from the scheduler, web services
+        // (and workers whose code only serves HTTP) from their pool.
+        let count = match service.service_type() {
+            ServiceType::Cron | ServiceType::Web => 0,
+            ServiceType::Worker if requests_only => 0,
+            ServiceType::Worker => service.instances as usize,
+        };
+        let rt = runtimes
+            .entry(key.clone())
+            .or_insert_with(|| ServiceRuntime {
+                spec: Spec::new(run.clone(), version),
+                slots: Vec::new(),
+                rollout: None,
+                web: None,
+            });
+        self.converge_slots(key, rt, run, version, count);
+        self.converge_web(key, rt, service, requests_only);
+    }
+
+    /// Intra-DNS names (every service with a pool) and outbound policies.
+    fn publish_names(&self, runtimes: &HashMap<ServiceKey, ServiceRuntime>, desired: &Desired) {
+        let names = runtimes
+            .iter()
+            .filter_map(|(key, rt)| {
+                let pool: Arc<dyn Callee> = rt.web.clone()?;
+                Some(((key.env.clone(), dns_name(&key.stack, &key.name)), pool))
+            })
+            .collect();
+        let policies = desired
+            .envs
+            .iter()
+            .map(|e| (e.name.clone(), e.outbound.clone()))
+            .collect();
+        self.parts.directory.set(names, policies);
+    }
+
+    /// Stops everything a deleted service ran; its log and counters go at
+    /// once, so nothing still running for it writes anywhere.
+    fn stop_deleted(&self, key: ServiceKey, rt: ServiceRuntime) {
+        tracing::info!(service = %key, "service deleted: stopping its instances");
+        self.parts.metrics.forget(&key);
+        self.parts.logs.remove(&key);
+        tokio::spawn(stop_runtime(rt));
+    }
+
+    /// The instances of one service, in slot order,
+    /// then its pool's, then those owned elsewhere.
+    pub fn instances(&self, key: &ServiceKey) -> Vec<InstanceStatus> {
+        let tracked: Vec<InstanceStatus> = self
+            .tracked
+            .lock()
+            .get(key)
+            .map(|runs| runs.iter().map(|s| s.lock().clone()).collect())
+            .unwrap_or_default();
+        let mut all: Vec<InstanceStatus> = self
+            .runtimes
+            .lock()
+            .get(key)
+            .map(|rt| {
+                rt.slots
+                    .iter()
+                    .map(Slot::status)
+                    .chain(rt.web.iter().flat_map(|w| {
+                        // A worker's request instances show once they
+                        // have served (or failed) a call.
+                        let warm = w.warm();
+                        w.instances()
+                            .into_iter()
+                            .filter(move |i| warm || i.started_at.is_some() || i.restarts > 0)
+                    }))
+                    .collect()
+            })
+            .unwrap_or_default();
+        all.extend(tracked);
+        all
+    }
+
+    /// Every service's instances, by key.
+    pub fn all_instances(&self) -> Vec<(ServiceKey, Vec<InstanceStatus>)> {
+        let mut keys: Vec<ServiceKey> = self.runtimes.lock().keys().cloned().collect();
+        keys.sort();
+        keys.into_iter()
+            .map(|key| {
+                let list = self.instances(&key);
+                (key, list)
+            })
+            .collect()
+    }
+
+    /// The web service an ingress request for `host` and `path` goes to,
+    /// and its pool when the supervisor has started one.
+    pub fn route(&self, host: &str, path: &str) -> Option<Route> {
+        let routes = self.routes.read().clone();
+        let (endpoint, key) = routes.find(host, path)?;
+        let pool = self.runtimes.lock().get(key).and_then(|rt| rt.web.clone());
+        Some(Route {
+            key: key.clone(),
+            pool,
+            https: endpoint.scheme == "https",
+        })
+    }
+
+    /// The event log.
+    pub fn events(&self) -> &Arc<Events> {
+        &self.parts.events
+    }
+
+    /// `/metrics` in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        self.parts.metrics.render(&self.all_instances())
+    }
+
+    /// Who an instance of a service is, for the calls it makes.
+    pub fn identity(&self, key: &ServiceKey, instance: &str) -> Identity {
+        self.parts.identity(key, instance)
+    }
+
+    /// Shows an instance owned elsewhere among the service's while the
+    /// returned guard lives.
+    pub fn track(&self, key: &ServiceKey, status: Arc<Mutex<InstanceStatus>>) -> Tracked {
+        self.tracked
+            .lock()
+            .entry(key.clone())
+            .or_default()
+            .push(status.clone());
+        Tracked {
+            map: self.tracked.clone(),
+            key: key.clone(),
+            status,
+        }
+    }
+
+    /// Stops every instance; used at shutdown.
+    pub async fn stop_all(&self) {
+        let runtimes: Vec<ServiceRuntime> =
+            self.runtimes.lock().drain().map(|(_, rt)| rt).collect();
+        for rt in runtimes {
+            stop_runtime(rt).await;
+        }
+    }
+
+    fn converge_slots(
+        &self,
+        key: &ServiceKey,
+        rt: &mut ServiceRuntime,
+        run: RunSpec,
+        version: u64,
+        count: usize,
+    ) {
+        if rt.spec.run != run {
+            tracing::info!(service = %key, version, "settings changed: rolling instances");
+            rt.spec = Spec::new(run, version);
+            let handles = rt.slots.iter().map(Slot::handle).collect();
+            // A rollout already going is dropped, and so stopped.
+            rt.rollout = Some(Rollout::start(handles, rt.spec.clone()));
+        } else if rt.spec.version != version {
+            // Same code and settings under a new version number: nothing to
+            // restart, only the label moves.
+            rt.spec = rt.spec.relabelled(version);
+            for slot in &rt.slots {
+                slot.relabel(version);
+            }
+        }
+        while rt.slots.len() < count {
+            let index = rt.slots.len();
+            rt.slots
+                .push(Slot::spawn(&self.parts, key, index, rt.spec.clone()));
+        }
+        // Dropped slots end their tasks.
+        rt.slots.truncate(count);
+    }
+
+    /// Starts, replaces or stops the service's pool of request-serving
+    /// instances: a web service's is kept warm; a worker's starts instances
+    /// on the first call by intra-DNS name. A new pool replaces the old
+    /// when code, settings or instance count change (requests in flight
+    /// finish on the old one, which refills nothing). Cron jobs take no
+    /// requests.
+    fn converge_web(
+        &self,
+        key: &ServiceKey,
+        rt: &mut ServiceRuntime,
+        service: &Service,
+        requests_only: bool,
+    ) {
+        let warm = match service.service_type() {
+            ServiceType::Cron => {
+                if let Some(old) = rt.web.take() {
+                    old.retire();
+                }
+                return;
+            }
+            ServiceType::Web => true,
+            ServiceType::Worker => requests_only,
+        };
+        let settings = PoolSettings {
+            instances: service.instances,
+            fresh_per_request: service.fresh_per_request,
+            warm,
+        };
+        if rt
+            .web
+            .as_ref()
+            .is_some_and(|pool| pool.matches(&rt.spec, settings))
+        {
+            return;
+        }
+        tracing::debug!(service = %key, instances = service.instances, warm, "request pool");
+        let new = WebPool::start(self.parts.clone(), key.clone(), rt.spec.clone(), settings);
+        if let Some(old) = rt.web.replace(new) {
+            old.retire();
+        }
+    }
+
+    /// Whether the code a spec runs has the HTTP handler but no
+    /// `wasi:cli/run`: its instances come from its request pool. Code not in
+    /// memory yet is loaded in the background, then applied again.
+    fn serves_only_http(&self, run: &RunSpec) -> bool {
+        let Ok(digest) = &run.component else {
+            return false;
+        };
+        if let Some(code) = self.parts.code.loaded(digest) {
+            return !code.runs_command() && code.serves_http();
+        }
+        let load = self.parts.code.load(digest);
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            if load.await.is_ok() {
+                if let Some(me) = me.upgrade() {
+                    me.kick.notify_one();
+                }
+            }
+        });
+        false
+    }
+}
+
+/// An instance owned elsewhere (an interactive run, a cron run), shown
+/// among its service's until this guard is dropped.
+pub struct Tracked {
+    map: Arc<Mutex<TrackedMap>>,
+    key: ServiceKey,
+    status: Arc<Mutex<InstanceStatus>>,
+}
+
+impl Tracked {
+    /// The tracked status, to update.
+    pub fn status(&self) -> &Arc<Mutex<InstanceStatus>> {
+        &self.status
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let mut map = self.map.lock();
+        if let Some(runs) = map.get_mut(&self.key) {
+            runs.retain(|s| !Arc::ptr_eq(s, &self.status));
+            if runs.is_empty() {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+async fn stop_runtime(rt: ServiceRuntime) {
+    drop(rt.rollout);
+    if let Some(pool) = &rt.web {
+        pool.stop();
+    }
+    for slot in rt.slots {
+        slot.stop().await;
+    }
+}

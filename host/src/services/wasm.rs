@@ -1,0 +1,122 @@
+//! Wasm components as the services layer's [`Code`]: each instance is a
+//! wasmtime store, made by the runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::WasiBody;
+
+use super::code::{BoxFuture, Code, CodeSource, Handler};
+use crate::model::Digest;
+use crate::runtime::{
+    run_command, Engine, HttpInstance, Interrupt, Launch, Loaded, Outcome, Respond,
+};
+
+/// Components loaded through the engine.
+pub struct WasmSource {
+    engine: Arc<Engine>,
+}
+
+impl WasmSource {
+    /// Components from `engine`'s code cache.
+    pub fn new(engine: Arc<Engine>) -> Arc<WasmSource> {
+        Arc::new(WasmSource { engine })
+    }
+
+    fn wrap(&self, loaded: Arc<Loaded>) -> Arc<dyn Code> {
+        Arc::new(WasmCode {
+            engine: self.engine.clone(),
+            loaded,
+        })
+    }
+}
+
+impl CodeSource for WasmSource {
+    fn loaded(&self, digest: &Digest) -> Option<Arc<dyn Code>> {
+        self.engine.loaded(digest).map(|loaded| self.wrap(loaded))
+    }
+
+    fn load(&self, digest: &Digest) -> BoxFuture<'static, Result<Arc<dyn Code>, String>> {
+        if let Some(code) = self.loaded(digest) {
+            return Box::pin(async move { Ok(code) });
+        }
+        let engine = self.engine.clone();
+        let digest = digest.clone();
+        Box::pin(async move {
+            // Reading or compiling code blocks: keep it off the async threads.
+            let loaded = {
+                let engine = engine.clone();
+                tokio::task::spawn_blocking(move || engine.load(&digest))
+                    .await
+                    .map_err(|e| format!("the loader task failed: {e}"))?
+                    .map_err(|e| format!("{e:#}"))?
+            };
+            Ok(Arc::new(WasmCode { engine, loaded }) as Arc<dyn Code>)
+        })
+    }
+}
+
+/// One loaded component.
+struct WasmCode {
+    engine: Arc<Engine>,
+    loaded: Arc<Loaded>,
+}
+
+impl Code for WasmCode {
+    fn digest(&self) -> &Digest {
+        &self.loaded.digest
+    }
+
+    fn runs_command(&self) -> bool {
+        self.loaded.command.is_some()
+    }
+
+    fn serves_http(&self) -> bool {
+        self.loaded.serves_http()
+    }
+
+    fn exports(&self) -> Vec<String> {
+        self.loaded.exports.clone()
+    }
+
+    fn run(
+        &self,
+        launch: Launch,
+        interrupt: Interrupt,
+        running: Box<dyn FnOnce() + Send>,
+    ) -> BoxFuture<'static, Outcome> {
+        let (engine, loaded) = (self.engine.clone(), self.loaded.clone());
+        Box::pin(async move { run_command(&engine, &loaded, launch, interrupt, running).await })
+    }
+
+    fn start_handler(
+        &self,
+        launch: Launch,
+    ) -> BoxFuture<'static, Result<Box<dyn Handler>, Outcome>> {
+        let (engine, loaded) = (self.engine.clone(), self.loaded.clone());
+        Box::pin(async move {
+            let instance = HttpInstance::start(&engine, &loaded, launch).await?;
+            Ok(Box::new(WasmHandler(instance)) as Box<dyn Handler>)
+        })
+    }
+}
+
+/// A store serving `wasi:http/incoming-handler`.
+struct WasmHandler(HttpInstance);
+
+impl Handler for WasmHandler {
+    fn serve(
+        self: Box<Self>,
+        request: http::Request<WasiBody>,
+        scheme: Scheme,
+        chain: Vec<String>,
+        respond: Respond,
+        limit: Duration,
+    ) -> BoxFuture<'static, Result<Box<dyn Handler>, Outcome>> {
+        Box::pin(async move {
+            let instance = self.0.serve(request, scheme, chain, respond, limit).await?;
+            Ok(Box::new(WasmHandler(instance)) as Box<dyn Handler>)
+        })
+    }
+}

@@ -1,0 +1,19 @@
+//! What the daemon tells people about what runs: instance output (logs),
+//! what happened (events) and counters (metrics). It depends on the model
+//! alone; the layers that run services write to it.
+//!
+//! - `logs`: instance output per service, bounded, followable.
+//! - `events`: what happened, for `mesh events`.
+//! - `metrics`: counters and the Prometheus text at `/metrics`.
+//! - `writer`: the one task that writes every log, event and run record to
+//!   disk, behind a bounded queue, so no async thread blocks on a file.
+
+pub mod events;
+pub mod logs;
+pub mod metrics;
+pub mod writer;
+
+pub use events::{Event, Events};
+pub use logs::{LogLine, LogStream, Logs, ServiceLog, Stream};
+pub use metrics::{CallCounts, Metrics, ServiceMetrics};
+pub use writer::DiskWriter;

@@ -1,0 +1,304 @@
+//! Lifecycles: whatever starts a task stops it. A deleted service leaves
+//! nothing running or writing; a request dropped while it waits gives its
+//! place in the queue back (over HTTP/2 resets, and when the calling
+//! instance is stopped mid-wait); ingress connections are bounded and
+//! drained on shutdown; code no kept version names is removed.
+
+mod support;
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{app_wasm, variant, Daemon};
+
+/// `mesh_requests_waiting` of one service, from `/metrics`.
+fn waiting(d: &Daemon, service: &str) -> Option<u64> {
+    let needle =
+        format!("mesh_requests_waiting{{env=\"default\",stack=\"app\",service=\"{service}\"}} ");
+    d.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(&needle).and_then(|n| n.trim().parse().ok()))
+}
+
+/// Polls `ok` every 50 ms for `limit`.
+fn eventually(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {limit:?} waiting until {what}");
+}
+
+/// A web service `name` of `app` with `instances`, on `name.localhost`.
+fn web(d: &Daemon, name: &str, instances: &str) {
+    d.create(name, &["--instances", instances], &["server"]);
+    let host = format!("{name}.localhost");
+    d.ok(&["svc", "publish", "-n", name, "--endpoint", name]);
+    eventually("the web service answers", Duration::from_secs(20), || {
+        d.get(&host, "/").status == 200
+    });
+}
+
+/// Holds `name`'s only instance busy for `ms` on a thread.
+fn hold(d: &Daemon, name: &str, ms: u64) -> std::thread::JoinHandle<u16> {
+    let addr = d.http_addr();
+    let host = format!("{name}.localhost");
+    let path = format!("/sleep?ms={ms}");
+    std::thread::spawn(move || support::http_request(&addr, "GET", &host, &path, &[], b"").status)
+}
+
+fn events_of(d: &Daemon, service: &str) -> Vec<Value> {
+    let events: Vec<Value> = serde_json::from_str(&d.ok(&["events", "--json"])).unwrap();
+    events
+        .into_iter()
+        .filter(|e| e["service"] == format!("app/{service}"))
+        .collect()
+}
+
+#[test]
+fn a_deleted_web_service_leaves_nothing_behind() {
+    let d = Daemon::start();
+    // 1 MiB is less than the component's own initial memory: every
+    // instance fails as it starts, and is retried with back-off.
+    d.create("hungry", &["--memory", "1Mi"], &["server"]);
+    d.ok(&["svc", "publish", "-n", "hungry", "--endpoint", "hungry"]);
+    eventually(
+        "a failed start is reported",
+        Duration::from_secs(20),
+        || {
+            events_of(&d, "hungry")
+                .iter()
+                .any(|e| e["kind"] == "instance.oom" || e["kind"] == "instance.failed")
+        },
+    );
+    d.ok(&["svc", "delete", "hungry"]);
+    let after_delete = events_of(&d, "hungry").len();
+    let log = d.data_dir().join("logs/default/app/hungry.log");
+    // Back-offs of 0.1 to 1.6 s would have retried several times by now.
+    std::thread::sleep(Duration::from_secs(4));
+    let late: Vec<Value> = events_of(&d, "hungry").split_off(after_delete);
+    assert!(late.is_empty(), "events after the delete: {late:?}");
+    assert!(!log.exists(), "the deleted service's log file is back");
+    assert!(!d.metrics().contains("service=\"hungry\""));
+}
+
+#[test]
+fn http2_requests_reset_while_waiting_give_their_places_back() {
+    let d = Daemon::start_with(&["--queue-per-instance", "4"]);
+    web(&d, "slow", "1");
+    let busy = hold(&d, "slow", 3000);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // One HTTP/2 connection, the whole queue's worth of requests on it,
+    // then the connection is dropped with all of them waiting.
+    let addr = d.http_addr();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        let conn = tokio::spawn(conn);
+        let mut requests = Vec::new();
+        for _ in 0..4 {
+            let request = hyper::Request::get("http://slow.localhost/")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            sender.ready().await.unwrap();
+            requests.push(tokio::spawn(sender.send_request(request)));
+        }
+        let wait = Instant::now() + Duration::from_secs(5);
+        while waiting(&d, "slow") != Some(4) && Instant::now() < wait {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(waiting(&d, "slow"), Some(4), "the requests did not queue");
+        for request in requests {
+            request.abort();
+        }
+        conn.abort();
+    });
+    drop(runtime);
+    eventually(
+        "the reset requests leave the queue",
+        Duration::from_secs(2),
+        || waiting(&d, "slow") == Some(0),
+    );
+    assert_eq!(busy.join().unwrap(), 200);
+
+    // Busy again, the whole queue is free: four more requests wait and
+    // are served rather than being refused at once.
+    let busy = hold(&d, "slow", 1000);
+    std::thread::sleep(Duration::from_millis(300));
+    let queued: Vec<_> = (0..4).map(|_| hold(&d, "slow", 1)).collect();
+    for request in queued {
+        assert_eq!(request.join().unwrap(), 200);
+    }
+    assert_eq!(busy.join().unwrap(), 200);
+    for _ in 0..5 {
+        assert_eq!(d.get("slow.localhost", "/").status, 200);
+    }
+}
+
+#[test]
+fn callers_stopped_while_waiting_by_name_give_their_places_back() {
+    let d = Daemon::start_with(&["--queue-per-instance", "4"]);
+    web(&d, "slow", "1");
+    web(&d, "gateway", "3");
+    let busy = hold(&d, "slow", 4000);
+    std::thread::sleep(Duration::from_millis(300));
+    // Three gateway instances call `slow` by name and wait in its queue.
+    let callers: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = d.http_addr();
+            std::thread::spawn(move || {
+                support::http_request(
+                    &addr,
+                    "GET",
+                    "gateway.localhost",
+                    "/call?url=http%3A%2F%2Fapp-slow%2F",
+                    &[],
+                    b"",
+                )
+                .status
+            })
+        })
+        .collect();
+    eventually("the callers wait", Duration::from_secs(5), || {
+        waiting(&d, "slow") == Some(3)
+    });
+    // Deleting the gateway stops its instances mid-call.
+    d.ok(&["svc", "delete", "gateway"]);
+    eventually(
+        "the stopped callers leave the queue",
+        Duration::from_secs(2),
+        || waiting(&d, "slow") == Some(0),
+    );
+    for caller in callers {
+        assert_ne!(
+            caller.join().unwrap(),
+            200,
+            "a deleted service's request went on"
+        );
+    }
+    assert_eq!(busy.join().unwrap(), 200);
+    let busy = hold(&d, "slow", 1000);
+    std::thread::sleep(Duration::from_millis(300));
+    let queued: Vec<_> = (0..4).map(|_| hold(&d, "slow", 1)).collect();
+    for request in queued {
+        assert_eq!(request.join().unwrap(), 200);
+    }
+    assert_eq!(busy.join().unwrap(), 200);
+}
+
+#[test]
+fn ingress_connections_are_bounded_counted_and_drained() {
+    let mut d = Daemon::start_with(&["--max-connections", "2"]);
+    web(&d, "web", "2");
+    let addr = d.http_addr();
+    // Two idle keep-alive connections take the two places.
+    let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    eventually(
+        "two connections are counted",
+        Duration::from_secs(2),
+        || d.metrics().contains("mesh_ingress_connections 2"),
+    );
+    // A third is not served while they stay open...
+    let mut third = TcpStream::connect(&addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    third
+        .write_all(b"GET / HTTP/1.1\r\nHost: web.localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    assert!(
+        third.read_to_end(&mut answer).is_err() && answer.is_empty(),
+        "served past the limit"
+    );
+    // ...and is once one closes.
+    drop(idle);
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    third.read_to_end(&mut answer).unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    eventually(
+        "closed connections are uncounted",
+        Duration::from_secs(2),
+        || d.metrics().contains("mesh_ingress_connections 0"),
+    );
+
+    // A request in flight at shutdown is finished, within the grace period.
+    let slow = hold(&d, "web", 1500);
+    std::thread::sleep(Duration::from_millis(300));
+    let stopping = Instant::now();
+    let status = d.terminate();
+    assert!(status.success(), "{status}");
+    assert_eq!(slow.join().unwrap(), 200);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
+}
+
+#[test]
+fn code_no_kept_version_names_is_removed() {
+    let d = Daemon::start();
+    let scratch = d.scratch();
+    d.create("worker", &[], &["queue"]);
+    for i in 0..30 {
+        let code = variant(&app_wasm(), &scratch, "app", &format!("v{i}"));
+        d.ok(&["stack", "deploy", "app", code.to_str().unwrap()]);
+    }
+    let count = |dir: &std::path::Path, suffix: &str| {
+        walk(dir)
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(suffix))
+            .count()
+    };
+    // 31 versions were made (the create's and 30 deploys); 20 are kept,
+    // each with its own code.
+    eventually("old code is removed", Duration::from_secs(10), || {
+        count(&d.data_dir().join("blobs"), "") == 20
+            && count(&d.data_dir().join("cache"), ".cwasm") <= 20
+    });
+    let versions: Vec<Value> =
+        serde_json::from_str(&d.ok(&["stack", "versions", "app", "--json"])).unwrap();
+    assert_eq!(versions.len(), 20);
+    // What is kept still runs: roll back to the oldest kept version.
+    let oldest = versions
+        .iter()
+        .filter_map(|v| v["number"].as_u64())
+        .min()
+        .unwrap();
+    d.ok(&["stack", "rollback", "app", "--to", &oldest.to_string()]);
+    d.wait_running("worker", 1);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
