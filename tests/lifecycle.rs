@@ -98,7 +98,7 @@ fn http2_requests_reset_while_waiting_give_their_places_back() {
     // then the connection is dropped with all of them waiting.
     let addr = d.http_addr();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    let (requests, conn) = runtime.block_on(async {
         let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http2::handshake(
             hyper_util::rt::TokioExecutor::new(),
@@ -115,16 +115,15 @@ fn http2_requests_reset_while_waiting_give_their_places_back() {
             sender.ready().await.unwrap();
             requests.push(tokio::spawn(sender.send_request(request)));
         }
-        let wait = Instant::now() + Duration::from_secs(5);
-        while waiting(&d, "slow") != Some(4) && Instant::now() < wait {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(waiting(&d, "slow"), Some(4), "the requests did not queue");
-        for request in requests {
-            request.abort();
-        }
-        conn.abort();
+        (requests, conn)
     });
+    eventually("the requests queue", Duration::from_secs(5), || {
+        waiting(&d, "slow") == Some(4)
+    });
+    for request in requests {
+        request.abort();
+    }
+    conn.abort();
     drop(runtime);
     eventually(
         "the reset requests leave the queue",

@@ -128,8 +128,8 @@ pub struct Engine {
     cache_dir: PathBuf,
     loaded: Mutex<HashMap<Digest, Arc<Loaded>>>,
     /// One lock per digest being compiled or loaded, so concurrent loads
-    /// of the same code share one compile.
-    loading: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
+    /// of the same code share one compile, and how many hold or wait for it.
+    loading: Mutex<HashMap<Digest, (Arc<Mutex<()>>, usize)>>,
     /// Uploads no version names yet, and when they came: spared by
     /// [`Engine::retain`] for [`UNDEPLOYED_GRACE`].
     fresh: Mutex<HashMap<Digest, std::time::Instant>>,
@@ -324,12 +324,12 @@ impl Engine {
     /// Holds the digest's load lock; the lock's entry goes when the last
     /// holder is done.
     fn loading_lock(&self, digest: &Digest) -> LoadingGuard<'_> {
-        let lock = self
-            .loading
-            .lock()
-            .entry(digest.clone())
-            .or_default()
-            .clone();
+        let lock = {
+            let mut loading = self.loading.lock();
+            let (lock, users) = loading.entry(digest.clone()).or_default();
+            *users += 1;
+            lock.clone()
+        };
         let guard = lock.lock_arc();
         LoadingGuard {
             engine: self,
@@ -459,12 +459,12 @@ struct LoadingGuard<'a> {
 impl Drop for LoadingGuard<'_> {
     fn drop(&mut self) {
         let mut loading = self.engine.loading.lock();
-        // Two references: the map's and this guard's; no one else waits.
-        if loading
-            .get(&self.digest)
-            .is_some_and(|lock| Arc::strong_count(lock) <= 2)
-        {
-            loading.remove(&self.digest);
+        if let Some((_, users)) = loading.get_mut(&self.digest) {
+            *users -= 1;
+            if *users == 0 {
+                // No one else holds or waits for it.
+                loading.remove(&self.digest);
+            }
         }
     }
 }
@@ -617,10 +617,13 @@ mod tests {
         assert_eq!(engine.compiles(), 1);
         assert!(loaded.iter().all(|l| Arc::ptr_eq(l, &loaded[0])));
         assert!(engine.cache_path(&digest).is_file());
-        assert!(
-            engine.loading.lock().is_empty(),
-            "load locks outlived their loads"
-        );
+        let left: Vec<usize> = engine
+            .loading
+            .lock()
+            .values()
+            .map(|(_, users)| *users)
+            .collect();
+        assert!(left.is_empty(), "load locks outlived their loads: {left:?}");
 
         // A compiled file that does not match its checksum is compiled
         // again, never run.
