@@ -52,6 +52,22 @@ fn hold(d: &Daemon, name: &str, ms: u64) -> std::thread::JoinHandle<u16> {
     std::thread::spawn(move || support::http_request(&addr, "GET", &host, &path, &[], b"").status)
 }
 
+/// With `name`'s one instance busy again, the whole queue (4 places) is
+/// free: four more requests wait and are served rather than refused at
+/// once; and it serves every request after.
+fn assert_whole_queue(d: &Daemon, name: &str) {
+    let busy = hold(d, name, 1000);
+    std::thread::sleep(Duration::from_millis(300));
+    let queued: Vec<_> = (0..4).map(|_| hold(d, name, 1)).collect();
+    for request in queued {
+        assert_eq!(request.join().unwrap(), 200);
+    }
+    assert_eq!(busy.join().unwrap(), 200);
+    for _ in 0..5 {
+        assert_eq!(d.get(&format!("{name}.localhost"), "/").status, 200);
+    }
+}
+
 fn events_of(d: &Daemon, service: &str) -> Vec<Value> {
     let events: Vec<Value> = serde_json::from_str(&d.ok(&["events", "--json"])).unwrap();
     events
@@ -131,19 +147,7 @@ fn http2_requests_reset_while_waiting_give_their_places_back() {
         || waiting(&d, "slow") == Some(0),
     );
     assert_eq!(busy.join().unwrap(), 200);
-
-    // Busy again, the whole queue is free: four more requests wait and
-    // are served rather than being refused at once.
-    let busy = hold(&d, "slow", 1000);
-    std::thread::sleep(Duration::from_millis(300));
-    let queued: Vec<_> = (0..4).map(|_| hold(&d, "slow", 1)).collect();
-    for request in queued {
-        assert_eq!(request.join().unwrap(), 200);
-    }
-    assert_eq!(busy.join().unwrap(), 200);
-    for _ in 0..5 {
-        assert_eq!(d.get("slow.localhost", "/").status, 200);
-    }
+    assert_whole_queue(&d, "slow");
 }
 
 #[test]
@@ -188,13 +192,7 @@ fn callers_stopped_while_waiting_by_name_give_their_places_back() {
         );
     }
     assert_eq!(busy.join().unwrap(), 200);
-    let busy = hold(&d, "slow", 1000);
-    std::thread::sleep(Duration::from_millis(300));
-    let queued: Vec<_> = (0..4).map(|_| hold(&d, "slow", 1)).collect();
-    for request in queued {
-        assert_eq!(request.join().unwrap(), 200);
-    }
-    assert_eq!(busy.join().unwrap(), 200);
+    assert_whole_queue(&d, "slow");
 }
 
 #[test]

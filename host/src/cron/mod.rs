@@ -56,17 +56,8 @@ impl Scheduler {
 
     /// Converges the jobs to `desired`.
     pub fn apply(&self, desired: &Desired) {
-        let stacks: HashMap<(&str, &str), &Stack> = desired
-            .stacks
-            .iter()
-            .map(|s| ((s.env.as_str(), s.name.as_str()), s))
-            .collect();
         let mut wanted = HashSet::new();
-        for service in &desired.services {
-            let key = ServiceKey::of(service);
-            let stack = stacks
-                .get(&(service.env.as_str(), service.stack.as_str()))
-                .copied();
+        for (key, service, stack) in desired.services_with_stacks() {
             self.converge(&key, service, stack);
             wanted.insert(key);
         }

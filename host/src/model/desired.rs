@@ -1,8 +1,10 @@
 //! One snapshot of desired state: what the store holds and the layers
 //! that run services converge to.
 
+use std::collections::HashMap;
+
 use super::environment::Environment;
-use super::service::Service;
+use super::service::{Service, ServiceKey};
 use super::stack::Stack;
 
 /// Every environment, stack and service at one store revision.
@@ -16,4 +18,23 @@ pub struct Desired {
     pub stacks: Vec<Stack>,
     /// Every environment.
     pub envs: Vec<Environment>,
+}
+
+impl Desired {
+    /// Every service with its key and its stack (if the stack exists).
+    pub fn services_with_stacks(
+        &self,
+    ) -> impl Iterator<Item = (ServiceKey, &Service, Option<&Stack>)> {
+        let stacks: HashMap<(&str, &str), &Stack> = self
+            .stacks
+            .iter()
+            .map(|s| ((s.env.as_str(), s.name.as_str()), s))
+            .collect();
+        self.services.iter().map(move |service| {
+            let stack = stacks
+                .get(&(service.env.as_str(), service.stack.as_str()))
+                .copied();
+            (ServiceKey::of(service), service, stack)
+        })
+    }
 }

@@ -129,7 +129,7 @@ pub struct Engine {
     loaded: Mutex<HashMap<Digest, Arc<Loaded>>>,
     /// One lock per digest being compiled or loaded, so concurrent loads
     /// of the same code share one compile, and how many hold or wait for it.
-    loading: Mutex<HashMap<Digest, (Arc<Mutex<()>>, usize)>>,
+    loading: Mutex<HashMap<Digest, LoadLock>>,
     /// Uploads no version names yet, and when they came: spared by
     /// [`Engine::retain`] for [`UNDEPLOYED_GRACE`].
     fresh: Mutex<HashMap<Digest, std::time::Instant>>,
@@ -137,6 +137,9 @@ pub struct Engine {
     compiles: std::sync::atomic::AtomicU64,
     ticker_stop: Arc<AtomicBool>,
 }
+
+/// One digest's load lock and how many hold or wait for it.
+type LoadLock = (Arc<Mutex<()>>, usize);
 
 /// How long an upload that no version names yet is kept: the time a
 /// client has between uploading code and deploying it.

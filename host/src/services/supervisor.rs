@@ -100,18 +100,9 @@ impl Supervisor {
 
     /// Converges to `desired`: slots, pools, routes, names and policies.
     pub fn apply(&self, desired: &Desired) {
-        let stacks: HashMap<(&str, &str), &Stack> = desired
-            .stacks
-            .iter()
-            .map(|s| ((s.env.as_str(), s.name.as_str()), s))
-            .collect();
         let mut runtimes = self.runtimes.lock();
         let mut wanted = HashSet::new();
-        for service in &desired.services {
-            let key = ServiceKey::of(service);
-            let stack = stacks
-                .get(&(service.env.as_str(), service.stack.as_str()))
-                .copied();
+        for (key, service, stack) in desired.services_with_stacks() {
             self.converge_service(&mut runtimes, &key, service, stack);
             wanted.insert(key);
         }
