@@ -293,7 +293,112 @@ impl AsyncWrite for FrameWriter {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use wasmtime_wasi::cli::StdoutStream as _;
+
     use super::*;
+    use crate::model::Digest;
+    use crate::runtime::Outcome;
+    use crate::services::code::{BoxFuture, Handler};
+
+    /// A guest that writes `total` bytes to stdout in 4 KiB writes,
+    /// counting what its writes have handed over.
+    struct Chatty {
+        digest: Digest,
+        total: usize,
+        written: Arc<AtomicUsize>,
+    }
+
+    impl Code for Chatty {
+        fn digest(&self) -> &Digest {
+            &self.digest
+        }
+        fn runs_command(&self) -> bool {
+            true
+        }
+        fn serves_http(&self) -> bool {
+            false
+        }
+        fn exports(&self) -> Vec<String> {
+            vec!["wasi:cli/run@0.2.0".into()]
+        }
+        fn run(
+            &self,
+            launch: Launch,
+            _: Interrupt,
+            running: Box<dyn FnOnce() + Send>,
+        ) -> BoxFuture<'static, Outcome> {
+            let (total, written) = (self.total, self.written.clone());
+            Box::pin(async move {
+                running();
+                let mut out = Pin::from(launch.stdout.async_stream());
+                let chunk = [b'x'; 4096];
+                while written.load(Ordering::SeqCst) < total {
+                    if out.write_all(&chunk).await.is_err() {
+                        return Outcome::failed("stdout closed".into());
+                    }
+                    written.fetch_add(chunk.len(), Ordering::SeqCst);
+                }
+                Outcome::exited(0)
+            })
+        }
+        fn start_handler(
+            &self,
+            _: Launch,
+        ) -> BoxFuture<'static, Result<Box<dyn Handler>, Outcome>> {
+            Box::pin(async { Err(Outcome::failed("no handler".into())) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_client_slows_the_guest_instead_of_buffering() {
+        let total = 8 << 20;
+        let written = Arc::new(AtomicUsize::new(0));
+        let session = Session {
+            code: Arc::new(Chatty {
+                digest: Digest::of(b"chatty"),
+                total,
+                written: written.clone(),
+            }),
+            args: vec!["chatty".into()],
+            env: Vec::new(),
+            memory_bytes: 1 << 20,
+            who: None,
+            terminal: false,
+            log: None,
+        };
+        let (client, daemon_side) = tokio::io::duplex(64 * 1024);
+        let status = Arc::new(Mutex::new(starting("chatty.run1".into(), 1)));
+        let run = tokio::spawn(serve(session, daemon_side, status));
+        // The client reads nothing: the guest gets a bounded way ahead.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let ahead = written.load(Ordering::SeqCst);
+        assert!(
+            ahead < 1 << 20,
+            "the guest wrote {ahead} bytes to a client that reads nothing"
+        );
+        // Once the client reads, everything arrives, then the exit code.
+        let (mut reader, _writer) = tokio::io::split(client);
+        let mut stdout = 0;
+        loop {
+            let mut head = [0u8; 5];
+            reader.read_exact(&mut head).await.unwrap();
+            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            let mut payload = vec![0u8; len];
+            reader.read_exact(&mut payload).await.unwrap();
+            match head[0] {
+                STDOUT => stdout += len,
+                EXIT => {
+                    assert_eq!(decode_exit(&payload).0, 0);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(stdout, total);
+        assert!(run.await.unwrap().succeeded());
+    }
 
     #[test]
     fn frames_round_trip() {

@@ -406,6 +406,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn guest_output_waits_for_the_disk_instead_of_piling_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = DiskWriter::start();
+        let logs = Logs::new(dir.path(), 64 << 20, writer.clone());
+        let log = logs.service(&key());
+        // The disk is stuck until `unblock` is sent.
+        let (unblock, stuck) = std::sync::mpsc::channel::<()>();
+        writer.submit(Box::new(move || {
+            let _ = stuck.recv();
+        }));
+        let mut w = LogStream::new(log.clone(), "worker.1", Stream::Stdout).writer();
+        let mut written = 0;
+        let filled = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+            loop {
+                w.write_all(b"a line\n").await.unwrap();
+                written += 1;
+            }
+        })
+        .await;
+        assert!(filled.is_err(), "writes never waited");
+        assert!(
+            written <= super::super::writer::QUEUE,
+            "{written} writes queued"
+        );
+        unblock.send(()).unwrap();
+        w.write_all(b"the last line\n").await.unwrap();
+        writer.flush().await;
+        let kept = log.tail(None);
+        assert_eq!(kept.len(), written + 1);
+        assert_eq!(kept.last().unwrap().text, "the last line");
+    }
+
+    #[tokio::test]
     async fn the_log_is_bounded_and_drops_oldest_first() {
         let dir = tempfile::tempdir().unwrap();
         let writer = DiskWriter::start();
