@@ -48,7 +48,23 @@ pub struct Started {
     pub instance: String,
 }
 
-type TriggerReply = oneshot::Sender<Result<Started, String>>;
+/// Why a run could not start.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NotStarted {
+    /// The previous run is still going.
+    #[error("run {number} ({instance}) is still going")]
+    Busy {
+        /// Its number.
+        number: u64,
+        /// Its instance id.
+        instance: String,
+    },
+    /// The job is being stopped.
+    #[error("the job is shutting down")]
+    Gone,
+}
+
+type TriggerReply = oneshot::Sender<Result<Started, NotStarted>>;
 
 /// What a run shares with the job: how long it took to get its instance
 /// running.
@@ -124,11 +140,10 @@ pub struct Trigger(mpsc::Sender<TriggerReply>);
 
 impl Trigger {
     /// Starts a run now, unless one is going.
-    pub async fn fire(&self) -> Result<Started, String> {
-        let gone = || "the job is shutting down".to_string();
+    pub async fn fire(&self) -> Result<Started, NotStarted> {
         let (tx, rx) = oneshot::channel();
-        self.0.send(tx).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        self.0.send(tx).await.map_err(|_| NotStarted::Gone)?;
+        rx.await.map_err(|_| NotStarted::Gone)?
     }
 }
 
@@ -225,9 +240,12 @@ impl JobTask {
         spec: &Arc<JobSpec>,
         trigger: RunTrigger,
         scheduled_at: DateTime<Utc>,
-    ) -> Result<Started, String> {
+    ) -> Result<Started, NotStarted> {
         if let Some(r) = &self.running {
-            return Err(format!("run {} ({}) is still going", r.number, r.instance));
+            return Err(NotStarted::Busy {
+                number: r.number,
+                instance: r.instance.clone(),
+            });
         }
         let number = self.history.next_number();
         let instance = format!("{}.r{number}", self.key.name);
@@ -282,7 +300,7 @@ impl JobTask {
         Ok(Started { number, instance })
     }
 
-    fn skip(&mut self, scheduled_at: DateTime<Utc>, why: String) {
+    fn skip(&mut self, scheduled_at: DateTime<Utc>, why: NotStarted) {
         let number = self.history.next_number();
         let message = format!("skipped: {why}");
         tracing::info!(service = %self.key, number, %message, "cron firing skipped");

@@ -21,7 +21,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 pub use history::{Histories, History, RUNS_KEPT};
-pub use job::{Job, JobSpec, Started, Trigger};
+pub use job::{Job, JobSpec, NotStarted, Started, Trigger};
 pub use schedule::{parse_duration, Schedule, ScheduleError};
 
 use crate::model::{Desired, Run, Service, ServiceKey, Stack};
