@@ -353,20 +353,31 @@ struct Tmux(String);
 
 impl Tmux {
     fn start(name: &str, command: &str) -> Tmux {
-        let status = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                name,
-                "-x",
-                "120",
-                "-y",
-                "40",
-                command,
-            ])
-            .status()
-            .expect("tmux is installed (scripts/test.sh installs it)");
+        // Right after the last session is killed the tmux server is still
+        // exiting, and a new session can fail to reach it: try again.
+        let mut status = None;
+        for _ in 0..5 {
+            let tried = Command::new("tmux")
+                .args([
+                    "new-session",
+                    "-d",
+                    "-s",
+                    name,
+                    "-x",
+                    "120",
+                    "-y",
+                    "40",
+                    command,
+                ])
+                .status()
+                .expect("tmux is installed (scripts/test.sh installs it)");
+            status = Some(tried);
+            if tried.success() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let status = status.unwrap();
         assert!(status.success());
         Tmux(name.to_string())
     }

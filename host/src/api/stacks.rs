@@ -422,7 +422,8 @@ pub(super) fn validate_component_name(name: &str) -> ApiResult<()> {
 
 /// Checks code named by digest was uploaded.
 pub(super) fn require_blob(state: &ApiState, digest: &Digest) -> ApiResult<()> {
-    if state.engine.blobs().contains(digest) {
+    // Held from now until a committed version names it.
+    if state.engine.hold(digest) {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(

@@ -54,14 +54,16 @@ impl Histories {
             Some(history) => history.file.clone(),
             None => Arc::new(HistoryFile {
                 path: self.path(key),
+                io: Mutex::new(()),
                 closed: std::sync::atomic::AtomicBool::new(false),
             }),
         };
-        // Nothing a late run of the deleted job records lands on disk.
+        // Now, so a job made again under the same name starts afresh; and
+        // nothing a late run of the deleted job records lands on disk.
+        let _io = file.io.lock();
         file.closed
             .store(true, std::sync::atomic::Ordering::Release);
-        self.writer
-            .submit(Box::new(move || drop(std::fs::remove_file(&file.path))));
+        let _ = std::fs::remove_file(&file.path);
     }
 
     fn path(&self, key: &ServiceKey) -> PathBuf {
@@ -82,6 +84,8 @@ pub struct History {
 /// A job's history file, written by the disk writer only.
 struct HistoryFile {
     path: PathBuf,
+    /// Held for each write and for the delete, so none lands after it.
+    io: Mutex<()>,
     /// Set when the job is deleted: nothing is written after that.
     closed: std::sync::atomic::AtomicBool,
 }
@@ -117,6 +121,7 @@ impl History {
         let next_number = runs.back().map_or(1, |r| r.number + 1);
         let file = Arc::new(HistoryFile {
             path,
+            io: Mutex::new(()),
             closed: std::sync::atomic::AtomicBool::new(false),
         });
         let history = History {
@@ -169,6 +174,7 @@ impl History {
         drop(inner);
         let file = self.file.clone();
         self.writer.submit(Box::new(move || {
+            let _io = file.io.lock();
             if file.closed.load(std::sync::atomic::Ordering::Acquire) {
                 return;
             }

@@ -206,7 +206,8 @@ impl Engine {
         self.fresh
             .lock()
             .insert(digest.clone(), std::time::Instant::now());
-        if let Some(known) = self.lock_loaded().get(&digest) {
+        let known = self.lock_loaded().get(&digest).cloned();
+        if let Some(known) = known.filter(|_| self.blobs.contains(&digest)) {
             // Already checked, stored and compiled.
             return Ok(CodeInfo {
                 digest,
@@ -345,43 +346,32 @@ impl Engine {
     /// compiled cache and from the blob store. `keep` is every digest a
     /// kept stack version (or anything else still in use) names.
     pub fn retain(&self, keep: &HashSet<Digest>) -> anyhow::Result<Collected> {
+        // An upload a version now names is kept by that version alone.
+        self.fresh
+            .lock()
+            .retain(|digest, at| !keep.contains(digest) && at.elapsed() < UNDEPLOYED_GRACE);
+        let mut candidates: HashSet<Digest> = self.lock_loaded().keys().cloned().collect();
+        candidates.extend(self.blobs.list()?);
+        candidates.extend(self.compiled_digests()?);
+        candidates.retain(|digest| !keep.contains(digest));
         let mut collected = Collected::default();
-        let mut keep = keep.clone();
-        {
-            // An upload a version now names is kept by that version alone.
-            let mut fresh = self.fresh.lock();
-            fresh.retain(|digest, at| !keep.contains(digest) && at.elapsed() < UNDEPLOYED_GRACE);
-            keep.extend(fresh.keys().cloned());
-        }
-        let keep = &keep;
-        self.lock_loaded().retain(|digest, _| {
-            let kept = keep.contains(digest);
-            collected.loaded += usize::from(!kept);
-            kept
-        });
-        for digest in self.blobs.list()? {
-            if !keep.contains(&digest) {
-                // A load in progress finishes before its code goes.
-                let _one_at_a_time = self.loading_lock(&digest);
+        for digest in candidates {
+            // Under the digest's lock: a load in progress finishes first, and
+            // an upload (or a deploy naming it) that came since is seen.
+            let _one_at_a_time = self.loading_lock(&digest);
+            if self.fresh.lock().contains_key(&digest) {
+                continue;
+            }
+            collected.loaded += usize::from(self.lock_loaded().remove(&digest).is_some());
+            if self.blobs.contains(&digest) {
                 self.blobs.remove(&digest)?;
                 collected.blobs += 1;
             }
-        }
-        let entries = std::fs::read_dir(&self.cache_dir)
-            .with_context(|| format!("listing {}", self.cache_dir.display()))?;
-        for entry in entries.filter_map(Result::ok) {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(hex) = name.strip_suffix(".cwasm") else {
-                continue;
-            };
-            let Ok(digest) = Digest::try_from(format!("sha256:{hex}")) else {
-                continue;
-            };
-            if !keep.contains(&digest) {
-                let _one_at_a_time = self.loading_lock(&digest);
+            let compiled = self.cache_path(&digest);
+            if compiled.exists() {
                 let _ = std::fs::remove_file(self.sum_path(&digest));
-                std::fs::remove_file(entry.path())
-                    .with_context(|| format!("removing {}", entry.path().display()))?;
+                std::fs::remove_file(&compiled)
+                    .with_context(|| format!("removing {}", compiled.display()))?;
                 collected.compiled += 1;
             }
         }
@@ -389,6 +379,34 @@ impl Engine {
             tracing::info!(?collected, "removed code no kept version names");
         }
         Ok(collected)
+    }
+
+    /// Digests that have a compiled file in the cache.
+    fn compiled_digests(&self) -> anyhow::Result<Vec<Digest>> {
+        let entries = std::fs::read_dir(&self.cache_dir)
+            .with_context(|| format!("listing {}", self.cache_dir.display()))?;
+        Ok(entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let hex = name.strip_suffix(".cwasm")?.to_string();
+                Digest::try_from(format!("sha256:{hex}")).ok()
+            })
+            .collect())
+    }
+
+    /// Holds stored code for a version about to name it: true when it is
+    /// stored, and then it is spared by [`Engine::retain`] as a fresh
+    /// upload until a committed version names it.
+    pub fn hold(&self, digest: &Digest) -> bool {
+        let _one_at_a_time = self.loading_lock(digest);
+        if !self.blobs.contains(digest) {
+            return false;
+        }
+        self.fresh
+            .lock()
+            .insert(digest.clone(), std::time::Instant::now());
+        true
     }
 
     /// The compiled form of `digest` from the cache, if it is there whole:

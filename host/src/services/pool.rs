@@ -169,6 +169,8 @@ impl WebPool {
     pub fn stop(&self) {
         self.killed.cancel();
         self.retire();
+        // Waiters wake to find the service gone.
+        self.freed.notify_waiters();
     }
 
     /// Retires a pool another replaces: no more refills or warm-ups, idle
@@ -265,6 +267,7 @@ impl WebPool {
         // (or when its service is deleted, by dropping the lease).
         tokio::spawn(async move {
             tokio::select! {
+                biased;
                 () = killed.cancelled() => {}
                 served = handler.serve(request, scheme, chain, tx, REQUEST_TIMEOUT) => match served {
                     Ok(handler) => lease.finish((!fresh).then_some(handler), None),
@@ -300,6 +303,9 @@ impl WebPool {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let now = Instant::now();
+            if self.killed.is_cancelled() {
+                return Err(Refusal::unavailable(format!("{} was deleted", self.key), 1));
+            }
             let wake_for_backoff = {
                 let mut inner = self.inner.lock();
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -413,9 +419,10 @@ impl WebPool {
             }
             return;
         };
-        let stopped = self.stopped.is_cancelled();
         let refill_after = {
             let mut inner = self.inner.lock();
+            // Read under the lock `retire` empties the slots under.
+            let stopped = self.stopped.is_cancelled();
             let s = &mut inner.slots[slot];
             s.busy = false;
             match failure {

@@ -106,8 +106,6 @@ impl Supervisor {
             self.converge_service(&mut runtimes, &key, service, stack);
             wanted.insert(key);
         }
-        *self.routes.write() = Arc::new(Routes::of(&desired.services));
-        self.publish_names(&runtimes, desired);
         let gone: Vec<ServiceKey> = runtimes
             .keys()
             .filter(|k| !wanted.contains(*k))
@@ -118,6 +116,10 @@ impl Supervisor {
                 self.stop_deleted(key, rt);
             }
         }
+        // Names and routes of what is left: nothing reaches a deleted
+        // service's pool, and nothing here keeps it alive.
+        *self.routes.write() = Arc::new(Routes::of(&desired.services));
+        self.publish_names(&runtimes, desired);
     }
 
     fn converge_service(

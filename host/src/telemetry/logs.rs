@@ -157,8 +157,12 @@ impl ServiceLog {
     /// is noticed and the read is done again.
     pub fn tail(&self, n: Option<usize>) -> Vec<LogLine> {
         let mut lines = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..10 {
             let before = self.file.rotations.load(Ordering::Acquire);
+            if before % 2 == 1 {
+                std::thread::yield_now();
+                continue;
+            }
             lines = self.file.read_all();
             if self.file.rotations.load(Ordering::Acquire) == before {
                 break;
@@ -176,11 +180,11 @@ impl ServiceLog {
         self.live.subscribe()
     }
 
+    /// Closes the log for good and deletes its files now: a write the
+    /// disk writer still has queued finds it closed, so nothing recreates
+    /// them, and a service made again under the same name starts afresh.
     fn close_and_delete(&self) {
-        self.file.closed.store(true, Ordering::Release);
-        let file = self.file.clone();
-        // After the writes already queued, so none of them recreates it.
-        self.writer.submit(Box::new(move || file.delete()));
+        self.file.delete();
     }
 }
 
@@ -190,9 +194,6 @@ impl LogFile {
     }
 
     fn append(&self, lines: &[LogLine]) {
-        if self.closed.load(Ordering::Acquire) {
-            return;
-        }
         if let Err(e) = self.try_append(lines) {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot write log lines");
         }
@@ -205,6 +206,10 @@ impl LogFile {
             json.push(b'\n');
         }
         let mut open = self.open.lock();
+        // Checked under the lock `delete` takes, so no write lands after it.
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
         if open.is_none() {
             if let Some(parent) = self.path.parent() {
                 std::fs::create_dir_all(parent)?;
@@ -215,9 +220,13 @@ impl LogFile {
             return Ok(());
         };
         if file.metadata()?.len() + json.len() as u64 > self.max_bytes / 2 {
-            std::fs::rename(&self.path, self.rotated())?;
-            self.rotations.fetch_add(1, Ordering::Release);
-            *file = append_to(&self.path)?;
+            // Odd while the files move: a reader that saw an odd count, or
+            // a different one after it read, reads again.
+            self.rotations.fetch_add(1, Ordering::AcqRel);
+            let moved =
+                std::fs::rename(&self.path, self.rotated()).and_then(|()| append_to(&self.path));
+            self.rotations.fetch_add(1, Ordering::AcqRel);
+            *file = moved?;
         }
         file.write_all(&json)
     }
@@ -241,7 +250,9 @@ impl LogFile {
     }
 
     fn delete(&self) {
-        *self.open.lock() = None;
+        let mut open = self.open.lock();
+        self.closed.store(true, Ordering::Release);
+        *open = None;
         let _ = std::fs::remove_file(&self.path);
         let _ = std::fs::remove_file(self.rotated());
     }
