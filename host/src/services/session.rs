@@ -129,8 +129,8 @@ where
                 Box::pin(writer) as Pin<Box<dyn AsyncWrite + Send + Sync>>
             })
         });
-    let (mut from_client, mut to_client) = tokio::io::split(stream);
-    let (mut stdin_tx, stdin_rx) = tokio::io::duplex(STDIN_BUFFER);
+    let (from_client, mut to_client) = tokio::io::split(stream);
+    let (stdin_tx, stdin_rx) = tokio::io::duplex(STDIN_BUFFER);
     let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(OUTPUT_FRAMES);
     let interrupt = Interrupt::default();
     let launch = Launch {
@@ -150,41 +150,7 @@ where
     };
     drop(out_tx);
 
-    // Client frames feed stdin and interrupts; the socket closing stops
-    // the instance.
-    let reader = {
-        let interrupt = interrupt.clone();
-        tokio::spawn(async move {
-            loop {
-                let mut head = [0u8; 5];
-                if from_client.read_exact(&mut head).await.is_err() {
-                    interrupt.trigger();
-                    return;
-                }
-                let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-                if len > MAX_FRAME {
-                    interrupt.trigger();
-                    return;
-                }
-                let mut payload = vec![0u8; len];
-                if from_client.read_exact(&mut payload).await.is_err() {
-                    interrupt.trigger();
-                    return;
-                }
-                match head[0] {
-                    STDIN => {
-                        // A guest that closed stdin leaves later input nowhere to go.
-                        let _ = stdin_tx.write_all(&payload).await;
-                    }
-                    STDIN_EOF => {
-                        let _ = stdin_tx.shutdown().await;
-                    }
-                    INTERRUPT => interrupt.trigger(),
-                    _ => {}
-                }
-            }
-        })
-    };
+    let reader = tokio::spawn(read_client(from_client, stdin_tx, interrupt.clone()));
 
     let run = session.code.run(launch, interrupt.clone(), mark_running);
     tokio::pin!(run);
@@ -213,17 +179,60 @@ where
         status.exit_code = outcome.exit_code;
         status.message = Some(outcome.message.clone());
     }
+    let _ = to_client.write_all(&exit_frame(&outcome)).await;
+    let _ = to_client.shutdown().await;
+    outcome
+}
+
+/// Feeds the client's frames to the guest's stdin and interrupts; the
+/// connection closing (or a malformed frame) stops the instance.
+async fn read_client(
+    mut from_client: impl AsyncRead + Unpin,
+    mut stdin_tx: tokio::io::DuplexStream,
+    interrupt: Interrupt,
+) {
+    loop {
+        let mut head = [0u8; 5];
+        if from_client.read_exact(&mut head).await.is_err() {
+            interrupt.trigger();
+            return;
+        }
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        if len > MAX_FRAME {
+            interrupt.trigger();
+            return;
+        }
+        let mut payload = vec![0u8; len];
+        if from_client.read_exact(&mut payload).await.is_err() {
+            interrupt.trigger();
+            return;
+        }
+        match head[0] {
+            STDIN => {
+                // A guest that closed stdin leaves later input nowhere to go.
+                let _ = stdin_tx.write_all(&payload).await;
+            }
+            STDIN_EOF => {
+                let _ = stdin_tx.shutdown().await;
+            }
+            INTERRUPT => interrupt.trigger(),
+            _ => {}
+        }
+    }
+}
+
+/// The `EXIT` frame for how a run ended: its code, and the message when
+/// it did not exit by itself.
+fn exit_frame(outcome: &Outcome) -> Vec<u8> {
     let code = outcome.exit_code.unwrap_or(1);
     let message = if outcome.exit_code.is_some() {
-        String::new()
+        ""
     } else {
-        outcome.message.clone()
+        outcome.message.as_str()
     };
     let mut payload = code.to_be_bytes().to_vec();
     payload.extend_from_slice(message.as_bytes());
-    let _ = to_client.write_all(&frame(EXIT, &payload)).await;
-    let _ = to_client.shutdown().await;
-    outcome
+    frame(EXIT, &payload)
 }
 
 /// Writes output to the service log, when there is one.
