@@ -28,7 +28,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -42,8 +42,6 @@ use crate::telemetry::Metrics;
 
 /// Longest a TLS client may take to finish its handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest an HTTP/1.1 client may take to send a request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long an accept error (out of file handles, say) pauses the
 /// listener, so it cannot spin.
@@ -113,13 +111,9 @@ impl Ingress {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // hyper's own bounds sit above ours (HTTP/1.1 cannot go below
         // 8 KiB); `handle` answers 431 at the configured limit itself.
-        // A client that holds a connection without finishing its request
-        // head is cut off, so silent connections cannot keep every place.
         builder
             .http1()
-            .max_buf_size(self.limits.max_header_bytes.max(8192))
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+            .max_buf_size(self.limits.max_header_bytes.max(8192));
         builder.http2().max_header_list_size(
             u32::try_from(self.limits.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
         );
