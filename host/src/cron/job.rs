@@ -22,7 +22,7 @@ use super::history::History;
 use super::schedule::Schedule;
 use crate::model::{InstanceState, InstanceStatus, Run, RunStatus, RunTrigger, ServiceKey};
 use crate::runtime::{Interrupt, Launch, Outcome};
-use crate::services::parts::{launch, note};
+use crate::services::parts::launch;
 use crate::services::{Identity, Parts, Spec, Supervisor, Tracked};
 
 /// A firing may wake this much before its time (timer and wall clock
@@ -375,7 +375,7 @@ impl JobTask {
 
     /// Writes a platform line to the job's log.
     fn note(&self, text: &str, instance: &str) {
-        note(&self.who.log, instance, text.to_string());
+        self.who.log.note(instance, text.to_string());
     }
 }
 

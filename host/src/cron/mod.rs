@@ -88,9 +88,11 @@ impl Scheduler {
             return;
         };
         let schedule_of = (text, service.timezone.clone());
-        let current = jobs.get(key).map(|c| (c.job.spec(), &c.schedule_of));
-        let schedule = match current {
-            Some((spec, of)) if *of == schedule_of => spec.schedule.clone(),
+        let old = jobs
+            .get(key)
+            .map(|c| (c.job.spec(), c.schedule_of == schedule_of));
+        let schedule = match &old {
+            Some((spec, true)) => spec.schedule.clone(),
             _ => match Schedule::parse(&schedule_of.0, schedule_of.1.as_deref()) {
                 Ok(schedule) => Arc::new(schedule),
                 Err(e) => {
@@ -103,10 +105,9 @@ impl Scheduler {
             },
         };
         let (run, version) = RunSpec::of(service, stack);
-        let old = jobs.get(key).map(|c| c.job.spec());
         let run = match &old {
-            Some(old) if old.run.run == run && old.run.version == version => old.run.clone(),
-            Some(old) if old.run.run == run => old.run.relabelled(version),
+            Some((old, _)) if old.run.run == run && old.run.version == version => old.run.clone(),
+            Some((old, _)) if old.run.run == run => old.run.relabelled(version),
             _ => Spec::new(run, version),
         };
         let spec = Arc::new(JobSpec {
@@ -114,9 +115,8 @@ impl Scheduler {
             timeout: service.timeout_ms.map(Duration::from_millis),
             run,
         });
-        match jobs.get_mut(key) {
-            Some(c) => {
-                let old = c.job.spec();
+        match (jobs.get_mut(key), old) {
+            (Some(c), Some((old, _))) => {
                 if !Arc::ptr_eq(&old.schedule, &spec.schedule)
                     || old.timeout != spec.timeout
                     || !Arc::ptr_eq(&old.run, &spec.run)
@@ -125,7 +125,7 @@ impl Scheduler {
                     c.schedule_of = schedule_of;
                 }
             }
-            None => {
+            _ => {
                 tracing::info!(service = %key, schedule = %schedule_of.0, "cron job scheduled");
                 let history = self.histories.job(key);
                 let job = Job::spawn(self.supervisor.clone(), key.clone(), history, spec);

@@ -192,23 +192,16 @@ impl Engine {
         &self.engine
     }
 
-    /// The code blobs.
-    pub fn blobs(&self) -> &Blobs {
-        &self.blobs
-    }
-
     /// Checks uploaded bytes are a component mesh can run, stores them and
     /// compiles them into the cache. `name` is what the user called it.
     pub fn accept(&self, name: &str, bytes: &[u8]) -> Result<CodeInfo, anyhow::Error> {
         check_header(name, bytes)?;
         let digest = Digest::of(bytes);
         let _one_at_a_time = self.loading_lock(&digest);
-        self.fresh
-            .lock()
-            .insert(digest.clone(), std::time::Instant::now());
         let known = self.lock_loaded().get(&digest).cloned();
         if let Some(known) = known.filter(|_| self.blobs.contains(&digest)) {
             // Already checked, stored and compiled.
+            self.mark_fresh(&digest);
             return Ok(CodeInfo {
                 digest,
                 size: bytes.len() as u64,
@@ -231,6 +224,7 @@ impl Engine {
             .into());
         }
         let digest = self.blobs.put(bytes)?;
+        self.mark_fresh(&digest);
         self.write_cache(&digest, &component)?;
         let info = CodeInfo {
             digest: digest.clone(),
@@ -403,10 +397,17 @@ impl Engine {
         if !self.blobs.contains(digest) {
             return false;
         }
-        self.fresh
-            .lock()
-            .insert(digest.clone(), std::time::Instant::now());
+        self.mark_fresh(digest);
         true
+    }
+
+    /// Spares stored code from collection for [`UNDEPLOYED_GRACE`]. Older
+    /// entries go as new ones come, so the list holds only the last grace
+    /// period's uploads.
+    fn mark_fresh(&self, digest: &Digest) {
+        let mut fresh = self.fresh.lock();
+        fresh.retain(|_, at| at.elapsed() < UNDEPLOYED_GRACE);
+        fresh.insert(digest.clone(), std::time::Instant::now());
     }
 
     /// The compiled form of `digest` from the cache, if it is there whole:

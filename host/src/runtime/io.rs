@@ -21,11 +21,6 @@ impl Output {
     ) -> Output {
         Output(Arc::new(make))
     }
-
-    /// Output thrown away.
-    pub fn sink() -> Output {
-        Output::new(|| Box::new(tokio::io::sink()))
-    }
 }
 
 impl IsTerminal for Output {

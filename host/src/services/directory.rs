@@ -19,7 +19,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::Utc;
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use parking_lot::RwLock;
@@ -30,7 +29,7 @@ use super::callee::Callee;
 use crate::model::Outbound;
 use crate::runtime::dispatch::SocketVerdict;
 use crate::runtime::{Dispatch, Outgoing, MAX_HOPS};
-use crate::telemetry::{LogLine, Metrics, ServiceLog, ServiceMetrics, Stream};
+use crate::telemetry::{Metrics, ServiceLog, ServiceMetrics};
 
 /// Header naming the calling service, `<stack>-<service>`.
 pub const CALLER_HEADER: &str = "x-mesh-caller";
@@ -109,13 +108,8 @@ impl Identity {
         }
     }
 
-    fn note(&self, text: &str) {
-        self.log.write(LogLine {
-            time: Utc::now(),
-            instance: self.instance.clone(),
-            stream: Stream::Stderr,
-            text: text.to_string(),
-        });
+    fn note(&self, text: String) {
+        self.log.note(&self.instance, text);
     }
 
     fn count_denied(&self) {
@@ -202,7 +196,7 @@ impl Dispatch for Identity {
             let message = format!(
                 "outbound request to {host}:{port} denied by this environment's outbound policy ({policy}); change it with `mesh env set outbound ...`"
             );
-            self.note(&format!("[mesh] {message}"));
+            self.note(format!("[mesh] {message}"));
             return Outgoing::Denied(message);
         }
         let calls = &self.directory.metrics.calls;
@@ -242,7 +236,7 @@ impl Dispatch for Identity {
             tracing::debug!(%addr, allowed, %policy, "socket check");
             if !allowed {
                 who.count_denied();
-                who.note(&format!(
+                who.note(format!(
                     "[mesh] connection to {addr} denied by this environment's outbound policy ({policy})"
                 ));
             }

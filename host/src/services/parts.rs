@@ -3,14 +3,12 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
-
 use super::code::CodeSource;
 use super::directory::{Directory, Identity};
 use super::spec::RunSpec;
 use crate::model::{dns_name, ServiceKey};
 use crate::runtime::{Launch, Output};
-use crate::telemetry::{Events, LogLine, LogStream, Logs, Metrics, ServiceLog, Stream};
+use crate::telemetry::{Events, LogStream, Logs, Metrics, ServiceLog, Stream};
 
 /// The parts slots, pools and jobs need.
 #[derive(Clone)]
@@ -62,14 +60,4 @@ pub fn launch(who: &Identity, run: &RunSpec, id: &str) -> Launch {
 pub fn log_output(log: &Arc<ServiceLog>, id: &str, stream: Stream) -> Output {
     let stream = LogStream::new(log.clone(), id, stream);
     Output::new(move || Box::new(stream.writer()))
-}
-
-/// Writes a platform line (`[mesh] ...`) to a service's log.
-pub fn note(log: &ServiceLog, instance: &str, text: String) {
-    log.write(LogLine {
-        time: Utc::now(),
-        instance: instance.to_string(),
-        stream: Stream::Stderr,
-        text,
-    });
 }

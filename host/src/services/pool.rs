@@ -47,7 +47,7 @@ use super::backoff::backoff;
 use super::callee::{Callee, Refusal};
 use super::code::{BoxFuture, Code, Handler};
 use super::directory::{Identity, CHAIN_HEADER};
-use super::parts::{launch, note, Parts};
+use super::parts::{launch, Parts};
 use super::spec::{CodeProblem, Spec};
 use crate::model::{InstanceState, InstanceStatus, ServiceKey};
 use crate::runtime::http::describe;
@@ -322,7 +322,7 @@ impl WebPool {
                 self.refuse(&inner, now >= deadline, queued.is_some())?;
                 if queued.is_none() {
                     inner.waiting += 1;
-                    self.who.metrics.set_waiting(inner.waiting);
+                    self.who.metrics.waiting_changed(1);
                     queued = Some(Queued(self));
                 }
                 inner
@@ -411,8 +411,7 @@ impl WebPool {
         let Some(slot) = slot else {
             if let Some(outcome) = failure {
                 let id = format!("{}.extra", self.key.name);
-                note(
-                    &self.who.log,
+                self.who.log.note(
                     &id,
                     format!("[mesh] {}; the request got 500", outcome.message),
                 );
@@ -460,8 +459,7 @@ impl WebPool {
             Some(&s.status.id),
             format!("{message}; the request got 500"),
         );
-        note(
-            &self.who.log,
+        self.who.log.note(
             &s.status.id,
             format!(
                 "[mesh] {message}; the request got 500; restart {} in {:.1}s",
@@ -531,13 +529,6 @@ impl Callee for WebPool {
     }
 }
 
-impl Drop for WebPool {
-    fn drop(&mut self) {
-        self.stopped.cancel();
-        self.killed.cancel();
-    }
-}
-
 // === impl Queued, Lease ===
 
 /// A request's place in the queue; `Drop` gives it back.
@@ -546,8 +537,8 @@ struct Queued<'a>(&'a WebPool);
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
         let mut inner = self.0.inner.lock();
-        inner.waiting = inner.waiting.saturating_sub(1);
-        self.0.who.metrics.set_waiting(inner.waiting);
+        inner.waiting -= 1;
+        self.0.who.metrics.waiting_changed(-1);
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::backoff::{backoff, STABLE_AFTER};
 use super::directory::Identity;
-use super::parts::{launch, note, Parts};
+use super::parts::{launch, Parts};
 use super::spec::Spec;
 use crate::model::{InstanceState, InstanceStatus, ServiceKey};
 use crate::runtime::{Interrupt, Outcome};
@@ -223,7 +223,7 @@ impl SlotTask {
         self.parts
             .events
             .service(&self.key, kind, Some(&self.id), text.clone());
-        note(&self.who.log, &self.id, format!("[mesh] {text}"));
+        self.who.log.note(&self.id, format!("[mesh] {text}"));
         delay
     }
 

@@ -26,7 +26,9 @@ use super::rollout::Rollout;
 use super::routes::Routes;
 use super::slot::Slot;
 use super::spec::{RunSpec, Spec};
-use crate::model::{dns_name, Desired, InstanceStatus, Service, ServiceKey, ServiceType, Stack};
+use crate::model::{
+    dns_name, Desired, Digest, InstanceStatus, Service, ServiceKey, ServiceType, Stack,
+};
 use crate::telemetry::{Events, Logs, Metrics};
 
 /// What the supervisor runs for one service.
@@ -47,6 +49,13 @@ pub struct Route {
     pub https: bool,
 }
 
+/// Routes and the pools behind them, published together at each apply.
+#[derive(Default)]
+struct Published {
+    routes: Routes,
+    pools: HashMap<ServiceKey, Arc<WebPool>>,
+}
+
 /// Instances owned elsewhere, shown among their service's.
 type TrackedMap = HashMap<ServiceKey, Vec<Arc<Mutex<InstanceStatus>>>>;
 
@@ -54,7 +63,11 @@ type TrackedMap = HashMap<ServiceKey, Vec<Arc<Mutex<InstanceStatus>>>>;
 pub struct Supervisor {
     parts: Parts,
     runtimes: Mutex<HashMap<ServiceKey, ServiceRuntime>>,
-    routes: RwLock<Arc<Routes>>,
+    /// What ingress requests read: routes and the pools behind them, as
+    /// of the last apply, so a request takes no supervisor lock.
+    published: RwLock<Arc<Published>>,
+    /// Digests being loaded in the background for `serves_only_http`.
+    loading: Mutex<HashSet<Digest>>,
     tracked: Arc<Mutex<TrackedMap>>,
     /// Told when the supervisor wants to be applied again.
     kick: Notify,
@@ -80,7 +93,8 @@ impl Supervisor {
                 events,
             },
             runtimes: Mutex::new(HashMap::new()),
-            routes: RwLock::new(Arc::new(Routes::default())),
+            published: RwLock::new(Arc::new(Published::default())),
+            loading: Mutex::new(HashSet::new()),
             tracked: Arc::new(Mutex::new(HashMap::new())),
             kick: Notify::new(),
             me: me.clone(),
@@ -118,8 +132,15 @@ impl Supervisor {
         }
         // Names and routes of what is left: nothing reaches a deleted
         // service's pool, and nothing here keeps it alive.
-        *self.routes.write() = Arc::new(Routes::of(&desired.services));
-        self.publish_names(&runtimes, desired);
+        let pools: HashMap<ServiceKey, Arc<WebPool>> = runtimes
+            .iter()
+            .filter_map(|(key, rt)| Some((key.clone(), rt.web.clone()?)))
+            .collect();
+        self.publish_names(&pools, desired);
+        *self.published.write() = Arc::new(Published {
+            routes: Routes::of(&desired.services),
+            pools,
+        });
     }
 
     fn converge_service(
@@ -151,12 +172,12 @@ impl Supervisor {
     }
 
     /// Intra-DNS names (every service with a pool) and outbound policies.
-    fn publish_names(&self, runtimes: &HashMap<ServiceKey, ServiceRuntime>, desired: &Desired) {
-        let names = runtimes
+    fn publish_names(&self, pools: &HashMap<ServiceKey, Arc<WebPool>>, desired: &Desired) {
+        let names = pools
             .iter()
-            .filter_map(|(key, rt)| {
-                let pool: Arc<dyn Callee> = rt.web.clone()?;
-                Some(((key.env.clone(), dns_name(&key.stack, &key.name)), pool))
+            .map(|(key, pool)| {
+                let name = (key.env.clone(), dns_name(&key.stack, &key.name));
+                (name, pool.clone() as Arc<dyn Callee>)
             })
             .collect();
         let policies = desired
@@ -223,9 +244,9 @@ impl Supervisor {
     /// The web service an ingress request for `host` and `path` goes to,
     /// and its pool when the supervisor has started one.
     pub fn route(&self, host: &str, path: &str) -> Option<Route> {
-        let routes = self.routes.read().clone();
-        let (endpoint, key) = routes.find(host, path)?;
-        let pool = self.runtimes.lock().get(key).and_then(|rt| rt.web.clone());
+        let published = self.published.read().clone();
+        let (endpoint, key) = published.routes.find(host, path)?;
+        let pool = published.pools.get(key).cloned();
         Some(Route {
             key: key.clone(),
             pool,
@@ -355,11 +376,17 @@ impl Supervisor {
         if let Some(code) = self.parts.code.loaded(digest) {
             return !code.runs_command() && code.serves_http();
         }
+        // One background load per digest, however many applies ask.
+        if !self.loading.lock().insert(digest.clone()) {
+            return false;
+        }
         let load = self.parts.code.load(digest);
-        let me = self.me.clone();
+        let (me, digest) = (self.me.clone(), digest.clone());
         tokio::spawn(async move {
-            if load.await.is_ok() {
-                if let Some(me) = me.upgrade() {
+            let loaded = load.await.is_ok();
+            if let Some(me) = me.upgrade() {
+                me.loading.lock().remove(&digest);
+                if loaded {
                     me.kick.notify_one();
                 }
             }

@@ -108,8 +108,8 @@ pub struct ServiceLog {
     live: broadcast::Sender<LogLine>,
 }
 
-/// The file side of a log, touched only by the disk writer (and read by
-/// `tail`, which needs no lock).
+/// The file side of a log: appended to by the disk writer, deleted with
+/// the service (under the same lock), read by `tail` without any lock.
 struct LogFile {
     path: PathBuf,
     max_bytes: u64,
@@ -144,6 +144,16 @@ impl ServiceLog {
         self.writer.submit(Box::new(move || file.append(&[record])));
         // No follower is not an error.
         let _ = self.live.send(line);
+    }
+
+    /// Writes a platform line (`[mesh] ...`) about `instance` to stderr.
+    pub fn note(&self, instance: &str, text: String) {
+        self.write(LogLine {
+            time: Utc::now(),
+            instance: instance.to_string(),
+            stream: Stream::Stderr,
+            text,
+        });
     }
 
     /// The job that appends `lines`, for a writer that waited for room.

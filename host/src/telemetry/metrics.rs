@@ -121,10 +121,10 @@ impl ServiceMetrics {
         self.memory.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// Sets how many requests wait for an instance now.
-    pub fn set_waiting(&self, n: usize) {
-        self.waiting
-            .store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+    /// One more request waits for an instance (`-1`: one less). Counted
+    /// by delta, so a service's old and new pools add up.
+    pub fn waiting_changed(&self, delta: i64) {
+        self.waiting.fetch_add(delta, Ordering::Relaxed);
     }
 }
 

@@ -78,6 +78,7 @@ impl DiskWriter {
     }
 }
 
+#[cfg(test)]
 impl DiskWriter {
     /// [`DiskWriter::flush`] for code outside the async runtime.
     pub fn flush_blocking(&self) {
