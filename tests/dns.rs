@@ -158,7 +158,7 @@ fn the_same_names_in_two_environments_are_two_services() {
     assert!(!out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
-        "error: host www.localhost belongs to another environment; pick another host"
+        "error: `www.localhost` is not in environment other's name space (*.other.localhost); use a label like `www`"
     );
     let listed = as_other(&["service", "ls", "--json"]);
     assert!(!listed.contains("/admin"), "{listed}");
@@ -194,6 +194,17 @@ fn outbound_policies_are_enforced_and_logged() {
     let (port, connections) = counting_server();
     let url = format!("/call?url=http%3A%2F%2F127.0.0.1%3A{port}%2F");
 
+    // Under the default policy the host's loopback is out of reach...
+    let closed = d.get("www.localhost", &url);
+    assert_eq!(closed.status, 502, "{closed:?}");
+    assert!(
+        closed.body.contains("127.0.0.1 is a loopback address"),
+        "{}",
+        closed.body
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "a refused call connected");
+    // ...until the operator opens it for the environment.
+    d.ok(&["env", "update", "default", "--reach", "127.0.0.1/32"]);
     let open = d.get("www.localhost", &url);
     assert_eq!(open.status, 200, "{open:?}");
     assert!(open.body.starts_with("status: 200"), "{}", open.body);
@@ -350,6 +361,7 @@ impl Drop for Redis {
 fn a_queue_worker_consumes_jobs_from_a_real_redis() {
     let redis = Redis::start();
     let d = Daemon::start();
+    d.ok(&["env", "update", "default", "--reach", "127.0.0.1/32"]);
     d.create(
         "worker",
         &[

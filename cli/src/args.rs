@@ -116,10 +116,14 @@ pub enum EnvCommand {
 Nothing in one environment sees or reaches another's services, state or
 logs: the same stack-service names in two environments are two services.
 
+A new environment gets default quotas (50 instances, 4Gi of memory limits,
+256Mi of code, 20 services) unless flags set others.
+
 Examples:
   mesh env create staging
+  mesh env create acme --max-instances 10 --max-memory 1Gi
   MESH_API_URL=http://127.0.0.1:7070 MESH_TOKEN=<its token> mesh service ls")]
-    Create(EnvNameArgs),
+    Create(EnvCreateArgs),
 
     /// List environments (the operator sees all, a tenant its own).
     #[command(
@@ -138,8 +142,97 @@ Examples:
   mesh env set outbound deny
   mesh env set outbound allow
   mesh env set outbound 'api.stripe.com:443,*.example.com,127.0.0.1:6379'
-  mesh env set outbound deny --env staging          (operator)")]
+  mesh env set outbound deny --env staging
+
+Only the operator's token changes environment settings.")]
     Set(EnvSetArgs),
+
+    /// Change an environment's settings: outbound policy, reach, domains,
+    /// quotas (operator only).
+    #[command(after_help = "\
+By default guests reach no loopback, link-local or private address (nor the
+daemon's own listeners), whatever the outbound policy; --reach opens ranges.
+
+Examples:
+  mesh env update acme --max-instances 100 --max-memory 8Gi
+  mesh env update acme --domain shop.example.com     acme may publish there
+  mesh env update acme --remove-domain shop.example.com
+  mesh env update default --reach 127.0.0.1/32,10.0.0.0/8
+  mesh env update acme --outbound deny")]
+    Update(EnvUpdateArgs),
+
+    /// API tokens of environments.
+    #[command(subcommand)]
+    Token(EnvTokenCommand),
+}
+
+/// `mesh env token ...`.
+#[derive(Debug, Subcommand)]
+pub enum EnvTokenCommand {
+    /// A new token for an environment; the old one stops working at once.
+    #[command(after_help = "\
+The operator may rotate any environment's token, a tenant its own.
+
+Examples:
+  mesh env token rotate acme
+  mesh env token rotate            the token's own environment")]
+    Rotate(EnvTokenArgs),
+}
+
+/// `mesh env token rotate`.
+#[derive(Debug, Args)]
+pub struct EnvTokenArgs {
+    /// Environment (default: the token's own).
+    pub name: Option<String>,
+}
+
+/// `mesh env create`.
+#[derive(Debug, Args)]
+pub struct EnvCreateArgs {
+    /// Environment name (a DNS label).
+    pub name: String,
+    /// Its settings.
+    #[command(flatten)]
+    pub settings: EnvSettingsArgs,
+}
+
+/// `mesh env update`.
+#[derive(Debug, Args)]
+pub struct EnvUpdateArgs {
+    /// Environment to change.
+    pub name: String,
+    /// What to change.
+    #[command(flatten)]
+    pub settings: EnvSettingsArgs,
+    /// Take a custom domain back.
+    #[arg(long, value_name = "DOMAIN")]
+    pub remove_domain: Option<String>,
+}
+
+/// Environment settings, as flags.
+#[derive(Debug, Args)]
+pub struct EnvSettingsArgs {
+    /// Most instances of all its services together.
+    #[arg(long, value_name = "N")]
+    pub max_instances: Option<u32>,
+    /// Most memory, all instances' limits added up (e.g. 8Gi).
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<String>,
+    /// Most code its stacks keep (e.g. 256Mi).
+    #[arg(long, value_name = "SIZE")]
+    pub max_code: Option<String>,
+    /// Most services.
+    #[arg(long, value_name = "N")]
+    pub max_services: Option<u32>,
+    /// Outbound policy: allow, deny, or host[:port] patterns.
+    #[arg(long, value_name = "POLICY")]
+    pub outbound: Option<String>,
+    /// Non-public ranges its guests may reach (CIDRs, or `none`).
+    #[arg(long, value_name = "CIDRS")]
+    pub reach: Option<String>,
+    /// Assign a custom domain it may publish on (and its subdomains).
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
 }
 
 /// An environment name.

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context as _};
 use chrono::Utc;
 use mesh_host::api::wire::{
     ComponentRef, CreateEnv, CreateService, DeployRequest, DeployResult, EnvCreated, EnvView,
-    PublishRequest, RollbackRequest, ServiceView, StackView, TriggerResult, UpdateEnv,
+    PublishRequest, RollbackRequest, ServiceView, StackView, TokenRotated, TriggerResult, UpdateEnv,
     UpdateService, VersionView,
 };
 use mesh_host::model::{format_memory, RunStatus};
@@ -17,7 +17,7 @@ use mesh_host::telemetry::LogLine;
 use serde::Serialize;
 
 use crate::args::{
-    CreateArgs, DeployArgs, EnvNameArgs, EnvSetArgs, EventsArgs, LogsArgs, LsArgs, NamedArgs,
+    CreateArgs, DeployArgs, EnvCreateArgs, EnvSetArgs, EnvSettingsArgs, EnvTokenArgs, EnvUpdateArgs, EventsArgs, LogsArgs, LsArgs, NamedArgs,
     PublishArgs, RollbackArgs, RunArgs, StackNameArgs, UpdateArgs,
 };
 use crate::client::Client;
@@ -347,8 +347,12 @@ pub fn publish(client: &Client, out: &Out, args: PublishArgs, publish: bool) -> 
 }
 
 /// `mesh env create`.
-pub fn env_create(client: &Client, out: &Out, args: EnvNameArgs) -> anyhow::Result<()> {
-    let created: EnvCreated = client.post("/v1/envs", &CreateEnv { name: args.name })?;
+pub fn env_create(client: &Client, out: &Out, args: EnvCreateArgs) -> anyhow::Result<()> {
+    let request = CreateEnv {
+        name: args.name,
+        settings: settings(args.settings, None),
+    };
+    let created: EnvCreated = client.post("/v1/envs", &request)?;
     out.print(&created, || {
         println!(
             "Created environment {} (endpoint labels under {}).",
@@ -367,13 +371,41 @@ pub fn env_create(client: &Client, out: &Out, args: EnvNameArgs) -> anyhow::Resu
 pub fn env_list(client: &Client, out: &Out) -> anyhow::Result<()> {
     let envs: Vec<EnvView> = client.get("/v1/envs")?;
     out.print(&envs, || {
-        let mut table = Table::new(&["ENVIRONMENT", "ALIAS", "OUTBOUND", "CREATED"]);
+        let mut table = Table::new(&[
+            "ENVIRONMENT",
+            "ALIAS",
+            "OUTBOUND",
+            "SERVICES",
+            "INSTANCES",
+            "MEMORY",
+            "CODE",
+            "CREATED",
+        ]);
         let now = Utc::now();
+        let bytes = |n: u64| {
+            if n == u64::MAX {
+                "-".to_string()
+            } else {
+                mesh_host::model::format_memory(n)
+            }
+        };
+        let count = |n: u32| {
+            if n == u32::MAX {
+                "-".to_string()
+            } else {
+                n.to_string()
+            }
+        };
         for e in &envs {
+            let q = &e.quotas;
             table.row(vec![
                 e.name.clone(),
                 e.alias.clone(),
                 e.outbound.clone(),
+                format!("{}/{}", q.services, count(q.max_services)),
+                format!("{}/{}", q.instances, count(q.max_instances)),
+                format!("{}/{}", bytes(q.memory_bytes), bytes(q.max_memory_bytes)),
+                format!("{}/{}", bytes(q.code_bytes), bytes(q.max_code_bytes)),
                 format!("{} ago", age(now - e.created_at)),
             ]);
         }
@@ -385,23 +417,73 @@ pub fn env_list(client: &Client, out: &Out) -> anyhow::Result<()> {
 pub fn env_set(client: &Client, out: &Out, args: EnvSetArgs) -> anyhow::Result<()> {
     let name = match args.env {
         Some(name) => name,
-        None => {
-            // The token's own environment: the one a tenant sees.
-            let envs: Vec<EnvView> = client.get("/v1/envs")?;
-            if envs.len() == 1 {
-                envs[0].name.clone()
-            } else {
-                mesh_host::model::DEFAULT_ENVIRONMENT.to_string()
-            }
-        }
+        None => own_env(client)?,
     };
     let request = UpdateEnv {
         outbound: Some(args.value),
+        ..UpdateEnv::default()
     };
     let view: EnvView = client.patch(&format!("/v1/envs/{}", encode(&name)), &request)?;
     out.print(&view, || {
         println!("Environment {}: outbound {}", view.name, view.outbound)
     })
+}
+
+/// `mesh env update`.
+pub fn env_update(client: &Client, out: &Out, args: EnvUpdateArgs) -> anyhow::Result<()> {
+    let request = settings(args.settings, args.remove_domain);
+    let view: EnvView = client.patch(&format!("/v1/envs/{}", encode(&args.name)), &request)?;
+    out.print(&view, || {
+        let q = &view.quotas;
+        println!(
+            "Environment {}: outbound {}; reach {}; domains {}; {} services, {} instances at most",
+            view.name,
+            view.outbound,
+            if view.reach.is_empty() { "none".to_string() } else { view.reach.join(",") },
+            if view.domains.is_empty() { "none".to_string() } else { view.domains.join(",") },
+            q.max_services,
+            q.max_instances
+        )
+    })
+}
+
+/// `mesh env token rotate`.
+pub fn env_token_rotate(client: &Client, out: &Out, args: EnvTokenArgs) -> anyhow::Result<()> {
+    let name = match args.name {
+        Some(name) => name,
+        None => own_env(client)?,
+    };
+    let rotated: TokenRotated =
+        client.post(&format!("/v1/envs/{}/token", encode(&name)), &serde_json::json!({}))?;
+    out.print(&rotated, || {
+        println!(
+            "New token for environment {} (the old one no longer works), shown only now: {}",
+            rotated.name, rotated.token
+        )
+    })
+}
+
+/// The environment the token acts on: a tenant sees only its own.
+fn own_env(client: &Client) -> anyhow::Result<String> {
+    let envs: Vec<EnvView> = client.get("/v1/envs")?;
+    Ok(if envs.len() == 1 {
+        envs[0].name.clone()
+    } else {
+        mesh_host::model::DEFAULT_ENVIRONMENT.to_string()
+    })
+}
+
+fn settings(args: EnvSettingsArgs, remove_domain: Option<String>) -> UpdateEnv {
+    UpdateEnv {
+        outbound: args.outbound,
+        reach: args.reach,
+        add_domain: args.domain,
+        remove_domain,
+        max_instances: args.max_instances,
+        max_memory: args.max_memory,
+        max_code: args.max_code,
+        max_services: args.max_services,
+    }
 }
 
 /// `mesh events`.

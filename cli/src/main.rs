@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use args::{Cli, Command, EnvCommand, ServiceCommand, StackCommand, UpArgs};
+use args::{Cli, Command, EnvCommand, EnvTokenCommand, ServiceCommand, StackCommand, UpArgs};
 use commands::Out;
 
 fn main() -> ExitCode {
@@ -65,6 +65,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 EnvCommand::Create(args) => commands::env_create(&client, &out, args),
                 EnvCommand::Ls => commands::env_list(&client, &out),
                 EnvCommand::Set(args) => commands::env_set(&client, &out, args),
+                EnvCommand::Update(args) => commands::env_update(&client, &out, args),
+                EnvCommand::Token(EnvTokenCommand::Rotate(args)) => {
+                    commands::env_token_rotate(&client, &out, args)
+                }
             }
         }
         Command::Stack(command) => {

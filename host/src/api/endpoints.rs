@@ -13,7 +13,7 @@ use super::services::{find, load, require_handler, view};
 use super::stacks::resolve_in;
 use super::wire::{PublishRequest, ServiceView};
 use super::{ApiError, ApiResult, ApiState, Caller};
-use crate::model::{Endpoint, Service, ServiceKey};
+use crate::model::{may_publish, Endpoint, Service, ServiceKey};
 use crate::store::{encode, key, Compare, Txn};
 
 /// Who an endpoint is bound to, as kept under `/endpoints/`.
@@ -34,6 +34,7 @@ pub(super) async fn publish(
     let found = find(&state, &caller.env, &stack, &name).await?;
     let mut service = found.value.clone();
     let endpoint = parse(&state, &caller.env, &request)?;
+    check_host(&state, &caller.env, &endpoint.host).await?;
     if service.schedule.is_some() {
         return Err(ApiError::bad_request(format!(
             "{name} is a cron job: a service with a schedule cannot take requests; remove it with `--schedule none` first"
@@ -127,6 +128,23 @@ fn announce(state: &ApiState, service: &Service, endpoint: &Endpoint, kind: &str
         .supervisor
         .events()
         .service(&key, kind, None, endpoint.url());
+}
+
+/// Refuses a host outside the environment's name space and domains.
+async fn check_host(state: &ApiState, env: &str, host: &str) -> ApiResult<()> {
+    let envs = state.store.environments().await?;
+    let names: Vec<String> = envs.iter().map(|e| e.value.name.clone()).collect();
+    let own: Vec<String> = envs
+        .iter()
+        .filter(|e| e.value.name == env)
+        .flat_map(|e| e.value.domains.clone())
+        .collect();
+    let taken: Vec<String> = envs
+        .iter()
+        .filter(|e| e.value.name != env)
+        .flat_map(|e| e.value.domains.clone())
+        .collect();
+    may_publish(host, env, &state.config.alias, &names, &own, &taken).map_err(ApiError::forbidden)
 }
 
 fn parse(state: &ApiState, env: &str, request: &PublishRequest) -> ApiResult<Endpoint> {

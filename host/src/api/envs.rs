@@ -1,15 +1,20 @@
 //! Environments: tenants. The operator's token creates them (each gets its
-//! own API token, shown once); a tenant's token sees and changes only its
-//! own environment.
+//! own API token, shown once) and alone changes their settings: outbound
+//! policy, the non-public ranges they may reach, their custom domains and
+//! their quotas. A tenant's token sees only its own environment, and may
+//! only rotate its own token.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::Utc;
 
-use super::wire::{CreateEnv, EnvCreated, EnvView, UpdateEnv};
+use super::quotas;
+use super::wire::{CreateEnv, EnvCreated, EnvView, TokenRotated, UpdateEnv};
 use super::{ApiError, ApiResult, ApiState, Caller};
-use crate::model::{validate_name, Environment, Outbound};
+use crate::model::{
+    parse_memory, parse_ranges, validate_name, Endpoint, Environment, Outbound, DEFAULT_ENVIRONMENT,
+};
 use crate::store::{encode, key, Compare, Txn};
 
 /// `POST /v1/envs` (operator only).
@@ -32,23 +37,38 @@ pub(super) async fn create(
             request.name
         )));
     }
+    // Its label space must not be a host the operator already publishes.
+    let bare = format!("{}.{}", request.name, state.config.alias);
+    let on_host = state
+        .store
+        .list::<serde_json::Value>(key::host_endpoints(&bare))
+        .await?;
+    if !on_host.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "{bare} is published by the default environment, so an environment named {} cannot have it as its alias; unpublish it or pick another name",
+            request.name
+        )));
+    }
     let token = crate::auth::new_token();
-    let env = Environment {
+    let mut env = Environment {
         name: request.name.clone(),
         token_sha256: crate::auth::token_hash(&token),
         created_at: Utc::now(),
         outbound: Outbound::default(),
+        reach: Vec::new(),
+        domains: Vec::new(),
+        quotas: None,
     };
     let txn = Txn::new()
         .when(Compare::Absent(env_key.clone()))
-        .put(env_key, encode(&env))
         .put(key::token(&env.token_sha256), encode(&env.name));
-    state.commit(txn).await?;
+    let txn = apply(&state, &mut env, &request.settings, txn).await?;
+    state.commit(txn.put(env_key, encode(&env))).await?;
     tracing::info!(environment = %env.name, "environment created");
     Ok((
         StatusCode::CREATED,
         Json(EnvCreated {
-            env: view(&state, &env),
+            env: view(&state, &env).await?,
             token,
         }),
     ))
@@ -61,22 +81,51 @@ pub(super) async fn list(
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Vec<EnvView>>> {
     let envs = state.store.environments().await?;
-    Ok(Json(
-        envs.iter()
-            .map(|e| &e.value)
-            .filter(|e| caller.admin || e.name == caller.env)
-            .map(|e| view(&state, e))
-            .collect(),
-    ))
+    let mut views = Vec::new();
+    for env in envs.iter().map(|e| &e.value) {
+        if caller.admin || env.name == caller.env {
+            views.push(view(&state, env).await?);
+        }
+    }
+    Ok(Json(views))
 }
 
-/// `PATCH /v1/envs/{name}`: the outbound policy.
+/// `PATCH /v1/envs/{name}`: its settings (operator only).
 pub(super) async fn update(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Json(request): Json<UpdateEnv>,
 ) -> ApiResult<Json<EnvView>> {
+    if !caller.admin && name != caller.env {
+        return Err(unknown(&name));
+    }
+    require_admin(
+        &caller,
+        "change an environment's outbound policy, reach, domains or quotas",
+    )?;
+    let env_key = key::env(&name);
+    let found = state
+        .store
+        .get::<Environment>(env_key.clone())
+        .await?
+        .ok_or_else(|| unknown(&name))?;
+    let mut env = found.value;
+    let txn = Txn::new().when(Compare::ModRev(env_key.clone(), found.mod_rev));
+    let txn = apply(&state, &mut env, &request, txn).await?;
+    state.commit(txn.put(env_key, encode(&env))).await?;
+    tracing::info!(environment = %env.name, outbound = %env.outbound, "environment updated");
+    Ok(Json(view(&state, &env).await?))
+}
+
+/// `POST /v1/envs/{name}/token`: a new token for the environment; the old
+/// one stops working at once. The operator may rotate any, a tenant its
+/// own.
+pub(super) async fn rotate_token(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<TokenRotated>> {
     if !caller.admin && name != caller.env {
         return Err(unknown(&name));
     }
@@ -87,30 +136,126 @@ pub(super) async fn update(
         .await?
         .ok_or_else(|| unknown(&name))?;
     let mut env = found.value;
+    let token = crate::auth::new_token();
+    let old = std::mem::replace(&mut env.token_sha256, crate::auth::token_hash(&token));
+    let txn = Txn::new()
+        .when(Compare::ModRev(env_key.clone(), found.mod_rev))
+        .delete(key::token(&old))
+        .put(key::token(&env.token_sha256), encode(&env.name))
+        .put(env_key, encode(&env));
+    state.commit(txn).await?;
+    tracing::info!(environment = %env.name, "environment token rotated");
+    Ok(Json(TokenRotated { name, token }))
+}
+
+/// Applies the settings `request` names to `env`, adding what claiming or
+/// releasing a domain writes to `txn`.
+async fn apply(
+    state: &ApiState,
+    env: &mut Environment,
+    request: &UpdateEnv,
+    mut txn: Txn,
+) -> ApiResult<Txn> {
     if let Some(outbound) = &request.outbound {
         env.outbound = Outbound::parse(outbound).map_err(ApiError::bad_request)?;
     }
-    let txn = Txn::new()
-        .when(Compare::ModRev(env_key.clone(), found.mod_rev))
-        .put(env_key, encode(&env));
-    state.commit(txn).await?;
-    tracing::info!(environment = %env.name, outbound = %env.outbound, "environment updated");
-    Ok(Json(view(&state, &env)))
+    if let Some(reach) = &request.reach {
+        env.reach = parse_ranges(reach).map_err(ApiError::bad_request)?;
+    }
+    let mut quotas = quotas::quotas_of(state, env);
+    let before = quotas;
+    if let Some(n) = request.max_instances {
+        quotas.max_instances = n;
+    }
+    if let Some(n) = request.max_services {
+        quotas.max_services = n;
+    }
+    if let Some(size) = &request.max_memory {
+        quotas.max_memory_bytes = parse_memory(size).map_err(ApiError::bad_request)?;
+    }
+    if let Some(size) = &request.max_code {
+        quotas.max_code_bytes = parse_memory(size).map_err(ApiError::bad_request)?;
+    }
+    if quotas != before {
+        env.quotas = Some(quotas);
+    }
+    if let Some(domain) = &request.remove_domain {
+        let domain = domain.trim().to_ascii_lowercase();
+        let Some(i) = env.domains.iter().position(|d| *d == domain) else {
+            return Err(ApiError::bad_request(format!(
+                "environment {} has no domain {domain} (its domains: {})",
+                env.name,
+                super::list_or_none(&env.domains)
+            )));
+        };
+        env.domains.remove(i);
+        txn = txn.delete(key::domain(&domain));
+    }
+    if let Some(domain) = &request.add_domain {
+        let domain = check_domain(state, &env.name, domain).await?;
+        if !env.domains.contains(&domain) {
+            env.domains.push(domain.clone());
+            txn = txn
+                .when(Compare::Absent(key::domain(&domain)))
+                .put(key::domain(&domain), encode(&env.name));
+        }
+    }
+    Ok(txn)
 }
 
-fn view(state: &ApiState, env: &Environment) -> EnvView {
-    EnvView {
+/// A custom domain to assign to `env`: a host name, not an IP, not under
+/// the platform's alias, and not overlapping another environment's.
+async fn check_domain(state: &ApiState, env: &str, text: &str) -> ApiResult<String> {
+    let alias = &state.config.alias;
+    let endpoint = Endpoint::parse(&format!("http://{}", text.trim()), None, alias)
+        .map_err(|_| ApiError::bad_request(format!("invalid domain `{text}`: use a host name like example.com")))?;
+    let domain = endpoint.host;
+    if domain.parse::<std::net::IpAddr>().is_ok() || !domain.contains('.') {
+        return Err(ApiError::bad_request(format!(
+            "invalid domain `{domain}`: use a host name like example.com"
+        )));
+    }
+    if domain == *alias || domain.ends_with(&format!(".{alias}")) {
+        return Err(ApiError::bad_request(format!(
+            "{domain} is under the platform's alias {alias}; environments have their labels there already"
+        )));
+    }
+    let overlaps = |a: &str, b: &str| a == b || a.ends_with(&format!(".{b}"));
+    for other in state.store.environments().await? {
+        let other = other.value;
+        if other.name == env {
+            continue;
+        }
+        if let Some(d) = other
+            .domains
+            .iter()
+            .find(|d| overlaps(&domain, d) || overlaps(d, &domain))
+        {
+            return Err(ApiError::conflict(format!(
+                "{domain} overlaps {d}, assigned to another environment"
+            )));
+        }
+    }
+    Ok(domain)
+}
+
+async fn view(state: &ApiState, env: &Environment) -> ApiResult<EnvView> {
+    let usage = quotas::usage(state, &env.name).await?;
+    Ok(EnvView {
         name: env.name.clone(),
         outbound: env.outbound.to_string(),
         alias: alias_of(&state.config.alias, &env.name),
+        reach: env.reach.iter().map(ToString::to_string).collect(),
+        domains: env.domains.clone(),
+        quotas: quotas::view(&quotas::quotas_of(state, env), &usage),
         created_at: env.created_at,
-    }
+    })
 }
 
 /// The alias domain endpoint labels are relative to: the platform alias
 /// for the `default` environment, `<env>.<alias>` for the others.
 pub(super) fn alias_of(platform_alias: &str, env: &str) -> String {
-    if env == crate::model::DEFAULT_ENVIRONMENT {
+    if env == DEFAULT_ENVIRONMENT {
         platform_alias.to_string()
     } else {
         format!("{env}.{platform_alias}")

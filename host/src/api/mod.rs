@@ -8,12 +8,14 @@
 //! - `wire`: request and response bodies, shared with the CLI.
 //! - `services`: create, update, delete, list, logs.
 //! - `endpoints`: publish and unpublish.
-//! - `envs`: environments and their outbound policy.
+//! - `envs`: environments: outbound policy, reach, domains, quotas, tokens.
+//! - `quotas`: what one environment may use, checked on every change.
 //! - `run`: interactive runs over an upgraded connection.
 //! - `stacks`: code uploads, deploys, versions, rollback.
 
 mod endpoints;
 mod envs;
+mod quotas;
 mod run;
 mod services;
 mod stacks;
@@ -135,6 +137,11 @@ impl ApiError {
         }
     }
 
+    /// 403: a quota of the environment would be exceeded.
+    pub fn quota(message: impl Into<String>) -> ApiError {
+        ApiError::forbidden(message)
+    }
+
     fn unauthorized(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::UNAUTHORIZED,
@@ -208,6 +215,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/envs", get(envs::list).post(envs::create))
         .route("/v1/envs/{name}", patch(envs::update))
+        .route("/v1/envs/{name}/token", post(envs::rotate_token))
         .route("/v1/code", put(stacks::upload_code))
         .route("/v1/stacks", get(stacks::list))
         .route("/v1/stacks/{stack}/deploy", post(stacks::deploy))

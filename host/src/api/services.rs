@@ -148,10 +148,16 @@ pub(super) async fn create(
         .filter(|s| s.stack == stack_name)
         .collect();
     check_services_keep_code(&change.stack, &in_stack, None)?;
+    let after: Vec<&Service> = existing
+        .iter()
+        .map(|s| &s.value)
+        .chain(std::iter::once(&service))
+        .collect();
+    let quota = super::quotas::check(&state, &caller.env, &after, Some(&change)).await?;
 
     let service_key = key::service(&service.env, &service.stack, &service.name);
     let name_key = key::dns_name(&service.env, &name);
-    let txn = Txn::new()
+    let txn = quota(Txn::new())
         .when(Compare::Absent(service_key.clone()))
         .when(Compare::Absent(name_key.clone()))
         .put(service_key, encode(&service))
@@ -197,9 +203,15 @@ pub(super) async fn update(
         .filter(|s| s.stack == stack)
         .collect();
     check_services_keep_code(&change.stack, &in_stack, Some(&name))?;
+    let after: Vec<&Service> = services
+        .iter()
+        .map(|s| &s.value)
+        .map(|s| if s.stack == stack && s.name == name { &service } else { s })
+        .collect();
+    let quota = super::quotas::check(&state, &caller.env, &after, Some(&change)).await?;
 
     let service_key = key::service(&caller.env, &stack, &name);
-    let txn = Txn::new()
+    let txn = quota(Txn::new())
         .when(Compare::ModRev(service_key.clone(), found.mod_rev))
         .put(service_key, encode(&service));
     state

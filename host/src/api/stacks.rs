@@ -195,9 +195,11 @@ async fn apply_and_commit(
         .filter(|s| s.stack == change.stack.name)
         .collect();
     check_services_keep_code(&change.stack, &in_stack, None)?;
+    let all: Vec<&Service> = services.iter().map(|s| &s.value).collect();
+    let quota = super::quotas::check(state, env, &all, Some(&*change)).await?;
     let restarting = change.restarting(&in_stack);
     let created = change.new_version.is_some();
-    let txn = change.txn(Txn::new(), state.config.versions_kept);
+    let txn = change.txn(quota(Txn::new()), state.config.versions_kept);
     state.commit(txn).await?;
     change.announce(state, env, &restarting);
     let version = match &change.new_version {
@@ -289,6 +291,18 @@ impl StackChange {
         self.stack.next_version = number + 1;
         self.new_version = Some(version);
         self
+    }
+
+    /// Every digest the stack keeps after the change: its bundle and the
+    /// versions that stay (at most `kept`, newest first).
+    pub fn kept_digests(&self, kept: usize) -> Vec<Digest> {
+        let mut digests: Vec<Digest> = self.stack.components.values().cloned().collect();
+        let versions = self.versions.iter().chain(self.new_version.as_ref());
+        let total = self.versions.len() + usize::from(self.new_version.is_some());
+        for version in versions.skip(total.saturating_sub(kept.max(1))) {
+            digests.extend(version.components.values().cloned());
+        }
+        digests
     }
 
     /// Services whose component digest this change alters.

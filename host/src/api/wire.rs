@@ -208,13 +208,70 @@ pub struct StackView {
 pub struct CreateEnv {
     /// Environment name (a DNS label).
     pub name: String,
+    /// Its first settings.
+    #[serde(flatten)]
+    pub settings: UpdateEnv,
 }
 
-/// `PATCH /v1/envs/{name}`.
+/// `PATCH /v1/envs/{name}`: what to change; absent fields stay as they
+/// are. Only the operator may change anything but nothing.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct UpdateEnv {
     /// `allow`, `deny`, or `host[:port]` patterns separated by commas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound: Option<String>,
+    /// Non-public ranges its guests may reach, comma-separated CIDRs, or
+    /// `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<String>,
+    /// A custom domain to assign to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_domain: Option<String>,
+    /// A custom domain to take back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_domain: Option<String>,
+    /// Most instances of all its services together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
+    /// Most memory, all instances' limits added up (`8Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<String>,
+    /// Most code its stacks keep (`256Mi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_code: Option<String>,
+    /// Most services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_services: Option<u32>,
+}
+
+/// An environment's quotas and what it uses of each.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QuotaView {
+    /// Most services.
+    pub max_services: u32,
+    /// Most instances.
+    pub max_instances: u32,
+    /// Most memory, in bytes.
+    pub max_memory_bytes: u64,
+    /// Most code, in bytes.
+    pub max_code_bytes: u64,
+    /// Services it has.
+    pub services: u32,
+    /// Instances its services ask for.
+    pub instances: u32,
+    /// Memory its instances' limits add up to, in bytes.
+    pub memory_bytes: u64,
+    /// Code its stacks keep, in bytes.
+    pub code_bytes: u64,
+}
+
+/// `POST /v1/envs/{name}/token`: a new token, the old one revoked.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenRotated {
+    /// The environment.
+    pub name: String,
+    /// Its new API token, shown this once.
+    pub token: String,
 }
 
 /// An environment as `mesh env ls` shows it.
@@ -226,6 +283,14 @@ pub struct EnvView {
     pub outbound: String,
     /// Domain endpoint labels are relative to.
     pub alias: String,
+    /// Non-public ranges its guests may reach.
+    #[serde(default)]
+    pub reach: Vec<String>,
+    /// Custom domains it may publish on.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Its quotas and use.
+    pub quotas: QuotaView,
     /// When it was created.
     pub created_at: DateTime<Utc>,
 }

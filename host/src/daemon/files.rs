@@ -54,10 +54,34 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
     Ok(file)
 }
 
+/// The file holding the operator's token, in the data directory.
+pub(super) const OPERATOR_TOKEN_FILE: &str = "operator.token";
+
+/// The operator's token: read from `operator.token`, or (first start, or
+/// the file deleted to rotate it) `legacy` or a new one, written there
+/// with mode 0600.
+pub(super) fn operator_token(data_dir: &Path, legacy: Option<String>) -> anyhow::Result<String> {
+    let path = data_dir.join(OPERATOR_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let token = legacy.unwrap_or_else(crate::auth::new_token);
+    write_private(data_dir, OPERATOR_TOKEN_FILE, format!("{token}\n").as_bytes())?;
+    Ok(token)
+}
+
 /// Writes `daemon.json` (mode 0600) atomically.
 pub(super) fn write_daemon_file(data_dir: &Path, info: &DaemonInfo) -> anyhow::Result<()> {
-    let path = data_dir.join(DAEMON_FILE);
-    let tmp = data_dir.join(format!(".{DAEMON_FILE}.tmp"));
+    write_private(data_dir, DAEMON_FILE, &serde_json::to_vec_pretty(info)?)
+}
+
+/// Writes a file only its owner can read (mode 0600), atomically.
+fn write_private(data_dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let path = data_dir.join(name);
+    let tmp = data_dir.join(format!(".{name}.tmp"));
     let mut file = File::options()
         .create(true)
         .truncate(true)
@@ -65,8 +89,27 @@ pub(super) fn write_daemon_file(data_dir: &Path, info: &DaemonInfo) -> anyhow::R
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(&serde_json::to_vec_pretty(info)?)?;
+    file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Makes every file the daemon creates from now on private to its user
+/// (state, logs, code), and restricts what is already in `data_dir`.
+pub(super) fn make_files_private(data_dir: &Path) -> anyhow::Result<()> {
+    // SAFETY: umask only sets the process's file-creation mask.
+    unsafe { libc::umask(0o077) };
+    for entry in std::fs::read_dir(data_dir)
+        .with_context(|| format!("reading {}", data_dir.display()))?
+        .flatten()
+    {
+        let mode = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            0o700
+        } else {
+            0o600
+        };
+        let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode));
+    }
     Ok(())
 }

@@ -62,10 +62,12 @@ struct Listeners {
 pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let _lock = files::prepare_data_dir(&data_dir)?;
+    files::make_files_private(&data_dir)?;
     files::report_map_count_limit();
 
     let store = Store::open_sqlite(&data_dir)?;
-    let admin_token = store.bootstrap().await?;
+    let admin_token = files::operator_token(&data_dir, store.legacy_operator_token().await?)?;
+    store.bootstrap(&admin_token).await?;
     let engine = Arc::new(Engine::new(&config, Blobs::open(&data_dir)?)?);
     let writer = DiskWriter::start();
     let logs = Arc::new(Logs::new(
@@ -87,6 +89,10 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
 
     let listeners = bind(&config).await?;
     let info = describe(&config, &listeners, &admin_token)?;
+    supervisor
+        .parts()
+        .directory
+        .set_platform(listeners.addresses()?);
     let https_port = match &listeners.https {
         Some((listener, _)) => Some(listener.local_addr()?.port()),
         None => None,
@@ -147,6 +153,17 @@ async fn drain(servers: Vec<tokio::task::JoinHandle<()>>) {
     let all = futures::future::join_all(servers);
     if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
         tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+    }
+}
+
+impl Listeners {
+    /// Where the daemon listens: no guest may connect there.
+    fn addresses(&self) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+        let mut addrs = vec![self.api.local_addr()?, self.http.local_addr()?];
+        if let Some((https, _)) = &self.https {
+            addrs.push(https.local_addr()?);
+        }
+        Ok(addrs)
     }
 }
 

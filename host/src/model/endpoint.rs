@@ -83,6 +83,73 @@ impl Endpoint {
     }
 }
 
+/// Whether environment `env` may publish on `host`. Each environment has
+/// the label space `*.<env>.<alias>` (the operator's `default`: the single
+/// labels `*.<alias>`) and the custom domains the operator assigned it
+/// (`own`, each with its subdomains). The operator's environment may also
+/// use any other domain no environment was assigned (`taken`). IP literals
+/// and the bare alias belong to nobody.
+pub fn may_publish(
+    host: &str,
+    env: &str,
+    alias: &str,
+    envs: &[String],
+    own: &[String],
+    taken: &[String],
+) -> Result<(), String> {
+    let under = |domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
+    let numeric = host
+        .rsplit('.')
+        .next()
+        .is_some_and(|label| label.bytes().all(|b| b.is_ascii_digit()));
+    if host.parse::<std::net::IpAddr>().is_ok() || numeric {
+        return Err(format!(
+            "`{host}` is an IP address: endpoints are host names, like www or https://api.example.com"
+        ));
+    }
+    if host == alias {
+        return Err(format!(
+            "`{host}` is the platform's alias itself: publish under it, like www.{alias}"
+        ));
+    }
+    let default = env == super::DEFAULT_ENVIRONMENT;
+    let space = if default {
+        format!("*.{alias}")
+    } else {
+        format!("*.{env}.{alias}")
+    };
+    if let Some(rest) = host.strip_suffix(&format!(".{alias}")) {
+        let ok = if default {
+            !rest.contains('.') && !envs.iter().any(|e| e == rest)
+        } else {
+            rest.strip_suffix(&format!(".{env}"))
+                .is_some_and(|label| !label.is_empty())
+        };
+        return if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{host}` is not in environment {env}'s name space ({space}); use a label like `www`"
+            ))
+        };
+    }
+    if own.iter().any(|d| under(d)) {
+        return Ok(());
+    }
+    if default && !taken.iter().any(|d| under(d)) {
+        return Ok(());
+    }
+    let domains = if own.is_empty() {
+        "none; the operator assigns them with `mesh env update ENV --domain example.com`"
+            .to_string()
+    } else {
+        own.join(", ")
+    };
+    Err(format!(
+        "`{host}` is not in environment {env}'s name space ({space}) or its domains ({domains})"
+    ))
+}
+
 fn strip_port(authority: &str) -> Result<&str, String> {
     match authority.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') => match port.parse::<u16>() {
@@ -201,6 +268,39 @@ mod tests {
         }
         let e = Endpoint::parse("http://x.dev/caf%C3%A9/v1.2~x", None, "x").unwrap();
         assert_eq!(e.path, "/caf%C3%A9/v1.2~x");
+    }
+
+    #[test]
+    fn hosts_belong_to_one_environment() {
+        let envs = ["default".to_string(), "t2".to_string()];
+        let none: [String; 0] = [];
+        let ok = |host: &str, env: &str, own: &[String], taken: &[String]| {
+            may_publish(host, env, "localhost", &envs, own, taken)
+        };
+        assert!(ok("api.t2.localhost", "t2", &none, &none).is_ok());
+        assert!(ok("a.b.t2.localhost", "t2", &none, &none).is_ok());
+        assert!(ok("www.localhost", "default", &none, &none).is_ok());
+        for (host, env) in [
+            ("api.t2.localhost", "default"),
+            ("t2.localhost", "default"),
+            ("www.localhost", "t2"),
+            ("api.t3.localhost", "t2"),
+            ("t2.localhost", "t2"),
+            ("localhost", "default"),
+            ("localhost", "t2"),
+            ("127.0.0.1", "default"),
+            ("127.1", "t2"),
+            ("top.example.com", "t2"),
+        ] {
+            assert!(ok(host, env, &none, &none).is_err(), "{env} took {host}");
+        }
+        let shop = ["shop.example".to_string()];
+        assert!(ok("shop.example", "t2", &shop, &none).is_ok());
+        assert!(ok("www.shop.example", "t2", &shop, &none).is_ok());
+        assert!(ok("notshop.example", "t2", &shop, &none).is_err());
+        // The operator may use any domain nobody was assigned.
+        assert!(ok("top.example.com", "default", &none, &shop).is_ok());
+        assert!(ok("www.shop.example", "default", &none, &shop).is_err());
     }
 
     #[test]

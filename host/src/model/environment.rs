@@ -1,10 +1,13 @@
 //! Environments (tenants) and their outbound policy.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
 use chrono::{DateTime, Utc};
+
+use super::net::{special, Cidr};
 
 /// A tenant: owns stacks and a token; nothing in one environment sees
 /// another.
@@ -20,6 +23,85 @@ pub struct Environment {
     /// Where its services may connect outside the platform.
     #[serde(default)]
     pub outbound: Outbound,
+    /// Non-public address ranges (loopback, private, link-local) the
+    /// operator lets its guests reach; none by default.
+    #[serde(default)]
+    pub reach: Vec<Cidr>,
+    /// Custom domains the operator assigned to it: it may publish
+    /// endpoints on each and on its subdomains.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Limits the operator set; `None` takes the defaults for its kind.
+    #[serde(default)]
+    pub quotas: Option<Quotas>,
+}
+
+/// What one environment may use in all.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Quotas {
+    /// Instances of all its services together (a cron job counts one).
+    pub max_instances: u32,
+    /// Memory limits of all its instances added up, in bytes.
+    pub max_memory_bytes: u64,
+    /// Code its stacks keep (every kept version's components), in bytes.
+    pub max_code_bytes: u64,
+    /// Services.
+    pub max_services: u32,
+}
+
+impl Quotas {
+    /// A new tenant's limits, until the operator changes them.
+    pub const TENANT: Quotas = Quotas {
+        max_instances: 50,
+        max_memory_bytes: 4 << 30,
+        max_code_bytes: 256 << 20,
+        max_services: 20,
+    };
+}
+
+/// Where an environment's guests may connect: its policy on names and
+/// ports, and the non-public ranges the operator opened for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Egress {
+    /// The policy on host names and ports.
+    pub policy: Outbound,
+    /// Non-public ranges it may reach anyway.
+    pub reach: Vec<Cidr>,
+}
+
+impl Egress {
+    /// The egress of `env`.
+    pub fn of(env: &Environment) -> Egress {
+        Egress {
+            policy: env.outbound.clone(),
+            reach: env.reach.clone(),
+        }
+    }
+
+    /// Whether a connection the guest asked for by `host` (a name or IP
+    /// literal) may go to the address `ip` it resolved to. A non-public
+    /// address needs a range the operator opened, or an allow-list entry
+    /// naming that very address: a name resolving to one is refused, so
+    /// DNS cannot point a guest at the host's loopback or the metadata
+    /// service.
+    pub fn check_address(&self, host: &str, ip: IpAddr, port: u16) -> Result<(), String> {
+        let Some(kind) = special(ip) else {
+            return Ok(());
+        };
+        let named_literally = matches!(&self.policy, Outbound::AllowList(_))
+            && self.policy.allows(&ip.to_string(), port);
+        if named_literally || self.reach.iter().any(|r| r.contains(ip)) {
+            return Ok(());
+        }
+        let via = if host.parse::<IpAddr>().is_ok() {
+            String::new()
+        } else {
+            format!(" ({host} resolves to it)")
+        };
+        Err(format!(
+            "{ip} is {kind}{via}; the operator can open it with `mesh env update ENV --reach {ip}/32`"
+        ))
+    }
 }
 
 /// An environment's outbound policy: where its guests may connect, by
@@ -142,5 +224,31 @@ mod tests {
         assert!(Outbound::parse("bad host!").is_err());
         assert!(Outbound::parse("x.com:99999").is_err());
         assert_eq!(Outbound::parse("deny").unwrap(), Outbound::Deny);
+    }
+
+    #[test]
+    fn non_public_addresses_need_the_operator() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let open = Egress::default();
+        assert!(open.check_address("example.com", ip("93.184.215.14"), 80).is_ok());
+        for addr in ["127.0.0.1", "169.254.169.254", "10.0.0.1", "::1", "0.0.0.0"] {
+            let err = open.check_address("x.example", ip(addr), 80).unwrap_err();
+            assert!(err.contains("resolves to it"), "{err}");
+        }
+        // An allow-list naming the address itself opens it, on that port.
+        let listed = Egress {
+            policy: Outbound::parse("127.0.0.1:6379,cache:6379").unwrap(),
+            reach: Vec::new(),
+        };
+        assert!(listed.check_address("127.0.0.1", ip("127.0.0.1"), 6379).is_ok());
+        assert!(listed.check_address("127.0.0.1", ip("127.0.0.1"), 6380).is_err());
+        assert!(listed.check_address("cache", ip("10.0.0.5"), 6379).is_err());
+        // So does a range the operator opened.
+        let reach = Egress {
+            policy: Outbound::Allow,
+            reach: vec![Cidr::parse("10.0.0.0/8").unwrap()],
+        };
+        assert!(reach.check_address("cache", ip("10.0.0.5"), 6379).is_ok());
+        assert!(reach.check_address("cache", ip("192.168.0.5"), 6379).is_err());
     }
 }

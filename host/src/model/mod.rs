@@ -12,6 +12,7 @@
 //! - `service`: services, their keys, types and intra-DNS names.
 //! - `endpoint`: public URLs bound to web services.
 //! - `instance`: instance states and status.
+//! - `net`: address ranges, and which are not public.
 //! - `run`: cron runs.
 //! - `desired`: one snapshot of everything desired.
 //! - `values`: names, memory sizes, env vars, defaults and bounds.
@@ -21,6 +22,7 @@ mod digest;
 mod endpoint;
 mod environment;
 mod instance;
+mod net;
 mod run;
 mod service;
 mod stack;
@@ -28,8 +30,9 @@ mod values;
 
 pub use desired::Desired;
 pub use digest::Digest;
-pub use endpoint::Endpoint;
-pub use environment::{Environment, Outbound};
+pub use endpoint::{may_publish, Endpoint};
+pub use environment::{Egress, Environment, Outbound, Quotas};
+pub use net::{parse_ranges, special, Cidr, Special};
 pub use instance::{InstanceState, InstanceStatus};
 pub use run::{Run, RunStatus, RunTrigger};
 pub use service::{dns_name, Service, ServiceKey, ServiceType};

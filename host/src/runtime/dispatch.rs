@@ -15,6 +15,8 @@ use std::sync::Arc;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::connect;
+
 /// Most services one request may pass through.
 pub const MAX_HOPS: usize = 10;
 
@@ -28,7 +30,8 @@ pub type SocketVerdict = Pin<Box<dyn Future<Output = bool> + Send + Sync>>;
 pub enum Outgoing {
     /// Answered in-process (a service reached by name).
     Answered(Answer),
-    /// Sent to the real network, as given back.
+    /// Sent to the real network, as given back; each address the host
+    /// resolves to is put to [`Dispatch::address`] before it is dialled.
     Network(Box<http::Request<WasiBody>>),
     /// Refused; the guest's request fails with this message.
     Denied(String),
@@ -40,8 +43,14 @@ pub trait Dispatch: Send + Sync + 'static {
     /// services the request this instance is serving passed through.
     fn outgoing(&self, request: http::Request<WasiBody>, chain: &[String]) -> Outgoing;
 
-    /// Whether a raw TCP or UDP socket may reach `addr`.
-    fn socket(&self, addr: SocketAddr) -> SocketVerdict;
+    /// Whether a raw TCP or UDP socket may use `addr` as `usage` says
+    /// (bind to it, connect or send to it).
+    fn socket(&self, addr: SocketAddr, usage: SocketAddrUse) -> SocketVerdict;
+
+    /// Whether an outgoing `wasi:http` request for `host` may connect to
+    /// `addr`, one of the addresses the name resolved to; `Err` says why
+    /// not.
+    fn address(&self, host: &str, addr: SocketAddr) -> Result<(), String>;
 
     /// The instance's linear memory grew (or, negative, was freed) by
     /// `bytes`.
@@ -67,14 +76,11 @@ impl Hooks {
     pub(crate) fn socket_check(
         dispatch: Arc<dyn Dispatch>,
     ) -> impl Fn(SocketAddr, SocketAddrUse) -> SocketVerdict + Send + Sync + 'static {
-        move |addr, _use| dispatch.socket(addr)
+        move |addr, usage| dispatch.socket(addr, usage)
     }
 }
 
-type SendResult = wasmtime_wasi_http::Result<(
-    http::Response<WasiBody>,
-    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-)>;
+type SendResult = connect::Sent;
 
 impl WasiHttpHooks for Hooks {
     fn send_request(
@@ -84,14 +90,18 @@ impl WasiHttpHooks for Hooks {
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         let Some(dispatch) = &self.dispatch else {
-            return Box::new(network(request, options));
+            return Box::new(connect::send(request, options, None));
         };
         match dispatch.outgoing(request, &self.chain) {
             Outgoing::Answered(answer) => Box::new(async move {
                 let response = answer.await;
                 Ok((response, done()))
             }),
-            Outgoing::Network(request) => Box::new(network(*request, options)),
+            Outgoing::Network(request) => Box::new(connect::send(
+                *request,
+                options,
+                Some(dispatch.clone()),
+            )),
             Outgoing::Denied(message) => {
                 Box::new(
                     async move { Err(wasmtime_wasi_http::Error::InternalError(Some(message))) },
@@ -99,15 +109,6 @@ impl WasiHttpHooks for Hooks {
             }
         }
     }
-}
-
-/// The real network, as a bare wasmtime host sends it.
-async fn network(request: http::Request<WasiBody>, options: Option<RequestOptions>) -> SendResult {
-    let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-    Ok((
-        response.map(http_body_util::BodyExt::boxed_unsync),
-        Box::new(io) as Box<dyn Future<Output = _> + Send>,
-    ))
 }
 
 fn done() -> Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> {

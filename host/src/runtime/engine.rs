@@ -187,6 +187,11 @@ impl Engine {
         })
     }
 
+    /// Size of stored code, in bytes (0 when it is not stored).
+    pub fn code_bytes(&self, digest: &Digest) -> u64 {
+        std::fs::metadata(self.blobs.path(digest)).map_or(0, |m| m.len())
+    }
+
     /// The wasmtime engine.
     pub fn wasmtime(&self) -> &wasmtime::Engine {
         &self.engine

@@ -13,7 +13,10 @@
 //!   at a time.
 //! - `io`: where a guest's stdout and stderr go, and a host-fed stdin.
 //! - `dispatch`: the outgoing-HTTP and socket hook, and the trait behind it.
+//! - `connect`: sending an outgoing request to the network, each resolved
+//!   address checked before it is dialled.
 
+mod connect;
 pub mod dispatch;
 pub mod engine;
 pub mod http;

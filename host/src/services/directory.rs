@@ -26,8 +26,9 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::WasiBody;
 
 use super::callee::Callee;
-use crate::model::Outbound;
+use crate::model::Egress;
 use crate::runtime::dispatch::SocketVerdict;
+use wasmtime_wasi::sockets::SocketAddrUse;
 use crate::runtime::{Dispatch, Outgoing, MAX_HOPS};
 use crate::telemetry::{Metrics, ServiceLog, ServiceMetrics};
 
@@ -40,7 +41,9 @@ pub const CHAIN_HEADER: &str = "x-mesh-chain";
 /// The supervisor rewrites it whenever desired state changes.
 pub struct Directory {
     names: RwLock<HashMap<(String, String), Arc<dyn Callee>>>,
-    policies: RwLock<HashMap<String, Outbound>>,
+    policies: RwLock<HashMap<String, Egress>>,
+    /// The daemon's own listeners: no guest reaches them.
+    platform: RwLock<Vec<SocketAddr>>,
     /// Where calls are counted.
     metrics: Arc<Metrics>,
 }
@@ -51,6 +54,7 @@ impl Directory {
         Directory {
             names: RwLock::new(HashMap::new()),
             policies: RwLock::new(HashMap::new()),
+            platform: RwLock::new(Vec::new()),
             metrics,
         }
     }
@@ -59,7 +63,7 @@ impl Directory {
     pub fn set(
         &self,
         names: HashMap<(String, String), Arc<dyn Callee>>,
-        policies: HashMap<String, Outbound>,
+        policies: HashMap<String, Egress>,
     ) {
         *self.names.write() = names;
         *self.policies.write() = policies;
@@ -74,8 +78,37 @@ impl Directory {
     }
 
     /// An environment's outbound policy.
-    pub fn policy(&self, env: &str) -> Outbound {
+    pub fn policy(&self, env: &str) -> Egress {
         self.policies.read().get(env).cloned().unwrap_or_default()
+    }
+
+    /// Tells the directory where the daemon itself listens.
+    pub fn set_platform(&self, listeners: Vec<SocketAddr>) {
+        *self.platform.write() = listeners;
+    }
+
+    /// Whether `addr` is one of the daemon's own listeners (on any local
+    /// address, when one listens on all of them).
+    fn is_platform(&self, addr: SocketAddr) -> bool {
+        self.platform.read().iter().any(|own| {
+            own.port() == addr.port()
+                && (own.ip() == addr.ip()
+                    || own.ip().is_unspecified()
+                    || addr.ip().is_unspecified()
+                    || crate::model::special(addr.ip()) == Some(crate::model::Special::Loopback))
+        })
+    }
+
+    /// Whether an environment's guest, having asked for `host`, may
+    /// connect to `addr`: never to the daemon's own listeners, and to a
+    /// non-public address only as the operator allowed.
+    pub fn check_address(&self, env: &str, host: &str, addr: SocketAddr) -> Result<(), String> {
+        if self.is_platform(addr) {
+            return Err(format!(
+                "{addr} is one of the platform's own listeners; call services by name (http://<stack>-<service>/)"
+            ));
+        }
+        self.policy(env).check_address(host, addr.ip(), addr.port())
     }
 }
 
@@ -190,7 +223,7 @@ impl Dispatch for Identity {
             .uri()
             .port_u16()
             .unwrap_or(if plain_http { 80 } else { 443 });
-        let policy = self.directory.policy(&self.env);
+        let policy = self.directory.policy(&self.env).policy;
         if !policy.allows(&host, port) {
             self.count_denied();
             let message = format!(
@@ -204,11 +237,42 @@ impl Dispatch for Identity {
         Outgoing::Network(Box::new(request))
     }
 
+    /// Before an outgoing request dials an address its host resolved to.
+    fn address(&self, host: &str, addr: SocketAddr) -> Result<(), String> {
+        self.directory
+            .check_address(&self.env, host, addr)
+            .map_err(|why| {
+                self.count_denied();
+                let message = format!("outbound request to {host}:{} refused: {why}", addr.port());
+                self.note(format!("[mesh] {message}"));
+                message
+            })
+    }
+
     /// The outbound policy applied to raw TCP and UDP: IP literals and
     /// `localhost` in an allow-list match, and host names in it allow the
-    /// addresses they resolve to.
-    fn socket(&self, addr: SocketAddr) -> SocketVerdict {
-        let policy = self.directory.policy(&self.env);
+    /// addresses they resolve to; then the address itself must be public
+    /// or opened by the operator. Binding to an ephemeral port is not a
+    /// destination and is allowed; listening on the host is not.
+    fn socket(&self, addr: SocketAddr, usage: SocketAddrUse) -> SocketVerdict {
+        match usage {
+            SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
+                let ephemeral = addr.port() == 0;
+                if !ephemeral {
+                    self.note(format!(
+                        "[mesh] binding {addr} denied: guests may bind only ephemeral ports (port 0)"
+                    ));
+                }
+                return Box::pin(std::future::ready(ephemeral));
+            }
+            SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept => {
+                self.note("[mesh] listening for connections is not allowed: serve HTTP through an endpoint".to_string());
+                return Box::pin(std::future::ready(false));
+            }
+            _ => {}
+        }
+        let egress = self.directory.policy(&self.env);
+        let policy = egress.policy.clone();
         let ip = addr.ip();
         let literal = policy.allows(&ip.to_string(), addr.port())
             || (ip.is_loopback() && policy.allows("localhost", addr.port()));
@@ -217,10 +281,13 @@ impl Dispatch for Identity {
         } else {
             policy.names_for_port(addr.port())
         };
+        let address = self
+            .directory
+            .check_address(&self.env, &ip.to_string(), addr);
         let who = self.clone();
         Box::pin(async move {
             // Looked up on a task, so this future stays Sync.
-            let allowed = literal
+            let listed = literal
                 || tokio::spawn(async move {
                     for name in names {
                         if let Ok(mut found) = tokio::net::lookup_host((name, 0)).await {
@@ -233,14 +300,20 @@ impl Dispatch for Identity {
                 })
                 .await
                 .unwrap_or(false);
-            tracing::debug!(%addr, allowed, %policy, "socket check");
-            if !allowed {
-                who.count_denied();
-                who.note(format!(
-                    "[mesh] connection to {addr} denied by this environment's outbound policy ({policy})"
-                ));
+            tracing::debug!(%addr, listed, %policy, "socket check");
+            let refused = if !listed {
+                Some(format!("denied by this environment's outbound policy ({policy})"))
+            } else {
+                address.err().map(|why| format!("refused: {why}"))
+            };
+            match refused {
+                Some(why) => {
+                    who.count_denied();
+                    who.note(format!("[mesh] connection to {addr} {why}"));
+                    false
+                }
+                None => true,
             }
-            allowed
         })
     }
 
@@ -269,7 +342,7 @@ mod tests {
     use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
     use super::*;
-    use crate::model::ServiceKey;
+    use crate::model::{Outbound, ServiceKey};
     use crate::services::callee::Refusal;
     use crate::services::code::BoxFuture;
     use crate::telemetry::{DiskWriter, Logs};
@@ -301,7 +374,11 @@ mod tests {
             ("default".to_string(), "finance-payments".to_string()),
             callee.clone() as Arc<dyn Callee>,
         )]);
-        directory.set(names, HashMap::from([("default".to_string(), policy)]));
+        let egress = Egress {
+            policy,
+            reach: Vec::new(),
+        };
+        directory.set(names, HashMap::from([("default".to_string(), egress)]));
         let logs = Logs::new(dir.path(), 1 << 20, DiskWriter::start());
         let key = ServiceKey {
             env: "default".into(),

@@ -27,6 +27,7 @@ use super::routes::Routes;
 use super::slot::Slot;
 use super::spec::{RunSpec, Spec};
 use crate::model::{
+    Egress,
     dns_name, Desired, Digest, InstanceStatus, Service, ServiceKey, ServiceType, Stack,
 };
 use crate::telemetry::{Events, Logs, Metrics};
@@ -183,7 +184,7 @@ impl Supervisor {
         let policies = desired
             .envs
             .iter()
-            .map(|e| (e.name.clone(), e.outbound.clone()))
+            .map(|e| (e.name.clone(), Egress::of(e)))
             .collect();
         self.parts.directory.set(names, policies);
     }

@@ -6,8 +6,8 @@
 //! - `blobs`: content-addressed code storage.
 //!
 //! Keys:
-//! - `/meta/admin_token`: the operator's token (it is written to
-//!   `daemon.json` at every start, so it is kept in clear here).
+//! - `/meta/operator_token_sha256`: the hash of the operator's token (the
+//!   token is in the data directory's `operator.token`, mode 0600).
 //! - `/tokens/<sha256>`: which environment a token acts on.
 //! - `/envs/<env>`, `/stacks/<env>/<stack>`,
 //!   `/versions/<env>/<stack>/<number, zero-padded>`,
@@ -49,8 +49,10 @@ pub struct Versioned<T> {
 
 /// Key builders, so every key is spelled in one place.
 pub mod key {
-    /// The operator's token.
-    pub const ADMIN_TOKEN: &str = "/meta/admin_token";
+    /// sha256 of the operator's token.
+    pub const OPERATOR_TOKEN: &str = "/meta/operator_token_sha256";
+    /// Where stores before hashing kept the operator's token in clear.
+    pub const LEGACY_ADMIN_TOKEN: &str = "/meta/admin_token";
 
     /// Token hash to environment.
     pub fn token(sha256: &str) -> String {
@@ -96,6 +98,10 @@ pub mod key {
     /// the same name, even when created at once.
     pub fn dns_name(env: &str, name: &str) -> String {
         format!("/names/{env}/{name}")
+    }
+    /// Which environment a custom domain is assigned to.
+    pub fn domain(domain: &str) -> String {
+        format!("/domains/{domain}")
     }
     /// Every endpoint on one host, whatever its path.
     pub fn host_endpoints(host: &str) -> String {
@@ -185,29 +191,44 @@ impl Store {
         self.kv.subscribe()
     }
 
-    /// Makes sure the `default` environment and the operator's token exist,
-    /// creating both at first start. Returns the operator's token.
-    pub async fn bootstrap(&self) -> anyhow::Result<String> {
-        if let Some(token) = self.get::<String>(key::ADMIN_TOKEN.to_string()).await? {
-            return Ok(token.value);
+    /// Makes sure the `default` environment exists and records the hash
+    /// of the operator's token (the token itself lives only in the data
+    /// directory's `operator.token` and `daemon.json`, both 0600).
+    pub async fn bootstrap(&self, operator_token: &str) -> anyhow::Result<()> {
+        let mut txn = Txn::new()
+            .put(key::OPERATOR_TOKEN, encode(&crate::auth::token_hash(operator_token)))
+            // Stores written before tokens were hashed kept it in clear.
+            .delete(key::LEGACY_ADMIN_TOKEN);
+        let env_key = key::env(DEFAULT_ENVIRONMENT);
+        if self.get::<Environment>(env_key.clone()).await?.is_none() {
+            let env_token = crate::auth::new_token();
+            let env = Environment {
+                name: DEFAULT_ENVIRONMENT.to_string(),
+                token_sha256: crate::auth::token_hash(&env_token),
+                created_at: chrono::Utc::now(),
+                outbound: Default::default(),
+                reach: Vec::new(),
+                domains: Vec::new(),
+                quotas: None,
+            };
+            txn = txn
+                .when(Compare::Absent(env_key.clone()))
+                .put(env_key, encode(&env))
+                .put(key::token(&env.token_sha256), encode(&env.name));
         }
-        let admin = crate::auth::new_token();
-        let env_token = crate::auth::new_token();
-        let env = Environment {
-            name: DEFAULT_ENVIRONMENT.to_string(),
-            token_sha256: crate::auth::token_hash(&env_token),
-            created_at: chrono::Utc::now(),
-            outbound: Default::default(),
-        };
-        let txn = Txn::new()
-            .when(Compare::Absent(key::ADMIN_TOKEN.to_string()))
-            .put(key::ADMIN_TOKEN, encode(&admin))
-            .put(key::env(&env.name), encode(&env))
-            .put(key::token(&env.token_sha256), encode(&env.name));
         self.commit(txn)
             .await
             .context("creating the default environment")?;
-        Ok(admin)
+        Ok(())
+    }
+
+    /// The operator's token as stores written before tokens were hashed
+    /// kept it, if this one is such a store.
+    pub async fn legacy_operator_token(&self) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .get::<String>(key::LEGACY_ADMIN_TOKEN.to_string())
+            .await?
+            .map(|v| v.value))
     }
 
     /// The environment a (non-admin) token acts on, if any.

@@ -1,0 +1,235 @@
+//! Quotas: what one environment may use of the machine. Every change that
+//! adds services, instances, memory or code is checked against its
+//! environment's quotas before it is committed, and the commit also
+//! rewrites the environment's record under a compare, so two changes at
+//! once cannot both slip under a limit.
+
+use std::collections::HashSet;
+
+use super::stacks::StackChange;
+use super::wire::QuotaView;
+use super::{ApiError, ApiResult, ApiState};
+use crate::model::{format_memory, Digest, Environment, Quotas, Service, DEFAULT_ENVIRONMENT};
+use crate::store::{encode, key, Compare, Txn, Versioned};
+
+/// What an environment uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Usage {
+    pub services: u32,
+    pub instances: u32,
+    pub memory_bytes: u64,
+    pub code_bytes: u64,
+}
+
+impl Usage {
+    /// The services' part of the use: a cron job holds one instance.
+    fn of_services<'a>(services: impl Iterator<Item = &'a Service>) -> Usage {
+        let mut usage = Usage::default();
+        for service in services {
+            let instances = if service.schedule.is_some() {
+                1
+            } else {
+                service.instances
+            };
+            usage.services += 1;
+            usage.instances = usage.instances.saturating_add(instances);
+            usage.memory_bytes = usage
+                .memory_bytes
+                .saturating_add(u64::from(instances).saturating_mul(service.memory_bytes));
+        }
+        usage
+    }
+}
+
+/// The quotas that apply to `env`: those the operator set, else the
+/// defaults for its kind (the operator's own environment may use the
+/// whole platform).
+pub(super) fn quotas_of(state: &ApiState, env: &Environment) -> Quotas {
+    env.quotas.unwrap_or_else(|| platform_default(state, &env.name))
+}
+
+/// Default quotas by kind of environment.
+pub(super) fn platform_default(state: &ApiState, env: &str) -> Quotas {
+    if env == DEFAULT_ENVIRONMENT {
+        Quotas {
+            max_instances: state.config.max_instances,
+            max_memory_bytes: u64::MAX,
+            max_code_bytes: u64::MAX,
+            max_services: u32::MAX,
+        }
+    } else {
+        Quotas::TENANT
+    }
+}
+
+/// What `env` uses now.
+pub(super) async fn usage(state: &ApiState, env: &str) -> ApiResult<Usage> {
+    let services = state.store.services(env).await?;
+    let mut usage = Usage::of_services(services.iter().map(|s| &s.value));
+    usage.code_bytes = code_bytes(state, env, None).await?;
+    Ok(usage)
+}
+
+/// Bytes of distinct code the environment's stacks keep (current bundles
+/// and every kept version), with `change` in place of its stack.
+async fn code_bytes(state: &ApiState, env: &str, change: Option<&StackChange>) -> ApiResult<u64> {
+    let mut digests: HashSet<Digest> = HashSet::new();
+    for stack in state.store.stacks(env).await? {
+        if change.is_some_and(|c| c.stack.name == stack.value.name) {
+            continue;
+        }
+        digests.extend(stack.value.components.values().cloned());
+        for version in state.store.versions(env, &stack.value.name).await? {
+            digests.extend(version.value.components.into_values());
+        }
+    }
+    if let Some(change) = change {
+        digests.extend(change.kept_digests(state.config.versions_kept));
+    }
+    Ok(digests.iter().map(|d| state.engine.code_bytes(d)).sum())
+}
+
+/// Checks that `env`, with its services as `after` and its stack as
+/// `change` leaves it, stays within its quotas. Returns a compare and
+/// write of the environment's record for the change's transaction.
+pub(super) async fn check(
+    state: &ApiState,
+    env: &str,
+    after: &[&Service],
+    change: Option<&StackChange>,
+) -> ApiResult<impl FnOnce(Txn) -> Txn> {
+    let found: Versioned<Environment> = state
+        .store
+        .get(key::env(env))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no environment named {env}")))?;
+    let quotas = quotas_of(state, &found.value);
+    let now = usage(state, env).await?;
+    let mut wanted = Usage::of_services(after.iter().copied());
+    wanted.code_bytes = match change {
+        Some(change) => code_bytes(state, env, Some(change)).await?,
+        None => now.code_bytes,
+    };
+    exceeds(env, &quotas, &now, &wanted).map_err(ApiError::quota)?;
+    let env_key = key::env(env);
+    let record = encode(&found.value);
+    Ok(move |txn: Txn| {
+        txn.when(Compare::ModRev(env_key.clone(), found.mod_rev))
+            .put(env_key, record)
+    })
+}
+
+/// The first quota `wanted` goes over, where it also grows past `now`
+/// (a change that shrinks use is never refused).
+fn exceeds(env: &str, quotas: &Quotas, now: &Usage, wanted: &Usage) -> Result<(), String> {
+    let count = |what: &str, flag: &str, limit: u64, used: u64, want: u64| {
+        if want > limit && want > used {
+            Err(format!(
+                "environment {env} is over its {what} quota ({flag} {limit}): it uses {used} and this change needs {want}"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let bytes = |what: &str, flag: &str, limit: u64, used: u64, want: u64| {
+        if want > limit && want > used {
+            Err(format!(
+                "environment {env} is over its {what} quota ({flag} {}): it uses {} and this change needs {}",
+                format_memory(limit),
+                format_memory(used),
+                format_memory(want)
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    count(
+        "service",
+        "--max-services",
+        quotas.max_services.into(),
+        now.services.into(),
+        wanted.services.into(),
+    )?;
+    count(
+        "instance",
+        "--max-instances",
+        quotas.max_instances.into(),
+        now.instances.into(),
+        wanted.instances.into(),
+    )?;
+    bytes(
+        "memory",
+        "--max-memory",
+        quotas.max_memory_bytes,
+        now.memory_bytes,
+        wanted.memory_bytes,
+    )?;
+    bytes(
+        "code",
+        "--max-code",
+        quotas.max_code_bytes,
+        now.code_bytes,
+        wanted.code_bytes,
+    )
+}
+
+/// Quotas and use, as `mesh env ls` shows them.
+pub(super) fn view(quotas: &Quotas, usage: &Usage) -> QuotaView {
+    QuotaView {
+        max_services: quotas.max_services,
+        max_instances: quotas.max_instances,
+        max_memory_bytes: quotas.max_memory_bytes,
+        max_code_bytes: quotas.max_code_bytes,
+        services: usage.services,
+        instances: usage.instances,
+        memory_bytes: usage.memory_bytes,
+        code_bytes: usage.code_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_over_a_quota_is_refused_naming_it_and_the_use() {
+        let quotas = Quotas {
+            max_instances: 10,
+            max_memory_bytes: 1 << 30,
+            max_code_bytes: 1 << 20,
+            max_services: 3,
+        };
+        let now = Usage {
+            services: 2,
+            instances: 8,
+            memory_bytes: 512 << 20,
+            code_bytes: 1000,
+        };
+        let over = Usage {
+            instances: 12,
+            ..now
+        };
+        let err = exceeds("acme", &quotas, &now, &over).unwrap_err();
+        assert_eq!(
+            err,
+            "environment acme is over its instance quota (--max-instances 10): it uses 8 and this change needs 12"
+        );
+        let memory = Usage {
+            memory_bytes: 2 << 30,
+            ..now
+        };
+        let err = exceeds("acme", &quotas, &now, &memory).unwrap_err();
+        assert!(err.contains("memory quota (--max-memory 1Gi)"), "{err}");
+        assert!(exceeds("acme", &quotas, &now, &now).is_ok());
+        // Already over (the operator lowered the quota): shrinking is fine.
+        let lowered = Quotas {
+            max_instances: 4,
+            ..quotas
+        };
+        let fewer = Usage {
+            instances: 6,
+            ..now
+        };
+        assert!(exceeds("acme", &lowered, &now, &fewer).is_ok());
+    }
+}

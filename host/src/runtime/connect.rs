@@ -1,0 +1,171 @@
+//! Sending a guest's outgoing `wasi:http` request to the real network,
+//! with every address the host name resolves to checked by the instance's
+//! [`Dispatch`] before it is connected to. The check sees the address
+//! actually dialled, so a name that resolves (or, later, re-resolves) to
+//! the host's loopback or a private range is refused: no DNS rebinding.
+//!
+//! Otherwise it does what wasmtime's default sender does: TCP, TLS with
+//! the web PKI roots for `https`, HTTP/1.1, and the connect and first-byte
+//! timeouts the guest asked for.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http_body_util::BodyExt as _;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
+
+use super::dispatch::Dispatch;
+
+/// A response and the task driving its connection, as wasmtime wants
+/// them back.
+pub type Sent = wasmtime_wasi_http::Result<(
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+/// Connect and first-byte timeout when the guest names none.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most resolved addresses tried for one request.
+const MAX_ADDRESSES: usize = 8;
+
+/// Sends `request`; `dispatch`, when given, must accept each address
+/// before it is dialled.
+pub async fn send(
+    mut request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+    dispatch: Option<Arc<dyn Dispatch>>,
+) -> Sent {
+    let uri = request.uri();
+    let host = uri
+        .host()
+        .ok_or(Error::HttpRequestUriInvalid)?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let connect_timeout = options
+        .and_then(|o| o.connect_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let first_byte_timeout = options
+        .and_then(|o| o.first_byte_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let stream = tokio::time::timeout(
+        connect_timeout,
+        dial(&host, port, dispatch.as_deref()),
+    )
+    .await
+    .map_err(|_| Error::ConnectionTimeout)??;
+    // The request line names only the path when not talking to a proxy.
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    *request.uri_mut() = http::Uri::try_from(path).map_err(|_| Error::HttpRequestUriInvalid)?;
+    let stream: Box<dyn Stream> = if tls {
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|_| Error::HttpRequestUriInvalid)?;
+        let stream = tokio::time::timeout(connect_timeout, tls_connector()?.connect(name, stream))
+            .await
+            .map_err(|_| Error::ConnectionTimeout)?
+            .map_err(Error::Tls)?;
+        Box::new(stream)
+    } else {
+        Box::new(stream)
+    };
+    let (mut sender, conn) = tokio::time::timeout(
+        connect_timeout,
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+    )
+    .await
+    .map_err(|_| Error::ConnectionTimeout)?
+    .map_err(Error::from)?;
+    let mut conn = Box::pin(conn);
+    // Drive the connection while waiting for the response head.
+    let response = tokio::time::timeout(first_byte_timeout, async {
+        let send = sender.send_request(request);
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                response = &mut send => return response.map_err(Error::from),
+                ended = &mut conn => {
+                    ended.map_err(Error::from)?;
+                    return (&mut send).await.map_err(Error::from);
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|_| Error::ConnectionReadTimeout)??;
+    let response = response.map(|body| body.map_err(Error::from).boxed_unsync());
+    let io = async move { conn.await.map_err(Error::from) };
+    Ok((response, Box::new(io)))
+}
+
+/// The first address `host` resolves to that the dispatcher accepts and
+/// that answers.
+async fn dial(
+    host: &str,
+    port: u16,
+    dispatch: Option<&dyn Dispatch>,
+) -> wasmtime_wasi_http::Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|_| Error::DnsError {
+                rcode: Some("address not available".into()),
+                info_code: None,
+            })?
+            .take(MAX_ADDRESSES)
+            .collect(),
+    };
+    let mut refused = None;
+    let mut failed = None;
+    for addr in addrs {
+        if let Some(dispatch) = dispatch {
+            if let Err(why) = dispatch.address(host, addr) {
+                refused = Some(why);
+                continue;
+            }
+        }
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => failed = Some(e),
+        }
+    }
+    match (failed, refused) {
+        (Some(e), _) => Err(Error::Connect(e)),
+        (None, Some(why)) => Err(Error::InternalError(Some(why))),
+        (None, None) => Err(Error::DestinationNotFound),
+    }
+}
+
+/// A plain or TLS connection.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// One TLS client configuration for every outgoing request: the web PKI
+/// roots, no client certificate.
+fn tls_connector() -> wasmtime_wasi_http::Result<tokio_rustls::TlsConnector> {
+    static CONFIG: OnceLock<Option<Arc<rustls::ClientConfig>>> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+            .ok()
+    });
+    config
+        .clone()
+        .map(tokio_rustls::TlsConnector::from)
+        .ok_or(Error::ConfigurationError)
+}
