@@ -202,7 +202,11 @@ fn outbound_policies_are_enforced_and_logged() {
         "{}",
         closed.body
     );
-    assert_eq!(connections.load(Ordering::SeqCst), 0, "a refused call connected");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "a refused call connected"
+    );
     // ...until the operator opens it for the environment.
     d.ok(&["env", "update", "default", "--reach", "127.0.0.1/32"]);
     let open = d.get("www.localhost", &url);

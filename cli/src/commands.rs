@@ -7,8 +7,8 @@ use anyhow::{anyhow, bail, Context as _};
 use chrono::Utc;
 use mesh_host::api::wire::{
     ComponentRef, CreateEnv, CreateService, DeployRequest, DeployResult, EnvCreated, EnvView,
-    PublishRequest, RollbackRequest, ServiceView, StackView, TokenRotated, TriggerResult, UpdateEnv,
-    UpdateService, VersionView,
+    PublishRequest, RollbackRequest, ServiceView, StackView, TokenRotated, TriggerResult,
+    UpdateEnv, UpdateService, VersionView,
 };
 use mesh_host::model::{format_memory, RunStatus};
 use mesh_host::runtime::CodeInfo;
@@ -17,8 +17,9 @@ use mesh_host::telemetry::LogLine;
 use serde::Serialize;
 
 use crate::args::{
-    CreateArgs, DeployArgs, EnvCreateArgs, EnvSetArgs, EnvSettingsArgs, EnvTokenArgs, EnvUpdateArgs, EventsArgs, LogsArgs, LsArgs, NamedArgs,
-    PublishArgs, RollbackArgs, RunArgs, StackNameArgs, UpdateArgs,
+    CreateArgs, DeployArgs, EnvCreateArgs, EnvSetArgs, EnvSettingsArgs, EnvTokenArgs,
+    EnvUpdateArgs, EventsArgs, LogsArgs, LsArgs, NamedArgs, PublishArgs, RollbackArgs, RunArgs,
+    StackNameArgs, UpdateArgs,
 };
 use crate::client::Client;
 use crate::table::{age, Table};
@@ -439,8 +440,16 @@ pub fn env_update(client: &Client, out: &Out, args: EnvUpdateArgs) -> anyhow::Re
             "Environment {}: outbound {}; reach {}; domains {}; {} services, {} instances at most",
             view.name,
             view.outbound,
-            if view.reach.is_empty() { "none".to_string() } else { view.reach.join(",") },
-            if view.domains.is_empty() { "none".to_string() } else { view.domains.join(",") },
+            if view.reach.is_empty() {
+                "none".to_string()
+            } else {
+                view.reach.join(",")
+            },
+            if view.domains.is_empty() {
+                "none".to_string()
+            } else {
+                view.domains.join(",")
+            },
             q.max_services,
             q.max_instances
         )
@@ -453,8 +462,10 @@ pub fn env_token_rotate(client: &Client, out: &Out, args: EnvTokenArgs) -> anyho
         Some(name) => name,
         None => own_env(client)?,
     };
-    let rotated: TokenRotated =
-        client.post(&format!("/v1/envs/{}/token", encode(&name)), &serde_json::json!({}))?;
+    let rotated: TokenRotated = client.post(
+        &format!("/v1/envs/{}/token", encode(&name)),
+        &serde_json::json!({}),
+    )?;
     out.print(&rotated, || {
         println!(
             "New token for environment {} (the old one no longer works), shown only now: {}",

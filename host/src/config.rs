@@ -30,6 +30,14 @@ pub const DEFAULT_QUEUE_PER_INSTANCE: usize = 64;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 /// Ingress connections open at once, over every listener.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Connections one client address may hold open on one listener.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 1_000;
+/// Longest a client may take to send a request head.
+pub const DEFAULT_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest a connection may sit idle between requests.
+pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Control API connections open at once.
+pub const DEFAULT_API_MAX_CONNECTIONS: usize = 1_000;
 /// How long shutdown waits for open connections to finish.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -68,6 +76,12 @@ pub struct DaemonConfig {
     pub versions_kept: usize,
     /// Ingress connections open at once.
     pub max_connections: usize,
+    /// Connections one client address may hold on a listener.
+    pub max_connections_per_client: usize,
+    /// Longest a client may take to send a request head.
+    pub header_timeout: std::time::Duration,
+    /// Longest a connection may sit idle.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Default for DaemonConfig {
@@ -93,6 +107,9 @@ impl Default for DaemonConfig {
             log_bytes_per_service: DEFAULT_LOG_BYTES_PER_SERVICE,
             versions_kept: DEFAULT_VERSIONS_KEPT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }

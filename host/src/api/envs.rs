@@ -207,8 +207,12 @@ async fn apply(
 /// the platform's alias, and not overlapping another environment's.
 async fn check_domain(state: &ApiState, env: &str, text: &str) -> ApiResult<String> {
     let alias = &state.config.alias;
-    let endpoint = Endpoint::parse(&format!("http://{}", text.trim()), None, alias)
-        .map_err(|_| ApiError::bad_request(format!("invalid domain `{text}`: use a host name like example.com")))?;
+    let endpoint =
+        Endpoint::parse(&format!("http://{}", text.trim()), None, alias).map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid domain `{text}`: use a host name like example.com"
+            ))
+        })?;
     let domain = endpoint.host;
     if domain.parse::<std::net::IpAddr>().is_ok() || !domain.contains('.') {
         return Err(ApiError::bad_request(format!(

@@ -216,7 +216,6 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/envs", get(envs::list).post(envs::create))
         .route("/v1/envs/{name}", patch(envs::update))
         .route("/v1/envs/{name}/token", post(envs::rotate_token))
-        .route("/v1/code", put(stacks::upload_code))
         .route("/v1/stacks", get(stacks::list))
         .route("/v1/stacks/{stack}/deploy", post(stacks::deploy))
         .route("/v1/stacks/{stack}/versions", get(stacks::versions))
@@ -225,13 +224,54 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             authenticate,
         ))
-        // Uploads enforce their own limit with a clear message.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES));
+    // Uploads enforce their own, larger limit with a clear message.
+    let uploads = Router::new()
+        .route("/v1/code", put(stacks::upload_code))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
         .layer(axum::extract::DefaultBodyLimit::disable());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(authed)
+        .merge(uploads)
         .fallback(|| async { ApiError::not_found("no such API route") })
+        .layer(axum::middleware::from_fn(errors_as_json))
         .with_state(state)
+}
+
+/// Largest JSON request body, in bytes.
+pub const MAX_JSON_BYTES: usize = 1024 * 1024;
+
+/// Rewrites every error answer not already JSON (the ones axum's
+/// extractors make: a bad body, a wrong content type, a bad path or
+/// query, a wrong method) as `{"error": "..."}` with the same status.
+async fn errors_as_json(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string()
+    } else {
+        text
+    };
+    ApiError { status, message }.into_response()
 }
 
 /// `GET /v1/events?follow=BOOL&tail=N`: the caller's environment's events

@@ -45,7 +45,8 @@ impl Usage {
 /// defaults for its kind (the operator's own environment may use the
 /// whole platform).
 pub(super) fn quotas_of(state: &ApiState, env: &Environment) -> Quotas {
-    env.quotas.unwrap_or_else(|| platform_default(state, &env.name))
+    env.quotas
+        .unwrap_or_else(|| platform_default(state, &env.name))
 }
 
 /// Default quotas by kind of environment.

@@ -206,7 +206,13 @@ pub(super) async fn update(
     let after: Vec<&Service> = services
         .iter()
         .map(|s| &s.value)
-        .map(|s| if s.stack == stack && s.name == name { &service } else { s })
+        .map(|s| {
+            if s.stack == stack && s.name == name {
+                &service
+            } else {
+                s
+            }
+        })
         .collect();
     let quota = super::quotas::check(&state, &caller.env, &after, Some(&change)).await?;
 
@@ -398,6 +404,7 @@ impl Settings {
         for k in &self.unset_env {
             service.env_vars.remove(k);
         }
+        crate::model::check_env_vars(&service.env_vars).map_err(ApiError::bad_request)?;
         apply_schedule(service, self.schedule, self.timezone, self.timeout)
     }
 }

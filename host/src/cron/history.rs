@@ -179,7 +179,10 @@ impl History {
                 return;
             }
             if let Err(e) = job() {
-                tracing::warn!(path = %file.path.display(), error = %e, "cannot write run history");
+                static FAILED: crate::telemetry::Throttle = crate::telemetry::Throttle::new();
+                if let Some(times) = FAILED.hit() {
+                    tracing::warn!(path = %file.path.display(), error = %e, times, "cannot write run history (reported once per interval)");
+                }
             }
         }));
     }

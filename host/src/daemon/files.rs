@@ -69,7 +69,11 @@ pub(super) fn operator_token(data_dir: &Path, legacy: Option<String>) -> anyhow:
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     let token = legacy.unwrap_or_else(crate::auth::new_token);
-    write_private(data_dir, OPERATOR_TOKEN_FILE, format!("{token}\n").as_bytes())?;
+    write_private(
+        data_dir,
+        OPERATOR_TOKEN_FILE,
+        format!("{token}\n").as_bytes(),
+    )?;
     Ok(token)
 }
 

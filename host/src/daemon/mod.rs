@@ -20,9 +20,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, ApiState};
-use crate::config::{DaemonConfig, SHUTDOWN_GRACE};
+use crate::config::{DaemonConfig, DEFAULT_API_MAX_CONNECTIONS, SHUTDOWN_GRACE};
 use crate::cron::{Histories, Scheduler};
-use crate::ingress::{tls, Ingress, Limits};
+use crate::ingress::{tls, ConnLimits, Connections, Ingress, Limits};
 use crate::model::DEFAULT_ENVIRONMENT;
 use crate::runtime::Engine;
 use crate::services::{Supervisor, WasmSource};
@@ -97,12 +97,26 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         Some((listener, _)) => Some(listener.local_addr()?.port()),
         None => None,
     };
+    let conn = ConnLimits {
+        max_connections: config.max_connections,
+        max_per_client: config.max_connections_per_client,
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
+        grace: SHUTDOWN_GRACE,
+    };
     let limits = Limits {
         max_header_bytes: config.max_header_bytes,
         max_body_bytes: config.max_body_bytes,
-        max_connections: config.max_connections,
-        grace: SHUTDOWN_GRACE,
+        conn,
     };
+    let api_connections = Connections::new(
+        "api",
+        ConnLimits {
+            max_connections: DEFAULT_API_MAX_CONNECTIONS,
+            ..conn
+        },
+        Arc::new(Metrics::default()),
+    );
     let ingress = Ingress::new(supervisor.clone(), metrics, limits, https_port);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (converge, applied) = Converge::new(
@@ -124,7 +138,12 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         stopping: stop_rx.clone(),
     };
     let converger = tokio::spawn(converge.run());
-    let api = serve(listeners.api, api::router(state), stop_rx.clone());
+    let api = serve_api(
+        api_connections,
+        listeners.api,
+        api::router(state),
+        stop_rx.clone(),
+    );
     let http = ingress.clone().serve(listeners.http, None, stop_rx.clone());
     let https = listeners
         .https
@@ -213,22 +232,23 @@ fn describe(
     })
 }
 
-fn serve(
+/// Serves the control API with the same connection bounds as the
+/// ingress (its own count), upgrades allowed for interactive runs.
+fn serve_api(
+    connections: Arc<Connections>,
     listener: TcpListener,
     router: axum::Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "server failed");
-        }
-    })
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    connections.serve(
+        listener,
+        None,
+        builder,
+        move |_peer, _https| hyper_util::service::TowerToHyperService::new(router.clone()),
+        stop,
+    )
 }
 
 async fn shutdown_signal() {

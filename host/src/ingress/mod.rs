@@ -2,6 +2,8 @@
 //! is matched to an endpoint by its Host and the longest path prefix, and
 //! handed, in-process, to an instance of the web service bound there.
 //!
+//! - `conn`: serving connections with bounds (how many, how many per
+//!   client, header-read and idle timeouts), shared with the control API.
 //! - `tls`: certificates (given, or issued by a local CA).
 //!
 //! Connections are counted (`mesh_ingress_connections`) and bounded: at
@@ -14,38 +16,30 @@
 //! (RFC 9110 §7.6.1) and `X-Forwarded-For`, `-Proto` and `-Host` are set.
 //! Oversized headers get `431` (HTTP/1.1) and oversized bodies `413`.
 
+pub mod conn;
 pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::WasiBody;
 
 use crate::services::{request_host, Route, Supervisor, CALLER_HEADER, CHAIN_HEADER};
 use crate::telemetry::Metrics;
-
-/// Longest a TLS client may take to finish its handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long an accept error (out of file handles, say) pauses the
-/// listener, so it cannot spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+pub use conn::{ConnLimits, Connections};
 
 /// Request limits, from the daemon's configuration.
 #[derive(Clone, Copy, Debug)]
@@ -54,19 +48,19 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Largest request body, in bytes.
     pub max_body_bytes: u64,
-    /// Most connections open at once, over all listeners.
-    pub max_connections: usize,
-    /// How long shutdown waits for open connections to finish.
-    pub grace: Duration,
+    /// Connection bounds, over all listeners.
+    pub conn: ConnLimits,
 }
+
+/// Most requests one HTTP/2 connection may have open at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
 /// What the ingress needs to answer requests.
 pub struct Ingress {
     supervisor: Arc<Supervisor>,
     limits: Limits,
-    /// One permit per open connection.
-    connections: Arc<Semaphore>,
-    metrics: Arc<Metrics>,
+    /// Open connections, over both listeners, and their bounds.
+    connections: Arc<Connections>,
     /// The HTTPS listener's port: plain HTTP requests for `https://`
     /// endpoints are redirected there.
     https_port: Option<u16>,
@@ -94,8 +88,7 @@ impl Ingress {
     ) -> Arc<Ingress> {
         Arc::new(Ingress {
             supervisor,
-            connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
-            metrics,
+            connections: Connections::new("ingress", limits.conn, metrics),
             limits,
             https_port,
         })
@@ -106,7 +99,7 @@ impl Ingress {
         self: Arc<Self>,
         listener: TcpListener,
         tls: Option<TlsAcceptor>,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // hyper's own bounds sit above ours (HTTP/1.1 cannot go below
@@ -114,86 +107,23 @@ impl Ingress {
         builder
             .http1()
             .max_buf_size(self.limits.max_header_bytes.max(8192));
-        builder.http2().max_header_list_size(
-            u32::try_from(self.limits.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
-        );
-        tokio::spawn(async move {
-            let graceful = GracefulShutdown::new();
-            loop {
-                let accepted = tokio::select! {
-                    accepted = self.accept(&listener) => accepted,
-                    _ = stop.wait_for(|stopped| *stopped) => break,
-                };
-                let Some((stream, peer, permit)) = accepted else {
-                    continue;
-                };
-                let open = Open::new(self.metrics.clone(), permit);
-                let ingress = self.clone();
-                let builder = builder.clone();
-                let tls = tls.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let _open = open;
-                    let result = match tls {
-                        None => {
-                            let service = ingress.service(peer, Scheme::Http);
-                            let conn = builder.serve_connection(TokioIo::new(stream), service);
-                            watcher.watch(conn.into_owned()).await
-                        }
-                        Some(tls) => {
-                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream))
-                                .await
-                            {
-                                Err(_) => {
-                                    tracing::debug!(%peer, "TLS handshake timed out");
-                                    return;
-                                }
-                                Ok(Ok(stream)) => {
-                                    let service = ingress.service(peer, Scheme::Https);
-                                    let conn =
-                                        builder.serve_connection(TokioIo::new(stream), service);
-                                    watcher.watch(conn.into_owned()).await
-                                }
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                            }
-                        }
-                    };
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "ingress connection ended");
-                    }
-                });
-            }
-            drop(listener);
-            if tokio::time::timeout(self.limits.grace, graceful.shutdown())
-                .await
-                .is_err()
-            {
-                tracing::warn!(grace = ?self.limits.grace, "ingress connections still open after the grace period");
-            }
-        })
-    }
-
-    /// The next connection, once there is room for one; `None` after an
-    /// accept error (the listener pauses, so it never spins).
-    async fn accept(
-        &self,
-        listener: &TcpListener,
-    ) -> Option<(tokio::net::TcpStream, SocketAddr, OwnedSemaphorePermit)> {
-        let permit = self.connections.clone().acquire_owned().await.ok()?;
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                Some((stream, peer, permit))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "ingress accept failed");
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                None
-            }
-        }
+        builder
+            .http2()
+            .max_header_list_size(
+                u32::try_from(self.limits.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
+            )
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+        let ingress = self.clone();
+        self.connections.clone().serve(
+            listener,
+            tls,
+            builder,
+            move |peer, https| {
+                let scheme = if https { Scheme::Https } else { Scheme::Http };
+                ingress.service(peer, scheme)
+            },
+            stop,
+        )
     }
 
     fn service(
@@ -273,6 +203,20 @@ impl Ingress {
     /// The request's host, or the answer to a request without one or with
     /// a head over the limit.
     fn check_head(&self, request: &Request<Incoming>) -> Result<String, (StatusCode, String)> {
+        // Two Host fields could route differently here and in the guest
+        // (RFC 9112 §3.2: answer 400).
+        if request
+            .headers()
+            .get_all(header::HOST)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "mesh: the request has more than one Host field\n".into(),
+            ));
+        }
         let Some(host) = request_host(request.uri(), request.headers()) else {
             return Err((
                 StatusCode::BAD_REQUEST,
@@ -335,29 +279,6 @@ fn too_large(limit: u64) -> Response<WasiBody> {
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("mesh: the request body is larger than the limit of {limit} bytes\n"),
     )
-}
-
-/// One open connection: counted while it lives, its permit given back
-/// when it closes.
-struct Open {
-    metrics: Arc<Metrics>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Open {
-    fn new(metrics: Arc<Metrics>, permit: OwnedSemaphorePermit) -> Open {
-        metrics.connections.fetch_add(1, Ordering::Relaxed);
-        Open {
-            metrics,
-            _permit: permit,
-        }
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// `308` to the same URL over HTTPS, for endpoints published as

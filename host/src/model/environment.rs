@@ -230,7 +230,9 @@ mod tests {
     fn non_public_addresses_need_the_operator() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let open = Egress::default();
-        assert!(open.check_address("example.com", ip("93.184.215.14"), 80).is_ok());
+        assert!(open
+            .check_address("example.com", ip("93.184.215.14"), 80)
+            .is_ok());
         for addr in ["127.0.0.1", "169.254.169.254", "10.0.0.1", "::1", "0.0.0.0"] {
             let err = open.check_address("x.example", ip(addr), 80).unwrap_err();
             assert!(err.contains("resolves to it"), "{err}");
@@ -240,8 +242,12 @@ mod tests {
             policy: Outbound::parse("127.0.0.1:6379,cache:6379").unwrap(),
             reach: Vec::new(),
         };
-        assert!(listed.check_address("127.0.0.1", ip("127.0.0.1"), 6379).is_ok());
-        assert!(listed.check_address("127.0.0.1", ip("127.0.0.1"), 6380).is_err());
+        assert!(listed
+            .check_address("127.0.0.1", ip("127.0.0.1"), 6379)
+            .is_ok());
+        assert!(listed
+            .check_address("127.0.0.1", ip("127.0.0.1"), 6380)
+            .is_err());
         assert!(listed.check_address("cache", ip("10.0.0.5"), 6379).is_err());
         // So does a range the operator opened.
         let reach = Egress {
@@ -249,6 +255,8 @@ mod tests {
             reach: vec![Cidr::parse("10.0.0.0/8").unwrap()],
         };
         assert!(reach.check_address("cache", ip("10.0.0.5"), 6379).is_ok());
-        assert!(reach.check_address("cache", ip("192.168.0.5"), 6379).is_err());
+        assert!(reach
+            .check_address("cache", ip("192.168.0.5"), 6379)
+            .is_err());
     }
 }

@@ -90,12 +90,7 @@ fn special_v6(ip: Ipv6Addr) -> Option<Special> {
 /// IPv4-compatible (`::a.b.c.d`) or NAT64 (`64:ff9b::a.b.c.d`) address.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
-    let low = Ipv4Addr::new(
-        (s[6] >> 8) as u8,
-        s[6] as u8,
-        (s[7] >> 8) as u8,
-        s[7] as u8,
-    );
+    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     let mapped = s[..5] == [0; 5] && s[5] == 0xffff;
     let compatible = s[..6] == [0; 6] && !(s[6] == 0 && s[7] <= 1);
     let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
@@ -115,7 +110,9 @@ impl Cidr {
     /// Parses `addr/bits` or `addr`.
     pub fn parse(text: &str) -> Result<Cidr, String> {
         let text = text.trim();
-        let bad = || format!("invalid address range `{text}`: use a CIDR like 10.0.0.0/8, 127.0.0.1/32 or fd00::/8");
+        let bad = || {
+            format!("invalid address range `{text}`: use a CIDR like 10.0.0.0/8, 127.0.0.1/32 or fd00::/8")
+        };
         let (addr, bits) = match text.split_once('/') {
             Some((addr, bits)) => (addr, Some(bits)),
             None => (text, None),

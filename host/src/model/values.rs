@@ -78,9 +78,39 @@ pub fn format_memory(bytes: u64) -> String {
 
 /// Checks environment variable settings: names are non-empty and hold no `=`.
 pub fn validate_env_var(key: &str) -> Result<(), String> {
-    if key.is_empty() || key.contains('=') || key.contains('\0') {
+    if key.is_empty() || key.len() > 256 || key.contains('=') || key.contains('\0') {
         return Err(format!(
             "invalid environment variable name `{key}`: use KEY=VALUE with a non-empty KEY"
+        ));
+    }
+    Ok(())
+}
+
+/// Most environment variables one service may have.
+pub const MAX_ENV_VARS: usize = 128;
+/// Longest value of one environment variable, in bytes.
+pub const MAX_ENV_VALUE_BYTES: usize = 32 * 1024;
+/// Most bytes all of a service's environment variables take together.
+pub const MAX_ENV_TOTAL_BYTES: usize = 128 * 1024;
+
+/// Checks a service's environment variables against the bounds.
+pub fn check_env_vars(vars: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+    if vars.len() > MAX_ENV_VARS {
+        return Err(format!(
+            "too many environment variables: {} (at most {MAX_ENV_VARS})",
+            vars.len()
+        ));
+    }
+    if let Some((k, v)) = vars.iter().find(|(_, v)| v.len() > MAX_ENV_VALUE_BYTES) {
+        return Err(format!(
+            "environment variable {k} is {} bytes long (at most {MAX_ENV_VALUE_BYTES})",
+            v.len()
+        ));
+    }
+    let total: usize = vars.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_ENV_TOTAL_BYTES {
+        return Err(format!(
+            "environment variables take {total} bytes (at most {MAX_ENV_TOTAL_BYTES} together)"
         ));
     }
     Ok(())
@@ -89,6 +119,18 @@ pub fn validate_env_var(key: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_variables_are_bounded() {
+        let mut vars: std::collections::BTreeMap<String, String> = (0..MAX_ENV_VARS)
+            .map(|i| (format!("K{i}"), "v".into()))
+            .collect();
+        assert!(check_env_vars(&vars).is_ok());
+        vars.insert("ONE_MORE".into(), "v".into());
+        assert!(check_env_vars(&vars).unwrap_err().contains("too many"));
+        let big = std::collections::BTreeMap::from([("K".to_string(), "x".repeat(40_000))]);
+        assert!(check_env_vars(&big).unwrap_err().contains("bytes long"));
+    }
 
     #[test]
     fn memory_sizes_parse() {

@@ -55,12 +55,9 @@ pub async fn send(
     let first_byte_timeout = options
         .and_then(|o| o.first_byte_timeout)
         .unwrap_or(DEFAULT_TIMEOUT);
-    let stream = tokio::time::timeout(
-        connect_timeout,
-        dial(&host, port, dispatch.as_deref()),
-    )
-    .await
-    .map_err(|_| Error::ConnectionTimeout)??;
+    let stream = tokio::time::timeout(connect_timeout, dial(&host, port, dispatch.as_deref()))
+        .await
+        .map_err(|_| Error::ConnectionTimeout)??;
     // The request line names only the path when not talking to a proxy.
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     *request.uri_mut() = http::Uri::try_from(path).map_err(|_| Error::HttpRequestUriInvalid)?;

@@ -97,11 +97,9 @@ impl WasiHttpHooks for Hooks {
                 let response = answer.await;
                 Ok((response, done()))
             }),
-            Outgoing::Network(request) => Box::new(connect::send(
-                *request,
-                options,
-                Some(dispatch.clone()),
-            )),
+            Outgoing::Network(request) => {
+                Box::new(connect::send(*request, options, Some(dispatch.clone())))
+            }
             Outgoing::Denied(message) => {
                 Box::new(
                     async move { Err(wasmtime_wasi_http::Error::InternalError(Some(message))) },

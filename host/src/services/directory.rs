@@ -28,9 +28,9 @@ use wasmtime_wasi_http::WasiBody;
 use super::callee::Callee;
 use crate::model::Egress;
 use crate::runtime::dispatch::SocketVerdict;
-use wasmtime_wasi::sockets::SocketAddrUse;
 use crate::runtime::{Dispatch, Outgoing, MAX_HOPS};
 use crate::telemetry::{Metrics, ServiceLog, ServiceMetrics};
+use wasmtime_wasi::sockets::SocketAddrUse;
 
 /// Header naming the calling service, `<stack>-<service>`.
 pub const CALLER_HEADER: &str = "x-mesh-caller";
@@ -302,7 +302,9 @@ impl Dispatch for Identity {
                 .unwrap_or(false);
             tracing::debug!(%addr, listed, %policy, "socket check");
             let refused = if !listed {
-                Some(format!("denied by this environment's outbound policy ({policy})"))
+                Some(format!(
+                    "denied by this environment's outbound policy ({policy})"
+                ))
             } else {
                 address.err().map(|why| format!("refused: {why}"))
             };

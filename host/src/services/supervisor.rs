@@ -27,8 +27,7 @@ use super::routes::Routes;
 use super::slot::Slot;
 use super::spec::{RunSpec, Spec};
 use crate::model::{
-    Egress,
-    dns_name, Desired, Digest, InstanceStatus, Service, ServiceKey, ServiceType, Stack,
+    dns_name, Desired, Digest, Egress, InstanceStatus, Service, ServiceKey, ServiceType, Stack,
 };
 use crate::telemetry::{Events, Logs, Metrics};
 

@@ -196,7 +196,10 @@ impl Store {
     /// directory's `operator.token` and `daemon.json`, both 0600).
     pub async fn bootstrap(&self, operator_token: &str) -> anyhow::Result<()> {
         let mut txn = Txn::new()
-            .put(key::OPERATOR_TOKEN, encode(&crate::auth::token_hash(operator_token)))
+            .put(
+                key::OPERATOR_TOKEN,
+                encode(&crate::auth::token_hash(operator_token)),
+            )
             // Stores written before tokens were hashed kept it in clear.
             .delete(key::LEGACY_ADMIN_TOKEN);
         let env_key = key::env(DEFAULT_ENVIRONMENT);

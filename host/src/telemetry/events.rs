@@ -109,7 +109,10 @@ impl Events {
         let on_disk = event.clone();
         self.writer.submit(Box::new(move || {
             if let Err(e) = file.append(&on_disk) {
-                tracing::warn!(path = %file.path.display(), error = %e, "cannot write an event");
+                static FAILED: super::Throttle = super::Throttle::new();
+                if let Some(times) = FAILED.hit() {
+                    tracing::warn!(path = %file.path.display(), error = %e, times, "cannot write events (reported once per interval)");
+                }
             }
         }));
         {

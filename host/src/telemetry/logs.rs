@@ -205,7 +205,10 @@ impl LogFile {
 
     fn append(&self, lines: &[LogLine]) {
         if let Err(e) = self.try_append(lines) {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot write log lines");
+            static FAILED: super::Throttle = super::Throttle::new();
+            if let Some(times) = FAILED.hit() {
+                tracing::warn!(path = %self.path.display(), error = %e, times, "cannot write log lines (reported once per interval)");
+            }
         }
     }
 
