@@ -365,7 +365,14 @@ impl Drop for Redis {
 fn a_queue_worker_consumes_jobs_from_a_real_redis() {
     let redis = Redis::start();
     let d = Daemon::start();
-    d.ok(&["env", "update", "default", "--reach", "127.0.0.1/32"]);
+    // An allow-list naming the address opens it to raw TCP (the socket's
+    // bind to an ephemeral local port is not a destination).
+    d.ok(&[
+        "env",
+        "set",
+        "outbound",
+        &format!("127.0.0.1:{}", redis.port),
+    ]);
     d.create(
         "worker",
         &[

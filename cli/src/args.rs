@@ -484,6 +484,10 @@ pub struct CreateArgs {
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
 
+    /// CPU time one request may use before it is stopped (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    pub cpu_limit: Option<String>,
+
     /// Instances to keep running.
     #[arg(long, allow_negative_numbers = true, value_name = "N")]
     pub instances: Option<i64>,
@@ -539,6 +543,10 @@ pub struct UpdateArgs {
     /// Cron run timeout, e.g. 30s; `none` removes it.
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+
+    /// CPU time one request may use, e.g. 2s; `default` for 10s.
+    #[arg(long, value_name = "DURATION")]
+    pub cpu_limit: Option<String>,
 
     /// Set an environment variable, KEY=VALUE (repeatable).
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]

@@ -54,6 +54,7 @@ pub fn create(client: &Client, out: &Out, args: CreateArgs) -> anyhow::Result<()
         schedule: args.schedule,
         timezone: args.timezone,
         timeout: args.timeout,
+        cpu_limit: args.cpu_limit,
         fresh_per_request: args.fresh_per_request.then_some(true),
         component,
     };
@@ -110,6 +111,7 @@ pub fn update(client: &Client, out: &Out, args: UpdateArgs) -> anyhow::Result<()
         schedule: args.schedule,
         timezone: args.timezone,
         timeout: args.timeout,
+        cpu_limit: args.cpu_limit,
         fresh_per_request: args.fresh_per_request,
         component,
     };

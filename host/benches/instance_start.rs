@@ -73,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
             stderr: log_output(&log, "bench.1", Stream::Stderr),
             dispatch: None,
             stdin: None,
+            tenant: "default".into(),
         };
         let t0 = Instant::now();
         let mut running_at = None;

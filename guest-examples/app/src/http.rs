@@ -8,6 +8,7 @@
 //! - `/echo`           method, path, sorted headers and body of the request
 //! - `/trap`           executes `unreachable` (the host answers 500)
 //! - `/sleep?ms=N`     sleeps N ms, then answers
+//! - `/spin[?ms=N]`     keeps a core busy for N ms (or forever)
 //! - `/count`          requests handled by this instance so far
 //! - `/args`           the argv the host gave this instance
 //! - `/pay?amount=N&target=URL`  `POST {"amount":N,"currency":"EUR"}` to
@@ -72,6 +73,7 @@ impl wasip2::exports::http::incoming_handler::Guest for Handler {
             "/echo" => (200, echo(&request, &method, &path_with_query)),
             "/trap" => trap(),
             "/sleep" => sleep(query),
+            "/spin" => spin(query),
             "/count" => (200, format!("count: {handled}\n")),
             "/args" => {
                 let args: Vec<String> = std::env::args().collect();
@@ -286,6 +288,21 @@ fn sleep(query: &str) -> (u16, String) {
             "sleep: ms must be a whole number of milliseconds\n".to_string(),
         ),
     }
+}
+
+/// `/spin[?ms=N]`: keeps a core busy for N ms of wall-clock time, or
+/// forever, to show CPU limits and fair shares.
+fn spin(query: &str) -> (u16, String) {
+    let ms = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("ms="))
+        .and_then(|n| n.parse::<u64>().ok());
+    let start = std::time::Instant::now();
+    let mut turns: u64 = 0;
+    while ms.is_none_or(|ms| start.elapsed() < Duration::from_millis(ms)) {
+        turns = std::hint::black_box(turns.wrapping_add(1));
+    }
+    (200, format!("spun {turns} turns\n"))
 }
 
 fn sleep_for(ms: u64) -> (u16, String) {

@@ -220,7 +220,7 @@ mod tests {
             ..now
         };
         let err = exceeds("acme", &quotas, &now, &memory).unwrap_err();
-        assert!(err.contains("memory quota (--max-memory 1Gi)"), "{err}");
+        assert!(err.contains("memory quota (--max-memory 1 GiB)"), "{err}");
         assert!(exceeds("acme", &quotas, &now, &now).is_ok());
         // Already over (the operator lowered the quota): shrinking is fine.
         let lowered = Quotas {

@@ -48,6 +48,7 @@ pub(super) async fn service_run(
     env.push(("MESH_SERVICE".into(), name.clone()));
     env.push(("MESH_INSTANCE".into(), id.clone()));
     let session = Session {
+        tenant: caller.env.as_str().into(),
         code,
         args: command,
         env,
@@ -88,6 +89,7 @@ pub(super) async fn once(
     };
     let id = format!("run{}", NEXT_RUN.fetch_add(1, Ordering::Relaxed));
     let session = Session {
+        tenant: caller.env.as_str().into(),
         code,
         args: command,
         env: vec![("MESH_INSTANCE".into(), id.clone())],

@@ -101,6 +101,7 @@ pub(super) async fn create(
         timeout_ms: None,
         endpoints: Vec::new(),
         fresh_per_request: request.fresh_per_request.unwrap_or(false),
+        cpu_limit_ms: None,
         created_at: Utc::now(),
     };
     let settings = Settings {
@@ -112,6 +113,7 @@ pub(super) async fn create(
         schedule: request.schedule,
         timezone: request.timezone,
         timeout: request.timeout,
+        cpu_limit: request.cpu_limit,
     };
     settings.apply(&state, &mut service)?;
 
@@ -191,6 +193,7 @@ pub(super) async fn update(
         schedule: request.schedule,
         timezone: request.timezone,
         timeout: request.timeout,
+        cpu_limit: request.cpu_limit,
     };
     settings.apply(&state, &mut service)?;
     let mut change = StackChange::load(&state, &caller.env, &stack).await?;
@@ -361,6 +364,7 @@ struct Settings {
     schedule: Option<String>,
     timezone: Option<String>,
     timeout: Option<String>,
+    cpu_limit: Option<String>,
 }
 
 impl Settings {
@@ -405,7 +409,28 @@ impl Settings {
             service.env_vars.remove(k);
         }
         crate::model::check_env_vars(&service.env_vars).map_err(ApiError::bad_request)?;
+        if let Some(text) = &self.cpu_limit {
+            service.cpu_limit_ms = parse_cpu_limit(text)?;
+        }
         apply_schedule(service, self.schedule, self.timezone, self.timeout)
+    }
+}
+
+/// `--cpu-limit`: a duration up to the maximum, or `default`.
+fn parse_cpu_limit(text: &str) -> ApiResult<Option<u64>> {
+    if text.trim() == "default" {
+        return Ok(None);
+    }
+    let max = crate::model::MAX_CPU_LIMIT;
+    match parse_duration(text) {
+        Ok(d) if !d.is_zero() && d <= max => Ok(Some(d.as_millis() as u64)),
+        Ok(_) => Err(ApiError::bad_request(format!(
+            "invalid --cpu-limit `{text}`: use from 1ms to {}s",
+            max.as_secs()
+        ))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "invalid --cpu-limit `{text}`: {e}"
+        ))),
     }
 }
 

@@ -42,6 +42,9 @@ pub struct CreateService {
     /// Longest a cron run may take, e.g. `30s`.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// CPU time one request may use, e.g. `2s`.
+    #[serde(default)]
+    pub cpu_limit: Option<String>,
     /// Serve each request from a fresh store (web services).
     #[serde(default)]
     pub fresh_per_request: Option<bool>,
@@ -81,6 +84,9 @@ pub struct UpdateService {
     /// New run timeout; `none` removes it.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// New CPU limit per request; `default` for the default.
+    #[serde(default)]
+    pub cpu_limit: Option<String>,
     /// Serve each request from a fresh store (web services).
     #[serde(default)]
     pub fresh_per_request: Option<bool>,

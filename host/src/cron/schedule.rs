@@ -280,6 +280,14 @@ fn parse_every(text: &str, shown: &str) -> Result<Rule, ScheduleError> {
             "@every needs a whole number of seconds, got {text}"
         )));
     }
+    // Counted from the epoch, an interval past a few years has no next
+    // run worth the name (or none chrono can represent).
+    const LONGEST: Duration = Duration::from_secs(366 * 24 * 3600);
+    if interval > LONGEST {
+        return Err(every_error(format!(
+            "@every interval {text} is too long: use at most 366 days (8784h)"
+        )));
+    }
     let seconds = i64::try_from(interval.as_secs())
         .map_err(|_| every_error(format!("@every interval {text} is too long")))?;
     Ok(Rule::Every(seconds))

@@ -39,6 +39,10 @@ pub struct Service {
     /// Serve every request from a fresh store instead of reusing instances.
     #[serde(default)]
     pub fresh_per_request: bool,
+    /// CPU time one request may use, in milliseconds; the default when
+    /// `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit_ms: Option<u64>,
     /// When the service was created.
     pub created_at: DateTime<Utc>,
 }
@@ -53,6 +57,12 @@ impl Service {
         } else {
             ServiceType::Worker
         }
+    }
+
+    /// CPU time one request may use.
+    pub fn cpu_limit(&self) -> std::time::Duration {
+        self.cpu_limit_ms
+            .map_or(super::DEFAULT_CPU_LIMIT, std::time::Duration::from_millis)
     }
 
     /// The component the command names (its first word).

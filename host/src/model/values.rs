@@ -86,6 +86,11 @@ pub fn validate_env_var(key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// CPU time one request may use unless its service says otherwise.
+pub const DEFAULT_CPU_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Largest CPU limit a service may ask for.
+pub const MAX_CPU_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Most environment variables one service may have.
 pub const MAX_ENV_VARS: usize = 128;
 /// Longest value of one environment variable, in bytes.

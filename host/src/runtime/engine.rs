@@ -27,6 +27,7 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use super::cpu::Shares;
 use super::state::HostState;
 use crate::config::DaemonConfig;
 use crate::model::Digest;
@@ -136,6 +137,8 @@ pub struct Engine {
     /// Compiles done, for tests and logs.
     compiles: std::sync::atomic::AtomicU64,
     ticker_stop: Arc<AtomicBool>,
+    /// The cores hot guests share.
+    shares: Arc<Shares>,
 }
 
 /// One digest's load lock and how many hold or wait for it.
@@ -184,7 +187,13 @@ impl Engine {
             fresh: Mutex::new(HashMap::new()),
             compiles: std::sync::atomic::AtomicU64::new(0),
             ticker_stop,
+            shares: Shares::for_this_machine(),
         })
+    }
+
+    /// The cores hot guests share, by environment.
+    pub fn shares(&self) -> &Arc<Shares> {
+        &self.shares
     }
 
     /// Size of stored code, in bytes (0 when it is not stored).

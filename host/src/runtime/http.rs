@@ -26,6 +26,15 @@ pub type Answered = Result<http::Response<HyperOutgoingBody>, ErrorCode>;
 /// guest has finished writing the body.
 pub type Respond = oneshot::Sender<Answered>;
 
+/// What one request may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallLimits {
+    /// Wall-clock time.
+    pub wall: Duration,
+    /// CPU time; none when `None`.
+    pub cpu: Option<Duration>,
+}
+
 /// A live instance ready for a request.
 pub struct HttpInstance {
     store: Store<HostState>,
@@ -57,7 +66,8 @@ impl HttpInstance {
         }
     }
 
-    /// Serves one request, stopped after `limit`. `chain` lists the
+    /// Serves one request, stopped after `limit` of wall-clock time or
+    /// `cpu_limit` of CPU time. `chain` lists the
     /// services the request passed through, for the calls the guest makes
     /// while serving it. Gives the instance back for another request, or
     /// says how it failed (a guest that returns without answering counts
@@ -68,8 +78,12 @@ impl HttpInstance {
         scheme: Scheme,
         chain: Vec<String>,
         respond: Respond,
-        limit: Duration,
+        limits: CallLimits,
     ) -> Result<HttpInstance, Outcome> {
+        let CallLimits {
+            wall: limit,
+            cpu: cpu_limit,
+        } = limits;
         let HttpInstance {
             mut store,
             proxy,
@@ -78,6 +92,7 @@ impl HttpInstance {
         let respond = Arc::new(Mutex::new(Some(respond)));
         let sender = respond.clone();
         store.data_mut().set_chain(chain);
+        store.data_mut().cpu().begin(cpu_limit);
         let call = async {
             let mut http = store.data_mut().http();
             let request = http.new_incoming_request(scheme, request)?;
@@ -91,7 +106,9 @@ impl HttpInstance {
                 .call_handle(&mut store, request, out)
                 .await
         };
-        let failure = match tokio::time::timeout(limit, call).await {
+        let timed = tokio::time::timeout(limit, call).await;
+        store.data_mut().cpu().end();
+        let failure = match timed {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(store.data().outcome_of(&e, &interrupt)),
             Err(_) => Some(Outcome::failed(format!(

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 
+use super::cpu::{CpuUse, Verdict};
 use super::dispatch::{Dispatch, Hooks};
 use super::engine::{Engine, Loaded};
 use super::io::{Output, RunStdin};
@@ -30,6 +31,9 @@ pub struct Launch {
     pub dispatch: Option<Arc<dyn Dispatch>>,
     /// Where stdin comes from; none (end of input at once) when `None`.
     pub stdin: Option<RunStdin>,
+    /// The environment it runs for: hot guests share the cores by
+    /// environment.
+    pub tenant: Arc<str>,
 }
 
 /// Runs `wasi:cli/run` of `code` in a fresh store to its end.
@@ -71,8 +75,9 @@ pub async fn run_command(
 }
 
 /// A fresh store for one instance: its WASI context (argv, env, output),
-/// memory limit, and an epoch callback that yields every tick and traps
-/// once `interrupt` is triggered.
+/// memory limit, and an epoch callback that counts CPU time, yields every
+/// tick (pausing a hot guest beyond its share of the cores), and traps
+/// once `interrupt` is triggered or a request's CPU limit is used up.
 pub fn new_store(engine: &Engine, launch: Launch, interrupt: Interrupt) -> Store<HostState> {
     let mut wasi = WasiCtx::builder();
     wasi.args(&launch.args)
@@ -91,16 +96,20 @@ pub fn new_store(engine: &Engine, launch: Launch, interrupt: Interrupt) -> Store
     if let Some(stdin) = launch.stdin {
         wasi.stdin(stdin);
     }
-    let state = HostState::new(wasi.build(), launch.memory_bytes, launch.dispatch);
+    let cpu = CpuUse::new(engine.shares().clone(), launch.tenant);
+    let state = HostState::new(wasi.build(), launch.memory_bytes, launch.dispatch, cpu);
     let mut store = Store::new(engine.wasmtime(), state);
     store.limiter(|state| state.limiter());
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
+    store.epoch_deadline_callback(move |mut ctx| {
         if interrupt.is_triggered() {
-            Ok(UpdateDeadline::Interrupt)
-        } else {
-            Ok(UpdateDeadline::Yield(1))
+            return Ok(UpdateDeadline::Interrupt);
         }
+        let cpu = ctx.data_mut().cpu();
+        Ok(match cpu.tick() {
+            Verdict::Stop => UpdateDeadline::Interrupt,
+            Verdict::Yield(pause) => UpdateDeadline::YieldCustom(1, cpu.resume_after(pause)),
+        })
     });
     store
 }

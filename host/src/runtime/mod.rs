@@ -12,11 +12,14 @@
 //! - `http`: instances that serve `wasi:http/incoming-handler`, one request
 //!   at a time.
 //! - `io`: where a guest's stdout and stderr go, and a host-fed stdin.
+//! - `cpu`: CPU time per request, and fair shares of the cores between
+//!   environments for guests that run long.
 //! - `dispatch`: the outgoing-HTTP and socket hook, and the trait behind it.
 //! - `connect`: sending an outgoing request to the network, each resolved
 //!   address checked before it is dialled.
 
 mod connect;
+pub mod cpu;
 pub mod dispatch;
 pub mod engine;
 pub mod http;
@@ -27,7 +30,7 @@ pub mod state;
 
 pub use dispatch::{Dispatch, Outgoing, MAX_HOPS};
 pub use engine::{CodeError, CodeInfo, Engine, Loaded};
-pub use http::{Answered, HttpInstance, Respond};
+pub use http::{Answered, CallLimits, HttpInstance, Respond};
 pub use instance::{new_store, run_command, Launch};
 pub use io::{Output, RunStdin};
 pub use outcome::{Ending, Interrupt, Outcome};

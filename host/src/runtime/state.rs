@@ -8,6 +8,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use super::cpu::CpuUse;
 use super::dispatch::{Dispatch, Hooks};
 use super::outcome::{Interrupt, Outcome};
 
@@ -21,6 +22,7 @@ pub struct HostState {
     table: ResourceTable,
     limiter: MemoryLimiter,
     hooks: Hooks,
+    cpu: CpuUse,
 }
 
 impl HostState {
@@ -32,6 +34,12 @@ impl HostState {
 
     /// How a guest that failed with `e` ended.
     pub fn outcome_of(&self, e: &wasmtime::Error, interrupt: &Interrupt) -> Outcome {
+        if let Some(limit) = self.cpu.exceeded() {
+            return Outcome::failed(format!(
+                "used more than {} of CPU time and was stopped",
+                humanize(limit)
+            ));
+        }
         let refused = self.limiter.refused.then_some(self.limiter.limit as u64);
         Outcome::explain(e, refused, interrupt)
     }
@@ -53,6 +61,17 @@ impl WasiHttpView for HostState {
             table: &mut self.table,
             hooks: &mut self.hooks,
         }
+    }
+}
+
+/// `1.5s`, `2s`, `250ms`.
+fn humanize(d: std::time::Duration) -> String {
+    if d.as_millis() % 1000 == 0 {
+        format!("{}s", d.as_secs())
+    } else if d < std::time::Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
     }
 }
 
@@ -119,7 +138,12 @@ impl ResourceLimiter for MemoryLimiter {
 
 impl HostState {
     /// The state of a new store.
-    pub(crate) fn new(wasi: WasiCtx, limit: u64, dispatch: Option<Arc<dyn Dispatch>>) -> HostState {
+    pub(crate) fn new(
+        wasi: WasiCtx,
+        limit: u64,
+        dispatch: Option<Arc<dyn Dispatch>>,
+        cpu: CpuUse,
+    ) -> HostState {
         HostState {
             wasi,
             http: WasiHttpCtx::new(),
@@ -129,7 +153,13 @@ impl HostState {
                 ..MemoryLimiter::new(limit)
             },
             hooks: Hooks::new(dispatch),
+            cpu,
         }
+    }
+
+    /// The store's CPU accounting.
+    pub(crate) fn cpu(&mut self) -> &mut CpuUse {
+        &mut self.cpu
     }
 
     /// The store's memory limiter.

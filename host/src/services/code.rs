@@ -11,12 +11,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::WasiBody;
 
 use crate::model::Digest;
+use crate::runtime::CallLimits;
 use crate::runtime::{Interrupt, Launch, Outcome, Respond};
 
 /// A boxed future that can move between threads.
@@ -50,7 +50,7 @@ pub trait Code: Send + Sync + 'static {
 /// A live instance that serves one request at a time.
 pub trait Handler: Send + 'static {
     /// Serves one request (answering through `respond`, maybe before its
-    /// body is all written), stopped after `limit`; gives the instance
+    /// body is all written), stopped past its limits; gives the instance
     /// back for the next request, or says how it failed.
     fn serve(
         self: Box<Self>,
@@ -58,7 +58,7 @@ pub trait Handler: Send + 'static {
         scheme: Scheme,
         chain: Vec<String>,
         respond: Respond,
-        limit: Duration,
+        limits: CallLimits,
     ) -> BoxFuture<'static, Result<Box<dyn Handler>, Outcome>>;
 }
 

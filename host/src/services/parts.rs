@@ -53,6 +53,7 @@ pub fn launch(who: &Identity, run: &RunSpec, id: &str) -> Launch {
         stderr: log_output(&who.log, id, Stream::Stderr),
         dispatch: Some(Arc::new(who.at(id))),
         stdin: None,
+        tenant: who.env.as_str().into(),
     }
 }
 

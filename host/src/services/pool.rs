@@ -51,6 +51,7 @@ use super::parts::{launch, Parts};
 use super::spec::{CodeProblem, Spec};
 use crate::model::{InstanceState, InstanceStatus, ServiceKey};
 use crate::runtime::http::describe;
+use crate::runtime::CallLimits;
 use crate::runtime::Outcome;
 
 /// Longest a request waits in the queue for a free instance.
@@ -68,6 +69,8 @@ pub struct PoolSettings {
     /// Keep instances live (a web service's), rather than starting them on
     /// the first call (a worker's).
     pub warm: bool,
+    /// CPU time one request may use.
+    pub cpu_limit: Duration,
 }
 
 struct WebSlot {
@@ -261,6 +264,10 @@ impl WebPool {
             .unwrap_or_default();
         let (tx, rx) = oneshot::channel();
         let fresh = self.settings.fresh_per_request;
+        let limits = CallLimits {
+            wall: REQUEST_TIMEOUT,
+            cpu: Some(self.settings.cpu_limit),
+        };
         let killed = self.killed.clone();
         // The guest runs on its own task: it may go on writing the body
         // after it answered, and it gives its slot back when it is done
@@ -269,7 +276,7 @@ impl WebPool {
             tokio::select! {
                 biased;
                 () = killed.cancelled() => {}
-                served = handler.serve(request, scheme, chain, tx, REQUEST_TIMEOUT) => match served {
+                served = handler.serve(request, scheme, chain, tx, limits) => match served {
                     Ok(handler) => lease.finish((!fresh).then_some(handler), None),
                     Err(outcome) => lease.finish(None, Some(outcome)),
                 },
@@ -695,7 +702,7 @@ pub(crate) mod tests {
             _scheme: Scheme,
             _chain: Vec<String>,
             respond: crate::runtime::Respond,
-            _limit: Duration,
+            _limits: CallLimits,
         ) -> BoxFuture<'static, Result<Box<dyn Handler>, Outcome>> {
             Box::pin(async move {
                 let permit = self
@@ -746,6 +753,7 @@ pub(crate) mod tests {
             instances,
             fresh_per_request: false,
             warm,
+            cpu_limit: Duration::from_secs(10),
         };
         let pool = WebPool::start(parts.clone(), key, Spec::new(run, 1), settings);
         (pool, parts, dir)

@@ -109,6 +109,8 @@ pub struct Session {
     pub who: Option<Identity>,
     /// Whether the caller's stdin is a terminal.
     pub terminal: bool,
+    /// The environment it runs for.
+    pub tenant: Arc<str>,
     /// The service log its output is kept in too, and its instance id
     /// there (`None` for a component run outside any service).
     pub log: Option<(Arc<ServiceLog>, String)>,
@@ -143,6 +145,7 @@ where
             .who
             .map(|who| Arc::new(who) as Arc<dyn crate::runtime::Dispatch>),
         stdin: Some(RunStdin::new(stdin_rx, session.terminal)),
+        tenant: session.tenant.clone(),
     };
     let mark_running = {
         let status = status.clone();
@@ -365,6 +368,7 @@ mod tests {
         let total = 8 << 20;
         let written = Arc::new(AtomicUsize::new(0));
         let session = Session {
+            tenant: "default".into(),
             code: Arc::new(Chatty {
                 digest: Digest::of(b"chatty"),
                 total,

@@ -351,6 +351,7 @@ impl Supervisor {
             instances: service.instances,
             fresh_per_request: service.fresh_per_request,
             warm,
+            cpu_limit: service.cpu_limit(),
         };
         if rt
             .web

@@ -2,13 +2,13 @@
 //! wasmtime store, made by the runtime.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::WasiBody;
 
 use super::code::{BoxFuture, Code, CodeSource, Handler};
 use crate::model::Digest;
+use crate::runtime::CallLimits;
 use crate::runtime::{
     run_command, Engine, HttpInstance, Interrupt, Launch, Loaded, Outcome, Respond,
 };
@@ -112,10 +112,13 @@ impl Handler for WasmHandler {
         scheme: Scheme,
         chain: Vec<String>,
         respond: Respond,
-        limit: Duration,
+        limits: CallLimits,
     ) -> BoxFuture<'static, Result<Box<dyn Handler>, Outcome>> {
         Box::pin(async move {
-            let instance = self.0.serve(request, scheme, chain, respond, limit).await?;
+            let instance = self
+                .0
+                .serve(request, scheme, chain, respond, limits)
+                .await?;
             Ok(Box::new(WasmHandler(instance)) as Box<dyn Handler>)
         })
     }

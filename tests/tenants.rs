@@ -1,0 +1,529 @@
+//! Safe sharing: a tenant's token, a hostile guest and an anonymous client
+//! each try what the tenants issue found, against the real daemon. Every
+//! attack here is refused, and the platform stays up for everyone else.
+//! All traffic goes to loopback.
+
+mod support;
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{app_wasm, cpu_ticks, Daemon};
+
+/// Creates environment `name` (with `flags`) and returns its token.
+fn tenant(d: &Daemon, name: &str, flags: &[&str]) -> String {
+    let mut args = vec!["env", "create", name, "--json"];
+    args.extend_from_slice(flags);
+    let created: Value = serde_json::from_str(&d.ok(&args)).unwrap();
+    created["token"].as_str().unwrap().to_string()
+}
+
+/// `mesh ARGS` as a tenant: (success, stdout, stderr).
+fn as_tenant(d: &Daemon, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = d.mesh_as(token, args);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+fn app() -> String {
+    app_wasm().to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_tenant_publishes_only_in_its_own_name_space_and_domains() {
+    let d = Daemon::start();
+    let token = tenant(&d, "t2", &[]);
+    let app = app();
+    let (ok, _, err) = as_tenant(
+        &d,
+        &token,
+        &["svc", "create", "-n", "web", "--", &app, "server"],
+    );
+    assert!(ok, "{err}");
+    for host in [
+        "http://www.localhost",
+        "http://localhost",
+        "http://127.0.0.1",
+        "http://api.t3.localhost",
+        "http://t2.localhost",
+        "http://shop.example",
+    ] {
+        let (ok, _, err) = as_tenant(
+            &d,
+            &token,
+            &["svc", "publish", "-n", "web", "--endpoint", host],
+        );
+        assert!(!ok, "t2 took {host}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: "), "{err}");
+    }
+    let (ok, _, err) = as_tenant(
+        &d,
+        &token,
+        &["svc", "publish", "-n", "web", "--endpoint", "api"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(d.get("api.t2.localhost", "/").status, 200);
+    // The operator's environment cannot take the tenant's labels either.
+    d.create("web", &[], &["server"]);
+    let err = d.fails(&[
+        "svc",
+        "publish",
+        "-n",
+        "web",
+        "--endpoint",
+        "http://api.t2.localhost",
+    ]);
+    assert!(
+        err.contains("not in environment default's name space"),
+        "{err}"
+    );
+    // A domain the operator assigns is the tenant's alone.
+    d.ok(&["env", "update", "t2", "--domain", "shop.example"]);
+    let (ok, _, err) = as_tenant(
+        &d,
+        &token,
+        &[
+            "svc",
+            "publish",
+            "-n",
+            "web",
+            "--endpoint",
+            "http://shop.example",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(d.get("shop.example", "/").status, 200);
+    let err = d.fails(&[
+        "svc",
+        "publish",
+        "-n",
+        "web",
+        "--endpoint",
+        "http://www.shop.example",
+    ]);
+    assert!(
+        err.contains("not in environment default's name space"),
+        "{err}"
+    );
+    let err = d.fails(&["env", "update", "default", "--domain", "127.0.0.1"]);
+    assert!(err.contains("invalid domain"), "{err}");
+}
+
+#[test]
+fn quotas_bound_each_environment_and_env_ls_shows_the_use() {
+    let d = Daemon::start();
+    let token = tenant(
+        &d,
+        "t2",
+        &[
+            "--max-instances",
+            "3",
+            "--max-memory",
+            "256Mi",
+            "--max-services",
+            "2",
+        ],
+    );
+    let app = app();
+    let create = |name: &str, flags: &[&str]| {
+        let mut args = vec!["svc", "create", "-n", name];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", &app, "server"]);
+        as_tenant(&d, &token, &args)
+    };
+    let (ok, _, err) = create("big", &["--instances", "1000", "--memory", "4Gi"]);
+    assert!(!ok);
+    assert_eq!(
+        err,
+        "error: environment t2 is over its instance quota (--max-instances 3): it uses 0 and this change needs 1000"
+    );
+    let (ok, _, err) = create("web", &["--instances", "2", "--memory", "64Mi"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = as_tenant(&d, &token, &["svc", "update", "web", "--instances", "4"]);
+    assert!(!ok);
+    assert!(
+        err.contains("instance quota (--max-instances 3): it uses 2 and this change needs 4"),
+        "{err}"
+    );
+    let (ok, _, err) = create("fat", &["--memory", "200Mi"]);
+    assert!(!ok);
+    assert!(
+        err.contains("memory quota (--max-memory 256 MiB): it uses 128 MiB"),
+        "{err}"
+    );
+    let (ok, _, err) = create("second", &["--memory", "64Mi"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = create("third", &["--memory", "1Mi", "--instances", "0"]);
+    assert!(!ok);
+    assert!(err.contains("service quota (--max-services 2)"), "{err}");
+    // Refused changes changed nothing; the tenant sees its use.
+    let (_, listed, _) = as_tenant(&d, &token, &["env", "ls", "--json"]);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let quotas = &listed[0]["quotas"];
+    assert_eq!(quotas["instances"], 3);
+    assert_eq!(quotas["max_instances"], 3);
+    assert_eq!(quotas["services"], 2);
+    assert_eq!(quotas["memory_bytes"], 192 << 20);
+    // Only the operator moves a quota.
+    let (ok, _, err) = as_tenant(
+        &d,
+        &token,
+        &["env", "update", "t2", "--max-instances", "100"],
+    );
+    assert!(!ok);
+    assert!(err.contains("only the operator"), "{err}");
+    d.ok(&[
+        "env",
+        "update",
+        "t2",
+        "--max-instances",
+        "10",
+        "--max-memory",
+        "1Gi",
+    ]);
+    let (ok, _, err) = as_tenant(&d, &token, &["svc", "update", "web", "--instances", "4"]);
+    assert!(ok, "{err}");
+    let table = d.ok(&["env", "ls"]);
+    assert!(table.contains("5/10"), "{table}");
+}
+
+#[test]
+fn guests_reach_neither_loopback_nor_the_daemon_and_tenants_cannot_lift_that() {
+    let d = Daemon::start();
+    let token = tenant(&d, "t2", &[]);
+    let app = app();
+    let (ok, _, err) = as_tenant(
+        &d,
+        &token,
+        &["svc", "create", "-n", "web", "--", &app, "server"],
+    );
+    assert!(ok, "{err}");
+    as_tenant(
+        &d,
+        &token,
+        &["svc", "publish", "-n", "web", "--endpoint", "www"],
+    );
+    let api = d.info["api_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let api_port = api.rsplit(':').next().unwrap().to_string();
+    // A local server the guest must not reach.
+    let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = local.local_addr().unwrap().port().to_string();
+    let call = |url: &str| {
+        let encoded = url.replace(':', "%3A").replace('/', "%2F");
+        d.get("www.t2.localhost", &format!("/call?url={encoded}"))
+    };
+    for (url, why) in [
+        (
+            format!("http://127.0.0.1:{port}/v1/services"),
+            "127.0.0.1 is a loopback address",
+        ),
+        (
+            format!("http://localhost:{port}/v1/services"),
+            "(localhost resolves to it)",
+        ),
+        (
+            format!("http://127.1:{port}/v1/services"),
+            "is a loopback address",
+        ),
+        (
+            format!("http://0.0.0.0:{port}/v1/services"),
+            "0.0.0.0 is an unspecified address",
+        ),
+    ] {
+        let got = call(&url);
+        assert_eq!(got.status, 502, "{url}: {got:?}");
+        assert!(got.body.contains(why), "{url}: {}", got.body);
+    }
+    // The tenant cannot open it up...
+    for args in [
+        &["env", "set", "outbound", "allow"][..],
+        &["env", "update", "t2", "--reach", "127.0.0.0/8"][..],
+    ] {
+        let (ok, _, err) = as_tenant(&d, &token, args);
+        assert!(!ok);
+        assert!(err.contains("only the operator"), "{err}");
+    }
+    // ...and even where the operator opens loopback, the daemon's own
+    // listeners stay out of reach.
+    d.ok(&["env", "update", "t2", "--reach", "127.0.0.0/8"]);
+    let got = call(&format!("http://127.0.0.1:{api_port}/v1/services"));
+    assert_eq!(got.status, 502, "{got:?}");
+    assert!(
+        got.body.contains("one of the platform's own listeners"),
+        "{}",
+        got.body
+    );
+    let http_port = d.http_addr().rsplit(':').next().unwrap().to_string();
+    let got = call(&format!("http://127.0.0.1:{http_port}/"));
+    assert!(
+        got.body.contains("one of the platform's own listeners"),
+        "{}",
+        got.body
+    );
+}
+
+/// Opens `n` connections to `addr` that send nothing (or, with `slow`,
+/// the start of a request head and nothing more).
+fn open_idle(addr: &str, n: usize, slow: bool) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            if slow {
+                s.write_all(b"GET / HTTP/1.1\r\nHost: www.localhost\r\nX-Slow: ")
+                    .unwrap();
+            }
+            s
+        })
+        .collect()
+}
+
+/// Whether the daemon closed every one of `conns`.
+fn all_closed(conns: &mut [TcpStream]) -> bool {
+    conns.iter_mut().all(|s| {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut buf = [0u8; 512];
+        matches!(s.read(&mut buf), Ok(0) | Err(_)) && {
+            // A reset or EOF, not a timeout.
+            s.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+            !matches!(s.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut)
+        }
+    })
+}
+
+#[test]
+fn idle_and_slowloris_connections_are_closed_on_the_ingress_and_the_api() {
+    let d = Daemon::start_with(&["--header-timeout", "1s", "--idle-timeout", "2s"]);
+    d.create("web", &[], &["server"]);
+    d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    let api = d.info["api_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let mut slow = open_idle(&d.http_addr(), 100, true);
+    let mut idle = open_idle(&d.http_addr(), 100, false);
+    let mut api_idle = open_idle(&api, 50, false);
+    let mut api_slow = open_idle(&api, 50, true);
+    // A trickle of bytes does not keep a head alive past its deadline.
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(300));
+        for s in &mut slow {
+            let _ = s.write_all(b"x");
+        }
+    }
+    assert!(all_closed(&mut slow), "slowloris connections still open");
+    assert!(all_closed(&mut api_slow), "slow API connections still open");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(all_closed(&mut idle), "idle connections still open");
+    assert!(all_closed(&mut api_idle), "idle API connections still open");
+    let metrics = d.metrics();
+    assert!(
+        metrics.contains("mesh_ingress_connections 1\n")
+            || metrics.contains("mesh_ingress_connections 0\n"),
+        "{metrics}"
+    );
+    assert_eq!(d.get("www.localhost", "/").status, 200);
+}
+
+#[test]
+fn one_client_cannot_take_every_connection_or_spin_the_daemon_out_of_file_handles() {
+    let d = Daemon::start_with(&["--max-connections-per-client", "50"]);
+    d.create("web", &[], &["server"]);
+    d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    // Past its 50, a client's new connections are closed at once.
+    let mut held = open_idle(&d.http_addr(), 60, false);
+    std::thread::sleep(Duration::from_millis(300));
+    let closed = held.chunks_mut(1).map(all_closed).filter(|c| *c).count();
+    assert_eq!(closed, 10, "connections past the per-client cap");
+    drop(held);
+
+    // Out of file handles: the listener pauses instead of spinning, and
+    // says so once per interval, not once per failed accept.
+    let d = Daemon::start_with(&["--max-connections-per-client", "5000"]);
+    d.create("web", &[], &["server"]);
+    d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &d.pid().to_string(), "--nofile=200:200"])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    let window = Instant::now();
+    let before = cpu_ticks(d.pid());
+    let held = open_idle(&d.http_addr(), 300, false);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_ticks(d.pid()) - before;
+    let secs = window.elapsed().as_secs();
+    let failures = d.log().matches("accept failed").count() as u64;
+    assert!(
+        failures >= 1 && failures <= 2 + secs / 10,
+        "{failures} accept-failure lines in {secs} s"
+    );
+    assert!(
+        used < 50 * (secs + 1),
+        "the daemon used {used} ticks of CPU in {secs} s while out of handles"
+    );
+    drop(held);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.get("www.localhost", "/").status, 200);
+}
+
+#[test]
+fn malformed_requests_get_clear_answers_in_json() {
+    let d = Daemon::start();
+    d.create("web", &[], &["server"]);
+    d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    let mut s = TcpStream::connect(d.http_addr()).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: www.localhost\r\nHost: evil.localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    // The control API answers every error as JSON, even the extractors'.
+    let api = d.info["api_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let token = d.info["token"].as_str().unwrap().to_string();
+    let auth = format!("Bearer {token}");
+    let post = |body: &[u8], content_type: &str| {
+        support::http_request(
+            &api,
+            "POST",
+            "localhost",
+            "/v1/services",
+            &[("authorization", &auth), ("content-type", content_type)],
+            body,
+        )
+    };
+    for (got, status) in [
+        (post(b"{}", "text/plain"), 415),
+        (post(b"{not json", "application/json"), 400),
+        (post(b"{\"name\": 5}", "application/json"), 422),
+        (post(&vec![b' '; 2 << 20], "application/json"), 413),
+    ] {
+        assert_eq!(got.status, status, "{got:?}");
+        let body: Value =
+            serde_json::from_str(&got.body).unwrap_or_else(|e| panic!("{e}: {}", got.body));
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{}",
+            got.body
+        );
+    }
+    // Too many or too large env vars are refused in one line.
+    let mut args: Vec<String> = ["svc", "create", "-n", "envy"].map(String::from).to_vec();
+    for i in 0..200 {
+        args.push("--env".into());
+        args.push(format!("K{i}=v"));
+    }
+    args.extend(["--".to_string(), app(), "env".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let err = d.fails(&args);
+    assert!(err.contains("too many environment variables: 200"), "{err}");
+    let big = format!("BIG={}", "x".repeat(100_000));
+    let err = d.fails(&[
+        "svc",
+        "create",
+        "-n",
+        "envy",
+        "--env",
+        &big,
+        "--",
+        &app(),
+        "env",
+    ]);
+    assert!(err.contains("is 100000 bytes long"), "{err}");
+    let err = d.fails(&[
+        "svc",
+        "create",
+        "-n",
+        "cron",
+        "--schedule",
+        "@every 99999999999h",
+        "--",
+        &app(),
+        "send-emails",
+    ]);
+    assert!(err.contains("too long"), "{err}");
+    assert_eq!(d.services().len(), 1, "a refused create made a service");
+}
+
+#[test]
+fn a_spinning_request_is_stopped_by_its_cpu_limit() {
+    let d = Daemon::start();
+    d.create("web", &["--cpu-limit", "300ms"], &["server"]);
+    d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    let started = Instant::now();
+    let got = d.get("www.localhost", "/spin");
+    assert!(got.status >= 500, "{got:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let logs = d.log_texts("web");
+    let events = d.ok(&["events", "--json"]);
+    assert!(
+        events.contains("used more than 300ms of CPU time")
+            || logs
+                .iter()
+                .any(|l| l.contains("used more than 300ms of CPU time")),
+        "{events}\n{logs:?}"
+    );
+    // A short spin within the limit answers.
+    assert_eq!(d.get("www.localhost", "/spin?ms=50").status, 200);
+    let err = d.fails(&["svc", "update", "web", "--cpu-limit", "2h"]);
+    assert!(err.contains("invalid --cpu-limit"), "{err}");
+}
+
+#[test]
+fn secrets_are_kept_hashed_and_private_and_tokens_rotate() {
+    let d = Daemon::start();
+    let operator = d.info["token"].as_str().unwrap().to_string();
+    let state = std::fs::read(d.data_dir().join("state.db")).unwrap();
+    let wal = std::fs::read(d.data_dir().join("state.db-wal")).unwrap_or_default();
+    for bytes in [&state, &wal] {
+        assert!(
+            !bytes
+                .windows(operator.len())
+                .any(|w| w == operator.as_bytes()),
+            "the operator token is in the store in clear"
+        );
+    }
+    for file in ["state.db", "operator.token", "daemon.json"] {
+        let mode = std::fs::metadata(d.data_dir().join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{file} is readable by others: {mode:o}");
+    }
+    let old = tenant(&d, "t2", &[]);
+    assert!(as_tenant(&d, &old, &["svc", "ls"]).0);
+    let (ok, out, err) = as_tenant(&d, &old, &["env", "token", "rotate", "--json"]);
+    assert!(ok, "{err}");
+    let new: Value = serde_json::from_str(&out).unwrap();
+    let new = new["token"].as_str().unwrap();
+    let (ok, _, err) = as_tenant(&d, &old, &["svc", "ls"]);
+    assert!(!ok);
+    assert!(err.contains("invalid API token"), "{err}");
+    assert!(as_tenant(&d, new, &["svc", "ls"]).0);
+    // A tenant cannot rotate another's token.
+    tenant(&d, "t3", &[]);
+    let (ok, _, err) = as_tenant(&d, new, &["env", "token", "rotate", "t3"]);
+    assert!(!ok);
+    assert!(err.contains("no environment named t3"), "{err}");
+}
