@@ -6,7 +6,6 @@
 
 use std::collections::HashSet;
 
-use super::stacks::StackChange;
 use super::wire::QuotaView;
 use super::{ApiError, ApiResult, ApiState};
 use crate::model::{format_memory, Digest, Environment, Quotas, Service, DEFAULT_ENVIRONMENT};
@@ -71,12 +70,15 @@ pub(super) async fn usage(state: &ApiState, env: &str) -> ApiResult<Usage> {
     Ok(usage)
 }
 
+/// One stack as a change leaves it: its name and every digest it keeps.
+pub(super) type StackCode = (String, Vec<Digest>);
+
 /// Bytes of distinct code the environment's stacks keep (current bundles
 /// and every kept version), with `change` in place of its stack.
-async fn code_bytes(state: &ApiState, env: &str, change: Option<&StackChange>) -> ApiResult<u64> {
+async fn code_bytes(state: &ApiState, env: &str, change: Option<&StackCode>) -> ApiResult<u64> {
     let mut digests: HashSet<Digest> = HashSet::new();
     for stack in state.store.stacks(env).await? {
-        if change.is_some_and(|c| c.stack.name == stack.value.name) {
+        if change.is_some_and(|(name, _)| *name == stack.value.name) {
             continue;
         }
         digests.extend(stack.value.components.values().cloned());
@@ -84,8 +86,8 @@ async fn code_bytes(state: &ApiState, env: &str, change: Option<&StackChange>) -
             digests.extend(version.value.components.into_values());
         }
     }
-    if let Some(change) = change {
-        digests.extend(change.kept_digests(state.config.versions_kept));
+    if let Some((_, kept)) = change {
+        digests.extend(kept.iter().cloned());
     }
     Ok(digests.iter().map(|d| state.engine.code_bytes(d)).sum())
 }
@@ -97,7 +99,7 @@ pub(super) async fn check(
     state: &ApiState,
     env: &str,
     after: &[&Service],
-    change: Option<&StackChange>,
+    change: Option<&StackCode>,
 ) -> ApiResult<impl FnOnce(Txn) -> Txn> {
     let found: Versioned<Environment> = state
         .store

@@ -155,7 +155,8 @@ pub(super) async fn create(
         .map(|s| &s.value)
         .chain(std::iter::once(&service))
         .collect();
-    let quota = super::quotas::check(&state, &caller.env, &after, Some(&change)).await?;
+    let code = change.kept_code(state.config.versions_kept);
+    let quota = super::quotas::check(&state, &caller.env, &after, Some(&code)).await?;
 
     let service_key = key::service(&service.env, &service.stack, &service.name);
     let name_key = key::dns_name(&service.env, &name);
@@ -217,7 +218,8 @@ pub(super) async fn update(
             }
         })
         .collect();
-    let quota = super::quotas::check(&state, &caller.env, &after, Some(&change)).await?;
+    let code = change.kept_code(state.config.versions_kept);
+    let quota = super::quotas::check(&state, &caller.env, &after, Some(&code)).await?;
 
     let service_key = key::service(&caller.env, &stack, &name);
     let txn = quota(Txn::new())

@@ -196,7 +196,8 @@ async fn apply_and_commit(
         .collect();
     check_services_keep_code(&change.stack, &in_stack, None)?;
     let all: Vec<&Service> = services.iter().map(|s| &s.value).collect();
-    let quota = super::quotas::check(state, env, &all, Some(&*change)).await?;
+    let code = change.kept_code(state.config.versions_kept);
+    let quota = super::quotas::check(state, env, &all, Some(&code)).await?;
     let restarting = change.restarting(&in_stack);
     let created = change.new_version.is_some();
     let txn = change.txn(quota(Txn::new()), state.config.versions_kept);
@@ -293,16 +294,16 @@ impl StackChange {
         self
     }
 
-    /// Every digest the stack keeps after the change: its bundle and the
-    /// versions that stay (at most `kept`, newest first).
-    pub fn kept_digests(&self, kept: usize) -> Vec<Digest> {
+    /// The stack's name and every digest it keeps after the change: its
+    /// bundle and the versions that stay (at most `kept`, newest first).
+    pub fn kept_code(&self, kept: usize) -> (String, Vec<Digest>) {
         let mut digests: Vec<Digest> = self.stack.components.values().cloned().collect();
         let versions = self.versions.iter().chain(self.new_version.as_ref());
         let total = self.versions.len() + usize::from(self.new_version.is_some());
         for version in versions.skip(total.saturating_sub(kept.max(1))) {
             digests.extend(version.components.values().cloned());
         }
-        digests
+        (self.stack.name.clone(), digests)
     }
 
     /// Services whose component digest this change alters.

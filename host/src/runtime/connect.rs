@@ -1,6 +1,6 @@
 //! Sending a guest's outgoing `wasi:http` request to the real network,
-//! with every address the host name resolves to checked by the instance's
-//! [`Dispatch`] before it is connected to. The check sees the address
+//! with every address the host name resolves to checked (by the instance's
+//! dispatcher) before it is connected to. The check sees the address
 //! actually dialled, so a name that resolves (or, later, re-resolves) to
 //! the host's loopback or a private range is refused: no DNS rebinding.
 //!
@@ -19,7 +19,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 
-use super::dispatch::Dispatch;
+/// Says whether a request for a host may dial one of its addresses
+/// (`Err` says why not).
+pub type AddressCheck = Arc<dyn Fn(&str, SocketAddr) -> Result<(), String> + Send + Sync>;
 
 /// A response and the task driving its connection, as wasmtime wants
 /// them back.
@@ -33,12 +35,12 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most resolved addresses tried for one request.
 const MAX_ADDRESSES: usize = 8;
 
-/// Sends `request`; `dispatch`, when given, must accept each address
-/// before it is dialled.
+/// Sends `request`; `check`, when given, must accept each address before
+/// it is dialled.
 pub async fn send(
     mut request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
-    dispatch: Option<Arc<dyn Dispatch>>,
+    check: Option<AddressCheck>,
 ) -> Sent {
     let uri = request.uri();
     let host = uri
@@ -55,7 +57,7 @@ pub async fn send(
     let first_byte_timeout = options
         .and_then(|o| o.first_byte_timeout)
         .unwrap_or(DEFAULT_TIMEOUT);
-    let stream = tokio::time::timeout(connect_timeout, dial(&host, port, dispatch.as_deref()))
+    let stream = tokio::time::timeout(connect_timeout, dial(&host, port, check.as_deref()))
         .await
         .map_err(|_| Error::ConnectionTimeout)??;
     // The request line names only the path when not talking to a proxy.
@@ -106,7 +108,7 @@ pub async fn send(
 async fn dial(
     host: &str,
     port: u16,
-    dispatch: Option<&dyn Dispatch>,
+    check: Option<&(dyn Fn(&str, SocketAddr) -> Result<(), String> + Send + Sync)>,
 ) -> wasmtime_wasi_http::Result<TcpStream> {
     let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
@@ -122,8 +124,8 @@ async fn dial(
     let mut refused = None;
     let mut failed = None;
     for addr in addrs {
-        if let Some(dispatch) = dispatch {
-            if let Err(why) = dispatch.address(host, addr) {
+        if let Some(check) = check {
+            if let Err(why) = check(host, addr) {
                 refused = Some(why);
                 continue;
             }

@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::engine::EPOCH_TICK;
+/// How often the epoch advances. A running guest reaches an epoch check at
+/// least this often, so this bounds how long it can hold a thread before
+/// yielding and how quickly it can be stopped.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Ticks of one call before a guest counts as hot.
 pub const HOT_AFTER: u32 = 3;

@@ -98,7 +98,10 @@ impl WasiHttpHooks for Hooks {
                 Ok((response, done()))
             }),
             Outgoing::Network(request) => {
-                Box::new(connect::send(*request, options, Some(dispatch.clone())))
+                let dispatch = dispatch.clone();
+                let check: connect::AddressCheck =
+                    Arc::new(move |host, addr| dispatch.address(host, addr));
+                Box::new(connect::send(*request, options, Some(check)))
             }
             Outgoing::Denied(message) => {
                 Box::new(

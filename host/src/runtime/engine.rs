@@ -27,16 +27,11 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use super::cpu::Shares;
+use super::cpu::{Shares, EPOCH_TICK};
 use super::state::HostState;
 use crate::config::DaemonConfig;
 use crate::model::Digest;
 use crate::store::blobs::{unique_tmp_name, Blobs};
-
-/// How often the epoch advances. A running guest reaches an epoch check at
-/// least this often, so this bounds how long it can hold a thread before
-/// yielding and how quickly it can be stopped.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Core instances, memories and tables a component may need per live
 /// component instance, for sizing the pool.
