@@ -21,7 +21,10 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 
 /// Says whether a request for a host may dial one of its addresses
 /// (`Err` says why not).
-pub type AddressCheck = Arc<dyn Fn(&str, SocketAddr) -> Result<(), String> + Send + Sync>;
+pub type AddressCheck = Arc<CheckFn>;
+
+/// The function behind an [`AddressCheck`].
+pub type CheckFn = dyn Fn(&str, SocketAddr) -> Result<(), String> + Send + Sync;
 
 /// A response and the task driving its connection, as wasmtime wants
 /// them back.
@@ -86,13 +89,11 @@ pub async fn send(
     let response = tokio::time::timeout(first_byte_timeout, async {
         let send = sender.send_request(request);
         tokio::pin!(send);
-        loop {
-            tokio::select! {
-                response = &mut send => return response.map_err(Error::from),
-                ended = &mut conn => {
-                    ended.map_err(Error::from)?;
-                    return (&mut send).await.map_err(Error::from);
-                }
+        tokio::select! {
+            response = &mut send => response.map_err(Error::from),
+            ended = &mut conn => {
+                ended.map_err(Error::from)?;
+                (&mut send).await.map_err(Error::from)
             }
         }
     })
@@ -108,7 +109,7 @@ pub async fn send(
 async fn dial(
     host: &str,
     port: u16,
-    check: Option<&(dyn Fn(&str, SocketAddr) -> Result<(), String> + Send + Sync)>,
+    check: Option<&CheckFn>,
 ) -> wasmtime_wasi_http::Result<TcpStream> {
     let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],

@@ -66,7 +66,7 @@ impl WasiHttpView for HostState {
 
 /// `1.5s`, `2s`, `250ms`.
 fn humanize(d: std::time::Duration) -> String {
-    if d.as_millis() % 1000 == 0 {
+    if d.as_millis().is_multiple_of(1000) {
         format!("{}s", d.as_secs())
     } else if d < std::time::Duration::from_secs(1) {
         format!("{}ms", d.as_millis())
