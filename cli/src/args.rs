@@ -162,7 +162,10 @@ Examples:
     Update(EnvUpdateArgs),
 
     /// API tokens of environments.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  mesh env token rotate acme\n  mesh env token rotate"
+    )]
     Token(EnvTokenCommand),
 }
 
