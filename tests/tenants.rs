@@ -35,17 +35,43 @@ fn app() -> String {
     app_wasm().to_str().unwrap().to_string()
 }
 
+/// Environment t2 with a web service `web` (`app server`), as its tenant
+/// made it; returns t2's token.
+fn tenant_with_web(d: &Daemon) -> String {
+    let token = tenant(d, "t2", &[]);
+    let (ok, _, err) = as_tenant(
+        d,
+        &token,
+        &["svc", "create", "-n", "web", "--", &app(), "server"],
+    );
+    assert!(ok, "{err}");
+    token
+}
+
+/// The API's address, `127.0.0.1:PORT`.
+fn api_addr(d: &Daemon) -> String {
+    d.info["api_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string()
+}
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
 #[test]
 fn a_tenant_publishes_only_in_its_own_name_space_and_domains() {
     let d = Daemon::start();
-    let token = tenant(&d, "t2", &[]);
-    let app = app();
-    let (ok, _, err) = as_tenant(
-        &d,
-        &token,
-        &["svc", "create", "-n", "web", "--", &app, "server"],
-    );
-    assert!(ok, "{err}");
+    let token = tenant_with_web(&d);
     for host in [
         "http://www.localhost",
         "http://localhost",
@@ -197,24 +223,13 @@ fn quotas_bound_each_environment_and_env_ls_shows_the_use() {
 #[test]
 fn guests_reach_neither_loopback_nor_the_daemon_and_tenants_cannot_lift_that() {
     let d = Daemon::start();
-    let token = tenant(&d, "t2", &[]);
-    let app = app();
-    let (ok, _, err) = as_tenant(
-        &d,
-        &token,
-        &["svc", "create", "-n", "web", "--", &app, "server"],
-    );
-    assert!(ok, "{err}");
+    let token = tenant_with_web(&d);
     as_tenant(
         &d,
         &token,
         &["svc", "publish", "-n", "web", "--endpoint", "www"],
     );
-    let api = d.info["api_url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .to_string();
+    let api = api_addr(&d);
     let api_port = api.rsplit(':').next().unwrap().to_string();
     // A local server the guest must not reach.
     let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -306,11 +321,7 @@ fn idle_and_slowloris_connections_are_closed_on_the_ingress_and_the_api() {
     let d = Daemon::start_with(&["--header-timeout", "1s", "--idle-timeout", "2s"]);
     d.create("web", &[], &["server"]);
     d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
-    let api = d.info["api_url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .to_string();
+    let api = api_addr(&d);
     let mut slow = open_idle(&d.http_addr(), 100, true);
     let mut idle = open_idle(&d.http_addr(), 100, false);
     let mut api_idle = open_idle(&api, 50, false);
@@ -392,11 +403,7 @@ fn malformed_requests_get_clear_answers_in_json() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 
     // The control API answers every error as JSON, even the extractors'.
-    let api = d.info["api_url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .to_string();
+    let api = api_addr(&d);
     let token = d.info["token"].as_str().unwrap().to_string();
     let auth = format!("Bearer {token}");
     let post = |body: &[u8], content_type: &str| {
@@ -526,4 +533,125 @@ fn secrets_are_kept_hashed_and_private_and_tokens_rotate() {
     let (ok, _, err) = as_tenant(&d, new, &["env", "token", "rotate", "t3"]);
     assert!(!ok);
     assert!(err.contains("no environment named t3"), "{err}");
+}
+
+#[test]
+fn request_bodies_stream_to_the_guest_instead_of_filling_the_daemon() {
+    let d = Daemon::start();
+    d.create("web", &["--instances", "4"], &["server"]);
+    d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    d.wait_running("web", 4);
+    let addr = d.http_addr();
+    let pid = d.pid();
+    let before = rss(pid);
+    let body = vec![b'x'; 15 << 20];
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(rss(pid), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    // Twenty 15 MB chunked uploads at once: what is not being read waits
+    // in the client, not in the daemon.
+    let uploads: Vec<_> = (0..20)
+        .map(|_| {
+            let (addr, body) = (addr.clone(), body.clone());
+            std::thread::spawn(move || {
+                support::http_request_chunked(&addr, "POST", "www.localhost", "/drain", &body)
+            })
+        })
+        .collect();
+    for upload in uploads {
+        let got = upload.join().unwrap();
+        assert_eq!(got.status, 200, "{got:?}");
+        assert_eq!(got.body, format!("read {} bytes\n", 15 << 20));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    watcher.join().unwrap();
+    let grew = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(before);
+    eprintln!(
+        "RSS {} MiB before, peak +{} MiB while 300 MiB streamed through",
+        before >> 20,
+        grew >> 20
+    );
+    assert!(grew < 120 << 20, "the daemon grew by {} MiB", grew >> 20);
+    // Past the limit, a streamed body still gets 413.
+    let big = vec![b'x'; 17 << 20];
+    let got = support::http_request_chunked(&addr, "POST", "www.localhost", "/drain", &big);
+    assert_eq!(got.status, 413, "{got:?}");
+}
+
+#[test]
+fn code_counts_against_its_environments_quota() {
+    let d = Daemon::start();
+    let token = tenant(&d, "t2", &["--max-code", "200k"]);
+    let create = ["svc", "create", "-n", "web", "--", &app(), "server"].map(String::from);
+    let create: Vec<&str> = create.iter().map(String::as_str).collect();
+    let (ok, _, err) = as_tenant(&d, &token, &create);
+    assert!(!ok);
+    assert!(err.contains("code quota (--max-code 200 KiB)"), "{err}");
+    let (_, listed, _) = as_tenant(&d, &token, &["svc", "ls", "--json"]);
+    assert_eq!(listed.trim(), "[]");
+    d.ok(&["env", "update", "t2", "--max-code", "1Mi"]);
+    let (ok, _, err) = as_tenant(&d, &token, &create);
+    assert!(ok, "{err}");
+    let (_, listed, _) = as_tenant(&d, &token, &["env", "ls", "--json"]);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let used = listed[0]["quotas"]["code_bytes"].as_u64().unwrap();
+    assert_eq!(used, std::fs::metadata(app_wasm()).unwrap().len());
+}
+
+#[test]
+fn a_tenant_cannot_start_interactive_runs_without_bound() {
+    let d = Daemon::start();
+    let token = tenant(&d, "t2", &[]);
+    let app = app();
+    let api = d.info["api_url"].as_str().unwrap().to_string();
+    let spawn = || {
+        d.mesh_cmd(&["run", "--", &app, "sleep", "60000"])
+            .env("MESH_API_URL", &api)
+            .env("MESH_TOKEN", &token)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut running: Vec<_> = (0..8).map(|_| spawn()).collect();
+    // Once all eight hold their runs, a ninth is refused.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let (ok, _, err) = as_tenant(&d, &token, &["run", "--", &app, "env"]);
+        if !ok {
+            break err;
+        }
+        assert!(Instant::now() < deadline, "a ninth run was never refused");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        refused.contains("already has 8 interactive runs going"),
+        "{refused}"
+    );
+    // The operator's runs have seats of their own.
+    let out = d.ok(&["run", "--", &app, "env"]);
+    assert!(out.contains("MESH_INSTANCE"), "{out}");
+    for child in &mut running {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, _, err) = as_tenant(&d, &token, &["run", "--", &app, "env"]);
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "runs were not given back: {err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -305,13 +305,13 @@ pub struct UpArgs {
     #[arg(long, default_value_t = mesh_host::config::DEFAULT_MAX_CONNECTIONS_PER_CLIENT, value_name = "N")]
     pub max_connections_per_client: usize,
 
-    /// Longest a client may take to send a request head (e.g. 10s).
-    #[arg(long, default_value = "10s", value_name = "DURATION")]
-    pub header_timeout: String,
+    /// Longest a client may take to send a request head [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub header_timeout: Option<String>,
 
-    /// Longest a connection may sit idle between requests (e.g. 60s).
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
-    pub idle_timeout: String,
+    /// Longest a connection may sit idle between requests [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
 
     /// Platform alias domain: the endpoint label `www` becomes `www.DOMAIN`.
     #[arg(long, default_value = mesh_host::config::DEFAULT_ALIAS, value_name = "DOMAIN")]

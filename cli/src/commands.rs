@@ -385,30 +385,24 @@ pub fn env_list(client: &Client, out: &Out) -> anyhow::Result<()> {
             "CREATED",
         ]);
         let now = Utc::now();
-        let bytes = |n: u64| {
-            if n == u64::MAX {
-                "-".to_string()
-            } else {
-                mesh_host::model::format_memory(n)
-            }
-        };
-        let count = |n: u32| {
-            if n == u32::MAX {
-                "-".to_string()
-            } else {
-                n.to_string()
-            }
-        };
         for e in &envs {
             let q = &e.quotas;
             table.row(vec![
                 e.name.clone(),
                 e.alias.clone(),
                 e.outbound.clone(),
-                format!("{}/{}", q.services, count(q.max_services)),
-                format!("{}/{}", q.instances, count(q.max_instances)),
-                format!("{}/{}", bytes(q.memory_bytes), bytes(q.max_memory_bytes)),
-                format!("{}/{}", bytes(q.code_bytes), bytes(q.max_code_bytes)),
+                format!("{}/{}", q.services, quota_count(q.max_services)),
+                format!("{}/{}", q.instances, quota_count(q.max_instances)),
+                format!(
+                    "{}/{}",
+                    quota_bytes(q.memory_bytes),
+                    quota_bytes(q.max_memory_bytes)
+                ),
+                format!(
+                    "{}/{}",
+                    quota_bytes(q.code_bytes),
+                    quota_bytes(q.max_code_bytes)
+                ),
                 format!("{} ago", age(now - e.created_at)),
             ]);
         }
@@ -432,6 +426,24 @@ pub fn env_set(client: &Client, out: &Out, args: EnvSetArgs) -> anyhow::Result<(
     })
 }
 
+/// A count quota, `-` when unlimited.
+fn quota_count(n: u32) -> String {
+    if n == u32::MAX {
+        "-".to_string()
+    } else {
+        n.to_string()
+    }
+}
+
+/// A size quota or use, `-` when unlimited.
+fn quota_bytes(n: u64) -> String {
+    if n == u64::MAX {
+        "-".to_string()
+    } else {
+        mesh_host::model::format_memory(n)
+    }
+}
+
 /// `mesh env update`.
 pub fn env_update(client: &Client, out: &Out, args: EnvUpdateArgs) -> anyhow::Result<()> {
     let request = settings(args.settings, args.remove_domain);
@@ -452,8 +464,8 @@ pub fn env_update(client: &Client, out: &Out, args: EnvUpdateArgs) -> anyhow::Re
             } else {
                 view.domains.join(",")
             },
-            q.max_services,
-            q.max_instances
+            quota_count(q.max_services),
+            quota_count(q.max_instances)
         )
     })
 }

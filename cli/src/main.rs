@@ -88,10 +88,15 @@ fn up(data_dir: Option<std::path::PathBuf>, args: UpArgs) -> anyhow::Result<()> 
     let parse = |what: &str, text: &str| {
         mesh_host::model::parse_memory(text).map_err(|e| anyhow::anyhow!("{what}: {e}"))
     };
-    let duration = |what: &str, text: &str| match mesh_host::cron::parse_duration(text) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(anyhow::anyhow!("{what}: must be longer than 0")),
-        Err(e) => Err(anyhow::anyhow!("{what}: {e}")),
+    let duration = |what: &str, text: Option<&str>, default| {
+        let Some(text) = text else {
+            return Ok(default);
+        };
+        match mesh_host::cron::parse_duration(text) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            Ok(_) => Err(anyhow::anyhow!("{what}: must be longer than 0")),
+            Err(e) => Err(anyhow::anyhow!("{what}: {e}")),
+        }
     };
     let config = mesh_host::DaemonConfig {
         data_dir: data_dir.unwrap_or_else(|| mesh_host::config::DEFAULT_DATA_DIR.into()),
@@ -106,8 +111,16 @@ fn up(data_dir: Option<std::path::PathBuf>, args: UpArgs) -> anyhow::Result<()> 
         queue_per_instance: args.queue_per_instance,
         max_connections: args.max_connections,
         max_connections_per_client: args.max_connections_per_client,
-        header_timeout: duration("--header-timeout", &args.header_timeout)?,
-        idle_timeout: duration("--idle-timeout", &args.idle_timeout)?,
+        header_timeout: duration(
+            "--header-timeout",
+            args.header_timeout.as_deref(),
+            mesh_host::config::DEFAULT_HEADER_TIMEOUT,
+        )?,
+        idle_timeout: duration(
+            "--idle-timeout",
+            args.idle_timeout.as_deref(),
+            mesh_host::config::DEFAULT_IDLE_TIMEOUT,
+        )?,
         alias: args.alias,
         max_upload_bytes: parse("--max-upload", &args.max_upload)?,
         max_instances: args.max_instances,

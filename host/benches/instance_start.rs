@@ -74,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
             dispatch: None,
             stdin: None,
             tenant: "default".into(),
+            seat: mesh_host::runtime::Seat::Service,
         };
         let t0 = Instant::now();
         let mut running_at = None;

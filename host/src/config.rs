@@ -30,7 +30,8 @@ pub const DEFAULT_QUEUE_PER_INSTANCE: usize = 64;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 /// Ingress connections open at once, over every listener.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// Connections one client address may hold open on one listener.
+/// Connections one client address may hold open on the ingress (and,
+/// separately, on the API).
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 1_000;
 /// Longest a client may take to send a request head.
 pub const DEFAULT_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -8,7 +8,8 @@
 //! - `/echo`           method, path, sorted headers and body of the request
 //! - `/trap`           executes `unreachable` (the host answers 500)
 //! - `/sleep?ms=N`     sleeps N ms, then answers
-//! - `/spin[?ms=N]`     keeps a core busy for N ms (or forever)
+//! - `/spin[?ms=N]`    keeps a core busy for N ms (or forever)
+//! - `/drain`          reads the whole body without keeping it: `read N bytes`
 //! - `/count`          requests handled by this instance so far
 //! - `/args`           the argv the host gave this instance
 //! - `/pay?amount=N&target=URL`  `POST {"amount":N,"currency":"EUR"}` to
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 use crate::client::{self, Request};
 
 use kit::respond;
-use wasip2::http::types::{IncomingRequest, Method, ResponseOutparam};
+use wasip2::http::types::{IncomingBody, IncomingRequest, Method, ResponseOutparam};
 
 wasip2::http::proxy::export!(Handler);
 
@@ -74,6 +75,7 @@ impl wasip2::exports::http::incoming_handler::Guest for Handler {
             "/trap" => trap(),
             "/sleep" => sleep(query),
             "/spin" => spin(query),
+            "/drain" => drain(&request),
             "/count" => (200, format!("count: {handled}\n")),
             "/args" => {
                 let args: Vec<String> = std::env::args().collect();
@@ -287,6 +289,22 @@ fn sleep(query: &str) -> (u16, String) {
             400,
             "sleep: ms must be a whole number of milliseconds\n".to_string(),
         ),
+    }
+}
+
+/// `/drain`: reads the request body to its end, keeping none of it.
+fn drain(request: &IncomingRequest) -> (u16, String) {
+    let Ok(body) = request.consume() else {
+        return (200, "read 0 bytes\n".to_string());
+    };
+    let read = match body.stream() {
+        Ok(mut stream) => std::io::copy(&mut stream, &mut std::io::sink()),
+        Err(()) => Ok(0),
+    };
+    drop(IncomingBody::finish(body));
+    match read {
+        Ok(n) => (200, format!("read {n} bytes\n")),
+        Err(e) => (400, format!("cannot read the body: {e}\n")),
     }
 }
 

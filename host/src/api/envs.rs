@@ -13,9 +13,10 @@ use super::quotas;
 use super::wire::{CreateEnv, EnvCreated, EnvView, TokenRotated, UpdateEnv};
 use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::model::{
-    parse_memory, parse_ranges, validate_name, Endpoint, Environment, Outbound, DEFAULT_ENVIRONMENT,
+    is_ip_like, parse_memory, parse_ranges, validate_name, within, Endpoint, Environment, Outbound,
+    DEFAULT_ENVIRONMENT,
 };
-use crate::store::{encode, key, Compare, Txn};
+use crate::store::{encode, key, Compare, Txn, Versioned};
 
 /// `POST /v1/envs` (operator only).
 pub(super) async fn create(
@@ -23,7 +24,7 @@ pub(super) async fn create(
     Extension(caller): Extension<Caller>,
     Json(request): Json<CreateEnv>,
 ) -> ApiResult<(StatusCode, Json<EnvCreated>)> {
-    require_admin(&caller, "create environments")?;
+    caller.require_operator("create environments")?;
     validate_name("environment", &request.name).map_err(ApiError::bad_request)?;
     let env_key = key::env(&request.name);
     if state
@@ -97,19 +98,9 @@ pub(super) async fn update(
     Path(name): Path<String>,
     Json(request): Json<UpdateEnv>,
 ) -> ApiResult<Json<EnvView>> {
-    if !caller.admin && name != caller.env {
-        return Err(unknown(&name));
-    }
-    require_admin(
-        &caller,
-        "change an environment's outbound policy, reach, domains or quotas",
-    )?;
+    let found = find_env(&state, &caller, &name).await?;
+    caller.require_operator("change an environment's outbound policy, reach, domains or quotas")?;
     let env_key = key::env(&name);
-    let found = state
-        .store
-        .get::<Environment>(env_key.clone())
-        .await?
-        .ok_or_else(|| unknown(&name))?;
     let mut env = found.value;
     let txn = Txn::new().when(Compare::ModRev(env_key.clone(), found.mod_rev));
     let txn = apply(&state, &mut env, &request, txn).await?;
@@ -126,15 +117,8 @@ pub(super) async fn rotate_token(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<TokenRotated>> {
-    if !caller.admin && name != caller.env {
-        return Err(unknown(&name));
-    }
+    let found = find_env(&state, &caller, &name).await?;
     let env_key = key::env(&name);
-    let found = state
-        .store
-        .get::<Environment>(env_key.clone())
-        .await?
-        .ok_or_else(|| unknown(&name))?;
     let mut env = found.value;
     let token = crate::auth::new_token();
     let old = std::mem::replace(&mut env.token_sha256, crate::auth::token_hash(&token));
@@ -214,17 +198,16 @@ async fn check_domain(state: &ApiState, env: &str, text: &str) -> ApiResult<Stri
             ))
         })?;
     let domain = endpoint.host;
-    if domain.parse::<std::net::IpAddr>().is_ok() || !domain.contains('.') {
+    if is_ip_like(&domain) || !domain.contains('.') {
         return Err(ApiError::bad_request(format!(
             "invalid domain `{domain}`: use a host name like example.com"
         )));
     }
-    if domain == *alias || domain.ends_with(&format!(".{alias}")) {
+    if within(&domain, alias) {
         return Err(ApiError::bad_request(format!(
             "{domain} is under the platform's alias {alias}; environments have their labels there already"
         )));
     }
-    let overlaps = |a: &str, b: &str| a == b || a.ends_with(&format!(".{b}"));
     for other in state.store.environments().await? {
         let other = other.value;
         if other.name == env {
@@ -233,7 +216,7 @@ async fn check_domain(state: &ApiState, env: &str, text: &str) -> ApiResult<Stri
         if let Some(d) = other
             .domains
             .iter()
-            .find(|d| overlaps(&domain, d) || overlaps(d, &domain))
+            .find(|d| within(&domain, d) || within(d, &domain))
         {
             return Err(ApiError::conflict(format!(
                 "{domain} overlaps {d}, assigned to another environment"
@@ -266,16 +249,18 @@ pub(super) fn alias_of(platform_alias: &str, env: &str) -> String {
     }
 }
 
-fn require_admin(caller: &Caller, what: &str) -> ApiResult<()> {
-    if caller.admin {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "only the operator's token (daemon.json) can {what}"
-        )))
+/// An environment the caller may see (a tenant only its own), or 404.
+async fn find_env(
+    state: &ApiState,
+    caller: &Caller,
+    name: &str,
+) -> ApiResult<Versioned<Environment>> {
+    if !caller.admin && name != caller.env {
+        return Err(ApiError::no_environment(name));
     }
-}
-
-fn unknown(name: &str) -> ApiError {
-    ApiError::not_found(format!("no environment named {name}"))
+    state
+        .store
+        .get::<Environment>(key::env(name))
+        .await?
+        .ok_or_else(|| ApiError::no_environment(name))
 }

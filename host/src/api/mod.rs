@@ -63,6 +63,8 @@ pub struct ApiState {
     pub admin_token: Arc<str>,
     /// Turns true when the daemon shuts down: followers end their streams.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Interactive runs going, by environment.
+    pub runs: Arc<run::Runs>,
 }
 
 /// Longest a command waits for its change to take effect.
@@ -89,6 +91,19 @@ pub struct Caller {
     pub admin: bool,
 }
 
+impl Caller {
+    /// Refuses, naming `what`, unless the caller is the operator.
+    pub fn require_operator(&self, what: &str) -> ApiResult<()> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "only the operator's token (daemon.json) can {what}"
+            )))
+        }
+    }
+}
+
 /// An error answer.
 #[derive(Debug)]
 pub struct ApiError {
@@ -111,6 +126,11 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             message: message.into(),
         }
+    }
+
+    /// 404 for an environment the caller cannot see or that does not exist.
+    pub fn no_environment(name: &str) -> ApiError {
+        ApiError::not_found(format!("no environment named {name}"))
     }
 
     /// 409: it conflicts with what exists.
@@ -361,11 +381,7 @@ async fn metrics(
     State(state): State<ApiState>,
     axum::Extension(caller): axum::Extension<Caller>,
 ) -> ApiResult<Response> {
-    if !caller.admin {
-        return Err(ApiError::forbidden(
-            "metrics cover every environment: use the operator's token (daemon.json)",
-        ));
-    }
+    caller.require_operator("read metrics (they cover every environment)")?;
     Ok((
         [(
             header::CONTENT_TYPE,

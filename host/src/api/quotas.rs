@@ -1,8 +1,9 @@
 //! Quotas: what one environment may use of the machine. Every change that
 //! adds services, instances, memory or code is checked against its
-//! environment's quotas before it is committed, and the commit also
-//! rewrites the environment's record under a compare, so two changes at
-//! once cannot both slip under a limit.
+//! environment's quotas before it is committed. The environment's record
+//! is read first ([`guard`]) and the commit rewrites it under a compare,
+//! so of two changes made at once the second conflicts instead of both
+//! slipping under a limit.
 
 use std::collections::HashSet;
 
@@ -66,7 +67,7 @@ pub(super) fn platform_default(state: &ApiState, env: &str) -> Quotas {
 pub(super) async fn usage(state: &ApiState, env: &str) -> ApiResult<Usage> {
     let services = state.store.services(env).await?;
     let mut usage = Usage::of_services(services.iter().map(|s| &s.value));
-    usage.code_bytes = code_bytes(state, env, None).await?;
+    usage.code_bytes = code_bytes(state, env, None).await?.0;
     Ok(usage)
 }
 
@@ -74,52 +75,78 @@ pub(super) async fn usage(state: &ApiState, env: &str) -> ApiResult<Usage> {
 pub(super) type StackCode = (String, Vec<Digest>);
 
 /// Bytes of distinct code the environment's stacks keep (current bundles
-/// and every kept version), with `change` in place of its stack.
-async fn code_bytes(state: &ApiState, env: &str, change: Option<&StackCode>) -> ApiResult<u64> {
-    let mut digests: HashSet<Digest> = HashSet::new();
-    for stack in state.store.stacks(env).await? {
-        if change.is_some_and(|(name, _)| *name == stack.value.name) {
-            continue;
-        }
-        digests.extend(stack.value.components.values().cloned());
-        for version in state.store.versions(env, &stack.value.name).await? {
-            digests.extend(version.value.components.into_values());
+/// and every kept version): now, and with `change` in place of its stack.
+async fn code_bytes(
+    state: &ApiState,
+    env: &str,
+    change: Option<&StackCode>,
+) -> ApiResult<(u64, u64)> {
+    let (stacks, versions) = state.store.code_of(env).await?;
+    let mut now: HashSet<Digest> = HashSet::new();
+    let mut after: HashSet<Digest> = HashSet::new();
+    for (stack, digests) in stacks.into_iter().chain(versions) {
+        let replaced = change.is_some_and(|(name, _)| *name == stack);
+        for digest in digests {
+            if !replaced {
+                after.insert(digest.clone());
+            }
+            now.insert(digest);
         }
     }
     if let Some((_, kept)) = change {
-        digests.extend(kept.iter().cloned());
+        after.extend(kept.iter().cloned());
     }
-    Ok(digests.iter().map(|d| state.engine.code_bytes(d)).sum())
+    let engine = state.engine.clone();
+    let sizes = tokio::task::spawn_blocking(move || {
+        let size = |set: &HashSet<Digest>| set.iter().map(|d| engine.code_bytes(d)).sum::<u64>();
+        (size(&now), size(&after))
+    });
+    Ok(sizes
+        .await
+        .map_err(|e| anyhow::anyhow!("measuring code failed: {e}"))?)
 }
 
-/// Checks that `env`, with its services as `after` and its stack as
-/// `change` leaves it, stays within its quotas. Returns a compare and
-/// write of the environment's record for the change's transaction.
-pub(super) async fn check(
-    state: &ApiState,
-    env: &str,
-    after: &[&Service],
-    change: Option<&StackCode>,
-) -> ApiResult<impl FnOnce(Txn) -> Txn> {
-    let found: Versioned<Environment> = state
+/// An environment's record, read before the services a change is checked
+/// against: the change's commit compares it, so a change another commit
+/// made in between (it rewrites the record too) makes this one conflict.
+pub(super) struct Guard(Versioned<Environment>);
+
+/// Reads `env`'s record to guard a change with; call it before reading
+/// the services the change is checked against.
+pub(super) async fn guard(state: &ApiState, env: &str) -> ApiResult<Guard> {
+    let found = state
         .store
         .get(key::env(env))
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("no environment named {env}")))?;
-    let quotas = quotas_of(state, &found.value);
-    let now = usage(state, env).await?;
-    let mut wanted = Usage::of_services(after.iter().copied());
-    wanted.code_bytes = match change {
-        Some(change) => code_bytes(state, env, Some(change)).await?,
-        None => now.code_bytes,
-    };
-    exceeds(env, &quotas, &now, &wanted).map_err(ApiError::quota)?;
-    let env_key = key::env(env);
-    let record = encode(&found.value);
-    Ok(move |txn: Txn| {
-        txn.when(Compare::ModRev(env_key.clone(), found.mod_rev))
-            .put(env_key, record)
-    })
+        .ok_or_else(|| ApiError::no_environment(env))?;
+    Ok(Guard(found))
+}
+
+impl Guard {
+    /// Checks that the environment, going from services `before` to
+    /// `after` and with its stack as `change` leaves it, stays within its
+    /// quotas. Returns the compare and write for the change's transaction.
+    pub(super) async fn check(
+        self,
+        state: &ApiState,
+        before: &[&Service],
+        after: &[&Service],
+        change: Option<&StackCode>,
+    ) -> ApiResult<impl FnOnce(Txn) -> Txn> {
+        let Guard(found) = self;
+        let env = &found.value.name;
+        let quotas = quotas_of(state, &found.value);
+        let mut now = Usage::of_services(before.iter().copied());
+        let mut wanted = Usage::of_services(after.iter().copied());
+        (now.code_bytes, wanted.code_bytes) = code_bytes(state, env, change).await?;
+        exceeds(env, &quotas, &now, &wanted).map_err(ApiError::quota)?;
+        let env_key = key::env(env);
+        let record = encode(&found.value);
+        Ok(move |txn: Txn| {
+            txn.when(Compare::ModRev(env_key.clone(), found.mod_rev))
+                .put(env_key, record)
+        })
+    }
 }
 
 /// The first quota `wanted` goes over, where it also grows past `now`

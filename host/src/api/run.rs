@@ -3,6 +3,7 @@
 //! `POST /v1/run` (an uploaded component, once). Both answer `101` and
 //! hand the upgraded connection to [`crate::services::session`].
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -20,10 +21,71 @@ use super::stacks::{require_blob, resolve_in};
 use super::wire::RunQuery;
 use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::model::{Digest, ServiceKey, DEFAULT_MEMORY_BYTES};
+use crate::runtime::Seat;
 use crate::services::session::{self, Session};
 use crate::services::Code;
 
 static NEXT_RUN: AtomicU64 = AtomicU64::new(1);
+
+/// Interactive runs one tenant may have going at once (the operator's
+/// have seats of their own in the engine).
+pub const MAX_RUNS_PER_ENVIRONMENT: usize = 8;
+
+/// Interactive runs going, by environment.
+#[derive(Default)]
+pub struct Runs {
+    live: Mutex<HashMap<String, usize>>,
+}
+
+/// One interactive run counted against its environment until dropped.
+struct RunSlot {
+    runs: Arc<Runs>,
+    env: String,
+}
+
+impl Runs {
+    /// Counts a run of the caller's, unless its environment has the most
+    /// going already; the operator's runs are bounded by their seats.
+    fn take(self: &Arc<Self>, caller: &Caller) -> ApiResult<Option<RunSlot>> {
+        if caller.admin {
+            return Ok(None);
+        }
+        let mut live = self.live.lock();
+        let going = live.entry(caller.env.clone()).or_insert(0);
+        if *going >= MAX_RUNS_PER_ENVIRONMENT {
+            return Err(ApiError::quota(format!(
+                "environment {} already has {MAX_RUNS_PER_ENVIRONMENT} interactive runs going; end one first",
+                caller.env
+            )));
+        }
+        *going += 1;
+        Ok(Some(RunSlot {
+            runs: self.clone(),
+            env: caller.env.clone(),
+        }))
+    }
+}
+
+impl Drop for RunSlot {
+    fn drop(&mut self) {
+        let mut live = self.runs.live.lock();
+        if let Some(going) = live.get_mut(&self.env) {
+            *going -= 1;
+            if *going == 0 {
+                live.remove(&self.env);
+            }
+        }
+    }
+}
+
+/// The operator's runs sit in seats of their own.
+fn seat_of(caller: &Caller) -> Seat {
+    if caller.admin {
+        Seat::Operator
+    } else {
+        Seat::Service
+    }
+}
 
 /// `POST /v1/services/{stack}/{name}/run?command=JSON&tty=BOOL`.
 pub(super) async fn service_run(
@@ -34,6 +96,7 @@ pub(super) async fn service_run(
     request: Request,
 ) -> ApiResult<Response> {
     require_upgrade(&request)?;
+    let slot = state.runs.take(&caller)?;
     let service = find(&state, &caller.env, &stack, &name).await?.value;
     let command = match &query.command {
         Some(json) => parse_command(json)?,
@@ -48,7 +111,7 @@ pub(super) async fn service_run(
     env.push(("MESH_SERVICE".into(), name.clone()));
     env.push(("MESH_INSTANCE".into(), id.clone()));
     let session = Session {
-        tenant: caller.env.as_str().into(),
+        seat: seat_of(&caller),
         code,
         args: command,
         env,
@@ -58,7 +121,7 @@ pub(super) async fn service_run(
         log: Some((state.logs.service(&key), id.clone())),
     };
     tracing::info!(service = %key, instance = %id, "interactive run");
-    Ok(attach(&state, key, id, version, session, request))
+    Ok(attach(&state, key, id, version, session, slot, request))
 }
 
 /// `POST /v1/run?digest=D&command=JSON&tty=BOOL`: an uploaded component
@@ -70,6 +133,7 @@ pub(super) async fn once(
     request: Request,
 ) -> ApiResult<Response> {
     require_upgrade(&request)?;
+    let slot = state.runs.take(&caller)?;
     let digest = query
         .digest
         .as_deref()
@@ -89,7 +153,7 @@ pub(super) async fn once(
     };
     let id = format!("run{}", NEXT_RUN.fetch_add(1, Ordering::Relaxed));
     let session = Session {
-        tenant: caller.env.as_str().into(),
+        seat: seat_of(&caller),
         code,
         args: command,
         env: vec![("MESH_INSTANCE".into(), id.clone())],
@@ -98,7 +162,7 @@ pub(super) async fn once(
         terminal: query.tty,
         log: None,
     };
-    Ok(attach(&state, key, id, 0, session, request))
+    Ok(attach(&state, key, id, 0, session, slot, request))
 }
 
 /// Answers `101` and runs the session on the upgraded connection.
@@ -108,6 +172,7 @@ fn attach(
     id: String,
     version: u64,
     session: Session,
+    slot: Option<RunSlot>,
     mut request: Request,
 ) -> Response {
     let upgrade = hyper::upgrade::on(&mut request);
@@ -136,7 +201,7 @@ fn attach(
             }
             Err(e) => tracing::warn!(instance = %id, error = %e, "interactive run: upgrade failed"),
         }
-        drop(shown);
+        drop((shown, slot));
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -117,6 +117,7 @@ pub(super) async fn create(
     };
     settings.apply(&state, &mut service)?;
 
+    let guard = super::quotas::guard(&state, &caller.env).await?;
     let existing = state.store.services(&caller.env).await?;
     if existing
         .iter()
@@ -150,13 +151,11 @@ pub(super) async fn create(
         .filter(|s| s.stack == stack_name)
         .collect();
     check_services_keep_code(&change.stack, &in_stack, None)?;
-    let after: Vec<&Service> = existing
-        .iter()
-        .map(|s| &s.value)
-        .chain(std::iter::once(&service))
-        .collect();
+    let before: Vec<&Service> = existing.iter().map(|s| &s.value).collect();
+    let mut after = before.clone();
+    after.push(&service);
     let code = change.kept_code(state.config.versions_kept);
-    let quota = super::quotas::check(&state, &caller.env, &after, Some(&code)).await?;
+    let quota = guard.check(&state, &before, &after, Some(&code)).await?;
 
     let service_key = key::service(&service.env, &service.stack, &service.name);
     let name_key = key::dns_name(&service.env, &name);
@@ -200,6 +199,7 @@ pub(super) async fn update(
     let mut change = StackChange::load(&state, &caller.env, &stack).await?;
     let digest = plan_code(&state, &mut change, request.component.as_ref(), &service).await?;
     check_runnable(&state, &digest, &service).await?;
+    let guard = super::quotas::guard(&state, &caller.env).await?;
     let services = state.store.services(&caller.env).await?;
     let in_stack: Vec<&Service> = services
         .iter()
@@ -218,8 +218,9 @@ pub(super) async fn update(
             }
         })
         .collect();
+    let before: Vec<&Service> = services.iter().map(|s| &s.value).collect();
     let code = change.kept_code(state.config.versions_kept);
-    let quota = super::quotas::check(&state, &caller.env, &after, Some(&code)).await?;
+    let quota = guard.check(&state, &before, &after, Some(&code)).await?;
 
     let service_key = key::service(&caller.env, &stack, &name);
     let txn = quota(Txn::new())

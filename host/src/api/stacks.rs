@@ -188,6 +188,7 @@ async fn apply_and_commit(
     env: &str,
     change: &mut StackChange,
 ) -> ApiResult<Json<DeployResult>> {
+    let guard = super::quotas::guard(state, env).await?;
     let services = state.store.services(env).await?;
     let in_stack: Vec<&Service> = services
         .iter()
@@ -197,7 +198,7 @@ async fn apply_and_commit(
     check_services_keep_code(&change.stack, &in_stack, None)?;
     let all: Vec<&Service> = services.iter().map(|s| &s.value).collect();
     let code = change.kept_code(state.config.versions_kept);
-    let quota = super::quotas::check(state, env, &all, Some(&code)).await?;
+    let quota = guard.check(state, &all, &all, Some(&code)).await?;
     let restarting = change.restarting(&in_stack);
     let created = change.new_version.is_some();
     let txn = change.txn(quota(Txn::new()), state.config.versions_kept);

@@ -49,17 +49,14 @@ impl Histories {
 
     /// Forgets a deleted job's history, file included.
     pub fn remove(&self, key: &ServiceKey) {
-        let history = self.open.lock().remove(key);
-        let file = match history {
-            Some(history) => history.file.clone(),
-            None => Arc::new(HistoryFile {
-                path: self.path(key),
-                io: Mutex::new(()),
-                closed: std::sync::atomic::AtomicBool::new(false),
-            }),
+        let Some(history) = self.open.lock().remove(key) else {
+            // Never opened here: nothing can be writing it.
+            let _ = std::fs::remove_file(self.path(key));
+            return;
         };
         // Now, so a job made again under the same name starts afresh; and
         // nothing a late run of the deleted job records lands on disk.
+        let file = &history.file;
         let _io = file.io.lock();
         file.closed
             .store(true, std::sync::atomic::Ordering::Release);

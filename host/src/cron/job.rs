@@ -20,7 +20,9 @@ use tokio::task::JoinHandle;
 
 use super::history::History;
 use super::schedule::Schedule;
-use crate::model::{InstanceState, InstanceStatus, Run, RunStatus, RunTrigger, ServiceKey};
+use crate::model::{
+    format_duration, InstanceState, InstanceStatus, Run, RunStatus, RunTrigger, ServiceKey,
+};
 use crate::runtime::{Interrupt, Launch, Outcome};
 use crate::services::parts::launch;
 use crate::services::{Identity, Parts, Spec, Supervisor, Tracked};
@@ -335,7 +337,7 @@ impl JobTask {
         let (status, message) = match (timed_out, run.timeout) {
             (true, Some(limit)) => (
                 RunStatus::TimedOut,
-                format!("timed out after {}", human(limit)),
+                format!("timed out after {}", format_duration(limit)),
             ),
             _ if outcome.succeeded() => (RunStatus::Succeeded, outcome.message),
             _ => (RunStatus::Failed, outcome.message),
@@ -344,7 +346,7 @@ impl JobTask {
             &format!(
                 "[mesh] run {} {status} in {} ({message})",
                 run.number,
-                human(elapsed)
+                format_duration(elapsed)
             ),
             &run.instance,
         );
@@ -356,7 +358,7 @@ impl JobTask {
             format!(
                 "run {} {status} in {} ({message})",
                 run.number,
-                human(elapsed)
+                format_duration(elapsed)
             ),
         );
         self.history.record(Run {
@@ -431,40 +433,17 @@ async fn run_once(
     }
 }
 
-/// `1.5s`, `250ms`, `2m3s`: a duration the way people read it.
-pub fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        let s = d.as_secs_f64();
-        if (s - s.round()).abs() < 0.05 {
-            format!("{}s", s.round())
-        } else {
-            format!("{s:.1}s")
-        }
-    } else {
-        let s = d.as_secs();
-        match (s / 3600, (s % 3600) / 60, s % 60) {
-            (0, m, 0) => format!("{m}m"),
-            (0, m, s) => format!("{m}m{s}s"),
-            (h, 0, 0) => format!("{h}h"),
-            (h, m, _) => format!("{h}h{m}m"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn durations_read_like_go() {
-        assert_eq!(human(Duration::from_millis(250)), "250ms");
-        assert_eq!(human(Duration::from_secs(2)), "2s");
-        assert_eq!(human(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(human(Duration::from_secs(120)), "2m");
-        assert_eq!(human(Duration::from_secs(123)), "2m3s");
-        assert_eq!(human(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(format_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(format_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(format_duration(Duration::from_secs(123)), "2m3s");
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
     }
 }

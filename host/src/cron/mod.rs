@@ -41,6 +41,8 @@ pub struct Scheduler {
     jobs: Mutex<HashMap<ServiceKey, CronRuntime>>,
     /// Every service seen, so a deleted one's history can go.
     known: Mutex<HashSet<ServiceKey>>,
+    /// Jobs being stopped, waited for by [`Scheduler::stop_all`].
+    stopping: tokio_util::task::TaskTracker,
 }
 
 impl Scheduler {
@@ -51,6 +53,7 @@ impl Scheduler {
             histories,
             jobs: Mutex::new(HashMap::new()),
             known: Mutex::new(HashSet::new()),
+            stopping: tokio_util::task::TaskTracker::new(),
         }
     }
 
@@ -69,7 +72,7 @@ impl Scheduler {
         };
         for key in gone {
             if let Some(old) = self.jobs.lock().remove(&key) {
-                tokio::spawn(old.job.stop());
+                self.stopping.spawn(old.job.stop());
             }
             self.histories.remove(&key);
         }
@@ -83,7 +86,7 @@ impl Scheduler {
         let Some(text) = service.schedule.clone() else {
             if let Some(old) = jobs.remove(key) {
                 tracing::info!(service = %key, "schedule removed: stopping the cron job");
-                tokio::spawn(old.job.stop());
+                self.stopping.spawn(old.job.stop());
             }
             return;
         };
@@ -98,7 +101,7 @@ impl Scheduler {
                 Err(e) => {
                     tracing::error!(service = %key, error = %e, "cannot schedule");
                     if let Some(old) = jobs.remove(key) {
-                        tokio::spawn(old.job.stop());
+                        self.stopping.spawn(old.job.stop());
                     }
                     return;
                 }
@@ -150,5 +153,7 @@ impl Scheduler {
         for c in jobs {
             c.job.stop().await;
         }
+        self.stopping.close();
+        self.stopping.wait().await;
     }
 }

@@ -115,7 +115,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
             max_connections: DEFAULT_API_MAX_CONNECTIONS,
             ..conn
         },
-        Arc::new(Metrics::default()),
+        None,
     );
     let ingress = Ingress::new(supervisor.clone(), metrics, limits, https_port);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -136,6 +136,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         config: Arc::new(config),
         admin_token: admin_token.into(),
         stopping: stop_rx.clone(),
+        runs: Default::default(),
     };
     let converger = tokio::spawn(converge.run());
     let api = serve_api(

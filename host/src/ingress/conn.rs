@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::{Metrics, Throttle};
 
@@ -37,12 +38,14 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Longest a TLS client may take to finish its handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Bounds on one listener's connections.
+/// Bounds on the connections of one [`Connections`] (the ingress's HTTP
+/// and HTTPS listeners share one; the API has its own).
 #[derive(Clone, Copy, Debug)]
 pub struct ConnLimits {
     /// Most connections open at once.
     pub max_connections: usize,
-    /// Most connections open at once from one client address.
+    /// Most connections open at once from one client address, over the
+    /// listeners sharing these bounds.
     pub max_per_client: usize,
     /// Longest a client may take to send a whole request head, counted
     /// from its first byte.
@@ -99,14 +102,19 @@ pub struct Connections {
     limits: ConnLimits,
     open: Arc<Semaphore>,
     clients: Arc<PerClient>,
-    metrics: Arc<Metrics>,
-    /// What this listener is, for log lines.
+    /// Where open connections are counted, if anywhere.
+    metrics: Option<Arc<Metrics>>,
+    /// What these listeners are, for log lines.
     name: &'static str,
 }
 
 impl Connections {
     /// Bounds for a listener called `name` in log lines.
-    pub fn new(name: &'static str, limits: ConnLimits, metrics: Arc<Metrics>) -> Arc<Connections> {
+    pub fn new(
+        name: &'static str,
+        limits: ConnLimits,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Arc<Connections> {
         Arc::new(Connections {
             open: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             clients: Arc::new(PerClient {
@@ -141,6 +149,8 @@ impl Connections {
         let service = Arc::new(service);
         tokio::spawn(async move {
             let graceful = GracefulShutdown::new();
+            // Closes what is still open after the grace period.
+            let abort = CancellationToken::new();
             loop {
                 let accepted = tokio::select! {
                     accepted = self.accept(&listener) => accepted,
@@ -154,6 +164,7 @@ impl Connections {
                 let watcher = graceful.watcher();
                 let service = service.clone();
                 let limits = self.limits;
+                let abort = abort.clone();
                 tokio::spawn(async move {
                     let Open {
                         stream,
@@ -164,6 +175,7 @@ impl Connections {
                     let stream = Watched {
                         inner: stream,
                         activity: activity.clone(),
+                        first: true,
                     };
                     let serve = async {
                         match tls {
@@ -190,6 +202,11 @@ impl Connections {
                                         return Ok(());
                                     }
                                 };
+                                // HTTP/2 sends frames that are no request
+                                // head: only the idle timeout applies.
+                                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                    activity.speaks_h2();
+                                }
                                 let service = Tracked::new(service(peer, true), activity.clone());
                                 let conn = builder
                                     .serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -206,6 +223,7 @@ impl Connections {
                         why = activity.expired(limits) => {
                             tracing::debug!(%peer, why, "connection closed");
                         }
+                        () = abort.cancelled() => {}
                     }
                 });
             }
@@ -214,8 +232,9 @@ impl Connections {
                 .await
                 .is_err()
             {
-                tracing::warn!(listener = self.name, grace = ?self.limits.grace, "connections still open after the grace period");
+                tracing::warn!(listener = self.name, grace = ?self.limits.grace, "connections still open after the grace period: closing them");
             }
+            abort.cancel();
         })
     }
 
@@ -261,14 +280,20 @@ struct Open {
 /// One open connection: counted while it lives, its permits given back
 /// when it closes.
 struct Counted {
-    metrics: Arc<Metrics>,
+    metrics: Option<Arc<Metrics>>,
     _permit: OwnedSemaphorePermit,
     _client: ClientSlot,
 }
 
 impl Counted {
-    fn new(metrics: Arc<Metrics>, permit: OwnedSemaphorePermit, client: ClientSlot) -> Counted {
-        metrics.connections.fetch_add(1, Ordering::Relaxed);
+    fn new(
+        metrics: Option<Arc<Metrics>>,
+        permit: OwnedSemaphorePermit,
+        client: ClientSlot,
+    ) -> Counted {
+        if let Some(metrics) = &metrics {
+            metrics.connections.fetch_add(1, Ordering::Relaxed);
+        }
         Counted {
             metrics,
             _permit: permit,
@@ -279,7 +304,9 @@ impl Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -295,6 +322,8 @@ struct Activity {
     head_started: AtomicU64,
     /// Wakes the watchdog when a head starts, to arm the shorter deadline.
     wake: tokio::sync::Notify,
+    /// The connection speaks HTTP/2, whose control frames are no head.
+    h2: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -305,7 +334,14 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
+            h2: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Marks the connection HTTP/2: no head clock, only the idle one.
+    fn speaks_h2(&self) {
+        self.h2.store(true, Ordering::Release);
+        self.head_started.store(0, Ordering::Release);
     }
 
     fn now_ms(&self) -> u64 {
@@ -352,7 +388,13 @@ impl Activity {
 struct Watched<T> {
     inner: T,
     activity: Arc<Activity>,
+    /// Nothing was read yet: the first bytes tell HTTP/2 (by prior
+    /// knowledge) from HTTP/1.
+    first: bool,
 }
+
+/// How an HTTP/2 connection by prior knowledge begins (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     fn poll_read(
@@ -362,10 +404,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        if read.is_empty() {
+            return polled;
+        }
+        if std::mem::take(&mut self.first) && read.starts_with(H2_PREFACE) {
+            self.activity.speaks_h2();
+        }
         let activity = &self.activity;
-        if buf.filled().len() > before
-            && activity.in_flight.load(Ordering::Relaxed) == 0
+        if activity.in_flight.load(Ordering::Relaxed) == 0
             && activity.head_started.load(Ordering::Relaxed) == 0
+            && !activity.h2.load(Ordering::Relaxed)
         {
             activity
                 .head_started
@@ -420,9 +469,10 @@ impl<S> Tracked<S> {
     }
 }
 
-/// One request in flight; when dropped (its response body done or
+/// One request in flight (public only as part of [`TrackedFuture`]);
+/// when dropped (its response body done or
 /// abandoned) the connection is idle again if it was the last.
-struct InFlight(Arc<Activity>);
+pub struct InFlight(Arc<Activity>);
 
 impl InFlight {
     fn new(activity: Arc<Activity>) -> InFlight {
@@ -450,19 +500,41 @@ where
 {
     type Response = Response<TrackedBody<B>>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = TrackedFuture<S::Future>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let guard = InFlight::new(self.activity.clone());
         self.activity.head_started.store(0, Ordering::Release);
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let Ok(response) = future.await;
-            Ok(response.map(|body| TrackedBody {
-                inner: body,
-                _in_flight: guard,
-            }))
-        })
+        TrackedFuture {
+            inner: self.inner.call(request),
+            guard: Some(guard),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer on its way, its request counted in flight.
+    pub struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        guard: Option<InFlight>,
+    }
+}
+
+impl<F, B> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, Infallible>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = std::task::ready!(this.inner.poll(cx));
+        let in_flight = this.guard.take();
+        Poll::Ready(Ok(response.map(|inner| TrackedBody {
+            inner,
+            _in_flight: in_flight,
+        })))
     }
 }
 
@@ -471,7 +543,7 @@ pin_project_lite::pin_project! {
     pub struct TrackedBody<B> {
         #[pin]
         inner: B,
-        _in_flight: InFlight,
+        _in_flight: Option<InFlight>,
     }
 }
 

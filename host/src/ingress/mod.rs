@@ -15,6 +15,8 @@
 //! prior knowledge in clear). Hop-by-hop headers are dropped both ways
 //! (RFC 9110 §7.6.1) and `X-Forwarded-For`, `-Proto` and `-Host` are set.
 //! Oversized headers get `431` (HTTP/1.1) and oversized bodies `413`.
+//! Bodies stream to the guest as it reads them, with back-pressure: the
+//! client's sending waits on the guest's reading.
 
 pub mod conn;
 pub mod tls;
@@ -22,12 +24,14 @@ pub mod tls;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
@@ -37,7 +41,7 @@ use tokio_rustls::TlsAcceptor;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::WasiBody;
 
-use crate::services::{request_host, Route, Supervisor, CALLER_HEADER, CHAIN_HEADER};
+use crate::services::{request_host, Supervisor, CALLER_HEADER, CHAIN_HEADER};
 use crate::telemetry::Metrics;
 pub use conn::{ConnLimits, Connections};
 
@@ -52,8 +56,9 @@ pub struct Limits {
     pub conn: ConnLimits,
 }
 
-/// Most requests one HTTP/2 connection may have open at once.
-const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Most requests one HTTP/2 connection may have open at once (below
+/// hyper's default of 200: each may hold a place in a service's queue).
+const MAX_STREAMS_PER_CONNECTION: u32 = 100;
 
 /// What the ingress needs to answer requests.
 pub struct Ingress {
@@ -88,7 +93,7 @@ impl Ingress {
     ) -> Arc<Ingress> {
         Arc::new(Ingress {
             supervisor,
-            connections: Connections::new("ingress", limits.conn, metrics),
+            connections: Connections::new("ingress", limits.conn, Some(metrics)),
             limits,
             https_port,
         })
@@ -165,7 +170,6 @@ impl Ingress {
         if let (true, Scheme::Http, Some(port)) = (route.https, &scheme, self.https_port) {
             return to_https(&host, port, request.uri());
         }
-        let Route { key, pool, .. } = route;
         let limit = self.limits.max_body_bytes;
         let declared = request
             .headers()
@@ -175,22 +179,26 @@ impl Ingress {
         if declared.is_some_and(|n| n > limit) {
             return too_large(limit);
         }
-        let Some(pool) = pool else {
-            return refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("{key} is starting"),
-                Some(1),
-            );
-        };
-        let request = if declared.is_none() && !hyper::body::Body::is_end_stream(request.body()) {
-            match read_unsized_body(request, limit).await {
-                Ok(request) => forwarded(request, &host, peer, &scheme, limit),
-                Err(response) => return response,
-            }
-        } else {
-            forwarded(request, &host, peer, &scheme, limit)
-        };
-        match pool.handle(request, scheme).await {
+        // The body streams to the guest as it reads it (the client waits
+        // while it does not); past the limit the guest's read fails. What
+        // the guest left unread is read (and dropped) before its answer
+        // goes out, so a body over the limit gets 413 however far the
+        // guest read it.
+        let (mut parts, body) = request.into_parts();
+        let share = BodyShare::new(body, limit);
+        forwarded(&mut parts, &host, peer, &scheme);
+        let body = Bounded {
+            share: share.clone(),
+        }
+        .boxed_unsync();
+        let answered = route
+            .pool
+            .handle(Request::from_parts(parts, body), scheme)
+            .await;
+        if share.drain().await {
+            return too_large(limit);
+        }
+        match answered {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
@@ -246,34 +254,6 @@ impl Ingress {
     }
 }
 
-/// A body of unknown length (chunked, or HTTP/2 without content-length)
-/// read up to the limit first, so that an oversized one is answered 413
-/// before any guest sees it.
-async fn read_unsized_body(
-    request: Request<Incoming>,
-    limit: u64,
-) -> Result<
-    Request<impl hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static>,
-    Response<WasiBody>,
-> {
-    let (parts, body) = request.into_parts();
-    let bytes = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large(limit)),
-        Err(e) => {
-            return Err(text(
-                StatusCode::BAD_REQUEST,
-                format!("mesh: cannot read the request body: {e}\n"),
-            ))
-        }
-    };
-    let body = Full::new(bytes).map_err(|never| -> hyper::Error { match never {} });
-    Ok(Request::from_parts(parts, body))
-}
-
 fn too_large(limit: u64) -> Response<WasiBody> {
     text(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -300,19 +280,9 @@ fn to_https(host: &str, port: u16, uri: &http::Uri) -> Response<WasiBody> {
     response
 }
 
-/// The request as the guest sees it: hop-by-hop fields gone, forwarding
-/// fields set, the body bounded.
-fn forwarded<B>(
-    request: Request<B>,
-    host: &str,
-    peer: SocketAddr,
-    scheme: &Scheme,
-    limit: u64,
-) -> Request<WasiBody>
-where
-    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
-{
-    let (mut parts, body) = request.into_parts();
+/// The request head as the guest sees it: hop-by-hop fields gone,
+/// forwarding fields set.
+fn forwarded(parts: &mut http::request::Parts, host: &str, peer: SocketAddr, scheme: &Scheme) {
     let original_host = parts
         .headers
         .get(header::HOST)
@@ -342,13 +312,127 @@ where
             .headers
             .insert(HeaderName::from_static("x-forwarded-host"), original);
     }
-    let body = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .map_err(move |e| match e.downcast::<hyper::Error>() {
-            Ok(e) => wasmtime_wasi_http::Error::Hyper(*e),
-            Err(_) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit)),
+}
+
+/// Longest the ingress reads what a guest left of a request body, to see
+/// whether it was over the limit, before the guest's answer goes out.
+const DRAIN_WAIT: Duration = Duration::from_secs(10);
+
+/// A request body, read by the guest through [`Bounded`] and, for what it
+/// left, by the ingress; counted against the limit either way.
+struct BodyShare {
+    body: parking_lot::Mutex<Option<Incoming>>,
+    left: std::sync::atomic::AtomicU64,
+    limit: u64,
+    over: AtomicBool,
+    /// The guest let go of the body (it may go on reading while it
+    /// streams its answer, so only then is the rest the ingress's).
+    released: AtomicBool,
+}
+
+impl BodyShare {
+    fn new(body: Incoming, limit: u64) -> Arc<BodyShare> {
+        Arc::new(BodyShare {
+            body: parking_lot::Mutex::new(Some(body)),
+            left: std::sync::atomic::AtomicU64::new(limit),
+            limit,
+            over: AtomicBool::new(false),
+            released: AtomicBool::new(false),
         })
-        .boxed_unsync();
-    Request::from_parts(parts, body)
+    }
+
+    /// Counts `size` more bytes; false once past the limit.
+    fn take(&self, size: u64) -> bool {
+        let taken = self
+            .left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(size)
+            });
+        if taken.is_err() {
+            self.over.store(true, Ordering::Release);
+        }
+        taken.is_ok()
+    }
+
+    /// Reads and drops what the guest left of the body, if it let go of
+    /// it (for at most [`DRAIN_WAIT`]); whether the body went past the
+    /// limit.
+    async fn drain(&self) -> bool {
+        if !self.released.load(Ordering::Acquire) {
+            return self.over.load(Ordering::Acquire);
+        }
+        let body = self.body.lock().take();
+        if let Some(mut body) = body.filter(|b| !hyper::body::Body::is_end_stream(b)) {
+            let rest = async {
+                while let Some(Ok(frame)) = body.frame().await {
+                    let size = frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if !self.take(size) {
+                        return;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_WAIT, rest).await;
+        }
+        self.over.load(Ordering::Acquire)
+    }
+}
+
+/// The guest's view of a request body: frames as they come, an error
+/// once past the limit.
+struct Bounded {
+    share: Arc<BodyShare>,
+}
+
+impl Drop for Bounded {
+    fn drop(&mut self) {
+        self.share.released.store(true, Ordering::Release);
+    }
+}
+
+impl hyper::body::Body for Bounded {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let share = &self.share;
+        let polled = match share.body.lock().as_mut() {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            None => return Poll::Ready(None),
+        };
+        let frame = match std::task::ready!(polled) {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::Hyper(e)))),
+            None => return Poll::Ready(None),
+        };
+        if share.take(frame.data_ref().map_or(0, |d| d.len() as u64)) {
+            Poll::Ready(Some(Ok(frame)))
+        } else {
+            Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
+                Some(share.limit),
+            ))))
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.share
+            .body
+            .lock()
+            .as_ref()
+            .is_none_or(hyper::body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.share
+            .body
+            .lock()
+            .as_ref()
+            .map(hyper::body::Body::size_hint)
+            .unwrap_or_default()
+    }
 }
 
 fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {

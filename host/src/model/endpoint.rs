@@ -83,6 +83,22 @@ impl Endpoint {
     }
 }
 
+/// Whether `host` is `domain` or one of its subdomains.
+pub fn within(host: &str, domain: &str) -> bool {
+    host.strip_suffix(domain)
+        .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+}
+
+/// Whether `host` is an IP address: a literal, or a name whose last label
+/// is a number (`127.1`), which resolvers read as one.
+pub fn is_ip_like(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok()
+        || host
+            .rsplit('.')
+            .next()
+            .is_some_and(|label| label.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Whether environment `env` may publish on `host`. Each environment has
 /// the label space `*.<env>.<alias>` (the operator's `default`: the single
 /// labels `*.<alias>`) and the custom domains the operator assigned it
@@ -97,12 +113,8 @@ pub fn may_publish(
     own: &[String],
     taken: &[String],
 ) -> Result<(), String> {
-    let under = |domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
-    let numeric = host
-        .rsplit('.')
-        .next()
-        .is_some_and(|label| label.bytes().all(|b| b.is_ascii_digit()));
-    if host.parse::<std::net::IpAddr>().is_ok() || numeric {
+    let under = |domain: &str| within(host, domain);
+    if is_ip_like(host) {
         return Err(format!(
             "`{host}` is an IP address: endpoints are host names, like www or https://api.example.com"
         ));
@@ -118,7 +130,7 @@ pub fn may_publish(
     } else {
         format!("*.{env}.{alias}")
     };
-    if let Some(rest) = host.strip_suffix(&format!(".{alias}")) {
+    if let Some(rest) = host.strip_suffix(alias).and_then(|r| r.strip_suffix('.')) {
         let ok = if default {
             !rest.contains('.') && !envs.iter().any(|e| e == rest)
         } else {

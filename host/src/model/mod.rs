@@ -30,7 +30,7 @@ mod values;
 
 pub use desired::Desired;
 pub use digest::Digest;
-pub use endpoint::{may_publish, Endpoint};
+pub use endpoint::{is_ip_like, may_publish, within, Endpoint};
 pub use environment::{Egress, Environment, Outbound, Quotas};
 pub use instance::{InstanceState, InstanceStatus};
 pub use net::{parse_ranges, special, Cidr, Special};

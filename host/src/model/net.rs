@@ -57,7 +57,6 @@ fn special_v4(ip: Ipv4Addr) -> Option<Special> {
     } else if ip.is_private() || (a == 100 && (64..128).contains(&b)) {
         Some(Special::Private)
     } else if ip.is_multicast()
-        || ip.is_broadcast()
         || ip.is_documentation()
         || a >= 240
         || (a == 192 && b == 0 && ip.octets()[2] == 0)
@@ -77,9 +76,18 @@ fn special_v6(ip: Ipv6Addr) -> Option<Special> {
         Some(Special::Unspecified)
     } else if first & 0xffc0 == 0xfe80 {
         Some(Special::LinkLocal)
-    } else if first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfec0 {
+    } else if first & 0xfe00 == 0xfc00
+        || first & 0xffc0 == 0xfec0
+        // Local-use NAT64 (RFC 8215): a site's own translator, which may
+        // well lead to its private IPv4 ranges.
+        || (first == 0x64 && ip.segments()[1] == 0xff9b && ip.segments()[2] == 1)
+    {
         Some(Special::Private)
-    } else if ip.is_multicast() || first == 0x2001 && ip.segments()[1] == 0x0db8 {
+    } else if ip.is_multicast()
+        // Documentation, Teredo (its IPv4 part is obscured), discard-only.
+        || (first == 0x2001 && matches!(ip.segments()[1], 0x0db8 | 0))
+        || ip.segments()[..4] == [0x100, 0, 0, 0]
+    {
         Some(Special::Reserved)
     } else {
         None
@@ -87,14 +95,19 @@ fn special_v6(ip: Ipv6Addr) -> Option<Special> {
 }
 
 /// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`),
-/// IPv4-compatible (`::a.b.c.d`) or NAT64 (`64:ff9b::a.b.c.d`) address.
+/// IPv4-translated (`::ffff:0:a.b.c.d`), IPv4-compatible (`::a.b.c.d`),
+/// NAT64 (`64:ff9b::a.b.c.d`) or 6to4 (`2002:AABB:CCDD::`) address.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
-    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
     let mapped = s[..5] == [0; 5] && s[5] == 0xffff;
+    let translated = s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0;
     let compatible = s[..6] == [0; 6] && !(s[6] == 0 && s[7] <= 1);
     let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
-    (mapped || compatible || nat64).then_some(low)
+    if s[0] == 0x2002 {
+        return Some(v4(s[1], s[2]));
+    }
+    (mapped || translated || compatible || nat64).then(|| v4(s[6], s[7]))
 }
 
 /// An address range, `10.0.0.0/8` or `fd00::/8`; a bare address is a
@@ -132,8 +145,9 @@ impl Cidr {
         Ok(Cidr { net, bits })
     }
 
-    /// Whether `ip` is in the range (IPv4-mapped IPv6 addresses count as
-    /// their IPv4 address).
+    /// Whether `ip` is in the range. An IPv6 address that carries an IPv4
+    /// one (mapped, translated, compatible, NAT64, 6to4) counts as that
+    /// IPv4 address, as [`special`] judges it.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => embedded_v4(v6).map_or(ip, IpAddr::V4),
@@ -223,6 +237,13 @@ mod tests {
             ("100.128.0.1", None),
             ("2606:4700::1111", None),
             ("::ffff:8.8.8.8", None),
+            ("::ffff:0:7f00:1", Some(Special::Loopback)),
+            ("2002:7f00:1::", Some(Special::Loopback)),
+            ("2002:a9fe:a9fe::1", Some(Special::LinkLocal)),
+            ("2002:808:808::1", None),
+            ("64:ff9b:1::a00:1", Some(Special::Private)),
+            ("2001:0:4136:e378::1", Some(Special::Reserved)),
+            ("100::1", Some(Special::Reserved)),
         ] {
             assert_eq!(special(ip(addr)), want, "{addr}");
         }

@@ -86,6 +86,29 @@ pub fn validate_env_var(key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `1.5s`, `250ms`, `2m3s`: a duration the way people read it.
+pub fn format_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        let s = d.as_secs_f64();
+        if (s - s.round()).abs() < 0.05 {
+            format!("{}s", s.round())
+        } else {
+            format!("{s:.1}s")
+        }
+    } else {
+        let s = d.as_secs();
+        match (s / 3600, (s % 3600) / 60, s % 60) {
+            (0, m, 0) => format!("{m}m"),
+            (0, m, s) => format!("{m}m{s}s"),
+            (h, 0, 0) => format!("{h}h"),
+            (h, m, _) => format!("{h}h{m}m"),
+        }
+    }
+}
+
 /// CPU time one request may use unless its service says otherwise.
 pub const DEFAULT_CPU_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Largest CPU limit a service may ask for.

@@ -5,8 +5,8 @@
 //! the host's loopback or a private range is refused: no DNS rebinding.
 //!
 //! Otherwise it does what wasmtime's default sender does: TCP, TLS with
-//! the web PKI roots for `https`, HTTP/1.1, and the connect and first-byte
-//! timeouts the guest asked for.
+//! the web PKI roots for `https`, HTTP/1.1, and the connect, first-byte
+//! and between-bytes timeouts the guest asked for.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -33,7 +33,7 @@ pub type Sent = wasmtime_wasi_http::Result<(
     Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
 )>;
 
-/// Connect and first-byte timeout when the guest names none.
+/// Connect, first-byte and between-bytes timeout when the guest names none.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most resolved addresses tried for one request.
 const MAX_ADDRESSES: usize = 8;
@@ -60,7 +60,12 @@ pub async fn send(
     let first_byte_timeout = options
         .and_then(|o| o.first_byte_timeout)
         .unwrap_or(DEFAULT_TIMEOUT);
-    let stream = tokio::time::timeout(connect_timeout, dial(&host, port, check.as_deref()))
+    let between_bytes_timeout = options
+        .and_then(|o| o.between_bytes_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT)
+        .max(Duration::from_millis(1));
+    let deadline = tokio::time::Instant::now() + connect_timeout;
+    let stream = tokio::time::timeout_at(deadline, dial(&host, port, check.as_deref(), deadline))
         .await
         .map_err(|_| Error::ConnectionTimeout)??;
     // The request line names only the path when not talking to a proxy.
@@ -69,7 +74,7 @@ pub async fn send(
     let stream: Box<dyn Stream> = if tls {
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|_| Error::HttpRequestUriInvalid)?;
-        let stream = tokio::time::timeout(connect_timeout, tls_connector()?.connect(name, stream))
+        let stream = tokio::time::timeout_at(deadline, tls_connector()?.connect(name, stream))
             .await
             .map_err(|_| Error::ConnectionTimeout)?
             .map_err(Error::Tls)?;
@@ -77,13 +82,10 @@ pub async fn send(
     } else {
         Box::new(stream)
     };
-    let (mut sender, conn) = tokio::time::timeout(
-        connect_timeout,
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
-    )
-    .await
-    .map_err(|_| Error::ConnectionTimeout)?
-    .map_err(Error::from)?;
+    // The handshake only sets the connection up: no I/O, no timeout.
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(Error::from)?;
     let mut conn = Box::pin(conn);
     // Drive the connection while waiting for the response head.
     let response = tokio::time::timeout(first_byte_timeout, async {
@@ -99,7 +101,14 @@ pub async fn send(
     })
     .await
     .map_err(|_| Error::ConnectionReadTimeout)??;
-    let response = response.map(|body| body.map_err(Error::from).boxed_unsync());
+    let response = response.map(|body| {
+        Gaps {
+            inner: body,
+            timer: tokio::time::sleep(between_bytes_timeout),
+            gap: between_bytes_timeout,
+        }
+        .boxed_unsync()
+    });
     let io = async move { conn.await.map_err(Error::from) };
     Ok((response, Box::new(io)))
 }
@@ -110,6 +119,7 @@ async fn dial(
     host: &str,
     port: u16,
     check: Option<&CheckFn>,
+    deadline: tokio::time::Instant,
 ) -> wasmtime_wasi_http::Result<TcpStream> {
     let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
@@ -124,14 +134,22 @@ async fn dial(
     };
     let mut refused = None;
     let mut failed = None;
-    for addr in addrs {
+    let count = addrs.len();
+    for (i, addr) in addrs.into_iter().enumerate() {
         if let Some(check) = check {
             if let Err(why) = check(host, addr) {
                 refused = Some(why);
                 continue;
             }
         }
-        match TcpStream::connect(addr).await {
+        // Each address gets its share of the time left, so one that drops
+        // packets does not keep the others from being tried.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let share = left / u32::try_from(count - i).unwrap_or(1);
+        match tokio::time::timeout(share, TcpStream::connect(addr))
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+        {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 return Ok(stream);
@@ -168,4 +186,50 @@ fn tls_connector() -> wasmtime_wasi_http::Result<tokio_rustls::TlsConnector> {
         .clone()
         .map(tokio_rustls::TlsConnector::from)
         .ok_or(Error::ConfigurationError)
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that fails when the server goes quiet for longer
+    /// than `gap` between two frames (the guest's between-bytes timeout).
+    struct Gaps {
+        #[pin]
+        inner: hyper::body::Incoming,
+        #[pin]
+        timer: tokio::time::Sleep,
+        gap: Duration,
+    }
+}
+
+impl hyper::body::Body for Gaps {
+    type Data = bytes::Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Error>>> {
+        use std::task::Poll;
+        let mut this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = tokio::time::Instant::now() + *this.gap;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::from(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.timer.poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -1,45 +1,56 @@
 //! CPU time: what a request may burn, and fair shares between tenants.
 //!
-//! Every running guest reaches an epoch check once per tick. At each, its
-//! store's [`CpuUse`] counts the time it ran since it last resumed (a
-//! stretch longer than two ticks means it was waiting on I/O, not
-//! running, and is not counted) and stops it once a request's CPU limit
-//! is used up.
+//! The engine's ticker advances the epoch every [`EPOCH_TICK`] and counts
+//! the ticks in [`Shares`]. A store's [`CpuUse`] charges one tick of CPU
+//! each time its guest runs wasm across a tick boundary: its epoch
+//! callback fires there, and a call hook restarts the stretch whenever a
+//! host call (an I/O wait, a sleep) spanned a boundary, so waiting is
+//! never charged. That is a count of boundaries, not a clock read per
+//! call: cheap, and exact to a tick over any limit worth setting. A call
+//! that uses up its CPU limit is stopped.
 //!
-//! A guest that has run for [`HOT_AFTER`] ticks of one call is *hot*. Hot
-//! guests share [`Shares::cores`] cores (one less than the machine has,
-//! so there is always a core for requests that are not hot): each
-//! environment with a hot guest gets an equal part, split between its hot
-//! guests. A guest whose part is below a whole core sleeps between ticks
-//! for as long as its part says (running one tick in `1/part`), instead of
-//! going straight back to the executor's queue. Eight spinning guests of
-//! one tenant thus take one core between them, and a second tenant's
-//! short requests, never hot, find the other core free.
+//! A guest charged [`HOT_AFTER`] ticks in one call is *hot*. Hot guests
+//! share all cores but one (so there is always a core for requests that
+//! are not hot): each environment with a hot guest gets an equal part,
+//! split between its hot guests. A guest whose part is below a whole core
+//! sleeps between ticks for as long as its part says (running one tick in
+//! `1/part`) instead of going straight back to the executor's queue. Eight
+//! spinning guests of one tenant thus take one core between them, and a
+//! second tenant's short requests, never hot, find the other core free.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use wasmtime::CallHook;
 
 /// How often the epoch advances. A running guest reaches an epoch check at
 /// least this often, so this bounds how long it can hold a thread before
-/// yielding and how quickly it can be stopped.
+/// yielding, how quickly it can be stopped, and how finely CPU is counted.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Ticks of one call before a guest counts as hot.
+/// Ticks of CPU one call uses before its guest counts as hot.
 pub const HOT_AFTER: u32 = 3;
-/// A guest not seen at an epoch check for this long is no longer hot.
-const COOL_AFTER: Duration = Duration::from_millis(50);
 /// Longest a hot guest sleeps between two ticks.
 const MAX_PAUSE: Duration = Duration::from_millis(500);
 
-/// The machine's cores as hot guests share them.
+/// The ticks so far, and the machine's cores as hot guests share them.
 pub struct Shares {
     cores: f64,
-    /// Hot guests by environment, with when each was last seen.
-    hot: Mutex<HashMap<Arc<str>, HashMap<u64, Instant>>>,
-    next_id: std::sync::atomic::AtomicU64,
+    /// Epoch ticks since the engine started.
+    ticks: AtomicU64,
+    hot: Mutex<Hot>,
+    next_id: AtomicU64,
+}
+
+/// Hot guests by environment, each with the time it counts as hot until
+/// (its next tick is due by then, pause included).
+#[derive(Default)]
+struct Hot {
+    guests: HashMap<Arc<str>, HashMap<u64, Instant>>,
+    swept: Option<Instant>,
 }
 
 impl Shares {
@@ -53,9 +64,19 @@ impl Shares {
     pub fn new(cores: usize) -> Arc<Shares> {
         Arc::new(Shares {
             cores: cores as f64,
-            hot: Mutex::new(HashMap::new()),
-            next_id: std::sync::atomic::AtomicU64::new(1),
+            ticks: AtomicU64::new(0),
+            hot: Mutex::new(Hot::default()),
+            next_id: AtomicU64::new(1),
         })
+    }
+
+    /// Counts one epoch tick (the engine's ticker calls it).
+    pub fn tick(&self) {
+        self.ticks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn now(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
     }
 
     /// How long guest `id` of `env`, hot now, should pause before its next
@@ -63,27 +84,42 @@ impl Shares {
     fn pause(&self, env: &Arc<str>, id: u64) -> Duration {
         let now = Instant::now();
         let mut hot = self.hot.lock();
-        hot.entry(env.clone()).or_default().insert(id, now);
-        hot.retain(|_, guests| {
-            guests.retain(|_, seen| now.duration_since(*seen) < COOL_AFTER);
-            !guests.is_empty()
-        });
-        let envs = hot.len().max(1) as f64;
-        let mine = hot.get(env).map_or(1, HashMap::len).max(1) as f64;
-        let part = self.cores / envs / mine;
-        if part >= 1.0 {
-            return Duration::ZERO;
+        // Guests whose call ended leave at once (`cool`); one that stopped
+        // running (blocked, or dropped without a word) leaves once its
+        // deadline passed. Swept once a tick at most, not per guest.
+        if hot
+            .swept
+            .is_none_or(|at| now.duration_since(at) >= EPOCH_TICK)
+        {
+            hot.swept = Some(now);
+            hot.guests.retain(|_, guests| {
+                guests.retain(|_, until| *until > now);
+                !guests.is_empty()
+            });
         }
-        EPOCH_TICK.mul_f64(1.0 / part - 1.0).min(MAX_PAUSE)
+        let guests = hot.guests.entry(env.clone()).or_default();
+        guests.insert(id, now + EPOCH_TICK * 2);
+        let mine = guests.len() as f64;
+        let part = self.cores / hot.guests.len() as f64 / mine;
+        let pause = if part >= 1.0 {
+            Duration::ZERO
+        } else {
+            EPOCH_TICK.mul_f64(1.0 / part - 1.0).min(MAX_PAUSE)
+        };
+        // Asleep for its pause, it is still one of the hot.
+        if let Some(until) = hot.guests.get_mut(env).and_then(|g| g.get_mut(&id)) {
+            *until += pause;
+        }
+        pause
     }
 
     /// Forgets guest `id` (its call ended).
     fn cool(&self, env: &Arc<str>, id: u64) {
         let mut hot = self.hot.lock();
-        if let Some(guests) = hot.get_mut(env) {
+        if let Some(guests) = hot.guests.get_mut(env) {
             guests.remove(&id);
             if guests.is_empty() {
-                hot.remove(env);
+                hot.guests.remove(env);
             }
         }
     }
@@ -96,12 +132,15 @@ pub struct CpuUse {
     id: u64,
     /// The CPU limit of the call now running, if any.
     limit: Option<Duration>,
-    /// CPU used by the call now running.
-    used: Duration,
-    /// Ticks of the call now running.
-    ticks: u32,
-    /// When the guest last resumed after an epoch check.
-    resumed: Arc<Mutex<Instant>>,
+    /// Ticks charged to the call now running.
+    charged: u32,
+    /// The tick the guest's current stretch of wasm began at; shared with
+    /// the future it yields to, which restarts it on resuming.
+    stretch: Arc<AtomicU64>,
+    /// The tick its current host call began at.
+    host_since: u64,
+    /// Whether it is hot (in `shares`).
+    hot: bool,
     /// The limit it was stopped for, once it was.
     exceeded: Option<Duration>,
 }
@@ -117,17 +156,17 @@ pub enum Verdict {
 impl CpuUse {
     /// Accounting for a store of environment `env`.
     pub fn new(shares: Arc<Shares>, env: Arc<str>) -> CpuUse {
-        let id = shares
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = shares.next_id.fetch_add(1, Ordering::Relaxed);
+        let stretch = Arc::new(AtomicU64::new(shares.now()));
         CpuUse {
             shares,
             env,
             id,
             limit: None,
-            used: Duration::ZERO,
-            ticks: 0,
-            resumed: Arc::new(Mutex::new(Instant::now())),
+            charged: 0,
+            stretch,
+            host_since: 0,
+            hot: false,
             exceeded: None,
         }
     }
@@ -135,14 +174,16 @@ impl CpuUse {
     /// A new call begins (a request), with at most `limit` of CPU time.
     pub fn begin(&mut self, limit: Option<Duration>) {
         self.limit = limit;
-        self.used = Duration::ZERO;
-        self.ticks = 0;
-        *self.resumed.lock() = Instant::now();
+        self.charged = 0;
+        self.exceeded = None;
+        self.stretch.store(self.shares.now(), Ordering::Relaxed);
     }
 
     /// The call ended: the guest is no longer hot.
     pub fn end(&mut self) {
-        self.shares.cool(&self.env, self.id);
+        if std::mem::take(&mut self.hot) {
+            self.shares.cool(&self.env, self.id);
+        }
     }
 
     /// The limit the guest was stopped for, if it was.
@@ -150,37 +191,58 @@ impl CpuUse {
         self.exceeded
     }
 
-    /// At an epoch check: counts the stretch just run and says what next.
-    pub fn tick(&mut self) -> Verdict {
-        let ran = self.resumed.lock().elapsed();
-        if ran <= EPOCH_TICK * 2 {
-            self.used += ran;
+    /// CPU charged to the call now running.
+    pub fn used(&self) -> Duration {
+        EPOCH_TICK * self.charged
+    }
+
+    /// At a switch between wasm and the host: a host call that spanned a
+    /// tick boundary (a wait) starts a new stretch of wasm when it returns.
+    pub fn switched(&mut self, hook: CallHook) {
+        match hook {
+            CallHook::CallingHost => self.host_since = self.shares.now(),
+            CallHook::ReturningFromHost => {
+                let now = self.shares.now();
+                if now != self.host_since {
+                    self.stretch.store(now, Ordering::Relaxed);
+                }
+            }
+            CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
         }
-        self.ticks = self.ticks.saturating_add(1);
-        if let Some(limit) = self.limit.filter(|limit| self.used > *limit) {
+    }
+
+    /// At an epoch check: charges a tick if the guest ran wasm across the
+    /// boundary, and says what next.
+    pub fn tick(&mut self) -> Verdict {
+        let now = self.shares.now();
+        if self.stretch.load(Ordering::Relaxed) < now {
+            self.charged = self.charged.saturating_add(1);
+        }
+        if let Some(limit) = self.limit.filter(|limit| self.used() > *limit) {
             self.exceeded = Some(limit);
             return Verdict::Stop;
         }
-        if self.ticks < HOT_AFTER {
+        if self.charged < HOT_AFTER {
             return Verdict::Yield(Duration::ZERO);
         }
+        self.hot = true;
         Verdict::Yield(self.shares.pause(&self.env, self.id))
     }
 
-    /// The future the guest yields to: a pause, then the time it resumed
-    /// is noted.
+    /// The future the guest yields to: a pause, then a new stretch.
     pub fn resume_after(
         &self,
         pause: Duration,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-        let resumed = self.resumed.clone();
+        let stretch = self.stretch.clone();
+        let shares = self.shares.clone();
         Box::pin(async move {
             if pause.is_zero() {
                 tokio::task::yield_now().await;
             } else {
                 tokio::time::sleep(pause).await;
             }
-            *resumed.lock() = Instant::now();
+            stretch.store(shares.now(), Ordering::Relaxed);
         })
     }
 }
@@ -213,23 +275,49 @@ mod tests {
     }
 
     #[test]
-    fn a_call_over_its_cpu_limit_is_stopped() {
-        let mut cpu = CpuUse::new(Shares::new(1), "a".into());
-        cpu.begin(Some(Duration::from_millis(25)));
-        let mut stopped = false;
-        for _ in 0..10 {
-            std::thread::sleep(EPOCH_TICK);
-            if matches!(cpu.tick(), Verdict::Stop) {
-                stopped = true;
-                break;
+    fn a_sleeping_hot_guest_still_counts() {
+        // Eight guests of one environment on one core: each runs one tick
+        // in eight, and a guest asleep for its pause is still one of them.
+        let shares = Shares::new(1);
+        let a: Arc<str> = "a".into();
+        let mut pauses = Vec::new();
+        for round in 0..3 {
+            for id in 0..8 {
+                pauses.push(shares.pause(&a, id));
             }
-            *cpu.resumed.lock() = Instant::now();
+            if round == 0 {
+                std::thread::sleep(EPOCH_TICK * 3);
+            }
         }
-        assert!(stopped);
-        assert_eq!(cpu.exceeded(), Some(Duration::from_millis(25)));
-        // Time spent waiting (longer than two ticks) is not CPU.
-        cpu.begin(Some(Duration::from_millis(25)));
-        *cpu.resumed.lock() = Instant::now() - Duration::from_secs(5);
+        assert_eq!(pauses.last(), Some(&(EPOCH_TICK * 7)));
+    }
+
+    #[test]
+    fn only_ticks_run_in_wasm_are_charged() {
+        let shares = Shares::new(1);
+        let mut cpu = CpuUse::new(shares.clone(), "a".into());
+        cpu.begin(Some(EPOCH_TICK * 2));
+        // Spinning: each boundary crossed in wasm is a tick.
+        shares.tick();
         assert!(matches!(cpu.tick(), Verdict::Yield(_)));
+        shares.tick();
+        assert!(matches!(cpu.tick(), Verdict::Yield(_)));
+        assert_eq!(cpu.used(), EPOCH_TICK * 2);
+        // A host call that spans boundaries (a wait) is not charged, and
+        // the check that fires as wasm resumes charges nothing either.
+        cpu.switched(CallHook::CallingHost);
+        for _ in 0..50 {
+            shares.tick();
+        }
+        cpu.switched(CallHook::ReturningFromHost);
+        assert!(matches!(cpu.tick(), Verdict::Yield(_)));
+        assert_eq!(cpu.used(), EPOCH_TICK * 2);
+        // One more tick of wasm and the call is over its limit.
+        shares.tick();
+        assert!(matches!(cpu.tick(), Verdict::Stop));
+        assert_eq!(cpu.exceeded(), Some(EPOCH_TICK * 2));
+        cpu.begin(None);
+        assert_eq!(cpu.exceeded(), None);
+        assert_eq!(cpu.used(), Duration::ZERO);
     }
 }

@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash as _, Hasher as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,17 +28,19 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::cpu::{Shares, EPOCH_TICK};
+use super::seats::Seats;
 use super::state::HostState;
 use crate::config::DaemonConfig;
 use crate::model::Digest;
-use crate::store::blobs::{unique_tmp_name, Blobs};
+use crate::store::blobs::{write_synced, Blobs};
 
 /// Core instances, memories and tables a component may need per live
 /// component instance, for sizing the pool.
 const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 const MEMORIES_PER_COMPONENT: u32 = 2;
 const TABLES_PER_COMPONENT: u32 = 4;
-/// Extra pool room beyond `max_instances` for one-shot runs and checks.
+/// Extra pool room beyond `max_instances`: the operator's one-off runs
+/// (half of it) and room to spare.
 const POOL_HEADROOM: u32 = 64;
 
 const RUN_EXPORT: &str = "wasi:cli/run@0.2";
@@ -132,8 +134,12 @@ pub struct Engine {
     /// Compiles done, for tests and logs.
     compiles: std::sync::atomic::AtomicU64,
     ticker_stop: Arc<AtomicBool>,
-    /// The cores hot guests share.
+    /// The epoch ticker thread, joined on drop.
+    ticker: Option<std::thread::JoinHandle<()>>,
+    /// The ticks, and the cores hot guests share.
     shares: Arc<Shares>,
+    /// Live instances, bounded by kind.
+    seats: Arc<Seats>,
 }
 
 /// One digest's load lock and how many hold or wait for it.
@@ -171,7 +177,8 @@ impl Engine {
         std::fs::create_dir_all(&cache_dir)
             .with_context(|| format!("creating the code cache {}", cache_dir.display()))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
+        let shares = Shares::for_this_machine();
+        let ticker = spawn_epoch_ticker(engine.clone(), shares.clone(), ticker_stop.clone())?;
         Ok(Engine {
             engine,
             linker,
@@ -182,8 +189,15 @@ impl Engine {
             fresh: Mutex::new(HashMap::new()),
             compiles: std::sync::atomic::AtomicU64::new(0),
             ticker_stop,
-            shares: Shares::for_this_machine(),
+            ticker: Some(ticker),
+            shares,
+            seats: Seats::new(config.max_instances, POOL_HEADROOM / 2),
         })
+    }
+
+    /// Live instances, by kind of seat.
+    pub fn seats(&self) -> &Arc<Seats> {
+        &self.seats
     }
 
     /// The cores hot guests share, by environment.
@@ -224,7 +238,7 @@ impl Engine {
             reason: root_cause(&e),
         })?;
         tracing::info!(component = name, digest = digest.short(), took = ?started.elapsed(), "compiled component");
-        let loaded = self.prepare(name, digest, &component)?;
+        let loaded = self.prepare(name, digest.clone(), &component)?;
         if loaded.command.is_none() && !loaded.serves_http() {
             return Err(CodeError::NoEntryPoint {
                 name: name.to_string(),
@@ -232,7 +246,7 @@ impl Engine {
             }
             .into());
         }
-        let digest = self.blobs.put(bytes)?;
+        self.blobs.put(&digest, bytes)?;
         self.mark_fresh(&digest);
         self.write_cache(&digest, &component)?;
         let info = CodeInfo {
@@ -473,11 +487,6 @@ impl Engine {
     pub fn compiles(&self) -> u64 {
         self.compiles.load(Ordering::Relaxed)
     }
-
-    /// Where compiled code is cached.
-    pub fn cache_dir(&self) -> &Path {
-        &self.cache_dir
-    }
 }
 
 /// Holds one digest's load lock.
@@ -500,29 +509,12 @@ impl Drop for LoadingGuard<'_> {
     }
 }
 
-/// Writes `bytes` to `path` through a unique temporary file in `dir`,
-/// synced before the rename and the directory synced after it.
-fn write_synced(dir: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let name = path
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(unique_tmp_name(&name));
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))?;
-    Ok(())
-}
-
 impl Drop for Engine {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
     }
 }
 
@@ -552,17 +544,21 @@ fn new_linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<HostState>> {
     Ok(linker)
 }
 
-fn spawn_epoch_ticker(engine: wasmtime::Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+fn spawn_epoch_ticker(
+    engine: wasmtime::Engine,
+    shares: Arc<Shares>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("mesh-epoch".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(EPOCH_TICK);
+                shares.tick();
                 engine.increment_epoch();
             }
         })
-        .context("starting the epoch ticker thread")?;
-    Ok(())
+        .context("starting the epoch ticker thread")
 }
 
 fn check_header(name: &str, bytes: &[u8]) -> Result<(), CodeError> {
@@ -614,7 +610,7 @@ mod tests {
         })
     }
 
-    fn small(dir: &Path) -> DaemonConfig {
+    fn small(dir: &std::path::Path) -> DaemonConfig {
         DaemonConfig {
             data_dir: dir.to_path_buf(),
             max_instances: 4,

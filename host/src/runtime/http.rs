@@ -55,7 +55,7 @@ impl HttpInstance {
             ));
         };
         let interrupt = Interrupt::default();
-        let mut store = new_store(engine, launch, interrupt.clone());
+        let mut store = new_store(engine, launch, interrupt.clone())?;
         match pre.instantiate_async(&mut store).await {
             Ok(proxy) => Ok(HttpInstance {
                 store,
@@ -112,8 +112,8 @@ impl HttpInstance {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(store.data().outcome_of(&e, &interrupt)),
             Err(_) => Some(Outcome::failed(format!(
-                "request took longer than {}s and was stopped",
-                limit.as_secs()
+                "request took longer than {} and was stopped",
+                crate::model::format_duration(limit)
             ))),
         };
         if let Some(tx) = respond.lock().take() {

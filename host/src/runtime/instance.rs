@@ -12,6 +12,7 @@ use super::dispatch::{Dispatch, Hooks};
 use super::engine::{Engine, Loaded};
 use super::io::{Output, RunStdin};
 use super::outcome::{Interrupt, Outcome};
+use super::seats::Seat;
 use super::state::HostState;
 
 /// What to start: the guest's view of the world.
@@ -34,6 +35,8 @@ pub struct Launch {
     /// The environment it runs for: hot guests share the cores by
     /// environment.
     pub tenant: Arc<str>,
+    /// Whose seat it takes.
+    pub seat: Seat,
 }
 
 /// Runs `wasi:cli/run` of `code` in a fresh store to its end.
@@ -57,7 +60,10 @@ pub async fn run_command(
             code.exports.join(", ")
         ));
     };
-    let mut store = new_store(engine, launch, interrupt.clone());
+    let mut store = match new_store(engine, launch, interrupt.clone()) {
+        Ok(store) => store,
+        Err(full) => return full,
+    };
     let run = async {
         let instance = command.instantiate_async(&mut store).await?;
         running();
@@ -78,7 +84,13 @@ pub async fn run_command(
 /// memory limit, and an epoch callback that counts CPU time, yields every
 /// tick (pausing a hot guest beyond its share of the cores), and traps
 /// once `interrupt` is triggered or a request's CPU limit is used up.
-pub fn new_store(engine: &Engine, launch: Launch, interrupt: Interrupt) -> Store<HostState> {
+/// Fails when no seat of its kind is free.
+pub fn new_store(
+    engine: &Engine,
+    launch: Launch,
+    interrupt: Interrupt,
+) -> Result<Store<HostState>, Outcome> {
+    let seat = engine.seats().take(launch.seat).map_err(Outcome::failed)?;
     let mut wasi = WasiCtx::builder();
     wasi.args(&launch.args)
         .envs(&launch.env)
@@ -97,9 +109,19 @@ pub fn new_store(engine: &Engine, launch: Launch, interrupt: Interrupt) -> Store
         wasi.stdin(stdin);
     }
     let cpu = CpuUse::new(engine.shares().clone(), launch.tenant);
-    let state = HostState::new(wasi.build(), launch.memory_bytes, launch.dispatch, cpu);
+    let state = HostState::new(
+        wasi.build(),
+        launch.memory_bytes,
+        launch.dispatch,
+        cpu,
+        seat,
+    );
     let mut store = Store::new(engine.wasmtime(), state);
     store.limiter(|state| state.limiter());
+    store.call_hook(|mut ctx, hook| {
+        ctx.data_mut().cpu().switched(hook);
+        Ok(())
+    });
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |mut ctx| {
         if interrupt.is_triggered() {
@@ -111,5 +133,5 @@ pub fn new_store(engine: &Engine, launch: Launch, interrupt: Interrupt) -> Store
             Verdict::Yield(pause) => UpdateDeadline::YieldCustom(1, cpu.resume_after(pause)),
         })
     });
-    store
+    Ok(store)
 }

@@ -14,6 +14,7 @@
 //! - `io`: where a guest's stdout and stderr go, and a host-fed stdin.
 //! - `cpu`: CPU time per request, and fair shares of the cores between
 //!   environments for guests that run long.
+//! - `seats`: live instances bounded, by who they are for.
 //! - `dispatch`: the outgoing-HTTP and socket hook, and the trait behind it.
 //! - `connect`: sending an outgoing request to the network, each resolved
 //!   address checked before it is dialled.
@@ -26,6 +27,7 @@ pub mod http;
 pub mod instance;
 pub mod io;
 pub mod outcome;
+pub mod seats;
 pub mod state;
 
 pub use dispatch::{Dispatch, Outgoing, MAX_HOPS};
@@ -34,4 +36,5 @@ pub use http::{Answered, CallLimits, HttpInstance, Respond};
 pub use instance::{new_store, run_command, Launch};
 pub use io::{Output, RunStdin};
 pub use outcome::{Ending, Interrupt, Outcome};
+pub use seats::Seat;
 pub use state::HostState;

@@ -11,6 +11,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::cpu::CpuUse;
 use super::dispatch::{Dispatch, Hooks};
 use super::outcome::{Interrupt, Outcome};
+use super::seats::Taken;
 
 /// Table elements one instance may grow its tables to.
 const MAX_TABLE_ELEMENTS: usize = 1_000_000;
@@ -23,6 +24,8 @@ pub struct HostState {
     limiter: MemoryLimiter,
     hooks: Hooks,
     cpu: CpuUse,
+    /// Its seat among the live instances, given back with the store.
+    _seat: Taken,
 }
 
 impl HostState {
@@ -37,7 +40,7 @@ impl HostState {
         if let Some(limit) = self.cpu.exceeded() {
             return Outcome::failed(format!(
                 "used more than {} of CPU time and was stopped",
-                humanize(limit)
+                crate::model::format_duration(limit)
             ));
         }
         let refused = self.limiter.refused.then_some(self.limiter.limit as u64);
@@ -61,17 +64,6 @@ impl WasiHttpView for HostState {
             table: &mut self.table,
             hooks: &mut self.hooks,
         }
-    }
-}
-
-/// `1.5s`, `2s`, `250ms`.
-fn humanize(d: std::time::Duration) -> String {
-    if d.as_millis().is_multiple_of(1000) {
-        format!("{}s", d.as_secs())
-    } else if d < std::time::Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
     }
 }
 
@@ -143,6 +135,7 @@ impl HostState {
         limit: u64,
         dispatch: Option<Arc<dyn Dispatch>>,
         cpu: CpuUse,
+        seat: Taken,
     ) -> HostState {
         HostState {
             wasi,
@@ -154,6 +147,7 @@ impl HostState {
             },
             hooks: Hooks::new(dispatch),
             cpu,
+            _seat: seat,
         }
     }
 

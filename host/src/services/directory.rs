@@ -37,11 +37,14 @@ pub const CALLER_HEADER: &str = "x-mesh-caller";
 /// Header listing the services a request passed through, comma-separated.
 pub const CHAIN_HEADER: &str = "x-mesh-chain";
 
+/// Intra-DNS names by environment, each to the pool that answers it.
+pub type Names = HashMap<String, HashMap<String, Arc<dyn Callee>>>;
+
 /// Who can be reached by name, and each environment's outbound policy.
 /// The supervisor rewrites it whenever desired state changes.
 pub struct Directory {
-    names: RwLock<HashMap<(String, String), Arc<dyn Callee>>>,
-    policies: RwLock<HashMap<String, Egress>>,
+    names: RwLock<Names>,
+    policies: RwLock<HashMap<String, Arc<Egress>>>,
     /// The daemon's own listeners: no guest reaches them.
     platform: RwLock<Vec<SocketAddr>>,
     /// Where calls are counted.
@@ -60,25 +63,19 @@ impl Directory {
     }
 
     /// Replaces the names and policies.
-    pub fn set(
-        &self,
-        names: HashMap<(String, String), Arc<dyn Callee>>,
-        policies: HashMap<String, Egress>,
-    ) {
+    pub fn set(&self, names: Names, policies: HashMap<String, Arc<Egress>>) {
         *self.names.write() = names;
         *self.policies.write() = policies;
     }
 
     /// The pool behind a name in an environment.
-    pub fn lookup(&self, env: &str, name: &str) -> Option<Arc<dyn Callee>> {
-        self.names
-            .read()
-            .get(&(env.to_string(), name.to_ascii_lowercase()))
-            .cloned()
+    /// `name` is lowercase, as every intra-DNS name is.
+    fn lookup(&self, env: &str, name: &str) -> Option<Arc<dyn Callee>> {
+        self.names.read().get(env)?.get(name).cloned()
     }
 
     /// An environment's outbound policy.
-    pub fn policy(&self, env: &str) -> Egress {
+    fn policy(&self, env: &str) -> Arc<Egress> {
         self.policies.read().get(env).cloned().unwrap_or_default()
     }
 
@@ -223,7 +220,8 @@ impl Dispatch for Identity {
             .uri()
             .port_u16()
             .unwrap_or(if plain_http { 80 } else { 443 });
-        let policy = self.directory.policy(&self.env).policy;
+        let egress = self.directory.policy(&self.env);
+        let policy = &egress.policy;
         if !policy.allows(&host, port) {
             self.count_denied();
             let message = format!(
@@ -272,10 +270,11 @@ impl Dispatch for Identity {
             _ => {}
         }
         let egress = self.directory.policy(&self.env);
-        let policy = egress.policy.clone();
+        let policy = &egress.policy;
         let ip = addr.ip();
         let literal = policy.allows(&ip.to_string(), addr.port())
-            || (ip.is_loopback() && policy.allows("localhost", addr.port()));
+            || (crate::model::special(ip) == Some(crate::model::Special::Loopback)
+                && policy.allows("localhost", addr.port()));
         let names = if literal {
             Vec::new()
         } else {
@@ -286,9 +285,10 @@ impl Dispatch for Identity {
             .check_address(&self.env, &ip.to_string(), addr);
         let who = self.clone();
         Box::pin(async move {
-            // Looked up on a task, so this future stays Sync.
+            // Looked up on a task, so this future stays Sync; the task
+            // ends with it.
             let listed = literal
-                || tokio::spawn(async move {
+                || tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
                     for name in names {
                         if let Ok(mut found) = tokio::net::lookup_host((name, 0)).await {
                             if found.any(|a| a.ip() == ip) {
@@ -297,9 +297,10 @@ impl Dispatch for Identity {
                         }
                     }
                     false
-                })
+                }))
                 .await
                 .unwrap_or(false);
+            let policy = &egress.policy;
             tracing::debug!(%addr, listed, %policy, "socket check");
             let refused = if !listed {
                 Some(format!(
@@ -373,14 +374,20 @@ mod tests {
         let directory = Arc::new(Directory::new(metrics.clone()));
         let callee = Arc::new(FakeCallee::default());
         let names = HashMap::from([(
-            ("default".to_string(), "finance-payments".to_string()),
-            callee.clone() as Arc<dyn Callee>,
+            "default".to_string(),
+            HashMap::from([(
+                "finance-payments".to_string(),
+                callee.clone() as Arc<dyn Callee>,
+            )]),
         )]);
         let egress = Egress {
             policy,
             reach: Vec::new(),
         };
-        directory.set(names, HashMap::from([("default".to_string(), egress)]));
+        directory.set(
+            names,
+            HashMap::from([("default".to_string(), Arc::new(egress))]),
+        );
         let logs = Logs::new(dir.path(), 1 << 20, DiskWriter::start());
         let key = ServiceKey {
             env: "default".into(),

@@ -7,7 +7,7 @@ use super::code::CodeSource;
 use super::directory::{Directory, Identity};
 use super::spec::RunSpec;
 use crate::model::{dns_name, ServiceKey};
-use crate::runtime::{Launch, Output};
+use crate::runtime::{Launch, Output, Seat};
 use crate::telemetry::{Events, LogStream, Logs, Metrics, ServiceLog, Stream};
 
 /// The parts slots, pools and jobs need.
@@ -54,6 +54,7 @@ pub fn launch(who: &Identity, run: &RunSpec, id: &str) -> Launch {
         dispatch: Some(Arc::new(who.at(id))),
         stdin: None,
         tenant: who.env.as_str().into(),
+        seat: Seat::Service,
     }
 }
 

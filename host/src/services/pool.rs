@@ -105,7 +105,14 @@ pub struct WebPool {
     stopped: CancellationToken,
     /// Cancelled by [`WebPool::stop`]: ends the requests in flight.
     killed: CancellationToken,
+    /// One-off instances for cyclic calls, bounded.
+    extras: Arc<tokio::sync::Semaphore>,
 }
+
+/// One-off instances one pool may have for cyclic calls at once: a cycle
+/// needs one per pass through the service, and a chain has at most
+/// [`crate::runtime::MAX_HOPS`] services.
+const MAX_EXTRAS: usize = 16;
 
 // === impl WebPool ===
 
@@ -147,6 +154,7 @@ impl WebPool {
             next: AtomicUsize::new(0),
             stopped: CancellationToken::new(),
             killed: CancellationToken::new(),
+            extras: Arc::new(tokio::sync::Semaphore::new(MAX_EXTRAS)),
         });
         if settings.warm {
             for i in 0..settings.instances as usize {
@@ -324,7 +332,18 @@ impl WebPool {
                     return Ok(Lease::new(self.clone(), Some(i), ready));
                 }
                 if cyclic {
-                    return Ok(Lease::new(self.clone(), None, None));
+                    let extra = self.extras.clone().try_acquire_owned().map_err(|_| {
+                        Refusal::unavailable(
+                            format!(
+                                "{} is busy: {MAX_EXTRAS} one-off instances already serve calls in a cycle",
+                                self.key
+                            ),
+                            1,
+                        )
+                    })?;
+                    let mut lease = Lease::new(self.clone(), None, None);
+                    lease.extra = Some(extra);
+                    return Ok(lease);
                 }
                 self.refuse(&inner, now >= deadline, queued.is_some())?;
                 if queued.is_none() {
@@ -556,6 +575,8 @@ struct Lease {
     slot: Option<usize>,
     ready: Option<Box<dyn Handler>>,
     finished: bool,
+    /// A one-off instance's place among the pool's extras.
+    extra: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Lease {
@@ -565,6 +586,7 @@ impl Lease {
             slot,
             ready,
             finished: false,
+            extra: None,
         }
     }
 

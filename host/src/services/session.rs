@@ -23,7 +23,7 @@ use tokio_util::sync::PollSender;
 use super::code::Code;
 use super::directory::Identity;
 use crate::model::{InstanceState, InstanceStatus};
-use crate::runtime::{Interrupt, Launch, Outcome, Output, RunStdin};
+use crate::runtime::{Interrupt, Launch, Outcome, Output, RunStdin, Seat};
 use crate::telemetry::{LogStream, ServiceLog, Stream};
 
 /// The `Upgrade` protocol name.
@@ -109,8 +109,8 @@ pub struct Session {
     pub who: Option<Identity>,
     /// Whether the caller's stdin is a terminal.
     pub terminal: bool,
-    /// The environment it runs for.
-    pub tenant: Arc<str>,
+    /// Whose seat it takes: the operator's runs have their own.
+    pub seat: Seat,
     /// The service log its output is kept in too, and its instance id
     /// there (`None` for a component run outside any service).
     pub log: Option<(Arc<ServiceLog>, String)>,
@@ -135,6 +135,11 @@ where
     let (stdin_tx, stdin_rx) = tokio::io::duplex(STDIN_BUFFER);
     let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(OUTPUT_FRAMES);
     let interrupt = Interrupt::default();
+    let tenant: Arc<str> = session
+        .who
+        .as_ref()
+        .map_or(crate::model::DEFAULT_ENVIRONMENT, |who| who.env.as_str())
+        .into();
     let launch = Launch {
         args: session.args,
         env: session.env,
@@ -145,7 +150,8 @@ where
             .who
             .map(|who| Arc::new(who) as Arc<dyn crate::runtime::Dispatch>),
         stdin: Some(RunStdin::new(stdin_rx, session.terminal)),
-        tenant: session.tenant.clone(),
+        tenant,
+        seat: session.seat,
     };
     let mark_running = {
         let status = status.clone();
@@ -153,7 +159,12 @@ where
     };
     drop(out_tx);
 
-    let reader = tokio::spawn(read_client(from_client, stdin_tx, interrupt.clone()));
+    // Ends with the session, however it ends.
+    let reader = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(read_client(
+        from_client,
+        stdin_tx,
+        interrupt.clone(),
+    )));
 
     let run = session.code.run(launch, interrupt.clone(), mark_running);
     tokio::pin!(run);
@@ -174,8 +185,7 @@ where
         let _ = to_client.write_all(&frame(kind, &bytes)).await;
     }
     // Dropping the log writers flushes a last line without a newline.
-    drop(kept);
-    reader.abort();
+    drop((kept, reader));
     {
         let mut status = status.lock();
         status.enter(InstanceState::Exited);
@@ -368,7 +378,7 @@ mod tests {
         let total = 8 << 20;
         let written = Arc::new(AtomicUsize::new(0));
         let session = Session {
-            tenant: "default".into(),
+            seat: Seat::Service,
             code: Arc::new(Chatty {
                 digest: Digest::of(b"chatty"),
                 total,

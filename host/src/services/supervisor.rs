@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 use super::callee::Callee;
 use super::code::CodeSource;
-use super::directory::{Directory, Identity};
+use super::directory::{Directory, Identity, Names};
 use super::parts::Parts;
 use super::pool::{PoolSettings, WebPool};
 use super::rollout::Rollout;
@@ -41,10 +41,8 @@ struct ServiceRuntime {
 
 /// Where an ingress request goes.
 pub struct Route {
-    /// The web service.
-    pub key: ServiceKey,
-    /// Its pool, once the supervisor has started one.
-    pub pool: Option<Arc<WebPool>>,
+    /// The web service's pool.
+    pub pool: Arc<WebPool>,
     /// Whether the endpoint was published as `https://`.
     pub https: bool,
 }
@@ -71,6 +69,8 @@ pub struct Supervisor {
     tracked: Arc<Mutex<TrackedMap>>,
     /// Told when the supervisor wants to be applied again.
     kick: Notify,
+    /// Deleted services being stopped, waited for by `stop_all`.
+    stopping: tokio_util::task::TaskTracker,
     me: Weak<Supervisor>,
 }
 
@@ -97,6 +97,7 @@ impl Supervisor {
             loading: Mutex::new(HashSet::new()),
             tracked: Arc::new(Mutex::new(HashMap::new())),
             kick: Notify::new(),
+            stopping: tokio_util::task::TaskTracker::new(),
             me: me.clone(),
         })
     }
@@ -173,17 +174,17 @@ impl Supervisor {
 
     /// Intra-DNS names (every service with a pool) and outbound policies.
     fn publish_names(&self, pools: &HashMap<ServiceKey, Arc<WebPool>>, desired: &Desired) {
-        let names = pools
-            .iter()
-            .map(|(key, pool)| {
-                let name = (key.env.clone(), dns_name(&key.stack, &key.name));
-                (name, pool.clone() as Arc<dyn Callee>)
-            })
-            .collect();
+        let mut names = Names::new();
+        for (key, pool) in pools {
+            names.entry(key.env.clone()).or_default().insert(
+                dns_name(&key.stack, &key.name),
+                pool.clone() as Arc<dyn Callee>,
+            );
+        }
         let policies = desired
             .envs
             .iter()
-            .map(|e| (e.name.clone(), Egress::of(e)))
+            .map(|e| (e.name.clone(), Arc::new(Egress::of(e))))
             .collect();
         self.parts.directory.set(names, policies);
     }
@@ -194,7 +195,7 @@ impl Supervisor {
         tracing::info!(service = %key, "service deleted: stopping its instances");
         self.parts.metrics.forget(&key);
         self.parts.logs.remove(&key);
-        tokio::spawn(stop_runtime(rt));
+        self.stopping.spawn(stop_runtime(rt));
     }
 
     /// The instances of one service, in slot order,
@@ -241,15 +242,14 @@ impl Supervisor {
             .collect()
     }
 
-    /// The web service an ingress request for `host` and `path` goes to,
-    /// and its pool when the supervisor has started one.
+    /// The pool of the web service an ingress request for `host` and
+    /// `path` goes to. Routes and pools are published together, so every
+    /// route has its pool.
     pub fn route(&self, host: &str, path: &str) -> Option<Route> {
         let published = self.published.read().clone();
         let (endpoint, key) = published.routes.find(host, path)?;
-        let pool = published.pools.get(key).cloned();
         Some(Route {
-            key: key.clone(),
-            pool,
+            pool: published.pools.get(key)?.clone(),
             https: endpoint.scheme == "https",
         })
     }
@@ -291,6 +291,8 @@ impl Supervisor {
         for rt in runtimes {
             stop_runtime(rt).await;
         }
+        self.stopping.close();
+        self.stopping.wait().await;
     }
 
     fn converge_slots(

@@ -34,25 +34,14 @@ impl Blobs {
         self.path(digest).is_file()
     }
 
-    /// Stores bytes durably; returns their digest. Storing the same bytes
-    /// twice is a no-op.
-    pub fn put(&self, bytes: &[u8]) -> anyhow::Result<Digest> {
-        let digest = Digest::of(bytes);
-        let path = self.path(&digest);
+    /// Stores bytes, whose digest is `digest` (the caller hashed them
+    /// already), durably. Storing the same bytes twice is a no-op.
+    pub fn put(&self, digest: &Digest, bytes: &[u8]) -> anyhow::Result<()> {
+        let path = self.path(digest);
         if path.is_file() {
-            return Ok(digest);
+            return Ok(());
         }
-        let tmp = self.dir.join(unique_tmp_name(digest.hex()));
-        let mut file =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing {}", self.dir.display()))?;
-        Ok(digest)
+        write_synced(&self.dir, &path, bytes)
     }
 
     /// Every stored blob's digest.
@@ -86,10 +75,29 @@ impl Blobs {
 
 /// A temporary file name no other writer, in this process or another,
 /// uses at the same time: `.<name>.<pid>.<n>.tmp`.
-pub fn unique_tmp_name(name: &str) -> String {
+fn unique_tmp_name(name: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!(".{name}.{}.{n}.tmp", std::process::id())
+}
+
+/// Writes `bytes` to `path` through a unique temporary file in `dir`,
+/// synced before the rename and the directory synced after it.
+pub fn write_synced(dir: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(unique_tmp_name(&name));
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -100,9 +108,10 @@ mod tests {
     fn put_is_content_addressed_and_idempotent() {
         let dir = tempfile::tempdir().unwrap();
         let blobs = Blobs::open(dir.path()).unwrap();
-        let a = blobs.put(b"component bytes").unwrap();
-        let b = blobs.put(b"component bytes").unwrap();
-        assert_eq!(a, b);
+        let a = Digest::of(b"component bytes");
+        blobs.put(&a, b"component bytes").unwrap();
+        blobs.put(&a, b"component bytes").unwrap();
+        assert_eq!(blobs.list().unwrap(), std::slice::from_ref(&a));
         assert_eq!(blobs.get(&a).unwrap(), b"component bytes");
         assert!(!blobs.contains(&Digest::of(b"other")));
     }

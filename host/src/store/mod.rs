@@ -29,7 +29,7 @@ pub use blobs::Blobs;
 pub use kv::{Change, Compare, KeyValue, Kv, KvError, Op, Txn};
 pub use sqlite::SqliteKv;
 
-use crate::model::{Desired, Environment, Service, Stack, Version, DEFAULT_ENVIRONMENT};
+use crate::model::{Desired, Digest, Environment, Service, Stack, Version, DEFAULT_ENVIRONMENT};
 
 /// Typed, async access to desired state.
 #[derive(Clone)]
@@ -74,6 +74,12 @@ pub mod key {
     pub fn version(env: &str, stack: &str, number: u64) -> String {
         format!("/versions/{env}/{stack}/{number:010}")
     }
+    /// Every version of every stack of an environment.
+    pub fn env_versions(env: &str) -> String {
+        format!("/versions/{env}/")
+    }
+    /// Every version of every stack.
+    pub const ALL_VERSIONS: &str = "/versions/";
     /// Every version of a stack.
     pub fn versions(env: &str, stack: &str) -> String {
         format!("/versions/{env}/{stack}/")
@@ -281,13 +287,42 @@ impl Store {
         self.list(key::versions(env, stack)).await
     }
 
+    /// The code one environment keeps: each stack's current bundle and
+    /// each kept version's, as (stack, digests), read at one revision.
+    #[allow(clippy::type_complexity)]
+    pub async fn code_of(
+        &self,
+        env: &str,
+    ) -> anyhow::Result<(Vec<(String, Vec<Digest>)>, Vec<(String, Vec<Digest>)>)> {
+        let prefixes = [key::stacks(env), key::env_versions(env)];
+        let (mut ranges, _) = self
+            .blocking(move |kv| kv.ranges(&[prefixes[0].as_str(), prefixes[1].as_str()]))
+            .await?;
+        let versions = ranges.pop().unwrap_or_default();
+        let stacks = ranges.pop().unwrap_or_default();
+        let stacks = stacks
+            .iter()
+            .map(|kv| decode::<Stack>(kv).map(|s| (s.name, s.components.into_values().collect())))
+            .collect::<anyhow::Result<_>>()?;
+        let versions = versions
+            .iter()
+            .map(|kv| {
+                decode::<Version>(kv).map(|v| {
+                    let stack = kv.key.rsplit('/').nth(1).unwrap_or_default().to_string();
+                    (stack, v.components.into_values().collect())
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok((stacks, versions))
+    }
+
     /// Every code digest a kept stack version or a stack's current code
     /// names: the code that must stay stored.
     pub async fn code_in_use(
         &self,
     ) -> anyhow::Result<std::collections::HashSet<crate::model::Digest>> {
         let (mut ranges, _) = self
-            .blocking(|kv| kv.ranges(&["/versions/", key::ALL_STACKS]))
+            .blocking(|kv| kv.ranges(&[key::ALL_VERSIONS, key::ALL_STACKS]))
             .await?;
         let stacks = ranges.pop().unwrap_or_default();
         let versions = ranges.pop().unwrap_or_default();

@@ -345,8 +345,11 @@ impl LineWriter {
             return;
         }
         let log = &self.target.log;
-        for line in &lines {
-            let _ = log.live.send(line.clone());
+        // Copies for followers only when someone follows.
+        if log.live.receiver_count() > 0 {
+            for line in &lines {
+                let _ = log.live.send(line.clone());
+            }
         }
         let job = log.job(lines);
         if queued {

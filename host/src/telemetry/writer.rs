@@ -50,8 +50,13 @@ impl DiskWriter {
     pub fn submit(&self, job: Job) {
         if self.tx.try_send(job).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed);
-            if n.is_power_of_two() {
-                tracing::warn!(dropped = n + 1, "disk writer queue full: dropping writes");
+            static FULL: super::Throttle = super::Throttle::new();
+            if let Some(times) = FULL.hit() {
+                tracing::warn!(
+                    dropped = n + 1,
+                    times,
+                    "disk writer queue full: dropping writes (reported once per interval)"
+                );
             }
         }
     }
