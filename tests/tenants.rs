@@ -589,6 +589,35 @@ fn request_bodies_stream_to_the_guest_instead_of_filling_the_daemon() {
 }
 
 #[test]
+fn a_full_disk_is_reported_once_per_interval_and_deletes_still_work() {
+    let d = Daemon::start_on_small_disk("40m");
+    let app = app();
+    d.ok(&["svc", "create", "-n", "noisy", "--", &app, "flood"]);
+    d.ok(&["svc", "create", "-n", "keep", "--", &app, "count"]);
+    // Fill what is left of the disk.
+    let filler = d.data_dir().join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    while file.write_all(&chunk).is_ok() {}
+    drop(file);
+    std::thread::sleep(Duration::from_secs(3));
+    let failures = d.log().matches("cannot write log lines").count();
+    assert!(failures <= 2, "{failures} log-write failure lines in 3 s");
+    // A change that needs space fails in one line and changes nothing...
+    let err = d.fails(&["svc", "create", "-n", "more", "--", &app, "count"]);
+    assert!(err.contains("disk is full"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(d.service("more").is_none());
+    // ...but taking the noisy guest down works.
+    d.ok(&["svc", "delete", "noisy"]);
+    assert!(d.service("noisy").is_none());
+    // With space again, changes go through.
+    std::fs::remove_file(&filler).unwrap();
+    d.ok(&["svc", "create", "-n", "more", "--", &app, "count"]);
+    assert!(d.service("keep").is_some());
+}
+
+#[test]
 fn code_counts_against_its_environments_quota() {
     let d = Daemon::start();
     let token = tenant(&d, "t2", &["--max-code", "200k"]);

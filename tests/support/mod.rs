@@ -92,6 +92,10 @@ pub fn variant(src: &Path, dir: &Path, name: &str, tag: &str) -> PathBuf {
 /// A running daemon and its data directory.
 pub struct Daemon {
     dir: tempfile::TempDir,
+    /// The data directory: `dir` itself, or a small disk mounted in it.
+    data: PathBuf,
+    /// Whether `data` is a mount of ours, unmounted on drop.
+    mounted: bool,
     child: Option<Child>,
     extra: Vec<String>,
     /// Contents of daemon.json.
@@ -108,9 +112,35 @@ impl Daemon {
     pub fn start_with(extra: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let mut daemon = Daemon {
+            data: dir.path().to_path_buf(),
             dir,
+            mounted: false,
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            info: Value::Null,
+        };
+        daemon.boot();
+        daemon
+    }
+
+    /// Starts a daemon whose data directory is a disk of `size` (a tmpfs
+    /// this test mounts, as root), to fill up; its own log stays outside.
+    pub fn start_on_small_disk(size: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&data)
+            .status()
+            .expect("running mount");
+        assert!(mounted.success(), "mounting a tmpfs needs root");
+        let mut daemon = Daemon {
+            data,
+            dir,
+            mounted: true,
+            child: None,
+            extra: Vec::new(),
             info: Value::Null,
         };
         daemon.boot();
@@ -133,7 +163,7 @@ impl Daemon {
 
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        &self.data
     }
 
     /// A scratch directory for test files (inside the temp dir).
@@ -149,7 +179,7 @@ impl Daemon {
     }
 
     fn boot(&mut self) {
-        let daemon_file = self.dir.path().join("daemon.json");
+        let daemon_file = self.data.join("daemon.json");
         let _ = std::fs::remove_file(&daemon_file);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -165,7 +195,7 @@ impl Daemon {
                 "127.0.0.1:0",
                 "--data-dir",
             ])
-            .arg(self.dir.path())
+            .arg(&self.data)
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -237,7 +267,7 @@ impl Daemon {
     pub fn mesh_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(mesh_bin());
         cmd.args(args)
-            .env("MESH_DATA_DIR", self.dir.path())
+            .env("MESH_DATA_DIR", &self.data)
             .env_remove("MESH_API_URL")
             .env_remove("MESH_TOKEN")
             .env_remove("MESH_STACK")
@@ -379,6 +409,9 @@ impl Drop for Daemon {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.data).status();
         }
     }
 }

@@ -2,7 +2,7 @@
 //! argument picks a behaviour. The platform runs it as `app queue`,
 //! `app send-emails`, ... exactly as a PaaS runs `node app.js queue`.
 //!
-//! Some behaviours exist to misbehave on purpose (`trap`, `oom`, `spin`,
+//! Some behaviours exist to misbehave on purpose (`trap`, `oom`, `spin`, `flood`,
 //! `exit N`) so the platform's supervisor can be seen handling them.
 //!
 //! The same component also exports `wasi:http/incoming-handler` (see
@@ -28,6 +28,7 @@ fn main() {
         "trap" => trap(),
         "oom" => oom(),
         "spin" => spin(),
+        "flood" => flood(),
         "count" => count(),
         "cat" => repl::cat(),
         "repl" => exit_code(repl::repl()),
@@ -35,7 +36,7 @@ fn main() {
         "server" => server(),
         _ => {
             eprintln!(
-                "usage: app <queue|send-emails|env|exit N|trap|oom|spin|count|sleep MS|server|cat|repl> (got {:?})",
+                "usage: app <queue|send-emails|env|exit N|trap|oom|spin|flood|count|sleep MS|server|cat|repl> (got {:?})",
                 args.get(1..).unwrap_or_default()
             );
             exit_code(2);
@@ -204,6 +205,15 @@ fn sleep(ms: Option<&str>) {
 }
 
 /// An endless loop that never yields and never calls the host.
+/// A noisy guest: writes log lines as fast as it can, forever.
+fn flood() {
+    let mut n: u64 = 0;
+    loop {
+        n += 1;
+        println!("flood: line {n} of a guest that will not stop talking");
+    }
+}
+
 fn spin() {
     println!("spin: looping forever");
     let _ = std::io::stdout().flush();

@@ -172,6 +172,15 @@ impl ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> ApiError {
+        if let Some(KvError::Full(why)) = e.downcast_ref::<KvError>() {
+            tracing::warn!(error = %why, "a change was refused: the disk is full");
+            return ApiError {
+                status: StatusCode::INSUFFICIENT_STORAGE,
+                message: format!(
+                    "the data directory's disk is full, so nothing was changed: free some space and try again (deleting services still works) ({why})"
+                ),
+            };
+        }
         if let Some(KvError::Conflict(_)) = e.downcast_ref::<KvError>() {
             return ApiError::conflict(
                 "the state changed while this request was applied; run the command again",

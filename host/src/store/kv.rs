@@ -91,6 +91,9 @@ pub enum KvError {
     /// The changes asked for were compacted away.
     #[error("revision {0} was compacted; re-read the keys")]
     Compacted(u64),
+    /// The disk under the store is full: nothing was written.
+    #[error("the data directory's disk is full ({0})")]
+    Full(String),
     /// The backend failed.
     #[error("state store: {0}")]
     Backend(String),

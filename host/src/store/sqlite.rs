@@ -1,6 +1,11 @@
 //! The embedded [`Kv`] backend: one SQLite file in the data directory, in
 //! WAL mode with `synchronous=FULL`, so a transaction acknowledged to a
 //! caller survives `kill -9` and power loss.
+//!
+//! Beside it lies a reserve file of [`RESERVE_BYTES`]. When the disk is
+//! full, a transaction that only deletes (taking a service down, say)
+//! gives the reserve up and is tried again, so removing things still
+//! works on a full disk; the reserve is made again at the next start.
 
 use parking_lot::Mutex;
 use std::path::Path;
@@ -13,10 +18,15 @@ use super::kv::{Change, Compare, KeyValue, Kv, KvError, Op, Txn};
 /// How many revisions of change feed to keep; older ones are compacted.
 const CHANGES_KEPT: u64 = 10_000;
 
+/// Space kept aside for deletes on a full disk.
+pub const RESERVE_BYTES: usize = 8 * 1024 * 1024;
+
 /// A [`Kv`] on one SQLite file.
 pub struct SqliteKv {
     conn: Mutex<Connection>,
     revision: watch::Sender<u64>,
+    /// The reserve file.
+    reserve: std::path::PathBuf,
 }
 
 impl SqliteKv {
@@ -47,19 +57,98 @@ impl SqliteKv {
         .map_err(backend)?;
         let rev = read_revision(&conn)?;
         let (revision, _) = watch::channel(rev);
+        let reserve = path.with_extension("reserve");
+        if !reserve.exists() {
+            if let Err(e) = std::fs::write(&reserve, vec![0u8; RESERVE_BYTES]) {
+                let _ = std::fs::remove_file(&reserve);
+                tracing::warn!(path = %reserve.display(), error = %e, "cannot keep space aside for deletes on a full disk");
+            }
+        }
         Ok(SqliteKv {
             conn: Mutex::new(conn),
             revision,
+            reserve,
         })
     }
 
     fn lock(&self) -> parking_lot::MutexGuard<'_, Connection> {
         self.conn.lock()
     }
+
+    /// One attempt at a transaction.
+    fn try_txn(&self, txn: &Txn) -> Result<u64, KvError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        for compare in &txn.compares {
+            let (key, want) = match compare {
+                Compare::Absent(key) => (key, None),
+                Compare::ModRev(key, rev) => (key, Some(*rev)),
+            };
+            let have: Option<i64> = tx
+                .query_row("SELECT mod_rev FROM kv WHERE key = ?1", params![key], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(backend)?;
+            if have.map(|r| r as u64) != want {
+                return Err(KvError::Conflict(key.clone()));
+            }
+        }
+        let rev = read_revision(&tx)? + 1;
+        for (seq, op) in txn.ops.iter().enumerate() {
+            match op {
+                Op::Put(key, value) => {
+                    tx.execute(
+                        "INSERT INTO kv (key, mod_rev, value) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(key) DO UPDATE SET mod_rev = ?2, value = ?3",
+                        params![key, rev as i64, value],
+                    )
+                    .map_err(backend)?;
+                    tx.execute(
+                        "INSERT INTO changes (rev, seq, key, value) VALUES (?1, ?2, ?3, ?4)",
+                        params![rev as i64, seq as i64, key, value],
+                    )
+                    .map_err(backend)?;
+                }
+                Op::Delete(key) => {
+                    tx.execute("DELETE FROM kv WHERE key = ?1", params![key])
+                        .map_err(backend)?;
+                    tx.execute(
+                        "INSERT INTO changes (rev, seq, key, value) VALUES (?1, ?2, ?3, NULL)",
+                        params![rev as i64, seq as i64, key],
+                    )
+                    .map_err(backend)?;
+                }
+            }
+        }
+        tx.execute(
+            "INSERT INTO meta (name, value) VALUES ('revision', ?1)
+             ON CONFLICT(name) DO UPDATE SET value = ?1",
+            params![rev as i64],
+        )
+        .map_err(backend)?;
+        if rev % 1000 == 0 && rev > CHANGES_KEPT {
+            tx.execute(
+                "DELETE FROM changes WHERE rev <= ?1",
+                params![(rev - CHANGES_KEPT) as i64],
+            )
+            .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)?;
+        drop(conn);
+        self.revision.send_replace(rev);
+        Ok(rev)
+    }
 }
 
 fn backend(e: rusqlite::Error) -> KvError {
-    KvError::Backend(e.to_string())
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        KvError::Full(e.to_string())
+    } else {
+        KvError::Backend(e.to_string())
+    }
 }
 
 fn read_revision(conn: &Connection) -> Result<u64, KvError> {
@@ -127,69 +216,18 @@ impl Kv for SqliteKv {
     }
 
     fn txn(&self, txn: Txn) -> Result<u64, KvError> {
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(backend)?;
-        for compare in &txn.compares {
-            let (key, want) = match compare {
-                Compare::Absent(key) => (key, None),
-                Compare::ModRev(key, rev) => (key, Some(*rev)),
-            };
-            let have: Option<i64> = tx
-                .query_row("SELECT mod_rev FROM kv WHERE key = ?1", params![key], |r| {
-                    r.get(0)
+        let deletes_only = txn.ops.iter().all(|op| matches!(op, Op::Delete(_)));
+        match self.try_txn(&txn) {
+            Err(KvError::Full(why)) if deletes_only && self.reserve.exists() => {
+                tracing::warn!(path = %self.reserve.display(), "the disk is full: giving up the reserve so a delete goes through");
+                let _ = std::fs::remove_file(&self.reserve);
+                self.try_txn(&txn).map_err(|e| match e {
+                    KvError::Full(_) => KvError::Full(why),
+                    other => other,
                 })
-                .optional()
-                .map_err(backend)?;
-            if have.map(|r| r as u64) != want {
-                return Err(KvError::Conflict(key.clone()));
             }
+            other => other,
         }
-        let rev = read_revision(&tx)? + 1;
-        for (seq, op) in txn.ops.iter().enumerate() {
-            match op {
-                Op::Put(key, value) => {
-                    tx.execute(
-                        "INSERT INTO kv (key, mod_rev, value) VALUES (?1, ?2, ?3)
-                         ON CONFLICT(key) DO UPDATE SET mod_rev = ?2, value = ?3",
-                        params![key, rev as i64, value],
-                    )
-                    .map_err(backend)?;
-                    tx.execute(
-                        "INSERT INTO changes (rev, seq, key, value) VALUES (?1, ?2, ?3, ?4)",
-                        params![rev as i64, seq as i64, key, value],
-                    )
-                    .map_err(backend)?;
-                }
-                Op::Delete(key) => {
-                    tx.execute("DELETE FROM kv WHERE key = ?1", params![key])
-                        .map_err(backend)?;
-                    tx.execute(
-                        "INSERT INTO changes (rev, seq, key, value) VALUES (?1, ?2, ?3, NULL)",
-                        params![rev as i64, seq as i64, key],
-                    )
-                    .map_err(backend)?;
-                }
-            }
-        }
-        tx.execute(
-            "INSERT INTO meta (name, value) VALUES ('revision', ?1)
-             ON CONFLICT(name) DO UPDATE SET value = ?1",
-            params![rev as i64],
-        )
-        .map_err(backend)?;
-        if rev % 1000 == 0 && rev > CHANGES_KEPT {
-            tx.execute(
-                "DELETE FROM changes WHERE rev <= ?1",
-                params![(rev - CHANGES_KEPT) as i64],
-            )
-            .map_err(backend)?;
-        }
-        tx.commit().map_err(backend)?;
-        drop(conn);
-        self.revision.send_replace(rev);
-        Ok(rev)
     }
 
     fn revision(&self) -> Result<u64, KvError> {
