@@ -132,6 +132,8 @@ mesh_url="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["ht
 mesh_host="hello.localhost"
 echo "== mesh ingress at $mesh_url (Host: $mesh_host)"
 
+# The loopback baseline of the hop is a local server: open it to guests.
+"$mesh" env update default --reach "127.0.0.1/32" >/dev/null
 "$mesh" svc create -n hello --instances 4 -- "$app" server
 "$mesh" svc publish -n hello --endpoint hello
 "$mesh" svc create -n fresh --instances 4 --fresh-per-request -- "$app" server

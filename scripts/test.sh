@@ -34,6 +34,10 @@ cargo clippy --release --target wasm32-wasip2 --manifest-path guest-examples/Car
 echo "== cargo test"
 cargo test --workspace
 
+echo "== fuzz: property tests of the parsers and API bodies, longer"
+FUZZ_CASES="${FUZZ_CASES:-20000}" cargo test -p mesh-host --test fuzz -- --nocapture 2>&1 |
+  grep -E '^fuzz |test result|panicked|FAILED'
+
 echo "== benchmarks (short runs)"
 cargo bench -p mesh-host --bench instance_start --profile dev -- --quick
 cargo bench -p mesh-host --bench cron_fire --profile dev -- --quick

@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{app_wasm, cpu_ticks, Daemon};
+use support::{app_wasm, cpu_ticks, variant, Daemon};
 
 /// Creates environment `name` (with `flags`) and returns its token.
 fn tenant(d: &Daemon, name: &str, flags: &[&str]) -> String {
@@ -635,6 +635,28 @@ fn code_counts_against_its_environments_quota() {
     let listed: Value = serde_json::from_str(&listed).unwrap();
     let used = listed[0]["quotas"]["code_bytes"].as_u64().unwrap();
     assert_eq!(used, std::fs::metadata(app_wasm()).unwrap().len());
+    // Uploads not deployed count too: two more copies fit in 1 MiB, a
+    // third does not, so uploading cannot fill the disk.
+    let dir = d.scratch();
+    let copies: Vec<String> = (1..=3)
+        .map(|i| {
+            let path = variant(&app_wasm(), &dir, &format!("copy{i}"), &i.to_string());
+            path.to_str().unwrap().to_string()
+        })
+        .collect();
+    for copy in &copies[..2] {
+        let (ok, _, err) = as_tenant(&d, &token, &["run", "--", copy, "env"]);
+        assert!(ok, "{err}");
+    }
+    let (ok, _, err) = as_tenant(&d, &token, &["run", "--", &copies[2], "env"]);
+    assert!(!ok);
+    assert!(
+        err.contains("code quota (--max-code 1 MiB): its stacks and recent uploads take"),
+        "{err}"
+    );
+    // Code already kept uploads again freely.
+    let (ok, _, err) = as_tenant(&d, &token, &["run", "--", &app(), "env"]);
+    assert!(ok, "{err}");
 }
 
 #[test]
@@ -643,26 +665,29 @@ fn a_tenant_cannot_start_interactive_runs_without_bound() {
     let token = tenant(&d, "t2", &[]);
     let app = app();
     let api = d.info["api_url"].as_str().unwrap().to_string();
-    let spawn = || {
-        d.mesh_cmd(&["run", "--", &app, "sleep", "60000"])
+    // Eight runs, each started only once the one before is running.
+    let mut running = Vec::new();
+    for _ in 0..8 {
+        let mut child = d
+            .mesh_cmd(&["run", "--", &app, "sleep", "60000"])
             .env("MESH_API_URL", &api)
             .env("MESH_TOKEN", &token)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .spawn()
-            .unwrap()
-    };
-    let mut running: Vec<_> = (0..8).map(|_| spawn()).collect();
-    // Once all eight hold their runs, a ninth is refused.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let refused = loop {
-        let (ok, _, err) = as_tenant(&d, &token, &["run", "--", &app, "env"]);
-        if !ok {
-            break err;
+            .unwrap();
+        let mut first = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first).unwrap();
+        if !first.starts_with("sleep: sleeping") {
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("run {} did not start: {first:?} {err}", running.len() + 1);
         }
-        assert!(Instant::now() < deadline, "a ninth run was never refused");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        running.push(child);
+    }
+    let (ok, _, refused) = as_tenant(&d, &token, &["run", "--", &app, "env"]);
+    assert!(!ok);
     assert!(
         refused.contains("already has 8 interactive runs going"),
         "{refused}"

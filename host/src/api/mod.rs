@@ -65,6 +65,8 @@ pub struct ApiState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Interactive runs going, by environment.
     pub runs: Arc<run::Runs>,
+    /// Code uploaded and not deployed yet, by environment.
+    pub uploads: Arc<quotas::Uploads>,
 }
 
 /// Longest a command waits for its change to take effect.

@@ -5,11 +5,13 @@
 //! so of two changes made at once the second conflicts instead of both
 //! slipping under a limit.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 use super::wire::QuotaView;
 use super::{ApiError, ApiResult, ApiState};
 use crate::model::{format_memory, Digest, Environment, Quotas, Service, DEFAULT_ENVIRONMENT};
+use crate::runtime::engine::UNDEPLOYED_GRACE;
 use crate::store::{encode, key, Compare, Txn, Versioned};
 
 /// What an environment uses.
@@ -69,6 +71,93 @@ pub(super) async fn usage(state: &ApiState, env: &str) -> ApiResult<Usage> {
     let mut usage = Usage::of_services(services.iter().map(|s| &s.value));
     usage.code_bytes = code_bytes(state, env, None).await?.0;
     Ok(usage)
+}
+
+/// Code environments uploaded and have not deployed yet: it is kept for
+/// [`UNDEPLOYED_GRACE`] and counts against their code quota meanwhile.
+#[derive(Default)]
+pub struct Uploads {
+    recent: parking_lot::Mutex<HashMap<String, HashMap<Digest, Upload>>>,
+}
+
+/// One upload's size and when it came.
+type Upload = (u64, Instant);
+
+impl Uploads {
+    /// Notes an upload of `env`'s.
+    pub(super) fn record(&self, env: &str, digest: Digest, size: u64) {
+        self.recent
+            .lock()
+            .entry(env.to_string())
+            .or_default()
+            .insert(digest, (size, Instant::now()));
+    }
+
+    /// Bytes `env` uploaded within the grace period that `kept` does not
+    /// name (the rest is counted as kept code already).
+    fn pending(&self, env: &str, kept: &HashSet<Digest>) -> u64 {
+        let mut recent = self.recent.lock();
+        let Some(mine) = recent.get_mut(env) else {
+            return 0;
+        };
+        mine.retain(|_, (_, at)| at.elapsed() < UNDEPLOYED_GRACE);
+        let pending = mine
+            .iter()
+            .filter(|(digest, _)| !kept.contains(*digest))
+            .map(|(_, (size, _))| size)
+            .sum();
+        if mine.is_empty() {
+            recent.remove(env);
+        }
+        pending
+    }
+}
+
+/// Checks that an upload of `size` bytes fits `env`'s code quota, with
+/// what its stacks keep and what it uploaded lately and did not deploy.
+pub(super) async fn check_upload(
+    state: &ApiState,
+    env: &str,
+    digest: &Digest,
+    size: u64,
+) -> ApiResult<()> {
+    let found: Versioned<Environment> = state
+        .store
+        .get(key::env(env))
+        .await?
+        .ok_or_else(|| ApiError::no_environment(env))?;
+    let quota = quotas_of(state, &found.value).max_code_bytes;
+    let kept = kept_digests(state, env).await?;
+    let pending = state.uploads.pending(env, &kept);
+    if kept.contains(digest) {
+        return Ok(());
+    }
+    let engine = state.engine.clone();
+    let kept_bytes =
+        tokio::task::spawn_blocking(move || kept.iter().map(|d| engine.code_bytes(d)).sum::<u64>())
+            .await
+            .map_err(|e| anyhow::anyhow!("measuring code failed: {e}"))?;
+    let used = kept_bytes + pending;
+    let want = used + size;
+    if want > quota {
+        return Err(ApiError::quota(format!(
+            "environment {env} is over its code quota (--max-code {}): its stacks and recent uploads take {} and this upload needs {}",
+            format_memory(quota),
+            format_memory(used),
+            format_memory(want)
+        )));
+    }
+    Ok(())
+}
+
+/// Every digest `env`'s stacks keep.
+async fn kept_digests(state: &ApiState, env: &str) -> ApiResult<HashSet<Digest>> {
+    let (stacks, versions) = state.store.code_of(env).await?;
+    Ok(stacks
+        .into_iter()
+        .chain(versions)
+        .flat_map(|(_, digests)| digests)
+        .collect())
 }
 
 /// One stack as a change leaves it: its name and every digest it keeps.

@@ -24,7 +24,7 @@ use crate::store::{encode, key, Compare, Txn};
 /// `PUT /v1/code?name=app.wasm`: checks and stores one component.
 pub(super) async fn upload_code(
     State(state): State<ApiState>,
-    Extension(_caller): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<CodeQuery>,
     body: Body,
 ) -> ApiResult<Json<CodeInfo>> {
@@ -38,14 +38,22 @@ pub(super) async fn upload_code(
                 crate::model::format_memory(limit)
             ))
         })?;
+    let (digest, bytes) = tokio::task::spawn_blocking(move || (Digest::of(&bytes), bytes))
+        .await
+        .map_err(|e| anyhow::anyhow!("hashing the upload failed: {e}"))?;
+    // Code not deployed yet counts against the quota too, so uploads
+    // cannot fill the disk.
+    super::quotas::check_upload(&state, &caller.env, &digest, bytes.len() as u64).await?;
     let engine = state.engine.clone();
-    let info = tokio::task::spawn_blocking(move || engine.accept(&name, &bytes))
+    let kept = digest.clone();
+    let info = tokio::task::spawn_blocking(move || engine.accept_as(&name, digest, &bytes))
         .await
         .map_err(|e| anyhow::anyhow!("code check failed: {e}"))?
         .map_err(|e| match e.downcast::<CodeError>() {
             Ok(code) => ApiError::bad_request(code.to_string()),
             Err(other) => ApiError::from(other),
         })?;
+    state.uploads.record(&caller.env, kept, info.size);
     Ok(Json(info))
 }
 

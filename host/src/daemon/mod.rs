@@ -137,6 +137,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         admin_token: admin_token.into(),
         stopping: stop_rx.clone(),
         runs: Default::default(),
+        uploads: Default::default(),
     };
     let converger = tokio::spawn(converge.run());
     let api = serve_api(

@@ -53,8 +53,9 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
         format!("invalid memory size `{text}`: use a number with a unit, e.g. 64Mi, 512Mi or 1Gi")
     };
     let number: u64 = number.parse().map_err(|_| bad())?;
-    let scale = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
+    // `64Mi`, `64 MiB` (as sizes are printed), `512 bytes`.
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" | "bytes" => 1,
         "k" | "ki" | "kb" | "kib" => KIB,
         "m" | "mi" | "mb" | "mib" => MIB,
         "g" | "gi" | "gb" | "gib" => GIB,

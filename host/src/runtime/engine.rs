@@ -218,8 +218,17 @@ impl Engine {
     /// Checks uploaded bytes are a component mesh can run, stores them and
     /// compiles them into the cache. `name` is what the user called it.
     pub fn accept(&self, name: &str, bytes: &[u8]) -> Result<CodeInfo, anyhow::Error> {
+        self.accept_as(name, Digest::of(bytes), bytes)
+    }
+
+    /// [`Engine::accept`] for bytes the caller hashed already.
+    pub fn accept_as(
+        &self,
+        name: &str,
+        digest: Digest,
+        bytes: &[u8],
+    ) -> Result<CodeInfo, anyhow::Error> {
         check_header(name, bytes)?;
-        let digest = Digest::of(bytes);
         let _one_at_a_time = self.loading_lock(&digest);
         let known = self.lock_loaded().get(&digest).cloned();
         if let Some(known) = known.filter(|_| self.blobs.contains(&digest)) {
