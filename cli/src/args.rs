@@ -504,9 +504,15 @@ pub struct CreateArgs {
     pub env: Vec<String>,
 
     /// Web services: serve every request from a fresh store instead of
-    /// reusing instances (strongest isolation, a little slower).
-    #[arg(long)]
+    /// reusing instances (strongest isolation, a little slower). Without
+    /// it, instances are reused until the code shows it cannot be.
+    #[arg(long, conflicts_with = "reuse_instances")]
     pub fresh_per_request: bool,
+
+    /// Web services: keep reusing instances even when a reused instance
+    /// fails in a way that suggests the code cannot be reused.
+    #[arg(long)]
+    pub reuse_instances: bool,
 
     /// The command: a component name or a .wasm path, then its arguments.
     #[arg(last = true, required = true, value_name = "ARGV")]
@@ -562,6 +568,11 @@ pub struct UpdateArgs {
     /// Web services: a fresh store per request (true) or reused instances (false).
     #[arg(long, value_name = "BOOL")]
     pub fresh_per_request: Option<bool>,
+
+    /// Web services: keep reusing instances whatever fails (true), or
+    /// switch to fresh per request when the code cannot be reused (false).
+    #[arg(long, value_name = "BOOL")]
+    pub reuse_instances: Option<bool>,
 }
 
 /// `mesh service run` and `mesh run`.

@@ -56,6 +56,7 @@ pub fn create(client: &Client, out: &Out, args: CreateArgs) -> anyhow::Result<()
         timeout: args.timeout,
         cpu_limit: args.cpu_limit,
         fresh_per_request: args.fresh_per_request.then_some(true),
+        always_reuse: args.reuse_instances.then_some(true),
         component,
     };
     let view: ServiceView = client.post("/v1/services", &request)?;
@@ -113,6 +114,7 @@ pub fn update(client: &Client, out: &Out, args: UpdateArgs) -> anyhow::Result<()
         timeout: args.timeout,
         cpu_limit: args.cpu_limit,
         fresh_per_request: args.fresh_per_request,
+        always_reuse: args.reuse_instances,
         component,
     };
     let view: ServiceView = client.patch(&service_path(&args.stack.stack, name), &request)?;
@@ -172,11 +174,15 @@ fn print_services(services: &[ServiceView]) {
         .collect();
     if !web.is_empty() {
         println!();
-        let mut table = Table::new(&["SERVICE", "ENDPOINTS"]);
+        let mut table = Table::new(&["SERVICE", "ENDPOINTS", "SERVING"]);
         for s in web {
             table.row(vec![
                 format!("{}/{}", s.stack, s.name),
                 s.endpoints.join(", "),
+                match &s.fresh_because {
+                    Some(why) => format!("fresh per request: {why}"),
+                    None => s.serving.clone(),
+                },
             ]);
         }
         table.print();

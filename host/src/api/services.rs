@@ -100,10 +100,12 @@ pub(super) async fn create(
         timezone: None,
         timeout_ms: None,
         endpoints: Vec::new(),
-        fresh_per_request: request.fresh_per_request.unwrap_or(false),
+        fresh_per_request: false,
+        always_reuse: false,
         cpu_limit_ms: None,
         created_at: Utc::now(),
     };
+    reuse_setting(&mut service, request.fresh_per_request, request.always_reuse)?;
     let settings = Settings {
         command: Some(request.command),
         instances: request.instances,
@@ -181,9 +183,7 @@ pub(super) async fn update(
 ) -> ApiResult<Json<ServiceView>> {
     let found = find(&state, &caller.env, &stack, &name).await?;
     let mut service = found.value.clone();
-    if let Some(fresh) = request.fresh_per_request {
-        service.fresh_per_request = fresh;
-    }
+    reuse_setting(&mut service, request.fresh_per_request, request.always_reuse)?;
     let settings = Settings {
         command: request.command,
         instances: request.instances,
@@ -601,9 +601,34 @@ pub(super) fn require_handler(loaded: &dyn Code, service: &Service) -> ApiResult
         loaded.exports().join(", ")
     )))
 }
+/// Applies `--fresh-per-request` and `--reuse-instances`: each turns the
+/// other off, and both at once make no sense.
+fn reuse_setting(
+    service: &mut Service,
+    fresh: Option<bool>,
+    always_reuse: Option<bool>,
+) -> ApiResult<()> {
+    if fresh == Some(true) && always_reuse == Some(true) {
+        return Err(ApiError::bad_request(
+            "--fresh-per-request and --reuse-instances contradict each other: choose one"
+                .to_string(),
+        ));
+    }
+    if let Some(fresh) = fresh {
+        service.fresh_per_request = fresh;
+        service.always_reuse &= !fresh;
+    }
+    if let Some(always) = always_reuse {
+        service.always_reuse = always;
+        service.fresh_per_request &= !always;
+    }
+    Ok(())
+}
+
 pub(super) fn view(state: &ApiState, service: Service) -> ServiceView {
     let key = ServiceKey::of(&service);
     let instances = state.supervisor.instances(&key);
+    let fresh_because = state.supervisor.fresh_because(&key);
     let version = instances.first().map_or(0, |i| i.version);
     let (next_run, runs) = match &service.schedule {
         Some(spec) => {
@@ -634,6 +659,13 @@ pub(super) fn view(state: &ApiState, service: Service) -> ServiceView {
         command: service.command,
         endpoints: service.endpoints.iter().map(Endpoint::url).collect(),
         fresh_per_request: service.fresh_per_request,
+        always_reuse: service.always_reuse,
+        serving: if fresh_because.is_some() {
+            "fresh per request".to_string()
+        } else {
+            "reused".to_string()
+        },
+        fresh_because,
         schedule: service.schedule,
     }
 }

@@ -48,6 +48,9 @@ pub struct CreateService {
     /// Serve each request from a fresh store (web services).
     #[serde(default)]
     pub fresh_per_request: Option<bool>,
+    /// Reuse instances even when the code seems not to allow it.
+    #[serde(default)]
+    pub always_reuse: Option<bool>,
     /// Code to add to the stack's bundle first (the `-- app.wasm ...` form).
     pub component: Option<ComponentRef>,
 }
@@ -90,6 +93,9 @@ pub struct UpdateService {
     /// Serve each request from a fresh store (web services).
     #[serde(default)]
     pub fresh_per_request: Option<bool>,
+    /// Reuse instances even when the code seems not to allow it.
+    #[serde(default)]
+    pub always_reuse: Option<bool>,
     /// Code to add to the stack's bundle first.
     pub component: Option<ComponentRef>,
 }
@@ -125,8 +131,17 @@ pub struct ServiceView {
     pub memory_limit_bytes: u64,
     /// Public URLs.
     pub endpoints: Vec<String>,
-    /// Whether each request gets a fresh store.
+    /// Whether each request gets a fresh store because the service says so.
     pub fresh_per_request: bool,
+    /// Whether instances are reused even when the code seems not to allow it.
+    #[serde(default)]
+    pub always_reuse: bool,
+    /// How requests are served now: `reused` or `fresh per request`.
+    #[serde(default)]
+    pub serving: String,
+    /// Why each request gets a fresh instance, when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fresh_because: Option<String>,
     /// Cron schedule.
     pub schedule: Option<String>,
     /// Time zone of the schedule (UTC when null).

@@ -39,6 +39,10 @@ pub struct Service {
     /// Serve every request from a fresh store instead of reusing instances.
     #[serde(default)]
     pub fresh_per_request: bool,
+    /// Keep reusing instances even after one fails a request in a way
+    /// that suggests the code cannot be reused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub always_reuse: bool,
     /// CPU time one request may use, in milliseconds; the default when
     /// `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

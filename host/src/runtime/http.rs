@@ -18,6 +18,10 @@ use super::instance::{new_store, Launch};
 use super::outcome::{Interrupt, Outcome};
 use super::state::HostState;
 
+/// The error a request gets when the guest's handler returns without
+/// setting a response.
+pub const NO_RESPONSE: &str = "the handler returned without setting a response";
+
 /// A guest's answer to one request: the response, or the error it (or the
 /// host on its behalf) gave instead.
 pub type Answered = Result<http::Response<HyperOutgoingBody>, ErrorCode>;
@@ -119,7 +123,7 @@ impl HttpInstance {
         if let Some(tx) = respond.lock().take() {
             // The guest returned (or failed) without answering.
             let why = failure.as_ref().map_or_else(
-                || "the handler returned without setting a response".to_string(),
+                || NO_RESPONSE.to_string(),
                 |f| f.message.clone(),
             );
             let _ = tx.send(Err(ErrorCode::InternalError(Some(why))));

@@ -44,6 +44,16 @@ impl Refusal {
         }
     }
 
+    /// A 502: the instance failed in a way the request could not be sent
+    /// again after.
+    pub fn bad_gateway(message: String) -> Refusal {
+        Refusal {
+            status: StatusCode::BAD_GATEWAY,
+            message,
+            retry_after: None,
+        }
+    }
+
     /// A 500: the instance failed.
     pub fn failed(message: String) -> Refusal {
         Refusal {

@@ -28,6 +28,7 @@ pub mod code;
 pub mod directory;
 pub mod parts;
 pub mod pool;
+mod replay;
 pub mod rollout;
 pub mod routes;
 pub mod session;

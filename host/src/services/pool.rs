@@ -13,6 +13,19 @@
 //! serves every request from a new store, pre-instantiated while the slot
 //! is idle.
 //!
+//! # Code that cannot be reused
+//!
+//! Some toolchains build components for hosts that give every request a
+//! fresh instance (componentize-js answers only its first request). So a
+//! request that fails on a reused instance, by returning without a
+//! response or by trapping, is served again on a fresh instance when the
+//! failed attempt read none of its body; if the fresh one answers, the
+//! pool serves fresh per request from then on and says why
+//! ([`WebPool::fresh_because`]). A failure that repeats on a fresh
+//! instance is the request's own, and is answered as such. When the body
+//! was read, the request cannot be sent again and gets a clear `502`.
+//! `--reuse-instances` turns this off.
+//!
 //! # Lifetimes
 //!
 //! The supervisor owns each pool. When the service's settings change, a
@@ -39,7 +52,7 @@ use chrono::Utc;
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify, OnceCell};
 use tokio_util::sync::CancellationToken;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiBody;
 
@@ -48,11 +61,12 @@ use super::callee::{Callee, Refusal};
 use super::code::{BoxFuture, Code, Handler};
 use super::directory::{Identity, CHAIN_HEADER};
 use super::parts::{launch, Parts};
+use super::replay::Replay;
 use super::spec::{CodeProblem, Spec};
 use crate::model::{InstanceState, InstanceStatus, ServiceKey};
-use crate::runtime::http::describe;
+use crate::runtime::http::{describe, NO_RESPONSE};
 use crate::runtime::CallLimits;
-use crate::runtime::Outcome;
+use crate::runtime::{Ending, Outcome, Respond};
 
 /// Longest a request waits in the queue for a free instance.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(30);
@@ -64,8 +78,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct PoolSettings {
     /// Instances (slots).
     pub instances: u32,
-    /// A new instance for every request.
-    pub fresh_per_request: bool,
+    /// Whether instances serve more than one request.
+    pub reuse: Reuse,
     /// Keep instances live (a web service's), rather than starting them on
     /// the first call (a worker's).
     pub warm: bool,
@@ -73,10 +87,28 @@ pub struct PoolSettings {
     pub cpu_limit: Duration,
 }
 
+/// Whether a pool's instances serve more than one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reuse {
+    /// Reused until a component shows it cannot be, then fresh.
+    Auto,
+    /// Always reused, whatever fails (`--reuse-instances`).
+    Always,
+    /// A fresh instance for every request (`--fresh-per-request`).
+    Never,
+}
+
+/// A live instance waiting for its next request.
+struct Ready {
+    handler: Box<dyn Handler>,
+    /// Requests it has served.
+    served: u32,
+}
+
 struct WebSlot {
     status: InstanceStatus,
     busy: bool,
-    ready: Option<Box<dyn Handler>>,
+    ready: Option<Ready>,
     failures: u32,
     backoff_until: Option<Instant>,
 }
@@ -107,6 +139,9 @@ pub struct WebPool {
     killed: CancellationToken,
     /// One-off instances for cyclic calls, bounded.
     extras: Arc<tokio::sync::Semaphore>,
+    /// Why this code is served fresh per request, once it showed it
+    /// cannot be reused.
+    learned: Mutex<Option<String>>,
 }
 
 /// One-off instances one pool may have for cyclic calls at once: a cycle
@@ -124,6 +159,18 @@ impl WebPool {
         key: ServiceKey,
         spec: Arc<Spec>,
         settings: PoolSettings,
+    ) -> Arc<WebPool> {
+        WebPool::start_knowing(parts, key, spec, settings, None)
+    }
+
+    /// [`WebPool::start`] for code already known not to be reusable, and
+    /// why (what the pool this one replaces learned).
+    pub fn start_knowing(
+        parts: Parts,
+        key: ServiceKey,
+        spec: Arc<Spec>,
+        settings: PoolSettings,
+        learned: Option<String>,
     ) -> Arc<WebPool> {
         // A worker's request instances run beside its `run` instances, so
         // their ids differ: `worker.req1`.
@@ -155,6 +202,7 @@ impl WebPool {
             stopped: CancellationToken::new(),
             killed: CancellationToken::new(),
             extras: Arc::new(tokio::sync::Semaphore::new(MAX_EXTRAS)),
+            learned: Mutex::new(learned),
         });
         if settings.warm {
             for i in 0..settings.instances as usize {
@@ -162,6 +210,31 @@ impl WebPool {
             }
         }
         pool
+    }
+
+    /// Why requests get a fresh instance each, when they do: the setting,
+    /// or what the code showed. `None` while instances are reused.
+    pub fn fresh_because(&self) -> Option<String> {
+        match self.settings.reuse {
+            Reuse::Never => Some("--fresh-per-request is set".to_string()),
+            Reuse::Always => None,
+            Reuse::Auto => self.learned.lock().clone(),
+        }
+    }
+
+    /// What this pool learned about its code's reuse, for the pool that
+    /// replaces it when that runs the same code.
+    pub fn learned_for(&self, spec: &Spec) -> Option<String> {
+        let same = matches!((&self.spec.run.component, &spec.run.component), (Ok(a), Ok(b)) if a == b);
+        same.then(|| self.learned.lock().clone()).flatten()
+    }
+
+    fn serves_fresh(&self) -> bool {
+        match self.settings.reuse {
+            Reuse::Never => true,
+            Reuse::Always => false,
+            Reuse::Auto => self.learned.lock().is_some(),
+        }
     }
 
     /// Whether the pool was made for this spec and these settings.
@@ -188,7 +261,7 @@ impl WebPool {
     /// instances dropped. Requests that hold it still finish on it.
     pub fn retire(&self) {
         self.stopped.cancel();
-        let idle: Vec<Box<dyn Handler>> = self
+        let idle: Vec<Ready> = self
             .inner
             .lock()
             .slots
@@ -253,10 +326,10 @@ impl WebPool {
             Refusal::unavailable(format!("{} cannot serve requests: {problem}", self.key), 30)
         })?;
         let mut lease = self.acquire(cyclic).await?;
-        let handler = match lease.ready.take() {
-            Some(handler) => handler,
+        let (handler, served) = match lease.ready.take() {
+            Some(ready) => (ready.handler, ready.served),
             None => match self.instantiate(lease.slot, &code).await {
-                Ok(handler) => handler,
+                Ok(handler) => (handler, 0),
                 Err(outcome) => {
                     let message = outcome.message.clone();
                     lease.finish(None, Some(outcome));
@@ -264,19 +337,31 @@ impl WebPool {
                 }
             },
         };
-        let chain = request
+        let chain: Vec<String> = request
             .headers()
             .get(CHAIN_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(',').map(str::to_string).collect())
             .unwrap_or_default();
         let (tx, rx) = oneshot::channel();
-        let fresh = self.settings.fresh_per_request;
-        let limits = CallLimits {
-            wall: REQUEST_TIMEOUT,
-            cpu: Some(self.settings.cpu_limit),
+        // A reused instance may turn out not to be reusable: keep what is
+        // needed to serve the request again on a fresh one.
+        let (replay, request) = if served > 0 && self.settings.reuse == Reuse::Auto {
+            let (replay, request) = Replay::keep(request);
+            (Some(replay), request)
+        } else {
+            (None, request)
+        };
+        let call = Call {
+            scheme,
+            chain,
+            limits: CallLimits {
+                wall: REQUEST_TIMEOUT,
+                cpu: Some(self.settings.cpu_limit),
+            },
         };
         let killed = self.killed.clone();
+        let pool = self.clone();
         // The guest runs on its own task: it may go on writing the body
         // after it answered, and it gives its slot back when it is done
         // (or when its service is deleted, by dropping the lease).
@@ -284,18 +369,146 @@ impl WebPool {
             tokio::select! {
                 biased;
                 () = killed.cancelled() => {}
-                served = handler.serve(request, scheme, chain, tx, limits) => match served {
-                    Ok(handler) => lease.finish((!fresh).then_some(handler), None),
-                    Err(outcome) => lease.finish(None, Some(outcome)),
-                },
+                () = pool.serve(lease, Ready { handler, served }, request, call, tx, replay, code) => {}
             }
         });
         match rx.await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(code)) => Err(Refusal::failed(describe(&code))),
+            Ok(Err(code)) => {
+                let message = describe(&code);
+                Err(match message.strip_prefix(BAD_GATEWAY_MARK) {
+                    Some(message) => Refusal::bad_gateway(message.to_string()),
+                    None => Refusal::failed(message),
+                })
+            }
             Err(_) => Err(Refusal::failed(
                 "the instance ended without answering".to_string(),
             )),
+        }
+    }
+
+    /// Serves a request on the lease's instance and gives the slot back.
+    /// With a `replay`, a failure that shows the code cannot be reused
+    /// sends the request to a fresh instance instead of to the client.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve(
+        self: Arc<Self>,
+        lease: Lease,
+        ready: Ready,
+        request: http::Request<WasiBody>,
+        call: Call,
+        respond: Respond,
+        replay: Option<Replay>,
+        code: Arc<dyn Code>,
+    ) {
+        let Some(replay) = replay else {
+            let result = ready
+                .handler
+                .serve(request, call.scheme, call.chain, respond, call.limits)
+                .await;
+            self.finish(lease, result, ready.served);
+            return;
+        };
+        let mut respond = Some(respond);
+        let first = Attempt::watch(ready.handler, request, &call, &mut respond).await;
+        let Some(what) = first.not_reusable() else {
+            let result = first.hand_on(respond);
+            self.finish(lease, result, ready.served);
+            return;
+        };
+        // The reused instance failed the request before answering it.
+        let component = self.spec.run.command.first().cloned().unwrap_or_default();
+        let why = format!("{component} {what} on a reused instance");
+        let instance = self.instance_id(lease.slot);
+        let Some(request) = replay.again() else {
+            // Its body was read: it cannot be sent again.
+            let learned = first.no_response();
+            if learned {
+                self.learn(&why, &instance);
+            }
+            if let Some(respond) = respond {
+                let _ = respond.send(Err(ErrorCode::InternalError(Some(format!(
+                    "{BAD_GATEWAY_MARK}{why}, after reading the request body, so it was not sent again{}",
+                    if learned {
+                        "; the service is served fresh per request from now on"
+                    } else {
+                        ""
+                    }
+                )))));
+            }
+            self.finish(lease, first.result, ready.served);
+            return;
+        };
+        drop(first);
+        let handler = match self.instantiate(lease.slot, &code).await {
+            Ok(handler) => handler,
+            Err(outcome) => {
+                if let Some(respond) = respond {
+                    let _ = respond.send(Err(ErrorCode::InternalError(Some(
+                        outcome.message.clone(),
+                    ))));
+                }
+                lease.finish(None, Some(outcome));
+                return;
+            }
+        };
+        let second = Attempt::watch(handler, request, &call, &mut respond).await;
+        if second.answered {
+            self.learn(&why, &instance);
+        }
+        let result = second.hand_on(respond);
+        self.finish(lease, result, 0);
+    }
+
+    /// Gives the slot back after a request: with its instance to serve the
+    /// next one when instances are reused, else without (it is refilled).
+    fn finish(&self, lease: Lease, served: Result<Box<dyn Handler>, Outcome>, before: u32) {
+        match served {
+            Ok(handler) if !self.serves_fresh() => lease.finish(
+                Some(Ready {
+                    handler,
+                    served: before.saturating_add(1),
+                }),
+                None,
+            ),
+            Ok(_) => lease.finish(None, None),
+            Err(outcome) => lease.finish(None, Some(outcome)),
+        }
+    }
+
+    /// Serves this code fresh per request from now on, for `why`, and
+    /// says so once.
+    fn learn(self: &Arc<Self>, why: &str, instance: &str) {
+        {
+            let mut learned = self.learned.lock();
+            if learned.is_some() {
+                return;
+            }
+            *learned = Some(why.to_string());
+        }
+        // Idle instances that already served a request go; the slots are
+        // refilled with fresh ones.
+        let stale: Vec<usize> = {
+            let mut inner = self.inner.lock();
+            inner
+                .slots
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, s)| s.ready.as_ref().is_some_and(|r| r.served > 0))
+                .map(|(i, s)| {
+                    s.ready = None;
+                    i
+                })
+                .collect()
+        };
+        tracing::info!(service = %self.key, %why, "serving fresh per request");
+        let message = format!("{why}: serving each request from a fresh instance from now on");
+        self.parts
+            .events
+            .service(&self.key, "service.fresh_per_request", Some(instance), message.clone());
+        self.who.log.note(instance, format!("[mesh] {message}"));
+        for slot in stale {
+            self.spawn_refill(slot, Duration::ZERO);
         }
     }
 
@@ -431,7 +644,7 @@ impl WebPool {
     fn release(
         self: &Arc<Self>,
         slot: Option<usize>,
-        ready: Option<Box<dyn Handler>>,
+        ready: Option<Ready>,
         failure: Option<Outcome>,
     ) {
         let Some(slot) = slot else {
@@ -538,7 +751,7 @@ impl WebPool {
             Lease::new(self.clone(), Some(slot), None)
         };
         match self.instantiate(Some(slot), &code).await {
-            Ok(handler) => lease.finish(Some(handler), None),
+            Ok(handler) => lease.finish(Some(Ready { handler, served: 0 }), None),
             Err(outcome) => lease.finish(None, Some(outcome)),
         }
     }
@@ -552,6 +765,97 @@ impl Callee for WebPool {
         cyclic: bool,
     ) -> BoxFuture<'static, Result<http::Response<HyperOutgoingBody>, Refusal>> {
         Box::pin(async move { WebPool::call(&self, request, scheme, cyclic).await })
+    }
+}
+
+/// What every attempt at one request is given.
+struct Call {
+    scheme: Scheme,
+    chain: Vec<String>,
+    limits: CallLimits,
+}
+
+/// Marks an error that is the platform's answer for a request it could
+/// not send again (`502`), not the guest's failure (`500`).
+const BAD_GATEWAY_MARK: &str = "bad gateway: ";
+
+/// One attempt at a request: a response is passed on to the client as
+/// soon as the guest sets it; an error in its place is held back, so the
+/// request can still be tried again.
+struct Attempt {
+    result: Result<Box<dyn Handler>, Outcome>,
+    /// The error the instance gave instead of a response.
+    refused: Option<ErrorCode>,
+    /// Whether a response went to the client.
+    answered: bool,
+}
+
+impl Attempt {
+    async fn watch(
+        handler: Box<dyn Handler>,
+        request: http::Request<WasiBody>,
+        call: &Call,
+        respond: &mut Option<Respond>,
+    ) -> Attempt {
+        let (tx, rx) = oneshot::channel();
+        let serve = handler.serve(
+            request,
+            call.scheme.clone(),
+            call.chain.clone(),
+            tx,
+            call.limits,
+        );
+        let mut answered = false;
+        let forward = async {
+            match rx.await {
+                Ok(Ok(response)) => {
+                    if let Some(respond) = respond.take() {
+                        answered = respond.send(Ok(response)).is_ok();
+                    }
+                    None
+                }
+                Ok(Err(code)) => Some(code),
+                Err(_) => None,
+            }
+        };
+        let (result, refused) = tokio::join!(serve, forward);
+        Attempt {
+            result,
+            refused,
+            answered,
+        }
+    }
+
+    /// What the instance did that shows its code may not serve a second
+    /// request, if it did: returned without a response, or trapped before
+    /// answering.
+    fn not_reusable(&self) -> Option<String> {
+        self.refused.as_ref()?;
+        match &self.result {
+            Ok(_) => self.no_response().then(|| "returned without a response".to_string()),
+            Err(outcome) if outcome.ending == Ending::Trapped => {
+                Some(format!("failed ({})", outcome.message))
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Whether the guest returned normally without setting a response.
+    fn no_response(&self) -> bool {
+        self.result.is_ok()
+            && self
+                .refused
+                .as_ref()
+                .is_some_and(|code| describe(code) == NO_RESPONSE)
+    }
+
+    /// Sends the held-back error on, and gives the instance (or how it
+    /// failed).
+    fn hand_on(self, respond: Option<Respond>) -> Result<Box<dyn Handler>, Outcome> {
+        if let (Some(code), Some(respond)) = (self.refused, respond) {
+            let _ = respond.send(Err(code));
+        }
+        self.result
     }
 }
 
@@ -573,14 +877,14 @@ impl Drop for Queued<'_> {
 struct Lease {
     pool: Arc<WebPool>,
     slot: Option<usize>,
-    ready: Option<Box<dyn Handler>>,
+    ready: Option<Ready>,
     finished: bool,
     /// A one-off instance's place among the pool's extras.
     extra: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Lease {
-    fn new(pool: Arc<WebPool>, slot: Option<usize>, ready: Option<Box<dyn Handler>>) -> Lease {
+    fn new(pool: Arc<WebPool>, slot: Option<usize>, ready: Option<Ready>) -> Lease {
         Lease {
             pool,
             slot,
@@ -592,7 +896,7 @@ impl Lease {
 
     /// Gives the slot back with its instance to reuse, or with how it
     /// failed.
-    fn finish(mut self, ready: Option<Box<dyn Handler>>, failure: Option<Outcome>) {
+    fn finish(mut self, ready: Option<Ready>, failure: Option<Outcome>) {
         self.finished = true;
         self.pool.release(self.slot, ready, failure);
     }
@@ -644,6 +948,9 @@ pub(crate) mod tests {
         pub(crate) answers: Arc<Semaphore>,
         pub(crate) started: AtomicUsize,
         pub(crate) fail: std::sync::atomic::AtomicBool,
+        /// Each instance answers only its first request, like a
+        /// componentize-js component.
+        pub(crate) answers_once: std::sync::atomic::AtomicBool,
     }
 
     impl Fake {
@@ -654,6 +961,7 @@ pub(crate) mod tests {
                 answers: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
                 started: AtomicUsize::new(0),
                 fail: std::sync::atomic::AtomicBool::new(false),
+                answers_once: std::sync::atomic::AtomicBool::new(false),
             })
         }
     }
@@ -662,7 +970,7 @@ pub(crate) mod tests {
 
     struct FakeCode(Arc<Fake>);
 
-    struct FakeHandler(Arc<Fake>);
+    struct FakeHandler(Arc<Fake>, u32);
 
     impl CodeSource for FakeSource {
         fn loaded(&self, _digest: &Digest) -> Option<Arc<dyn Code>> {
@@ -712,14 +1020,14 @@ pub(crate) mod tests {
                 if fake.fail.load(Ordering::SeqCst) {
                     return Err(Outcome::failed("fake start failure".into()));
                 }
-                Ok(Box::new(FakeHandler(fake)) as Box<dyn Handler>)
+                Ok(Box::new(FakeHandler(fake, 0)) as Box<dyn Handler>)
             })
         }
     }
 
     impl Handler for FakeHandler {
         fn serve(
-            self: Box<Self>,
+            mut self: Box<Self>,
             _request: http::Request<WasiBody>,
             _scheme: Scheme,
             _chain: Vec<String>,
@@ -734,6 +1042,13 @@ pub(crate) mod tests {
                     .await
                     .map_err(|_| Outcome::stopped())?;
                 permit.forget();
+                self.1 += 1;
+                if self.1 > 1 && self.0.answers_once.load(Ordering::SeqCst) {
+                    let _ = respond.send(Err(ErrorCode::InternalError(Some(
+                        NO_RESPONSE.to_string(),
+                    ))));
+                    return Ok(self as Box<dyn Handler>);
+                }
                 let body = Full::new(Bytes::from_static(b"ok"))
                     .map_err(|never| match never {})
                     .boxed_unsync();
@@ -773,7 +1088,7 @@ pub(crate) mod tests {
         };
         let settings = PoolSettings {
             instances,
-            fresh_per_request: false,
+            reuse: Reuse::Auto,
             warm,
             cpu_limit: Duration::from_secs(10),
         };
@@ -873,6 +1188,50 @@ pub(crate) mod tests {
         for _ in 0..10 {
             assert_eq!(status(&pool).await, 200);
         }
+    }
+
+    #[tokio::test]
+    async fn code_that_answers_once_is_served_fresh_without_a_failed_request() {
+        let fake = Fake::new();
+        fake.answers_once.store(true, Ordering::SeqCst);
+        let (pool, parts, _dir) = pool(&fake, 2, true);
+        until("both instances are up", || {
+            pool.inner.lock().slots.iter().all(|s| s.ready.is_some())
+        })
+        .await;
+        assert_eq!(pool.fresh_because(), None);
+        for i in 0..20 {
+            assert_eq!(status(&pool).await, 200, "request {i} failed");
+        }
+        let why = pool.fresh_because().expect("the pool learned");
+        assert_eq!(why, "fake returned without a response on a reused instance");
+        assert!(parts
+            .events
+            .list(None)
+            .iter()
+            .any(|e| e.kind == "service.fresh_per_request"));
+        // No instance was counted as failed: the code is not broken.
+        assert!(pool.instances().iter().all(|i| i.restarts == 0));
+        // A pool replacing it for the same code knows at once.
+        let spec = pool.spec.clone();
+        assert_eq!(pool.learned_for(&spec).as_deref(), Some(why.as_str()));
+    }
+
+    #[tokio::test]
+    async fn forced_reuse_keeps_instances_and_answers_the_failure() {
+        let fake = Fake::new();
+        fake.answers_once.store(true, Ordering::SeqCst);
+        let (plain, parts, dir) = pool(&fake, 1, true);
+        plain.stop();
+        let settings = PoolSettings {
+            reuse: Reuse::Always,
+            ..plain.settings
+        };
+        let pool = WebPool::start(parts, plain.key.clone(), plain.spec.clone(), settings);
+        assert_eq!(status(&pool).await, 200);
+        assert_eq!(status(&pool).await, 500);
+        assert_eq!(pool.fresh_because(), None);
+        drop(dir);
     }
 
     #[tokio::test]

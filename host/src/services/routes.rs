@@ -81,6 +81,7 @@ mod tests {
                 .map(|(e, p)| Endpoint::parse(e, Some(p), "localhost").unwrap())
                 .collect(),
             fresh_per_request: false,
+            always_reuse: false,
             cpu_limit_ms: None,
             created_at: chrono::Utc::now(),
         }

@@ -21,7 +21,7 @@ use super::callee::Callee;
 use super::code::CodeSource;
 use super::directory::{Directory, Identity, Names};
 use super::parts::Parts;
-use super::pool::{PoolSettings, WebPool};
+use super::pool::{PoolSettings, Reuse, WebPool};
 use super::rollout::Rollout;
 use super::routes::Routes;
 use super::slot::Slot;
@@ -198,6 +198,12 @@ impl Supervisor {
         self.stopping.spawn(stop_runtime(rt));
     }
 
+    /// Why the service's requests each get a fresh instance, when they do.
+    pub fn fresh_because(&self, key: &ServiceKey) -> Option<String> {
+        let runtimes = self.runtimes.lock();
+        runtimes.get(key)?.web.as_ref()?.fresh_because()
+    }
+
     /// The instances of one service, in slot order,
     /// then its pool's, then those owned elsewhere.
     pub fn instances(&self, key: &ServiceKey) -> Vec<InstanceStatus> {
@@ -351,7 +357,13 @@ impl Supervisor {
         };
         let settings = PoolSettings {
             instances: service.instances,
-            fresh_per_request: service.fresh_per_request,
+            reuse: if service.fresh_per_request {
+                Reuse::Never
+            } else if service.always_reuse {
+                Reuse::Always
+            } else {
+                Reuse::Auto
+            },
             warm,
             cpu_limit: service.cpu_limit(),
         };
@@ -363,7 +375,15 @@ impl Supervisor {
             return;
         }
         tracing::debug!(service = %key, instances = service.instances, warm, "request pool");
-        let new = WebPool::start(self.parts.clone(), key.clone(), rt.spec.clone(), settings);
+        // What the old pool learned of the same code holds for the new.
+        let learned = rt.web.as_ref().and_then(|old| old.learned_for(&rt.spec));
+        let new = WebPool::start_knowing(
+            self.parts.clone(),
+            key.clone(),
+            rt.spec.clone(),
+            settings,
+            learned,
+        );
         if let Some(old) = rt.web.replace(new) {
             old.retire();
         }
