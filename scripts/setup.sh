@@ -6,9 +6,12 @@ cd "$(dirname "$0")/.."
 
 # RUSTUP_AUTO_INSTALL=0 on our machines: rust-toolchain.toml's target is not
 # added by itself.
-rustup target add wasm32-wasip2 >/dev/null
+rustup target add wasm32-wasip2 wasm32-wasip1 >/dev/null
 
 # Always into guest-examples/target (tests, benches and the demo look
 # there), even when CARGO_TARGET_DIR points the host build elsewhere.
 cargo build --release --target wasm32-wasip2 --manifest-path guest-examples/Cargo.toml \
     --target-dir guest-examples/target
+# One example is a classic core module, as many toolchains still emit.
+cargo build --release --target wasm32-wasip1 --manifest-path guest-examples/Cargo.toml \
+    --target-dir guest-examples/target -p classic

@@ -50,7 +50,7 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
         ),
         (
             vec!["svc", "create", "-n", "x", "--", core.to_str().unwrap()],
-            "core WebAssembly module, not a component",
+            "core WebAssembly module without a `_start` function",
         ),
         (
             vec![

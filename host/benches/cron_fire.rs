@@ -103,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         timeout_ms: None,
         endpoints: Vec::new(),
         fresh_per_request: false,
+        always_reuse: false,
         cpu_limit_ms: None,
         created_at: now,
     };

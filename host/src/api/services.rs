@@ -105,7 +105,11 @@ pub(super) async fn create(
         cpu_limit_ms: None,
         created_at: Utc::now(),
     };
-    reuse_setting(&mut service, request.fresh_per_request, request.always_reuse)?;
+    reuse_setting(
+        &mut service,
+        request.fresh_per_request,
+        request.always_reuse,
+    )?;
     let settings = Settings {
         command: Some(request.command),
         instances: request.instances,
@@ -183,7 +187,11 @@ pub(super) async fn update(
 ) -> ApiResult<Json<ServiceView>> {
     let found = find(&state, &caller.env, &stack, &name).await?;
     let mut service = found.value.clone();
-    reuse_setting(&mut service, request.fresh_per_request, request.always_reuse)?;
+    reuse_setting(
+        &mut service,
+        request.fresh_per_request,
+        request.always_reuse,
+    )?;
     let settings = Settings {
         command: request.command,
         instances: request.instances,

@@ -44,6 +44,10 @@ const TABLES_PER_COMPONENT: u32 = 4;
 const POOL_HEADROOM: u32 = 64;
 
 const RUN_EXPORT: &str = "wasi:cli/run@0.2";
+/// The one import module a core module may use.
+const WASIP1_MODULE: &str = "wasi_snapshot_preview1";
+/// A wasip1 command's entry point.
+const START_EXPORT: &str = "_start";
 const HTTP_EXPORT: &str = "wasi:http/incoming-handler@0.2";
 
 /// Why code could not be accepted or loaded. Each names the problem and
@@ -56,11 +60,21 @@ pub enum CodeError {
         /// What the user called the file.
         name: String,
     },
-    /// A core module where a component is needed.
-    #[error("{name} is a core WebAssembly module, not a component: build it for the `wasm32-wasip2` target (or wrap it with `wasm-tools component new`)")]
-    CoreModule {
+    /// A core module that imports something other than WASI preview 1.
+    #[error("{name} is a core WebAssembly module that imports `{import}`, but a core module may import only `wasi_snapshot_preview1` (build it for `wasm32-wasip1`, or as a component for `wasm32-wasip2`)")]
+    ModuleImports {
         /// What the user called the file.
         name: String,
+        /// The first import that is not WASI preview 1.
+        import: String,
+    },
+    /// A core module without the `_start` entry point.
+    #[error("{name} is a core WebAssembly module without a `_start` function (it exports [{exports}]): mesh runs wasip1 modules as commands, so build it as a program, not a library")]
+    NoStart {
+        /// What the user called the file.
+        name: String,
+        /// What it does export.
+        exports: String,
     },
     /// wasmtime refused to compile it.
     #[error("{name} is not a valid component: {reason}")]
@@ -96,14 +110,24 @@ pub struct Loaded {
     pub command: Option<CommandPre<HostState>>,
     /// Pre-instantiated `wasi:http/incoming-handler`, if it exports one.
     pub proxy: Option<ProxyPre<HostState>>,
+    /// A wasip1 core module, pre-instantiated: run as a command, and
+    /// WAGI-style for HTTP requests.
+    pub module: Option<wasmtime::InstancePre<HostState>>,
     /// The component's exports, by name.
     pub exports: Vec<String>,
 }
 
 impl Loaded {
-    /// Whether it exports `wasi:http/incoming-handler`.
+    /// Whether it serves HTTP: a component exporting
+    /// `wasi:http/incoming-handler`, or a wasip1 module (through CGI).
     pub fn serves_http(&self) -> bool {
-        self.proxy.is_some()
+        self.proxy.is_some() || self.module.is_some()
+    }
+
+    /// Whether it runs as a command: `wasi:cli/run`, or a module's
+    /// `_start`.
+    pub fn runs_command(&self) -> bool {
+        self.command.is_some() || self.module.is_some()
     }
 }
 
@@ -122,6 +146,8 @@ pub struct CodeInfo {
 pub struct Engine {
     engine: wasmtime::Engine,
     linker: Linker<HostState>,
+    /// WASI preview 1, for core modules.
+    module_linker: wasmtime::Linker<HostState>,
     blobs: Blobs,
     cache_dir: PathBuf,
     loaded: Mutex<HashMap<Digest, Arc<Loaded>>>,
@@ -168,6 +194,7 @@ impl Engine {
             .map_err(anyhow::Error::from)
             .context("configuring the wasmtime engine")?;
         let linker = new_linker(&engine)?;
+        let module_linker = new_module_linker(&engine)?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let cache_dir = config
@@ -182,6 +209,7 @@ impl Engine {
         Ok(Engine {
             engine,
             linker,
+            module_linker,
             blobs,
             cache_dir,
             loaded: Mutex::new(HashMap::new()),
@@ -228,7 +256,7 @@ impl Engine {
         digest: Digest,
         bytes: &[u8],
     ) -> Result<CodeInfo, anyhow::Error> {
-        check_header(name, bytes)?;
+        let kind = check_header(name, bytes)?;
         let _one_at_a_time = self.loading_lock(&digest);
         let known = self.lock_loaded().get(&digest).cloned();
         if let Some(known) = known.filter(|_| self.blobs.contains(&digest)) {
@@ -242,13 +270,14 @@ impl Engine {
         }
         let started = std::time::Instant::now();
         self.compiles.fetch_add(1, Ordering::Relaxed);
-        let component = Component::new(&self.engine, bytes).map_err(|e| CodeError::Invalid {
-            name: name.to_string(),
-            reason: root_cause(&e),
-        })?;
-        tracing::info!(component = name, digest = digest.short(), took = ?started.elapsed(), "compiled component");
-        let loaded = self.prepare(name, digest.clone(), &component)?;
-        if loaded.command.is_none() && !loaded.serves_http() {
+        let compiled =
+            Compiled::new(&self.engine, kind, bytes).map_err(|e| CodeError::Invalid {
+                name: name.to_string(),
+                reason: root_cause(&e),
+            })?;
+        tracing::info!(component = name, digest = digest.short(), took = ?started.elapsed(), "compiled code");
+        let loaded = self.prepare(name, digest.clone(), &compiled)?;
+        if !loaded.runs_command() && !loaded.serves_http() {
             return Err(CodeError::NoEntryPoint {
                 name: name.to_string(),
                 exports: loaded.exports.join(", "),
@@ -257,7 +286,7 @@ impl Engine {
         }
         self.blobs.put(&digest, bytes)?;
         self.mark_fresh(&digest);
-        self.write_cache(&digest, &component)?;
+        self.write_cache(&digest, &compiled)?;
         let info = CodeInfo {
             digest: digest.clone(),
             size: bytes.len() as u64,
@@ -284,13 +313,13 @@ impl Engine {
         if let Some(loaded) = self.lock_loaded().get(digest) {
             return Ok(loaded.clone());
         }
-        let component = match self.read_cache(digest) {
-            Some(component) => {
+        let compiled = match self.read_cache(digest) {
+            Some(compiled) => {
                 tracing::info!(
                     digest = digest.short(),
-                    "loaded component from the compiled cache"
+                    "loaded code from the compiled cache"
                 );
-                component
+                compiled
             }
             None => {
                 let bytes = self.blobs.get(digest)?;
@@ -299,14 +328,15 @@ impl Engine {
                     "compiling component (not in the compiled cache)"
                 );
                 self.compiles.fetch_add(1, Ordering::Relaxed);
-                let component = Component::new(&self.engine, &bytes)
+                let kind = check_header(digest.short(), &bytes)?;
+                let compiled = Compiled::new(&self.engine, kind, &bytes)
                     .map_err(anyhow::Error::from)
-                    .with_context(|| format!("compiling component {}", digest.short()))?;
-                self.write_cache(digest, &component)?;
-                component
+                    .with_context(|| format!("compiling code {}", digest.short()))?;
+                self.write_cache(digest, &compiled)?;
+                compiled
             }
         };
-        let loaded = Arc::new(self.prepare(digest.short(), digest.clone(), &component)?);
+        let loaded = Arc::new(self.prepare(digest.short(), digest.clone(), &compiled)?);
         self.remember(loaded.clone());
         Ok(loaded)
     }
@@ -315,8 +345,12 @@ impl Engine {
         &self,
         name: &str,
         digest: Digest,
-        component: &Component,
+        compiled: &Compiled,
     ) -> Result<Loaded, CodeError> {
+        let component = match compiled {
+            Compiled::Component(component) => component,
+            Compiled::Module(module) => return self.prepare_module(name, digest, module),
+        };
         let pre: InstancePre<HostState> =
             self.linker
                 .instantiate_pre(component)
@@ -343,7 +377,48 @@ impl Engine {
             digest,
             command,
             proxy,
+            module: None,
             exports,
+        })
+    }
+
+    /// A wasip1 module: it may import only WASI preview 1, and must have
+    /// `_start`.
+    fn prepare_module(
+        &self,
+        name: &str,
+        digest: Digest,
+        module: &wasmtime::Module,
+    ) -> Result<Loaded, CodeError> {
+        if let Some(import) = module.imports().find(|i| i.module() != WASIP1_MODULE) {
+            return Err(CodeError::ModuleImports {
+                name: name.to_string(),
+                import: format!("{}::{}", import.module(), import.name()),
+            });
+        }
+        let exports: Vec<String> = module.exports().map(|e| e.name().to_string()).collect();
+        let has_start = module
+            .get_export(START_EXPORT)
+            .is_some_and(|e| e.func().is_some());
+        if !has_start {
+            return Err(CodeError::NoStart {
+                name: name.to_string(),
+                exports: exports.join(", "),
+            });
+        }
+        let pre = self
+            .module_linker
+            .instantiate_pre(module)
+            .map_err(|e| CodeError::Imports {
+                name: name.to_string(),
+                reason: root_cause(&e),
+            })?;
+        Ok(Loaded {
+            digest,
+            command: None,
+            proxy: None,
+            module: Some(pre),
+            exports: vec![format!("{START_EXPORT} (wasip1 module)")],
         })
     }
 
@@ -444,7 +519,7 @@ impl Engine {
 
     /// The compiled form of `digest` from the cache, if it is there whole:
     /// its checksum file must match its bytes.
-    fn read_cache(&self, digest: &Digest) -> Option<Component> {
+    fn read_cache(&self, digest: &Digest) -> Option<Compiled> {
         let path = self.cache_path(digest);
         let bytes = std::fs::read(&path).ok()?;
         let want = std::fs::read_to_string(self.sum_path(digest)).ok()?;
@@ -456,8 +531,14 @@ impl Engine {
         // compiled by an engine with the same compatibility hash (it is part
         // of the directory name), and they match the checksum written with
         // them, so they are what wasmtime produced.
-        match unsafe { Component::deserialize(&self.engine, &bytes) } {
-            Ok(component) => Some(component),
+        let read = match wasmtime::Engine::detect_precompiled(&bytes) {
+            Some(wasmtime::Precompiled::Module) => unsafe {
+                wasmtime::Module::deserialize(&self.engine, &bytes).map(Compiled::Module)
+            },
+            _ => unsafe { Component::deserialize(&self.engine, &bytes).map(Compiled::Component) },
+        };
+        match read {
+            Ok(compiled) => Some(compiled),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot load compiled code: compiling again");
                 None
@@ -480,12 +561,14 @@ impl Engine {
 
     /// Writes the compiled form: checksum first, then the code through a
     /// unique temporary file that is synced and renamed into place.
-    fn write_cache(&self, digest: &Digest, component: &Component) -> anyhow::Result<()> {
+    fn write_cache(&self, digest: &Digest, compiled: &Compiled) -> anyhow::Result<()> {
         let path = self.cache_path(digest);
-        let bytes = component
-            .serialize()
-            .map_err(anyhow::Error::from)
-            .context("serialising a compiled component")?;
+        let bytes = match compiled {
+            Compiled::Component(component) => component.serialize(),
+            Compiled::Module(module) => module.serialize(),
+        }
+        .map_err(anyhow::Error::from)
+        .context("serialising a compiled component")?;
         let sum = hex::encode(sha2::Sha256::digest(&bytes));
         write_synced(&self.cache_dir, &self.sum_path(digest), sum.as_bytes())?;
         write_synced(&self.cache_dir, &path, &bytes)?;
@@ -553,6 +636,14 @@ fn new_linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<HostState>> {
     Ok(linker)
 }
 
+fn new_module_linker(engine: &wasmtime::Engine) -> anyhow::Result<wasmtime::Linker<HostState>> {
+    let mut linker = wasmtime::Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, HostState::p1)
+        .map_err(anyhow::Error::from)
+        .context("adding WASI preview 1 to the linker")?;
+    Ok(linker)
+}
+
 fn spawn_epoch_ticker(
     engine: wasmtime::Engine,
     shares: Arc<Shares>,
@@ -570,19 +661,40 @@ fn spawn_epoch_ticker(
         .context("starting the epoch ticker thread")
 }
 
-fn check_header(name: &str, bytes: &[u8]) -> Result<(), CodeError> {
+/// Compiled code of either kind.
+enum Compiled {
+    Component(Component),
+    Module(wasmtime::Module),
+}
+
+/// What kind of WebAssembly a file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Component,
+    Module,
+}
+
+impl Compiled {
+    fn new(engine: &wasmtime::Engine, kind: Kind, bytes: &[u8]) -> wasmtime::Result<Compiled> {
+        Ok(match kind {
+            Kind::Component => Compiled::Component(Component::new(engine, bytes)?),
+            Kind::Module => Compiled::Module(wasmtime::Module::new(engine, bytes)?),
+        })
+    }
+}
+
+fn check_header(name: &str, bytes: &[u8]) -> Result<Kind, CodeError> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(CodeError::NotWasm {
             name: name.to_string(),
         });
     }
     // Core modules are version 1, layer 0; components use layer 1.
-    if bytes[4..8] == [1, 0, 0, 0] {
-        return Err(CodeError::CoreModule {
-            name: name.to_string(),
-        });
-    }
-    Ok(())
+    Ok(if bytes[4..8] == [1, 0, 0, 0] {
+        Kind::Module
+    } else {
+        Kind::Component
+    })
 }
 
 /// The innermost cause of an error, which is where wasmtime says what is
@@ -601,11 +713,11 @@ mod tests {
             check_header("x", b"hello world"),
             Err(CodeError::NotWasm { .. })
         ));
-        assert!(matches!(
-            check_header("x", b"\0asm\x01\0\0\0"),
-            Err(CodeError::CoreModule { .. })
-        ));
-        assert!(check_header("x", b"\0asm\x0d\0\x01\0").is_ok());
+        assert_eq!(check_header("x", b"\0asm\x01\0\0\0").unwrap(), Kind::Module);
+        assert_eq!(
+            check_header("x", b"\0asm\x0d\0\x01\0").unwrap(),
+            Kind::Component
+        );
     }
 
     fn app_wasm() -> Vec<u8> {

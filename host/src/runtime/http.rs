@@ -122,10 +122,9 @@ impl HttpInstance {
         };
         if let Some(tx) = respond.lock().take() {
             // The guest returned (or failed) without answering.
-            let why = failure.as_ref().map_or_else(
-                || NO_RESPONSE.to_string(),
-                |f| f.message.clone(),
-            );
+            let why = failure
+                .as_ref()
+                .map_or_else(|| NO_RESPONSE.to_string(), |f| f.message.clone());
             let _ = tx.send(Err(ErrorCode::InternalError(Some(why))));
         }
         match failure {

@@ -13,7 +13,7 @@ use super::engine::{Engine, Loaded};
 use super::io::{Output, RunStdin};
 use super::outcome::{Interrupt, Outcome};
 use super::seats::Seat;
-use super::state::HostState;
+use super::state::{HostState, Wasi};
 
 /// What to start: the guest's view of the world.
 pub struct Launch {
@@ -39,6 +39,24 @@ pub struct Launch {
     pub seat: Seat,
 }
 
+impl Launch {
+    /// The same launch again for another instance, without stdin (a
+    /// host-fed stdin belongs to one instance).
+    pub fn again(&self) -> Launch {
+        Launch {
+            args: self.args.clone(),
+            env: self.env.clone(),
+            memory_bytes: self.memory_bytes,
+            stdout: self.stdout.clone(),
+            stderr: self.stderr.clone(),
+            dispatch: self.dispatch.clone(),
+            stdin: None,
+            tenant: self.tenant.clone(),
+            seat: self.seat,
+        }
+    }
+}
+
 /// Runs `wasi:cli/run` of `code` in a fresh store to its end.
 ///
 /// `running` is called once the instance exists (instantiation done), so
@@ -53,6 +71,9 @@ pub async fn run_command(
     interrupt: Interrupt,
     running: impl FnOnce(),
 ) -> Outcome {
+    if let Some(module) = &code.module {
+        return run_module(engine, module, launch, interrupt, running, None).await;
+    }
     let Some(command) = &code.command else {
         return Outcome::failed(format!(
             "component {} does not export `wasi:cli/run` (it exports {})",
@@ -80,6 +101,38 @@ pub async fn run_command(
     }
 }
 
+/// Runs a wasip1 module's `_start` in a fresh store to its end:
+/// `proc_exit(N)` ends it with code N, returning from `_start` with 0.
+/// `cpu_limit` bounds the CPU time it may use.
+pub(crate) async fn run_module(
+    engine: &Engine,
+    module: &wasmtime::InstancePre<HostState>,
+    launch: Launch,
+    interrupt: Interrupt,
+    running: impl FnOnce(),
+    cpu_limit: Option<std::time::Duration>,
+) -> Outcome {
+    let mut store = match store_for(engine, launch, interrupt.clone(), true) {
+        Ok(store) => store,
+        Err(full) => return full,
+    };
+    store.data_mut().cpu().begin(cpu_limit);
+    let run = async {
+        let instance = module.instantiate_async(&mut store).await?;
+        running();
+        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+        start.call_async(&mut store, ()).await
+    };
+    let result = tokio::select! {
+        result = run => result,
+        () = interrupt.triggered() => return Outcome::stopped(),
+    };
+    match result {
+        Ok(()) => Outcome::exited(0),
+        Err(e) => store.data().outcome_of(&e, &interrupt),
+    }
+}
+
 /// A fresh store for one instance: its WASI context (argv, env, output),
 /// memory limit, and an epoch callback that counts CPU time, yields every
 /// tick (pausing a hot guest beyond its share of the cores), and traps
@@ -89,6 +142,16 @@ pub fn new_store(
     engine: &Engine,
     launch: Launch,
     interrupt: Interrupt,
+) -> Result<Store<HostState>, Outcome> {
+    store_for(engine, launch, interrupt, false)
+}
+
+/// [`new_store`] for a component (`wasip1` false) or a core module.
+pub(crate) fn store_for(
+    engine: &Engine,
+    launch: Launch,
+    interrupt: Interrupt,
+    wasip1: bool,
 ) -> Result<Store<HostState>, Outcome> {
     let seat = engine.seats().take(launch.seat).map_err(Outcome::failed)?;
     let mut wasi = WasiCtx::builder();
@@ -109,13 +172,12 @@ pub fn new_store(
         wasi.stdin(stdin);
     }
     let cpu = CpuUse::new(engine.shares().clone(), launch.tenant);
-    let state = HostState::new(
-        wasi.build(),
-        launch.memory_bytes,
-        launch.dispatch,
-        cpu,
-        seat,
-    );
+    let wasi = if wasip1 {
+        Wasi::P1(wasi.build_p1())
+    } else {
+        Wasi::P2(wasi.build())
+    };
+    let state = HostState::new(wasi, launch.memory_bytes, launch.dispatch, cpu, seat);
     let mut store = Store::new(engine.wasmtime(), state);
     store.limiter(|state| state.limiter());
     store.call_hook(|mut ctx, hook| {

@@ -9,6 +9,8 @@
 //! - `instance`: making a store for a launch, and running `wasi:cli/run`
 //!   in it to its end.
 //! - `outcome`: how a run ended, typed, and the switch that stops one.
+//! - `cgi`: wasip1 modules serving HTTP as CGI programs (WAGI), a fresh
+//!   store per request.
 //! - `http`: instances that serve `wasi:http/incoming-handler`, one request
 //!   at a time.
 //! - `io`: where a guest's stdout and stderr go, and a host-fed stdin.
@@ -19,6 +21,7 @@
 //! - `connect`: sending an outgoing request to the network, each resolved
 //!   address checked before it is dialled.
 
+pub mod cgi;
 mod connect;
 pub mod cpu;
 pub mod dispatch;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
+use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -19,6 +20,8 @@ const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 /// The data of one instance's `Store`: its WASI contexts and limits.
 pub struct HostState {
     wasi: WasiCtx,
+    /// WASI preview 1, in the store of a core module.
+    p1: Option<WasiP1Ctx>,
     http: WasiHttpCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
@@ -65,6 +68,13 @@ impl WasiHttpView for HostState {
             hooks: &mut self.hooks,
         }
     }
+}
+
+/// The WASI context a store is made with: preview 2 for components,
+/// preview 1 for core modules.
+pub(crate) enum Wasi {
+    P2(WasiCtx),
+    P1(WasiP1Ctx),
 }
 
 /// Limits the total of all linear memories of one instance (not each one
@@ -131,14 +141,19 @@ impl ResourceLimiter for MemoryLimiter {
 impl HostState {
     /// The state of a new store.
     pub(crate) fn new(
-        wasi: WasiCtx,
+        wasi: Wasi,
         limit: u64,
         dispatch: Option<Arc<dyn Dispatch>>,
         cpu: CpuUse,
         seat: Taken,
     ) -> HostState {
+        let (wasi, p1) = match wasi {
+            Wasi::P2(wasi) => (wasi, None),
+            Wasi::P1(p1) => (WasiCtx::builder().build(), Some(p1)),
+        };
         HostState {
             wasi,
+            p1,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
@@ -149,6 +164,14 @@ impl HostState {
             cpu,
             _seat: seat,
         }
+    }
+
+    /// WASI preview 1 of a core module's store. Only the module linker
+    /// asks, and only modules are instantiated with it.
+    pub(crate) fn p1(&mut self) -> &mut WasiP1Ctx {
+        self.p1
+            .as_mut()
+            .expect("a core module runs in a store made for preview 1")
     }
 
     /// The store's CPU accounting.

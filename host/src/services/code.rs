@@ -60,6 +60,12 @@ pub trait Handler: Send + 'static {
         respond: Respond,
         limits: CallLimits,
     ) -> BoxFuture<'static, Result<Box<dyn Handler>, Outcome>>;
+
+    /// Whether every request runs in a new instance anyway (a CGI
+    /// module), so nothing about reuse is to be learned from it.
+    fn fresh_each_request(&self) -> bool {
+        false
+    }
 }
 
 /// Where code comes from, by digest.

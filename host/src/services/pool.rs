@@ -225,7 +225,8 @@ impl WebPool {
     /// What this pool learned about its code's reuse, for the pool that
     /// replaces it when that runs the same code.
     pub fn learned_for(&self, spec: &Spec) -> Option<String> {
-        let same = matches!((&self.spec.run.component, &spec.run.component), (Ok(a), Ok(b)) if a == b);
+        let same =
+            matches!((&self.spec.run.component, &spec.run.component), (Ok(a), Ok(b)) if a == b);
         same.then(|| self.learned.lock().clone()).flatten()
     }
 
@@ -346,7 +347,8 @@ impl WebPool {
         let (tx, rx) = oneshot::channel();
         // A reused instance may turn out not to be reusable: keep what is
         // needed to serve the request again on a fresh one.
-        let (replay, request) = if served > 0 && self.settings.reuse == Reuse::Auto {
+        let reused = served > 0 && !handler.fresh_each_request();
+        let (replay, request) = if reused && self.settings.reuse == Reuse::Auto {
             let (replay, request) = Replay::keep(request);
             (Some(replay), request)
         } else {
@@ -444,9 +446,8 @@ impl WebPool {
             Ok(handler) => handler,
             Err(outcome) => {
                 if let Some(respond) = respond {
-                    let _ = respond.send(Err(ErrorCode::InternalError(Some(
-                        outcome.message.clone(),
-                    ))));
+                    let _ =
+                        respond.send(Err(ErrorCode::InternalError(Some(outcome.message.clone()))));
                 }
                 lease.finish(None, Some(outcome));
                 return;
@@ -503,9 +504,12 @@ impl WebPool {
         };
         tracing::info!(service = %self.key, %why, "serving fresh per request");
         let message = format!("{why}: serving each request from a fresh instance from now on");
-        self.parts
-            .events
-            .service(&self.key, "service.fresh_per_request", Some(instance), message.clone());
+        self.parts.events.service(
+            &self.key,
+            "service.fresh_per_request",
+            Some(instance),
+            message.clone(),
+        );
         self.who.log.note(instance, format!("[mesh] {message}"));
         for slot in stale {
             self.spawn_refill(slot, Duration::ZERO);
@@ -832,7 +836,9 @@ impl Attempt {
     fn not_reusable(&self) -> Option<String> {
         self.refused.as_ref()?;
         match &self.result {
-            Ok(_) => self.no_response().then(|| "returned without a response".to_string()),
+            Ok(_) => self
+                .no_response()
+                .then(|| "returned without a response".to_string()),
             Err(outcome) if outcome.ending == Ending::Trapped => {
                 Some(format!("failed ({})", outcome.message))
             }
@@ -1044,9 +1050,8 @@ pub(crate) mod tests {
                 permit.forget();
                 self.1 += 1;
                 if self.1 > 1 && self.0.answers_once.load(Ordering::SeqCst) {
-                    let _ = respond.send(Err(ErrorCode::InternalError(Some(
-                        NO_RESPONSE.to_string(),
-                    ))));
+                    let _ =
+                        respond.send(Err(ErrorCode::InternalError(Some(NO_RESPONSE.to_string()))));
                     return Ok(self as Box<dyn Handler>);
                 }
                 let body = Full::new(Bytes::from_static(b"ok"))

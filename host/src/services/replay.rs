@@ -47,7 +47,10 @@ impl Replay {
             shared: replay.body.clone(),
             taken: None,
         };
-        (replay, http::Request::from_parts(parts, lent.boxed_unsync()))
+        (
+            replay,
+            http::Request::from_parts(parts, lent.boxed_unsync()),
+        )
     }
 
     /// The same request again, when its first server read none of its

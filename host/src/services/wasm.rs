@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::WasiBody;
 
 use super::code::{BoxFuture, Code, CodeSource, Handler};
 use crate::model::Digest;
+use crate::runtime::cgi::serve_cgi;
 use crate::runtime::CallLimits;
 use crate::runtime::{
     run_command, Engine, HttpInstance, Interrupt, Launch, Loaded, Outcome, Respond,
@@ -69,7 +70,7 @@ impl Code for WasmCode {
     }
 
     fn runs_command(&self) -> bool {
-        self.loaded.command.is_some()
+        self.loaded.runs_command()
     }
 
     fn serves_http(&self) -> bool {
@@ -95,9 +96,56 @@ impl Code for WasmCode {
         launch: Launch,
     ) -> BoxFuture<'static, Result<Box<dyn Handler>, Outcome>> {
         let (engine, loaded) = (self.engine.clone(), self.loaded.clone());
+        if loaded.module.is_some() {
+            // A module serves each request from a fresh store of its own.
+            let handler = CgiHandler {
+                engine,
+                loaded,
+                launch,
+            };
+            return Box::pin(async move { Ok(Box::new(handler) as Box<dyn Handler>) });
+        }
         Box::pin(async move {
             let instance = HttpInstance::start(&engine, &loaded, launch).await?;
             Ok(Box::new(WasmHandler(instance)) as Box<dyn Handler>)
+        })
+    }
+}
+
+/// A wasip1 module serving HTTP as a CGI program: every request runs it
+/// in a fresh store made from `launch`.
+struct CgiHandler {
+    engine: Arc<Engine>,
+    loaded: Arc<Loaded>,
+    launch: Launch,
+}
+
+impl Handler for CgiHandler {
+    fn fresh_each_request(&self) -> bool {
+        true
+    }
+
+    fn serve(
+        self: Box<Self>,
+        request: http::Request<WasiBody>,
+        _scheme: Scheme,
+        _chain: Vec<String>,
+        respond: Respond,
+        limits: CallLimits,
+    ) -> BoxFuture<'static, Result<Box<dyn Handler>, Outcome>> {
+        Box::pin(async move {
+            let launch = self.launch.again();
+            match serve_cgi(&self.engine, &self.loaded, launch, request, limits).await {
+                Ok(response) => {
+                    let _ = respond.send(Ok(response));
+                    Ok(self as Box<dyn Handler>)
+                }
+                Err(outcome) => {
+                    let _ =
+                        respond.send(Err(ErrorCode::InternalError(Some(outcome.message.clone()))));
+                    Err(outcome)
+                }
+            }
         })
     }
 }

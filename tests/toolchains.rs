@@ -1,0 +1,233 @@
+//! Code from other toolchains, end to end: wasip1 core modules as workers,
+//! cron jobs, interactive runs and CGI web services; components built by
+//! componentize-js and componentize-py, which scripts/toolchains.sh
+//! builds with pinned versions of those tools.
+
+mod support;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{http_request, repo_root, Daemon};
+
+/// The `classic` example, built for wasm32-wasip1 by scripts/setup.sh.
+fn classic() -> String {
+    let path = repo_root().join("guest-examples/target/wasm32-wasip1/release/classic.wasm");
+    assert!(
+        path.is_file(),
+        "{} is missing: scripts/setup.sh builds it",
+        path.display()
+    );
+    path.to_str().unwrap().to_string()
+}
+
+fn instances(service: &Value) -> &Vec<Value> {
+    service["instances"].as_array().unwrap()
+}
+
+#[test]
+fn core_modules_run_as_workers_with_args_env_exit_codes_and_memory_limits() {
+    let d = Daemon::start();
+    let module = classic();
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "greeter",
+        "-e",
+        "GREETING=hi there",
+        "--",
+        &module,
+        "hello",
+    ]);
+    // It runs, exits 0, and is restarted like any worker that exits.
+    d.wait_for("greeter", Duration::from_secs(20), "a restart", |s| {
+        instances(s)
+            .iter()
+            .any(|i| i["restarts"].as_u64() >= Some(1))
+    });
+    let logs = d.log_texts("greeter");
+    assert!(logs.iter().any(|l| l == "hello from wasip1"), "{logs:?}");
+    assert!(logs.iter().any(|l| l == "args: classic hello"), "{logs:?}");
+    assert!(logs.iter().any(|l| l == "GREETING=hi there"), "{logs:?}");
+
+    // proc_exit(N) gives N.
+    d.ok(&[
+        "svc", "create", "-n", "quitter", "--", "classic", "exit", "7",
+    ]);
+    let service = d.wait_for("quitter", Duration::from_secs(20), "exit code 7", |s| {
+        instances(s).iter().any(|i| i["exit_code"] == 7)
+    });
+    assert!(
+        instances(&service)[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 7"),
+        "{service:#}"
+    );
+
+    // The memory limit holds for a module's memory too.
+    d.ok(&[
+        "svc", "create", "-n", "hungry", "--memory", "16Mi", "--", "classic", "alloc", "64",
+    ]);
+    let service = d.wait_for("hungry", Duration::from_secs(20), "out of memory", |s| {
+        instances(s).iter().any(|i| {
+            i["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("exceeded memory limit 16 MiB"))
+        })
+    });
+    assert!(instances(&service)[0]["exit_code"].is_null(), "{service:#}");
+
+    // A trap is reported as one.
+    d.ok(&["svc", "create", "-n", "trapper", "--", "classic", "trap"]);
+    d.wait_for("trapper", Duration::from_secs(20), "a trap", |s| {
+        instances(s).iter().any(|i| {
+            i["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("trap:"))
+        })
+    });
+}
+
+#[test]
+fn core_modules_run_as_cron_jobs_and_interactive_runs() {
+    let d = Daemon::start();
+    let module = classic();
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "nightly",
+        "--schedule",
+        "@every 1s",
+        "--",
+        &module,
+        "exit",
+        "3",
+    ]);
+    let job = d.wait_for("nightly", Duration::from_secs(20), "two runs", |s| {
+        s["runs"].as_array().unwrap().len() >= 2
+    });
+    let ended: Vec<&Value> = job["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] != "running")
+        .collect();
+    assert!(!ended.is_empty(), "{job:#}");
+    assert!(ended.iter().all(|r| r["exit_code"] == 3), "{job:#}");
+
+    // `mesh run` runs a module once, with its exit code, stdout and stdin.
+    let out = d.mesh(&["run", "--", &module, "exit", "5"]);
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "exiting with 5\n");
+    let mut cat = d
+        .mesh_cmd(&["run", "--", &module, "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cat.stdin
+        .take()
+        .unwrap()
+        .write_all(b"through stdin\n")
+        .unwrap();
+    let out = cat.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through stdin\n");
+}
+
+#[test]
+fn a_published_core_module_serves_requests_as_cgi() {
+    let d = Daemon::start();
+    let module = classic();
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "cgi",
+        "--instances",
+        "2",
+        "--",
+        &module,
+    ]);
+    d.ok(&["svc", "publish", "-n", "cgi", "--endpoint", "www"]);
+    d.wait_running("cgi", 2);
+    let addr = d.http_addr();
+    let r = http_request(
+        &addr,
+        "GET",
+        "www.localhost",
+        "/hello/there?x=1&y=2",
+        &[("user-agent", "tester/1")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-served-by"), Some("classic"));
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(
+        r.body,
+        "method=GET\npath=/hello/there\nquery=x=1&y=2\nagent=tester/1\nbody=\n"
+    );
+    let r = http_request(&addr, "POST", "www.localhost", "/form", &[], b"a=1&b=2");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains("method=POST\n"), "{}", r.body);
+    assert!(r.body.ends_with("body=a=1&b=2\n"), "{}", r.body);
+    let r = d.get("www.localhost", "/missing");
+    assert_eq!((r.status, r.body.as_str()), (404, "no such page\n"));
+    let r = d.get("www.localhost", "/trap");
+    assert_eq!(r.status, 500, "{r:?}");
+    // Every request is its own run: many in a row all answer.
+    for i in 0..30 {
+        let r = d.get("www.localhost", &format!("/n{i}"));
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+        assert!(r.body.contains(&format!("path=/n{i}\n")), "{}", r.body);
+    }
+}
+
+/// A core module built by hand: `bytes` after the header.
+fn module_file(dir: &std::path::Path, name: &str, sections: &[u8]) -> PathBuf {
+    let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+    bytes.extend_from_slice(sections);
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn core_modules_that_cannot_run_are_refused_in_one_line() {
+    let d = Daemon::start();
+    let dir = d.scratch();
+    // Imports `env::foo`: a type section with `() -> ()`, then the import.
+    let imports_env = module_file(
+        &dir,
+        "imports-env.wasm",
+        &[
+            0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // types
+            0x02, 0x0b, 0x01, 0x03, b'e', b'n', b'v', 0x03, b'f', b'o', b'o', 0x00, 0x00,
+        ],
+    );
+    let err = d.fails(&[
+        "svc",
+        "create",
+        "-n",
+        "x",
+        "--",
+        imports_env.to_str().unwrap(),
+    ]);
+    assert!(err.contains("imports `env::foo`"), "{err}");
+    assert!(err.contains("wasi_snapshot_preview1"), "{err}");
+    let no_start = module_file(&dir, "library.wasm", &[]);
+    let err = d.fails(&["svc", "create", "-n", "x", "--", no_start.to_str().unwrap()]);
+    assert!(err.contains("without a `_start` function"), "{err}");
+    let err = d.fails(&["run", "--", no_start.to_str().unwrap()]);
+    assert!(err.contains("without a `_start` function"), "{err}");
+    // Nothing was made.
+    assert!(d.services().is_empty());
+    let stacks = d.ok(&["stack", "ls", "--json"]);
+    assert!(!stacks.contains("imports-env"), "{stacks}");
+}
