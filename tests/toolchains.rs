@@ -231,3 +231,262 @@ fn core_modules_that_cannot_run_are_refused_in_one_line() {
     let stacks = d.ok(&["stack", "ls", "--json"]);
     assert!(!stacks.contains("imports-env"), "{stacks}");
 }
+
+/// The `classic` example built as a component (wasm32-wasip2).
+fn classic_component() -> String {
+    support::guest("classic").to_str().unwrap().to_string()
+}
+
+/// A stack directory: `classic.wasm` (the component, or the module when
+/// `module`) and a `files/` folder with `hello.txt` saying `hello`.
+fn site(d: &Daemon, name: &str, hello: &str, module: bool) -> PathBuf {
+    let dir = d.scratch().join(name);
+    std::fs::create_dir_all(dir.join("files/static")).unwrap();
+    std::fs::create_dir_all(dir.join("files/config")).unwrap();
+    let code = if module {
+        classic()
+    } else {
+        classic_component()
+    };
+    std::fs::copy(code, dir.join("classic.wasm")).unwrap();
+    std::fs::write(dir.join("files/hello.txt"), hello).unwrap();
+    std::fs::write(dir.join("files/static/site.css"), "h1 { color: teal }\n").unwrap();
+    std::fs::write(dir.join("files/config/app.toml"), "debug = false\n").unwrap();
+    dir
+}
+
+/// Runs `mesh svc run -n NAME -- ARGV` in `stack`; (exit code, stdout).
+fn run_in(d: &Daemon, stack: &str, name: &str, argv: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec!["svc", "run", "-n", name, "--stack", stack, "--"];
+    args.extend_from_slice(argv);
+    let out = d.mesh(&args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn a_stacks_files_are_versioned_and_seen_read_only_at_the_root() {
+    let d = Daemon::start();
+    let v1 = site(&d, "v1", "hello one\n", false);
+    let out = d.ok(&["stack", "deploy", "site", v1.to_str().unwrap()]);
+    assert!(out.contains("classic, files/"), "{out}");
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "reader",
+        "--stack",
+        "site",
+        "--instances",
+        "0",
+        "--",
+        "classic",
+        "read",
+        "/hello.txt",
+    ]);
+    assert_eq!(
+        run_in(&d, "site", "reader", &["classic", "read", "/hello.txt"]),
+        (Some(0), "hello one\n".to_string())
+    );
+    // Relative names resolve from `/`, as under `wasmtime run --dir`.
+    assert_eq!(
+        run_in(
+            &d,
+            "site",
+            "reader",
+            &["classic", "read", "config/app.toml"]
+        ),
+        (Some(0), "debug = false\n".to_string())
+    );
+    assert_eq!(
+        run_in(&d, "site", "reader", &["classic", "ls", "/"]),
+        (Some(0), "config hello.txt static\n".to_string())
+    );
+    // Nothing else of the host is there, and nothing can be written.
+    for path in [
+        "/etc/passwd",
+        "../../../../etc/passwd",
+        "/static/../../etc/hostname",
+    ] {
+        let (code, out) = run_in(&d, "site", "reader", &["classic", "read", path]);
+        // A component's exit(4) reaches the host as a plain failure, 1,
+        // as under `wasmtime run`.
+        assert_eq!(code, Some(1), "{path}: {out}");
+        assert!(out.starts_with("cannot read"), "{path}: {out}");
+    }
+    let (code, out) = run_in(
+        &d,
+        "site",
+        "reader",
+        &["classic", "write", "/hello.txt", "1"],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.starts_with("wrote 0 MiB to /hello.txt, then:"), "{out}");
+    assert!(
+        std::fs::read_to_string(v1.join("files/hello.txt")).unwrap() == "hello one\n",
+        "the deployed folder is untouched"
+    );
+
+    // A new version brings new files; a rollback brings the old ones back.
+    let v2 = site(&d, "v2", "hello two\n", false);
+    d.ok(&["stack", "deploy", "site", v2.to_str().unwrap()]);
+    assert_eq!(
+        run_in(&d, "site", "reader", &["classic", "read", "/hello.txt"]).1,
+        "hello two\n"
+    );
+    d.ok(&["stack", "rollback", "site"]);
+    assert_eq!(
+        run_in(&d, "site", "reader", &["classic", "read", "/hello.txt"]).1,
+        "hello one\n"
+    );
+
+    // A core module sees them too, and serves them over CGI.
+    let p1 = site(&d, "p1", "hello module\n", true);
+    d.ok(&["stack", "deploy", "classic-site", p1.to_str().unwrap()]);
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "web",
+        "--stack",
+        "classic-site",
+        "--",
+        "classic",
+    ]);
+    d.ok(&[
+        "svc",
+        "publish",
+        "-n",
+        "web",
+        "--stack",
+        "classic-site",
+        "--endpoint",
+        "www",
+    ]);
+    d.wait_running("web", 1);
+    let r = d.get("www.localhost", "/static/site.css");
+    assert_eq!((r.status, r.body.as_str()), (200, "h1 { color: teal }\n"));
+    let r = d.get("www.localhost", "/static/../../../etc/passwd");
+    assert_ne!(r.status, 200, "{r:?}");
+
+    // `mesh run --files` gives a one-off run a folder of its own.
+    let out = d.mesh(&[
+        "run",
+        "--files",
+        p1.join("files").to_str().unwrap(),
+        "--",
+        &classic(),
+        "read",
+        "/hello.txt",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello module\n");
+}
+
+#[test]
+fn files_that_leave_their_folder_or_are_too_large_are_refused() {
+    let d = Daemon::start();
+    let dir = site(&d, "bad", "hi\n", false);
+    std::fs::write(d.scratch().join("secret"), "no").unwrap();
+    std::os::unix::fs::symlink("../../secret", dir.join("files/leak")).unwrap();
+    let err = d.fails(&["stack", "deploy", "bad", dir.to_str().unwrap()]);
+    assert!(
+        err.contains("leak is a symlink pointing out of the folder"),
+        "{err}"
+    );
+    std::fs::remove_file(dir.join("files/leak")).unwrap();
+    let big = std::fs::File::create(dir.join("files/huge.bin")).unwrap();
+    big.set_len(65 << 20).unwrap();
+    let err = d.fails(&["stack", "deploy", "bad", dir.to_str().unwrap()]);
+    assert!(err.contains("holds more than 64 MiB"), "{err}");
+    // Nothing was made.
+    let stacks = d.ok(&["stack", "ls", "--json"]);
+    assert!(!stacks.contains("\"bad\""), "{stacks}");
+}
+
+#[test]
+fn scratch_space_is_private_capped_and_wiped() {
+    let d = Daemon::start();
+    let component = classic_component();
+    // Within the cap: written; past it: the guest gets an error, and the
+    // daemon goes on.
+    let out = d.mesh(&[
+        "run",
+        "--scratch",
+        "4Mi",
+        "--",
+        &component,
+        "write",
+        "/tmp/small",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = d.mesh(&[
+        "run",
+        "--scratch",
+        "4Mi",
+        "--",
+        &component,
+        "write",
+        "/tmp/big",
+        "16",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("wrote 3 MiB to /tmp/big, then:")
+            || text.starts_with("wrote 4 MiB to /tmp/big, then:"),
+        "{text}"
+    );
+    // Each run starts with an empty scratch directory.
+    let out = d.mesh(&["run", "--scratch", "4Mi", "--", &component, "ls", "/tmp"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "\n");
+    // Without --scratch there is nowhere to write.
+    let out = d.mesh(&["run", "--", &classic(), "write", "/tmp/x", "1"]);
+    assert_eq!(out.status.code(), Some(4), "a module keeps its exit code: {out:?}");
+
+    // A service's instances each get one, and a module's too.
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "writer",
+        "--scratch",
+        "8Mi",
+        "--",
+        &classic(),
+        "write",
+        "/tmp/data",
+        "2",
+    ]);
+    d.wait_for("writer", Duration::from_secs(20), "a clean exit", |s| {
+        instances(s)
+            .iter()
+            .any(|i| i["restarts"].as_u64() >= Some(1))
+    });
+    let logs = d.log_texts("writer");
+    assert!(
+        logs.iter().any(|l| l == "wrote 2 MiB to /tmp/data"),
+        "{logs:?}"
+    );
+    let service = d.service("writer").unwrap();
+    assert_eq!(service["scratch_bytes"], 8 << 20);
+    // Scratch directories go with their instances.
+    d.ok(&["svc", "delete", "-n", "writer"]);
+    let scratch = d.data_dir().join("scratch");
+    support::wait_until(Duration::from_secs(10), "scratch mounts are gone", || {
+        std::fs::read_dir(&scratch).unwrap().count() == 0
+    });
+    let err = d.fails(&[
+        "svc",
+        "create",
+        "-n",
+        "x",
+        "--scratch",
+        "2Gi",
+        "--",
+        "classic",
+    ]);
+    assert!(err.contains("invalid --scratch"), "{err}");
+}

@@ -514,6 +514,11 @@ pub struct CreateArgs {
     #[arg(long)]
     pub reuse_instances: bool,
 
+    /// A private writable directory at /tmp for each instance, at most
+    /// this large (e.g. 64Mi), wiped when the instance ends.
+    #[arg(long, value_name = "SIZE")]
+    pub scratch: Option<String>,
+
     /// The command: a component name or a .wasm path, then its arguments.
     #[arg(last = true, required = true, value_name = "ARGV")]
     pub argv: Vec<String>,
@@ -573,6 +578,11 @@ pub struct UpdateArgs {
     /// switch to fresh per request when the code cannot be reused (false).
     #[arg(long, value_name = "BOOL")]
     pub reuse_instances: Option<bool>,
+
+    /// Scratch directory at /tmp for each instance, e.g. 64Mi; `none`
+    /// removes it.
+    #[arg(long, value_name = "SIZE")]
+    pub scratch: Option<String>,
 }
 
 /// `mesh service run` and `mesh run`.
@@ -584,6 +594,23 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub stack: StackArg,
+
+    /// Environment variable, KEY=VALUE (repeatable; running a .wasm file).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// Memory limit, e.g. 64Mi (running a .wasm file).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+
+    /// A folder the guest sees read-only at / (running a .wasm file; a
+    /// service's run sees its stack's files).
+    #[arg(long, value_name = "DIR")]
+    pub files: Option<PathBuf>,
+
+    /// A private writable directory at /tmp, at most this large.
+    #[arg(long, value_name = "SIZE")]
+    pub scratch: Option<String>,
 
     /// The command: a component name (or, without -n, a .wasm path) and
     /// its arguments.

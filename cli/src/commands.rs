@@ -10,7 +10,7 @@ use mesh_host::api::wire::{
     PublishRequest, RollbackRequest, ServiceView, StackView, TokenRotated, TriggerResult,
     UpdateEnv, UpdateService, VersionView,
 };
-use mesh_host::model::{format_memory, RunStatus};
+use mesh_host::model::{format_memory, Digest, RunStatus, FILES_ENTRY};
 use mesh_host::runtime::CodeInfo;
 use mesh_host::telemetry::Event;
 use mesh_host::telemetry::LogLine;
@@ -57,6 +57,7 @@ pub fn create(client: &Client, out: &Out, args: CreateArgs) -> anyhow::Result<()
         cpu_limit: args.cpu_limit,
         fresh_per_request: args.fresh_per_request.then_some(true),
         always_reuse: args.reuse_instances.then_some(true),
+        scratch: args.scratch,
         component,
     };
     let view: ServiceView = client.post("/v1/services", &request)?;
@@ -115,6 +116,7 @@ pub fn update(client: &Client, out: &Out, args: UpdateArgs) -> anyhow::Result<()
         cpu_limit: args.cpu_limit,
         fresh_per_request: args.fresh_per_request,
         always_reuse: args.reuse_instances,
+        scratch: args.scratch,
         component,
     };
     let view: ServiceView = client.patch(&service_path(&args.stack.stack, name), &request)?;
@@ -564,16 +566,26 @@ fn follow<T: serde::de::DeserializeOwned>(
 
 /// `mesh service run` (with `-n`) and `mesh run` (a .wasm file, once).
 pub fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
+    let mut query = Vec::new();
+    if let Some(scratch) = &args.scratch {
+        query.push(format!("scratch={}", encode(scratch)));
+    }
     let path = match &args.name {
         Some(name) => {
-            let mut path = format!("{}/run", service_path(&args.stack.stack, name));
+            if !args.env.is_empty() || args.memory.is_some() || args.files.is_some() {
+                bail!("--env, --memory and --files are for running a .wasm file; a service's run has the service's settings and its stack's files");
+            }
             if !args.argv.is_empty() {
-                path.push_str(&format!(
-                    "?command={}",
+                query.push(format!(
+                    "command={}",
                     encode(&serde_json::to_string(&args.argv)?)
                 ));
             }
-            path
+            format!(
+                "{}/run?{}",
+                service_path(&args.stack.stack, name),
+                query.join("&")
+            )
         }
         None => {
             let Some(first) = args.argv.first() else {
@@ -583,13 +595,27 @@ pub fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
                 bail!("without -n, the command must start with a .wasm file (got `{first}`)");
             }
             let component = upload(client, Path::new(first))?;
+            if let Some(dir) = &args.files {
+                let files = upload_files(client, dir)?;
+                query.push(format!("files={}", encode(files.as_str())));
+            }
+            if !args.env.is_empty() {
+                query.push(format!(
+                    "env={}",
+                    encode(&serde_json::to_string(&args.env)?)
+                ));
+            }
+            if let Some(memory) = &args.memory {
+                query.push(format!("memory={}", encode(memory)));
+            }
             let mut argv = args.argv.clone();
             argv[0] = component.name;
-            format!(
-                "/v1/run?digest={}&command={}",
-                encode(component.digest.as_str()),
+            query.push(format!("digest={}", encode(component.digest.as_str())));
+            query.push(format!(
+                "command={}",
                 encode(&serde_json::to_string(&argv)?)
-            )
+            ));
+            format!("/v1/run?{}", query.join("&"))
         }
     };
     crate::attach::run(client, &path)
@@ -654,6 +680,11 @@ pub fn deploy(client: &Client, out: &Out, args: DeployArgs) -> anyhow::Result<()
     for file in files {
         let component = upload(client, &file)?;
         components.insert(component.name, component.digest);
+    }
+    // A directory's `files/` folder is deployed with its code.
+    let folder = args.path.join("files");
+    if replace && folder.is_dir() {
+        components.insert(FILES_ENTRY.to_string(), upload_files(client, &folder)?);
     }
     let request = DeployRequest {
         components,
@@ -782,6 +813,17 @@ fn upload(client: &Client, path: &Path) -> anyhow::Result<ComponentRef> {
         name,
         digest: info.digest,
     })
+}
+
+/// Packs a folder as a stack's files and uploads it; its digest.
+fn upload_files(client: &Client, dir: &Path) -> anyhow::Result<Digest> {
+    let bytes = mesh_host::runtime::files::pack(dir)?;
+    let name = dir.display().to_string();
+    let info: CodeInfo = client.put_bytes(
+        &format!("/v1/code?kind=files&name={}", encode(&name)),
+        &bytes,
+    )?;
+    Ok(info.digest)
 }
 
 /// The `.wasm` files a deploy path names, and whether they are a whole

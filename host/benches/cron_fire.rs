@@ -104,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
         endpoints: Vec::new(),
         fresh_per_request: false,
         always_reuse: false,
+        scratch_bytes: None,
         cpu_limit_ms: None,
         created_at: now,
     };

@@ -75,6 +75,8 @@ async fn main() -> anyhow::Result<()> {
             stdin: None,
             tenant: "default".into(),
             seat: mesh_host::runtime::Seat::Service,
+            files: None,
+            scratch_bytes: None,
         };
         let t0 = Instant::now();
         let mut running_at = None;

@@ -10,6 +10,11 @@
 //! - `tick MS`: prints `tick N` every MS milliseconds, forever.
 //! - `trap`: aborts (a wasm trap).
 //! - `cat`: copies stdin to stdout.
+//! - `read PATH`: prints the file (the stack's files are at `/`).
+//! - `write PATH MIB`: writes that many MiB to the file, and says how far
+//!   it got (scratch space is at `/tmp`).
+//! - `ls PATH`: lists a directory.
+//! - `cwd`: prints the working directory.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -50,6 +55,49 @@ fn main() {
             }
         }
         "trap" => std::process::abort(),
+        "read" => {
+            let path = args.get(2).map_or("", String::as_str);
+            match std::fs::read_to_string(path) {
+                Ok(text) => print!("{text}"),
+                Err(e) => {
+                    println!("cannot read {path}: {e}");
+                    std::process::exit(4);
+                }
+            }
+        }
+        "write" => {
+            let path = args.get(2).map_or("", String::as_str);
+            let mib: usize = args.get(3).and_then(|c| c.parse().ok()).unwrap_or(1);
+            let written = write_mib(path, mib);
+            match written {
+                Ok(()) => println!("wrote {mib} MiB to {path}"),
+                Err((done, e)) => {
+                    println!("wrote {done} MiB to {path}, then: {e}");
+                    std::process::exit(4);
+                }
+            }
+        }
+        "ls" => {
+            let path = args.get(2).map_or(".", String::as_str);
+            match std::fs::read_dir(path) {
+                Ok(entries) => {
+                    let mut names: Vec<String> = entries
+                        .filter_map(Result::ok)
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect();
+                    names.sort();
+                    println!("{}", names.join(" "));
+                }
+                Err(e) => {
+                    println!("cannot list {path}: {e}");
+                    std::process::exit(4);
+                }
+            }
+        }
+        "cwd" => match std::env::current_dir() {
+            Ok(dir) => println!("cwd={}", dir.display()),
+            Err(e) => println!("cwd error: {e}"),
+        },
         "cat" => {
             let mut input = Vec::new();
             std::io::stdin().read_to_end(&mut input).unwrap();
@@ -60,6 +108,16 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// Writes `mib` MiB to `path`; on failure, how many whole MiB went in.
+fn write_mib(path: &str, mib: usize) -> Result<(), (usize, std::io::Error)> {
+    let mut file = std::fs::File::create(path).map_err(|e| (0, e))?;
+    let block = vec![b'x'; 1 << 20];
+    for done in 0..mib {
+        file.write_all(&block).map_err(|e| (done, e))?;
+    }
+    file.flush().map_err(|e| (mib, e))
 }
 
 /// One CGI request: headers in the environment, body on stdin.
@@ -74,6 +132,16 @@ fn cgi() {
     }
     if path == "/trap" {
         std::process::abort();
+    }
+    if let Some(file) = path.strip_prefix("/static/") {
+        match std::fs::read(format!("/static/{file}")) {
+            Ok(bytes) => {
+                print!("Content-Type: text/plain\n\n");
+                std::io::stdout().write_all(&bytes).unwrap();
+            }
+            Err(e) => print!("Status: 404 Not Found\nContent-Type: text/plain\n\n{e}\n"),
+        }
+        return;
     }
     print!("Content-Type: text/plain\nX-Served-By: classic\n\n");
     println!("method={}", var("REQUEST_METHOD"));

@@ -16,11 +16,11 @@ use axum::response::Response;
 use axum::Extension;
 use hyper_util::rt::TokioIo;
 
-use super::services::{find, load};
+use super::services::{find, load, parse_scratch, run_settings};
 use super::stacks::{require_blob, resolve_in};
 use super::wire::RunQuery;
 use super::{ApiError, ApiResult, ApiState, Caller};
-use crate::model::{Digest, ServiceKey, DEFAULT_MEMORY_BYTES};
+use crate::model::{Digest, ServiceKey, FILES_ENTRY};
 use crate::runtime::Seat;
 use crate::services::session::{self, Session};
 use crate::services::Code;
@@ -119,6 +119,11 @@ pub(super) async fn service_run(
         who: Some(state.supervisor.identity(&key, &id)),
         terminal: query.tty,
         log: Some((state.logs.service(&key), id.clone())),
+        files: stack_files(&state, &caller.env, &stack).await?,
+        scratch_bytes: match &query.scratch {
+            Some(text) => parse_scratch(text)?,
+            None => service.scratch_bytes,
+        },
     };
     tracing::info!(service = %key, instance = %id, "interactive run");
     Ok(attach(&state, key, id, version, session, slot, request))
@@ -145,6 +150,25 @@ pub(super) async fn once(
         None => vec!["main".to_string()],
     };
     let code = runnable(&state, &digest, &command).await?;
+    let settings: Vec<String> = match &query.env {
+        Some(json) => serde_json::from_str(json).map_err(|e| {
+            ApiError::bad_request(format!("env must be a JSON array of KEY=VALUE: {e}"))
+        })?,
+        None => Vec::new(),
+    };
+    let (memory_bytes, vars) = run_settings(&state, query.memory.clone(), settings)?;
+    let files = match &query.files {
+        Some(text) => {
+            let digest = Digest::try_from(text.clone()).map_err(ApiError::bad_request)?;
+            require_blob(&state, &digest)?;
+            Some(digest)
+        }
+        None => None,
+    };
+    let scratch_bytes = match &query.scratch {
+        Some(text) => parse_scratch(text)?,
+        None => None,
+    };
     // Its own log and identity, so the environment's policy applies.
     let key = ServiceKey {
         env: caller.env.clone(),
@@ -156,13 +180,24 @@ pub(super) async fn once(
         seat: seat_of(&caller),
         code,
         args: command,
-        env: vec![("MESH_INSTANCE".into(), id.clone())],
-        memory_bytes: DEFAULT_MEMORY_BYTES,
+        env: vars
+            .into_iter()
+            .chain([("MESH_INSTANCE".to_string(), id.clone())])
+            .collect(),
+        memory_bytes,
         who: Some(state.supervisor.identity(&key, &id)),
         terminal: query.tty,
         log: None,
+        files,
+        scratch_bytes,
     };
     Ok(attach(&state, key, id, 0, session, slot, request))
+}
+
+/// The files of a stack's current version, if it has any.
+async fn stack_files(state: &ApiState, env: &str, stack: &str) -> ApiResult<Option<Digest>> {
+    let found = state.store.stack(env, stack).await?;
+    Ok(found.and_then(|s| s.value.components.get(FILES_ENTRY).cloned()))
 }
 
 /// Answers `101` and runs the session on the upgraded connection.

@@ -102,6 +102,7 @@ pub(super) async fn create(
         endpoints: Vec::new(),
         fresh_per_request: false,
         always_reuse: false,
+        scratch_bytes: None,
         cpu_limit_ms: None,
         created_at: Utc::now(),
     };
@@ -120,6 +121,7 @@ pub(super) async fn create(
         timezone: request.timezone,
         timeout: request.timeout,
         cpu_limit: request.cpu_limit,
+        scratch: request.scratch,
     };
     settings.apply(&state, &mut service)?;
 
@@ -202,6 +204,7 @@ pub(super) async fn update(
         timezone: request.timezone,
         timeout: request.timeout,
         cpu_limit: request.cpu_limit,
+        scratch: request.scratch,
     };
     settings.apply(&state, &mut service)?;
     let mut change = StackChange::load(&state, &caller.env, &stack).await?;
@@ -376,6 +379,7 @@ struct Settings {
     timezone: Option<String>,
     timeout: Option<String>,
     cpu_limit: Option<String>,
+    scratch: Option<String>,
 }
 
 impl Settings {
@@ -423,8 +427,69 @@ impl Settings {
         if let Some(text) = &self.cpu_limit {
             service.cpu_limit_ms = parse_cpu_limit(text)?;
         }
+        if let Some(text) = &self.scratch {
+            service.scratch_bytes = parse_scratch(text)?;
+        }
         apply_schedule(service, self.schedule, self.timezone, self.timeout)
     }
+}
+
+/// `--scratch`: a size up to [`MAX_SCRATCH_BYTES`], or `none`.
+pub(super) fn parse_scratch(text: &str) -> ApiResult<Option<u64>> {
+    if text.trim() == "none" {
+        return Ok(None);
+    }
+    match parse_memory(text) {
+        Ok(bytes) if (MIN_MEMORY_BYTES..=MAX_SCRATCH_BYTES).contains(&bytes) => Ok(Some(bytes)),
+        _ => Err(ApiError::bad_request(format!(
+            "invalid --scratch `{text}`: use a size from 1Mi to {}, or none",
+            crate::model::format_memory(MAX_SCRATCH_BYTES)
+        ))),
+    }
+}
+
+/// Most scratch space one instance may ask for.
+pub const MAX_SCRATCH_BYTES: u64 = 1 << 30;
+
+/// The memory limit and environment variables of a one-off run, checked
+/// as a service's are.
+pub(super) fn run_settings(
+    state: &ApiState,
+    memory: Option<String>,
+    env: Vec<String>,
+) -> ApiResult<(u64, BTreeMap<String, String>)> {
+    let mut scratch = Service {
+        env: String::new(),
+        stack: String::new(),
+        name: String::new(),
+        command: Vec::new(),
+        instances: 1,
+        memory_bytes: DEFAULT_MEMORY_BYTES,
+        env_vars: BTreeMap::new(),
+        schedule: None,
+        timezone: None,
+        timeout_ms: None,
+        endpoints: Vec::new(),
+        fresh_per_request: false,
+        always_reuse: false,
+        scratch_bytes: None,
+        cpu_limit_ms: None,
+        created_at: Utc::now(),
+    };
+    let settings = Settings {
+        command: None,
+        instances: None,
+        memory,
+        env,
+        unset_env: Vec::new(),
+        schedule: None,
+        timezone: None,
+        timeout: None,
+        cpu_limit: None,
+        scratch: None,
+    };
+    settings.apply(state, &mut scratch)?;
+    Ok((scratch.memory_bytes, scratch.env_vars))
 }
 
 /// `--cpu-limit`: a duration up to the maximum, or `default`.
@@ -674,6 +739,7 @@ pub(super) fn view(state: &ApiState, service: Service) -> ServiceView {
             "reused".to_string()
         },
         fresh_because,
+        scratch_bytes: service.scratch_bytes,
         schedule: service.schedule,
     }
 }

@@ -16,7 +16,8 @@ use super::wire::{
     CodeQuery, DeployRequest, DeployResult, RollbackRequest, StackView, VersionView,
 };
 use super::{ApiError, ApiResult, ApiState, Caller};
-use crate::model::{validate_name, Digest, Service, Stack, Version};
+use crate::model::{validate_name, Digest, Service, Stack, Version, FILES_ENTRY};
+use crate::runtime::files::FilesError;
 use crate::runtime::{CodeError, CodeInfo};
 use crate::services::spec::no_component;
 use crate::store::{encode, key, Compare, Txn};
@@ -46,13 +47,23 @@ pub(super) async fn upload_code(
     super::quotas::check_upload(&state, &caller.env, &digest, bytes.len() as u64).await?;
     let engine = state.engine.clone();
     let kept = digest.clone();
-    let info = tokio::task::spawn_blocking(move || engine.accept_as(&name, digest, &bytes))
-        .await
-        .map_err(|e| anyhow::anyhow!("code check failed: {e}"))?
-        .map_err(|e| match e.downcast::<CodeError>() {
-            Ok(code) => ApiError::bad_request(code.to_string()),
+    let files = query.kind.as_deref() == Some("files");
+    let info = tokio::task::spawn_blocking(move || {
+        if files {
+            engine.accept_files(&name, digest, &bytes)
+        } else {
+            engine.accept_as(&name, digest, &bytes)
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("code check failed: {e}"))?
+    .map_err(|e| match e.downcast::<CodeError>() {
+        Ok(code) => ApiError::bad_request(code.to_string()),
+        Err(other) => match other.downcast::<FilesError>() {
+            Ok(files) => ApiError::bad_request(files.to_string()),
             Err(other) => ApiError::from(other),
-        })?;
+        },
+    })?;
     state.uploads.record(&caller.env, kept, info.size);
     Ok(Json(info))
 }
@@ -430,11 +441,12 @@ pub(super) async fn resolve_in(
 
 /// Component names are file stems: letters, digits, `-` and `_`.
 pub(super) fn validate_component_name(name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let ok = name == FILES_ENTRY
+        || !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {

@@ -51,6 +51,9 @@ pub struct CreateService {
     /// Reuse instances even when the code seems not to allow it.
     #[serde(default)]
     pub always_reuse: Option<bool>,
+    /// Scratch space per instance at `/tmp`, e.g. `64Mi`; `none` for none.
+    #[serde(default)]
+    pub scratch: Option<String>,
     /// Code to add to the stack's bundle first (the `-- app.wasm ...` form).
     pub component: Option<ComponentRef>,
 }
@@ -96,6 +99,9 @@ pub struct UpdateService {
     /// Reuse instances even when the code seems not to allow it.
     #[serde(default)]
     pub always_reuse: Option<bool>,
+    /// Scratch space per instance at `/tmp`, e.g. `64Mi`; `none` for none.
+    #[serde(default)]
+    pub scratch: Option<String>,
     /// Code to add to the stack's bundle first.
     pub component: Option<ComponentRef>,
 }
@@ -139,6 +145,9 @@ pub struct ServiceView {
     /// How requests are served now: `reused` or `fresh per request`.
     #[serde(default)]
     pub serving: String,
+    /// Scratch space of each instance, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch_bytes: Option<u64>,
     /// Why each request gets a fresh instance, when it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fresh_because: Option<String>,
@@ -366,6 +375,15 @@ pub struct RunQuery {
     pub tty: bool,
     /// Code to run (`POST /v1/run` only).
     pub digest: Option<String>,
+    /// `KEY=VALUE` settings as a JSON array (`POST /v1/run` only).
+    pub env: Option<String>,
+    /// Memory limit, e.g. `64Mi` (`POST /v1/run` only).
+    pub memory: Option<String>,
+    /// Files to see at `/`: the digest of an uploaded files archive
+    /// (`POST /v1/run` only).
+    pub files: Option<String>,
+    /// Scratch space at `/tmp`, e.g. `16Mi`.
+    pub scratch: Option<String>,
 }
 
 /// Query of `GET /v1/events`.
@@ -383,4 +401,6 @@ pub struct EventsQuery {
 pub struct CodeQuery {
     /// What the user called the file, for error messages.
     pub name: Option<String>,
+    /// `files` for a stack's files archive; code otherwise.
+    pub kind: Option<String>,
 }

@@ -36,5 +36,5 @@ pub use instance::{InstanceState, InstanceStatus};
 pub use net::{parse_ranges, special, Cidr, Special};
 pub use run::{Run, RunStatus, RunTrigger};
 pub use service::{dns_name, Service, ServiceKey, ServiceType};
-pub use stack::{Stack, Version};
+pub use stack::{Stack, Version, FILES_ENTRY};
 pub use values::*;

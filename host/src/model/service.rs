@@ -43,6 +43,9 @@ pub struct Service {
     /// that suggests the code cannot be reused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub always_reuse: bool,
+    /// Bytes of private scratch space each instance gets at `/tmp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch_bytes: Option<u64>,
     /// CPU time one request may use, in milliseconds; the default when
     /// `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

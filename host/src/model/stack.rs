@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::digest::Digest;
 
+/// The bundle entry that holds a stack's files (the `files/` folder
+/// deployed beside its code); never a component's name.
+pub const FILES_ENTRY: &str = "files/";
+
 /// A named group of services that run the same version of the code.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Stack {

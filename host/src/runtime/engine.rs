@@ -150,6 +150,10 @@ pub struct Engine {
     module_linker: wasmtime::Linker<HostState>,
     blobs: Blobs,
     cache_dir: PathBuf,
+    /// Stacks' files, unpacked: one directory per digest.
+    files_dir: PathBuf,
+    /// Where instances' scratch directories are mounted.
+    scratch_dir: PathBuf,
     loaded: Mutex<HashMap<Digest, Arc<Loaded>>>,
     /// One lock per digest being compiled or loaded, so concurrent loads
     /// of the same code share one compile, and how many hold or wait for it.
@@ -203,6 +207,13 @@ impl Engine {
             .join(format!("{:016x}", hasher.finish()));
         std::fs::create_dir_all(&cache_dir)
             .with_context(|| format!("creating the code cache {}", cache_dir.display()))?;
+        let files_dir = config.data_dir.join("files");
+        std::fs::create_dir_all(&files_dir)
+            .with_context(|| format!("creating {}", files_dir.display()))?;
+        let scratch_dir = config.data_dir.join("scratch");
+        std::fs::create_dir_all(&scratch_dir)
+            .with_context(|| format!("creating {}", scratch_dir.display()))?;
+        super::scratch::Scratch::clean(&scratch_dir);
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let shares = Shares::for_this_machine();
         let ticker = spawn_epoch_ticker(engine.clone(), shares.clone(), ticker_stop.clone())?;
@@ -212,6 +223,8 @@ impl Engine {
             module_linker,
             blobs,
             cache_dir,
+            files_dir,
+            scratch_dir,
             loaded: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashMap::new()),
@@ -294,6 +307,38 @@ impl Engine {
         };
         self.remember(Arc::new(loaded));
         Ok(info)
+    }
+
+    /// Checks a stack's files archive, stores it and unpacks it. `name`
+    /// is what the user called it.
+    pub fn accept_files(
+        &self,
+        name: &str,
+        digest: Digest,
+        bytes: &[u8],
+    ) -> Result<CodeInfo, anyhow::Error> {
+        let _one_at_a_time = self.loading_lock(&digest);
+        let tree = self.files_path(&digest);
+        if !tree.is_dir() {
+            super::files::unpack(name, bytes, &tree)?;
+        }
+        self.blobs.put(&digest, bytes)?;
+        self.mark_fresh(&digest);
+        Ok(CodeInfo {
+            digest,
+            size: bytes.len() as u64,
+            exports: Vec::new(),
+        })
+    }
+
+    /// Where instances' scratch directories are mounted.
+    pub fn scratch_dir(&self) -> &std::path::Path {
+        &self.scratch_dir
+    }
+
+    /// Where the files of `digest` are unpacked (whether or not they are).
+    pub fn files_path(&self, digest: &Digest) -> PathBuf {
+        self.files_dir.join(digest.hex())
     }
 
     /// Code already loaded into memory, without touching the disk: the
@@ -454,6 +499,7 @@ impl Engine {
         let mut candidates: HashSet<Digest> = self.lock_loaded().keys().cloned().collect();
         candidates.extend(self.blobs.list()?);
         candidates.extend(self.compiled_digests()?);
+        candidates.extend(self.unpacked_digests()?);
         candidates.retain(|digest| !keep.contains(digest));
         let mut collected = Collected::default();
         for digest in candidates {
@@ -468,6 +514,11 @@ impl Engine {
                 self.blobs.remove(&digest)?;
                 collected.blobs += 1;
             }
+            let tree = self.files_path(&digest);
+            if tree.is_dir() {
+                std::fs::remove_dir_all(&tree)
+                    .with_context(|| format!("removing {}", tree.display()))?;
+            }
             let compiled = self.cache_path(&digest);
             if compiled.exists() {
                 let _ = std::fs::remove_file(self.sum_path(&digest));
@@ -479,7 +530,49 @@ impl Engine {
         if collected != Collected::default() {
             tracing::info!(?collected, "removed code no kept version names");
         }
+        self.unpack_missing(keep);
         Ok(collected)
+    }
+
+    /// Unpacks kept files archives whose directory is missing (a data
+    /// directory restored without them, say).
+    fn unpack_missing(&self, keep: &HashSet<Digest>) {
+        for digest in keep {
+            if self.files_path(digest).is_dir() {
+                continue;
+            }
+            // Only the head of each blob is read to tell archives apart.
+            let mut head = [0u8; 512];
+            let read = std::fs::File::open(self.blobs.path(digest))
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+            if read.is_err() || !super::files::is_archive(&head) {
+                continue;
+            }
+            let Ok(bytes) = self.blobs.get(digest) else {
+                continue;
+            };
+            let _one_at_a_time = self.loading_lock(digest);
+            let tree = self.files_path(digest);
+            if tree.is_dir() {
+                continue;
+            }
+            if let Err(e) = super::files::unpack(digest.short(), &bytes, &tree) {
+                tracing::warn!(digest = digest.short(), error = %e, "cannot unpack a stack's files");
+            }
+        }
+    }
+
+    /// Digests whose files are unpacked.
+    fn unpacked_digests(&self) -> anyhow::Result<Vec<Digest>> {
+        let entries = std::fs::read_dir(&self.files_dir)
+            .with_context(|| format!("listing {}", self.files_dir.display()))?;
+        Ok(entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let hex = e.file_name().to_string_lossy().into_owned();
+                Digest::try_from(format!("sha256:{hex}")).ok()
+            })
+            .collect())
     }
 
     /// Digests that have a compiled file in the cache.

@@ -5,13 +5,15 @@
 use std::sync::Arc;
 
 use wasmtime::{Store, UpdateDeadline};
-use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::{FsPerms, WasiCtx};
 
 use super::cpu::{CpuUse, Verdict};
 use super::dispatch::{Dispatch, Hooks};
 use super::engine::{Engine, Loaded};
+use super::files::FILES_MOUNT;
 use super::io::{Output, RunStdin};
 use super::outcome::{Interrupt, Outcome};
+use super::scratch::{Scratch, SCRATCH_MOUNT};
 use super::seats::Seat;
 use super::state::{HostState, Wasi};
 
@@ -37,6 +39,10 @@ pub struct Launch {
     pub tenant: Arc<str>,
     /// Whose seat it takes.
     pub seat: Seat,
+    /// The stack's files (by digest), shown read-only at `/`.
+    pub files: Option<crate::model::Digest>,
+    /// Bytes of private scratch space at `/tmp`; none when `None`.
+    pub scratch_bytes: Option<u64>,
 }
 
 impl Launch {
@@ -53,6 +59,8 @@ impl Launch {
             stdin: None,
             tenant: self.tenant.clone(),
             seat: self.seat,
+            files: self.files.clone(),
+            scratch_bytes: self.scratch_bytes,
         }
     }
 }
@@ -171,13 +179,33 @@ pub(crate) fn store_for(
     if let Some(stdin) = launch.stdin {
         wasi.stdin(stdin);
     }
+    if let Some(files) = &launch.files {
+        wasi.preopened_dir(engine.files_path(files), FILES_MOUNT, FsPerms::ReadOnly)
+            .map_err(|e| Outcome::failed(format!("cannot open the stack's files: {e}")))?;
+    }
+    let scratch = match launch.scratch_bytes {
+        Some(bytes) => {
+            let scratch = Scratch::mount(engine.scratch_dir(), bytes).map_err(Outcome::failed)?;
+            wasi.preopened_dir(scratch.path(), SCRATCH_MOUNT, FsPerms::ReadWrite)
+                .map_err(|e| Outcome::failed(format!("cannot open the scratch directory: {e}")))?;
+            Some(scratch)
+        }
+        None => None,
+    };
     let cpu = CpuUse::new(engine.shares().clone(), launch.tenant);
     let wasi = if wasip1 {
         Wasi::P1(wasi.build_p1())
     } else {
         Wasi::P2(wasi.build())
     };
-    let state = HostState::new(wasi, launch.memory_bytes, launch.dispatch, cpu, seat);
+    let state = HostState::new(
+        wasi,
+        launch.memory_bytes,
+        launch.dispatch,
+        cpu,
+        seat,
+        scratch,
+    );
     let mut store = Store::new(engine.wasmtime(), state);
     store.limiter(|state| state.limiter());
     store.call_hook(|mut ctx, hook| {

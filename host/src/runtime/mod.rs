@@ -13,9 +13,12 @@
 //!   store per request.
 //! - `http`: instances that serve `wasi:http/incoming-handler`, one request
 //!   at a time.
+//! - `files`: a stack's files: packed, checked, unpacked, and where
+//!   instances see them.
 //! - `io`: where a guest's stdout and stderr go, and a host-fed stdin.
 //! - `cpu`: CPU time per request, and fair shares of the cores between
 //!   environments for guests that run long.
+//! - `scratch`: an instance's private, size-capped scratch directory.
 //! - `seats`: live instances bounded, by who they are for.
 //! - `dispatch`: the outgoing-HTTP and socket hook, and the trait behind it.
 //! - `connect`: sending an outgoing request to the network, each resolved
@@ -26,10 +29,12 @@ mod connect;
 pub mod cpu;
 pub mod dispatch;
 pub mod engine;
+pub mod files;
 pub mod http;
 pub mod instance;
 pub mod io;
 pub mod outcome;
+pub mod scratch;
 pub mod seats;
 pub mod state;
 

@@ -12,6 +12,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::cpu::CpuUse;
 use super::dispatch::{Dispatch, Hooks};
 use super::outcome::{Interrupt, Outcome};
+use super::scratch::Scratch;
 use super::seats::Taken;
 
 /// Table elements one instance may grow its tables to.
@@ -29,6 +30,8 @@ pub struct HostState {
     cpu: CpuUse,
     /// Its seat among the live instances, given back with the store.
     _seat: Taken,
+    /// Its scratch directory, unmounted with the store.
+    _scratch: Option<Scratch>,
 }
 
 impl HostState {
@@ -146,6 +149,7 @@ impl HostState {
         dispatch: Option<Arc<dyn Dispatch>>,
         cpu: CpuUse,
         seat: Taken,
+        scratch: Option<Scratch>,
     ) -> HostState {
         let (wasi, p1) = match wasi {
             Wasi::P2(wasi) => (wasi, None),
@@ -163,6 +167,7 @@ impl HostState {
             hooks: Hooks::new(dispatch),
             cpu,
             _seat: seat,
+            _scratch: scratch,
         }
     }
 

@@ -55,6 +55,8 @@ pub fn launch(who: &Identity, run: &RunSpec, id: &str) -> Launch {
         stdin: None,
         tenant: who.env.as_str().into(),
         seat: Seat::Service,
+        files: run.files.clone(),
+        scratch_bytes: run.scratch_bytes,
     }
 }
 

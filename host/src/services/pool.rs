@@ -1090,6 +1090,8 @@ pub(crate) mod tests {
             env: Vec::new(),
             memory_bytes: 1 << 20,
             component: Ok(fake.digest.clone()),
+            files: None,
+            scratch_bytes: None,
         };
         let settings = PoolSettings {
             instances,

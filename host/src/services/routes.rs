@@ -82,6 +82,7 @@ mod tests {
                 .collect(),
             fresh_per_request: false,
             always_reuse: false,
+            scratch_bytes: None,
             cpu_limit_ms: None,
             created_at: chrono::Utc::now(),
         }

@@ -111,6 +111,10 @@ pub struct Session {
     pub terminal: bool,
     /// Whose seat it takes: the operator's runs have their own.
     pub seat: Seat,
+    /// Files it sees read-only at `/`.
+    pub files: Option<crate::model::Digest>,
+    /// Bytes of scratch space at `/tmp`.
+    pub scratch_bytes: Option<u64>,
     /// The service log its output is kept in too, and its instance id
     /// there (`None` for a component run outside any service).
     pub log: Option<(Arc<ServiceLog>, String)>,
@@ -152,6 +156,8 @@ where
         stdin: Some(RunStdin::new(stdin_rx, session.terminal)),
         tenant,
         seat: session.seat,
+        files: session.files,
+        scratch_bytes: session.scratch_bytes,
     };
     let mark_running = {
         let status = status.clone();
@@ -390,6 +396,8 @@ mod tests {
             who: None,
             terminal: false,
             log: None,
+            files: None,
+            scratch_bytes: None,
         };
         let (client, daemon_side) = tokio::io::duplex(64 * 1024);
         let status = Arc::new(Mutex::new(starting("chatty.run1".into(), 1)));

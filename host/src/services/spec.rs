@@ -9,7 +9,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::code::{Code, CodeSource};
-use crate::model::{Digest, Service, Stack};
+use crate::model::{Digest, Service, Stack, FILES_ENTRY};
 
 /// Why a service's instances cannot start: each names the problem and
 /// what would fix it.
@@ -69,6 +69,10 @@ pub struct RunSpec {
     pub memory_bytes: u64,
     /// The component's digest, or why there is none.
     pub component: Result<Digest, CodeProblem>,
+    /// The stack's files, when it has any.
+    pub files: Option<Digest>,
+    /// Bytes of scratch space per instance.
+    pub scratch_bytes: Option<u64>,
 }
 
 /// A [`RunSpec`] as handed to slots, pools and cron jobs, with an id so a
@@ -121,6 +125,8 @@ impl RunSpec {
             env,
             memory_bytes: service.memory_bytes,
             component: resolve_component(service, stack),
+            files: stack.and_then(|s| s.components.get(FILES_ENTRY).cloned()),
+            scratch_bytes: service.scratch_bytes,
         };
         (run, stack.map_or(0, |s| s.current))
     }
@@ -190,6 +196,7 @@ pub fn resolve_component(service: &Service, stack: Option<&Stack>) -> Result<Dig
     stack
         .components
         .get(name)
+        .filter(|_| name != FILES_ENTRY)
         .cloned()
         .ok_or_else(|| no_component(name, &stack.name, stack.current, &stack.components))
 }
@@ -201,7 +208,11 @@ pub fn no_component(
     version: u64,
     components: &BTreeMap<String, Digest>,
 ) -> CodeProblem {
-    let have: Vec<&str> = components.keys().map(String::as_str).collect();
+    let have: Vec<&str> = components
+        .keys()
+        .map(String::as_str)
+        .filter(|name| *name != FILES_ENTRY)
+        .collect();
     CodeProblem::NoComponent {
         name: name.to_string(),
         stack: stack.to_string(),
