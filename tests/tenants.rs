@@ -693,8 +693,8 @@ fn a_tenant_cannot_start_interactive_runs_without_bound() {
         "{refused}"
     );
     // The operator's runs have seats of their own.
-    let out = d.ok(&["run", "--", &app, "env"]);
-    assert!(out.contains("MESH_INSTANCE"), "{out}");
+    let out = d.ok(&["run", "-e", "SEAT=operator", "--", &app, "env"]);
+    assert!(out.contains("SEAT=operator"), "{out}");
     for child in &mut running {
         let _ = child.kill();
         let _ = child.wait();

@@ -444,7 +444,11 @@ fn scratch_space_is_private_capped_and_wiped() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "\n");
     // Without --scratch there is nowhere to write.
     let out = d.mesh(&["run", "--", &classic(), "write", "/tmp/x", "1"]);
-    assert_eq!(out.status.code(), Some(4), "a module keeps its exit code: {out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "a module keeps its exit code: {out:?}"
+    );
 
     // A service's instances each get one, and a module's too.
     d.ok(&[

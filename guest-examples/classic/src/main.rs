@@ -15,6 +15,9 @@
 //!   it got (scratch space is at `/tmp`).
 //! - `ls PATH`: lists a directory.
 //! - `cwd`: prints the working directory.
+//! - `env`: prints every environment variable, sorted.
+//! - `stderr TEXT`: writes TEXT to stderr.
+//! - `probe`: checks the clocks behave, and prints a random number.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -94,6 +97,15 @@ fn main() {
                 }
             }
         }
+        "env" => {
+            let mut vars: Vec<(String, String)> = std::env::vars().collect();
+            vars.sort();
+            for (k, v) in vars {
+                println!("{k}={v}");
+            }
+        }
+        "stderr" => eprintln!("{}", args[2..].join(" ")),
+        "probe" => probe(),
         "cwd" => match std::env::current_dir() {
             Ok(dir) => println!("cwd={}", dir.display()),
             Err(e) => println!("cwd error: {e}"),
@@ -108,6 +120,37 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// Clocks and randomness, as facts that hold under any correct host.
+fn probe() {
+    use std::collections::hash_map::RandomState;
+    use std::hash::BuildHasher as _;
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(20));
+    let slept = t0.elapsed();
+    println!(
+        "monotonic clock {}",
+        if slept >= Duration::from_millis(20) && slept < Duration::from_secs(5) {
+            "ok"
+        } else {
+            "wrong"
+        }
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // After 2025-01-01 and before 2100.
+    println!(
+        "wall clock {}",
+        if (1_735_689_600..4_102_444_800).contains(&now) {
+            "ok"
+        } else {
+            "wrong"
+        }
+    );
+    // Seeded from the host's random source: differs from run to run.
+    println!("random {:016x}", RandomState::new().hash_one(1));
 }
 
 /// Writes `mib` MiB to `path`; on failure, how many whole MiB went in.

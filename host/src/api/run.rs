@@ -180,10 +180,8 @@ pub(super) async fn once(
         seat: seat_of(&caller),
         code,
         args: command,
-        env: vars
-            .into_iter()
-            .chain([("MESH_INSTANCE".to_string(), id.clone())])
-            .collect(),
+        // Only what the caller gave, as under `wasmtime run --env`.
+        env: vars.into_iter().collect(),
         memory_bytes,
         who: Some(state.supervisor.identity(&key, &id)),
         terminal: query.tty,

@@ -23,8 +23,12 @@ use tokio_util::sync::PollSender;
 use super::code::Code;
 use super::directory::Identity;
 use crate::model::{InstanceState, InstanceStatus};
-use crate::runtime::{Interrupt, Launch, Outcome, Output, RunStdin, Seat};
+use crate::runtime::{Ending, Interrupt, Launch, Outcome, Output, RunStdin, Seat};
 use crate::telemetry::{LogStream, ServiceLog, Stream};
+
+/// The exit code a run that trapped or ran out of memory ends the client
+/// with: what `wasmtime run` exits with when its guest traps.
+pub const TRAPPED_EXIT_CODE: i32 = 134;
 
 /// The `Upgrade` protocol name.
 pub const PROTOCOL: &str = "mesh-run";
@@ -243,7 +247,12 @@ async fn read_client(
 /// The `EXIT` frame for how a run ended: its code, and the message when
 /// it did not exit by itself.
 fn exit_frame(outcome: &Outcome) -> Vec<u8> {
-    let code = outcome.exit_code.unwrap_or(1);
+    // A guest that died (a trap, or out of memory) ends the client with
+    // 134, as `wasmtime run` ends when its guest traps.
+    let code = outcome.exit_code.unwrap_or(match outcome.ending {
+        Ending::Trapped | Ending::OutOfMemory => TRAPPED_EXIT_CODE,
+        _ => 1,
+    });
     let message = if outcome.exit_code.is_some() {
         ""
     } else {
