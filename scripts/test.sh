@@ -31,6 +31,9 @@ cargo fmt --manifest-path guest-examples/Cargo.toml --all -- --check
 cargo clippy --release --target wasm32-wasip2 --manifest-path guest-examples/Cargo.toml \
     --target-dir guest-examples/target -- -D warnings
 
+echo "== components from other toolchains (componentize-js, componentize-py; pinned)"
+scripts/toolchains.sh
+
 echo "== cargo test"
 cargo test --workspace
 

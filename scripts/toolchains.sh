@@ -2,7 +2,11 @@
 # Guest examples built by real non-Rust toolchains, as test components:
 #
 #   guest-examples/js/hello.js  -> guest-examples/target/other/jshello.wasm
-#       wasi:http/proxy, componentize-js (SpiderMonkey/StarlingMonkey)
+#       wasi:http/proxy, componentize-js (SpiderMonkey/StarlingMonkey), in
+#       the fetch-event style: an instance answers only its first request
+#   guest-examples/js/handler.js -> guest-examples/target/other/jshandler.wasm
+#       the same with an exported wasi:http incoming handler: an instance
+#       answers any number of requests
 #   guest-examples/py/hello.py  -> guest-examples/target/other/pyhello.wasm
 #       wasi:http/proxy, componentize-py (CPython)
 #   guest-examples/py/cli.py    -> guest-examples/target/other/pycli.wasm
@@ -13,7 +17,9 @@
 # rebuilt either, FORCE=1 rebuilds):
 #   js: @bytecodealliance/componentize-js 0.23.0, with every dependency
 #       pinned by guest-examples/js/package-lock.json (`npm ci`, no install
-#       scripts run).
+#       scripts run). package.json also names preview2-shim: componentize-js
+#       0.23.0 imports it but lists it only as a devDependency, so without
+#       it `npm ci` leaves it out and componentize-js fails to load.
 #   py: componentize-py 0.25.1 in a venv, pinned with hashes by
 #       guest-examples/py/requirements.txt.
 # Needs node >= 20 with npm, python3 with venv; reaches only the npm
@@ -60,7 +66,7 @@ inputs_hash() { for f in "$@"; do echo "${f#"$ROOT"/}"; cat "$f"; done | sha256s
 up_to_date() { [[ -z "${FORCE:-}" && -s "$1" && "$(cat "$1.inputs" 2>/dev/null)" == "$2" ]]; }
 built() {
     echo "$2" >"$1.inputs"
-    printf '%-12s %10d bytes  %s\n' "$(basename "$1")" "$(stat -c %s "$1")" "${1#"$ROOT"/}"
+    printf '%-14s %10d bytes  %s\n' "$(basename "$1")" "$(stat -c %s "$1")" "${1#"$ROOT"/}"
 }
 
 # --- JavaScript: componentize-js ---------------------------------------------
@@ -88,17 +94,19 @@ install_js() {
     say "installed componentize-js $got in ${dir#"$ROOT"/} ($(since "$t"))"
 }
 
+# build_js SOURCE OUTPUT
 build_js() {
+    local src="$SRC/js/$1" out="$OUT/$2"
     local cjs="$TOOLCHAINS/js/node_modules/@bytecodealliance/componentize-js"
     # The WASI version the engine's fetch-event handler exports.
     local wasi
     wasi=$(grep -aom1 'wasi:http/incoming-handler@0\.2\.[0-9]*' "$cjs/lib/starlingmonkey_embedding.wasm" |
         sed 's/.*@//') || die "cannot find the WASI version of componentize-js's engine"
-    grep -q "@$wasi'" "$SRC/js/hello.js" ||
-        die "guest-examples/js/hello.js must import WASI interfaces at @$wasi, the version of componentize-js $COMPONENTIZE_JS_VERSION's engine"
+    grep -q "@$wasi'" "$src" ||
+        die "guest-examples/js/$1 must import WASI interfaces at @$wasi, the version of componentize-js $COMPONENTIZE_JS_VERSION's engine"
 
-    local out="$OUT/jshello.wasm" hash
-    hash=$(inputs_hash "$TOOLCHAINS/js/.installed" "$SRC/js/hello.js" "$SRC/wit/world.wit" "$SRC"/wit/deps/*.wit)
+    local hash
+    hash=$(inputs_hash "$TOOLCHAINS/js/.installed" "$src" "$SRC/wit/world.wit" "$SRC"/wit/deps/*.wit)
     if up_to_date "$out" "$hash"; then
         built "$out" "$hash"
         return
@@ -114,9 +122,9 @@ build_js() {
         "$wit"/*.wit "$wit"/deps/*.wit
     local t
     t=$(now)
-    node "$cjs/src/cli.js" "$SRC/js/hello.js" --wit "$wit" --world-name js-http -o "$out.tmp" >&2
+    node "$cjs/src/cli.js" "$src" --wit "$wit" --world-name js-http -o "$out.tmp" >&2
     mv "$out.tmp" "$out"
-    say "built jshello.wasm ($(since "$t"))"
+    say "built $2 ($(since "$t"))"
     built "$out" "$hash"
 }
 
@@ -170,7 +178,8 @@ build_py() {
 
 if [[ "$WANT" == all || "$WANT" == js ]]; then
     install_js
-    build_js
+    build_js hello.js jshello.wasm
+    build_js handler.js jshandler.wasm
 fi
 if [[ "$WANT" == all || "$WANT" == py ]]; then
     install_py

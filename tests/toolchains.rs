@@ -494,3 +494,186 @@ fn scratch_space_is_private_capped_and_wiped() {
     ]);
     assert!(err.contains("invalid --scratch"), "{err}");
 }
+
+/// A component built by scripts/toolchains.sh from another language.
+fn other(name: &str) -> String {
+    let path = repo_root().join("guest-examples/target/other").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: scripts/toolchains.sh builds it (scripts/test.sh runs it)",
+        path.display()
+    );
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_javascript_component_serves_every_request_with_default_settings() {
+    let d = Daemon::start();
+    let js = other("jshello.wasm");
+    d.ok(&["svc", "create", "-n", "js", "--instances", "2", "--", &js]);
+    d.ok(&["svc", "publish", "-n", "js", "--endpoint", "www"]);
+    d.wait_running("js", 2);
+    // componentize-js answers only the first request of an instance; mesh
+    // sees that on the first reused instance, serves the request again on
+    // a fresh one, and no client sees a failure.
+    for i in 0..50 {
+        let r = d.get("www.localhost", "/");
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, "hello from js\n"),
+            "request {i}"
+        );
+    }
+    let service = d.service("js").unwrap();
+    assert_eq!(service["serving"], "fresh per request", "{service:#}");
+    assert_eq!(
+        service["fresh_because"],
+        "jshello returned without a response on a reused instance"
+    );
+    assert!(
+        instances(&service).iter().all(|i| i["restarts"] == 0),
+        "nothing failed: {service:#}"
+    );
+    // Every request has an instance of its own from now on.
+    assert_eq!(d.get("www.localhost", "/count").body, "count 1\n");
+    assert_eq!(d.get("www.localhost", "/count").body, "count 1\n");
+    let table = d.ok(&["svc", "ls"]);
+    assert!(
+        table.contains(
+            "fresh per request: jshello returned without a response on a reused instance"
+        ),
+        "{table}"
+    );
+    let events = d.ok(&["events", "--json"]);
+    assert!(events.contains("service.fresh_per_request"), "{events}");
+
+    // Called by name from another service (a Rust one).
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "gateway",
+        "--",
+        &support::app_wasm().to_string_lossy(),
+        "server",
+    ]);
+    d.ok(&["svc", "publish", "-n", "gateway", "--endpoint", "gw"]);
+    d.wait_running("gateway", 1);
+    for _ in 0..5 {
+        let r = d.get("gw.localhost", "/call?url=http%3A%2F%2Fapp-js%2F");
+        assert_eq!(r.body, "status: 200\nhello from js\n", "{r:?}");
+    }
+
+    // Reuse can still be forced; then the component's own failure shows.
+    d.ok(&["svc", "update", "-n", "js", "--reuse-instances", "true"]);
+    let service = d.wait_for("js", Duration::from_secs(20), "reuse forced", |s| {
+        s["always_reuse"] == true && s["serving"] == "reused"
+    });
+    assert!(service["fresh_because"].is_null(), "{service:#}");
+    let statuses: Vec<u16> = (0..6).map(|_| d.get("www.localhost", "/").status).collect();
+    assert!(statuses.contains(&500), "{statuses:?}");
+    // And fresh per request can be asked for outright.
+    d.ok(&["svc", "update", "-n", "js", "--fresh-per-request", "true"]);
+    let service = d.wait_for("js", Duration::from_secs(20), "fresh by setting", |s| {
+        s["fresh_per_request"] == true
+    });
+    assert_eq!(service["fresh_because"], "--fresh-per-request is set");
+    for _ in 0..10 {
+        assert_eq!(d.get("www.localhost", "/").status, 200);
+    }
+    let err = d.fails(&[
+        "svc",
+        "update",
+        "-n",
+        "js",
+        "--fresh-per-request",
+        "true",
+        "--reuse-instances",
+        "true",
+    ]);
+    assert!(err.contains("contradict"), "{err}");
+}
+
+#[test]
+fn a_javascript_component_with_its_own_handler_is_reused() {
+    let d = Daemon::start();
+    let js = other("jshandler.wasm");
+    d.ok(&["svc", "create", "-n", "js", "--", &js]);
+    d.ok(&["svc", "publish", "-n", "js", "--endpoint", "www"]);
+    d.wait_running("js", 1);
+    let bodies: Vec<String> = (0..30)
+        .map(|_| d.get("www.localhost", "/count").body)
+        .collect();
+    assert_eq!(
+        bodies.last().unwrap(),
+        "count 30
+",
+        "{bodies:?}"
+    );
+    let service = d.service("js").unwrap();
+    assert_eq!(service["serving"], "reused", "{service:#}");
+    assert!(service["fresh_because"].is_null());
+}
+
+#[test]
+fn a_request_with_a_body_is_not_sent_twice() {
+    let d = Daemon::start();
+    let js = other("jshello.wasm");
+    d.ok(&["svc", "create", "-n", "js", "--", &js]);
+    d.ok(&["svc", "publish", "-n", "js", "--endpoint", "www"]);
+    d.wait_running("js", 1);
+    assert_eq!(d.get("www.localhost", "/").status, 200);
+    // The instance was reused for a POST whose body it read: the request
+    // cannot be replayed, so it gets a clear 502, and the service is
+    // fresh per request from then on.
+    let r = http_request(
+        &d.http_addr(),
+        "POST",
+        "www.localhost",
+        "/",
+        &[],
+        b"payload",
+    );
+    assert!(
+        r.status == 502 || r.status == 405,
+        "a reused instance answers or fails clearly: {r:?}"
+    );
+    if r.status == 502 {
+        assert!(r.body.contains("not sent again"), "{}", r.body);
+    }
+    d.wait_for("js", Duration::from_secs(10), "fresh", |s| {
+        s["serving"] == "fresh per request"
+    });
+    assert_eq!(d.get("www.localhost", "/").status, 200);
+}
+
+#[test]
+fn a_python_component_is_reused_and_a_python_command_runs() {
+    let d = Daemon::start();
+    let py = other("pyhello.wasm");
+    d.ok(&["svc", "create", "-n", "py", "--", &py]);
+    d.ok(&["svc", "publish", "-n", "py", "--endpoint", "www"]);
+    d.wait_for("py", Duration::from_secs(60), "running", |s| {
+        instances(s).iter().all(|i| i["state"] == "running")
+    });
+    let bodies: Vec<String> = (0..20)
+        .map(|_| {
+            let r = d.get("www.localhost", "/count");
+            assert_eq!(r.status, 200, "{r:?}");
+            r.body
+        })
+        .collect();
+    // One instance served them all, counting.
+    assert_eq!(bodies.last().unwrap(), "count 20\n", "{bodies:?}");
+    assert_eq!(d.get("www.localhost", "/").body, "hello from python\n");
+    let service = d.service("py").unwrap();
+    assert_eq!(service["serving"], "reused", "{service:#}");
+
+    let cli = other("pycli.wasm");
+    let out = d.mesh(&["run", "--", &cli, "one", "two"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("hello from python"), "{text}");
+    let out = d.mesh(&["run", "--", &cli, "fail"]);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+}

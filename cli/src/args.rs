@@ -261,6 +261,13 @@ pub struct EnvSetArgs {
 /// `mesh up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
+    /// A directory of compiled code shared with other daemons on this
+    /// machine: read when this daemon's cache lacks code, filled after
+    /// each compile, never cleaned by the daemon. Trust it like the data
+    /// directory: compiled code in it runs.
+    #[arg(long, value_name = "DIR", env = "MESH_SHARED_CACHE")]
+    pub shared_cache: Option<PathBuf>,
+
     /// Control API address (port 0 picks a free one).
     #[arg(long, default_value = mesh_host::config::DEFAULT_API_ADDR, value_name = "ADDR")]
     pub api: SocketAddr,

@@ -125,6 +125,7 @@ fn up(data_dir: Option<std::path::PathBuf>, args: UpArgs) -> anyhow::Result<()> 
         max_upload_bytes: parse("--max-upload", &args.max_upload)?,
         max_instances: args.max_instances,
         log_bytes_per_service: parse("--log-size", &args.log_size)?,
+        shared_cache: args.shared_cache,
         ..mesh_host::DaemonConfig::default()
     };
     tracing_subscriber::fmt()

@@ -2,6 +2,12 @@
 // (StarlingMonkey) with scripts/toolchains.sh into
 // guest-examples/target/other/jshello.wasm.
 //
+// It uses StarlingMonkey's fetch event, so an instance answers only its
+// first request: the engine keeps one FetchEvent per instance and never
+// resets it, and on a reused instance `respondWith` throws InvalidStateError
+// ("can't be called twice on the same event") and the handler returns
+// without a response. handler.js is the same service without that limit.
+//
 //   GET /           -> "hello from js\n"
 //   GET /count      -> a per-instance counter: module state that survives
 //                      from one request to the next only if the host reuses

@@ -73,6 +73,9 @@ pub struct DaemonConfig {
     pub max_instances: u32,
     /// Log bytes kept per service.
     pub log_bytes_per_service: u64,
+    /// A directory of compiled code that several daemons read and fill
+    /// (never collected), beside each one's own cache.
+    pub shared_cache: Option<std::path::PathBuf>,
     /// Versions kept per stack.
     pub versions_kept: usize,
     /// Ingress connections open at once.
@@ -106,6 +109,7 @@ impl Default for DaemonConfig {
             max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
             max_instances: DEFAULT_MAX_INSTANCES,
             log_bytes_per_service: DEFAULT_LOG_BYTES_PER_SERVICE,
+            shared_cache: None,
             versions_kept: DEFAULT_VERSIONS_KEPT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,

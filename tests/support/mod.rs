@@ -196,6 +196,10 @@ impl Daemon {
                 "--data-dir",
             ])
             .arg(&self.data)
+            // Compiled code shared by the tests' daemons: each large
+            // component (an interpreter) is compiled once per test run.
+            .arg("--shared-cache")
+            .arg(repo_root().join("target/test-code-cache"))
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

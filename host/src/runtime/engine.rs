@@ -154,6 +154,9 @@ pub struct Engine {
     files_dir: PathBuf,
     /// Where instances' scratch directories are mounted.
     scratch_dir: PathBuf,
+    /// Compiled code shared with other daemons, for this engine's
+    /// settings: read on a miss, filled after a compile, never collected.
+    shared_cache: Option<PathBuf>,
     loaded: Mutex<HashMap<Digest, Arc<Loaded>>>,
     /// One lock per digest being compiled or loaded, so concurrent loads
     /// of the same code share one compile, and how many hold or wait for it.
@@ -201,10 +204,13 @@ impl Engine {
         let module_linker = new_module_linker(&engine)?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        let cache_dir = config
-            .data_dir
-            .join("cache")
-            .join(format!("{:016x}", hasher.finish()));
+        let settings = format!("{:016x}", hasher.finish());
+        let cache_dir = config.data_dir.join("cache").join(&settings);
+        let shared_cache = config.shared_cache.as_ref().map(|dir| dir.join(&settings));
+        if let Some(dir) = &shared_cache {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the shared code cache {}", dir.display()))?;
+        }
         std::fs::create_dir_all(&cache_dir)
             .with_context(|| format!("creating the code cache {}", cache_dir.display()))?;
         let files_dir = config.data_dir.join("files");
@@ -225,6 +231,7 @@ impl Engine {
             cache_dir,
             files_dir,
             scratch_dir,
+            shared_cache,
             loaded: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashMap::new()),
@@ -281,14 +288,24 @@ impl Engine {
                 exports: known.exports.clone(),
             });
         }
-        let started = std::time::Instant::now();
-        self.compiles.fetch_add(1, Ordering::Relaxed);
-        let compiled =
-            Compiled::new(&self.engine, kind, bytes).map_err(|e| CodeError::Invalid {
-                name: name.to_string(),
-                reason: root_cause(&e),
-            })?;
-        tracing::info!(component = name, digest = digest.short(), took = ?started.elapsed(), "compiled code");
+        // Compiled before (by this daemon before a restart, or by one
+        // sharing the cache): its checks below run again, the compile not.
+        let cached = self.read_cache(&digest);
+        let from_cache = cached.is_some();
+        let compiled = match cached {
+            Some(compiled) => compiled,
+            None => {
+                let started = std::time::Instant::now();
+                self.compiles.fetch_add(1, Ordering::Relaxed);
+                let compiled =
+                    Compiled::new(&self.engine, kind, bytes).map_err(|e| CodeError::Invalid {
+                        name: name.to_string(),
+                        reason: root_cause(&e),
+                    })?;
+                tracing::info!(component = name, digest = digest.short(), took = ?started.elapsed(), "compiled code");
+                compiled
+            }
+        };
         let loaded = self.prepare(name, digest.clone(), &compiled)?;
         if !loaded.runs_command() && !loaded.serves_http() {
             return Err(CodeError::NoEntryPoint {
@@ -299,7 +316,9 @@ impl Engine {
         }
         self.blobs.put(&digest, bytes)?;
         self.mark_fresh(&digest);
-        self.write_cache(&digest, &compiled)?;
+        if !from_cache {
+            self.write_cache(&digest, &compiled)?;
+        }
         let info = CodeInfo {
             digest: digest.clone(),
             size: bytes.len() as u64,
@@ -613,17 +632,35 @@ impl Engine {
     /// The compiled form of `digest` from the cache, if it is there whole:
     /// its checksum file must match its bytes.
     fn read_cache(&self, digest: &Digest) -> Option<Compiled> {
-        let path = self.cache_path(digest);
+        if let Some(compiled) = self.read_cache_in(&self.cache_dir, digest) {
+            return Some(compiled);
+        }
+        let shared = self.shared_cache.as_ref()?;
+        let compiled = self.read_cache_in(shared, digest)?;
+        // Kept in our own cache too, for when the shared one goes.
+        let copied =
+            serialize(&compiled).and_then(|bytes| write_cache_in(&self.cache_dir, digest, &bytes));
+        if let Err(e) = copied {
+            tracing::warn!(error = %format!("{e:#}"), "cannot copy shared compiled code");
+        }
+        Some(compiled)
+    }
+
+    fn read_cache_in(&self, dir: &std::path::Path, digest: &Digest) -> Option<Compiled> {
+        let path = dir.join(format!("{}.cwasm", digest.hex()));
         let bytes = std::fs::read(&path).ok()?;
-        let want = std::fs::read_to_string(self.sum_path(digest)).ok()?;
+        let want =
+            std::fs::read_to_string(dir.join(format!("{}.cwasm.sha256", digest.hex()))).ok()?;
         if hex::encode(sha2::Sha256::digest(&bytes)) != want.trim() {
             tracing::warn!(path = %path.display(), "compiled code does not match its checksum: compiling again");
             return None;
         }
-        // SAFETY: the bytes were written by `write_cache` from a component
-        // compiled by an engine with the same compatibility hash (it is part
-        // of the directory name), and they match the checksum written with
-        // them, so they are what wasmtime produced.
+        // SAFETY: the bytes were written by `write_cache` (of this daemon,
+        // or of another sharing the cache, which the operator trusts like
+        // the data directory) from code compiled by an engine with the same
+        // compatibility hash (it is part of the directory name), and they
+        // match the checksum written with them, so they are what wasmtime
+        // produced.
         let read = match wasmtime::Engine::detect_precompiled(&bytes) {
             Some(wasmtime::Precompiled::Module) => unsafe {
                 wasmtime::Module::deserialize(&self.engine, &bytes).map(Compiled::Module)
@@ -655,16 +692,13 @@ impl Engine {
     /// Writes the compiled form: checksum first, then the code through a
     /// unique temporary file that is synced and renamed into place.
     fn write_cache(&self, digest: &Digest, compiled: &Compiled) -> anyhow::Result<()> {
-        let path = self.cache_path(digest);
-        let bytes = match compiled {
-            Compiled::Component(component) => component.serialize(),
-            Compiled::Module(module) => module.serialize(),
+        let bytes = serialize(compiled)?;
+        write_cache_in(&self.cache_dir, digest, &bytes)?;
+        if let Some(shared) = &self.shared_cache {
+            if let Err(e) = write_cache_in(shared, digest, &bytes) {
+                tracing::warn!(error = %format!("{e:#}"), "cannot fill the shared code cache");
+            }
         }
-        .map_err(anyhow::Error::from)
-        .context("serialising a compiled component")?;
-        let sum = hex::encode(sha2::Sha256::digest(&bytes));
-        write_synced(&self.cache_dir, &self.sum_path(digest), sum.as_bytes())?;
-        write_synced(&self.cache_dir, &path, &bytes)?;
         Ok(())
     }
 
@@ -672,6 +706,28 @@ impl Engine {
     pub fn compiles(&self) -> u64 {
         self.compiles.load(Ordering::Relaxed)
     }
+}
+
+fn serialize(compiled: &Compiled) -> anyhow::Result<Vec<u8>> {
+    match compiled {
+        Compiled::Component(component) => component.serialize(),
+        Compiled::Module(module) => module.serialize(),
+    }
+    .map_err(anyhow::Error::from)
+    .context("serialising compiled code")
+}
+
+/// Writes compiled code into the cache `dir`: checksum first, then the
+/// code through a unique temporary file that is synced and renamed.
+fn write_cache_in(dir: &std::path::Path, digest: &Digest, bytes: &[u8]) -> anyhow::Result<()> {
+    let sum = hex::encode(sha2::Sha256::digest(bytes));
+    write_synced(
+        dir,
+        &dir.join(format!("{}.cwasm.sha256", digest.hex())),
+        sum.as_bytes(),
+    )?;
+    write_synced(dir, &dir.join(format!("{}.cwasm", digest.hex())), bytes)?;
+    Ok(())
 }
 
 /// Holds one digest's load lock.
