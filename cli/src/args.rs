@@ -74,6 +74,8 @@ Examples:
     #[command(after_help = "\
 Examples:
   mesh run -- app.wasm env                 upload app.wasm and run `app env` once
+  mesh run -e GREETING=hi --memory 32Mi -- prog.wasm     like `wasmtime run --env`
+  mesh run --files ./site --scratch 16Mi -- tool.wasm   ./site at /, 16 MiB at /tmp
   mesh run -n worker -- app repl           the same as `mesh service run`
   echo hi | mesh run -- app.wasm cat")]
     Run(RunArgs),
@@ -387,6 +389,12 @@ Examples:
   mesh svc create --stack finance -n payments -- payments.wasm
   mesh svc create -n emailsender --schedule \"@hourly\" -- app.wasm send-emails
   mesh svc create -n report --schedule \"5 4 * * mon-fri\" --timezone Europe/Berlin --timeout 10m -- app report
+  mesh svc create -n legacy -- prog.wasm                 a wasip1 module: as a worker, or CGI when published
+  mesh svc create -n thumbs --scratch 64Mi -- app thumbs  a private 64 MiB /tmp per instance
+
+Web services reuse instances; a component that cannot answer a second
+request on one instance (componentize-js's fetch event) is detected and
+served fresh per request, shown under SERVING in `mesh svc ls`.
 
 Schedules (UTC unless --timezone): 5-field cron `MIN HOUR DOM MON DOW` with
 lists, ranges, steps and names (`*/15 9-17 * * mon-fri`); when both day
@@ -701,11 +709,14 @@ pub enum StackCommand {
     /// Deploy code: a directory of .wasm files (the whole bundle) or one
     /// .wasm file (replaces that component only).
     #[command(after_help = "\
+A .wasm file may be a component (wasm32-wasip2, any toolchain) or a wasip1
+core module. A directory's files/ folder is deployed with its code: every
+instance sees it read-only at / (at most 64 MiB; no symlinks out of it).
 A new version is made only when some component's digest changed, and only
 the services whose component changed restart, one instance at a time.
 
 Examples:
-  mesh stack deploy app ./build
+  mesh stack deploy app ./build        ./build/*.wasm, and ./build/files/ if there
   mesh stack deploy finance payments.wasm")]
     Deploy(DeployArgs),
 
