@@ -35,9 +35,13 @@ impl Usage {
             };
             usage.services += 1;
             usage.instances = usage.instances.saturating_add(instances);
+            // Scratch space is a tmpfs: memory too.
+            let each = service
+                .memory_bytes
+                .saturating_add(service.scratch_bytes.unwrap_or(0));
             usage.memory_bytes = usage
                 .memory_bytes
-                .saturating_add(u64::from(instances).saturating_mul(service.memory_bytes));
+                .saturating_add(u64::from(instances).saturating_mul(each));
         }
         usage
     }
@@ -91,6 +95,15 @@ impl Uploads {
             .entry(env.to_string())
             .or_default()
             .insert(digest, (size, Instant::now()));
+    }
+
+    /// Whether `env` uploaded `digest` within the grace period.
+    pub(super) fn has(&self, env: &str, digest: &Digest) -> bool {
+        self.recent
+            .lock()
+            .get(env)
+            .and_then(|mine| mine.get(digest))
+            .is_some_and(|(_, at)| at.elapsed() < UNDEPLOYED_GRACE)
     }
 
     /// Bytes `env` uploaded within the grace period that `kept` does not
@@ -151,7 +164,7 @@ pub(super) async fn check_upload(
 }
 
 /// Every digest `env`'s stacks keep.
-async fn kept_digests(state: &ApiState, env: &str) -> ApiResult<HashSet<Digest>> {
+pub(super) async fn kept_digests(state: &ApiState, env: &str) -> ApiResult<HashSet<Digest>> {
     let (stacks, versions) = state.store.code_of(env).await?;
     Ok(stacks
         .into_iter()

@@ -121,7 +121,7 @@ pub(super) async fn service_run(
         log: Some((state.logs.service(&key), id.clone())),
         files: stack_files(&state, &caller.env, &stack).await?,
         scratch_bytes: match &query.scratch {
-            Some(text) => parse_scratch(text)?,
+            Some(text) => run_scratch(text)?,
             None => service.scratch_bytes,
         },
     };
@@ -144,7 +144,7 @@ pub(super) async fn once(
         .as_deref()
         .ok_or_else(|| ApiError::bad_request("name the code to run: ?digest=sha256:..."))
         .and_then(|d| Digest::try_from(d.to_string()).map_err(ApiError::bad_request))?;
-    require_blob(&state, &digest)?;
+    require_blob(&state, &caller.env, &digest).await?;
     let command = match &query.command {
         Some(json) => parse_command(json)?,
         None => vec!["main".to_string()],
@@ -160,13 +160,13 @@ pub(super) async fn once(
     let files = match &query.files {
         Some(text) => {
             let digest = Digest::try_from(text.clone()).map_err(ApiError::bad_request)?;
-            require_blob(&state, &digest)?;
+            require_blob(&state, &caller.env, &digest).await?;
             Some(digest)
         }
         None => None,
     };
     let scratch_bytes = match &query.scratch {
-        Some(text) => parse_scratch(text)?,
+        Some(text) => run_scratch(text)?,
         None => None,
     };
     // Its own log and identity, so the environment's policy applies.
@@ -190,6 +190,22 @@ pub(super) async fn once(
         scratch_bytes,
     };
     Ok(attach(&state, key, id, 0, session, slot, request))
+}
+
+/// Most scratch space an interactive run may ask for (runs are bounded
+/// per environment; scratch is memory).
+pub const MAX_RUN_SCRATCH_BYTES: u64 = 256 << 20;
+
+/// `--scratch` of an interactive run.
+fn run_scratch(text: &str) -> ApiResult<Option<u64>> {
+    let bytes = parse_scratch(text)?;
+    if bytes.is_some_and(|b| b > MAX_RUN_SCRATCH_BYTES) {
+        return Err(ApiError::bad_request(format!(
+            "invalid --scratch `{text}`: a run may have at most {}",
+            crate::model::format_memory(MAX_RUN_SCRATCH_BYTES)
+        )));
+    }
+    Ok(bytes)
 }
 
 /// The files of a stack's current version, if it has any.

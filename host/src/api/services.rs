@@ -439,6 +439,11 @@ pub(super) fn parse_scratch(text: &str) -> ApiResult<Option<u64>> {
     if text.trim() == "none" {
         return Ok(None);
     }
+    if !crate::runtime::scratch::Scratch::supported() {
+        return Err(ApiError::bad_request(
+            "--scratch needs the daemon to run as root: each instance's scratch space is a tmpfs of its own",
+        ));
+    }
     match parse_memory(text) {
         Ok(bytes) if (MIN_MEMORY_BYTES..=MAX_SCRATCH_BYTES).contains(&bytes) => Ok(Some(bytes)),
         _ => Err(ApiError::bad_request(format!(
@@ -622,7 +627,7 @@ async fn plan_code(
 ) -> ApiResult<Digest> {
     if let Some(component) = component {
         validate_component_name(&component.name)?;
-        require_blob(state, &component.digest)?;
+        require_blob(state, &service.env, &component.digest).await?;
         let mut components = change.stack.components.clone();
         components.insert(component.name.clone(), component.digest.clone());
         let reason = format!("add component {}", component.name);

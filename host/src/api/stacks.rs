@@ -106,7 +106,17 @@ pub(super) async fn deploy(
     }
     for (name, digest) in &request.components {
         validate_component_name(name)?;
-        require_blob(&state, digest)?;
+        require_blob(&state, &caller.env, digest).await?;
+        if (name == FILES_ENTRY) != state.engine.files_path(digest).is_dir() {
+            return Err(ApiError::bad_request(format!(
+                "{name} names {digest}, which is not {}",
+                if name == FILES_ENTRY {
+                    "a files archive (upload it with PUT /v1/code?kind=files)"
+                } else {
+                    "code but a files archive"
+                }
+            )));
+        }
     }
     let mut change = StackChange::load(&state, &caller.env, &stack).await?;
     let mut components = if request.replace {
@@ -457,9 +467,16 @@ pub(super) fn validate_component_name(name: &str) -> ApiResult<()> {
 }
 
 /// Checks code named by digest was uploaded.
-pub(super) fn require_blob(state: &ApiState, digest: &Digest) -> ApiResult<()> {
+pub(super) async fn require_blob(state: &ApiState, env: &str, digest: &Digest) -> ApiResult<()> {
+    // Only code the environment uploaded or keeps: a digest is not a key
+    // to another tenant's code or files (and whether it exists is not
+    // told either).
+    let mine = state.uploads.has(env, digest)
+        || super::quotas::kept_digests(state, env)
+            .await?
+            .contains(digest);
     // Held from now until a committed version names it.
-    if state.engine.hold(digest) {
+    if mine && state.engine.hold(digest) {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(

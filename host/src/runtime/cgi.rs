@@ -27,9 +27,27 @@ pub const MAX_CGI_BODY: usize = 16 << 20;
 pub const MAX_CGI_OUTPUT: usize = 16 << 20;
 
 /// Serves one request by running `code` (a wasip1 module) as a CGI
-/// program, stopped after `limits`. `host` is the server name the request
-/// came for.
+/// program; the whole of it (reading the body included) is stopped after
+/// `limits`. A body over [`MAX_CGI_BODY`] is answered `413` without
+/// running the module.
 pub async fn serve_cgi(
+    engine: &Engine,
+    code: &Loaded,
+    launch: Launch,
+    request: http::Request<WasiBody>,
+    limits: CallLimits,
+) -> Result<http::Response<HyperOutgoingBody>, Outcome> {
+    let served = serve_within(engine, code, launch, request, limits);
+    match tokio::time::timeout(limits.wall, served).await {
+        Ok(served) => served,
+        Err(_) => Err(Outcome::failed(format!(
+            "request took longer than {} and was stopped",
+            crate::model::format_duration(limits.wall)
+        ))),
+    }
+}
+
+async fn serve_within(
     engine: &Engine,
     code: &Loaded,
     mut launch: Launch,
@@ -40,31 +58,53 @@ pub async fn serve_cgi(
         return Err(Outcome::failed("the code is not a wasip1 module".into()));
     };
     let (head, body) = request.into_parts();
-    let body = Limited::new(body, MAX_CGI_BODY)
-        .collect()
-        .await
-        .map_err(|e| Outcome::failed(format!("reading the request body: {e}")))?
-        .to_bytes();
+    let body = match Limited::new(body, MAX_CGI_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Ok(plain(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                format!("mesh: a CGI request body may be at most {MAX_CGI_BODY} bytes\n"),
+            ));
+        }
+        Err(e) => return Err(Outcome::failed(format!("reading the request body: {e}"))),
+    };
     launch.env.extend(cgi_env(&head, body.len()));
     launch.stdin = Some(RunStdin::new(std::io::Cursor::new(body), false));
     let stdout = Captured::default();
     launch.stdout = stdout.output();
     let interrupt = Interrupt::default();
-    let run = run_module(engine, module, launch, interrupt, || {}, limits.cpu);
-    let outcome = match tokio::time::timeout(limits.wall, run).await {
-        Ok(outcome) => outcome,
-        Err(_) => Outcome::failed(format!(
-            "request took longer than {} and was stopped",
-            crate::model::format_duration(limits.wall)
-        )),
-    };
+    let outcome = run_module(engine, module, launch, interrupt, || {}, limits.cpu).await;
     if !outcome.succeeded() {
         return Err(outcome);
     }
-    let written = std::mem::take(&mut *stdout.0.lock());
-    parse_response(&written.bytes)
+    let written = std::mem::take(&mut stdout.0.lock().bytes);
+    parse_response(Bytes::from(written))
         .map_err(|why| Outcome::failed(format!("the module's CGI response {why}")))
 }
+
+/// A plain-text answer made by the platform.
+fn plain(status: http::StatusCode, text: String) -> http::Response<HyperOutgoingBody> {
+    let mut response = http::Response::new(
+        Full::new(Bytes::from(text))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response
+}
+
+/// Headers about the connection, not the response: the host's to set.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 /// The CGI/1.1 variables for a request, plus WAGI's `X_FULL_URL` and one
 /// `HTTP_*` variable per header.
@@ -121,8 +161,9 @@ fn cgi_env(head: &http::request::Parts, body_len: usize) -> Vec<(String, String)
 
 /// A CGI response: header lines up to a blank line, then the body. It
 /// must say at least one of `Content-Type`, `Location` or `Status`.
-fn parse_response(out: &[u8]) -> Result<http::Response<HyperOutgoingBody>, String> {
-    let (head, body) = split_head(out).ok_or("has no blank line after its headers")?;
+fn parse_response(out: Bytes) -> Result<http::Response<HyperOutgoingBody>, String> {
+    let (head_len, body_at) = split_head(&out).ok_or("has no blank line after its headers")?;
+    let head = &out[..head_len];
     let head = std::str::from_utf8(head).map_err(|_| "has headers that are not UTF-8")?;
     let mut response = http::Response::builder();
     let mut status = None;
@@ -135,10 +176,12 @@ fn parse_response(out: &[u8]) -> Result<http::Response<HyperOutgoingBody>, Strin
         let (name, value) = (name.trim(), value.trim());
         if name.eq_ignore_ascii_case("status") {
             let code = value.split_whitespace().next().unwrap_or("");
-            status = Some(
-                code.parse::<http::StatusCode>()
-                    .map_err(|_| format!("has a bad Status: {value:?}"))?,
-            );
+            let parsed = code
+                .parse::<http::StatusCode>()
+                .ok()
+                .filter(|s| !s.is_informational())
+                .ok_or_else(|| format!("has a bad Status: {value:?}"))?;
+            status = Some(parsed);
             meaningful = true;
             continue;
         }
@@ -147,12 +190,15 @@ fn parse_response(out: &[u8]) -> Result<http::Response<HyperOutgoingBody>, Strin
         }
         meaningful |=
             name.eq_ignore_ascii_case("content-type") || name.eq_ignore_ascii_case("location");
+        if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            continue;
+        }
         response = response.header(name, value);
     }
     if !meaningful {
         return Err("names none of Content-Type, Location or Status".into());
     }
-    let body = Full::new(Bytes::copy_from_slice(body))
+    let body = Full::new(out.slice(body_at..))
         .map_err(|never| match never {})
         .boxed_unsync();
     response
@@ -161,8 +207,9 @@ fn parse_response(out: &[u8]) -> Result<http::Response<HyperOutgoingBody>, Strin
         .map_err(|e| format!("has a bad header: {e}"))
 }
 
-/// Splits at the first blank line (`\r\n\r\n` or `\n\n`).
-fn split_head(out: &[u8]) -> Option<(&[u8], &[u8])> {
+/// Where the head ends and the body starts: at the first blank line
+/// (`\r\n\r\n` or `\n\n`).
+fn split_head(out: &[u8]) -> Option<(usize, usize)> {
     let crlf = out
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -178,7 +225,7 @@ fn split_head(out: &[u8]) -> Option<(&[u8], &[u8])> {
         }
         (a, b) => a.or(b)?,
     };
-    Some((&out[..at], &out[at + len..]))
+    Some((at, at + len))
 }
 
 /// What a module wrote to stdout, up to [`MAX_CGI_OUTPUT`].
@@ -229,19 +276,23 @@ mod tests {
 
     #[tokio::test]
     async fn cgi_output_becomes_a_response() {
-        let response =
-            parse_response(b"Content-Type: text/plain\r\nStatus: 201 Created\r\nX-A: b\r\n\r\nhi")
-                .unwrap();
+        let parse = |b: &'static [u8]| parse_response(Bytes::from_static(b));
+        let response = parse(
+            b"Content-Type: text/plain\r\nStatus: 201 Created\r\nX-A: b\r\nTransfer-Encoding: chunked\r\n\r\nhi",
+        )
+        .unwrap();
+        assert!(response.headers().get("transfer-encoding").is_none());
         assert_eq!(response.status(), 201);
         assert_eq!(response.headers()["x-a"], "b");
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"hi");
 
-        let moved = parse_response(b"Location: /elsewhere\n\n").unwrap();
+        let moved = parse(b"Location: /elsewhere\n\n").unwrap();
         assert_eq!(moved.status(), 302);
-        assert!(parse_response(b"hello world").is_err());
-        assert!(parse_response(b"X-Only: this\n\nbody").is_err());
-        assert!(parse_response(b"Status: nope\n\n").is_err());
+        assert!(parse(b"hello world").is_err());
+        assert!(parse(b"X-Only: this\n\nbody").is_err());
+        assert!(parse(b"Status: nope\n\n").is_err());
+        assert!(parse(b"Status: 101 Switching\n\n").is_err());
     }
 
     #[test]

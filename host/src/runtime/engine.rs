@@ -210,12 +210,14 @@ impl Engine {
         if let Some(dir) = &shared_cache {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating the shared code cache {}", dir.display()))?;
+            check_private(dir)?;
         }
         std::fs::create_dir_all(&cache_dir)
             .with_context(|| format!("creating the code cache {}", cache_dir.display()))?;
         let files_dir = config.data_dir.join("files");
         std::fs::create_dir_all(&files_dir)
             .with_context(|| format!("creating {}", files_dir.display()))?;
+        super::files::clean_partial(&files_dir);
         let scratch_dir = config.data_dir.join("scratch");
         std::fs::create_dir_all(&scratch_dir)
             .with_context(|| format!("creating {}", scratch_dir.display()))?;
@@ -783,6 +785,24 @@ fn new_linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<HostState>> {
         .map_err(anyhow::Error::from)
         .context("adding WASI HTTP to the linker")?;
     Ok(linker)
+}
+
+/// Refuses a shared cache others could write to: compiled code in it
+/// runs in the daemon.
+fn check_private(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    for dir in dir.ancestors().take(2) {
+        let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me || meta.mode() & 0o022 != 0 {
+            anyhow::bail!(
+                "the shared code cache {} must be owned by this daemon's user and writable by no one else (compiled code in it runs in the daemon)",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn new_module_linker(engine: &wasmtime::Engine) -> anyhow::Result<wasmtime::Linker<HostState>> {

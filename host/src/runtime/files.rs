@@ -16,6 +16,14 @@ use thiserror::Error;
 pub const MAX_FILES_BYTES: u64 = 64 << 20;
 /// Most files and directories one stack's files may hold.
 pub const MAX_FILES_ENTRIES: usize = 10_000;
+/// Deepest a name may go, in folders.
+pub const MAX_DEPTH: usize = 32;
+/// Longest a name may be, in bytes.
+pub const MAX_NAME_BYTES: usize = 1024;
+/// What each directory costs against [`MAX_FILES_BYTES`]: a directory
+/// takes a block on disk even when empty.
+const DIRECTORY_BYTES: u64 = 4096;
+
 /// Where a stack's files appear to its instances.
 pub const FILES_MOUNT: &str = "/";
 
@@ -101,9 +109,16 @@ pub fn pack(dir: &Path) -> Result<Vec<u8>, FilesError> {
     builder.follow_symlinks(true);
     let (mut bytes, mut entries) = (0u64, 0usize);
     for (name, path, is_dir) in paths {
+        let depth = Path::new(&name).components().count();
+        if depth > MAX_DEPTH || name.len() > MAX_NAME_BYTES {
+            return Err(FilesError::Name {
+                folder: folder.clone(),
+                path: name,
+            });
+        }
         entries += 1;
         let size = if is_dir {
-            0
+            DIRECTORY_BYTES
         } else {
             std::fs::metadata(&path).map_or(0, |m| m.len())
         };
@@ -119,7 +134,7 @@ pub fn pack(dir: &Path) -> Result<Vec<u8>, FilesError> {
         } else {
             tar::EntryType::Regular
         });
-        header.set_size(size);
+        header.set_size(if is_dir { 0 } else { size });
         let added = if is_dir {
             builder.append_data(&mut header, &name, std::io::empty())
         } else {
@@ -227,6 +242,18 @@ pub fn unpack(name: &str, archive: &[u8], dest: &Path) -> Result<u64, FilesError
     result
 }
 
+/// Removes unpacks a crash left half-made under `root`.
+pub fn clean_partial(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        if entry.file_name().to_string_lossy().starts_with(".unpack-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn unpack_into(name: &str, archive: &[u8], dir: &Path) -> Result<u64, FilesError> {
     let broken = |reason: String| FilesError::Broken {
         folder: name.to_string(),
@@ -234,6 +261,8 @@ fn unpack_into(name: &str, archive: &[u8], dir: &Path) -> Result<u64, FilesError
     };
     let mut tar = tar::Archive::new(archive);
     let (mut bytes, mut entries) = (0u64, 0usize);
+    // Every directory made, named or implied by a deeper name, counts.
+    let mut dirs: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     for entry in tar.entries().map_err(|e| broken(e.to_string()))? {
         let mut entry = entry.map_err(|e| broken(e.to_string()))?;
         let path = entry
@@ -241,16 +270,37 @@ fn unpack_into(name: &str, archive: &[u8], dir: &Path) -> Result<u64, FilesError
             .map_err(|e| broken(e.to_string()))?
             .into_owned();
         let shown = path.display().to_string();
+        let depth = path.components().count();
         let plain = path.components().all(|c| matches!(c, Component::Normal(_)))
-            && path.components().next().is_some();
+            && depth > 0
+            && depth <= MAX_DEPTH
+            && path.as_os_str().len() <= MAX_NAME_BYTES;
         if !plain {
             return Err(FilesError::Name {
                 folder: name.to_string(),
                 path: shown,
             });
         }
-        entries += 1;
-        bytes = bytes.saturating_add(entry.size());
+        let is_dir = entry.header().entry_type() == tar::EntryType::Directory;
+        let mut made = path
+            .parent()
+            .map(Path::ancestors)
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>();
+        if is_dir {
+            made.push(&path);
+        }
+        for folder in made.into_iter().filter(|f| !f.as_os_str().is_empty()) {
+            if dirs.insert(folder.to_path_buf()) {
+                entries += 1;
+                bytes = bytes.saturating_add(DIRECTORY_BYTES);
+            }
+        }
+        if !is_dir {
+            entries += 1;
+            bytes = bytes.saturating_add(entry.size());
+        }
         if entries > MAX_FILES_ENTRIES || bytes > MAX_FILES_BYTES {
             return Err(too_large(name));
         }
@@ -301,7 +351,8 @@ mod tests {
         assert!(is_archive(&a));
         let dest = dir.path().join("out/tree");
         let size = unpack("files", &a, &dest).unwrap();
-        assert_eq!(size, 11 + 5 + 11);
+        // Three files, and two folders at a block each.
+        assert_eq!(size, 11 + 5 + 11 + 2 * DIRECTORY_BYTES);
         assert_eq!(
             std::fs::read_to_string(dest.join("home.html")).unwrap(),
             "<h1>hi</h1>"
@@ -314,6 +365,38 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
+    }
+
+    #[test]
+    fn deep_folders_count_against_the_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        // Many files each in its own deep chain of folders: a small archive
+        // that would make far more directories than entries.
+        let mut deep = tar::Builder::new(Vec::new());
+        for i in 0..400 {
+            let name: String = (0..30).map(|d| format!("d{i}x{d}/")).collect::<String>() + "f";
+            let mut header = tar::Header::new_gnu();
+            header.set_size(0);
+            header.set_entry_type(tar::EntryType::Regular);
+            deep.append_data(&mut header, &name, std::io::empty())
+                .unwrap();
+        }
+        let bytes = deep.into_inner().unwrap();
+        let err = unpack("deep.tar", &bytes, &dir.path().join("t")).unwrap_err();
+        assert!(matches!(err, FilesError::TooLarge { .. }), "{err}");
+        assert!(!dir.path().join("t").exists());
+
+        let mut too_deep = tar::Builder::new(Vec::new());
+        let name: String = "d/".repeat(MAX_DEPTH) + "f";
+        let mut header = tar::Header::new_gnu();
+        header.set_size(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        too_deep
+            .append_data(&mut header, &name, std::io::empty())
+            .unwrap();
+        let bytes = too_deep.into_inner().unwrap();
+        let err = unpack("deep.tar", &bytes, &dir.path().join("t")).unwrap_err();
+        assert!(matches!(err, FilesError::Name { .. }), "{err}");
     }
 
     #[test]

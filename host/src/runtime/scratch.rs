@@ -65,6 +65,13 @@ impl Scratch {
         Ok(Scratch { path })
     }
 
+    /// Whether this daemon may mount scratch directories: it runs as
+    /// root. (A mount could still fail; instances then say why.)
+    pub fn supported() -> bool {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        unsafe { libc::geteuid() == 0 }
+    }
+
     /// The directory on the host.
     pub fn path(&self) -> &Path {
         &self.path

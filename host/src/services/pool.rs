@@ -17,14 +17,15 @@
 //!
 //! Some toolchains build components for hosts that give every request a
 //! fresh instance (componentize-js answers only its first request). So a
-//! request that fails on a reused instance, by returning without a
-//! response or by trapping, is served again on a fresh instance when the
-//! failed attempt read none of its body; if the fresh one answers, the
-//! pool serves fresh per request from then on and says why
-//! ([`WebPool::fresh_because`]). A failure that repeats on a fresh
-//! instance is the request's own, and is answered as such. When the body
-//! was read, the request cannot be sent again and gets a clear `502`.
-//! `--reuse-instances` turns this off.
+//! request whose reused instance returns without a response is served
+//! again on a fresh instance when the failed attempt read none of its
+//! body; if the fresh one answers, the pool serves fresh per request from
+//! then on and says why ([`WebPool::fresh_because`]). A failure that
+//! repeats on a fresh instance is the request's own, and is answered as
+//! such. When the body was read, the request cannot be sent again: it
+//! gets a clear `502`, and the pool serves fresh from then on. A trap is
+//! never retried (the guest may have acted on the request before it), and
+//! `--reuse-instances` turns all of this off.
 //!
 //! # Lifetimes
 //!
@@ -66,7 +67,7 @@ use super::spec::{CodeProblem, Spec};
 use crate::model::{InstanceState, InstanceStatus, ServiceKey};
 use crate::runtime::http::{describe, NO_RESPONSE};
 use crate::runtime::CallLimits;
-use crate::runtime::{Ending, Outcome, Respond};
+use crate::runtime::{Outcome, Respond};
 
 /// Longest a request waits in the queue for a free instance.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(30);
@@ -418,30 +419,27 @@ impl WebPool {
             self.finish(lease, result, ready.served);
             return;
         };
-        // The reused instance failed the request before answering it.
+        // The reused instance returned without answering.
         let component = self.spec.run.command.first().cloned().unwrap_or_default();
         let why = format!("{component} {what} on a reused instance");
         let instance = self.instance_id(lease.slot);
         let Some(request) = replay.again() else {
             // Its body was read: it cannot be sent again.
-            let learned = first.no_response();
-            if learned {
-                self.learn(&why, &instance);
-            }
+            self.learn(&why, &instance);
             if let Some(respond) = respond {
                 let _ = respond.send(Err(ErrorCode::InternalError(Some(format!(
-                    "{BAD_GATEWAY_MARK}{why}, after reading the request body, so it was not sent again{}",
-                    if learned {
-                        "; the service is served fresh per request from now on"
-                    } else {
-                        ""
-                    }
+                    "{BAD_GATEWAY_MARK}{why}, after reading the request body, so it was not sent again; the service is served fresh per request from now on"
                 )))));
             }
             self.finish(lease, first.result, ready.served);
             return;
         };
         drop(first);
+        if respond.as_ref().is_none_or(|r| r.is_closed()) {
+            // The client is gone: nothing to answer.
+            lease.finish(None, None);
+            return;
+        }
         let handler = match self.instantiate(lease.slot, &code).await {
             Ok(handler) => handler,
             Err(outcome) => {
@@ -818,6 +816,14 @@ impl Attempt {
                     }
                     None
                 }
+                // Only "no response" is held back, to try again; an error
+                // the guest gave goes on at once.
+                Ok(Err(code)) if describe(&code) != NO_RESPONSE => {
+                    if let Some(respond) = respond.take() {
+                        let _ = respond.send(Err(code));
+                    }
+                    None
+                }
                 Ok(Err(code)) => Some(code),
                 Err(_) => None,
             }
@@ -831,19 +837,10 @@ impl Attempt {
     }
 
     /// What the instance did that shows its code may not serve a second
-    /// request, if it did: returned without a response, or trapped before
-    /// answering.
+    /// request, if it did: it returned without a response.
     fn not_reusable(&self) -> Option<String> {
-        self.refused.as_ref()?;
-        match &self.result {
-            Ok(_) => self
-                .no_response()
-                .then(|| "returned without a response".to_string()),
-            Err(outcome) if outcome.ending == Ending::Trapped => {
-                Some(format!("failed ({})", outcome.message))
-            }
-            Err(_) => None,
-        }
+        self.no_response()
+            .then(|| "returned without a response".to_string())
     }
 
     /// Whether the guest returned normally without setting a response.

@@ -8,6 +8,9 @@ use wasmtime_wasi_http::WasiBody;
 
 use super::code::{BoxFuture, Code, CodeSource, Handler};
 use crate::model::Digest;
+use tokio::io::AsyncWriteExt as _;
+use wasmtime_wasi::cli::StdoutStream as _;
+
 use crate::runtime::cgi::serve_cgi;
 use crate::runtime::CallLimits;
 use crate::runtime::{
@@ -138,14 +141,19 @@ impl Handler for CgiHandler {
             match serve_cgi(&self.engine, &self.loaded, launch, request, limits).await {
                 Ok(response) => {
                     let _ = respond.send(Ok(response));
-                    Ok(self as Box<dyn Handler>)
                 }
                 Err(outcome) => {
-                    let _ =
-                        respond.send(Err(ErrorCode::InternalError(Some(outcome.message.clone()))));
-                    Err(outcome)
+                    // The request's run failed, not the service: it gets
+                    // 500 and a line in the log; the next request runs as
+                    // usual, with no back-off a client could cause.
+                    let note = format!("[mesh] CGI request failed: {}\n", outcome.message);
+                    let mut log = Box::into_pin(self.launch.stderr.async_stream());
+                    let _ = log.write_all(note.as_bytes()).await;
+                    let _ = log.flush().await;
+                    let _ = respond.send(Err(ErrorCode::InternalError(Some(outcome.message))));
                 }
             }
+            Ok(self as Box<dyn Handler>)
         })
     }
 }
