@@ -91,22 +91,11 @@ async fn main() -> anyhow::Result<()> {
         created_at: now,
     };
     let job = Service {
-        env: "default".into(),
-        stack: "app".into(),
-        name: "ticker".into(),
         command: vec!["app".into(), "send-emails".into()],
-        instances: 1,
         memory_bytes: 64 << 20,
-        env_vars: BTreeMap::new(),
         schedule: Some("@every 1s".into()),
-        timezone: None,
-        timeout_ms: None,
-        endpoints: Vec::new(),
-        fresh_per_request: false,
-        always_reuse: false,
-        scratch_bytes: None,
-        cpu_limit_ms: None,
         created_at: now,
+        ..Service::new("default", "app", "ticker")
     };
     store
         .commit(

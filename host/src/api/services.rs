@@ -20,7 +20,7 @@ use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::cron::{parse_duration, Schedule};
 use crate::model::{
     dns_name, parse_memory, validate_env_var, validate_name, Digest, Endpoint, Service, ServiceKey,
-    DEFAULT_MEMORY_BYTES, DEFAULT_STACK, MAX_INSTANCES, MIN_MEMORY_BYTES,
+    DEFAULT_STACK, MAX_INSTANCES, MIN_MEMORY_BYTES,
 };
 use crate::services::Code;
 use crate::store::{encode, key, Compare, Txn, Versioned};
@@ -88,24 +88,7 @@ pub(super) async fn create(
     };
     validate_name("service", &request.name).map_err(ApiError::bad_request)?;
     validate_name("stack", &stack_name).map_err(ApiError::bad_request)?;
-    let mut service = Service {
-        env: caller.env.clone(),
-        stack: stack_name.clone(),
-        name: request.name.clone(),
-        command: Vec::new(),
-        instances: 1,
-        memory_bytes: DEFAULT_MEMORY_BYTES,
-        env_vars: BTreeMap::new(),
-        schedule: None,
-        timezone: None,
-        timeout_ms: None,
-        endpoints: Vec::new(),
-        fresh_per_request: false,
-        always_reuse: false,
-        scratch_bytes: None,
-        cpu_limit_ms: None,
-        created_at: Utc::now(),
-    };
+    let mut service = Service::new(&caller.env, &stack_name, &request.name);
     reuse_setting(
         &mut service,
         request.fresh_per_request,
@@ -463,24 +446,7 @@ pub(super) fn run_settings(
     memory: Option<String>,
     env: Vec<String>,
 ) -> ApiResult<(u64, BTreeMap<String, String>)> {
-    let mut scratch = Service {
-        env: String::new(),
-        stack: String::new(),
-        name: String::new(),
-        command: Vec::new(),
-        instances: 1,
-        memory_bytes: DEFAULT_MEMORY_BYTES,
-        env_vars: BTreeMap::new(),
-        schedule: None,
-        timezone: None,
-        timeout_ms: None,
-        endpoints: Vec::new(),
-        fresh_per_request: false,
-        always_reuse: false,
-        scratch_bytes: None,
-        cpu_limit_ms: None,
-        created_at: Utc::now(),
-    };
+    let mut scratch = Service::new("", "", "");
     let settings = Settings {
         command: None,
         instances: None,

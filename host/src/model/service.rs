@@ -55,6 +55,28 @@ pub struct Service {
 }
 
 impl Service {
+    /// A new service with the default settings and no command yet.
+    pub fn new(env: &str, stack: &str, name: &str) -> Service {
+        Service {
+            env: env.to_string(),
+            stack: stack.to_string(),
+            name: name.to_string(),
+            command: Vec::new(),
+            instances: 1,
+            memory_bytes: super::DEFAULT_MEMORY_BYTES,
+            env_vars: BTreeMap::new(),
+            schedule: None,
+            timezone: None,
+            timeout_ms: None,
+            endpoints: Vec::new(),
+            fresh_per_request: false,
+            always_reuse: false,
+            scratch_bytes: None,
+            cpu_limit_ms: None,
+            created_at: Utc::now(),
+        }
+    }
+
     /// What kind of service the settings make it.
     pub fn service_type(&self) -> ServiceType {
         if self.schedule.is_some() {
