@@ -2,14 +2,12 @@
 //! configuration (pooling allocator, epoch interruption), the linker every
 //! instance uses, the epoch ticker, and the code cache.
 //!
-//! Code is compiled once per content digest, however many callers ask for
-//! it at once: the compiled artifact is written to a unique temporary
-//! file, synced and renamed to `DATA/cache/<engine hash>/<digest>.cwasm`,
-//! with its sha256 beside it (`.cwasm.sha256`), and read back on later
-//! loads after that checksum is checked, so a daemon restart recompiles
-//! nothing and a torn or altered file is recompiled, never run. Loaded
-//! components are kept in memory with their pre-instantiated form until
-//! [`Engine::retain`] says no kept version names them.
+//! Code (components and wasip1 modules) is compiled once per content
+//! digest, however many callers ask for it at once, and kept in the
+//! compiled-code cache (`cache.rs`) so a daemon restart recompiles
+//! nothing. Loaded code is kept in memory with its pre-instantiated form,
+//! and a stack's files unpacked, until [`Engine::retain`] says no kept
+//! version names them.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash as _, Hasher as _};
@@ -20,19 +18,19 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use parking_lot::Mutex;
-use sha2::Digest as _;
 use thiserror::Error;
-use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use super::cache::{CodeCache, Compiled, Kind};
 use super::cpu::{Shares, EPOCH_TICK};
 use super::seats::Seats;
 use super::state::HostState;
 use crate::config::DaemonConfig;
 use crate::model::Digest;
-use crate::store::blobs::{write_synced, Blobs};
+use crate::store::blobs::Blobs;
 
 /// Core instances, memories and tables a component may need per live
 /// component instance, for sizing the pool.
@@ -149,14 +147,11 @@ pub struct Engine {
     /// WASI preview 1, for core modules.
     module_linker: wasmtime::Linker<HostState>,
     blobs: Blobs,
-    cache_dir: PathBuf,
+    cache: CodeCache,
     /// Stacks' files, unpacked: one directory per digest.
     files_dir: PathBuf,
     /// Where instances' scratch directories are mounted.
     scratch_dir: PathBuf,
-    /// Compiled code shared with other daemons, for this engine's
-    /// settings: read on a miss, filled after a compile, never collected.
-    shared_cache: Option<PathBuf>,
     loaded: Mutex<HashMap<Digest, Arc<Loaded>>>,
     /// One lock per digest being compiled or loaded, so concurrent loads
     /// of the same code share one compile, and how many hold or wait for it.
@@ -205,15 +200,7 @@ impl Engine {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let settings = format!("{:016x}", hasher.finish());
-        let cache_dir = config.data_dir.join("cache").join(&settings);
-        let shared_cache = config.shared_cache.as_ref().map(|dir| dir.join(&settings));
-        if let Some(dir) = &shared_cache {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating the shared code cache {}", dir.display()))?;
-            check_private(dir)?;
-        }
-        std::fs::create_dir_all(&cache_dir)
-            .with_context(|| format!("creating the code cache {}", cache_dir.display()))?;
+        let cache = CodeCache::open(&config.data_dir, &settings, config.shared_cache.as_deref())?;
         let files_dir = config.data_dir.join("files");
         std::fs::create_dir_all(&files_dir)
             .with_context(|| format!("creating {}", files_dir.display()))?;
@@ -230,10 +217,9 @@ impl Engine {
             linker,
             module_linker,
             blobs,
-            cache_dir,
+            cache,
             files_dir,
             scratch_dir,
-            shared_cache,
             loaded: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashMap::new()),
@@ -292,7 +278,7 @@ impl Engine {
         }
         // Compiled before (by this daemon before a restart, or by one
         // sharing the cache): its checks below run again, the compile not.
-        let cached = self.read_cache(&digest);
+        let cached = self.cache.read(&self.engine, &digest);
         let from_cache = cached.is_some();
         let compiled = match cached {
             Some(compiled) => compiled,
@@ -319,7 +305,7 @@ impl Engine {
         self.blobs.put(&digest, bytes)?;
         self.mark_fresh(&digest);
         if !from_cache {
-            self.write_cache(&digest, &compiled)?;
+            self.cache.write(&digest, &compiled)?;
         }
         let info = CodeInfo {
             digest: digest.clone(),
@@ -379,7 +365,7 @@ impl Engine {
         if let Some(loaded) = self.lock_loaded().get(digest) {
             return Ok(loaded.clone());
         }
-        let compiled = match self.read_cache(digest) {
+        let compiled = match self.cache.read(&self.engine, digest) {
             Some(compiled) => {
                 tracing::info!(
                     digest = digest.short(),
@@ -398,7 +384,7 @@ impl Engine {
                 let compiled = Compiled::new(&self.engine, kind, &bytes)
                     .map_err(anyhow::Error::from)
                     .with_context(|| format!("compiling code {}", digest.short()))?;
-                self.write_cache(digest, &compiled)?;
+                self.cache.write(digest, &compiled)?;
                 compiled
             }
         };
@@ -519,7 +505,7 @@ impl Engine {
             .retain(|digest, at| !keep.contains(digest) && at.elapsed() < UNDEPLOYED_GRACE);
         let mut candidates: HashSet<Digest> = self.lock_loaded().keys().cloned().collect();
         candidates.extend(self.blobs.list()?);
-        candidates.extend(self.compiled_digests()?);
+        candidates.extend(self.cache.digests()?);
         candidates.extend(self.unpacked_digests()?);
         candidates.retain(|digest| !keep.contains(digest));
         let mut collected = Collected::default();
@@ -540,13 +526,7 @@ impl Engine {
                 std::fs::remove_dir_all(&tree)
                     .with_context(|| format!("removing {}", tree.display()))?;
             }
-            let compiled = self.cache_path(&digest);
-            if compiled.exists() {
-                let _ = std::fs::remove_file(self.sum_path(&digest));
-                std::fs::remove_file(&compiled)
-                    .with_context(|| format!("removing {}", compiled.display()))?;
-                collected.compiled += 1;
-            }
+            collected.compiled += usize::from(self.cache.remove(&digest)?);
         }
         if collected != Collected::default() {
             tracing::info!(?collected, "removed code no kept version names");
@@ -596,20 +576,6 @@ impl Engine {
             .collect())
     }
 
-    /// Digests that have a compiled file in the cache.
-    fn compiled_digests(&self) -> anyhow::Result<Vec<Digest>> {
-        let entries = std::fs::read_dir(&self.cache_dir)
-            .with_context(|| format!("listing {}", self.cache_dir.display()))?;
-        Ok(entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let hex = name.strip_suffix(".cwasm")?.to_string();
-                Digest::try_from(format!("sha256:{hex}")).ok()
-            })
-            .collect())
-    }
-
     /// Holds stored code for a version about to name it: true when it is
     /// stored, and then it is spared by [`Engine::retain`] as a fresh
     /// upload until a committed version names it.
@@ -631,105 +597,14 @@ impl Engine {
         fresh.insert(digest.clone(), std::time::Instant::now());
     }
 
-    /// The compiled form of `digest` from the cache, if it is there whole:
-    /// its checksum file must match its bytes.
-    fn read_cache(&self, digest: &Digest) -> Option<Compiled> {
-        if let Some(compiled) = self.read_cache_in(&self.cache_dir, digest) {
-            return Some(compiled);
-        }
-        let shared = self.shared_cache.as_ref()?;
-        let compiled = self.read_cache_in(shared, digest)?;
-        // Kept in our own cache too, for when the shared one goes.
-        let copied =
-            serialize(&compiled).and_then(|bytes| write_cache_in(&self.cache_dir, digest, &bytes));
-        if let Err(e) = copied {
-            tracing::warn!(error = %format!("{e:#}"), "cannot copy shared compiled code");
-        }
-        Some(compiled)
-    }
-
-    fn read_cache_in(&self, dir: &std::path::Path, digest: &Digest) -> Option<Compiled> {
-        let path = dir.join(format!("{}.cwasm", digest.hex()));
-        let bytes = std::fs::read(&path).ok()?;
-        let want =
-            std::fs::read_to_string(dir.join(format!("{}.cwasm.sha256", digest.hex()))).ok()?;
-        if hex::encode(sha2::Sha256::digest(&bytes)) != want.trim() {
-            tracing::warn!(path = %path.display(), "compiled code does not match its checksum: compiling again");
-            return None;
-        }
-        // SAFETY: the bytes were written by `write_cache` (of this daemon,
-        // or of another sharing the cache, which the operator trusts like
-        // the data directory) from code compiled by an engine with the same
-        // compatibility hash (it is part of the directory name), and they
-        // match the checksum written with them, so they are what wasmtime
-        // produced.
-        let read = match wasmtime::Engine::detect_precompiled(&bytes) {
-            Some(wasmtime::Precompiled::Module) => unsafe {
-                wasmtime::Module::deserialize(&self.engine, &bytes).map(Compiled::Module)
-            },
-            _ => unsafe { Component::deserialize(&self.engine, &bytes).map(Compiled::Component) },
-        };
-        match read {
-            Ok(compiled) => Some(compiled),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot load compiled code: compiling again");
-                None
-            }
-        }
-    }
-
     fn remember(&self, loaded: Arc<Loaded>) {
         self.lock_loaded().insert(loaded.digest.clone(), loaded);
-    }
-
-    fn cache_path(&self, digest: &Digest) -> PathBuf {
-        self.cache_dir.join(format!("{}.cwasm", digest.hex()))
-    }
-
-    fn sum_path(&self, digest: &Digest) -> PathBuf {
-        self.cache_dir
-            .join(format!("{}.cwasm.sha256", digest.hex()))
-    }
-
-    /// Writes the compiled form: checksum first, then the code through a
-    /// unique temporary file that is synced and renamed into place.
-    fn write_cache(&self, digest: &Digest, compiled: &Compiled) -> anyhow::Result<()> {
-        let bytes = serialize(compiled)?;
-        write_cache_in(&self.cache_dir, digest, &bytes)?;
-        if let Some(shared) = &self.shared_cache {
-            if let Err(e) = write_cache_in(shared, digest, &bytes) {
-                tracing::warn!(error = %format!("{e:#}"), "cannot fill the shared code cache");
-            }
-        }
-        Ok(())
     }
 
     /// How many compiles this engine has done.
     pub fn compiles(&self) -> u64 {
         self.compiles.load(Ordering::Relaxed)
     }
-}
-
-fn serialize(compiled: &Compiled) -> anyhow::Result<Vec<u8>> {
-    match compiled {
-        Compiled::Component(component) => component.serialize(),
-        Compiled::Module(module) => module.serialize(),
-    }
-    .map_err(anyhow::Error::from)
-    .context("serialising compiled code")
-}
-
-/// Writes compiled code into the cache `dir`: checksum first, then the
-/// code through a unique temporary file that is synced and renamed.
-fn write_cache_in(dir: &std::path::Path, digest: &Digest, bytes: &[u8]) -> anyhow::Result<()> {
-    let sum = hex::encode(sha2::Sha256::digest(bytes));
-    write_synced(
-        dir,
-        &dir.join(format!("{}.cwasm.sha256", digest.hex())),
-        sum.as_bytes(),
-    )?;
-    write_synced(dir, &dir.join(format!("{}.cwasm", digest.hex())), bytes)?;
-    Ok(())
 }
 
 /// Holds one digest's load lock.
@@ -787,24 +662,6 @@ fn new_linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<HostState>> {
     Ok(linker)
 }
 
-/// Refuses a shared cache others could write to: compiled code in it
-/// runs in the daemon.
-fn check_private(dir: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt as _;
-    for dir in dir.ancestors().take(2) {
-        let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
-        if meta.uid() != me || meta.mode() & 0o022 != 0 {
-            anyhow::bail!(
-                "the shared code cache {} must be owned by this daemon's user and writable by no one else (compiled code in it runs in the daemon)",
-                dir.display()
-            );
-        }
-    }
-    Ok(())
-}
-
 fn new_module_linker(engine: &wasmtime::Engine) -> anyhow::Result<wasmtime::Linker<HostState>> {
     let mut linker = wasmtime::Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, HostState::p1)
@@ -828,28 +685,6 @@ fn spawn_epoch_ticker(
             }
         })
         .context("starting the epoch ticker thread")
-}
-
-/// Compiled code of either kind.
-enum Compiled {
-    Component(Component),
-    Module(wasmtime::Module),
-}
-
-/// What kind of WebAssembly a file holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Component,
-    Module,
-}
-
-impl Compiled {
-    fn new(engine: &wasmtime::Engine, kind: Kind, bytes: &[u8]) -> wasmtime::Result<Compiled> {
-        Ok(match kind {
-            Kind::Component => Compiled::Component(Component::new(engine, bytes)?),
-            Kind::Module => Compiled::Module(wasmtime::Module::new(engine, bytes)?),
-        })
-    }
 }
 
 fn check_header(name: &str, bytes: &[u8]) -> Result<Kind, CodeError> {
@@ -923,7 +758,7 @@ mod tests {
         // A fresh engine with no compiled file: eight loads at once share
         // one compile.
         let engine = Arc::new(Engine::new(&config, blobs.clone()).unwrap());
-        std::fs::remove_file(engine.cache_path(&digest)).unwrap();
+        std::fs::remove_file(engine.cache.path(&digest)).unwrap();
         let loads: Vec<_> = (0..8)
             .map(|_| {
                 let (engine, digest) = (engine.clone(), digest.clone());
@@ -933,7 +768,7 @@ mod tests {
         let loaded: Vec<Arc<Loaded>> = loads.into_iter().map(|t| t.join().unwrap()).collect();
         assert_eq!(engine.compiles(), 1);
         assert!(loaded.iter().all(|l| Arc::ptr_eq(l, &loaded[0])));
-        assert!(engine.cache_path(&digest).is_file());
+        assert!(engine.cache.path(&digest).is_file());
         let left: Vec<usize> = engine
             .loading
             .lock()
@@ -944,7 +779,7 @@ mod tests {
 
         // A compiled file that does not match its checksum is compiled
         // again, never run.
-        let path = engine.cache_path(&digest);
+        let path = engine.cache.path(&digest);
         let mut bytes = std::fs::read(&path).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;
@@ -954,7 +789,8 @@ mod tests {
         assert_eq!(again.compiles(), 1);
         assert!(Engine::new(&config, blobs.clone())
             .unwrap()
-            .read_cache(&digest)
+            .cache
+            .read(&engine.engine, &digest)
             .is_some());
 
         // Nothing keeps it: it goes from memory, cache and blobs. (It was
@@ -971,6 +807,6 @@ mod tests {
         );
         assert!(engine.loaded(&digest).is_none());
         assert!(!blobs.contains(&digest));
-        assert!(!engine.cache_path(&digest).exists());
+        assert!(!engine.cache.path(&digest).exists());
     }
 }

@@ -9,6 +9,8 @@
 //! - `instance`: making a store for a launch, and running `wasi:cli/run`
 //!   in it to its end.
 //! - `outcome`: how a run ended, typed, and the switch that stops one.
+//! - `cache`: compiled code on disk, checked on load, and a shared cache
+//!   behind it.
 //! - `cgi`: wasip1 modules serving HTTP as CGI programs (WAGI), a fresh
 //!   store per request.
 //! - `http`: instances that serve `wasi:http/incoming-handler`, one request
@@ -24,6 +26,7 @@
 //! - `connect`: sending an outgoing request to the network, each resolved
 //!   address checked before it is dialled.
 
+mod cache;
 pub mod cgi;
 mod connect;
 pub mod cpu;
