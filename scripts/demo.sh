@@ -41,6 +41,11 @@ done
   "$mesh" svc create -n blog --stack myblog -- "$guests/blog.wasm"
   "$mesh" svc publish -n blog --stack myblog --endpoint www --path /blog
 }
+# A classic wasip1 module (not a component) serving CGI, as WAGI does.
+"$mesh" service ls --json | grep -q '"name": "legacy"' || {
+  "$mesh" svc create -n legacy --stack classic -- guest-examples/target/wasm32-wasip1/release/classic.wasm
+  "$mesh" svc publish -n legacy --stack classic --endpoint legacy
+}
 
 sleep 1
 "$mesh" service ls
@@ -51,4 +56,5 @@ echo "  $mesh service ls        $mesh svc logs -n worker --tail 5"
 echo "  curl http://www.localhost:8080/      curl --cacert $MESH_DATA_DIR/tls/ca.pem https://www.localhost:8443/"
 echo "  curl 'http://www.localhost:8080/pay?amount=1250'   (web calls http://finance-payments in-process)"
 echo "  curl http://www.localhost:8080/blog/"
+echo "  curl 'http://legacy.localhost:8080/hello?x=1'   (a wasip1 module answering as CGI)"
 wait "$daemon"
