@@ -188,6 +188,11 @@ fn a_published_core_module_serves_requests_as_cgi() {
         assert!(r.body.contains("trap"), "{}", r.body);
     }
     let service = d.service("cgi").unwrap();
+    assert_eq!(service["serving"], "fresh per request", "{service:#}");
+    assert_eq!(
+        service["fresh_because"],
+        "a wasip1 module answers each request as a CGI program of its own"
+    );
     assert!(
         instances(&service)
             .iter()

@@ -32,6 +32,11 @@ pub trait Code: Send + Sync + 'static {
     fn serves_http(&self) -> bool;
     /// What it exports, for messages.
     fn exports(&self) -> Vec<String>;
+    /// Why each request it serves runs in an instance of its own, when
+    /// that is how this kind of code serves (a CGI module).
+    fn fresh_each_request(&self) -> Option<&'static str> {
+        None
+    }
     /// Runs the command to its end in a new instance; `running` is called
     /// once the instance exists. Dropping the future stops the instance.
     fn run(

@@ -216,6 +216,10 @@ impl WebPool {
     /// Why requests get a fresh instance each, when they do: the setting,
     /// or what the code showed. `None` while instances are reused.
     pub fn fresh_because(&self) -> Option<String> {
+        let code = self.code.get().and_then(|c| c.as_ref().ok());
+        if let Some(why) = code.and_then(|c| c.fresh_each_request()) {
+            return Some(why.to_string());
+        }
         match self.settings.reuse {
             Reuse::Never => Some("--fresh-per-request is set".to_string()),
             Reuse::Always => None,

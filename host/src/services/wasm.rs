@@ -84,6 +84,13 @@ impl Code for WasmCode {
         self.loaded.exports.clone()
     }
 
+    fn fresh_each_request(&self) -> Option<&'static str> {
+        self.loaded
+            .module
+            .is_some()
+            .then_some("a wasip1 module answers each request as a CGI program of its own")
+    }
+
     fn run(
         &self,
         launch: Launch,
