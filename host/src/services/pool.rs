@@ -25,7 +25,9 @@
 //! such. When the body was read, the request cannot be sent again: it
 //! gets a clear `502`, and the pool serves fresh from then on. A trap is
 //! never retried (the guest may have acted on the request before it), and
-//! `--reuse-instances` turns all of this off.
+//! `--reuse-instances` turns all of this off. Once a reused instance has
+//! answered, the code has shown it can be reused, and requests are no
+//! longer kept to be sent again (that copy of the head is per request).
 //!
 //! # Lifetimes
 //!
@@ -143,6 +145,9 @@ pub struct WebPool {
     /// Why this code is served fresh per request, once it showed it
     /// cannot be reused.
     learned: Mutex<Option<String>>,
+    /// A reused instance has answered a request: the code is reusable,
+    /// and requests need no longer be kept to be sent again.
+    proven: std::sync::atomic::AtomicBool,
 }
 
 /// One-off instances one pool may have for cyclic calls at once: a cycle
@@ -204,6 +209,7 @@ impl WebPool {
             killed: CancellationToken::new(),
             extras: Arc::new(tokio::sync::Semaphore::new(MAX_EXTRAS)),
             learned: Mutex::new(learned),
+            proven: std::sync::atomic::AtomicBool::new(false),
         });
         if settings.warm {
             for i in 0..settings.instances as usize {
@@ -353,7 +359,8 @@ impl WebPool {
         // A reused instance may turn out not to be reusable: keep what is
         // needed to serve the request again on a fresh one.
         let reused = served > 0 && !handler.fresh_each_request();
-        let (replay, request) = if reused && self.settings.reuse == Reuse::Auto {
+        let unproven = !self.proven.load(Ordering::Relaxed);
+        let (replay, request) = if reused && unproven && self.settings.reuse == Reuse::Auto {
             let (replay, request) = Replay::keep(request);
             (Some(replay), request)
         } else {
@@ -418,6 +425,9 @@ impl WebPool {
         };
         let mut respond = Some(respond);
         let first = Attempt::watch(ready.handler, request, &call, &mut respond).await;
+        if first.answered {
+            self.proven.store(true, Ordering::Relaxed);
+        }
         let Some(what) = first.not_reusable() else {
             let result = first.hand_on(respond);
             self.finish(lease, result, ready.served);
