@@ -17,7 +17,7 @@ LAYERS = [
     ["model", "auth"],
     ["config"],
     ["store", "telemetry"],
-    ["runtime"],
+    ["runtime", "container"],
     ["services"],
     ["cron", "ingress"],
     ["api"],

@@ -270,6 +270,16 @@ pub struct UpArgs {
     #[arg(long, value_name = "DIR", env = "MESH_SHARED_CACHE")]
     pub shared_cache: Option<PathBuf>,
 
+    /// The containers' bridge network: the daemon's address on it and
+    /// the prefix length. Containers get addresses from it; nothing is
+    /// routed out of it.
+    #[arg(long, default_value = mesh_host::container::net::DEFAULT_SUBNET, value_name = "CIDR")]
+    pub container_network: String,
+
+    /// Largest container image a tenant may upload.
+    #[arg(long, default_value = "2Gi", value_name = "SIZE")]
+    pub max_image: String,
+
     /// Control API address (port 0 picks a free one).
     #[arg(long, default_value = mesh_host::config::DEFAULT_API_ADDR, value_name = "ADDR")]
     pub api: SocketAddr,
@@ -535,6 +545,16 @@ pub struct CreateArgs {
     pub scratch: Option<String>,
 
     /// The command: a component name or a .wasm path, then its arguments.
+    /// The stack image the command runs in, when the stack has several
+    /// and the command does not start with one's name.
+    #[arg(long, value_name = "NAME")]
+    pub image: Option<String>,
+
+    /// Containers: how long an instance has after SIGTERM before SIGKILL
+    /// (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    pub stop_timeout: Option<String>,
+
     #[arg(last = true, required = true, value_name = "ARGV")]
     pub argv: Vec<String>,
 }
@@ -598,6 +618,15 @@ pub struct UpdateArgs {
     /// removes it.
     #[arg(long, value_name = "SIZE")]
     pub scratch: Option<String>,
+
+    /// The stack image the command runs in; `none` to clear.
+    #[arg(long, value_name = "NAME")]
+    pub image: Option<String>,
+
+    /// Containers: how long an instance has after SIGTERM before SIGKILL;
+    /// `default` for 10s.
+    #[arg(long, value_name = "DURATION")]
+    pub stop_timeout: Option<String>,
 }
 
 /// `mesh service run` and `mesh run`.
@@ -740,8 +769,13 @@ Examples:
 pub struct DeployArgs {
     /// Stack to deploy to.
     pub stack: String,
-    /// A directory of .wasm files, or one .wasm file.
+    /// A directory of .wasm files (and image tars), one .wasm file, or one
+    /// container image: an OCI image layout directory, an oci-archive tar
+    /// or a `docker save` tar.
     pub path: PathBuf,
+    /// The component name of an image (default: its file or folder name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 /// A command that names one stack.

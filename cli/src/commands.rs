@@ -58,6 +58,8 @@ pub fn create(client: &Client, out: &Out, args: CreateArgs) -> anyhow::Result<()
         fresh_per_request: args.fresh_per_request.then_some(true),
         always_reuse: args.reuse_instances.then_some(true),
         scratch: args.scratch,
+        image: args.image,
+        stop_timeout: args.stop_timeout,
         component,
     };
     let view: ServiceView = client.post("/v1/services", &request)?;
@@ -117,6 +119,8 @@ pub fn update(client: &Client, out: &Out, args: UpdateArgs) -> anyhow::Result<()
         fresh_per_request: args.fresh_per_request,
         always_reuse: args.reuse_instances,
         scratch: args.scratch,
+        image: args.image,
+        stop_timeout: args.stop_timeout,
         component,
     };
     let view: ServiceView = client.patch(&service_path(&args.stack.stack, name), &request)?;
@@ -675,12 +679,27 @@ pub fn runs(client: &Client, out: &Out, args: NamedArgs) -> anyhow::Result<()> {
 
 /// `mesh stack deploy`.
 pub fn deploy(client: &Client, out: &Out, args: DeployArgs) -> anyhow::Result<()> {
-    let (files, replace) = bundle_files(&args.path)?;
     let mut components = BTreeMap::new();
-    for file in files {
-        let component = upload(client, &file)?;
-        components.insert(component.name, component.digest);
-    }
+    let replace = if is_image(&args.path) {
+        // One image: a component added to (or replaced in) the bundle.
+        let image = upload_image(client, &args.path, args.name.as_deref())?;
+        components.insert(image.name, image.digest);
+        false
+    } else {
+        if args.name.is_some() {
+            bail!("--name names an image; {} is not one", args.path.display());
+        }
+        let (files, replace) = bundle_files(&args.path)?;
+        for file in files {
+            let component = if is_image(&file) {
+                upload_image(client, &file, None)?
+            } else {
+                upload(client, &file)?
+            };
+            components.insert(component.name, component.digest);
+        }
+        replace
+    };
     // A directory's `files/` folder is deployed with its code.
     let folder = args.path.join("files");
     if replace && folder.is_dir() {
@@ -789,11 +808,14 @@ fn resolve_command(
     let Some(first) = argv.first() else {
         bail!("a service needs a command after `--`, e.g. `-- app.wasm queue`");
     };
-    if !first.ends_with(".wasm") {
-        return Ok((argv, None));
-    }
     let path = PathBuf::from(first);
-    let component = upload(client, &path)?;
+    let component = if first.ends_with(".wasm") {
+        upload(client, &path)?
+    } else if (first.ends_with(".tar") || first.contains('/')) && is_image(&path) {
+        upload_image(client, &path, None)?
+    } else {
+        return Ok((argv, None));
+    };
     argv[0] = component.name.clone();
     Ok((argv, Some(component)))
 }
@@ -809,6 +831,45 @@ fn upload(client: &Client, path: &Path) -> anyhow::Result<ComponentRef> {
     let file_name = path.file_name().and_then(|s| s.to_str()).unwrap_or(&name);
     let info: CodeInfo =
         client.put_bytes(&format!("/v1/code?name={}", encode(file_name)), &bytes)?;
+    Ok(ComponentRef {
+        name,
+        digest: info.digest,
+    })
+}
+
+/// Whether `path` is a container image: an OCI image layout directory, or
+/// a tar file (an `oci-archive` or a `docker save`).
+fn is_image(path: &Path) -> bool {
+    if path.is_dir() {
+        return path.join("oci-layout").is_file();
+    }
+    let mut head = [0u8; 512];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok()
+        && mesh_host::container::image::is_tar(&head)
+}
+
+/// Uploads a container image; named `name`, or after the file or folder.
+fn upload_image(client: &Client, path: &Path, name: Option<&str>) -> anyhow::Result<ComponentRef> {
+    let bytes = if path.is_dir() {
+        mesh_host::container::image::pack_layout(path)?
+    } else {
+        std::fs::read(path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?
+    };
+    let name = match name {
+        Some(name) => name.to_string(),
+        None => path
+            .file_name()
+            .and_then(|s| s.to_str())
+            .map(|s| s.trim_end_matches(".tar").trim_end_matches(".oci").to_string())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| anyhow!("cannot name an image after {}; give --name", path.display()))?,
+    };
+    let info: CodeInfo = client.put_bytes(
+        &format!("/v1/code?kind=image&name={}", encode(&path.display().to_string())),
+        &bytes,
+    )?;
     Ok(ComponentRef {
         name,
         digest: info.digest,
@@ -837,11 +898,11 @@ fn bundle_files(path: &Path) -> anyhow::Result<(Vec<PathBuf>, bool)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(path)
         .with_context(|| format!("listing {}", path.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm" || x == "tar") && p.is_file())
         .collect();
     files.sort();
     if files.is_empty() {
-        bail!("{} holds no .wasm files to deploy", path.display());
+        bail!("{} holds no .wasm files or image tars to deploy", path.display());
     }
     Ok((files, true))
 }

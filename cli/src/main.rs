@@ -17,6 +17,8 @@ use args::{Cli, Command, EnvCommand, EnvTokenCommand, ServiceCommand, StackComma
 use commands::Out;
 
 fn main() -> ExitCode {
+    // The daemon starts its container shims from its own binary.
+    mesh_host::container::shim::run_if_shim();
     quiet_on_closed_stdout();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -126,6 +128,8 @@ fn up(data_dir: Option<std::path::PathBuf>, args: UpArgs) -> anyhow::Result<()> 
         max_instances: args.max_instances,
         log_bytes_per_service: parse("--log-size", &args.log_size)?,
         shared_cache: args.shared_cache,
+        container_network: args.container_network,
+        max_image_bytes: parse("--max-image", &args.max_image)?,
         ..mesh_host::DaemonConfig::default()
     };
     tracing_subscriber::fmt()

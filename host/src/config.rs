@@ -86,7 +86,14 @@ pub struct DaemonConfig {
     pub header_timeout: std::time::Duration,
     /// Longest a connection may sit idle.
     pub idle_timeout: std::time::Duration,
+    /// The containers' bridge: its address and prefix (`10.213.0.1/16`).
+    pub container_network: String,
+    /// Largest container image upload, in bytes.
+    pub max_image_bytes: u64,
 }
+
+/// Largest container image upload unless the operator sets another.
+pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 2 << 30;
 
 impl Default for DaemonConfig {
     fn default() -> Self {
@@ -115,6 +122,8 @@ impl Default for DaemonConfig {
             max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            container_network: crate::container::net::DEFAULT_SUBNET.to_string(),
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
         }
     }
 }

@@ -34,6 +34,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod container;
 pub mod cron;
 pub mod daemon;
 pub mod ingress;

@@ -71,7 +71,7 @@ pub(super) async fn publish(
             endpoint.host
         )));
     }
-    let (digest, _) = resolve_in(&state, &caller.env, &stack, &service.command).await?;
+    let (digest, _, _) = resolve_in(&state, &caller.env, &service, &service.command).await?;
     require_handler(load(&state, &digest).await?.as_ref(), &service)?;
 
     service.endpoints.push(endpoint.clone());

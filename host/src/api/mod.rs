@@ -47,6 +47,8 @@ pub struct ApiState {
     pub store: Store,
     /// Code acceptance and collection.
     pub engine: Arc<Engine>,
+    /// Images and the containers made of them.
+    pub containers: Arc<crate::container::Containers>,
     /// Code loading, as the services layer sees it.
     pub code: Arc<dyn CodeSource>,
     /// Instance status (read only).

@@ -102,7 +102,7 @@ pub(super) async fn service_run(
         Some(json) => parse_command(json)?,
         None => service.command.clone(),
     };
-    let (digest, version) = resolve_in(&state, &caller.env, &stack, &command).await?;
+    let (digest, argv, version) = resolve_in(&state, &caller.env, &service, &command).await?;
     let code = runnable(&state, &digest, &command).await?;
     let key = ServiceKey::of(&service);
     let id = format!("{name}.run{}", NEXT_RUN.fetch_add(1, Ordering::Relaxed));
@@ -113,9 +113,10 @@ pub(super) async fn service_run(
     let session = Session {
         seat: seat_of(&caller),
         code,
-        args: command,
+        args: argv,
         env,
         memory_bytes: service.memory_bytes,
+        stop_grace: service.stop_grace(),
         who: Some(state.supervisor.identity(&key, &id)),
         terminal: query.tty,
         log: Some((state.logs.service(&key), id.clone())),
@@ -188,6 +189,7 @@ pub(super) async fn once(
         log: None,
         files,
         scratch_bytes,
+        stop_grace: crate::model::DEFAULT_STOP_TIMEOUT,
     };
     Ok(attach(&state, key, id, 0, session, slot, request))
 }

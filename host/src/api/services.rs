@@ -105,6 +105,8 @@ pub(super) async fn create(
         timeout: request.timeout,
         cpu_limit: request.cpu_limit,
         scratch: request.scratch,
+        image: request.image,
+        stop_timeout: request.stop_timeout,
     };
     settings.apply(&state, &mut service)?;
 
@@ -141,7 +143,7 @@ pub(super) async fn create(
         .map(|s| &s.value)
         .filter(|s| s.stack == stack_name)
         .collect();
-    check_services_keep_code(&change.stack, &in_stack, None)?;
+    check_services_keep_code(&state, &change.stack, &in_stack, None)?;
     let before: Vec<&Service> = existing.iter().map(|s| &s.value).collect();
     let mut after = before.clone();
     after.push(&service);
@@ -188,6 +190,8 @@ pub(super) async fn update(
         timeout: request.timeout,
         cpu_limit: request.cpu_limit,
         scratch: request.scratch,
+        image: request.image,
+        stop_timeout: request.stop_timeout,
     };
     settings.apply(&state, &mut service)?;
     let mut change = StackChange::load(&state, &caller.env, &stack).await?;
@@ -200,7 +204,7 @@ pub(super) async fn update(
         .map(|s| &s.value)
         .filter(|s| s.stack == stack)
         .collect();
-    check_services_keep_code(&change.stack, &in_stack, Some(&name))?;
+    check_services_keep_code(&state, &change.stack, &in_stack, Some(&name))?;
     let after: Vec<&Service> = services
         .iter()
         .map(|s| &s.value)
@@ -363,6 +367,8 @@ struct Settings {
     timeout: Option<String>,
     cpu_limit: Option<String>,
     scratch: Option<String>,
+    image: Option<String>,
+    stop_timeout: Option<String>,
 }
 
 impl Settings {
@@ -413,6 +419,18 @@ impl Settings {
         if let Some(text) = &self.scratch {
             service.scratch_bytes = parse_scratch(text)?;
         }
+        if let Some(name) = &self.image {
+            service.image = match name.trim() {
+                "" | "none" => None,
+                name => {
+                    super::stacks::validate_component_name(name)?;
+                    Some(name.to_string())
+                }
+            };
+        }
+        if let Some(text) = &self.stop_timeout {
+            service.stop_timeout_ms = parse_stop_timeout(text)?;
+        }
         apply_schedule(service, self.schedule, self.timezone, self.timeout)
     }
 }
@@ -458,9 +476,31 @@ pub(super) fn run_settings(
         timeout: None,
         cpu_limit: None,
         scratch: None,
+        image: None,
+        stop_timeout: None,
     };
     settings.apply(state, &mut scratch)?;
     Ok((scratch.memory_bytes, scratch.env_vars))
+}
+
+/// Longest `--stop-timeout`.
+pub const MAX_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `--stop-timeout`: a duration up to [`MAX_STOP_TIMEOUT`], or `default`.
+fn parse_stop_timeout(text: &str) -> ApiResult<Option<u64>> {
+    if text.trim() == "default" {
+        return Ok(None);
+    }
+    match parse_duration(text) {
+        Ok(d) if d <= MAX_STOP_TIMEOUT => Ok(Some(d.as_millis() as u64)),
+        Ok(_) => Err(ApiError::bad_request(format!(
+            "invalid --stop-timeout `{text}`: use from 0s to {}s",
+            MAX_STOP_TIMEOUT.as_secs()
+        ))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "invalid --stop-timeout `{text}`: {e}"
+        ))),
+    }
 }
 
 /// `--cpu-limit`: a duration up to the maximum, or `default`.
@@ -599,7 +639,7 @@ async fn plan_code(
         let reason = format!("add component {}", component.name);
         change.set_components(components, &reason);
     }
-    resolve(&change.stack, &service.command)
+    resolve(state, &change.stack, service, &service.command).map(|(digest, _)| digest)
 }
 
 /// Loads stored code off the async threads.

@@ -19,7 +19,7 @@ use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::model::{validate_name, Digest, Service, Stack, Version, FILES_ENTRY};
 use crate::runtime::files::FilesError;
 use crate::runtime::{CodeError, CodeInfo};
-use crate::services::spec::no_component;
+use crate::services::spec::resolve_command;
 use crate::store::{encode, key, Compare, Txn};
 
 /// `PUT /v1/code?name=app.wasm`: checks and stores one component.
@@ -30,6 +30,9 @@ pub(super) async fn upload_code(
     body: Body,
 ) -> ApiResult<Json<CodeInfo>> {
     let name = query.name.unwrap_or_else(|| "the upload".to_string());
+    if query.kind.as_deref() == Some("image") {
+        return upload_image(&state, &caller, name, body).await.map(Json);
+    }
     let limit = state.config.max_upload_bytes;
     let bytes = axum::body::to_bytes(body, limit as usize)
         .await
@@ -66,6 +69,88 @@ pub(super) async fn upload_code(
     })?;
     state.uploads.record(&caller.env, kept, info.size);
     Ok(Json(info))
+}
+
+/// `PUT /v1/code?kind=image`: a container image (an OCI layout tar or a
+/// `docker save` tar), streamed to disk as it comes (images are large),
+/// then checked, unpacked and stored by digest.
+async fn upload_image(
+    state: &ApiState,
+    caller: &Caller,
+    name: String,
+    body: Body,
+) -> ApiResult<CodeInfo> {
+    use futures::StreamExt as _;
+    use sha2::Digest as _;
+    use tokio::io::AsyncWriteExt as _;
+    if let Some(why) = state.containers.unsupported() {
+        return Err(ApiError::bad_request(format!("cannot deploy {name}: {why}")));
+    }
+    let limit = state.config.max_image_bytes;
+    let incoming = state.containers.images_dir().join(format!(
+        ".incoming-{}",
+        hex::encode(getrandom_bytes())
+    ));
+    // Removed however this ends, unless it was stored.
+    let guard = RemoveOnDrop(incoming.clone());
+    let mut file = tokio::fs::File::create(&incoming)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", incoming.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut size = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading {name}: {e}")))?;
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(ApiError::too_large(format!(
+                "{name} is larger than the daemon's image upload limit of {}",
+                crate::model::format_memory(limit)
+            )));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", incoming.display()))?;
+    }
+    file.flush().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    drop(file);
+    let digest = Digest::try_from(format!("sha256:{}", hex::encode(hasher.finalize())))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    super::quotas::check_upload(state, &caller.env, &digest, size).await?;
+    let (engine, kept) = (state.engine.clone(), digest.clone());
+    let path = incoming.clone();
+    let info = tokio::task::spawn_blocking(move || {
+        engine.accept_image(digest, &path, |dir| {
+            crate::container::image::unpack(&name, &path, dir)
+                .map(|_| ())
+                .map_err(anyhow::Error::from)
+        })
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("image check failed: {e}"))?
+    .map_err(|e| match e.downcast::<crate::container::ImageError>() {
+        Ok(image) => ApiError::bad_request(image.to_string()),
+        Err(other) => ApiError::from(other),
+    })?;
+    drop(guard);
+    state.uploads.record(&caller.env, kept, info.size);
+    Ok(info)
+}
+
+fn getrandom_bytes() -> [u8; 8] {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    bytes
+}
+
+/// Removes a file when dropped (an upload that was not stored).
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// `GET /v1/stacks`.
@@ -224,7 +309,7 @@ async fn apply_and_commit(
         .map(|s| &s.value)
         .filter(|s| s.stack == change.stack.name)
         .collect();
-    check_services_keep_code(&change.stack, &in_stack, None)?;
+    check_services_keep_code(&state, &change.stack, &in_stack, None)?;
     let all: Vec<&Service> = services.iter().map(|s| &s.value).collect();
     let code = change.kept_code(state.config.versions_kept);
     let quota = guard.check(state, &all, &all, Some(&code)).await?;
@@ -396,6 +481,7 @@ impl StackChange {
 /// Refuses a bundle that would leave a service without its component.
 /// `except` is a service being replaced in the same request.
 pub(super) fn check_services_keep_code(
+    state: &ApiState,
     stack: &Stack,
     services: &[&Service],
     except: Option<&str>,
@@ -404,7 +490,7 @@ pub(super) fn check_services_keep_code(
         if Some(service.name.as_str()) == except {
             continue;
         }
-        if !stack.components.contains_key(service.component()) {
+        if resolve(state, stack, service, &service.command).is_err() {
             return Err(ApiError::bad_request(format!(
                 "service {} runs component '{}', which this change would remove from stack {}; delete or update the service first",
                 service.name,
@@ -416,37 +502,49 @@ pub(super) fn check_services_keep_code(
     Ok(())
 }
 
-/// Checks the command's first word names a component of the bundle.
-pub(super) fn resolve(stack: &Stack, command: &[String]) -> ApiResult<Digest> {
-    let name = command.first().map(String::as_str).unwrap_or("");
+/// The code a service's command runs in the stack and the argv its
+/// instances get (see [`resolve_command`]): a clear error when it names
+/// nothing.
+pub(super) fn resolve(
+    state: &ApiState,
+    stack: &Stack,
+    service: &Service,
+    command: &[String],
+) -> ApiResult<(Digest, Vec<String>)> {
     if stack.components.is_empty() {
         return Err(ApiError::bad_request(format!(
-            "stack {} has no code yet: give a .wasm file as the command (`-- app.wasm ARGS`) or run `mesh stack deploy {} PATH`",
+            "stack {} has no code yet: give a .wasm file or an image as the command (`-- app.wasm ARGS`) or run `mesh stack deploy {} PATH`",
             stack.name, stack.name
         )));
     }
-    stack.components.get(name).cloned().ok_or_else(|| {
-        ApiError::bad_request(
-            no_component(name, &stack.name, stack.current, &stack.components).to_string(),
-        )
-    })
+    let code = state.code.clone();
+    resolve_command(
+        &stack.name,
+        command,
+        service.image.as_deref(),
+        Some(stack),
+        &|d| code.is_image(d),
+    )
+    .map_err(|problem| ApiError::bad_request(problem.to_string()))
 }
 
-/// Finds the digest of the component the command names in the stack's
-/// current code, and that code's version.
+/// [`resolve`] against the stack's current code, with that code's version.
 pub(super) async fn resolve_in(
     state: &ApiState,
     env: &str,
-    stack: &str,
+    service: &Service,
     command: &[String],
-) -> ApiResult<(Digest, u64)> {
+) -> ApiResult<(Digest, Vec<String>, u64)> {
     let record = state
         .store
-        .stack(env, stack)
+        .stack(env, &service.stack)
         .await?
         .map(|s| s.value)
-        .ok_or_else(|| ApiError::bad_request(format!("stack {stack} has no code yet")))?;
-    Ok((resolve(&record, command)?, record.current))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("stack {} has no code yet", service.stack))
+        })?;
+    let (digest, argv) = resolve(state, &record, service, command)?;
+    Ok((digest, argv, record.current))
 }
 
 /// Component names are file stems: letters, digits, `-` and `_`.

@@ -54,6 +54,14 @@ pub struct CreateService {
     /// Scratch space per instance at `/tmp`, e.g. `64Mi`; `none` for none.
     #[serde(default)]
     pub scratch: Option<String>,
+    /// The stack image the command runs in, when it does not start with
+    /// one; `none` to clear.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// How long an instance has after SIGTERM before SIGKILL, e.g. `10s`;
+    /// `default` for 10 s.
+    #[serde(default)]
+    pub stop_timeout: Option<String>,
     /// Code to add to the stack's bundle first (the `-- app.wasm ...` form).
     pub component: Option<ComponentRef>,
 }
@@ -102,6 +110,14 @@ pub struct UpdateService {
     /// Scratch space per instance at `/tmp`, e.g. `64Mi`; `none` for none.
     #[serde(default)]
     pub scratch: Option<String>,
+    /// The stack image the command runs in, when it does not start with
+    /// one; `none` to clear.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// How long an instance has after SIGTERM before SIGKILL, e.g. `10s`;
+    /// `default` for 10 s.
+    #[serde(default)]
+    pub stop_timeout: Option<String>,
     /// Code to add to the stack's bundle first.
     pub component: Option<ComponentRef>,
 }

@@ -107,7 +107,8 @@ impl Scheduler {
                 }
             },
         };
-        let (run, version) = RunSpec::of(service, stack);
+        let code = self.supervisor.parts().code.clone();
+        let (run, version) = RunSpec::of(service, stack, &|d| code.is_image(d));
         let run = match &old {
             Some((old, _)) if old.run.run == run && old.run.version == version => old.run.clone(),
             Some((old, _)) if old.run.run == run => old.run.relabelled(version),

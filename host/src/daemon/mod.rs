@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, ApiState};
+use crate::container::Containers;
 use crate::config::{DaemonConfig, DEFAULT_API_MAX_CONNECTIONS, SHUTDOWN_GRACE};
 use crate::cron::{Histories, Scheduler};
 use crate::ingress::{tls, ConnLimits, Connections, Ingress, Limits};
@@ -76,7 +77,9 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         writer.clone(),
     ));
     let metrics = Arc::new(Metrics::default());
-    let code = WasmSource::new(engine.clone());
+    let exe = std::env::current_exe().context("finding the daemon's own binary")?;
+    let containers = Containers::open(&data_dir, exe, &config.container_network)?;
+    let code = WasmSource::new(engine.clone(), Some(containers.clone()));
     let supervisor = Supervisor::new(
         code.clone(),
         logs.clone(),
@@ -128,6 +131,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let state = ApiState {
         store,
         engine,
+        containers,
         code,
         supervisor: supervisor.clone(),
         scheduler: scheduler.clone(),

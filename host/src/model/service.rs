@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::endpoint::Endpoint;
 
+/// How long an instance has after SIGTERM before SIGKILL unless its
+/// service says otherwise.
+pub const DEFAULT_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// A command to launch from the stack's code, plus its settings.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Service {
@@ -50,6 +53,14 @@ pub struct Service {
     /// `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_limit_ms: Option<u64>,
+    /// The stack image its command runs in (`--image`), when the command
+    /// does not start with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// How long an instance has after SIGTERM before SIGKILL, in
+    /// milliseconds (`--stop-timeout`); 10 s when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_ms: Option<u64>,
     /// When the service was created.
     pub created_at: DateTime<Utc>,
 }
@@ -73,6 +84,8 @@ impl Service {
             always_reuse: false,
             scratch_bytes: None,
             cpu_limit_ms: None,
+            image: None,
+            stop_timeout_ms: None,
             created_at: Utc::now(),
         }
     }
@@ -92,6 +105,12 @@ impl Service {
     pub fn cpu_limit(&self) -> std::time::Duration {
         self.cpu_limit_ms
             .map_or(super::DEFAULT_CPU_LIMIT, std::time::Duration::from_millis)
+    }
+
+    /// How long an instance has to stop before it is killed.
+    pub fn stop_grace(&self) -> std::time::Duration {
+        self.stop_timeout_ms
+            .map_or(DEFAULT_STOP_TIMEOUT, std::time::Duration::from_millis)
     }
 
     /// The component the command names (its first word).

@@ -152,6 +152,9 @@ pub struct Engine {
     files_dir: PathBuf,
     /// Where instances' scratch directories are mounted.
     scratch_dir: PathBuf,
+    /// Container images, unpacked: one directory per digest (made and
+    /// read by the container layer; collected here with the code).
+    images_dir: PathBuf,
     loaded: Mutex<HashMap<Digest, Arc<Loaded>>>,
     /// One lock per digest being compiled or loaded, so concurrent loads
     /// of the same code share one compile, and how many hold or wait for it.
@@ -209,6 +212,9 @@ impl Engine {
         std::fs::create_dir_all(&scratch_dir)
             .with_context(|| format!("creating {}", scratch_dir.display()))?;
         super::scratch::Scratch::clean(&scratch_dir);
+        let images_dir = config.data_dir.join("images");
+        std::fs::create_dir_all(&images_dir)
+            .with_context(|| format!("creating {}", images_dir.display()))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let shares = Shares::for_this_machine();
         let ticker = spawn_epoch_ticker(engine.clone(), shares.clone(), ticker_stop.clone())?;
@@ -220,6 +226,7 @@ impl Engine {
             cache,
             files_dir,
             scratch_dir,
+            images_dir,
             loaded: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashMap::new()),
@@ -336,6 +343,36 @@ impl Engine {
             size: bytes.len() as u64,
             exports: Vec::new(),
         })
+    }
+
+    /// Stores an uploaded container image (the tar at `upload`, in the
+    /// data directory's file system) by digest, once `unpack` has checked
+    /// and unpacked it into the directory it is handed. An image already
+    /// unpacked is not unpacked again.
+    pub fn accept_image(
+        &self,
+        digest: Digest,
+        upload: &std::path::Path,
+        unpack: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
+    ) -> Result<CodeInfo, anyhow::Error> {
+        let _one_at_a_time = self.loading_lock(&digest);
+        let size = std::fs::metadata(upload).map_or(0, |m| m.len());
+        let dir = self.image_path(&digest);
+        if !dir.is_dir() {
+            unpack(&dir)?;
+        }
+        self.blobs.put_file(&digest, upload)?;
+        self.mark_fresh(&digest);
+        Ok(CodeInfo {
+            digest,
+            size,
+            exports: vec!["a container image".into()],
+        })
+    }
+
+    /// Where the image of `digest` is unpacked (whether or not it is).
+    pub fn image_path(&self, digest: &Digest) -> PathBuf {
+        self.images_dir.join(digest.hex())
     }
 
     /// Where instances' scratch directories are mounted.
@@ -521,10 +558,11 @@ impl Engine {
                 self.blobs.remove(&digest)?;
                 collected.blobs += 1;
             }
-            let tree = self.files_path(&digest);
-            if tree.is_dir() {
-                std::fs::remove_dir_all(&tree)
-                    .with_context(|| format!("removing {}", tree.display()))?;
+            for tree in [self.files_path(&digest), self.image_path(&digest)] {
+                if tree.is_dir() {
+                    std::fs::remove_dir_all(&tree)
+                        .with_context(|| format!("removing {}", tree.display()))?;
+                }
             }
             collected.compiled += usize::from(self.cache.remove(&digest)?);
         }
@@ -539,7 +577,7 @@ impl Engine {
     /// directory restored without them, say).
     fn unpack_missing(&self, keep: &HashSet<Digest>) {
         for digest in keep {
-            if self.files_path(digest).is_dir() {
+            if self.files_path(digest).is_dir() || self.image_path(digest).is_dir() {
                 continue;
             }
             // Only the head of each blob is read to tell archives apart.
@@ -563,17 +601,18 @@ impl Engine {
         }
     }
 
-    /// Digests whose files are unpacked.
+    /// Digests whose files or images are unpacked.
     fn unpacked_digests(&self) -> anyhow::Result<Vec<Digest>> {
-        let entries = std::fs::read_dir(&self.files_dir)
-            .with_context(|| format!("listing {}", self.files_dir.display()))?;
-        Ok(entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
+        let mut digests = Vec::new();
+        for dir in [&self.files_dir, &self.images_dir] {
+            let entries =
+                std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
+            digests.extend(entries.filter_map(Result::ok).filter_map(|e| {
                 let hex = e.file_name().to_string_lossy().into_owned();
                 Digest::try_from(format!("sha256:{hex}")).ok()
-            })
-            .collect())
+            }));
+        }
+        Ok(digests)
     }
 
     /// Holds stored code for a version about to name it: true when it is

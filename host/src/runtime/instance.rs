@@ -43,6 +43,9 @@ pub struct Launch {
     pub files: Option<crate::model::Digest>,
     /// Bytes of private scratch space at `/tmp`; none when `None`.
     pub scratch_bytes: Option<u64>,
+    /// How long it has to end after being asked to stop (a container's
+    /// SIGTERM) before it is killed.
+    pub stop_grace: std::time::Duration,
 }
 
 impl Launch {
@@ -57,6 +60,7 @@ impl Launch {
             stderr: self.stderr.clone(),
             dispatch: self.dispatch.clone(),
             stdin: None,
+            stop_grace: self.stop_grace,
             tenant: self.tenant.clone(),
             seat: self.seat,
             files: self.files.clone(),

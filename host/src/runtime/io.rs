@@ -40,6 +40,7 @@ impl StdoutStream for Output {
 pub struct RunStdin {
     stream: AsyncStdinStream,
     terminal: bool,
+    window: Option<tokio::sync::watch::Receiver<(u16, u16)>>,
 }
 
 impl RunStdin {
@@ -49,7 +50,20 @@ impl RunStdin {
         RunStdin {
             stream: AsyncStdinStream::new(input),
             terminal,
+            window: None,
         }
+    }
+
+    /// The same stdin, with the terminal's size (rows, columns) as the
+    /// caller's changes.
+    pub fn with_window(mut self, window: tokio::sync::watch::Receiver<(u16, u16)>) -> RunStdin {
+        self.window = Some(window);
+        self
+    }
+
+    /// The terminal's size as it changes, when the caller sends it.
+    pub fn window(&self) -> Option<tokio::sync::watch::Receiver<(u16, u16)>> {
+        self.window.clone()
     }
 }
 

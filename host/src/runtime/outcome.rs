@@ -22,6 +22,9 @@ pub enum Ending {
     Trapped,
     /// It could not start or failed in the host.
     Failed,
+    /// Its command cannot run with these settings (not found in its
+    /// image): not retried until they change.
+    Unrunnable,
 }
 
 /// How a run ended.

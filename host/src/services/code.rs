@@ -1,8 +1,8 @@
 //! The instance boundary: what the services layer needs of the code an
 //! instance runs, whatever kind of instance it is. A wasm component
-//! (`wasm.rs`) is one kind; an OCI container would be a second
+//! (`wasm.rs`) is one kind; an OCI container (`container.rs`) is a second
 //! implementation of the same two traits, and slots, pools, cron jobs and
-//! interactive runs would run it unchanged.
+//! interactive runs run it unchanged.
 //!
 //! An instance either runs a command to its end ([`Code::run`]) or serves
 //! requests one at a time ([`Code::start_handler`], then
@@ -32,6 +32,10 @@ pub trait Code: Send + Sync + 'static {
     fn serves_http(&self) -> bool;
     /// What it exports, for messages.
     fn exports(&self) -> Vec<String>;
+    /// What kind of instance it makes: `wasm` or `container`.
+    fn kind(&self) -> &'static str {
+        "wasm"
+    }
     /// Why each request it serves runs in an instance of its own, when
     /// that is how this kind of code serves (a CGI module).
     fn fresh_each_request(&self) -> Option<&'static str> {
@@ -79,4 +83,8 @@ pub trait CodeSource: Send + Sync + 'static {
     fn loaded(&self, digest: &Digest) -> Option<Arc<dyn Code>>;
     /// Loads code (reading and maybe compiling it off the async threads).
     fn load(&self, digest: &Digest) -> BoxFuture<'static, Result<Arc<dyn Code>, String>>;
+    /// Whether the digest is a container image (cheap).
+    fn is_image(&self, _digest: &Digest) -> bool {
+        false
+    }
 }

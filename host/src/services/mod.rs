@@ -25,6 +25,7 @@
 pub mod backoff;
 pub mod callee;
 pub mod code;
+pub mod container;
 pub mod directory;
 pub mod parts;
 pub mod pool;

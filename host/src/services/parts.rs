@@ -57,6 +57,7 @@ pub fn launch(who: &Identity, run: &RunSpec, id: &str) -> Launch {
         seat: Seat::Service,
         files: run.files.clone(),
         scratch_bytes: run.scratch_bytes,
+        stop_grace: run.stop_grace,
     }
 }
 

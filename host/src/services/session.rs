@@ -119,6 +119,8 @@ pub struct Session {
     pub files: Option<crate::model::Digest>,
     /// Bytes of scratch space at `/tmp`.
     pub scratch_bytes: Option<u64>,
+    /// How long a container has after SIGTERM.
+    pub stop_grace: std::time::Duration,
     /// The service log its output is kept in too, and its instance id
     /// there (`None` for a component run outside any service).
     pub log: Option<(Arc<ServiceLog>, String)>,
@@ -162,6 +164,7 @@ where
         seat: session.seat,
         files: session.files,
         scratch_bytes: session.scratch_bytes,
+        stop_grace: session.stop_grace,
     };
     let mark_running = {
         let status = status.clone();

@@ -16,7 +16,7 @@ use super::directory::Identity;
 use super::parts::{launch, Parts};
 use super::spec::Spec;
 use crate::model::{InstanceState, InstanceStatus, ServiceKey};
-use crate::runtime::{Interrupt, Outcome};
+use crate::runtime::{Ending, Interrupt, Outcome};
 
 /// What a slot shows the supervisor: its instance's status and the spec
 /// it has taken. Rollouts wait on its changes.
@@ -168,6 +168,16 @@ impl SlotTask {
                     continue;
                 }
             };
+            if outcome.ending == Ending::Unrunnable {
+                // Its command is not there: starting again will not help.
+                tracing::warn!(service = %self.key, instance = %self.id, outcome = %outcome.message, "cannot run");
+                self.crashed_with(&outcome);
+                if specs.changed().await.is_err() {
+                    return;
+                }
+                self.reset_restarts();
+                continue;
+            }
             let delay = self.ended(&outcome, started.elapsed());
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
@@ -233,6 +243,19 @@ impl SlotTask {
             s.status.exit_code = None;
             s.status.message = Some(message);
         });
+    }
+
+    fn crashed_with(&self, outcome: &Outcome) {
+        self.state.send_modify(|s| {
+            s.status.enter(InstanceState::Crashed);
+            s.status.exit_code = outcome.exit_code;
+            s.status.message = Some(outcome.message.clone());
+        });
+        let text = format!("{}; not restarted until the service or its stack changes", outcome.message);
+        self.parts
+            .events
+            .service(&self.key, "instance.crashed", Some(&self.id), text.clone());
+        self.who.log.note(&self.id, format!("[mesh] {text}"));
     }
 
     fn reset_restarts(&mut self) {

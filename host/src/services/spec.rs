@@ -47,6 +47,16 @@ pub enum CodeProblem {
         /// What it exports.
         exports: String,
     },
+    /// `--image NAME` names no image of the stack.
+    #[error("no image named '{name}' in stack {stack} (have: {have})")]
+    NoImage {
+        /// The name given.
+        name: String,
+        /// The stack.
+        stack: String,
+        /// Its images, comma-separated.
+        have: String,
+    },
     /// Code with no HTTP handler where one is needed.
     #[error("component '{name}' does not export `wasi:http/incoming-handler`, so it cannot serve requests (it exports {exports})")]
     NoHandler {
@@ -61,7 +71,8 @@ pub enum CodeProblem {
 /// means its instances must restart.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunSpec {
-    /// argv.
+    /// argv: for a component, the whole command; for an image, what
+    /// replaces its `Cmd` (the command without the image's name).
     pub command: Vec<String>,
     /// Environment variables, `MESH_STACK` and `MESH_SERVICE` included.
     pub env: Vec<(String, String)>,
@@ -73,6 +84,8 @@ pub struct RunSpec {
     pub files: Option<Digest>,
     /// Bytes of scratch space per instance.
     pub scratch_bytes: Option<u64>,
+    /// How long an instance has to stop before it is killed.
+    pub stop_grace: std::time::Duration,
 }
 
 /// A [`RunSpec`] as handed to slots, pools and cron jobs, with an id so a
@@ -111,8 +124,13 @@ impl Spec {
 }
 
 impl RunSpec {
-    /// What a service should run, given its stack, and the stack version.
-    pub fn of(service: &Service, stack: Option<&Stack>) -> (RunSpec, u64) {
+    /// What a service should run, given its stack, and the stack version;
+    /// `is_image` tells images from components.
+    pub fn of(
+        service: &Service,
+        stack: Option<&Stack>,
+        is_image: &dyn Fn(&Digest) -> bool,
+    ) -> (RunSpec, u64) {
         let mut env: Vec<(String, String)> = service
             .env_vars
             .iter()
@@ -120,13 +138,25 @@ impl RunSpec {
             .collect();
         env.push(("MESH_STACK".into(), service.stack.clone()));
         env.push(("MESH_SERVICE".into(), service.name.clone()));
+        let resolved = resolve_command(
+            &service.stack,
+            &service.command,
+            service.image.as_deref(),
+            stack,
+            is_image,
+        );
+        let command = match &resolved {
+            Ok((_, argv)) => argv.clone(),
+            Err(_) => service.command.clone(),
+        };
         let run = RunSpec {
-            command: service.command.clone(),
+            command,
             env,
             memory_bytes: service.memory_bytes,
-            component: resolve_component(service, stack),
+            component: resolved.map(|(digest, _)| digest),
             files: stack.and_then(|s| s.components.get(FILES_ENTRY).cloned()),
             scratch_bytes: service.scratch_bytes,
+            stop_grace: service.stop_grace(),
         };
         (run, stack.map_or(0, |s| s.current))
     }
@@ -181,24 +211,65 @@ impl RunSpec {
     }
 }
 
-/// The digest of the component a service's command names, or why there
-/// is none.
-pub fn resolve_component(service: &Service, stack: Option<&Stack>) -> Result<Digest, CodeProblem> {
-    let name = service.component();
+/// The code a command runs and the argv its instance gets: a component
+/// named by the first word gets the whole command; an image named by the
+/// first word gets the rest (it replaces the image's `Cmd`, as `docker run
+/// IMAGE ARGV`); with `image` given, or when the first word names nothing
+/// and the stack has exactly one image, the image gets the whole command
+/// (`-- node send-emails.js`).
+pub fn resolve_command(
+    stack_name: &str,
+    command: &[String],
+    image: Option<&str>,
+    stack: Option<&Stack>,
+    is_image: &dyn Fn(&Digest) -> bool,
+) -> Result<(Digest, Vec<String>), CodeProblem> {
     let stack = match stack {
         Some(stack) if stack.current > 0 => stack,
         _ => {
             return Err(CodeProblem::NoCode {
-                stack: service.stack.clone(),
+                stack: stack_name.to_string(),
             })
         }
     };
-    stack
+    let images: Vec<(&String, &Digest)> = stack
         .components
-        .get(name)
-        .filter(|_| name != FILES_ENTRY)
-        .cloned()
-        .ok_or_else(|| no_component(name, &stack.name, stack.current, &stack.components))
+        .iter()
+        .filter(|(name, digest)| *name != FILES_ENTRY && is_image(digest))
+        .collect();
+    if let Some(wanted) = image {
+        return images
+            .iter()
+            .find(|(name, _)| name.as_str() == wanted)
+            .map(|(_, digest)| ((*digest).clone(), command.to_vec()))
+            .ok_or_else(|| CodeProblem::NoImage {
+                name: wanted.to_string(),
+                stack: stack.name.clone(),
+                have: images
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+    }
+    let first = command.first().map(String::as_str).unwrap_or("");
+    if let Some(digest) = stack.components.get(first).filter(|_| first != FILES_ENTRY) {
+        let argv = if is_image(digest) {
+            command[1..].to_vec()
+        } else {
+            command.to_vec()
+        };
+        return Ok((digest.clone(), argv));
+    }
+    if let [(_, digest)] = images.as_slice() {
+        return Ok(((*digest).clone(), command.to_vec()));
+    }
+    Err(no_component(
+        first,
+        &stack.name,
+        stack.current,
+        &stack.components,
+    ))
 }
 
 /// `no component named 'ap' in stack app v4 (have: app, payments)`.

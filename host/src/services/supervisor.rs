@@ -151,7 +151,8 @@ impl Supervisor {
         service: &Service,
         stack: Option<&Stack>,
     ) {
-        let (run, version) = RunSpec::of(service, stack);
+        let code = self.parts.code.clone();
+        let (run, version) = RunSpec::of(service, stack, &|d| code.is_image(d));
         let requests_only = self.serves_only_http(&run);
         // Cron jobs get their instances from the scheduler, web services
         // (and workers whose code only serves HTTP) from their pool.

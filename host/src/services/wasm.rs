@@ -7,6 +7,8 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::WasiBody;
 
 use super::code::{BoxFuture, Code, CodeSource, Handler};
+use super::container::ContainerCode;
+use crate::container::Containers;
 use crate::model::Digest;
 use tokio::io::AsyncWriteExt as _;
 use wasmtime_wasi::cli::StdoutStream as _;
@@ -17,15 +19,21 @@ use crate::runtime::{
     run_command, Engine, HttpInstance, Interrupt, Launch, Loaded, Outcome, Respond,
 };
 
-/// Components loaded through the engine.
+/// Components loaded through the engine, and images unpacked for the
+/// container runtime.
 pub struct WasmSource {
     engine: Arc<Engine>,
+    containers: Option<Arc<Containers>>,
 }
 
 impl WasmSource {
-    /// Components from `engine`'s code cache.
-    pub fn new(engine: Arc<Engine>) -> Arc<WasmSource> {
-        Arc::new(WasmSource { engine })
+    /// Components from `engine`'s code cache, and images from `containers`.
+    pub fn new(engine: Arc<Engine>, containers: Option<Arc<Containers>>) -> Arc<WasmSource> {
+        Arc::new(WasmSource { engine, containers })
+    }
+
+    fn image(&self, digest: &Digest) -> Option<Arc<dyn Code>> {
+        ContainerCode::find(self.containers.as_ref()?, digest)
     }
 
     fn wrap(&self, loaded: Arc<Loaded>) -> Arc<dyn Code> {
@@ -38,7 +46,16 @@ impl WasmSource {
 
 impl CodeSource for WasmSource {
     fn loaded(&self, digest: &Digest) -> Option<Arc<dyn Code>> {
-        self.engine.loaded(digest).map(|loaded| self.wrap(loaded))
+        self.engine
+            .loaded(digest)
+            .map(|loaded| self.wrap(loaded))
+            .or_else(|| self.image(digest))
+    }
+
+    fn is_image(&self, digest: &Digest) -> bool {
+        self.containers
+            .as_ref()
+            .is_some_and(|c| c.image_dir(digest.hex()).is_dir())
     }
 
     fn load(&self, digest: &Digest) -> BoxFuture<'static, Result<Arc<dyn Code>, String>> {

@@ -44,6 +44,23 @@ impl Blobs {
         write_synced(&self.dir, &path, bytes)
     }
 
+    /// Stores the file at `path` (in the same file system), whose digest
+    /// is `digest`, by moving it into place durably.
+    pub fn put_file(&self, digest: &Digest, path: &Path) -> anyhow::Result<()> {
+        let dest = self.path(digest);
+        if dest.is_file() {
+            let _ = std::fs::remove_file(path);
+            return Ok(());
+        }
+        std::fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {}", path.display()))?;
+        std::fs::rename(path, &dest).with_context(|| format!("storing {}", dest.display()))?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", self.dir.display()))
+    }
+
     /// Every stored blob's digest.
     pub fn list(&self) -> anyhow::Result<Vec<Digest>> {
         let entries = std::fs::read_dir(&self.dir)

@@ -1,0 +1,616 @@
+//! Starting containers and following them to their end: each runs under
+//! its own shim process (`shim.rs`), which the daemon talks to over a
+//! socket. [`Containers`] owns the images, bundles, state and network of
+//! one daemon; [`Running`] is one container, stopped (SIGTERM, then
+//! SIGKILL after its grace period) and cleaned up when dropped.
+
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
+
+use super::bundle::{self, Bundle, BundleSpec};
+use super::image::{self, ImageSettings};
+use super::net::{Link, NetConfig, Network};
+use super::shim::SHIM_ARG;
+
+/// How a container's command is to run.
+pub struct ContainerLaunch {
+    /// The service's command, without the image's name: it replaces the
+    /// image's `Cmd` (empty: the image's own).
+    pub command: Vec<String>,
+    /// Environment variables, over the image's.
+    pub env: Vec<(String, String)>,
+    /// Memory limit in bytes.
+    pub memory_bytes: u64,
+    /// Bytes it may write to its own layer.
+    pub writable_bytes: u64,
+    /// Whether its stdio is a terminal.
+    pub tty: bool,
+    /// Whether the daemon feeds its stdin (else it reads end of input).
+    pub stdin: bool,
+    /// The name it is known by inside (host name), e.g. `web.1`.
+    pub hostname: String,
+    /// Names that resolve to the daemon's proxy inside (intra-DNS).
+    pub names: Vec<String>,
+    /// How long it has to end after SIGTERM before SIGKILL.
+    pub stop_grace: Duration,
+}
+
+/// How a container ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit code (128 + signal when a signal ended it).
+    pub code: i32,
+    /// The signal that ended it, or 0.
+    pub signal: i32,
+    /// Whether the kernel killed it for exceeding its memory limit.
+    pub oom: bool,
+    /// Set when it never ran: why.
+    pub failed: Option<String>,
+}
+
+/// Why a container could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// Its command is not in the image: exit code 127, as a shell says.
+    NotFound(String),
+    /// Anything else, in one line.
+    Failed(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::NotFound(m) | StartError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// One daemon's containers: where images are unpacked, bundles and
+/// runtime state kept, the shim to start, and the bridge.
+pub struct Containers {
+    images: PathBuf,
+    bundles: PathBuf,
+    state: PathBuf,
+    exe: PathBuf,
+    tag: String,
+    network: Result<Arc<Network>, String>,
+    /// Names this daemon's run (seconds since the epoch, in hex), so ids
+    /// never repeat across restarts.
+    boot: String,
+    next: AtomicU64,
+}
+
+impl Containers {
+    /// Opens the containers of the daemon whose data is in `data_dir`:
+    /// anything a killed daemon left running there is killed and removed
+    /// first. `exe` is the daemon's binary (it is the shim too); `subnet`
+    /// the bridge's `GATEWAY/PREFIX`.
+    pub fn open(data_dir: &Path, exe: PathBuf, subnet: &str) -> anyhow::Result<Arc<Containers>> {
+        let images = data_dir.join("images");
+        let root = data_dir.join("containers");
+        let (bundles, state) = (root.join("bundles"), root.join("state"));
+        for d in [&images, &bundles, &state] {
+            std::fs::create_dir_all(d)?;
+        }
+        image::clean_partial(&images);
+        use sha2::Digest as _;
+        let canonical = data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_path_buf());
+        let tag = hex::encode(sha2::Sha256::digest(canonical.to_string_lossy().as_bytes()))[..8]
+            .to_string();
+        let missing = missing_support();
+        let network = match &missing {
+            Some(why) => Err(why.clone()),
+            None => NetConfig::parse(subnet).and_then(Network::open),
+        };
+        let containers = Containers {
+            images,
+            bundles,
+            state,
+            exe,
+            tag,
+            network,
+            boot: format!(
+                "{:x}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            ),
+            next: AtomicU64::new(1),
+        };
+        let cleaned = containers.clean_leftovers();
+        if cleaned > 0 {
+            tracing::warn!(cleaned, "removed containers a previous daemon left");
+        }
+        if let Err(why) = &containers.network {
+            tracing::info!(%why, "containers cannot run on this host");
+        }
+        Ok(Arc::new(containers))
+    }
+
+    /// Why containers cannot run here, if they cannot: one line naming
+    /// what is missing.
+    pub fn unsupported(&self) -> Option<String> {
+        match &self.network {
+            Ok(_) => None,
+            Err(why) => Some(format!("containers cannot run on this host: {why}")),
+        }
+    }
+
+    /// Where the image of `hex` is (or would be) unpacked.
+    pub fn image_dir(&self, hex: &str) -> PathBuf {
+        self.images.join(hex)
+    }
+
+    /// Where images are unpacked.
+    pub fn images_dir(&self) -> &Path {
+        &self.images
+    }
+
+    /// The bridge's address, the containers' proxy, when there is one.
+    pub fn gateway(&self) -> Option<Ipv4Addr> {
+        self.network.as_ref().ok().map(|n| n.gateway())
+    }
+
+    /// Whether `address` is a container's (on the bridge's subnet).
+    pub fn is_container_address(&self, address: Ipv4Addr) -> bool {
+        self.network.as_ref().is_ok_and(|n| n.contains(address))
+    }
+
+    /// Kills and removes every container, bundle and link this daemon's
+    /// data directory holds from before; how many containers there were.
+    fn clean_leftovers(&self) -> usize {
+        let mut count = 0;
+        if let Ok(entries) = std::fs::read_dir(&self.state) {
+            for entry in entries.filter_map(Result::ok) {
+                count += 1;
+                match libcontainer::container::Container::load(entry.path()) {
+                    Ok(mut container) => {
+                        let _ = container.kill(nix::sys::signal::Signal::SIGKILL, true);
+                        if let Err(e) = container.delete(true) {
+                            tracing::warn!(error = %e, "cannot delete a leftover container");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot load a leftover container"),
+                }
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        bundle::clean_all(&self.bundles);
+        count
+    }
+
+    /// Starts a container of the image unpacked at `image_dir`.
+    pub async fn start(
+        self: &Arc<Self>,
+        image_dir: &Path,
+        launch: ContainerLaunch,
+    ) -> Result<Running, StartError> {
+        if let Some(why) = self.unsupported() {
+            return Err(StartError::Failed(why));
+        }
+        let network = self.network.clone().map_err(StartError::Failed)?;
+        let settings = image::settings(image_dir).ok_or_else(|| {
+            StartError::Failed("the image is not unpacked on this host".into())
+        })?;
+        let argv = settings.argv(&launch.command);
+        let Some(first) = argv.first().cloned() else {
+            return Err(StartError::NotFound(
+                "the image has no command (no Entrypoint or Cmd): give one after --".into(),
+            ));
+        };
+        let env = merge_env(&settings, &launch.env);
+        let path = env
+            .iter()
+            .find_map(|kv| kv.strip_prefix("PATH="))
+            .unwrap_or(settings.path_var())
+            .to_string();
+        let lower = image_dir.join(image::ROOTFS_DIR);
+        if !bundle::finds_executable(&lower, &first, &path) {
+            return Err(StartError::NotFound(format!(
+                "exec: \"{first}\": not found in image"
+            )));
+        }
+        let id = format!(
+            "{}-{}-{}",
+            self.tag,
+            self.boot,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        );
+        let cgroup = format!("/mesh/{id}");
+        let link = network.link(&id).map_err(StartError::Failed)?;
+        let mut hosts = format!("127.0.0.1\tlocalhost\n{}\t{}\n", link.address, launch.hostname);
+        for name in &launch.names {
+            hosts.push_str(&format!("{}\t{name}\n", network.gateway()));
+        }
+        let spec = BundleSpec {
+            argv,
+            env,
+            memory_bytes: launch.memory_bytes,
+            cpu_shares: 1024,
+            writable_bytes: launch.writable_bytes,
+            tty: launch.tty,
+            hostname: &sanitize_hostname(&launch.hostname),
+            cgroup: &cgroup,
+            hosts,
+            image: &settings,
+        };
+        let bundle = Bundle::prepare(&self.bundles, &id, image_dir, &spec).map_err(StartError::Failed)?;
+        let cleanup = Cleanup {
+            bundle: Some(bundle),
+            link: Some(link),
+        };
+        let net_arg = format!("{},{}", cleanup.link().peer, network.cidr_of(cleanup.link().address));
+        let (daemon_end, shim_end) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| StartError::Failed(e.to_string()))?;
+        let mut command = std::process::Command::new(&self.exe);
+        command
+            .arg(SHIM_ARG)
+            .args(["--root", &self.state.to_string_lossy()])
+            .args(["--id", &id])
+            .args(["--bundle", &cleanup.bundle_dir().to_string_lossy()])
+            .args(["--cgroup", &cgroup])
+            .args(["--net", &net_arg]);
+        if launch.tty {
+            command.arg("--tty");
+        }
+        command
+            .stdin(if launch.stdin && !launch.tty { Stdio::piped() } else { Stdio::null() })
+            .stdout(if launch.tty { Stdio::null() } else { Stdio::piped() })
+            .stderr(if launch.tty { Stdio::null() } else { Stdio::piped() });
+        let fd = shim_end.as_raw_fd();
+        // SAFETY: dup2 and fcntl are async-signal-safe; the closure runs
+        // in the child between fork and exec and touches nothing else.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::dup2(fd, super::shim::CONTROL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = tokio::process::Command::from(command)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| StartError::Failed(format!("cannot start the container shim: {e}")))?;
+        drop(shim_end);
+        let (started, daemon_end) = tokio::task::spawn_blocking(move || {
+            let result = handshake(&daemon_end);
+            (result, daemon_end)
+        })
+        .await
+        .map_err(|e| StartError::Failed(e.to_string()))?;
+        let (pid, terminal) = match started {
+            Ok(ok) => ok,
+            Err(message) => {
+                let _ = child.wait().await;
+                return Err(StartError::Failed(message));
+            }
+        };
+        daemon_end
+            .set_nonblocking(true)
+            .map_err(|e| StartError::Failed(e.to_string()))?;
+        let control = tokio::net::UnixStream::from_std(daemon_end)
+            .map_err(|e| StartError::Failed(e.to_string()))?;
+        let (read, write) = control.into_split();
+        Ok(Running {
+            id,
+            pid,
+            address: cleanup.link().address,
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+            terminal,
+            child: Some(child),
+            control: Some(tokio::io::BufReader::new(read)),
+            commands: Some(write),
+            exit: None,
+            grace: launch.stop_grace,
+            cleanup: Some(cleanup),
+        })
+    }
+}
+
+/// Why containers cannot run on this host, if they cannot.
+fn missing_support() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("the daemon is not running as root".into());
+    }
+    for ns in ["pid", "net", "mnt", "uts", "ipc"] {
+        if !Path::new("/proc/self/ns").join(ns).exists() {
+            return Some(format!("the kernel has no {ns} namespaces"));
+        }
+    }
+    let v1 = Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
+    let v2 = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+        .is_ok_and(|c| c.split_whitespace().any(|x| x == "memory"));
+    if !v1 && !v2 {
+        return Some("no memory cgroup controller (cgroup v1 or v2) is mounted".into());
+    }
+    let overlay = std::fs::read_to_string("/proc/filesystems")
+        .is_ok_and(|f| f.lines().any(|l| l.trim_end().ends_with("overlay")));
+    if !overlay {
+        return Some("the kernel has no overlay filesystem".into());
+    }
+    None
+}
+
+/// The image's env with the launch's on top (same keys replaced).
+fn merge_env(settings: &ImageSettings, extra: &[(String, String)]) -> Vec<String> {
+    let mut env: Vec<String> = settings
+        .env
+        .iter()
+        .filter(|kv| {
+            let key = kv.split('=').next().unwrap_or("");
+            !extra.iter().any(|(k, _)| k == key)
+        })
+        .cloned()
+        .collect();
+    if !env.iter().any(|kv| kv.starts_with("PATH=")) && !extra.iter().any(|(k, _)| k == "PATH") {
+        env.push(format!("PATH={}", settings.path_var()));
+    }
+    env.extend(extra.iter().map(|(k, v)| format!("{k}={v}")));
+    env
+}
+
+/// A host name from an instance id: letters, digits and `-`.
+fn sanitize_hostname(id: &str) -> String {
+    let name: String = id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63)
+        .collect();
+    if name.is_empty() {
+        "container".into()
+    } else {
+        name
+    }
+}
+
+/// Reads the shim's first lines: the terminal (for a tty) and `started
+/// PID`, or why it failed.
+fn handshake(
+    socket: &std::os::unix::net::UnixStream,
+) -> Result<(u32, Option<OwnedFd>), String> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd as _;
+    let _ = socket.set_read_timeout(Some(Duration::from_secs(60)));
+    let mut terminal = None;
+    let mut pending = Vec::new();
+    loop {
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line).trim().to_string();
+            if let Some(pid) = line.strip_prefix("started ") {
+                let _ = socket.set_read_timeout(None);
+                let pid = pid.parse().map_err(|_| format!("the shim said {line:?}"))?;
+                if !pending.is_empty() {
+                    return Err("the shim said more than expected".into());
+                }
+                return Ok((pid, terminal));
+            }
+            if let Some(why) = line.strip_prefix("failed ") {
+                return Err(why.to_string());
+            }
+            if line != "tty" {
+                return Err(format!("the shim said {line:?}"));
+            }
+        }
+        let mut buf = [0u8; 1024];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let message = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())
+            .map_err(|e| format!("the container shim did not answer: {e}"))?;
+        if let Ok(cmsgs) = message.cmsgs() {
+            for cmsg in cmsgs {
+                if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                    for fd in fds {
+                        // SAFETY: received just now; owned by nobody else.
+                        terminal = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+                    }
+                }
+            }
+        }
+        let n = message.bytes;
+        if n == 0 {
+            return Err("the container shim ended before the container started".into());
+        }
+        pending.extend_from_slice(&buf[..n]);
+        if pending.len() > 4096 {
+            return Err("the shim said too much".into());
+        }
+    }
+}
+
+/// What is left to undo after a container: its bundle and link.
+struct Cleanup {
+    bundle: Option<Bundle>,
+    link: Option<Link>,
+}
+
+impl Cleanup {
+    fn link(&self) -> &Link {
+        self.link.as_ref().expect("the link lives as long as the cleanup")
+    }
+
+    fn bundle_dir(&self) -> PathBuf {
+        self.bundle
+            .as_ref()
+            .map(|b| b.dir.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(mut bundle) = self.bundle.take() {
+            bundle.remove();
+        }
+        drop(self.link.take());
+    }
+}
+
+/// A running container.
+pub struct Running {
+    /// Its id (its cgroup is `/mesh/ID`).
+    pub id: String,
+    /// Its init process, as the host sees it.
+    pub pid: u32,
+    /// Its address on the bridge.
+    pub address: Ipv4Addr,
+    /// Its stdin, when the daemon feeds it.
+    pub stdin: Option<ChildStdin>,
+    /// Its stdout (none for a terminal).
+    pub stdout: Option<ChildStdout>,
+    /// Its stderr (none for a terminal).
+    pub stderr: Option<ChildStderr>,
+    /// The terminal's controlling end, for a terminal.
+    pub terminal: Option<OwnedFd>,
+    child: Option<Child>,
+    control: Option<tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>>,
+    commands: Option<tokio::net::unix::OwnedWriteHalf>,
+    exit: Option<Exit>,
+    grace: Duration,
+    cleanup: Option<Cleanup>,
+}
+
+impl Running {
+    /// Waits for the container to end.
+    pub async fn wait(&mut self) -> Exit {
+        if let Some(exit) = &self.exit {
+            return exit.clone();
+        }
+        let exit = read_exit(self.control.as_mut()).await;
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait().await;
+        }
+        self.exit = Some(exit.clone());
+        // Its bundle and address go at once; the output pipes stay for
+        // the caller to drain.
+        if let Some(cleanup) = self.cleanup.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(cleanup)).await;
+        }
+        exit
+    }
+
+    /// Asks the container's init to stop (SIGTERM).
+    pub async fn terminate(&mut self) {
+        self.send(b"term\n").await;
+    }
+
+    /// Kills every process of the container (SIGKILL).
+    pub async fn kill(&mut self) {
+        self.send(b"kill\n").await;
+    }
+
+    async fn send(&mut self, line: &[u8]) {
+        if let Some(w) = &mut self.commands {
+            let _ = w.write_all(line).await;
+        }
+    }
+
+    /// Stops it: SIGTERM, then SIGKILL once its grace period is over.
+    pub async fn stop(&mut self) -> Exit {
+        if self.exit.is_none() {
+            self.terminate().await;
+            let grace = self.grace;
+            if tokio::time::timeout(grace, self.wait()).await.is_err() {
+                self.kill().await;
+            }
+        }
+        self.wait().await
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.exit.is_some() {
+            return;
+        }
+        // Dropped while running (its owner was stopped): stop it in the
+        // background, politely first, then clean up after it.
+        let mut rest = Running {
+            id: std::mem::take(&mut self.id),
+            pid: self.pid,
+            address: self.address,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            terminal: None,
+            child: self.child.take(),
+            control: self.control.take(),
+            commands: self.commands.take(),
+            exit: None,
+            grace: self.grace,
+            cleanup: self.cleanup.take(),
+        };
+        self.exit = Some(Exit {
+            code: 137,
+            signal: 9,
+            oom: false,
+            failed: None,
+        });
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    rest.stop().await;
+                });
+            }
+            Err(_) => {
+                // No runtime: closing the socket makes the shim kill it.
+                rest.exit = Some(Exit {
+                    code: 137,
+                    signal: 9,
+                    oom: false,
+                    failed: None,
+                });
+            }
+        }
+    }
+}
+
+async fn read_exit(
+    control: Option<&mut tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>>,
+) -> Exit {
+    let gone = |why: &str| Exit {
+        code: 1,
+        signal: 0,
+        oom: false,
+        failed: Some(why.to_string()),
+    };
+    let Some(control) = control else {
+        return gone("the container was not started");
+    };
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match control.read_line(&mut line).await {
+            Ok(0) | Err(_) => return gone("the container shim ended unexpectedly"),
+            Ok(_) => {}
+        }
+        if line.len() > 4096 {
+            return gone("the container shim said too much");
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["exit", code, signal, oom] => {
+                return Exit {
+                    code: code.parse().unwrap_or(1),
+                    signal: signal.parse().unwrap_or(0),
+                    oom: *oom == "1",
+                    failed: None,
+                }
+            }
+            ["failed", ..] => return gone(line.trim().trim_start_matches("failed ")),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Containers: OCI images run through youki's `libcontainer`, the fallback
+//! beside wasm components. This layer knows images, bundles, the shim
+//! process, cgroups and the bridge network; it knows no service, log or
+//! policy. The services layer turns its instances into slots, pools and
+//! runs like any other code (`services/container.rs`).
+//!
+//! - `image`: checking an uploaded image and unpacking it once per digest.
+//! - `layer`: unpacking one layer safely (whiteouts, no escapes, bounds).
+//! - `bundle`: one instance's bundle: its private writable layer over the
+//!   image (overlayfs on a size-capped tmpfs) and its OCI runtime config.
+//! - `net`: the bridge the daemon owns, and a veth pair per container.
+//! - `shim`: the per-container process that drives `libcontainer`.
+//! - `instance`: starting a container through its shim, signalling it,
+//!   waiting for its end, cleaning up after it.
+
+pub mod bundle;
+pub mod image;
+pub mod instance;
+pub mod layer;
+pub mod net;
+pub mod shim;
+
+pub use image::{ImageError, ImageSettings};
+pub use instance::{ContainerLaunch, Containers, Exit, Running};

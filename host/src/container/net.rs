@@ -1,0 +1,214 @@
+//! The containers' network: one bridge the daemon owns (`mesh0`,
+//! 10.213.0.1/16 by default) and, per container, a veth pair whose host
+//! end is an *isolated* port of the bridge (so containers never reach one
+//! another, only the host side) and whose other end becomes the
+//! container's `eth0` in its own network namespace. Nothing routes or
+//! forwards out of the bridge: a container reaches the daemon's proxy on
+//! the bridge address, which applies its environment's policy, and
+//! nothing else.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+/// The bridge's settings: its address and prefix length. Its device
+/// name, and its veths', carry a tag taken from them, so daemons on
+/// different subnets of one host never touch each other's links.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// The bridge's own address: the containers' gateway and proxy.
+    pub gateway: Ipv4Addr,
+    /// Prefix length of the containers' subnet.
+    pub prefix: u8,
+}
+
+/// The subnet containers get unless the operator names another.
+pub const DEFAULT_SUBNET: &str = "10.213.0.1/16";
+
+impl NetConfig {
+    /// `GATEWAY/PREFIX`, e.g. `10.213.0.1/16`; the prefix is 8 to 30.
+    pub fn parse(text: &str) -> Result<NetConfig, String> {
+        let bad = || format!("{text:?} is not a gateway address and prefix like {DEFAULT_SUBNET}");
+        let (addr, prefix) = text.split_once('/').ok_or_else(bad)?;
+        let gateway: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        if !(8..=30).contains(&prefix) {
+            return Err(bad());
+        }
+        Ok(NetConfig { gateway, prefix })
+    }
+
+    fn tag(&self) -> String {
+        short_hash(&format!("{}/{}", self.gateway, self.prefix))[..4].to_string()
+    }
+
+    /// The bridge device's name.
+    pub fn bridge(&self) -> String {
+        format!("mesh{}", self.tag())
+    }
+}
+
+/// The bridge, and the addresses on it in use.
+pub struct Network {
+    config: NetConfig,
+    used: Mutex<BTreeSet<u32>>,
+}
+
+/// One container's link: released (and its veth deleted) on drop.
+pub struct Link {
+    network: Arc<Network>,
+    /// The container's address.
+    pub address: Ipv4Addr,
+    /// The host end's name.
+    pub host: String,
+    /// The container end's name, before it moves in.
+    pub peer: String,
+}
+
+/// Runs `ip` with `args`; its error output on failure.
+pub fn ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run ip (install iproute2): {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Network {
+    /// Makes (or takes over) the bridge, and removes veths a killed
+    /// daemon left.
+    pub fn open(config: NetConfig) -> Result<Arc<Network>, String> {
+        let bridge = &config.bridge();
+        if !std::path::Path::new("/sys/class/net").join(bridge).exists() {
+            ip(&["link", "add", bridge, "type", "bridge"])?;
+        }
+        let cidr = format!("{}/{}", config.gateway, config.prefix);
+        let _ = ip(&["addr", "add", &cidr, "dev", bridge]);
+        ip(&["link", "set", bridge, "up"])?;
+        clean_links(&config.tag());
+        Ok(Arc::new(Network {
+            config,
+            used: Mutex::new(BTreeSet::new()),
+        }))
+    }
+
+    /// The bridge's address.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.config.gateway
+    }
+
+    /// The subnet as `ADDRESS/PREFIX` for a container's address.
+    pub fn cidr_of(&self, address: Ipv4Addr) -> String {
+        format!("{address}/{}", self.config.prefix)
+    }
+
+    /// Whether `address` is on the containers' subnet.
+    pub fn contains(&self, address: Ipv4Addr) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.config.prefix))
+            .unwrap_or(0);
+        u32::from(address) & mask == u32::from(self.config.gateway) & mask
+    }
+
+    /// A new link for container `id`: a free address and a veth pair
+    /// whose host end is on the bridge.
+    pub fn link(self: &Arc<Self>, id: &str) -> Result<Link, String> {
+        let address = self.allocate()?;
+        let (net, tag) = (self.config.tag(), &short_hash(id)[..7]);
+        let link = Link {
+            network: self.clone(),
+            address,
+            host: format!("m{net}h{tag}"),
+            peer: format!("m{net}c{tag}"),
+        };
+        let bridge = &self.config.bridge();
+        ip(&[
+            "link", "add", &link.host, "type", "veth", "peer", "name", &link.peer,
+        ])?;
+        ip(&["link", "set", &link.host, "master", bridge])?;
+        // Isolated ports talk to the bridge, never to each other.
+        ip(&["link", "set", "dev", &link.host, "type", "bridge_slave", "isolated", "on"])?;
+        ip(&["link", "set", &link.host, "up"])?;
+        Ok(link)
+    }
+
+    fn allocate(&self) -> Result<Ipv4Addr, String> {
+        let base = u32::from(self.config.gateway);
+        let size = 1u32 << (32 - u32::from(self.config.prefix));
+        let network = base & !(size - 1);
+        let mut used = self.used.lock();
+        for offset in 2..size - 1 {
+            let candidate = network + offset;
+            if candidate != base && used.insert(candidate) {
+                return Ok(Ipv4Addr::from(candidate));
+            }
+        }
+        Err("no free address on the containers' bridge".into())
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Deleting either end deletes both (the peer may be in a
+        // namespace that is gone already).
+        let _ = ip(&["link", "del", &self.host]);
+        self.network.used.lock().remove(&u32::from(self.address));
+    }
+}
+
+/// Deletes the host ends of veths a killed daemon on this bridge left.
+fn clean_links(net: &str) {
+    let Ok(entries) = std::fs::read_dir("/sys/class/net") else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = name
+            .strip_prefix('m')
+            .and_then(|n| n.strip_prefix(net))
+            .is_some_and(|rest| rest.len() == 8 && (rest.starts_with('h') || rest.starts_with('c')));
+        if ours {
+            let _ = ip(&["link", "del", &name]);
+        }
+    }
+}
+
+/// 12 hex digits naming a container's links.
+fn short_hash(id: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(id.as_bytes()))[..12].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subnet_is_known() {
+        let net = Network {
+            config: NetConfig::parse(DEFAULT_SUBNET).expect("default"),
+            used: Mutex::new(BTreeSet::new()),
+        };
+        assert!(net.contains(Ipv4Addr::new(10, 213, 4, 5)));
+        assert!(!net.contains(Ipv4Addr::new(10, 214, 0, 1)));
+        assert!(!net.contains(Ipv4Addr::new(127, 0, 0, 1)));
+        let a = net.allocate().expect("one");
+        let b = net.allocate().expect("two");
+        assert_eq!(a, Ipv4Addr::new(10, 213, 0, 2));
+        assert_eq!(b, Ipv4Addr::new(10, 213, 0, 3));
+        assert_eq!(short_hash("x").len(), 12);
+        assert!(net.config.bridge().len() <= 15);
+        assert!(NetConfig::parse("10.1.0.1/31").is_err());
+        assert!(NetConfig::parse("nonsense").is_err());
+    }
+}

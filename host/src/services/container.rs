@@ -1,0 +1,387 @@
+//! Container images as the services layer's [`Code`]: each instance is a
+//! container made by the container layer, and slots, pools, cron jobs and
+//! interactive runs run it as they run a wasm component. Its output goes
+//! to the same logs, its end becomes the same [`Outcome`], and a web
+//! container (listening on `$PORT`) is served through a [`Handler`] that
+//! forwards each request to it.
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt as _;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use wasmtime_wasi::cli::{StdinStream as _, StdoutStream as _};
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::WasiBody;
+
+use super::code::{BoxFuture, Code, Handler};
+use crate::container::instance::StartError;
+use crate::container::{ContainerLaunch, Containers, Exit, Running};
+use crate::model::{format_memory, Digest};
+use crate::runtime::{CallLimits, Ending, Interrupt, Launch, Outcome, Respond};
+
+/// The port a web container listens on (`$PORT`): each container has a
+/// network namespace of its own, so all use the same.
+pub const WEB_PORT: u16 = 8080;
+/// Bytes a container may write to its own layer unless its service asks
+/// for scratch space.
+pub const DEFAULT_WRITABLE_BYTES: u64 = 64 << 20;
+/// Longest a web container has to start listening on `$PORT`.
+const LISTEN_WAIT: Duration = Duration::from_secs(30);
+
+/// An image, unpacked on this host.
+pub struct ContainerCode {
+    digest: Digest,
+    dir: PathBuf,
+    containers: Arc<Containers>,
+}
+
+impl ContainerCode {
+    /// The image of `digest`, when it is unpacked here.
+    pub fn find(containers: &Arc<Containers>, digest: &Digest) -> Option<Arc<dyn Code>> {
+        let dir = containers.image_dir(digest.hex());
+        dir.is_dir().then(|| {
+            Arc::new(ContainerCode {
+                digest: digest.clone(),
+                dir,
+                containers: containers.clone(),
+            }) as Arc<dyn Code>
+        })
+    }
+}
+
+/// How a container's end reads in `service ls`.
+pub fn outcome_of(exit: &Exit, memory_bytes: u64) -> Outcome {
+    if let Some(why) = &exit.failed {
+        return Outcome {
+            exit_code: None,
+            message: why.clone(),
+            ending: Ending::Failed,
+        };
+    }
+    let name = |signal: i32| {
+        nix::sys::signal::Signal::try_from(signal)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|_| format!("signal {signal}"))
+    };
+    if exit.oom {
+        return Outcome {
+            exit_code: Some(exit.code),
+            message: format!(
+                "killed by {}: exceeded memory limit {}",
+                name(if exit.signal == 0 { 9 } else { exit.signal }),
+                format_memory(memory_bytes)
+            ),
+            ending: Ending::OutOfMemory,
+        };
+    }
+    if exit.signal != 0 {
+        return Outcome {
+            exit_code: Some(exit.code),
+            message: format!("killed by {}", name(exit.signal)),
+            ending: Ending::Exited,
+        };
+    }
+    Outcome::exited(exit.code)
+}
+
+fn start_failed(e: StartError) -> Outcome {
+    match e {
+        StartError::NotFound(message) => Outcome {
+            exit_code: Some(127),
+            message,
+            ending: Ending::Unrunnable,
+        },
+        StartError::Failed(message) => Outcome::failed(message),
+    }
+}
+
+fn container_launch(launch: &Launch, web: bool) -> ContainerLaunch {
+    let mut env = launch.env.clone();
+    if web {
+        env.retain(|(k, _)| k != "PORT");
+        env.push(("PORT".into(), WEB_PORT.to_string()));
+    }
+    let hostname = env
+        .iter()
+        .find_map(|(k, v)| (k == "MESH_INSTANCE").then(|| v.clone()))
+        .unwrap_or_else(|| "container".into());
+    ContainerLaunch {
+        command: launch.args.clone(),
+        env,
+        memory_bytes: launch.memory_bytes,
+        writable_bytes: launch.scratch_bytes.unwrap_or(DEFAULT_WRITABLE_BYTES),
+        tty: launch.stdin.as_ref().is_some_and(|s| {
+            use wasmtime_wasi::cli::IsTerminal as _;
+            s.is_terminal()
+        }),
+        stdin: launch.stdin.is_some(),
+        hostname,
+        names: Vec::new(),
+        stop_grace: launch.stop_grace,
+    }
+}
+
+impl Code for ContainerCode {
+    fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    fn runs_command(&self) -> bool {
+        true
+    }
+
+    fn serves_http(&self) -> bool {
+        true
+    }
+
+    fn exports(&self) -> Vec<String> {
+        vec!["a container image".into()]
+    }
+
+    fn kind(&self) -> &'static str {
+        "container"
+    }
+
+    fn run(
+        &self,
+        launch: Launch,
+        interrupt: Interrupt,
+        running: Box<dyn FnOnce() + Send>,
+    ) -> BoxFuture<'static, Outcome> {
+        let (containers, dir) = (self.containers.clone(), self.dir.clone());
+        Box::pin(async move {
+            let memory = launch.memory_bytes;
+            let mut container = match containers.start(&dir, container_launch(&launch, false)).await
+            {
+                Ok(c) => c,
+                Err(e) => return start_failed(e),
+            };
+            running();
+            let pumps = attach(&mut container, &launch);
+            let exit = tokio::select! {
+                exit = container.wait() => exit,
+                () = interrupt.triggered() => container.stop().await,
+            };
+            // What it wrote last reaches the log before its end is told.
+            let _ = tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(pumps)).await;
+            outcome_of(&exit, memory)
+        })
+    }
+
+    fn start_handler(
+        &self,
+        launch: Launch,
+    ) -> BoxFuture<'static, Result<Box<dyn Handler>, Outcome>> {
+        let (containers, dir) = (self.containers.clone(), self.dir.clone());
+        Box::pin(async move {
+            let memory = launch.memory_bytes;
+            let mut container = containers
+                .start(&dir, container_launch(&launch, true))
+                .await
+                .map_err(start_failed)?;
+            let pumps = attach(&mut container, &launch);
+            let address = SocketAddr::from((container.address, WEB_PORT));
+            let listening = tokio::time::timeout(LISTEN_WAIT, async {
+                loop {
+                    if tokio::net::TcpStream::connect(address).await.is_ok() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+            tokio::select! {
+                ready = listening => {
+                    if ready.is_err() {
+                        container.stop().await;
+                        return Err(Outcome::failed(format!(
+                            "the container did not listen on $PORT ({WEB_PORT}) within {}s",
+                            LISTEN_WAIT.as_secs()
+                        )));
+                    }
+                }
+                exit = container.wait() => {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(pumps)).await;
+                    return Err(outcome_of(&exit, memory));
+                }
+            }
+            Ok(Box::new(ContainerHandler {
+                container,
+                address,
+                memory,
+            }) as Box<dyn Handler>)
+        })
+    }
+}
+
+/// Copies the container's output to the launch's streams, and the
+/// launch's stdin (or terminal) to it; the tasks end with the container.
+fn attach(container: &mut Running, launch: &Launch) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut pumps = Vec::new();
+    if let Some(mut out) = container.stdout.take() {
+        let mut sink = Box::into_pin(launch.stdout.async_stream());
+        pumps.push(tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut out, &mut sink).await;
+            let _ = sink.flush().await;
+        }));
+    }
+    if let Some(mut err) = container.stderr.take() {
+        let mut sink = Box::into_pin(launch.stderr.async_stream());
+        pumps.push(tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut err, &mut sink).await;
+            let _ = sink.flush().await;
+        }));
+    }
+    if let (Some(mut input), Some(stdin)) = (container.stdin.take(), &launch.stdin) {
+        let mut source = Box::into_pin(stdin.async_stream());
+        // Not waited for: a container may end with input still unread.
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut source, &mut input).await;
+            let _ = input.shutdown().await;
+        });
+    }
+    if let Some(terminal) = container.terminal.take() {
+        if let Some(stdin) = &launch.stdin {
+            pumps.extend(attach_terminal(terminal, launch, stdin));
+        }
+    }
+    pumps
+}
+
+/// Joins a container's terminal to an interactive run: its output to
+/// stdout, stdin and window sizes to it.
+fn attach_terminal(
+    terminal: OwnedFd,
+    launch: &Launch,
+    stdin: &crate::runtime::RunStdin,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let file = std::fs::File::from(terminal);
+    let Ok(writer_file) = file.try_clone() else {
+        return Vec::new();
+    };
+    let resize_fd = writer_file.try_clone().ok();
+    let mut reader = tokio::fs::File::from_std(file);
+    let mut writer = tokio::fs::File::from_std(writer_file);
+    let mut sink = Box::into_pin(launch.stdout.async_stream());
+    let mut source = Box::into_pin(stdin.async_stream());
+    let mut window = stdin.window();
+    let output = tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if sink.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    let _ = sink.flush().await;
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut source, &mut writer).await;
+    });
+    if let (Some(window), Some(fd)) = (window.take(), resize_fd) {
+        tokio::spawn(async move {
+            let mut window = window;
+            loop {
+                let (rows, cols) = *window.borrow_and_update();
+                set_window(&fd, rows, cols);
+                if window.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    vec![output]
+}
+
+fn set_window(file: &std::fs::File, rows: u16, cols: u16) {
+    use std::os::fd::AsRawFd as _;
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
+    unsafe {
+        libc::ioctl(file.as_raw_fd(), libc::TIOCSWINSZ, &size);
+    }
+}
+
+/// A web container: each request is forwarded to it over its bridge
+/// address, one at a time as for any instance.
+struct ContainerHandler {
+    container: Running,
+    address: SocketAddr,
+    memory: u64,
+}
+
+impl Handler for ContainerHandler {
+    fn serve(
+        mut self: Box<Self>,
+        request: http::Request<WasiBody>,
+        _scheme: Scheme,
+        _chain: Vec<String>,
+        respond: Respond,
+        limits: CallLimits,
+    ) -> BoxFuture<'static, Result<Box<dyn Handler>, Outcome>> {
+        Box::pin(async move {
+            let forward = forward(self.address, request);
+            let answered = tokio::select! {
+                answered = tokio::time::timeout(limits.wall, forward) => answered,
+                exit = self.container.wait() => {
+                    let _ = respond.send(Err(ErrorCode::InternalError(Some("the container ended".into()))));
+                    return Err(outcome_of(&exit, self.memory));
+                }
+            };
+            match answered {
+                Ok(Ok(response)) => {
+                    let _ = respond.send(Ok(response));
+                    Ok(self as Box<dyn Handler>)
+                }
+                Ok(Err(e)) => {
+                    let _ = respond.send(Err(e));
+                    Ok(self as Box<dyn Handler>)
+                }
+                Err(_) => {
+                    let _ = respond.send(Err(ErrorCode::ConnectionReadTimeout));
+                    Ok(self as Box<dyn Handler>)
+                }
+            }
+        })
+    }
+}
+
+/// Sends one request to a container and gives back its response, whose
+/// body streams from the container.
+async fn forward(
+    address: SocketAddr,
+    mut request: http::Request<WasiBody>,
+) -> Result<http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>, ErrorCode> {
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|_| ErrorCode::ConnectionRefused)?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| ErrorCode::InternalError(Some(e.to_string())))?;
+    tokio::spawn(connection);
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    *request.uri_mut() = http::Uri::try_from(path).map_err(|_| ErrorCode::HttpRequestUriInvalid)?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| ErrorCode::InternalError(Some(format!("the container's answer: {e}"))))?;
+    Ok(response.map(|body| {
+        body.map_err(wasmtime_wasi_http::Error::Hyper).boxed_unsync()
+    }))
+}
