@@ -9,7 +9,7 @@ use std::net::TcpStream;
 
 use anyhow::bail;
 use mesh_host::services::session::{
-    decode_exit, read_frame, write_frame, EXIT, INTERRUPT, STDERR, STDIN, STDIN_EOF, STDOUT,
+    decode_exit, frame, read_frame, EXIT, INTERRUPT, RESIZE, STDERR, STDIN, STDIN_EOF, STDOUT,
 };
 
 use crate::client::Client;
@@ -35,23 +35,42 @@ pub fn run(client: &Client, path: &str) -> anyhow::Result<()> {
 
 /// Sends stdin, prints stdout and stderr, until the exit frame.
 fn pump(stream: TcpStream, terminal: bool) -> anyhow::Result<(i32, String)> {
-    let mut writer = stream.try_clone()?;
+    // Stdin and window sizes go out from two threads, a frame at a time.
+    let writer = std::sync::Arc::new(std::sync::Mutex::new(stream.try_clone()?));
+    if terminal {
+        let writer = writer.clone();
+        std::thread::spawn(move || {
+            let mut last = (0, 0);
+            loop {
+                let size = window_size();
+                if size != last && size != (0, 0) {
+                    last = size;
+                    let mut payload = size.0.to_be_bytes().to_vec();
+                    payload.extend_from_slice(&size.1.to_be_bytes());
+                    if send(&writer, RESIZE, &payload).is_err() {
+                        return;
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        });
+    }
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
         let mut buf = [0u8; 4096];
         loop {
             let n = match stdin.read(&mut buf) {
                 Ok(0) | Err(_) => {
-                    let _ = write_frame(&mut writer, STDIN_EOF, &[]);
+                    let _ = send(&writer, STDIN_EOF, &[]);
                     return;
                 }
                 Ok(n) => n,
             };
             let input = &buf[..n];
             let sent = match input.iter().position(|&b| terminal && b == CTRL_C) {
-                Some(at) => write_frame(&mut writer, STDIN, &input[..at])
-                    .and_then(|()| write_frame(&mut writer, INTERRUPT, &[])),
-                None => write_frame(&mut writer, STDIN, input),
+                Some(at) => send(&writer, STDIN, &input[..at])
+                    .and_then(|()| send(&writer, INTERRUPT, &[])),
+                None => send(&writer, STDIN, input),
             };
             if sent.is_err() {
                 return;
@@ -74,6 +93,29 @@ fn pump(stream: TcpStream, terminal: bool) -> anyhow::Result<(i32, String)> {
             Some(_) => {}
             None => bail!("the daemon closed the connection before the instance ended"),
         }
+    }
+}
+
+/// Sends one frame over the shared connection.
+fn send(
+    writer: &std::sync::Mutex<TcpStream>,
+    kind: u8,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    let mut stream = writer.lock().unwrap_or_else(|e| e.into_inner());
+    stream.write_all(&frame(kind, payload))?;
+    stream.flush()
+}
+
+/// This terminal's size (rows, columns), or zeros when unknown.
+fn window_size() -> (u16, u16) {
+    // SAFETY: TIOCGWINSZ fills a winsize; a failure leaves it zeroed.
+    unsafe {
+        let mut size: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) != 0 {
+            return (0, 0);
+        }
+        (size.ws_row, size.ws_col)
     }
 }
 

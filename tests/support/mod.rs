@@ -100,6 +100,16 @@ pub struct Daemon {
     extra: Vec<String>,
     /// Contents of daemon.json.
     pub info: Value,
+    /// The containers' bridge subnet, kept across restarts.
+    network: String,
+}
+
+/// A subnet of its own for each daemon a test binary starts.
+fn next_network() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % 250 + 1;
+    format!("10.214.{n}.1/24")
 }
 
 impl Daemon {
@@ -118,6 +128,7 @@ impl Daemon {
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             info: Value::Null,
+            network: next_network(),
         };
         daemon.boot();
         daemon
@@ -142,6 +153,7 @@ impl Daemon {
             child: None,
             extra: Vec::new(),
             info: Value::Null,
+            network: next_network(),
         };
         daemon.boot();
         daemon
@@ -200,6 +212,9 @@ impl Daemon {
             // component (an interpreter) is compiled once per test run.
             .arg("--shared-cache")
             .arg(repo_root().join("target/test-code-cache"))
+            // A bridge of its own for its containers.
+            .arg("--container-network")
+            .arg(&self.network)
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

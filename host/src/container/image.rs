@@ -637,12 +637,35 @@ fn unpack_layers(
     for l in layers {
         let label = l.stored.clone().unwrap_or_else(|| l.path.clone());
         let short = label.get(..19).unwrap_or(&label).to_string();
+        if let Some(expected) = &l.stored {
+            // Checked before a byte of it is unpacked.
+            let mut whole = Hashing::new(archive.reader(&l.path).ok_or_else(|| {
+                ImageError::Missing {
+                    name: name.to_string(),
+                    what: "layer".into(),
+                    digest: label.clone(),
+                }
+            })?);
+            std::io::copy(&mut whole, &mut std::io::sink()).map_err(|e| ImageError::Layer {
+                layer: short.clone(),
+                reason: e.to_string(),
+            })?;
+            let got = whole.digest();
+            if &got != expected {
+                return Err(ImageError::Digest {
+                    name: name.to_string(),
+                    what: format!("layer {short}"),
+                    expected: expected.clone(),
+                    got,
+                });
+            }
+        }
         let reader = archive.reader(&l.path).ok_or_else(|| ImageError::Missing {
             name: name.to_string(),
             what: "layer".into(),
             digest: label.clone(),
         })?;
-        let mut stored = Hashing::new(reader);
+        let mut stored = reader;
         let mut head = [0u8; 2];
         let n = read_up_to(&mut stored, &mut head).map_err(|e| ImageError::Layer {
             layer: short.clone(),
@@ -665,17 +688,6 @@ fn unpack_layers(
             })?;
             tar_bytes.digest()
         };
-        let got = stored.digest();
-        if let Some(expected) = &l.stored {
-            if &got != expected {
-                return Err(ImageError::Digest {
-                    name: name.to_string(),
-                    what: format!("layer {short}"),
-                    expected: expected.clone(),
-                    got,
-                });
-            }
-        }
         if let Some(expected) = &l.diff_id {
             if &diff_id != expected {
                 return Err(ImageError::Digest {

@@ -26,6 +26,7 @@ use crate::cron::{Histories, Scheduler};
 use crate::ingress::{tls, ConnLimits, Connections, Ingress, Limits};
 use crate::model::DEFAULT_ENVIRONMENT;
 use crate::runtime::Engine;
+use crate::services::container::Callers;
 use crate::services::{Supervisor, WasmSource};
 use crate::store::{Blobs, Store};
 use crate::telemetry::{DiskWriter, Events, Logs, Metrics};
@@ -79,7 +80,8 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let exe = std::env::current_exe().context("finding the daemon's own binary")?;
     let containers = Containers::open(&data_dir, exe, &config.container_network)?;
-    let code = WasmSource::new(engine.clone(), Some(containers.clone()));
+    let callers = Callers::new();
+    let code = WasmSource::new(engine.clone(), Some((containers.clone(), callers.clone())));
     let supervisor = Supervisor::new(
         code.clone(),
         logs.clone(),
@@ -128,6 +130,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         scheduler.clone(),
         engine.clone(),
     );
+    let containers_gateway = containers.gateway();
     let state = ApiState {
         store,
         engine,
@@ -142,6 +145,12 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         stopping: stop_rx.clone(),
         runs: Default::default(),
         uploads: Default::default(),
+    };
+    let proxies = match containers_gateway {
+        Some(gateway) => {
+            crate::ingress::proxy::serve(callers, gateway, conn, stop_rx.clone()).await?
+        }
+        None => Vec::new(),
     };
     let converger = tokio::spawn(converge.run());
     let api = serve_api(
@@ -163,6 +172,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     converger.abort();
     let mut servers = vec![api, http];
     servers.extend(https);
+    servers.extend(proxies);
     drain(servers).await;
     scheduler.stop_all().await;
     supervisor.stop_all().await;

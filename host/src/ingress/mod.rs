@@ -19,6 +19,7 @@
 //! client's sending waits on the guest's reading.
 
 pub mod conn;
+pub mod proxy;
 pub mod tls;
 
 use std::convert::Infallible;

@@ -55,6 +55,32 @@ pub trait Dispatch: Send + Sync + 'static {
     /// The instance's linear memory grew (or, negative, was freed) by
     /// `bytes`.
     fn memory_changed(&self, bytes: i64);
+
+    /// The intra-DNS names the instance can call (for a container's
+    /// `/etc/hosts`).
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Sends a request where `dispatch` says it goes, as a guest's outgoing
+/// request is sent: to a service in-process, to the network within the
+/// policy (each address checked), or refused.
+pub async fn send_outgoing(
+    dispatch: Arc<dyn Dispatch>,
+    request: http::Request<WasiBody>,
+) -> Result<http::Response<WasiBody>, wasmtime_wasi_http::Error> {
+    match dispatch.outgoing(request, &[]) {
+        Outgoing::Answered(answer) => Ok(answer.await),
+        Outgoing::Network(request) => {
+            let check: connect::AddressCheck =
+                Arc::new(move |host, addr| dispatch.address(host, addr));
+            let (response, driver) = connect::send(*request, None, Some(check)).await?;
+            tokio::spawn(Box::into_pin(driver));
+            Ok(response)
+        }
+        Outgoing::Denied(message) => Err(wasmtime_wasi_http::Error::InternalError(Some(message))),
+    }
 }
 
 /// The `wasi:http` hooks of one store.

@@ -41,7 +41,7 @@ pub mod scratch;
 pub mod seats;
 pub mod state;
 
-pub use dispatch::{Dispatch, Outgoing, MAX_HOPS};
+pub use dispatch::{send_outgoing, Dispatch, Outgoing, MAX_HOPS};
 pub use engine::{CodeError, CodeInfo, Engine, Loaded};
 pub use http::{Answered, CallLimits, HttpInstance, Respond};
 pub use instance::{new_store, run_command, Launch};

@@ -5,7 +5,8 @@
 //! container (listening on `$PORT`) is served through a [`Handler`] that
 //! forwards each request to it.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +23,8 @@ use super::code::{BoxFuture, Code, Handler};
 use crate::container::instance::StartError;
 use crate::container::{ContainerLaunch, Containers, Exit, Running};
 use crate::model::{format_memory, Digest};
-use crate::runtime::{CallLimits, Ending, Interrupt, Launch, Outcome, Respond};
+use crate::runtime::{CallLimits, Dispatch, Ending, Interrupt, Launch, Outcome, Respond};
+use parking_lot::Mutex;
 
 /// The port a web container listens on (`$PORT`): each container has a
 /// network namespace of its own, so all use the same.
@@ -33,22 +35,76 @@ pub const DEFAULT_WRITABLE_BYTES: u64 = 64 << 20;
 /// Longest a web container has to start listening on `$PORT`.
 const LISTEN_WAIT: Duration = Duration::from_secs(30);
 
+/// The port of the daemon's HTTP proxy on the bridge (`HTTP_PROXY`).
+pub const PROXY_PORT: u16 = 3128;
+
+/// The containers calling out through the daemon's proxy: each one's
+/// bridge address, to who it is (its instance's [`Dispatch`]), so the
+/// proxy applies its environment's names and policy and no other's.
+#[derive(Default)]
+pub struct Callers {
+    map: Mutex<HashMap<Ipv4Addr, Arc<dyn Dispatch>>>,
+}
+
+impl Callers {
+    /// A new, empty map.
+    pub fn new() -> Arc<Callers> {
+        Arc::new(Callers::default())
+    }
+
+    fn register(self: &Arc<Self>, address: Ipv4Addr, dispatch: Option<Arc<dyn Dispatch>>) -> CallerGuard {
+        if let Some(dispatch) = dispatch {
+            self.map.lock().insert(address, dispatch);
+        }
+        CallerGuard {
+            callers: self.clone(),
+            address,
+        }
+    }
+
+    /// Who the container at `address` is, if it is one of ours.
+    pub fn dispatch_for(&self, address: IpAddr) -> Option<Arc<dyn Dispatch>> {
+        match address {
+            IpAddr::V4(v4) => self.map.lock().get(&v4).cloned(),
+            IpAddr::V6(_) => None,
+        }
+    }
+}
+
+/// Keeps a container's address mapped to who it is while it runs.
+struct CallerGuard {
+    callers: Arc<Callers>,
+    address: Ipv4Addr,
+}
+
+impl Drop for CallerGuard {
+    fn drop(&mut self) {
+        self.callers.map.lock().remove(&self.address);
+    }
+}
+
 /// An image, unpacked on this host.
 pub struct ContainerCode {
     digest: Digest,
     dir: PathBuf,
     containers: Arc<Containers>,
+    callers: Arc<Callers>,
 }
 
 impl ContainerCode {
     /// The image of `digest`, when it is unpacked here.
-    pub fn find(containers: &Arc<Containers>, digest: &Digest) -> Option<Arc<dyn Code>> {
+    pub fn find(
+        containers: &Arc<Containers>,
+        callers: &Arc<Callers>,
+        digest: &Digest,
+    ) -> Option<Arc<dyn Code>> {
         let dir = containers.image_dir(digest.hex());
         dir.is_dir().then(|| {
             Arc::new(ContainerCode {
                 digest: digest.clone(),
                 dir,
                 containers: containers.clone(),
+                callers: callers.clone(),
             }) as Arc<dyn Code>
         })
     }
@@ -100,12 +156,29 @@ fn start_failed(e: StartError) -> Outcome {
     }
 }
 
-fn container_launch(launch: &Launch, web: bool) -> ContainerLaunch {
+fn container_launch(launch: &Launch, web: bool, gateway: Option<Ipv4Addr>) -> ContainerLaunch {
     let mut env = launch.env.clone();
     if web {
         env.retain(|(k, _)| k != "PORT");
         env.push(("PORT".into(), WEB_PORT.to_string()));
     }
+    if let Some(gateway) = gateway {
+        // Services by name, and the network within the policy, through
+        // the daemon's proxy; nothing else is reachable.
+        let proxy = format!("http://{gateway}:{PROXY_PORT}");
+        for key in ["HTTP_PROXY", "http_proxy"] {
+            env.retain(|(k, _)| k != key);
+            env.push((key.into(), proxy.clone()));
+        }
+        env.retain(|(k, _)| k != "NO_PROXY" && k != "no_proxy");
+        env.push(("NO_PROXY".into(), "localhost,127.0.0.1".into()));
+        env.push(("no_proxy".into(), "localhost,127.0.0.1".into()));
+    }
+    let names = launch
+        .dispatch
+        .as_ref()
+        .map(|d| d.names())
+        .unwrap_or_default();
     let hostname = env
         .iter()
         .find_map(|(k, v)| (k == "MESH_INSTANCE").then(|| v.clone()))
@@ -121,7 +194,7 @@ fn container_launch(launch: &Launch, web: bool) -> ContainerLaunch {
         }),
         stdin: launch.stdin.is_some(),
         hostname,
-        names: Vec::new(),
+        names,
         stop_grace: launch.stop_grace,
     }
 }
@@ -154,13 +227,15 @@ impl Code for ContainerCode {
         running: Box<dyn FnOnce() + Send>,
     ) -> BoxFuture<'static, Outcome> {
         let (containers, dir) = (self.containers.clone(), self.dir.clone());
+        let callers = self.callers.clone();
         Box::pin(async move {
             let memory = launch.memory_bytes;
-            let mut container = match containers.start(&dir, container_launch(&launch, false)).await
-            {
+            let settings = container_launch(&launch, false, containers.gateway());
+            let mut container = match containers.start(&dir, settings).await {
                 Ok(c) => c,
                 Err(e) => return start_failed(e),
             };
+            let _caller = callers.register(container.address, launch.dispatch.clone());
             running();
             let pumps = attach(&mut container, &launch);
             let exit = tokio::select! {
@@ -178,12 +253,15 @@ impl Code for ContainerCode {
         launch: Launch,
     ) -> BoxFuture<'static, Result<Box<dyn Handler>, Outcome>> {
         let (containers, dir) = (self.containers.clone(), self.dir.clone());
+        let callers = self.callers.clone();
         Box::pin(async move {
             let memory = launch.memory_bytes;
+            let settings = container_launch(&launch, true, containers.gateway());
             let mut container = containers
-                .start(&dir, container_launch(&launch, true))
+                .start(&dir, settings)
                 .await
                 .map_err(start_failed)?;
+            let caller = callers.register(container.address, launch.dispatch.clone());
             let pumps = attach(&mut container, &launch);
             let address = SocketAddr::from((container.address, WEB_PORT));
             let listening = tokio::time::timeout(LISTEN_WAIT, async {
@@ -213,6 +291,7 @@ impl Code for ContainerCode {
                 container,
                 address,
                 memory,
+                _caller: caller,
             }) as Box<dyn Handler>)
         })
     }
@@ -324,6 +403,7 @@ struct ContainerHandler {
     container: Running,
     address: SocketAddr,
     memory: u64,
+    _caller: CallerGuard,
 }
 
 impl Handler for ContainerHandler {

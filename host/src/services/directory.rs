@@ -74,6 +74,18 @@ impl Directory {
         self.names.read().get(env)?.get(name).cloned()
     }
 
+    /// Every intra-DNS name in an environment, sorted.
+    pub fn names_in(&self, env: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .names
+            .read()
+            .get(env)
+            .map(|n| n.keys().cloned().collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
     /// An environment's outbound policy.
     fn policy(&self, env: &str) -> Arc<Egress> {
         self.policies.read().get(env).cloned().unwrap_or_default()
@@ -205,6 +217,10 @@ impl Identity {
 }
 
 impl Dispatch for Identity {
+    fn names(&self) -> Vec<String> {
+        self.directory.names_in(&self.env)
+    }
+
     /// A name of a service in the caller's own environment goes to that
     /// service in-process; any other authority to the network, if the
     /// environment's outbound policy allows it.

@@ -37,8 +37,12 @@ pub const PROTOCOL: &str = "mesh-run";
 pub const STDIN: u8 = 0;
 /// Client to daemon: end of stdin.
 pub const STDIN_EOF: u8 = 1;
-/// Client to daemon: stop the instance (Ctrl-C).
+/// Client to daemon: stop the instance (Ctrl-C); for a container with a
+/// terminal, Ctrl-C typed into that terminal.
 pub const INTERRUPT: u8 = 2;
+/// Client to daemon: the terminal's size (rows, columns: 2 bytes each,
+/// big-endian).
+pub const RESIZE: u8 = 3;
 /// Daemon to client: stdout bytes.
 pub const STDOUT: u8 = 1;
 /// Daemon to client: stderr bytes.
@@ -121,6 +125,9 @@ pub struct Session {
     pub scratch_bytes: Option<u64>,
     /// How long a container has after SIGTERM.
     pub stop_grace: std::time::Duration,
+    /// Whether Ctrl-C goes to the instance's terminal as input (a
+    /// container's shell) rather than stopping it.
+    pub ctrl_c_as_input: bool,
     /// The service log its output is kept in too, and its instance id
     /// there (`None` for a component run outside any service).
     pub log: Option<(Arc<ServiceLog>, String)>,
@@ -143,6 +150,7 @@ where
         });
     let (from_client, mut to_client) = tokio::io::split(stream);
     let (stdin_tx, stdin_rx) = tokio::io::duplex(STDIN_BUFFER);
+    let (window_tx, window_rx) = tokio::sync::watch::channel((0u16, 0u16));
     let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(OUTPUT_FRAMES);
     let interrupt = Interrupt::default();
     let tenant: Arc<str> = session
@@ -159,7 +167,7 @@ where
         dispatch: session
             .who
             .map(|who| Arc::new(who) as Arc<dyn crate::runtime::Dispatch>),
-        stdin: Some(RunStdin::new(stdin_rx, session.terminal)),
+        stdin: Some(RunStdin::new(stdin_rx, session.terminal).with_window(window_rx)),
         tenant,
         seat: session.seat,
         files: session.files,
@@ -177,6 +185,7 @@ where
         from_client,
         stdin_tx,
         interrupt.clone(),
+        session.ctrl_c_as_input.then_some(window_tx),
     )));
 
     let run = session.code.run(launch, interrupt.clone(), mark_running);
@@ -216,6 +225,7 @@ async fn read_client(
     mut from_client: impl AsyncRead + Unpin,
     mut stdin_tx: tokio::io::DuplexStream,
     interrupt: Interrupt,
+    terminal: Option<tokio::sync::watch::Sender<(u16, u16)>>,
 ) {
     loop {
         let mut head = [0u8; 5];
@@ -241,7 +251,19 @@ async fn read_client(
             STDIN_EOF => {
                 let _ = stdin_tx.shutdown().await;
             }
-            INTERRUPT => interrupt.trigger(),
+            INTERRUPT => match &terminal {
+                // The terminal's own line discipline turns it into SIGINT
+                // for whatever runs in the foreground there.
+                Some(_) => {
+                    let _ = stdin_tx.write_all(&[0x03]).await;
+                }
+                None => interrupt.trigger(),
+            },
+            RESIZE => {
+                if let (Some(window), [r1, r2, c1, c2]) = (&terminal, payload.as_slice()) {
+                    let _ = window.send((u16::from_be_bytes([*r1, *r2]), u16::from_be_bytes([*c1, *c2])));
+                }
+            }
             _ => {}
         }
     }

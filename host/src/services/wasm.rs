@@ -7,7 +7,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::WasiBody;
 
 use super::code::{BoxFuture, Code, CodeSource, Handler};
-use super::container::ContainerCode;
+use super::container::{Callers, ContainerCode};
 use crate::container::Containers;
 use crate::model::Digest;
 use tokio::io::AsyncWriteExt as _;
@@ -23,17 +23,22 @@ use crate::runtime::{
 /// container runtime.
 pub struct WasmSource {
     engine: Arc<Engine>,
-    containers: Option<Arc<Containers>>,
+    containers: Option<(Arc<Containers>, Arc<Callers>)>,
 }
 
 impl WasmSource {
-    /// Components from `engine`'s code cache, and images from `containers`.
-    pub fn new(engine: Arc<Engine>, containers: Option<Arc<Containers>>) -> Arc<WasmSource> {
+    /// Components from `engine`'s code cache, and images from
+    /// `containers` (whose calls out the proxy tells apart by `callers`).
+    pub fn new(
+        engine: Arc<Engine>,
+        containers: Option<(Arc<Containers>, Arc<Callers>)>,
+    ) -> Arc<WasmSource> {
         Arc::new(WasmSource { engine, containers })
     }
 
     fn image(&self, digest: &Digest) -> Option<Arc<dyn Code>> {
-        ContainerCode::find(self.containers.as_ref()?, digest)
+        let (containers, callers) = self.containers.as_ref()?;
+        ContainerCode::find(containers, callers, digest)
     }
 
     fn wrap(&self, loaded: Arc<Loaded>) -> Arc<dyn Code> {
@@ -55,7 +60,7 @@ impl CodeSource for WasmSource {
     fn is_image(&self, digest: &Digest) -> bool {
         self.containers
             .as_ref()
-            .is_some_and(|c| c.image_dir(digest.hex()).is_dir())
+            .is_some_and(|(c, _)| c.image_dir(digest.hex()).is_dir())
     }
 
     fn load(&self, digest: &Digest) -> BoxFuture<'static, Result<Arc<dyn Code>, String>> {
