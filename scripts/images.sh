@@ -23,7 +23,7 @@ if [ -n "$missing" ]; then
     { apt-get update >/dev/null && apt-get install -y $missing >/dev/null; }
 fi
 
-stamp="$out/.built-v2"
+stamp="$out/.built-v3"
 if [ -f "$stamp" ]; then
   exit 0
 fi
@@ -55,6 +55,8 @@ done
 printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' > "$root/etc/passwd"
 printf 'root:x:0:\nnobody:x:65534:\n' > "$root/etc/group"
 echo 'hello from a busybox container' > "$root/www/index.html"
+mkdir -p "$root/www/blog"
+echo '<h1>the blog, served from a container</h1>' > "$root/www/blog/index.html"
 chmod 1777 "$root/tmp"
 layout busybox sh
 rm -rf "$out/busybox-oci"

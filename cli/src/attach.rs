@@ -68,8 +68,9 @@ fn pump(stream: TcpStream, terminal: bool) -> anyhow::Result<(i32, String)> {
             };
             let input = &buf[..n];
             let sent = match input.iter().position(|&b| terminal && b == CTRL_C) {
-                Some(at) => send(&writer, STDIN, &input[..at])
-                    .and_then(|()| send(&writer, INTERRUPT, &[])),
+                Some(at) => {
+                    send(&writer, STDIN, &input[..at]).and_then(|()| send(&writer, INTERRUPT, &[]))
+                }
                 None => send(&writer, STDIN, input),
             };
             if sent.is_err() {
@@ -97,11 +98,7 @@ fn pump(stream: TcpStream, terminal: bool) -> anyhow::Result<(i32, String)> {
 }
 
 /// Sends one frame over the shared connection.
-fn send(
-    writer: &std::sync::Mutex<TcpStream>,
-    kind: u8,
-    payload: &[u8],
-) -> std::io::Result<()> {
+fn send(writer: &std::sync::Mutex<TcpStream>, kind: u8, payload: &[u8]) -> std::io::Result<()> {
     let mut stream = writer.lock().unwrap_or_else(|e| e.into_inner());
     stream.write_all(&frame(kind, payload))?;
     stream.flush()

@@ -862,12 +862,19 @@ fn upload_image(client: &Client, path: &Path, name: Option<&str>) -> anyhow::Res
         None => path
             .file_name()
             .and_then(|s| s.to_str())
-            .map(|s| s.trim_end_matches(".tar").trim_end_matches(".oci").to_string())
+            .map(|s| {
+                s.trim_end_matches(".tar")
+                    .trim_end_matches(".oci")
+                    .to_string()
+            })
             .filter(|s| !s.is_empty())
             .ok_or_else(|| anyhow!("cannot name an image after {}; give --name", path.display()))?,
     };
     let info: CodeInfo = client.put_bytes(
-        &format!("/v1/code?kind=image&name={}", encode(&path.display().to_string())),
+        &format!(
+            "/v1/code?kind=image&name={}",
+            encode(&path.display().to_string())
+        ),
         &bytes,
     )?;
     Ok(ComponentRef {
@@ -902,7 +909,10 @@ fn bundle_files(path: &Path) -> anyhow::Result<(Vec<PathBuf>, bool)> {
         .collect();
     files.sort();
     if files.is_empty() {
-        bail!("{} holds no .wasm files or image tars to deploy", path.display());
+        bail!(
+            "{} holds no .wasm files or image tars to deploy",
+            path.display()
+        );
     }
     Ok((files, true))
 }

@@ -56,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
     let digest = engine.accept("app.wasm", &bytes)?.digest;
     let writer = DiskWriter::start();
     let supervisor = Supervisor::new(
-        WasmSource::new(engine.clone()),
+        WasmSource::new(engine.clone(), None),
         Arc::new(Logs::new(dir.path(), 8 << 20, writer.clone())),
         Arc::new(Events::open(dir.path(), writer.clone())),
         Arc::new(Metrics::default()),

@@ -77,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
             seat: mesh_host::runtime::Seat::Service,
             files: None,
             scratch_bytes: None,
+            stop_grace: std::time::Duration::from_secs(1),
         };
         let t0 = Instant::now();
         let mut running_at = None;

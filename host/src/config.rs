@@ -92,6 +92,9 @@ pub struct DaemonConfig {
     pub max_image_bytes: u64,
 }
 
+/// The containers' bridge: the daemon's address on it and the prefix.
+pub const DEFAULT_CONTAINER_NETWORK: &str = "10.213.0.1/16";
+
 /// Largest container image upload unless the operator sets another.
 pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 2 << 30;
 
@@ -122,7 +125,7 @@ impl Default for DaemonConfig {
             max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            container_network: crate::container::net::DEFAULT_SUBNET.to_string(),
+            container_network: DEFAULT_CONTAINER_NETWORK.to_string(),
             max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
         }
     }

@@ -84,13 +84,15 @@ async fn upload_image(
     use sha2::Digest as _;
     use tokio::io::AsyncWriteExt as _;
     if let Some(why) = state.containers.unsupported() {
-        return Err(ApiError::bad_request(format!("cannot deploy {name}: {why}")));
+        return Err(ApiError::bad_request(format!(
+            "cannot deploy {name}: {why}"
+        )));
     }
     let limit = state.config.max_image_bytes;
-    let incoming = state.containers.images_dir().join(format!(
-        ".incoming-{}",
-        hex::encode(getrandom_bytes())
-    ));
+    let incoming = state
+        .containers
+        .images_dir()
+        .join(format!(".incoming-{}", hex::encode(getrandom_bytes())));
     // Removed however this ends, unless it was stored.
     let guard = RemoveOnDrop(incoming.clone());
     let mut file = tokio::fs::File::create(&incoming)
@@ -309,7 +311,7 @@ async fn apply_and_commit(
         .map(|s| &s.value)
         .filter(|s| s.stack == change.stack.name)
         .collect();
-    check_services_keep_code(&state, &change.stack, &in_stack, None)?;
+    check_services_keep_code(state, &change.stack, &in_stack, None)?;
     let all: Vec<&Service> = services.iter().map(|s| &s.value).collect();
     let code = change.kept_code(state.config.versions_kept);
     let quota = guard.check(state, &all, &all, Some(&code)).await?;
@@ -540,9 +542,7 @@ pub(super) async fn resolve_in(
         .stack(env, &service.stack)
         .await?
         .map(|s| s.value)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("stack {} has no code yet", service.stack))
-        })?;
+        .ok_or_else(|| ApiError::bad_request(format!("stack {} has no code yet", service.stack)))?;
     let (digest, argv) = resolve(state, &record, service, command)?;
     Ok((digest, argv, record.current))
 }

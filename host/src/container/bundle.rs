@@ -431,8 +431,11 @@ mod tests {
         std::fs::create_dir_all(r.join("usr/bin")).expect("usr/bin");
         std::fs::write(r.join("bin/busybox"), "x").expect("busybox");
         use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(r.join("bin/busybox"), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
+        std::fs::set_permissions(
+            r.join("bin/busybox"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod");
         std::os::unix::fs::symlink("/bin/busybox", r.join("bin/sh")).expect("sh");
         std::os::unix::fs::symlink("../../bin/busybox", r.join("usr/bin/env")).expect("env");
         // A link out of the image resolves inside it, where nothing is.

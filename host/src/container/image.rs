@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use thiserror::Error;
 
+use super::error::ImageError;
 use super::layer::{self, Budget};
 
 /// Most bytes an image's layers may unpack to.
@@ -34,75 +34,6 @@ const MAX_JSON_BYTES: u64 = 4 << 20;
 pub const SETTINGS_FILE: &str = "image.json";
 /// The unpacked root filesystem's directory name.
 pub const ROOTFS_DIR: &str = "rootfs";
-
-/// Why an upload is not an image mesh can run.
-#[derive(Debug, Error)]
-pub enum ImageError {
-    /// Not a tar holding an OCI layout or a `docker save`.
-    #[error("{name} is not a container image: {reason}")]
-    NotImage {
-        /// What the user called it.
-        name: String,
-        /// What is missing.
-        reason: String,
-    },
-    /// A blob the image names is not in the upload.
-    #[error("{name}: the image names {what} {digest}, which the upload does not hold")]
-    Missing {
-        /// The image.
-        name: String,
-        /// Manifest, config or layer.
-        what: String,
-        /// Its digest.
-        digest: String,
-    },
-    /// A blob whose bytes do not match its digest.
-    #[error("{name}: {what} does not match its digest (expected {expected}, got {got})")]
-    Digest {
-        /// The image.
-        name: String,
-        /// Which blob.
-        what: String,
-        /// What the image says.
-        expected: String,
-        /// What the bytes hash to.
-        got: String,
-    },
-    /// A layer entry that would land outside the root.
-    #[error("layer {layer}: {path} would land outside the image's root filesystem")]
-    Escapes {
-        /// The layer.
-        layer: String,
-        /// The entry.
-        path: String,
-    },
-    /// A layer that cannot be read or unpacked.
-    #[error("layer {layer} cannot be unpacked: {reason}")]
-    Layer {
-        /// The layer.
-        layer: String,
-        /// Why.
-        reason: String,
-    },
-    /// Built for another CPU or OS.
-    #[error("{name} is built for {platform}; this host runs linux/{host}")]
-    Platform {
-        /// The image.
-        name: String,
-        /// `os/architecture` of the image.
-        platform: String,
-        /// This host's architecture.
-        host: String,
-    },
-    /// Something else about the image is wrong.
-    #[error("{name}: {reason}")]
-    Invalid {
-        /// The image.
-        name: String,
-        /// Why.
-        reason: String,
-    },
-}
 
 /// How the image says its containers run: the parts of its config's
 /// `config` object mesh honours.
@@ -344,11 +275,17 @@ pub fn unpack(name: &str, upload: &Path, dest: &Path) -> Result<ImageSettings, I
     } else {
         return Err(ImageError::NotImage {
             name: name.to_string(),
-            reason: "it holds neither index.json (an OCI image layout) nor manifest.json (docker save)".into(),
+            reason:
+                "it holds neither index.json (an OCI image layout) nor manifest.json (docker save)"
+                    .into(),
         });
     };
     let arch = host_architecture();
-    let os = if config.os.is_empty() { "linux" } else { &config.os };
+    let os = if config.os.is_empty() {
+        "linux"
+    } else {
+        &config.os
+    };
     if os != "linux" || (!config.architecture.is_empty() && config.architecture != arch) {
         return Err(ImageError::Platform {
             name: name.to_string(),
@@ -425,7 +362,12 @@ pub fn clean_partial(root: &Path) {
 }
 
 /// A blob of the OCI layout, checked against its digest.
-fn oci_blob(name: &str, archive: &Archive, what: &str, digest: &str) -> Result<Vec<u8>, ImageError> {
+fn oci_blob(
+    name: &str,
+    archive: &Archive,
+    what: &str,
+    digest: &str,
+) -> Result<Vec<u8>, ImageError> {
     let missing = || ImageError::Missing {
         name: name.to_string(),
         what: what.to_string(),
@@ -445,7 +387,11 @@ fn oci_blob(name: &str, archive: &Archive, what: &str, digest: &str) -> Result<V
     Ok(bytes)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(name: &str, what: &str, bytes: &[u8]) -> Result<T, ImageError> {
+fn parse<T: serde::de::DeserializeOwned>(
+    name: &str,
+    what: &str,
+    bytes: &[u8],
+) -> Result<T, ImageError> {
     serde_json::from_slice(bytes).map_err(|e| ImageError::Invalid {
         name: name.to_string(),
         reason: format!("its {what} is not valid: {e}"),
@@ -474,13 +420,13 @@ fn read_oci(name: &str, archive: &Archive) -> Result<(String, Config, Vec<LayerR
         let config: Config = parse(name, "config", &config_bytes)?;
         let mut layers = Vec::new();
         for l in manifest.layers {
-            let path = blob_path(&l.digest).filter(|p| archive.has(p)).ok_or_else(|| {
-                ImageError::Missing {
+            let path = blob_path(&l.digest)
+                .filter(|p| archive.has(p))
+                .ok_or_else(|| ImageError::Missing {
                     name: name.to_string(),
                     what: "layer".into(),
                     digest: l.digest.clone(),
-                }
-            })?;
+                })?;
             if l.media_type.contains("zstd") {
                 return Err(ImageError::Invalid {
                     name: name.to_string(),
@@ -533,7 +479,10 @@ fn pick(name: &str, manifests: Vec<Descriptor>) -> Result<Descriptor, ImageError
 }
 
 /// The config and layers of a `docker save` tar.
-fn read_docker(name: &str, archive: &Archive) -> Result<(String, Config, Vec<LayerRef>), ImageError> {
+fn read_docker(
+    name: &str,
+    archive: &Archive,
+) -> Result<(String, Config, Vec<LayerRef>), ImageError> {
     let bytes = archive
         .read_small("manifest.json")
         .ok_or_else(|| ImageError::NotImage {
@@ -543,10 +492,7 @@ fn read_docker(name: &str, archive: &Archive) -> Result<(String, Config, Vec<Lay
     let entries: Vec<DockerEntry> = parse(name, "manifest.json", &bytes)?;
     let [entry] = <[DockerEntry; 1]>::try_from(entries).map_err(|all| ImageError::Invalid {
         name: name.to_string(),
-        reason: format!(
-            "it holds {} images; save one image per file",
-            all.len()
-        ),
+        reason: format!("it holds {} images; save one image per file", all.len()),
     })?;
     let config_path = layer::clean(Path::new(&entry.config))
         .map(|p| p.to_string_lossy().into_owned())
@@ -639,13 +585,12 @@ fn unpack_layers(
         let short = label.get(..19).unwrap_or(&label).to_string();
         if let Some(expected) = &l.stored {
             // Checked before a byte of it is unpacked.
-            let mut whole = Hashing::new(archive.reader(&l.path).ok_or_else(|| {
-                ImageError::Missing {
+            let mut whole =
+                Hashing::new(archive.reader(&l.path).ok_or_else(|| ImageError::Missing {
                     name: name.to_string(),
                     what: "layer".into(),
                     digest: label.clone(),
-                }
-            })?);
+                })?);
             std::io::copy(&mut whole, &mut std::io::sink()).map_err(|e| ImageError::Layer {
                 layer: short.clone(),
                 reason: e.to_string(),
@@ -754,12 +699,12 @@ pub fn pack_layout(dir: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 #[cfg(test)]
-pub mod tests {
+mod tests {
     use super::*;
 
     /// A one-layer OCI layout tar holding `files`, for `arch`; `corrupt`
     /// flips a byte of the layer blob after its digest is taken.
-    pub fn oci_image(files: &[(&str, &str)], arch: &str, corrupt: bool) -> Vec<u8> {
+    fn oci_image(files: &[(&str, &str)], arch: &str, corrupt: bool) -> Vec<u8> {
         let mut layer = tar::Builder::new(Vec::new());
         for (name, data) in files {
             let mut header = tar::Header::new_gnu();
@@ -823,7 +768,11 @@ pub mod tests {
 
     #[test]
     fn an_oci_layout_unpacks_with_its_settings() {
-        let bytes = oci_image(&[("bin/hello", "#!/bin/sh\necho hi\n")], host_architecture(), false);
+        let bytes = oci_image(
+            &[("bin/hello", "#!/bin/sh\necho hi\n")],
+            host_architecture(),
+            false,
+        );
         let (dir, result) = unpack_bytes(&bytes);
         let settings = result.expect("unpacked");
         assert_eq!(settings.cmd, vec!["sh"]);
@@ -845,7 +794,10 @@ pub mod tests {
 
         let (_dir, result) = unpack_bytes(&oci_image(&[("a", "x")], "riscv64", false));
         let err = result.expect_err("other arch").to_string();
-        assert!(err.contains("linux/riscv64") && err.contains("this host runs"), "{err}");
+        assert!(
+            err.contains("linux/riscv64") && err.contains("this host runs"),
+            "{err}"
+        );
 
         let (_dir, result) = unpack_bytes(b"not a tar at all");
         let err = result.expect_err("not a tar").to_string();

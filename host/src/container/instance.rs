@@ -103,7 +103,9 @@ impl Containers {
         }
         image::clean_partial(&images);
         use sha2::Digest as _;
-        let canonical = data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_path_buf());
+        let canonical = data_dir
+            .canonicalize()
+            .unwrap_or_else(|_| data_dir.to_path_buf());
         let tag = hex::encode(sha2::Sha256::digest(canonical.to_string_lossy().as_bytes()))[..8]
             .to_string();
         let missing = missing_support();
@@ -198,9 +200,8 @@ impl Containers {
             return Err(StartError::Failed(why));
         }
         let network = self.network.clone().map_err(StartError::Failed)?;
-        let settings = image::settings(image_dir).ok_or_else(|| {
-            StartError::Failed("the image is not unpacked on this host".into())
-        })?;
+        let settings = image::settings(image_dir)
+            .ok_or_else(|| StartError::Failed("the image is not unpacked on this host".into()))?;
         let argv = settings.argv(&launch.command);
         let Some(first) = argv.first().cloned() else {
             return Err(StartError::NotFound(
@@ -227,7 +228,10 @@ impl Containers {
         );
         let cgroup = format!("/mesh/{id}");
         let link = network.link(&id).map_err(StartError::Failed)?;
-        let mut hosts = format!("127.0.0.1\tlocalhost\n{}\t{}\n", link.address, launch.hostname);
+        let mut hosts = format!(
+            "127.0.0.1\tlocalhost\n{}\t{}\n",
+            link.address, launch.hostname
+        );
         for name in &launch.names {
             hosts.push_str(&format!("{}\t{name}\n", network.gateway()));
         }
@@ -243,14 +247,19 @@ impl Containers {
             hosts,
             image: &settings,
         };
-        let bundle = Bundle::prepare(&self.bundles, &id, image_dir, &spec).map_err(StartError::Failed)?;
+        let bundle =
+            Bundle::prepare(&self.bundles, &id, image_dir, &spec).map_err(StartError::Failed)?;
         let cleanup = Cleanup {
             bundle: Some(bundle),
             link: Some(link),
         };
-        let net_arg = format!("{},{}", cleanup.link().peer, network.cidr_of(cleanup.link().address));
-        let (daemon_end, shim_end) =
-            std::os::unix::net::UnixStream::pair().map_err(|e| StartError::Failed(e.to_string()))?;
+        let net_arg = format!(
+            "{},{}",
+            cleanup.link().peer,
+            network.cidr_of(cleanup.link().address)
+        );
+        let (daemon_end, shim_end) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| StartError::Failed(e.to_string()))?;
         let mut command = std::process::Command::new(&self.exe);
         command
             .arg(SHIM_ARG)
@@ -263,9 +272,21 @@ impl Containers {
             command.arg("--tty");
         }
         command
-            .stdin(if launch.stdin && !launch.tty { Stdio::piped() } else { Stdio::null() })
-            .stdout(if launch.tty { Stdio::null() } else { Stdio::piped() })
-            .stderr(if launch.tty { Stdio::null() } else { Stdio::piped() });
+            .stdin(if launch.stdin && !launch.tty {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(if launch.tty {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
+            .stderr(if launch.tty {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            });
         let fd = shim_end.as_raw_fd();
         // SAFETY: dup2 and fcntl are async-signal-safe; the closure runs
         // in the child between fork and exec and touches nothing else.
@@ -377,9 +398,7 @@ fn sanitize_hostname(id: &str) -> String {
 
 /// Reads the shim's first lines: the terminal (for a tty) and `started
 /// PID`, or why it failed.
-fn handshake(
-    socket: &std::os::unix::net::UnixStream,
-) -> Result<(u32, Option<OwnedFd>), String> {
+fn handshake(socket: &std::os::unix::net::UnixStream) -> Result<(u32, Option<OwnedFd>), String> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     use std::os::fd::FromRawFd as _;
     let _ = socket.set_read_timeout(Some(Duration::from_secs(60)));
@@ -407,8 +426,13 @@ fn handshake(
         let mut buf = [0u8; 1024];
         let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let message = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())
-            .map_err(|e| format!("the container shim did not answer: {e}"))?;
+        let message = recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::empty(),
+        )
+        .map_err(|e| format!("the container shim did not answer: {e}"))?;
         if let Ok(cmsgs) = message.cmsgs() {
             for cmsg in cmsgs {
                 if let ControlMessageOwned::ScmRights(fds) = cmsg {
@@ -438,7 +462,9 @@ struct Cleanup {
 
 impl Cleanup {
     fn link(&self) -> &Link {
-        self.link.as_ref().expect("the link lives as long as the cleanup")
+        self.link
+            .as_ref()
+            .expect("the link lives as long as the cleanup")
     }
 
     fn bundle_dir(&self) -> PathBuf {

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::os::unix::fs::{symlink, PermissionsExt as _};
 use std::path::{Component, Path, PathBuf};
 
-use super::image::ImageError;
+use super::error::ImageError;
 
 /// Longest a name in a layer may be, in bytes.
 const MAX_NAME_BYTES: usize = 4096;
@@ -45,7 +45,10 @@ pub fn apply(
             .entries
             .checked_sub(1)
             .ok_or_else(|| broken("it holds too many files".into()))?;
-        let raw = entry.path().map_err(|e| broken(e.to_string()))?.into_owned();
+        let raw = entry
+            .path()
+            .map_err(|e| broken(e.to_string()))?
+            .into_owned();
         let Some(name) = clean(&raw) else {
             return Err(ImageError::Escapes {
                 layer: layer.to_string(),

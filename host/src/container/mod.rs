@@ -4,6 +4,7 @@
 //! policy. The services layer turns its instances into slots, pools and
 //! runs like any other code (`services/container.rs`).
 //!
+//! - `error`: why an image was refused.
 //! - `image`: checking an uploaded image and unpacking it once per digest.
 //! - `layer`: unpacking one layer safely (whiteouts, no escapes, bounds).
 //! - `bundle`: one instance's bundle: its private writable layer over the
@@ -14,11 +15,13 @@
 //!   waiting for its end, cleaning up after it.
 
 pub mod bundle;
+pub mod error;
 pub mod image;
 pub mod instance;
 pub mod layer;
 pub mod net;
 pub mod shim;
 
-pub use image::{ImageError, ImageSettings};
+pub use error::ImageError;
+pub use image::ImageSettings;
 pub use instance::{ContainerLaunch, Containers, Exit, Running};

@@ -25,7 +25,7 @@ pub struct NetConfig {
 }
 
 /// The subnet containers get unless the operator names another.
-pub const DEFAULT_SUBNET: &str = "10.213.0.1/16";
+pub const DEFAULT_SUBNET: &str = crate::config::DEFAULT_CONTAINER_NETWORK;
 
 impl NetConfig {
     /// `GATEWAY/PREFIX`, e.g. `10.213.0.1/16`; the prefix is 8 to 30.
@@ -137,7 +137,16 @@ impl Network {
         ])?;
         ip(&["link", "set", &link.host, "master", bridge])?;
         // Isolated ports talk to the bridge, never to each other.
-        ip(&["link", "set", "dev", &link.host, "type", "bridge_slave", "isolated", "on"])?;
+        ip(&[
+            "link",
+            "set",
+            "dev",
+            &link.host,
+            "type",
+            "bridge_slave",
+            "isolated",
+            "on",
+        ])?;
         ip(&["link", "set", &link.host, "up"])?;
         Ok(link)
     }
@@ -176,7 +185,9 @@ fn clean_links(net: &str) {
         let ours = name
             .strip_prefix('m')
             .and_then(|n| n.strip_prefix(net))
-            .is_some_and(|rest| rest.len() == 8 && (rest.starts_with('h') || rest.starts_with('c')));
+            .is_some_and(|rest| {
+                rest.len() == 8 && (rest.starts_with('h') || rest.starts_with('c'))
+            });
         if ours {
             let _ = ip(&["link", "del", &name]);
         }

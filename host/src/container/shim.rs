@@ -295,7 +295,11 @@ fn supervise(container: &mut Container, pid: Pid, control: &mut UnixStream) -> W
         if !daemon_gone {
             fds.push(PollFd::new(control_fd(control), PollFlags::POLLIN));
         }
-        let timeout = if pidfd.is_some() { PollTimeout::NONE } else { PollTimeout::from(100u16) };
+        let timeout = if pidfd.is_some() {
+            PollTimeout::NONE
+        } else {
+            PollTimeout::from(100u16)
+        };
         let _ = poll(&mut fds, timeout);
         if daemon_gone {
             continue;
@@ -340,12 +344,14 @@ fn daemon_gone(control: &UnixStream) -> bool {
     if poll(&mut fds, PollTimeout::ZERO).is_err() {
         return true;
     }
-    let hung_up = fds[0].revents().is_some_and(|r| {
-        r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)
-    });
+    let hung_up = fds[0]
+        .revents()
+        .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR));
     let mut probe = [0u8; 1];
     hung_up
-        || (fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN))
+        || (fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN))
             && matches!(
                 nix::sys::socket::recv(
                     std::os::fd::AsRawFd::as_raw_fd(control),
@@ -366,7 +372,9 @@ fn control_fd(control: &UnixStream) -> BorrowedFd<'_> {
 fn oom_killed(cgroup: &Path) -> bool {
     let rel = cgroup.strip_prefix("/").unwrap_or(cgroup);
     let candidates = [
-        Path::new("/sys/fs/cgroup/memory").join(rel).join("memory.oom_control"),
+        Path::new("/sys/fs/cgroup/memory")
+            .join(rel)
+            .join("memory.oom_control"),
         Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
     ];
     candidates.iter().any(|file| {

@@ -20,8 +20,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, ApiState};
-use crate::container::Containers;
 use crate::config::{DaemonConfig, DEFAULT_API_MAX_CONNECTIONS, SHUTDOWN_GRACE};
+use crate::container::Containers;
 use crate::cron::{Histories, Scheduler};
 use crate::ingress::{tls, ConnLimits, Connections, Ingress, Limits};
 use crate::model::DEFAULT_ENVIRONMENT;
@@ -131,6 +131,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         engine.clone(),
     );
     let containers_gateway = containers.gateway();
+    let api_containers = containers.clone();
     let state = ApiState {
         store,
         engine,
@@ -157,6 +158,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         api_connections,
         listeners.api,
         api::router(state),
+        api_containers,
         stop_rx.clone(),
     );
     let http = ingress.clone().serve(listeners.http, None, stop_rx.clone());
@@ -249,20 +251,35 @@ fn describe(
 }
 
 /// Serves the control API with the same connection bounds as the
-/// ingress (its own count), upgrades allowed for interactive runs.
+/// ingress (its own count), upgrades allowed for interactive runs. A
+/// container never reaches it, even when it listens on every address.
 fn serve_api(
     connections: Arc<Connections>,
     listener: TcpListener,
     router: axum::Router,
+    containers: Arc<Containers>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let refused = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::FORBIDDEN,
+            "mesh: containers cannot reach the control API\n",
+        )
+    });
     connections.serve(
         listener,
         None,
         builder,
-        move |_peer, _https| hyper_util::service::TowerToHyperService::new(router.clone()),
+        move |peer, _https| {
+            let from_container = match peer.ip() {
+                std::net::IpAddr::V4(v4) => containers.is_container_address(v4),
+                std::net::IpAddr::V6(_) => false,
+            };
+            let router = if from_container { &refused } else { &router };
+            hyper_util::service::TowerToHyperService::new(router.clone())
+        },
         stop,
     )
 }

@@ -23,7 +23,11 @@ use crate::runtime::send_outgoing;
 use crate::services::container::{Callers, PROXY_PORT};
 
 /// Headers meant for the proxy, not passed on.
-const PROXY_HEADERS: &[&str] = &["proxy-connection", "proxy-authorization", "proxy-authenticate"];
+const PROXY_HEADERS: &[&str] = &[
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
 
 /// Binds the proxy on `gateway` (port [`PROXY_PORT`], and 80 when free)
 /// and serves it until `stop`.
@@ -44,12 +48,13 @@ pub async fn serve(
                 tracing::warn!(%addr, error = %e, "containers cannot call services on port 80 by name; the proxy still works");
                 continue;
             }
-            Err(e) => return Err(e).with_context(|| format!("binding the container proxy to {addr}")),
+            Err(e) => {
+                return Err(e).with_context(|| format!("binding the container proxy to {addr}"))
+            }
         };
         let callers = callers.clone();
-        let builder = hyper_util::server::conn::auto::Builder::new(
-            hyper_util::rt::TokioExecutor::new(),
-        );
+        let builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
         tasks.push(connections.clone().serve(
             listener,
             None,
@@ -77,7 +82,11 @@ fn refuse(status: StatusCode, message: String) -> Response<WasiBody> {
     response
 }
 
-async fn handle(callers: &Callers, peer: SocketAddr, mut request: Request<Incoming>) -> Response<WasiBody> {
+async fn handle(
+    callers: &Callers,
+    peer: SocketAddr,
+    mut request: Request<Incoming>,
+) -> Response<WasiBody> {
     let Some(dispatch) = callers.dispatch_for(peer.ip()) else {
         return refuse(
             StatusCode::FORBIDDEN,

@@ -52,7 +52,11 @@ impl Callers {
         Arc::new(Callers::default())
     }
 
-    fn register(self: &Arc<Self>, address: Ipv4Addr, dispatch: Option<Arc<dyn Dispatch>>) -> CallerGuard {
+    fn register(
+        self: &Arc<Self>,
+        address: Ipv4Addr,
+        dispatch: Option<Arc<dyn Dispatch>>,
+    ) -> CallerGuard {
         if let Some(dispatch) = dispatch {
             self.map.lock().insert(address, dispatch);
         }
@@ -124,6 +128,18 @@ pub fn outcome_of(exit: &Exit, memory_bytes: u64) -> Outcome {
             .map(|s| s.as_str().to_string())
             .unwrap_or_else(|_| format!("signal {signal}"))
     };
+    if exit.oom && exit.signal == 0 {
+        // Something in it was killed for memory; its init lived on.
+        return Outcome {
+            exit_code: Some(exit.code),
+            message: format!(
+                "exited with code {} (a process in it was killed for exceeding memory limit {})",
+                exit.code,
+                format_memory(memory_bytes)
+            ),
+            ending: Ending::Exited,
+        };
+    }
     if exit.oom {
         return Outcome {
             exit_code: Some(exit.code),
@@ -243,7 +259,8 @@ impl Code for ContainerCode {
                 () = interrupt.triggered() => container.stop().await,
             };
             // What it wrote last reaches the log before its end is told.
-            let _ = tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(pumps)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(pumps))
+                .await;
             outcome_of(&exit, memory)
         })
     }
@@ -455,13 +472,18 @@ async fn forward(
         .await
         .map_err(|e| ErrorCode::InternalError(Some(e.to_string())))?;
     tokio::spawn(connection);
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
     *request.uri_mut() = http::Uri::try_from(path).map_err(|_| ErrorCode::HttpRequestUriInvalid)?;
     let response = sender
         .send_request(request)
         .await
         .map_err(|e| ErrorCode::InternalError(Some(format!("the container's answer: {e}"))))?;
     Ok(response.map(|body| {
-        body.map_err(wasmtime_wasi_http::Error::Hyper).boxed_unsync()
+        body.map_err(wasmtime_wasi_http::Error::Hyper)
+            .boxed_unsync()
     }))
 }

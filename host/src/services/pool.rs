@@ -1103,6 +1103,7 @@ pub(crate) mod tests {
             component: Ok(fake.digest.clone()),
             files: None,
             scratch_bytes: None,
+            stop_grace: Duration::from_secs(1),
         };
         let settings = PoolSettings {
             instances,

@@ -83,6 +83,8 @@ mod tests {
             fresh_per_request: false,
             always_reuse: false,
             scratch_bytes: None,
+            image: None,
+            stop_timeout_ms: None,
             cpu_limit_ms: None,
             created_at: chrono::Utc::now(),
         }

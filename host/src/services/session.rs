@@ -261,7 +261,10 @@ async fn read_client(
             },
             RESIZE => {
                 if let (Some(window), [r1, r2, c1, c2]) = (&terminal, payload.as_slice()) {
-                    let _ = window.send((u16::from_be_bytes([*r1, *r2]), u16::from_be_bytes([*c1, *c2])));
+                    let _ = window.send((
+                        u16::from_be_bytes([*r1, *r2]),
+                        u16::from_be_bytes([*c1, *c2]),
+                    ));
                 }
             }
             _ => {}
@@ -432,6 +435,8 @@ mod tests {
             log: None,
             files: None,
             scratch_bytes: None,
+            stop_grace: std::time::Duration::from_secs(1),
+            ctrl_c_as_input: false,
         };
         let (client, daemon_side) = tokio::io::duplex(64 * 1024);
         let status = Arc::new(Mutex::new(starting("chatty.run1".into(), 1)));

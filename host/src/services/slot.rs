@@ -251,7 +251,10 @@ impl SlotTask {
             s.status.exit_code = outcome.exit_code;
             s.status.message = Some(outcome.message.clone());
         });
-        let text = format!("{}; not restarted until the service or its stack changes", outcome.message);
+        let text = format!(
+            "{}; not restarted until the service or its stack changes",
+            outcome.message
+        );
         self.parts
             .events
             .service(&self.key, "instance.crashed", Some(&self.id), text.clone());

@@ -1,0 +1,634 @@
+//! Containers end to end: OCI images (built offline by scripts/images.sh
+//! from Debian's busybox and node) deployed to stacks and run by the real
+//! daemon through youki's libcontainer, as workers, cron jobs, web
+//! services and interactive runs, calling and called by wasm services by
+//! name, killed for memory, stopped politely, and cleaned up after a
+//! daemon killed with SIGKILL.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::Digest as _;
+use support::{app_wasm, http_request, repo_root, wait_until, Daemon};
+
+/// An image built by scripts/images.sh (run on first use when the test
+/// script has not run it).
+fn image(name: &str) -> String {
+    static BUILD: Once = Once::new();
+    let dir = repo_root().join("target/test-images");
+    BUILD.call_once(|| {
+        let status = Command::new(repo_root().join("scripts/images.sh"))
+            .arg(&dir)
+            .status()
+            .expect("running scripts/images.sh");
+        assert!(status.success(), "building the test images failed");
+    });
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing", path.display());
+    path.to_str().unwrap().to_string()
+}
+
+/// The log lines of the service `name` (in whatever stack it is).
+fn logs(d: &Daemon, name: &str) -> Vec<String> {
+    let stack = d.service(name).expect("the service")["stack"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let text = d.ok(&["svc", "logs", "-n", name, "--stack", &stack, "--json"]);
+    serde_json::from_str::<Vec<Value>>(&text)
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn instances(service: &Value) -> Vec<Value> {
+    service["instances"].as_array().unwrap().clone()
+}
+
+/// Processes whose command line contains `needle`.
+fn processes(needle: &str) -> Vec<String> {
+    let out = Command::new("ps")
+        .args(["-eo", "pid,args"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(needle) && !l.contains("ps -eo"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// An OCI layout tar holding one layer (a tar of `entries`), for `arch`.
+fn crafted_image(entries: &[(&str, &[u8])], arch: &str) -> Vec<u8> {
+    let mut layer = tar::Builder::new(Vec::new());
+    for (name, data) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o755);
+        header.set_size(data.len() as u64);
+        // Names are written raw, so `../x` stays as a hostile layer has it.
+        let raw = &mut header.as_old_mut().name;
+        raw[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_cksum();
+        layer.append(&header, *data).unwrap();
+    }
+    let layer = layer.into_inner().unwrap();
+    let config = serde_json::json!({
+        "architecture": arch, "os": "linux", "config": {"Cmd": ["/x"]},
+        "rootfs": {"type": "layers", "diff_ids": [sha256(&layer)]},
+    })
+    .to_string();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config.as_bytes()), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(&layer), "size": layer.len()}],
+    })
+    .to_string();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": sha256(manifest.as_bytes()), "size": manifest.len()}]})
+    .to_string();
+    let mut out = tar::Builder::new(Vec::new());
+    let blobs: Vec<(String, Vec<u8>)> = vec![
+        (
+            "oci-layout".into(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        ),
+        ("index.json".into(), index.into_bytes()),
+        (blob(&sha256(manifest.as_bytes())), manifest.into_bytes()),
+        (blob(&sha256(config.as_bytes())), config.into_bytes()),
+        (blob(&sha256(&layer)), layer),
+    ];
+    for (name, bytes) in blobs {
+        let mut header = tar::Header::new_ustar();
+        header.set_mode(0o644);
+        header.set_size(bytes.len() as u64);
+        out.append_data(&mut header, name, &bytes[..]).unwrap();
+    }
+    out.into_inner().unwrap()
+}
+
+fn blob(digest: &str) -> String {
+    format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
+}
+
+#[test]
+fn images_deploy_in_all_three_forms_and_bad_ones_are_refused_in_one_line() {
+    let d = Daemon::start();
+    // An OCI layout directory, its oci-archive tar, a docker save tar.
+    let out = d.ok(&[
+        "stack",
+        "deploy",
+        "a",
+        &image("busybox-oci"),
+        "--name",
+        "busybox",
+    ]);
+    assert!(out.contains("Deployed a v1"), "{out}");
+    let out = d.ok(&["stack", "deploy", "b", &image("busybox.tar")]);
+    assert!(
+        out.contains("Deployed b v1") && out.contains("busybox"),
+        "{out}"
+    );
+    let out = d.ok(&["stack", "deploy", "c", &image("busybox-docker.tar")]);
+    assert!(out.contains("busybox-docker"), "{out}");
+    // Each runs.
+    for (stack, image) in [("a", "busybox"), ("b", "busybox"), ("c", "busybox-docker")] {
+        let name = format!("echo-{stack}");
+        d.ok(&[
+            "svc", "create", "-n", &name, "--stack", stack, "--", image, "echo", "hi",
+        ]);
+        d.wait_for(&name, Duration::from_secs(20), "an exit", |s| {
+            instances(s).iter().any(|i| i["exit_code"] == 0)
+        });
+    }
+    // A second deploy of the same image is the same code.
+    let out = d.ok(&["stack", "deploy", "b", &image("busybox.tar")]);
+    assert!(out.contains("nothing changed"), "{out}");
+
+    let scratch = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let path = scratch.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let host = if cfg!(target_arch = "x86_64") {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (
+            write("notimage.tar", &crafted_tar_without_index()),
+            "is not a container image",
+        ),
+        (
+            write("escape.tar", &crafted_image(&[("../escape", b"x")], host)),
+            "would land outside the image's root filesystem",
+        ),
+        (
+            write("arm.tar", &crafted_image(&[("x", b"x")], "riscv64")),
+            "is built for linux/riscv64; this host runs linux/",
+        ),
+        (
+            write("missing.tar", &layout_without_layer()),
+            "which the upload does not hold",
+        ),
+        (
+            write("corrupt.tar", &layout_with_flipped_layer()),
+            "does not match its digest",
+        ),
+    ];
+    for (path, expected) in &cases {
+        let line = d.fails(&["stack", "deploy", "bad", path]);
+        assert!(line.contains(expected), "{path}: {line}");
+    }
+    // Nothing half-made: no stack, no unpacked image, nothing incoming.
+    assert!(!d.ok(&["stack", "ls"]).contains("bad"));
+    let images: Vec<String> = std::fs::read_dir(d.data_dir().join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(images.len(), 3, "only the three good uploads: {images:?}");
+    assert!(!d.data_dir().join("escape").exists());
+}
+
+fn crafted_tar_without_index() -> Vec<u8> {
+    let mut out = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(5);
+    header.set_mode(0o644);
+    out.append_data(&mut header, "hello.txt", &b"hello"[..])
+        .unwrap();
+    out.into_inner().unwrap()
+}
+
+/// The busybox layout with its layer blob removed, as a tar.
+fn layout_without_layer() -> Vec<u8> {
+    edited_layout(|path| {
+        std::fs::remove_file(path).unwrap();
+    })
+}
+
+/// The busybox layout with one byte of its layer changed, as a tar.
+fn layout_with_flipped_layer() -> Vec<u8> {
+    edited_layout(|path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0xff;
+        std::fs::write(path, bytes).unwrap();
+    })
+}
+
+fn edited_layout(edit: impl FnOnce(&std::path::Path)) -> Vec<u8> {
+    let copy = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .args(["-a", &format!("{}/.", image("busybox-oci"))])
+        .arg(copy.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The largest blob is the layer.
+    let blobs = copy.path().join("blobs/sha256");
+    let layer: PathBuf = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    edit(&layer);
+    let mut out = tar::Builder::new(Vec::new());
+    out.append_dir_all(".", copy.path()).unwrap();
+    out.into_inner().unwrap()
+}
+
+#[test]
+fn a_busybox_worker_reports_its_exit_code_and_is_restarted() {
+    let d = Daemon::start();
+    d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "quitter",
+        "--stack",
+        "boxes",
+        "--",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi; sleep 1; exit 4",
+    ]);
+    let s = d.wait_for("quitter", Duration::from_secs(30), "two restarts", |s| {
+        instances(s)
+            .iter()
+            .any(|i| i["restarts"].as_u64() >= Some(2) && i["exit_code"] == 4)
+    });
+    assert_eq!(instances(&s)[0]["message"], "exited with code 4", "{s:#}");
+    let logs = logs(&d, "quitter");
+    assert!(logs.iter().filter(|l| *l == "hi").count() >= 2, "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("exited with code 4; restart 1")),
+        "{logs:?}"
+    );
+    // A command not in the image: crashed, 127, the command named, not
+    // restarted.
+    d.ok(&[
+        "svc", "create", "-n", "typo", "--stack", "boxes", "--", "busybox", "nde",
+    ]);
+    let s = d.wait_for("typo", Duration::from_secs(20), "crashed", |s| {
+        instances(s).iter().any(|i| i["state"] == "crashed")
+    });
+    let i = &instances(&s)[0];
+    assert_eq!(i["exit_code"], 127, "{s:#}");
+    assert_eq!(i["message"], "exec: \"nde\": not found in image", "{s:#}");
+    std::thread::sleep(Duration::from_millis(500));
+    let again = d.service("typo").unwrap();
+    assert_eq!(instances(&again)[0]["restarts"], 0, "{again:#}");
+}
+
+#[test]
+fn the_seeds_node_cron_job_runs_in_a_node_image() {
+    let d = Daemon::start();
+    d.ok(&["stack", "deploy", "mail", &image("node-image.tar")]);
+    // `node` names no component: the stack's one image runs it.
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "emailsender",
+        "--stack",
+        "mail",
+        "--schedule",
+        "@every 1s",
+        "-e",
+        "EMAILS_DUE=2",
+        "--",
+        "node",
+        "send-emails.js",
+    ]);
+    wait_until(Duration::from_secs(30), "two successful runs", || {
+        let out = d.ok(&[
+            "svc",
+            "runs",
+            "-n",
+            "emailsender",
+            "--stack",
+            "mail",
+            "--json",
+        ]);
+        let runs: Vec<Value> = serde_json::from_str(&out).unwrap();
+        runs.iter()
+            .filter(|r| r["status"] == "succeeded" && r["exit_code"] == 0)
+            .count()
+            >= 2
+    });
+    let logs = logs(&d, "emailsender");
+    assert!(logs.iter().any(|l| l == "sent email 2 of 2"), "{logs:?}");
+    assert!(
+        logs.iter().any(|l| l.starts_with("send-emails done at")),
+        "{logs:?}"
+    );
+}
+
+#[test]
+fn a_web_container_serves_an_endpoint_and_a_path_and_calls_go_both_ways_by_name() {
+    let d = Daemon::start();
+    d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "web",
+        "--stack",
+        "boxes",
+        "--",
+        "busybox",
+        "sh",
+        "-c",
+        "exec httpd -f -p $PORT -h /www",
+    ]);
+    d.ok(&[
+        "svc",
+        "publish",
+        "-n",
+        "web",
+        "--stack",
+        "boxes",
+        "--endpoint",
+        "www",
+    ]);
+    d.ok(&[
+        "svc",
+        "publish",
+        "-n",
+        "web",
+        "--stack",
+        "boxes",
+        "--endpoint",
+        "site",
+        "--path",
+        "/blog",
+    ]);
+    d.wait_running("web", 1);
+    let http = d.http_addr();
+    let r = http_request(&http, "GET", "www.localhost", "/index.html", &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, "hello from a busybox container\n");
+    let r = http_request(&http, "GET", "site.localhost", "/blog/index.html", &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains("the blog"), "{r:?}");
+    let r = http_request(&http, "GET", "www.localhost", "/nope", &[], b"");
+    assert_eq!(r.status, 404, "{r:?}");
+
+    // A wasm service calls the container service by name...
+    let app = app_wasm();
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "api",
+        "--stack",
+        "wasm",
+        "--",
+        app.to_str().unwrap(),
+        "server",
+    ]);
+    d.ok(&[
+        "svc",
+        "publish",
+        "-n",
+        "api",
+        "--stack",
+        "wasm",
+        "--endpoint",
+        "api",
+    ]);
+    d.wait_running("api", 1);
+    let r = http_request(
+        &http,
+        "GET",
+        "api.localhost",
+        "/call?url=http%3A%2F%2Fboxes-web%2Findex.html",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains("hello from a busybox container"), "{r:?}");
+
+    // ...and a container calls the wasm service by name, through the
+    // proxy and by its /etc/hosts name on port 80.
+    let out = d.ok(&[
+        "svc", "run", "-n", "web", "--stack", "boxes", "--", "/bin/sh", "-c",
+        "wget -q -O - http://wasm-api/ && wget -Y off -q -O - http://wasm-api/ && grep wasm-api /etc/hosts",
+    ]);
+    assert_eq!(out.matches("service: wasm-api").count(), 2, "{out}");
+    // It cannot reach the control API, nor the network past its policy.
+    let api_port = d.info["api_url"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let out = d.mesh(&[
+        "svc",
+        "run",
+        "-n",
+        "web",
+        "--stack",
+        "boxes",
+        "--",
+        "/bin/sh",
+        "-c",
+        &format!(
+            "wget -q -T 3 -O - http://$(grep boxes-web /etc/hosts | cut -f1):{api_port}/v1/stacks"
+        ),
+    ]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("boxes"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_container_over_its_memory_limit_is_killed_and_reported() {
+    let d = Daemon::start();
+    d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "hog",
+        "--stack",
+        "boxes",
+        "--memory",
+        "32Mi",
+        "--",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hogging; exec tail -c 200000000 /dev/zero",
+    ]);
+    let s = d.wait_for("hog", Duration::from_secs(30), "an OOM kill", |s| {
+        instances(s).iter().any(|i| {
+            i["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("killed by SIGKILL: exceeded memory limit 32 MiB"))
+        })
+    });
+    assert!(instances(&s)[0]["restarts"].as_u64() >= Some(1), "{s:#}");
+    assert_eq!(instances(&s)[0]["exit_code"], 137, "{s:#}");
+    assert!(logs(&d, "hog").iter().any(|l| l == "hogging"));
+    let events = d.ok(&["events", "--json"]);
+    assert!(events.contains("instance.oom"), "{events}");
+}
+
+#[test]
+fn service_run_opens_a_shell_in_a_new_container() {
+    let d = Daemon::start();
+    d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
+    d.ok(&[
+        "svc", "create", "-n", "web", "--stack", "boxes", "-e", "WHO=box", "--", "busybox",
+        "sleep", "1000",
+    ]);
+    d.wait_running("web", 1);
+    let out = d.mesh(&[
+        "service",
+        "run",
+        "-n",
+        "web",
+        "--stack",
+        "boxes",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo $$; echo $WHO; hostname; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    // Its own PID namespace (the shell is 1), the service's env, a host
+    // name of its own.
+    assert_eq!(lines[0], "1", "{text}");
+    assert_eq!(lines[1], "box", "{text}");
+    assert!(lines[2].starts_with("web-run"), "{text}");
+    // stdin reaches it; it shows among the service's instances while it runs.
+    let mut child = d
+        .mesh_cmd(&[
+            "svc",
+            "run",
+            "-n",
+            "web",
+            "--stack",
+            "boxes",
+            "--",
+            "/bin/sh",
+            "-c",
+            "read line; echo got $line",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    d.wait_for("web", Duration::from_secs(20), "the run shown", |s| {
+        instances(s)
+            .iter()
+            .any(|i| i["id"].as_str().is_some_and(|id| id.contains("run")))
+    });
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"ping\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got ping\n");
+}
+
+#[test]
+fn stopping_a_container_asks_first_then_kills_after_the_stop_timeout() {
+    let d = Daemon::start();
+    d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "stubborn",
+        "--stack",
+        "boxes",
+        "--stop-timeout",
+        "2s",
+        "--",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got TERM' TERM; echo ready; while true; do sleep 1; done",
+    ]);
+    d.wait_running("stubborn", 1);
+    wait_until(Duration::from_secs(10), "ready", || {
+        logs(&d, "stubborn").iter().any(|l| l == "ready")
+    });
+    let marker = "trap 'echo got TERM'";
+    assert_eq!(processes(marker).len(), 1, "{:?}", processes(marker));
+    let asked = Instant::now();
+    d.ok(&["svc", "delete", "-n", "stubborn", "--stack", "boxes"]);
+    wait_until(Duration::from_secs(15), "the container gone", || {
+        processes(marker).is_empty()
+    });
+    let took = asked.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "killed before its stop timeout: {took:?}"
+    );
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+}
+
+#[test]
+fn kill_9_of_the_daemon_leaves_no_container_and_a_restart_runs_each_once() {
+    let mut d = Daemon::start();
+    d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
+    let marker = format!("sleep 1{}", std::process::id() % 1000 + 1000);
+    let seconds = marker.trim_start_matches("sleep ").to_string();
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "sleepy",
+        "--stack",
+        "boxes",
+        "--instances",
+        "3",
+        "--",
+        "busybox",
+        "sleep",
+        &seconds,
+    ]);
+    d.wait_running("sleepy", 3);
+    wait_until(Duration::from_secs(10), "3 container processes", || {
+        processes(&marker).len() == 3
+    });
+    d.kill9();
+    wait_until(Duration::from_secs(10), "no container left", || {
+        processes(&marker).is_empty()
+    });
+    d.restart();
+    d.wait_running("sleepy", 3);
+    wait_until(Duration::from_secs(10), "exactly 3 again", || {
+        processes(&marker).len() == 3
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(processes(&marker).len(), 3, "{:?}", processes(&marker));
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let ours = mounts
+        .lines()
+        .filter(|l| l.contains(d.data_dir().to_str().unwrap()))
+        .count();
+    assert_eq!(ours, 6, "an overlay and a tmpfs per container:\n{mounts}");
+}
