@@ -273,6 +273,8 @@ fn a_busybox_worker_reports_its_exit_code_and_is_restarted() {
             .any(|i| i["restarts"].as_u64() >= Some(2) && i["exit_code"] == 4)
     });
     assert_eq!(instances(&s)[0]["message"], "exited with code 4", "{s:#}");
+    assert_eq!(instances(&s)[0]["kind"], "container", "{s:#}");
+    assert_eq!(s["kind"], "container", "{s:#}");
     let logs = logs(&d, "quitter");
     assert!(logs.iter().filter(|l| *l == "hi").count() >= 2, "{logs:?}");
     assert!(

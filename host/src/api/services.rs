@@ -711,7 +711,11 @@ fn reuse_setting(
 
 pub(super) fn view(state: &ApiState, service: Service) -> ServiceView {
     let key = ServiceKey::of(&service);
-    let instances = state.supervisor.instances(&key);
+    let kind = state.supervisor.kind(&key);
+    let mut instances = state.supervisor.instances(&key);
+    for instance in &mut instances {
+        instance.kind = kind.to_string();
+    }
     let fresh_because = state.supervisor.fresh_because(&key);
     let version = instances.first().map_or(0, |i| i.version);
     let (next_run, runs) = match &service.schedule {
@@ -752,5 +756,8 @@ pub(super) fn view(state: &ApiState, service: Service) -> ServiceView {
         fresh_because,
         scratch_bytes: service.scratch_bytes,
         schedule: service.schedule,
+        kind: kind.to_string(),
+        image: service.image,
+        stop_timeout_ms: service.stop_timeout_ms,
     }
 }

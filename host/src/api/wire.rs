@@ -187,6 +187,15 @@ pub struct ServiceView {
     pub created_at: DateTime<Utc>,
     /// Every instance.
     pub instances: Vec<InstanceStatus>,
+    /// `wasm` or `container`: what its instances are.
+    #[serde(default)]
+    pub kind: String,
+    /// The stack image its command runs in, when chosen with `--image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// How long an instance has after SIGTERM, when not the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_ms: Option<u64>,
 }
 
 /// `POST /v1/stacks/{stack}/deploy`.

@@ -253,11 +253,7 @@ impl Containers {
             bundle: Some(bundle),
             link: Some(link),
         };
-        let net_arg = format!(
-            "{},{}",
-            cleanup.link().peer,
-            network.cidr_of(cleanup.link().address)
-        );
+        let net_arg = network.shim_arg(cleanup.link());
         let (daemon_end, shim_end) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| StartError::Failed(e.to_string()))?;
         let mut command = std::process::Command::new(&self.exe);

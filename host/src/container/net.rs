@@ -63,8 +63,8 @@ pub struct Link {
     pub address: Ipv4Addr,
     /// The host end's name.
     pub host: String,
-    /// The container end's name, before it moves in.
-    pub peer: String,
+    /// The bridge it joins.
+    pub bridge: String,
 }
 
 /// Runs `ip` with `args`; its error output on failure.
@@ -120,35 +120,30 @@ impl Network {
         u32::from(address) & mask == u32::from(self.config.gateway) & mask
     }
 
-    /// A new link for container `id`: a free address and a veth pair
-    /// whose host end is on the bridge.
+    /// A new link for container `id`: a free address and the names of
+    /// its veth pair. The container's shim makes the pair once the
+    /// container's network namespace exists (the host end on the bridge,
+    /// the other end made straight inside as `eth0`: moving a device
+    /// between namespaces is slow).
     pub fn link(self: &Arc<Self>, id: &str) -> Result<Link, String> {
         let address = self.allocate()?;
         let (net, tag) = (self.config.tag(), &short_hash(id)[..7]);
-        let link = Link {
+        Ok(Link {
             network: self.clone(),
             address,
             host: format!("m{net}h{tag}"),
-            peer: format!("m{net}c{tag}"),
-        };
-        let bridge = &self.config.bridge();
-        ip(&[
-            "link", "add", &link.host, "type", "veth", "peer", "name", &link.peer,
-        ])?;
-        ip(&["link", "set", &link.host, "master", bridge])?;
-        // Isolated ports talk to the bridge, never to each other.
-        ip(&[
-            "link",
-            "set",
-            "dev",
-            &link.host,
-            "type",
-            "bridge_slave",
-            "isolated",
-            "on",
-        ])?;
-        ip(&["link", "set", &link.host, "up"])?;
-        Ok(link)
+            bridge: self.config.bridge(),
+        })
+    }
+
+    /// The shim's `--net` argument for `link`: `HOST,BRIDGE,CIDR`.
+    pub fn shim_arg(&self, link: &Link) -> String {
+        format!(
+            "{},{},{}",
+            link.host,
+            link.bridge,
+            self.cidr_of(link.address)
+        )
     }
 
     fn allocate(&self) -> Result<Ipv4Addr, String> {
@@ -168,10 +163,25 @@ impl Network {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        // Deleting either end deletes both (the peer may be in a
-        // namespace that is gone already).
-        let _ = ip(&["link", "del", &self.host]);
-        self.network.used.lock().remove(&u32::from(self.address));
+        // Deleting either end deletes both; when the container's namespace
+        // went, both went with it.
+        // (Deleting one waits for the kernel's grace period, so it is done
+        // beside the daemon's work, and the address is free only after.)
+        let host = std::mem::take(&mut self.host);
+        let (network, address) = (self.network.clone(), u32::from(self.address));
+        let release = move || {
+            if std::path::Path::new("/sys/class/net").join(&host).exists() {
+                let _ = ip(&["link", "del", &host]);
+            }
+            network.used.lock().remove(&address);
+        };
+        if std::thread::Builder::new()
+            .name("mesh-link-del".into())
+            .spawn(release.clone())
+            .is_err()
+        {
+            release();
+        }
     }
 }
 

@@ -39,8 +39,8 @@ struct Args {
     bundle: PathBuf,
     tty: bool,
     cgroup: Option<PathBuf>,
-    /// The container end of its veth, and its address (`NAME,CIDR`).
-    net: Option<(String, String)>,
+    /// Its veth's host end, the bridge, its address (`HOST,BRIDGE,CIDR`).
+    net: Option<(String, String, String)>,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -63,8 +63,11 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--cgroup" => out.cgroup = Some(value()?.into()),
             "--net" => {
                 let v = value()?;
-                let (name, cidr) = v.split_once(',').ok_or("--net needs NAME,CIDR")?;
-                out.net = Some((name.to_string(), cidr.to_string()));
+                let parts: Vec<&str> = v.split(',').collect();
+                let [host, bridge, cidr] = parts[..] else {
+                    return Err("--net needs HOST,BRIDGE,CIDR".into());
+                };
+                out.net = Some((host.into(), bridge.into(), cidr.into()));
             }
             other => return Err(format!("unknown shim argument {other}")),
         }
@@ -126,8 +129,8 @@ fn shim(args: Args, mut control: UnixStream) -> i32 {
         let _ = container.delete(true);
         return 1;
     };
-    if let Some((link, cidr)) = &args.net {
-        if let Err(message) = join_network(pid, link, cidr) {
+    if let Some((host, bridge, cidr)) = &args.net {
+        if let Err(message) = join_network(pid, host, bridge, cidr) {
             let _ = writeln!(control, "failed {}", one_line(&message));
             let _ = container.delete(true);
             return 1;
@@ -159,9 +162,11 @@ fn shim(args: Args, mut control: UnixStream) -> i32 {
     0
 }
 
-/// Moves the container's end of its veth into its network namespace as
-/// `eth0` with address `cidr`, and brings it and loopback up.
-fn join_network(pid: Pid, link: &str, cidr: &str) -> Result<(), String> {
+/// Joins the container to the bridge: a veth pair whose host end `host`
+/// is an isolated port of `bridge` and whose other end is made inside the
+/// container's network namespace as `eth0`, with address `cidr`; it and
+/// loopback are brought up.
+fn join_network(pid: Pid, host: &str, bridge: &str, cidr: &str) -> Result<(), String> {
     let run = |program: &str, args: &[&str], input: Option<String>| -> Result<(), String> {
         let mut child = std::process::Command::new(program)
             .args(args)
@@ -184,12 +189,17 @@ fn join_network(pid: Pid, link: &str, cidr: &str) -> Result<(), String> {
         }
     };
     let pid = pid.as_raw().to_string();
-    run("ip", &["link", "set", link, "netns", &pid], None)?;
-    let ns = format!("--net=/proc/{pid}/ns/net");
-    let batch = format!(
-        "link set {link} name eth0\naddr add {cidr} dev eth0\nlink set eth0 up\nlink set lo up\n"
+    // Isolated ports talk to the bridge, never to each other.
+    let outside = format!(
+        "link add {host} type veth peer name eth0 netns {pid}\n\
+         link set {host} master {bridge}\n\
+         link set dev {host} type bridge_slave isolated on\n\
+         link set {host} up\n"
     );
-    run("nsenter", &[&ns, "ip", "-batch", "-"], Some(batch))
+    run("ip", &["-batch", "-"], Some(outside))?;
+    let ns = format!("--net=/proc/{pid}/ns/net");
+    let inside = format!("addr add {cidr} dev eth0\nlink set eth0 up\nlink set lo up\n");
+    run("nsenter", &[&ns, "ip", "-batch", "-"], Some(inside))
 }
 
 fn one_line(text: &str) -> String {

@@ -58,6 +58,13 @@ pub struct InstanceStatus {
     /// While in `backoff`: how long the wait before the next start is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_ms: Option<u64>,
+    /// `wasm` (a store) or `container`.
+    #[serde(default = "wasm_kind")]
+    pub kind: String,
+}
+
+fn wasm_kind() -> String {
+    "wasm".into()
 }
 
 impl InstanceStatus {
@@ -72,6 +79,7 @@ impl InstanceStatus {
             started_at: None,
             version,
             backoff_ms: None,
+            kind: wasm_kind(),
         }
     }
 

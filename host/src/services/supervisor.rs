@@ -199,6 +199,16 @@ impl Supervisor {
         self.stopping.spawn(stop_runtime(rt));
     }
 
+    /// What kind of instances the service runs: `container` when its
+    /// code is an image, else `wasm`.
+    pub fn kind(&self, key: &ServiceKey) -> &'static str {
+        let runtimes = self.runtimes.lock();
+        match runtimes.get(key).map(|rt| &rt.spec.run.component) {
+            Some(Ok(digest)) if self.parts.code.is_image(digest) => "container",
+            _ => "wasm",
+        }
+    }
+
     /// Why the service's requests each get a fresh instance, when they do.
     pub fn fresh_because(&self, key: &ServiceKey) -> Option<String> {
         let runtimes = self.runtimes.lock();
