@@ -12,6 +12,8 @@ missing=""
 command -v redis-server >/dev/null || missing="$missing redis-server"
 command -v tmux >/dev/null || missing="$missing tmux"
 command -v curl >/dev/null || missing="$missing curl"
+# The container bench compares with runc.
+command -v runc >/dev/null || missing="$missing runc"
 if [ -n "$missing" ]; then
   echo "== installing$missing"
   # shellcheck disable=SC2086
@@ -34,6 +36,9 @@ cargo clippy --release --target wasm32-wasip2 --manifest-path guest-examples/Car
 echo "== components from other toolchains (componentize-js, componentize-py; pinned)"
 scripts/toolchains.sh
 
+echo "== container images (busybox and node, from Debian packages, offline)"
+scripts/images.sh
+
 echo "== cargo test"
 cargo test --workspace
 
@@ -44,3 +49,4 @@ FUZZ_CASES="${FUZZ_CASES:-20000}" cargo test -p mesh-host --test fuzz -- --nocap
 echo "== benchmarks (short runs)"
 cargo bench -p mesh-host --bench instance_start --profile dev -- --quick
 cargo bench -p mesh-host --bench cron_fire --profile dev -- --quick
+cargo bench -p mesh-host --bench container_start --profile dev

@@ -453,7 +453,7 @@ fn a_web_container_serves_an_endpoint_and_a_path_and_calls_go_both_ways_by_name(
         "/bin/sh",
         "-c",
         &format!(
-            "wget -q -T 3 -O - http://$(grep boxes-web /etc/hosts | cut -f1):{api_port}/v1/stacks"
+            "timeout 3 wget -q -O - http://$(grep boxes-web /etc/hosts | cut -f1):{api_port}/v1/stacks"
         ),
     ]);
     assert!(!out.status.success(), "{out:?}");
@@ -633,4 +633,313 @@ fn kill_9_of_the_daemon_leaves_no_container_and_a_restart_runs_each_once() {
         .filter(|l| l.contains(d.data_dir().to_str().unwrap()))
         .count();
     assert_eq!(ours, 6, "an overlay and a tmpfs per container:\n{mounts}");
+}
+
+#[test]
+fn deploying_a_new_image_rolls_its_containers() {
+    let d = Daemon::start();
+    d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "sleepers",
+        "--stack",
+        "boxes",
+        "--instances",
+        "2",
+        "--",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    d.wait_running("sleepers", 2);
+    // The same image as docker save wrote it: new bytes, a new version.
+    let out = d.ok(&[
+        "stack",
+        "deploy",
+        "boxes",
+        &image("busybox-docker.tar"),
+        "--name",
+        "busybox",
+    ]);
+    assert!(out.contains("v2"), "{out}");
+    d.wait_for("sleepers", Duration::from_secs(30), "both on v2", |s| {
+        let list = instances(s);
+        list.len() == 2
+            && list
+                .iter()
+                .all(|i| i["version"] == 2 && i["state"] == "running")
+    });
+    // And back.
+    d.ok(&["stack", "rollback", "boxes", "--to", "1"]);
+    d.wait_for("sleepers", Duration::from_secs(30), "both on v3", |s| {
+        let list = instances(s);
+        list.len() == 2
+            && list
+                .iter()
+                .all(|i| i["version"] == 3 && i["state"] == "running")
+    });
+}
+
+#[test]
+fn containers_are_confined_to_their_own_namespaces_and_the_proxy() {
+    // The API on every address: a container still must not reach it.
+    let d = Daemon::start_with(&["--api", "0.0.0.0:0"]);
+    d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "web",
+        "--stack",
+        "boxes",
+        "--",
+        "busybox",
+        "sh",
+        "-c",
+        "exec httpd -f -p $PORT -h /www",
+    ]);
+    d.ok(&[
+        "svc",
+        "publish",
+        "-n",
+        "web",
+        "--stack",
+        "boxes",
+        "--endpoint",
+        "www",
+    ]);
+    d.wait_running("web", 1);
+    let api_port = d.info["api_url"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let script = format!(
+        "grep -E '^(NoNewPrivs|Seccomp|CapEff):' /proc/self/status; \
+         unshare -n true 2>/dev/null && echo UNSHARED; \
+         mount -t tmpfs none /mnt 2>/dev/null && echo MOUNTED; \
+         GW=${{HTTP_PROXY#http://}}; GW=${{GW%:*}}; NET=${{GW%.*}}; echo NET=$NET; \
+         timeout 2 wget -Y off -q -O - http://$NET.2:8080/index.html && echo REACHED-DIRECT; \
+         timeout 5 wget -q -O - http://$NET.2:8080/index.html && echo REACHED-PROXY; \
+         timeout 5 wget -Y off -O - http://$GW:{api_port}/v1/stacks; echo API=$?"
+    );
+    let out = d.mesh(&[
+        "svc", "run", "-n", "web", "--stack", "boxes", "--", "/bin/sh", "-c", &script,
+    ]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("NoNewPrivs:\t1"), "{text}");
+    assert!(text.contains("Seccomp:\t2"), "{text}");
+    let cap_eff = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:\t"))
+        .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+        .unwrap();
+    assert_eq!(cap_eff & (1 << 21), 0, "CAP_SYS_ADMIN is dropped: {text}");
+    assert_eq!(cap_eff & (1 << 13), 0, "CAP_NET_RAW is dropped: {text}");
+    assert!(
+        !text.contains("UNSHARED") && !text.contains("MOUNTED"),
+        "{text}"
+    );
+    // Another container's address is not reachable, directly or through
+    // the proxy (a private address, outside the default policy)...
+    assert!(!text.contains("REACHED"), "{text}");
+    assert!(!text.contains("hello from a busybox"), "{text}");
+    // ...though it is the right address: the host reaches it.
+    let net = text
+        .lines()
+        .find_map(|l| l.strip_prefix("NET="))
+        .unwrap()
+        .to_string();
+    let r = http_request(
+        &format!("{net}.2:8080"),
+        "GET",
+        "x",
+        "/index.html",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    // The control API refuses a container even on a shared address.
+    assert!(text.contains("403"), "{text}");
+    assert!(!text.contains("\"boxes\""), "{text}");
+}
+
+#[test]
+fn a_daemon_that_cannot_run_containers_says_so_and_runs_wasm() {
+    // Not root: no namespaces or cgroups of its own to make.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let status = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(support::mesh_bin())
+        .args([
+            "up",
+            "--api",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "daemon.json", || {
+        data.join("daemon.json").is_file()
+    });
+    let mesh = |args: &[&str]| {
+        Command::new(support::mesh_bin())
+            .args(args)
+            .env("MESH_DATA_DIR", &data)
+            .env_remove("MESH_API_URL")
+            .env_remove("MESH_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = mesh(&["stack", "deploy", "boxes", &image("busybox.tar")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("containers cannot run on this host: the daemon is not running as root"),
+        "{stderr}"
+    );
+    // Wasm services are unaffected.
+    let app = app_wasm();
+    let out = mesh(&[
+        "svc",
+        "create",
+        "-n",
+        "w",
+        "--",
+        app.to_str().unwrap(),
+        "send-emails",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    wait_until(Duration::from_secs(20), "a successful wasm run", || {
+        let out = mesh(&["svc", "ls", "--json"]);
+        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        list.iter()
+            .flat_map(|s| instances(s))
+            .any(|i| i["exit_code"] == 0)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A tmux session running one command, read through capture-pane.
+struct Tmux(String);
+
+impl Tmux {
+    fn start(name: &str, command: &str) -> Tmux {
+        for _ in 0..5 {
+            let started = Command::new("tmux")
+                .args([
+                    "new-session",
+                    "-d",
+                    "-s",
+                    name,
+                    "-x",
+                    "120",
+                    "-y",
+                    "40",
+                    command,
+                ])
+                .status()
+                .expect("tmux is installed (scripts/test.sh installs it)");
+            if started.success() {
+                return Tmux(name.to_string());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("tmux did not start");
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.0];
+        args.extend_from_slice(keys);
+        assert!(Command::new("tmux").args(&args).status().unwrap().success());
+    }
+
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let out = Command::new("tmux")
+                .args(["capture-pane", "-p", "-t", &self.0])
+                .output()
+                .unwrap();
+            let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `{text}` on screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn service_run_gives_a_container_shell_a_real_terminal() {
+    let d = Daemon::start();
+    d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
+    d.ok(&[
+        "svc", "create", "-n", "web", "--stack", "boxes", "--", "busybox", "sleep", "1000",
+    ]);
+    d.wait_running("web", 1);
+    let session = format!("mesh-container-{}", std::process::id());
+    let tmux = Tmux::start(
+        &session,
+        &format!(
+            "MESH_DATA_DIR={} {} service run -n web --stack boxes -- /bin/sh; echo EXIT=$?; sleep 60",
+            d.data_dir().display(),
+            support::mesh_bin()
+        ),
+    );
+    // capture-pane drops the prompt's trailing space.
+    tmux.wait_for(" #");
+    // A terminal of its own, the caller's size.
+    tmux.keys(&["stty size; tty", "Enter"]);
+    let screen = tmux.wait_for("/dev/pts/");
+    assert!(screen.contains("40 120"), "{screen}");
+    // Shown among the service's instances while it runs.
+    d.wait_for("web", Duration::from_secs(10), "the run shown", |s| {
+        instances(s)
+            .iter()
+            .any(|i| i["id"].as_str().is_some_and(|id| id.contains("run")))
+    });
+    // Ctrl-C stops what runs in the shell, not the shell.
+    tmux.keys(&["sleep 100", "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = Instant::now();
+    tmux.keys(&["C-c"]);
+    tmux.keys(&["echo still-here", "Enter"]);
+    tmux.wait_for("still-here\n");
+    assert!(asked.elapsed() < Duration::from_secs(5));
+    tmux.keys(&["exit 3", "Enter"]);
+    tmux.wait_for("EXIT=3");
 }

@@ -198,15 +198,16 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("daemon.log"))
             .unwrap();
+        // The API on loopback unless the test asks for another address.
+        let api = if self.extra.iter().any(|a| a == "--api") {
+            Vec::new()
+        } else {
+            vec!["--api", "127.0.0.1:0"]
+        };
         let child = Command::new(mesh_bin())
-            .args([
-                "up",
-                "--api",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .arg("up")
+            .args(api)
+            .args(["--http", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data)
             // Compiled code shared by the tests' daemons: each large
             // component (an interpreter) is compiled once per test run.
