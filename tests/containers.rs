@@ -711,6 +711,8 @@ fn containers_are_confined_to_their_own_namespaces_and_the_proxy() {
         "www",
     ]);
     d.wait_running("web", 1);
+    // The web container's address, from its bundle's /etc/hosts.
+    let web = web_address(&d);
     let api_port = d.info["api_url"]
         .as_str()
         .unwrap()
@@ -722,9 +724,9 @@ fn containers_are_confined_to_their_own_namespaces_and_the_proxy() {
         "grep -E '^(NoNewPrivs|Seccomp|CapEff):' /proc/self/status; \
          unshare -n true 2>/dev/null && echo UNSHARED; \
          mount -t tmpfs none /mnt 2>/dev/null && echo MOUNTED; \
-         GW=${{HTTP_PROXY#http://}}; GW=${{GW%:*}}; NET=${{GW%.*}}; echo NET=$NET; \
-         timeout 2 wget -Y off -q -O - http://$NET.2:8080/index.html && echo REACHED-DIRECT; \
-         timeout 5 wget -q -O - http://$NET.2:8080/index.html && echo REACHED-PROXY; \
+         GW=${{HTTP_PROXY#http://}}; GW=${{GW%:*}}; \
+         timeout 2 wget -Y off -q -O - http://{web}:8080/index.html && echo REACHED-DIRECT; \
+         timeout 5 wget -q -O - http://{web}:8080/index.html && echo REACHED-PROXY; \
          timeout 5 wget -Y off -O - http://$GW:{api_port}/v1/stacks; echo API=$?"
     );
     let out = d.mesh(&[
@@ -750,23 +752,24 @@ fn containers_are_confined_to_their_own_namespaces_and_the_proxy() {
     assert!(!text.contains("REACHED"), "{text}");
     assert!(!text.contains("hello from a busybox"), "{text}");
     // ...though it is the right address: the host reaches it.
-    let net = text
-        .lines()
-        .find_map(|l| l.strip_prefix("NET="))
-        .unwrap()
-        .to_string();
-    let r = http_request(
-        &format!("{net}.2:8080"),
-        "GET",
-        "x",
-        "/index.html",
-        &[],
-        b"",
-    );
+    let r = http_request(&format!("{web}:8080"), "GET", "x", "/index.html", &[], b"");
     assert_eq!(r.status, 200, "{r:?}");
     // The control API refuses a container even on a shared address.
     assert!(text.contains("403"), "{text}");
     assert!(!text.contains("\"boxes\""), "{text}");
+}
+
+/// The address of the running container whose host name is `web.1`.
+fn web_address(d: &Daemon) -> String {
+    let bundles = d.data_dir().join("containers/bundles");
+    for entry in std::fs::read_dir(&bundles).unwrap() {
+        let hosts =
+            std::fs::read_to_string(entry.unwrap().path().join("hosts")).unwrap_or_default();
+        if let Some(line) = hosts.lines().find(|l| l.ends_with("\tweb.1")) {
+            return line.split('\t').next().unwrap().to_string();
+        }
+    }
+    panic!("no bundle for web.1 in {}", bundles.display());
 }
 
 #[test]

@@ -196,6 +196,17 @@ impl Containers {
         image_dir: &Path,
         launch: ContainerLaunch,
     ) -> Result<Running, StartError> {
+        self.prepare(image_dir, launch)?.start().await
+    }
+
+    /// Everything before a container of the image at `image_dir` starts:
+    /// its command checked, its address and bundle made. Its address is
+    /// known before anything in it runs.
+    pub fn prepare(
+        self: &Arc<Self>,
+        image_dir: &Path,
+        launch: ContainerLaunch,
+    ) -> Result<Prepared, StartError> {
         if let Some(why) = self.unsupported() {
             return Err(StartError::Failed(why));
         }
@@ -254,35 +265,71 @@ impl Containers {
             link: Some(link),
         };
         let net_arg = network.shim_arg(cleanup.link());
+        Ok(Prepared {
+            containers: self.clone(),
+            id,
+            cgroup,
+            net_arg,
+            tty: launch.tty,
+            stdin: launch.stdin,
+            grace: launch.stop_grace,
+            cleanup,
+        })
+    }
+}
+
+/// A container ready to start: its bundle and address exist; dropping
+/// it removes them.
+pub struct Prepared {
+    containers: Arc<Containers>,
+    id: String,
+    cgroup: String,
+    net_arg: String,
+    tty: bool,
+    stdin: bool,
+    grace: Duration,
+    cleanup: Cleanup,
+}
+
+impl Prepared {
+    /// The address the container will have.
+    pub fn address(&self) -> Ipv4Addr {
+        self.cleanup.link().address
+    }
+
+    /// Starts it through its shim; returns once it runs.
+    pub async fn start(self) -> Result<Running, StartError> {
+        let Prepared {
+            containers,
+            id,
+            cgroup,
+            net_arg,
+            tty,
+            stdin,
+            grace,
+            cleanup,
+        } = self;
         let (daemon_end, shim_end) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| StartError::Failed(e.to_string()))?;
-        let mut command = std::process::Command::new(&self.exe);
+        let mut command = std::process::Command::new(&containers.exe);
         command
             .arg(SHIM_ARG)
-            .args(["--root", &self.state.to_string_lossy()])
+            .args(["--root", &containers.state.to_string_lossy()])
             .args(["--id", &id])
             .args(["--bundle", &cleanup.bundle_dir().to_string_lossy()])
             .args(["--cgroup", &cgroup])
             .args(["--net", &net_arg]);
-        if launch.tty {
+        if tty {
             command.arg("--tty");
         }
         command
-            .stdin(if launch.stdin && !launch.tty {
+            .stdin(if stdin && !tty {
                 Stdio::piped()
             } else {
                 Stdio::null()
             })
-            .stdout(if launch.tty {
-                Stdio::null()
-            } else {
-                Stdio::piped()
-            })
-            .stderr(if launch.tty {
-                Stdio::null()
-            } else {
-                Stdio::piped()
-            });
+            .stdout(if tty { Stdio::null() } else { Stdio::piped() })
+            .stderr(if tty { Stdio::null() } else { Stdio::piped() });
         let fd = shim_end.as_raw_fd();
         // SAFETY: dup2 and fcntl are async-signal-safe; the closure runs
         // in the child between fork and exec and touches nothing else.
@@ -330,7 +377,7 @@ impl Containers {
             control: Some(tokio::io::BufReader::new(read)),
             commands: Some(write),
             exit: None,
-            grace: launch.stop_grace,
+            grace,
             cleanup: Some(cleanup),
         })
     }

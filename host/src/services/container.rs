@@ -247,11 +247,16 @@ impl Code for ContainerCode {
         Box::pin(async move {
             let memory = launch.memory_bytes;
             let settings = container_launch(&launch, false, containers.gateway());
-            let mut container = match containers.start(&dir, settings).await {
+            // Known to the proxy before anything in it runs.
+            let prepared = match containers.prepare(&dir, settings) {
+                Ok(p) => p,
+                Err(e) => return start_failed(e),
+            };
+            let _caller = callers.register(prepared.address(), launch.dispatch.clone());
+            let mut container = match prepared.start().await {
                 Ok(c) => c,
                 Err(e) => return start_failed(e),
             };
-            let _caller = callers.register(container.address, launch.dispatch.clone());
             running();
             let pumps = attach(&mut container, &launch);
             let exit = tokio::select! {
@@ -274,11 +279,9 @@ impl Code for ContainerCode {
         Box::pin(async move {
             let memory = launch.memory_bytes;
             let settings = container_launch(&launch, true, containers.gateway());
-            let mut container = containers
-                .start(&dir, settings)
-                .await
-                .map_err(start_failed)?;
-            let caller = callers.register(container.address, launch.dispatch.clone());
+            let prepared = containers.prepare(&dir, settings).map_err(start_failed)?;
+            let caller = callers.register(prepared.address(), launch.dispatch.clone());
+            let mut container = prepared.start().await.map_err(start_failed)?;
             let pumps = attach(&mut container, &launch);
             let address = SocketAddr::from((container.address, WEB_PORT));
             let listening = tokio::time::timeout(LISTEN_WAIT, async {
