@@ -837,7 +837,7 @@ fn a_daemon_that_cannot_run_containers_says_so_and_runs_wasm() {
         let out = mesh(&["svc", "ls", "--json"]);
         let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
         list.iter()
-            .flat_map(|s| instances(s))
+            .flat_map(instances)
             .any(|i| i["exit_code"] == 0)
     });
     let _ = child.kill();
