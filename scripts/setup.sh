@@ -5,12 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The daemon links libseccomp (containers' system call filter), found
-# through pkg-config; containers are set up with iproute2 and nsenter.
+# through pkg-config; containers are set up with iproute2 and nsenter, and
+# kept from the host's own services by an nftables table.
 missing=""
 pkg-config --exists libseccomp 2>/dev/null || missing="$missing libseccomp-dev"
 command -v pkg-config >/dev/null || missing="$missing pkg-config"
 command -v ip >/dev/null || missing="$missing iproute2"
 command -v nsenter >/dev/null || missing="$missing util-linux"
+command -v nft >/dev/null || missing="$missing nftables"
 if [ -n "$missing" ]; then
   echo "== installing$missing"
   sudo=""

@@ -95,6 +95,7 @@ impl Network {
         let cidr = format!("{}/{}", config.gateway, config.prefix);
         let _ = ip(&["addr", "add", &cidr, "dev", bridge]);
         ip(&["link", "set", bridge, "up"])?;
+        filter(bridge, config.gateway, &config.tag())?;
         clean_links(&config.tag());
         Ok(Arc::new(Network {
             config,
@@ -182,6 +183,60 @@ impl Drop for Link {
         {
             release();
         }
+    }
+}
+
+/// Keeps containers from the host's own services: what comes in from the
+/// bridge may reach the daemon's proxy ports on the bridge address, and
+/// answers to connections the host opened; nothing else (IPv6 included),
+/// and nothing is forwarded to or from the bridge. One nftables table per
+/// bridge, made again at each start.
+fn filter(bridge: &str, gateway: Ipv4Addr, tag: &str) -> Result<(), String> {
+    let table = format!("mesh_{tag}");
+    let rules = format!(
+        "table inet {table} {{\n\
+           chain input {{\n\
+             type filter hook input priority filter; policy accept;\n\
+             iifname \"{bridge}\" ip daddr {gateway} tcp dport {{ {proxy}, 80 }} accept\n\
+             iifname \"{bridge}\" ct state established,related accept\n\
+             iifname \"{bridge}\" drop\n\
+           }}\n\
+           chain forward {{\n\
+             type filter hook forward priority filter; policy accept;\n\
+             iifname \"{bridge}\" drop\n\
+             oifname \"{bridge}\" drop\n\
+           }}\n\
+         }}\n",
+        proxy = PROXY_PORT,
+    );
+    let _ = nft(&format!("delete table inet {table}\n"));
+    nft(&rules)
+}
+
+/// The port of the daemon's HTTP proxy on the bridge address.
+pub const PROXY_PORT: u16 = 3128;
+
+/// Runs `nft -f -` with `script`.
+fn nft(script: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run nft (install nftables): {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(script.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 

@@ -36,7 +36,7 @@ pub const DEFAULT_WRITABLE_BYTES: u64 = 64 << 20;
 const LISTEN_WAIT: Duration = Duration::from_secs(30);
 
 /// The port of the daemon's HTTP proxy on the bridge (`HTTP_PROXY`).
-pub const PROXY_PORT: u16 = 3128;
+pub use crate::container::net::PROXY_PORT;
 
 /// The containers calling out through the daemon's proxy: each one's
 /// bridge address, to who it is (its instance's [`Dispatch`]), so the
