@@ -46,6 +46,22 @@ done
   "$mesh" svc create -n legacy --stack classic -- guest-examples/target/wasm32-wasip1/release/classic.wasm
   "$mesh" svc publish -n legacy --stack classic --endpoint legacy
 }
+# Containers, when this host can run them (root): a busybox web server and
+# the seed's node cron job, from images built offline.
+if [ "$(id -u)" = 0 ] && scripts/images.sh >/dev/null; then
+  images=target/test-images
+  "$mesh" stack deploy boxes "$images/busybox.tar" ||
+    echo "(containers cannot run here; the wasm services are unaffected)"
+  if "$mesh" stack ls --json | grep -q '"boxes"'; then
+    "$mesh" service ls --json | grep -q '"name": "site"' || {
+      "$mesh" svc create -n site --stack boxes -- busybox sh -c 'exec httpd -f -p $PORT -h /www'
+      "$mesh" svc publish -n site --stack boxes --endpoint site
+    }
+    "$mesh" stack deploy mail "$images/node-image.tar"
+    "$mesh" service ls --json | grep -q '"name": "emailsender"' ||
+      "$mesh" svc create -n emailsender --stack mail --schedule "@hourly" -- node send-emails.js
+  fi
+fi
 
 sleep 1
 "$mesh" service ls
@@ -57,4 +73,5 @@ echo "  curl http://www.localhost:8080/      curl --cacert $MESH_DATA_DIR/tls/ca
 echo "  curl 'http://www.localhost:8080/pay?amount=1250'   (web calls http://finance-payments in-process)"
 echo "  curl http://www.localhost:8080/blog/"
 echo "  curl 'http://legacy.localhost:8080/hello?x=1'   (a wasip1 module answering as CGI)"
+echo "  curl http://site.localhost:8080/   $mesh service run -n site --stack boxes -- /bin/sh   (containers)"
 wait "$daemon"
