@@ -1,6 +1,7 @@
 //! Property tests over what the outside world hands the daemon as text:
 //! cron specs, endpoints and URLs, sizes and durations, address ranges,
-//! outbound policies and the control API's JSON bodies. Each target runs a
+//! outbound policies, the control API's JSON bodies, and container image
+//! uploads and layers (which must never write outside their root). Each target runs a
 //! fixed number of generated inputs (`FUZZ_CASES`, default 2,000), checks
 //! that nothing panics and that what parses means what it says, and prints
 //! how many inputs it ran.
@@ -249,4 +250,110 @@ fn api_bodies_deserialize_or_fail_without_panicking() {
         let _ = serde_json::from_slice::<PublishRequest>(bytes);
         let _ = serde_json::from_slice::<DeployRequest>(bytes);
     });
+}
+
+/// One entry of a generated layer: its name, kind and link target.
+type LayerEntry = (String, u8, String);
+
+fn layer_entries() -> impl Strategy<Value = Vec<LayerEntry>> {
+    let part = prop::sample::select(
+        &[
+            "..",
+            ".",
+            "a",
+            "b",
+            "etc",
+            "",
+            ".wh.a",
+            ".wh..wh..opq",
+            "/",
+            "outside",
+        ][..],
+    );
+    let path = prop::collection::vec(part, 1..5).prop_map(|p| p.join("/"));
+    prop::collection::vec((path.clone(), 0u8..4, path), 0..12)
+}
+
+/// A layer tar with exactly these raw names (hostile ones included).
+fn raw_layer(entries: &[LayerEntry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, kind, target) in entries {
+        let mut header = tar::Header::new_gnu();
+        let old = header.as_old_mut();
+        let n = name.len().min(99);
+        old.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+        let t = target.len().min(99);
+        old.linkname[..t].copy_from_slice(&target.as_bytes()[..t]);
+        let (kind, body): (tar::EntryType, &[u8]) = match kind {
+            0 => (tar::EntryType::Regular, b"data"),
+            1 => (tar::EntryType::Directory, b""),
+            2 => (tar::EntryType::Symlink, b""),
+            _ => (tar::EntryType::Link, b""),
+        };
+        header.set_entry_type(kind);
+        header.set_mode(0o755);
+        header.set_size(body.len() as u64);
+        header.set_cksum();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(body);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+#[test]
+fn image_layers_never_write_outside_the_root() {
+    use mesh_host::container::layer::{apply, Budget};
+    fuzz("image layer", layer_entries(), |entries| {
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("root");
+        let outside = base.path().join("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("keep"), "keep").unwrap();
+        let tar = raw_layer(&entries);
+        let mut budget = Budget {
+            bytes: 1 << 20,
+            entries: 100,
+        };
+        // Twice: the second layer lands on what the first made (links).
+        let _ = apply(&root, &tar[..], "fuzz", &mut budget);
+        let _ = apply(&root, &tar[..], "fuzz", &mut budget);
+        let mut top: Vec<String> = std::fs::read_dir(base.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        top.sort();
+        assert_eq!(top, ["outside", "root"], "{entries:?}");
+        let beside: Vec<String> = std::fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(beside, ["keep"], "{entries:?}");
+        assert_eq!(
+            std::fs::read_to_string(outside.join("keep")).unwrap(),
+            "keep"
+        );
+    });
+}
+
+#[test]
+fn image_uploads_of_any_bytes_are_refused_without_a_panic() {
+    fuzz(
+        "image upload",
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..4096),
+            layer_entries().prop_map(|e| raw_layer(&e)),
+        ],
+        |bytes| {
+            let dir = tempfile::tempdir().unwrap();
+            let upload = dir.path().join("upload.tar");
+            std::fs::write(&upload, &bytes).unwrap();
+            let dest = dir.path().join("images/x");
+            if mesh_host::container::image::unpack("fuzz", &upload, &dest).is_err() {
+                assert!(!dest.exists());
+            }
+        },
+    );
 }
