@@ -275,13 +275,37 @@ fn a_busybox_worker_reports_its_exit_code_and_is_restarted() {
     assert_eq!(instances(&s)[0]["message"], "exited with code 4", "{s:#}");
     assert_eq!(instances(&s)[0]["kind"], "container", "{s:#}");
     assert_eq!(s["kind"], "container", "{s:#}");
-    let logs = logs(&d, "quitter");
-    assert!(logs.iter().filter(|l| *l == "hi").count() >= 2, "{logs:?}");
+    let lines = logs(&d, "quitter");
     assert!(
-        logs.iter()
-            .any(|l| l.contains("exited with code 4; restart 1")),
-        "{logs:?}"
+        lines.iter().filter(|l| *l == "hi").count() >= 2,
+        "{lines:?}"
     );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("exited with code 4; restart 1")),
+        "{lines:?}"
+    );
+    // An image file given as the command's first word is uploaded and
+    // added to the stack under its name, as a .wasm file is.
+    let tar = image("busybox-docker.tar");
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "once",
+        "--stack",
+        "more",
+        "--",
+        &tar,
+        "echo",
+        "from a file",
+    ]);
+    d.wait_for("once", Duration::from_secs(20), "an exit", |s| {
+        instances(s).iter().any(|i| i["exit_code"] == 0)
+    });
+    assert!(logs(&d, "once").iter().any(|l| l == "from a file"));
+    assert!(d.ok(&["stack", "ls"]).contains("busybox-docker"));
     // A command not in the image: crashed, 127, the command named, not
     // restarted.
     d.ok(&[

@@ -58,7 +58,7 @@ async fn bench() -> anyhow::Result<()> {
         busybox.display()
     );
     let dir = tempfile::tempdir()?;
-    let containers = Containers::open(dir.path(), std::env::current_exe()?, "10.215.0.1/24")?;
+    let containers = Containers::open(dir.path(), std::env::current_exe()?, "10.215.0.1/24", 64)?;
     if let Some(why) = containers.unsupported() {
         anyhow::bail!("{why}");
     }

@@ -447,4 +447,27 @@ mod tests {
         assert!(!finds_executable(r, "nde", path));
         assert!(!finds_executable(r, "py", path));
     }
+
+    #[test]
+    fn an_images_user_is_taken_from_its_own_passwd_and_group() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let r = root.path();
+        std::fs::create_dir_all(r.join("etc")).expect("etc");
+        std::fs::write(
+            r.join("etc/passwd"),
+            "root:x:0:0::/:/bin/sh\nnode:x:1000:1001::/home/node:/bin/sh\n",
+        )
+        .expect("passwd");
+        std::fs::write(r.join("etc/group"), "root:x:0:\nstaff:x:50:\n").expect("group");
+        assert_eq!(user_ids(r, ""), Ok((0, 0)));
+        assert_eq!(user_ids(r, "node"), Ok((1000, 1001)));
+        assert_eq!(user_ids(r, "1000"), Ok((1000, 1001)));
+        assert_eq!(user_ids(r, "node:staff"), Ok((1000, 50)));
+        assert_eq!(user_ids(r, "77:88"), Ok((77, 88)));
+        assert!(user_ids(r, "nobody").is_err());
+        // A passwd that links out of the image is not read.
+        std::fs::remove_file(r.join("etc/passwd")).expect("rm");
+        std::os::unix::fs::symlink("/etc/passwd", r.join("etc/passwd")).expect("link");
+        assert!(user_ids(r, "root").is_err());
+    }
 }

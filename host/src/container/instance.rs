@@ -87,14 +87,42 @@ pub struct Containers {
     /// never repeat across restarts.
     boot: String,
     next: AtomicU64,
+    /// Containers prepared or running, and the most there may be.
+    live: Arc<std::sync::atomic::AtomicUsize>,
+    max_live: usize,
+}
+
+/// One container counted against [`Containers`]'s bound until dropped.
+struct LiveSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl LiveSlot {
+    fn take(live: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<LiveSlot> {
+        live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| LiveSlot(live.clone()))
+    }
+}
+
+impl Drop for LiveSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Containers {
     /// Opens the containers of the daemon whose data is in `data_dir`:
     /// anything a killed daemon left running there is killed and removed
     /// first. `exe` is the daemon's binary (it is the shim too); `subnet`
-    /// the bridge's `GATEWAY/PREFIX`.
-    pub fn open(data_dir: &Path, exe: PathBuf, subnet: &str) -> anyhow::Result<Arc<Containers>> {
+    /// the bridge's `GATEWAY/PREFIX`; at most `max_live` containers run at
+    /// once.
+    pub fn open(
+        data_dir: &Path,
+        exe: PathBuf,
+        subnet: &str,
+        max_live: usize,
+    ) -> anyhow::Result<Arc<Containers>> {
         let images = data_dir.join("images");
         let root = data_dir.join("containers");
         let (bundles, state) = (root.join("bundles"), root.join("state"));
@@ -127,6 +155,8 @@ impl Containers {
                     .map_or(0, |d| d.as_secs())
             ),
             next: AtomicU64::new(1),
+            live: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            max_live,
         };
         let cleaned = containers.clean_leftovers();
         if cleaned > 0 {
@@ -211,6 +241,12 @@ impl Containers {
             return Err(StartError::Failed(why));
         }
         let network = self.network.clone().map_err(StartError::Failed)?;
+        let slot = LiveSlot::take(&self.live, self.max_live).ok_or_else(|| {
+            StartError::Failed(format!(
+                "this host already runs its most containers ({})",
+                self.max_live
+            ))
+        })?;
         let settings = image::settings(image_dir)
             .ok_or_else(|| StartError::Failed("the image is not unpacked on this host".into()))?;
         let argv = settings.argv(&launch.command);
@@ -263,6 +299,7 @@ impl Containers {
         let cleanup = Cleanup {
             bundle: Some(bundle),
             link: Some(link),
+            _slot: slot,
         };
         let net_arg = network.shim_arg(cleanup.link());
         Ok(Prepared {
@@ -501,6 +538,7 @@ fn handshake(socket: &std::os::unix::net::UnixStream) -> Result<(u32, Option<Own
 struct Cleanup {
     bundle: Option<Bundle>,
     link: Option<Link>,
+    _slot: LiveSlot,
 }
 
 impl Cleanup {

@@ -79,7 +79,12 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     ));
     let metrics = Arc::new(Metrics::default());
     let exe = std::env::current_exe().context("finding the daemon's own binary")?;
-    let containers = Containers::open(&data_dir, exe, &config.container_network)?;
+    let containers = Containers::open(
+        &data_dir,
+        exe,
+        &config.container_network,
+        config.max_instances as usize,
+    )?;
     let callers = Callers::new();
     let code = WasmSource::new(engine.clone(), Some((containers.clone(), callers.clone())));
     let supervisor = Supervisor::new(

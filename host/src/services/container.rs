@@ -38,12 +38,17 @@ const LISTEN_WAIT: Duration = Duration::from_secs(30);
 /// The port of the daemon's HTTP proxy on the bridge (`HTTP_PROXY`).
 pub use crate::container::net::PROXY_PORT;
 
+/// One container's registration with the proxy, and who it is.
+type Registered = (u64, Arc<dyn Dispatch>);
+
 /// The containers calling out through the daemon's proxy: each one's
 /// bridge address, to who it is (its instance's [`Dispatch`]), so the
 /// proxy applies its environment's names and policy and no other's.
 #[derive(Default)]
 pub struct Callers {
-    map: Mutex<HashMap<Ipv4Addr, Arc<dyn Dispatch>>>,
+    /// Address to (registration, who).
+    map: Mutex<HashMap<Ipv4Addr, Registered>>,
+    next: std::sync::atomic::AtomicU64,
 }
 
 impl Callers {
@@ -57,19 +62,21 @@ impl Callers {
         address: Ipv4Addr,
         dispatch: Option<Arc<dyn Dispatch>>,
     ) -> CallerGuard {
+        let token = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(dispatch) = dispatch {
-            self.map.lock().insert(address, dispatch);
+            self.map.lock().insert(address, (token, dispatch));
         }
         CallerGuard {
             callers: self.clone(),
             address,
+            token,
         }
     }
 
     /// Who the container at `address` is, if it is one of ours.
     pub fn dispatch_for(&self, address: IpAddr) -> Option<Arc<dyn Dispatch>> {
         match address {
-            IpAddr::V4(v4) => self.map.lock().get(&v4).cloned(),
+            IpAddr::V4(v4) => self.map.lock().get(&v4).map(|(_, d)| d.clone()),
             IpAddr::V6(_) => None,
         }
     }
@@ -79,11 +86,19 @@ impl Callers {
 struct CallerGuard {
     callers: Arc<Callers>,
     address: Ipv4Addr,
+    token: u64,
 }
 
 impl Drop for CallerGuard {
     fn drop(&mut self) {
-        self.callers.map.lock().remove(&self.address);
+        // The address may belong to a newer container by now.
+        let mut map = self.callers.map.lock();
+        if map
+            .get(&self.address)
+            .is_some_and(|(t, _)| *t == self.token)
+        {
+            map.remove(&self.address);
+        }
     }
 }
 
