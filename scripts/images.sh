@@ -11,17 +11,8 @@ out="${1:-target/test-images}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 
-missing=""
-dpkg -s busybox-static >/dev/null 2>&1 || missing="$missing busybox-static"
-command -v umoci >/dev/null || missing="$missing umoci"
-command -v skopeo >/dev/null || missing="$missing skopeo"
-command -v node >/dev/null || missing="$missing nodejs"
-if [ -n "$missing" ]; then
-  echo "== installing$missing"
-  # shellcheck disable=SC2086
-  apt-get install -y $missing >/dev/null 2>&1 ||
-    { apt-get update >/dev/null && apt-get install -y $missing >/dev/null; }
-fi
+. scripts/need.sh
+need pkg:busybox-static busybox-static umoci umoci skopeo skopeo node nodejs
 
 stamp="$out/.built-v3"
 if [ -f "$stamp" ]; then

@@ -7,20 +7,9 @@ cd "$(dirname "$0")/.."
 # The daemon links libseccomp (containers' system call filter), found
 # through pkg-config; containers are set up with iproute2 and nsenter, and
 # kept from the host's own services by an nftables table.
-missing=""
-pkg-config --exists libseccomp 2>/dev/null || missing="$missing libseccomp-dev"
-command -v pkg-config >/dev/null || missing="$missing pkg-config"
-command -v ip >/dev/null || missing="$missing iproute2"
-command -v nsenter >/dev/null || missing="$missing util-linux"
-command -v nft >/dev/null || missing="$missing nftables"
-if [ -n "$missing" ]; then
-  echo "== installing$missing"
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  # shellcheck disable=SC2086
-  $sudo apt-get install -y $missing >/dev/null 2>&1 ||
-    { $sudo apt-get update >/dev/null && $sudo apt-get install -y $missing >/dev/null; }
-fi
+. scripts/need.sh
+need pkg-config pkg-config lib:libseccomp libseccomp-dev ip iproute2 \
+  nsenter util-linux nft nftables
 
 # RUSTUP_AUTO_INSTALL=0 on our machines: rust-toolchain.toml's target is not
 # added by itself.

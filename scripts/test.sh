@@ -8,18 +8,9 @@ scripts/setup.sh
 
 # The queue-worker tests talk to a real Redis server; the terminal tests
 # drive `mesh service run` in tmux; the HTTPS tests use curl.
-missing=""
-command -v redis-server >/dev/null || missing="$missing redis-server"
-command -v tmux >/dev/null || missing="$missing tmux"
-command -v curl >/dev/null || missing="$missing curl"
 # The container bench compares with runc.
-command -v runc >/dev/null || missing="$missing runc"
-if [ -n "$missing" ]; then
-  echo "== installing$missing"
-  # shellcheck disable=SC2086
-  apt-get install -y $missing >/dev/null 2>&1 ||
-    { apt-get update >/dev/null && apt-get install -y $missing >/dev/null; }
-fi
+. scripts/need.sh
+need redis-server redis-server tmux tmux curl curl runc runc
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

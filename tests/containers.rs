@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::Digest as _;
-use support::{app_wasm, http_request, repo_root, wait_until, Daemon};
+use support::{app_wasm, http_request, repo_root, wait_until, Daemon, Tmux};
 
 /// An image built by scripts/images.sh (run on first use when the test
 /// script has not run it).
@@ -45,6 +45,35 @@ fn logs(d: &Daemon, name: &str) -> Vec<String> {
         .iter()
         .map(|l| l["text"].as_str().unwrap_or("").to_string())
         .collect()
+}
+
+/// Stack `boxes` with the busybox image and `web`, its httpd on `$PORT`,
+/// published at www.localhost.
+fn busybox_web(d: &Daemon) {
+    d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "web",
+        "--stack",
+        "boxes",
+        "--",
+        "busybox",
+        "sh",
+        "-c",
+        "exec httpd -f -p $PORT -h /www",
+    ]);
+    d.ok(&[
+        "svc",
+        "publish",
+        "-n",
+        "web",
+        "--stack",
+        "boxes",
+        "--endpoint",
+        "www",
+    ]);
 }
 
 fn instances(service: &Value) -> Vec<Value> {
@@ -369,30 +398,7 @@ fn the_seeds_node_cron_job_runs_in_a_node_image() {
 #[test]
 fn a_web_container_serves_an_endpoint_and_a_path_and_calls_go_both_ways_by_name() {
     let d = Daemon::start();
-    d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "web",
-        "--stack",
-        "boxes",
-        "--",
-        "busybox",
-        "sh",
-        "-c",
-        "exec httpd -f -p $PORT -h /www",
-    ]);
-    d.ok(&[
-        "svc",
-        "publish",
-        "-n",
-        "web",
-        "--stack",
-        "boxes",
-        "--endpoint",
-        "www",
-    ]);
+    busybox_web(&d);
     d.ok(&[
         "svc",
         "publish",
@@ -710,30 +716,7 @@ fn deploying_a_new_image_rolls_its_containers() {
 fn containers_are_confined_to_their_own_namespaces_and_the_proxy() {
     // The API on every address: a container still must not reach it.
     let d = Daemon::start_with(&["--api", "0.0.0.0:0"]);
-    d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "web",
-        "--stack",
-        "boxes",
-        "--",
-        "busybox",
-        "sh",
-        "-c",
-        "exec httpd -f -p $PORT -h /www",
-    ]);
-    d.ok(&[
-        "svc",
-        "publish",
-        "-n",
-        "web",
-        "--stack",
-        "boxes",
-        "--endpoint",
-        "www",
-    ]);
+    busybox_web(&d);
     d.wait_running("web", 1);
     // The web container's address, from its bundle's /etc/hosts.
     let web = web_address(&d);
@@ -882,68 +865,6 @@ fn a_daemon_that_cannot_run_containers_says_so_and_runs_wasm() {
     let _ = child.wait();
 }
 
-/// A tmux session running one command, read through capture-pane.
-struct Tmux(String);
-
-impl Tmux {
-    fn start(name: &str, command: &str) -> Tmux {
-        for _ in 0..5 {
-            let started = Command::new("tmux")
-                .args([
-                    "new-session",
-                    "-d",
-                    "-s",
-                    name,
-                    "-x",
-                    "120",
-                    "-y",
-                    "40",
-                    command,
-                ])
-                .status()
-                .expect("tmux is installed (scripts/test.sh installs it)");
-            if started.success() {
-                return Tmux(name.to_string());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("tmux did not start");
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", &self.0];
-        args.extend_from_slice(keys);
-        assert!(Command::new("tmux").args(&args).status().unwrap().success());
-    }
-
-    fn wait_for(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let out = Command::new("tmux")
-                .args(["capture-pane", "-p", "-t", &self.0])
-                .output()
-                .unwrap();
-            let screen = String::from_utf8_lossy(&out.stdout).into_owned();
-            if screen.contains(text) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no `{text}` on screen:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
-            .status();
-    }
-}
-
 #[test]
 fn service_run_gives_a_container_shell_a_real_terminal() {
     let d = Daemon::start();
@@ -983,4 +904,19 @@ fn service_run_gives_a_container_shell_a_real_terminal() {
     assert!(asked.elapsed() < Duration::from_secs(5));
     tmux.keys(&["exit 3", "Enter"]);
     tmux.wait_for("EXIT=3");
+}
+
+#[test]
+fn an_image_over_the_upload_limit_is_refused_in_one_line() {
+    let d = Daemon::start_with(&["--max-image", "1Mi"]);
+    let line = d.fails(&["stack", "deploy", "mail", &image("node-image.tar")]);
+    assert!(
+        line.contains("larger than the daemon's image upload limit of 1 MiB"),
+        "{line}"
+    );
+    assert!(!d.ok(&["stack", "ls"]).contains("mail"));
+    let left: Vec<_> = std::fs::read_dir(d.data_dir().join("images"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -5,13 +5,13 @@
 mod support;
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{app_wasm, guest, Daemon};
+use support::{app_wasm, guest, Daemon, Tmux};
 
 #[test]
 fn service_ls_tells_crashing_oom_and_healthy_instances_apart() {
@@ -346,78 +346,6 @@ fn a_client_that_goes_away_stops_its_instance() {
     d.wait_for("worker", Duration::from_secs(5), "the run gone", |s| {
         s["instances"].as_array().unwrap().len() == 1
     });
-}
-
-/// A tmux session running one command, read through capture-pane.
-struct Tmux(String);
-
-impl Tmux {
-    fn start(name: &str, command: &str) -> Tmux {
-        // Right after the last session is killed the tmux server is still
-        // exiting, and a new session can fail to reach it: try again.
-        let mut status = None;
-        for _ in 0..5 {
-            let tried = Command::new("tmux")
-                .args([
-                    "new-session",
-                    "-d",
-                    "-s",
-                    name,
-                    "-x",
-                    "120",
-                    "-y",
-                    "40",
-                    command,
-                ])
-                .status()
-                .expect("tmux is installed (scripts/test.sh installs it)");
-            status = Some(tried);
-            if tried.success() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let status = status.unwrap();
-        assert!(status.success());
-        Tmux(name.to_string())
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", &self.0];
-        args.extend_from_slice(keys);
-        assert!(Command::new("tmux").args(&args).status().unwrap().success());
-    }
-
-    fn screen(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.0])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn wait_for(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let screen = self.screen();
-            if screen.contains(text) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no `{text}` on screen:\n{screen}"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
-            .status();
-    }
 }
 
 #[test]

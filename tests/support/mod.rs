@@ -586,3 +586,79 @@ pub fn wait_until(timeout: Duration, what: &str, mut ok: impl FnMut() -> bool) {
     }
     panic!("timed out after {timeout:?} waiting until {what}");
 }
+
+/// A tmux session running one command, read through capture-pane.
+pub struct Tmux(String);
+
+impl Tmux {
+    /// Starts session `name` running `command` in a 120x40 terminal.
+    pub fn start(name: &str, command: &str) -> Tmux {
+        // Right after the last session is killed the tmux server is still
+        // exiting, and a new session can fail to reach it: try again.
+        let mut status = None;
+        for _ in 0..5 {
+            let tried = Command::new("tmux")
+                .args([
+                    "new-session",
+                    "-d",
+                    "-s",
+                    name,
+                    "-x",
+                    "120",
+                    "-y",
+                    "40",
+                    command,
+                ])
+                .status()
+                .expect("tmux is installed (scripts/test.sh installs it)");
+            status = Some(tried);
+            if tried.success() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let status = status.unwrap();
+        assert!(status.success());
+        Tmux(name.to_string())
+    }
+
+    /// Types `keys` (tmux send-keys names) into it.
+    pub fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.0];
+        args.extend_from_slice(keys);
+        assert!(Command::new("tmux").args(&args).status().unwrap().success());
+    }
+
+    /// What the terminal shows now.
+    pub fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.0])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits (at most 15 s) until the screen shows `text`; the screen.
+    pub fn wait_for(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `{text}` on screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status();
+    }
+}

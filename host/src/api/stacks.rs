@@ -83,12 +83,15 @@ async fn upload_image(
     use futures::StreamExt as _;
     use sha2::Digest as _;
     use tokio::io::AsyncWriteExt as _;
+    let limit = state.config.max_image_bytes;
     if let Some(why) = state.containers.unsupported() {
+        // Read (and drop) what the client sends, so it hears why rather
+        // than a closed connection.
+        drain_stream(&mut body.into_data_stream(), limit).await;
         return Err(ApiError::bad_request(format!(
             "cannot deploy {name}: {why}"
         )));
     }
-    let limit = state.config.max_image_bytes;
     let incoming = state
         .containers
         .images_dir()
@@ -105,6 +108,7 @@ async fn upload_image(
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading {name}: {e}")))?;
         size += chunk.len() as u64;
         if size > limit {
+            drain_stream(&mut stream, limit.max(OVERSIZE_DRAIN)).await;
             return Err(ApiError::too_large(format!(
                 "{name} is larger than the daemon's image upload limit of {}",
                 crate::model::format_memory(limit)
@@ -138,6 +142,22 @@ async fn upload_image(
     drop(guard);
     state.uploads.record(&caller.env, kept, info.size);
     Ok(info)
+}
+
+/// What is read past an image's limit so the client hears why it was
+/// refused; the connection closes after that.
+const OVERSIZE_DRAIN: u64 = 256 << 20;
+
+/// Reads and drops at most `limit` more bytes of a body.
+async fn drain_stream(stream: &mut axum::body::BodyDataStream, limit: u64) {
+    use futures::StreamExt as _;
+    let mut seen = 0u64;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len() as u64;
+        if seen > limit {
+            return;
+        }
+    }
 }
 
 fn getrandom_bytes() -> [u8; 8] {

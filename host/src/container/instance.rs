@@ -479,8 +479,6 @@ fn sanitize_hostname(id: &str) -> String {
 /// Reads the shim's first lines: the terminal (for a tty) and `started
 /// PID`, or why it failed.
 fn handshake(socket: &std::os::unix::net::UnixStream) -> Result<(u32, Option<OwnedFd>), String> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    use std::os::fd::FromRawFd as _;
     let _ = socket.set_read_timeout(Some(Duration::from_secs(60)));
     let mut terminal = None;
     let mut pending = Vec::new();
@@ -504,26 +502,11 @@ fn handshake(socket: &std::os::unix::net::UnixStream) -> Result<(u32, Option<Own
             }
         }
         let mut buf = [0u8; 1024];
-        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let message = recvmsg::<()>(
-            socket.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::empty(),
-        )
-        .map_err(|e| format!("the container shim did not answer: {e}"))?;
-        if let Ok(cmsgs) = message.cmsgs() {
-            for cmsg in cmsgs {
-                if let ControlMessageOwned::ScmRights(fds) = cmsg {
-                    for fd in fds {
-                        // SAFETY: received just now; owned by nobody else.
-                        terminal = Some(unsafe { OwnedFd::from_raw_fd(fd) });
-                    }
-                }
-            }
+        let (n, fd) = super::shim::receive(socket, &mut buf)
+            .map_err(|e| format!("the container shim did not answer: {e}"))?;
+        if fd.is_some() {
+            terminal = fd;
         }
-        let n = message.bytes;
         if n == 0 {
             return Err("the container shim ended before the container started".into());
         }

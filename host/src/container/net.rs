@@ -67,21 +67,39 @@ pub struct Link {
     pub bridge: String,
 }
 
-/// Runs `ip` with `args`; its error output on failure.
-pub fn ip(args: &[&str]) -> Result<(), String> {
-    let out = std::process::Command::new("ip")
+/// Runs `program` with `args` and `input` on its stdin; its error output
+/// on failure, after `what`.
+pub fn run_tool(
+    program: &str,
+    args: &[&str],
+    input: Option<&str>,
+    what: &str,
+) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(program)
         .args(args)
-        .output()
-        .map_err(|e| format!("cannot run ip (install iproute2): {e}"))?;
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        let _ = stdin.write_all(text.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(())
     } else {
         Err(format!(
-            "ip {}: {}",
-            args.join(" "),
+            "{what}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
+}
+
+/// Runs `ip` with `args`.
+pub fn ip(args: &[&str]) -> Result<(), String> {
+    run_tool("ip", args, None, &format!("ip {}", args.join(" ")))
 }
 
 impl Network {
@@ -218,26 +236,7 @@ pub const PROXY_PORT: u16 = 3128;
 
 /// Runs `nft -f -` with `script`.
 fn nft(script: &str) -> Result<(), String> {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run nft (install nftables): {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(script.as_bytes());
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "nft: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    run_tool("nft", &["-f", "-"], Some(script), "nft")
 }
 
 /// Deletes the host ends of veths a killed daemon on this bridge left.

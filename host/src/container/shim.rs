@@ -14,7 +14,7 @@
 //! outlives the daemon that supervises it.
 
 use std::io::{IoSlice, Read as _, Write as _};
-use std::os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd as _, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -167,26 +167,9 @@ fn shim(args: Args, mut control: UnixStream) -> i32 {
 /// container's network namespace as `eth0`, with address `cidr`; it and
 /// loopback are brought up.
 fn join_network(pid: Pid, host: &str, bridge: &str, cidr: &str) -> Result<(), String> {
-    let run = |program: &str, args: &[&str], input: Option<String>| -> Result<(), String> {
-        let mut child = std::process::Command::new(program)
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run {program}: {e}"))?;
-        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-            let _ = stdin.write_all(text.as_bytes());
-        }
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "setting up the container's network: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+    let what = "setting up the container's network";
+    let run = |program: &str, args: &[&str], input: String| {
+        super::net::run_tool(program, args, Some(&input), what)
     };
     let pid = pid.as_raw().to_string();
     // Isolated ports talk to the bridge, never to each other.
@@ -196,10 +179,10 @@ fn join_network(pid: Pid, host: &str, bridge: &str, cidr: &str) -> Result<(), St
          link set dev {host} type bridge_slave isolated on\n\
          link set {host} up\n"
     );
-    run("ip", &["-batch", "-"], Some(outside))?;
+    run("ip", &["-batch", "-"], outside)?;
     let ns = format!("--net=/proc/{pid}/ns/net");
     let inside = format!("addr add {cidr} dev eth0\nlink set eth0 up\nlink set lo up\n");
-    run("nsenter", &[&ns, "ip", "-batch", "-"], Some(inside))
+    run("nsenter", &[&ns, "ip", "-batch", "-"], inside)
 }
 
 fn one_line(text: &str) -> String {
@@ -249,29 +232,37 @@ fn dup(fd: RawFd) -> std::io::Result<OwnedFd> {
 /// The terminal's controlling end, which the container's init sent to the
 /// console socket while it was created.
 fn receive_terminal(listener: &UnixListener) -> Result<OwnedFd, String> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let (stream, _) = listener
         .accept()
         .map_err(|e| format!("console socket: {e}"))?;
     let mut buf = [0u8; 4096];
+    let (_, fd) = receive(&stream, &mut buf).map_err(|e| format!("console socket: {e}"))?;
+    fd.ok_or_else(|| "the container sent no terminal".into())
+}
+
+/// Reads what `socket` has into `buf`, and the file descriptor sent with
+/// it, if one was: how many bytes, and the descriptor.
+pub fn receive(socket: &impl AsRawFd, buf: &mut [u8]) -> nix::Result<(usize, Option<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut space = nix::cmsg_space!([RawFd; 1]);
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut iov = [std::io::IoSliceMut::new(buf)];
     let message = recvmsg::<()>(
-        stream.as_raw_fd(),
+        socket.as_raw_fd(),
         &mut iov,
         Some(&mut space),
         MsgFlags::empty(),
-    )
-    .map_err(|e| format!("console socket: {e}"))?;
-    for cmsg in message.cmsgs().map_err(|e| e.to_string())? {
+    )?;
+    let mut received = None;
+    for cmsg in message.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
-            if let Some(fd) = fds.first() {
-                // SAFETY: the fd was just received and nothing else owns it.
-                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+            for fd in fds {
+                // SAFETY: received just now; nothing else owns it (a
+                // second one replaces and closes the first).
+                received = Some(unsafe { OwnedFd::from_raw_fd(fd) });
             }
         }
     }
-    Err("the container sent no terminal".into())
+    Ok((message.bytes, received))
 }
 
 /// Sends `fd` with `message` over `socket`.
