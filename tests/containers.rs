@@ -586,7 +586,7 @@ fn service_run_opens_a_shell_in_a_new_container() {
 
 #[test]
 fn stopping_a_container_asks_first_then_kills_after_the_stop_timeout() {
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
     d.ok(&[
         "svc",
@@ -620,6 +620,28 @@ fn stopping_a_container_asks_first_then_kills_after_the_stop_timeout() {
         "killed before its stop timeout: {took:?}"
     );
     assert!(took < Duration::from_secs(8), "took {took:?}");
+
+    // A daemon shutting down asks its containers to stop too.
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "polite",
+        "--stack",
+        "boxes",
+        "--",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 0.2; done",
+    ]);
+    d.wait_running("polite", 1);
+    wait_until(Duration::from_secs(10), "ready", || {
+        logs(&d, "polite").iter().any(|l| l == "ready")
+    });
+    assert!(d.terminate().success());
+    let log = std::fs::read_to_string(d.data_dir().join("logs/default/boxes/polite.log")).unwrap();
+    assert!(log.contains("got TERM"), "{log}");
 }
 
 #[test]

@@ -20,7 +20,7 @@ use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::cron::{parse_duration, Schedule};
 use crate::model::{
     dns_name, parse_memory, validate_env_var, validate_name, Digest, Endpoint, Service, ServiceKey,
-    DEFAULT_STACK, MAX_INSTANCES, MIN_MEMORY_BYTES,
+    DEFAULT_STACK, MAX_INSTANCES, MAX_STOP_TIMEOUT, MIN_MEMORY_BYTES,
 };
 use crate::services::Code;
 use crate::store::{encode, key, Compare, Txn, Versioned};
@@ -482,9 +482,6 @@ pub(super) fn run_settings(
     settings.apply(state, &mut scratch)?;
     Ok((scratch.memory_bytes, scratch.env_vars))
 }
-
-/// Longest `--stop-timeout`.
-pub const MAX_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// `--stop-timeout`: a duration up to [`MAX_STOP_TIMEOUT`], or `default`.
 fn parse_stop_timeout(text: &str) -> ApiResult<Option<u64>> {

@@ -90,6 +90,8 @@ pub struct Containers {
     /// Containers prepared or running, and the most there may be.
     live: Arc<std::sync::atomic::AtomicUsize>,
     max_live: usize,
+    /// Containers being stopped after their owner went.
+    stopping: tokio_util::task::TaskTracker,
 }
 
 /// One container counted against [`Containers`]'s bound until dropped.
@@ -157,6 +159,7 @@ impl Containers {
             next: AtomicU64::new(1),
             live: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             max_live,
+            stopping: tokio_util::task::TaskTracker::new(),
         };
         let cleaned = containers.clean_leftovers();
         if cleaned > 0 {
@@ -175,6 +178,14 @@ impl Containers {
             Ok(_) => None,
             Err(why) => Some(format!("containers cannot run on this host: {why}")),
         }
+    }
+
+    /// Waits (at most `limit`) for the containers being stopped, each
+    /// given its grace period; used at shutdown, after every owner of a
+    /// container has been stopped.
+    pub async fn stopped(&self, limit: Duration) {
+        self.stopping.close();
+        let _ = tokio::time::timeout(limit, self.stopping.wait()).await;
     }
 
     /// Where the image of `hex` is (or would be) unpacked.
@@ -416,6 +427,7 @@ impl Prepared {
             exit: None,
             grace,
             cleanup: Some(cleanup),
+            stopping: containers.stopping.clone(),
         })
     }
 }
@@ -570,6 +582,7 @@ pub struct Running {
     exit: Option<Exit>,
     grace: Duration,
     cleanup: Option<Cleanup>,
+    stopping: tokio_util::task::TaskTracker,
 }
 
 impl Running {
@@ -641,6 +654,7 @@ impl Drop for Running {
             exit: None,
             grace: self.grace,
             cleanup: self.cleanup.take(),
+            stopping: self.stopping.clone(),
         };
         self.exit = Some(Exit {
             code: 137,
@@ -650,7 +664,10 @@ impl Drop for Running {
         });
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                handle.spawn(async move {
+                // Tracked, so a daemon shutting down waits for it.
+                let stopping = self.stopping.clone();
+                let _ = handle.enter();
+                stopping.spawn(async move {
                     rest.stop().await;
                 });
             }

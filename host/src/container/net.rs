@@ -1,11 +1,12 @@
-//! The containers' network: one bridge the daemon owns (`mesh0`,
-//! 10.213.0.1/16 by default) and, per container, a veth pair whose host
-//! end is an *isolated* port of the bridge (so containers never reach one
-//! another, only the host side) and whose other end becomes the
-//! container's `eth0` in its own network namespace. Nothing routes or
-//! forwards out of the bridge: a container reaches the daemon's proxy on
-//! the bridge address, which applies its environment's policy, and
-//! nothing else.
+//! The containers' network: one bridge the daemon owns (`meshXXXX`, the
+//! tag taken from its subnet, 10.213.0.1/16 by default) and, per
+//! container, a veth pair whose host end is an *isolated* port of the
+//! bridge (so containers never reach one another, only the host side) and
+//! whose other end is the container's `eth0` in its own network
+//! namespace. An nftables table lets in from the bridge only the daemon's
+//! proxy ports and answers to the host's own connections, and forwards
+//! nothing: a container reaches the daemon's proxy on the bridge address,
+//! which applies its environment's policy, and nothing else.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

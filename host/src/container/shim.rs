@@ -1,5 +1,5 @@
 //! The container shim: a small single-threaded process the daemon starts
-//! per container (`meshd __mesh-container-shim ...`, the daemon's own
+//! per container (`mesh __mesh-container-shim ...`: the daemon's own
 //! binary). It creates, starts, signals, waits for and deletes the
 //! container through youki's `libcontainer`, which forks: doing that in a
 //! single-threaded process, not in the daemon with its many threads and

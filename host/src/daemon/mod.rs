@@ -137,6 +137,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     );
     let containers_gateway = containers.gateway();
     let api_containers = containers.clone();
+    let shutdown_containers = containers.clone();
     let state = ApiState {
         store,
         engine,
@@ -183,6 +184,10 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     drain(servers).await;
     scheduler.stop_all().await;
     supervisor.stop_all().await;
+    // Containers had SIGTERM; each gets its stop timeout.
+    shutdown_containers
+        .stopped(crate::model::MAX_STOP_TIMEOUT)
+        .await;
     writer.flush().await;
     let _ = std::fs::remove_file(data_dir.join(DAEMON_FILE));
     tracing::info!("mesh stopped");

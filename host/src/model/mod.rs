@@ -35,6 +35,8 @@ pub use environment::{Egress, Environment, Outbound, Quotas};
 pub use instance::{InstanceState, InstanceStatus};
 pub use net::{parse_ranges, special, Cidr, Special};
 pub use run::{Run, RunStatus, RunTrigger};
-pub use service::{dns_name, Service, ServiceKey, ServiceType, DEFAULT_STOP_TIMEOUT};
+pub use service::{
+    dns_name, Service, ServiceKey, ServiceType, DEFAULT_STOP_TIMEOUT, MAX_STOP_TIMEOUT,
+};
 pub use stack::{Stack, Version, FILES_ENTRY};
 pub use values::*;

@@ -11,6 +11,9 @@ use super::endpoint::Endpoint;
 /// How long an instance has after SIGTERM before SIGKILL unless its
 /// service says otherwise.
 pub const DEFAULT_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Longest `--stop-timeout` a service may have.
+pub const MAX_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// A command to launch from the stack's code, plus its settings.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Service {
