@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # HTTP benchmark: the example `app` component's wasi:http handler served by
-# `wasmtime serve` (the baseline) and by the mesh ingress: service `hello`
+# `wasmtime serve` (the baseline) and by the mesh ingress, next to nginx
+# (one worker returning a constant: the box's HTTP ceiling): service `hello`
 # (4 reused instances, at hello.localhost) and service `fresh` (4 instances,
 # --fresh-per-request, at fresh.localhost: a new store per request, as
 # `wasmtime serve` does for p2 components). Runs wrk against `/` on each and
@@ -16,6 +17,7 @@
 #   scripts/bench-http.sh --quick    # 3s smoke run
 #
 # Env: CONNS (default 32), DURATION (default 10s; --quick sets 3s),
+#      RESULTS (a file to write the figures to as KEY=VALUE lines),
 #      WASMTIME_ROOT (default /opt/wasmtime-48; wasmtime-cli 48.0.8 is
 #      installed there with `cargo install` if it is not already).
 # Needs: a Rust toolchain, python3, curl; wrk is installed with apt-get if
@@ -45,12 +47,8 @@ done
 # ---------------------------------------------------------------- tools ----
 scripts/setup.sh
 
-if ! command -v wrk >/dev/null; then
-  echo "== installing wrk"
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo=sudo
-  $sudo apt-get install -y wrk || { $sudo apt-get update && $sudo apt-get install -y wrk; }
-fi
+. scripts/need.sh
+need wrk wrk nginx nginx-light
 
 wasmtime="$WASMTIME_ROOT/bin/wasmtime"
 if ! "$wasmtime" --version 2>/dev/null | grep -q " $WASMTIME_VERSION\b"; then
@@ -71,12 +69,14 @@ wasmtime_pid=""
 payments_pid=""
 mesh_pid=""
 
+nginx_pid=""
+
 cleanup() {
   local rc=$?
-  for pid in $wasmtime_pid $payments_pid $mesh_pid; do
+  for pid in $wasmtime_pid $payments_pid $mesh_pid $nginx_pid; do
     kill "$pid" 2>/dev/null || true
   done
-  for pid in $wasmtime_pid $payments_pid $mesh_pid; do
+  for pid in $wasmtime_pid $payments_pid $mesh_pid $nginx_pid; do
     wait "$pid" 2>/dev/null || true
   done
   rm -rf "$tmp"
@@ -106,6 +106,34 @@ payments="$PWD/guest-examples/target/wasm32-wasip2/release/payments.wasm"
 payments_port="$(free_port)"
 "$wasmtime" serve -Scli --addr "127.0.0.1:$payments_port" "$payments" >"$tmp/payments.log" 2>&1 &
 payments_pid=$!
+
+# nginx: one worker returning a constant, the box's HTTP ceiling.
+nginx_port="$(free_port)"
+nginx_url="http://127.0.0.1:$nginx_port"
+mkdir -p "$tmp/nginx"
+cat >"$tmp/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $tmp/nginx;
+  proxy_temp_path $tmp/nginx;
+  fastcgi_temp_path $tmp/nginx;
+  uwsgi_temp_path $tmp/nginx;
+  scgi_temp_path $tmp/nginx;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / { return 200 "hello from nginx\n"; }
+  }
+}
+CONF
+echo "== nginx (1 worker, constant answer) on $nginx_url"
+nginx -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" >"$tmp/nginx.log" 2>&1 &
+nginx_pid=$!
 
 # mesh: its own data dir; clients find it through MESH_DATA_DIR only.
 unset MESH_API_URL MESH_TOKEN
@@ -159,6 +187,7 @@ wait_ok() {
 }
 
 failed=0
+wait_ok "nginx" "$nginx_url" "" "$tmp/nginx.log" "$nginx_pid" || failed=1
 wait_ok "wasmtime serve" "$wasmtime_url" "" "$tmp/wasmtime.log" "$wasmtime_pid" || failed=1
 wait_ok "mesh" "$mesh_url" "$mesh_host" "$tmp/mesh.log" "$mesh_pid" || failed=1
 wait_ok "mesh fresh" "$mesh_url" "fresh.localhost" "$tmp/mesh.log" "$mesh_pid" || failed=1
@@ -202,6 +231,9 @@ bench() {
   p99="$(to_ms "$p99")"
 }
 
+bench "nginx" "$nginx_url" "" || failed=1
+n_rps="${rps:-}" n_p50="${p50:-}" n_p99="${p99:-}" n_errs="${errs:-}"
+rps="" p50="" p99="" errs=""
 bench "wasmtime serve" "$wasmtime_url" "" || failed=1
 w_rps="${rps:-}" w_p50="${p50:-}" w_p99="${p99:-}" w_errs="${errs:-}"
 rps="" p50="" p99="" errs=""
@@ -215,6 +247,7 @@ f_rps="${rps:-}" f_p50="${p50:-}" f_p99="${p99:-}" f_errs="${errs:-}"
 echo
 echo "== summary: GET / with wrk -t2 -c$CONNS -d$DURATION"
 printf '%-16s %12s %10s %10s %8s\n' target req/s p50-ms p99-ms errors
+printf '%-16s %12s %10s %10s %8s\n' "nginx" "${n_rps:--}" "${n_p50:--}" "${n_p99:--}" "${n_errs:--}"
 printf '%-16s %12s %10s %10s %8s\n' "wasmtime serve" "${w_rps:--}" "${w_p50:--}" "${w_p99:--}" "${w_errs:--}"
 printf '%-16s %12s %10s %10s %8s\n' "mesh (reused)" "${m_rps:--}" "${m_p50:--}" "${m_p99:--}" "${m_errs:--}"
 printf '%-16s %12s %10s %10s %8s\n' "mesh (fresh)" "${f_rps:--}" "${f_p50:--}" "${f_p99:--}" "${f_errs:--}"
@@ -225,6 +258,9 @@ if [ -n "$w_rps" ] && [ -n "$m_rps" ] && [ -n "$f_rps" ]; then
       printf "mesh fresh per request / wasmtime serve req/s: %.2f\n", f / w
     }
   }'
+fi
+if [ -n "$n_rps" ] && [ -n "$m_rps" ]; then
+  awk -v m="$m_rps" -v n="$n_rps" 'BEGIN { if (n > 0) printf "mesh reused instances / nginx req/s: %.2f\n", m / n }'
 fi
 for e in "${w_errs:-0}" "${m_errs:-0}" "${f_errs:-0}"; do
   if [ "$e" != 0 ]; then
@@ -260,5 +296,23 @@ if [ -n "$in_process" ] && [ -n "$in_fresh" ] && [ -n "$loopback" ]; then
 else
   echo "intra-DNS hop: a measurement failed" >&2
   failed=1
+fi
+if [ -n "${RESULTS:-}" ]; then
+  cat >"$RESULTS" <<FIGURES
+conns=$CONNS
+duration=$DURATION
+nginx_rps=${n_rps:-}
+nginx_p99_ms=${n_p99:-}
+wasmtime_rps=${w_rps:-}
+wasmtime_p99_ms=${w_p99:-}
+mesh_reused_rps=${m_rps:-}
+mesh_reused_p99_ms=${m_p99:-}
+mesh_fresh_rps=${f_rps:-}
+mesh_fresh_p99_ms=${f_p99:-}
+hop_in_process_us=${in_process:-}
+hop_in_process_fresh_us=${in_fresh:-}
+hop_loopback_us=${loopback:-}
+errors=$(( ${n_errs:-0} + ${w_errs:-0} + ${m_errs:-0} + ${f_errs:-0} ))
+FIGURES
 fi
 exit "$failed"

@@ -24,7 +24,7 @@ use mesh_host::services::parts::log_output;
 use mesh_host::store::Blobs;
 use mesh_host::telemetry::{DiskWriter, Logs, Stream};
 use mesh_host::DaemonConfig;
-use support::{app_wasm, bare_instantiate};
+use support::{app_wasm, bare_instantiate, bare_instantiate_pooled};
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -92,6 +92,9 @@ async fn main() -> anyhow::Result<()> {
 
     // bare wasmtime: default engine, nothing but WASI.
     let bare_start = bare_instantiate(&bytes, iterations).await?;
+    // The same on an engine set up as mesh's (pooling, epochs): the fair
+    // baseline.
+    let pooled_start = bare_instantiate_pooled(&bytes, iterations).await?;
 
     // A process: fork + exec + wait of /bin/true.
     let processes = iterations.min(200);
@@ -105,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mesh = median(mesh_start.clone());
     let bare = median(bare_start.clone());
+    let pooled = median(pooled_start.clone());
     let process = median(process_start.clone());
     println!("instance start, median over {iterations} (p99 in brackets)");
     println!("  load from compiled cache (once):      {cache_load:>10.2?}");
@@ -118,12 +122,20 @@ async fn main() -> anyhow::Result<()> {
         p99(mesh_run)
     );
     println!(
+        "  bare wasmtime, mesh's engine settings: {pooled:>9.2?}  [{:.2?}]",
+        p99(pooled_start)
+    );
+    println!(
         "  bare wasmtime instantiate (baseline): {bare:>10.2?}  [{:.2?}]",
         p99(bare_start)
     );
     println!(
         "  fork+exec /bin/true (over {processes}):       {process:>10.2?}  [{:.2?}]",
         p99(process_start)
+    );
+    println!(
+        "  ratio mesh / bare, same settings:     {:>10.2}x",
+        mesh.as_secs_f64() / pooled.as_secs_f64()
     );
     println!(
         "  ratio mesh / bare wasmtime:           {:>10.2}x",

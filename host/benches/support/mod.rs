@@ -54,11 +54,33 @@ pub struct BareHost {
 }
 
 impl BareHost {
-    /// Compiles `bytes` and links them against WASI and WASI HTTP.
+    /// Compiles `bytes` and links them against WASI and WASI HTTP, on a
+    /// default engine.
     pub fn new(bytes: &[u8]) -> anyhow::Result<BareHost> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(false);
-        let engine = wasmtime::Engine::new(&config).map_err(anyhow::Error::from)?;
+        BareHost::with_config(bytes, &config)
+    }
+
+    /// The same on an engine set up as mesh's is: the pooling allocator
+    /// (1,000 instances, 4 GiB per memory at most) and epoch interruption.
+    pub fn pooled(bytes: &[u8]) -> anyhow::Result<BareHost> {
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_component_instances(1000)
+            .total_core_instances(4000)
+            .total_memories(2000)
+            .total_tables(4000)
+            .total_stacks(1000)
+            .max_memory_size(4 << 30);
+        let mut config = wasmtime::Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        BareHost::with_config(bytes, &config)
+    }
+
+    fn with_config(bytes: &[u8], config: &wasmtime::Config) -> anyhow::Result<BareHost> {
+        let engine = wasmtime::Engine::new(config).map_err(anyhow::Error::from)?;
         let component = Component::new(&engine, bytes).map_err(anyhow::Error::from)?;
         let mut linker = Linker::<Bare>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
@@ -86,6 +108,8 @@ impl BareHost {
                 table: ResourceTable::new(),
             },
         );
+        // Never interrupted (an epoch engine needs a deadline).
+        store.set_epoch_deadline(u64::MAX);
         let _command = self
             .pre
             .instantiate_async(&mut store)
@@ -95,9 +119,18 @@ impl BareHost {
     }
 }
 
-/// Times `n` bare instantiations in a row (warm caches).
+/// Times `n` bare instantiations in a row (warm caches) on a default
+/// engine.
 pub async fn bare_instantiate(bytes: &[u8], n: usize) -> anyhow::Result<Vec<Duration>> {
-    let host = BareHost::new(bytes)?;
+    instantiate_n(&BareHost::new(bytes)?, n).await
+}
+
+/// Times `n` bare instantiations in a row on an engine set up as mesh's.
+pub async fn bare_instantiate_pooled(bytes: &[u8], n: usize) -> anyhow::Result<Vec<Duration>> {
+    instantiate_n(&BareHost::pooled(bytes)?, n).await
+}
+
+async fn instantiate_n(host: &BareHost, n: usize) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         samples.push(host.instantiate().await?);

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# The benchmark suite: every scenario with mesh's figure and its peer's
+# measured in the same run, printed as one table (ours, peer, ratio,
+# target, met?) and written to bench/results.json. Not part of the tests:
+# it builds in release mode, installs its peers (wrk, nginx, runc, and
+# wasmtime-cli 48.0.8 with `cargo install --locked`) and takes a while.
+#
+#   scripts/bench.sh             # the full run
+#   scripts/bench.sh --quick     # shorter runs, same table
+#
+# Scenarios measured so far: ingress with reused instances (vs nginx and
+# wasmtime serve), a fresh store per request (vs wasmtime serve), the
+# intra-DNS hop (vs loopback TCP), instance start (vs bare wasmtime), cron
+# jitter (vs a bare timer) and container start (vs runc run). Density,
+# cold start of a large component and the control plane are listed as not
+# measured yet.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=""
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick="--quick" ;;
+    -h | --help)
+      sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "unknown argument: $arg (try --help)" >&2
+      exit 2
+      ;;
+  esac
+done
+
+scripts/setup.sh
+. scripts/need.sh
+need runc runc python3 python3
+scripts/images.sh >/dev/null
+
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/mesh-bench.XXXXXX")"
+trap 'rm -rf "$tmp"' EXIT
+
+echo "== HTTP: nginx, wasmtime serve and mesh (reused, fresh), and the intra-DNS hop"
+RESULTS="$tmp/http.env" CONNS=64 scripts/bench-http.sh $quick | tee "$tmp/http.log"
+
+echo "== instance start (release)"
+cargo bench -p mesh-host --bench instance_start -- $quick | tee "$tmp/start.log"
+
+echo "== cron jitter (release)"
+cargo bench -p mesh-host --bench cron_fire -- $quick | tee "$tmp/cron.log"
+
+echo "== container start (release)"
+cargo bench -p mesh-host --bench container_start | tee "$tmp/containers.log"
+
+mkdir -p bench
+python3 - "$tmp" bench/results.json <<'PY'
+import json, os, platform, re, subprocess, sys, time
+
+tmp, out = sys.argv[1], sys.argv[2]
+
+def env(path):
+    d = {}
+    for line in open(path):
+        if "=" in line:
+            k, v = line.strip().split("=", 1)
+            d[k] = float(v) if re.fullmatch(r"-?[0-9.]+", v or "x") else v
+    return d
+
+def duration_us(text):
+    m = re.match(r"([0-9.]+)(ns|µs|us|ms|s)", text)
+    n, unit = float(m.group(1)), m.group(2)
+    return n * {"ns": 1e-3, "µs": 1, "us": 1, "ms": 1e3, "s": 1e6}[unit]
+
+def grab(path, label):
+    for line in open(path):
+        if label in line:
+            return line
+    raise SystemExit(f"no '{label}' in {path}")
+
+http = env(os.path.join(tmp, "http.env"))
+start = os.path.join(tmp, "start.log")
+mesh_start = duration_us(grab(start, "mesh worker start").split(":", 1)[1].split()[0])
+bare_start = duration_us(grab(start, "mesh's engine settings").split(":", 1)[1].split()[0])
+bare_default = duration_us(grab(start, "bare wasmtime instantiate").split(":", 1)[1].split()[0])
+cron = os.path.join(tmp, "cron.log")
+jitter_p99 = float(grab(cron, "fire jitter").split("p99")[1].split()[0])
+timer_p99 = float(grab(cron, "bare tokio timer").split("p99")[1].split()[0])
+cont = os.path.join(tmp, "containers.log")
+container_ms = duration_us(grab(cont, "mesh container").split(":", 1)[1].split()[0]) / 1e3
+runc_ms = duration_us(grab(cont, "runc run").split(":", 1)[1].split()[0]) / 1e3
+
+rows = []
+def row(name, ours, peer, peer_name, unit, target, met, note=""):
+    ratio = (ours / peer) if (ours is not None and peer) else None
+    rows.append({"scenario": name, "ours": ours, "peer": peer, "peer_name": peer_name,
+                 "unit": unit, "ratio": ratio, "target": target, "met": met, "note": note})
+
+m, n, w, f = http["mesh_reused_rps"], http["nginx_rps"], http["wasmtime_rps"], http["mesh_fresh_rps"]
+row("1 ingress, reused instances", m, n, "nginx (1 worker, constant)", "req/s",
+    ">= 0.5x nginx", m >= 0.5 * n,
+    f"p99 {http['mesh_reused_p99_ms']} ms; {m / w:.2f}x wasmtime serve ({w:.0f} req/s)")
+row("2 ingress, fresh store per request", f, w, "wasmtime serve", "req/s",
+    ">= 2x wasmtime serve", f >= 2 * w, f"p99 {http['mesh_fresh_p99_ms']} ms")
+hop, loop_ = http["hop_in_process_us"], http["hop_loopback_us"]
+row("3 intra-DNS hop (reused)", hop, loop_, "loopback TCP to wasmtime serve", "us per call",
+    "<= 25 us", hop <= 25, f"fresh per request: {http['hop_in_process_fresh_us']} us")
+row("4 instance start (median)", mesh_start, bare_start, "bare wasmtime, mesh's engine settings",
+    "us", "<= 1.2x bare (same engine settings)", mesh_start <= 1.2 * bare_start,
+    f"bare on a default engine: {bare_default:.1f} us")
+row("5 density", None, None, "", "instances", "100,000 at <= 64 KiB each", None, "not measured yet")
+row("6 cold start of a large component", None, None, "", "ms", "restart: first answer <= 100 ms", None,
+    "not measured yet")
+row("7 control plane", None, None, "", "creates/s", "100/s; ls of 1,000 < 100 ms", None, "not measured yet")
+row("8 cron jitter (p99)", jitter_p99, timer_p99, "bare tokio timer", "ms",
+    "<= 5 ms (under load)", jitter_p99 <= 5, "30 firings, not yet under load")
+row("containers: start to exit (median)", container_ms, runc_ms, "runc run, same root", "ms",
+    "(contrast)", None, "")
+
+machine = {
+    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    "cpus": os.cpu_count(),
+    "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    "kernel": platform.release(),
+    "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+}
+json.dump({"machine": machine, "http": http, "results": rows}, open(out, "w"), indent=2)
+
+def fmt(v):
+    if v is None:
+        return "-"
+    return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
+
+print()
+print(f"mesh benchmarks, {machine['date']}, {machine['cpus']} cores, {machine['memory_gib']} GiB, commit {machine['commit']}")
+print(f"{'scenario':38} {'ours':>10} {'peer':>10} {'ratio':>7}  {'target':38} {'met':4} unit, peer, note")
+for r in rows:
+    met = "-" if r["met"] is None else ("yes" if r["met"] else "NO")
+    ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+    print(f"{r['scenario']:38} {fmt(r['ours']):>10} {fmt(r['peer']):>10} {ratio:>7}  {r['target']:38} {met:4} "
+          f"{r['unit']}; {r['peer_name']}; {r['note']}".rstrip("; "))
+print(f"\nwritten to {out}")
+PY
