@@ -162,13 +162,15 @@ pub fn send(request: &Request<'_>) -> Result<Response, Error> {
     // Hand the request over first, then stream the body: the host reads the
     // body while it sends, so a large body cannot fill a buffer nobody drains.
     let future = outgoing_handler::handle(outgoing, None).map_err(Error::Http)?;
-    write_body(&body, request.body)?;
-    OutgoingBody::finish(body, None).map_err(Error::Http)?;
+    let sent = write_body(&body, request.body)
+        .and_then(|()| OutgoingBody::finish(body, None).map_err(Error::Http));
 
+    // A server may answer without reading the body (a refusal, say): then
+    // the write fails, and its answer is still the answer.
     let response = loop {
         match future.get() {
             Some(Ok(Ok(response))) => break response,
-            Some(Ok(Err(code))) => return Err(Error::Http(code)),
+            Some(Ok(Err(code))) => return Err(sent.err().unwrap_or(Error::Http(code))),
             Some(Err(())) => return Err(Error::Other("response taken twice".to_string())),
             None => future.subscribe().block(),
         }
