@@ -11,9 +11,9 @@
 # Scenarios measured so far: ingress with reused instances (vs nginx and
 # wasmtime serve), a fresh store per request (vs wasmtime serve), the
 # intra-DNS hop (vs loopback TCP), instance start (vs bare wasmtime), cron
-# jitter (vs a bare timer) and container start (vs runc run). Density,
-# cold start of a large component and the control plane are listed as not
-# measured yet.
+# jitter (vs a bare timer), container start (vs runc run) and the control
+# plane (creates per second, the list at 1,000 services). Density and cold
+# start of a large component are listed as not measured yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,7 +38,8 @@ need runc runc python3 python3
 scripts/images.sh >/dev/null
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/mesh-bench.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
+daemon_pid=""
+trap 'kill $daemon_pid 2>/dev/null || true; wait $daemon_pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 echo "== HTTP: nginx, wasmtime serve and mesh (reused, fresh), and the intra-DNS hop"
 RESULTS="$tmp/http.env" CONNS=64 scripts/bench-http.sh $quick | tee "$tmp/http.log"
@@ -51,6 +52,26 @@ cargo bench -p mesh-host --bench cron_fire -- $quick | tee "$tmp/cron.log"
 
 echo "== container start (release)"
 cargo bench -p mesh-host --bench container_start | tee "$tmp/containers.log"
+
+echo "== control plane: service creates and the list at 1,000 services"
+cargo build --release -p mesh-cli
+data="$tmp/control"
+mkdir -p "$data"
+target/release/mesh up --data-dir "$data" --api 127.0.0.1:0 --http 127.0.0.1:0 \
+  --container-network 10.216.0.1/24 >"$tmp/control.log" 2>&1 &
+daemon_pid=$!
+for _ in $(seq 300); do
+  [ -s "$data/daemon.json" ] && break
+  sleep 0.1
+done
+MESH_DATA_DIR="$data" target/release/mesh stack deploy app \
+  guest-examples/target/wasm32-wasip2/release/app.wasm >/dev/null
+count=1000
+[ -n "$quick" ] && count=300
+python3 scripts/bench-control.py "$data" "$tmp/control.env" "$count"
+kill "$daemon_pid"
+wait "$daemon_pid" 2>/dev/null || true
+daemon_pid=""
 
 mkdir -p bench
 python3 - "$tmp" bench/results.json <<'PY'
@@ -110,7 +131,11 @@ row("4 instance start (median)", mesh_start, bare_start, "bare wasmtime, mesh's 
 row("5 density", None, None, "", "instances", "100,000 at <= 64 KiB each", None, "not measured yet")
 row("6 cold start of a large component", None, None, "", "ms", "restart: first answer <= 100 ms", None,
     "not measured yet")
-row("7 control plane", None, None, "", "creates/s", "100/s; ls of 1,000 < 100 ms", None, "not measured yet")
+control = env(os.path.join(tmp, "control.env"))
+row("7 control plane: creates", control["creates_per_s"], None, "", "creates/s", ">= 100/s sustained",
+    control["creates_per_s"] >= 100, f"{control['services']:.0f} services, 4 clients")
+row("7 control plane: list", control["list_ms"], None, "", "ms", "ls of 1,000 < 100 ms",
+    control["list_ms"] < 100, f"GET /v1/services of {control['services']:.0f}, median of 10")
 row("8 cron jitter (p99)", jitter_p99, timer_p99, "bare tokio timer", "ms",
     "<= 5 ms (under load)", jitter_p99 <= 5, "30 firings, not yet under load")
 row("containers: start to exit (median)", container_ms, runc_ms, "runc run, same root", "ms",
