@@ -11,9 +11,10 @@
 # Scenarios measured so far: ingress with reused instances (vs nginx and
 # wasmtime serve), a fresh store per request (vs wasmtime serve), the
 # intra-DNS hop (vs loopback TCP), instance start (vs bare wasmtime), cron
-# jitter (vs a bare timer), container start (vs runc run) and the control
-# plane (creates per second, the list at 1,000 services). Density and cold
-# start of a large component are listed as not measured yet.
+# jitter (vs a bare timer), container start (vs runc run), density (idle
+# instances in one daemon; DENSITY=N, 10,000 by default) and the control
+# plane (creates per second, the list at 1,000 services). The cold start of
+# a large component is listed as not measured yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +53,12 @@ cargo bench -p mesh-host --bench cron_fire -- $quick | tee "$tmp/cron.log"
 
 echo "== container start (release)"
 cargo bench -p mesh-host --bench container_start | tee "$tmp/containers.log"
+
+echo "== density: idle worker instances in one daemon"
+density="${DENSITY:-10000}"
+[ -n "$quick" ] && density=2000
+python3 scripts/bench-density.py target/release/mesh \
+  guest-examples/target/wasm32-wasip2/release/app.wasm "$tmp/density.env" "$density"
 
 echo "== control plane: service creates and the list at 1,000 services"
 cargo build --release -p mesh-cli
@@ -128,7 +135,13 @@ row("3 intra-DNS hop (reused)", hop, loop_, "loopback TCP to wasmtime serve", "u
 row("4 instance start (median)", mesh_start, bare_start, "bare wasmtime, mesh's engine settings",
     "us", "<= 1.2x bare (same engine settings)", mesh_start <= 1.2 * bare_start,
     f"bare on a default engine: {bare_default:.1f} us")
-row("5 density", None, None, "", "instances", "100,000 at <= 64 KiB each", None, "not measured yet")
+dens = env(os.path.join(tmp, "density.env"))
+row("5 density: KiB per idle instance", dens["kib_per_instance"], None, "", "KiB",
+    "100,000 at <= 64 KiB each", dens["instances"] >= 100000 and dens["kib_per_instance"] <= 64,
+    f"measured at {dens['instances']:.0f} instances (DENSITY=N for more)")
+row("5 density: converge, list", dens["converge_s"], None, "", "s",
+    "<= 60 s; list <= 1 s", dens["converge_s"] <= 60 and dens["list_ms"] <= 1000,
+    f"GET /v1/services at that count: {dens['list_ms']} ms")
 row("6 cold start of a large component", None, None, "", "ms", "restart: first answer <= 100 ms", None,
     "not measured yet")
 control = env(os.path.join(tmp, "control.env"))

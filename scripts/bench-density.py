@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Density benchmark (scenario 5 of scripts/bench.sh): COUNT idle worker
+instances (each its own store, blocked in a sleep) in one daemon: the
+daemon's RSS per instance, the time until all run, and `GET /v1/services`
+at that count.
+
+    bench-density.py MESH_BINARY APP_WASM RESULTS_FILE [COUNT]
+
+Starts its own daemon (`mesh up --max-instances COUNT+100`) in a temporary
+data directory and stops it at the end. Writes KEY=VALUE lines to
+RESULTS_FILE.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise SystemExit("no VmRSS")
+
+
+def main():
+    mesh, app, results = sys.argv[1], sys.argv[2], sys.argv[3]
+    count = int(sys.argv[4]) if len(sys.argv) > 4 else 10000
+    data = tempfile.mkdtemp(prefix="mesh-density.")
+    log = open(os.path.join(data, "..", f"{os.path.basename(data)}.log"), "w")
+    daemon = subprocess.Popen(
+        [mesh, "up", "--data-dir", data, "--api", "127.0.0.1:0", "--http", "127.0.0.1:0",
+         "--max-instances", str(count + 100), "--container-network", "10.217.0.1/24"],
+        stdout=log, stderr=log)
+    try:
+        for _ in range(300):
+            if os.path.exists(f"{data}/daemon.json") and os.path.getsize(f"{data}/daemon.json"):
+                break
+            time.sleep(0.1)
+        info = json.load(open(f"{data}/daemon.json"))
+        api, token = info["api_url"].rstrip("/"), info["token"]
+        env = dict(os.environ, MESH_DATA_DIR=data)
+        env.pop("MESH_API_URL", None)
+        env.pop("MESH_TOKEN", None)
+        subprocess.run([mesh, "stack", "deploy", "app", app], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        time.sleep(1)
+        before = rss_kib(daemon.pid)
+
+        def services():
+            request = urllib.request.Request(api + "/v1/services",
+                                             headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read())
+
+        started = time.monotonic()
+        # A service holds at most 1,000 instances: as many services as needed.
+        left, n = count, 0
+        while left > 0:
+            take = min(left, 1000)
+            subprocess.run([mesh, "svc", "create", "-n", f"idle{n}", "--instances", str(take),
+                            "--memory", "2Mi", "--", "app", "sleep", "100000000"],
+                           env=env, check=True, stdout=subprocess.DEVNULL)
+            left, n = left - take, n + 1
+        running = 0
+        deadline = started + 600
+        while time.monotonic() < deadline:
+            listed = services()
+            running = sum(1 for s in listed for i in s["instances"] if i["state"] == "running")
+            if running >= count:
+                break
+            time.sleep(0.5)
+        converged = time.monotonic() - started
+        time.sleep(2)
+        after = rss_kib(daemon.pid)
+        times = []
+        for _ in range(5):
+            t0 = time.monotonic()
+            services()
+            times.append((time.monotonic() - t0) * 1000)
+        times.sort()
+        per_instance = (after - before) / max(running, 1)
+        with open(results, "w") as out:
+            out.write(f"instances={running}\n")
+            out.write(f"asked={count}\n")
+            out.write(f"kib_per_instance={per_instance:.1f}\n")
+            out.write(f"converge_s={converged:.1f}\n")
+            out.write(f"list_ms={times[len(times) // 2]:.1f}\n")
+        print(f"density: {running} of {count} idle instances running after {converged:.1f}s, "
+              f"{per_instance:.1f} KiB each (daemon RSS {before} -> {after} KiB), "
+              f"GET /v1/services {times[len(times) // 2]:.1f} ms")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+        subprocess.run(["rm", "-rf", data])
+
+
+if __name__ == "__main__":
+    main()
