@@ -23,19 +23,9 @@ use mesh_host::container::{image, ContainerLaunch, Containers};
 use mesh_host::runtime::{run_command, Engine, Interrupt, Launch, Output};
 use mesh_host::store::Blobs;
 use mesh_host::DaemonConfig;
-use support::app_wasm;
+use support::{app_wasm, percentile};
 
 const RUNS: usize = 20;
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn p90(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() * 9 / 10]
-}
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
@@ -58,7 +48,13 @@ async fn bench() -> anyhow::Result<()> {
         busybox.display()
     );
     let dir = tempfile::tempdir()?;
-    let containers = Containers::open(dir.path(), std::env::current_exe()?, "10.215.0.1/24", 64)?;
+    let containers = Containers::open(
+        dir.path(),
+        dir.path().join("images"),
+        std::env::current_exe()?,
+        "10.215.0.1/24",
+        64,
+    )?;
     if let Some(why) = containers.unsupported() {
         anyhow::bail!("{why}");
     }
@@ -164,22 +160,22 @@ async fn bench() -> anyhow::Result<()> {
     }
 
     let (c, r, w) = (
-        median(container.clone()),
-        median(runc.clone()),
-        median(wasm.clone()),
+        percentile(&container, 50),
+        percentile(&runc, 50),
+        percentile(&wasm, 50),
     );
     println!("instance start to exit, median of {RUNS} (p90 in brackets)");
     println!(
         "  mesh container (busybox true):   {c:>10.2?}  [{:.2?}]",
-        p90(container)
+        percentile(&container, 90)
     );
     println!(
         "  runc run (same root, baseline):  {r:>10.2?}  [{:.2?}]",
-        p90(runc)
+        percentile(&runc, 90)
     );
     println!(
         "  mesh wasm worker (app exit 0):   {w:>10.2?}  [{:.2?}]",
-        p90(wasm)
+        percentile(&wasm, 90)
     );
     println!(
         "  ratio mesh container / runc run: {:>10.2}x",

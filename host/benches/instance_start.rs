@@ -15,7 +15,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mesh_host::model::ServiceKey;
 use mesh_host::runtime::Engine;
@@ -24,17 +24,7 @@ use mesh_host::services::parts::log_output;
 use mesh_host::store::Blobs;
 use mesh_host::telemetry::{DiskWriter, Logs, Stream};
 use mesh_host::DaemonConfig;
-use support::{app_wasm, bare_instantiate, bare_instantiate_pooled};
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn p99(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() * 99 / 100]
-}
+use support::{app_wasm, bare_instantiate, bare_instantiate_pooled, percentile};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -106,32 +96,32 @@ async fn main() -> anyhow::Result<()> {
         assert!(status.success());
     }
 
-    let mesh = median(mesh_start.clone());
-    let bare = median(bare_start.clone());
-    let pooled = median(pooled_start.clone());
-    let process = median(process_start.clone());
+    let mesh = percentile(&mesh_start, 50);
+    let bare = percentile(&bare_start, 50);
+    let pooled = percentile(&pooled_start, 50);
+    let process = percentile(&process_start, 50);
     println!("instance start, median over {iterations} (p99 in brackets)");
     println!("  load from compiled cache (once):      {cache_load:>10.2?}");
     println!(
         "  mesh worker start (to running):       {mesh:>10.2?}  [{:.2?}]",
-        p99(mesh_start)
+        percentile(&mesh_start, 99)
     );
     println!(
         "  mesh worker whole run (send-emails):  {:>10.2?}  [{:.2?}]",
-        median(mesh_run.clone()),
-        p99(mesh_run)
+        percentile(&mesh_run, 50),
+        percentile(&mesh_run, 99)
     );
     println!(
         "  bare wasmtime, mesh's engine settings: {pooled:>9.2?}  [{:.2?}]",
-        p99(pooled_start)
+        percentile(&pooled_start, 99)
     );
     println!(
         "  bare wasmtime instantiate (baseline): {bare:>10.2?}  [{:.2?}]",
-        p99(bare_start)
+        percentile(&bare_start, 99)
     );
     println!(
         "  fork+exec /bin/true (over {processes}):       {process:>10.2?}  [{:.2?}]",
-        p99(process_start)
+        percentile(&process_start, 99)
     );
     println!(
         "  ratio mesh / bare, same settings:     {:>10.2}x",

@@ -137,3 +137,10 @@ async fn instantiate_n(host: &BareHost, n: usize) -> anyhow::Result<Vec<Duration
     }
     Ok(samples)
 }
+
+/// The `p`th percentile of `samples` (50 for the median).
+pub fn percentile(samples: &[Duration], p: usize) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}

@@ -104,7 +104,6 @@ pub(super) async fn service_run(
     };
     let (digest, argv, version) = resolve_in(&state, &caller.env, &service, &command).await?;
     let code = runnable(&state, &digest, &command).await?;
-    let container = code.kind() == "container";
     let key = ServiceKey::of(&service);
     let id = format!("{name}.run{}", NEXT_RUN.fetch_add(1, Ordering::Relaxed));
     let mut env: Vec<(String, String)> = service.env_vars.clone().into_iter().collect();
@@ -118,7 +117,6 @@ pub(super) async fn service_run(
         env,
         memory_bytes: service.memory_bytes,
         stop_grace: service.stop_grace(),
-        ctrl_c_as_input: query.tty && container,
         who: Some(state.supervisor.identity(&key, &id)),
         terminal: query.tty,
         log: Some((state.logs.service(&key), id.clone())),
@@ -192,7 +190,6 @@ pub(super) async fn once(
         files,
         scratch_bytes,
         stop_grace: crate::model::DEFAULT_STOP_TIMEOUT,
-        ctrl_c_as_input: false,
     };
     Ok(attach(&state, key, id, 0, session, slot, request))
 }

@@ -92,6 +92,13 @@ async fn upload_image(
             "cannot deploy {name}: {why}"
         )));
     }
+    let Some(_uploading) = state.containers.upload_slot() else {
+        drain_stream(&mut body.into_data_stream(), limit).await;
+        return Err(ApiError::conflict(format!(
+            "cannot take {name} now: {} image uploads are going already; run the command again",
+            crate::container::instance::MAX_IMAGE_UPLOADS
+        )));
+    };
     let incoming = state
         .containers
         .images_dir()

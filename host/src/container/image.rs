@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -321,7 +321,7 @@ pub fn unpack(name: &str, upload: &Path, dest: &Path) -> Result<ImageSettings, I
 
     let parent = dest.parent().ok_or_else(|| invalid("no parent".into()))?;
     std::fs::create_dir_all(parent).map_err(|e| invalid(e.to_string()))?;
-    let temp = partial_dir(dest);
+    let temp = crate::store::partial_beside(dest);
     let _ = std::fs::remove_dir_all(&temp);
     std::fs::create_dir_all(temp.join(ROOTFS_DIR)).map_err(|e| invalid(e.to_string()))?;
     let result = unpack_layers(name, &archive, &layers, &temp.join(ROOTFS_DIR)).and_then(|()| {
@@ -341,25 +341,8 @@ pub fn settings(dir: &Path) -> Option<ImageSettings> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Where an image is unpacked before it is whole.
-fn partial_dir(dest: &Path) -> PathBuf {
-    let name = dest
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    dest.with_file_name(format!(".unpack-{}-{name}", std::process::id()))
-}
-
 /// Removes unpacks a crash left half-made under `root`.
-pub fn clean_partial(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return;
-    };
-    for entry in entries.filter_map(Result::ok) {
-        if entry.file_name().to_string_lossy().starts_with(".unpack-") {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
+pub use crate::store::clean_partial;
 
 /// A blob of the OCI layout, checked against its digest.
 fn oci_blob(

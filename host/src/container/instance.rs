@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
+use tokio_util::task::AbortOnDropHandle;
 
 use super::bundle::{self, Bundle, BundleSpec};
 use super::image::{self, ImageSettings};
@@ -57,6 +58,17 @@ pub struct Exit {
     pub failed: Option<String>,
 }
 
+impl Exit {
+    /// What a container stopped without waiting for its end is taken to
+    /// have done: killed.
+    const KILLED: Exit = Exit {
+        code: 137,
+        signal: 9,
+        oom: false,
+        failed: None,
+    };
+}
+
 /// Why a container could not start.
 #[derive(Debug)]
 pub enum StartError {
@@ -92,7 +104,13 @@ pub struct Containers {
     max_live: usize,
     /// Containers being stopped after their owner went.
     stopping: tokio_util::task::TaskTracker,
+    /// Image uploads being written to disk and unpacked.
+    uploads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Image uploads the daemon takes at once (each streams to disk, up to
+/// the upload limit, before it is checked).
+pub const MAX_IMAGE_UPLOADS: usize = 2;
 
 /// One container counted against [`Containers`]'s bound until dropped.
 struct LiveSlot(Arc<std::sync::atomic::AtomicUsize>);
@@ -116,16 +134,16 @@ impl Drop for LiveSlot {
 impl Containers {
     /// Opens the containers of the daemon whose data is in `data_dir`:
     /// anything a killed daemon left running there is killed and removed
-    /// first. `exe` is the daemon's binary (it is the shim too); `subnet`
-    /// the bridge's `GATEWAY/PREFIX`; at most `max_live` containers run at
-    /// once.
+    /// first. `images` is where the code store keeps unpacked images;
+    /// `exe` is the daemon's binary (it is the shim too); `subnet` the
+    /// bridge's `GATEWAY/PREFIX`; at most `max_live` containers run at once.
     pub fn open(
         data_dir: &Path,
+        images: PathBuf,
         exe: PathBuf,
         subnet: &str,
         max_live: usize,
     ) -> anyhow::Result<Arc<Containers>> {
-        let images = data_dir.join("images");
         let root = data_dir.join("containers");
         let (bundles, state) = (root.join("bundles"), root.join("state"));
         for d in [&images, &bundles, &state] {
@@ -160,6 +178,7 @@ impl Containers {
             live: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             max_live,
             stopping: tokio_util::task::TaskTracker::new(),
+            uploads: Arc::new(tokio::sync::Semaphore::new(MAX_IMAGE_UPLOADS)),
         };
         let cleaned = containers.clean_leftovers();
         if cleaned > 0 {
@@ -191,6 +210,12 @@ impl Containers {
     /// Where the image of `hex` is (or would be) unpacked.
     pub fn image_dir(&self, hex: &str) -> PathBuf {
         self.images.join(hex)
+    }
+
+    /// A place among the image uploads going at once, if one is free; the
+    /// upload holds it until it is stored or refused.
+    pub fn upload_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.uploads.clone().try_acquire_owned().ok()
     }
 
     /// Where images are unpacked.
@@ -400,7 +425,7 @@ impl Prepared {
         })
         .await
         .map_err(|e| StartError::Failed(e.to_string()))?;
-        let (pid, terminal) = match started {
+        let terminal = match started {
             Ok(ok) => ok,
             Err(message) => {
                 let _ = child.wait().await;
@@ -414,8 +439,6 @@ impl Prepared {
             .map_err(|e| StartError::Failed(e.to_string()))?;
         let (read, write) = control.into_split();
         Ok(Running {
-            id,
-            pid,
             address: cleanup.link().address,
             stdin: child.stdin.take(),
             stdout: child.stdout.take(),
@@ -428,6 +451,7 @@ impl Prepared {
             grace,
             cleanup: Some(cleanup),
             stopping: containers.stopping.clone(),
+            output: Vec::new(),
         })
     }
 }
@@ -489,8 +513,8 @@ fn sanitize_hostname(id: &str) -> String {
 }
 
 /// Reads the shim's first lines: the terminal (for a tty) and `started
-/// PID`, or why it failed.
-fn handshake(socket: &std::os::unix::net::UnixStream) -> Result<(u32, Option<OwnedFd>), String> {
+/// PID`, or why it failed; the terminal, if any.
+fn handshake(socket: &std::os::unix::net::UnixStream) -> Result<Option<OwnedFd>, String> {
     let _ = socket.set_read_timeout(Some(Duration::from_secs(60)));
     let mut terminal = None;
     let mut pending = Vec::new();
@@ -500,11 +524,12 @@ fn handshake(socket: &std::os::unix::net::UnixStream) -> Result<(u32, Option<Own
             let line = String::from_utf8_lossy(&line).trim().to_string();
             if let Some(pid) = line.strip_prefix("started ") {
                 let _ = socket.set_read_timeout(None);
-                let pid = pid.parse().map_err(|_| format!("the shim said {line:?}"))?;
+                pid.parse::<u32>()
+                    .map_err(|_| format!("the shim said {line:?}"))?;
                 if !pending.is_empty() {
                     return Err("the shim said more than expected".into());
                 }
-                return Ok((pid, terminal));
+                return Ok(terminal);
             }
             if let Some(why) = line.strip_prefix("failed ") {
                 return Err(why.to_string());
@@ -562,10 +587,6 @@ impl Drop for Cleanup {
 
 /// A running container.
 pub struct Running {
-    /// Its id (its cgroup is `/mesh/ID`).
-    pub id: String,
-    /// Its init process, as the host sees it.
-    pub pid: u32,
     /// Its address on the bridge.
     pub address: Ipv4Addr,
     /// Its stdin, when the daemon feeds it.
@@ -583,9 +604,26 @@ pub struct Running {
     grace: Duration,
     cleanup: Option<Cleanup>,
     stopping: tokio_util::task::TaskTracker,
+    /// The tasks copying its output somewhere: they go on until it ends,
+    /// whoever stops it.
+    output: Vec<AbortOnDropHandle<()>>,
 }
 
 impl Running {
+    /// Keeps `tasks` (copying the container's output) for as long as the
+    /// container runs, even when its owner goes first.
+    pub fn keep_output(&mut self, tasks: Vec<AbortOnDropHandle<()>>) {
+        self.output.extend(tasks);
+    }
+
+    /// Once it has ended: lets its output reach its end (at most 2 s; its
+    /// pipes close with it), then ends the tasks copying it.
+    pub async fn drain_output(&mut self) {
+        let tasks = std::mem::take(&mut self.output);
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(tasks)).await;
+    }
+
     /// Waits for the container to end.
     pub async fn wait(&mut self) -> Exit {
         if let Some(exit) = &self.exit {
@@ -640,9 +678,7 @@ impl Drop for Running {
         }
         // Dropped while running (its owner was stopped): stop it in the
         // background, politely first, then clean up after it.
-        let mut rest = Running {
-            id: std::mem::take(&mut self.id),
-            pid: self.pid,
+        let rest = Running {
             address: self.address,
             stdin: None,
             stdout: None,
@@ -655,34 +691,26 @@ impl Drop for Running {
             grace: self.grace,
             cleanup: self.cleanup.take(),
             stopping: self.stopping.clone(),
+            output: std::mem::take(&mut self.output),
         };
-        self.exit = Some(Exit {
-            code: 137,
-            signal: 9,
-            oom: false,
-            failed: None,
-        });
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                // Tracked, so a daemon shutting down waits for it.
-                let stopping = self.stopping.clone();
-                let _ = handle.enter();
-                stopping.spawn(async move {
-                    rest.stop().await;
-                });
-            }
-            Err(_) => {
-                // No runtime: closing the socket makes the shim kill it.
-                rest.exit = Some(Exit {
-                    code: 137,
-                    signal: 9,
-                    oom: false,
-                    failed: None,
-                });
-            }
+        self.exit = Some(Exit::KILLED);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Tracked, so a daemon shutting down waits for it.
+            let mut rest = rest;
+            self.stopping.spawn(async move {
+                rest.stop().await;
+                rest.drain_output().await;
+            });
+        } else {
+            // No runtime: closing the socket makes the shim kill it.
+            let mut rest = rest;
+            rest.exit = Some(Exit::KILLED);
         }
     }
 }
+
+/// Longest line the shim sends.
+const MAX_LINE: u64 = 4096;
 
 async fn read_exit(
     control: Option<&mut tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>>,
@@ -699,11 +727,12 @@ async fn read_exit(
     let mut line = String::new();
     loop {
         line.clear();
-        match control.read_line(&mut line).await {
+        // A line is short; one longer than this is not the shim's.
+        match (&mut *control).take(MAX_LINE).read_line(&mut line).await {
             Ok(0) | Err(_) => return gone("the container shim ended unexpectedly"),
             Ok(_) => {}
         }
-        if line.len() > 4096 {
+        if !line.ends_with('\n') {
             return gone("the container shim said too much");
         }
         let words: Vec<&str> = line.split_whitespace().collect();

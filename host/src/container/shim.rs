@@ -142,10 +142,10 @@ fn shim(args: Args, mut control: UnixStream) -> i32 {
         return 1;
     }
     let _ = writeln!(control, "started {pid}");
-    let status = supervise(&mut container, pid, &mut control);
+    let (status, daemon_gone) = supervise(&mut container, pid, &mut control);
     let oom = args.cgroup.as_deref().is_some_and(oom_killed);
     let _ = container.delete(true);
-    if daemon_gone(&control) {
+    if daemon_gone {
         // Nobody is left to clean up after the container: its mounts and
         // bundle go now.
         for sub in ["rootfs", "rw"] {
@@ -275,8 +275,9 @@ fn send_fd(socket: &UnixStream, message: &[u8], fd: RawFd) -> nix::Result<()> {
 }
 
 /// Waits for the container's init to end, passing on the daemon's
-/// signals; kills it when the daemon goes away.
-fn supervise(container: &mut Container, pid: Pid, control: &mut UnixStream) -> WaitStatus {
+/// signals; kills it when the daemon goes away. How it ended, and whether
+/// the daemon went.
+fn supervise(container: &mut Container, pid: Pid, control: &mut UnixStream) -> (WaitStatus, bool) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) } as RawFd;
@@ -286,7 +287,7 @@ fn supervise(container: &mut Container, pid: Pid, control: &mut UnixStream) -> W
     loop {
         if let Ok(status) = waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
             if !matches!(status, WaitStatus::StillAlive) {
-                return status;
+                return (status, daemon_gone);
             }
         }
         let mut fds = Vec::new();
@@ -336,31 +337,6 @@ fn supervise(container: &mut Container, pid: Pid, control: &mut UnixStream) -> W
             }
         }
     }
-}
-
-/// Whether the daemon's end of the socket is closed.
-fn daemon_gone(control: &UnixStream) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = [PollFd::new(control_fd(control), PollFlags::POLLIN)];
-    if poll(&mut fds, PollTimeout::ZERO).is_err() {
-        return true;
-    }
-    let hung_up = fds[0]
-        .revents()
-        .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR));
-    let mut probe = [0u8; 1];
-    hung_up
-        || (fds[0]
-            .revents()
-            .is_some_and(|r| r.contains(PollFlags::POLLIN))
-            && matches!(
-                nix::sys::socket::recv(
-                    std::os::fd::AsRawFd::as_raw_fd(control),
-                    &mut probe,
-                    nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT
-                ),
-                Ok(0)
-            ))
 }
 
 fn control_fd(control: &UnixStream) -> BorrowedFd<'_> {

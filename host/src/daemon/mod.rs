@@ -81,6 +81,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the daemon's own binary")?;
     let containers = Containers::open(
         &data_dir,
+        engine.images_dir().to_path_buf(),
         exe,
         &config.container_network,
         config.max_instances as usize,

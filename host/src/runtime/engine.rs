@@ -370,6 +370,11 @@ impl Engine {
         })
     }
 
+    /// Where container images are unpacked, one directory per digest.
+    pub fn images_dir(&self) -> &std::path::Path {
+        &self.images_dir
+    }
+
     /// Where the image of `digest` is unpacked (whether or not it is).
     pub fn image_path(&self, digest: &Digest) -> PathBuf {
         self.images_dir.join(digest.hex())

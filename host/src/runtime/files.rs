@@ -224,12 +224,7 @@ pub fn unpack(name: &str, archive: &[u8], dest: &Path) -> Result<u64, FilesError
     };
     let parent = dest.parent().ok_or_else(|| broken("no parent".into()))?;
     std::fs::create_dir_all(parent).map_err(|e| broken(e.to_string()))?;
-    let temp = parent.join(format!(
-        ".unpack-{}-{}",
-        std::process::id(),
-        dest.file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-    ));
+    let temp = crate::store::partial_beside(dest);
     let _ = std::fs::remove_dir_all(&temp);
     std::fs::create_dir(&temp).map_err(|e| broken(e.to_string()))?;
     let result = unpack_into(name, archive, &temp).and_then(|size| {
@@ -243,16 +238,7 @@ pub fn unpack(name: &str, archive: &[u8], dest: &Path) -> Result<u64, FilesError
 }
 
 /// Removes unpacks a crash left half-made under `root`.
-pub fn clean_partial(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return;
-    };
-    for entry in entries.filter_map(Result::ok) {
-        if entry.file_name().to_string_lossy().starts_with(".unpack-") {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
+pub use crate::store::clean_partial;
 
 fn unpack_into(name: &str, archive: &[u8], dir: &Path) -> Result<u64, FilesError> {
     let broken = |reason: String| FilesError::Broken {

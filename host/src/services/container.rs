@@ -14,7 +14,11 @@ use std::time::Duration;
 
 use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use std::pin::Pin;
+
+use hyper::client::conn::http1::SendRequest;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_util::task::AbortOnDropHandle;
 use wasmtime_wasi::cli::{StdinStream as _, StdoutStream as _};
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::WasiBody;
@@ -160,7 +164,7 @@ pub fn outcome_of(exit: &Exit, memory_bytes: u64) -> Outcome {
             exit_code: Some(exit.code),
             message: format!(
                 "killed by {}: exceeded memory limit {}",
-                name(if exit.signal == 0 { 9 } else { exit.signal }),
+                name(exit.signal),
                 format_memory(memory_bytes)
             ),
             ending: Ending::OutOfMemory,
@@ -273,14 +277,14 @@ impl Code for ContainerCode {
                 Err(e) => return start_failed(e),
             };
             running();
-            let pumps = attach(&mut container, &launch);
+            let attached = attach(&mut container, &launch);
             let exit = tokio::select! {
                 exit = container.wait() => exit,
                 () = interrupt.triggered() => container.stop().await,
             };
             // What it wrote last reaches the log before its end is told.
-            let _ = tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(pumps))
-                .await;
+            container.drain_output().await;
+            drop(attached);
             outcome_of(&exit, memory)
         })
     }
@@ -297,7 +301,7 @@ impl Code for ContainerCode {
             let prepared = containers.prepare(&dir, settings).map_err(start_failed)?;
             let caller = callers.register(prepared.address(), launch.dispatch.clone());
             let mut container = prepared.start().await.map_err(start_failed)?;
-            let pumps = attach(&mut container, &launch);
+            let attached = attach(&mut container, &launch);
             let address = SocketAddr::from((container.address, WEB_PORT));
             let listening = tokio::time::timeout(LISTEN_WAIT, async {
                 loop {
@@ -318,7 +322,7 @@ impl Code for ContainerCode {
                     }
                 }
                 exit = container.wait() => {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(pumps)).await;
+                    container.drain_output().await;
                     return Err(outcome_of(&exit, memory));
                 }
             }
@@ -326,44 +330,71 @@ impl Code for ContainerCode {
                 container,
                 address,
                 memory,
+                sender: None,
                 _caller: caller,
+                _attached: attached,
             }) as Box<dyn Handler>)
         })
     }
 }
 
+/// The tasks feeding a container its input (stdin, a terminal's size):
+/// owned here, so none outlives the run (or the handler) it belongs to.
+/// The output's tasks are the container's own ([`Running::keep_output`]),
+/// so what it writes while being stopped still reaches the log.
+struct Attached {
+    input: Vec<AbortOnDropHandle<()>>,
+}
+
+fn owned(task: impl std::future::Future<Output = ()> + Send + 'static) -> AbortOnDropHandle<()> {
+    AbortOnDropHandle::new(tokio::spawn(task))
+}
+
 /// Copies the container's output to the launch's streams, and the
-/// launch's stdin (or terminal) to it; the tasks end with the container.
-fn attach(container: &mut Running, launch: &Launch) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut pumps = Vec::new();
-    if let Some(mut out) = container.stdout.take() {
-        let mut sink = Box::into_pin(launch.stdout.async_stream());
-        pumps.push(tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut out, &mut sink).await;
-            let _ = sink.flush().await;
-        }));
-    }
-    if let Some(mut err) = container.stderr.take() {
-        let mut sink = Box::into_pin(launch.stderr.async_stream());
-        pumps.push(tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut err, &mut sink).await;
-            let _ = sink.flush().await;
-        }));
-    }
-    if let (Some(mut input), Some(stdin)) = (container.stdin.take(), &launch.stdin) {
-        let mut source = Box::into_pin(stdin.async_stream());
-        // Not waited for: a container may end with input still unread.
-        tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut source, &mut input).await;
-            let _ = input.shutdown().await;
-        });
-    }
-    if let Some(terminal) = container.terminal.take() {
-        if let Some(stdin) = &launch.stdin {
-            pumps.extend(attach_terminal(terminal, launch, stdin));
+/// launch's stdin (or terminal) to it.
+fn attach(container: &mut Running, launch: &Launch) -> Attached {
+    let mut attached = Attached { input: Vec::new() };
+    let mut output = Vec::new();
+    for (pipe, to) in [
+        (
+            container
+                .stdout
+                .take()
+                .map(|p| Box::pin(p) as Pin<Box<dyn AsyncRead + Send>>),
+            &launch.stdout,
+        ),
+        (
+            container
+                .stderr
+                .take()
+                .map(|p| Box::pin(p) as Pin<Box<dyn AsyncRead + Send>>),
+            &launch.stderr,
+        ),
+    ] {
+        if let Some(mut pipe) = pipe {
+            let mut sink = Box::into_pin(to.async_stream());
+            output.push(owned(async move {
+                let _ = tokio::io::copy(&mut pipe, &mut sink).await;
+                let _ = sink.flush().await;
+            }));
         }
     }
-    pumps
+    let Some(stdin) = &launch.stdin else {
+        container.keep_output(output);
+        return attached;
+    };
+    if let Some(mut input) = container.stdin.take() {
+        let mut source = Box::into_pin(stdin.async_stream());
+        attached.input.push(owned(async move {
+            let _ = tokio::io::copy(&mut source, &mut input).await;
+            let _ = input.shutdown().await;
+        }));
+    }
+    if let Some(terminal) = container.terminal.take() {
+        output.extend(attach_terminal(terminal, launch, stdin, &mut attached));
+    }
+    container.keep_output(output);
+    attached
 }
 
 /// Joins a container's terminal to an interactive run: its output to
@@ -372,47 +403,42 @@ fn attach_terminal(
     terminal: OwnedFd,
     launch: &Launch,
     stdin: &crate::runtime::RunStdin,
-) -> Vec<tokio::task::JoinHandle<()>> {
+    attached: &mut Attached,
+) -> Option<AbortOnDropHandle<()>> {
     let file = std::fs::File::from(terminal);
-    let Ok(writer_file) = file.try_clone() else {
-        return Vec::new();
+    let (Ok(writer_file), Ok(resize_fd)) = (file.try_clone(), file.try_clone()) else {
+        return None;
     };
-    let resize_fd = writer_file.try_clone().ok();
     let mut reader = tokio::fs::File::from_std(file);
     let mut writer = tokio::fs::File::from_std(writer_file);
     let mut sink = Box::into_pin(launch.stdout.async_stream());
     let mut source = Box::into_pin(stdin.async_stream());
-    let mut window = stdin.window();
-    let output = tokio::spawn(async move {
+    // Read a chunk at a time (not `copy`, which waits to fill a buffer):
+    // a terminal's output is shown as it comes.
+    let output = owned(async move {
         let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match reader.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if sink.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                    let _ = sink.flush().await;
-                }
+        while let Ok(n @ 1..) = reader.read(&mut buf).await {
+            if sink.write_all(&buf[..n]).await.is_err() {
+                break;
             }
+            let _ = sink.flush().await;
         }
     });
-    tokio::spawn(async move {
+    attached.input.push(owned(async move {
         let _ = tokio::io::copy(&mut source, &mut writer).await;
-    });
-    if let (Some(window), Some(fd)) = (window.take(), resize_fd) {
-        tokio::spawn(async move {
-            let mut window = window;
+    }));
+    if let Some(mut window) = stdin.window() {
+        attached.input.push(owned(async move {
             loop {
                 let (rows, cols) = *window.borrow_and_update();
-                set_window(&fd, rows, cols);
+                set_window(&resize_fd, rows, cols);
                 if window.changed().await.is_err() {
                     return;
                 }
             }
-        });
+        }));
     }
-    vec![output]
+    Some(output)
 }
 
 fn set_window(file: &std::fs::File, rows: u16, cols: u16) {
@@ -438,7 +464,10 @@ struct ContainerHandler {
     container: Running,
     address: SocketAddr,
     memory: u64,
+    /// The kept-alive connection to the container, once made.
+    sender: Option<SendRequest<WasiBody>>,
     _caller: CallerGuard,
+    _attached: Attached,
 }
 
 impl Handler for ContainerHandler {
@@ -451,12 +480,13 @@ impl Handler for ContainerHandler {
         limits: CallLimits,
     ) -> BoxFuture<'static, Result<Box<dyn Handler>, Outcome>> {
         Box::pin(async move {
-            let forward = forward(self.address, request);
+            let this = &mut *self;
+            let forward = forward(&mut this.sender, this.address, request);
             let answered = tokio::select! {
                 answered = tokio::time::timeout(limits.wall, forward) => answered,
-                exit = self.container.wait() => {
+                exit = this.container.wait() => {
                     let _ = respond.send(Err(ErrorCode::InternalError(Some("the container ended".into()))));
-                    return Err(outcome_of(&exit, self.memory));
+                    return Err(outcome_of(&exit, this.memory));
                 }
             };
             match answered {
@@ -477,19 +507,32 @@ impl Handler for ContainerHandler {
     }
 }
 
-/// Sends one request to a container and gives back its response, whose
-/// body streams from the container.
+/// Sends one request to a container over the kept-alive connection in
+/// `sender` (made, or made again, when there is none or it closed) and
+/// gives back its response, whose body streams from the container.
 async fn forward(
+    sender: &mut Option<SendRequest<WasiBody>>,
     address: SocketAddr,
     mut request: http::Request<WasiBody>,
 ) -> Result<http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>, ErrorCode> {
-    let tcp = tokio::net::TcpStream::connect(address)
-        .await
-        .map_err(|_| ErrorCode::ConnectionRefused)?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| ErrorCode::InternalError(Some(e.to_string())))?;
-    tokio::spawn(connection);
+    let open = match sender {
+        // Ready once the last response's body has been read.
+        Some(s) => s.ready().await.is_ok(),
+        None => false,
+    };
+    if !open {
+        let tcp = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(|_| ErrorCode::ConnectionRefused)?;
+        let (new, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| ErrorCode::InternalError(Some(e.to_string())))?;
+        // Drives the connection; it ends when the sender is dropped (with
+        // the handler) and the last response has been read.
+        tokio::spawn(connection);
+        *sender = Some(new);
+    }
+    let sender = sender.as_mut().ok_or(ErrorCode::ConnectionRefused)?;
     let path = request
         .uri()
         .path_and_query()

@@ -125,9 +125,6 @@ pub struct Session {
     pub scratch_bytes: Option<u64>,
     /// How long a container has after SIGTERM.
     pub stop_grace: std::time::Duration,
-    /// Whether Ctrl-C goes to the instance's terminal as input (a
-    /// container's shell) rather than stopping it.
-    pub ctrl_c_as_input: bool,
     /// The service log its output is kept in too, and its instance id
     /// there (`None` for a component run outside any service).
     pub log: Option<(Arc<ServiceLog>, String)>,
@@ -185,7 +182,9 @@ where
         from_client,
         stdin_tx,
         interrupt.clone(),
-        session.ctrl_c_as_input.then_some(window_tx),
+        // A container's terminal is a real one: Ctrl-C and its size go
+        // to it, rather than stopping the instance.
+        (session.terminal && session.code.kind() == "container").then_some(window_tx),
     )));
 
     let run = session.code.run(launch, interrupt.clone(), mark_running);
@@ -436,7 +435,6 @@ mod tests {
             files: None,
             scratch_bytes: None,
             stop_grace: std::time::Duration::from_secs(1),
-            ctrl_c_as_input: false,
         };
         let (client, daemon_side) = tokio::io::duplex(64 * 1024);
         let status = Arc::new(Mutex::new(starting("chatty.run1".into(), 1)));

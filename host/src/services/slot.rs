@@ -142,7 +142,7 @@ impl SlotTask {
                 Ok(code) => code,
                 Err(problem) => {
                     tracing::warn!(service = %self.key, instance = %self.id, %problem, "cannot start");
-                    self.crashed(problem.to_string());
+                    self.crashed(None, problem.to_string());
                     // Nothing will change until the service or its stack does.
                     if specs.changed().await.is_err() {
                         return;
@@ -237,20 +237,18 @@ impl SlotTask {
         delay
     }
 
-    fn crashed(&self, message: String) {
+    /// The instance cannot start with these settings: shown as crashed
+    /// (with its exit code, when it had one) until they change.
+    fn crashed(&self, exit_code: Option<i32>, message: String) {
         self.state.send_modify(|s| {
             s.status.enter(InstanceState::Crashed);
-            s.status.exit_code = None;
+            s.status.exit_code = exit_code;
             s.status.message = Some(message);
         });
     }
 
     fn crashed_with(&self, outcome: &Outcome) {
-        self.state.send_modify(|s| {
-            s.status.enter(InstanceState::Crashed);
-            s.status.exit_code = outcome.exit_code;
-            s.status.message = Some(outcome.message.clone());
-        });
+        self.crashed(outcome.exit_code, outcome.message.clone());
         let text = format!(
             "{}; not restarted until the service or its stack changes",
             outcome.message

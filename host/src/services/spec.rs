@@ -232,12 +232,17 @@ pub fn resolve_command(
             })
         }
     };
-    let images: Vec<(&String, &Digest)> = stack
-        .components
-        .iter()
-        .filter(|(name, digest)| *name != FILES_ENTRY && is_image(digest))
-        .collect();
+    // Which components are images is asked only when the command does not
+    // name its code itself (each answer looks at the disk).
+    let images = || -> Vec<(&String, &Digest)> {
+        stack
+            .components
+            .iter()
+            .filter(|(name, digest)| *name != FILES_ENTRY && is_image(digest))
+            .collect()
+    };
     if let Some(wanted) = image {
+        let images = images();
         return images
             .iter()
             .find(|(name, _)| name.as_str() == wanted)
@@ -261,7 +266,7 @@ pub fn resolve_command(
         };
         return Ok((digest.clone(), argv));
     }
-    if let [(_, digest)] = images.as_slice() {
+    if let [(_, digest)] = images().as_slice() {
         return Ok(((*digest).clone(), command.to_vec()));
     }
     Err(no_component(

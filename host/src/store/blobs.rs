@@ -117,6 +117,27 @@ pub fn write_synced(dir: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Where a tree unpacked into `dest` is built before it is whole (then
+/// renamed into place): beside it, named so [`clean_partial`] knows it.
+pub fn partial_beside(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    dest.with_file_name(format!(".unpack-{}-{name}", std::process::id()))
+}
+
+/// Removes the trees under `root` that a crash left half-made.
+pub fn clean_partial(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        if entry.file_name().to_string_lossy().starts_with(".unpack-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

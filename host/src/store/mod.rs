@@ -25,7 +25,7 @@ use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use blobs::Blobs;
+pub use blobs::{clean_partial, partial_beside, Blobs};
 pub use kv::{Change, Compare, KeyValue, Kv, KvError, Op, Txn};
 pub use sqlite::SqliteKv;
 
