@@ -132,6 +132,14 @@ fn up(data_dir: Option<std::path::PathBuf>, args: UpArgs) -> anyhow::Result<()> 
         max_image_bytes: parse("--max-image", &args.max_image)?,
         ..mesh_host::DaemonConfig::default()
     };
+    // wasmtime makes an error each time a store with a component ends, and
+    // with RUST_BACKTRACE set each error captures a backtrace: a tenth of
+    // the CPU of a fresh-per-request service. Panics still print theirs
+    // (they read RUST_BACKTRACE); RUST_LIB_BACKTRACE=1 asks for the rest.
+    // Set before the runtime starts a thread.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MESH_LOG")

@@ -40,6 +40,8 @@ const TABLES_PER_COMPONENT: u32 = 4;
 /// Extra pool room beyond `max_instances`: the operator's one-off runs
 /// (half of it) and room to spare.
 const POOL_HEADROOM: u32 = 64;
+const KEEP_RESIDENT: usize = 1 << 20;
+const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
 const RUN_EXPORT: &str = "wasi:cli/run@0.2";
 /// The one import module a core module may use.
@@ -688,7 +690,10 @@ fn wasmtime_config(config: &DaemonConfig) -> Config {
         .total_memories(live * MEMORIES_PER_COMPONENT)
         .total_tables(live * TABLES_PER_COMPONENT)
         .total_stacks(live)
-        .max_memory_size(config.max_memory_bytes as usize);
+        .max_memory_size(config.max_memory_bytes as usize)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(TABLE_KEEP_RESIDENT)
+        .pagemap_scan(wasmtime::Enabled::Auto);
     let mut wasm = Config::new();
     wasm.epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
