@@ -47,8 +47,11 @@
 //! are what a PaaS user watches. This pool is built on the services layer's [`Code`]
 //! and [`Handler`], so any kind of instance can fill it.
 
+use std::future::Future as _;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -69,7 +72,7 @@ use super::spec::{CodeProblem, Spec};
 use crate::model::{InstanceState, InstanceStatus, ServiceKey};
 use crate::runtime::http::{describe, NO_RESPONSE};
 use crate::runtime::CallLimits;
-use crate::runtime::{Outcome, Respond};
+use crate::runtime::{Answered, Outcome, Respond};
 
 /// Longest a request waits in the queue for a free instance.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(30);
@@ -305,10 +308,10 @@ impl WebPool {
         request: http::Request<WasiBody>,
         scheme: Scheme,
     ) -> Result<http::Response<HyperOutgoingBody>, Refusal> {
-        self.call(request, scheme, false).await
+        self.answer_timed(request, scheme, false, false).await
     }
 
-    /// Serves one request, from the ingress or another service. A `cyclic`
+    /// Serves one request from another service, in-process. A `cyclic`
     /// call (this service is already up its chain) that finds no free
     /// instance gets a one-off extra instance instead of waiting on one
     /// held up the chain.
@@ -318,8 +321,18 @@ impl WebPool {
         scheme: Scheme,
         cyclic: bool,
     ) -> Result<http::Response<HyperOutgoingBody>, Refusal> {
+        self.answer_timed(request, scheme, cyclic, true).await
+    }
+
+    async fn answer_timed(
+        self: &Arc<Self>,
+        request: http::Request<WasiBody>,
+        scheme: Scheme,
+        cyclic: bool,
+        in_process: bool,
+    ) -> Result<http::Response<HyperOutgoingBody>, Refusal> {
         let started = Instant::now();
-        let result = self.answer(request, scheme, cyclic).await;
+        let result = self.answer(request, scheme, cyclic, in_process).await;
         let status = match &result {
             Ok(response) => response.status().as_u16(),
             Err(refused) => refused.status.as_u16(),
@@ -333,6 +346,7 @@ impl WebPool {
         request: http::Request<WasiBody>,
         scheme: Scheme,
         cyclic: bool,
+        in_process: bool,
     ) -> Result<http::Response<HyperOutgoingBody>, Refusal> {
         let code = self.code().await.map_err(|problem| {
             Refusal::unavailable(format!("{} cannot serve requests: {problem}", self.key), 30)
@@ -376,17 +390,25 @@ impl WebPool {
         };
         let killed = self.killed.clone();
         let pool = self.clone();
-        // The guest runs on its own task: it may go on writing the body
-        // after it answered, and it gives its slot back when it is done
-        // (or when its service is deleted, by dropping the lease).
-        tokio::spawn(async move {
+        // The guest gives its slot back when it is done (or when its
+        // service is deleted, by dropping the lease).
+        let serving = Serving(Some(Box::pin(async move {
             tokio::select! {
                 biased;
                 () = killed.cancelled() => {}
                 () = pool.serve(lease, Ready { handler, served }, request, call, tx, replay, code) => {}
             }
-        });
-        match rx.await {
+        })));
+        let answered = if in_process {
+            serving.until_answered(rx).await
+        } else {
+            // For a socket the guest runs ahead on its own task: by the
+            // time the connection looks, the whole body is there and goes
+            // out in one write instead of a write per part.
+            drop(serving);
+            rx.await
+        };
+        match answered {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(code)) => {
                 let message = describe(&code);
@@ -781,6 +803,47 @@ impl Callee for WebPool {
         cyclic: bool,
     ) -> BoxFuture<'static, Result<http::Response<HyperOutgoingBody>, Refusal>> {
         Box::pin(async move { WebPool::call(&self, request, scheme, cyclic).await })
+    }
+}
+
+/// A guest serving one request. The request's own task runs it until it
+/// sets its response (no hand-over between tasks on the way in, which is
+/// most of an in-process call's cost); the rest (a body still being
+/// written, the slot given back) goes on on a task of its own, started
+/// when this is dropped, and so does all of it if the caller goes away
+/// first: a guest always runs to its end.
+struct Serving(Option<BoxFuture<'static, ()>>);
+
+impl Serving {
+    /// Runs the guest until `answer` resolves, and hands the rest on.
+    async fn until_answered(
+        mut self,
+        mut answer: oneshot::Receiver<Answered>,
+    ) -> Result<Answered, oneshot::error::RecvError> {
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(answered) = Pin::new(&mut answer).poll(cx) {
+                return Poll::Ready(answered);
+            }
+            if let Some(serving) = &mut self.0 {
+                if serving.as_mut().poll(cx).is_ready() {
+                    self.0 = None;
+                    // Done: it answered or dropped its sender.
+                    return Pin::new(&mut answer).poll(cx);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(rest) = self.0.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(rest);
+            }
+        }
     }
 }
 
