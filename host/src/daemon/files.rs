@@ -19,20 +19,39 @@ pub(super) fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<File> {
 }
 
 /// Every instance costs a few memory mappings (its stack guard page, its
-/// memories), and the kernel's `vm.max_map_count` caps them: say what that
-/// means for density at start, since past it instances fail to start.
-pub(super) fn report_map_count_limit() {
-    const MAPPINGS_PER_INSTANCE: u64 = 6;
-    if let Some(limit) = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+/// memories), and the kernel's `vm.max_map_count` caps them: past it
+/// instances fail to start. Says at start how many fit, and plainly how
+/// to raise the limit when `max_instances` do not.
+pub(super) fn report_map_count_limit(max_instances: u32) {
+    let Some(limit) = std::fs::read_to_string("/proc/sys/vm/max_map_count")
         .ok()
         .and_then(|t| t.trim().parse::<u64>().ok())
-    {
-        let instances = limit / MAPPINGS_PER_INSTANCE;
+    else {
+        return;
+    };
+    let (room, needed) = map_count_room(limit, max_instances);
+    if room >= u64::from(max_instances) {
         tracing::info!(
             vm.max_map_count = limit,
-            "room for about {instances} live instances; raise it with `sysctl -w vm.max_map_count=1048576` for more"
+            "room for about {room} live instances"
+        );
+    } else {
+        tracing::warn!(
+            vm.max_map_count = limit,
+            "the kernel allows memory mappings for about {room} live instances, fewer than --max-instances {max_instances}: instances past that fail to start; raise it with `sysctl -w vm.max_map_count={needed}` (as root)"
         );
     }
+}
+
+/// Live instances `limit` mappings hold, and the limit `max_instances`
+/// need (rounded up to a power of two).
+fn map_count_room(limit: u64, max_instances: u32) -> (u64, u64) {
+    use crate::runtime::engine::MAPPINGS_PER_INSTANCE;
+    // The daemon's own mappings: its binary, libraries, heaps, threads.
+    const BASE: u64 = 4096;
+    let room = limit.saturating_sub(BASE) / MAPPINGS_PER_INSTANCE;
+    let needed = (BASE + u64::from(max_instances) * MAPPINGS_PER_INSTANCE).next_power_of_two();
+    (room, needed)
 }
 
 /// Holds an exclusive lock on the data directory for the daemon's life, so
@@ -116,4 +135,19 @@ pub(super) fn make_files_private(data_dir: &Path) -> anyhow::Result<()> {
         let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_map_count_says_how_many_instances_fit_and_what_to_raise_it_to() {
+        let (room, needed) = map_count_room(65_530, 100_000);
+        assert_eq!(room, (65_530 - 4096) / 6);
+        assert!(room < 100_000);
+        assert_eq!(needed, 1 << 20);
+        let (room, _) = map_count_room(1 << 20, 100_000);
+        assert!(room >= 100_000);
+    }
 }

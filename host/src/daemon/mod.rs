@@ -25,6 +25,7 @@ use crate::container::Containers;
 use crate::cron::{Histories, Scheduler};
 use crate::ingress::{tls, ConnLimits, Connections, Ingress, Limits};
 use crate::model::DEFAULT_ENVIRONMENT;
+use crate::runtime::engine::MemorySlots;
 use crate::runtime::Engine;
 use crate::services::container::Callers;
 use crate::services::{Supervisor, WasmSource};
@@ -61,11 +62,20 @@ struct Listeners {
 }
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
-pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
+pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let _lock = files::prepare_data_dir(&data_dir)?;
     files::make_files_private(&data_dir)?;
-    files::report_map_count_limit();
+    files::report_map_count_limit(config.max_instances);
+    let slots = MemorySlots::for_config(&config);
+    if slots.lowered {
+        tracing::warn!(
+            "the memories of {} live instances must fit the address space: each instance may use at most {} of memory (fewer --max-instances allow more)",
+            config.max_instances,
+            crate::model::format_memory(slots.max_memory_bytes)
+        );
+        config.max_memory_bytes = slots.max_memory_bytes;
+    }
 
     let store = Store::open_sqlite(&data_dir)?;
     let admin_token = files::operator_token(&data_dir, store.legacy_operator_token().await?)?;

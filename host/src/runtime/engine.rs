@@ -682,19 +682,84 @@ impl Drop for Engine {
     }
 }
 
+/// Address space the linear memories of all live instances may take
+/// together: the pool reserves it in one piece up front, and in a 47-bit
+/// user address space about 40 TiB are free in one piece (measured: a
+/// 48 TiB reservation fails), beside the pool's tables and stacks.
+const MEMORY_ADDRESS_SPACE: u64 = 32 << 40;
+/// wasmtime's guard after each memory when a memory's slot is 4 GiB or
+/// more (bounds checks are then elided).
+const LARGE_GUARD: u64 = 32 << 20;
+/// wasmtime's default reservation for a 32-bit memory.
+const DEFAULT_RESERVATION: u64 = 4 << 30;
+/// The guard after each memory when slots are smaller (bounds checks are
+/// compiled in then, and the guard need not be large).
+const SMALL_GUARD: u64 = 64 << 10;
+/// Memory mappings one live instance costs (its memories, tables and
+/// stack with their guards), as measured with 10,000.
+pub const MAPPINGS_PER_INSTANCE: u64 = 6;
+
+/// How large each live instance's memories may be, so that the memories of
+/// `config.max_instances` of them fit the address space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemorySlots {
+    /// Largest memory of one instance (all its memories together are
+    /// also capped by its service's limit).
+    pub max_memory_bytes: u64,
+    /// Guard after each memory.
+    pub guard_bytes: u64,
+    /// Whether `config.max_memory_bytes` had to be lowered to fit.
+    pub lowered: bool,
+}
+
+impl MemorySlots {
+    /// Sizes the pool's memory slots for `config`.
+    pub fn for_config(config: &DaemonConfig) -> MemorySlots {
+        let memories =
+            u64::from(config.max_instances + POOL_HEADROOM) * u64::from(MEMORIES_PER_COMPONENT);
+        let wanted = config.max_memory_bytes;
+        // wasmtime's default slot: at least 4 GiB, then the guard.
+        if memories * (wanted.max(DEFAULT_RESERVATION) + LARGE_GUARD) <= MEMORY_ADDRESS_SPACE {
+            return MemorySlots {
+                max_memory_bytes: wanted,
+                guard_bytes: LARGE_GUARD,
+                lowered: false,
+            };
+        }
+        let room = (MEMORY_ADDRESS_SPACE / memories).saturating_sub(SMALL_GUARD);
+        // A power of two (at least one wasm page), so the limit reads well.
+        let fits = if room < 1 << 16 {
+            1 << 16
+        } else {
+            1u64 << (63 - room.leading_zeros())
+        };
+        MemorySlots {
+            max_memory_bytes: fits.min(wanted),
+            guard_bytes: SMALL_GUARD,
+            lowered: fits < wanted,
+        }
+    }
+}
+
 fn wasmtime_config(config: &DaemonConfig) -> Config {
     let live = config.max_instances + POOL_HEADROOM;
+    let slots = MemorySlots::for_config(config);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(live)
         .total_core_instances(live * CORE_INSTANCES_PER_COMPONENT)
         .total_memories(live * MEMORIES_PER_COMPONENT)
         .total_tables(live * TABLES_PER_COMPONENT)
         .total_stacks(live)
-        .max_memory_size(config.max_memory_bytes as usize)
+        .max_memory_size(slots.max_memory_bytes as usize)
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(TABLE_KEEP_RESIDENT)
         .pagemap_scan(wasmtime::Enabled::Auto);
     let mut wasm = Config::new();
+    if slots.guard_bytes == SMALL_GUARD {
+        wasm.memory_reservation(slots.max_memory_bytes)
+            .memory_guard_size(SMALL_GUARD)
+            .memory_reservation_for_growth(0);
+    }
     wasm.epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     wasm
@@ -759,6 +824,38 @@ fn root_cause(e: &wasmtime::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_slots_shrink_only_when_the_instances_do_not_fit() {
+        let config = |max_instances| DaemonConfig {
+            max_instances,
+            ..DaemonConfig::default()
+        };
+        let few = MemorySlots::for_config(&config(1000));
+        assert_eq!(few.max_memory_bytes, 4 << 30);
+        assert!(!few.lowered);
+        assert_eq!(few.guard_bytes, LARGE_GUARD);
+        let many = MemorySlots::for_config(&config(100_000));
+        assert!(many.lowered);
+        assert_eq!(many.max_memory_bytes, 128 << 20);
+        assert_eq!(many.guard_bytes, SMALL_GUARD);
+        let memories = u64::from(100_000 + POOL_HEADROOM) * u64::from(MEMORIES_PER_COMPONENT);
+        assert!(memories * (many.max_memory_bytes + many.guard_bytes) <= MEMORY_ADDRESS_SPACE);
+        // The daemon lowers its limit to what fits; sized again, that
+        // still fits.
+        let lowered = DaemonConfig {
+            max_memory_bytes: many.max_memory_bytes,
+            ..config(100_000)
+        };
+        let again = MemorySlots::for_config(&lowered);
+        assert_eq!(
+            (again.max_memory_bytes, again.guard_bytes),
+            (many.max_memory_bytes, many.guard_bytes)
+        );
+        // An engine sized for them builds.
+        let engine = wasmtime::Engine::new(&wasmtime_config(&lowered));
+        assert!(engine.is_ok(), "{:?}", engine.err());
+    }
 
     #[test]
     fn headers_are_told_apart() {
