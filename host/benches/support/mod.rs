@@ -62,20 +62,11 @@ impl BareHost {
         BareHost::with_config(bytes, &config)
     }
 
-    /// The same on an engine set up as mesh's is: the pooling allocator
-    /// (1,000 instances, 4 GiB per memory at most) and epoch interruption.
+    /// The same on an engine set up exactly as mesh's is (its own
+    /// `wasmtime_config` for the default daemon settings: the pooling
+    /// allocator, memory kept resident, epoch interruption).
     pub fn pooled(bytes: &[u8]) -> anyhow::Result<BareHost> {
-        let mut pool = wasmtime::PoolingAllocationConfig::new();
-        pool.total_component_instances(1000)
-            .total_core_instances(4000)
-            .total_memories(2000)
-            .total_tables(4000)
-            .total_stacks(1000)
-            .max_memory_size(4 << 30);
-        let mut config = wasmtime::Config::new();
-        config
-            .epoch_interruption(true)
-            .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        let config = mesh_host::runtime::engine::wasmtime_config(&mesh_host::DaemonConfig::default());
         BareHost::with_config(bytes, &config)
     }
 

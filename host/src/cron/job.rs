@@ -394,7 +394,7 @@ async fn sleep_until(at: Option<DateTime<Utc>>) {
     match at {
         Some(at) => {
             let wait = (at - Utc::now()).to_std().unwrap_or_default();
-            tokio::time::sleep(wait).await;
+            super::clock::sleep_until(std::time::Instant::now() + wait).await;
         }
         None => std::future::pending().await,
     }

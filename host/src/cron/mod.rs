@@ -10,6 +10,7 @@
 //! - `history`: the last runs of every job, on disk.
 //! - [`Scheduler`] (here): owns every job, converging them to desired state.
 
+mod clock;
 pub mod history;
 pub mod job;
 pub mod schedule;

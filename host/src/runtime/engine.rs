@@ -741,7 +741,10 @@ impl MemorySlots {
     }
 }
 
-fn wasmtime_config(config: &DaemonConfig) -> Config {
+/// The wasmtime configuration the engine is built with for `config`
+/// (public so that benchmarks compare against a bare host set up the
+/// same way).
+pub fn wasmtime_config(config: &DaemonConfig) -> Config {
     let live = config.max_instances + POOL_HEADROOM;
     let slots = MemorySlots::for_config(config);
     let mut pool = PoolingAllocationConfig::new();
