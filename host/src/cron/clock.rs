@@ -89,10 +89,7 @@ impl Clock {
                         .unwrap_or_else(|e| e.into_inner())
                         .0
                 }
-                None => self
-                    .changed
-                    .wait(waits)
-                    .unwrap_or_else(|e| e.into_inner()),
+                None => self.changed.wait(waits).unwrap_or_else(|e| e.into_inner()),
             };
         }
     }

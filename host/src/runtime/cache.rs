@@ -153,16 +153,21 @@ fn read_in(engine: &wasmtime::Engine, dir: &Path, digest: &Digest) -> Option<Com
         tracing::warn!(path = %path.display(), "compiled code does not match its checksum: compiling again");
         return None;
     }
-    // SAFETY: the bytes were written by `write_in` (of this daemon, or of
+    let kind = wasmtime::Engine::detect_precompiled(&bytes);
+    drop(bytes);
+    // The checked file is mapped, not copied: large code then costs only
+    // the pages it runs (a restarted daemon serves sooner).
+    // SAFETY: the file was written by `write_in` (of this daemon, or of
     // another sharing the cache, which must be private to the daemon's
     // user) from code compiled by an engine with the same compatibility
-    // hash (it is part of the directory name), and they match the checksum
-    // written with them, so they are what wasmtime produced.
-    let read = match wasmtime::Engine::detect_precompiled(&bytes) {
+    // hash (it is part of the directory name), and it matches the checksum
+    // written with it, so it is what wasmtime produced. Files in the cache
+    // are only ever replaced whole (renamed over), never written in place.
+    let read = match kind {
         Some(wasmtime::Precompiled::Module) => unsafe {
-            wasmtime::Module::deserialize(engine, &bytes).map(Compiled::Module)
+            wasmtime::Module::deserialize_file(engine, &path).map(Compiled::Module)
         },
-        _ => unsafe { Component::deserialize(engine, &bytes).map(Compiled::Component) },
+        _ => unsafe { Component::deserialize_file(engine, &path).map(Compiled::Component) },
     };
     match read {
         Ok(compiled) => Some(compiled),
