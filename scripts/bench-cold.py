@@ -25,7 +25,6 @@ Writes KEY=VALUE lines to RESULTS_FILE (empty value: not measured).
 import http.client
 import os
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -33,6 +32,8 @@ import sys
 import tempfile
 import threading
 import time
+
+import benchd
 
 POLL_S = 0.005
 
@@ -73,15 +74,6 @@ def first_ok(port, host, process, limit_s=300):
     raise SystemExit(f"no 200 from 127.0.0.1:{port} (Host {host}) in {limit_s}s (last: {last})")
 
 
-def stop(process):
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def main():
     mesh, big, results = sys.argv[1], sys.argv[2], sys.argv[3]
     restarts = int(os.environ.get("RESTARTS", "3"))
@@ -103,13 +95,8 @@ def main():
     daemon = up()
     others = []
     try:
-        for _ in range(300):
-            if os.path.exists(f"{data}/daemon.json") and os.path.getsize(f"{data}/daemon.json"):
-                break
-            time.sleep(0.1)
-        env = dict(os.environ, MESH_DATA_DIR=data)
-        env.pop("MESH_API_URL", None)
-        env.pop("MESH_TOKEN", None)
+        benchd.wait_up(data, daemon)
+        env = benchd.client_env(data)
 
         # (a) Upload to first answer.
         started = time.monotonic()
@@ -133,7 +120,7 @@ def main():
         # (b) Restarts, on a warm compiled cache.
         to_first, ready = [], []
         for _ in range(restarts):
-            stop(daemon)
+            benchd.stop(daemon)
             # The daemon removes daemon.json on a clean exit; should one be
             # left behind, its appearing would be seen too early.
             if os.path.exists(f"{data}/daemon.json"):
@@ -163,7 +150,7 @@ def main():
         restart_to_first = statistics.median(to_first)
         restart_ready = statistics.median(ready) if ready else None
         # The peer runs on a quiet machine.
-        stop(daemon)
+        benchd.stop(daemon)
 
         # The peer: wasmtime serve of the same file, uncached and cached.
         wasmtime_first = wasmtime_cached = None
@@ -186,7 +173,7 @@ def main():
                     print(f"wasmtime serve ({codegen}): {e}", file=sys.stderr)
                     return None
                 finally:
-                    stop(process)
+                    benchd.stop(process)
 
             wasmtime_first = serve("cache=n")
             serve(f"cache=y,cache-config={cache_config}")  # fills the cache
@@ -212,7 +199,7 @@ def main():
               f"{', '.join(f'{t:.1f}' for t in to_first)}); wasmtime serve {show(wasmtime_first) or '-'} ms, "
               f"cached {show(wasmtime_cached) or '-'} ms")
     finally:
-        stop(daemon)
+        benchd.stop(daemon)
         subprocess.run(["rm", "-rf", data, *others])
 
 

@@ -36,6 +36,8 @@ import time
 import urllib.error
 import urllib.request
 
+import benchd
+
 
 def ns(stamp):
     """An RFC 3339 UTC time (`2026-12-01T01:59:28.473227123Z`) in ns since the epoch."""
@@ -64,16 +66,10 @@ def main():
         stdout=log, stderr=log)
     load = None
     try:
-        for _ in range(300):
-            if os.path.exists(f"{data}/daemon.json") and os.path.getsize(f"{data}/daemon.json"):
-                break
-            time.sleep(0.1)
-        info = json.load(open(f"{data}/daemon.json"))
+        info = benchd.wait_up(data, daemon)
         api, token = info["api_url"].rstrip("/"), info["token"]
         ingress = info["http_url"].rstrip("/")
-        env = dict(os.environ, MESH_DATA_DIR=data)
-        env.pop("MESH_API_URL", None)
-        env.pop("MESH_TOKEN", None)
+        env = benchd.client_env(data)
 
         def call(method, path, body=None):
             request = urllib.request.Request(
@@ -186,11 +182,7 @@ def main():
         if load is not None:
             load.kill()
             load.wait()
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
+        benchd.stop(daemon)
         subprocess.run(["rm", "-rf", data])
 
 

@@ -17,12 +17,13 @@ RESULTS_FILE.
 """
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+
+import benchd
 
 
 def memory_kib(pid):
@@ -51,15 +52,9 @@ def main():
          "--max-instances", str(count + 100), "--container-network", "10.217.0.1/24"],
         stdout=log, stderr=log)
     try:
-        for _ in range(300):
-            if os.path.exists(f"{data}/daemon.json") and os.path.getsize(f"{data}/daemon.json"):
-                break
-            time.sleep(0.1)
-        info = json.load(open(f"{data}/daemon.json"))
+        info = benchd.wait_up(data, daemon)
         api, token = info["api_url"].rstrip("/"), info["token"]
-        env = dict(os.environ, MESH_DATA_DIR=data)
-        env.pop("MESH_API_URL", None)
-        env.pop("MESH_TOKEN", None)
+        env = benchd.client_env(data)
         subprocess.run([mesh, "stack", "deploy", "app", wasm], env=env, check=True,
                        stdout=subprocess.DEVNULL)
         time.sleep(1)
@@ -114,11 +109,7 @@ def main():
               f"(daemon RSS {before} -> {after} KiB), "
               f"GET /v1/services {times[len(times) // 2]:.1f} ms")
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
+        benchd.stop(daemon)
         subprocess.run(["rm", "-rf", data])
 
 

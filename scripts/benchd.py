@@ -1,0 +1,45 @@
+"""What the benchmark scripts share: a mesh daemon of their own.
+
+    import benchd
+    daemon = subprocess.Popen([mesh, "up", "--data-dir", data, ...])
+    info = benchd.wait_up(data, daemon)    # daemon.json: api_url, token, ...
+    env = benchd.client_env(data)          # for `mesh` CLI calls
+    benchd.stop(daemon)                    # SIGTERM, then SIGKILL after 60 s
+"""
+import json
+import os
+import signal
+import subprocess
+import time
+
+
+def wait_up(data, daemon, limit_s=30):
+    """daemon.json of the daemon in `data`, once it is written; exits if
+    the daemon ends first or takes longer than limit_s."""
+    path = os.path.join(data, "daemon.json")
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if os.path.exists(path) and os.path.getsize(path):
+            return json.load(open(path))
+        if daemon.poll() is not None:
+            raise SystemExit(f"mesh up exited with {daemon.returncode} before writing {path}")
+        time.sleep(0.01)
+    raise SystemExit(f"no {path} after {limit_s}s")
+
+
+def client_env(data):
+    """The environment for CLI calls to the daemon in `data` only."""
+    env = dict(os.environ, MESH_DATA_DIR=data)
+    env.pop("MESH_API_URL", None)
+    env.pop("MESH_TOKEN", None)
+    return env
+
+
+def stop(daemon):
+    """Asks the daemon to stop, and kills it if it has not within 60 s."""
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait()
