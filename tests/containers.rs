@@ -584,29 +584,30 @@ fn service_run_opens_a_shell_in_a_new_container() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "got ping\n");
 }
 
+/// Creates worker `name` in stack `boxes` running busybox `sh -c script`
+/// (with `settings` before the command), and waits until it is running
+/// and has logged `ready`.
+fn ready_shell(d: &Daemon, name: &str, settings: &[&str], script: &str) {
+    let mut args = vec!["svc", "create", "-n", name, "--stack", "boxes"];
+    args.extend_from_slice(settings);
+    args.extend_from_slice(&["--", "busybox", "sh", "-c", script]);
+    d.ok(&args);
+    d.wait_running(name, 1);
+    wait_until(Duration::from_secs(10), "ready", || {
+        logs(d, name).iter().any(|l| l == "ready")
+    });
+}
+
 #[test]
 fn stopping_a_container_asks_first_then_kills_after_the_stop_timeout() {
     let mut d = Daemon::start();
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
+    ready_shell(
+        &d,
         "stubborn",
-        "--stack",
-        "boxes",
-        "--stop-timeout",
-        "2s",
-        "--",
-        "busybox",
-        "sh",
-        "-c",
+        &["--stop-timeout", "2s"],
         "trap 'echo got TERM' TERM; echo ready; while true; do sleep 1; done",
-    ]);
-    d.wait_running("stubborn", 1);
-    wait_until(Duration::from_secs(10), "ready", || {
-        logs(&d, "stubborn").iter().any(|l| l == "ready")
-    });
+    );
     let marker = "trap 'echo got TERM'";
     assert_eq!(processes(marker).len(), 1, "{:?}", processes(marker));
     let asked = Instant::now();
@@ -622,23 +623,12 @@ fn stopping_a_container_asks_first_then_kills_after_the_stop_timeout() {
     assert!(took < Duration::from_secs(8), "took {took:?}");
 
     // A daemon shutting down asks its containers to stop too.
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
+    ready_shell(
+        &d,
         "polite",
-        "--stack",
-        "boxes",
-        "--",
-        "busybox",
-        "sh",
-        "-c",
+        &[],
         "trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 0.2; done",
-    ]);
-    d.wait_running("polite", 1);
-    wait_until(Duration::from_secs(10), "ready", || {
-        logs(&d, "polite").iter().any(|l| l == "ready")
-    });
+    );
     assert!(d.terminate().success());
     let log = std::fs::read_to_string(d.data_dir().join("logs/default/boxes/polite.log")).unwrap();
     assert!(log.contains("got TERM"), "{log}");

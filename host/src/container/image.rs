@@ -341,9 +341,6 @@ pub fn settings(dir: &Path) -> Option<ImageSettings> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Removes unpacks a crash left half-made under `root`.
-pub use crate::store::clean_partial;
-
 /// A blob of the OCI layout, checked against its digest.
 fn oci_blob(
     name: &str,

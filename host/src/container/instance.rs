@@ -149,7 +149,7 @@ impl Containers {
         for d in [&images, &bundles, &state] {
             std::fs::create_dir_all(d)?;
         }
-        image::clean_partial(&images);
+        crate::store::clean_partial(&images);
         use sha2::Digest as _;
         let canonical = data_dir
             .canonicalize()
@@ -678,7 +678,7 @@ impl Drop for Running {
         }
         // Dropped while running (its owner was stopped): stop it in the
         // background, politely first, then clean up after it.
-        let rest = Running {
+        let mut rest = Running {
             address: self.address,
             stdin: None,
             stdout: None,
@@ -696,14 +696,13 @@ impl Drop for Running {
         self.exit = Some(Exit::KILLED);
         if tokio::runtime::Handle::try_current().is_ok() {
             // Tracked, so a daemon shutting down waits for it.
-            let mut rest = rest;
             self.stopping.spawn(async move {
                 rest.stop().await;
                 rest.drain_output().await;
             });
         } else {
-            // No runtime: closing the socket makes the shim kill it.
-            let mut rest = rest;
+            // No runtime: closing the socket (dropping it, ended) makes
+            // the shim kill it.
             rest.exit = Some(Exit::KILLED);
         }
     }

@@ -14,8 +14,10 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-/// Past this many waits held, the ones nobody waits on any more are
-/// dropped (a job that woke for another reason leaves its wait behind).
+/// Waits held before the ones nobody waits on any more are first dropped
+/// (a job that woke for another reason leaves its wait behind); after
+/// each pruning, the next comes at twice what is left, so pruning stays
+/// cheap however many jobs there are.
 const PRUNE_AT: usize = 4096;
 
 struct Wait {
@@ -45,10 +47,11 @@ impl Ord for Wait {
     }
 }
 
-#[derive(Default)]
 struct Waits {
     heap: BinaryHeap<Reverse<Wait>>,
     seq: u64,
+    /// Size at which the heap is pruned next.
+    prune_at: usize,
 }
 
 struct Clock {
@@ -61,7 +64,11 @@ fn clock() -> &'static Clock {
     static CLOCK: OnceLock<&'static Clock> = OnceLock::new();
     CLOCK.get_or_init(|| {
         let clock: &'static Clock = Box::leak(Box::new(Clock {
-            waits: Mutex::new(Waits::default()),
+            waits: Mutex::new(Waits {
+                heap: BinaryHeap::new(),
+                seq: 0,
+                prune_at: PRUNE_AT,
+            }),
             changed: Condvar::new(),
         }));
         std::thread::Builder::new()
@@ -103,16 +110,23 @@ pub async fn sleep_until(at: Instant) {
     }
     let (wake, woken) = oneshot::channel();
     let clock = clock();
-    {
+    let earliest = {
         let mut waits = clock.waits.lock().unwrap_or_else(|e| e.into_inner());
-        if waits.heap.len() >= PRUNE_AT {
+        if waits.heap.len() >= waits.prune_at {
             waits.heap.retain(|w| !w.0.wake.is_closed());
+            waits.prune_at = PRUNE_AT.max(2 * waits.heap.len());
         }
         waits.seq += 1;
         let seq = waits.seq;
+        let earliest = waits.heap.peek().is_none_or(|w| at < w.0.at);
         waits.heap.push(Reverse(Wait { at, seq, wake }));
+        earliest
+    };
+    // The clock sleeps to its earliest deadline: only an earlier one
+    // needs it awake.
+    if earliest {
+        clock.changed.notify_one();
     }
-    clock.changed.notify_one();
     let _ = woken.await;
 }
 

@@ -68,7 +68,7 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
     files::make_files_private(&data_dir)?;
     files::report_map_count_limit(config.max_instances);
     let slots = MemorySlots::for_config(&config);
-    if slots.lowered {
+    if slots.max_memory_bytes < config.max_memory_bytes {
         tracing::warn!(
             "the memories of {} live instances must fit the address space: each instance may use at most {} of memory (fewer --max-instances allow more)",
             config.max_instances,

@@ -147,14 +147,15 @@ fn sum_path(dir: &Path, digest: &Digest) -> PathBuf {
 
 fn read_in(engine: &wasmtime::Engine, dir: &Path, digest: &Digest) -> Option<Compiled> {
     let path = dir.join(format!("{}.cwasm", digest.hex()));
-    let bytes = std::fs::read(&path).ok()?;
     let want = std::fs::read_to_string(sum_path(dir, digest)).ok()?;
-    if hex::encode(sha2::Sha256::digest(&bytes)) != want.trim() {
+    // Hashed as it is read, not read whole: the file is mapped below.
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(&path).ok()?, &mut hasher).ok()?;
+    if hex::encode(hasher.finalize()) != want.trim() {
         tracing::warn!(path = %path.display(), "compiled code does not match its checksum: compiling again");
         return None;
     }
-    let kind = wasmtime::Engine::detect_precompiled(&bytes);
-    drop(bytes);
+    let kind = wasmtime::Engine::detect_precompiled_file(&path).ok()?;
     // The checked file is mapped, not copied: large code then costs only
     // the pages it runs (a restarted daemon serves sooner).
     // SAFETY: the file was written by `write_in` (of this daemon, or of

@@ -237,9 +237,6 @@ pub fn unpack(name: &str, archive: &[u8], dest: &Path) -> Result<u64, FilesError
     result
 }
 
-/// Removes unpacks a crash left half-made under `root`.
-pub use crate::store::clean_partial;
-
 fn unpack_into(name: &str, archive: &[u8], dir: &Path) -> Result<u64, FilesError> {
     let broken = |reason: String| FilesError::Broken {
         folder: name.to_string(),
