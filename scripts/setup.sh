@@ -6,10 +6,11 @@ cd "$(dirname "$0")/.."
 
 # The daemon links libseccomp (containers' system call filter), found
 # through pkg-config; containers are set up with iproute2 and nsenter, and
-# kept from the host's own services by an nftables table.
+# kept from the host's own services by an nftables table. The etcd client
+# is generated from etcd's protocol files at build time by protoc.
 . scripts/need.sh
 need pkg-config pkg-config lib:libseccomp libseccomp-dev ip iproute2 \
-  nsenter util-linux nft nftables
+  nsenter util-linux nft nftables protoc protobuf-compiler
 
 # RUSTUP_AUTO_INSTALL=0 on our machines: rust-toolchain.toml's target is not
 # added by itself.

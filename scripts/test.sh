@@ -8,9 +8,11 @@ scripts/setup.sh
 
 # The queue-worker tests talk to a real Redis server; the terminal tests
 # drive `mesh service run` in tmux; the HTTPS tests use curl.
-# The container bench compares with runc.
+# The container bench compares with runc. The cluster tests start a real
+# etcd cluster (Debian's etcd-server) and ask it things with etcdctl.
 . scripts/need.sh
-need redis-server redis-server tmux tmux curl curl runc runc
+need redis-server redis-server tmux tmux curl curl runc runc \
+  etcd etcd-server etcdctl etcd-client
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

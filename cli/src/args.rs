@@ -263,6 +263,13 @@ pub struct EnvSetArgs {
 /// `mesh up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
+    /// Where desired state lives: `sqlite` (a file in the data directory,
+    /// for one machine) or `etcd://HOST:PORT[,HOST:PORT...]`, an etcd
+    /// cluster several hosts share. Give every member: calls move on to
+    /// the next while one is down.
+    #[arg(long, default_value = "sqlite", value_name = "URL", env = "MESH_STORE")]
+    pub store: String,
+
     /// A directory of compiled code shared with other daemons on this
     /// machine: read when this daemon's cache lacks code, filled after
     /// each compile, never cleaned by the daemon. Trust it like the data

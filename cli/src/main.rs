@@ -130,6 +130,8 @@ fn up(data_dir: Option<std::path::PathBuf>, args: UpArgs) -> anyhow::Result<()> 
         shared_cache: args.shared_cache,
         container_network: args.container_network,
         max_image_bytes: parse("--max-image", &args.max_image)?,
+        store: mesh_host::config::StoreConfig::parse(&args.store)
+            .map_err(|e| anyhow::anyhow!("--store: {e}"))?,
         ..mesh_host::DaemonConfig::default()
     };
     // wasmtime makes an error each time a store with a component ends, and

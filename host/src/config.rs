@@ -90,6 +90,45 @@ pub struct DaemonConfig {
     pub container_network: String,
     /// Largest container image upload, in bytes.
     pub max_image_bytes: u64,
+    /// Where desired state lives.
+    pub store: StoreConfig,
+}
+
+/// Where desired state lives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// SQLite in the data directory: one machine.
+    #[default]
+    Embedded,
+    /// An etcd cluster the hosts share: its members, as `http://host:port`.
+    Etcd(Vec<String>),
+}
+
+impl StoreConfig {
+    /// Parses `--store`: `sqlite` (the embedded default) or
+    /// `etcd://HOST:PORT[,HOST:PORT...]`.
+    pub fn parse(text: &str) -> Result<StoreConfig, String> {
+        if text == "sqlite" {
+            return Ok(StoreConfig::Embedded);
+        }
+        let Some(members) = text.strip_prefix("etcd://") else {
+            return Err(format!(
+                "`{text}` is not a store: use sqlite or etcd://HOST:PORT[,HOST:PORT...]"
+            ));
+        };
+        let mut endpoints = Vec::new();
+        for member in members.trim_end_matches('/').split(',') {
+            let port = member.rsplit_once(':').and_then(|(host, port)| {
+                (!host.is_empty()).then_some(())?;
+                port.parse::<u16>().ok()
+            });
+            if port.is_none() {
+                return Err(format!("etcd member `{member}` is not HOST:PORT"));
+            }
+            endpoints.push(format!("http://{member}"));
+        }
+        Ok(StoreConfig::Etcd(endpoints))
+    }
 }
 
 /// The containers' bridge: the daemon's address on it and the prefix.
@@ -127,6 +166,33 @@ impl Default for DaemonConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             container_network: DEFAULT_CONTAINER_NETWORK.to_string(),
             max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
+            store: StoreConfig::Embedded,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_name_etcd_members() {
+        assert_eq!(StoreConfig::parse("sqlite").unwrap(), StoreConfig::Embedded);
+        assert_eq!(
+            StoreConfig::parse("etcd://127.0.0.1:2379,10.0.0.2:2379").unwrap(),
+            StoreConfig::Etcd(vec![
+                "http://127.0.0.1:2379".into(),
+                "http://10.0.0.2:2379".into()
+            ])
+        );
+        for bad in [
+            "http://x:1",
+            "etcd://x",
+            "etcd://:1",
+            "etcd://x:port",
+            "etcd://a:1,",
+        ] {
+            assert!(StoreConfig::parse(bad).is_err(), "{bad}");
         }
     }
 }

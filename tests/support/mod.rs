@@ -3,6 +3,8 @@
 //! `mesh` binary, running real guest components.
 #![allow(dead_code)]
 
+pub mod etcd;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Once;

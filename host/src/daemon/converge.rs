@@ -15,6 +15,9 @@ use crate::runtime::Engine;
 use crate::services::Supervisor;
 use crate::store::Store;
 
+/// Pause before reading desired state again after a failed read.
+const RETRY_READ: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the loop reads and drives.
 pub struct Converge {
     store: Store,
@@ -59,7 +62,13 @@ impl Converge {
                         stacks = Some(desired.stacks);
                     }
                 }
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot read desired state"),
+                Err(e) => {
+                    // A remote store may be back in a moment: try again
+                    // rather than wait for a change that was perhaps missed.
+                    tracing::error!(error = %format!("{e:#}"), "cannot read desired state");
+                    tokio::time::sleep(RETRY_READ).await;
+                    continue;
+                }
             }
             tokio::select! {
                 changed = revisions.changed() => {

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, ApiState};
-use crate::config::{DaemonConfig, DEFAULT_API_MAX_CONNECTIONS, SHUTDOWN_GRACE};
+use crate::config::{DaemonConfig, StoreConfig, DEFAULT_API_MAX_CONNECTIONS, SHUTDOWN_GRACE};
 use crate::container::Containers;
 use crate::cron::{Histories, Scheduler};
 use crate::ingress::{tls, ConnLimits, Connections, Ingress, Limits};
@@ -77,7 +77,10 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
         config.max_memory_bytes = slots.max_memory_bytes;
     }
 
-    let store = Store::open_sqlite(&data_dir)?;
+    let store = match &config.store {
+        StoreConfig::Embedded => Store::open_sqlite(&data_dir)?,
+        StoreConfig::Etcd(endpoints) => Store::open_etcd(endpoints.clone()).await?,
+    };
     let admin_token = files::operator_token(&data_dir, store.legacy_operator_token().await?)?;
     store.bootstrap(&admin_token).await?;
     let engine = Arc::new(Engine::new(&config, Blobs::open(&data_dir)?)?);

@@ -3,6 +3,7 @@
 //!
 //! - `kv`: the etcd-shaped interface every backend implements.
 //! - `sqlite`: the embedded backend, one file in the data directory.
+//! - `etcd`: the cluster backend, an etcd v3 cluster the hosts share.
 //! - `blobs`: content-addressed code storage.
 //!
 //! Keys:
@@ -15,6 +16,7 @@
 //! - `/endpoints/<host><path>`: the service an endpoint is bound to.
 
 pub mod blobs;
+mod etcd;
 mod kv;
 mod sqlite;
 
@@ -26,6 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use blobs::{clean_partial, partial_beside, Blobs};
+pub use etcd::EtcdKv;
 pub use kv::{Change, Compare, KeyValue, Kv, KvError, Op, Txn};
 pub use sqlite::SqliteKv;
 
@@ -137,6 +140,17 @@ impl Store {
         let path = data_dir.join("state.db");
         let kv = SqliteKv::open(&path)
             .with_context(|| format!("opening the state store {}", path.display()))?;
+        Ok(Store { kv: Arc::new(kv) })
+    }
+
+    /// Connects to an etcd cluster (`endpoints` as `http://host:port`),
+    /// failing when no member answers.
+    pub async fn open_etcd(endpoints: Vec<String>) -> anyhow::Result<Store> {
+        let shown = endpoints.join(",");
+        let kv = tokio::task::spawn_blocking(move || EtcdKv::connect(endpoints))
+            .await
+            .context("connecting to etcd")?
+            .with_context(|| format!("opening the state store at etcd {shown}"))?;
         Ok(Store { kv: Arc::new(kv) })
     }
 

@@ -1,0 +1,196 @@
+//! mesh on etcd: the state store's etcd backend against a real 3-member
+//! etcd cluster on loopback, and the real daemon keeping its state there
+//! while members die.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use mesh_host::store::{Compare, EtcdKv, Kv, KvError, Txn};
+use support::etcd::Etcd;
+use support::{mesh_bin, Daemon};
+
+/// Waits until the subscription has seen `revision`.
+fn wait_seen(rx: &mut tokio::sync::watch::Receiver<u64>, revision: u64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while *rx.borrow_and_update() < revision {
+        assert!(
+            Instant::now() < deadline,
+            "the subscription saw {} but not {revision}",
+            *rx.borrow()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_etcd_store_swaps_reads_at_one_revision_follows_and_outlives_its_leader() {
+    let mut etcd = Etcd::start(3);
+    let kv = EtcdKv::connect(etcd.endpoints()).unwrap();
+    let start = kv.revision().unwrap();
+
+    // Writes and reads, with etcd's revisions.
+    let first = kv.txn(Txn::new().put("/a/1", b"one".to_vec())).unwrap();
+    assert!(first > start);
+    let got = kv.get("/a/1").unwrap().unwrap();
+    assert_eq!((got.mod_rev, got.value.as_slice()), (first, &b"one"[..]));
+    assert_eq!(kv.get("/a/missing").unwrap(), None);
+
+    // Compare-and-swap: a stale writer is refused and told which key.
+    let second = kv
+        .txn(
+            Txn::new()
+                .when(Compare::ModRev("/a/1".into(), first))
+                .put("/a/1", b"two".to_vec())
+                .put("/b/1", b"x".to_vec()),
+        )
+        .unwrap();
+    let stale = kv.txn(
+        Txn::new()
+            .when(Compare::ModRev("/a/1".into(), first))
+            .put("/a/1", b"three".to_vec()),
+    );
+    assert!(
+        matches!(&stale, Err(KvError::Conflict(k)) if k == "/a/1"),
+        "{stale:?}"
+    );
+    let taken = kv.txn(
+        Txn::new()
+            .when(Compare::Absent("/b/0".into()))
+            .when(Compare::Absent("/b/1".into()))
+            .put("/b/1", b"y".to_vec()),
+    );
+    assert!(
+        matches!(&taken, Err(KvError::Conflict(k)) if k == "/b/1"),
+        "{taken:?}"
+    );
+    assert_eq!(kv.get("/a/1").unwrap().unwrap().value, b"two");
+    // A key written twice in one transaction: the last write counts.
+    kv.txn(
+        Txn::new()
+            .put("/a/2", b"first".to_vec())
+            .delete("/a/2")
+            .put("/a/2", b"last".to_vec()),
+    )
+    .unwrap();
+    assert_eq!(kv.get("/a/2").unwrap().unwrap().value, b"last");
+
+    // Several prefixes at one revision, in key order.
+    let (ranges, at) = kv.ranges(&["/a/", "/b/"]).unwrap();
+    let keys: Vec<Vec<&str>> = ranges
+        .iter()
+        .map(|r| r.iter().map(|kv| kv.key.as_str()).collect())
+        .collect();
+    assert_eq!(keys, [vec!["/a/1", "/a/2"], vec!["/b/1"]]);
+    assert_eq!(at, kv.revision().unwrap());
+
+    // The change feed replays history, deletes included.
+    kv.txn(Txn::new().delete("/b/1")).unwrap();
+    let changes = kv.changes_since(first).unwrap();
+    let seen: Vec<(&str, bool)> = changes
+        .iter()
+        .map(|c| (c.key.as_str(), c.value.is_some()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("/a/1", true),
+            ("/b/1", true),
+            ("/a/2", true),
+            ("/b/1", false)
+        ]
+    );
+    assert_eq!(changes[0].rev, second);
+
+    // A subscription follows commits.
+    let mut rx = kv.subscribe();
+    let third = kv.txn(Txn::new().put("/a/3", b"3".to_vec())).unwrap();
+    wait_seen(&mut rx, third);
+
+    // History compacted away is reported as such; the subscription
+    // carries on.
+    let now = kv.revision().unwrap();
+    etcd.etcdctl(&[0, 1, 2], &["compact", &now.to_string()]);
+    let compacted = kv.changes_since(first);
+    assert!(
+        matches!(compacted, Err(KvError::Compacted(r)) if r == first),
+        "{compacted:?}"
+    );
+
+    // The leader dies: writes go on after the election, the subscription
+    // resumes from another member, and nothing written is lost.
+    let leader = etcd.leader();
+    etcd.kill9(leader);
+    let began = Instant::now();
+    let after = kv.txn(Txn::new().put("/a/4", b"4".to_vec())).unwrap();
+    let took = began.elapsed();
+    assert!(took < Duration::from_secs(10), "a write took {took:?}");
+    wait_seen(&mut rx, after);
+    for key in ["/a/1", "/a/2", "/a/3", "/a/4"] {
+        assert!(kv.get(key).unwrap().is_some(), "{key} lost");
+    }
+    // It comes back and catches up.
+    etcd.restart(leader);
+    let back = etcd.etcdctl(&[leader], &["get", "/a/4", "--print-value-only"]);
+    assert_eq!(back.trim(), "4");
+}
+
+#[test]
+fn a_daemon_keeps_its_state_in_etcd_across_restarts_and_a_dead_leader() {
+    let mut etcd = Etcd::start(3);
+    let url = etcd.url();
+    let mut d = Daemon::start_with(&["--store", &url]);
+    d.create("ticker", &["--instances", "2"], &["queue"]);
+    d.wait_running("ticker", 2);
+    // The service is in etcd, not in a file of the daemon.
+    let stored = etcd.etcdctl(&[0], &["get", "--prefix", "/services/", "--keys-only"]);
+    assert!(stored.contains("/services/default/app/ticker"), "{stored}");
+    assert!(!d.data_dir().join("state.db").exists());
+
+    // The etcd leader dies: the API still writes.
+    let leader = etcd.leader();
+    etcd.kill9(leader);
+    d.create("second", &[], &["queue"]);
+    d.wait_running("second", 1);
+    d.ok(&["svc", "update", "-n", "ticker", "--instances", "3"]);
+    d.wait_running("ticker", 3);
+
+    // A restarted daemon finds it all there.
+    d.restart();
+    d.wait_running("ticker", 3);
+    d.wait_running("second", 1);
+    etcd.restart(leader);
+}
+
+#[test]
+fn mesh_up_says_plainly_when_the_store_is_wrong_or_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = |store: &str| {
+        let began = Instant::now();
+        let out = Command::new(mesh_bin())
+            .args(["up", "--api", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--store", store])
+            .output()
+            .unwrap();
+        (out, began.elapsed())
+    };
+    let (out, _) = up("postgres://x");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a store"), "{err}");
+
+    // Nothing listens there: it gives up after the call deadline.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (out, took) = up(&format!("etcd://127.0.0.1:{port}"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no etcd member answered"), "{err}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}
