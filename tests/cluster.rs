@@ -27,7 +27,7 @@ fn wait_seen(rx: &mut tokio::sync::watch::Receiver<u64>, revision: u64) {
 #[test]
 fn the_etcd_store_swaps_reads_at_one_revision_follows_and_outlives_its_leader() {
     let mut etcd = Etcd::start(3);
-    let kv = EtcdKv::connect(etcd.endpoints()).unwrap();
+    let kv = EtcdKv::connect(etcd.endpoints(), &["/quiet/"]).unwrap();
     let start = kv.revision().unwrap();
 
     // Writes and reads, with etcd's revisions.
@@ -107,6 +107,11 @@ fn the_etcd_store_swaps_reads_at_one_revision_follows_and_outlives_its_leader() 
     let mut rx = kv.subscribe();
     let third = kv.txn(Txn::new().put("/a/3", b"3".to_vec())).unwrap();
     wait_seen(&mut rx, third);
+    // ... but not writes only to quiet keys (hosts' heartbeats).
+    kv.txn(Txn::new().put("/quiet/beat", b"1".to_vec()))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!rx.has_changed().unwrap(), "a quiet write woke subscribers");
 
     // History compacted away is reported as such; the subscription
     // carries on.
@@ -193,4 +198,99 @@ fn mesh_up_says_plainly_when_the_store_is_wrong_or_unreachable() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no etcd member answered"), "{err}");
     assert!(took < Duration::from_secs(20), "took {took:?}");
+}
+
+/// `mesh node ls --json` through this daemon, by name.
+fn nodes(d: &Daemon) -> Vec<serde_json::Value> {
+    serde_json::from_str(&d.ok(&["node", "ls", "--json"])).unwrap()
+}
+
+fn state_of(d: &Daemon, name: &str) -> String {
+    nodes(d)
+        .iter()
+        .find(|n| n["name"] == name)
+        .map_or("absent".into(), |n| {
+            n["state"].as_str().unwrap().to_string()
+        })
+}
+
+#[test]
+fn hosts_join_share_one_operator_token_and_see_each_other_come_and_go() {
+    let etcd = Etcd::start(3);
+    let url = etcd.url();
+    let hosts: Vec<Daemon> = ["host-a", "host-b", "host-c"]
+        .iter()
+        .map(|name| Daemon::start_with(&["--store", &url, "--node", name]))
+        .collect();
+    let (a, b) = (&hosts[0], &hosts[1]);
+    // One operator's token: each host's daemon.json works on every host.
+    for h in &hosts {
+        assert_eq!(h.info["token"], a.info["token"]);
+    }
+    let listed = nodes(b);
+    let names: Vec<&str> = listed.iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["host-a", "host-b", "host-c"]);
+    for (n, h) in listed.iter().zip(&hosts) {
+        assert_eq!(n["state"], "ready");
+        assert_eq!(
+            format!("http://{}", n["address"].as_str().unwrap()),
+            h.info["api_url"].as_str().unwrap()
+        );
+        assert_eq!(n["capacity_instances"], 1000);
+        assert!(n["runs"].as_array().unwrap().contains(&"wasm".into()));
+    }
+    let table = a.ok(&["node", "ls"]);
+    assert!(table.starts_with("NODE"), "{table}");
+
+    // Drained through one host, seen through another; resumed.
+    let out = hosts[2].ok(&["node", "drain", "host-b"]);
+    assert!(out.contains("Draining host-b"), "{out}");
+    assert_eq!(state_of(a, "host-b"), "draining");
+    let err = a.fails(&["node", "drain", "host-z"]);
+    assert!(err.contains("no host named host-z is up"), "{err}");
+    a.ok(&["node", "resume", "host-b"]);
+    assert_eq!(state_of(b, "host-b"), "ready");
+
+    // A second host cannot take a live host's name.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(mesh_bin())
+        .args(["up", "--api", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--store", &url, "--node", "host-a"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a host named `host-a` is already up"), "{err}");
+
+    // A host killed is down once its lease runs out; back when it returns.
+    let mut hosts = hosts;
+    hosts[2].kill9();
+    let killed = Instant::now();
+    support::wait_until(Duration::from_secs(15), "host-c down", || {
+        state_of(&hosts[0], "host-c") == "down"
+    });
+    assert!(killed.elapsed() >= Duration::from_secs(3), "down too soon");
+    hosts[2].restart();
+    assert_eq!(state_of(&hosts[0], "host-c"), "ready");
+    // A host stopped cleanly leaves at once.
+    assert!(hosts[1].terminate().success());
+    assert_eq!(state_of(&hosts[0], "host-b"), "down");
+}
+
+#[test]
+fn a_lone_daemon_is_its_own_host() {
+    let d = Daemon::start_with(&["--node", "solo"]);
+    let listed = nodes(&d);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (&listed[0]["name"], &listed[0]["state"]),
+        (&"solo".into(), &"ready".into())
+    );
+    d.create("w", &[], &["queue"]);
+    let service = d.wait_running("w", 1);
+    assert_eq!(service["instances"][0]["node"], "solo");
+    let err = d.fails(&["node", "drain", "solo"]);
+    assert!(err.contains("needs a cluster"), "{err}");
 }

@@ -91,6 +91,17 @@ Examples:
     )]
     Env(EnvCommand),
 
+    /// The hosts of a cluster: list them, drain one before maintenance.
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  mesh node ls
+  mesh node drain host-b          move its instances to the other hosts
+  mesh node resume host-b         it takes instances again"
+    )]
+    Node(NodeCommand),
+
     /// Show what happened: instances started, exited, out of memory; cron
     /// runs; deploys; publishes.
     #[command(
@@ -108,6 +119,34 @@ pub struct EventsArgs {
     /// Keep printing new events until Ctrl-C.
     #[arg(short = 'f', long)]
     pub follow: bool,
+}
+
+/// `mesh node ...`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List the hosts: state (ready, draining, down), address, what each
+    /// can run, instances live and room (operator only).
+    #[command(
+        visible_alias = "list",
+        after_help = "Examples:\n  mesh node ls\n  mesh node ls --json"
+    )]
+    Ls,
+
+    /// Move a host's instances to the others and place none there until
+    /// it is resumed (operator only; a cluster).
+    #[command(after_help = "Examples:\n  mesh node drain host-b")]
+    Drain(NodeArgs),
+
+    /// Let a drained host take instances again (operator only).
+    #[command(after_help = "Examples:\n  mesh node resume host-b")]
+    Resume(NodeArgs),
+}
+
+/// A host named on the command line.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The host's name (`mesh up --node`).
+    pub name: String,
 }
 
 /// `mesh env ...`.
@@ -269,6 +308,16 @@ pub struct UpArgs {
     /// the next while one is down.
     #[arg(long, default_value = "sqlite", value_name = "URL", env = "MESH_STORE")]
     pub store: String,
+
+    /// This host's name, unique among the hosts of a cluster [default:
+    /// the machine's hostname].
+    #[arg(long, value_name = "NAME", env = "MESH_NODE")]
+    pub node: Option<String>,
+
+    /// Where the other hosts of a cluster reach this one's API, as
+    /// HOST:PORT [default: the --api address, unless it is 0.0.0.0].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
 
     /// A directory of compiled code shared with other daemons on this
     /// machine: read when this daemon's cache lacks code, filled after

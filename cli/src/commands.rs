@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context as _};
 use chrono::Utc;
 use mesh_host::api::wire::{
     ComponentRef, CreateEnv, CreateService, DeployRequest, DeployResult, EnvCreated, EnvView,
-    PublishRequest, RollbackRequest, ServiceView, StackView, TokenRotated, TriggerResult,
+    NodeView, PublishRequest, RollbackRequest, ServiceView, StackView, TokenRotated, TriggerResult,
     UpdateEnv, UpdateService, VersionView,
 };
 use mesh_host::model::{format_memory, Digest, RunStatus, FILES_ENTRY};
@@ -419,6 +419,48 @@ pub fn env_list(client: &Client, out: &Out) -> anyhow::Result<()> {
             ]);
         }
         table.print();
+    })
+}
+
+/// `mesh node ls`.
+pub fn nodes(client: &Client, out: &Out) -> anyhow::Result<()> {
+    let nodes: Vec<NodeView> = client.get("/v1/nodes")?;
+    out.print(&nodes, || {
+        let mut table = Table::new(&[
+            "NODE",
+            "STATE",
+            "ADDRESS",
+            "RUNS",
+            "INSTANCES",
+            "MEMORY",
+            "UP",
+        ]);
+        let now = Utc::now();
+        for n in &nodes {
+            table.row(vec![
+                n.name.clone(),
+                n.state.as_str().to_string(),
+                n.address.clone(),
+                n.runs.join(","),
+                format!("{}/{}", n.used_instances, n.capacity_instances),
+                format_memory(n.capacity_memory_bytes),
+                n.started_at.map_or("-".to_string(), |at| age(now - at)),
+            ]);
+        }
+        table.print();
+    })
+}
+
+/// `mesh node drain NAME` and `mesh node resume NAME`.
+pub fn node_drain(client: &Client, out: &Out, name: &str, drain: bool) -> anyhow::Result<()> {
+    let action = if drain { "drain" } else { "resume" };
+    let node: NodeView = client.post(&format!("/v1/nodes/{name}/{action}"), &())?;
+    out.print(&node, || {
+        if drain {
+            println!("Draining {name}: its instances move to the other hosts");
+        } else {
+            println!("Resumed {name}: it takes instances again");
+        }
     })
 }
 

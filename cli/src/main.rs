@@ -13,7 +13,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use args::{Cli, Command, EnvCommand, EnvTokenCommand, ServiceCommand, StackCommand, UpArgs};
+use args::{
+    Cli, Command, EnvCommand, EnvTokenCommand, NodeCommand, ServiceCommand, StackCommand, UpArgs,
+};
 use commands::Out;
 
 fn main() -> ExitCode {
@@ -73,6 +75,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Node(command) => {
+            let client = client::Client::discover(data_dir)?;
+            match command {
+                NodeCommand::Ls => commands::nodes(&client, &out),
+                NodeCommand::Drain(args) => commands::node_drain(&client, &out, &args.name, true),
+                NodeCommand::Resume(args) => commands::node_drain(&client, &out, &args.name, false),
+            }
+        }
         Command::Stack(command) => {
             let client = client::Client::discover(data_dir)?;
             match command {
@@ -82,6 +92,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 StackCommand::Ls => commands::stacks(&client, &out),
             }
         }
+    }
+}
+
+/// The machine's hostname as a host name, or `local`.
+fn hostname() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name = name.trim().to_ascii_lowercase();
+    match mesh_host::model::validate_name("host", &name) {
+        Ok(()) => name,
+        Err(_) => mesh_host::config::DEFAULT_NODE.to_string(),
     }
 }
 
@@ -132,6 +152,15 @@ fn up(data_dir: Option<std::path::PathBuf>, args: UpArgs) -> anyhow::Result<()> 
         max_image_bytes: parse("--max-image", &args.max_image)?,
         store: mesh_host::config::StoreConfig::parse(&args.store)
             .map_err(|e| anyhow::anyhow!("--store: {e}"))?,
+        node: match args.node {
+            Some(name) => {
+                mesh_host::model::validate_name("host", &name)
+                    .map_err(|e| anyhow::anyhow!("--node: {e}"))?;
+                name
+            }
+            None => hostname(),
+        },
+        advertise: args.advertise,
         ..mesh_host::DaemonConfig::default()
     };
     // wasmtime makes an error each time a store with a component ends, and

@@ -92,7 +92,15 @@ pub struct DaemonConfig {
     pub max_image_bytes: u64,
     /// Where desired state lives.
     pub store: StoreConfig,
+    /// This host's name, unique in a cluster.
+    pub node: String,
+    /// Where the other hosts of a cluster reach this one's API
+    /// (`host:port`); the API's own address when `None`.
+    pub advertise: Option<String>,
 }
+
+/// A host's name when none is given and the machine has none.
+pub const DEFAULT_NODE: &str = "local";
 
 /// Where desired state lives.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -167,6 +175,8 @@ impl Default for DaemonConfig {
             container_network: DEFAULT_CONTAINER_NETWORK.to_string(),
             max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
             store: StoreConfig::Embedded,
+            node: DEFAULT_NODE.to_string(),
+            advertise: None,
         }
     }
 }

@@ -15,6 +15,7 @@
 
 mod endpoints;
 mod envs;
+mod nodes;
 mod quotas;
 mod run;
 mod services;
@@ -69,6 +70,10 @@ pub struct ApiState {
     pub runs: Arc<run::Runs>,
     /// Code uploaded and not deployed yet, by environment.
     pub uploads: Arc<quotas::Uploads>,
+    /// This host, as it was when it started.
+    pub node: crate::model::Node,
+    /// Whether hosts share the store (a cluster).
+    pub clustered: bool,
 }
 
 /// Longest a command waits for its change to take effect.
@@ -249,6 +254,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/envs", get(envs::list).post(envs::create))
         .route("/v1/envs/{name}", patch(envs::update))
         .route("/v1/envs/{name}/token", post(envs::rotate_token))
+        .route("/v1/nodes", get(nodes::list))
+        .route("/v1/nodes/{name}/drain", post(nodes::drain))
+        .route("/v1/nodes/{name}/resume", post(nodes::resume))
         .route("/v1/stacks", get(stacks::list))
         .route("/v1/stacks/{stack}/deploy", post(stacks::deploy))
         .route("/v1/stacks/{stack}/versions", get(stacks::versions))

@@ -712,6 +712,7 @@ pub(super) fn view(state: &ApiState, service: Service) -> ServiceView {
     let mut instances = state.supervisor.instances(&key);
     for instance in &mut instances {
         instance.kind = kind.to_string();
+        instance.node.clone_from(&state.node.name);
     }
     let fresh_because = state.supervisor.fresh_because(&key);
     let version = instances.first().map_or(0, |i| i.version);

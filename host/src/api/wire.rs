@@ -429,3 +429,56 @@ pub struct CodeQuery {
     /// `files` for a stack's files archive; code otherwise.
     pub kind: Option<String>,
 }
+
+/// A host as `mesh node ls` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Its name.
+    pub name: String,
+    /// `ready`, `draining` or `down`.
+    pub state: crate::model::NodeState,
+    /// Where the other hosts reach it (where they last did, when down).
+    pub address: String,
+    /// What it can run: `wasm`, `container`.
+    pub runs: Vec<String>,
+    /// Live instances it has room for.
+    pub capacity_instances: u32,
+    /// Memory of the machine, in bytes.
+    pub capacity_memory_bytes: u64,
+    /// Instances live on it.
+    pub used_instances: u32,
+    /// When this run of it started (none when down).
+    pub started_at: Option<DateTime<Utc>>,
+    /// Since when it has been draining.
+    pub draining_since: Option<DateTime<Utc>>,
+}
+
+impl NodeView {
+    /// A live host.
+    pub fn of(
+        node: crate::model::Node,
+        state: crate::model::NodeState,
+        draining_since: Option<DateTime<Utc>>,
+    ) -> NodeView {
+        NodeView {
+            name: node.name,
+            state,
+            address: node.address,
+            runs: node.runs,
+            capacity_instances: node.capacity_instances,
+            capacity_memory_bytes: node.capacity_memory_bytes,
+            used_instances: node.used_instances,
+            started_at: Some(node.started_at),
+            draining_since,
+        }
+    }
+
+    /// A host that joined once and is not up now, as it last joined.
+    pub fn down(node: crate::model::Node, draining_since: Option<DateTime<Utc>>) -> NodeView {
+        NodeView {
+            used_instances: 0,
+            started_at: None,
+            ..NodeView::of(node, crate::model::NodeState::Down, draining_since)
+        }
+    }
+}

@@ -96,6 +96,32 @@ pub(super) fn operator_token(data_dir: &Path, legacy: Option<String>) -> anyhow:
     Ok(token)
 }
 
+/// This data directory's id (made on first use): a host restarted on it
+/// is the same host.
+pub(super) fn node_id(data_dir: &Path) -> anyhow::Result<String> {
+    const NODE_ID_FILE: &str = "node.id";
+    let path = data_dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let id = crate::auth::new_token();
+    write_private(data_dir, NODE_ID_FILE, format!("{id}\n").as_bytes())?;
+    Ok(id)
+}
+
+/// Replaces the operator's token (a host joining a cluster takes the
+/// cluster's).
+pub(super) fn set_operator_token(data_dir: &Path, token: &str) -> anyhow::Result<()> {
+    write_private(
+        data_dir,
+        OPERATOR_TOKEN_FILE,
+        format!("{token}\n").as_bytes(),
+    )
+}
+
 /// Writes `daemon.json` (mode 0600) atomically.
 pub(super) fn write_daemon_file(data_dir: &Path, info: &DaemonInfo) -> anyhow::Result<()> {
     write_private(data_dir, DAEMON_FILE, &serde_json::to_vec_pretty(info)?)

@@ -6,9 +6,11 @@
 //! - `converge`: the loop that hands each new revision of desired state
 //!   to the services layer and cron, and collects unused code.
 //! - `files`: the data directory's lock and `daemon.json`.
+//! - `node`: this host's record in a cluster's store, under a lease.
 
 mod converge;
 mod files;
+mod node;
 
 pub use converge::Converge;
 
@@ -81,7 +83,17 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
         StoreConfig::Embedded => Store::open_sqlite(&data_dir)?,
         StoreConfig::Etcd(endpoints) => Store::open_etcd(endpoints.clone()).await?,
     };
-    let admin_token = files::operator_token(&data_dir, store.legacy_operator_token().await?)?;
+    let mut admin_token = files::operator_token(&data_dir, store.legacy_operator_token().await?)?;
+    let clustered = matches!(config.store, StoreConfig::Etcd(_));
+    if clustered {
+        // One operator's token for the cluster: each host's daemon.json
+        // works on every host.
+        let shared = store.cluster_operator_token(&admin_token).await?;
+        if shared != admin_token {
+            files::set_operator_token(&data_dir, &shared)?;
+            admin_token = shared;
+        }
+    }
     store.bootstrap(&admin_token).await?;
     let engine = Arc::new(Engine::new(&config, Blobs::open(&data_dir)?)?);
     let writer = DiskWriter::start();
@@ -113,6 +125,28 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
 
     let listeners = bind(&config).await?;
     let info = describe(&config, &listeners, &admin_token)?;
+    let me = node::Me {
+        node: crate::model::Node {
+            name: config.node.clone(),
+            id: files::node_id(&data_dir)?,
+            address: match &config.advertise {
+                Some(address) => address.clone(),
+                None => advertised(listeners.api.local_addr()?)?,
+            },
+            runs: std::iter::once("wasm")
+                .chain(containers.gateway().map(|_| "container"))
+                .map(str::to_string)
+                .collect(),
+            capacity_instances: config.max_instances,
+            capacity_memory_bytes: node::machine_memory(),
+            used_instances: 0,
+            started_at: chrono::Utc::now(),
+        },
+        seats: engine.seats().clone(),
+    };
+    if clustered {
+        node::join(&store, &me).await?;
+    }
     supervisor
         .parts()
         .directory
@@ -152,6 +186,7 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
     let containers_gateway = containers.gateway();
     let api_containers = containers.clone();
     let shutdown_containers = containers.clone();
+    let node_store = store.clone();
     let state = ApiState {
         store,
         engine,
@@ -166,6 +201,8 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
         stopping: stop_rx.clone(),
         runs: Default::default(),
         uploads: Default::default(),
+        node: me.node.clone(),
+        clustered,
     };
     let proxies = match containers_gateway {
         Some(gateway) => {
@@ -174,6 +211,7 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
         None => Vec::new(),
     };
     let converger = tokio::spawn(converge.run());
+    let membership = clustered.then(|| node::keep(node_store, me, stop_rx.clone()));
     let api = serve_api(
         api_connections,
         listeners.api,
@@ -196,6 +234,10 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
     servers.extend(https);
     servers.extend(proxies);
     drain(servers).await;
+    if let Some(membership) = membership {
+        // Leaves the cluster (its lease revoked) before stopping instances.
+        let _ = membership.await;
+    }
     scheduler.stop_all().await;
     supervisor.stop_all().await;
     // Containers had SIGTERM; each gets its stop timeout.
@@ -206,6 +248,16 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(data_dir.join(DAEMON_FILE));
     tracing::info!("mesh stopped");
     Ok(())
+}
+
+/// The address other hosts reach the API at, when none is given: the
+/// API's own, unless it listens on every address.
+fn advertised(api: std::net::SocketAddr) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        !api.ip().is_unspecified(),
+        "the API listens on every address ({api}): say where the other hosts reach it with --advertise HOST:PORT"
+    );
+    Ok(api.to_string())
 }
 
 /// Waits for the listeners' tasks, which drain their connections while

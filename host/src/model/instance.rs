@@ -61,6 +61,9 @@ pub struct InstanceStatus {
     /// `wasm` (a store) or `container`.
     #[serde(default = "wasm_kind")]
     pub kind: String,
+    /// The host it runs on.
+    #[serde(default)]
+    pub node: String,
 }
 
 fn wasm_kind() -> String {
@@ -80,6 +83,7 @@ impl InstanceStatus {
             version,
             backoff_ms: None,
             kind: wasm_kind(),
+            node: String::new(),
         }
     }
 

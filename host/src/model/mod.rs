@@ -13,6 +13,7 @@
 //! - `endpoint`: public URLs bound to web services.
 //! - `instance`: instance states and status.
 //! - `net`: address ranges, and which are not public.
+//! - `node`: the hosts instances run on.
 //! - `run`: cron runs.
 //! - `desired`: one snapshot of everything desired.
 //! - `values`: names, memory sizes, env vars, defaults and bounds.
@@ -23,6 +24,7 @@ mod endpoint;
 mod environment;
 mod instance;
 mod net;
+mod node;
 mod run;
 mod service;
 mod stack;
@@ -34,6 +36,7 @@ pub use endpoint::{is_ip_like, may_publish, within, Endpoint};
 pub use environment::{Egress, Environment, Outbound, Quotas};
 pub use instance::{InstanceState, InstanceStatus};
 pub use net::{parse_ranges, special, Cidr, Special};
+pub use node::{Drain, Node, NodeState};
 pub use run::{Run, RunStatus, RunTrigger};
 pub use service::{
     dns_name, Service, ServiceKey, ServiceType, DEFAULT_STOP_TIMEOUT, MAX_STOP_TIMEOUT,

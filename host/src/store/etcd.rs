@@ -27,7 +27,7 @@ use etcd_client::{
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use super::kv::{Change, Compare, KeyValue, Kv, KvError, Op, Txn};
+use super::kv::{Change, Compare, KeyValue, Kv, KvError, LeaseId, Op, Txn};
 
 /// Longest one call keeps trying members before it fails.
 const CALL_DEADLINE: Duration = Duration::from_secs(10);
@@ -60,13 +60,19 @@ struct Inner {
     current: AtomicUsize,
     /// The latest revision seen, for subscribers.
     revision: watch::Sender<u64>,
+    /// Key prefixes whose changes alone subscribers are not told of.
+    quiet: &'static [&'static str],
 }
 
 impl EtcdKv {
     /// Connects to the members and reads the current revision; fails when
-    /// none answers within the call deadline. Blocks: call it from a
-    /// blocking thread.
-    pub fn connect(endpoints: Vec<String>) -> Result<EtcdKv, KvError> {
+    /// none answers within the call deadline. Changes only to keys under
+    /// `quiet` (heartbeats, reports) are not announced to subscribers.
+    /// Blocks: call it from a blocking thread.
+    pub fn connect(
+        endpoints: Vec<String>,
+        quiet: &'static [&'static str],
+    ) -> Result<EtcdKv, KvError> {
         if endpoints.is_empty() {
             return Err(KvError::Backend("no etcd endpoints given".into()));
         }
@@ -82,6 +88,7 @@ impl EtcdKv {
             endpoints,
             current: AtomicUsize::new(0),
             revision,
+            quiet,
         });
         let first = runtime.block_on(inner.revision())?;
         inner.revision.send_replace(first);
@@ -244,6 +251,13 @@ impl Inner {
         Ok(answer.header().map_or(0, |h| rev(h.revision())))
     }
 
+    /// Whether subscribers are not told of changes to `key` alone.
+    fn quiet(&self, key: &[u8]) -> bool {
+        self.quiet
+            .iter()
+            .any(|prefix| key.starts_with(prefix.as_bytes()))
+    }
+
     /// Records a revision seen, for subscribers (never going back).
     fn saw(&self, revision: u64) {
         self.revision.send_if_modified(|latest| {
@@ -319,7 +333,11 @@ impl Inner {
             .await?;
         let revision = answer.header().map_or(0, |h| rev(h.revision()));
         if answer.succeeded() {
-            self.saw(revision);
+            if txn.ops.iter().any(|op| match op {
+                Op::Put(key, _) | Op::Delete(key) => !self.quiet(key.as_bytes()),
+            }) {
+                self.saw(revision);
+            }
             return Ok(revision);
         }
         for (compare, reply) in txn.compares.iter().zip(answer.op_responses()) {
@@ -458,10 +476,13 @@ async fn follow_once(inner: &Inner) -> Result<(), KvError> {
                 reply.compact_revision()
             )));
         }
+        // Hosts' heartbeats and reports are not desired state: nobody
+        // needs to read again for them.
         let newest = reply
             .events()
             .iter()
             .filter_map(|e| e.kv())
+            .filter(|kv| !inner.quiet(kv.key()))
             .map(|kv| rev(kv.mod_revision()))
             .max();
         if let Some(newest) = newest {
@@ -504,6 +525,64 @@ impl Kv for EtcdKv {
 
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.revision.subscribe()
+    }
+
+    fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, KvError> {
+        let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let granted = self.block(
+            self.inner
+                .call(|mut c| async move { c.lease_grant(seconds, None).await }),
+        )?;
+        Ok(granted.id())
+    }
+
+    fn keep_lease(&self, lease: LeaseId) -> Result<bool, KvError> {
+        let ttl = self.block(self.inner.call(|mut c| async move {
+            let (mut keeper, mut answers) = c.lease_keep_alive(lease).await?;
+            keeper.keep_alive().await?;
+            match answers.message().await? {
+                Some(answer) => Ok(answer.ttl()),
+                None => Ok(0),
+            }
+        }))?;
+        Ok(ttl > 0)
+    }
+
+    fn revoke_lease(&self, lease: LeaseId) -> Result<(), KvError> {
+        let revoked = self.block(
+            self.inner
+                .call(|mut c| async move { c.lease_revoke(lease).await }),
+        );
+        match revoked {
+            // Gone already: nothing to end.
+            Err(KvError::Backend(e)) if e.contains("requested lease not found") => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    fn put_leased(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: LeaseId,
+        only_if_absent: bool,
+    ) -> Result<u64, KvError> {
+        let answer = self.block(self.inner.call(|mut c| {
+            let write = TxnOp::put(
+                key,
+                value.clone(),
+                Some(etcd_client::PutOptions::new().with_lease(lease)),
+            );
+            let mut request = etcd_client::Txn::new();
+            if only_if_absent {
+                request = request.when([EtcdCompare::version(key, CompareOp::Equal, 0)]);
+            }
+            async move { c.txn(request.and_then([write])).await }
+        }))?;
+        if !answer.succeeded() {
+            return Err(KvError::Conflict(key.to_string()));
+        }
+        Ok(answer.header().map_or(0, |h| rev(h.revision())))
     }
 }
 

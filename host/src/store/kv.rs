@@ -121,4 +121,41 @@ pub trait Kv: Send + Sync + 'static {
     fn changes_since(&self, after: u64) -> Result<Vec<Change>, KvError>;
     /// A receiver that sees the latest revision every time one is committed.
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// A lease of `ttl`: keys written with it vanish when it is not kept
+    /// alive. Only a store several hosts share has them.
+    fn grant_lease(&self, ttl: std::time::Duration) -> Result<LeaseId, KvError> {
+        let _ = ttl;
+        Err(no_leases())
+    }
+    /// Keeps a lease alive for another `ttl`; `false` when it had expired
+    /// (its keys are gone).
+    fn keep_lease(&self, lease: LeaseId) -> Result<bool, KvError> {
+        let _ = lease;
+        Err(no_leases())
+    }
+    /// Ends a lease now, deleting its keys.
+    fn revoke_lease(&self, lease: LeaseId) -> Result<(), KvError> {
+        let _ = lease;
+        Err(no_leases())
+    }
+    /// Writes `key` bound to `lease`; with `only_if_absent`, only when no
+    /// one holds the key ([`KvError::Conflict`] otherwise).
+    fn put_leased(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: LeaseId,
+        only_if_absent: bool,
+    ) -> Result<u64, KvError> {
+        let _ = (key, value, lease, only_if_absent);
+        Err(no_leases())
+    }
+}
+
+/// A lease's id.
+pub type LeaseId = i64;
+
+fn no_leases() -> KvError {
+    KvError::Backend("leases need a shared store (mesh up --store etcd://...)".into())
 }

@@ -29,10 +29,23 @@ use serde::Serialize;
 
 pub use blobs::{clean_partial, partial_beside, Blobs};
 pub use etcd::EtcdKv;
-pub use kv::{Change, Compare, KeyValue, Kv, KvError, Op, Txn};
+pub use kv::{Change, Compare, KeyValue, Kv, KvError, LeaseId, Op, Txn};
 pub use sqlite::SqliteKv;
 
-use crate::model::{Desired, Digest, Environment, Service, Stack, Version, DEFAULT_ENVIRONMENT};
+use crate::model::{
+    Desired, Digest, Drain, Environment, Node, Service, Stack, Version, DEFAULT_ENVIRONMENT,
+};
+
+/// The hosts of a cluster as the store knows them.
+#[derive(Clone, Debug, Default)]
+pub struct Hosts {
+    /// Up now (under their leases), by name.
+    pub live: Vec<Node>,
+    /// Every host that ever joined, as it last joined, by name.
+    pub known: Vec<Node>,
+    /// Hosts being drained, by name.
+    pub drains: Vec<(String, Drain)>,
+}
 
 /// Typed, async access to desired state.
 #[derive(Clone)]
@@ -120,6 +133,30 @@ pub mod key {
     pub const ALL_STACKS: &str = "/stacks/";
     /// Every environment.
     pub const ALL_ENVS: &str = "/envs/";
+    /// A host of the cluster, kept under its lease while it lives.
+    pub fn node(name: &str) -> String {
+        format!("/nodes/{name}")
+    }
+    /// Every live host.
+    pub const ALL_NODES: &str = "/nodes/";
+    /// A host that joined once, kept after it dies (until removed).
+    pub fn known_node(name: &str) -> String {
+        format!("/known-nodes/{name}")
+    }
+    /// Every host that joined once.
+    pub const ALL_KNOWN_NODES: &str = "/known-nodes/";
+    /// A host being drained (until it is resumed).
+    pub fn drain(name: &str) -> String {
+        format!("/drains/{name}")
+    }
+    /// Every drained host.
+    pub const ALL_DRAINS: &str = "/drains/";
+    /// The operator's token the hosts of a cluster share, so each host's
+    /// `daemon.json` works on every host.
+    pub const CLUSTER_OPERATOR_TOKEN: &str = "/cluster/operator_token";
+    /// Keys that change often and are not desired state: a change to them
+    /// alone does not wake the converge loop.
+    pub const VOLATILE: &[&str] = &[ALL_NODES];
 }
 
 /// Serialises a record for the store.
@@ -147,7 +184,7 @@ impl Store {
     /// failing when no member answers.
     pub async fn open_etcd(endpoints: Vec<String>) -> anyhow::Result<Store> {
         let shown = endpoints.join(",");
-        let kv = tokio::task::spawn_blocking(move || EtcdKv::connect(endpoints))
+        let kv = tokio::task::spawn_blocking(move || EtcdKv::connect(endpoints, key::VOLATILE))
             .await
             .context("connecting to etcd")?
             .with_context(|| format!("opening the state store at etcd {shown}"))?;
@@ -204,6 +241,73 @@ impl Store {
     /// Commits a transaction durably; returns its revision.
     pub async fn commit(&self, txn: Txn) -> Result<u64, KvError> {
         self.blocking(move |kv| kv.txn(txn)).await
+    }
+
+    /// A lease of `ttl` (a shared store only).
+    pub async fn grant_lease(&self, ttl: std::time::Duration) -> Result<LeaseId, KvError> {
+        self.blocking(move |kv| kv.grant_lease(ttl)).await
+    }
+
+    /// Keeps a lease alive; `false` when it had expired.
+    pub async fn keep_lease(&self, lease: LeaseId) -> Result<bool, KvError> {
+        self.blocking(move |kv| kv.keep_lease(lease)).await
+    }
+
+    /// Ends a lease, deleting its keys.
+    pub async fn revoke_lease(&self, lease: LeaseId) -> Result<(), KvError> {
+        self.blocking(move |kv| kv.revoke_lease(lease)).await
+    }
+
+    /// Writes a record bound to a lease (see [`Kv::put_leased`]).
+    pub async fn put_leased<T: Serialize>(
+        &self,
+        key: String,
+        value: &T,
+        lease: LeaseId,
+        only_if_absent: bool,
+    ) -> Result<u64, KvError> {
+        let value = encode(value);
+        self.blocking(move |kv| kv.put_leased(&key, value, lease, only_if_absent))
+            .await
+    }
+
+    /// The hosts, read at one revision.
+    pub async fn nodes(&self) -> anyhow::Result<Hosts> {
+        let (mut ranges, _) = self
+            .blocking(|kv| kv.ranges(&[key::ALL_NODES, key::ALL_KNOWN_NODES, key::ALL_DRAINS]))
+            .await?;
+        let drains = ranges.pop().unwrap_or_default();
+        let known = ranges.pop().unwrap_or_default();
+        let live = ranges.pop().unwrap_or_default();
+        let drains = drains
+            .iter()
+            .map(|kv| {
+                let name = kv.key.trim_start_matches(key::ALL_DRAINS).to_string();
+                decode(kv).map(|d| (name, d))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Hosts {
+            live: live.iter().map(decode).collect::<anyhow::Result<_>>()?,
+            known: known.iter().map(decode).collect::<anyhow::Result<_>>()?,
+            drains,
+        })
+    }
+
+    /// The operator's token of the cluster: `mine` when this host is the
+    /// first, else the one the first host stored.
+    pub async fn cluster_operator_token(&self, mine: &str) -> anyhow::Result<String> {
+        let first = Txn::new()
+            .when(Compare::Absent(key::CLUSTER_OPERATOR_TOKEN.to_string()))
+            .put(key::CLUSTER_OPERATOR_TOKEN, encode(&mine));
+        match self.commit(first).await {
+            Ok(_) => Ok(mine.to_string()),
+            Err(KvError::Conflict(_)) => self
+                .get::<String>(key::CLUSTER_OPERATOR_TOKEN.to_string())
+                .await?
+                .map(|v| v.value)
+                .context("the cluster's operator token vanished while it was read"),
+            Err(e) => Err(e).context("sharing the operator's token"),
+        }
     }
 
     /// A receiver of the latest committed revision.

@@ -1,0 +1,121 @@
+//! This host as a member of a cluster: its record in the shared store,
+//! bound to a lease it keeps alive, so the other hosts (and the leader
+//! that places instances) know it is up, what it can take and what it
+//! holds; when it dies its lease runs out and its record goes with it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::model::Node;
+use crate::runtime::seats::{Seat, Seats};
+use anyhow::Context as _;
+
+use crate::store::{encode, key, Store, Txn};
+
+/// How long a host stays listed after its last heartbeat.
+pub const LEASE_TTL: Duration = Duration::from_secs(5);
+/// How often a host renews its lease and reports what it holds.
+const BEAT: Duration = Duration::from_secs(1);
+
+/// What this host reports about itself.
+pub struct Me {
+    /// The record, but for what changes.
+    pub node: Node,
+    /// Live instances.
+    pub seats: Arc<Seats>,
+}
+
+impl Me {
+    fn now(&self) -> Node {
+        Node {
+            used_instances: self.seats.live(Seat::Service),
+            ..self.node.clone()
+        }
+    }
+}
+
+/// Registers this host, failing when another host (another data
+/// directory) already holds its name.
+pub async fn join(store: &Store, me: &Me) -> anyhow::Result<()> {
+    let hosts = store.nodes().await?;
+    if let Some(other) = hosts.live.iter().find(|n| n.name == me.node.name) {
+        anyhow::ensure!(
+            other.id == me.node.id,
+            "a host named `{}` is already up at {} (--node names must differ; a dead host's name is free {} s after its death)",
+            other.name,
+            other.address,
+            LEASE_TTL.as_secs()
+        );
+    }
+    // Remembered after it dies, so `node ls` can say it is down.
+    store
+        .commit(Txn::new().put(key::known_node(&me.node.name), encode(&me.node)))
+        .await
+        .context("recording this host")?;
+    Ok(())
+}
+
+/// Keeps this host's record alive until `stop`, then removes it.
+pub fn keep(store: Store, me: Me, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let lease = match store.grant_lease(LEASE_TTL).await {
+                Ok(lease) => lease,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot take a lease for this host; trying again");
+                    tokio::select! {
+                        () = tokio::time::sleep(BEAT) => continue,
+                        _ = stop.changed() => return,
+                    }
+                }
+            };
+            let ended = beat(&store, &me, lease, &mut stop).await;
+            if ended {
+                // Leaving: the others see it at once, not a lease later.
+                let _ = store.revoke_lease(lease).await;
+                return;
+            }
+        }
+    })
+}
+
+/// Writes the record under `lease` and renews it every beat; returns
+/// `true` when stopped, `false` when the lease was lost.
+async fn beat(store: &Store, me: &Me, lease: i64, stop: &mut watch::Receiver<bool>) -> bool {
+    let mut written: Option<Node> = None;
+    loop {
+        let node = me.now();
+        if written.as_ref() != Some(&node) {
+            match store
+                .put_leased(key::node(&node.name), &node, lease, false)
+                .await
+            {
+                Ok(_) => written = Some(node),
+                Err(e) => tracing::warn!(error = %e, "cannot report this host"),
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(BEAT) => {}
+            _ = stop.changed() => return true,
+        }
+        match store.keep_lease(lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("this host's lease ran out (the store was out of reach too long): joining again");
+                return false;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot renew this host's lease"),
+        }
+    }
+}
+
+/// Memory of the machine, in bytes (0 when unknown).
+pub fn machine_memory() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
