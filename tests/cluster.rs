@@ -294,3 +294,56 @@ fn a_lone_daemon_is_its_own_host() {
     let err = d.fails(&["node", "drain", "solo"]);
     assert!(err.contains("needs a cluster"), "{err}");
 }
+
+#[test]
+fn a_host_fetches_code_it_lacks_from_another_and_checks_it() {
+    let etcd = Etcd::start(1);
+    let url = etcd.url();
+    let a = Daemon::start_with(&["--store", &url, "--node", "host-a"]);
+    let b = Daemon::start_with(&["--store", &url, "--node", "host-b"]);
+    a.create("w", &[], &["queue"]);
+    // host-b never saw the upload: it runs the service with code it
+    // fetched from host-a.
+    support::wait_until(Duration::from_secs(20), "host-b runs w", || {
+        b.service("w").is_some_and(|s| {
+            s["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["node"] == "host-b" && i["state"] == "running")
+        })
+    });
+    assert!(
+        b.log().contains("fetched code from another host"),
+        "{}",
+        b.log()
+    );
+    let stored: Vec<_> = std::fs::read_dir(b.data_dir().join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(!stored.is_empty());
+
+    // Code is served to the operator's token only.
+    let api = a.info["api_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://");
+    let name = stored[0].file_name().into_string().unwrap();
+    let path = format!("/v1/code/sha256:{name}");
+    let token = format!("Bearer {}", a.info["token"].as_str().unwrap());
+    let got = support::http_request(api, "GET", "x", &path, &[("authorization", &token)], b"");
+    assert_eq!(got.status, 200);
+    let tenant = a.ok(&["env", "create", "other"]);
+    let tenant_token = tenant
+        .split_whitespace()
+        .find(|w| w.starts_with("mesh_"))
+        .unwrap()
+        .to_string();
+    let bearer = format!("Bearer {tenant_token}");
+    let refused = support::http_request(api, "GET", "x", &path, &[("authorization", &bearer)], b"");
+    assert_eq!(refused.status, 403);
+    let missing = format!("/v1/code/sha256:{}", "0".repeat(64));
+    let none = support::http_request(api, "GET", "x", &missing, &[("authorization", &token)], b"");
+    assert_eq!(none.status, 404);
+}

@@ -269,6 +269,7 @@ pub fn router(state: ApiState) -> Router {
     // Uploads enforce their own, larger limit with a clear message.
     let uploads = Router::new()
         .route("/v1/code", put(stacks::upload_code))
+        .route("/v1/code/{digest}", get(stacks::download_code))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,

@@ -23,6 +23,24 @@ use crate::services::spec::resolve_command;
 use crate::store::{encode, key, Compare, Txn};
 
 /// `PUT /v1/code?name=app.wasm`: checks and stores one component.
+/// `GET /v1/code/{digest}` (operator only): stored code by digest, as
+/// uploaded. The hosts of a cluster fetch code they lack from each other
+/// this way (with the operator's token they share).
+pub(super) async fn download_code(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Path(digest): axum::extract::Path<String>,
+) -> ApiResult<Vec<u8>> {
+    caller.require_operator("download code")?;
+    let digest = Digest::try_from(digest).map_err(ApiError::bad_request)?;
+    let engine = state.engine.clone();
+    let shown = digest.short().to_string();
+    tokio::task::spawn_blocking(move || engine.stored_code(&digest))
+        .await
+        .map_err(|e| anyhow::anyhow!("reading code failed: {e}"))?
+        .ok_or_else(|| ApiError::not_found(format!("no code {shown} is stored here")))
+}
+
 pub(super) async fn upload_code(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,

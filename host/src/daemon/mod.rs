@@ -7,10 +7,12 @@
 //!   to the services layer and cron, and collects unused code.
 //! - `files`: the data directory's lock and `daemon.json`.
 //! - `node`: this host's record in a cluster's store, under a lease.
+//! - `peers`: the other hosts, as this one fetches code from them.
 
 mod converge;
 mod files;
 mod node;
+mod peers;
 
 pub use converge::Converge;
 
@@ -146,6 +148,12 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
     };
     if clustered {
         node::join(&store, &me).await?;
+        code.fetch_with(peers::Peers::new(
+            store.clone(),
+            config.node.clone(),
+            admin_token.clone(),
+            config.max_upload_bytes,
+        ));
     }
     supervisor
         .parts()

@@ -259,6 +259,18 @@ impl Engine {
         std::fs::metadata(self.blobs.path(digest)).map_or(0, |m| m.len())
     }
 
+    /// Whether code of this digest is stored here.
+    pub fn has_code(&self, digest: &Digest) -> bool {
+        self.blobs.contains(digest)
+    }
+
+    /// Stored code, as uploaded (`None` when it is not stored here).
+    pub fn stored_code(&self, digest: &Digest) -> Option<Vec<u8>> {
+        self.blobs
+            .contains(digest)
+            .then(|| self.blobs.get(digest).ok())?
+    }
+
     /// The wasmtime engine.
     pub fn wasmtime(&self) -> &wasmtime::Engine {
         &self.engine

@@ -77,6 +77,13 @@ pub trait Handler: Send + 'static {
     }
 }
 
+/// Gets code this host does not hold from where it is kept: the other
+/// hosts of a cluster.
+pub trait Fetch: Send + Sync + 'static {
+    /// The code's bytes, checked against its digest.
+    fn fetch(&self, digest: &Digest) -> BoxFuture<'static, Result<Vec<u8>, String>>;
+}
+
 /// Where code comes from, by digest.
 pub trait CodeSource: Send + Sync + 'static {
     /// Code already in memory: cheap, for async paths.

@@ -39,7 +39,7 @@ pub mod supervisor;
 pub mod wasm;
 
 pub use callee::{Callee, Refusal};
-pub use code::{Code, CodeSource, Handler};
+pub use code::{Code, CodeSource, Fetch, Handler};
 pub use directory::{Directory, Identity, CALLER_HEADER, CHAIN_HEADER};
 pub use parts::Parts;
 pub use pool::WebPool;

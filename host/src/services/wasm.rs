@@ -6,7 +6,7 @@ use std::sync::Arc;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::WasiBody;
 
-use super::code::{BoxFuture, Code, CodeSource, Handler};
+use super::code::{BoxFuture, Code, CodeSource, Fetch, Handler};
 use super::container::{Callers, ContainerCode};
 use crate::container::Containers;
 use crate::model::Digest;
@@ -24,6 +24,8 @@ use crate::runtime::{
 pub struct WasmSource {
     engine: Arc<Engine>,
     containers: Option<(Arc<Containers>, Arc<Callers>)>,
+    /// Where code this host lacks comes from (in a cluster).
+    fetch: std::sync::OnceLock<Arc<dyn Fetch>>,
 }
 
 impl WasmSource {
@@ -33,7 +35,16 @@ impl WasmSource {
         engine: Arc<Engine>,
         containers: Option<(Arc<Containers>, Arc<Callers>)>,
     ) -> Arc<WasmSource> {
-        Arc::new(WasmSource { engine, containers })
+        Arc::new(WasmSource {
+            engine,
+            containers,
+            fetch: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Fetches code this host lacks through `fetch` from now on.
+    pub fn fetch_with(&self, fetch: Arc<dyn Fetch>) {
+        let _ = self.fetch.set(fetch);
     }
 
     fn image(&self, digest: &Digest) -> Option<Arc<dyn Code>> {
@@ -69,7 +80,19 @@ impl CodeSource for WasmSource {
         }
         let engine = self.engine.clone();
         let digest = digest.clone();
+        let fetch = self.fetch.get().cloned();
         Box::pin(async move {
+            if let Some(fetch) = fetch.filter(|_| !engine.has_code(&digest)) {
+                let bytes = fetch.fetch(&digest).await?;
+                let engine = engine.clone();
+                let digest = digest.clone();
+                tokio::task::spawn_blocking(move || {
+                    engine.accept_as(&format!("code {}", digest.short()), digest, &bytes)
+                })
+                .await
+                .map_err(|e| format!("the loader task failed: {e}"))?
+                .map_err(|e| format!("{e:#}"))?;
+            }
             // Reading or compiling code blocks: keep it off the async threads.
             let loaded = {
                 let engine = engine.clone();
