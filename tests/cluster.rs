@@ -301,7 +301,7 @@ fn a_host_fetches_code_it_lacks_from_another_and_checks_it() {
     let url = etcd.url();
     let a = Daemon::start_with(&["--store", &url, "--node", "host-a"]);
     let b = Daemon::start_with(&["--store", &url, "--node", "host-b"]);
-    a.create("w", &[], &["queue"]);
+    a.create("w", &["--instances", "2"], &["queue"]);
     // host-b never saw the upload: it runs the service with code it
     // fetched from host-a.
     support::wait_until(Duration::from_secs(20), "host-b runs w", || {
@@ -346,4 +346,76 @@ fn a_host_fetches_code_it_lacks_from_another_and_checks_it() {
     let missing = format!("/v1/code/sha256:{}", "0".repeat(64));
     let none = support::http_request(api, "GET", "x", &missing, &[("authorization", &token)], b"");
     assert_eq!(none.status, 404);
+}
+
+/// How many running instances of `name` each host runs, as `host` shows.
+fn spread(host: &Daemon, name: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut by_node = std::collections::BTreeMap::new();
+    if let Some(service) = host.service(name) {
+        for i in service["instances"].as_array().unwrap() {
+            if i["state"] == "running" {
+                *by_node
+                    .entry(i["node"].as_str().unwrap().to_string())
+                    .or_default() += 1;
+            }
+        }
+    }
+    by_node
+}
+
+#[test]
+fn instances_spread_over_the_hosts_and_come_back_when_one_dies() {
+    let etcd = Etcd::start(3);
+    let url = etcd.url();
+    let mut hosts: Vec<Daemon> = ["host-a", "host-b", "host-c"]
+        .iter()
+        .map(|name| Daemon::start_with(&["--store", &url, "--node", name]))
+        .collect();
+    hosts[0].create("w", &["--instances", "6"], &["queue"]);
+    let even = [("host-a", 2), ("host-b", 2), ("host-c", 2)]
+        .map(|(n, c)| (n.to_string(), c))
+        .into_iter()
+        .collect::<std::collections::BTreeMap<_, _>>();
+    support::wait_until(Duration::from_secs(20), "6 instances spread 2/2/2", || {
+        spread(&hosts[1], "w") == even
+    });
+    // Every host shows all six, each with its node; ids are unique.
+    let service = hosts[2].service("w").unwrap();
+    let mut ids: Vec<&str> = service["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    ids.dedup();
+    assert_eq!(ids, ["w.1", "w.2", "w.3", "w.4", "w.5", "w.6"]);
+
+    // host-c dies: its two come back on the others within 10 s.
+    hosts[2].kill9();
+    let died = Instant::now();
+    support::wait_until(Duration::from_secs(15), "6 running on a and b", || {
+        let now = spread(&hosts[0], "w");
+        now.values().sum::<usize>() == 6 && !now.contains_key("host-c")
+    });
+    let took = died.elapsed();
+    eprintln!("re-placed in {took:?}");
+    assert!(took < Duration::from_secs(10), "re-placed after {took:?}");
+    assert_eq!(
+        spread(&hosts[0], "w").values().collect::<Vec<_>>(),
+        [&3, &3]
+    );
+
+    // It returns: it runs nothing it no longer owns.
+    hosts[2].restart();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = spread(&hosts[0], "w");
+    assert_eq!(after.values().sum::<usize>(), 6, "{after:?}");
+    assert!(!after.contains_key("host-c"), "{after:?}");
+
+    // Drained, a host's instances move to the others.
+    hosts[0].ok(&["node", "drain", "host-b"]);
+    support::wait_until(Duration::from_secs(15), "host-b empty", || {
+        let now = spread(&hosts[0], "w");
+        now.values().sum::<usize>() == 6 && !now.contains_key("host-b")
+    });
 }

@@ -74,6 +74,18 @@ pub struct ApiState {
     pub node: crate::model::Node,
     /// Whether hosts share the store (a cluster).
     pub clustered: bool,
+    /// The other hosts of a cluster, asked for the instances they run.
+    pub others: Option<Arc<dyn OtherHosts>>,
+}
+
+/// The other hosts of a cluster, as the API sees them.
+pub trait OtherHosts: Send + Sync + 'static {
+    /// The instances each other live host runs of environment `env`'s
+    /// services (hosts that do not answer in time are left out).
+    fn instances(
+        &self,
+        env: &str,
+    ) -> crate::services::code::BoxFuture<'static, Vec<wire::HereInstances>>;
 }
 
 /// Longest a command waits for its change to take effect.
@@ -255,6 +267,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/envs/{name}", patch(envs::update))
         .route("/v1/envs/{name}/token", post(envs::rotate_token))
         .route("/v1/nodes", get(nodes::list))
+        .route("/v1/here/instances", get(services::here))
         .route("/v1/nodes/{name}/drain", post(nodes::drain))
         .route("/v1/nodes/{name}/resume", post(nodes::resume))
         .route("/v1/stacks", get(stacks::list))

@@ -14,7 +14,8 @@ use super::stacks::{
     check_services_keep_code, require_blob, resolve, validate_component_name, StackChange,
 };
 use super::wire::{
-    ComponentRef, CreateService, ListQuery, LogsQuery, ServiceView, TriggerResult, UpdateService,
+    ComponentRef, CreateService, HereInstances, ListQuery, LogsQuery, ServiceView, TriggerResult,
+    UpdateService,
 };
 use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::cron::{parse_duration, Schedule};
@@ -57,12 +58,63 @@ pub(super) async fn list(
             super::list_or_none(&have)
         )));
     }
-    let views = in_stack
+    let mut views: Vec<ServiceView> = in_stack
         .into_iter()
         .filter(|s| query.name.as_deref().is_none_or(|n| n == s.name))
         .map(|s| view(&state, s))
         .collect();
+    with_other_hosts(&state, &caller.env, &mut views).await;
     Ok(Json(views))
+}
+
+/// Adds the instances the other hosts of a cluster run to `views`.
+async fn with_other_hosts(state: &ApiState, env: &str, views: &mut [ServiceView]) {
+    let Some(others) = &state.others else {
+        return;
+    };
+    for theirs in others.instances(env).await {
+        if let Some(view) = views
+            .iter_mut()
+            .find(|v| v.stack == theirs.stack && v.name == theirs.service)
+        {
+            view.instances.extend(theirs.instances);
+        }
+    }
+    for view in views {
+        // By number: `w.2` before `w.10`.
+        view.instances.sort_by_key(|i| {
+            let (name, number) = i.id.rsplit_once('.').unwrap_or((&i.id, ""));
+            (name.to_string(), number.len(), number.to_string())
+        });
+    }
+}
+
+/// Query of `GET /v1/here/instances`.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct HereQuery {
+    env: String,
+}
+
+/// `GET /v1/here/instances?env=E` (operator only): the instances this
+/// host runs of the environment's services.
+pub(super) async fn here(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<HereQuery>,
+) -> ApiResult<Json<Vec<HereInstances>>> {
+    caller.require_operator("list a host's instances")?;
+    let services = state.store.services(&query.env).await?;
+    let here = services
+        .into_iter()
+        .map(|s| view(&state, s.value))
+        .filter(|v| !v.instances.is_empty())
+        .map(|v| HereInstances {
+            stack: v.stack,
+            service: v.name,
+            instances: v.instances,
+        })
+        .collect();
+    Ok(Json(here))
 }
 
 /// `GET /v1/services/{stack}/{name}`.
@@ -72,7 +124,10 @@ pub(super) async fn show(
     Path((stack, name)): Path<(String, String)>,
 ) -> ApiResult<Json<ServiceView>> {
     let found = find(&state, &caller.env, &stack, &name).await?;
-    Ok(Json(view(&state, found.value)))
+    let mut views = [view(&state, found.value)];
+    with_other_hosts(&state, &caller.env, &mut views).await;
+    let [view] = views;
+    Ok(Json(view))
 }
 
 /// `POST /v1/services`.

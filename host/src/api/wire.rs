@@ -482,3 +482,15 @@ impl NodeView {
         }
     }
 }
+
+/// The instances one host runs of one service (`GET /v1/here/instances`,
+/// how the hosts of a cluster show each other's).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HereInstances {
+    /// Stack.
+    pub stack: String,
+    /// Service.
+    pub service: String,
+    /// Its instances on that host.
+    pub instances: Vec<InstanceStatus>,
+}

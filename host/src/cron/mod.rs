@@ -62,7 +62,7 @@ impl Scheduler {
     pub fn apply(&self, desired: &Desired) {
         let mut wanted = HashSet::new();
         for (key, service, stack) in desired.services_with_stacks() {
-            self.converge(&key, service, stack);
+            self.converge(&key, service, stack, desired.runs_here(&key));
             wanted.insert(key);
         }
         let gone: Vec<ServiceKey> = {
@@ -81,12 +81,18 @@ impl Scheduler {
 
     /// Starts, updates or stops one service's job to match its schedule.
     /// A schedule that stops parsing (it was checked when it was set, so
-    /// only a changed dialect could do that) leaves the job stopped.
-    fn converge(&self, key: &ServiceKey, service: &Service, stack: Option<&Stack>) {
+    /// only a changed dialect could do that) leaves the job stopped. In a
+    /// cluster only the host the job is placed on (`here`) fires it.
+    fn converge(&self, key: &ServiceKey, service: &Service, stack: Option<&Stack>, here: bool) {
         let mut jobs = self.jobs.lock();
-        let Some(text) = service.schedule.clone() else {
+        let Some(text) = service.schedule.clone().filter(|_| here) else {
             if let Some(old) = jobs.remove(key) {
-                tracing::info!(service = %key, "schedule removed: stopping the cron job");
+                let why = if here {
+                    "schedule removed"
+                } else {
+                    "placed on another host"
+                };
+                tracing::info!(service = %key, "{why}: stopping the cron job");
                 self.stopping.spawn(old.job.stop());
             }
             return;

@@ -13,7 +13,7 @@ use crate::cron::Scheduler;
 use crate::model::{Desired, Stack};
 use crate::runtime::Engine;
 use crate::services::Supervisor;
-use crate::store::Store;
+use crate::store::{LeaseId, Store};
 
 /// Pause before reading desired state again after a failed read.
 const RETRY_READ: std::time::Duration = std::time::Duration::from_secs(1);
@@ -26,6 +26,8 @@ pub struct Converge {
     engine: Arc<Engine>,
     /// The store revision the last apply included.
     applied: watch::Sender<u64>,
+    /// In a cluster: this host's name, and its lease while it is a member.
+    node: Option<(String, watch::Receiver<Option<LeaseId>>)>,
 }
 
 impl Converge {
@@ -44,18 +46,34 @@ impl Converge {
             scheduler,
             engine,
             applied,
+            node: None,
         };
         (converge, rx)
     }
 
+    /// Runs only what the leader placed on host `name`, and nothing while
+    /// `member` is false.
+    pub fn on_node(mut self, name: String, member: watch::Receiver<Option<LeaseId>>) -> Converge {
+        self.node = Some((name, member));
+        self
+    }
+
     /// Applies now and after every change, until the task is dropped.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let mut revisions = self.store.subscribe();
         let mut stacks: Option<Vec<Stack>> = None;
+        let mut member = self.node.as_ref().map(|(_, m)| m.clone());
         loop {
             revisions.borrow_and_update();
             match self.store.desired().await {
-                Ok(desired) => {
+                Ok(mut desired) => {
+                    if let Some((name, member)) = &mut self.node {
+                        if member.borrow_and_update().is_some() {
+                            desired.place_on(name);
+                        } else {
+                            desired.placed = Some(Default::default());
+                        }
+                    }
                     self.apply(&desired);
                     if stacks.as_ref() != Some(&desired.stacks) {
                         self.collect_code().await;
@@ -77,6 +95,16 @@ impl Converge {
                     }
                 }
                 () = self.supervisor.kicked().notified() => {}
+                changed = async {
+                    match member.as_mut() {
+                        Some(member) => member.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if changed.is_err() {
+                        member = None;
+                    }
+                }
             }
         }
     }

@@ -8,11 +8,13 @@
 //! - `files`: the data directory's lock and `daemon.json`.
 //! - `node`: this host's record in a cluster's store, under a lease.
 //! - `peers`: the other hosts, as this one fetches code from them.
+//! - `placer`: the leader's placing of instances on hosts.
 
 mod converge;
 mod files;
 mod node;
 mod peers;
+mod placer;
 
 pub use converge::Converge;
 
@@ -146,14 +148,17 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
         },
         seats: engine.seats().clone(),
     };
+    let mut others: Option<Arc<dyn api::OtherHosts>> = None;
     if clustered {
         node::join(&store, &me).await?;
-        code.fetch_with(peers::Peers::new(
+        let peers = peers::Peers::new(
             store.clone(),
             config.node.clone(),
             admin_token.clone(),
             config.max_upload_bytes,
-        ));
+        );
+        code.fetch_with(peers.clone());
+        others = Some(peers);
     }
     supervisor
         .parts()
@@ -191,6 +196,14 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
         scheduler.clone(),
         engine.clone(),
     );
+    // In a cluster this host runs what is placed on it while it is a
+    // member (holds its lease).
+    let (lease_tx, lease_rx) = tokio::sync::watch::channel(None);
+    let converge = if clustered {
+        converge.on_node(config.node.clone(), lease_rx.clone())
+    } else {
+        converge
+    };
     let containers_gateway = containers.gateway();
     let api_containers = containers.clone();
     let shutdown_containers = containers.clone();
@@ -211,6 +224,7 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
         uploads: Default::default(),
         node: me.node.clone(),
         clustered,
+        others,
     };
     let proxies = match containers_gateway {
         Some(gateway) => {
@@ -219,7 +233,14 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
         None => Vec::new(),
     };
     let converger = tokio::spawn(converge.run());
-    let membership = clustered.then(|| node::keep(node_store, me, stop_rx.clone()));
+    let placing = clustered.then(|| {
+        tokio::spawn(placer::run(
+            node_store.clone(),
+            me.node.name.clone(),
+            lease_rx,
+        ))
+    });
+    let membership = clustered.then(|| node::keep(node_store, me, lease_tx, stop_rx.clone()));
     let api = serve_api(
         api_connections,
         listeners.api,
@@ -238,6 +259,9 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
     tracing::info!("shutting down: draining connections, stopping instances");
     let _ = stop_tx.send(true);
     converger.abort();
+    if let Some(placing) = placing {
+        placing.abort();
+    }
     let mut servers = vec![api, http];
     servers.extend(https);
     servers.extend(proxies);

@@ -4,7 +4,7 @@
 //! holds; when it dies its lease runs out and its record goes with it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -12,12 +12,12 @@ use crate::model::Node;
 use crate::runtime::seats::{Seat, Seats};
 use anyhow::Context as _;
 
-use crate::store::{encode, key, Store, Txn};
+use crate::store::{encode, key, LeaseId, Store, Txn};
 
 /// How long a host stays listed after its last heartbeat.
 pub const LEASE_TTL: Duration = Duration::from_secs(5);
 /// How often a host renews its lease and reports what it holds.
-const BEAT: Duration = Duration::from_secs(1);
+pub const BEAT: Duration = Duration::from_secs(1);
 
 /// What this host reports about itself.
 pub struct Me {
@@ -57,12 +57,20 @@ pub async fn join(store: &Store, me: &Me) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Keeps this host's record alive until `stop`, then removes it.
-pub fn keep(store: Store, me: Me, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+/// Keeps this host's record alive until `stop`, then removes it. `lease`
+/// holds the lease while this host is a member, `None` while it is not
+/// (not yet, or its lease ran out): a host that is not a member runs
+/// nothing, since its instances may be placed elsewhere already.
+pub fn keep(
+    store: Store,
+    me: Me,
+    lease: watch::Sender<Option<LeaseId>>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let lease = match store.grant_lease(LEASE_TTL).await {
-                Ok(lease) => lease,
+            let granted = match store.grant_lease(LEASE_TTL).await {
+                Ok(granted) => granted,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot take a lease for this host; trying again");
                     tokio::select! {
@@ -71,28 +79,44 @@ pub fn keep(store: Store, me: Me, mut stop: watch::Receiver<bool>) -> tokio::tas
                     }
                 }
             };
-            let ended = beat(&store, &me, lease, &mut stop).await;
+            let ended = beat(&store, &me, granted, &lease, &mut stop).await;
+            lease.send_replace(None);
             if ended {
                 // Leaving: the others see it at once, not a lease later.
-                let _ = store.revoke_lease(lease).await;
+                let _ = store.revoke_lease(granted).await;
                 return;
             }
         }
     })
 }
 
-/// Writes the record under `lease` and renews it every beat; returns
-/// `true` when stopped, `false` when the lease was lost.
-async fn beat(store: &Store, me: &Me, lease: i64, stop: &mut watch::Receiver<bool>) -> bool {
+/// Writes the record under `granted` and renews it every beat; returns
+/// `true` when stopped, `false` when the lease was lost (or not renewed
+/// for a whole lease period, so it may be).
+async fn beat(
+    store: &Store,
+    me: &Me,
+    granted: LeaseId,
+    lease: &watch::Sender<Option<LeaseId>>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
     let mut written: Option<Node> = None;
+    let mut renewed = Instant::now();
     loop {
         let node = me.now();
         if written.as_ref() != Some(&node) {
             match store
-                .put_leased(key::node(&node.name), &node, lease, false)
+                .put_leased(key::node(&node.name), &node, granted, false)
                 .await
             {
-                Ok(_) => written = Some(node),
+                Ok(_) => {
+                    written = Some(node);
+                    lease.send_if_modified(|l| {
+                        let new = l.is_none();
+                        *l = Some(granted);
+                        new
+                    });
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot report this host"),
             }
         }
@@ -100,13 +124,17 @@ async fn beat(store: &Store, me: &Me, lease: i64, stop: &mut watch::Receiver<boo
             () = tokio::time::sleep(BEAT) => {}
             _ = stop.changed() => return true,
         }
-        match store.keep_lease(lease).await {
-            Ok(true) => {}
+        match store.keep_lease(granted).await {
+            Ok(true) => renewed = Instant::now(),
             Ok(false) => {
                 tracing::warn!("this host's lease ran out (the store was out of reach too long): joining again");
                 return false;
             }
             Err(e) => tracing::warn!(error = %e, "cannot renew this host's lease"),
+        }
+        if renewed.elapsed() >= LEASE_TTL {
+            tracing::warn!("this host's lease was not renewed for {LEASE_TTL:?}: it may have run out, so this host stops its instances until it joins again");
+            return false;
         }
     }
 }

@@ -11,6 +11,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::api::wire::HereInstances;
+use crate::api::OtherHosts;
 use crate::model::Digest;
 use crate::services::code::BoxFuture;
 use crate::services::Fetch;
@@ -47,9 +49,15 @@ impl Peers {
         })
     }
 
-    /// The code from the host at `address`.
-    async fn fetch_from(&self, address: &str, digest: &Digest) -> Result<Vec<u8>, String> {
-        let request = http::Request::get(format!("http://{address}/v1/code/{digest}"))
+    /// A GET of `path` on the host at `address`, with the shared token:
+    /// its status and body (at most `limit` bytes).
+    async fn get(
+        &self,
+        address: &str,
+        path: &str,
+        limit: usize,
+    ) -> Result<(http::StatusCode, Bytes), String> {
+        let request = http::Request::get(format!("http://{address}{path}"))
             .header(
                 http::header::AUTHORIZATION,
                 format!("Bearer {}", self.token),
@@ -62,11 +70,19 @@ impl Peers {
             .await
             .map_err(|e| e.to_string())?;
         let status = response.status();
-        let body = Limited::new(response.into_body(), self.max_bytes)
+        let body = Limited::new(response.into_body(), limit)
             .collect()
             .await
             .map_err(|e| format!("reading its answer: {e}"))?
             .to_bytes();
+        Ok((status, body))
+    }
+
+    /// The code from the host at `address`.
+    async fn fetch_from(&self, address: &str, digest: &Digest) -> Result<Vec<u8>, String> {
+        let (status, body) = self
+            .get(address, &format!("/v1/code/{digest}"), self.max_bytes)
+            .await?;
         if !status.is_success() {
             return Err(format!(
                 "{status}: {}",
@@ -81,6 +97,53 @@ impl Peers {
             return Err(format!("it sent code whose digest is {}", got.0.short()));
         }
         Ok(got.1)
+    }
+}
+
+/// Longest another host may take to say what it runs.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest answer about what another host runs.
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+
+impl OtherHosts for Peers {
+    fn instances(&self, env: &str) -> BoxFuture<'static, Vec<HereInstances>> {
+        let peers = self.clone();
+        let path = format!("/v1/here/instances?env={env}");
+        Box::pin(async move {
+            let Ok(hosts) = peers.store.nodes().await else {
+                return Vec::new();
+            };
+            let asks = hosts
+                .live
+                .iter()
+                .filter(|h| h.name != peers.me)
+                .map(|host| {
+                    let peers = &peers;
+                    let path = &path;
+                    async move {
+                        let answer = tokio::time::timeout(
+                            ASK_TIMEOUT,
+                            peers.get(&host.address, path, MAX_ANSWER_BYTES),
+                        )
+                        .await;
+                        match answer {
+                            Ok(Ok((status, body))) if status.is_success() => {
+                                serde_json::from_slice::<Vec<HereInstances>>(&body)
+                                    .unwrap_or_default()
+                            }
+                            _ => {
+                                tracing::debug!(node = %host.name, "no answer about its instances");
+                                Vec::new()
+                            }
+                        }
+                    }
+                });
+            futures::future::join_all(asks)
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
+        })
     }
 }
 

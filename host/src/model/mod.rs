@@ -36,7 +36,7 @@ pub use endpoint::{is_ip_like, may_publish, within, Endpoint};
 pub use environment::{Egress, Environment, Outbound, Quotas};
 pub use instance::{InstanceState, InstanceStatus};
 pub use net::{parse_ranges, special, Cidr, Special};
-pub use node::{Drain, Node, NodeState};
+pub use node::{Drain, Node, NodeState, Placement};
 pub use run::{Run, RunStatus, RunTrigger};
 pub use service::{
     dns_name, Service, ServiceKey, ServiceType, DEFAULT_STOP_TIMEOUT, MAX_STOP_TIMEOUT,

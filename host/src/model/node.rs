@@ -56,3 +56,37 @@ pub struct Drain {
     /// Since when.
     pub since: DateTime<Utc>,
 }
+
+/// Where a service's instances run in a cluster: the leader's decision,
+/// kept in desired state, which each host follows for its own.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Placement {
+    /// Environment.
+    pub env: String,
+    /// Stack.
+    pub stack: String,
+    /// Service.
+    pub service: String,
+    /// Each instance number (1-based) and the host it runs on.
+    pub numbers: std::collections::BTreeMap<u32, String>,
+}
+
+impl Placement {
+    /// The key of the service it places.
+    pub fn key(&self) -> super::ServiceKey {
+        super::ServiceKey {
+            env: self.env.clone(),
+            stack: self.stack.clone(),
+            name: self.service.clone(),
+        }
+    }
+
+    /// The numbers placed on `node`.
+    pub fn on(&self, node: &str) -> Vec<u32> {
+        self.numbers
+            .iter()
+            .filter(|(_, n)| n.as_str() == node)
+            .map(|(&number, _)| number)
+            .collect()
+    }
+}

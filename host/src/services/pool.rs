@@ -129,6 +129,9 @@ pub struct WebPool {
     key: ServiceKey,
     spec: Arc<Spec>,
     settings: PoolSettings,
+    /// The service's instance numbers this pool's slots are (1-based):
+    /// all of them on one machine, those placed here in a cluster.
+    numbers: Vec<u32>,
     parts: Parts,
     /// The service's identity (log, counters); each instance gets
     /// `who.at(id)`.
@@ -169,27 +172,30 @@ impl WebPool {
         spec: Arc<Spec>,
         settings: PoolSettings,
     ) -> Arc<WebPool> {
-        WebPool::start_knowing(parts, key, spec, settings, None)
+        let numbers = (1..=settings.instances).collect();
+        WebPool::start_knowing(parts, key, spec, settings, numbers, None)
     }
 
-    /// [`WebPool::start`] for code already known not to be reusable, and
-    /// why (what the pool this one replaces learned).
+    /// [`WebPool::start`] for the instances `numbers` of the service
+    /// (`settings.instances` is their count), and for code already known
+    /// not to be reusable, and why (what the pool this one replaces
+    /// learned).
     pub fn start_knowing(
         parts: Parts,
         key: ServiceKey,
         spec: Arc<Spec>,
         settings: PoolSettings,
+        numbers: Vec<u32>,
         learned: Option<String>,
     ) -> Arc<WebPool> {
+        debug_assert_eq!(numbers.len(), settings.instances as usize);
         // A worker's request instances run beside its `run` instances, so
         // their ids differ: `worker.req1`.
         let prefix = if settings.warm { "" } else { "req" };
-        let slots = (0..settings.instances)
-            .map(|i| WebSlot {
-                status: InstanceStatus::starting(
-                    format!("{}.{prefix}{}", key.name, i + 1),
-                    spec.version,
-                ),
+        let slots = numbers
+            .iter()
+            .map(|n| WebSlot {
+                status: InstanceStatus::starting(format!("{}.{prefix}{n}", key.name), spec.version),
                 busy: false,
                 ready: None,
                 failures: 0,
@@ -202,6 +208,7 @@ impl WebPool {
             key,
             spec,
             settings,
+            numbers,
             parts,
             code: OnceCell::new(),
             inner: Mutex::new(Inner { slots, waiting: 0 }),
@@ -253,8 +260,8 @@ impl WebPool {
     }
 
     /// Whether the pool was made for this spec and these settings.
-    pub fn matches(&self, spec: &Arc<Spec>, settings: PoolSettings) -> bool {
-        self.spec.id == spec.id && self.settings == settings
+    pub fn matches(&self, spec: &Arc<Spec>, settings: PoolSettings, numbers: &[u32]) -> bool {
+        self.spec.id == spec.id && self.settings == settings && self.numbers == numbers
     }
 
     /// Whether the pool keeps its instances live (a web service's), rather

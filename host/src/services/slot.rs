@@ -30,15 +30,22 @@ pub struct SlotState {
 
 /// One worker slot and the handles to steer it.
 pub struct Slot {
+    /// Its instance number (1-based).
+    number: u32,
     state: watch::Sender<SlotState>,
     spec: watch::Sender<Arc<Spec>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl Slot {
-    /// Starts slot `index` (0-based) of a service on `spec`.
-    pub fn spawn(parts: &Parts, key: &ServiceKey, index: usize, spec: Arc<Spec>) -> Slot {
-        let id = format!("{}.{}", key.name, index + 1);
+    /// Its instance number (1-based).
+    pub fn number(&self) -> u32 {
+        self.number
+    }
+
+    /// Starts instance `number` (1-based) of a service on `spec`.
+    pub fn spawn(parts: &Parts, key: &ServiceKey, number: u32, spec: Arc<Spec>) -> Slot {
+        let id = format!("{}.{number}", key.name);
         let state = watch::Sender::new(SlotState {
             status: InstanceStatus::starting(id.clone(), spec.version),
             spec_id: 0,
@@ -53,6 +60,7 @@ impl Slot {
             failures: 0,
         };
         Slot {
+            number,
             state,
             spec: tx,
             task: Some(tokio::spawn(task.run(specs))),

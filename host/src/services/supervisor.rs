@@ -118,7 +118,8 @@ impl Supervisor {
         let mut runtimes = self.runtimes.lock();
         let mut wanted = HashSet::new();
         for (key, service, stack) in desired.services_with_stacks() {
-            self.converge_service(&mut runtimes, &key, service, stack);
+            let numbers = desired.numbers_here(&key, service);
+            self.converge_service(&mut runtimes, &key, service, stack, &numbers);
             wanted.insert(key);
         }
         let gone: Vec<ServiceKey> = runtimes
@@ -150,16 +151,17 @@ impl Supervisor {
         key: &ServiceKey,
         service: &Service,
         stack: Option<&Stack>,
+        numbers: &[u32],
     ) {
         let code = self.parts.code.clone();
         let (run, version) = RunSpec::of(service, stack, &|d| code.is_image(d));
         let requests_only = self.serves_only_http(&run);
         // Cron jobs get their instances from the scheduler, web services
         // (and workers whose code only serves HTTP) from their pool.
-        let count = match service.service_type() {
-            ServiceType::Cron | ServiceType::Web => 0,
-            ServiceType::Worker if requests_only => 0,
-            ServiceType::Worker => service.instances as usize,
+        let slots = match service.service_type() {
+            ServiceType::Cron | ServiceType::Web => &[][..],
+            ServiceType::Worker if requests_only => &[][..],
+            ServiceType::Worker => numbers,
         };
         let rt = runtimes
             .entry(key.clone())
@@ -169,8 +171,8 @@ impl Supervisor {
                 rollout: None,
                 web: None,
             });
-        self.converge_slots(key, rt, run, version, count);
-        self.converge_web(key, rt, service, requests_only);
+        self.converge_slots(key, rt, run, version, slots);
+        self.converge_web(key, rt, service, requests_only, numbers);
     }
 
     /// Intra-DNS names (every service with a pool) and outbound policies.
@@ -318,7 +320,7 @@ impl Supervisor {
         rt: &mut ServiceRuntime,
         run: RunSpec,
         version: u64,
-        count: usize,
+        numbers: &[u32],
     ) {
         if rt.spec.run != run {
             tracing::info!(service = %key, version, "settings changed: rolling instances");
@@ -334,13 +336,15 @@ impl Supervisor {
                 slot.relabel(version);
             }
         }
-        while rt.slots.len() < count {
-            let index = rt.slots.len();
-            rt.slots
-                .push(Slot::spawn(&self.parts, key, index, rt.spec.clone()));
-        }
         // Dropped slots end their tasks.
-        rt.slots.truncate(count);
+        rt.slots.retain(|slot| numbers.contains(&slot.number()));
+        for &number in numbers {
+            if !rt.slots.iter().any(|slot| slot.number() == number) {
+                rt.slots
+                    .push(Slot::spawn(&self.parts, key, number, rt.spec.clone()));
+            }
+        }
+        rt.slots.sort_by_key(Slot::number);
     }
 
     /// Starts, replaces or stops the service's pool of request-serving
@@ -355,6 +359,7 @@ impl Supervisor {
         rt: &mut ServiceRuntime,
         service: &Service,
         requests_only: bool,
+        numbers: &[u32],
     ) {
         let warm = match service.service_type() {
             ServiceType::Cron => {
@@ -367,7 +372,7 @@ impl Supervisor {
             ServiceType::Worker => requests_only,
         };
         let settings = PoolSettings {
-            instances: service.instances,
+            instances: numbers.len() as u32,
             reuse: if service.fresh_per_request {
                 Reuse::Never
             } else if service.always_reuse {
@@ -381,7 +386,7 @@ impl Supervisor {
         if rt
             .web
             .as_ref()
-            .is_some_and(|pool| pool.matches(&rt.spec, settings))
+            .is_some_and(|pool| pool.matches(&rt.spec, settings, numbers))
         {
             return;
         }
@@ -393,6 +398,7 @@ impl Supervisor {
             key.clone(),
             rt.spec.clone(),
             settings,
+            numbers.to_vec(),
             learned,
         );
         if let Some(old) = rt.web.replace(new) {

@@ -151,6 +151,14 @@ pub mod key {
     }
     /// Every drained host.
     pub const ALL_DRAINS: &str = "/drains/";
+    /// Where a service's instances run in a cluster.
+    pub fn placement(env: &str, stack: &str, service: &str) -> String {
+        format!("/placements/{env}/{stack}/{service}")
+    }
+    /// Every placement.
+    pub const ALL_PLACEMENTS: &str = "/placements/";
+    /// Which host places instances now (bound to its lease).
+    pub const LEADER: &str = "/leader";
     /// The operator's token the hosts of a cluster share, so each host's
     /// `daemon.json` works on every host.
     pub const CLUSTER_OPERATOR_TOKEN: &str = "/cluster/operator_token";
@@ -461,8 +469,16 @@ impl Store {
     /// change up to.
     pub async fn desired(&self) -> anyhow::Result<Desired> {
         let (mut ranges, revision) = self
-            .blocking(|kv| kv.ranges(&[key::ALL_SERVICES, key::ALL_STACKS, key::ALL_ENVS]))
+            .blocking(|kv| {
+                kv.ranges(&[
+                    key::ALL_SERVICES,
+                    key::ALL_STACKS,
+                    key::ALL_ENVS,
+                    key::ALL_PLACEMENTS,
+                ])
+            })
             .await?;
+        let placements = ranges.pop().unwrap_or_default();
         let envs = ranges.pop().unwrap_or_default();
         let stacks = ranges.pop().unwrap_or_default();
         let services = ranges.pop().unwrap_or_default();
@@ -471,6 +487,11 @@ impl Store {
             services: services.iter().map(decode).collect::<anyhow::Result<_>>()?,
             stacks: stacks.iter().map(decode).collect::<anyhow::Result<_>>()?,
             envs: envs.iter().map(decode).collect::<anyhow::Result<_>>()?,
+            placements: placements
+                .iter()
+                .map(decode)
+                .collect::<anyhow::Result<_>>()?,
+            placed: None,
         })
     }
 }
