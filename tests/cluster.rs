@@ -419,3 +419,52 @@ fn instances_spread_over_the_hosts_and_come_back_when_one_dies() {
         now.values().sum::<usize>() == 6 && !now.contains_key("host-b")
     });
 }
+
+#[test]
+fn any_hosts_ingress_and_any_instances_calls_reach_a_service_on_another_host() {
+    let etcd = Etcd::start(1);
+    let url = etcd.url();
+    let hosts: Vec<Daemon> = ["host-a", "host-b", "host-c"]
+        .iter()
+        .map(|name| Daemon::start_with(&["--store", &url, "--node", name]))
+        .collect();
+    let app = support::app_wasm();
+    let app = app.to_str().unwrap();
+    let a = &hosts[0];
+    // One instance of `web`, on one host; `front` on every host.
+    a.ok(&["svc", "create", "-n", "web", "--", app, "server"]);
+    a.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    a.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "front",
+        "--instances",
+        "3",
+        "--",
+        app,
+        "server",
+    ]);
+    a.ok(&["svc", "publish", "-n", "front", "--endpoint", "front"]);
+    support::wait_until(Duration::from_secs(20), "web 1, front 3 running", || {
+        spread(a, "web").values().sum::<usize>() == 1
+            && spread(a, "front").values().sum::<usize>() == 3
+    });
+    let web_host = spread(a, "web").into_keys().next().unwrap();
+    for h in &hosts {
+        // Every ingress serves the endpoint, whichever host runs it.
+        let got = h.get("www.localhost", "/");
+        assert_eq!(got.status, 200, "{}: {}", h.info["http_url"], got.body);
+        // And an instance on every host reaches it by name: from two of
+        // them the call crosses hosts.
+        let called = h.get("front.localhost", "/call?url=http%3A%2F%2Fapp-web%2F");
+        assert_eq!(called.status, 200, "{}", called.body);
+        assert!(called.body.starts_with("status: 200"), "{}", called.body);
+    }
+    // A path and query arrive whole through a host that does not run it.
+    let names = ["host-a", "host-b", "host-c"];
+    let other = names.iter().position(|n| *n != web_host).unwrap();
+    let echoed = hosts[other].get("www.localhost", "/echo?x=1");
+    assert_eq!(echoed.status, 200);
+    assert!(echoed.body.contains("/echo?x=1"), "{}", echoed.body);
+}

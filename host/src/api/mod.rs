@@ -15,6 +15,7 @@
 
 mod endpoints;
 mod envs;
+pub mod here;
 mod nodes;
 mod quotas;
 mod run;
@@ -268,6 +269,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/envs/{name}/token", post(envs::rotate_token))
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/here/instances", get(services::here))
+        .route(
+            "/v1/here/call/{env}/{stack}/{service}",
+            axum::routing::any(here::call_root),
+        )
+        .route(
+            "/v1/here/call/{env}/{stack}/{service}/{*path}",
+            axum::routing::any(here::call),
+        )
         .route("/v1/nodes/{name}/drain", post(nodes::drain))
         .route("/v1/nodes/{name}/resume", post(nodes::resume))
         .route("/v1/stacks", get(stacks::list))

@@ -158,6 +158,7 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
             config.max_upload_bytes,
         );
         code.fetch_with(peers.clone());
+        supervisor.forward_with(peers.clone());
         others = Some(peers);
     }
     supervisor

@@ -1,6 +1,9 @@
-//! The other hosts of a cluster, as this one reaches them: code this host
-//! lacks is fetched from whichever live host holds it, by digest, and
-//! checked against the digest on arrival.
+//! The other hosts of a cluster, as this one reaches them, with the
+//! operator's token they share: code this host lacks is fetched from
+//! whichever live host holds it, by digest, and checked against the digest
+//! on arrival; requests for services that run only elsewhere are forwarded
+//! over one HTTP/2 connection per host; `service ls` asks each what it
+//! runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,15 +14,29 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::WasiBody;
+
+use crate::api::here::{CYCLIC_HEADER, HOST_HEADER, SCHEME_HEADER, VIA_HEADER};
 use crate::api::wire::HereInstances;
 use crate::api::OtherHosts;
-use crate::model::Digest;
+use crate::model::{Digest, ServiceKey};
 use crate::services::code::BoxFuture;
 use crate::services::Fetch;
+use crate::services::{Call, Forward, Refusal};
 use crate::store::Store;
 
 /// Longest one host may take to send a piece of code.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The live hosts' API addresses by name, and when they were read.
+type Addresses = (Option<Instant>, HashMap<String, String>);
 
 /// Fetches code from the other hosts.
 #[derive(Clone)]
@@ -32,6 +49,13 @@ pub struct Peers {
     /// Largest code accepted (the upload limit).
     max_bytes: usize,
     client: Client<HttpConnector, Empty<Bytes>>,
+    /// Requests forwarded to other hosts: HTTP/2, one connection per host
+    /// kept open.
+    forwarder: Client<HttpConnector, WasiBody>,
+    /// The live hosts' addresses, as last read, and when.
+    addresses: Arc<Mutex<Addresses>>,
+    /// Where the next forwarded request starts among a service's hosts.
+    next: Arc<AtomicUsize>,
 }
 
 impl Peers {
@@ -45,7 +69,14 @@ impl Peers {
             me,
             token,
             max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(TokioExecutor::new()).build(connector.clone()),
+            forwarder: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .http2_keep_alive_interval(Some(Duration::from_secs(5)))
+                .build(connector),
+            addresses: Arc::default(),
+            next: Arc::default(),
         })
     }
 
@@ -97,6 +128,127 @@ impl Peers {
             return Err(format!("it sent code whose digest is {}", got.0.short()));
         }
         Ok(got.1)
+    }
+}
+
+/// How long the hosts' addresses are used before they are read again.
+const ADDRESSES_FOR: Duration = Duration::from_secs(1);
+
+impl Peers {
+    /// The API address of each live host, read at most every
+    /// [`ADDRESSES_FOR`].
+    async fn addresses(&self) -> HashMap<String, String> {
+        {
+            let cached = self.addresses.lock();
+            if cached.0.is_some_and(|at| at.elapsed() < ADDRESSES_FOR) {
+                return cached.1.clone();
+            }
+        }
+        let Ok(hosts) = self.store.nodes().await else {
+            return self.addresses.lock().1.clone();
+        };
+        let fresh: HashMap<String, String> = hosts
+            .live
+            .into_iter()
+            .map(|n| (n.name, n.address))
+            .collect();
+        *self.addresses.lock() = (Some(Instant::now()), fresh.clone());
+        fresh
+    }
+
+    async fn forward_to(
+        &self,
+        address: &str,
+        key: &ServiceKey,
+        request: http::Request<WasiBody>,
+        call: Call,
+    ) -> Result<http::Response<HyperOutgoingBody>, hyper_util::client::legacy::Error> {
+        let (mut parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        // `/` (with or without a query) goes to the service's own route,
+        // anything longer below it.
+        let rest = path.strip_prefix('/').unwrap_or(path);
+        let slash = if rest.is_empty() || rest.starts_with('?') {
+            ""
+        } else {
+            "/"
+        };
+        let uri = format!(
+            "http://{address}/v1/here/call/{}/{}/{}{slash}{rest}",
+            key.env, key.stack, key.name
+        );
+        parts.uri = uri.parse().unwrap_or_default();
+        let headers = &mut parts.headers;
+        if let Some(host) = headers.remove(http::header::HOST) {
+            headers.insert(HOST_HEADER, host);
+        }
+        let bearer = format!("Bearer {}", self.token);
+        if let Ok(value) = http::HeaderValue::from_str(&bearer) {
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+        let (via, scheme, cyclic) = match call {
+            Call::Ingress(Scheme::Https) => ("ingress", "https", false),
+            Call::Ingress(_) => ("ingress", "http", false),
+            Call::Dns(cyclic) => ("dns", "http", cyclic),
+        };
+        headers.insert(VIA_HEADER, http::HeaderValue::from_static(via));
+        headers.insert(SCHEME_HEADER, http::HeaderValue::from_static(scheme));
+        if cyclic {
+            headers.insert(CYCLIC_HEADER, http::HeaderValue::from_static("1"));
+        }
+        parts.version = http::Version::HTTP_2;
+        let response = self
+            .forwarder
+            .request(http::Request::from_parts(parts, body))
+            .await?;
+        let (parts, body) = response.into_parts();
+        Ok(http::Response::from_parts(
+            parts,
+            body.map_err(wasmtime_wasi_http::Error::Hyper)
+                .boxed_unsync(),
+        ))
+    }
+}
+
+impl Forward for Peers {
+    fn forward(
+        &self,
+        key: &ServiceKey,
+        nodes: &[String],
+        request: http::Request<WasiBody>,
+        call: Call,
+    ) -> BoxFuture<'static, Result<http::Response<HyperOutgoingBody>, Refusal>> {
+        let peers = self.clone();
+        let key = key.clone();
+        let nodes = nodes.to_vec();
+        Box::pin(async move {
+            let addresses = peers.addresses().await;
+            let live: Vec<&String> = nodes
+                .iter()
+                .filter(|n| **n != peers.me && addresses.contains_key(*n))
+                .collect();
+            if live.is_empty() {
+                return Err(Refusal::unavailable(
+                    format!("{key} runs on no host that is up"),
+                    1,
+                ));
+            }
+            let first = peers.next.fetch_add(1, Ordering::Relaxed) % live.len();
+            let node = live[first];
+            match peers
+                .forward_to(&addresses[node], &key, request, call)
+                .await
+            {
+                Ok(response) => Ok(response),
+                Err(e) => {
+                    tracing::warn!(service = %key, node = %node, error = %e, "forwarding to another host failed");
+                    Err(Refusal::unavailable(
+                        format!("{key}: host {node} did not answer"),
+                        1,
+                    ))
+                }
+            }
+        })
     }
 }
 

@@ -192,10 +192,7 @@ impl Ingress {
             share: share.clone(),
         }
         .boxed_unsync();
-        let answered = route
-            .pool
-            .handle(Request::from_parts(parts, body), scheme)
-            .await;
+        let answered = route.handle(Request::from_parts(parts, body), scheme).await;
         if share.drain().await {
             return too_large(limit);
         }

@@ -13,6 +13,7 @@
 //! - `callee`: what a service reached by name is to its callers.
 //! - `directory`: intra-DNS names, outbound policy, and the runtime's
 //!   [`Dispatch`](crate::runtime::Dispatch) for each instance.
+//! - `remote`: services whose instances all run on other hosts.
 //! - `routes`: which endpoint goes to which web service.
 //! - `session`: interactive runs attached to a caller's terminal.
 //! - `spec`: what a service runs, resolved against its stack.
@@ -29,6 +30,7 @@ pub mod container;
 pub mod directory;
 pub mod parts;
 pub mod pool;
+pub mod remote;
 mod replay;
 pub mod rollout;
 pub mod routes;
@@ -43,6 +45,7 @@ pub use code::{Code, CodeSource, Fetch, Handler};
 pub use directory::{Directory, Identity, CALLER_HEADER, CHAIN_HEADER};
 pub use parts::Parts;
 pub use pool::WebPool;
+pub use remote::{Call, Forward, Remote};
 pub use routes::{request_host, Routes};
 pub use spec::{CodeProblem, RunSpec, Spec};
 pub use supervisor::{Route, Supervisor, Tracked};

@@ -16,12 +16,17 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::WasiBody;
 
 use super::callee::Callee;
+use super::callee::Refusal;
 use super::code::CodeSource;
 use super::directory::{Directory, Identity, Names};
 use super::parts::Parts;
 use super::pool::{PoolSettings, Reuse, WebPool};
+use super::remote::{Forward, Remote};
 use super::rollout::Rollout;
 use super::routes::Routes;
 use super::slot::Slot;
@@ -41,10 +46,32 @@ struct ServiceRuntime {
 
 /// Where an ingress request goes.
 pub struct Route {
-    /// The web service's pool.
-    pub pool: Arc<WebPool>,
+    /// Who serves it.
+    pub target: Target,
     /// Whether the endpoint was published as `https://`.
     pub https: bool,
+}
+
+/// Who serves an endpoint's requests.
+pub enum Target {
+    /// This host's instances.
+    Local(Arc<WebPool>),
+    /// Another host's (in a cluster, when none runs here).
+    Remote(Arc<Remote>),
+}
+
+impl Route {
+    /// Serves one request from the ingress.
+    pub async fn handle(
+        &self,
+        request: http::Request<WasiBody>,
+        scheme: Scheme,
+    ) -> Result<http::Response<HyperOutgoingBody>, Refusal> {
+        match &self.target {
+            Target::Local(pool) => pool.handle(request, scheme).await,
+            Target::Remote(remote) => remote.handle(request, scheme).await,
+        }
+    }
 }
 
 /// Routes and the pools behind them, published together at each apply.
@@ -52,6 +79,8 @@ pub struct Route {
 struct Published {
     routes: Routes,
     pools: HashMap<ServiceKey, Arc<WebPool>>,
+    /// Services all of whose instances run on other hosts.
+    remotes: HashMap<ServiceKey, Arc<Remote>>,
 }
 
 /// Instances owned elsewhere, shown among their service's.
@@ -71,6 +100,8 @@ pub struct Supervisor {
     kick: Notify,
     /// Deleted services being stopped, waited for by `stop_all`.
     stopping: tokio_util::task::TaskTracker,
+    /// How requests reach services that run only on other hosts.
+    forward: std::sync::OnceLock<Arc<dyn Forward>>,
     me: Weak<Supervisor>,
 }
 
@@ -98,6 +129,7 @@ impl Supervisor {
             tracked: Arc::new(Mutex::new(HashMap::new())),
             kick: Notify::new(),
             stopping: tokio_util::task::TaskTracker::new(),
+            forward: std::sync::OnceLock::new(),
             me: me.clone(),
         })
     }
@@ -117,9 +149,18 @@ impl Supervisor {
     pub fn apply(&self, desired: &Desired) {
         let mut runtimes = self.runtimes.lock();
         let mut wanted = HashSet::new();
+        // In a cluster: services with instances somewhere.
+        let placed: HashSet<ServiceKey> = desired
+            .placements
+            .iter()
+            .filter(|p| !p.numbers.is_empty())
+            .map(|p| p.key())
+            .collect();
         for (key, service, stack) in desired.services_with_stacks() {
             let numbers = desired.numbers_here(&key, service);
-            self.converge_service(&mut runtimes, &key, service, stack, &numbers);
+            // Served by other hosts: no pool here.
+            let elsewhere = numbers.is_empty() && placed.contains(&key);
+            self.converge_service(&mut runtimes, &key, service, stack, &numbers, elsewhere);
             wanted.insert(key);
         }
         let gone: Vec<ServiceKey> = runtimes
@@ -138,10 +179,12 @@ impl Supervisor {
             .iter()
             .filter_map(|(key, rt)| Some((key.clone(), rt.web.clone()?)))
             .collect();
-        self.publish_names(&pools, desired);
+        let remotes = self.remotes(desired, &pools);
+        self.publish_names(&pools, &remotes, desired);
         *self.published.write() = Arc::new(Published {
             routes: Routes::of(&desired.services),
             pools,
+            remotes,
         });
     }
 
@@ -152,6 +195,7 @@ impl Supervisor {
         service: &Service,
         stack: Option<&Stack>,
         numbers: &[u32],
+        elsewhere: bool,
     ) {
         let code = self.parts.code.clone();
         let (run, version) = RunSpec::of(service, stack, &|d| code.is_image(d));
@@ -172,17 +216,81 @@ impl Supervisor {
                 web: None,
             });
         self.converge_slots(key, rt, run, version, slots);
-        self.converge_web(key, rt, service, requests_only, numbers);
+        if elsewhere {
+            if let Some(old) = rt.web.take() {
+                old.retire();
+            }
+        } else {
+            self.converge_web(key, rt, service, requests_only, numbers);
+        }
     }
 
-    /// Intra-DNS names (every service with a pool) and outbound policies.
-    fn publish_names(&self, pools: &HashMap<ServiceKey, Arc<WebPool>>, desired: &Desired) {
+    /// In a cluster, the services that run only on other hosts (each
+    /// kept from the last apply while it runs on the same hosts).
+    fn remotes(
+        &self,
+        desired: &Desired,
+        pools: &HashMap<ServiceKey, Arc<WebPool>>,
+    ) -> HashMap<ServiceKey, Arc<Remote>> {
+        let Some(forward) = self.forward.get() else {
+            return HashMap::new();
+        };
+        let before = self.published.read().clone();
+        let mut remotes = HashMap::new();
+        for placement in &desired.placements {
+            let key = placement.key();
+            if pools.contains_key(&key) {
+                continue;
+            }
+            let mut nodes: Vec<String> = placement.numbers.values().cloned().collect();
+            nodes.sort();
+            nodes.dedup();
+            if nodes.is_empty() {
+                continue;
+            }
+            let remote = match before.remotes.get(&key) {
+                Some(old) if old.same(&nodes) => old.clone(),
+                _ => Remote::new(key.clone(), nodes, forward.clone()),
+            };
+            remotes.insert(key, remote);
+        }
+        remotes
+    }
+
+    /// Sends requests for services that run only on other hosts through
+    /// `forward` from now on.
+    pub fn forward_with(&self, forward: Arc<dyn Forward>) {
+        let _ = self.forward.set(forward);
+    }
+
+    /// This host's pool of a service, if it runs instances of it here:
+    /// what another host's forwarded request is handed to.
+    pub fn local_pool(&self, key: &ServiceKey) -> Option<Arc<WebPool>> {
+        self.published.read().pools.get(key).cloned()
+    }
+
+    /// Intra-DNS names (every service with a pool, here or on another
+    /// host) and outbound policies.
+    fn publish_names(
+        &self,
+        pools: &HashMap<ServiceKey, Arc<WebPool>>,
+        remotes: &HashMap<ServiceKey, Arc<Remote>>,
+        desired: &Desired,
+    ) {
         let mut names = Names::new();
-        for (key, pool) in pools {
-            names.entry(key.env.clone()).or_default().insert(
-                dns_name(&key.stack, &key.name),
-                pool.clone() as Arc<dyn Callee>,
+        let callees = pools
+            .iter()
+            .map(|(key, pool)| (key, pool.clone() as Arc<dyn Callee>))
+            .chain(
+                remotes
+                    .iter()
+                    .map(|(key, remote)| (key, remote.clone() as Arc<dyn Callee>)),
             );
+        for (key, callee) in callees {
+            names
+                .entry(key.env.clone())
+                .or_default()
+                .insert(dns_name(&key.stack, &key.name), callee);
         }
         let policies = desired
             .envs
@@ -267,8 +375,12 @@ impl Supervisor {
     pub fn route(&self, host: &str, path: &str) -> Option<Route> {
         let published = self.published.read().clone();
         let (endpoint, key) = published.routes.find(host, path)?;
+        let target = match published.pools.get(key) {
+            Some(pool) => Target::Local(pool.clone()),
+            None => Target::Remote(published.remotes.get(key)?.clone()),
+        };
         Some(Route {
-            pool: published.pools.get(key)?.clone(),
+            target,
             https: endpoint.scheme == "https",
         })
     }
