@@ -78,9 +78,17 @@ async fn with_other_hosts(state: &ApiState, env: &str, views: &mut [ServiceView]
             .find(|v| v.stack == theirs.stack && v.name == theirs.service)
         {
             view.instances.extend(theirs.instances);
+            view.runs.extend(theirs.runs);
         }
     }
     for view in views {
+        // A cron job's runs from every host that ran it, newest first.
+        view.runs.sort_by(|a, b| {
+            b.scheduled_at
+                .cmp(&a.scheduled_at)
+                .then(b.started_at.cmp(&a.started_at))
+        });
+        view.runs.truncate(crate::cron::RUNS_KEPT);
         // By number: `w.2` before `w.10`.
         view.instances.sort_by_key(|i| {
             let (name, number) = i.id.rsplit_once('.').unwrap_or((&i.id, ""));
@@ -107,11 +115,12 @@ pub(super) async fn here(
     let here = services
         .into_iter()
         .map(|s| view(&state, s.value))
-        .filter(|v| !v.instances.is_empty())
+        .filter(|v| !v.instances.is_empty() || !v.runs.is_empty())
         .map(|v| HereInstances {
             stack: v.stack,
             service: v.name,
             instances: v.instances,
+            runs: v.runs,
         })
         .collect();
     Ok(Json(here))

@@ -493,4 +493,7 @@ pub struct HereInstances {
     pub service: String,
     /// Its instances on that host.
     pub instances: Vec<InstanceStatus>,
+    /// For a cron job, the runs that host recorded, newest first.
+    #[serde(default)]
+    pub runs: Vec<Run>,
 }

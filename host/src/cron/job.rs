@@ -6,7 +6,11 @@
 //! `skipped` instead of starting a second one, so slow jobs never pile up.
 //! A run longer than the job's timeout is interrupted (`timed_out`).
 //! Firings missed while the daemon was down are not replayed: the first
-//! firing after a start is the schedule's next one after "now".
+//! firing after a start is the schedule's next one after "now". In a
+//! cluster each firing is claimed first ([`Firings`]), so two hosts never
+//! fire the same scheduled time, and a job that moved to another host
+//! (its host died) resumes after the last firing claimed anywhere: what
+//! was missed in the move, up to [`CATCH_UP`], fires late but once.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,6 +28,7 @@ use crate::model::{
     format_duration, InstanceState, InstanceStatus, Run, RunStatus, RunTrigger, ServiceKey,
 };
 use crate::runtime::{Interrupt, Launch, Outcome};
+use crate::services::code::BoxFuture;
 use crate::services::parts::launch;
 use crate::services::{Identity, Parts, Spec, Supervisor, Tracked};
 
@@ -75,6 +80,20 @@ struct Shared {
     start_took: Option<Duration>,
 }
 
+/// Longest stretch of missed firings a job that moved between hosts
+/// catches up on.
+pub const CATCH_UP: Duration = Duration::from_secs(60);
+
+/// The scheduled firings of every job, claimed across the hosts of a
+/// cluster.
+pub trait Firings: Send + Sync + 'static {
+    /// The last scheduled time of `key` claimed anywhere.
+    fn last(&self, key: &ServiceKey) -> BoxFuture<'static, Option<DateTime<Utc>>>;
+    /// Claims the firing of `key` at `at`: `true` for exactly one caller,
+    /// and only while `at` is later than every firing claimed before.
+    fn claim(&self, key: &ServiceKey, at: DateTime<Utc>) -> BoxFuture<'static, bool>;
+}
+
 /// A running job task and the handles to steer it.
 pub struct Job {
     specs: watch::Sender<Arc<JobSpec>>,
@@ -89,6 +108,7 @@ impl Job {
         key: ServiceKey,
         history: Arc<History>,
         spec: Arc<JobSpec>,
+        firings: Option<Arc<dyn Firings>>,
     ) -> Job {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (specs, spec_rx) = watch::channel(spec);
@@ -104,6 +124,8 @@ impl Job {
                 history,
                 shared,
                 running: None,
+                firings,
+                catching_up: false,
             }
             .run(spec_rx, trigger_rx),
         );
@@ -181,6 +203,10 @@ struct JobTask {
     history: Arc<History>,
     shared: Arc<Mutex<Shared>>,
     running: Option<Running>,
+    /// In a cluster: where each firing is claimed first.
+    firings: Option<Arc<dyn Firings>>,
+    /// Whether the last firing was a late one, caught up.
+    catching_up: bool,
 }
 
 impl JobTask {
@@ -190,6 +216,13 @@ impl JobTask {
         mut triggers: mpsc::Receiver<TriggerReply>,
     ) {
         let mut after = Utc::now();
+        if let Some(firings) = &self.firings {
+            // Taken over from another host: on from its last firing.
+            if let Some(last) = firings.last(&self.key).await {
+                let catch_up = chrono::Duration::from_std(CATCH_UP).unwrap_or_default();
+                after = last.max(after - catch_up).min(after);
+            }
+        }
         loop {
             let spec = specs.borrow_and_update().clone();
             let next = spec.schedule.next_after(after);
@@ -215,6 +248,22 @@ impl JobTask {
                 }
                 Event::Due(at) => {
                     after = at;
+                    if let Some(firings) = &self.firings {
+                        if !firings.claim(&self.key, at).await {
+                            // Another host fired it.
+                            continue;
+                        }
+                        // A late firing (caught up after a move), and the
+                        // first after one, waits for the run before it
+                        // rather than being skipped: claimed, it is fired
+                        // nowhere else.
+                        let late = Utc::now() - at > chrono::Duration::seconds(1);
+                        if (late || self.catching_up) && self.running.is_some() {
+                            let outcome = finished(&mut self.running).await;
+                            self.finish(outcome);
+                        }
+                        self.catching_up = late;
+                    }
                     if let Err(message) = self.start(&spec, RunTrigger::Schedule, at) {
                         self.skip(at, message);
                     }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 pub use history::{Histories, History, RUNS_KEPT};
-pub use job::{Job, JobSpec, NotStarted, Started, Trigger};
+pub use job::{Firings, Job, JobSpec, NotStarted, Started, Trigger};
 pub use schedule::{parse_duration, Schedule, ScheduleError};
 
 use crate::model::{Desired, Run, Service, ServiceKey, Stack};
@@ -44,6 +44,8 @@ pub struct Scheduler {
     known: Mutex<HashSet<ServiceKey>>,
     /// Jobs being stopped, waited for by [`Scheduler::stop_all`].
     stopping: tokio_util::task::TaskTracker,
+    /// In a cluster: the firings every host's jobs claim.
+    firings: std::sync::OnceLock<Arc<dyn Firings>>,
 }
 
 impl Scheduler {
@@ -55,7 +57,14 @@ impl Scheduler {
             jobs: Mutex::new(HashMap::new()),
             known: Mutex::new(HashSet::new()),
             stopping: tokio_util::task::TaskTracker::new(),
+            firings: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Claims each scheduled firing through `firings` from now on, so a
+    /// job fires once per scheduled time across the hosts of a cluster.
+    pub fn claim_with(&self, firings: Arc<dyn Firings>) {
+        let _ = self.firings.set(firings);
     }
 
     /// Converges the jobs to `desired`.
@@ -139,7 +148,13 @@ impl Scheduler {
             _ => {
                 tracing::info!(service = %key, schedule = %schedule_of.0, "cron job scheduled");
                 let history = self.histories.job(key);
-                let job = Job::spawn(self.supervisor.clone(), key.clone(), history, spec);
+                let job = Job::spawn(
+                    self.supervisor.clone(),
+                    key.clone(),
+                    history,
+                    spec,
+                    self.firings.get().cloned(),
+                );
                 jobs.insert(key.clone(), CronRuntime { job, schedule_of });
             }
         }

@@ -6,12 +6,14 @@
 //! - `converge`: the loop that hands each new revision of desired state
 //!   to the services layer and cron, and collects unused code.
 //! - `files`: the data directory's lock and `daemon.json`.
+//! - `firings`: cron firings claimed in a cluster's store, once each.
 //! - `node`: this host's record in a cluster's store, under a lease.
 //! - `peers`: the other hosts, as this one fetches code from them.
 //! - `placer`: the leader's placing of instances on hosts.
 
 mod converge;
 mod files;
+mod firings;
 mod node;
 mod peers;
 mod placer;
@@ -159,6 +161,7 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
         );
         code.fetch_with(peers.clone());
         supervisor.forward_with(peers.clone());
+        scheduler.claim_with(Arc::new(firings::StoreFirings::new(store.clone())));
         others = Some(peers);
     }
     supervisor

@@ -162,9 +162,15 @@ pub mod key {
     /// The operator's token the hosts of a cluster share, so each host's
     /// `daemon.json` works on every host.
     pub const CLUSTER_OPERATOR_TOKEN: &str = "/cluster/operator_token";
+    /// The last scheduled time of a cron job fired anywhere in a cluster.
+    pub fn cron_last(env: &str, stack: &str, service: &str) -> String {
+        format!("/cron/last/{env}/{stack}/{service}")
+    }
+    /// Every cron job's last firing.
+    pub const ALL_CRON_LAST: &str = "/cron/last/";
     /// Keys that change often and are not desired state: a change to them
     /// alone does not wake the converge loop.
-    pub const VOLATILE: &[&str] = &[ALL_NODES];
+    pub const VOLATILE: &[&str] = &[ALL_NODES, ALL_CRON_LAST];
 }
 
 /// Serialises a record for the store.
