@@ -4,7 +4,10 @@
 
 mod support;
 
+use std::io::{Read as _, Write as _};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mesh_host::store::{Compare, EtcdKv, Kv, KvError, Txn};
@@ -541,4 +544,158 @@ fn a_cron_job_fires_once_a_second_across_the_cluster_while_its_host_dies() {
         "missed seconds {missing:?} (killed at {killed_at}): {seconds:?}"
     );
     assert!(span >= 20, "only {span} seconds fired: {seconds:?}");
+}
+
+/// What a load loop saw.
+#[derive(Debug, Default)]
+struct Seen {
+    ok: u64,
+    /// Requests that reached a host and got no 200 (status or error).
+    failed: Vec<String>,
+    /// Connections refused (the host was down): a client moves on.
+    refused: u64,
+}
+
+/// GETs `/` with `Host: host` round the ingress addresses in `addrs` (read
+/// afresh each time) until `stop`, at most for two minutes.
+fn load(
+    addrs: Arc<Mutex<Vec<String>>>,
+    host: &'static str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Seen> {
+    std::thread::spawn(move || {
+        let mut seen = Seen::default();
+        let began = Instant::now();
+        let mut turn = 0;
+        while !stop.load(Ordering::Relaxed) && began.elapsed() < Duration::from_secs(120) {
+            let list = addrs.lock().unwrap().clone();
+            let addr = &list[turn % list.len()];
+            turn += 1;
+            let Ok(mut stream) = std::net::TcpStream::connect_timeout(
+                &addr.parse().unwrap(),
+                Duration::from_millis(500),
+            ) else {
+                seen.refused += 1;
+                continue;
+            };
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            let mut answer = String::new();
+            let sent = stream.write_all(request.as_bytes());
+            let read = sent.and_then(|()| stream.read_to_string(&mut answer));
+            match read {
+                Ok(_) if answer.starts_with("HTTP/1.1 200") => seen.ok += 1,
+                Ok(_) => seen.failed.push(format!(
+                    "{addr}: {}",
+                    answer.lines().next().unwrap_or("(nothing)")
+                )),
+                Err(e) => seen.failed.push(format!("{addr}: {e}")),
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        seen
+    })
+}
+
+fn ingress(d: &Daemon) -> String {
+    d.http_addr()
+}
+
+#[test]
+fn requests_and_writes_go_on_while_a_host_and_the_etcd_leader_die() {
+    let mut etcd = Etcd::start(3);
+    let url = etcd.url();
+    let mut hosts: Vec<Daemon> = ["host-a", "host-b", "host-c"]
+        .iter()
+        .map(|name| Daemon::start_with(&["--store", &url, "--node", name]))
+        .collect();
+    let app = support::app_wasm();
+    let app = app.to_str().unwrap();
+    hosts[0].ok(&[
+        "svc",
+        "create",
+        "-n",
+        "web",
+        "--instances",
+        "6",
+        "--",
+        app,
+        "server",
+    ]);
+    hosts[0].ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    support::wait_until(Duration::from_secs(20), "6 running", || {
+        spread(&hosts[1], "web").values().sum::<usize>() == 6
+    });
+    // Load through the two ingresses that stay.
+    let addrs = Arc::new(Mutex::new(vec![ingress(&hosts[1]), ingress(&hosts[2])]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load(addrs, "www.localhost", stop.clone());
+    std::thread::sleep(Duration::from_secs(1));
+    hosts[0].kill9();
+    support::wait_until(Duration::from_secs(12), "6 running on b and c", || {
+        let now = spread(&hosts[1], "web");
+        now.values().sum::<usize>() == 6 && !now.contains_key("host-a")
+    });
+    // The etcd leader dies: after the election writes go on, and the
+    // hosts keep their leases (their instances keep running).
+    let leader = etcd.leader();
+    etcd.kill9(leader);
+    hosts[1].ok(&["svc", "create", "-n", "after", "--", app, "queue"]);
+    hosts[2].wait_running("after", 1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(spread(&hosts[2], "web").values().sum::<usize>(), 6);
+    stop.store(true, Ordering::Relaxed);
+    let seen = loader.join().unwrap();
+    eprintln!("while a host and the etcd leader died: {seen:?}");
+    assert!(seen.failed.is_empty(), "{:?}", seen.failed);
+    assert!(seen.ok > 100, "{seen:?}");
+}
+
+#[test]
+fn a_rolling_restart_of_every_host_fails_no_request() {
+    let etcd = Etcd::start(1);
+    let url = etcd.url();
+    let names = ["host-a", "host-b", "host-c"];
+    let mut hosts: Vec<Daemon> = names
+        .iter()
+        .map(|name| Daemon::start_with(&["--store", &url, "--node", name]))
+        .collect();
+    let app = support::app_wasm();
+    let app = app.to_str().unwrap();
+    hosts[0].ok(&[
+        "svc",
+        "create",
+        "-n",
+        "web",
+        "--instances",
+        "3",
+        "--",
+        app,
+        "server",
+    ]);
+    hosts[0].ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    support::wait_until(Duration::from_secs(20), "3 running", || {
+        spread(&hosts[1], "web").values().sum::<usize>() == 3
+    });
+    let addrs = Arc::new(Mutex::new(hosts.iter().map(ingress).collect::<Vec<_>>()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load(addrs.clone(), "www.localhost", stop.clone());
+    std::thread::sleep(Duration::from_secs(1));
+    for i in 0..3 {
+        hosts[i].restart_cleanly();
+        addrs.lock().unwrap()[i] = ingress(&hosts[i]);
+        let other = (i + 1) % 3;
+        support::wait_until(Duration::from_secs(15), "3 running, the host back", || {
+            spread(&hosts[other], "web").values().sum::<usize>() == 3
+                && state_of(&hosts[other], names[i]) == "ready"
+        });
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seen = loader.join().unwrap();
+    eprintln!("rolling restart: {seen:?}");
+    assert!(seen.failed.is_empty(), "{:?}", seen.failed);
+    assert!(seen.ok > 100, "{seen:?}");
 }

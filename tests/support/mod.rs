@@ -254,6 +254,13 @@ impl Daemon {
         }
     }
 
+    /// Stops the daemon cleanly (SIGTERM) and starts it again on the same
+    /// data directory.
+    pub fn restart_cleanly(&mut self) {
+        assert!(self.terminate().success(), "{}", self.log());
+        self.boot();
+    }
+
     /// Starts the daemon again on the same data directory.
     pub fn restart(&mut self) {
         self.kill9();

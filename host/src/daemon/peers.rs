@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body::Body as _;
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -234,22 +235,45 @@ impl Forward for Peers {
                 ));
             }
             let first = peers.next.fetch_add(1, Ordering::Relaxed) % live.len();
-            let node = live[first];
-            match peers
-                .forward_to(&addresses[node], &key, request, call)
-                .await
-            {
-                Ok(response) => Ok(response),
-                Err(e) => {
-                    tracing::warn!(service = %key, node = %node, error = %e, "forwarding to another host failed");
-                    Err(Refusal::unavailable(
-                        format!("{key}: host {node} did not answer"),
-                        1,
-                    ))
+            // A request without a body can be sent again to the next host
+            // when one cannot be reached (it died or is stopping, and the
+            // placements have not caught up yet).
+            let (parts, body) = request.into_parts();
+            let again = body.is_end_stream().then(|| parts.clone());
+            let mut request = Some(http::Request::from_parts(parts, body));
+            let mut failed = Vec::new();
+            for i in 0..live.len() {
+                let node = live[(first + i) % live.len()];
+                let Some(sent) = request.take() else { break };
+                match peers
+                    .forward_to(&addresses[node], &key, sent, call.clone())
+                    .await
+                {
+                    Ok(response) => return Ok(response),
+                    Err(e) => {
+                        tracing::warn!(service = %key, node = %node, error = %e, "forwarding to another host failed");
+                        failed.push(node.as_str());
+                        if e.is_connect() {
+                            request = again
+                                .clone()
+                                .map(|parts| http::Request::from_parts(parts, empty_body()));
+                        }
+                    }
                 }
             }
+            Err(Refusal::unavailable(
+                format!("{key}: no host running it answered ({})", failed.join(", ")),
+                1,
+            ))
         })
     }
+}
+
+/// An empty request body.
+fn empty_body() -> WasiBody {
+    Empty::new()
+        .map_err(|never: std::convert::Infallible| match never {})
+        .boxed_unsync()
 }
 
 /// Longest another host may take to say what it runs.
