@@ -203,6 +203,14 @@ fn mesh_up_says_plainly_when_the_store_is_wrong_or_unreachable() {
     assert!(took < Duration::from_secs(20), "took {took:?}");
 }
 
+/// A host for each name on the etcd cluster at `url`.
+fn start_hosts(url: &str, names: &[&str]) -> Vec<Daemon> {
+    names
+        .iter()
+        .map(|name| Daemon::start_with(&["--store", url, "--node", name]))
+        .collect()
+}
+
 /// `mesh node ls --json` through this daemon, by name.
 fn nodes(d: &Daemon) -> Vec<serde_json::Value> {
     serde_json::from_str(&d.ok(&["node", "ls", "--json"])).unwrap()
@@ -221,10 +229,7 @@ fn state_of(d: &Daemon, name: &str) -> String {
 fn hosts_join_share_one_operator_token_and_see_each_other_come_and_go() {
     let etcd = Etcd::start(3);
     let url = etcd.url();
-    let hosts: Vec<Daemon> = ["host-a", "host-b", "host-c"]
-        .iter()
-        .map(|name| Daemon::start_with(&["--store", &url, "--node", name]))
-        .collect();
+    let hosts: Vec<Daemon> = start_hosts(&url, &["host-a", "host-b", "host-c"]);
     let (a, b) = (&hosts[0], &hosts[1]);
     // One operator's token: each host's daemon.json works on every host.
     for h in &hosts {
@@ -370,10 +375,7 @@ fn spread(host: &Daemon, name: &str) -> std::collections::BTreeMap<String, usize
 fn instances_spread_over_the_hosts_and_come_back_when_one_dies() {
     let etcd = Etcd::start(3);
     let url = etcd.url();
-    let mut hosts: Vec<Daemon> = ["host-a", "host-b", "host-c"]
-        .iter()
-        .map(|name| Daemon::start_with(&["--store", &url, "--node", name]))
-        .collect();
+    let mut hosts: Vec<Daemon> = start_hosts(&url, &["host-a", "host-b", "host-c"]);
     hosts[0].create("w", &["--instances", "6"], &["queue"]);
     let even = [("host-a", 2), ("host-b", 2), ("host-c", 2)]
         .map(|(n, c)| (n.to_string(), c))
@@ -392,6 +394,11 @@ fn instances_spread_over_the_hosts_and_come_back_when_one_dies() {
         .collect();
     ids.dedup();
     assert_eq!(ids, ["w.1", "w.2", "w.3", "w.4", "w.5", "w.6"]);
+    let table = hosts[2].ok(&["service", "ls"]);
+    assert!(
+        table.contains("NODE") && table.contains("host-b"),
+        "{table}"
+    );
 
     // host-c dies: its two come back on the others within 10 s.
     hosts[2].kill9();
@@ -427,10 +434,7 @@ fn instances_spread_over_the_hosts_and_come_back_when_one_dies() {
 fn any_hosts_ingress_and_any_instances_calls_reach_a_service_on_another_host() {
     let etcd = Etcd::start(1);
     let url = etcd.url();
-    let hosts: Vec<Daemon> = ["host-a", "host-b", "host-c"]
-        .iter()
-        .map(|name| Daemon::start_with(&["--store", &url, "--node", name]))
-        .collect();
+    let hosts: Vec<Daemon> = start_hosts(&url, &["host-a", "host-b", "host-c"]);
     let app = support::app_wasm();
     let app = app.to_str().unwrap();
     let a = &hosts[0];
@@ -477,10 +481,7 @@ fn a_cron_job_fires_once_a_second_across_the_cluster_while_its_host_dies() {
     let etcd = Etcd::start(1);
     let url = etcd.url();
     let names = ["host-a", "host-b", "host-c"];
-    let mut hosts: Vec<Daemon> = names
-        .iter()
-        .map(|name| Daemon::start_with(&["--store", &url, "--node", name]))
-        .collect();
+    let mut hosts: Vec<Daemon> = start_hosts(&url, &names);
     let app = support::app_wasm();
     hosts[0].ok(&[
         "svc",
@@ -603,31 +604,29 @@ fn ingress(d: &Daemon) -> String {
     d.http_addr()
 }
 
+/// `web` (app server) with `n` instances published on `www`, through the
+/// first host, once all run.
+fn web_on(hosts: &[Daemon], n: usize) {
+    let app = support::app_wasm();
+    let instances = n.to_string();
+    let argv = ["--", app.to_str().unwrap(), "server"];
+    let mut create = vec!["svc", "create", "-n", "web", "--instances", &instances];
+    create.extend_from_slice(&argv);
+    hosts[0].ok(&create);
+    hosts[0].ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    support::wait_until(Duration::from_secs(20), "web running", || {
+        spread(&hosts[1], "web").values().sum::<usize>() == n
+    });
+}
+
 #[test]
 fn requests_and_writes_go_on_while_a_host_and_the_etcd_leader_die() {
     let mut etcd = Etcd::start(3);
     let url = etcd.url();
-    let mut hosts: Vec<Daemon> = ["host-a", "host-b", "host-c"]
-        .iter()
-        .map(|name| Daemon::start_with(&["--store", &url, "--node", name]))
-        .collect();
+    let mut hosts: Vec<Daemon> = start_hosts(&url, &["host-a", "host-b", "host-c"]);
     let app = support::app_wasm();
     let app = app.to_str().unwrap();
-    hosts[0].ok(&[
-        "svc",
-        "create",
-        "-n",
-        "web",
-        "--instances",
-        "6",
-        "--",
-        app,
-        "server",
-    ]);
-    hosts[0].ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
-    support::wait_until(Duration::from_secs(20), "6 running", || {
-        spread(&hosts[1], "web").values().sum::<usize>() == 6
-    });
+    web_on(&hosts, 6);
     // Load through the two ingresses that stay.
     let addrs = Arc::new(Mutex::new(vec![ingress(&hosts[1]), ingress(&hosts[2])]));
     let stop = Arc::new(AtomicBool::new(false));
@@ -658,27 +657,8 @@ fn a_rolling_restart_of_every_host_fails_no_request() {
     let etcd = Etcd::start(1);
     let url = etcd.url();
     let names = ["host-a", "host-b", "host-c"];
-    let mut hosts: Vec<Daemon> = names
-        .iter()
-        .map(|name| Daemon::start_with(&["--store", &url, "--node", name]))
-        .collect();
-    let app = support::app_wasm();
-    let app = app.to_str().unwrap();
-    hosts[0].ok(&[
-        "svc",
-        "create",
-        "-n",
-        "web",
-        "--instances",
-        "3",
-        "--",
-        app,
-        "server",
-    ]);
-    hosts[0].ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
-    support::wait_until(Duration::from_secs(20), "3 running", || {
-        spread(&hosts[1], "web").values().sum::<usize>() == 3
-    });
+    let mut hosts: Vec<Daemon> = start_hosts(&url, &names);
+    web_on(&hosts, 3);
     let addrs = Arc::new(Mutex::new(hosts.iter().map(ingress).collect::<Vec<_>>()));
     let stop = Arc::new(AtomicBool::new(false));
     let loader = load(addrs.clone(), "www.localhost", stop.clone());

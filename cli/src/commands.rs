@@ -239,35 +239,54 @@ fn print_jobs(jobs: &[&ServiceView]) {
 }
 
 fn print_instances(services: &[&ServiceView]) {
-    let mut table = Table::new(&[
-        "SERVICE", "TYPE", "INSTANCE", "STATE", "RESTARTS", "EXIT", "AGE", "MESSAGE",
-    ]);
+    // In a cluster (instances on more than one host) each says its host.
+    let mut nodes: Vec<&str> = services
+        .iter()
+        .flat_map(|s| s.instances.iter().map(|i| i.node.as_str()))
+        .collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    let clustered = nodes.len() > 1;
+    let mut header = vec!["SERVICE", "TYPE", "INSTANCE"];
+    if clustered {
+        header.push("NODE");
+    }
+    header.extend(["STATE", "RESTARTS", "EXIT", "AGE", "MESSAGE"]);
+    let mut table = Table::new(&header);
     let now = Utc::now();
     for service in services {
         let name = format!("{}/{}", service.stack, service.name);
         if service.instances.is_empty() {
-            table.row(vec![
-                name.clone(),
-                service.service_type.to_string(),
-                "-".into(),
+            let mut row = vec![name.clone(), service.service_type.to_string(), "-".into()];
+            if clustered {
+                row.push("-".into());
+            }
+            row.extend([
                 format!("{} wanted", service.instances_desired),
                 "-".into(),
                 "-".into(),
                 "-".into(),
                 String::new(),
             ]);
+            table.row(row);
         }
         for instance in &service.instances {
-            table.row(vec![
+            let mut row = vec![
                 name.clone(),
                 service.service_type.to_string(),
                 instance.id.clone(),
+            ];
+            if clustered {
+                row.push(instance.node.clone());
+            }
+            row.extend([
                 instance.state.to_string(),
                 instance.restarts.to_string(),
                 instance.exit_code.map_or("-".into(), |c| c.to_string()),
                 instance.started_at.map_or("-".into(), |t| age(now - t)),
                 instance.describe(),
             ]);
+            table.row(row);
         }
     }
     table.print();

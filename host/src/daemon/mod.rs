@@ -131,25 +131,17 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
 
     let listeners = bind(&config).await?;
     let info = describe(&config, &listeners, &admin_token)?;
-    let me = node::Me {
-        node: crate::model::Node {
-            name: config.node.clone(),
-            id: files::node_id(&data_dir)?,
-            address: match &config.advertise {
-                Some(address) => address.clone(),
-                None => advertised(listeners.api.local_addr()?)?,
-            },
-            runs: std::iter::once("wasm")
-                .chain(containers.gateway().map(|_| "container"))
-                .map(str::to_string)
-                .collect(),
-            capacity_instances: config.max_instances,
-            capacity_memory_bytes: node::machine_memory(),
-            used_instances: 0,
-            started_at: chrono::Utc::now(),
-        },
-        seats: engine.seats().clone(),
+    let address = match &config.advertise {
+        Some(address) => address.clone(),
+        None => advertised(listeners.api.local_addr()?)?,
     };
+    let me = node::Me::new(
+        &config,
+        files::node_id(&data_dir)?,
+        address,
+        containers.gateway().is_some(),
+        engine.seats().clone(),
+    );
     let mut others: Option<Arc<dyn api::OtherHosts>> = None;
     if clustered {
         node::join(&store, &me).await?;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::config::DaemonConfig;
 use crate::model::Node;
 use crate::runtime::seats::{Seat, Seats};
 use anyhow::Context as _;
@@ -28,6 +29,35 @@ pub struct Me {
 }
 
 impl Me {
+    /// This host as `config` makes it: `id` its data directory's, reached
+    /// at `address`, running containers when `containers`, its instances
+    /// counted by `seats`.
+    pub fn new(
+        config: &DaemonConfig,
+        id: String,
+        address: String,
+        containers: bool,
+        seats: Arc<Seats>,
+    ) -> Me {
+        let mut runs = vec!["wasm".to_string()];
+        if containers {
+            runs.push("container".to_string());
+        }
+        Me {
+            node: Node {
+                name: config.node.clone(),
+                id,
+                address,
+                runs,
+                capacity_instances: config.max_instances,
+                capacity_memory_bytes: machine_memory(),
+                used_instances: 0,
+                started_at: chrono::Utc::now(),
+            },
+            seats,
+        }
+    }
+
     fn now(&self) -> Node {
         Node {
             used_instances: self.seats.live(Seat::Service),
@@ -140,7 +170,7 @@ async fn beat(
 }
 
 /// Memory of the machine, in bytes (0 when unknown).
-pub fn machine_memory() -> u64 {
+fn machine_memory() -> u64 {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     text.lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))

@@ -359,6 +359,19 @@ impl Inner {
         ))
     }
 
+    /// A watch of every key from the revision after `after`.
+    async fn watch_after(&self, after: u64) -> Result<etcd_client::WatchStream, KvError> {
+        let start = i64::try_from(after + 1).unwrap_or(i64::MAX);
+        self.call(|mut c| async move {
+            c.watch(
+                ROOT,
+                Some(WatchOptions::new().with_prefix().with_start_revision(start)),
+            )
+            .await
+        })
+        .await
+    }
+
     /// Changes after `after` up to the revision current when asked: the
     /// history is replayed by a watch from `after + 1`.
     async fn changes_since(&self, after: u64) -> Result<Vec<Change>, KvError> {
@@ -366,17 +379,8 @@ impl Inner {
         if upto <= after {
             return Ok(Vec::new());
         }
-        let start = i64::try_from(after + 1).unwrap_or(i64::MAX);
         let mut changes = Vec::new();
-        let mut stream = self
-            .call(|mut c| async move {
-                c.watch(
-                    ROOT,
-                    Some(WatchOptions::new().with_prefix().with_start_revision(start)),
-                )
-                .await
-            })
-            .await?;
+        let mut stream = self.watch_after(after).await?;
         let deadline = Instant::now() + CALL_DEADLINE;
         loop {
             let message =
@@ -458,16 +462,7 @@ async fn follow(inner: Arc<Inner>) {
 async fn follow_once(inner: &Inner) -> Result<(), KvError> {
     let from = inner.revision().await?;
     inner.saw(from);
-    let start = i64::try_from(from + 1).unwrap_or(i64::MAX);
-    let mut stream = inner
-        .call(|mut c| async move {
-            c.watch(
-                ROOT,
-                Some(WatchOptions::new().with_prefix().with_start_revision(start)),
-            )
-            .await
-        })
-        .await?;
+    let mut stream = inner.watch_after(from).await?;
     while let Some(reply) = stream.message().await.map_err(backend)? {
         if reply.canceled() {
             return Err(KvError::Backend(format!(
