@@ -10,8 +10,11 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::cron::Scheduler;
-use crate::model::{Desired, Stack};
+use std::collections::HashSet;
+
+use crate::model::{Desired, Digest, Stack, FILES_ENTRY};
 use crate::runtime::Engine;
+use crate::services::Fetch;
 use crate::services::Supervisor;
 use crate::store::{LeaseId, Store};
 
@@ -28,6 +31,10 @@ pub struct Converge {
     applied: watch::Sender<u64>,
     /// In a cluster: this host's name, and its lease while it is a member.
     node: Option<(String, watch::Receiver<Option<LeaseId>>)>,
+    /// In a cluster: where code this host lacks comes from.
+    fetch: Option<Arc<dyn Fetch>>,
+    /// Files archives being fetched now.
+    fetching: Arc<parking_lot::Mutex<HashSet<Digest>>>,
 }
 
 impl Converge {
@@ -47,15 +54,67 @@ impl Converge {
             engine,
             applied,
             node: None,
+            fetch: None,
+            fetching: Arc::default(),
         };
         (converge, rx)
     }
 
     /// Runs only what the leader placed on host `name`, and nothing while
     /// `member` is false.
-    pub fn on_node(mut self, name: String, member: watch::Receiver<Option<LeaseId>>) -> Converge {
+    pub fn on_node(
+        mut self,
+        name: String,
+        member: watch::Receiver<Option<LeaseId>>,
+        fetch: Arc<dyn Fetch>,
+    ) -> Converge {
         self.node = Some((name, member));
+        self.fetch = Some(fetch);
         self
+    }
+
+    /// Fetches the files archives of the stacks whose services run here
+    /// and that this host does not hold (components are fetched as they
+    /// are loaded); instances that need them start once they are here.
+    fn fetch_files(&self, desired: &Desired) {
+        let (Some(fetch), Some(placed)) = (&self.fetch, &desired.placed) else {
+            return;
+        };
+        for (key, service, stack) in desired.services_with_stacks() {
+            let Some(digest) = stack.and_then(|s| s.components.get(FILES_ENTRY)) else {
+                continue;
+            };
+            if !placed.contains_key(&key)
+                || self.engine.has_code(digest)
+                || !self.fetching.lock().insert(digest.clone())
+            {
+                continue;
+            }
+            let (fetch, engine, fetching) =
+                (fetch.clone(), self.engine.clone(), self.fetching.clone());
+            let (digest, name) = (
+                digest.clone(),
+                format!("the files of stack {}", service.stack),
+            );
+            tokio::spawn(async move {
+                let got = match fetch.fetch(&digest).await {
+                    Ok(bytes) => {
+                        let digest = digest.clone();
+                        tokio::task::spawn_blocking(move || {
+                            engine.accept_files(&name, digest, &bytes)
+                        })
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map(|_| ()).map_err(|e| format!("{e:#}")))
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = got {
+                    tracing::warn!(digest = digest.short(), error = %e, "cannot fetch a stack's files");
+                }
+                fetching.lock().remove(&digest);
+            });
+        }
     }
 
     /// Applies now and after every change, until the task is dropped.
@@ -75,6 +134,7 @@ impl Converge {
                         }
                     }
                     self.apply(&desired);
+                    self.fetch_files(&desired);
                     if stacks.as_ref() != Some(&desired.stacks) {
                         self.collect_code().await;
                         stacks = Some(desired.stacks);

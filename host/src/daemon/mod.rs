@@ -133,7 +133,8 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
     let info = describe(&config, &listeners, &admin_token)?;
     let address = match &config.advertise {
         Some(address) => address.clone(),
-        None => advertised(listeners.api.local_addr()?)?,
+        None if clustered => advertised(listeners.api.local_addr()?)?,
+        None => listeners.api.local_addr()?.to_string(),
     };
     let me = node::Me::new(
         &config,
@@ -143,6 +144,7 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
         engine.seats().clone(),
     );
     let mut others: Option<Arc<dyn api::OtherHosts>> = None;
+    let mut fetcher: Option<Arc<dyn crate::services::Fetch>> = None;
     if clustered {
         node::join(&store, &me).await?;
         let peers = peers::Peers::new(
@@ -152,6 +154,7 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
             config.max_upload_bytes,
         );
         code.fetch_with(peers.clone());
+        fetcher = Some(peers.clone());
         supervisor.forward_with(peers.clone());
         scheduler.claim_with(Arc::new(firings::StoreFirings::new(store.clone())));
         others = Some(peers);
@@ -195,10 +198,9 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
     // In a cluster this host runs what is placed on it while it is a
     // member (holds its lease).
     let (lease_tx, lease_rx) = tokio::sync::watch::channel(None);
-    let converge = if clustered {
-        converge.on_node(config.node.clone(), lease_rx.clone())
-    } else {
-        converge
+    let converge = match &fetcher {
+        Some(fetch) => converge.on_node(config.node.clone(), lease_rx.clone(), fetch.clone()),
+        None => converge,
     };
     let containers_gateway = containers.gateway();
     let api_containers = containers.clone();
