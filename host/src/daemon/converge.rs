@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::cron::Scheduler;
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use crate::model::{Desired, Digest, Stack, FILES_ENTRY};
 use crate::runtime::Engine;
@@ -33,8 +33,10 @@ pub struct Converge {
     node: Option<(String, watch::Receiver<Option<LeaseId>>)>,
     /// In a cluster: where code this host lacks comes from.
     fetch: Option<Arc<dyn Fetch>>,
-    /// Files archives being fetched now.
-    fetching: Arc<parking_lot::Mutex<HashSet<Digest>>>,
+    /// Files archives being fetched now, by task: the tasks end with the
+    /// loop.
+    fetching: tokio::task::JoinSet<()>,
+    fetching_ids: HashMap<tokio::task::Id, Digest>,
 }
 
 impl Converge {
@@ -55,7 +57,8 @@ impl Converge {
             applied,
             node: None,
             fetch: None,
-            fetching: Arc::default(),
+            fetching: tokio::task::JoinSet::new(),
+            fetching_ids: HashMap::new(),
         };
         (converge, rx)
     }
@@ -76,7 +79,12 @@ impl Converge {
     /// Fetches the files archives of the stacks whose services run here
     /// and that this host does not hold (components are fetched as they
     /// are loaded); instances that need them start once they are here.
-    fn fetch_files(&self, desired: &Desired) {
+    fn fetch_files(&mut self, desired: &Desired) {
+        // Fetches that ended (or failed) may be tried again.
+        while let Some(ended) = self.fetching.try_join_next_with_id() {
+            let id = ended.map_or_else(|e| e.id(), |(id, ())| id);
+            self.fetching_ids.remove(&id);
+        }
         let (Some(fetch), Some(placed)) = (&self.fetch, &desired.placed) else {
             return;
         };
@@ -86,17 +94,17 @@ impl Converge {
             };
             if !placed.contains_key(&key)
                 || self.engine.has_code(digest)
-                || !self.fetching.lock().insert(digest.clone())
+                || self.fetching_ids.values().any(|d| d == digest)
             {
                 continue;
             }
-            let (fetch, engine, fetching) =
-                (fetch.clone(), self.engine.clone(), self.fetching.clone());
+            let (fetch, engine) = (fetch.clone(), self.engine.clone());
             let (digest, name) = (
                 digest.clone(),
                 format!("the files of stack {}", service.stack),
             );
-            tokio::spawn(async move {
+            let shown = digest.clone();
+            let task = self.fetching.spawn(async move {
                 let got = match fetch.fetch(&digest).await {
                     Ok(bytes) => {
                         let digest = digest.clone();
@@ -112,8 +120,8 @@ impl Converge {
                 if let Err(e) = got {
                     tracing::warn!(digest = digest.short(), error = %e, "cannot fetch a stack's files");
                 }
-                fetching.lock().remove(&digest);
             });
+            self.fetching_ids.insert(task.id(), shown);
         }
     }
 

@@ -70,7 +70,10 @@ impl Peers {
             me,
             token,
             max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
-            client: Client::builder(TokioExecutor::new()).build(connector.clone()),
+            // Code and listings: a few idle connections per host at most.
+            client: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(2)
+                .build(connector.clone()),
             forwarder: Client::builder(TokioExecutor::new())
                 .http2_only(true)
                 .timer(hyper_util::rt::TokioTimer::new())
