@@ -524,7 +524,32 @@ fn a_cron_job_fires_once_a_second_across_the_cluster_while_its_host_dies() {
     hosts[victim].kill9();
     let killed_at = chrono::Utc::now().timestamp();
     std::thread::sleep(Duration::from_secs(24));
-    // Back, so its runs are listed too.
+    // While it is down, the runs it ran are listed all the same (shared
+    // through the store), and the host that took the job over numbered
+    // its own runs on from them.
+    let while_down = hosts[(victim + 1) % 3].service("tick").unwrap()["runs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let at = |r: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(r["scheduled_at"].as_str().unwrap())
+            .unwrap()
+            .timestamp()
+    };
+    let before = while_down.iter().filter(|r| at(r) < killed_at - 1).count();
+    assert!(
+        before >= 3,
+        "the dead host's runs are not listed: {while_down:#?}"
+    );
+    let mut numbers: Vec<u64> = while_down
+        .iter()
+        .map(|r| r["number"].as_u64().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    let listed = numbers.len();
+    numbers.dedup();
+    assert_eq!(numbers.len(), listed, "run numbers repeat: {while_down:#?}");
+    // Back, so a run in flight when it died is listed too.
     hosts[victim].restart();
     std::thread::sleep(Duration::from_secs(1));
     let runs = hosts[(victim + 1) % 3].service("tick").unwrap()["runs"]
@@ -731,4 +756,147 @@ fn a_host_fetches_a_stacks_files_it_lacks_for_the_instances_placed_on_it() {
             .count()
             > 0
     );
+}
+
+/// The running instances of `name` on each host, as `host` shows them.
+fn running_on(host: &Daemon, name: &str) -> Vec<(String, String)> {
+    host.service(name).map_or(Vec::new(), |s| {
+        s["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["state"] == "running")
+            .map(|i| {
+                (
+                    i["id"].as_str().unwrap().to_string(),
+                    i["node"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn code_is_placed_where_it_is_held_and_images_only_where_containers_run() {
+    let etcd = Etcd::start(1);
+    let url = etcd.url();
+    let a = Daemon::start_with(&["--store", &url, "--node", "host-a"]);
+    let b = Daemon::start_with(&["--store", &url, "--node", "host-b"]);
+    let c = Daemon::start_with(&[
+        "--store",
+        &url,
+        "--node",
+        "host-c",
+        "--container-network",
+        "none",
+    ]);
+    let runs = |name: &str| -> Vec<String> {
+        nodes(&a).iter().find(|n| n["name"] == name).unwrap()["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(runs("host-a"), ["wasm", "container"]);
+    assert_eq!(runs("host-c"), ["wasm"]);
+
+    // Code deployed through host-c is held there alone: a lone instance
+    // goes there, though every host is as empty and host-c sorts last.
+    let app = support::app_wasm();
+    c.ok(&["stack", "deploy", "solo", app.to_str().unwrap()]);
+    support::wait_until(Duration::from_secs(5), "host-c lists its code", || {
+        nodes(&a)
+            .iter()
+            .any(|n| n["name"] == "host-c" && n["code"] == 1)
+    });
+    c.ok(&[
+        "svc", "create", "-n", "one", "--stack", "solo", "--", "app", "queue",
+    ]);
+    support::wait_until(Duration::from_secs(20), "one running", || {
+        !running_on(&a, "one").is_empty()
+    });
+    assert_eq!(running_on(&a, "one")[0].1, "host-c");
+
+    // An image deployed through host-a runs on host-a and host-b only;
+    // host-b fetches it from host-a.
+    let err = c.fails(&["stack", "deploy", "boxes", &support::image("busybox.tar")]);
+    assert!(err.contains("containers cannot run on this host"), "{err}");
+    a.ok(&["stack", "deploy", "boxes", &support::image("busybox.tar")]);
+    let argv = ["--", "busybox", "sleep", "1000"];
+    let mut create = vec!["svc", "create", "-n", "sleepers", "--stack", "boxes"];
+    create.extend_from_slice(&["--instances", "4"]);
+    create.extend_from_slice(&argv);
+    c.ok(&create);
+    support::wait_until(Duration::from_secs(30), "4 sleepers on a and b", || {
+        spread(&c, "sleepers") == [("host-a".to_string(), 2), ("host-b".to_string(), 2)].into()
+    });
+    assert!(
+        b.log().contains("fetched code from another host"),
+        "{}",
+        b.log()
+    );
+    let unpacked = b.data_dir().join("images").read_dir().unwrap().flatten();
+    assert!(
+        unpacked
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .any(|n| n.len() == 64),
+        "host-b has no unpacked image"
+    );
+    let kinds: Vec<serde_json::Value> = c.service("sleepers").unwrap()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].clone())
+        .collect();
+    assert_eq!(kinds, vec![serde_json::Value::from("container"); 4]);
+
+    // A busybox web container answers through host-c's ingress, which
+    // runs none of it.
+    c.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "web",
+        "--stack",
+        "boxes",
+        "--instances",
+        "2",
+        "--",
+        "busybox",
+        "sh",
+        "-c",
+        "exec httpd -f -p $PORT -h /www",
+    ]);
+    c.ok(&[
+        "svc",
+        "publish",
+        "-n",
+        "web",
+        "--stack",
+        "boxes",
+        "--endpoint",
+        "www",
+    ]);
+    support::wait_until(Duration::from_secs(30), "web running", || {
+        running_on(&c, "web").len() == 2
+    });
+    assert!(running_on(&c, "web").iter().all(|(_, n)| n != "host-c"));
+    let r = support::http_request(
+        &c.http_addr(),
+        "GET",
+        "www.localhost",
+        "/index.html",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body.trim(), "hello from a busybox container");
+
+    // host-b dies: its sleepers go to host-a, never to host-c.
+    let mut b = b;
+    b.kill9();
+    support::wait_until(Duration::from_secs(15), "4 sleepers on a", || {
+        spread(&c, "sleepers") == [("host-a".to_string(), 4)].into()
+    });
 }

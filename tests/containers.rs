@@ -9,29 +9,11 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::Digest as _;
-use support::{app_wasm, http_request, repo_root, wait_until, Daemon, Tmux};
-
-/// An image built by scripts/images.sh (run on first use when the test
-/// script has not run it).
-fn image(name: &str) -> String {
-    static BUILD: Once = Once::new();
-    let dir = repo_root().join("target/test-images");
-    BUILD.call_once(|| {
-        let status = Command::new(repo_root().join("scripts/images.sh"))
-            .arg(&dir)
-            .status()
-            .expect("running scripts/images.sh");
-        assert!(status.success(), "building the test images failed");
-    });
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is missing", path.display());
-    path.to_str().unwrap().to_string()
-}
+use support::{app_wasm, http_request, image, wait_until, Daemon, Tmux};
 
 /// The log lines of the service `name` (in whatever stack it is).
 fn logs(d: &Daemon, name: &str) -> Vec<String> {

@@ -328,7 +328,8 @@ pub struct UpArgs {
 
     /// The containers' bridge network: the daemon's address on it and
     /// the prefix length. Containers get addresses from it; nothing is
-    /// routed out of it.
+    /// routed out of it. `none`: this host runs no containers (in a
+    /// cluster, images are placed on the hosts that do).
     #[arg(long, default_value = mesh_host::container::net::DEFAULT_SUBNET, value_name = "CIDR")]
     pub container_network: String,
 

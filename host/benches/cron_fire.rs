@@ -80,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
         name: "app".into(),
         current: 1,
         components: components.clone(),
+        images: Default::default(),
         next_version: 2,
         created_at: now,
     };
@@ -87,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         number: 1,
         digest: Version::bundle_digest(&components),
         components,
+        images: Default::default(),
         reason: "bench".into(),
         created_at: now,
     };

@@ -25,6 +25,23 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// An image built by scripts/images.sh (run on first use when the test
+/// script has not run it).
+pub fn image(name: &str) -> String {
+    static BUILD: Once = Once::new();
+    let dir = repo_root().join("target/test-images");
+    BUILD.call_once(|| {
+        let status = Command::new(repo_root().join("scripts/images.sh"))
+            .arg(&dir)
+            .status()
+            .expect("running scripts/images.sh");
+        assert!(status.success(), "building the test images failed");
+    });
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing", path.display());
+    path.to_str().unwrap().to_string()
+}
+
 /// A guest example, built for wasm32-wasip2 (built on first use when the
 /// test script has not built it already).
 pub fn guest(name: &str) -> PathBuf {
@@ -215,9 +232,13 @@ impl Daemon {
             // component (an interpreter) is compiled once per test run.
             .arg("--shared-cache")
             .arg(repo_root().join("target/test-code-cache"))
-            // A bridge of its own for its containers.
-            .arg("--container-network")
-            .arg(&self.network)
+            // A bridge of its own for its containers, unless the test
+            // says otherwise.
+            .args(if self.extra.iter().any(|a| a == "--container-network") {
+                Vec::new()
+            } else {
+                vec!["--container-network", &self.network]
+            })
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

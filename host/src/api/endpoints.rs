@@ -71,8 +71,12 @@ pub(super) async fn publish(
             endpoint.host
         )));
     }
-    let (digest, _, _) = resolve_in(&state, &caller.env, &service, &service.command).await?;
-    require_handler(load(&state, &digest).await?.as_ref(), &service)?;
+    let (digest, _, stack_record) =
+        resolve_in(&state, &caller.env, &service, &service.command).await?;
+    // An image serves HTTP on $PORT: not looked at (nor fetched).
+    if !stack_record.images.contains(&digest) {
+        require_handler(load(&state, &digest).await?.as_ref(), &service)?;
+    }
 
     service.endpoints.push(endpoint.clone());
     let service_key = key::service(&caller.env, &stack, &name);

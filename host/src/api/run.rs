@@ -102,8 +102,17 @@ pub(super) async fn service_run(
         Some(json) => parse_command(json)?,
         None => service.command.clone(),
     };
-    let (digest, argv, version) = resolve_in(&state, &caller.env, &service, &command).await?;
+    let (digest, argv, record) = resolve_in(&state, &caller.env, &service, &command).await?;
+    if record.images.contains(&digest) {
+        // Run here, where the client asked: not fetched to be refused.
+        if let Some(why) = state.containers.unsupported() {
+            return Err(ApiError::bad_request(format!(
+                "cannot run {name}: {why}; run it through a host that runs containers (`mesh node ls`)"
+            )));
+        }
+    }
     let code = runnable(&state, &digest, &command).await?;
+    let version = record.current;
     let key = ServiceKey::of(&service);
     let id = format!("{name}.run{}", NEXT_RUN.fetch_add(1, Ordering::Relaxed));
     let mut env: Vec<(String, String)> = service.env_vars.clone().into_iter().collect();

@@ -82,11 +82,20 @@ async fn with_other_hosts(state: &ApiState, env: &str, views: &mut [ServiceView]
         }
     }
     for view in views {
-        // A cron job's runs from every host that ran it, newest first.
+        // A cron job's runs from every host that ran it, newest first;
+        // a run two hosts know (one took it over from the other's shared
+        // runs) shown once, ended rather than running.
         view.runs.sort_by(|a, b| {
             b.scheduled_at
                 .cmp(&a.scheduled_at)
                 .then(b.started_at.cmp(&a.started_at))
+                .then(
+                    (a.status == crate::model::RunStatus::Running)
+                        .cmp(&(b.status == crate::model::RunStatus::Running)),
+                )
+        });
+        view.runs.dedup_by(|later, kept| {
+            later.number == kept.number && later.scheduled_at == kept.scheduled_at
         });
         view.runs.truncate(crate::cron::RUNS_KEPT);
         // By number: `w.2` before `w.10`.
@@ -201,7 +210,7 @@ pub(super) async fn create(
 
     let mut change = StackChange::load(&state, &caller.env, &stack_name).await?;
     let digest = plan_code(&state, &mut change, request.component.as_ref(), &service).await?;
-    check_runnable(&state, &digest, &service).await?;
+    check_runnable(&state, &change.stack, &digest, &service).await?;
     let in_stack: Vec<&Service> = existing
         .iter()
         .map(|s| &s.value)
@@ -260,7 +269,7 @@ pub(super) async fn update(
     settings.apply(&state, &mut service)?;
     let mut change = StackChange::load(&state, &caller.env, &stack).await?;
     let digest = plan_code(&state, &mut change, request.component.as_ref(), &service).await?;
-    check_runnable(&state, &digest, &service).await?;
+    check_runnable(&state, &change.stack, &digest, &service).await?;
     let guard = super::quotas::guard(&state, &caller.env).await?;
     let services = state.store.services(&caller.env).await?;
     let in_stack: Vec<&Service> = services
@@ -698,7 +707,7 @@ async fn plan_code(
         let mut components = change.stack.components.clone();
         components.insert(component.name.clone(), component.digest.clone());
         let reason = format!("add component {}", component.name);
-        change.set_components(components, &reason);
+        change.set_components(components, &reason, &|d| state.code.is_image(d));
     }
     resolve(state, &change.stack, service, &service.command).map(|(digest, _)| digest)
 }
@@ -715,7 +724,17 @@ pub(super) async fn load(state: &ApiState, digest: &Digest) -> ApiResult<Arc<dyn
 /// Checks the component can run the way the service needs: a web service
 /// needs the HTTP handler. (Every accepted component has `wasi:cli/run` or
 /// the handler, and a handler-only worker can still take requests by name.)
-async fn check_runnable(state: &ApiState, digest: &Digest, service: &Service) -> ApiResult<()> {
+/// An image runs any command and serves HTTP: it is not looked at (nor
+/// fetched by a host that does not hold it).
+async fn check_runnable(
+    state: &ApiState,
+    stack: &crate::model::Stack,
+    digest: &Digest,
+    service: &Service,
+) -> ApiResult<()> {
+    if stack.images.contains(digest) {
+        return Ok(());
+    }
     if service.schedule.is_some() {
         let loaded = load(state, digest).await?;
         if !loaded.runs_command() {

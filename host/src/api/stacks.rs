@@ -30,15 +30,27 @@ pub(super) async fn download_code(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     axum::extract::Path(digest): axum::extract::Path<String>,
-) -> ApiResult<Vec<u8>> {
+) -> ApiResult<axum::response::Response> {
     caller.require_operator("download code")?;
     let digest = Digest::try_from(digest).map_err(ApiError::bad_request)?;
-    let engine = state.engine.clone();
-    let shown = digest.short().to_string();
-    tokio::task::spawn_blocking(move || engine.stored_code(&digest))
+    let missing = || ApiError::not_found(format!("no code {} is stored here", digest.short()));
+    // Streamed from its file: an image may be gigabytes.
+    let file = match tokio::fs::File::open(state.engine.code_path(&digest)).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+        Err(e) => return Err(anyhow::anyhow!("reading code {}: {e}", digest.short()).into()),
+    };
+    let size = file
+        .metadata()
         .await
-        .map_err(|e| anyhow::anyhow!("reading code failed: {e}"))?
-        .ok_or_else(|| ApiError::not_found(format!("no code {shown} is stored here")))
+        .map_err(|e| anyhow::anyhow!("reading code {}: {e}", digest.short()))?
+        .len();
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok(axum::response::Response::builder()
+        .header(http::header::CONTENT_LENGTH, size)
+        .header(http::header::CONTENT_TYPE, "application/octet-stream")
+        .body(body)
+        .map_err(|e| anyhow::anyhow!("{e}"))?)
 }
 
 pub(super) async fn upload_code(
@@ -117,12 +129,9 @@ async fn upload_image(
             crate::container::instance::MAX_IMAGE_UPLOADS
         )));
     };
-    let incoming = state
-        .containers
-        .images_dir()
-        .join(format!(".incoming-{}", hex::encode(getrandom_bytes())));
     // Removed however this ends, unless it was stored.
-    let guard = RemoveOnDrop(incoming.clone());
+    let guard = crate::store::incoming_in(state.containers.images_dir());
+    let incoming = guard.path().to_path_buf();
     let mut file = tokio::fs::File::create(&incoming)
         .await
         .map_err(|e| anyhow::anyhow!("creating {}: {e}", incoming.display()))?;
@@ -182,21 +191,6 @@ async fn drain_stream(stream: &mut axum::body::BodyDataStream, limit: u64) {
         if seen > limit {
             return;
         }
-    }
-}
-
-fn getrandom_bytes() -> [u8; 8] {
-    let mut bytes = [0u8; 8];
-    let _ = getrandom::fill(&mut bytes);
-    bytes
-}
-
-/// Removes a file when dropped (an upload that was not stored).
-struct RemoveOnDrop(std::path::PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -265,7 +259,7 @@ pub(super) async fn deploy(
     apply_and_commit(
         &state,
         &caller.env,
-        change.set_components(components, reason),
+        change.set_components(components, reason, &|d| state.code.is_image(d)),
     )
     .await
 }
@@ -337,7 +331,7 @@ pub(super) async fn rollback(
     apply_and_commit(
         &state,
         &caller.env,
-        change.set_components(components, &reason),
+        change.set_components(components, &reason, &|d| state.code.is_image(d)),
     )
     .await
 }
@@ -417,6 +411,7 @@ impl StackChange {
                     name: name.to_string(),
                     current: 0,
                     components: BTreeMap::new(),
+                    images: Default::default(),
                     next_version: 1,
                     created_at: Utc::now(),
                 },
@@ -432,23 +427,39 @@ impl StackChange {
         })
     }
 
-    /// Sets the bundle; makes a new version only if it differs.
+    /// Sets the bundle; makes a new version only if it differs. Which of
+    /// its components are images is what an earlier version recorded or,
+    /// for new code, what `is_image` says of the code stored here.
     pub fn set_components(
         &mut self,
         components: BTreeMap<String, Digest>,
         reason: &str,
+        is_image: &dyn Fn(&Digest) -> bool,
     ) -> &mut Self {
         if components == self.stack.components && self.stack.current > 0 {
             return self;
         }
+        let known: std::collections::BTreeSet<&Digest> = self
+            .versions
+            .iter()
+            .flat_map(|v| &v.images)
+            .chain(&self.stack.images)
+            .collect();
+        let images: std::collections::BTreeSet<Digest> = components
+            .iter()
+            .filter(|(name, d)| *name != FILES_ENTRY && (known.contains(d) || is_image(d)))
+            .map(|(_, d)| d.clone())
+            .collect();
         let number = self.stack.next_version;
         let version = Version {
             number,
             digest: Version::bundle_digest(&components),
             components: components.clone(),
+            images: images.clone(),
             reason: reason.to_string(),
             created_at: Utc::now(),
         };
+        self.stack.images = images;
         self.stack.components = components;
         self.stack.current = number;
         self.stack.next_version = number + 1;
@@ -575,13 +586,13 @@ pub(super) fn resolve(
     .map_err(|problem| ApiError::bad_request(problem.to_string()))
 }
 
-/// [`resolve`] against the stack's current code, with that code's version.
+/// [`resolve`] against the stack's current code, with the stack.
 pub(super) async fn resolve_in(
     state: &ApiState,
     env: &str,
     service: &Service,
     command: &[String],
-) -> ApiResult<(Digest, Vec<String>, u64)> {
+) -> ApiResult<(Digest, Vec<String>, Stack)> {
     let record = state
         .store
         .stack(env, &service.stack)
@@ -589,7 +600,7 @@ pub(super) async fn resolve_in(
         .map(|s| s.value)
         .ok_or_else(|| ApiError::bad_request(format!("stack {} has no code yet", service.stack)))?;
     let (digest, argv) = resolve(state, &record, service, command)?;
-    Ok((digest, argv, record.current))
+    Ok((digest, argv, record))
 }
 
 /// Component names are file stems: letters, digits, `-` and `_`.

@@ -447,6 +447,9 @@ pub struct NodeView {
     pub capacity_memory_bytes: u64,
     /// Instances live on it.
     pub used_instances: u32,
+    /// Pieces of code (components, images, files) it holds.
+    #[serde(default)]
+    pub code: usize,
     /// When this run of it started (none when down).
     pub started_at: Option<DateTime<Utc>>,
     /// Since when it has been draining.
@@ -468,6 +471,7 @@ impl NodeView {
             capacity_instances: node.capacity_instances,
             capacity_memory_bytes: node.capacity_memory_bytes,
             used_instances: node.used_instances,
+            code: node.holds.len(),
             started_at: Some(node.started_at),
             draining_since,
         }

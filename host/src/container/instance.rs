@@ -156,7 +156,11 @@ impl Containers {
             .unwrap_or_else(|_| data_dir.to_path_buf());
         let tag = hex::encode(sha2::Sha256::digest(canonical.to_string_lossy().as_bytes()))[..8]
             .to_string();
-        let missing = missing_support();
+        let missing = if subnet == "none" {
+            Some("they are turned off here (--container-network none)".to_string())
+        } else {
+            missing_support()
+        };
         let network = match &missing {
             Some(why) => Err(why.clone()),
             None => NetConfig::parse(subnet).and_then(Network::open),

@@ -184,6 +184,25 @@ impl History {
         }));
     }
 
+    /// Takes in runs another host recorded (a job that moved here):
+    /// those not known here are recorded, and numbering goes on after
+    /// the last of them.
+    pub fn adopt(&self, runs: Vec<Run>) {
+        for run in runs {
+            let known = {
+                let mut inner = self.inner.lock();
+                inner.next_number = inner.next_number.max(run.number + 1);
+                inner
+                    .runs
+                    .binary_search_by_key(&run.number, |r| r.number)
+                    .is_ok()
+            };
+            if !known {
+                self.record(run);
+            }
+        }
+    }
+
     /// The kept runs, newest first.
     pub fn newest_first(&self) -> Vec<Run> {
         self.inner.lock().runs.iter().rev().cloned().collect()

@@ -92,6 +92,11 @@ pub trait Firings: Send + Sync + 'static {
     /// Claims the firing of `key` at `at`: `true` for exactly one caller,
     /// and only while `at` is later than every firing claimed before.
     fn claim(&self, key: &ServiceKey, at: DateTime<Utc>) -> BoxFuture<'static, bool>;
+    /// The last runs of `key` shared by whichever hosts ran them.
+    fn runs(&self, key: &ServiceKey) -> BoxFuture<'static, Vec<Run>>;
+    /// Shares the last runs of `key` this host knows (merged with what
+    /// is shared already).
+    fn share(&self, key: &ServiceKey, runs: Vec<Run>) -> BoxFuture<'static, ()>;
 }
 
 /// A running job task and the handles to steer it.
@@ -216,14 +221,38 @@ impl JobTask {
         mut triggers: mpsc::Receiver<TriggerReply>,
     ) {
         let mut after = Utc::now();
+        // In a cluster: the runs ended here are shared (the latest list,
+        // by a task of the job's own, ending with it).
+        let mut sharing = None;
         if let Some(firings) = &self.firings {
-            // Taken over from another host: on from its last firing.
+            // Taken over from another host: on from its last firing, with
+            // the runs it recorded.
             if let Some(last) = firings.last(&self.key).await {
                 let catch_up = chrono::Duration::from_std(CATCH_UP).unwrap_or_default();
                 after = last.max(after - catch_up).min(after);
             }
+            self.history.adopt(firings.runs(&self.key).await);
+            let (tx, rx) = watch::channel(Vec::new());
+            tokio::spawn(share_runs(firings.clone(), self.key.clone(), rx));
+            sharing = Some(tx);
         }
         loop {
+            if let Some(sharing) = &sharing {
+                let ended: Vec<Run> = self
+                    .history
+                    .newest_first()
+                    .into_iter()
+                    .filter(|r| r.status != RunStatus::Running)
+                    .take(SHARED_RUNS)
+                    .collect();
+                sharing.send_if_modified(|shared| {
+                    let changed = *shared != ended;
+                    if changed {
+                        *shared = ended;
+                    }
+                    changed
+                });
+            }
             let spec = specs.borrow_and_update().clone();
             let next = spec.schedule.next_after(after);
             let event = tokio::select! {
@@ -427,6 +456,25 @@ impl JobTask {
     /// Writes a platform line to the job's log.
     fn note(&self, text: &str, instance: &str) {
         self.who.log.note(instance, text.to_string());
+    }
+}
+
+/// Runs of a job shared in a cluster, newest first: its last few.
+pub const SHARED_RUNS: usize = 20;
+
+/// Shares each new list of a job's ended runs until the job ends (the
+/// sender is dropped); a list that changes while one is being written is
+/// written next, so at most one write per job is in flight.
+async fn share_runs(
+    firings: Arc<dyn Firings>,
+    key: ServiceKey,
+    mut runs: watch::Receiver<Vec<Run>>,
+) {
+    while runs.changed().await.is_ok() {
+        let latest = runs.borrow_and_update().clone();
+        if !latest.is_empty() {
+            firings.share(&key, latest).await;
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 pub use history::{Histories, History, RUNS_KEPT};
-pub use job::{Firings, Job, JobSpec, NotStarted, Started, Trigger};
+pub use job::{Firings, Job, JobSpec, NotStarted, Started, Trigger, SHARED_RUNS};
 pub use schedule::{parse_duration, Schedule, ScheduleError};
 
 use crate::model::{Desired, Run, Service, ServiceKey, Stack};

@@ -105,10 +105,12 @@ impl Converge {
             );
             let shown = digest.clone();
             let task = self.fetching.spawn(async move {
-                let got = match fetch.fetch(&digest).await {
-                    Ok(bytes) => {
+                let incoming = crate::store::incoming_in(engine.images_dir());
+                let got = match fetch.fetch_into(&digest, incoming.path().into()).await {
+                    Ok(_) => {
                         let digest = digest.clone();
                         tokio::task::spawn_blocking(move || {
+                            let bytes = std::fs::read(incoming.path())?;
                             engine.accept_files(&name, digest, &bytes)
                         })
                         .await

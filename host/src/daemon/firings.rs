@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::cron::Firings;
-use crate::model::ServiceKey;
+use crate::cron::{Firings, SHARED_RUNS};
+use crate::model::{Run, ServiceKey};
 use crate::services::code::BoxFuture;
 use crate::store::{encode, key, Compare, KvError, Store, Txn};
 
@@ -68,6 +68,56 @@ impl Firings for StoreFirings {
                 }
             }
             false
+        })
+    }
+
+    fn runs(&self, service: &ServiceKey) -> BoxFuture<'static, Vec<Run>> {
+        let store = self.store.clone();
+        let at = key::cron_runs(&service.env, &service.stack, &service.name);
+        Box::pin(async move {
+            match store.get::<Vec<Run>>(at).await {
+                Ok(runs) => runs.map(|v| v.value).unwrap_or_default(),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot read a cron job's shared runs");
+                    Vec::new()
+                }
+            }
+        })
+    }
+
+    fn share(&self, service: &ServiceKey, runs: Vec<Run>) -> BoxFuture<'static, ()> {
+        let store = self.store.clone();
+        let at = key::cron_runs(&service.env, &service.stack, &service.name);
+        let shown = service.to_string();
+        Box::pin(async move {
+            for _ in 0..TRIES {
+                let current = match store.get::<Vec<Run>>(at.clone()).await {
+                    Ok(current) => current,
+                    Err(e) => {
+                        tracing::warn!(service = %shown, error = %format!("{e:#}"), "cannot share a cron job's runs");
+                        return;
+                    }
+                };
+                let (compare, mut merged) = match current {
+                    Some(v) => (Compare::ModRev(at.clone(), v.mod_rev), v.value),
+                    None => (Compare::Absent(at.clone()), Vec::new()),
+                };
+                // By number, this host's record of a run winning; the
+                // newest few kept.
+                merged.retain(|old| !runs.iter().any(|r| r.number == old.number));
+                merged.extend(runs.iter().cloned());
+                merged.sort_by_key(|r| std::cmp::Reverse(r.number));
+                merged.truncate(SHARED_RUNS);
+                let txn = Txn::new().when(compare).put(at.clone(), encode(&merged));
+                match store.commit(txn).await {
+                    Ok(_) => return,
+                    Err(KvError::Conflict(_)) => continue,
+                    Err(e) => {
+                        tracing::warn!(service = %shown, error = %e, "cannot share a cron job's runs");
+                        return;
+                    }
+                }
+            }
         })
     }
 }

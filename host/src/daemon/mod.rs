@@ -141,7 +141,7 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
         files::node_id(&data_dir)?,
         address,
         containers.gateway().is_some(),
-        engine.seats().clone(),
+        engine.clone(),
     );
     let mut others: Option<Arc<dyn api::OtherHosts>> = None;
     let mut fetcher: Option<Arc<dyn crate::services::Fetch>> = None;
@@ -151,7 +151,7 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
             store.clone(),
             config.node.clone(),
             admin_token.clone(),
-            config.max_upload_bytes,
+            config.max_upload_bytes.max(config.max_image_bytes),
         );
         code.fetch_with(peers.clone());
         fetcher = Some(peers.clone());

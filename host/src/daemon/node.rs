@@ -10,7 +10,8 @@ use tokio::sync::watch;
 
 use crate::config::DaemonConfig;
 use crate::model::Node;
-use crate::runtime::seats::{Seat, Seats};
+use crate::runtime::seats::Seat;
+use crate::runtime::Engine;
 use anyhow::Context as _;
 
 use crate::store::{encode, key, LeaseId, Store, Txn};
@@ -24,20 +25,20 @@ pub const BEAT: Duration = Duration::from_secs(1);
 pub struct Me {
     /// The record, but for what changes.
     pub node: Node,
-    /// Live instances.
-    pub seats: Arc<Seats>,
+    /// Its instances and code.
+    pub engine: Arc<Engine>,
 }
 
 impl Me {
     /// This host as `config` makes it: `id` its data directory's, reached
     /// at `address`, running containers when `containers`, its instances
-    /// counted by `seats`.
+    /// and code those of `engine`.
     pub fn new(
         config: &DaemonConfig,
         id: String,
         address: String,
         containers: bool,
-        seats: Arc<Seats>,
+        engine: Arc<Engine>,
     ) -> Me {
         let mut runs = vec!["wasm".to_string()];
         if containers {
@@ -52,15 +53,20 @@ impl Me {
                 capacity_instances: config.max_instances,
                 capacity_memory_bytes: machine_memory(),
                 used_instances: 0,
+                holds: Vec::new(),
                 started_at: chrono::Utc::now(),
             },
-            seats,
+            engine,
         }
     }
 
     fn now(&self) -> Node {
+        let mut holds = self.engine.stored_digests();
+        holds.sort_unstable();
+        holds.truncate(Node::MAX_HOLDS);
         Node {
-            used_instances: self.seats.live(Seat::Service),
+            used_instances: self.engine.seats().live(Seat::Service),
+            holds,
             ..self.node.clone()
         }
     }
@@ -132,6 +138,7 @@ async fn beat(
 ) -> bool {
     let mut written: Option<Node> = None;
     let mut renewed = Instant::now();
+    let mut stored = me.engine.stored_changes();
     loop {
         let node = me.now();
         if written.as_ref() != Some(&node) {
@@ -150,9 +157,16 @@ async fn beat(
                 Err(e) => tracing::warn!(error = %e, "cannot report this host"),
             }
         }
+        stored.borrow_and_update();
         tokio::select! {
             () = tokio::time::sleep(BEAT) => {}
             _ = stop.changed() => return true,
+            // Code came or went: said at once, renewed at the next beat.
+            _ = stored.changed() => {
+                if renewed.elapsed() < BEAT {
+                    continue;
+                }
+            }
         }
         match store.keep_lease(granted).await {
             Ok(true) => renewed = Instant::now(),

@@ -33,8 +33,8 @@ use crate::services::Fetch;
 use crate::services::{Call, Forward, Refusal};
 use crate::store::Store;
 
-/// Longest one host may take to send a piece of code.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a host sending code may go without sending any of it.
+const FETCH_STALL: Duration = Duration::from_secs(30);
 
 /// The live hosts' API addresses by name, and when they were read.
 type Addresses = (Option<Instant>, HashMap<String, String>);
@@ -47,8 +47,9 @@ pub struct Peers {
     me: String,
     /// The operator's token the hosts share.
     token: String,
-    /// Largest code accepted (the upload limit).
-    max_bytes: usize,
+    /// Largest code accepted (the larger upload limit, of components or
+    /// of images).
+    max_bytes: u64,
     client: Client<HttpConnector, Empty<Bytes>>,
     /// Requests forwarded to other hosts: HTTP/2, one connection per host
     /// kept open.
@@ -69,7 +70,7 @@ impl Peers {
             store,
             me,
             token,
-            max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+            max_bytes,
             // Code and listings: a few idle connections per host at most.
             client: Client::builder(TokioExecutor::new())
                 .pool_max_idle_per_host(2)
@@ -113,25 +114,68 @@ impl Peers {
         Ok((status, body))
     }
 
-    /// The code from the host at `address`.
-    async fn fetch_from(&self, address: &str, digest: &Digest) -> Result<Vec<u8>, String> {
-        let (status, body) = self
-            .get(address, &format!("/v1/code/{digest}"), self.max_bytes)
-            .await?;
+    /// The code from the host at `address`, written to `into` as it
+    /// comes (images are large) and checked against `digest`.
+    async fn fetch_from(
+        &self,
+        address: &str,
+        digest: &Digest,
+        into: &std::path::Path,
+    ) -> Result<u64, String> {
+        use sha2::Digest as _;
+        use tokio::io::AsyncWriteExt as _;
+        let request = http::Request::get(format!("http://{address}/v1/code/{digest}"))
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            )
+            .body(Empty::new())
+            .map_err(|e| e.to_string())?;
+        let response = tokio::time::timeout(FETCH_STALL, self.client.request(request))
+            .await
+            .map_err(|_| format!("no answer in {FETCH_STALL:?}"))?
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let mut body = response.into_body();
         if !status.is_success() {
+            let said = Limited::new(body, 4096)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             return Err(format!(
                 "{status}: {}",
-                String::from_utf8_lossy(&body).trim()
+                String::from_utf8_lossy(&said).trim()
             ));
         }
-        let bytes = body.to_vec();
-        let got = tokio::task::spawn_blocking(move || (Digest::of(&bytes), bytes))
+        let mut file = tokio::fs::File::create(into)
             .await
-            .map_err(|e| e.to_string())?;
-        if got.0 != *digest {
-            return Err(format!("it sent code whose digest is {}", got.0.short()));
+            .map_err(|e| format!("creating {}: {e}", into.display()))?;
+        let (mut hasher, mut size) = (sha2::Sha256::new(), 0u64);
+        loop {
+            let frame = tokio::time::timeout(FETCH_STALL, body.frame())
+                .await
+                .map_err(|_| format!("it sent nothing for {FETCH_STALL:?}"))?;
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|e| format!("reading its answer: {e}"))?;
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            size += chunk.len() as u64;
+            if size > self.max_bytes {
+                return Err(format!("it sent more than {} bytes", self.max_bytes));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| format!("writing {}: {e}", into.display()))?;
         }
-        Ok(got.1)
+        file.flush().await.map_err(|e| e.to_string())?;
+        let got = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if got != digest.as_str() {
+            return Err(format!("it sent code whose digest is {got}"));
+        }
+        Ok(size)
     }
 }
 
@@ -327,7 +371,11 @@ impl OtherHosts for Peers {
 }
 
 impl Fetch for Peers {
-    fn fetch(&self, digest: &Digest) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+    fn fetch_into(
+        &self,
+        digest: &Digest,
+        into: std::path::PathBuf,
+    ) -> BoxFuture<'static, Result<u64, String>> {
         let digest = digest.clone();
         let peers = self.clone();
         Box::pin(async move {
@@ -336,16 +384,16 @@ impl Fetch for Peers {
                 .nodes()
                 .await
                 .map_err(|e| format!("listing the hosts: {e:#}"))?;
+            // Hosts that list the code first; then the others, which may
+            // hold it beyond what they list.
+            let mut others: Vec<_> = hosts.live.iter().filter(|h| h.name != peers.me).collect();
+            others.sort_by_key(|h| !h.holds.contains(&digest));
             let mut failures = Vec::new();
-            for host in hosts.live.iter().filter(|h| h.name != peers.me) {
-                let fetched =
-                    tokio::time::timeout(FETCH_TIMEOUT, peers.fetch_from(&host.address, &digest))
-                        .await
-                        .unwrap_or_else(|_| Err(format!("no answer in {FETCH_TIMEOUT:?}")));
-                match fetched {
-                    Ok(bytes) => {
-                        tracing::info!(digest = digest.short(), from = %host.name, bytes = bytes.len(), "fetched code from another host");
-                        return Ok(bytes);
+            for host in others {
+                match peers.fetch_from(&host.address, &digest, &into).await {
+                    Ok(size) => {
+                        tracing::info!(digest = digest.short(), from = %host.name, bytes = size, "fetched code from another host");
+                        return Ok(size);
                     }
                     Err(e) => failures.push(format!("{}: {e}", host.name)),
                 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::model::{Desired, Node, Placement, ServiceKey, ServiceType};
+use crate::model::{Desired, Digest, Node, Placement, Service, ServiceKey, ServiceType, Stack};
+use crate::services::spec::resolve_command;
 use crate::store::{encode, key, Compare, KvError, LeaseId, Store, Txn};
 
 /// How often the leader looks at the hosts (their comings and goings are
@@ -108,42 +109,53 @@ async fn place(store: &Store, since: u64) -> Result<(), KvError> {
 fn plan(desired: &Desired, ready: &[&Node]) -> Vec<(String, Option<Placement>)> {
     let current: HashMap<ServiceKey, &Placement> =
         desired.placements.iter().map(|p| (p.key(), p)).collect();
-    let ready_names: Vec<&str> = ready.iter().map(|n| n.name.as_str()).collect();
     // What each host holds of what stays where it is.
-    let mut load: HashMap<&str, u32> = ready_names.iter().map(|&n| (n, 0)).collect();
-    let mut kept: Vec<(ServiceKey, BTreeMap<u32, String>)> = Vec::new();
-    let mut services: Vec<_> = desired.services.iter().collect();
-    services.sort_by_key(|s| (s.env.clone(), s.stack.clone(), s.name.clone()));
-    for service in &services {
-        let key = ServiceKey::of(service);
+    let mut load: HashMap<&str, u32> = ready.iter().map(|n| (n.name.as_str(), 0)).collect();
+    let mut services: Vec<_> = desired.services_with_stacks().collect();
+    services.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut kept: Vec<(Needs, BTreeMap<u32, String>)> = Vec::new();
+    for (key, service, stack) in &services {
+        let needs = Needs::of(service, *stack);
         let wanted = wanted_numbers(service.service_type(), service.instances);
         let mut numbers = BTreeMap::new();
-        if let Some(old) = current.get(&key) {
+        if let Some(old) = current.get(key) {
             for (&number, node) in &old.numbers {
-                if number <= wanted && ready_names.contains(&node.as_str()) {
+                let host = ready.iter().find(|n| n.name == *node);
+                if number <= wanted && host.is_some_and(|h| needs.can_run_on(h)) {
                     *load.get_mut(node.as_str()).expect("ready host") += 1;
                     numbers.insert(number, node.clone());
                 }
             }
         }
-        kept.push((key, numbers));
+        kept.push((needs, numbers));
     }
     let mut writes = Vec::new();
-    for (service, (key, mut numbers)) in services.iter().zip(kept) {
+    for ((key, service, _), (needs, mut numbers)) in services.iter().zip(kept) {
         let wanted = wanted_numbers(service.service_type(), service.instances);
         for number in 1..=wanted {
             if numbers.contains_key(&number) {
                 continue;
             }
-            // The host with fewest of this service, then least loaded,
-            // with room left.
+            // The host with fewest of this service, then one that holds
+            // its code, then the least loaded, with room left.
             let here = |node: &str| numbers.values().filter(|n| n.as_str() == node).count();
             let best = ready
                 .iter()
-                .filter(|n| load[n.name.as_str()] < n.capacity_instances)
-                .min_by_key(|n| (here(&n.name), load[n.name.as_str()], n.name.clone()));
+                .filter(|n| needs.can_run_on(n) && load[n.name.as_str()] < n.capacity_instances)
+                .min_by_key(|n| {
+                    (
+                        here(&n.name),
+                        !needs.held_by(n),
+                        load[n.name.as_str()],
+                        n.name.clone(),
+                    )
+                });
             let Some(best) = best else {
-                tracing::warn!(service = %key, number, "no host has room for this instance");
+                if ready.iter().any(|n| needs.can_run_on(n)) {
+                    tracing::warn!(service = %key, number, "no host has room for this instance");
+                } else {
+                    tracing::warn!(service = %key, "no ready host runs containers: this image's instances wait for one");
+                }
                 break;
             };
             *load.get_mut(best.name.as_str()).expect("ready host") += 1;
@@ -155,20 +167,61 @@ fn plan(desired: &Desired, ready: &[&Node]) -> Vec<(String, Option<Placement>)> 
             service: key.name.clone(),
             numbers,
         };
-        if current.get(&key).copied() != Some(&placement) {
+        if current.get(key).copied() != Some(&placement) {
             writes.push((
                 key::placement(&key.env, &key.stack, &key.name),
                 Some(placement),
             ));
         }
     }
-    // Placements of services that are gone.
+    // Placements of services that are gone, and a cron job's firings.
     for (key, _) in current {
-        if !desired.services.iter().any(|s| ServiceKey::of(s) == key) {
+        if !services.iter().any(|(k, _, _)| *k == key) {
             writes.push((key::placement(&key.env, &key.stack, &key.name), None));
+            writes.push((key::cron_last(&key.env, &key.stack, &key.name), None));
+            writes.push((key::cron_runs(&key.env, &key.stack, &key.name), None));
         }
     }
     writes
+}
+
+/// What a service asks of the host its instances run on.
+struct Needs {
+    /// The code its command runs, when it resolves.
+    code: Option<Digest>,
+    /// Whether that code is a container image.
+    image: bool,
+}
+
+impl Needs {
+    fn of(service: &Service, stack: Option<&Stack>) -> Needs {
+        // Only what the deploy recorded counts: the placer need not hold
+        // the code to know what it is.
+        let code = resolve_command(
+            &service.stack,
+            &service.command,
+            service.image.as_deref(),
+            stack,
+            &|_| false,
+        )
+        .ok()
+        .map(|(digest, _)| digest);
+        let image = code
+            .as_ref()
+            .zip(stack)
+            .is_some_and(|(digest, stack)| stack.images.contains(digest));
+        Needs { code, image }
+    }
+
+    /// Whether `host` can run it: an image only where containers run.
+    fn can_run_on(&self, host: &Node) -> bool {
+        !self.image || host.runs.iter().any(|r| r == "container")
+    }
+
+    /// Whether `host` has its code already (no fetch before it starts).
+    fn held_by(&self, host: &Node) -> bool {
+        self.code.as_ref().is_some_and(|c| host.holds.contains(c))
+    }
 }
 
 /// How many instances a service has placed: a cron job one, the host that
@@ -193,8 +246,76 @@ mod tests {
             capacity_instances: room,
             capacity_memory_bytes: 0,
             used_instances: 0,
+            holds: Vec::new(),
             started_at: chrono::Utc::now(),
         }
+    }
+
+    fn with(node: Node, runs: &[&str], holds: &[&Digest]) -> Node {
+        Node {
+            runs: runs.iter().map(|r| r.to_string()).collect(),
+            holds: holds.iter().map(|&d| d.clone()).collect(),
+            ..node
+        }
+    }
+
+    /// Stack `app` with a component `app` and an image `box`.
+    fn stack(app: &Digest, image: &Digest) -> Stack {
+        Stack {
+            env: "default".into(),
+            name: "app".into(),
+            current: 1,
+            components: [("app".into(), app.clone()), ("box".into(), image.clone())].into(),
+            images: [image.clone()].into(),
+            next_version: 2,
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn images_go_only_where_containers_run_and_code_goes_where_it_is() {
+        let (app, image) = (Digest::of(b"app"), Digest::of(b"image"));
+        let a = with(node("a", 100), &["wasm"], &[]);
+        let b = with(node("b", 100), &["wasm", "container"], &[]);
+        let c = with(node("c", 100), &["wasm"], &[&app]);
+        let boxed = crate::model::Service {
+            command: vec!["box".into(), "sleep".into()],
+            ..service("boxed", 3)
+        };
+        let one = crate::model::Service {
+            command: vec!["app".into()],
+            ..service("one", 1)
+        };
+        let desired = Desired {
+            services: vec![boxed, one],
+            stacks: vec![stack(&app, &image)],
+            ..Desired::default()
+        };
+        let writes = plan(&desired, &[&a, &b, &c]);
+        let placed = |name: &str| {
+            writes
+                .iter()
+                .find_map(|(_, p)| p.clone().filter(|p| p.service == name))
+                .unwrap()
+        };
+        // The image's three all on b, the one host running containers.
+        assert_eq!(counts(&placed("boxed")), [("b".to_string(), 3)].into());
+        // A lone instance goes to c, which holds its code, though c sorts
+        // last.
+        assert_eq!(counts(&placed("one")), [("c".to_string(), 1)].into());
+        // No host runs containers: nothing of the image is placed, and an
+        // instance of it on a host that cannot run it is moved off.
+        let mut placed_before = desired.clone();
+        placed_before.placements = vec![Placement {
+            numbers: [(1, "a".to_string())].into(),
+            ..placed("boxed")
+        }];
+        let writes = plan(&placed_before, &[&a, &c]);
+        let boxed = writes
+            .iter()
+            .find_map(|(_, p)| p.clone().filter(|p| p.service == "boxed"))
+            .unwrap();
+        assert!(boxed.numbers.is_empty(), "{boxed:?}");
     }
 
     fn service(name: &str, instances: u32) -> crate::model::Service {
@@ -245,6 +366,13 @@ mod tests {
         assert_eq!(tight[0].1.as_ref().unwrap().numbers.len(), 1);
         desired.services.clear();
         let gone = plan(&desired, &[&a]);
-        assert_eq!(gone, [(key::placement("default", "app", "w"), None)]);
+        assert_eq!(
+            gone,
+            [
+                (key::placement("default", "app", "w"), None),
+                (key::cron_last("default", "app", "w"), None),
+                (key::cron_runs("default", "app", "w"), None)
+            ]
+        );
     }
 }

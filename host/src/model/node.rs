@@ -23,8 +23,18 @@ pub struct Node {
     pub capacity_memory_bytes: u64,
     /// Instances live on it now.
     pub used_instances: u32,
+    /// The code it holds (at most [`Node::MAX_HOLDS`] digests): the
+    /// placer prefers hosts that need not fetch a service's code.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<super::Digest>,
     /// When this run of the host started.
     pub started_at: DateTime<Utc>,
+}
+
+impl Node {
+    /// Most digests a host lists as held (its record stays small; code
+    /// beyond it is simply not preferred).
+    pub const MAX_HOLDS: usize = 1000;
 }
 
 /// Whether a host takes instances.

@@ -1,6 +1,6 @@
 //! Stacks and their numbered code versions (bundles of components).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,11 @@ pub struct Stack {
     /// Components of the current version (a copy of that version's map, so
     /// the supervisor reads one record per stack).
     pub components: BTreeMap<String, Digest>,
+    /// Which of those components are container images (the rest are
+    /// wasm): recorded at deploy, so a host that does not hold the code
+    /// yet (or the placer) knows what it is.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub images: BTreeSet<Digest>,
     /// Number the next version will get.
     pub next_version: u64,
     /// When the stack was first named.
@@ -39,6 +44,9 @@ pub struct Version {
     pub digest: Digest,
     /// Component name (file stem) to content digest.
     pub components: BTreeMap<String, Digest>,
+    /// Which of them are container images.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub images: BTreeSet<Digest>,
     /// Why this version exists ("deploy", "add component app", "rollback to v2").
     pub reason: String,
     /// When it was made.

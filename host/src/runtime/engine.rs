@@ -177,6 +177,9 @@ pub struct Engine {
     shares: Arc<Shares>,
     /// Live instances, bounded by kind.
     seats: Arc<Seats>,
+    /// Bumped whenever code is stored or removed (a cluster host reports
+    /// what it holds when it changes).
+    stored: tokio::sync::watch::Sender<u64>,
 }
 
 /// One digest's load lock and how many hold or wait for it.
@@ -241,6 +244,7 @@ impl Engine {
             ticker: Some(ticker),
             shares,
             seats: Seats::new(config.max_instances, POOL_HEADROOM / 2),
+            stored: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -259,16 +263,24 @@ impl Engine {
         std::fs::metadata(self.blobs.path(digest)).map_or(0, |m| m.len())
     }
 
+    /// The digests of every piece of code stored here.
+    pub fn stored_digests(&self) -> Vec<Digest> {
+        self.blobs.list().unwrap_or_default()
+    }
+
+    /// Changes whenever code is stored or removed here.
+    pub fn stored_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.stored.subscribe()
+    }
+
     /// Whether code of this digest is stored here.
     pub fn has_code(&self, digest: &Digest) -> bool {
         self.blobs.contains(digest)
     }
 
-    /// Stored code, as uploaded (`None` when it is not stored here).
-    pub fn stored_code(&self, digest: &Digest) -> Option<Vec<u8>> {
-        self.blobs
-            .contains(digest)
-            .then(|| self.blobs.get(digest).ok())?
+    /// Where stored code is kept, as uploaded (whether or not it is).
+    pub fn code_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs.path(digest)
     }
 
     /// The wasmtime engine.
@@ -589,6 +601,9 @@ impl Engine {
             }
             collected.compiled += usize::from(self.cache.remove(&digest)?);
         }
+        if collected.blobs > 0 {
+            self.stored.send_modify(|n| *n += 1);
+        }
         if collected != Collected::default() {
             tracing::info!(?collected, "removed code no kept version names");
         }
@@ -657,6 +672,8 @@ impl Engine {
         let mut fresh = self.fresh.lock();
         fresh.retain(|_, at| at.elapsed() < UNDEPLOYED_GRACE);
         fresh.insert(digest.clone(), std::time::Instant::now());
+        drop(fresh);
+        self.stored.send_modify(|n| *n += 1);
     }
 
     fn remember(&self, loaded: Arc<Loaded>) {

@@ -80,8 +80,14 @@ pub trait Handler: Send + 'static {
 /// Gets code this host does not hold from where it is kept: the other
 /// hosts of a cluster.
 pub trait Fetch: Send + Sync + 'static {
-    /// The code's bytes, checked against its digest.
-    fn fetch(&self, digest: &Digest) -> BoxFuture<'static, Result<Vec<u8>, String>>;
+    /// Writes the code to the file `into` (a component, an image, a
+    /// stack's files: as it was uploaded), checked against its digest;
+    /// its size in bytes.
+    fn fetch_into(
+        &self,
+        digest: &Digest,
+        into: std::path::PathBuf,
+    ) -> BoxFuture<'static, Result<u64, String>>;
 }
 
 /// Where code comes from, by digest.

@@ -232,6 +232,9 @@ pub fn resolve_command(
             })
         }
     };
+    // What the deploy recorded, else (a stack deployed before images were
+    // recorded) what is stored here.
+    let is_image = |digest: &Digest| stack.images.contains(digest) || is_image(digest);
     // Which components are images is asked only when the command does not
     // name its code itself (each answer looks at the disk).
     let images = || -> Vec<(&String, &Digest)> {

@@ -81,17 +81,21 @@ impl CodeSource for WasmSource {
         let engine = self.engine.clone();
         let digest = digest.clone();
         let fetch = self.fetch.get().cloned();
+        let containers = self.containers.clone();
         Box::pin(async move {
             if let Some(fetch) = fetch.filter(|_| !engine.has_code(&digest)) {
-                let bytes = fetch.fetch(&digest).await?;
-                let engine = engine.clone();
-                let digest = digest.clone();
-                tokio::task::spawn_blocking(move || {
-                    engine.accept_as(&format!("code {}", digest.short()), digest, &bytes)
-                })
-                .await
-                .map_err(|e| format!("the loader task failed: {e}"))?
-                .map_err(|e| format!("{e:#}"))?;
+                let image = fetched(
+                    &engine,
+                    containers.as_ref().map(|(c, _)| c),
+                    &*fetch,
+                    &digest,
+                )
+                .await?;
+                if image {
+                    let (containers, callers) = containers.as_ref().expect("an image was taken");
+                    return ContainerCode::find(containers, callers, &digest)
+                        .ok_or_else(|| format!("image {} is not unpacked", digest.short()));
+                }
             }
             // Reading or compiling code blocks: keep it off the async threads.
             let loaded = {
@@ -104,6 +108,57 @@ impl CodeSource for WasmSource {
             Ok(Arc::new(WasmCode { engine, loaded }) as Arc<dyn Code>)
         })
     }
+}
+
+/// Fetches code this host lacks from another host and stores it: a
+/// component is checked and compiled, an image unpacked (where containers
+/// run). Whether it was an image.
+async fn fetched(
+    engine: &Arc<Engine>,
+    containers: Option<&Arc<Containers>>,
+    fetch: &dyn Fetch,
+    digest: &Digest,
+) -> Result<bool, String> {
+    let incoming = crate::store::incoming_in(engine.images_dir());
+    fetch
+        .fetch_into(digest, incoming.path().to_path_buf())
+        .await?;
+    let (engine, containers, digest) = (engine.clone(), containers.cloned(), digest.clone());
+    tokio::task::spawn_blocking(move || {
+        let path = incoming.path();
+        let name = format!("code {}", digest.short());
+        let mut head = [0u8; 4];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open(path).map_err(|e| e.to_string())?,
+            &mut head,
+        )
+        .map_err(|e| format!("reading the code fetched: {e}"))?;
+        if &head == b"\0asm" {
+            let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+            engine
+                .accept_as(&name, digest, &bytes)
+                .map_err(|e| format!("{e:#}"))?;
+            return Ok(false);
+        }
+        // Anything else is an image (it was accepted as one where it was
+        // uploaded; the unpacking checks it again).
+        let containers = containers.ok_or_else(|| {
+            format!("{name} is a container image, and containers cannot run on this host")
+        })?;
+        if let Some(why) = containers.unsupported() {
+            return Err(format!("{name} is a container image: {why}"));
+        }
+        engine
+            .accept_image(digest, path, |dir| {
+                crate::container::image::unpack(&name, path, dir)
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
+            })
+            .map_err(|e| format!("{e:#}"))?;
+        Ok(true)
+    })
+    .await
+    .map_err(|e| format!("the loader task failed: {e}"))?
 }
 
 /// One loaded component.

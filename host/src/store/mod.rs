@@ -27,7 +27,7 @@ use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use blobs::{clean_partial, partial_beside, Blobs};
+pub use blobs::{clean_partial, incoming_in, partial_beside, Blobs, Incoming};
 pub use etcd::EtcdKv;
 pub use kv::{Change, Compare, KeyValue, Kv, KvError, LeaseId, Op, Txn};
 pub use sqlite::SqliteKv;
@@ -168,9 +168,15 @@ pub mod key {
     }
     /// Every cron job's last firing.
     pub const ALL_CRON_LAST: &str = "/cron/last/";
+    /// A cron job's last runs in a cluster, whichever host ran them.
+    pub fn cron_runs(env: &str, stack: &str, service: &str) -> String {
+        format!("/cron/runs/{env}/{stack}/{service}")
+    }
+    /// Every cron job's shared runs.
+    pub const ALL_CRON_RUNS: &str = "/cron/runs/";
     /// Keys that change often and are not desired state: a change to them
     /// alone does not wake the converge loop.
-    pub const VOLATILE: &[&str] = &[ALL_NODES, ALL_CRON_LAST];
+    pub const VOLATILE: &[&str] = &[ALL_NODES, ALL_CRON_LAST, ALL_CRON_RUNS];
 }
 
 /// Serialises a record for the store.
