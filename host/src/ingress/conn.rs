@@ -35,6 +35,11 @@ use crate::telemetry::{Metrics, Throttle};
 
 /// How long an accept error pauses the listener, so it cannot spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// How long a stopping listener waits for more of its backlog.
+const BACKLOG_WAIT: Duration = Duration::from_millis(20);
+/// How long connections taken just before a stop have to send their
+/// request before they are closed gracefully.
+const FIRST_REQUEST_WAIT: Duration = Duration::from_millis(100);
 /// Longest a TLS client may take to finish its handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -151,14 +156,9 @@ impl Connections {
             let graceful = GracefulShutdown::new();
             // Closes what is still open after the grace period.
             let abort = CancellationToken::new();
-            loop {
-                let accepted = tokio::select! {
-                    accepted = self.accept(&listener) => accepted,
-                    _ = stop.wait_for(|stopped| *stopped) => break,
-                };
-                let Some(open) = accepted else {
-                    continue;
-                };
+            // Serves one accepted connection until it ends, the grace period
+            // after a stop runs out, or it idles too long.
+            let start = |open: Open| {
                 let builder = builder.clone();
                 let tls = tls.clone();
                 let watcher = graceful.watcher();
@@ -226,8 +226,32 @@ impl Connections {
                         () = abort.cancelled() => {}
                     }
                 });
+            };
+            loop {
+                let accepted = tokio::select! {
+                    accepted = self.accept(&listener) => accepted,
+                    _ = stop.wait_for(|stopped| *stopped) => break,
+                };
+                if let Some(open) = accepted {
+                    start(open);
+                }
+            }
+            // Stopping: no new connection is taken, but none the kernel has
+            // already made is reset either (closing a listener resets its
+            // backlog). New SYNs are dropped, so a client tries again and
+            // finds the port closed; the backlog is taken and served.
+            shed_new_connections(&listener);
+            while let Ok(accepted) =
+                tokio::time::timeout(BACKLOG_WAIT, self.accept(&listener)).await
+            {
+                if let Some(open) = accepted {
+                    start(open);
+                }
             }
             drop(listener);
+            // A connection just taken may not have read its request yet,
+            // and the graceful close would end it unread: let it read.
+            tokio::time::sleep(FIRST_REQUEST_WAIT).await;
             if tokio::time::timeout(self.limits.grace, graceful.shutdown())
                 .await
                 .is_err()
@@ -267,6 +291,39 @@ impl Connections {
             peer,
             _counted: Counted::new(self.metrics.clone(), permit, client),
         })
+    }
+}
+
+/// Attaches a socket filter that drops every packet to `listener`: new
+/// connections' SYNs go unanswered (the client retries), while the
+/// connections already made wait in the backlog to be accepted.
+fn shed_new_connections(listener: &TcpListener) {
+    use std::os::fd::AsRawFd as _;
+    // asm-generic/socket.h (libc does not name it for Linux).
+    const SO_ATTACH_FILTER: libc::c_int = 26;
+    let mut drop_all = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let program = libc::sock_fprog {
+        len: 1,
+        filter: drop_all.as_mut_ptr(),
+    };
+    // SAFETY: `program` points at a valid one-instruction filter for the
+    // duration of the call; the kernel copies it.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_FILTER,
+            std::ptr::addr_of!(program).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot filter a stopping listener");
     }
 }
 
