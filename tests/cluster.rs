@@ -853,31 +853,7 @@ fn code_is_placed_where_it_is_held_and_images_only_where_containers_run() {
 
     // A busybox web container answers through host-c's ingress, which
     // runs none of it.
-    c.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "web",
-        "--stack",
-        "boxes",
-        "--instances",
-        "2",
-        "--",
-        "busybox",
-        "sh",
-        "-c",
-        "exec httpd -f -p $PORT -h /www",
-    ]);
-    c.ok(&[
-        "svc",
-        "publish",
-        "-n",
-        "web",
-        "--stack",
-        "boxes",
-        "--endpoint",
-        "www",
-    ]);
+    support::busybox_web_service(&c, 2);
     support::wait_until(Duration::from_secs(30), "web running", || {
         running_on(&c, "web").len() == 2
     });

@@ -33,29 +33,7 @@ fn logs(d: &Daemon, name: &str) -> Vec<String> {
 /// published at www.localhost.
 fn busybox_web(d: &Daemon) {
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "web",
-        "--stack",
-        "boxes",
-        "--",
-        "busybox",
-        "sh",
-        "-c",
-        "exec httpd -f -p $PORT -h /www",
-    ]);
-    d.ok(&[
-        "svc",
-        "publish",
-        "-n",
-        "web",
-        "--stack",
-        "boxes",
-        "--endpoint",
-        "www",
-    ]);
+    support::busybox_web_service(d, 1);
 }
 
 fn instances(service: &Value) -> Vec<Value> {

@@ -42,6 +42,37 @@ pub fn image(name: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
+/// `web` in stack `boxes` (the busybox image, deployed already): its
+/// httpd on `$PORT`, `instances` of it, published at www.localhost.
+pub fn busybox_web_service(d: &Daemon, instances: u32) {
+    let instances = instances.to_string();
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "web",
+        "--stack",
+        "boxes",
+        "--instances",
+        &instances,
+        "--",
+        "busybox",
+        "sh",
+        "-c",
+        "exec httpd -f -p $PORT -h /www",
+    ]);
+    d.ok(&[
+        "svc",
+        "publish",
+        "-n",
+        "web",
+        "--stack",
+        "boxes",
+        "--endpoint",
+        "www",
+    ]);
+}
+
 /// A guest example, built for wasm32-wasip2 (built on first use when the
 /// test script has not built it already).
 pub fn guest(name: &str) -> PathBuf {
