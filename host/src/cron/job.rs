@@ -131,6 +131,7 @@ impl Job {
                 running: None,
                 firings,
                 catching_up: false,
+                sharing: None,
             }
             .run(spec_rx, trigger_rx),
         );
@@ -212,6 +213,8 @@ struct JobTask {
     firings: Option<Arc<dyn Firings>>,
     /// Whether the last firing was a late one, caught up.
     catching_up: bool,
+    /// In a cluster: the job's ended runs, for its task that shares them.
+    sharing: Option<watch::Sender<Vec<Run>>>,
 }
 
 impl JobTask {
@@ -221,9 +224,6 @@ impl JobTask {
         mut triggers: mpsc::Receiver<TriggerReply>,
     ) {
         let mut after = Utc::now();
-        // In a cluster: the runs ended here are shared (the latest list,
-        // by a task of the job's own, ending with it).
-        let mut sharing = None;
         if let Some(firings) = &self.firings {
             // Taken over from another host: on from its last firing, with
             // the runs it recorded.
@@ -232,27 +232,13 @@ impl JobTask {
                 after = last.max(after - catch_up).min(after);
             }
             self.history.adopt(firings.runs(&self.key).await);
+            // The runs ended here are shared by a task of the job's own,
+            // which ends when the job does (its sender dropped).
             let (tx, rx) = watch::channel(Vec::new());
             tokio::spawn(share_runs(firings.clone(), self.key.clone(), rx));
-            sharing = Some(tx);
+            self.sharing = Some(tx);
         }
         loop {
-            if let Some(sharing) = &sharing {
-                let ended: Vec<Run> = self
-                    .history
-                    .newest_first()
-                    .into_iter()
-                    .filter(|r| r.status != RunStatus::Running)
-                    .take(SHARED_RUNS)
-                    .collect();
-                sharing.send_if_modified(|shared| {
-                    let changed = *shared != ended;
-                    if changed {
-                        *shared = ended;
-                    }
-                    changed
-                });
-            }
             let spec = specs.borrow_and_update().clone();
             let next = spec.schedule.next_after(after);
             let event = tokio::select! {
@@ -404,6 +390,7 @@ impl JobTask {
             status: RunStatus::Skipped,
             message: Some(message),
         });
+        self.share();
     }
 
     fn finish(&mut self, (outcome, timed_out): (Outcome, bool)) {
@@ -451,6 +438,23 @@ impl JobTask {
             status,
             message: Some(message),
         });
+        self.share();
+    }
+
+    /// Hands the job's last ended runs to its sharing task (in a
+    /// cluster), after a run ends or a firing is skipped.
+    fn share(&self) {
+        let Some(sharing) = &self.sharing else {
+            return;
+        };
+        let ended: Vec<Run> = self
+            .history
+            .newest_first()
+            .into_iter()
+            .filter(|r| r.status != RunStatus::Running)
+            .take(SHARED_RUNS)
+            .collect();
+        sharing.send_replace(ended);
     }
 
     /// Writes a platform line to the job's log.
