@@ -74,4 +74,5 @@ echo "  curl 'http://www.localhost:8080/pay?amount=1250'   (web calls http://fin
 echo "  curl http://www.localhost:8080/blog/"
 echo "  curl 'http://legacy.localhost:8080/hello?x=1'   (a wasip1 module answering as CGI)"
 echo "  curl http://site.localhost:8080/   $mesh service run -n site --stack boxes -- /bin/sh   (containers)"
+echo "Dashboard: http://127.0.0.1:7070/ (sign in with the token in $MESH_DATA_DIR/daemon.json)"
 wait "$daemon"

@@ -9,10 +9,14 @@ scripts/setup.sh
 # The queue-worker tests talk to a real Redis server; the terminal tests
 # drive `mesh service run` in tmux; the HTTPS tests use curl.
 # The container bench compares with runc. The cluster tests start a real
-# etcd cluster (Debian's etcd-server) and ask it things with etcdctl.
+# etcd cluster (Debian's etcd-server) and ask it things with etcdctl. The
+# dashboard tests drive Debian's chromium with playwright-core (pinned by
+# tests/dashboard/package-lock.json; it downloads no browser).
 . scripts/need.sh
 need redis-server redis-server tmux tmux curl curl runc runc \
-  etcd etcd-server etcdctl etcd-client
+  etcd etcd-server etcdctl etcd-client chromium chromium
+echo "== playwright-core for the dashboard tests"
+(cd tests/dashboard && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -2,7 +2,8 @@
 //! nothing running or writing; a request dropped while it waits gives its
 //! place in the queue back (over HTTP/2 resets, and when the calling
 //! instance is stopped mid-wait); ingress connections are bounded and
-//! drained on shutdown; code no kept version names is removed.
+//! drained on shutdown; code no kept version names is removed; a restart
+//! rolls every instance while a web service keeps serving.
 
 mod support;
 
@@ -298,4 +299,113 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// `GET path` on the control API with `token`: (status, JSON body).
+fn api_get(d: &Daemon, token: &str, path: &str) -> (u16, Value) {
+    let api = d.info["api_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://");
+    let r = support::http_request(
+        api,
+        "GET",
+        api,
+        path,
+        &[("Authorization", &format!("Bearer {token}"))],
+        b"",
+    );
+    (
+        r.status,
+        serde_json::from_str(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+fn started_ats(d: &Daemon, name: &str) -> Vec<String> {
+    d.service(name).unwrap()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] == "running")
+        .map(|i| i["started_at"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn a_restart_rolls_every_instance_and_a_web_service_keeps_serving() {
+    let d = Daemon::start();
+    d.create("sleeper", &["--instances", "2"], &["sleep", "600000"]);
+    d.wait_running("sleeper", 2);
+    let before = started_ats(&d, "sleeper");
+    let out = d.ok(&["svc", "restart", "-n", "sleeper"]);
+    assert!(out.contains("Restarting 2 instances of sleeper"), "{out}");
+    eventually("both sleepers restarted", Duration::from_secs(20), || {
+        let now = started_ats(&d, "sleeper");
+        now.len() == 2 && now.iter().all(|t| !before.contains(t))
+    });
+    let kinds: Vec<Value> = events_of(&d, "sleeper")
+        .into_iter()
+        .map(|e| e["kind"].clone())
+        .collect();
+    assert!(kinds.contains(&"service.restarted".into()), "{kinds:?}");
+    let json: Value =
+        serde_json::from_str(&d.ok(&["svc", "ls", "-n", "sleeper", "--json"])).unwrap();
+    assert!(json[0]["restarted_at"].is_string(), "{json}");
+
+    // A web service restarted under requests answers every one of them.
+    web(&d, "site", "1");
+    let before = started_ats(&d, "site");
+    d.ok(&["svc", "restart", "-n", "site"]);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut served = 0;
+    while Instant::now() < deadline {
+        assert_eq!(d.get("site.localhost", "/").status, 200);
+        served += 1;
+    }
+    eventually(
+        "the site's instance restarted",
+        Duration::from_secs(10),
+        || {
+            let now = started_ats(&d, "site");
+            now.len() == 1 && now != before
+        },
+    );
+
+    // Its requests show in the stats the dashboard draws, to its own
+    // environment only.
+    let token = d.info["token"].as_str().unwrap();
+    let (status, stats) = api_get(&d, token, "/v1/services/app/site/stats");
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["step_seconds"], 10);
+    let points = stats["points"].as_array().unwrap();
+    assert_eq!(points.len(), 60);
+    let requests: u64 = points.iter().map(|p| p["requests"].as_u64().unwrap()).sum();
+    let errors: u64 = points.iter().map(|p| p["errors"].as_u64().unwrap()).sum();
+    assert!(
+        requests > served,
+        "{requests} counted, {served} sent after 1+ before"
+    );
+    assert_eq!(errors, 0);
+    assert!(points
+        .iter()
+        .any(|p| p["p95_ms"].as_f64().is_some_and(|ms| ms > 0.0)));
+    let created: Value =
+        serde_json::from_str(&d.ok(&["env", "create", "other", "--json"])).unwrap();
+    let other = created["token"].as_str().unwrap();
+    let (status, body) = api_get(&d, other, "/v1/services/app/site/stats");
+    assert_eq!(status, 404, "{body}");
+    let (_, who) = api_get(&d, other, "/v1/whoami");
+    assert_eq!(who, serde_json::json!({"env": "other", "operator": false}));
+
+    // A cron job has nothing to restart, an unknown service is named; a
+    // refused restart changes nothing.
+    d.create("tick", &["--schedule", "@hourly"], &["count"]);
+    let err = d.fails(&["svc", "restart", "-n", "tick"]);
+    assert!(
+        err.contains("cron job") && err.contains("mesh svc trigger"),
+        "{err}"
+    );
+    let err = d.fails(&["svc", "restart", "-n", "nope"]);
+    assert!(err.contains("nope"), "{err}");
+    assert!(d.service("tick").unwrap().get("restarted_at").is_none());
 }

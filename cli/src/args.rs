@@ -533,6 +533,18 @@ Examples:
   echo hello | mesh svc run -n worker -- app cat")]
     Run(RunArgs),
 
+    /// Restart a service's instances, one at a time, each up again before
+    /// the next stops.
+    #[command(after_help = "\
+A web service keeps serving while it restarts: requests in flight finish on
+the instances they started on. Cron jobs have nothing to restart (each run
+is a fresh instance): run one now with `mesh svc trigger`.
+
+Examples:
+  mesh svc restart -n worker
+  mesh svc restart web --stack shop")]
+    Restart(NamedArgs),
+
     /// Run a cron job now (recorded as a manual run).
     #[command(
         after_help = "Examples:\n  mesh svc trigger -n emailsender\n  mesh svc trigger report --stack ops"

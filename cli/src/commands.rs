@@ -701,6 +701,21 @@ pub fn trigger(client: &Client, out: &Out, args: NamedArgs) -> anyhow::Result<()
     })
 }
 
+/// `mesh svc restart`.
+pub fn restart(client: &Client, out: &Out, args: NamedArgs) -> anyhow::Result<()> {
+    let name = args.name.get()?;
+    let view: ServiceView = client.post(
+        &format!("{}/restart", service_path(&args.stack.stack, name)),
+        &serde_json::json!({}),
+    )?;
+    out.print(&view, || {
+        println!(
+            "Restarting {} instances of {}, one at a time; watch them with `mesh svc ls -n {}`",
+            view.instances_desired, view.name, view.name
+        )
+    })
+}
+
 /// `mesh svc runs`.
 pub fn runs(client: &Client, out: &Out, args: NamedArgs) -> anyhow::Result<()> {
     let name = args.name.get()?;

@@ -49,6 +49,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ServiceCommand::Ls(args) => commands::list(&client, &out, args),
                 ServiceCommand::Logs(args) => commands::logs(&client, &out, args),
                 ServiceCommand::Trigger(args) => commands::trigger(&client, &out, args),
+                ServiceCommand::Restart(args) => commands::restart(&client, &out, args),
                 ServiceCommand::Run(args) => commands::run(&client, args),
                 ServiceCommand::Publish(args) => commands::publish(&client, &out, args, true),
                 ServiceCommand::Unpublish(args) => commands::publish(&client, &out, args, false),

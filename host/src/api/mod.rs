@@ -12,15 +12,21 @@
 //! - `quotas`: what one environment may use, checked on every change.
 //! - `run`: interactive runs over an upgraded connection.
 //! - `stacks`: code uploads, deploys, versions, rollback.
+//! - `restart`: a service's instances rolled by hand.
+//! - `stats`: a service's recent requests, for the dashboard's charts.
+//! - `ui`: the dashboard, a page served from the binary.
 
 mod endpoints;
 mod envs;
 pub mod here;
 mod nodes;
 mod quotas;
+mod restart;
 mod run;
 mod services;
 mod stacks;
+mod stats;
+pub mod ui;
 pub mod wire;
 
 use std::sync::Arc;
@@ -253,6 +259,12 @@ pub fn router(state: ApiState) -> Router {
             post(services::trigger),
         )
         .route("/v1/services/{stack}/{name}/run", post(run::service_run))
+        .route(
+            "/v1/services/{stack}/{name}/restart",
+            post(restart::restart),
+        )
+        .route("/v1/services/{stack}/{name}/stats", get(stats::stats))
+        .route("/v1/whoami", get(whoami))
         .route("/v1/run", post(run::once))
         .route(
             "/v1/services/{stack}/{name}/publish",
@@ -299,6 +311,7 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::disable());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(ui::router())
         .merge(authed)
         .merge(uploads)
         .fallback(|| async { ApiError::not_found("no such API route") })
@@ -362,6 +375,15 @@ async fn events(
         state.stopping.clone(),
         move |event| env.as_ref().is_none_or(|e| &event.env == e),
     ))
+}
+
+/// `GET /v1/whoami`: the environment the token acts on, and whether it is
+/// the operator's.
+async fn whoami(axum::Extension(caller): axum::Extension<Caller>) -> Json<wire::WhoAmI> {
+    Json(wire::WhoAmI {
+        env: caller.env,
+        operator: caller.admin,
+    })
 }
 
 /// Names joined for a message, or `none`.

@@ -840,5 +840,6 @@ pub(super) fn view(state: &ApiState, service: Service) -> ServiceView {
         kind: kind.to_string(),
         image: service.image,
         stop_timeout_ms: service.stop_timeout_ms,
+        restarted_at: service.restarted_at,
     }
 }

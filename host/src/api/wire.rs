@@ -196,6 +196,43 @@ pub struct ServiceView {
     /// How long an instance has after SIGTERM, when not the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_ms: Option<u64>,
+    /// When its instances were last restarted by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<DateTime<Utc>>,
+}
+
+/// `GET /v1/whoami`: whom the token speaks for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// The environment it acts on.
+    pub env: String,
+    /// Whether it is the operator's token.
+    pub operator: bool,
+}
+
+/// `GET /v1/services/{stack}/{name}/stats`: the requests this host served
+/// for the service over the last minutes, one point per window.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatsView {
+    /// Length of each window, in seconds.
+    pub step_seconds: u64,
+    /// Oldest first; windows without requests included.
+    pub points: Vec<StatsPoint>,
+}
+
+/// The requests of one window.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StatsPoint {
+    /// When the window started.
+    pub time: DateTime<Utc>,
+    /// Requests answered.
+    pub requests: u64,
+    /// Of which answered with a 5xx status.
+    pub errors: u64,
+    /// Median latency in milliseconds (the upper bound of its bucket).
+    pub p50_ms: Option<f64>,
+    /// 95th percentile latency in milliseconds.
+    pub p95_ms: Option<f64>,
 }
 
 /// `POST /v1/stacks/{stack}/deploy`.

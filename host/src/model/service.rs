@@ -64,6 +64,10 @@ pub struct Service {
     /// milliseconds (`--stop-timeout`); 10 s when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_ms: Option<u64>,
+    /// When someone last asked for its instances to restart (`mesh svc
+    /// restart`): a new time rolls them, one at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<DateTime<Utc>>,
     /// When the service was created.
     pub created_at: DateTime<Utc>,
 }
@@ -89,6 +93,7 @@ impl Service {
             cpu_limit_ms: None,
             image: None,
             stop_timeout_ms: None,
+            restarted_at: None,
             created_at: Utc::now(),
         }
     }

@@ -1174,6 +1174,7 @@ pub(crate) mod tests {
             files: None,
             scratch_bytes: None,
             stop_grace: Duration::from_secs(1),
+            restarted_at: None,
         };
         let settings = PoolSettings {
             instances,

@@ -86,6 +86,7 @@ mod tests {
             image: None,
             stop_timeout_ms: None,
             cpu_limit_ms: None,
+            restarted_at: None,
             created_at: chrono::Utc::now(),
         }
     }

@@ -86,6 +86,9 @@ pub struct RunSpec {
     pub scratch_bytes: Option<u64>,
     /// How long an instance has to stop before it is killed.
     pub stop_grace: std::time::Duration,
+    /// The last restart asked for: a new one rolls the instances though
+    /// nothing else changed.
+    pub restarted_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A [`RunSpec`] as handed to slots, pools and cron jobs, with an id so a
@@ -157,6 +160,7 @@ impl RunSpec {
             files: stack.and_then(|s| s.components.get(FILES_ENTRY).cloned()),
             scratch_bytes: service.scratch_bytes,
             stop_grace: service.stop_grace(),
+            restarted_at: service.restarted_at,
         };
         (run, stack.map_or(0, |s| s.current))
     }

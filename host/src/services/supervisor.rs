@@ -395,6 +395,16 @@ impl Supervisor {
         self.parts.metrics.render(&self.all_instances())
     }
 
+    /// The requests this host answered for a service over the last
+    /// minutes, as of `now_secs`.
+    pub fn recent_requests(
+        &self,
+        key: &ServiceKey,
+        now_secs: u64,
+    ) -> Vec<crate::telemetry::WindowStats> {
+        self.parts.metrics.recent(key, now_secs)
+    }
+
     /// Who an instance of a service is, for the calls it makes.
     pub fn identity(&self, key: &ServiceKey, instance: &str) -> Identity {
         self.parts.identity(key, instance)

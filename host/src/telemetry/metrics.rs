@@ -11,6 +11,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use std::time::Duration;
 
+use super::recent::{Recent, WindowStats};
 use crate::model::{InstanceStatus, RunStatus, ServiceKey};
 
 /// Upper bounds of the request latency buckets, in seconds.
@@ -68,11 +69,18 @@ impl CallCounters {
 /// One service's counters.
 #[derive(Default)]
 pub struct ServiceMetrics {
-    counts: Mutex<Counts>,
+    counts: Mutex<Tallies>,
     /// Linear memory its instances use, kept by their memory limiters.
     memory: AtomicI64,
     /// Requests waiting for a free instance now.
     waiting: AtomicI64,
+}
+
+/// Everything counted under the service's one lock.
+#[derive(Default)]
+struct Tallies {
+    counts: Counts,
+    recent: Recent,
 }
 
 #[derive(Default, Clone)]
@@ -94,7 +102,12 @@ impl ServiceMetrics {
     /// Counts one request the service answered (ingress or intra-DNS).
     pub fn request(&self, status: u16, took: Duration) {
         let seconds = took.as_secs_f64();
-        let mut c = self.counts.lock();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut tallies = self.counts.lock();
+        tallies.recent.record(now, status, seconds, &BUCKETS);
+        let c = &mut tallies.counts;
         *c.requests.entry(status).or_default() += 1;
         let h = &mut c.latency;
         for (count, bound) in h.counts.iter_mut().zip(BUCKETS) {
@@ -108,12 +121,18 @@ impl ServiceMetrics {
 
     /// Counts one cron run.
     pub fn cron_run(&self, status: RunStatus) {
-        *self.counts.lock().cron_runs.entry(status).or_default() += 1;
+        *self
+            .counts
+            .lock()
+            .counts
+            .cron_runs
+            .entry(status)
+            .or_default() += 1;
     }
 
     /// Counts one restart of one of the service's instances.
     pub fn restart(&self) {
-        self.counts.lock().restarts += 1;
+        self.counts.lock().counts.restarts += 1;
     }
 
     /// Adds `bytes` (negative: frees them) to the memory in use.
@@ -142,6 +161,16 @@ impl Metrics {
         self.services.lock().entry(key.clone()).or_default().clone()
     }
 
+    /// A service's requests over the last minutes as of `now_secs` (none
+    /// when it has served none since the daemon started).
+    pub fn recent(&self, key: &ServiceKey, now_secs: u64) -> Vec<WindowStats> {
+        let service = self.services.lock().get(key).cloned();
+        match service {
+            Some(s) => s.counts.lock().recent.stats(now_secs, &BUCKETS),
+            None => Recent::default().stats(now_secs, &BUCKETS),
+        }
+    }
+
     /// Drops a deleted service's series.
     pub fn forget(&self, key: &ServiceKey) {
         self.services.lock().remove(key);
@@ -155,7 +184,7 @@ impl Metrics {
             .iter()
             .map(|(key, s)| Snapshot {
                 key: key.clone(),
-                counts: s.counts.lock().clone(),
+                counts: s.counts.lock().counts.clone(),
                 memory: s.memory.load(Ordering::Relaxed).max(0),
                 waiting: s.waiting.load(Ordering::Relaxed).max(0),
             })

@@ -5,6 +5,7 @@
 //! - `logs`: instance output per service, bounded, followable.
 //! - `events`: what happened, for `mesh events`.
 //! - `metrics`: counters and the Prometheus text at `/metrics`.
+//! - `recent`: each service's requests of the last minutes, in windows.
 //! - `throttle`: a recurring failure reported once per interval.
 //! - `writer`: the one task that writes every log, event and run record to
 //!   disk, behind a bounded queue, so no async thread blocks on a file.
@@ -12,11 +13,13 @@
 pub mod events;
 pub mod logs;
 pub mod metrics;
+pub mod recent;
 pub mod throttle;
 pub mod writer;
 
 pub use events::{Event, Events};
 pub use logs::{LogLine, LogStream, Logs, ServiceLog, Stream};
 pub use metrics::{CallCounts, Metrics, ServiceMetrics};
+pub use recent::WindowStats;
 pub use throttle::Throttle;
 pub use writer::DiskWriter;

@@ -1,0 +1,175 @@
+//! The requests of the last minutes, in fixed windows, for the dashboard's
+//! charts: how many, how many failed, and how long they took.
+//!
+//! Each service keeps at most [`WINDOWS`] windows of [`STEP_SECONDS`],
+//! made on its first request, so a service that serves nothing costs
+//! nothing, and a busy one a few kilobytes.
+
+use std::collections::VecDeque;
+
+/// Length of a window, in seconds.
+pub const STEP_SECONDS: u64 = 10;
+/// Windows kept: ten minutes.
+pub const WINDOWS: usize = 60;
+
+/// Upper bounds of the latency buckets, in seconds; one more bucket takes
+/// what is slower than the last.
+pub type Bounds = [f64];
+
+/// A service's recent windows, oldest first.
+#[derive(Default)]
+pub struct Recent {
+    windows: VecDeque<Window>,
+}
+
+#[derive(Clone, Default)]
+struct Window {
+    /// Seconds since the epoch / [`STEP_SECONDS`].
+    index: u64,
+    requests: u64,
+    errors: u64,
+    /// Requests per latency bucket (not cumulative), the last for slower
+    /// than every bound.
+    buckets: Vec<u64>,
+}
+
+/// One window as shown.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowStats {
+    /// When the window started, in seconds since the epoch.
+    pub start_secs: u64,
+    /// Requests answered.
+    pub requests: u64,
+    /// Of which 5xx.
+    pub errors: u64,
+    /// Median latency in seconds: the upper bound of its bucket (the
+    /// last bound when slower than all).
+    pub p50: Option<f64>,
+    /// 95th percentile latency in seconds, likewise.
+    pub p95: Option<f64>,
+}
+
+impl Recent {
+    /// Counts one request answered at `now_secs` with `status`, which took
+    /// `seconds`.
+    pub fn record(&mut self, now_secs: u64, status: u16, seconds: f64, bounds: &Bounds) {
+        let index = now_secs / STEP_SECONDS;
+        if self.windows.back().is_none_or(|w| w.index < index) {
+            self.windows.push_back(Window {
+                index,
+                buckets: vec![0; bounds.len() + 1],
+                ..Window::default()
+            });
+            while self.windows.len() > WINDOWS {
+                self.windows.pop_front();
+            }
+        }
+        // A clock that stepped back counts into the newest window.
+        let Some(w) = self.windows.back_mut() else {
+            return;
+        };
+        w.requests += 1;
+        if status >= 500 {
+            w.errors += 1;
+        }
+        let bucket = bounds
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(bounds.len());
+        w.buckets[bucket] += 1;
+    }
+
+    /// The last [`WINDOWS`] windows up to the one holding `now_secs`, oldest
+    /// first, empty ones included.
+    pub fn stats(&self, now_secs: u64, bounds: &Bounds) -> Vec<WindowStats> {
+        let last = now_secs / STEP_SECONDS;
+        let first = (last + 1).saturating_sub(WINDOWS as u64);
+        (first..=last)
+            .map(|index| {
+                let start_secs = index * STEP_SECONDS;
+                match self.windows.iter().find(|w| w.index == index) {
+                    Some(w) => WindowStats {
+                        start_secs,
+                        requests: w.requests,
+                        errors: w.errors,
+                        p50: quantile(&w.buckets, 0.50, bounds),
+                        p95: quantile(&w.buckets, 0.95, bounds),
+                    },
+                    None => WindowStats {
+                        start_secs,
+                        requests: 0,
+                        errors: 0,
+                        p50: None,
+                        p95: None,
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+/// The upper bound of the bucket holding quantile `q`; `None` without
+/// requests.
+fn quantile(buckets: &[u64], q: f64, bounds: &Bounds) -> Option<f64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (q * total as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, n) in buckets.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return bounds.get(i).or(bounds.last()).copied();
+        }
+    }
+    bounds.last().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: [f64; 3] = [0.001, 0.01, 0.1];
+
+    #[test]
+    fn windows_count_and_fill_gaps() {
+        let mut r = Recent::default();
+        let t = 1_000_000;
+        for _ in 0..19 {
+            r.record(t, 200, 0.0005, &B);
+        }
+        r.record(t + 1, 503, 0.05, &B);
+        r.record(t + 25, 200, 0.5, &B);
+        let stats = r.stats(t + 25, &B);
+        assert_eq!(stats.len(), WINDOWS);
+        let last = &stats[WINDOWS - 1];
+        assert_eq!((last.requests, last.errors), (1, 0));
+        assert_eq!(last.p50, Some(0.1), "slower than all: the last bound");
+        let first = stats
+            .iter()
+            .find(|w| w.start_secs == t / STEP_SECONDS * STEP_SECONDS)
+            .unwrap();
+        assert_eq!((first.requests, first.errors), (20, 1));
+        assert_eq!(first.p50, Some(0.001));
+        assert_eq!(first.p95, Some(0.001));
+        // A window between them is there, empty.
+        assert!(stats.iter().any(|w| w.requests == 0 && w.p50.is_none()));
+    }
+
+    #[test]
+    fn keeps_only_the_last_windows() {
+        let mut r = Recent::default();
+        for i in 0..(WINDOWS as u64 * 3) {
+            r.record(i * STEP_SECONDS, 200, 0.002, &B);
+        }
+        assert_eq!(r.windows.len(), WINDOWS);
+        let now = (WINDOWS as u64 * 3 - 1) * STEP_SECONDS;
+        let stats = r.stats(now, &B);
+        assert!(stats.iter().all(|w| w.requests == 1));
+        assert_eq!(stats[0].p95, Some(0.01));
+        // Ten minutes later, nothing is recent.
+        let later = r.stats(now + WINDOWS as u64 * STEP_SECONDS, &B);
+        assert!(later.iter().all(|w| w.requests == 0));
+    }
+}

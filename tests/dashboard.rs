@@ -1,0 +1,202 @@
+//! The dashboard in a real browser. This test starts the real daemon,
+//! gives two tenants services through the real `mesh` binary, sends the
+//! web service some requests, then runs tests/dashboard/dashboard.mjs:
+//! Debian's chromium, headless, driven by Playwright, signing in, watching
+//! a crash live, scaling, restarting, publishing, following logs, rolling
+//! back, and saving screenshots under target/dashboard/. Afterwards the
+//! changes made in the page are checked again here through the CLI.
+//!
+//! scripts/test.sh installs chromium and the pinned playwright-core.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{app_wasm, repo_root, variant, Daemon};
+
+/// Where the browser script and its pinned packages live.
+fn script_dir() -> PathBuf {
+    repo_root().join("tests/dashboard")
+}
+
+/// The browser the script drives.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Installs playwright-core from the lock file when it is not there yet.
+fn install_playwright(dir: &Path) {
+    if dir.join("node_modules/playwright-core/package.json").exists() {
+        return;
+    }
+    let status = Command::new("npm")
+        .args([
+            "ci",
+            "--ignore-scripts",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ])
+        .current_dir(dir)
+        .status()
+        .expect("running npm (node >= 20 with npm is needed)");
+    assert!(status.success(), "npm ci in {} failed", dir.display());
+}
+
+/// A new environment's token.
+fn tenant(d: &Daemon, name: &str) -> String {
+    let created: Value = serde_json::from_str(&d.ok(&["env", "create", name, "--json"])).unwrap();
+    created["token"].as_str().unwrap().to_string()
+}
+
+/// `mesh ARGS` as a tenant; panics with its error when it fails.
+fn as_tenant(d: &Daemon, token: &str, args: &[&str]) -> String {
+    let out = d.mesh_as(token, args);
+    assert!(
+        out.status.success(),
+        "mesh {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn services_of(d: &Daemon, token: &str) -> Vec<Value> {
+    serde_json::from_str(&as_tenant(d, token, &["svc", "ls", "--json"])).unwrap()
+}
+
+#[test]
+fn the_dashboard_in_a_real_browser() {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: scripts/test.sh installs Debian's chromium"
+    );
+    let dir = script_dir();
+    install_playwright(&dir);
+
+    let d = Daemon::start();
+    let acme = tenant(&d, "acme");
+    let globex = tenant(&d, "globex");
+
+    // acme's stack `app`: v1, then v2 with a new build of the same code,
+    // so the page has a version to roll back to.
+    let bundle = d.scratch().join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::copy(app_wasm(), bundle.join("app.wasm")).unwrap();
+    let bundle_arg = bundle.to_str().unwrap();
+    as_tenant(&d, &acme, &["stack", "deploy", "app", bundle_arg]);
+    as_tenant(&d, &acme, &["svc", "create", "-n", "web", "--", "app", "server"]);
+    as_tenant(&d, &acme, &["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    as_tenant(
+        &d,
+        &acme,
+        &[
+            "svc",
+            "create",
+            "-n",
+            "ticker",
+            "--schedule",
+            "@every 1s",
+            "--",
+            "app",
+            "count",
+        ],
+    );
+    as_tenant(
+        &d,
+        &acme,
+        &[
+            "svc",
+            "create",
+            "-n",
+            "echo",
+            "--env",
+            "NOTE=<script>alert(\"mesh\")</script>",
+            "--",
+            "app",
+            "env",
+        ],
+    );
+    variant(&app_wasm(), &bundle, "app", "v2");
+    as_tenant(&d, &acme, &["stack", "deploy", "app", bundle_arg]);
+    // globex's service, which acme must never see.
+    as_tenant(
+        &d,
+        &globex,
+        &["svc", "create", "-n", "hidden", "--", &app_wasm().to_string_lossy(), "sleep", "600000"],
+    );
+
+    // Requests for the charts.
+    let web = services_of(&d, &acme)
+        .into_iter()
+        .find(|s| s["name"] == "web")
+        .unwrap();
+    let url = web["endpoints"][0].as_str().unwrap().to_string();
+    let host = url.trim_start_matches("http://").trim_end_matches('/');
+    support::wait_until(Duration::from_secs(20), "web running", || {
+        services_of(&d, &acme).iter().any(|s| {
+            s["name"] == "web"
+                && s["instances"]
+                    .as_array()
+                    .is_some_and(|list| list.iter().any(|i| i["state"] == "running"))
+        })
+    });
+    for _ in 0..30 {
+        assert_eq!(d.get(host, "/").status, 200);
+    }
+
+    let shots = repo_root().join("target/dashboard");
+    let _ = std::fs::remove_dir_all(&shots);
+    let out = Command::new("node")
+        .arg(dir.join("dashboard.mjs"))
+        .current_dir(&dir)
+        .env("MESH_API_URL", d.info["api_url"].as_str().unwrap())
+        .env("MESH_BIN", support::mesh_bin())
+        .env("ACME_TOKEN", &acme)
+        .env("GLOBEX_TOKEN", &globex)
+        .env("OPERATOR_TOKEN", d.info["token"].as_str().unwrap())
+        .env("SHOTS_DIR", &shots)
+        .env("CHROMIUM", CHROMIUM)
+        .env_remove("MESH_TOKEN")
+        .output()
+        .expect("running node");
+    let said = String::from_utf8_lossy(&out.stdout);
+    println!("{said}");
+    assert!(
+        out.status.success(),
+        "the browser checks failed:\n{said}\n{}\n--- daemon log (tail) ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        tail(&d.log(), 40)
+    );
+    assert!(said.contains("dashboard: all checks passed"), "{said}");
+
+    // What the page changed, seen through the CLI.
+    let services = services_of(&d, &acme);
+    let web = services.iter().find(|s| s["name"] == "web").unwrap();
+    assert_eq!(web["instances_desired"], 2, "scaled from the page");
+    assert!(web["restarted_at"].is_string(), "restarted from the page");
+    assert_eq!(web["endpoints"].as_array().unwrap().len(), 1);
+    let ticker = services.iter().find(|s| s["name"] == "ticker").unwrap();
+    assert!(
+        ticker["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["trigger"] == "manual"),
+        "triggered from the page"
+    );
+    for shot in [
+        "overview.png",
+        "service-web.png",
+        "service-cron.png",
+        "overview-phone.png",
+    ] {
+        let size = std::fs::metadata(shots.join(shot)).map_or(0, |m| m.len());
+        assert!(size > 10_000, "screenshot {shot} is {size} bytes");
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,387 @@
+// The dashboard in a real browser: Debian's chromium, headless, driven by
+// Playwright against the real daemon that tests/dashboard.rs started and
+// filled. Each step prints `ok NAME` with what it measured; the first
+// failed check throws and the process exits non-zero.
+//
+// Environment (set by tests/dashboard.rs):
+//   MESH_API_URL   the daemon's API, http://127.0.0.1:PORT
+//   MESH_BIN       the mesh CLI, to change and check things as a user would
+//   ACME_TOKEN, GLOBEX_TOKEN, OPERATOR_TOKEN
+//   SHOTS_DIR      where the screenshots go
+//   CHROMIUM       the browser (default /usr/bin/chromium)
+
+import { chromium } from "playwright-core";
+import { execFileSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import assert from "node:assert/strict";
+
+const API = need("MESH_API_URL");
+const SHOTS = need("SHOTS_DIR");
+const TOKENS = {
+  acme: need("ACME_TOKEN"),
+  globex: need("GLOBEX_TOKEN"),
+  operator: need("OPERATOR_TOKEN"),
+};
+const CSP_WANTED = "script-src 'self'";
+const MAX_PAGE_BYTES = 200 * 1024;
+const FIRST_PAINT_LIMIT_MS = 100;
+
+function need(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+}
+
+/** `mesh ARGS` as the holder of `token`: [ok, stdout, stderr]. */
+function mesh(token, ...args) {
+  try {
+    const out = execFileSync(need("MESH_BIN"), args, {
+      env: { ...process.env, MESH_TOKEN: token, MESH_API_URL: API },
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    return [true, out, ""];
+  } catch (e) {
+    return [false, e.stdout ?? "", e.stderr ?? ""];
+  }
+}
+
+function meshJson(token, ...args) {
+  const [ok, out, err] = mesh(token, ...args, "--json");
+  assert.ok(ok, `mesh ${args.join(" ")} failed: ${err}`);
+  return JSON.parse(out);
+}
+
+function service(token, name) {
+  return meshJson(token, "service", "ls").find((s) => s.name === name);
+}
+
+async function step(name, fn) {
+  const started = Date.now();
+  const said = await fn();
+  console.log(`ok ${name} (${Date.now() - started} ms)${said ? ": " + said : ""}`);
+}
+
+/** Everything the browser complained about: must stay empty. */
+const complaints = [];
+
+function watch(page) {
+  page.on("console", (m) => {
+    if (m.type() === "error" && !/status of 4\d\d/.test(m.text())) {
+      complaints.push(`console: ${m.text()}`);
+    }
+  });
+  page.on("pageerror", (e) => complaints.push(`page error: ${e.message}`));
+  page.on("dialog", async (d) => {
+    if (d.type() === "confirm") {
+      await d.accept();
+    } else {
+      complaints.push(`unexpected ${d.type()} dialog: ${d.message()}`);
+      await d.dismiss();
+    }
+  });
+}
+
+async function signIn(page, token) {
+  await page.goto(`${API}/ui/`);
+  await page.locator("#token").fill(token);
+  await page.locator("#token").press("Enter");
+  await page.locator("#whoami").waitFor();
+}
+
+mkdirSync(SHOTS, { recursive: true });
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox"],
+});
+try {
+  await run();
+} finally {
+  await browser.close();
+}
+assert.deepEqual(complaints, [], "the browser saw errors");
+console.log("dashboard: all checks passed");
+
+async function run() {
+  const context = await browser.newContext({ viewport: { width: 1366, height: 768 } });
+  const page = await context.newPage();
+  watch(page);
+
+  await step("assets: embedded, small, with a strict CSP", async () => {
+    let total = 0;
+    for (const path of ["/ui/", "/ui/app.js", "/ui/app.css"]) {
+      const res = await fetch(API + path);
+      assert.equal(res.status, 200, path);
+      const csp = res.headers.get("content-security-policy") ?? "";
+      assert.ok(csp.includes(CSP_WANTED) && csp.includes("default-src 'none'"), csp);
+      assert.equal(res.headers.get("x-content-type-options"), "nosniff");
+      total += (await res.arrayBuffer()).byteLength;
+    }
+    assert.ok(total < MAX_PAGE_BYTES, `the page is ${total} bytes`);
+    const root = await fetch(`${API}/`, { redirect: "manual" });
+    assert.equal(root.headers.get("location"), "/ui/");
+    return `${total} bytes in all`;
+  });
+
+  await step("first paint", async () => {
+    const paints = [];
+    for (let i = 0; i < 5; i++) {
+      await page.goto(`${API}/ui/`);
+      await page.locator("#signin").waitFor();
+      paints.push(
+        await page.evaluate(() => {
+          const fcp = performance.getEntriesByName("first-contentful-paint")[0];
+          return fcp ? fcp.startTime : Infinity;
+        }),
+      );
+    }
+    paints.sort((a, b) => a - b);
+    const median = paints[2];
+    assert.ok(median < FIRST_PAINT_LIMIT_MS, `first contentful paint ${paints.join(", ")} ms`);
+    return `median ${median.toFixed(1)} ms (${paints.map((p) => p.toFixed(0)).join(", ")})`;
+  });
+
+  await step("a bad token is refused with the API's line", async () => {
+    await page.locator("#token").fill("not-a-token");
+    await page.locator("#token").press("Enter");
+    await page.locator("#signin-error", { hasText: "invalid API token" }).waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("mesh.token")), null);
+    assert.equal(await page.locator("#whoami").count(), 0);
+  });
+
+  await step("a tenant signs in and sees its own services only", async () => {
+    await page.locator("#token").fill(TOKENS.acme);
+    await page.locator("#token").press("Enter");
+    await page.locator("#whoami", { hasText: "acme" }).waitFor();
+    await page.locator('[data-service="app/web"]').waitFor();
+    await page.locator('[data-service="app/echo"]').waitFor();
+    assert.equal(await page.locator("#envs").count(), 0, "a tenant sees no environments table");
+    const text = await page.locator("body").innerText();
+    assert.ok(!text.includes("hidden"), "globex's service shows to acme");
+    assert.equal(await page.locator('[data-service*="hidden"]').count(), 0);
+    // Nor by asking for its page.
+    await page.goto(`${API}/ui/#/service/app/hidden`);
+    await page.locator("main", { hasText: "No service app/hidden" }).waitFor();
+    assert.equal(await page.evaluate(() => localStorage.length), 0, "nothing in localStorage");
+    assert.equal(await page.evaluate(() => document.cookie), "", "no cookie");
+  });
+
+  await step("a crashing instance shows live: state, exit code 3, restarts, message", async () => {
+    await page.goto(`${API}/ui/#/`);
+    await page.locator('[data-service="app/web"]').waitFor();
+    await page.evaluate(() => (window.__sameLoad = true));
+    const [ok, , err] = mesh(TOKENS.acme, "svc", "create", "-n", "crasher", "--", "app", "exit", "3");
+    assert.ok(ok, err);
+    const row = page.locator('tr[data-instance^="crasher."]').first();
+    await row.locator(".exit", { hasText: "3" }).waitFor({ timeout: 10000 });
+    await row.locator(".message", { hasText: "code 3" }).waitFor();
+    const state = (await row.locator(".state").innerText()).trim();
+    assert.ok(["backoff", "crashed"].includes(state), state);
+    assert.ok(await row.locator(".state").evaluate((e, s) => e.classList.contains(`state-${s}`), state));
+    const first = Number(await row.locator(".restarts").innerText());
+    await page.waitForFunction(
+      (n) => Number(document.querySelector('tr[data-instance^="crasher."] .restarts')?.textContent) > n,
+      first,
+      { timeout: 10000 },
+    );
+    const later = Number(await row.locator(".restarts").innerText());
+    assert.ok(await page.evaluate(() => window.__sameLoad === true), "the page reloaded");
+    const cli = service(TOKENS.acme, "crasher").instances[0];
+    assert.equal(cli.exit_code, 3);
+    await page.screenshot({ path: `${SHOTS}/overview.png`, fullPage: true });
+    return `restarts ${first} -> ${later} without a reload, state ${state}`;
+  });
+
+  await step("scale from the page changes `mesh service ls`", async () => {
+    await page.locator('a[href="#/service/app/web"]').first().click();
+    await page.locator('#service[data-service="app/web"]').waitFor();
+    await page.locator("#scale-input").fill("2");
+    await page.locator("#scale-button").click();
+    await page.locator("#action-status").filter({ hasText: /\S/ }).waitFor();
+    const web = service(TOKENS.acme, "web");
+    assert.equal(web.instances_desired, 2);
+    await page.waitForFunction(
+      () =>
+        document.querySelectorAll('#service tr[data-instance^="web."] .state.state-running').length === 2,
+      null,
+      { timeout: 10000 },
+    );
+  });
+
+  await step("an action the API refuses shows the CLI's error", async () => {
+    const [ok, , err] = mesh(TOKENS.acme, "svc", "update", "web", "--instances", "1000000");
+    assert.ok(!ok);
+    const line = err.trim().replace(/^error:\s*/, "");
+    await page.locator("#scale-input").fill("1000000");
+    await page.locator("#scale-button").click();
+    await page.locator("#action-error").filter({ hasText: /\S/ }).waitFor();
+    const shown = (await page.locator("#action-error").innerText()).trim();
+    assert.ok(shown.includes(line), `page says "${shown}", CLI says "${line}"`);
+    assert.equal(service(TOKENS.acme, "web").instances_desired, 2, "a refused change changed something");
+    return shown;
+  });
+
+  await step("restart from the page", async () => {
+    await page.locator("#restart-button").click();
+    await page.locator("#action-status").filter({ hasText: /restart/i }).waitFor();
+    assert.ok(service(TOKENS.acme, "web").restarted_at, "restarted_at not set");
+  });
+
+  await step("publish and unpublish from the page", async () => {
+    await page.locator("#publish-endpoint").fill("api");
+    await page.locator("#publish-button").click();
+    const unpublish = page.locator('button[data-action="unpublish"]');
+    await page.waitForFunction(
+      () => document.querySelectorAll('button[data-action="unpublish"]').length === 2,
+    );
+    const urls = service(TOKENS.acme, "web").endpoints;
+    assert.equal(urls.length, 2, JSON.stringify(urls));
+    const api = urls.find((u) => u.includes("//api."));
+    assert.ok(api, JSON.stringify(urls));
+    await page.locator(`button[data-action="unpublish"][data-endpoint="${api}"]`).click();
+    await page.waitForFunction(
+      () => document.querySelectorAll('button[data-action="unpublish"]').length === 1,
+    );
+    assert.equal(service(TOKENS.acme, "web").endpoints.length, 1);
+    assert.equal(await unpublish.count(), 1);
+  });
+
+  await step("request charts from the daemon's own metrics", async () => {
+    const stats = await (
+      await fetch(`${API}/v1/services/app/web/stats`, {
+        headers: { authorization: `Bearer ${TOKENS.acme}` },
+      })
+    ).json();
+    const served = stats.points.reduce((n, p) => n + p.requests, 0);
+    assert.ok(served >= 20, `stats count ${served} requests`);
+    for (const id of ["chart-requests", "chart-errors", "chart-latency"]) {
+      const chart = page.locator(`#${id}`);
+      await chart.waitFor();
+      const marks = await chart.locator("path, rect, polyline, line, circle").count();
+      assert.ok(marks > 0, `${id} draws nothing`);
+    }
+    await page.screenshot({ path: `${SHOTS}/service-web.png`, fullPage: true });
+    return `${served} requests in the last ${stats.points.length * stats.step_seconds} s`;
+  });
+
+  await step("a log line with <script> shows as text", async () => {
+    await page.goto(`${API}/ui/#/service/app/echo`);
+    const line = page.locator("#logs li.log-line", { hasText: "<script>alert" }).first();
+    await line.waitFor({ timeout: 10000 });
+    const text = await line.innerText();
+    assert.ok(text.includes('<script>alert("mesh")</script>'), text);
+    assert.equal(await page.locator("#logs script, #logs img, #logs b").count(), 0);
+    return text.trim();
+  });
+
+  await step("logs follow and the cron history grows", async () => {
+    await page.goto(`${API}/ui/#/service/app/ticker`);
+    await page.locator("#runs tr[data-run]").first().waitFor({ timeout: 10000 });
+    await page.locator("#logs li.log-line").first().waitFor({ timeout: 10000 });
+    assert.ok((await page.locator("#next-run").innerText()).trim().length > 0);
+    const runs = await page.locator("#runs tr[data-run]").count();
+    const lines = await page.locator("#logs li.log-line").count();
+    await page.waitForFunction(
+      ([r, l]) =>
+        document.querySelectorAll("#runs tr[data-run]").length >= r + 3 &&
+        document.querySelectorAll("#logs li.log-line").length >= l + 3,
+      [runs, lines],
+      { timeout: 10000 },
+    );
+    const later = await page.locator("#runs tr[data-run]").count();
+    const followed = await page.locator("#logs li.log-line").count();
+    await page.locator("#trigger-button").click();
+    await page.locator("#action-status").filter({ hasText: /\S/ }).waitFor();
+    await page.locator("#runs tr[data-run]", { hasText: "manual" }).first().waitFor();
+    await page.screenshot({ path: `${SHOTS}/service-cron.png`, fullPage: true });
+    return `runs ${runs} -> ${later}, log lines ${lines} -> ${followed}, a manual run listed`;
+  });
+
+  await step("roll a stack back from the page", async () => {
+    await page.goto(`${API}/ui/#/`);
+    const stack = page.locator('[data-stack="app"]');
+    await stack.waitFor();
+    assert.equal((await stack.locator(".stack-version").innerText()).trim(), "v2");
+    const details = stack.locator("details").first();
+    await details.locator("summary").click();
+    await stack.locator('button[data-action="rollback"][data-version="1"]').click();
+    await stack.locator(".stack-version", { hasText: "v3" }).waitFor({ timeout: 10000 });
+    const versions = meshJson(TOKENS.acme, "stack", "versions", "app");
+    const current = versions.find((v) => v.current);
+    const v1 = versions.find((v) => v.number === 1);
+    assert.equal(current.number, 3);
+    assert.deepEqual(current.components, v1.components);
+  });
+
+  await step("every input has a label; state colours have contrast", async () => {
+    await page.goto(`${API}/ui/#/service/app/web`);
+    await page.locator("#scale-input").waitFor();
+    const unlabelled = await page.evaluate(() =>
+      [...document.querySelectorAll("input, select, textarea")]
+        .filter((e) => e.type !== "hidden" && e.labels.length === 0 && !e.getAttribute("aria-label"))
+        .map((e) => e.id || e.outerHTML.slice(0, 60)),
+    );
+    assert.deepEqual(unlabelled, []);
+    const worst = await page.evaluate(() => {
+      const rgb = (c) => c.match(/\d+(\.\d+)?/g).slice(0, 3).map(Number);
+      const lum = ([r, g, b]) => {
+        const f = (v) => ((v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+        return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+      };
+      const background = (e) => {
+        for (; e; e = e.parentElement) {
+          const c = getComputedStyle(e).backgroundColor;
+          if (!c.startsWith("rgba(0, 0, 0, 0)") && c !== "transparent") return c;
+        }
+        return "rgb(255, 255, 255)";
+      };
+      let worst = Infinity;
+      for (const e of document.querySelectorAll(".state, .log-text, a, button, th, td")) {
+        const [a, b] = [lum(rgb(getComputedStyle(e).color)), lum(rgb(background(e)))];
+        worst = Math.min(worst, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05));
+      }
+      return worst;
+    });
+    assert.ok(worst >= 4.5, `contrast ratio ${worst.toFixed(2)} is below 4.5`);
+    // The keyboard reaches the skip link first.
+    await page.keyboard.press("Tab");
+    const first = await page.evaluate(() => document.activeElement?.getAttribute("href"));
+    assert.equal(first, "#main");
+    return `lowest contrast ${worst.toFixed(2)}:1`;
+  });
+
+  await step("the operator sees every environment", async () => {
+    await page.locator("#signout").click();
+    await page.locator("#signin").waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("mesh.token")), null);
+    await page.locator("#token").fill(TOKENS.operator);
+    await page.locator("#token").press("Enter");
+    await page.locator("#whoami", { hasText: "operator" }).waitFor();
+    for (const env of ["acme", "globex", "default"]) {
+      await page.locator(`#envs tr[data-env="${env}"]`).waitFor();
+    }
+    // The operator's token acts on the default environment: acme's
+    // services are not listed as its own.
+    assert.equal(await page.locator('[data-service="app/crasher"]').count(), 0);
+  });
+
+  await step("a phone screen: no sideways scrolling of the page", async () => {
+    const phone = await browser.newContext({
+      viewport: { width: 390, height: 844 },
+      deviceScaleFactor: 2,
+      isMobile: true,
+      hasTouch: true,
+    });
+    const small = await phone.newPage();
+    watch(small);
+    await signIn(small, TOKENS.acme);
+    await small.locator('[data-service="app/web"]').waitFor();
+    const width = await small.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 390, `the page is ${width} px wide on a 390 px screen`);
+    await small.screenshot({ path: `${SHOTS}/overview-phone.png`, fullPage: true });
+    await phone.close();
+    return `${width} px wide`;
+  });
+
+  await context.close();
+}
