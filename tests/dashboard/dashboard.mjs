@@ -146,7 +146,7 @@ async function run() {
     await page.locator("#token").press("Enter");
     await page.locator("#signin-error", { hasText: "invalid API token" }).waitFor();
     assert.equal(await page.evaluate(() => sessionStorage.getItem("mesh.token")), null);
-    assert.equal(await page.locator("#whoami").count(), 0);
+    assert.equal(await page.locator("#whoami").isVisible(), false, "signed in with a bad token");
   });
 
   await step("a tenant signs in and sees its own services only", async () => {
@@ -343,7 +343,9 @@ async function run() {
       return worst;
     });
     assert.ok(worst >= 4.5, `contrast ratio ${worst.toFixed(2)} is below 4.5`);
-    // The keyboard reaches the skip link first.
+    // On a fresh load, the keyboard reaches the skip link first.
+    await page.reload();
+    await page.locator('[data-service="app/web"]').waitFor();
     await page.keyboard.press("Tab");
     const first = await page.evaluate(() => document.activeElement?.getAttribute("href"));
     assert.equal(first, "#main");
@@ -378,6 +380,10 @@ async function run() {
     await small.locator('[data-service="app/web"]').waitFor();
     const width = await small.evaluate(() => document.documentElement.scrollWidth);
     assert.ok(width <= 390, `the page is ${width} px wide on a 390 px screen`);
+    // The crasher's message is on the screen, not behind a sideways scroll.
+    const box = await small.locator('tr[data-instance^="crasher."] .message').boundingBox();
+    assert.ok(box && box.x >= 0 && box.x + box.width <= 390, `the message is at ${JSON.stringify(box)}`);
+    assert.match(await small.locator('tr[data-instance^="crasher."] .message').innerText(), /code 3/);
     await small.screenshot({ path: `${SHOTS}/overview-phone.png`, fullPage: true });
     await phone.close();
     return `${width} px wide`;

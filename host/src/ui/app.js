@@ -697,14 +697,15 @@
     return el(
       "tr",
       { "data-instance": inst.id },
+      // data-label names each cell where a narrow screen stacks the row.
       el("th", { scope: "row", class: "id" }),
-      el("td", { class: "state" }),
-      el("td", { class: "restarts num" }),
-      el("td", { class: "exit num" }),
-      el("td", { class: "age" }),
-      el("td", { class: "node" }),
-      el("td", { class: "version" }),
-      el("td", { class: "message" }),
+      el("td", { class: "state", "data-label": "State" }),
+      el("td", { class: "restarts num", "data-label": "Restarts" }),
+      el("td", { class: "exit num", "data-label": "Exit" }),
+      el("td", { class: "age", "data-label": "Age" }),
+      el("td", { class: "node", "data-label": "Node" }),
+      el("td", { class: "version", "data-label": "Version" }),
+      el("td", { class: "message", "data-label": "Message" }),
     );
   }
 
@@ -1382,7 +1383,8 @@
     setText(p.f_type.dd, svc.type + (svc.kind ? " (" + svc.kind + ")" : ""));
     setText(p.f_command.dd, fmtCommand(svc.command));
     setText(p.f_memory.dd, fmtMiB(svc.memory_limit_bytes));
-    setText(p.f_version.dd, "v" + svc.version);
+    // A service with no instance (a cron job between runs) reports version 0.
+    setText(p.f_version.dd, svc.version ? "v" + svc.version : "-");
     updateEndpoints(p.endpoints.list, p.endpoints.none, svc);
     setText(p.f_dns.dd, svc.dns_name || "");
     show(p.f_serving.row, !!svc.serving);
@@ -1667,10 +1669,16 @@
     });
   }
 
+  /** The class of a log line: stderr in red, but the platform's own "[mesh] ..." lines muted. */
+  function logClass(line) {
+    if (line.stream !== "stderr") return "log-line";
+    return /^\[mesh\] /.test(String(line.text || "")) ? "log-line log-stderr log-platform" : "log-line log-stderr";
+  }
+
   function logLine(line) {
     return el(
       "li",
-      { class: line.stream === "stderr" ? "log-line log-stderr" : "log-line" },
+      { class: logClass(line) },
       timeEl(line.time, hms(line.time)),
       " ",
       el("span", { class: "log-instance" }, line.instance || ""),
