@@ -27,7 +27,10 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// Installs playwright-core from the lock file when it is not there yet.
 fn install_playwright(dir: &Path) {
-    if dir.join("node_modules/playwright-core/package.json").exists() {
+    if dir
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
         return;
     }
     let status = Command::new("npm")
@@ -85,8 +88,16 @@ fn the_dashboard_in_a_real_browser() {
     std::fs::copy(app_wasm(), bundle.join("app.wasm")).unwrap();
     let bundle_arg = bundle.to_str().unwrap();
     as_tenant(&d, &acme, &["stack", "deploy", "app", bundle_arg]);
-    as_tenant(&d, &acme, &["svc", "create", "-n", "web", "--", "app", "server"]);
-    as_tenant(&d, &acme, &["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    as_tenant(
+        &d,
+        &acme,
+        &["svc", "create", "-n", "web", "--", "app", "server"],
+    );
+    as_tenant(
+        &d,
+        &acme,
+        &["svc", "publish", "-n", "web", "--endpoint", "www"],
+    );
     as_tenant(
         &d,
         &acme,
@@ -123,7 +134,16 @@ fn the_dashboard_in_a_real_browser() {
     as_tenant(
         &d,
         &globex,
-        &["svc", "create", "-n", "hidden", "--", &app_wasm().to_string_lossy(), "sleep", "600000"],
+        &[
+            "svc",
+            "create",
+            "-n",
+            "hidden",
+            "--",
+            &app_wasm().to_string_lossy(),
+            "sleep",
+            "600000",
+        ],
     );
 
     // Requests for the charts.
