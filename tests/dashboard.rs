@@ -25,47 +25,17 @@ fn script_dir() -> PathBuf {
 /// The browser the script drives.
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// Installs playwright-core from the lock file when it is not there yet.
-fn install_playwright(dir: &Path) {
-    if dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        return;
-    }
-    let status = Command::new("npm")
-        .args([
-            "ci",
-            "--ignore-scripts",
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-        ])
-        .current_dir(dir)
-        .status()
-        .expect("running npm (node >= 20 with npm is needed)");
-    assert!(status.success(), "npm ci in {} failed", dir.display());
-}
-
-/// A new environment's token.
-fn tenant(d: &Daemon, name: &str) -> String {
-    let created: Value = serde_json::from_str(&d.ok(&["env", "create", name, "--json"])).unwrap();
-    created["token"].as_str().unwrap().to_string()
-}
-
-/// `mesh ARGS` as a tenant; panics with its error when it fails.
-fn as_tenant(d: &Daemon, token: &str, args: &[&str]) -> String {
-    let out = d.mesh_as(token, args);
+/// playwright-core, installed from the lock file by scripts/test.sh.
+fn playwright_is_installed(dir: &Path) {
     assert!(
-        out.status.success(),
-        "mesh {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        dir.join("node_modules/playwright-core/package.json")
+            .exists(),
+        "playwright-core is missing: run `(cd tests/dashboard && npm ci --ignore-scripts)` (scripts/test.sh does)"
     );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn services_of(d: &Daemon, token: &str) -> Vec<Value> {
-    serde_json::from_str(&as_tenant(d, token, &["svc", "ls", "--json"])).unwrap()
+    serde_json::from_str(&d.ok_as(token, &["svc", "ls", "--json"])).unwrap()
 }
 
 #[test]
@@ -75,11 +45,11 @@ fn the_dashboard_in_a_real_browser() {
         "{CHROMIUM} is missing: scripts/test.sh installs Debian's chromium"
     );
     let dir = script_dir();
-    install_playwright(&dir);
+    playwright_is_installed(&dir);
 
     let d = Daemon::start();
-    let acme = tenant(&d, "acme");
-    let globex = tenant(&d, "globex");
+    let acme = d.new_env("acme", &[]);
+    let globex = d.new_env("globex", &[]);
 
     // acme's stack `app`: v1, then v2 with a new build of the same code,
     // so the page has a version to roll back to.
@@ -87,19 +57,13 @@ fn the_dashboard_in_a_real_browser() {
     std::fs::create_dir_all(&bundle).unwrap();
     std::fs::copy(app_wasm(), bundle.join("app.wasm")).unwrap();
     let bundle_arg = bundle.to_str().unwrap();
-    as_tenant(&d, &acme, &["stack", "deploy", "app", bundle_arg]);
-    as_tenant(
-        &d,
+    d.ok_as(&acme, &["stack", "deploy", "app", bundle_arg]);
+    d.ok_as(
         &acme,
         &["svc", "create", "-n", "web", "--", "app", "server"],
     );
-    as_tenant(
-        &d,
-        &acme,
-        &["svc", "publish", "-n", "web", "--endpoint", "www"],
-    );
-    as_tenant(
-        &d,
+    d.ok_as(&acme, &["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    d.ok_as(
         &acme,
         &[
             "svc",
@@ -113,8 +77,7 @@ fn the_dashboard_in_a_real_browser() {
             "count",
         ],
     );
-    as_tenant(
-        &d,
+    d.ok_as(
         &acme,
         &[
             "svc",
@@ -129,10 +92,9 @@ fn the_dashboard_in_a_real_browser() {
         ],
     );
     variant(&app_wasm(), &bundle, "app", "v2");
-    as_tenant(&d, &acme, &["stack", "deploy", "app", bundle_arg]);
+    d.ok_as(&acme, &["stack", "deploy", "app", bundle_arg]);
     // globex's service, which acme must never see.
-    as_tenant(
-        &d,
+    d.ok_as(
         &globex,
         &[
             "svc",

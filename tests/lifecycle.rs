@@ -301,20 +301,9 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// `GET path` on the control API with `token`: (status, JSON body).
-fn api_get(d: &Daemon, token: &str, path: &str) -> (u16, Value) {
-    let api = d.info["api_url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://");
-    let r = support::http_request(
-        api,
-        "GET",
-        api,
-        path,
-        &[("Authorization", &format!("Bearer {token}"))],
-        b"",
-    );
+/// `GET PATH` with `token`: the status and the JSON body.
+fn json_get(d: &Daemon, token: &str, path: &str) -> (u16, Value) {
+    let r = d.api_get(token, path);
     (
         r.status,
         serde_json::from_str(&r.body).unwrap_or(Value::Null),
@@ -374,7 +363,7 @@ fn a_restart_rolls_every_instance_and_a_web_service_keeps_serving() {
     // Its requests show in the stats the dashboard draws, to its own
     // environment only.
     let token = d.info["token"].as_str().unwrap();
-    let (status, stats) = api_get(&d, token, "/v1/services/app/site/stats");
+    let (status, stats) = json_get(&d, token, "/v1/services/app/site/stats");
     assert_eq!(status, 200, "{stats}");
     assert_eq!(stats["step_seconds"], 10);
     let points = stats["points"].as_array().unwrap();
@@ -392,9 +381,9 @@ fn a_restart_rolls_every_instance_and_a_web_service_keeps_serving() {
     let created: Value =
         serde_json::from_str(&d.ok(&["env", "create", "other", "--json"])).unwrap();
     let other = created["token"].as_str().unwrap();
-    let (status, body) = api_get(&d, other, "/v1/services/app/site/stats");
+    let (status, body) = json_get(&d, other, "/v1/services/app/site/stats");
     assert_eq!(status, 404, "{body}");
-    let (_, who) = api_get(&d, other, "/v1/whoami");
+    let (_, who) = json_get(&d, other, "/v1/whoami");
     assert_eq!(who, serde_json::json!({"env": "other", "operator": false}));
 
     // A cron job has nothing to restart, an unknown service is named; a
@@ -408,4 +397,13 @@ fn a_restart_rolls_every_instance_and_a_web_service_keeps_serving() {
     let err = d.fails(&["svc", "restart", "-n", "nope"]);
     assert!(err.contains("nope"), "{err}");
     assert!(d.service("tick").unwrap().get("restarted_at").is_none());
+    // Nor does a service scaled to nothing.
+    d.ok(&["svc", "update", "sleeper", "--instances", "0"]);
+    let before = d.service("sleeper").unwrap()["restarted_at"].clone();
+    let err = d.fails(&["svc", "restart", "-n", "sleeper"]);
+    assert!(
+        err.contains("no instances") && err.contains("--instances N"),
+        "{err}"
+    );
+    assert_eq!(d.service("sleeper").unwrap()["restarted_at"], before);
 }

@@ -13,14 +13,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::{app_wasm, cpu_ticks, variant, Daemon};
 
-/// Creates environment `name` (with `flags`) and returns its token.
-fn tenant(d: &Daemon, name: &str, flags: &[&str]) -> String {
-    let mut args = vec!["env", "create", name, "--json"];
-    args.extend_from_slice(flags);
-    let created: Value = serde_json::from_str(&d.ok(&args)).unwrap();
-    created["token"].as_str().unwrap().to_string()
-}
-
 /// `mesh ARGS` as a tenant: (success, stdout, stderr).
 fn as_tenant(d: &Daemon, token: &str, args: &[&str]) -> (bool, String, String) {
     let out = d.mesh_as(token, args);
@@ -38,7 +30,7 @@ fn app() -> String {
 /// Environment t2 with a web service `web` (`app server`), as its tenant
 /// made it; returns t2's token.
 fn tenant_with_web(d: &Daemon) -> String {
-    let token = tenant(d, "t2", &[]);
+    let token = d.new_env("t2", &[]);
     let (ok, _, err) = as_tenant(
         d,
         &token,
@@ -145,8 +137,7 @@ fn a_tenant_publishes_only_in_its_own_name_space_and_domains() {
 #[test]
 fn quotas_bound_each_environment_and_env_ls_shows_the_use() {
     let d = Daemon::start();
-    let token = tenant(
-        &d,
+    let token = d.new_env(
         "t2",
         &[
             "--max-instances",
@@ -518,7 +509,7 @@ fn secrets_are_kept_hashed_and_private_and_tokens_rotate() {
             .mode();
         assert_eq!(mode & 0o077, 0, "{file} is readable by others: {mode:o}");
     }
-    let old = tenant(&d, "t2", &[]);
+    let old = d.new_env("t2", &[]);
     assert!(as_tenant(&d, &old, &["svc", "ls"]).0);
     let (ok, out, err) = as_tenant(&d, &old, &["env", "token", "rotate", "--json"]);
     assert!(ok, "{err}");
@@ -529,7 +520,7 @@ fn secrets_are_kept_hashed_and_private_and_tokens_rotate() {
     assert!(err.contains("invalid API token"), "{err}");
     assert!(as_tenant(&d, new, &["svc", "ls"]).0);
     // A tenant cannot rotate another's token.
-    tenant(&d, "t3", &[]);
+    d.new_env("t3", &[]);
     let (ok, _, err) = as_tenant(&d, new, &["env", "token", "rotate", "t3"]);
     assert!(!ok);
     assert!(err.contains("no environment named t3"), "{err}");
@@ -620,7 +611,7 @@ fn a_full_disk_is_reported_once_per_interval_and_deletes_still_work() {
 #[test]
 fn code_counts_against_its_environments_quota() {
     let d = Daemon::start();
-    let token = tenant(&d, "t2", &["--max-code", "200k"]);
+    let token = d.new_env("t2", &["--max-code", "200k"]);
     let create = ["svc", "create", "-n", "web", "--", &app(), "server"].map(String::from);
     let create: Vec<&str> = create.iter().map(String::as_str).collect();
     let (ok, _, err) = as_tenant(&d, &token, &create);
@@ -662,7 +653,7 @@ fn code_counts_against_its_environments_quota() {
 #[test]
 fn a_tenant_cannot_start_interactive_runs_without_bound() {
     let d = Daemon::start();
-    let token = tenant(&d, "t2", &[]);
+    let token = d.new_env("t2", &[]);
     let app = app();
     let api = d.info["api_url"].as_str().unwrap().to_string();
     // Eight runs, each started only once the one before is running.

@@ -533,12 +533,13 @@ Examples:
   echo hello | mesh svc run -n worker -- app cat")]
     Run(RunArgs),
 
-    /// Restart a service's instances, one at a time, each up again before
-    /// the next stops.
+    /// Restart a service's instances: a worker's one at a time, each up
+    /// again before the next stops; a web service's all at once.
     #[command(after_help = "\
-A web service keeps serving while it restarts: requests in flight finish on
-the instances they started on. Cron jobs have nothing to restart (each run
-is a fresh instance): run one now with `mesh svc trigger`.
+A web service keeps serving while it restarts: fresh instances take new
+requests at once, and requests in flight finish on the old ones. Cron jobs
+have nothing to restart (each run is a fresh instance): run one now with
+`mesh svc trigger`.
 
 Examples:
   mesh svc restart -n worker

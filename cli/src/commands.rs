@@ -10,7 +10,7 @@ use mesh_host::api::wire::{
     NodeView, PublishRequest, RollbackRequest, ServiceView, StackView, TokenRotated, TriggerResult,
     UpdateEnv, UpdateService, VersionView,
 };
-use mesh_host::model::{format_memory, Digest, RunStatus, FILES_ENTRY};
+use mesh_host::model::{format_memory, Digest, RunStatus, ServiceType, FILES_ENTRY};
 use mesh_host::runtime::CodeInfo;
 use mesh_host::telemetry::Event;
 use mesh_host::telemetry::LogLine;
@@ -708,9 +708,15 @@ pub fn restart(client: &Client, out: &Out, args: NamedArgs) -> anyhow::Result<()
         &format!("{}/restart", service_path(&args.stack.stack, name)),
         &serde_json::json!({}),
     )?;
+    let how = match view.service_type {
+        ServiceType::Web => {
+            "fresh instances take new requests, requests in flight finish on the old ones"
+        }
+        _ => "one at a time",
+    };
     out.print(&view, || {
         println!(
-            "Restarting {} instances of {}, one at a time; watch them with `mesh svc ls -n {}`",
+            "Restarting {} instances of {}: {how}; watch them with `mesh svc ls -n {}`",
             view.instances_desired, view.name, view.name
         )
     })

@@ -108,19 +108,34 @@ async function run() {
   watch(page);
 
   await step("assets: embedded, small, with a strict CSP", async () => {
+    // Every file the page loads, as the browser fetched it.
+    const loaded = [];
+    const onResponse = (r) => loaded.push(r);
+    page.on("response", onResponse);
+    await page.goto(`${API}/ui/`);
+    await page.locator("#signin").waitFor();
+    page.off("response", onResponse);
     let total = 0;
-    for (const path of ["/ui/", "/ui/app.js", "/ui/app.css"]) {
-      const res = await fetch(API + path);
-      assert.equal(res.status, 200, path);
-      const csp = res.headers.get("content-security-policy") ?? "";
-      assert.ok(csp.includes(CSP_WANTED) && csp.includes("default-src 'none'"), csp);
-      assert.equal(res.headers.get("x-content-type-options"), "nosniff");
-      total += (await res.arrayBuffer()).byteLength;
+    for (const r of loaded) {
+      const path = new URL(r.url()).pathname;
+      assert.ok(path.startsWith("/ui/"), `the page loaded ${r.url()}`);
+      assert.equal(r.status(), 200, path);
+      const headers = await r.allHeaders();
+      const csp = headers["content-security-policy"] ?? "";
+      assert.ok(csp.includes(CSP_WANTED) && csp.includes("default-src 'none'"), `${path}: ${csp}`);
+      assert.equal(headers["x-content-type-options"], "nosniff", path);
+      total += (await r.body()).byteLength;
     }
+    assert.ok(loaded.length >= 3, `the page loaded ${loaded.length} files`);
     assert.ok(total < MAX_PAGE_BYTES, `the page is ${total} bytes`);
+    // A browser holding this version gets 304; a file not in the page, 404.
+    const script = await fetch(`${API}/ui/app.js`);
+    const again = await fetch(`${API}/ui/app.js`, { headers: { "If-None-Match": script.headers.get("etag") } });
+    assert.equal(again.status, 304);
+    assert.equal((await fetch(`${API}/ui/daemon.json`)).status, 404);
     const root = await fetch(`${API}/`, { redirect: "manual" });
     assert.equal(root.headers.get("location"), "/ui/");
-    return `${total} bytes in all`;
+    return `${loaded.length} files, ${total} bytes in all`;
   });
 
   await step("first paint", async () => {

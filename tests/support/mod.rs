@@ -369,22 +369,47 @@ impl Daemon {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// `GET /metrics` with the operator's token: the Prometheus text.
-    pub fn metrics(&self) -> String {
+    /// `mesh ARGS` as the holder of `token`; panics with its error when
+    /// it fails.
+    pub fn ok_as(&self, token: &str, args: &[&str]) -> String {
+        let out = self.mesh_as(token, args);
+        assert!(
+            out.status.success(),
+            "mesh {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Creates environment `name` (with `flags`, e.g. `--outbound deny`)
+    /// and returns its token.
+    pub fn new_env(&self, name: &str, flags: &[&str]) -> String {
+        let mut args = vec!["env", "create", name, "--json"];
+        args.extend_from_slice(flags);
+        let created: Value = serde_json::from_str(&self.ok(&args)).unwrap();
+        created["token"].as_str().unwrap().to_string()
+    }
+
+    /// `GET PATH` on the control API with `token`: the raw answer.
+    pub fn api_get(&self, token: &str, path: &str) -> HttpResponse {
         let api = self.info["api_url"]
             .as_str()
             .unwrap()
             .trim_start_matches("http://")
             .to_string();
-        let token = self.info["token"].as_str().unwrap();
-        let r = http_request(
+        http_request(
             &api,
             "GET",
             &api,
-            "/metrics",
+            path,
             &[("Authorization", &format!("Bearer {token}"))],
             b"",
-        );
+        )
+    }
+
+    /// `GET /metrics` with the operator's token: the Prometheus text.
+    pub fn metrics(&self) -> String {
+        let r = self.api_get(self.info["token"].as_str().unwrap(), "/metrics");
         assert_eq!(r.status, 200, "{r:?}");
         assert!(r
             .header("content-type")

@@ -1,9 +1,10 @@
-//! Restarts: a service's instances replaced one at a time, by hand.
+//! Restarts: a service's instances replaced by fresh ones, by hand.
 //!
 //! A restart is desired state like any other change: the service records
-//! when it was asked for, and every host running its instances rolls them
-//! when it sees the new time, each up again before the next stops. A web
-//! service's requests in flight finish on the instances they started on.
+//! when it was asked for, and every host running its instances replaces
+//! them when it sees the new time. A worker's instances roll one at a
+//! time, each up again before the next stops; a web service gets a new
+//! request pool at once, and requests in flight finish on the old one.
 
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
@@ -25,12 +26,12 @@ pub(super) async fn restart(
     let mut service = found.value;
     if service.service_type() == ServiceType::Cron {
         return Err(ApiError::bad_request(format!(
-            "service {name} is a cron job: each run is a fresh instance, so there is nothing to restart; run it now with `mesh svc trigger {name}`"
+            "service {name} is a cron job: each run is a fresh instance, so there is nothing to restart; run it now with `mesh svc trigger {name} --stack {stack}`"
         )));
     }
     if service.instances == 0 {
         return Err(ApiError::bad_request(format!(
-            "service {name} has no instances to restart: scale it up with `mesh svc update {name} --instances N`"
+            "service {name} has no instances to restart: scale it up with `mesh svc update {name} --stack {stack} --instances N`"
         )));
     }
     service.restarted_at = Some(Utc::now());
@@ -39,13 +40,23 @@ pub(super) async fn restart(
         .when(Compare::ModRev(service_key.clone(), found.mod_rev))
         .put(service_key, encode(&service));
     state.commit(txn).await?;
-    let key = ServiceKey::of(&service);
-    tracing::info!(service = %key, "restart asked for");
+    let restarted = ServiceKey::of(&service);
+    tracing::info!(service = %restarted, "restart asked for");
     state.supervisor.events().service(
-        &key,
+        &restarted,
         "service.restarted",
         None,
-        format!("restarting {} instances, one at a time", service.instances),
+        how_it_restarts(service.service_type(), service.instances),
     );
     Ok(Json(view(&state, service)))
+}
+
+/// What a restart of `instances` instances does, for its event.
+fn how_it_restarts(service_type: ServiceType, instances: u32) -> String {
+    match service_type {
+        ServiceType::Web => format!(
+            "replacing {instances} instances with fresh ones; requests in flight finish on the old ones"
+        ),
+        _ => format!("restarting {instances} instances, one at a time"),
+    }
 }

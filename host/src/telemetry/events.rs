@@ -34,7 +34,8 @@ pub struct Event {
     /// What: `instance.started`, `instance.exited`, `instance.oom`,
     /// `instance.failed`, `cron.fired`, `cron.skipped`, `cron.finished`,
     /// `service.created`, `service.updated`, `service.deleted`,
-    /// `service.published`, `service.unpublished`, `stack.deployed`.
+    /// `service.restarted`, `service.published`, `service.unpublished`,
+    /// `stack.deployed`.
     pub kind: String,
     /// The service, `stack/name`.
     pub service: Option<String>,

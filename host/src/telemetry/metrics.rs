@@ -69,7 +69,7 @@ impl CallCounters {
 /// One service's counters.
 #[derive(Default)]
 pub struct ServiceMetrics {
-    counts: Mutex<Tallies>,
+    tallies: Mutex<Tallies>,
     /// Linear memory its instances use, kept by their memory limiters.
     memory: AtomicI64,
     /// Requests waiting for a free instance now.
@@ -105,7 +105,7 @@ impl ServiceMetrics {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut tallies = self.counts.lock();
+        let mut tallies = self.tallies.lock();
         tallies.recent.record(now, status, seconds, &BUCKETS);
         let c = &mut tallies.counts;
         *c.requests.entry(status).or_default() += 1;
@@ -122,7 +122,7 @@ impl ServiceMetrics {
     /// Counts one cron run.
     pub fn cron_run(&self, status: RunStatus) {
         *self
-            .counts
+            .tallies
             .lock()
             .counts
             .cron_runs
@@ -132,7 +132,7 @@ impl ServiceMetrics {
 
     /// Counts one restart of one of the service's instances.
     pub fn restart(&self) {
-        self.counts.lock().counts.restarts += 1;
+        self.tallies.lock().counts.restarts += 1;
     }
 
     /// Adds `bytes` (negative: frees them) to the memory in use.
@@ -166,7 +166,7 @@ impl Metrics {
     pub fn recent(&self, key: &ServiceKey, now_secs: u64) -> Vec<WindowStats> {
         let service = self.services.lock().get(key).cloned();
         match service {
-            Some(s) => s.counts.lock().recent.stats(now_secs, &BUCKETS),
+            Some(s) => s.tallies.lock().recent.stats(now_secs, &BUCKETS),
             None => Recent::default().stats(now_secs, &BUCKETS),
         }
     }
@@ -184,7 +184,7 @@ impl Metrics {
             .iter()
             .map(|(key, s)| Snapshot {
                 key: key.clone(),
-                counts: s.counts.lock().counts.clone(),
+                counts: s.tallies.lock().counts.clone(),
                 memory: s.memory.load(Ordering::Relaxed).max(0),
                 waiting: s.waiting.load(Ordering::Relaxed).max(0),
             })

@@ -31,6 +31,9 @@ struct Window {
     /// Requests per latency bucket (not cumulative), the last for slower
     /// than every bound.
     buckets: Vec<u64>,
+    /// The slowest request, in seconds: what a quantile in the last
+    /// bucket reports, since that bucket has no upper bound.
+    slowest: f64,
 }
 
 /// One window as shown.
@@ -43,7 +46,7 @@ pub struct WindowStats {
     /// Of which 5xx.
     pub errors: u64,
     /// Median latency in seconds: the upper bound of its bucket (the
-    /// last bound when slower than all).
+    /// window's slowest request when slower than every bound).
     pub p50: Option<f64>,
     /// 95th percentile latency in seconds, likewise.
     pub p95: Option<f64>,
@@ -77,6 +80,7 @@ impl Recent {
             .position(|&b| seconds <= b)
             .unwrap_or(bounds.len());
         w.buckets[bucket] += 1;
+        w.slowest = w.slowest.max(seconds);
     }
 
     /// The last [`WINDOWS`] windows up to the one holding `now_secs`, oldest
@@ -92,8 +96,8 @@ impl Recent {
                         start_secs,
                         requests: w.requests,
                         errors: w.errors,
-                        p50: quantile(&w.buckets, 0.50, bounds),
-                        p95: quantile(&w.buckets, 0.95, bounds),
+                        p50: w.quantile(0.50, bounds),
+                        p95: w.quantile(0.95, bounds),
                     },
                     None => WindowStats {
                         start_secs,
@@ -108,22 +112,25 @@ impl Recent {
     }
 }
 
-/// The upper bound of the bucket holding quantile `q`; `None` without
-/// requests.
-fn quantile(buckets: &[u64], q: f64, bounds: &Bounds) -> Option<f64> {
-    let total: u64 = buckets.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = (q * total as f64).ceil().max(1.0) as u64;
-    let mut seen = 0;
-    for (i, n) in buckets.iter().enumerate() {
-        seen += n;
-        if seen >= rank {
-            return bounds.get(i).or(bounds.last()).copied();
+impl Window {
+    /// The upper bound of the bucket holding quantile `q`, or the slowest
+    /// request when that is the last, unbounded bucket; `None` without
+    /// requests.
+    fn quantile(&self, q: f64, bounds: &Bounds) -> Option<f64> {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return None;
         }
+        let rank = (q * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(bounds.get(i).copied().unwrap_or(self.slowest));
+            }
+        }
+        Some(self.slowest)
     }
-    bounds.last().copied()
 }
 
 #[cfg(test)]
@@ -141,11 +148,12 @@ mod tests {
         }
         r.record(t + 1, 503, 0.05, &B);
         r.record(t + 25, 200, 0.5, &B);
-        let stats = r.stats(t + 25, &B);
+        r.record(t + 26, 200, 30.0, &B);
+        let stats = r.stats(t + 26, &B);
         assert_eq!(stats.len(), WINDOWS);
         let last = &stats[WINDOWS - 1];
-        assert_eq!((last.requests, last.errors), (1, 0));
-        assert_eq!(last.p50, Some(0.1), "slower than all: the last bound");
+        assert_eq!((last.requests, last.errors), (2, 0));
+        assert_eq!(last.p50, Some(30.0), "slower than all: the slowest");
         let first = stats
             .iter()
             .find(|w| w.start_secs == t / STEP_SECONDS * STEP_SECONDS)

@@ -1,0 +1,496 @@
+/*
+ * The service page: its summary, instances, actions (scale, restart, run
+ * now, publish, unpublish) and, for a cron job, its runs. The instance table
+ * and endpoint list here are shared with the overview's service cards.
+ */
+
+import {
+  $,
+  absTime,
+  age,
+  ago,
+  colHeads,
+  el,
+  fact,
+  fill,
+  fmtCommand,
+  fmtDuration,
+  fmtMiB,
+  isHttpUrl,
+  plural,
+  servicePath,
+  setAttr,
+  setState,
+  setText,
+  show,
+  sync,
+  timeEl,
+  until,
+} from "./dom.js";
+import { api, ApiError, session, view } from "./api.js";
+import { actionError, actionRegions, focusHeading, mount, runAction } from "./app.js";
+import { buildCharts, loadStats } from "./charts.js";
+import { addPageEvents, buildEvents, buildLogs, loadServiceEvents, startLogs, syncInstanceOptions } from "./logs.js";
+
+const STATS_MS = 10000;
+
+// ---------------------------------------------------------------- instance table (shared)
+
+export function instanceBlock() {
+  const tbody = el("tbody");
+  const wrap = el(
+    "div",
+    { class: "table-wrap" },
+    el(
+      "table",
+      { class: "grid instances" },
+      el("caption", { class: "visually-hidden" }, "Instances"),
+      colHeads("Instance", "State", "Restarts", "Exit", "Age", "Node", "Version", "Message"),
+      tbody,
+    ),
+  );
+  const empty = el("p", { class: "empty" }, "No instances.");
+  return { node: el("div", { class: "instances-block" }, wrap, empty), wrap, tbody, empty };
+}
+
+function makeInstanceRow(inst) {
+  return el(
+    "tr",
+    { "data-instance": inst.id },
+    // data-label names each cell where a narrow screen stacks the row.
+    el("th", { scope: "row", class: "id" }),
+    el("td", { class: "state", "data-label": "State" }),
+    el("td", { class: "restarts num", "data-label": "Restarts" }),
+    el("td", { class: "exit num", "data-label": "Exit" }),
+    el("td", { class: "age", "data-label": "Age" }),
+    el("td", { class: "node", "data-label": "Node" }),
+    el("td", { class: "version", "data-label": "Version" }),
+    el("td", { class: "message", "data-label": "Message" }),
+  );
+}
+
+function updateInstanceRow(tr, inst) {
+  const c = tr.cells;
+  setText(c[0], inst.id);
+  setState(c[1], "state", inst.state);
+  setAttr(c[1], "title", inst.state === "backoff" && inst.backoff_ms ? "retrying in " + fmtDuration(inst.backoff_ms) : null);
+  setText(c[2], inst.restarts ?? 0);
+  setText(c[3], inst.exit_code === null || inst.exit_code === undefined ? "-" : inst.exit_code);
+  setText(c[4], age(inst.started_at));
+  setAttr(c[4], "title", absTime(inst.started_at) || null);
+  setText(c[5], inst.node || "");
+  setText(c[6], inst.version === undefined || inst.version === null ? "" : "v" + inst.version);
+  setText(c[7], inst.message || "");
+}
+
+export function updateInstances(block, svc) {
+  const list = svc.instances || [];
+  sync(block.tbody, list, (i) => i.id, makeInstanceRow, updateInstanceRow);
+  show(block.wrap, list.length > 0);
+  // A cron job between runs has no instances: its run summary says enough.
+  show(block.empty, list.length === 0 && svc.type !== "cron");
+}
+
+export function runningCount(svc) {
+  return (svc.instances || []).filter((i) => i.state === "running").length;
+}
+
+function makeEndpoint(url) {
+  const link = isHttpUrl(url)
+    ? el("a", { href: url, target: "_blank", rel: "noopener noreferrer", "aria-describedby": "new-tab-note" }, url)
+    : el("span", null, url);
+  return el("li", null, link);
+}
+
+export function updateEndpoints(list, none, svc) {
+  const urls = svc.endpoints || [];
+  sync(list, urls, (u) => u, makeEndpoint);
+  show(list, urls.length > 0);
+  show(none, urls.length === 0);
+}
+
+export function endpointsCell() {
+  const list = el("ul", { class: "endpoint-list" });
+  const none = el("span", { class: "muted" }, "not published");
+  return { list, none, nodes: [list, none] };
+}
+
+export function scheduleText(svc) {
+  if (!svc.schedule) return "";
+  return svc.schedule + (svc.timezone ? " (" + svc.timezone + ")" : "");
+}
+
+// ---------------------------------------------------------------- service page
+
+export async function refreshService(gen, r) {
+  let svc;
+  try {
+    svc = await api("GET", servicePath(r.stack, r.name));
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404 && gen === view.gen) {
+      showMissing(r);
+      return;
+    }
+    throw e;
+  }
+  if (gen !== view.gen || !svc) return;
+  let page = view.page;
+  if (!page || page.kind !== "service" || page.type !== svc.type) page = buildServicePage(svc);
+  updateServicePage(page, svc);
+  focusHeading(page.heading);
+}
+
+function showMissing(r) {
+  if (view.page && view.page.kind === "missing") return;
+  const heading = el("h1", { id: "not-found-title", tabindex: "-1" }, "No service " + r.stack + "/" + r.name);
+  mount(
+    { kind: "missing" },
+    el(
+      "section",
+      { id: "not-found", "aria-labelledby": "not-found-title" },
+      heading,
+      el("p", null, el("a", { href: "#/" }, "Back to the overview")),
+    ),
+  );
+  focusHeading(heading);
+}
+
+function buildServicePage(svc) {
+  const key = svc.stack + "/" + svc.name;
+  const cron = svc.type === "cron";
+  const p = {
+    kind: "service",
+    type: svc.type,
+    key,
+    stack: svc.stack,
+    name: svc.name,
+    base: servicePath(svc.stack, svc.name),
+    events: [],
+    eventKeys: new Set(),
+    seq: 0,
+  };
+  p.heading = el(
+    "h1",
+    { id: "service-title", tabindex: "-1" },
+    svc.name,
+    el("span", { class: "muted subtitle" }, " in stack " + svc.stack),
+  );
+
+  const parts = [
+    el("p", { class: "crumbs" }, el("a", { href: "#/" }, "Overview"), " / " + key),
+    p.heading,
+    el("div", { class: "columns" }, buildSummary(p, svc), buildActions(p, svc)),
+    buildInstancesSection(p),
+  ];
+  if (cron) parts.push(buildRuns(p));
+  if (svc.type === "web") parts.push(buildCharts(p));
+  parts.push(buildLogs(p), buildEvents(p));
+  mount(p, el("section", { id: "service", "data-service": key, "aria-labelledby": "service-title" }, parts));
+
+  startLogs(p);
+  if (svc.type === "web") {
+    loadStats(p);
+    view.statsTimer = setInterval(() => loadStats(p), STATS_MS);
+  }
+  addPageEvents(session.recent);
+  loadServiceEvents(p);
+  return p;
+}
+
+function buildSummary(p, svc) {
+  const f = (label, name, attrs) => {
+    const item = fact(label, undefined, attrs);
+    p["f_" + name] = item;
+    return item.row;
+  };
+  p.endpoints = endpointsCell();
+  const endpointsFact = fact("Endpoints", p.endpoints.nodes);
+  p.envBody = el("tbody");
+  p.envDetails = el(
+    "details",
+    { class: "env-vars" },
+    (p.envSummary = el("summary", null, "Environment variables")),
+    el(
+      "div",
+      { class: "table-wrap" },
+      el("table", { class: "grid" }, colHeads("Name", "Value"), p.envBody),
+    ),
+  );
+  return el(
+    "section",
+    { id: "summary", "aria-labelledby": "summary-title" },
+    el("h2", { id: "summary-title" }, "Summary"),
+    el(
+      "dl",
+      { class: "facts summary" },
+      f("Type", "type"),
+      f("Command", "command", { class: "mono" }),
+      f("Memory limit", "memory"),
+      f("Version", "version"),
+      endpointsFact.row,
+      f("DNS name", "dns", { class: "mono" }),
+      f("Serving", "serving"),
+      f("Schedule", "schedule"),
+      f("Timezone", "timezone"),
+      f("Next run", "next"),
+      f("Timeout", "timeout"),
+      f("Created", "created"),
+    ),
+    p.envDetails,
+  );
+}
+
+function buildInstancesSection(p) {
+  p.wanted = el("span", { class: "wanted" });
+  p.running = el("span", { class: "running" });
+  p.instances = instanceBlock();
+  return el(
+    "section",
+    { id: "instances-section", "aria-labelledby": "instances-title" },
+    el("h2", { id: "instances-title" }, "Instances"),
+    el("p", { class: "counts" }, p.running, " running of ", p.wanted, " wanted"),
+    p.instances.node,
+  );
+}
+
+function field(id, label, attrs) {
+  return el("div", { class: "field" }, el("label", { for: id }, label), el("input", Object.assign({ id }, attrs)));
+}
+
+function buildActions(p, svc) {
+  const cron = svc.type === "cron";
+  const items = [];
+  if (!cron) {
+    const scale = el(
+      "form",
+      { id: "scale-form", class: "action" },
+      field("scale-input", "Instances", {
+        type: "number",
+        min: "0",
+        step: "1",
+        inputmode: "numeric",
+        value: svc.instances_desired ?? 0,
+      }),
+      el("button", { id: "scale-button", type: "submit" }, "Scale"),
+    );
+    scale.addEventListener("submit", (ev) => onScale(ev, p));
+    const restart = el("button", { id: "restart-button", type: "button" }, "Restart");
+    restart.addEventListener("click", () => onRestart(restart, p));
+    items.push(
+      scale,
+      el("div", { class: "action" }, el("p", { class: "hint" }, svc.type === "web" ? "Replace every instance; requests in flight finish." : "Replace every instance, one at a time."), restart),
+    );
+  } else {
+    const trigger = el("button", { id: "trigger-button", type: "button" }, "Run now");
+    trigger.addEventListener("click", () => onTrigger(trigger, p));
+    items.push(el("div", { class: "action" }, el("p", { class: "hint" }, "Start a run outside the schedule."), trigger));
+  }
+  const publish = el(
+    "form",
+    { id: "publish-form", class: "action" },
+    field("publish-endpoint", "Endpoint", { type: "text", autocomplete: "off", spellcheck: "false", placeholder: "www" }),
+    field("publish-path", "Path", { type: "text", autocomplete: "off", spellcheck: "false", placeholder: "/ (optional)" }),
+    el("button", { id: "publish-button", type: "submit" }, "Publish"),
+  );
+  publish.addEventListener("submit", (ev) => onPublish(ev, p));
+  p.unpublishList = el("ul", { id: "unpublish-list", class: "plain", "data-empty": "Not published." });
+  const section = el(
+    "section",
+    { id: "actions", "aria-labelledby": "actions-title" },
+    el("h2", { id: "actions-title" }, "Actions"),
+    actionRegions(),
+    el("div", { class: "action-list" }, items, publish, el("div", { class: "action" }, p.unpublishList)),
+  );
+  section.addEventListener("click", (ev) => {
+    const button = ev.target.closest("button[data-action='unpublish']");
+    if (button) onUnpublish(button, p);
+  });
+  return section;
+}
+
+function onScale(ev, p) {
+  ev.preventDefault();
+  const input = $("scale-input");
+  const raw = input.value.trim();
+  const n = Number(raw);
+  if (raw === "" || !Number.isInteger(n) || n < 0) {
+    actionError("Enter a whole number of instances, 0 or more.");
+    input.focus();
+    return;
+  }
+  runAction($("scale-button"), async () => {
+    await api("PATCH", p.base, { instances: n });
+    return "Scaled " + p.key + " to " + plural(n, "instance") + ".";
+  });
+}
+
+function onRestart(button, p) {
+  runAction(button, async () => {
+    const svc = await api("POST", p.base + "/restart");
+    const n = svc && svc.instances ? svc.instances.length : 0;
+    const how = p.type === "web" ? ", fresh ones take new requests" : ", one at a time";
+    return "Restarting " + p.key + (n ? ": " + plural(n, "instance") + how + "." : ".");
+  });
+}
+
+function onTrigger(button, p) {
+  runAction(button, async () => {
+    const res = await api("POST", p.base + "/trigger");
+    if (res && res.number !== undefined) return "Started run #" + res.number + " on " + res.instance + ".";
+    return "Started a run of " + p.key + ".";
+  });
+}
+
+function onPublish(ev, p) {
+  ev.preventDefault();
+  const endpointInput = $("publish-endpoint");
+  const pathInput = $("publish-path");
+  const endpoint = endpointInput.value.trim();
+  const path = pathInput.value.trim() || null;
+  if (!endpoint) {
+    actionError("Enter an endpoint, such as www.");
+    endpointInput.focus();
+    return;
+  }
+  runAction($("publish-button"), async () => {
+    await api("POST", p.base + "/publish", { endpoint, path });
+    endpointInput.value = "";
+    pathInput.value = "";
+    return "Published " + p.key + " on " + endpoint + (path ? " at " + path : "") + ".";
+  });
+}
+
+/** An endpoint URL with a path splits into scheme://host and the path; without one it goes as is. */
+function unpublishBody(url) {
+  try {
+    const u = new URL(url);
+    if (u.pathname && u.pathname !== "/") return { endpoint: u.protocol + "//" + u.host, path: u.pathname };
+  } catch (_) {
+    /* not a URL: send it as written */
+  }
+  return { endpoint: url, path: null };
+}
+
+async function onUnpublish(button, p) {
+  const url = button.getAttribute("data-endpoint");
+  await runAction(button, async () => {
+    await api("POST", p.base + "/unpublish", unpublishBody(url));
+    return "Unpublished " + url + ".";
+  });
+  // Its button is gone now: keep keyboard focus inside the actions.
+  if (!button.isConnected && $("publish-endpoint")) $("publish-endpoint").focus();
+}
+
+function makeUnpublish(url) {
+  return el(
+    "li",
+    null,
+    el("button", { type: "button", class: "small", "data-action": "unpublish", "data-endpoint": url }, "Unpublish " + url),
+  );
+}
+
+function buildRuns(p) {
+  p.nextRun = el("p", { id: "next-run" });
+  p.runsBody = el("tbody");
+  p.runsWrap = el(
+    "div",
+    { class: "table-wrap" },
+    el(
+      "table",
+      { id: "runs", class: "grid" },
+      el("caption", { class: "visually-hidden" }, "Runs, newest first"),
+      colHeads("Run", "Trigger", "Status", "Started", "Duration", "Exit", "Message"),
+      p.runsBody,
+    ),
+  );
+  p.runsEmpty = el("p", { class: "empty" }, "No runs yet.");
+  return el(
+    "section",
+    { id: "runs-section", "aria-labelledby": "runs-title" },
+    el("h2", { id: "runs-title" }, "Runs"),
+    p.nextRun,
+    p.runsEmpty,
+    p.runsWrap,
+  );
+}
+
+function makeRunRow(run) {
+  return el(
+    "tr",
+    { "data-run": run.number },
+    el("th", { scope: "row", class: "num number" }),
+    el("td", { class: "trigger" }),
+    el("td", { class: "status" }),
+    el("td", { class: "started" }),
+    el("td", { class: "num duration" }),
+    el("td", { class: "num exit" }),
+    el("td", { class: "message" }),
+  );
+}
+
+function updateRunRow(tr, run) {
+  const c = tr.cells;
+  setText(c[0], run.number);
+  setText(c[1], run.trigger || "");
+  setState(c[2], "status", run.status);
+  setText(c[3], ago(run.started_at));
+  setAttr(c[3], "title", absTime(run.started_at) || null);
+  setText(c[4], run.status === "running" ? "-" : fmtDuration(run.duration_ms));
+  setText(c[5], run.exit_code === null || run.exit_code === undefined ? "-" : run.exit_code);
+  setText(c[6], run.message || "");
+}
+
+function updateServicePage(p, svc) {
+  p.svc = svc;
+  const cron = svc.type === "cron";
+  setText(p.f_type.dd, svc.type + (svc.kind ? " (" + svc.kind + ")" : ""));
+  setText(p.f_command.dd, fmtCommand(svc.command));
+  setText(p.f_memory.dd, fmtMiB(svc.memory_limit_bytes));
+  // A service with no instance (a cron job between runs) reports version 0.
+  setText(p.f_version.dd, svc.version ? "v" + svc.version : "-");
+  updateEndpoints(p.endpoints.list, p.endpoints.none, svc);
+  setText(p.f_dns.dd, svc.dns_name || "");
+  show(p.f_serving.row, !!svc.serving);
+  setText(p.f_serving.dd, svc.serving || "");
+  show(p.f_schedule.row, !!svc.schedule);
+  setText(p.f_schedule.dd, svc.schedule || "");
+  show(p.f_timezone.row, !!svc.timezone);
+  setText(p.f_timezone.dd, svc.timezone || "");
+  show(p.f_next.row, cron);
+  setText(p.f_next.dd, svc.next_run ? absTime(svc.next_run) + " (" + until(svc.next_run) + ")" : "none");
+  show(p.f_timeout.row, svc.timeout_ms !== null && svc.timeout_ms !== undefined);
+  setText(p.f_timeout.dd, fmtDuration(svc.timeout_ms));
+  setText(p.f_created.dd, ago(svc.created_at));
+  setAttr(p.f_created.dd, "title", absTime(svc.created_at) || null);
+
+  const env = Object.entries(svc.env || {}).sort((a, b) => a[0].localeCompare(b[0]));
+  setText(p.envSummary, "Environment variables (" + env.length + ")");
+  sync(
+    p.envBody,
+    env,
+    (kv) => kv[0],
+    () => el("tr", null, el("th", { scope: "row", class: "mono" }), el("td", { class: "mono" })),
+    (tr, kv) => {
+      setText(tr.cells[0], kv[0]);
+      setText(tr.cells[1], kv[1]);
+    },
+  );
+
+  setText(p.wanted, svc.instances_desired ?? 0);
+  setText(p.running, runningCount(svc));
+  updateInstances(p.instances, svc);
+  sync(p.unpublishList, svc.endpoints || [], (u) => u, makeUnpublish);
+  syncInstanceOptions(p, svc.instances || []);
+
+  if (cron) {
+    if (svc.next_run) {
+      fill(p.nextRun, "Next run: ", timeEl(svc.next_run, absTime(svc.next_run)), " (" + until(svc.next_run) + ")");
+    } else {
+      fill(p.nextRun, "No next run scheduled.");
+    }
+    const runs = svc.runs || [];
+    show(p.runsEmpty, runs.length === 0);
+    show(p.runsWrap, runs.length > 0);
+    sync(p.runsBody, runs, (r) => r.number, makeRunRow, updateRunRow);
+  }
+}
