@@ -125,6 +125,19 @@ export function colHeads(...names) {
   return el("thead", null, el("tr", null, names.map((n) => el("th", { scope: "col" }, n))));
 }
 
+/**
+ * An empty table row to fill by cell index: a row header of class head,
+ * then one cell per entry of cells (a class, or the cell's attributes).
+ */
+export function emptyRow(attrs, head, ...cells) {
+  return el(
+    "tr",
+    attrs,
+    el("th", { scope: "row", class: head }),
+    cells.map((c) => el("td", typeof c === "string" ? { class: c } : c)),
+  );
+}
+
 export function fact(label, value, attrs) {
   const dd = el("dd", attrs || null);
   const row = el("div", { class: "fact" }, el("dt", null, label), dd);

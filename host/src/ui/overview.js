@@ -8,6 +8,7 @@ import {
   badge,
   colHeads,
   el,
+  emptyRow,
   enc,
   fact,
   fill,
@@ -107,17 +108,16 @@ function renderEnvs(page, envs) {
 }
 
 function makeEnvRow(env) {
-  return el(
-    "tr",
+  return emptyRow(
     { "data-env": env.name },
-    el("th", { scope: "row" }),
-    el("td", { class: "alias" }),
-    el("td", { class: "outbound" }),
-    el("td", { class: "num services" }),
-    el("td", { class: "num instances" }),
-    el("td", { class: "num memory" }),
-    el("td", { class: "num code" }),
-    el("td", { class: "age" }),
+    null,
+    "alias",
+    "outbound",
+    "num services",
+    "num instances",
+    "num memory",
+    "num code",
+    "age",
   );
 }
 

@@ -11,6 +11,7 @@ import {
   ago,
   colHeads,
   el,
+  emptyRow,
   fact,
   fill,
   fmtCommand,
@@ -54,18 +55,18 @@ export function instanceBlock() {
 }
 
 function makeInstanceRow(inst) {
-  return el(
-    "tr",
+  // data-label names each cell where a narrow screen stacks the row.
+  const cell = (cls, label) => ({ class: cls, "data-label": label });
+  return emptyRow(
     { "data-instance": inst.id },
-    // data-label names each cell where a narrow screen stacks the row.
-    el("th", { scope: "row", class: "id" }),
-    el("td", { class: "state", "data-label": "State" }),
-    el("td", { class: "restarts num", "data-label": "Restarts" }),
-    el("td", { class: "exit num", "data-label": "Exit" }),
-    el("td", { class: "age", "data-label": "Age" }),
-    el("td", { class: "node", "data-label": "Node" }),
-    el("td", { class: "version", "data-label": "Version" }),
-    el("td", { class: "message", "data-label": "Message" }),
+    "id",
+    cell("state", "State"),
+    cell("restarts num", "Restarts"),
+    cell("exit num", "Exit"),
+    cell("age", "Age"),
+    cell("node", "Node"),
+    cell("version", "Version"),
+    cell("message", "Message"),
   );
 }
 
@@ -415,16 +416,15 @@ function buildRuns(p) {
 }
 
 function makeRunRow(run) {
-  return el(
-    "tr",
+  return emptyRow(
     { "data-run": run.number },
-    el("th", { scope: "row", class: "num number" }),
-    el("td", { class: "trigger" }),
-    el("td", { class: "status" }),
-    el("td", { class: "started" }),
-    el("td", { class: "num duration" }),
-    el("td", { class: "num exit" }),
-    el("td", { class: "message" }),
+    "num number",
+    "trigger",
+    "status",
+    "started",
+    "num duration",
+    "num exit",
+    "message",
   );
 }
 
