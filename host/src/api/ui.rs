@@ -45,6 +45,7 @@ const ASSETS: &[Asset] = &[
     asset("api.js", include_str!("../ui/api.js"), SCRIPT),
     asset("dom.js", include_str!("../ui/dom.js"), SCRIPT),
     asset("overview.js", include_str!("../ui/overview.js"), SCRIPT),
+    asset("page.js", include_str!("../ui/page.js"), SCRIPT),
     asset("service.js", include_str!("../ui/service.js"), SCRIPT),
     asset("charts.js", include_str!("../ui/charts.js"), SCRIPT),
     asset("logs.js", include_str!("../ui/logs.js"), SCRIPT),

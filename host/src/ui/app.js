@@ -5,10 +5,11 @@
  * place (keyed updates), so focus and half-typed inputs survive refreshes.
  *
  * This file is the entry point (index.html loads it as a module): sign-in,
- * the live events stream, refresh scheduling, routing and the helpers every
- * action uses. dom.js and api.js hold the building blocks, overview.js,
- * service.js, charts.js and logs.js the pages. A module runs once the
- * document is parsed, so boot() is simply called at the end.
+ * the live events stream, refresh scheduling and routing. dom.js and api.js
+ * hold the building blocks, page.js what every page shares, overview.js,
+ * service.js, charts.js and logs.js the pages; imports point only that way,
+ * with no cycle. A module runs once the document is parsed, so boot() is
+ * simply called at the end.
  */
 
 import { $, el, fill, setAttr, setText, show } from "./dom.js";
@@ -27,6 +28,7 @@ import {
 import { refreshOverview } from "./overview.js";
 import { refreshService } from "./service.js";
 import { addPageEvents, eventKey } from "./logs.js";
+import { onRefresh, teardownView } from "./page.js";
 
 const TOKEN_KEY = "mesh.token";
 const POLL_MS = 5000;
@@ -38,6 +40,7 @@ const RESUME_RETRY_MS = 3000;
 
 function boot() {
   onUnauthorized(signOut);
+  onRefresh(refresh);
   $("signin").addEventListener("submit", onSignIn);
   $("signout").addEventListener("click", () => signOut(""));
   $("skip-link").addEventListener("click", onSkip);
@@ -247,14 +250,6 @@ function parseRoute() {
   return { kind: "overview" };
 }
 
-/** Stops what the current view runs (log stream, stats timer). */
-function teardownView() {
-  if (view.logsCtrl) view.logsCtrl.abort();
-  view.logsCtrl = null;
-  clearInterval(view.statsTimer);
-  view.statsTimer = 0;
-}
-
 function route(focus) {
   if (!session.me) return;
   teardownView();
@@ -266,53 +261,6 @@ function route(focus) {
   fill($("view"), el("p", { class: "loading" }, "Loading…"));
   setAttr($("nav-overview"), "aria-current", view.route.kind === "overview" ? "page" : null);
   refresh();
-}
-
-/** Puts a new page in the view and, after navigation, focus on its heading. */
-export function mount(page, root) {
-  teardownView();
-  view.page = page;
-  fill($("view"), root);
-}
-
-export function focusHeading(node) {
-  if (view.focus && node) {
-    view.focus = false;
-    node.focus();
-  }
-}
-
-// ---------------------------------------------------------------- actions
-
-export function actionRegions() {
-  return [
-    el("p", { id: "action-status", class: "msg ok", role: "status", "aria-live": "polite" }),
-    el("p", { id: "action-error", class: "msg error", role: "alert", "aria-live": "assertive" }),
-  ];
-}
-
-export function actionError(message) {
-  setText($("action-status"), "");
-  setText($("action-error"), message);
-}
-
-/** Runs one action: clears both regions, shows its line or the API's error, then refreshes. */
-export async function runAction(button, work) {
-  if (button.getAttribute("aria-disabled") === "true") return;
-  const gen = view.gen;
-  setText($("action-status"), "");
-  setText($("action-error"), "");
-  // aria-disabled rather than disabled: a disabled button would drop keyboard focus.
-  button.setAttribute("aria-disabled", "true");
-  try {
-    const message = await work();
-    if (gen === view.gen) setText($("action-status"), message);
-    await refresh();
-  } catch (e) {
-    if (gen === view.gen && session.me && !isAbort(e)) setText($("action-error"), errorText(e));
-  } finally {
-    button.removeAttribute("aria-disabled");
-  }
 }
 
 boot();

@@ -24,15 +24,18 @@ import {
   until,
 } from "./dom.js";
 import { api, errorText, isAbort, session, view } from "./api.js";
-import { actionRegions, focusHeading, mount, runAction } from "./app.js";
 import {
+  actionRegions,
   endpointsCell,
+  focusHeading,
   instanceBlock,
+  mount,
+  runAction,
   runningCount,
   scheduleText,
   updateEndpoints,
   updateInstances,
-} from "./service.js";
+} from "./page.js";
 
 // ---------------------------------------------------------------- overview
 

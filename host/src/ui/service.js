@@ -1,7 +1,6 @@
 /*
  * The service page: its summary, instances, actions (scale, restart, run
- * now, publish, unpublish) and, for a cron job, its runs. The instance table
- * and endpoint list here are shared with the overview's service cards.
+ * now, publish, unpublish) and, for a cron job, its runs.
  */
 
 import {
@@ -29,99 +28,22 @@ import {
   until,
 } from "./dom.js";
 import { api, ApiError, session, view } from "./api.js";
-import { actionError, actionRegions, focusHeading, mount, runAction } from "./app.js";
+import {
+  actionError,
+  actionRegions,
+  endpointsCell,
+  focusHeading,
+  instanceBlock,
+  mount,
+  runAction,
+  runningCount,
+  updateEndpoints,
+  updateInstances,
+} from "./page.js";
 import { buildCharts, loadStats } from "./charts.js";
 import { addPageEvents, buildEvents, buildLogs, loadServiceEvents, startLogs, syncInstanceOptions } from "./logs.js";
 
 const STATS_MS = 10000;
-
-// ---------------------------------------------------------------- instance table (shared)
-
-export function instanceBlock() {
-  const tbody = el("tbody");
-  const wrap = el(
-    "div",
-    { class: "table-wrap" },
-    el(
-      "table",
-      { class: "grid instances" },
-      el("caption", { class: "visually-hidden" }, "Instances"),
-      colHeads("Instance", "State", "Restarts", "Exit", "Age", "Node", "Version", "Message"),
-      tbody,
-    ),
-  );
-  const empty = el("p", { class: "empty" }, "No instances.");
-  return { node: el("div", { class: "instances-block" }, wrap, empty), wrap, tbody, empty };
-}
-
-function makeInstanceRow(inst) {
-  // data-label names each cell where a narrow screen stacks the row.
-  const cell = (cls, label) => ({ class: cls, "data-label": label });
-  return emptyRow(
-    { "data-instance": inst.id },
-    "id",
-    cell("state", "State"),
-    cell("restarts num", "Restarts"),
-    cell("exit num", "Exit"),
-    cell("age", "Age"),
-    cell("node", "Node"),
-    cell("version", "Version"),
-    cell("message", "Message"),
-  );
-}
-
-function updateInstanceRow(tr, inst) {
-  const c = tr.cells;
-  setText(c[0], inst.id);
-  setState(c[1], "state", inst.state);
-  setAttr(c[1], "title", inst.state === "backoff" && inst.backoff_ms ? "retrying in " + fmtDuration(inst.backoff_ms) : null);
-  setText(c[2], inst.restarts ?? 0);
-  setText(c[3], inst.exit_code === null || inst.exit_code === undefined ? "-" : inst.exit_code);
-  setText(c[4], age(inst.started_at));
-  setAttr(c[4], "title", absTime(inst.started_at) || null);
-  setText(c[5], inst.node || "");
-  setText(c[6], inst.version === undefined || inst.version === null ? "" : "v" + inst.version);
-  setText(c[7], inst.message || "");
-}
-
-export function updateInstances(block, svc) {
-  const list = svc.instances || [];
-  sync(block.tbody, list, (i) => i.id, makeInstanceRow, updateInstanceRow);
-  show(block.wrap, list.length > 0);
-  // A cron job between runs has no instances: its run summary says enough.
-  show(block.empty, list.length === 0 && svc.type !== "cron");
-}
-
-export function runningCount(svc) {
-  return (svc.instances || []).filter((i) => i.state === "running").length;
-}
-
-function makeEndpoint(url) {
-  const link = isHttpUrl(url)
-    ? el("a", { href: url, target: "_blank", rel: "noopener noreferrer", "aria-describedby": "new-tab-note" }, url)
-    : el("span", null, url);
-  return el("li", null, link);
-}
-
-export function updateEndpoints(list, none, svc) {
-  const urls = svc.endpoints || [];
-  sync(list, urls, (u) => u, makeEndpoint);
-  show(list, urls.length > 0);
-  show(none, urls.length === 0);
-}
-
-export function endpointsCell() {
-  const list = el("ul", { class: "endpoint-list" });
-  const none = el("span", { class: "muted" }, "not published");
-  return { list, none, nodes: [list, none] };
-}
-
-export function scheduleText(svc) {
-  if (!svc.schedule) return "";
-  return svc.schedule + (svc.timezone ? " (" + svc.timezone + ")" : "");
-}
-
-// ---------------------------------------------------------------- service page
 
 export async function refreshService(gen, r) {
   let svc;
