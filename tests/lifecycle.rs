@@ -378,13 +378,32 @@ fn a_restart_rolls_every_instance_and_a_web_service_keeps_serving() {
     assert!(points
         .iter()
         .any(|p| p["p95_ms"].as_f64().is_some_and(|ms| ms > 0.0)));
-    let created: Value =
-        serde_json::from_str(&d.ok(&["env", "create", "other", "--json"])).unwrap();
-    let other = created["token"].as_str().unwrap();
+    let other = &d.new_env("other", &[]);
     let (status, body) = json_get(&d, other, "/v1/services/app/site/stats");
     assert_eq!(status, 404, "{body}");
     let (_, who) = json_get(&d, other, "/v1/whoami");
     assert_eq!(who, serde_json::json!({"env": "other", "operator": false}));
+
+    // The service page's events: that service's only, in the asker's own
+    // environment, the last N of them.
+    let (status, events) = json_get(&d, token, "/v1/events?service=app/site&tail=3");
+    assert_eq!(status, 200, "{events}");
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(
+        events.iter().all(|e| e["service"] == "app/site"),
+        "{events:?}"
+    );
+    let (_, all) = json_get(&d, token, "/v1/events?service=app/site");
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "service.restarted"),
+        "{all}"
+    );
+    let (_, theirs) = json_get(&d, other, "/v1/events?service=app/site");
+    assert_eq!(theirs, serde_json::json!([]));
 
     // A cron job has nothing to restart, an unknown service is named; a
     // refused restart changes nothing.

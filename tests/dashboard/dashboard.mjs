@@ -240,6 +240,8 @@ async function run() {
     await page.locator("#restart-button").click();
     await page.locator("#action-status").filter({ hasText: /restart/i }).waitFor();
     assert.ok(service(TOKENS.acme, "web").restarted_at, "restarted_at not set");
+    // The restart's event reaches the page's list live.
+    await page.locator("#events li", { hasText: "service.restarted" }).waitFor();
   });
 
   await step("publish and unpublish from the page", async () => {
@@ -294,6 +296,8 @@ async function run() {
     await page.locator("#runs tr[data-run]").first().waitFor({ timeout: 10000 });
     await page.locator("#logs li.log-line").first().waitFor({ timeout: 10000 });
     assert.ok((await page.locator("#next-run").innerText()).trim().length > 0);
+    // Its history, from before the page opened, among many other events.
+    await page.locator("#events li", { hasText: "service.created" }).waitFor();
     const runs = await page.locator("#runs tr[data-run]").count();
     const lines = await page.locator("#logs li.log-line").count();
     await page.waitForFunction(

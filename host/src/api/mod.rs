@@ -45,7 +45,7 @@ use crate::model::DEFAULT_ENVIRONMENT;
 use crate::runtime::Engine;
 use crate::services::{CodeSource, Supervisor};
 use crate::store::{KvError, Store, Txn};
-use crate::telemetry::Logs;
+use crate::telemetry::{Event, Logs};
 use wire::ErrorBody;
 
 /// What every handler can reach.
@@ -359,9 +359,17 @@ async fn events(
     axum::Extension(caller): axum::Extension<Caller>,
     axum::extract::Query(query): axum::extract::Query<wire::EventsQuery>,
 ) -> ApiResult<Response> {
-    let env = (!caller.admin).then_some(caller.env.clone());
+    // A service is named within the token's environment, as everywhere else.
+    let env = (!caller.admin || query.service.is_some()).then_some(caller.env.clone());
+    let service = query.service;
+    let wanted = move |event: &Event| {
+        env.as_ref().is_none_or(|e| &event.env == e)
+            && service
+                .as_ref()
+                .is_none_or(|s| event.service.as_ref() == Some(s))
+    };
     let events = state.supervisor.events().clone();
-    let mut list = events.list(env.as_deref());
+    let mut list = events.matching(&wanted);
     if let Some(n) = query.tail {
         let skip = list.len().saturating_sub(n);
         list.drain(..skip);
@@ -373,7 +381,7 @@ async fn events(
         list,
         events.follow(),
         state.stopping.clone(),
-        move |event| env.as_ref().is_none_or(|e| &event.env == e),
+        wanted,
     ))
 }
 

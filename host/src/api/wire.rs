@@ -453,6 +453,9 @@ pub struct RunQuery {
 pub struct EventsQuery {
     /// Last N events only.
     pub tail: Option<usize>,
+    /// Only this service's events, `stack/name`, in the token's own
+    /// environment (the operator's too).
+    pub service: Option<String>,
     /// Keep the answer open and stream new events (NDJSON).
     #[serde(default)]
     pub follow: bool,

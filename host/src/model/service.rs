@@ -65,7 +65,7 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_ms: Option<u64>,
     /// When someone last asked for its instances to restart (`mesh svc
-    /// restart`): a new time rolls them, one at a time.
+    /// restart`): a new time replaces them (a worker's one at a time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarted_at: Option<DateTime<Utc>>,
     /// When the service was created.

@@ -130,10 +130,15 @@ impl Events {
     /// The kept events of an environment (all of them for `None`), oldest
     /// first.
     pub fn list(&self, env: Option<&str>) -> Vec<Event> {
+        self.matching(|e| env.is_none_or(|env| e.env == env))
+    }
+
+    /// The kept events `wanted` takes, oldest first.
+    pub fn matching(&self, wanted: impl Fn(&Event) -> bool) -> Vec<Event> {
         self.kept
             .lock()
             .iter()
-            .filter(|e| env.is_none_or(|env| e.env == env))
+            .filter(|e| wanted(e))
             .cloned()
             .collect()
     }

@@ -11,13 +11,16 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use std::time::Duration;
 
-use super::recent::{Recent, WindowStats};
+use super::recent::{bucket_of, Recent, WindowStats};
 use crate::model::{InstanceStatus, RunStatus, ServiceKey};
 
 /// Upper bounds of the request latency buckets, in seconds.
 const BUCKETS: [f64; 10] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
 ];
+
+/// A service's recent requests: one latency bucket per bound, one beyond.
+type RecentRequests = Recent<{ BUCKETS.len() + 1 }>;
 
 /// Counts of outgoing requests since the daemon started.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -80,7 +83,7 @@ pub struct ServiceMetrics {
 #[derive(Default)]
 struct Tallies {
     counts: Counts,
-    recent: Recent,
+    recent: RecentRequests,
 }
 
 #[derive(Default, Clone)]
@@ -105,15 +108,15 @@ impl ServiceMetrics {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let bucket = bucket_of(seconds, &BUCKETS);
         let mut tallies = self.tallies.lock();
-        tallies.recent.record(now, status, seconds, &BUCKETS);
+        tallies.recent.record(now, status, seconds, bucket);
         let c = &mut tallies.counts;
         *c.requests.entry(status).or_default() += 1;
         let h = &mut c.latency;
-        for (count, bound) in h.counts.iter_mut().zip(BUCKETS) {
-            if seconds <= bound {
-                *count += 1;
-            }
+        // Cumulative: every bound the request was within.
+        for count in &mut h.counts[bucket..] {
+            *count += 1;
         }
         h.count += 1;
         h.sum += seconds;
@@ -167,7 +170,7 @@ impl Metrics {
         let service = self.services.lock().get(key).cloned();
         match service {
             Some(s) => s.tallies.lock().recent.stats(now_secs, &BUCKETS),
-            None => Recent::default().stats(now_secs, &BUCKETS),
+            None => RecentRequests::default().stats(now_secs, &BUCKETS),
         }
     }
 

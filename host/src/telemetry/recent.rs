@@ -12,25 +12,38 @@ pub const STEP_SECONDS: u64 = 10;
 /// Windows kept: ten minutes.
 pub const WINDOWS: usize = 60;
 
-/// Upper bounds of the latency buckets, in seconds; one more bucket takes
-/// what is slower than the last.
-pub type Bounds = [f64];
-
-/// A service's recent windows, oldest first.
-#[derive(Default)]
-pub struct Recent {
-    windows: VecDeque<Window>,
+/// The latency bucket of a request that took `seconds`: the first of
+/// `bounds` it is within, or `bounds.len()` when slower than all.
+pub fn bucket_of(seconds: f64, bounds: &[f64]) -> usize {
+    bounds
+        .iter()
+        .position(|&b| seconds <= b)
+        .unwrap_or(bounds.len())
 }
 
-#[derive(Clone, Default)]
-struct Window {
+/// A service's recent windows, oldest first, counting latency in `B`
+/// buckets: one per upper bound the caller keeps, and a last one for what
+/// is slower than every bound.
+pub struct Recent<const B: usize> {
+    windows: VecDeque<Window<B>>,
+}
+
+impl<const B: usize> Default for Recent<B> {
+    fn default() -> Self {
+        Recent {
+            windows: VecDeque::new(),
+        }
+    }
+}
+
+struct Window<const B: usize> {
     /// Seconds since the epoch / [`STEP_SECONDS`].
     index: u64,
     requests: u64,
     errors: u64,
     /// Requests per latency bucket (not cumulative), the last for slower
     /// than every bound.
-    buckets: Vec<u64>,
+    buckets: [u64; B],
     /// The slowest request, in seconds: what a quantile in the last
     /// bucket reports, since that bucket has no upper bound.
     slowest: f64,
@@ -52,16 +65,19 @@ pub struct WindowStats {
     pub p95: Option<f64>,
 }
 
-impl Recent {
+impl<const B: usize> Recent<B> {
     /// Counts one request answered at `now_secs` with `status`, which took
-    /// `seconds`.
-    pub fn record(&mut self, now_secs: u64, status: u16, seconds: f64, bounds: &Bounds) {
+    /// `seconds`, in latency bucket `bucket` (the caller's, which already
+    /// found it for its own histogram).
+    pub fn record(&mut self, now_secs: u64, status: u16, seconds: f64, bucket: usize) {
         let index = now_secs / STEP_SECONDS;
         if self.windows.back().is_none_or(|w| w.index < index) {
             self.windows.push_back(Window {
                 index,
-                buckets: vec![0; bounds.len() + 1],
-                ..Window::default()
+                requests: 0,
+                errors: 0,
+                buckets: [0; B],
+                slowest: 0.0,
             });
             while self.windows.len() > WINDOWS {
                 self.windows.pop_front();
@@ -75,17 +91,13 @@ impl Recent {
         if status >= 500 {
             w.errors += 1;
         }
-        let bucket = bounds
-            .iter()
-            .position(|&b| seconds <= b)
-            .unwrap_or(bounds.len());
-        w.buckets[bucket] += 1;
+        w.buckets[bucket.min(B - 1)] += 1;
         w.slowest = w.slowest.max(seconds);
     }
 
     /// The last [`WINDOWS`] windows up to the one holding `now_secs`, oldest
-    /// first, empty ones included.
-    pub fn stats(&self, now_secs: u64, bounds: &Bounds) -> Vec<WindowStats> {
+    /// first, empty ones included; `bounds` are the buckets' upper bounds.
+    pub fn stats(&self, now_secs: u64, bounds: &[f64]) -> Vec<WindowStats> {
         let last = now_secs / STEP_SECONDS;
         let first = (last + 1).saturating_sub(WINDOWS as u64);
         (first..=last)
@@ -112,11 +124,11 @@ impl Recent {
     }
 }
 
-impl Window {
+impl<const B: usize> Window<B> {
     /// The upper bound of the bucket holding quantile `q`, or the slowest
     /// request when that is the last, unbounded bucket; `None` without
     /// requests.
-    fn quantile(&self, q: f64, bounds: &Bounds) -> Option<f64> {
+    fn quantile(&self, q: f64, bounds: &[f64]) -> Option<f64> {
         let total: u64 = self.buckets.iter().sum();
         if total == 0 {
             return None;
@@ -139,16 +151,21 @@ mod tests {
 
     const B: [f64; 3] = [0.001, 0.01, 0.1];
 
+    /// Records as the metrics do: the bucket found from [`B`].
+    fn record(r: &mut Recent<4>, now_secs: u64, status: u16, seconds: f64) {
+        r.record(now_secs, status, seconds, bucket_of(seconds, &B));
+    }
+
     #[test]
     fn windows_count_and_fill_gaps() {
         let mut r = Recent::default();
         let t = 1_000_000;
         for _ in 0..19 {
-            r.record(t, 200, 0.0005, &B);
+            record(&mut r, t, 200, 0.0005);
         }
-        r.record(t + 1, 503, 0.05, &B);
-        r.record(t + 25, 200, 0.5, &B);
-        r.record(t + 26, 200, 30.0, &B);
+        record(&mut r, t + 1, 503, 0.05);
+        record(&mut r, t + 25, 200, 0.5);
+        record(&mut r, t + 26, 200, 30.0);
         let stats = r.stats(t + 26, &B);
         assert_eq!(stats.len(), WINDOWS);
         let last = &stats[WINDOWS - 1];
@@ -169,7 +186,7 @@ mod tests {
     fn keeps_only_the_last_windows() {
         let mut r = Recent::default();
         for i in 0..(WINDOWS as u64 * 3) {
-            r.record(i * STEP_SECONDS, 200, 0.002, &B);
+            record(&mut r, i * STEP_SECONDS, 200, 0.002);
         }
         assert_eq!(r.windows.len(), WINDOWS);
         let now = (WINDOWS as u64 * 3 - 1) * STEP_SECONDS;

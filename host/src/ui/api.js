@@ -21,10 +21,8 @@ export const session = {
   debounceTimer: 0,
   refreshing: false,
   refreshAgain: false,
-  /** Keys of events seen, so a reconnect's replayed tail is not counted twice. */
+  /** Keys of events seen, oldest first, so a reconnect's replayed tail is not counted twice. */
   seen: new Set(),
-  seenOrder: [],
-  recent: [],
 };
 
 /** The current view; gen changes on every navigation so late answers for an old view are dropped. */

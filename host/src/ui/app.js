@@ -33,6 +33,8 @@ import { onRefresh, teardownView } from "./page.js";
 const TOKEN_KEY = "mesh.token";
 const POLL_MS = 5000;
 const DEBOUNCE_MS = 150;
+/** Event keys remembered against a reconnect's replay (it replays 50). */
+const MAX_SEEN = 2000;
 /** After the daemon could not be reached on a reload, try the saved token again this often. */
 const RESUME_RETRY_MS = 3000;
 
@@ -144,8 +146,6 @@ function signOut(message) {
   forgetToken();
   session.me = null;
   session.seen.clear();
-  session.seenOrder = [];
-  session.recent = [];
   showSignIn(message);
 }
 
@@ -184,10 +184,8 @@ function onEvents(batch) {
     const key = eventKey(e);
     if (session.seen.has(key)) continue;
     session.seen.add(key);
-    session.seenOrder.push(key);
-    if (session.seenOrder.length > 2000) session.seen.delete(session.seenOrder.shift());
-    session.recent.push(e);
-    if (session.recent.length > 500) session.recent.shift();
+    // A Set iterates in insertion order: the first is the oldest.
+    if (session.seen.size > MAX_SEEN) session.seen.delete(session.seen.values().next().value);
     fresh.push(e);
   }
   if (!fresh.length) return;

@@ -58,11 +58,12 @@ export async function loadStats(p) {
   }
 }
 
-/** Removes everything but the <title>. */
+/** Removes everything but the <title>, then draws the x axis. */
 function clearChart(svg) {
   for (const child of Array.from(svg.childNodes)) {
     if (child.nodeName !== "title") child.remove();
   }
+  svg.appendChild(svgEl("line", { class: "chart-axis", x1: 0, y1: CHART_H - 0.5, x2: CHART_W, y2: CHART_H - 0.5 }));
 }
 
 function lastNumber(list) {
@@ -72,7 +73,6 @@ function lastNumber(list) {
 
 function drawBars(svg, values, cls) {
   clearChart(svg);
-  svg.appendChild(svgEl("line", { class: "chart-axis", x1: 0, y1: CHART_H - 0.5, x2: CHART_W, y2: CHART_H - 0.5 }));
   const n = values.length;
   if (!n) return;
   const max = Math.max(0, ...values);
@@ -96,7 +96,6 @@ function drawBars(svg, values, cls) {
 /** Lines with gaps where a window had no value; a lone value shows as a dot. */
 function drawLines(svg, series) {
   clearChart(svg);
-  svg.appendChild(svgEl("line", { class: "chart-axis", x1: 0, y1: CHART_H - 0.5, x2: CHART_W, y2: CHART_H - 0.5 }));
   const all = series.flatMap((s) => s.values).filter((v) => typeof v === "number");
   const max = Math.max(0, ...all);
   if (!(max > 0)) return;

@@ -143,11 +143,12 @@ export function buildEvents(p) {
   );
 }
 
-/** The history before this page opened; the live stream adds the rest. */
+/** The service's history before this page opened; the live stream adds the rest. */
 export async function loadServiceEvents(p) {
   const gen = view.gen;
   try {
-    const list = await api("GET", "/v1/events?tail=500");
+    const query = new URLSearchParams({ service: p.key, tail: String(MAX_EVENTS) });
+    const list = await api("GET", "/v1/events?" + query.toString());
     if (gen === view.gen && Array.isArray(list)) addPageEvents(list);
   } catch (_) {
     /* not worth an alert: the live stream still fills the list */

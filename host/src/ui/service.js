@@ -27,7 +27,7 @@ import {
   timeEl,
   until,
 } from "./dom.js";
-import { api, ApiError, session, view } from "./api.js";
+import { api, ApiError, view } from "./api.js";
 import {
   actionError,
   actionRegions,
@@ -41,7 +41,7 @@ import {
   updateInstances,
 } from "./page.js";
 import { buildCharts, loadStats } from "./charts.js";
-import { addPageEvents, buildEvents, buildLogs, loadServiceEvents, startLogs, syncInstanceOptions } from "./logs.js";
+import { buildEvents, buildLogs, loadServiceEvents, startLogs, syncInstanceOptions } from "./logs.js";
 
 const STATS_MS = 10000;
 
@@ -115,7 +115,6 @@ function buildServicePage(svc) {
     loadStats(p);
     view.statsTimer = setInterval(() => loadStats(p), STATS_MS);
   }
-  addPageEvents(session.recent);
   loadServiceEvents(p);
   return p;
 }
@@ -251,8 +250,7 @@ function onRestart(button, p) {
   runAction(button, async () => {
     const svc = await api("POST", p.base + "/restart");
     const n = svc && svc.instances ? svc.instances.length : 0;
-    const how = p.type === "web" ? ", fresh ones take new requests" : ", one at a time";
-    return "Restarting " + p.key + (n ? ": " + plural(n, "instance") + how + "." : ".");
+    return "Restarting " + p.key + (n ? ": " + plural(n, "instance") + "." : ".");
   });
 }
 
