@@ -179,6 +179,15 @@ fn a_published_core_module_serves_requests_as_cgi() {
     assert!(r.body.ends_with("body=a=1&b=2\n"), "{}", r.body);
     let r = d.get("www.localhost", "/missing");
     assert_eq!((r.status, r.body.as_str()), (404, "no such page\n"));
+    // A response head is bounded as a request head is (64 KiB): one of
+    // 100,000 bytes is not passed on.
+    let r = d.get("www.localhost", "/big-head?1000");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-big").map(str::len), Some(1000));
+    let r = d.get("www.localhost", "/big-head?100000");
+    assert_eq!(r.status, 500, "{r:?}");
+    assert!(r.body.contains("response head of 100"), "{}", r.body);
+    assert!(r.header("x-big").is_none());
     // A request whose run fails gets 500 and a line in the log; it is the
     // request's failure, not the service's: no restart, no back-off a
     // client could cause.

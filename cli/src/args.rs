@@ -268,6 +268,9 @@ pub struct EnvSettingsArgs {
     /// Most services.
     #[arg(long, value_name = "N")]
     pub max_services: Option<u32>,
+    /// Most tasks (processes and threads) of all its containers together.
+    #[arg(long, value_name = "N")]
+    pub max_tasks: Option<u32>,
     /// Outbound policy: allow, deny, or host[:port] patterns.
     #[arg(long, value_name = "POLICY")]
     pub outbound: Option<String>,
@@ -332,6 +335,13 @@ pub struct UpArgs {
     /// cluster, images are placed on the hosts that do).
     #[arg(long, default_value = mesh_host::container::net::DEFAULT_SUBNET, value_name = "CIDR")]
     pub container_network: String,
+
+    /// Process ids kept for the host: all containers together may have
+    /// the host's pid_max (or threads-max, the lower) less this many
+    /// tasks, so no tenant's forks can make fork fail for the machine.
+    /// Default: a quarter of the host's.
+    #[arg(long, value_name = "N")]
+    pub reserved_tasks: Option<u64>,
 
     /// Largest container image a tenant may upload.
     #[arg(long, default_value = "2Gi", value_name = "SIZE")]

@@ -581,6 +581,7 @@ fn settings(args: EnvSettingsArgs, remove_domain: Option<String>) -> UpdateEnv {
         max_memory: args.max_memory,
         max_code: args.max_code,
         max_services: args.max_services,
+        max_tasks: args.max_tasks,
     }
 }
 

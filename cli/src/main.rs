@@ -150,6 +150,7 @@ fn up(data_dir: Option<std::path::PathBuf>, args: UpArgs) -> anyhow::Result<()> 
         log_bytes_per_service: parse("--log-size", &args.log_size)?,
         shared_cache: args.shared_cache,
         container_network: args.container_network,
+        reserved_tasks: args.reserved_tasks,
         max_image_bytes: parse("--max-image", &args.max_image)?,
         store: mesh_host::config::StoreConfig::parse(&args.store)
             .map_err(|e| anyhow::anyhow!("--store: {e}"))?,

@@ -54,12 +54,13 @@ async fn bench() -> anyhow::Result<()> {
         std::env::current_exe()?,
         "10.215.0.1/24",
         64,
+        (8192, 4096),
     )?;
     if let Some(why) = containers.unsupported() {
         anyhow::bail!("{why}");
     }
     let image_dir = containers.image_dir("bench");
-    image::unpack("busybox.tar", &busybox, &image_dir)?;
+    image::unpack("busybox.tar", &busybox, &image_dir, image::Room::platform())?;
 
     // mesh container: start to exit, cleaned up.
     let mut container = Vec::with_capacity(RUNS);
@@ -78,6 +79,7 @@ async fn bench() -> anyhow::Result<()> {
                     hostname: "bench".into(),
                     names: Vec::new(),
                     stop_grace: Duration::from_secs(1),
+                    tenant: "bench".into(),
                 },
             )
             .await
@@ -185,5 +187,7 @@ async fn bench() -> anyhow::Result<()> {
         "  ratio mesh container / wasm:     {:>10.1}x",
         c.as_secs_f64() / w.as_secs_f64()
     );
+    // Its cgroups go with it.
+    containers.stopped(Duration::from_secs(5)).await;
     Ok(())
 }

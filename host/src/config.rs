@@ -39,6 +39,9 @@ pub const DEFAULT_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::fro
 pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Control API connections open at once.
 pub const DEFAULT_API_MAX_CONNECTIONS: usize = 1_000;
+/// Control API connections one client address may hold open: a quarter of
+/// the API's, so one address cannot take them all.
+pub const DEFAULT_API_MAX_PER_CLIENT: usize = DEFAULT_API_MAX_CONNECTIONS / 4;
 /// How long shutdown waits for open connections to finish.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -88,6 +91,9 @@ pub struct DaemonConfig {
     pub idle_timeout: std::time::Duration,
     /// The containers' bridge: its address and prefix (`10.213.0.1/16`).
     pub container_network: String,
+    /// Tasks (process ids) kept for the host: containers together may
+    /// have the host's capacity less this; `None` keeps a quarter.
+    pub reserved_tasks: Option<u64>,
     /// Largest container image upload, in bytes.
     pub max_image_bytes: u64,
     /// Where desired state lives.
@@ -173,11 +179,22 @@ impl Default for DaemonConfig {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             container_network: DEFAULT_CONTAINER_NETWORK.to_string(),
+            reserved_tasks: None,
             max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
             store: StoreConfig::Embedded,
             node: DEFAULT_NODE.to_string(),
             advertise: None,
         }
+    }
+}
+
+impl DaemonConfig {
+    /// Tasks all containers together may have: the host's capacity
+    /// (`kernel.pid_max`, `kernel.threads-max`) less what is kept for the
+    /// host, never less than one container's own bound.
+    pub fn container_tasks(&self, capacity: u64) -> u64 {
+        let reserved = self.reserved_tasks.unwrap_or(capacity / 4);
+        capacity.saturating_sub(reserved).max(4096)
     }
 }
 

@@ -316,6 +316,7 @@ fn image_layers_never_write_outside_the_root() {
         let mut budget = Budget {
             bytes: 1 << 20,
             entries: 100,
+            limit: "the fuzzer's limit".into(),
         };
         // Twice: the second layer lands on what the first made (links).
         let _ = apply(&root, &tar[..], "fuzz", &mut budget);
@@ -351,7 +352,14 @@ fn image_uploads_of_any_bytes_are_refused_without_a_panic() {
             let upload = dir.path().join("upload.tar");
             std::fs::write(&upload, &bytes).unwrap();
             let dest = dir.path().join("images/x");
-            if mesh_host::container::image::unpack("fuzz", &upload, &dest).is_err() {
+            if mesh_host::container::image::unpack(
+                "fuzz",
+                &upload,
+                &dest,
+                mesh_host::container::image::Room::platform(),
+            )
+            .is_err()
+            {
                 assert!(!dest.exists());
             }
         },

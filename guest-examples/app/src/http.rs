@@ -51,6 +51,13 @@ impl wasip2::exports::http::incoming_handler::Guest for Handler {
             None => (path_with_query.as_str(), ""),
         };
 
+        if path == "/call-then-drop" {
+            // Calls out, then returns without answering: a request that
+            // must not be sent again, since its call already happened.
+            let _ = call(query);
+            drop(response_out);
+            return;
+        }
         let calls = match path {
             "/pay" => Some(pay(query)),
             "/call" => Some(call(query)),

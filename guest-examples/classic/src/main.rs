@@ -3,7 +3,8 @@
 //! interactive run, and, published, as a CGI web service (WAGI).
 //!
 //! - no arguments under CGI (`REQUEST_METHOD` set): answers the request,
-//!   echoing its method, path, query, one header and body.
+//!   echoing its method, path, query, one header and body;
+//!   `/big-head?N` answers with one header of N bytes.
 //! - `hello`: prints a greeting, its argv and `GREETING` from its env.
 //! - `exit N`: prints a line, then exits with code N.
 //! - `alloc MIB`: allocates that much memory, touching every page.
@@ -175,6 +176,12 @@ fn cgi() {
     }
     if path == "/trap" {
         std::process::abort();
+    }
+    if path == "/big-head" {
+        // One header of QUERY_STRING bytes: a head no client could send.
+        let n: usize = var("QUERY_STRING").parse().unwrap_or(0);
+        print!("Content-Type: text/plain\nX-Big: {}\n\nbig head\n", "a".repeat(n));
+        return;
     }
     if let Some(file) = path.strip_prefix("/static/") {
         match std::fs::read(format!("/static/{file}")) {

@@ -154,6 +154,9 @@ async fn apply(
     if let Some(n) = request.max_services {
         quotas.max_services = n;
     }
+    if let Some(n) = request.max_tasks {
+        quotas.max_tasks = n;
+    }
     if let Some(size) = &request.max_memory {
         quotas.max_memory_bytes = parse_memory(size).map_err(ApiError::bad_request)?;
     }

@@ -14,6 +14,8 @@
 //! - `stacks`: code uploads, deploys, versions, rollback.
 //! - `restart`: a service's instances rolled by hand.
 //! - `stats`: a service's recent requests, for the dashboard's charts.
+//! - `streams`: follow streams (events, logs), bounded per environment.
+//! - `uploads`: uploads going, bounded per environment, and their pace.
 //! - `ui`: the dashboard, a page served from the binary.
 
 mod endpoints;
@@ -26,7 +28,9 @@ mod run;
 mod services;
 mod stacks;
 mod stats;
+mod streams;
 pub mod ui;
+mod uploads;
 pub mod wire;
 
 use std::sync::Arc;
@@ -74,7 +78,11 @@ pub struct ApiState {
     /// Turns true when the daemon shuts down: followers end their streams.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Interactive runs going, by environment.
-    pub runs: Arc<run::Runs>,
+    pub runs: Arc<quotas::Runs>,
+    /// Follow streams open, by environment.
+    pub streams: Arc<streams::Streams>,
+    /// Uploads going, by environment.
+    pub places: Arc<uploads::Places>,
     /// Code uploaded and not deployed yet, by environment.
     pub uploads: Arc<quotas::Uploads>,
     /// This host, as it was when it started.
@@ -181,6 +189,22 @@ impl ApiError {
     pub fn forbidden(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::FORBIDDEN,
+            message: message.into(),
+        }
+    }
+
+    /// 408: the request's body did not come in time.
+    pub fn timeout(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: message.into(),
+        }
+    }
+
+    /// 429: the caller holds as many of something as it may.
+    pub fn too_many(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
             message: message.into(),
         }
     }
@@ -377,11 +401,13 @@ async fn events(
     if !query.follow {
         return Ok(Json(list).into_response());
     }
+    let slot = state.streams.open(&caller)?;
     Ok(follow_ndjson(
         list,
         events.follow(),
         state.stopping.clone(),
         wanted,
+        slot,
     ))
 }
 
@@ -409,11 +435,13 @@ pub(super) fn list_or_none<S: AsRef<str>>(names: &[S]) -> String {
 /// A response that streams `backlog`, then every item from `live` that
 /// `wanted` keeps, one JSON object per line, until the client goes away or
 /// the daemon stops. Items the receiver lagged behind on are skipped.
+/// `held` (the stream's count) is dropped with the stream.
 pub(super) fn follow_ndjson<T>(
     backlog: Vec<T>,
     live: tokio::sync::broadcast::Receiver<T>,
     stopping: tokio::sync::watch::Receiver<bool>,
     wanted: impl Fn(&T) -> bool + Send + 'static,
+    held: impl Send + Sync + 'static,
 ) -> Response
 where
     T: Serialize + Clone + Send + 'static,
@@ -437,7 +465,8 @@ where
             }
         },
     );
-    let body = backlog.chain(new).map(|item| {
+    let body = backlog.chain(new).map(move |item| {
+        let _held = &held;
         let mut json = serde_json::to_vec(&item).unwrap_or_default();
         json.push(b'\n');
         Ok::<_, std::io::Error>(bytes::Bytes::from(json))

@@ -4,12 +4,18 @@
 //! is read first ([`guard`]) and the commit rewrites it under a compare,
 //! so of two changes made at once the second conflicts instead of both
 //! slipping under a limit.
+//!
+//! A tenant's interactive runs count too, while they live: each holds one
+//! instance and its memory limit (and scratch), so `mesh run --memory 1Gi`
+//! is refused where `svc create --memory 1Gi` would be, and a service
+//! cannot be scaled into the room a run holds.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::wire::QuotaView;
-use super::{ApiError, ApiResult, ApiState};
+use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::model::{format_memory, Digest, Environment, Quotas, Service, DEFAULT_ENVIRONMENT};
 use crate::runtime::engine::UNDEPLOYED_GRACE;
 use crate::store::{encode, key, Compare, Txn, Versioned};
@@ -21,6 +27,8 @@ pub(super) struct Usage {
     pub instances: u32,
     pub memory_bytes: u64,
     pub code_bytes: u64,
+    /// Tasks its containers have on this host now.
+    pub tasks: u64,
 }
 
 impl Usage {
@@ -63,6 +71,7 @@ pub(super) fn platform_default(state: &ApiState, env: &str) -> Quotas {
             max_memory_bytes: u64::MAX,
             max_code_bytes: u64::MAX,
             max_services: u32::MAX,
+            max_tasks: u32::MAX,
         }
     } else {
         Quotas::TENANT
@@ -73,12 +82,118 @@ pub(super) fn platform_default(state: &ApiState, env: &str) -> Quotas {
 pub(super) async fn usage(state: &ApiState, env: &str) -> ApiResult<Usage> {
     let services = state.store.services(env).await?;
     let mut usage = Usage::of_services(services.iter().map(|s| &s.value));
+    state.runs.add_to(env, &mut usage);
     usage.code_bytes = code_bytes(state, env, None).await?.0;
+    usage.tasks = state.containers.tasks_of(env);
     Ok(usage)
+}
+
+/// Interactive runs one tenant may have going at once (the operator's
+/// have seats of their own in the engine).
+pub const MAX_RUNS_PER_ENVIRONMENT: u32 = 8;
+
+/// Tenants' interactive runs going, by environment: how many and the
+/// memory they may take.
+#[derive(Default)]
+pub struct Runs {
+    live: parking_lot::Mutex<HashMap<String, RunUse>>,
+}
+
+/// What one environment's live runs hold.
+#[derive(Clone, Copy, Debug, Default)]
+struct RunUse {
+    runs: u32,
+    memory_bytes: u64,
+}
+
+/// One interactive run counted against its environment until dropped.
+pub(super) struct RunSlot {
+    runs: Arc<Runs>,
+    env: String,
+    memory_bytes: u64,
+}
+
+impl Runs {
+    /// Adds `env`'s live runs to `usage` (one instance each, and memory).
+    fn add_to(&self, env: &str, usage: &mut Usage) {
+        if let Some(live) = self.live.lock().get(env) {
+            usage.instances = usage.instances.saturating_add(live.runs);
+            usage.memory_bytes = usage.memory_bytes.saturating_add(live.memory_bytes);
+        }
+    }
+}
+
+impl Drop for RunSlot {
+    fn drop(&mut self) {
+        let mut live = self.runs.live.lock();
+        if let Some(going) = live.get_mut(&self.env) {
+            going.runs -= 1;
+            going.memory_bytes -= self.memory_bytes;
+            if going.runs == 0 {
+                live.remove(&self.env);
+            }
+        }
+    }
+}
+
+/// Counts an interactive run of the caller's against its environment's
+/// run, instance and memory quotas, or says which it would exceed. The
+/// operator's runs are bounded by their seats instead.
+pub(super) async fn take_run(
+    state: &ApiState,
+    caller: &Caller,
+    memory_bytes: u64,
+    scratch_bytes: Option<u64>,
+) -> ApiResult<Option<RunSlot>> {
+    if caller.admin {
+        return Ok(None);
+    }
+    let env = &caller.env;
+    let found: Versioned<Environment> = state
+        .store
+        .get(key::env(env))
+        .await?
+        .ok_or_else(|| ApiError::no_environment(env))?;
+    let quotas = quotas_of(state, &found.value);
+    let services = state.store.services(env).await?;
+    let mut now = Usage::of_services(services.iter().map(|s| &s.value));
+    let memory_bytes = memory_bytes.saturating_add(scratch_bytes.unwrap_or(0));
+    // Checked and counted under one lock, so runs started at once cannot
+    // all slip under the limit.
+    let mut live = state.runs.live.lock();
+    let going = live.get(env).copied().unwrap_or_default();
+    if going.runs >= MAX_RUNS_PER_ENVIRONMENT {
+        return Err(ApiError::quota(format!(
+            "environment {env} already has {MAX_RUNS_PER_ENVIRONMENT} interactive runs going; end one first"
+        )));
+    }
+    now.instances = now.instances.saturating_add(going.runs);
+    now.memory_bytes = now.memory_bytes.saturating_add(going.memory_bytes);
+    let wanted = Usage {
+        instances: now.instances.saturating_add(1),
+        memory_bytes: now.memory_bytes.saturating_add(memory_bytes),
+        ..now
+    };
+    exceeds(env, &quotas, &now, &wanted).map_err(|why| {
+        ApiError::quota(format!(
+            "{why} (an interactive run holds an instance and its memory while it lives)"
+        ))
+    })?;
+    let entry = live.entry(env.clone()).or_default();
+    entry.runs += 1;
+    entry.memory_bytes += memory_bytes;
+    Ok(Some(RunSlot {
+        runs: state.runs.clone(),
+        env: env.clone(),
+        memory_bytes,
+    }))
 }
 
 /// Code environments uploaded and have not deployed yet: it is kept for
 /// [`UNDEPLOYED_GRACE`] and counts against their code quota meanwhile.
+/// An upload is counted from the moment its check passes ([`check_upload`]
+/// counts it in the same step), so uploads made at once cannot all slip
+/// under the quota; one that then fails is no longer counted.
 #[derive(Default)]
 pub struct Uploads {
     recent: parking_lot::Mutex<HashMap<String, HashMap<Digest, Upload>>>,
@@ -88,15 +203,6 @@ pub struct Uploads {
 type Upload = (u64, Instant);
 
 impl Uploads {
-    /// Notes an upload of `env`'s.
-    pub(super) fn record(&self, env: &str, digest: Digest, size: u64) {
-        self.recent
-            .lock()
-            .entry(env.to_string())
-            .or_default()
-            .insert(digest, (size, Instant::now()));
-    }
-
     /// Whether `env` uploaded `digest` within the grace period.
     pub(super) fn has(&self, env: &str, digest: &Digest) -> bool {
         self.recent
@@ -107,16 +213,21 @@ impl Uploads {
     }
 
     /// Bytes `env` uploaded within the grace period that `kept` does not
-    /// name (the rest is counted as kept code already).
-    fn pending(&self, env: &str, kept: &HashSet<Digest>) -> u64 {
-        let mut recent = self.recent.lock();
+    /// name (the rest is counted as kept code already), with `recent`
+    /// locked; `but` is left out.
+    fn pending_in(
+        recent: &mut HashMap<String, HashMap<Digest, Upload>>,
+        env: &str,
+        kept: &HashSet<Digest>,
+        but: Option<&Digest>,
+    ) -> u64 {
         let Some(mine) = recent.get_mut(env) else {
             return 0;
         };
         mine.retain(|_, (_, at)| at.elapsed() < UNDEPLOYED_GRACE);
         let pending = mine
             .iter()
-            .filter(|(digest, _)| !kept.contains(*digest))
+            .filter(|(digest, _)| !kept.contains(*digest) && Some(*digest) != but)
             .map(|(_, (size, _))| size)
             .sum();
         if mine.is_empty() {
@@ -126,14 +237,86 @@ impl Uploads {
     }
 }
 
+/// An upload counted against its environment's code quota while it is
+/// checked and stored; [`Reserved::keep`] keeps it counted for the grace
+/// period, and dropping it otherwise stops counting it.
+pub(super) struct Reserved {
+    uploads: Arc<Uploads>,
+    env: String,
+    digest: Digest,
+    /// Whether this upload put the record there (else it was counted
+    /// already, kept or uploaded before, and is left alone).
+    ours: bool,
+    /// The code quota, the bytes its stacks keep, and the bytes of its
+    /// other uploads when it was checked.
+    quota: u64,
+    kept_bytes: u64,
+    pending: u64,
+    kept: HashSet<Digest>,
+}
+
+impl Reserved {
+    /// Bytes the upload may still grow to (an image as it unpacks).
+    pub(super) fn room(&self) -> u64 {
+        self.quota
+            .saturating_sub(self.kept_bytes.saturating_add(self.pending))
+    }
+
+    /// Counts the upload at its final `size`, checking it still fits with
+    /// what else the environment uploaded meanwhile, and keeps it counted.
+    pub(super) fn keep(mut self, size: u64) -> ApiResult<()> {
+        if !self.ours {
+            return Ok(());
+        }
+        let mut recent = self.uploads.recent.lock();
+        let pending = Uploads::pending_in(&mut recent, &self.env, &self.kept, Some(&self.digest));
+        let used = self.kept_bytes + pending;
+        let want = used + size;
+        if want > self.quota {
+            return Err(over_code_quota(&self.env, self.quota, used, want));
+        }
+        recent
+            .entry(self.env.clone())
+            .or_default()
+            .insert(self.digest.clone(), (size, Instant::now()));
+        self.ours = false;
+        Ok(())
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if !self.ours {
+            return;
+        }
+        let mut recent = self.uploads.recent.lock();
+        if let Some(mine) = recent.get_mut(&self.env) {
+            mine.remove(&self.digest);
+            if mine.is_empty() {
+                recent.remove(&self.env);
+            }
+        }
+    }
+}
+
+fn over_code_quota(env: &str, quota: u64, used: u64, want: u64) -> ApiError {
+    ApiError::quota(format!(
+        "environment {env} is over its code quota (--max-code {}): its stacks and recent uploads take {} and this upload needs {}",
+        format_memory(quota),
+        format_memory(used),
+        format_memory(want)
+    ))
+}
+
 /// Checks that an upload of `size` bytes fits `env`'s code quota, with
-/// what its stacks keep and what it uploaded lately and did not deploy.
+/// what its stacks keep and what it uploaded lately and did not deploy,
+/// and counts it in the same step.
 pub(super) async fn check_upload(
     state: &ApiState,
     env: &str,
     digest: &Digest,
     size: u64,
-) -> ApiResult<()> {
+) -> ApiResult<Reserved> {
     let found: Versioned<Environment> = state
         .store
         .get(key::env(env))
@@ -141,26 +324,44 @@ pub(super) async fn check_upload(
         .ok_or_else(|| ApiError::no_environment(env))?;
     let quota = quotas_of(state, &found.value).max_code_bytes;
     let kept = kept_digests(state, env).await?;
-    let pending = state.uploads.pending(env, &kept);
-    if kept.contains(digest) {
-        return Ok(());
-    }
     let engine = state.engine.clone();
-    let kept_bytes =
-        tokio::task::spawn_blocking(move || kept.iter().map(|d| engine.code_bytes(d)).sum::<u64>())
-            .await
-            .map_err(|e| anyhow::anyhow!("measuring code failed: {e}"))?;
+    let measured = kept.clone();
+    let kept_bytes = tokio::task::spawn_blocking(move || {
+        measured.iter().map(|d| engine.code_bytes(d)).sum::<u64>()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("measuring code failed: {e}"))?;
+    let mut recent = state.uploads.recent.lock();
+    let counted = kept.contains(digest)
+        || recent
+            .get(env)
+            .and_then(|mine| mine.get(digest))
+            .is_some_and(|(_, at)| at.elapsed() < UNDEPLOYED_GRACE);
+    let pending = Uploads::pending_in(&mut recent, env, &kept, None);
     let used = kept_bytes + pending;
+    let mut reserved = Reserved {
+        uploads: state.uploads.clone(),
+        env: env.to_string(),
+        digest: digest.clone(),
+        ours: false,
+        quota,
+        kept_bytes,
+        pending,
+        kept,
+    };
+    if counted {
+        return Ok(reserved);
+    }
     let want = used + size;
     if want > quota {
-        return Err(ApiError::quota(format!(
-            "environment {env} is over its code quota (--max-code {}): its stacks and recent uploads take {} and this upload needs {}",
-            format_memory(quota),
-            format_memory(used),
-            format_memory(want)
-        )));
+        return Err(over_code_quota(env, quota, used, want));
     }
-    Ok(())
+    recent
+        .entry(env.to_string())
+        .or_default()
+        .insert(digest.clone(), (size, Instant::now()));
+    reserved.ours = true;
+    Ok(reserved)
 }
 
 /// Every digest `env`'s stacks keep.
@@ -240,6 +441,8 @@ impl Guard {
         let quotas = quotas_of(state, &found.value);
         let mut now = Usage::of_services(before.iter().copied());
         let mut wanted = Usage::of_services(after.iter().copied());
+        state.runs.add_to(env, &mut now);
+        state.runs.add_to(env, &mut wanted);
         (now.code_bytes, wanted.code_bytes) = code_bytes(state, env, change).await?;
         exceeds(env, &quotas, &now, &wanted).map_err(ApiError::quota)?;
         let env_key = key::env(env);
@@ -316,6 +519,8 @@ pub(super) fn view(quotas: &Quotas, usage: &Usage) -> QuotaView {
         instances: usage.instances,
         memory_bytes: usage.memory_bytes,
         code_bytes: usage.code_bytes,
+        max_tasks: quotas.max_tasks,
+        tasks: usage.tasks,
     }
 }
 
@@ -330,12 +535,14 @@ mod tests {
             max_memory_bytes: 1 << 30,
             max_code_bytes: 1 << 20,
             max_services: 3,
+            max_tasks: 100,
         };
         let now = Usage {
             services: 2,
             instances: 8,
             memory_bytes: 512 << 20,
             code_bytes: 1000,
+            tasks: 0,
         };
         let over = Usage {
             instances: 12,

@@ -3,7 +3,6 @@
 //! `POST /v1/run` (an uploaded component, once). Both answer `101` and
 //! hand the upgraded connection to [`crate::services::session`].
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -16,6 +15,7 @@ use axum::response::Response;
 use axum::Extension;
 use hyper_util::rt::TokioIo;
 
+use super::quotas::RunSlot;
 use super::services::{find, load, parse_scratch, run_settings};
 use super::stacks::{require_blob, resolve_in};
 use super::wire::RunQuery;
@@ -26,57 +26,6 @@ use crate::services::session::{self, Session};
 use crate::services::Code;
 
 static NEXT_RUN: AtomicU64 = AtomicU64::new(1);
-
-/// Interactive runs one tenant may have going at once (the operator's
-/// have seats of their own in the engine).
-pub const MAX_RUNS_PER_ENVIRONMENT: usize = 8;
-
-/// Interactive runs going, by environment.
-#[derive(Default)]
-pub struct Runs {
-    live: Mutex<HashMap<String, usize>>,
-}
-
-/// One interactive run counted against its environment until dropped.
-struct RunSlot {
-    runs: Arc<Runs>,
-    env: String,
-}
-
-impl Runs {
-    /// Counts a run of the caller's, unless its environment has the most
-    /// going already; the operator's runs are bounded by their seats.
-    fn take(self: &Arc<Self>, caller: &Caller) -> ApiResult<Option<RunSlot>> {
-        if caller.admin {
-            return Ok(None);
-        }
-        let mut live = self.live.lock();
-        let going = live.entry(caller.env.clone()).or_insert(0);
-        if *going >= MAX_RUNS_PER_ENVIRONMENT {
-            return Err(ApiError::quota(format!(
-                "environment {} already has {MAX_RUNS_PER_ENVIRONMENT} interactive runs going; end one first",
-                caller.env
-            )));
-        }
-        *going += 1;
-        Ok(Some(RunSlot {
-            runs: self.clone(),
-            env: caller.env.clone(),
-        }))
-    }
-}
-
-impl Drop for RunSlot {
-    fn drop(&mut self) {
-        let mut live = self.runs.live.lock();
-        if let Some(going) = live.get_mut(&self.env) {
-            *going -= 1;
-            if *going == 0 {
-                live.remove(&self.env);
-            }
-        }
-    }
-}
 
 /// The operator's runs sit in seats of their own.
 fn seat_of(caller: &Caller) -> Seat {
@@ -96,7 +45,6 @@ pub(super) async fn service_run(
     request: Request,
 ) -> ApiResult<Response> {
     require_upgrade(&request)?;
-    let slot = state.runs.take(&caller)?;
     let service = find(&state, &caller.env, &stack, &name).await?.value;
     let command = match &query.command {
         Some(json) => parse_command(json)?,
@@ -112,6 +60,12 @@ pub(super) async fn service_run(
         }
     }
     let code = runnable(&state, &digest, &command).await?;
+    let scratch_bytes = match &query.scratch {
+        Some(text) => run_scratch(text)?,
+        None => service.scratch_bytes,
+    };
+    let slot =
+        super::quotas::take_run(&state, &caller, service.memory_bytes, scratch_bytes).await?;
     let version = record.current;
     let key = ServiceKey::of(&service);
     let id = format!("{name}.run{}", NEXT_RUN.fetch_add(1, Ordering::Relaxed));
@@ -130,10 +84,7 @@ pub(super) async fn service_run(
         terminal: query.tty,
         log: Some((state.logs.service(&key), id.clone())),
         files: stack_files(&state, &caller.env, &stack).await?,
-        scratch_bytes: match &query.scratch {
-            Some(text) => run_scratch(text)?,
-            None => service.scratch_bytes,
-        },
+        scratch_bytes,
     };
     tracing::info!(service = %key, instance = %id, "interactive run");
     Ok(attach(&state, key, id, version, session, slot, request))
@@ -148,7 +99,6 @@ pub(super) async fn once(
     request: Request,
 ) -> ApiResult<Response> {
     require_upgrade(&request)?;
-    let slot = state.runs.take(&caller)?;
     let digest = query
         .digest
         .as_deref()
@@ -179,6 +129,7 @@ pub(super) async fn once(
         Some(text) => run_scratch(text)?,
         None => None,
     };
+    let slot = super::quotas::take_run(&state, &caller, memory_bytes, scratch_bytes).await?;
     // Its own log and identity, so the environment's policy applies.
     let key = ServiceKey {
         env: caller.env.clone(),

@@ -382,11 +382,13 @@ pub(super) async fn logs(
     // Follow: what is kept so far, then every new line as it is written
     // (across instance restarts), one JSON object per line, until the
     // client goes away.
+    let slot = state.streams.open(&caller)?;
     Ok(super::follow_ndjson(
         lines,
         log.follow(),
         state.stopping.clone(),
         wanted,
+        slot,
     ))
 }
 

@@ -12,10 +12,12 @@ use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use chrono::Utc;
 
+use super::uploads::{self, Kind};
 use super::wire::{
     CodeQuery, DeployRequest, DeployResult, RollbackRequest, StackView, VersionView,
 };
 use super::{ApiError, ApiResult, ApiState, Caller};
+use crate::container::image::Room;
 use crate::model::{validate_name, Digest, Service, Stack, Version, FILES_ENTRY};
 use crate::runtime::files::FilesError;
 use crate::runtime::{CodeError, CodeInfo};
@@ -64,22 +66,23 @@ pub(super) async fn upload_code(
         return upload_image(&state, &caller, name, body).await.map(Json);
     }
     let limit = state.config.max_upload_bytes;
-    let bytes = axum::body::to_bytes(body, limit as usize)
-        .await
-        .map_err(|_| {
-            ApiError::too_large(format!(
-                "{name} is larger than the daemon's upload limit of {}",
-                crate::model::format_memory(limit)
-            ))
-        })?;
+    let mut stream = body.into_data_stream();
+    let _place = match state.places.take(&caller, Kind::Code) {
+        Ok(place) => place,
+        Err(refused) => {
+            drain_stream(&mut stream, limit).await;
+            return Err(refused);
+        }
+    };
+    let bytes = read_paced(&mut stream, &name, limit).await?;
     let (digest, bytes) = tokio::task::spawn_blocking(move || (Digest::of(&bytes), bytes))
         .await
         .map_err(|e| anyhow::anyhow!("hashing the upload failed: {e}"))?;
     // Code not deployed yet counts against the quota too, so uploads
     // cannot fill the disk.
-    super::quotas::check_upload(&state, &caller.env, &digest, bytes.len() as u64).await?;
+    let reserved =
+        super::quotas::check_upload(&state, &caller.env, &digest, bytes.len() as u64).await?;
     let engine = state.engine.clone();
-    let kept = digest.clone();
     let files = query.kind.as_deref() == Some("files");
     let info = tokio::task::spawn_blocking(move || {
         if files {
@@ -97,20 +100,48 @@ pub(super) async fn upload_code(
             Err(other) => ApiError::from(other),
         },
     })?;
-    state.uploads.record(&caller.env, kept, info.size);
+    reserved.keep(info.size)?;
     Ok(Json(info))
+}
+
+/// A whole upload body, in memory, up to `limit` bytes, coming at the
+/// pace uploads must keep.
+async fn read_paced(
+    stream: &mut axum::body::BodyDataStream,
+    name: &str,
+    limit: u64,
+) -> ApiResult<bytes::Bytes> {
+    let started = std::time::Instant::now();
+    let mut whole = bytes::BytesMut::new();
+    loop {
+        let next = uploads::next_chunk(stream, started, whole.len() as u64)
+            .await
+            .map_err(|stalled| stalled.error(name))?;
+        let Some(chunk) = next else {
+            return Ok(whole.freeze());
+        };
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading {name}: {e}")))?;
+        if (whole.len() + chunk.len()) as u64 > limit {
+            return Err(ApiError::too_large(format!(
+                "{name} is larger than the daemon's upload limit of {}",
+                crate::model::format_memory(limit)
+            )));
+        }
+        whole.extend_from_slice(&chunk);
+    }
 }
 
 /// `PUT /v1/code?kind=image`: a container image (an OCI layout tar or a
 /// `docker save` tar), streamed to disk as it comes (images are large),
-/// then checked, unpacked and stored by digest.
+/// then checked, unpacked and stored by digest. What it unpacks to counts
+/// against the code quota with it, and unpacking stops where the quota
+/// would be passed.
 async fn upload_image(
     state: &ApiState,
     caller: &Caller,
     name: String,
     body: Body,
 ) -> ApiResult<CodeInfo> {
-    use futures::StreamExt as _;
     use sha2::Digest as _;
     use tokio::io::AsyncWriteExt as _;
     let limit = state.config.max_image_bytes;
@@ -122,12 +153,13 @@ async fn upload_image(
             "cannot deploy {name}: {why}"
         )));
     }
-    let Some(_uploading) = state.containers.upload_slot() else {
-        drain_stream(&mut body.into_data_stream(), limit).await;
-        return Err(ApiError::conflict(format!(
-            "cannot take {name} now: {} image uploads are going already; run the command again",
-            crate::container::instance::MAX_IMAGE_UPLOADS
-        )));
+    let _place = match state.places.take(caller, Kind::Image) {
+        Ok(place) => place,
+        Err(refused) => {
+            // Read (and drop) the body, so the client hears why.
+            drain_stream(&mut body.into_data_stream(), limit).await;
+            return Err(refused);
+        }
     };
     // Removed however this ends, unless it was stored.
     let guard = crate::store::incoming_in(state.containers.images_dir());
@@ -138,7 +170,12 @@ async fn upload_image(
     let mut hasher = sha2::Sha256::new();
     let mut size = 0u64;
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
+    let started = std::time::Instant::now();
+    loop {
+        let next = uploads::next_chunk(&mut stream, started, size)
+            .await
+            .map_err(|stalled| stalled.error(&name))?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading {name}: {e}")))?;
         size += chunk.len() as u64;
         if size > limit {
@@ -157,13 +194,21 @@ async fn upload_image(
     drop(file);
     let digest = Digest::try_from(format!("sha256:{}", hex::encode(hasher.finalize())))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    super::quotas::check_upload(state, &caller.env, &digest, size).await?;
-    let (engine, kept) = (state.engine.clone(), digest.clone());
+    let reserved = super::quotas::check_upload(state, &caller.env, &digest, size).await?;
+    let room = Room {
+        bytes: reserved.room().saturating_sub(size),
+        limit: format!(
+            "what is left of environment {}'s code quota ({})",
+            caller.env,
+            crate::model::format_memory(reserved.room().saturating_sub(size))
+        ),
+    };
+    let engine = state.engine.clone();
     let path = incoming.clone();
     let info = tokio::task::spawn_blocking(move || {
         engine.accept_image(digest, &path, |dir| {
-            crate::container::image::unpack(&name, &path, dir)
-                .map(|_| ())
+            crate::container::image::unpack(&name, &path, dir, room)
+                .map(|(_, unpacked)| unpacked.bytes)
                 .map_err(anyhow::Error::from)
         })
     })
@@ -174,7 +219,7 @@ async fn upload_image(
         Err(other) => ApiError::from(other),
     })?;
     drop(guard);
-    state.uploads.record(&caller.env, kept, info.size);
+    reserved.keep(info.size)?;
     Ok(info)
 }
 
@@ -182,11 +227,12 @@ async fn upload_image(
 /// refused; the connection closes after that.
 const OVERSIZE_DRAIN: u64 = 256 << 20;
 
-/// Reads and drops at most `limit` more bytes of a body.
+/// Reads and drops at most `limit` more bytes of a body, while it keeps
+/// the pace uploads must keep.
 async fn drain_stream(stream: &mut axum::body::BodyDataStream, limit: u64) {
-    use futures::StreamExt as _;
+    let started = std::time::Instant::now();
     let mut seen = 0u64;
-    while let Some(Ok(chunk)) = stream.next().await {
+    while let Ok(Some(Ok(chunk))) = uploads::next_chunk(stream, started, seen).await {
         seen += chunk.len() as u64;
         if seen > limit {
             return;

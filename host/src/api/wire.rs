@@ -334,6 +334,9 @@ pub struct UpdateEnv {
     /// Most services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_services: Option<u32>,
+    /// Most tasks (processes and threads) of all its containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tasks: Option<u32>,
 }
 
 /// An environment's quotas and what it uses of each.
@@ -355,6 +358,12 @@ pub struct QuotaView {
     pub memory_bytes: u64,
     /// Code its stacks keep, in bytes.
     pub code_bytes: u64,
+    /// Most tasks of its containers.
+    #[serde(default)]
+    pub max_tasks: u32,
+    /// Tasks its containers have now (on the host that answered).
+    #[serde(default)]
+    pub tasks: u64,
 }
 
 /// `POST /v1/envs/{name}/token`: a new token, the old one revoked.

@@ -86,7 +86,49 @@ const DENIED_SYSCALLS: &[&str] = &[
     "ustat",
     "vm86",
     "vm86old",
+    // io_uring reaches much of the kernel past seccomp's view of each
+    // call (Docker's default profile refuses it too).
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
 ];
+
+/// `clone` flags that make a namespace: refused, since a new user
+/// namespace gives back inside it the capabilities (NET_RAW, NET_ADMIN)
+/// the container was denied, and with them the kernel's nf_tables and
+/// AF_PACKET code. `unshare` and `setns` are denied outright.
+const NAMESPACE_FLAGS: &[u64] = &[
+    libc::CLONE_NEWNS as u64,
+    libc::CLONE_NEWUTS as u64,
+    libc::CLONE_NEWIPC as u64,
+    libc::CLONE_NEWUSER as u64,
+    libc::CLONE_NEWPID as u64,
+    libc::CLONE_NEWNET as u64,
+    libc::CLONE_NEWCGROUP as u64,
+];
+
+/// The seccomp filter: everything allowed but [`DENIED_SYSCALLS`]
+/// (`EPERM`), `clone` with any of [`NAMESPACE_FLAGS`] (`EPERM`), and
+/// `clone3` (`ENOSYS`, so C libraries fall back to `clone`, whose flags a
+/// filter can read; `clone3`'s sit in memory it cannot).
+fn seccomp() -> Value {
+    let mut rules = vec![json!({
+        "names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM,
+    })];
+    // One rule a flag: any flag set is refused. (`value` and `valueTwo`
+    // both name it, as mask and datum alike, whichever way a runtime
+    // reads them.)
+    for flag in NAMESPACE_FLAGS {
+        rules.push(json!({
+            "names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM,
+            "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
+        }));
+    }
+    rules.push(json!({
+        "names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS,
+    }));
+    json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules})
+}
 
 /// What one container runs, as the bundle needs it.
 pub struct BundleSpec<'a> {
@@ -165,12 +207,24 @@ impl Bundle {
             std::fs::create_dir(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
         let lower = image_dir.join(ROOTFS_DIR);
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            upper.display(),
-            work.display()
-        );
+        // The names and addresses a container knows, in its own layer:
+        // no bind mount names a host path inside.
+        let etc = upper.join("etc");
+        std::fs::create_dir(&etc).map_err(|e| format!("{}: {e}", etc.display()))?;
+        std::fs::write(etc.join("hosts"), &spec.hosts).map_err(|e| format!("hosts: {e}"))?;
+        // No DNS server is reachable; names come from /etc/hosts.
+        std::fs::write(etc.join("resolv.conf"), "options ndots:0\n")
+            .map_err(|e| format!("resolv.conf: {e}"))?;
+        // The layers are named by open descriptors, so the mount's options
+        // (in the container's /proc/mounts) show no path of the host's.
+        let open =
+            |dir: &Path| std::fs::File::open(dir).map_err(|e| format!("{}: {e}", dir.display()));
+        let held = [open(&lower)?, open(&upper)?, open(&work)?];
+        let [l, u, w] = held.each_ref().map(|f| {
+            use std::os::fd::AsRawFd as _;
+            format!("/proc/self/fd/{}", f.as_raw_fd())
+        });
+        let options = format!("lowerdir={l},upperdir={u},workdir={w}");
         mount(
             Some("mesh-overlay"),
             &rootfs,
@@ -179,14 +233,10 @@ impl Bundle {
             Some(options.as_str()),
         )
         .map_err(|e| format!("mounting the image's root filesystem (overlay): {e}"))?;
+        drop(held);
         self.mounts.push(rootfs.clone());
-        let hosts = self.dir.join("hosts");
-        std::fs::write(&hosts, &spec.hosts).map_err(|e| format!("hosts: {e}"))?;
-        let resolv = self.dir.join("resolv.conf");
-        // No DNS server is reachable; names come from /etc/hosts.
-        std::fs::write(&resolv, "options ndots:0\n").map_err(|e| format!("resolv.conf: {e}"))?;
         let (uid, gid) = user_ids(&lower, &spec.image.user)?;
-        let config = config_json(spec, &rootfs, &hosts, &resolv, uid, gid);
+        let config = config_json(spec, &rootfs, uid, gid);
         let text = serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?;
         std::fs::write(self.dir.join("config.json"), text).map_err(|e| format!("config.json: {e}"))
     }
@@ -336,14 +386,7 @@ fn resolve_inside(rootfs: &Path, name: &str) -> Option<PathBuf> {
     Some(at.iter().fold(rootfs.to_path_buf(), |p, s| p.join(s)))
 }
 
-fn config_json(
-    spec: &BundleSpec<'_>,
-    rootfs: &Path,
-    hosts: &Path,
-    resolv: &Path,
-    uid: u32,
-    gid: u32,
-) -> Value {
+fn config_json(spec: &BundleSpec<'_>, rootfs: &Path, uid: u32, gid: u32) -> Value {
     let cwd = if spec.image.working_dir.is_empty() {
         "/".to_string()
     } else {
@@ -356,10 +399,6 @@ fn config_json(
         // No swap past the limit: the limit is the limit.
         memory_limits["swap"] = json!(memory);
     }
-    let bind = |source: &Path, destination: &str| {
-        json!({"destination": destination, "type": "bind", "source": source,
-               "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]})
-    };
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -388,8 +427,6 @@ fn config_json(
              "options": ["nosuid", "noexec", "nodev"]},
             {"destination": "/sys", "type": "sysfs", "source": "sysfs",
              "options": ["nosuid", "noexec", "nodev", "ro"]},
-            bind(hosts, "/etc/hosts"),
-            bind(resolv, "/etc/resolv.conf"),
         ],
         "linux": {
             "cgroupsPath": spec.cgroup,
@@ -411,10 +448,7 @@ fn config_json(
             "readonlyPaths": [
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
             ],
-            "seccomp": {
-                "defaultAction": "SCMP_ACT_ALLOW",
-                "syscalls": [{"names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
-            },
+            "seccomp": seccomp(),
         },
     })
 }

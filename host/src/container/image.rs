@@ -29,6 +29,14 @@ pub const MAX_IMAGE_ENTRIES: u64 = 500_000;
 const MAX_ARCHIVE_ENTRIES: usize = 10_000;
 /// Largest JSON document (index, manifest, config) read from an image.
 const MAX_JSON_BYTES: u64 = 4 << 20;
+/// Most `Env` entries an image's config may set, and their bytes together
+/// (youki's init copies each into the process it starts).
+const MAX_CONFIG_ENV: usize = 1_000;
+/// Most words `Entrypoint` and `Cmd` may have together, and for either
+/// list their bytes together.
+const MAX_CONFIG_ARGS: usize = 1_000;
+/// Most bytes of `Env`, or of `Entrypoint` and `Cmd`, together.
+const MAX_CONFIG_BYTES: usize = 256 << 10;
 
 /// The file beside an unpacked root that holds its run settings.
 pub const SETTINGS_FILE: &str = "image.json";
@@ -259,10 +267,45 @@ struct LayerRef {
     diff_id: Option<String>,
 }
 
+/// What an image took on disk once unpacked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unpacked {
+    /// Its files' bytes, and [`layer::ENTRY_BYTES`] for each entry.
+    pub bytes: u64,
+    /// Its entries (files, folders, links).
+    pub entries: u64,
+}
+
+/// What an unpacked image may weigh: `room` bytes (content, and
+/// [`layer::ENTRY_BYTES`] an entry), or the platform's own limits when
+/// less; `limit` says what bounds it, for errors.
+pub struct Room {
+    /// Bytes it may take.
+    pub bytes: u64,
+    /// What bounds them ("environment t2's code quota ...").
+    pub limit: String,
+}
+
+impl Room {
+    /// The platform's own limits alone.
+    pub fn platform() -> Room {
+        Room {
+            bytes: MAX_IMAGE_BYTES,
+            limit: format!("the image size limit ({} GiB)", MAX_IMAGE_BYTES >> 30),
+        }
+    }
+}
+
 /// Checks the image in the tar at `upload` and unpacks it into `dest`
-/// (which must not exist): `dest/rootfs` and `dest/image.json`. `name` is
-/// what the user called it. Nothing is left behind when it fails.
-pub fn unpack(name: &str, upload: &Path, dest: &Path) -> Result<ImageSettings, ImageError> {
+/// (which must not exist): `dest/rootfs` and `dest/image.json`, within
+/// `room`. `name` is what the user called it. Nothing is left behind when
+/// it fails.
+pub fn unpack(
+    name: &str,
+    upload: &Path,
+    dest: &Path,
+    room: Room,
+) -> Result<(ImageSettings, Unpacked), ImageError> {
     let invalid = |reason: String| ImageError::Invalid {
         name: name.to_string(),
         reason,
@@ -310,6 +353,7 @@ pub fn unpack(name: &str, upload: &Path, dest: &Path) -> Result<ImageSettings, I
         })
         .collect();
     let run = config.config.unwrap_or_default();
+    check_run_config(&run).map_err(invalid)?;
     let settings = ImageSettings {
         entrypoint: run.entrypoint.unwrap_or_default(),
         cmd: run.cmd.unwrap_or_default(),
@@ -324,15 +368,73 @@ pub fn unpack(name: &str, upload: &Path, dest: &Path) -> Result<ImageSettings, I
     let temp = crate::store::partial_beside(dest);
     let _ = std::fs::remove_dir_all(&temp);
     std::fs::create_dir_all(temp.join(ROOTFS_DIR)).map_err(|e| invalid(e.to_string()))?;
-    let result = unpack_layers(name, &archive, &layers, &temp.join(ROOTFS_DIR)).and_then(|()| {
-        let json = serde_json::to_vec_pretty(&settings).map_err(|e| invalid(e.to_string()))?;
-        std::fs::write(temp.join(SETTINGS_FILE), json).map_err(|e| invalid(e.to_string()))?;
-        std::fs::rename(&temp, dest).map_err(|e| invalid(e.to_string()))
-    });
+    let mut budget = Budget {
+        bytes: room.bytes.min(MAX_IMAGE_BYTES),
+        entries: MAX_IMAGE_ENTRIES,
+        limit: if room.bytes < MAX_IMAGE_BYTES {
+            room.limit
+        } else {
+            Room::platform().limit
+        },
+    };
+    let start = budget.bytes;
+    let result = unpack_layers(name, &archive, &layers, &temp.join(ROOTFS_DIR), &mut budget)
+        .and_then(|()| {
+            let json = serde_json::to_vec_pretty(&settings).map_err(|e| invalid(e.to_string()))?;
+            std::fs::write(temp.join(SETTINGS_FILE), json).map_err(|e| invalid(e.to_string()))?;
+            std::fs::rename(&temp, dest).map_err(|e| invalid(e.to_string()))
+        });
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&temp);
     }
-    result.map(|()| settings)
+    let unpacked = Unpacked {
+        bytes: start - budget.bytes,
+        entries: MAX_IMAGE_ENTRIES - budget.entries,
+    };
+    result.map(|()| (settings, unpacked))
+}
+
+/// Refuses a run config no container should start with: so many or so
+/// large `Env` entries or arguments that starting it is the attack.
+fn check_run_config(run: &RunConfig) -> Result<(), String> {
+    let env = run.env.as_deref().unwrap_or_default();
+    if env.len() > MAX_CONFIG_ENV {
+        return Err(format!(
+            "its config sets {} Env entries; at most {MAX_CONFIG_ENV} are allowed",
+            env.len()
+        ));
+    }
+    let env_bytes: usize = env.iter().map(String::len).sum();
+    if env_bytes > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "its config's Env entries take {env_bytes} bytes; at most {} KiB are allowed",
+            MAX_CONFIG_BYTES >> 10
+        ));
+    }
+    let args: Vec<&String> = [&run.entrypoint, &run.cmd]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    if args.len() > MAX_CONFIG_ARGS {
+        return Err(format!(
+            "its config's Entrypoint and Cmd have {} words; at most {MAX_CONFIG_ARGS} are allowed",
+            args.len()
+        ));
+    }
+    let arg_bytes: usize = args.iter().map(|a| a.len()).sum();
+    if arg_bytes > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "its config's Entrypoint and Cmd take {arg_bytes} bytes; at most {} KiB are allowed",
+            MAX_CONFIG_BYTES >> 10
+        ));
+    }
+    for (field, value) in [("WorkingDir", &run.working_dir), ("User", &run.user)] {
+        if value.as_ref().is_some_and(|v| v.len() > 4096) {
+            return Err(format!("its config's {field} is longer than 4096 bytes"));
+        }
+    }
+    Ok(())
 }
 
 /// The settings saved beside an unpacked image.
@@ -555,11 +657,8 @@ fn unpack_layers(
     archive: &Archive,
     layers: &[LayerRef],
     root: &Path,
+    budget: &mut Budget,
 ) -> Result<(), ImageError> {
-    let mut budget = Budget {
-        bytes: MAX_IMAGE_BYTES,
-        entries: MAX_IMAGE_ENTRIES,
-    };
     for l in layers {
         let label = l.stored.clone().unwrap_or_else(|| l.path.clone());
         let short = label.get(..19).unwrap_or(&label).to_string();
@@ -605,12 +704,23 @@ fn unpack_layers(
             } else {
                 Box::new(joined)
             });
-            layer::apply(root, &mut tar_bytes, &short, &mut budget)?;
-            // What is past the tar's end counts toward its digest too.
-            std::io::copy(&mut tar_bytes, &mut std::io::sink()).map_err(|e| ImageError::Layer {
+            layer::apply(root, &mut tar_bytes, &short, budget)?;
+            // What is past the tar's end counts toward its digest too,
+            // and against the budget: inflating it costs as unpacking does.
+            let past = std::io::copy(
+                &mut (&mut tar_bytes).take(budget.bytes.saturating_add(1)),
+                &mut std::io::sink(),
+            )
+            .map_err(|e| ImageError::Layer {
                 layer: short.clone(),
                 reason: e.to_string(),
             })?;
+            budget
+                .take(past, "what follows the end of its tar")
+                .map_err(|reason| ImageError::Layer {
+                    layer: short.clone(),
+                    reason,
+                })?;
             tar_bytes.digest()
         };
         if let Some(expected) = &l.diff_id {
@@ -742,7 +852,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let upload = dir.path().join("upload.tar");
         std::fs::write(&upload, bytes).expect("write");
-        let result = unpack("img", &upload, &dir.path().join("images/abc"));
+        let result = unpack(
+            "img",
+            &upload,
+            &dir.path().join("images/abc"),
+            Room::platform(),
+        )
+        .map(|(settings, _)| settings);
         (dir, result)
     }
 

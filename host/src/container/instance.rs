@@ -21,6 +21,7 @@ use super::bundle::{self, Bundle, BundleSpec};
 use super::image::{self, ImageSettings};
 use super::net::{Link, NetConfig, Network};
 use super::shim::SHIM_ARG;
+use super::tasks::Tasks;
 
 /// How a container's command is to run.
 pub struct ContainerLaunch {
@@ -43,6 +44,9 @@ pub struct ContainerLaunch {
     pub names: Vec<String>,
     /// How long it has to end after SIGTERM before SIGKILL.
     pub stop_grace: Duration,
+    /// The environment it runs for: its tasks count against that
+    /// environment's bound.
+    pub tenant: String,
 }
 
 /// How a container ended.
@@ -104,13 +108,9 @@ pub struct Containers {
     max_live: usize,
     /// Containers being stopped after their owner went.
     stopping: tokio_util::task::TaskTracker,
-    /// Image uploads being written to disk and unpacked.
-    uploads: Arc<tokio::sync::Semaphore>,
+    /// The bounds on their tasks, per environment and in all.
+    tasks: Tasks,
 }
-
-/// Image uploads the daemon takes at once (each streams to disk, up to
-/// the upload limit, before it is checked).
-pub const MAX_IMAGE_UPLOADS: usize = 2;
 
 /// One container counted against [`Containers`]'s bound until dropped.
 struct LiveSlot(Arc<std::sync::atomic::AtomicUsize>);
@@ -136,13 +136,16 @@ impl Containers {
     /// anything a killed daemon left running there is killed and removed
     /// first. `images` is where the code store keeps unpacked images;
     /// `exe` is the daemon's binary (it is the shim too); `subnet` the
-    /// bridge's `GATEWAY/PREFIX`; at most `max_live` containers run at once.
+    /// bridge's `GATEWAY/PREFIX`; at most `max_live` containers run at once,
+    /// with at most `tasks.0` tasks in all and `tasks.1` in one
+    /// environment's unless [`Containers::set_task_limits`] says otherwise.
     pub fn open(
         data_dir: &Path,
         images: PathBuf,
         exe: PathBuf,
         subnet: &str,
         max_live: usize,
+        tasks: (u64, u64),
     ) -> anyhow::Result<Arc<Containers>> {
         let root = data_dir.join("containers");
         let (bundles, state) = (root.join("bundles"), root.join("state"));
@@ -165,7 +168,9 @@ impl Containers {
             Some(why) => Err(why.clone()),
             None => NetConfig::parse(subnet).and_then(Network::open),
         };
+        let tasks = Tasks::new(&tag, tasks.0, tasks.1);
         let containers = Containers {
+            tasks,
             images,
             bundles,
             state,
@@ -182,9 +187,13 @@ impl Containers {
             live: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             max_live,
             stopping: tokio_util::task::TaskTracker::new(),
-            uploads: Arc::new(tokio::sync::Semaphore::new(MAX_IMAGE_UPLOADS)),
         };
         let cleaned = containers.clean_leftovers();
+        // What a killed daemon's containers left of their parents.
+        containers.tasks.remove_all();
+        if let Err(e) = containers.tasks.bound_all() {
+            tracing::warn!(error = %e, "cannot bound the containers' tasks");
+        }
         if cleaned > 0 {
             tracing::warn!(cleaned, "removed containers a previous daemon left");
         }
@@ -209,17 +218,22 @@ impl Containers {
     pub async fn stopped(&self, limit: Duration) {
         self.stopping.close();
         let _ = tokio::time::timeout(limit, self.stopping.wait()).await;
+        self.tasks.remove_all();
+    }
+
+    /// Each environment's task limit, as the operator's quotas say.
+    pub fn set_task_limits(&self, limits: std::collections::HashMap<String, u64>) {
+        self.tasks.set_limits(limits);
+    }
+
+    /// Tasks environment `env`'s containers have now.
+    pub fn tasks_of(&self, env: &str) -> u64 {
+        self.tasks.current(env)
     }
 
     /// Where the image of `hex` is (or would be) unpacked.
     pub fn image_dir(&self, hex: &str) -> PathBuf {
         self.images.join(hex)
-    }
-
-    /// A place among the image uploads going at once, if one is free; the
-    /// upload holds it until it is stored or refused.
-    pub fn upload_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.uploads.clone().try_acquire_owned().ok()
     }
 
     /// Where images are unpacked.
@@ -313,7 +327,10 @@ impl Containers {
             self.boot,
             self.next.fetch_add(1, Ordering::Relaxed)
         );
-        let cgroup = format!("/mesh/{id}");
+        let cgroup = self
+            .tasks
+            .cgroup_for(&launch.tenant, &id)
+            .map_err(StartError::Failed)?;
         let link = network.link(&id).map_err(StartError::Failed)?;
         let mut hosts = format!(
             "127.0.0.1\tlocalhost\n{}\t{}\n",

@@ -17,13 +17,30 @@ const MAX_NAME_BYTES: usize = 4096;
 /// Deepest a name may go, in folders.
 const MAX_DEPTH: usize = 128;
 
+/// What an entry costs besides its content: an inode and its block, so
+/// that an image of many empty files weighs what it takes on disk.
+pub const ENTRY_BYTES: u64 = 4096;
+
 /// What an image may still take as it is unpacked: bytes and entries
 /// across all its layers.
 pub struct Budget {
-    /// Bytes of file content left.
+    /// Bytes left: of file content, and [`ENTRY_BYTES`] for each entry.
     pub bytes: u64,
     /// Entries left.
     pub entries: u64,
+    /// What bounds it, for errors ("the image size limit (4 GiB)").
+    pub limit: String,
+}
+
+impl Budget {
+    /// Takes `bytes` from the budget, or says what it would pass.
+    pub fn take(&mut self, bytes: u64, what: &str) -> Result<(), String> {
+        self.bytes = self
+            .bytes
+            .checked_sub(bytes)
+            .ok_or_else(|| format!("{what} unpacks to more than {}", self.limit))?;
+        Ok(())
+    }
 }
 
 /// Unpacks the layer tar `reader` onto `root`; `layer` names it in errors.
@@ -44,7 +61,8 @@ pub fn apply(
         budget.entries = budget
             .entries
             .checked_sub(1)
-            .ok_or_else(|| broken("it holds too many files".into()))?;
+            .ok_or_else(|| broken(format!("it holds more files than {} allows", budget.limit)))?;
+        budget.take(ENTRY_BYTES, "it").map_err(broken)?;
         let raw = entry
             .path()
             .map_err(|e| broken(e.to_string()))?
@@ -74,6 +92,14 @@ pub fn apply(
             continue;
         }
         if let Some(hidden) = file_name.strip_prefix(".wh.") {
+            // `.wh..` would remove the root's parent, `.wh.` the folder
+            // itself: a whiteout names one entry of its folder.
+            if hidden.is_empty() || hidden == "." || hidden == ".." {
+                return Err(broken(format!(
+                    "{} is a whiteout of no file",
+                    name.display()
+                )));
+            }
             remove(&root.join(parent).join(hidden)).map_err(|e| broken(e.to_string()))?;
             continue;
         }
@@ -101,10 +127,7 @@ pub fn apply(
         }
         if kind.is_file() || kind == tar::EntryType::Continuous {
             let size = entry.size();
-            budget.bytes = budget
-                .bytes
-                .checked_sub(size)
-                .ok_or_else(|| broken("it unpacks to more than the image size limit".into()))?;
+            budget.take(size, "it").map_err(broken)?;
             let mut file = std::fs::File::create(&target).map_err(|e| broken(e.to_string()))?;
             let copied = std::io::copy(&mut (&mut entry).take(size), &mut file)
                 .map_err(|e| broken(format!("{}: {e}", name.display())))?;
@@ -251,6 +274,7 @@ mod tests {
         Budget {
             bytes: 1 << 20,
             entries: 100,
+            limit: "the test's limit".into(),
         }
     }
 
@@ -304,10 +328,40 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         let big = layer(&[("big", tar::EntryType::Regular, &"x".repeat(2000))]);
         let mut small = Budget {
-            bytes: 1000,
+            bytes: 5_000,
             entries: 10,
+            limit: "the test's limit".into(),
         };
         let err = apply(root.path(), &big[..], "big", &mut small).expect_err("too big");
-        assert!(err.to_string().contains("size limit"), "{err}");
+        assert!(err.to_string().contains("the test's limit"), "{err}");
+        // Empty files weigh their inodes.
+        let many: Vec<(String, tar::EntryType, &str)> = (0..5)
+            .map(|i| (format!("f{i}"), tar::EntryType::Regular, ""))
+            .collect();
+        let many: Vec<(&str, tar::EntryType, &str)> =
+            many.iter().map(|(n, k, c)| (n.as_str(), *k, *c)).collect();
+        let mut small = Budget {
+            bytes: 3 * ENTRY_BYTES,
+            entries: 10,
+            limit: "the test's limit".into(),
+        };
+        let err = apply(root.path(), &layer(&many)[..], "many", &mut small).expect_err("too many");
+        assert!(err.to_string().contains("the test's limit"), "{err}");
+    }
+
+    #[test]
+    fn a_whiteout_names_one_entry_of_its_folder() {
+        for name in [".wh..", ".wh.", "etc/.wh..", "etc/.wh."] {
+            let root = tempfile::tempdir().expect("tempdir");
+            let rootfs = root.path().join("rootfs");
+            std::fs::create_dir(&rootfs).expect("rootfs");
+            let evil = layer(&[(name, tar::EntryType::Regular, "")]);
+            let err = apply(&rootfs, &evil[..], "evil", &mut budget()).expect_err("refused");
+            assert!(
+                err.to_string().contains("whiteout of no file"),
+                "{name}: {err}"
+            );
+            assert!(rootfs.is_dir(), "{name} removed the root");
+        }
     }
 }

@@ -11,6 +11,8 @@
 //!   image (overlayfs on a size-capped tmpfs) and its OCI runtime config.
 //! - `net`: the bridge the daemon owns, and a veth pair per container.
 //! - `shim`: the per-container process that drives `libcontainer`.
+//! - `tasks`: the pids cgroups above the containers: per environment, and
+//!   all of them under the host's capacity.
 //! - `instance`: starting a container through its shim, signalling it,
 //!   waiting for its end, cleaning up after it.
 
@@ -21,6 +23,7 @@ pub mod instance;
 pub mod layer;
 pub mod net;
 pub mod shim;
+pub mod tasks;
 
 pub use error::ImageError;
 pub use image::ImageSettings;

@@ -12,7 +12,8 @@ use tokio::sync::watch;
 use crate::cron::Scheduler;
 use std::collections::HashMap;
 
-use crate::model::{Desired, Digest, Stack, FILES_ENTRY};
+use crate::container::Containers;
+use crate::model::{Desired, Digest, Quotas, Stack, DEFAULT_ENVIRONMENT, FILES_ENTRY};
 use crate::runtime::Engine;
 use crate::services::Fetch;
 use crate::services::Supervisor;
@@ -37,6 +38,8 @@ pub struct Converge {
     /// loop.
     fetching: tokio::task::JoinSet<()>,
     fetching_ids: HashMap<tokio::task::Id, Digest>,
+    /// Containers, whose task bounds follow the environments' quotas.
+    containers: Option<Arc<Containers>>,
 }
 
 impl Converge {
@@ -59,8 +62,15 @@ impl Converge {
             fetch: None,
             fetching: tokio::task::JoinSet::new(),
             fetching_ids: HashMap::new(),
+            containers: None,
         };
         (converge, rx)
+    }
+
+    /// Keeps `containers`' task bounds at the environments' quotas.
+    pub fn bounding(mut self, containers: Arc<Containers>) -> Converge {
+        self.containers = Some(containers);
+        self
     }
 
     /// Runs only what the leader placed on host `name`, and nothing while
@@ -180,6 +190,10 @@ impl Converge {
     }
 
     fn apply(&self, desired: &Desired) {
+        // Bounds first, so containers started for this state meet them.
+        if let Some(containers) = &self.containers {
+            containers.set_task_limits(task_limits(desired));
+        }
         self.supervisor.apply(desired);
         self.scheduler.apply(desired);
         self.applied.send_replace(desired.revision);
@@ -202,4 +216,21 @@ impl Converge {
             Err(e) => tracing::warn!(error = %e, "code collection failed"),
         }
     }
+}
+
+/// Each environment's task limit: its quota, else its kind's default
+/// (the operator's environment is bounded only by the host's total).
+fn task_limits(desired: &Desired) -> HashMap<String, u64> {
+    desired
+        .envs
+        .iter()
+        .map(|env| {
+            let limit = match (&env.quotas, env.name == DEFAULT_ENVIRONMENT) {
+                (Some(quotas), _) => quotas.max_tasks,
+                (None, true) => u32::MAX,
+                (None, false) => Quotas::TENANT.max_tasks,
+            };
+            (env.name.clone(), u64::from(limit))
+        })
+        .collect()
 }

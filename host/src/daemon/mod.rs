@@ -28,7 +28,10 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, ApiState};
-use crate::config::{DaemonConfig, StoreConfig, DEFAULT_API_MAX_CONNECTIONS, SHUTDOWN_GRACE};
+use crate::config::{
+    DaemonConfig, StoreConfig, DEFAULT_API_MAX_CONNECTIONS, DEFAULT_API_MAX_PER_CLIENT,
+    SHUTDOWN_GRACE,
+};
 use crate::container::Containers;
 use crate::cron::{Histories, Scheduler};
 use crate::ingress::{tls, ConnLimits, Connections, Ingress, Limits};
@@ -116,6 +119,10 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
         exe,
         &config.container_network,
         config.max_instances as usize,
+        (
+            config.container_tasks(crate::container::tasks::host_capacity()),
+            u64::from(crate::model::Quotas::TENANT.max_tasks),
+        ),
     )?;
     let callers = Callers::new();
     let code = WasmSource::new(engine.clone(), Some((containers.clone(), callers.clone())));
@@ -183,6 +190,7 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
         "api",
         ConnLimits {
             max_connections: DEFAULT_API_MAX_CONNECTIONS,
+            max_per_client: conn.max_per_client.min(DEFAULT_API_MAX_PER_CLIENT),
             ..conn
         },
         None,
@@ -195,6 +203,7 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
         scheduler.clone(),
         engine.clone(),
     );
+    let converge = converge.bounding(containers.clone());
     // In a cluster this host runs what is placed on it while it is a
     // member (holds its lease).
     let (lease_tx, lease_rx) = tokio::sync::watch::channel(None);
@@ -219,6 +228,8 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
         admin_token: admin_token.into(),
         stopping: stop_rx.clone(),
         runs: Default::default(),
+        streams: Default::default(),
+        places: Default::default(),
         uploads: Default::default(),
         node: me.node.clone(),
         clustered,

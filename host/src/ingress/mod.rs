@@ -281,6 +281,18 @@ fn to_https(host: &str, port: u16, uri: &http::Uri) -> Response<WasiBody> {
 /// The request head as the guest sees it: hop-by-hop fields gone,
 /// forwarding fields set.
 fn forwarded(parts: &mut http::request::Parts, host: &str, peer: SocketAddr, scheme: &Scheme) {
+    // An absolute-form target's authority was routed on, so it replaces
+    // Host (RFC 9112 §3.2.2): the guest must see the name it was reached
+    // by, never the Host field's (another environment's, perhaps).
+    if let Some(authority) = parts.uri.authority() {
+        let name = match authority.port_u16() {
+            Some(port) => format!("{}:{port}", authority.host()),
+            None => authority.host().to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&name) {
+            parts.headers.insert(header::HOST, value);
+        }
+    }
     let original_host = parts
         .headers
         .get(header::HOST)

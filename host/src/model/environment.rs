@@ -47,6 +47,13 @@ pub struct Quotas {
     pub max_code_bytes: u64,
     /// Services.
     pub max_services: u32,
+    /// Tasks (processes and threads) of all its containers together.
+    #[serde(default = "default_max_tasks")]
+    pub max_tasks: u32,
+}
+
+fn default_max_tasks() -> u32 {
+    Quotas::TENANT.max_tasks
 }
 
 impl Quotas {
@@ -56,6 +63,7 @@ impl Quotas {
         max_memory_bytes: 4 << 30,
         max_code_bytes: 256 << 20,
         max_services: 20,
+        max_tasks: 2048,
     };
 }
 

@@ -159,11 +159,27 @@ fn cgi_env(head: &http::request::Parts, body_len: usize) -> Vec<(String, String)
     env
 }
 
+/// Largest response head a CGI module may write: what the ingress
+/// accepts of a request head, so a module cannot hand the client (or a
+/// proxy before it) more than a client may send.
+const MAX_CGI_HEAD: usize = crate::config::DEFAULT_MAX_HEADER_BYTES;
+/// Most header lines in a CGI response head.
+const MAX_CGI_HEADERS: usize = 256;
+
 /// A CGI response: header lines up to a blank line, then the body. It
 /// must say at least one of `Content-Type`, `Location` or `Status`.
 fn parse_response(out: Bytes) -> Result<http::Response<HyperOutgoingBody>, String> {
     let (head_len, body_at) = split_head(&out).ok_or("has no blank line after its headers")?;
+    if head_len > MAX_CGI_HEAD {
+        return Err(format!(
+            "has a response head of {head_len} bytes, more than the {} KiB a request head may have",
+            MAX_CGI_HEAD / 1024
+        ));
+    }
     let head = &out[..head_len];
+    if head.split(|b| *b == b'\n').count() > MAX_CGI_HEADERS {
+        return Err(format!("has more than {MAX_CGI_HEADERS} header lines"));
+    }
     let head = std::str::from_utf8(head).map_err(|_| "has headers that are not UTF-8")?;
     let mut response = http::Response::builder();
     let mut status = None;

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use wasmtime_wasi::sockets::SocketAddrUse;
@@ -88,21 +89,37 @@ pub struct Hooks {
     dispatch: Option<Arc<dyn Dispatch>>,
     /// The services the request this instance now serves passed through.
     pub(crate) chain: Vec<String>,
+    /// Whether the guest sent a request or opened a connection since the
+    /// request it now serves began: such a request is not safe to send
+    /// again, its side effects may have happened.
+    pub(crate) called_out: CalledOut,
 }
 
+/// Set when a guest calls out (an HTTP request, a socket connection or
+/// datagram), shared by the store's hooks and its socket check.
+pub(crate) type CalledOut = Arc<AtomicBool>;
+
 impl Hooks {
-    pub(crate) fn new(dispatch: Option<Arc<dyn Dispatch>>) -> Hooks {
+    pub(crate) fn new(dispatch: Option<Arc<dyn Dispatch>>, called_out: CalledOut) -> Hooks {
         Hooks {
             dispatch,
             chain: Vec::new(),
+            called_out,
         }
     }
 
-    /// A `wasi:sockets` address check asking the dispatcher.
+    /// A `wasi:sockets` address check asking the dispatcher; a connection
+    /// or datagram asked for counts as calling out, allowed or not.
     pub(crate) fn socket_check(
         dispatch: Arc<dyn Dispatch>,
+        called_out: CalledOut,
     ) -> impl Fn(SocketAddr, SocketAddrUse) -> SocketVerdict + Send + Sync + 'static {
-        move |addr, usage| dispatch.socket(addr, usage)
+        move |addr, usage| {
+            if !matches!(usage, SocketAddrUse::TcpBind | SocketAddrUse::UdpBind) {
+                called_out.store(true, Ordering::Release);
+            }
+            dispatch.socket(addr, usage)
+        }
     }
 }
 
@@ -115,6 +132,7 @@ impl WasiHttpHooks for Hooks {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
+        self.called_out.store(true, Ordering::Release);
         let Some(dispatch) = &self.dispatch else {
             return Box::new(connect::send(request, options, None));
         };

@@ -185,6 +185,9 @@ pub struct Engine {
 /// One digest's load lock and how many hold or wait for it.
 type LoadLock = (Arc<Mutex<()>>, usize);
 
+/// The file beside an unpacked image that holds the bytes it takes.
+const UNPACKED_FILE: &str = "unpacked-bytes";
+
 /// How long an upload that no version names yet is kept: the time a
 /// client has between uploading code and deploying it.
 pub const UNDEPLOYED_GRACE: Duration = Duration::from_secs(600);
@@ -258,9 +261,15 @@ impl Engine {
         &self.shares
     }
 
-    /// Size of stored code, in bytes (0 when it is not stored).
+    /// Size of stored code, in bytes (0 when it is not stored): for an
+    /// image, its upload's and its unpacked root's together.
     pub fn code_bytes(&self, digest: &Digest) -> u64 {
-        std::fs::metadata(self.blobs.path(digest)).map_or(0, |m| m.len())
+        let stored = std::fs::metadata(self.blobs.path(digest)).map_or(0, |m| m.len());
+        let unpacked = std::fs::read_to_string(self.image_path(digest).join(UNPACKED_FILE))
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        stored.saturating_add(unpacked)
     }
 
     /// The digests of every piece of code stored here.
@@ -379,23 +388,30 @@ impl Engine {
     /// data directory's file system) by digest, once `unpack` has checked
     /// and unpacked it into the directory it is handed. An image already
     /// unpacked is not unpacked again.
+    ///
+    /// `unpack` gives the bytes the unpacked image takes, which are kept
+    /// beside it: an image's size, as quotas count it, is its upload's
+    /// and its unpacked root's together.
     pub fn accept_image(
         &self,
         digest: Digest,
         upload: &std::path::Path,
-        unpack: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
+        unpack: impl FnOnce(&std::path::Path) -> anyhow::Result<u64>,
     ) -> Result<CodeInfo, anyhow::Error> {
         let _one_at_a_time = self.loading_lock(&digest);
-        let size = std::fs::metadata(upload).map_or(0, |m| m.len());
         let dir = self.image_path(&digest);
         if !dir.is_dir() {
-            unpack(&dir)?;
+            let unpacked = unpack(&dir)?;
+            if let Err(e) = std::fs::write(dir.join(UNPACKED_FILE), unpacked.to_string()) {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(anyhow::anyhow!("recording the image's size: {e}"));
+            }
         }
         self.blobs.put_file(&digest, upload)?;
         self.mark_fresh(&digest);
         Ok(CodeInfo {
+            size: self.code_bytes(&digest),
             digest,
-            size,
             exports: vec!["a container image".into()],
         })
     }

@@ -70,6 +70,12 @@ impl HttpInstance {
         }
     }
 
+    /// Whether the guest called out (sent a request, opened a connection)
+    /// while serving its last request.
+    pub fn called_out(&self) -> bool {
+        self.store.data().called_out()
+    }
+
     /// Serves one request, stopped after `limit` of wall-clock time or
     /// `cpu_limit` of CPU time. `chain` lists the
     /// services the request passed through, for the calls the guest makes

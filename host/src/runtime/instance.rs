@@ -177,8 +177,9 @@ pub(crate) fn store_for(
         .allow_tcp(true)
         .allow_udp(true)
         .allow_ip_name_lookup(true);
+    let called_out = super::dispatch::CalledOut::default();
     if let Some(dispatch) = &launch.dispatch {
-        wasi.socket_addr_check(Hooks::socket_check(dispatch.clone()));
+        wasi.socket_addr_check(Hooks::socket_check(dispatch.clone(), called_out.clone()));
     }
     if let Some(stdin) = launch.stdin {
         wasi.stdin(stdin);
@@ -206,6 +207,7 @@ pub(crate) fn store_for(
         wasi,
         launch.memory_bytes,
         launch.dispatch,
+        called_out,
         cpu,
         seat,
         scratch,

@@ -1,6 +1,7 @@
 //! The data of one instance's store: its WASI and HTTP contexts, its
 //! resource table, its memory limit and its outgoing-call hooks.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
@@ -39,6 +40,13 @@ impl HostState {
     /// for the calls the guest makes while serving it.
     pub fn set_chain(&mut self, chain: Vec<String>) {
         self.hooks.chain = chain;
+        self.hooks.called_out.store(false, Ordering::Release);
+    }
+
+    /// Whether the guest called out (sent a request, opened a connection)
+    /// since the request it serves began.
+    pub fn called_out(&self) -> bool {
+        self.hooks.called_out.load(Ordering::Acquire)
     }
 
     /// How a guest that failed with `e` ended.
@@ -147,6 +155,7 @@ impl HostState {
         wasi: Wasi,
         limit: u64,
         dispatch: Option<Arc<dyn Dispatch>>,
+        called_out: super::dispatch::CalledOut,
         cpu: CpuUse,
         seat: Taken,
         scratch: Option<Scratch>,
@@ -164,7 +173,7 @@ impl HostState {
                 dispatch: dispatch.clone(),
                 ..MemoryLimiter::new(limit)
             },
-            hooks: Hooks::new(dispatch),
+            hooks: Hooks::new(dispatch, called_out),
             cpu,
             _seat: seat,
             _scratch: scratch,

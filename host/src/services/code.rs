@@ -75,6 +75,13 @@ pub trait Handler: Send + 'static {
     fn fresh_each_request(&self) -> bool {
         false
     }
+
+    /// Whether serving its last request, the instance called out (sent a
+    /// request or opened a connection), so that request's side effects
+    /// may have happened and it must not be sent again.
+    fn called_out(&self) -> bool {
+        true
+    }
 }
 
 /// Gets code this host does not hold from where it is kept: the other

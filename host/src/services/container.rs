@@ -231,6 +231,7 @@ fn container_launch(launch: &Launch, web: bool, gateway: Option<Ipv4Addr>) -> Co
         hostname,
         names,
         stop_grace: launch.stop_grace,
+        tenant: launch.tenant.to_string(),
     }
 }
 

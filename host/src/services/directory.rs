@@ -236,6 +236,16 @@ impl Dispatch for Identity {
             .uri()
             .port_u16()
             .unwrap_or(if plain_http { 80 } else { 443 });
+        if is_localhost(&host) {
+            // Loopback by definition (RFC 6761): never asked of DNS, and
+            // never another environment's service or endpoint.
+            self.count_denied();
+            let message = format!(
+                "outbound request to {host}:{port} refused: names under .localhost are loopback, and only this environment's own service names (stack-service) are served here"
+            );
+            self.note(format!("[mesh] {message}"));
+            return Outgoing::Denied(message);
+        }
         let egress = self.directory.policy(&self.env);
         let policy = &egress.policy;
         if !policy.allows(&host, port) {
@@ -305,7 +315,7 @@ impl Dispatch for Identity {
             // ends with it.
             let listed = literal
                 || tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-                    for name in names {
+                    for name in names.into_iter().filter(|n| !is_localhost(n)) {
                         if let Ok(mut found) = tokio::net::lookup_host((name, 0)).await {
                             if found.any(|a| a.ip() == ip) {
                                 return true;
@@ -350,6 +360,13 @@ fn answer(status: StatusCode, text: String) -> http::Response<WasiBody> {
     );
     *response.status_mut() = status;
     response
+}
+
+/// Whether `host` is `localhost` or a name under it (RFC 6761), with or
+/// without a trailing dot.
+fn is_localhost(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
 }
 
 #[cfg(test)]

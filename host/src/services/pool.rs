@@ -366,7 +366,13 @@ impl WebPool {
                 Err(outcome) => {
                     let message = outcome.message.clone();
                     lease.finish(None, Some(outcome));
-                    return Err(Refusal::failed(message));
+                    // A worker called by name that cannot take calls is a
+                    // bad gateway to its caller, not its own failure.
+                    return Err(if self.settings.warm {
+                        Refusal::failed(message)
+                    } else {
+                        Refusal::bad_gateway(format!("{}: {message}", self.key))
+                    });
                 }
             },
         };
@@ -466,12 +472,23 @@ impl WebPool {
         let component = self.spec.run.command.first().cloned().unwrap_or_default();
         let why = format!("{component} {what} on a reused instance");
         let instance = self.instance_id(lease.slot);
-        let Some(request) = replay.again() else {
-            // Its body was read: it cannot be sent again.
+        // A guest that called out may have done what the request asked
+        // (the callee counted it): sending it again would do it twice.
+        let called_out = first.result.as_ref().is_ok_and(|h| h.called_out());
+        let idempotent = replay.idempotent();
+        let again = if called_out { None } else { replay.again() };
+        let Some(request) = again else {
+            let after = if !idempotent {
+                "serving a request that is not safe to repeat (not an idempotent method)"
+            } else if called_out {
+                "after calling out"
+            } else {
+                "after reading the request body"
+            };
             self.learn(&why, &instance);
             if let Some(respond) = respond {
                 let _ = respond.send(Err(ErrorCode::InternalError(Some(format!(
-                    "{BAD_GATEWAY_MARK}{why}, after reading the request body, so it was not sent again; the service is served fresh per request from now on"
+                    "{BAD_GATEWAY_MARK}{why}, {after}, so it was not sent again; the service is served fresh per request from now on"
                 )))));
             }
             self.finish(lease, first.result, ready.served);
@@ -626,6 +643,34 @@ impl WebPool {
 
     /// Why a request that found no free slot cannot wait, if it cannot.
     fn refuse(&self, inner: &Inner, timed_out: bool, queued: bool) -> Result<(), Refusal> {
+        if !self.settings.warm {
+            // Every idle instance of a worker called by name failed to
+            // start lately: say why at once, rather than wait.
+            let now = Instant::now();
+            let failed = inner
+                .slots
+                .iter()
+                .filter(|s| !s.busy)
+                .map(|s| s.backoff_until.filter(|t| *t > now).map(|t| (t, &s.status)))
+                .collect::<Option<Vec<_>>>()
+                .filter(|all| !all.is_empty() && all.len() == inner.slots.len());
+            if let Some(failed) = failed {
+                let (until, status) = failed
+                    .iter()
+                    .min_by_key(|(t, _)| *t)
+                    .copied()
+                    .unwrap_or((now, &inner.slots[0].status));
+                let why = status.message.clone().unwrap_or_else(|| "it failed".into());
+                let retry = until.saturating_duration_since(now).as_secs().max(1);
+                return Err(Refusal::unavailable(
+                    format!(
+                        "{} cannot take calls now: {why}; trying again on a call after {retry}s",
+                        self.key
+                    ),
+                    retry,
+                ));
+            }
+        }
         if inner.slots.is_empty() {
             return Err(Refusal::unavailable(
                 format!(
@@ -716,7 +761,13 @@ impl WebPool {
                     s.ready = if stopped { None } else { ready };
                     refill.then_some(Duration::ZERO)
                 }
-                Some(outcome) => Some(self.retire_instance(s, outcome)),
+                // A pool that starts instances only for requests (a
+                // worker called by name) waits for the next request to
+                // try again, rather than starting one in a loop.
+                Some(outcome) => {
+                    let delay = self.retire_instance(s, outcome);
+                    self.settings.warm.then_some(delay)
+                }
             }
         };
         self.freed.notify_one();
@@ -1038,6 +1089,8 @@ pub(crate) mod tests {
         /// Each instance answers only its first request, like a
         /// componentize-js component.
         pub(crate) answers_once: std::sync::atomic::AtomicBool,
+        /// Its instances call out while serving.
+        pub(crate) calls_out: std::sync::atomic::AtomicBool,
     }
 
     impl Fake {
@@ -1049,6 +1102,7 @@ pub(crate) mod tests {
                 started: AtomicUsize::new(0),
                 fail: std::sync::atomic::AtomicBool::new(false),
                 answers_once: std::sync::atomic::AtomicBool::new(false),
+                calls_out: std::sync::atomic::AtomicBool::new(false),
             })
         }
     }
@@ -1141,6 +1195,10 @@ pub(crate) mod tests {
                 let _ = respond.send(Ok(http::Response::new(body)));
                 Ok(self as Box<dyn Handler>)
             })
+        }
+
+        fn called_out(&self) -> bool {
+            self.0.calls_out.load(Ordering::SeqCst)
         }
     }
 
@@ -1278,6 +1336,28 @@ pub(crate) mod tests {
         for _ in 0..10 {
             assert_eq!(status(&pool).await, 200);
         }
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_instance_called_out_is_not_sent_again() {
+        let fake = Fake::new();
+        fake.answers_once.store(true, Ordering::SeqCst);
+        fake.calls_out.store(true, Ordering::SeqCst);
+        let (pool, _parts, _dir) = pool(&fake, 1, true);
+        until("the instance is up", || {
+            pool.inner.lock().slots.iter().all(|s| s.ready.is_some())
+        })
+        .await;
+        assert_eq!(status(&pool).await, 200);
+        let started = fake.started.load(Ordering::SeqCst);
+        // Reused, it fails to answer after calling out: 502, not replayed.
+        assert_eq!(status(&pool).await, 502);
+        assert_eq!(
+            fake.started.load(Ordering::SeqCst),
+            started,
+            "it was replayed"
+        );
+        assert!(pool.fresh_because().is_some(), "the pool learned");
     }
 
     #[tokio::test]

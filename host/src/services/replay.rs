@@ -5,6 +5,9 @@
 //! only when the instance first reads it. If the instance failed without
 //! reading it, the pool takes it back and sends the same request to a
 //! fresh instance; if it was read, the request cannot be replayed.
+//! Only methods RFC 9110 calls idempotent are ever sent again (a `POST`
+//! may have done its work before the instance failed to answer), and the
+//! pool sends none whose first server called out.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,6 +33,11 @@ pub struct Replay {
 }
 
 impl Replay {
+    /// Whether the request may be sent again at all (RFC 9110 §9.2.2).
+    pub fn idempotent(&self) -> bool {
+        self.method.is_idempotent()
+    }
+
     /// Keeps what is needed to serve `request` again, and gives the
     /// request to serve first, its body lent.
     pub fn keep(request: http::Request<WasiBody>) -> (Replay, http::Request<WasiBody>) {
@@ -53,9 +61,12 @@ impl Replay {
         )
     }
 
-    /// The same request again, when its first server read none of its
-    /// body (or it has none).
+    /// The same request again, when its method is idempotent and its
+    /// first server read none of its body (or it has none).
     pub fn again(self) -> Option<http::Request<WasiBody>> {
+        if !self.method.is_idempotent() {
+            return None;
+        }
         let unread = self.body.lock().take();
         let body = match unread {
             Some(body) => body,
@@ -132,7 +143,13 @@ mod tests {
                 .map_err(|never| match never {})
                 .boxed_unsync()
         };
-        http::Request::post("http://x/path?q=1")
+        request_with(http::Method::PUT, body)
+    }
+
+    fn request_with(method: http::Method, body: WasiBody) -> http::Request<WasiBody> {
+        http::Request::builder()
+            .method(method)
+            .uri("http://x/path?q=1")
             .header("x-test", "1")
             .body(body)
             .unwrap()
@@ -159,5 +176,17 @@ mod tests {
         let (replay, first) = Replay::keep(request(b""));
         let _ = first.into_body().collect().await.unwrap();
         assert!(replay.again().is_some(), "nothing was lost");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_is_not_idempotent_is_never_sent_again() {
+        let empty = || Empty::new().map_err(|never| match never {}).boxed_unsync();
+        let (replay, first) = Replay::keep(request_with(http::Method::POST, empty()));
+        drop(first);
+        assert!(!replay.idempotent());
+        assert!(replay.again().is_none(), "a POST was sent again");
+        let (replay, first) = Replay::keep(request_with(http::Method::DELETE, empty()));
+        drop(first);
+        assert!(replay.again().is_some(), "DELETE is idempotent");
     }
 }

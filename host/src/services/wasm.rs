@@ -150,8 +150,9 @@ async fn fetched(
         }
         engine
             .accept_image(digest, path, |dir| {
-                crate::container::image::unpack(&name, path, dir)
-                    .map(|_| ())
+                let room = crate::container::image::Room::platform();
+                crate::container::image::unpack(&name, path, dir, room)
+                    .map(|(_, unpacked)| unpacked.bytes)
                     .map_err(anyhow::Error::from)
             })
             .map_err(|e| format!("{e:#}"))?;
@@ -284,5 +285,9 @@ impl Handler for WasmHandler {
                 .await?;
             Ok(Box::new(WasmHandler(instance)) as Box<dyn Handler>)
         })
+    }
+
+    fn called_out(&self) -> bool {
+        self.0.called_out()
     }
 }
