@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sha2::Digest as _;
+use support::oci::crafted_image;
 use support::{app_wasm, http_request, image, wait_until, Daemon, Tmux};
 
 /// The log lines of the service `name` (in whatever stack it is).
@@ -51,63 +51,6 @@ fn processes(needle: &str) -> Vec<String> {
         .filter(|l| l.contains(needle) && !l.contains("ps -eo"))
         .map(str::to_string)
         .collect()
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
-}
-
-/// An OCI layout tar holding one layer (a tar of `entries`), for `arch`.
-fn crafted_image(entries: &[(&str, &[u8])], arch: &str) -> Vec<u8> {
-    let mut layer = tar::Builder::new(Vec::new());
-    for (name, data) in entries {
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(0o755);
-        header.set_size(data.len() as u64);
-        // Names are written raw, so `../x` stays as a hostile layer has it.
-        let raw = &mut header.as_old_mut().name;
-        raw[..name.len()].copy_from_slice(name.as_bytes());
-        header.set_cksum();
-        layer.append(&header, *data).unwrap();
-    }
-    let layer = layer.into_inner().unwrap();
-    let config = serde_json::json!({
-        "architecture": arch, "os": "linux", "config": {"Cmd": ["/x"]},
-        "rootfs": {"type": "layers", "diff_ids": [sha256(&layer)]},
-    })
-    .to_string();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config.as_bytes()), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(&layer), "size": layer.len()}],
-    })
-    .to_string();
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": sha256(manifest.as_bytes()), "size": manifest.len()}]})
-    .to_string();
-    let mut out = tar::Builder::new(Vec::new());
-    let blobs: Vec<(String, Vec<u8>)> = vec![
-        (
-            "oci-layout".into(),
-            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
-        ),
-        ("index.json".into(), index.into_bytes()),
-        (blob(&sha256(manifest.as_bytes())), manifest.into_bytes()),
-        (blob(&sha256(config.as_bytes())), config.into_bytes()),
-        (blob(&sha256(&layer)), layer),
-    ];
-    for (name, bytes) in blobs {
-        let mut header = tar::Header::new_ustar();
-        header.set_mode(0o644);
-        header.set_size(bytes.len() as u64);
-        out.append_data(&mut header, name, &bytes[..]).unwrap();
-    }
-    out.into_inner().unwrap()
-}
-
-fn blob(digest: &str) -> String {
-    format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
 }
 
 #[test]
@@ -711,8 +654,12 @@ fn containers_are_confined_to_their_own_namespaces_and_the_proxy() {
         .next()
         .unwrap()
         .to_string();
+    // The data directory's path, as the host names it: never shown inside.
+    let data = d.data_dir().canonicalize().unwrap();
+    let data = data.to_str().unwrap();
     let script = format!(
-        "grep -E '^(NoNewPrivs|Seccomp|CapEff):' /proc/self/status; \
+        "grep -F '{data}' /proc/mounts /proc/self/mountinfo && echo LEAKED-PATH; \
+         grep -E '^(NoNewPrivs|Seccomp|CapEff):' /proc/self/status; \
          unshare -n true 2>/dev/null && echo UNSHARED; \
          mount -t tmpfs none /mnt 2>/dev/null && echo MOUNTED; \
          GW=${{HTTP_PROXY#http://}}; GW=${{GW%:*}}; \
@@ -726,6 +673,7 @@ fn containers_are_confined_to_their_own_namespaces_and_the_proxy() {
     ]);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!text.contains("LEAKED-PATH"), "{text}");
     assert!(text.contains("NoNewPrivs:\t1"), "{text}");
     assert!(text.contains("Seccomp:\t2"), "{text}");
     let cap_eff = text
@@ -758,8 +706,9 @@ fn containers_are_confined_to_their_own_namespaces_and_the_proxy() {
 fn web_address(d: &Daemon) -> String {
     let bundles = d.data_dir().join("containers/bundles");
     for entry in std::fs::read_dir(&bundles).unwrap() {
-        let hosts =
-            std::fs::read_to_string(entry.unwrap().path().join("hosts")).unwrap_or_default();
+        // It is written into the container's own layer.
+        let hosts = std::fs::read_to_string(entry.unwrap().path().join("rw/upper/etc/hosts"))
+            .unwrap_or_default();
         if let Some(line) = hosts.lines().find(|l| l.ends_with("\tweb.1")) {
             return line.split('\t').next().unwrap().to_string();
         }

@@ -21,7 +21,7 @@ use super::bundle::{self, Bundle, BundleSpec};
 use super::image::{self, ImageSettings};
 use super::net::{Link, NetConfig, Network};
 use super::shim::SHIM_ARG;
-use super::tasks::Tasks;
+use super::tasks::{TaskSlot, Tasks};
 
 /// How a container's command is to run.
 pub struct ContainerLaunch {
@@ -109,7 +109,7 @@ pub struct Containers {
     /// Containers being stopped after their owner went.
     stopping: tokio_util::task::TaskTracker,
     /// The bounds on their tasks, per environment and in all.
-    tasks: Tasks,
+    tasks: Arc<Tasks>,
 }
 
 /// One container counted against [`Containers`]'s bound until dropped.
@@ -147,6 +147,10 @@ impl Containers {
         max_live: usize,
         tasks: (u64, u64),
     ) -> anyhow::Result<Arc<Containers>> {
+        // Absolute, since a runtime spec's paths are read from elsewhere.
+        let data_dir = &data_dir
+            .canonicalize()
+            .map_err(|e| anyhow::anyhow!("finding {}: {e}", data_dir.display()))?;
         let root = data_dir.join("containers");
         let (bundles, state) = (root.join("bundles"), root.join("state"));
         for d in [&images, &bundles, &state] {
@@ -154,10 +158,7 @@ impl Containers {
         }
         crate::store::clean_partial(&images);
         use sha2::Digest as _;
-        let canonical = data_dir
-            .canonicalize()
-            .unwrap_or_else(|_| data_dir.to_path_buf());
-        let tag = hex::encode(sha2::Sha256::digest(canonical.to_string_lossy().as_bytes()))[..8]
+        let tag = hex::encode(sha2::Sha256::digest(data_dir.to_string_lossy().as_bytes()))[..8]
             .to_string();
         let missing = if subnet == "none" {
             Some("they are turned off here (--container-network none)".to_string())
@@ -191,9 +192,6 @@ impl Containers {
         let cleaned = containers.clean_leftovers();
         // What a killed daemon's containers left of their parents.
         containers.tasks.remove_all();
-        if let Err(e) = containers.tasks.bound_all() {
-            tracing::warn!(error = %e, "cannot bound the containers' tasks");
-        }
         if cleaned > 0 {
             tracing::warn!(cleaned, "removed containers a previous daemon left");
         }
@@ -327,7 +325,7 @@ impl Containers {
             self.boot,
             self.next.fetch_add(1, Ordering::Relaxed)
         );
-        let cgroup = self
+        let (cgroup, tasks) = self
             .tasks
             .cgroup_for(&launch.tenant, &id)
             .map_err(StartError::Failed)?;
@@ -357,6 +355,7 @@ impl Containers {
             bundle: Some(bundle),
             link: Some(link),
             _slot: slot,
+            _tasks: tasks,
         };
         let net_arg = network.shim_arg(cleanup.link());
         Ok(Prepared {
@@ -580,6 +579,8 @@ struct Cleanup {
     bundle: Option<Bundle>,
     link: Option<Link>,
     _slot: LiveSlot,
+    /// Counted in its environment's cgroup (dropped after the rest).
+    _tasks: TaskSlot,
 }
 
 impl Cleanup {

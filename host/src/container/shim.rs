@@ -152,6 +152,9 @@ fn shim(args: Args, mut control: UnixStream) -> i32 {
             let _ = nix::mount::umount2(&args.bundle.join(sub), nix::mount::MntFlags::MNT_DETACH);
         }
         let _ = std::fs::remove_dir_all(&args.bundle);
+        if let Some(cgroup) = &args.cgroup {
+            super::tasks::remove_parents(cgroup);
+        }
     }
     let (code, signal) = match status {
         WaitStatus::Exited(_, code) => (code, 0),

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -37,8 +38,8 @@ pub struct Tasks {
     tree: Option<Tree>,
     /// The daemon's own cgroup, relative to the tree's root (`/mesh/TAG`).
     base: String,
-    /// Environment cgroups made, with the limit written.
-    made: Mutex<HashMap<String, u64>>,
+    /// The cgroups made, and the containers in each.
+    state: Mutex<State>,
     /// Each environment's limit, as the operator set it.
     limits: Mutex<HashMap<String, u64>>,
     /// The limit of an environment the operator set none for.
@@ -47,32 +48,49 @@ pub struct Tasks {
     total: u64,
 }
 
+#[derive(Default)]
+struct State {
+    /// Whether the daemon's own cgroup is made and bounded.
+    top: bool,
+    /// Environment cgroups made, with the limit written.
+    made: HashMap<String, u64>,
+    /// Containers live in each environment's cgroup.
+    live: HashMap<String, usize>,
+}
+
+/// One container counted in its environment's cgroup; when the last
+/// one goes, the cgroup goes too (and the daemon's, when it was the last),
+/// so a daemon killed while no container runs leaves nothing behind.
+pub struct TaskSlot {
+    tasks: Arc<Tasks>,
+    env: String,
+}
+
+impl Drop for TaskSlot {
+    fn drop(&mut self) {
+        self.tasks.release(&self.env);
+    }
+}
+
 impl Tasks {
     /// The task bounds of the daemon tagged `tag`: at most `total` tasks
     /// in all its containers, `default` in one environment's unless set.
-    pub fn new(tag: &str, total: u64, default: u64) -> Tasks {
-        Tasks {
+    /// Nothing is made until a container needs it.
+    pub fn new(tag: &str, total: u64, default: u64) -> Arc<Tasks> {
+        Arc::new(Tasks {
             tree: find_tree(),
             base: format!("/mesh/{tag}"),
-            made: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
             limits: Mutex::new(HashMap::new()),
             default,
             total,
-        }
-    }
-
-    /// Makes the daemon's own cgroup, bounded by the total (call after
-    /// [`Tasks::remove_all`] has cleared what a killed daemon left).
-    pub fn bound_all(&self) -> std::io::Result<()> {
-        match self.dir(&self.base) {
-            Some(dir) => self.make(&dir, self.total),
-            None => Ok(()),
-        }
+        })
     }
 
     /// The cgroup path (relative, as a runtime spec names it) of a
-    /// container `id` of environment `env`, made and bounded first.
-    pub fn cgroup_for(&self, env: &str, id: &str) -> Result<String, String> {
+    /// container `id` of environment `env`, made and bounded first, and
+    /// the container counted in it.
+    pub fn cgroup_for(self: &Arc<Self>, env: &str, id: &str) -> Result<(String, TaskSlot), String> {
         let group = format!("{}/env-{env}", self.base);
         let limit = self
             .limits
@@ -81,15 +99,56 @@ impl Tasks {
             .copied()
             .unwrap_or(self.default)
             .min(self.total);
-        let mut made = self.made.lock();
-        if made.get(env) != Some(&limit) {
+        let mut state = self.state.lock();
+        if !state.top {
+            if let Some(dir) = self.dir(&self.base) {
+                self.make(&dir, self.total)
+                    .map_err(|e| format!("cannot bound the containers' tasks: {e}"))?;
+            }
+            state.top = true;
+        }
+        if state.made.get(env) != Some(&limit) {
             if let Some(dir) = self.dir(&group) {
                 self.make(&dir, limit)
                     .map_err(|e| format!("cannot bound environment {env}'s tasks: {e}"))?;
             }
-            made.insert(env.to_string(), limit);
+            state.made.insert(env.to_string(), limit);
         }
-        Ok(format!("{group}/{id}"))
+        *state.live.entry(env.to_string()).or_insert(0) += 1;
+        let slot = TaskSlot {
+            tasks: self.clone(),
+            env: env.to_string(),
+        };
+        Ok((format!("{group}/{id}"), slot))
+    }
+
+    /// A container of `env` is gone: the last one takes the cgroups with it.
+    fn release(&self, env: &str) {
+        let mut state = self.state.lock();
+        let Some(live) = state.live.get_mut(env) else {
+            return;
+        };
+        *live -= 1;
+        if *live > 0 {
+            return;
+        }
+        state.live.remove(env);
+        let group = format!("{}/env-{env}", self.base);
+        for root in self.roots() {
+            remove_tree(&root.join(group.trim_start_matches('/')));
+        }
+        if self.dir(&group).is_some_and(|dir| !dir.exists()) {
+            state.made.remove(env);
+        }
+        if state.live.is_empty() && state.made.is_empty() {
+            for root in self.roots() {
+                let top = root.join(self.base.trim_start_matches('/'));
+                if std::fs::remove_dir(&top).is_ok() {
+                    let _ = std::fs::remove_dir(root.join("mesh"));
+                }
+            }
+            state.top = self.dir(&self.base).is_some_and(|dir| dir.exists());
+        }
     }
 
     /// Sets each environment's task limit (the operator's quotas); those
@@ -98,13 +157,13 @@ impl Tasks {
         for limit in limits.values_mut() {
             *limit = (*limit).min(self.total);
         }
-        let mut made = self.made.lock();
+        let mut state = self.state.lock();
         for (env, limit) in &limits {
-            if made.get(env).is_some_and(|l| l != limit) {
+            if state.made.get(env).is_some_and(|l| l != limit) {
                 if let Some(dir) = self.dir(&format!("{}/env-{env}", self.base)) {
                     match write_max(&dir, *limit) {
                         Ok(()) => {
-                            made.insert(env.clone(), *limit);
+                            state.made.insert(env.clone(), *limit);
                         }
                         Err(e) => tracing::warn!(env, error = %e, "cannot change a task limit"),
                     }
@@ -123,30 +182,28 @@ impl Tasks {
     }
 
     /// Removes the daemon's cgroups (empty by now: every container's was
-    /// removed with it); what cannot be removed is left and said.
-    /// On cgroup v1 the runtime made the containers' parents in every
+    /// removed with it); what cannot be removed is left and said. On
+    /// cgroup v1 the runtime made the containers' parents in every
     /// controller's tree, so each is cleaned.
     pub fn remove_all(&self) {
         let relative = self.base.trim_start_matches('/');
-        match &self.tree {
-            Some(Tree::V1(pids)) => {
-                let roots = pids.parent().and_then(|all| std::fs::read_dir(all).ok());
-                for entry in roots.into_iter().flatten().filter_map(Result::ok) {
-                    let root = entry.path();
-                    if root.join("cgroup.procs").exists() {
-                        remove_tree(&root.join(relative));
-                        // The parent all daemons share, once it is empty.
-                        let _ = std::fs::remove_dir(root.join("mesh"));
-                    }
-                }
-            }
-            Some(Tree::V2(root)) => {
-                remove_tree(&root.join(relative));
-                let _ = std::fs::remove_dir(root.join("mesh"));
-            }
-            None => {}
+        for root in self.roots() {
+            remove_tree(&root.join(relative));
+            // The parent all daemons share, once it is empty.
+            let _ = std::fs::remove_dir(root.join("mesh"));
         }
-        self.made.lock().clear();
+        let mut state = self.state.lock();
+        state.made.clear();
+        state.top = false;
+    }
+
+    /// The root of each hierarchy the containers' cgroups are in.
+    fn roots(&self) -> Vec<PathBuf> {
+        match &self.tree {
+            Some(Tree::V1(_)) => v1_roots(),
+            Some(Tree::V2(root)) => vec![root.clone()],
+            None => Vec::new(),
+        }
     }
 
     /// The directory of cgroup `relative` in the pids tree.
@@ -176,6 +233,38 @@ impl Tasks {
         }
         write_max(dir, limit)
     }
+}
+
+/// Removes what is empty of a container's parents (`cgroup` names the
+/// container's own, already removed): its environment's, the daemon's
+/// and the shared `/mesh`, in every hierarchy. The shim calls it when the
+/// daemon is gone and nobody else will; a parent still in use stays.
+pub fn remove_parents(cgroup: &Path) {
+    let roots = match find_tree() {
+        Some(Tree::V1(_)) => v1_roots(),
+        Some(Tree::V2(root)) => vec![root],
+        None => return,
+    };
+    let relative = cgroup.strip_prefix("/").unwrap_or(cgroup);
+    for root in roots {
+        for parent in relative.ancestors().skip(1) {
+            if parent.as_os_str().is_empty() || std::fs::remove_dir(root.join(parent)).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// The roots of the cgroup v1 hierarchies mounted here.
+fn v1_roots() -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|root| root.join("cgroup.procs").exists())
+        .collect()
 }
 
 fn write_max(dir: &Path, limit: u64) -> std::io::Result<()> {
