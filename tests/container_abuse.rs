@@ -483,15 +483,129 @@ fn the_proxy_refuses_names_under_localhost_with_a_status_and_a_reason() {
         "sh",
     ]);
     let script = "GW=${HTTP_PROXY#http://}; GW=${GW%:*}; \
-        printf 'GET http://www.localhost/ HTTP/1.1\\r\\nHost: www.localhost\\r\\nConnection: close\\r\\n\\r\\n' \
+        { printf 'GET http://www.localhost/ HTTP/1.1\\r\\nHost: www.localhost\\r\\nConnection: close\\r\\n\\r\\n'; sleep 3; } \
         | timeout 5 nc $GW 3128";
     let out = d.mesh(&[
         "svc", "run", "-n", "sh", "--stack", "boxes", "--", "/bin/sh", "-c", script,
     ]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(text.starts_with("HTTP/1.1 502"), "{text}{err}");
     assert!(
         text.contains("names under .localhost are loopback"),
         "{text}"
+    );
+}
+
+/// The host pid of the process whose command line is exactly `argv`.
+fn pid_of(argv: &[&str]) -> Option<u32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
+}
+
+/// `(inside, outside, count)` of a process's first uid mapping.
+fn uid_map(pid: u32) -> (u64, u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
+    let fields: Vec<u64> = text
+        .split_whitespace()
+        .take(3)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    (fields[0], fields[1], fields[2])
+}
+
+#[test]
+fn a_containers_root_is_an_unprivileged_user_of_its_environments_own_range_on_the_host() {
+    use std::os::unix::fs::MetadataExt as _;
+    let d = Daemon::start();
+    let token = d.new_env("t2", &[]);
+    let (ok, _, err) = as_tenant(
+        &d,
+        &token,
+        &["stack", "deploy", "boxes", &image("busybox.tar")],
+    );
+    assert!(ok, "{err}");
+    d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
+    let script = |marker: &str| {
+        format!("id -u > /made-by-root; ls -ln /bin/busybox /etc/hosts; exec sleep {marker}")
+    };
+    let (ok, _, err) = as_tenant(
+        &d,
+        &token,
+        &[
+            "svc",
+            "create",
+            "-n",
+            "root",
+            "--stack",
+            "boxes",
+            "--",
+            "busybox",
+            "sh",
+            "-c",
+            &script("4243"),
+        ],
+    );
+    assert!(ok, "{err}");
+    d.ok(&[
+        "svc",
+        "create",
+        "-n",
+        "root",
+        "--stack",
+        "boxes",
+        "--",
+        "busybox",
+        "sh",
+        "-c",
+        &script("4244"),
+    ]);
+    let mut pids = None;
+    wait_until(Duration::from_secs(30), "both containers running", || {
+        pids = pid_of(&["sleep", "4243"]).zip(pid_of(&["sleep", "4244"]));
+        pids.is_some()
+    });
+    let (tenant, operator) = pids.unwrap();
+    // Root inside; an unprivileged id of its own environment's range outside.
+    let (inside, t2_base, size) = uid_map(tenant);
+    assert_eq!((inside, size), (0, 65_536));
+    assert!(t2_base >= 1 << 24, "{t2_base}");
+    let (_, default_base, _) = uid_map(operator);
+    assert!(default_base >= 1 << 24);
+    assert!(
+        t2_base.abs_diff(default_base) >= 65_536,
+        "ranges overlap: {t2_base} and {default_base}"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{tenant}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid_line.contains(&t2_base.to_string()), "{uid_line}");
+    // A file it writes in its own layer is owned by that id on the host,
+    // and the image's files are root's as seen inside.
+    let made = d
+        .data_dir()
+        .join("containers/bundles")
+        .read_dir()
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("rw/upper/made-by-root"))
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.trim() == "0"))
+        .expect("the file root made in its layer");
+    let owner = std::fs::metadata(&made).unwrap();
+    assert!(
+        u64::from(owner.uid()) == t2_base || u64::from(owner.uid()) == default_base,
+        "owned by {} on the host",
+        owner.uid()
+    );
+    let logs = d.ok_as(&token, &["svc", "logs", "-n", "root", "--stack", "boxes"]);
+    assert!(
+        logs.contains(" 0        0 ") && logs.contains("/bin/busybox"),
+        "{logs}"
     );
 }

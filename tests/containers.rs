@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sha2::Digest as _;
 use support::oci::crafted_image;
 use support::{app_wasm, http_request, image, wait_until, Daemon, Tmux};
 
@@ -573,9 +574,14 @@ fn kill_9_of_the_daemon_leaves_no_container_and_a_restart_runs_each_once() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(processes(&marker).len(), 3, "{:?}", processes(&marker));
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    // The writable layers' tmpfs in the data directory, the roots'
+    // overlays under /run/mesh/TAG.
+    let data = d.data_dir().canonicalize().unwrap();
+    let tag = hex::encode(sha2::Sha256::digest(data.to_string_lossy().as_bytes()));
+    let run = format!("/run/mesh/{}/", &tag[..8]);
     let ours = mounts
         .lines()
-        .filter(|l| l.contains(d.data_dir().to_str().unwrap()))
+        .filter(|l| l.contains(data.to_str().unwrap()) || l.contains(&run))
         .count();
     assert_eq!(ours, 6, "an overlay and a tmpfs per container:\n{mounts}");
 }

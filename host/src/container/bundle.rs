@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use super::image::{ImageSettings, ROOTFS_DIR};
+use super::userns::IDS_PER_ENVIRONMENT;
 
 /// Capabilities a container keeps: Docker's default set without
 /// `NET_RAW` and `MKNOD`.
@@ -152,22 +153,34 @@ pub struct BundleSpec<'a> {
     pub hosts: String,
     /// The image's settings.
     pub image: &'a ImageSettings,
+    /// The image's root, its owners shifted to the container's id range.
+    pub lower: &'a Path,
+    /// The first host id of the container's range (its root on the host).
+    pub id_base: u32,
 }
 
 /// A prepared bundle; [`Bundle::remove`] unmounts and deletes it.
 pub struct Bundle {
     /// The bundle directory (holding `config.json`).
     pub dir: PathBuf,
+    /// Where its root filesystem is mounted: a path the container's own
+    /// root (an unprivileged host id) can reach, unlike the data
+    /// directory's (see [`Bundle::prepare`]).
+    root_at: PathBuf,
     mounts: Vec<PathBuf>,
 }
 
 impl Bundle {
-    /// Makes the bundle for container `id` of the image unpacked at
-    /// `image_dir`, under `bundles`.
+    /// Makes the bundle for container `id` under `bundles`, its root
+    /// filesystem mounted under `run`: the runtime, already in the
+    /// container's user namespace, mounts it from there, so every folder
+    /// down to it must let the container's root through (`run` and its
+    /// parents do; the data directory's are the daemon's alone). The
+    /// container's own folder there is its root's alone.
     pub fn prepare(
         bundles: &Path,
+        run: &Path,
         id: &str,
-        image_dir: &Path,
         spec: &BundleSpec<'_>,
     ) -> Result<Bundle, String> {
         let dir = bundles.join(id);
@@ -175,9 +188,10 @@ impl Bundle {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut bundle = Bundle {
             dir: dir.clone(),
+            root_at: run.join(id),
             mounts: Vec::new(),
         };
-        let result = bundle.fill(image_dir, spec);
+        let result = bundle.fill(spec);
         if let Err(e) = result {
             bundle.remove();
             return Err(e);
@@ -185,13 +199,18 @@ impl Bundle {
         Ok(bundle)
     }
 
-    fn fill(&mut self, image_dir: &Path, spec: &BundleSpec<'_>) -> Result<(), String> {
+    fn fill(&mut self, spec: &BundleSpec<'_>) -> Result<(), String> {
         use nix::mount::{mount, MsFlags};
         let rw = self.dir.join("rw");
-        let rootfs = self.dir.join(ROOTFS_DIR);
-        for d in [&rw, &rootfs] {
+        let rootfs = self.root_at.join(ROOTFS_DIR);
+        for d in [&rw, &self.root_at, &rootfs] {
             std::fs::create_dir(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
+        std::os::unix::fs::lchown(&self.root_at, Some(spec.id_base), Some(spec.id_base))
+            .map_err(|e| format!("{}: {e}", self.root_at.display()))?;
+        // The bundle names it too, for whoever cleans up after the daemon.
+        std::os::unix::fs::symlink(&rootfs, self.dir.join(ROOTFS_DIR))
+            .map_err(|e| format!("{}: {e}", self.dir.display()))?;
         let size = format!("size={},mode=0700", spec.writable_bytes.max(1 << 20));
         mount(
             Some("mesh-rw"),
@@ -206,15 +225,33 @@ impl Bundle {
         for d in [&upper, &work] {
             std::fs::create_dir(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
-        let lower = image_dir.join(ROOTFS_DIR);
+        let lower = spec.lower.to_path_buf();
         // The names and addresses a container knows, in its own layer:
-        // no bind mount names a host path inside.
+        // no bind mount names a host path inside. They, and the layer's
+        // root (the container's `/`), belong to the container's root.
         let etc = upper.join("etc");
         std::fs::create_dir(&etc).map_err(|e| format!("{}: {e}", etc.display()))?;
         std::fs::write(etc.join("hosts"), &spec.hosts).map_err(|e| format!("hosts: {e}"))?;
         // No DNS server is reachable; names come from /etc/hosts.
         std::fs::write(etc.join("resolv.conf"), "options ndots:0\n")
             .map_err(|e| format!("resolv.conf: {e}"))?;
+        let root_of_lower = std::fs::metadata(&lower).map_err(|e| format!("{e}"))?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let modes = [
+                (&upper, root_of_lower.permissions().mode() & 0o7777),
+                (&etc, 0o755),
+                (&etc.join("hosts"), 0o644),
+                (&etc.join("resolv.conf"), 0o644),
+            ];
+            for (path, mode) in modes {
+                std::os::unix::fs::lchown(path, Some(spec.id_base), Some(spec.id_base))
+                    .and_then(|()| {
+                        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    })
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
         // The layers are named by open descriptors, so the mount's options
         // (in the container's /proc/mounts) show no path of the host's.
         let open =
@@ -241,18 +278,39 @@ impl Bundle {
         std::fs::write(self.dir.join("config.json"), text).map_err(|e| format!("config.json: {e}"))
     }
 
+    /// Where its root filesystem's folder is (outside the bundle).
+    pub fn root_at(&self) -> &Path {
+        &self.root_at
+    }
+
     /// Unmounts and deletes the bundle.
     pub fn remove(&mut self) {
         for mount in self.mounts.drain(..).rev() {
             let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
         }
+        remove_root_at(&self.root_at);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// Unmounts and removes every bundle left under `bundles` (by a daemon
-/// that was killed).
-pub fn clean_all(bundles: &Path) -> usize {
+/// Unmounts and removes a container's folder under the run directory:
+/// one folder at a time, never recursively, so nothing still mounted there
+/// is deleted.
+pub fn remove_root_at(root_at: &Path) {
+    let rootfs = root_at.join(ROOTFS_DIR);
+    let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir(&rootfs);
+    let _ = std::fs::remove_dir(root_at);
+}
+
+/// Unmounts and removes every bundle left under `bundles`, and every
+/// root's folder under `run` (by a daemon that was killed).
+pub fn clean_all(bundles: &Path, run: &Path) -> usize {
+    if let Ok(entries) = std::fs::read_dir(run) {
+        for entry in entries.filter_map(Result::ok) {
+            remove_root_at(&entry.path());
+        }
+    }
     let Ok(entries) = std::fs::read_dir(bundles) else {
         return 0;
     };
@@ -403,7 +461,9 @@ fn config_json(spec: &BundleSpec<'_>, rootfs: &Path, uid: u32, gid: u32) -> Valu
         "ociVersion": "1.0.2",
         "process": {
             "terminal": spec.tty,
-            "user": {"uid": uid, "gid": gid},
+            // Files it makes are readable by others, as under Docker (the
+            // daemon's own umask is 077).
+            "user": {"uid": uid, "gid": gid, "umask": 0o022},
             "args": spec.argv,
             "env": spec.env,
             "cwd": cwd,
@@ -437,9 +497,12 @@ fn config_json(spec: &BundleSpec<'_>, rootfs: &Path, uid: u32, gid: u32) -> Valu
                 "pids": {"limit": 4096},
             },
             "namespaces": [
-                {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                {"type": "user"}, {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
                 {"type": "uts"}, {"type": "mount"},
             ],
+            // Root inside is an unprivileged id of the environment's range.
+            "uidMappings": [{"containerID": 0, "hostID": spec.id_base, "size": IDS_PER_ENVIRONMENT}],
+            "gidMappings": [{"containerID": 0, "hostID": spec.id_base, "size": IDS_PER_ENVIRONMENT}],
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
                 "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",

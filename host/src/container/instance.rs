@@ -22,6 +22,7 @@ use super::image::{self, ImageSettings};
 use super::net::{Link, NetConfig, Network};
 use super::shim::SHIM_ARG;
 use super::tasks::{TaskSlot, Tasks};
+use super::userns::{self, IdRanges};
 
 /// How a container's command is to run.
 pub struct ContainerLaunch {
@@ -95,6 +96,9 @@ impl std::fmt::Display for StartError {
 pub struct Containers {
     images: PathBuf,
     bundles: PathBuf,
+    /// Where containers' root filesystems are mounted (see
+    /// [`Bundle::prepare`]): `/run/mesh/TAG`.
+    run: PathBuf,
     state: PathBuf,
     exe: PathBuf,
     tag: String,
@@ -110,6 +114,16 @@ pub struct Containers {
     stopping: tokio_util::task::TaskTracker,
     /// The bounds on their tasks, per environment and in all.
     tasks: Arc<Tasks>,
+    /// The host id range of each environment's containers.
+    ids: IdRanges,
+}
+
+/// Where the daemon tagged `tag` mounts its containers' roots: under
+/// `/run` (a tmpfs: nothing outlives a reboot), apart from the data
+/// directory, whose folders the containers' unprivileged roots cannot
+/// pass through.
+fn run_dir(tag: &str) -> PathBuf {
+    Path::new("/run/mesh").join(tag)
 }
 
 /// One container counted against [`Containers`]'s bound until dropped.
@@ -169,11 +183,13 @@ impl Containers {
             Some(why) => Err(why.clone()),
             None => NetConfig::parse(subnet).and_then(Network::open),
         };
-        let tasks = Tasks::new(&tag, tasks.0, tasks.1);
+        let tasks = Tasks::new(&tag, tasks.0, tasks.1, run_dir(&tag));
         let containers = Containers {
             tasks,
+            ids: IdRanges::open(root.join("ids.json")),
             images,
             bundles,
+            run: run_dir(&tag),
             state,
             exe,
             tag,
@@ -217,6 +233,10 @@ impl Containers {
         self.stopping.close();
         let _ = tokio::time::timeout(limit, self.stopping.wait()).await;
         self.tasks.remove_all();
+        // Empty once every container's folder went with it.
+        if std::fs::remove_dir(&self.run).is_ok() {
+            let _ = std::fs::remove_dir("/run/mesh");
+        }
     }
 
     /// Each environment's task limit, as the operator's quotas say.
@@ -268,7 +288,8 @@ impl Containers {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
-        bundle::clean_all(&self.bundles);
+        bundle::clean_all(&self.bundles, &self.run);
+        let _ = std::fs::remove_dir(&self.run);
         count
     }
 
@@ -313,12 +334,20 @@ impl Containers {
             .find_map(|kv| kv.strip_prefix("PATH="))
             .unwrap_or(settings.path_var())
             .to_string();
-        let lower = image_dir.join(image::ROOTFS_DIR);
-        if !bundle::finds_executable(&lower, &first, &path) {
+        let unshifted = image_dir.join(image::ROOTFS_DIR);
+        if !bundle::finds_executable(&unshifted, &first, &path) {
             return Err(StartError::NotFound(format!(
                 "exec: \"{first}\": not found in image"
             )));
         }
+        // Root inside is the first id of the environment's range; the
+        // image's files, copied once for the range, are owned as inside.
+        let id_base = self
+            .ids
+            .base_of(&launch.tenant)
+            .map_err(StartError::Failed)?;
+        let lower =
+            userns::shifted_root(image_dir, &unshifted, id_base).map_err(StartError::Failed)?;
         let id = format!(
             "{}-{}-{}",
             self.tag,
@@ -348,9 +377,11 @@ impl Containers {
             cgroup: &cgroup,
             hosts,
             image: &settings,
+            lower: &lower,
+            id_base,
         };
         let bundle =
-            Bundle::prepare(&self.bundles, &id, image_dir, &spec).map_err(StartError::Failed)?;
+            Bundle::prepare(&self.bundles, &self.run, &id, &spec).map_err(StartError::Failed)?;
         let cleanup = Cleanup {
             bundle: Some(bundle),
             link: Some(link),
@@ -410,6 +441,7 @@ impl Prepared {
             .args(["--root", &containers.state.to_string_lossy()])
             .args(["--id", &id])
             .args(["--bundle", &cleanup.bundle_dir().to_string_lossy()])
+            .args(["--mounted-at", &cleanup.root_at().to_string_lossy()])
             .args(["--cgroup", &cgroup])
             .args(["--net", &net_arg]);
         if tty {
@@ -594,6 +626,13 @@ impl Cleanup {
         self.bundle
             .as_ref()
             .map(|b| b.dir.clone())
+            .unwrap_or_default()
+    }
+
+    fn root_at(&self) -> PathBuf {
+        self.bundle
+            .as_ref()
+            .map(|b| b.root_at().to_path_buf())
             .unwrap_or_default()
     }
 }

@@ -13,6 +13,8 @@
 //! - `shim`: the per-container process that drives `libcontainer`.
 //! - `tasks`: the pids cgroups above the containers: per environment, and
 //!   all of them under the host's capacity.
+//! - `userns`: each environment's host id range, and images copied with
+//!   their owners shifted into it, so root inside is nobody outside.
 //! - `instance`: starting a container through its shim, signalling it,
 //!   waiting for its end, cleaning up after it.
 
@@ -24,6 +26,7 @@ pub mod layer;
 pub mod net;
 pub mod shim;
 pub mod tasks;
+pub mod userns;
 
 pub use error::ImageError;
 pub use image::ImageSettings;

@@ -39,6 +39,8 @@ struct Args {
     bundle: PathBuf,
     tty: bool,
     cgroup: Option<PathBuf>,
+    /// The folder its root filesystem is mounted in (outside the bundle).
+    mounted_at: Option<PathBuf>,
     /// Its veth's host end, the bridge, its address (`HOST,BRIDGE,CIDR`).
     net: Option<(String, String, String)>,
 }
@@ -50,6 +52,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         bundle: PathBuf::new(),
         tty: false,
         cgroup: None,
+        mounted_at: None,
         net: None,
     };
     let mut it = args.iter();
@@ -61,6 +64,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--bundle" => out.bundle = value()?.into(),
             "--tty" => out.tty = true,
             "--cgroup" => out.cgroup = Some(value()?.into()),
+            "--mounted-at" => out.mounted_at = Some(value()?.into()),
             "--net" => {
                 let v = value()?;
                 let parts: Vec<&str> = v.split(',').collect();
@@ -148,11 +152,27 @@ fn shim(args: Args, mut control: UnixStream) -> i32 {
     if daemon_gone {
         // Nobody is left to clean up after the container: its mounts and
         // bundle go now.
+        // Named by the daemon, not read from the bundle, which may be
+        // gone already with the data directory.
+        let root_at = args.mounted_at.clone();
         for sub in ["rootfs", "rw"] {
             let _ = nix::mount::umount2(&args.bundle.join(sub), nix::mount::MntFlags::MNT_DETACH);
         }
+        if let Some(root_at) = root_at {
+            super::bundle::remove_root_at(&root_at);
+            // The run directory and its parent, once empty.
+            for dir in root_at.ancestors().skip(1).take(2) {
+                if std::fs::remove_dir(dir).is_err() {
+                    break;
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(&args.bundle);
         if let Some(cgroup) = &args.cgroup {
+            // Again after a moment: the other shims ending now may have
+            // been removing their own containers' cgroups meanwhile.
+            super::tasks::remove_parents(cgroup);
+            std::thread::sleep(std::time::Duration::from_millis(200));
             super::tasks::remove_parents(cgroup);
         }
     }

@@ -11,6 +11,8 @@
 //! The containers' cgroups are made by youki under their environment's;
 //! this module makes and bounds the two levels above, and removes them
 //! when the daemon stops (and what a killed daemon left, when it starts).
+//! It also keeps the run directory the containers' roots are mounted in
+//! for as long as some container lives, so neither outlives them.
 //! On cgroup v1 the pids controller has its own tree; on v2 the one tree
 //! must have the controller enabled in each parent.
 
@@ -46,6 +48,9 @@ pub struct Tasks {
     default: u64,
     /// The limit of all of them together.
     total: u64,
+    /// The run directory, made with the first container and removed
+    /// with the last.
+    run: PathBuf,
 }
 
 #[derive(Default)]
@@ -76,8 +81,9 @@ impl Tasks {
     /// The task bounds of the daemon tagged `tag`: at most `total` tasks
     /// in all its containers, `default` in one environment's unless set.
     /// Nothing is made until a container needs it.
-    pub fn new(tag: &str, total: u64, default: u64) -> Arc<Tasks> {
+    pub fn new(tag: &str, total: u64, default: u64, run: PathBuf) -> Arc<Tasks> {
         Arc::new(Tasks {
+            run,
             tree: find_tree(),
             base: format!("/mesh/{tag}"),
             state: Mutex::new(State::default()),
@@ -114,6 +120,7 @@ impl Tasks {
             }
             state.made.insert(env.to_string(), limit);
         }
+        make_passable(&self.run)?;
         *state.live.entry(env.to_string()).or_insert(0) += 1;
         let slot = TaskSlot {
             tasks: self.clone(),
@@ -139,6 +146,11 @@ impl Tasks {
         }
         if self.dir(&group).is_some_and(|dir| !dir.exists()) {
             state.made.remove(env);
+        }
+        if state.live.is_empty() && std::fs::remove_dir(&self.run).is_ok() {
+            if let Some(parent) = self.run.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
         }
         if state.live.is_empty() && state.made.is_empty() {
             for root in self.roots() {
@@ -233,6 +245,23 @@ impl Tasks {
         }
         write_max(dir, limit)
     }
+}
+
+/// Makes `dir` and its parent passable (not readable) by everyone.
+fn make_passable(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut dirs = vec![dir];
+    dirs.extend(dir.parent());
+    for dir in dirs.into_iter().rev() {
+        match std::fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// Removes what is empty of a container's parents (`cgroup` names the
