@@ -180,7 +180,10 @@ fn cgi() {
     if path == "/big-head" {
         // One header of QUERY_STRING bytes: a head no client could send.
         let n: usize = var("QUERY_STRING").parse().unwrap_or(0);
-        print!("Content-Type: text/plain\nX-Big: {}\n\nbig head\n", "a".repeat(n));
+        print!(
+            "Content-Type: text/plain\nX-Big: {}\n\nbig head\n",
+            "a".repeat(n)
+        );
         return;
     }
     if let Some(file) = path.strip_prefix("/static/") {
