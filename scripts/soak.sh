@@ -11,8 +11,9 @@
 #
 # Prints the victim's requests by status (only 503s, documented as the
 # answer when every instance is busy, are allowed), its p50/p99 latency
-# next to the baseline's, and the daemon's RSS before and after. Exits
-# non-zero on any other failure. Traffic goes to 127.0.0.1 only.
+# next to the baseline's against the targets (p50 within 1.25x, p99
+# within 2x, no failed request), and the daemon's RSS before and after.
+# Exits non-zero on any failure but 503s. Traffic goes to 127.0.0.1 only.
 #
 #   scripts/soak.sh                 # 60s soak (BASELINE 15s first)
 # Env: DURATION (default 60), BASELINE (default 15), CONNS (default 32).
@@ -121,11 +122,16 @@ base, soak = read(sys.argv[1]), read(sys.argv[2])
 print(f"{'':10} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9}")
 for name, r, secs in (("baseline", base, int(sys.argv[3])), ("soak", soak, int(sys.argv[4]))):
     print(f"{name:10} {r['requests'] / secs:>10.0f} {r['p50_us'] / 1000:>9.2f} {r['p99_us'] / 1000:>9.2f}")
-print(f"ratio soak / baseline: p50 {soak['p50_us'] / base['p50_us']:.2f}x, p99 {soak['p99_us'] / base['p99_us']:.2f}x")
+p50 = soak['p50_us'] / base['p50_us']
+p99 = soak['p99_us'] / base['p99_us']
+print(f"ratio soak / baseline: p50 {p50:.2f}x (target <= 1.25x: {'met' if p50 <= 1.25 else 'MISSED'}), "
+      f"p99 {p99:.2f}x (target <= 2x: {'met' if p99 <= 2 else 'MISSED'})")
 PY
 echo "victim answers by status during the soak:"
 grep '^status' "$tmp/soak.txt" | sort -k2 -n | sed 's/^status /  /'
 echo "  connection errors: $(value errors "$tmp/soak.txt")"
+failed="$(awk '$1 == "status" && $2 != 200 { n += $3 } END { print n + 0 }' "$tmp/soak.txt")"
+echo "  failed requests (not 200): $failed (target 0: $([ "$failed" -eq 0 ] && echo met || echo MISSED))"
 echo "daemon RSS: ${rss_before} MiB before, ${rss_after} MiB after"
 bad="$(awk '$1 == "status" && $2 != 200 && $2 != 503 { n += $3 } END { print n + 0 }' "$tmp/soak.txt")"
 errors="$(value errors "$tmp/soak.txt")"

@@ -11,7 +11,6 @@ use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use support::{app_wasm, http_request, wait_until, Daemon};
 
 fn app() -> String {
@@ -34,26 +33,6 @@ fn spawn_as(d: &Daemon, token: &str, args: &[&str]) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-/// Environment `env`'s quotas and use, as `mesh env ls --json` shows them.
-fn quota_use(d: &Daemon, env: &str) -> Value {
-    let list: Value = serde_json::from_str(&d.ok(&["env", "ls", "--json"])).unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == env)
-        .unwrap()["quotas"]
-        .clone()
-}
-
-/// The API's address, `127.0.0.1:PORT`.
-fn api_addr(d: &Daemon) -> String {
-    d.info["api_url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .to_string()
 }
 
 #[test]
@@ -81,7 +60,7 @@ fn interactive_runs_count_against_the_memory_and_instance_quotas() {
         })
         .collect();
     wait_until(Duration::from_secs(20), "both runs counted", || {
-        let used = quota_use(&d, "t2");
+        let used = d.quota_use("t2");
         used["memory_bytes"] == 256u64 << 20 && used["instances"] == 2
     });
     let (ok, err) = try_as(
@@ -138,7 +117,7 @@ fn interactive_runs_count_against_the_memory_and_instance_quotas() {
         run.wait().unwrap();
     }
     wait_until(Duration::from_secs(20), "the runs' room given back", || {
-        let used = quota_use(&d, "t2");
+        let used = d.quota_use("t2");
         used["memory_bytes"] == 0 && used["instances"] == 0
     });
     let (ok, err) = try_as(
@@ -207,7 +186,7 @@ fn a_tenants_follow_streams_are_bounded_and_the_api_stays_for_everyone() {
     let d = Daemon::start();
     let t2 = d.new_env("t2", &[]);
     let t3 = d.new_env("t3", &[]);
-    let api = api_addr(&d);
+    let api = d.api_addr();
     let mut held = Vec::new();
     for _ in 0..16 {
         let (status, stream) = open_get(&api, &t2, "/v1/events?follow=true");
@@ -245,7 +224,7 @@ fn a_tenants_follow_streams_are_bounded_and_the_api_stays_for_everyone() {
 #[test]
 fn one_client_address_cannot_take_every_api_connection() {
     let d = Daemon::start();
-    let api: std::net::SocketAddr = api_addr(&d).parse().unwrap();
+    let api: std::net::SocketAddr = d.api_addr().parse().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use support::oci::{crafted_image, host_arch, layer_tar, layout};
 use support::{image, wait_until, Daemon};
 
@@ -25,6 +24,19 @@ fn as_tenant(d: &Daemon, token: &str, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).trim().to_string(),
     )
+}
+
+/// Environment t2 (made with `flags`) with the busybox image deployed as
+/// stack `boxes` by its tenant; returns t2's token.
+fn tenant_with_busybox(d: &Daemon, flags: &[&str]) -> String {
+    let token = d.new_env("t2", flags);
+    let (ok, _, err) = as_tenant(
+        d,
+        &token,
+        &["stack", "deploy", "boxes", &image("busybox.tar")],
+    );
+    assert!(ok, "{err}");
+    token
 }
 
 /// Writes `bytes` to `dir/name` and gives the path.
@@ -43,17 +55,6 @@ fn gzip_with(write: impl FnOnce(&mut flate2::write::GzEncoder<Vec<u8>>)) -> Vec<
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     write(&mut encoder);
     encoder.finish().unwrap()
-}
-
-/// Environment `env`'s quotas and use, as `mesh env ls --json` shows them.
-fn quota_use(d: &Daemon, env: &str) -> Value {
-    let list: Value = serde_json::from_str(&d.ok(&["env", "ls", "--json"])).unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == env)
-        .unwrap()["quotas"]
-        .clone()
 }
 
 #[test]
@@ -144,7 +145,7 @@ fn hostile_images_are_refused_in_one_line_and_leave_nothing() {
     }
     // Nothing was kept, and nothing counts against the quota.
     assert_eq!(count_files(&images), before);
-    assert_eq!(quota_use(&d, "t2")["code_bytes"], 0);
+    assert_eq!(d.quota_use("t2")["code_bytes"], 0);
     let (ok, out, _) = as_tenant(&d, &token, &["stack", "ls", "--json"]);
     assert!(ok);
     assert!(!out.contains("evil"), "{out}");
@@ -170,15 +171,9 @@ fn count_files(dir: &Path) -> usize {
 #[test]
 fn an_image_counts_what_it_unpacks_to_against_the_code_quota() {
     let d = Daemon::start();
-    let token = d.new_env("t2", &[]);
-    let (ok, _, err) = as_tenant(
-        &d,
-        &token,
-        &["stack", "deploy", "boxes", &image("busybox.tar")],
-    );
-    assert!(ok, "{err}");
+    tenant_with_busybox(&d, &[]);
     let upload = std::fs::metadata(image("busybox.tar")).unwrap().len();
-    let counted = quota_use(&d, "t2")["code_bytes"].as_u64().unwrap();
+    let counted = d.quota_use("t2")["code_bytes"].as_u64().unwrap();
     // The upload, its unpacked files, and 4 KiB for each entry (busybox
     // has hundreds of applet links).
     assert!(
@@ -343,13 +338,7 @@ fn daemon_cgroup(d: &Daemon) -> PathBuf {
 #[test]
 fn an_environments_forks_are_bounded_and_the_host_keeps_its_own() {
     let mut d = Daemon::start();
-    let token = d.new_env("t2", &["--max-tasks", "64"]);
-    let (ok, _, err) = as_tenant(
-        &d,
-        &token,
-        &["stack", "deploy", "boxes", &image("busybox.tar")],
-    );
-    assert!(ok, "{err}");
+    let token = tenant_with_busybox(&d, &["--max-tasks", "64"]);
     let (ok, _, err) = as_tenant(
         &d,
         &token,
@@ -373,10 +362,10 @@ fn an_environments_forks_are_bounded_and_the_host_keeps_its_own() {
     wait_until(
         Duration::from_secs(30),
         "the forks to hit the bound",
-        || quota_use(&d, "t2")["tasks"].as_u64().unwrap_or(0) >= 60,
+        || d.quota_use("t2")["tasks"].as_u64().unwrap_or(0) >= 60,
     );
     std::thread::sleep(Duration::from_secs(1));
-    let used = quota_use(&d, "t2");
+    let used = d.quota_use("t2");
     assert_eq!(used["max_tasks"], 64, "{used}");
     assert!(used["tasks"].as_u64().unwrap() <= 64, "{used}");
     assert_eq!(
@@ -525,13 +514,7 @@ fn uid_map(pid: u32) -> (u64, u64, u64) {
 fn a_containers_root_is_an_unprivileged_user_of_its_environments_own_range_on_the_host() {
     use std::os::unix::fs::MetadataExt as _;
     let d = Daemon::start();
-    let token = d.new_env("t2", &[]);
-    let (ok, _, err) = as_tenant(
-        &d,
-        &token,
-        &["stack", "deploy", "boxes", &image("busybox.tar")],
-    );
-    assert!(ok, "{err}");
+    let token = tenant_with_busybox(&d, &[]);
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
     let script = |marker: &str| {
         format!("id -u > /made-by-root; ls -ln /bin/busybox /etc/hosts; exec sleep {marker}")

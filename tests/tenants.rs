@@ -40,15 +40,6 @@ fn tenant_with_web(d: &Daemon) -> String {
     token
 }
 
-/// The API's address, `127.0.0.1:PORT`.
-fn api_addr(d: &Daemon) -> String {
-    d.info["api_url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .to_string()
-}
-
 /// Resident memory of a process, in bytes.
 fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -220,7 +211,7 @@ fn guests_reach_neither_loopback_nor_the_daemon_and_tenants_cannot_lift_that() {
         &token,
         &["svc", "publish", "-n", "web", "--endpoint", "www"],
     );
-    let api = api_addr(&d);
+    let api = d.api_addr();
     let api_port = api.rsplit(':').next().unwrap().to_string();
     // A local server the guest must not reach.
     let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -312,7 +303,7 @@ fn idle_and_slowloris_connections_are_closed_on_the_ingress_and_the_api() {
     let d = Daemon::start_with(&["--header-timeout", "1s", "--idle-timeout", "2s"]);
     d.create("web", &[], &["server"]);
     d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
-    let api = api_addr(&d);
+    let api = d.api_addr();
     let mut slow = open_idle(&d.http_addr(), 100, true);
     let mut idle = open_idle(&d.http_addr(), 100, false);
     let mut api_idle = open_idle(&api, 50, false);
@@ -394,7 +385,7 @@ fn malformed_requests_get_clear_answers_in_json() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 
     // The control API answers every error as JSON, even the extractors'.
-    let api = api_addr(&d);
+    let api = d.api_addr();
     let token = d.info["token"].as_str().unwrap().to_string();
     let auth = format!("Bearer {token}");
     let post = |body: &[u8], content_type: &str| {

@@ -391,6 +391,27 @@ impl Daemon {
         created["token"].as_str().unwrap().to_string()
     }
 
+    /// The API's address, `127.0.0.1:PORT`.
+    pub fn api_addr(&self) -> String {
+        self.info["api_url"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("http://")
+            .to_string()
+    }
+
+    /// Environment `env`'s quotas and use, as `mesh env ls --json` shows
+    /// them.
+    pub fn quota_use(&self, env: &str) -> Value {
+        let list: Value = serde_json::from_str(&self.ok(&["env", "ls", "--json"])).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == env)
+            .unwrap()["quotas"]
+            .clone()
+    }
+
     /// `GET PATH` on the control API with `token`: the raw answer.
     pub fn api_get(&self, token: &str, path: &str) -> HttpResponse {
         let api = self.info["api_url"]
