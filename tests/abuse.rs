@@ -372,3 +372,52 @@ fn names_under_localhost_are_refused_without_asking_dns() {
     assert_eq!(r.status, 200, "{r:?}");
     assert!(r.body.starts_with("status: 200"), "{}", r.body);
 }
+
+/// A files archive (`kind=files`) holding one file of `size` bytes of
+/// `fill`, as the CLI uploads a stack's `files/` folder.
+fn files_archive(size: usize, fill: u8) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_mode(0o644);
+    header.set_size(size as u64);
+    header.set_cksum();
+    tar.append_data(&mut header, "big.bin", &vec![fill; size][..])
+        .unwrap();
+    tar.into_inner().unwrap()
+}
+
+#[test]
+fn uploads_made_at_once_cannot_all_slip_under_the_code_quota() {
+    let d = Daemon::start();
+    let token = d.new_env("t2", &["--max-code", "100Mi"]);
+    let api = d.api_addr();
+    // Ten different archives of 40 MiB each, sent at once: at most two
+    // fit the quota together, however they interleave.
+    let uploads: Vec<std::thread::JoinHandle<u16>> = (0..10u8)
+        .map(|i| {
+            let (api, token) = (api.clone(), token.clone());
+            std::thread::spawn(move || {
+                let body = files_archive(40 << 20, i);
+                let auth = format!("Bearer {token}");
+                http_request(
+                    &api,
+                    "PUT",
+                    &api,
+                    "/v1/code?kind=files&name=files",
+                    &[("Authorization", &auth)],
+                    &body,
+                )
+                .status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = uploads.into_iter().map(|t| t.join().unwrap()).collect();
+    let accepted = statuses.iter().filter(|s| **s == 200).count();
+    assert!((1..=2).contains(&accepted), "{statuses:?}");
+    // The others were refused for the quota (403) or for the places an
+    // environment has (429), never anything else.
+    assert!(
+        statuses.iter().all(|s| [200, 403, 429].contains(s)),
+        "{statuses:?}"
+    );
+}
