@@ -191,6 +191,24 @@ fn start_failed(e: StartError) -> Outcome {
     }
 }
 
+/// [`Containers::prepare`] on a blocking thread: it reads the image and,
+/// the first time an environment runs it, copies it for the environment's
+/// ids. Dropped while it runs, what it made is undone when it ends.
+async fn prepare(
+    containers: &Arc<Containers>,
+    dir: &std::path::Path,
+    settings: ContainerLaunch,
+) -> Result<crate::container::instance::Prepared, StartError> {
+    let (containers, dir) = (containers.clone(), dir.to_path_buf());
+    tokio::task::spawn_blocking(move || containers.prepare(&dir, settings))
+        .await
+        .unwrap_or_else(|e| {
+            Err(StartError::Failed(format!(
+                "preparing the container failed: {e}"
+            )))
+        })
+}
+
 fn container_launch(launch: &Launch, web: bool, gateway: Option<Ipv4Addr>) -> ContainerLaunch {
     let mut env = launch.env.clone();
     if web {
@@ -268,7 +286,7 @@ impl Code for ContainerCode {
             let memory = launch.memory_bytes;
             let settings = container_launch(&launch, false, containers.gateway());
             // Known to the proxy before anything in it runs.
-            let prepared = match containers.prepare(&dir, settings) {
+            let prepared = match prepare(&containers, &dir, settings).await {
                 Ok(p) => p,
                 Err(e) => return start_failed(e),
             };
@@ -299,7 +317,9 @@ impl Code for ContainerCode {
         Box::pin(async move {
             let memory = launch.memory_bytes;
             let settings = container_launch(&launch, true, containers.gateway());
-            let prepared = containers.prepare(&dir, settings).map_err(start_failed)?;
+            let prepared = prepare(&containers, &dir, settings)
+                .await
+                .map_err(start_failed)?;
             let caller = callers.register(prepared.address(), launch.dispatch.clone());
             let mut container = prepared.start().await.map_err(start_failed)?;
             let attached = attach(&mut container, &launch);
