@@ -592,3 +592,21 @@ fn a_containers_root_is_an_unprivileged_user_of_its_environments_own_range_on_th
         "{logs}"
     );
 }
+
+#[test]
+fn an_image_upload_past_the_code_quota_is_refused_as_it_streams() {
+    let d = Daemon::start();
+    let token = d.new_env("t2", &["--max-code", "512k"]);
+    let (ok, _, err) = as_tenant(
+        &d,
+        &token,
+        &["stack", "deploy", "boxes", &image("busybox.tar")],
+    );
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("is larger than the 512 KiB it has left"),
+        "{err}"
+    );
+    assert_eq!(count_files(&d.data_dir().join("images")), 0);
+}

@@ -308,6 +308,28 @@ fn over_code_quota(env: &str, quota: u64, used: u64, want: u64) -> ApiError {
     ))
 }
 
+/// Bytes `env` may still upload: its code quota less what its stacks keep
+/// and what it uploaded lately (an upload streamed past it is refused
+/// before it is all on disk).
+pub(super) async fn upload_room(state: &ApiState, env: &str) -> ApiResult<u64> {
+    let found: Versioned<Environment> = state
+        .store
+        .get(key::env(env))
+        .await?
+        .ok_or_else(|| ApiError::no_environment(env))?;
+    let quota = quotas_of(state, &found.value).max_code_bytes;
+    let kept = kept_digests(state, env).await?;
+    let engine = state.engine.clone();
+    let measured = kept.clone();
+    let kept_bytes = tokio::task::spawn_blocking(move || {
+        measured.iter().map(|d| engine.code_bytes(d)).sum::<u64>()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("measuring code failed: {e}"))?;
+    let pending = Uploads::pending_in(&mut state.uploads.recent.lock(), env, &kept, None);
+    Ok(quota.saturating_sub(kept_bytes.saturating_add(pending)))
+}
+
 /// Checks that an upload of `size` bytes fits `env`'s code quota, with
 /// what its stacks keep and what it uploaded lately and did not deploy,
 /// and counts it in the same step.

@@ -67,7 +67,7 @@ pub(super) async fn upload_code(
     }
     let limit = state.config.max_upload_bytes;
     let mut stream = body.into_data_stream();
-    let _place = match state.places.take(&caller, Kind::Code) {
+    let place = match state.places.take(&caller, Kind::Code) {
         Ok(place) => place,
         Err(refused) => {
             drain_stream(&mut stream, limit).await;
@@ -84,23 +84,27 @@ pub(super) async fn upload_code(
         super::quotas::check_upload(&state, &caller.env, &digest, bytes.len() as u64).await?;
     let engine = state.engine.clone();
     let files = query.kind.as_deref() == Some("files");
+    // The place and the reservation go with the work, not the request: a
+    // client that goes away does not free them while it is still done.
     let info = tokio::task::spawn_blocking(move || {
-        if files {
+        let _place = place;
+        let accepted = if files {
             engine.accept_files(&name, digest, &bytes)
         } else {
             engine.accept_as(&name, digest, &bytes)
-        }
+        };
+        let info = accepted.map_err(|e| match e.downcast::<CodeError>() {
+            Ok(code) => ApiError::bad_request(code.to_string()),
+            Err(other) => match other.downcast::<FilesError>() {
+                Ok(files) => ApiError::bad_request(files.to_string()),
+                Err(other) => ApiError::from(other),
+            },
+        })?;
+        reserved.keep(info.size)?;
+        Ok::<_, ApiError>(info)
     })
     .await
-    .map_err(|e| anyhow::anyhow!("code check failed: {e}"))?
-    .map_err(|e| match e.downcast::<CodeError>() {
-        Ok(code) => ApiError::bad_request(code.to_string()),
-        Err(other) => match other.downcast::<FilesError>() {
-            Ok(files) => ApiError::bad_request(files.to_string()),
-            Err(other) => ApiError::from(other),
-        },
-    })?;
-    reserved.keep(info.size)?;
+    .map_err(|e| anyhow::anyhow!("code check failed: {e}"))??;
     Ok(Json(info))
 }
 
@@ -153,7 +157,7 @@ async fn upload_image(
             "cannot deploy {name}: {why}"
         )));
     }
-    let _place = match state.places.take(caller, Kind::Image) {
+    let place = match state.places.take(caller, Kind::Image) {
         Ok(place) => place,
         Err(refused) => {
             // Read (and drop) the body, so the client hears why.
@@ -170,6 +174,9 @@ async fn upload_image(
     let mut hasher = sha2::Sha256::new();
     let mut size = 0u64;
     let mut stream = body.into_data_stream();
+    // Code the environment keeps counts, so an upload past its room is
+    // refused as it streams, not once it is all on disk.
+    let room = super::quotas::upload_room(state, &caller.env).await?;
     let started = std::time::Instant::now();
     loop {
         let next = uploads::next_chunk(&mut stream, started, size)
@@ -178,7 +185,19 @@ async fn upload_image(
         let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading {name}: {e}")))?;
         size += chunk.len() as u64;
+        if size > room {
+            // Heard, not cut off: the rest is read (and dropped), without
+            // holding a place.
+            drop(place);
+            drain_stream(&mut stream, OVERSIZE_DRAIN).await;
+            return Err(ApiError::quota(format!(
+                "environment {} is over its code quota (--max-code): {name} is larger than the {} it has left",
+                caller.env,
+                crate::model::format_memory(room)
+            )));
+        }
         if size > limit {
+            drop(place);
             drain_stream(&mut stream, limit.max(OVERSIZE_DRAIN)).await;
             return Err(ApiError::too_large(format!(
                 "{name} is larger than the daemon's image upload limit of {}",
@@ -205,21 +224,26 @@ async fn upload_image(
     };
     let engine = state.engine.clone();
     let path = incoming.clone();
+    // The place, the upload's file and the reservation go with the
+    // unpacking, not the request: a client that goes away frees none of
+    // them while it runs.
     let info = tokio::task::spawn_blocking(move || {
-        engine.accept_image(digest, &path, |dir| {
-            crate::container::image::unpack(&name, &path, dir, room)
-                .map(|(_, unpacked)| unpacked.bytes)
-                .map_err(anyhow::Error::from)
-        })
+        let _held = (place, guard);
+        let info = engine
+            .accept_image(digest, &path, |dir| {
+                crate::container::image::unpack(&name, &path, dir, room)
+                    .map(|(_, unpacked)| unpacked.bytes)
+                    .map_err(anyhow::Error::from)
+            })
+            .map_err(|e| match e.downcast::<crate::container::ImageError>() {
+                Ok(image) => ApiError::bad_request(image.to_string()),
+                Err(other) => ApiError::from(other),
+            })?;
+        reserved.keep(info.size)?;
+        Ok::<_, ApiError>(info)
     })
     .await
-    .map_err(|e| anyhow::anyhow!("image check failed: {e}"))?
-    .map_err(|e| match e.downcast::<crate::container::ImageError>() {
-        Ok(image) => ApiError::bad_request(image.to_string()),
-        Err(other) => ApiError::from(other),
-    })?;
-    drop(guard);
-    reserved.keep(info.size)?;
+    .map_err(|e| anyhow::anyhow!("image check failed: {e}"))??;
     Ok(info)
 }
 

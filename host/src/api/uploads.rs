@@ -25,6 +25,9 @@ pub const IMAGE_UPLOADS_PER_ENVIRONMENT: usize = 2;
 pub const TENANT_IMAGE_UPLOADS: usize = 8;
 /// Other uploads (components, files) one environment may have going.
 pub const UPLOADS_PER_ENVIRONMENT: usize = 4;
+/// Other uploads all tenants together may have going (each is held in
+/// memory, up to `--max-upload`); the operator's are apart.
+pub const TENANT_UPLOADS: usize = 16;
 /// How long a body may come slowly before it must keep up [`MIN_RATE`].
 pub const RATE_GRACE: Duration = Duration::from_secs(10);
 /// The slowest an upload body may come on average, after the grace, in
@@ -32,6 +35,8 @@ pub const RATE_GRACE: Duration = Duration::from_secs(10);
 pub const MIN_RATE: u64 = 64 << 10;
 /// The longest a body may send nothing.
 pub const MAX_PAUSE: Duration = Duration::from_secs(10);
+/// The longest any upload body may take, however fast it comes.
+pub const MAX_UPLOAD_TIME: Duration = Duration::from_secs(30 * 60);
 
 /// What kind of upload a place is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -52,6 +57,7 @@ pub struct Places {
 struct Going {
     by_env: HashMap<(String, Kind), usize>,
     tenant_images: usize,
+    tenant_code: usize,
 }
 
 /// A place taken; given back on drop.
@@ -83,14 +89,17 @@ impl Places {
                 caller.env
             )));
         }
-        let counted = tenant && kind == Kind::Image;
-        if counted && going.tenant_images >= TENANT_IMAGE_UPLOADS {
-            return Err(ApiError::too_many(
-                "the platform has as many image uploads going as it takes; try again shortly",
-            ));
-        }
-        if counted {
-            going.tenant_images += 1;
+        if tenant {
+            let (all, most) = match kind {
+                Kind::Image => (&mut going.tenant_images, TENANT_IMAGE_UPLOADS),
+                Kind::Code => (&mut going.tenant_code, TENANT_UPLOADS),
+            };
+            if *all >= most {
+                return Err(ApiError::too_many(format!(
+                    "the platform has as many {what} going as it takes; try again shortly"
+                )));
+            }
+            *all += 1;
         }
         *going.by_env.entry(key).or_insert(0) += 1;
         Ok(Place {
@@ -105,8 +114,11 @@ impl Places {
 impl Drop for Place {
     fn drop(&mut self) {
         let mut going = self.places.going.lock();
-        if self.tenant && self.kind == Kind::Image {
-            going.tenant_images -= 1;
+        if self.tenant {
+            match self.kind {
+                Kind::Image => going.tenant_images -= 1,
+                Kind::Code => going.tenant_code -= 1,
+            }
         }
         let key = (std::mem::take(&mut self.env), self.kind);
         if let Some(n) = going.by_env.get_mut(&key) {
@@ -125,6 +137,8 @@ pub enum Stalled {
     Paused,
     /// It came slower than [`MIN_RATE`] after [`RATE_GRACE`].
     Slow,
+    /// It took longer than [`MAX_UPLOAD_TIME`] in all.
+    TooLong,
 }
 
 impl Stalled {
@@ -136,6 +150,10 @@ impl Stalled {
                 "came slower than {} KiB/s after its first {} s",
                 MIN_RATE >> 10,
                 RATE_GRACE.as_secs()
+            ),
+            Stalled::TooLong => format!(
+                "took longer than {} minutes in all",
+                MAX_UPLOAD_TIME.as_secs() / 60
             ),
         };
         ApiError::timeout(format!(
@@ -152,6 +170,9 @@ pub async fn next_chunk(
     got: u64,
 ) -> Result<Option<Result<Bytes, axum::Error>>, Stalled> {
     let elapsed = started.elapsed();
+    if elapsed > MAX_UPLOAD_TIME {
+        return Err(Stalled::TooLong);
+    }
     if let Some(late) = elapsed.checked_sub(RATE_GRACE) {
         let owed = (late.as_secs_f64() * MIN_RATE as f64) as u64;
         if got < owed {

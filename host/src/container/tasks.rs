@@ -106,20 +106,19 @@ impl Tasks {
             .unwrap_or(self.default)
             .min(self.total);
         let mut state = self.state.lock();
-        if !state.top {
-            if let Some(dir) = self.dir(&self.base) {
-                self.make(&dir, self.total)
-                    .map_err(|e| format!("cannot bound the containers' tasks: {e}"))?;
-            }
-            state.top = true;
+        // Made and bounded at every start, whatever was made before: the
+        // shims of a killed daemon may have removed them meanwhile, and a
+        // parent the runtime made in their place would bound nothing.
+        if let Some(dir) = self.dir(&self.base) {
+            self.make(&dir, self.total)
+                .map_err(|e| format!("cannot bound the containers' tasks: {e}"))?;
         }
-        if state.made.get(env) != Some(&limit) {
-            if let Some(dir) = self.dir(&group) {
-                self.make(&dir, limit)
-                    .map_err(|e| format!("cannot bound environment {env}'s tasks: {e}"))?;
-            }
-            state.made.insert(env.to_string(), limit);
+        state.top = true;
+        if let Some(dir) = self.dir(&group) {
+            self.make(&dir, limit)
+                .map_err(|e| format!("cannot bound environment {env}'s tasks: {e}"))?;
         }
+        state.made.insert(env.to_string(), limit);
         make_passable(&self.run)?;
         *state.live.entry(env.to_string()).or_insert(0) += 1;
         let slot = TaskSlot {

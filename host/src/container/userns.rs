@@ -78,13 +78,16 @@ pub fn shifted_root(image_dir: &Path, rootfs: &Path, base: u32) -> Result<PathBu
     if dest.is_dir() {
         return Ok(dest);
     }
-    let partial = image_dir.join(format!(".rootfs-{base}.partial"));
-    let _ = std::fs::remove_dir_all(&partial);
+    // Each start copies beside its own name: starts at once never share a
+    // half-made copy, and the first rename wins.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let partial = image_dir.join(format!(".rootfs-{base}.{}-{n}.partial", std::process::id()));
     let made = copy_shifted(rootfs, &partial, base, &mut HashMap::new())
         .and_then(|()| std::fs::rename(&partial, &dest));
     if let Err(e) = made {
         let _ = std::fs::remove_dir_all(&partial);
-        // Another start may have made it meanwhile.
+        // Another start made it meanwhile (the rename found it there).
         if dest.is_dir() {
             return Ok(dest);
         }

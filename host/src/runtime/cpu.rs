@@ -247,6 +247,8 @@ impl CpuUse {
     pub fn switched(&mut self, hook: CallHook) {
         match hook {
             CallHook::CallingHost => {
+                // A hot guest's place is for running wasm, not for waiting.
+                self.held.lock().take();
                 self.host_since = self.shares.now();
                 self.host_since_clock = coarse_now();
             }

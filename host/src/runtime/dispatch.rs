@@ -95,9 +95,28 @@ pub struct Hooks {
     pub(crate) called_out: CalledOut,
 }
 
-/// Set when a guest calls out (an HTTP request, a socket connection or
-/// datagram), shared by the store's hooks and its socket check.
-pub(crate) type CalledOut = Arc<AtomicBool>;
+/// Whether a guest called out, shared by the store's hooks and its socket
+/// check: an HTTP request since the request it serves began, or a socket
+/// connection or datagram ever (a socket opened for one request can be
+/// written to in the next, with no check to see it).
+#[derive(Clone, Default)]
+pub(crate) struct CalledOut {
+    request: Arc<AtomicBool>,
+    sockets: Arc<AtomicBool>,
+}
+
+impl CalledOut {
+    /// A new request begins.
+    pub(crate) fn reset(&self) {
+        self.request.store(false, Ordering::Release);
+    }
+
+    /// Whether the guest called out since the request began, or ever
+    /// used a socket.
+    pub(crate) fn any(&self) -> bool {
+        self.request.load(Ordering::Acquire) || self.sockets.load(Ordering::Acquire)
+    }
+}
 
 impl Hooks {
     pub(crate) fn new(dispatch: Option<Arc<dyn Dispatch>>, called_out: CalledOut) -> Hooks {
@@ -116,7 +135,7 @@ impl Hooks {
     ) -> impl Fn(SocketAddr, SocketAddrUse) -> SocketVerdict + Send + Sync + 'static {
         move |addr, usage| {
             if !matches!(usage, SocketAddrUse::TcpBind | SocketAddrUse::UdpBind) {
-                called_out.store(true, Ordering::Release);
+                called_out.sockets.store(true, Ordering::Release);
             }
             dispatch.socket(addr, usage)
         }
@@ -132,7 +151,7 @@ impl WasiHttpHooks for Hooks {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        self.called_out.store(true, Ordering::Release);
+        self.called_out.request.store(true, Ordering::Release);
         let Some(dispatch) = &self.dispatch else {
             return Box::new(connect::send(request, options, None));
         };

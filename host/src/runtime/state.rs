@@ -1,7 +1,6 @@
 //! The data of one instance's store: its WASI and HTTP contexts, its
 //! resource table, its memory limit and its outgoing-call hooks.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
@@ -40,13 +39,13 @@ impl HostState {
     /// for the calls the guest makes while serving it.
     pub fn set_chain(&mut self, chain: Vec<String>) {
         self.hooks.chain = chain;
-        self.hooks.called_out.store(false, Ordering::Release);
+        self.hooks.called_out.reset();
     }
 
     /// Whether the guest called out (sent a request, opened a connection)
     /// since the request it serves began.
     pub fn called_out(&self) -> bool {
-        self.hooks.called_out.load(Ordering::Acquire)
+        self.hooks.called_out.any()
     }
 
     /// How a guest that failed with `e` ended.
