@@ -610,3 +610,23 @@ fn an_image_upload_past_the_code_quota_is_refused_as_it_streams() {
     );
     assert_eq!(count_files(&d.data_dir().join("images")), 0);
 }
+
+#[test]
+fn a_daemon_sweeps_what_a_daemon_killed_mid_start_left_in_the_run_directory() {
+    // As a daemon killed between mounting a root and starting its shim
+    // leaves it: a root mounted under its run directory, its owner file
+    // locked by nobody.
+    let run = Path::new("/run/mesh/deadbeef");
+    let root = run.join("deadbeef-1-1/rootfs");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(run.join(".owner"), "").unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "mesh-test", root.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let _d = Daemon::start();
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains("/run/mesh/deadbeef"), "{mounts}");
+    assert!(!run.exists(), "{} was left", run.display());
+}

@@ -206,8 +206,10 @@ impl Containers {
             stopping: tokio_util::task::TaskTracker::new(),
         };
         let cleaned = containers.clean_leftovers();
-        // What a killed daemon's containers left of their parents.
+        // What a killed daemon's containers left of their parents, and
+        // what other killed daemons left in the middle of a start.
         containers.tasks.remove_all();
+        super::tasks::sweep_dead(&containers.run);
         if cleaned > 0 {
             tracing::warn!(cleaned, "removed containers a previous daemon left");
         }

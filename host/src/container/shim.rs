@@ -160,11 +160,9 @@ fn shim(args: Args, mut control: UnixStream) -> i32 {
         }
         if let Some(root_at) = root_at {
             super::bundle::remove_root_at(&root_at);
-            // The run directory and its parent, once empty.
-            for dir in root_at.ancestors().skip(1).take(2) {
-                if std::fs::remove_dir(dir).is_err() {
-                    break;
-                }
+            // The run directory and its parent, once nothing else is there.
+            if let Some(run) = root_at.parent() {
+                super::tasks::remove_unowned(run);
             }
         }
         let _ = std::fs::remove_dir_all(&args.bundle);

@@ -61,6 +61,9 @@ struct State {
     made: HashMap<String, u64>,
     /// Containers live in each environment's cgroup.
     live: HashMap<String, usize>,
+    /// The run directory's owner file, locked while the directory is this
+    /// daemon's (see [`sweep_dead`]).
+    owner: Option<std::fs::File>,
 }
 
 /// One container counted in its environment's cgroup; when the last
@@ -120,6 +123,9 @@ impl Tasks {
         }
         state.made.insert(env.to_string(), limit);
         make_passable(&self.run)?;
+        if state.owner.is_none() {
+            state.owner = Some(lock_owner(&self.run)?);
+        }
         *state.live.entry(env.to_string()).or_insert(0) += 1;
         let slot = TaskSlot {
             tasks: self.clone(),
@@ -145,6 +151,10 @@ impl Tasks {
         }
         if self.dir(&group).is_some_and(|dir| !dir.exists()) {
             state.made.remove(env);
+        }
+        if state.live.is_empty() {
+            let _ = std::fs::remove_file(self.run.join(OWNER_FILE));
+            state.owner = None;
         }
         if state.live.is_empty() && std::fs::remove_dir(&self.run).is_ok() {
             if let Some(parent) = self.run.parent() {
@@ -244,6 +254,98 @@ impl Tasks {
         }
         write_max(dir, limit)
     }
+}
+
+/// The file in a daemon's run directory it holds a lock on while it lives.
+const OWNER_FILE: &str = ".owner";
+
+/// Creates and locks the owner file of the run directory `run`.
+fn lock_owner(run: &Path) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd as _;
+    let path = run.join(OWNER_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!(
+            "{} is locked: another daemon uses this data directory",
+            path.display()
+        ));
+    }
+    Ok(file)
+}
+
+/// Removes what daemons killed while they prepared a container left under
+/// `/run/mesh` (a root mounted before its shim started, which nobody else
+/// unmounts) and their cgroups: a run directory whose owner file nobody
+/// holds locked belongs to no live daemon. Called when a daemon starts.
+pub fn sweep_dead(own: &Path) {
+    use std::os::fd::AsRawFd as _;
+    let Some(all) = own.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(all) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let run = entry.path();
+        if run == own {
+            continue;
+        }
+        // No owner file: a daemon may be making it now; left alone.
+        let Ok(owner) = std::fs::File::open(run.join(OWNER_FILE)) else {
+            continue;
+        };
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(owner.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue;
+        }
+        if let Ok(roots) = std::fs::read_dir(&run) {
+            for root in roots.filter_map(Result::ok).filter(|r| r.path().is_dir()) {
+                super::bundle::remove_root_at(&root.path());
+            }
+        }
+        // Unlocked again for the check below, which locks it itself.
+        drop(owner);
+        if remove_unowned(&run) {
+            tracing::info!(run = %run.display(), "removed what a killed daemon left");
+        }
+        let tag = entry.file_name().to_string_lossy().into_owned();
+        Tasks::new(&tag, 0, 0, run).remove_all();
+    }
+}
+
+/// Removes the run directory `run` (and `/run/mesh` when it is the last)
+/// once nothing but its owner file is left and no live daemon holds that:
+/// the shims of a killed daemon call it as they end. Whether it was.
+pub fn remove_unowned(run: &Path) -> bool {
+    use std::os::fd::AsRawFd as _;
+    if let Ok(owner) = std::fs::File::open(run.join(OWNER_FILE)) {
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(owner.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return false;
+        }
+        let others = std::fs::read_dir(run)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .any(|e| e.file_name() != OWNER_FILE)
+            })
+            .unwrap_or(true);
+        if others {
+            return false;
+        }
+        let _ = std::fs::remove_file(run.join(OWNER_FILE));
+    }
+    let removed = std::fs::remove_dir(run).is_ok();
+    if removed {
+        if let Some(all) = run.parent() {
+            let _ = std::fs::remove_dir(all);
+        }
+    }
+    removed
 }
 
 /// Makes `dir` and its parent passable (not readable) by everyone.
