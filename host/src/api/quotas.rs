@@ -160,33 +160,45 @@ pub(super) async fn take_run(
     let memory_bytes = memory_bytes.saturating_add(scratch_bytes.unwrap_or(0));
     // Checked and counted under one lock, so runs started at once cannot
     // all slip under the limit.
-    let mut live = state.runs.live.lock();
-    let going = live.get(env).copied().unwrap_or_default();
-    if going.runs >= MAX_RUNS_PER_ENVIRONMENT {
-        return Err(ApiError::quota(format!(
-            "environment {env} already has {MAX_RUNS_PER_ENVIRONMENT} interactive runs going; end one first"
-        )));
+    {
+        let mut live = state.runs.live.lock();
+        let going = live.get(env).copied().unwrap_or_default();
+        if going.runs >= MAX_RUNS_PER_ENVIRONMENT {
+            return Err(ApiError::quota(format!(
+                "environment {env} already has {MAX_RUNS_PER_ENVIRONMENT} interactive runs going; end one first"
+            )));
+        }
+        now.instances = now.instances.saturating_add(going.runs);
+        now.memory_bytes = now.memory_bytes.saturating_add(going.memory_bytes);
+        let wanted = Usage {
+            instances: now.instances.saturating_add(1),
+            memory_bytes: now.memory_bytes.saturating_add(memory_bytes),
+            ..now
+        };
+        exceeds(env, &quotas, &now, &wanted).map_err(|why| {
+            ApiError::quota(format!(
+                "{why} (an interactive run holds an instance and its memory while it lives)"
+            ))
+        })?;
+        let entry = live.entry(env.clone()).or_default();
+        entry.runs += 1;
+        entry.memory_bytes += memory_bytes;
     }
-    now.instances = now.instances.saturating_add(going.runs);
-    now.memory_bytes = now.memory_bytes.saturating_add(going.memory_bytes);
-    let wanted = Usage {
-        instances: now.instances.saturating_add(1),
-        memory_bytes: now.memory_bytes.saturating_add(memory_bytes),
-        ..now
-    };
-    exceeds(env, &quotas, &now, &wanted).map_err(|why| {
-        ApiError::quota(format!(
-            "{why} (an interactive run holds an instance and its memory while it lives)"
-        ))
-    })?;
-    let entry = live.entry(env.clone()).or_default();
-    entry.runs += 1;
-    entry.memory_bytes += memory_bytes;
-    Ok(Some(RunSlot {
+    let slot = RunSlot {
         runs: state.runs.clone(),
         env: env.clone(),
         memory_bytes,
-    }))
+    };
+    // The environment's record is rewritten under a compare, as a change
+    // to its services rewrites it: a scale checked against the services
+    // read above, before this run was counted, conflicts instead of both
+    // passing (and so does this run, if such a change came first).
+    let env_key = key::env(env);
+    let txn = Txn::new()
+        .when(Compare::ModRev(env_key.clone(), found.mod_rev))
+        .put(env_key, encode(&found.value));
+    state.store.commit(txn).await?;
+    Ok(Some(slot))
 }
 
 /// Code environments uploaded and have not deployed yet: it is kept for
