@@ -18,7 +18,7 @@ use super::wire::QuotaView;
 use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::model::{format_memory, Digest, Environment, Quotas, Service, DEFAULT_ENVIRONMENT};
 use crate::runtime::engine::UNDEPLOYED_GRACE;
-use crate::store::{encode, key, Compare, Txn, Versioned};
+use crate::store::{encode, key, Compare, KvError, Txn, Versioned};
 
 /// What an environment uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -193,13 +193,47 @@ pub(super) async fn take_run(
     // to its services rewrites it: a scale checked against the services
     // read above, before this run was counted, conflicts instead of both
     // passing (and so does this run, if such a change came first).
+    // Another run's rewrite is no conflict: read again and check the
+    // services as they are now, with every live run (this one counted).
     let env_key = key::env(env);
-    let txn = Txn::new()
-        .when(Compare::ModRev(env_key.clone(), found.mod_rev))
-        .put(env_key, encode(&found.value));
-    state.store.commit(txn).await?;
-    Ok(Some(slot))
+    let mut found = found;
+    for _ in 0..RUN_COMMIT_TRIES {
+        let txn = Txn::new()
+            .when(Compare::ModRev(env_key.clone(), found.mod_rev))
+            .put(env_key.clone(), encode(&found.value));
+        match state.store.commit(txn).await {
+            Ok(_) => return Ok(Some(slot)),
+            Err(KvError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        found = state
+            .store
+            .get(env_key.clone())
+            .await?
+            .ok_or_else(|| ApiError::no_environment(env))?;
+        let quotas = quotas_of(state, &found.value);
+        let services = state.store.services(env).await?;
+        let mut with_runs = Usage::of_services(services.iter().map(|s| &s.value));
+        state.runs.add_to(env, &mut with_runs);
+        let without = Usage {
+            instances: with_runs.instances.saturating_sub(1),
+            memory_bytes: with_runs.memory_bytes.saturating_sub(memory_bytes),
+            ..with_runs
+        };
+        exceeds(env, &quotas, &without, &with_runs).map_err(|why| {
+            ApiError::quota(format!(
+                "{why} (an interactive run holds an instance and its memory while it lives)"
+            ))
+        })?;
+    }
+    Err(ApiError::conflict(
+        "the environment kept changing while this run was counted; run the command again",
+    ))
 }
+
+/// Times an interactive run's count is committed before it gives up to
+/// changes made at the same time.
+const RUN_COMMIT_TRIES: usize = 8;
 
 /// Code environments uploaded and have not deployed yet: it is kept for
 /// [`UNDEPLOYED_GRACE`] and counts against their code quota meanwhile.
