@@ -149,82 +149,71 @@ pub(super) async fn take_run(
         return Ok(None);
     }
     let env = &caller.env;
-    let found: Versioned<Environment> = state
-        .store
-        .get(key::env(env))
-        .await?
-        .ok_or_else(|| ApiError::no_environment(env))?;
-    let quotas = quotas_of(state, &found.value);
-    let services = state.store.services(env).await?;
-    let mut now = Usage::of_services(services.iter().map(|s| &s.value));
     let memory_bytes = memory_bytes.saturating_add(scratch_bytes.unwrap_or(0));
-    // Checked and counted under one lock, so runs started at once cannot
-    // all slip under the limit.
-    {
-        let mut live = state.runs.live.lock();
-        let going = live.get(env).copied().unwrap_or_default();
-        if going.runs >= MAX_RUNS_PER_ENVIRONMENT {
-            return Err(ApiError::quota(format!(
-                "environment {env} already has {MAX_RUNS_PER_ENVIRONMENT} interactive runs going; end one first"
-            )));
-        }
-        now.instances = now.instances.saturating_add(going.runs);
-        now.memory_bytes = now.memory_bytes.saturating_add(going.memory_bytes);
-        let wanted = Usage {
-            instances: now.instances.saturating_add(1),
-            memory_bytes: now.memory_bytes.saturating_add(memory_bytes),
-            ..now
-        };
-        exceeds(env, &quotas, &now, &wanted).map_err(|why| {
-            ApiError::quota(format!(
-                "{why} (an interactive run holds an instance and its memory while it lives)"
-            ))
-        })?;
-        let entry = live.entry(env.clone()).or_default();
-        entry.runs += 1;
-        entry.memory_bytes += memory_bytes;
-    }
-    let slot = RunSlot {
-        runs: state.runs.clone(),
-        env: env.clone(),
-        memory_bytes,
-    };
-    // The environment's record is rewritten under a compare, as a change
-    // to its services rewrites it: a scale checked against the services
-    // read above, before this run was counted, conflicts instead of both
-    // passing (and so does this run, if such a change came first).
-    // Another run's rewrite is no conflict: read again and check the
-    // services as they are now, with every live run (this one counted).
     let env_key = key::env(env);
-    let mut found = found;
+    // Counted on the first pass; held (and given back on any error) after.
+    let mut slot: Option<RunSlot> = None;
     for _ in 0..RUN_COMMIT_TRIES {
-        let txn = Txn::new()
-            .when(Compare::ModRev(env_key.clone(), found.mod_rev))
-            .put(env_key.clone(), encode(&found.value));
-        match state.store.commit(txn).await {
-            Ok(_) => return Ok(Some(slot)),
-            Err(KvError::Conflict(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-        found = state
+        let found: Versioned<Environment> = state
             .store
             .get(env_key.clone())
             .await?
             .ok_or_else(|| ApiError::no_environment(env))?;
         let quotas = quotas_of(state, &found.value);
         let services = state.store.services(env).await?;
-        let mut with_runs = Usage::of_services(services.iter().map(|s| &s.value));
-        state.runs.add_to(env, &mut with_runs);
-        let without = Usage {
-            instances: with_runs.instances.saturating_sub(1),
-            memory_bytes: with_runs.memory_bytes.saturating_sub(memory_bytes),
-            ..with_runs
-        };
-        exceeds(env, &quotas, &without, &with_runs).map_err(|why| {
-            ApiError::quota(format!(
-                "{why} (an interactive run holds an instance and its memory while it lives)"
-            ))
-        })?;
+        let mut now = Usage::of_services(services.iter().map(|s| &s.value));
+        // Checked and counted under one lock, so runs started at once
+        // cannot all slip under the limit.
+        {
+            let mut live = state.runs.live.lock();
+            let going = live.get(env).copied().unwrap_or_default();
+            if slot.is_none() && going.runs >= MAX_RUNS_PER_ENVIRONMENT {
+                return Err(ApiError::quota(format!(
+                    "environment {env} already has {MAX_RUNS_PER_ENVIRONMENT} interactive runs going; end one first"
+                )));
+            }
+            // Without this run, and with it.
+            let mine = if slot.is_some() {
+                (1, memory_bytes)
+            } else {
+                (0, 0)
+            };
+            now.instances = now.instances.saturating_add(going.runs - mine.0);
+            now.memory_bytes = now.memory_bytes.saturating_add(going.memory_bytes - mine.1);
+            let wanted = Usage {
+                instances: now.instances.saturating_add(1),
+                memory_bytes: now.memory_bytes.saturating_add(memory_bytes),
+                ..now
+            };
+            exceeds(env, &quotas, &now, &wanted).map_err(|why| {
+                ApiError::quota(format!(
+                    "{why} (an interactive run holds an instance and its memory while it lives)"
+                ))
+            })?;
+            if slot.is_none() {
+                let entry = live.entry(env.clone()).or_default();
+                entry.runs += 1;
+                entry.memory_bytes += memory_bytes;
+                slot = Some(RunSlot {
+                    runs: state.runs.clone(),
+                    env: env.clone(),
+                    memory_bytes,
+                });
+            }
+        }
+        // The environment's record is rewritten under a compare, as a
+        // change to its services rewrites it: a scale checked before this
+        // run was counted conflicts instead of both passing. If another
+        // change (another run) came first, this one is checked again
+        // against the services as they are then.
+        let txn = Txn::new()
+            .when(Compare::ModRev(env_key.clone(), found.mod_rev))
+            .put(env_key.clone(), encode(&found.value));
+        match state.store.commit(txn).await {
+            Ok(_) => return Ok(slot),
+            Err(KvError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Err(ApiError::conflict(
         "the environment kept changing while this run was counted; run the command again",
@@ -354,10 +343,8 @@ fn over_code_quota(env: &str, quota: u64, used: u64, want: u64) -> ApiError {
     ))
 }
 
-/// Bytes `env` may still upload: its code quota less what its stacks keep
-/// and what it uploaded lately (an upload streamed past it is refused
-/// before it is all on disk).
-pub(super) async fn upload_room(state: &ApiState, env: &str) -> ApiResult<u64> {
+/// `env`'s code quota, the digests its stacks keep, and their bytes.
+async fn code_standing(state: &ApiState, env: &str) -> ApiResult<(u64, HashSet<Digest>, u64)> {
     let found: Versioned<Environment> = state
         .store
         .get(key::env(env))
@@ -372,6 +359,14 @@ pub(super) async fn upload_room(state: &ApiState, env: &str) -> ApiResult<u64> {
     })
     .await
     .map_err(|e| anyhow::anyhow!("measuring code failed: {e}"))?;
+    Ok((quota, kept, kept_bytes))
+}
+
+/// Bytes `env` may still upload: its code quota less what its stacks keep
+/// and what it uploaded lately (an upload streamed past it is refused
+/// before it is all on disk).
+pub(super) async fn upload_room(state: &ApiState, env: &str) -> ApiResult<u64> {
+    let (quota, kept, kept_bytes) = code_standing(state, env).await?;
     let pending = Uploads::pending_in(&mut state.uploads.recent.lock(), env, &kept, None);
     Ok(quota.saturating_sub(kept_bytes.saturating_add(pending)))
 }
@@ -385,20 +380,7 @@ pub(super) async fn check_upload(
     digest: &Digest,
     size: u64,
 ) -> ApiResult<Reserved> {
-    let found: Versioned<Environment> = state
-        .store
-        .get(key::env(env))
-        .await?
-        .ok_or_else(|| ApiError::no_environment(env))?;
-    let quota = quotas_of(state, &found.value).max_code_bytes;
-    let kept = kept_digests(state, env).await?;
-    let engine = state.engine.clone();
-    let measured = kept.clone();
-    let kept_bytes = tokio::task::spawn_blocking(move || {
-        measured.iter().map(|d| engine.code_bytes(d)).sum::<u64>()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("measuring code failed: {e}"))?;
+    let (quota, kept, kept_bytes) = code_standing(state, env).await?;
     let mut recent = state.uploads.recent.lock();
     let counted = kept.contains(digest)
         || recent

@@ -69,10 +69,7 @@ pub(super) async fn upload_code(
     let mut stream = body.into_data_stream();
     let place = match state.places.take(&caller, Kind::Code) {
         Ok(place) => place,
-        Err(refused) => {
-            drain_stream(&mut stream, limit).await;
-            return Err(refused);
-        }
+        Err(refused) => return Err(heard(&mut stream, limit, refused).await),
     };
     let bytes = read_paced(&mut stream, &name, limit).await?;
     let (digest, bytes) = tokio::task::spawn_blocking(move || (Digest::of(&bytes), bytes))
@@ -149,21 +146,14 @@ async fn upload_image(
     use sha2::Digest as _;
     use tokio::io::AsyncWriteExt as _;
     let limit = state.config.max_image_bytes;
+    let mut stream = body.into_data_stream();
     if let Some(why) = state.containers.unsupported() {
-        // Read (and drop) what the client sends, so it hears why rather
-        // than a closed connection.
-        drain_stream(&mut body.into_data_stream(), limit).await;
-        return Err(ApiError::bad_request(format!(
-            "cannot deploy {name}: {why}"
-        )));
+        let refused = ApiError::bad_request(format!("cannot deploy {name}: {why}"));
+        return Err(heard(&mut stream, limit, refused).await);
     }
     let place = match state.places.take(caller, Kind::Image) {
         Ok(place) => place,
-        Err(refused) => {
-            // Read (and drop) the body, so the client hears why.
-            drain_stream(&mut body.into_data_stream(), limit).await;
-            return Err(refused);
-        }
+        Err(refused) => return Err(heard(&mut stream, limit, refused).await),
     };
     // Removed however this ends, unless it was stored.
     let guard = crate::store::incoming_in(state.containers.images_dir());
@@ -173,7 +163,6 @@ async fn upload_image(
         .map_err(|e| anyhow::anyhow!("creating {}: {e}", incoming.display()))?;
     let mut hasher = sha2::Sha256::new();
     let mut size = 0u64;
-    let mut stream = body.into_data_stream();
     // Code the environment keeps counts, so an upload past its room is
     // refused as it streams, not once it is all on disk.
     let room = super::quotas::upload_room(state, &caller.env).await?;
@@ -189,20 +178,20 @@ async fn upload_image(
             // Heard, not cut off: the rest is read (and dropped), without
             // holding a place.
             drop(place);
-            drain_stream(&mut stream, OVERSIZE_DRAIN).await;
-            return Err(ApiError::quota(format!(
+            let refused = ApiError::quota(format!(
                 "environment {} is over its code quota (--max-code): {name} is larger than the {} it has left",
                 caller.env,
                 crate::model::format_memory(room)
-            )));
+            ));
+            return Err(heard(&mut stream, OVERSIZE_DRAIN, refused).await);
         }
         if size > limit {
             drop(place);
-            drain_stream(&mut stream, limit.max(OVERSIZE_DRAIN)).await;
-            return Err(ApiError::too_large(format!(
+            let refused = ApiError::too_large(format!(
                 "{name} is larger than the daemon's image upload limit of {}",
                 crate::model::format_memory(limit)
-            )));
+            ));
+            return Err(heard(&mut stream, limit.max(OVERSIZE_DRAIN), refused).await);
         }
         hasher.update(&chunk);
         file.write_all(&chunk)
@@ -251,17 +240,19 @@ async fn upload_image(
 /// refused; the connection closes after that.
 const OVERSIZE_DRAIN: u64 = 256 << 20;
 
-/// Reads and drops at most `limit` more bytes of a body, while it keeps
-/// the pace uploads must keep.
-async fn drain_stream(stream: &mut axum::body::BodyDataStream, limit: u64) {
+/// `refused`, once at most `limit` more bytes of the body were read and
+/// dropped (while it keeps the pace uploads must keep), so the client
+/// hears why rather than a closed connection.
+async fn heard(stream: &mut axum::body::BodyDataStream, limit: u64, refused: ApiError) -> ApiError {
     let started = std::time::Instant::now();
     let mut seen = 0u64;
     while let Ok(Some(Ok(chunk))) = uploads::next_chunk(stream, started, seen).await {
         seen += chunk.len() as u64;
         if seen > limit {
-            return;
+            break;
         }
     }
+    refused
 }
 
 /// `GET /v1/stacks`.

@@ -40,7 +40,8 @@ pub struct Tasks {
     tree: Option<Tree>,
     /// The daemon's own cgroup, relative to the tree's root (`/mesh/TAG`).
     base: String,
-    /// The cgroups made, and the containers in each.
+    /// The containers in each environment's cgroup, and the run
+    /// directory's owner file.
     state: Mutex<State>,
     /// Each environment's limit, as the operator set it.
     limits: Mutex<HashMap<String, u64>>,
@@ -55,11 +56,7 @@ pub struct Tasks {
 
 #[derive(Default)]
 struct State {
-    /// Whether the daemon's own cgroup is made and bounded.
-    top: bool,
-    /// Environment cgroups made, with the limit written.
-    made: HashMap<String, u64>,
-    /// Containers live in each environment's cgroup.
+    /// Containers live in each environment's cgroup (those that exist).
     live: HashMap<String, usize>,
     /// The run directory's owner file, locked while the directory is this
     /// daemon's (see [`sweep_dead`]).
@@ -100,7 +97,7 @@ impl Tasks {
     /// container `id` of environment `env`, made and bounded first, and
     /// the container counted in it.
     pub fn cgroup_for(self: &Arc<Self>, env: &str, id: &str) -> Result<(String, TaskSlot), String> {
-        let group = format!("{}/env-{env}", self.base);
+        let group = self.group(env);
         let limit = self
             .limits
             .lock()
@@ -116,12 +113,10 @@ impl Tasks {
             self.make(&dir, self.total)
                 .map_err(|e| format!("cannot bound the containers' tasks: {e}"))?;
         }
-        state.top = true;
         if let Some(dir) = self.dir(&group) {
             self.make(&dir, limit)
                 .map_err(|e| format!("cannot bound environment {env}'s tasks: {e}"))?;
         }
-        state.made.insert(env.to_string(), limit);
         make_passable(&self.run)?;
         if state.owner.is_none() {
             state.owner = Some(lock_owner(&self.run)?);
@@ -145,31 +140,32 @@ impl Tasks {
             return;
         }
         state.live.remove(env);
-        let group = format!("{}/env-{env}", self.base);
+        let group = self.group(env);
         for root in self.roots() {
             remove_tree(&root.join(group.trim_start_matches('/')));
         }
-        if self.dir(&group).is_some_and(|dir| !dir.exists()) {
-            state.made.remove(env);
+        if !state.live.is_empty() {
+            return;
         }
-        if state.live.is_empty() {
-            let _ = std::fs::remove_file(self.run.join(OWNER_FILE));
-            state.owner = None;
-        }
-        if state.live.is_empty() && std::fs::remove_dir(&self.run).is_ok() {
+        // The last container of all: the run directory and the daemon's
+        // own cgroups go too.
+        let _ = std::fs::remove_file(self.run.join(OWNER_FILE));
+        state.owner = None;
+        if std::fs::remove_dir(&self.run).is_ok() {
             if let Some(parent) = self.run.parent() {
                 let _ = std::fs::remove_dir(parent);
             }
         }
-        if state.live.is_empty() && state.made.is_empty() {
-            for root in self.roots() {
-                let top = root.join(self.base.trim_start_matches('/'));
-                if std::fs::remove_dir(&top).is_ok() {
-                    let _ = std::fs::remove_dir(root.join("mesh"));
-                }
+        for root in self.roots() {
+            if std::fs::remove_dir(root.join(self.base.trim_start_matches('/'))).is_ok() {
+                let _ = std::fs::remove_dir(root.join("mesh"));
             }
-            state.top = self.dir(&self.base).is_some_and(|dir| dir.exists());
         }
+    }
+
+    /// The cgroup of environment `env`'s containers.
+    fn group(&self, env: &str) -> String {
+        format!("{}/env-{env}", self.base)
     }
 
     /// Sets each environment's task limit (the operator's quotas); those
@@ -178,25 +174,28 @@ impl Tasks {
         for limit in limits.values_mut() {
             *limit = (*limit).min(self.total);
         }
-        let mut state = self.state.lock();
+        // Under the state lock: no cgroup is made or removed meanwhile.
+        let state = self.state.lock();
+        let mut known = self.limits.lock();
         for (env, limit) in &limits {
-            if state.made.get(env).is_some_and(|l| l != limit) {
-                if let Some(dir) = self.dir(&format!("{}/env-{env}", self.base)) {
-                    match write_max(&dir, *limit) {
-                        Ok(()) => {
-                            state.made.insert(env.clone(), *limit);
-                        }
-                        Err(e) => tracing::warn!(env, error = %e, "cannot change a task limit"),
-                    }
+            // Written only where it changed and the cgroup is there (it is
+            // written anew at each container's start anyway).
+            let unchanged = known.get(env).unwrap_or(&self.default).min(&self.total) == limit;
+            if unchanged || !state.live.contains_key(env) {
+                continue;
+            }
+            if let Some(dir) = self.dir(&self.group(env)) {
+                if let Err(e) = write_max(&dir, *limit) {
+                    tracing::warn!(env, error = %e, "cannot change a task limit");
                 }
             }
         }
-        *self.limits.lock() = limits;
+        *known = limits;
     }
 
     /// Tasks environment `env`'s containers have now.
     pub fn current(&self, env: &str) -> u64 {
-        self.dir(&format!("{}/env-{env}", self.base))
+        self.dir(&self.group(env))
             .and_then(|dir| std::fs::read_to_string(dir.join("pids.current")).ok())
             .and_then(|text| text.trim().parse().ok())
             .unwrap_or(0)
@@ -213,9 +212,6 @@ impl Tasks {
             // The parent all daemons share, once it is empty.
             let _ = std::fs::remove_dir(root.join("mesh"));
         }
-        let mut state = self.state.lock();
-        state.made.clear();
-        state.top = false;
     }
 
     /// The root of each hierarchy the containers' cgroups are in.

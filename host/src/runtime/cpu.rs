@@ -415,7 +415,8 @@ mod tests {
         for _ in 0..50 {
             shares.tick();
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // It began long before by the coarse clock: a wait.
+        cpu.host_since_clock = Duration::ZERO;
         cpu.switched(CallHook::ReturningFromHost);
         assert!(matches!(cpu.tick(), Verdict::Yield(_)));
         assert_eq!(cpu.used(), EPOCH_TICK * 2);
@@ -424,6 +425,8 @@ mod tests {
         // over its limit.
         cpu.switched(CallHook::CallingHost);
         shares.tick();
+        // No time passed by the coarse clock, however busy the machine.
+        cpu.host_since_clock = coarse_now() + Duration::from_secs(3600);
         cpu.switched(CallHook::ReturningFromHost);
         assert!(matches!(cpu.tick(), Verdict::Stop));
         assert_eq!(cpu.exceeded(), Some(EPOCH_TICK * 2));

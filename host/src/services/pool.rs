@@ -644,22 +644,18 @@ impl WebPool {
     /// Why a request that found no free slot cannot wait, if it cannot.
     fn refuse(&self, inner: &Inner, timed_out: bool, queued: bool) -> Result<(), Refusal> {
         if !self.settings.warm {
-            // Every idle instance of a worker called by name failed to
-            // start lately: say why at once, rather than wait.
+            // Every instance of a worker called by name is idle and
+            // backing off after a failed start: say why at once.
             let now = Instant::now();
-            let failed = inner
+            let backing_off = |s: &WebSlot| !s.busy && s.backoff_until.is_some_and(|t| t > now);
+            let soonest = inner
                 .slots
                 .iter()
-                .filter(|s| !s.busy)
-                .map(|s| s.backoff_until.filter(|t| *t > now).map(|t| (t, &s.status)))
-                .collect::<Option<Vec<_>>>()
-                .filter(|all| !all.is_empty() && all.len() == inner.slots.len());
-            if let Some(failed) = failed {
-                let (until, status) = failed
-                    .iter()
-                    .min_by_key(|(t, _)| *t)
-                    .copied()
-                    .unwrap_or((now, &inner.slots[0].status));
+                .filter(|s| s.backoff_until.is_some())
+                .min_by_key(|s| s.backoff_until);
+            let all = !inner.slots.is_empty() && inner.slots.iter().all(backing_off);
+            if let Some(slot) = soonest.filter(|_| all) {
+                let (until, status) = (slot.backoff_until.unwrap_or(now), &slot.status);
                 let why = status.message.clone().unwrap_or_else(|| "it failed".into());
                 let retry = until.saturating_duration_since(now).as_secs().max(1);
                 return Err(Refusal::unavailable(
