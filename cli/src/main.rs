@@ -1,22 +1,131 @@
 //! `mesh`: the command-line client of the mesh control API, and `mesh up`,
-//! which runs the daemon. Parsing lives in `args`, API calls in `client`,
-//! what each command does in `commands`, tables in `table`.
+//! which runs the daemon. The top-level command is here; each noun's
+//! arguments and what it does live in `commands/` (one file per noun), API
+//! calls in `client`, tables in `table`.
 
-mod args;
 mod attach;
 mod client;
 mod commands;
 mod table;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-use clap::Parser as _;
+use clap::{Parser, Subcommand};
 
-use args::{
-    Cli, Command, EnvCommand, EnvTokenCommand, NodeCommand, ServiceCommand, StackCommand, UpArgs,
-};
+use commands::env::EnvCommand;
+use commands::logs::EventsArgs;
+use commands::node::NodeCommand;
+use commands::run::RunArgs;
+use commands::stack::StackCommand;
+use commands::svc::ServiceCommand;
+use commands::up::UpArgs;
 use commands::Out;
+
+const EXAMPLES: &str = "\
+Examples:
+  mesh up                                         run the platform here (data in ./.mesh)
+  mesh svc create -n worker --instances 3 -- app.wasm queue
+  mesh svc update worker --instances 1
+  mesh service ls
+  mesh svc logs -n worker --tail 20
+  mesh stack deploy app ./build";
+
+/// mesh: host WebAssembly components as services.
+#[derive(Debug, Parser)]
+#[command(name = "mesh", version, after_help = EXAMPLES, propagate_version = true)]
+pub struct Cli {
+    /// Data directory of the daemon to run (`up`) or to talk to (reads
+    /// DIR/daemon.json). Ignored by clients when MESH_API_URL and MESH_TOKEN
+    /// are set.
+    #[arg(long, global = true, env = "MESH_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of tables and sentences.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the mesh daemon in the foreground.
+    #[command(after_help = "\
+Examples:
+  mesh up
+  mesh up --data-dir /var/lib/mesh --api 0.0.0.0:7070 --http 0.0.0.0:80 --alias top.widemesh.dev
+  mesh up --api 127.0.0.1:0 --http 127.0.0.1:0     pick free ports (see DIR/daemon.json)
+  mesh up --https 127.0.0.1:8443                   HTTPS too; trust .mesh/tls/ca.pem")]
+    Up(UpArgs),
+
+    /// Create, change, list, watch and delete services.
+    #[command(
+        subcommand,
+        visible_alias = "svc",
+        after_help = "\
+Examples:
+  mesh svc create -n worker --instances 3 -- app.wasm queue
+  mesh svc publish -n web --endpoint www
+  mesh service ls
+  mesh svc logs -n worker -f
+  mesh service run -n worker -- app env"
+    )]
+    Service(ServiceCommand),
+
+    /// Deploy code to stacks, list versions, roll back.
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  mesh stack deploy app ./build        every .wasm in ./build is the new bundle
+  mesh stack versions app
+  mesh stack rollback app --to 3"
+    )]
+    Stack(StackCommand),
+
+    /// Run a component once with this terminal attached (`-n`: a new
+    /// instance of a service instead).
+    #[command(after_help = "\
+Examples:
+  mesh run -- app.wasm env                 upload app.wasm and run `app env` once
+  mesh run -e GREETING=hi --memory 32Mi -- prog.wasm     like `wasmtime run --env`
+  mesh run --files ./site --scratch 16Mi -- tool.wasm   ./site at /, 16 MiB at /tmp
+  mesh run -n worker -- app repl           the same as `mesh service run`
+  echo hi | mesh run -- app.wasm cat")]
+    Run(RunArgs),
+
+    /// Manage environments (tenants) and their outbound policy.
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  mesh env create acme                     prints acme's token, once
+  mesh env ls
+  mesh env set outbound deny --env acme"
+    )]
+    Env(EnvCommand),
+
+    /// The hosts of a cluster: list them, drain one before maintenance.
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  mesh node ls
+  mesh node drain host-b          move its instances to the other hosts
+  mesh node resume host-b         it takes instances again"
+    )]
+    Node(NodeCommand),
+
+    /// Show what happened: instances started, exited, out of memory; cron
+    /// runs; deploys; publishes.
+    #[command(
+        after_help = "Examples:\n  mesh events\n  mesh events -f\n  mesh events --tail 20 --json"
+    )]
+    Events(EventsArgs),
+}
 
 fn main() -> ExitCode {
     // The daemon starts its container shims from its own binary.
@@ -35,156 +144,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs the command the line names.
 fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Out { json: cli.json };
-    let data_dir = cli.data_dir.as_deref();
+    if let Command::Up(args) = cli.command {
+        return commands::up::up(cli.data_dir, args);
+    }
+    let client = client::Client::discover(cli.data_dir.as_deref())?;
     match cli.command {
-        Command::Up(args) => up(cli.data_dir.clone(), args),
-        Command::Service(command) => {
-            let client = client::Client::discover(data_dir)?;
-            match command {
-                ServiceCommand::Create(args) => commands::create(&client, &out, args),
-                ServiceCommand::Update(args) => commands::update(&client, &out, args),
-                ServiceCommand::Delete(args) => commands::delete(&client, &out, args),
-                ServiceCommand::Ls(args) => commands::list(&client, &out, args),
-                ServiceCommand::Logs(args) => commands::logs(&client, &out, args),
-                ServiceCommand::Trigger(args) => commands::trigger(&client, &out, args),
-                ServiceCommand::Restart(args) => commands::restart(&client, &out, args),
-                ServiceCommand::Run(args) => commands::run(&client, args),
-                ServiceCommand::Publish(args) => commands::publish(&client, &out, args, true),
-                ServiceCommand::Unpublish(args) => commands::publish(&client, &out, args, false),
-                ServiceCommand::Runs(args) => commands::runs(&client, &out, args),
-            }
-        }
-        Command::Events(args) => {
-            let client = client::Client::discover(data_dir)?;
-            commands::events(&client, &out, args)
-        }
-        Command::Run(args) => {
-            let client = client::Client::discover(data_dir)?;
-            commands::run(&client, args)
-        }
-        Command::Env(command) => {
-            let client = client::Client::discover(data_dir)?;
-            match command {
-                EnvCommand::Create(args) => commands::env_create(&client, &out, args),
-                EnvCommand::Ls => commands::env_list(&client, &out),
-                EnvCommand::Set(args) => commands::env_set(&client, &out, args),
-                EnvCommand::Update(args) => commands::env_update(&client, &out, args),
-                EnvCommand::Token(EnvTokenCommand::Rotate(args)) => {
-                    commands::env_token_rotate(&client, &out, args)
-                }
-            }
-        }
-        Command::Node(command) => {
-            let client = client::Client::discover(data_dir)?;
-            match command {
-                NodeCommand::Ls => commands::nodes(&client, &out),
-                NodeCommand::Drain(args) => commands::node_drain(&client, &out, &args.name, true),
-                NodeCommand::Resume(args) => commands::node_drain(&client, &out, &args.name, false),
-            }
-        }
-        Command::Stack(command) => {
-            let client = client::Client::discover(data_dir)?;
-            match command {
-                StackCommand::Deploy(args) => commands::deploy(&client, &out, args),
-                StackCommand::Versions(args) => commands::versions(&client, &out, args),
-                StackCommand::Rollback(args) => commands::rollback(&client, &out, args),
-                StackCommand::Ls => commands::stacks(&client, &out),
-            }
-        }
+        Command::Up(_) => unreachable!("handled above"),
+        Command::Service(command) => commands::svc::run(&client, &out, command),
+        Command::Events(args) => commands::logs::events(&client, &out, args),
+        Command::Run(args) => commands::run::run(&client, args),
+        Command::Env(command) => commands::env::run(&client, &out, command),
+        Command::Node(command) => commands::node::run(&client, &out, command),
+        Command::Stack(command) => commands::stack::run(&client, &out, command),
     }
-}
-
-/// The machine's hostname as a host name, or `local`.
-fn hostname() -> String {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let name = name.trim().to_ascii_lowercase();
-    match mesh_host::model::validate_name("host", &name) {
-        Ok(()) => name,
-        Err(_) => mesh_host::config::DEFAULT_NODE.to_string(),
-    }
-}
-
-/// `mesh up`: the daemon in the foreground, logging to stderr.
-fn up(data_dir: Option<std::path::PathBuf>, args: UpArgs) -> anyhow::Result<()> {
-    let parse = |what: &str, text: &str| {
-        mesh_host::model::parse_memory(text).map_err(|e| anyhow::anyhow!("{what}: {e}"))
-    };
-    let duration = |what: &str, text: Option<&str>, default| {
-        let Some(text) = text else {
-            return Ok(default);
-        };
-        match mesh_host::cron::parse_duration(text) {
-            Ok(d) if !d.is_zero() => Ok(d),
-            Ok(_) => Err(anyhow::anyhow!("{what}: must be longer than 0")),
-            Err(e) => Err(anyhow::anyhow!("{what}: {e}")),
-        }
-    };
-    let config = mesh_host::DaemonConfig {
-        data_dir: data_dir.unwrap_or_else(|| mesh_host::config::DEFAULT_DATA_DIR.into()),
-        api_addr: args.api,
-        http_addr: args.http,
-        https_addr: args.https,
-        tls_cert: args.tls_cert,
-        tls_key: args.tls_key,
-        max_header_bytes: usize::try_from(parse("--max-header-size", &args.max_header_size)?)
-            .unwrap_or(usize::MAX),
-        max_body_bytes: parse("--max-body-size", &args.max_body_size)?,
-        queue_per_instance: args.queue_per_instance,
-        max_connections: args.max_connections,
-        max_connections_per_client: args.max_connections_per_client,
-        header_timeout: duration(
-            "--header-timeout",
-            args.header_timeout.as_deref(),
-            mesh_host::config::DEFAULT_HEADER_TIMEOUT,
-        )?,
-        idle_timeout: duration(
-            "--idle-timeout",
-            args.idle_timeout.as_deref(),
-            mesh_host::config::DEFAULT_IDLE_TIMEOUT,
-        )?,
-        alias: args.alias,
-        max_upload_bytes: parse("--max-upload", &args.max_upload)?,
-        max_instances: args.max_instances,
-        log_bytes_per_service: parse("--log-size", &args.log_size)?,
-        shared_cache: args.shared_cache,
-        container_network: args.container_network,
-        reserved_tasks: args.reserved_tasks,
-        max_image_bytes: parse("--max-image", &args.max_image)?,
-        store: mesh_host::config::StoreConfig::parse(&args.store)
-            .map_err(|e| anyhow::anyhow!("--store: {e}"))?,
-        node: match args.node {
-            Some(name) => {
-                mesh_host::model::validate_name("host", &name)
-                    .map_err(|e| anyhow::anyhow!("--node: {e}"))?;
-                name
-            }
-            None => hostname(),
-        },
-        advertise: args.advertise,
-        ..mesh_host::DaemonConfig::default()
-    };
-    // wasmtime makes an error each time a store with a component ends, and
-    // with RUST_BACKTRACE set each error captures a backtrace: a tenth of
-    // the CPU of a fresh-per-request service. Panics still print theirs
-    // (they read RUST_BACKTRACE); RUST_LIB_BACKTRACE=1 asks for the rest.
-    // Set before the runtime starts a thread.
-    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
-        std::env::set_var("RUST_LIB_BACKTRACE", "0");
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MESH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(mesh_host::run(config))
 }
 
 /// Help and version go to stdout with success; every other parse error is

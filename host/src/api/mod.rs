@@ -26,6 +26,7 @@ mod quotas;
 mod restart;
 mod run;
 mod services;
+pub mod settings;
 mod stacks;
 mod stats;
 mod streams;

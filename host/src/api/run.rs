@@ -16,7 +16,8 @@ use axum::Extension;
 use hyper_util::rt::TokioIo;
 
 use super::quotas::RunSlot;
-use super::services::{find, load, parse_scratch, run_settings};
+use super::services::{find, load};
+use super::settings::{run_settings, scratch};
 use super::stacks::{require_blob, resolve_in};
 use super::wire::RunQuery;
 use super::{ApiError, ApiResult, ApiState, Caller};
@@ -160,7 +161,7 @@ pub const MAX_RUN_SCRATCH_BYTES: u64 = 256 << 20;
 
 /// `--scratch` of an interactive run.
 fn run_scratch(text: &str) -> ApiResult<Option<u64>> {
-    let bytes = parse_scratch(text)?;
+    let bytes = scratch(text)?;
     if bytes.is_some_and(|b| b > MAX_RUN_SCRATCH_BYTES) {
         return Err(ApiError::bad_request(format!(
             "invalid --scratch `{text}`: a run may have at most {}",

@@ -1,6 +1,5 @@
 //! Services: create, update, delete, list, logs.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +9,7 @@ use axum::response::{IntoResponse as _, Response};
 use axum::{Extension, Json};
 use chrono::Utc;
 
+use super::settings::{self, SettingsView};
 use super::stacks::{
     check_services_keep_code, require_blob, resolve, validate_component_name, StackChange,
 };
@@ -18,11 +18,8 @@ use super::wire::{
     UpdateService,
 };
 use super::{ApiError, ApiResult, ApiState, Caller};
-use crate::cron::{parse_duration, Schedule};
-use crate::model::{
-    dns_name, parse_memory, validate_env_var, validate_name, Digest, Endpoint, Service, ServiceKey,
-    DEFAULT_STACK, MAX_INSTANCES, MAX_STOP_TIMEOUT, MIN_MEMORY_BYTES,
-};
+use crate::cron::Schedule;
+use crate::model::{dns_name, validate_name, Digest, Endpoint, Service, ServiceKey, DEFAULT_STACK};
 use crate::services::Code;
 use crate::store::{encode, key, Compare, Txn, Versioned};
 use crate::telemetry::LogLine;
@@ -162,26 +159,8 @@ pub(super) async fn create(
     validate_name("service", &request.name).map_err(ApiError::bad_request)?;
     validate_name("stack", &stack_name).map_err(ApiError::bad_request)?;
     let mut service = Service::new(&caller.env, &stack_name, &request.name);
-    reuse_setting(
-        &mut service,
-        request.fresh_per_request,
-        request.always_reuse,
-    )?;
-    let settings = Settings {
-        command: Some(request.command),
-        instances: request.instances,
-        memory: request.memory,
-        env: request.env,
-        unset_env: Vec::new(),
-        schedule: request.schedule,
-        timezone: request.timezone,
-        timeout: request.timeout,
-        cpu_limit: request.cpu_limit,
-        scratch: request.scratch,
-        image: request.image,
-        stop_timeout: request.stop_timeout,
-    };
-    settings.apply(&state, &mut service)?;
+    service.command = settings::command(request.command)?;
+    request.settings.apply(&state, &mut service)?;
 
     let guard = super::quotas::guard(&state, &caller.env).await?;
     let existing = state.store.services(&caller.env).await?;
@@ -247,26 +226,13 @@ pub(super) async fn update(
 ) -> ApiResult<Json<ServiceView>> {
     let found = find(&state, &caller.env, &stack, &name).await?;
     let mut service = found.value.clone();
-    reuse_setting(
-        &mut service,
-        request.fresh_per_request,
-        request.always_reuse,
-    )?;
-    let settings = Settings {
-        command: request.command,
-        instances: request.instances,
-        memory: request.memory,
-        env: request.env,
-        unset_env: request.unset_env,
-        schedule: request.schedule,
-        timezone: request.timezone,
-        timeout: request.timeout,
-        cpu_limit: request.cpu_limit,
-        scratch: request.scratch,
-        image: request.image,
-        stop_timeout: request.stop_timeout,
-    };
-    settings.apply(&state, &mut service)?;
+    if let Some(command) = request.command {
+        service.command = settings::command(command)?;
+    }
+    for k in &request.unset_env {
+        service.env_vars.remove(k);
+    }
+    request.settings.apply(&state, &mut service)?;
     let mut change = StackChange::load(&state, &caller.env, &stack).await?;
     let digest = plan_code(&state, &mut change, request.component.as_ref(), &service).await?;
     check_runnable(&state, &change.stack, &digest, &service).await?;
@@ -430,230 +396,6 @@ pub(super) async fn find(
     )))
 }
 
-/// Settings a create or update may change, as the user wrote them.
-struct Settings {
-    command: Option<Vec<String>>,
-    instances: Option<i64>,
-    memory: Option<String>,
-    env: Vec<String>,
-    unset_env: Vec<String>,
-    schedule: Option<String>,
-    timezone: Option<String>,
-    timeout: Option<String>,
-    cpu_limit: Option<String>,
-    scratch: Option<String>,
-    image: Option<String>,
-    stop_timeout: Option<String>,
-}
-
-impl Settings {
-    /// Checks every setting and applies it; on error nothing is applied
-    /// that matters, since the caller drops the service.
-    fn apply(self, state: &ApiState, service: &mut Service) -> ApiResult<()> {
-        if let Some(command) = self.command {
-            if command.first().is_none_or(|w| w.is_empty()) {
-                return Err(ApiError::bad_request(
-                    "a service needs a command: `-- COMPONENT ARGS...` (e.g. `-- app queue` or `-- app.wasm queue`)",
-                ));
-            }
-            service.command = command;
-        }
-        if let Some(instances) = self.instances {
-            if !(0..=i64::from(MAX_INSTANCES)).contains(&instances) {
-                return Err(ApiError::bad_request(format!(
-                    "invalid instance count {instances}: use a number from 0 to {MAX_INSTANCES}"
-                )));
-            }
-            service.instances = instances as u32;
-        }
-        if let Some(memory) = self.memory {
-            let bytes = parse_memory(&memory).map_err(ApiError::bad_request)?;
-            let max = state.config.max_memory_bytes;
-            if !(MIN_MEMORY_BYTES..=max).contains(&bytes) {
-                return Err(ApiError::bad_request(format!(
-                    "invalid memory limit {memory}: use from 1Mi to {}",
-                    crate::model::format_memory(max)
-                )));
-            }
-            service.memory_bytes = bytes;
-        }
-        for setting in &self.env {
-            let (k, v) = setting.split_once('=').ok_or_else(|| {
-                ApiError::bad_request(format!("invalid --env `{setting}`: use KEY=VALUE"))
-            })?;
-            validate_env_var(k).map_err(ApiError::bad_request)?;
-            service.env_vars.insert(k.to_string(), v.to_string());
-        }
-        for k in &self.unset_env {
-            service.env_vars.remove(k);
-        }
-        crate::model::check_env_vars(&service.env_vars).map_err(ApiError::bad_request)?;
-        if let Some(text) = &self.cpu_limit {
-            service.cpu_limit_ms = parse_cpu_limit(text)?;
-        }
-        if let Some(text) = &self.scratch {
-            service.scratch_bytes = parse_scratch(text)?;
-        }
-        if let Some(name) = &self.image {
-            service.image = match name.trim() {
-                "" | "none" => None,
-                name => {
-                    super::stacks::validate_component_name(name)?;
-                    Some(name.to_string())
-                }
-            };
-        }
-        if let Some(text) = &self.stop_timeout {
-            service.stop_timeout_ms = parse_stop_timeout(text)?;
-        }
-        apply_schedule(service, self.schedule, self.timezone, self.timeout)
-    }
-}
-
-/// `--scratch`: a size up to [`MAX_SCRATCH_BYTES`], or `none`.
-pub(super) fn parse_scratch(text: &str) -> ApiResult<Option<u64>> {
-    if text.trim() == "none" {
-        return Ok(None);
-    }
-    if !crate::runtime::scratch::Scratch::supported() {
-        return Err(ApiError::bad_request(
-            "--scratch needs the daemon to run as root: each instance's scratch space is a tmpfs of its own",
-        ));
-    }
-    match parse_memory(text) {
-        Ok(bytes) if (MIN_MEMORY_BYTES..=MAX_SCRATCH_BYTES).contains(&bytes) => Ok(Some(bytes)),
-        _ => Err(ApiError::bad_request(format!(
-            "invalid --scratch `{text}`: use a size from 1Mi to {}, or none",
-            crate::model::format_memory(MAX_SCRATCH_BYTES)
-        ))),
-    }
-}
-
-/// Most scratch space one instance may ask for.
-pub const MAX_SCRATCH_BYTES: u64 = 1 << 30;
-
-/// The memory limit and environment variables of a one-off run, checked
-/// as a service's are.
-pub(super) fn run_settings(
-    state: &ApiState,
-    memory: Option<String>,
-    env: Vec<String>,
-) -> ApiResult<(u64, BTreeMap<String, String>)> {
-    let mut scratch = Service::new("", "", "");
-    let settings = Settings {
-        command: None,
-        instances: None,
-        memory,
-        env,
-        unset_env: Vec::new(),
-        schedule: None,
-        timezone: None,
-        timeout: None,
-        cpu_limit: None,
-        scratch: None,
-        image: None,
-        stop_timeout: None,
-    };
-    settings.apply(state, &mut scratch)?;
-    Ok((scratch.memory_bytes, scratch.env_vars))
-}
-
-/// `--stop-timeout`: a duration up to [`MAX_STOP_TIMEOUT`], or `default`.
-fn parse_stop_timeout(text: &str) -> ApiResult<Option<u64>> {
-    if text.trim() == "default" {
-        return Ok(None);
-    }
-    match parse_duration(text) {
-        Ok(d) if d <= MAX_STOP_TIMEOUT => Ok(Some(d.as_millis() as u64)),
-        Ok(_) => Err(ApiError::bad_request(format!(
-            "invalid --stop-timeout `{text}`: use from 0s to {}s",
-            MAX_STOP_TIMEOUT.as_secs()
-        ))),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "invalid --stop-timeout `{text}`: {e}"
-        ))),
-    }
-}
-
-/// `--cpu-limit`: a duration up to the maximum, or `default`.
-fn parse_cpu_limit(text: &str) -> ApiResult<Option<u64>> {
-    if text.trim() == "default" {
-        return Ok(None);
-    }
-    let max = crate::model::MAX_CPU_LIMIT;
-    match parse_duration(text) {
-        Ok(d) if !d.is_zero() && d <= max => Ok(Some(d.as_millis() as u64)),
-        Ok(_) => Err(ApiError::bad_request(format!(
-            "invalid --cpu-limit `{text}`: use from 1ms to {}s",
-            max.as_secs()
-        ))),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "invalid --cpu-limit `{text}`: {e}"
-        ))),
-    }
-}
-
-/// Checks and applies `--schedule`, `--timezone` and `--timeout`.
-/// `--schedule none` turns a cron job back into a worker.
-fn apply_schedule(
-    service: &mut Service,
-    schedule: Option<String>,
-    timezone: Option<String>,
-    timeout: Option<String>,
-) -> ApiResult<()> {
-    match schedule.as_deref().map(str::trim) {
-        Some("none") => {
-            service.schedule = None;
-            service.timezone = None;
-            service.timeout_ms = None;
-        }
-        Some(_) if !service.endpoints.is_empty() => {
-            return Err(ApiError::bad_request(format!(
-                "{} is a web service: unpublish its endpoints before giving it a schedule",
-                service.name
-            )));
-        }
-        Some(spec) => service.schedule = Some(spec.to_string()),
-        None => {}
-    }
-    if let Some(zone) = timezone {
-        service.timezone = match zone.trim() {
-            "" | "UTC" | "utc" | "Etc/UTC" => None,
-            zone => Some(zone.to_string()),
-        };
-    }
-    if let Some(timeout) = timeout {
-        service.timeout_ms = match timeout.trim() {
-            "none" => None,
-            text => {
-                let d = parse_duration(text).map_err(|e| {
-                    ApiError::bad_request(format!("invalid --timeout `{text}`: {e}"))
-                })?;
-                if d.is_zero() {
-                    return Err(ApiError::bad_request(format!(
-                        "invalid --timeout `{text}`: use a positive duration, e.g. 30s or 5m"
-                    )));
-                }
-                Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            }
-        };
-    }
-    match &service.schedule {
-        Some(spec) => {
-            Schedule::parse(spec, service.timezone.as_deref())
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        }
-        None if service.timezone.is_some() || service.timeout_ms.is_some() => {
-            return Err(ApiError::bad_request(format!(
-                "--timezone and --timeout apply to cron jobs, and {} has no schedule: give one with --schedule",
-                service.name
-            )));
-        }
-        None => {}
-    }
-    Ok(())
-}
-
 /// `POST /v1/services/{stack}/{name}/trigger`: runs a cron job now.
 pub(super) async fn trigger(
     State(state): State<ApiState>,
@@ -767,30 +509,7 @@ pub(super) fn require_handler(loaded: &dyn Code, service: &Service) -> ApiResult
         loaded.exports().join(", ")
     )))
 }
-/// Applies `--fresh-per-request` and `--reuse-instances`: each turns the
-/// other off, and both at once make no sense.
-fn reuse_setting(
-    service: &mut Service,
-    fresh: Option<bool>,
-    always_reuse: Option<bool>,
-) -> ApiResult<()> {
-    if fresh == Some(true) && always_reuse == Some(true) {
-        return Err(ApiError::bad_request(
-            "--fresh-per-request and --reuse-instances contradict each other: choose one"
-                .to_string(),
-        ));
-    }
-    if let Some(fresh) = fresh {
-        service.fresh_per_request = fresh;
-        service.always_reuse &= !fresh;
-    }
-    if let Some(always) = always_reuse {
-        service.always_reuse = always;
-        service.fresh_per_request &= !always;
-    }
-    Ok(())
-}
-
+/// What `mesh service ls` shows of a service.
 pub(super) fn view(state: &ApiState, service: Service) -> ServiceView {
     let key = ServiceKey::of(&service);
     let kind = state.supervisor.kind(&key);
@@ -815,33 +534,23 @@ pub(super) fn view(state: &ApiState, service: Service) -> ServiceView {
     ServiceView {
         service_type: service.service_type(),
         dns_name: dns_name(&service.stack, &service.name),
-        instances_desired: service.instances,
-        memory_limit_bytes: service.memory_bytes,
+        settings: SettingsView::of(&service),
         next_run,
         runs,
-        timezone: service.timezone,
-        timeout_ms: service.timeout_ms,
-        env: service.env_vars,
         version,
         created_at: service.created_at,
         instances,
-        name: service.name,
-        stack: service.stack,
-        command: service.command,
         endpoints: service.endpoints.iter().map(Endpoint::url).collect(),
-        fresh_per_request: service.fresh_per_request,
-        always_reuse: service.always_reuse,
         serving: if fresh_because.is_some() {
             "fresh per request".to_string()
         } else {
             "reused".to_string()
         },
         fresh_because,
-        scratch_bytes: service.scratch_bytes,
-        schedule: service.schedule,
         kind: kind.to_string(),
-        image: service.image,
-        stop_timeout_ms: service.stop_timeout_ms,
         restarted_at: service.restarted_at,
+        name: service.name,
+        stack: service.stack,
+        command: service.command,
     }
 }

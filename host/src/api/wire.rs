@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::settings::{ServiceSettings, SettingsView};
 use crate::model::{Digest, InstanceStatus, Run, ServiceType};
 
 /// A component of the bundle being named in a request: code already
@@ -27,41 +28,9 @@ pub struct CreateService {
     pub name: String,
     /// argv; the first word names a component.
     pub command: Vec<String>,
-    /// Instances to run (default 1).
-    pub instances: Option<i64>,
-    /// Memory limit, e.g. `64Mi` (default 128Mi).
-    pub memory: Option<String>,
-    /// `KEY=VALUE` settings.
-    #[serde(default)]
-    pub env: Vec<String>,
-    /// Cron schedule.
-    pub schedule: Option<String>,
-    /// IANA time zone of the schedule (UTC when absent).
-    #[serde(default)]
-    pub timezone: Option<String>,
-    /// Longest a cron run may take, e.g. `30s`.
-    #[serde(default)]
-    pub timeout: Option<String>,
-    /// CPU time one request may use, e.g. `2s`.
-    #[serde(default)]
-    pub cpu_limit: Option<String>,
-    /// Serve each request from a fresh store (web services).
-    #[serde(default)]
-    pub fresh_per_request: Option<bool>,
-    /// Reuse instances even when the code seems not to allow it.
-    #[serde(default)]
-    pub always_reuse: Option<bool>,
-    /// Scratch space per instance at `/tmp`, e.g. `64Mi`; `none` for none.
-    #[serde(default)]
-    pub scratch: Option<String>,
-    /// The stack image the command runs in, when it does not start with
-    /// one; `none` to clear.
-    #[serde(default)]
-    pub image: Option<String>,
-    /// How long an instance has after SIGTERM before SIGKILL, e.g. `10s`;
-    /// `default` for 10 s.
-    #[serde(default)]
-    pub stop_timeout: Option<String>,
+    /// Its settings; the defaults where absent.
+    #[serde(flatten)]
+    pub settings: ServiceSettings,
     /// Code to add to the stack's bundle first (the `-- app.wasm ...` form).
     pub component: Option<ComponentRef>,
 }
@@ -80,44 +49,12 @@ pub struct PublishRequest {
 pub struct UpdateService {
     /// New argv.
     pub command: Option<Vec<String>>,
-    /// New instance count.
-    pub instances: Option<i64>,
-    /// New memory limit.
-    pub memory: Option<String>,
-    /// `KEY=VALUE` settings to add or replace.
-    #[serde(default)]
-    pub env: Vec<String>,
+    /// Settings to change.
+    #[serde(flatten)]
+    pub settings: ServiceSettings,
     /// Variable names to remove.
     #[serde(default)]
     pub unset_env: Vec<String>,
-    /// New schedule; `none` removes it.
-    pub schedule: Option<String>,
-    /// New time zone of the schedule; `UTC` for UTC.
-    #[serde(default)]
-    pub timezone: Option<String>,
-    /// New run timeout; `none` removes it.
-    #[serde(default)]
-    pub timeout: Option<String>,
-    /// New CPU limit per request; `default` for the default.
-    #[serde(default)]
-    pub cpu_limit: Option<String>,
-    /// Serve each request from a fresh store (web services).
-    #[serde(default)]
-    pub fresh_per_request: Option<bool>,
-    /// Reuse instances even when the code seems not to allow it.
-    #[serde(default)]
-    pub always_reuse: Option<bool>,
-    /// Scratch space per instance at `/tmp`, e.g. `64Mi`; `none` for none.
-    #[serde(default)]
-    pub scratch: Option<String>,
-    /// The stack image the command runs in, when it does not start with
-    /// one; `none` to clear.
-    #[serde(default)]
-    pub image: Option<String>,
-    /// How long an instance has after SIGTERM before SIGKILL, e.g. `10s`;
-    /// `default` for 10 s.
-    #[serde(default)]
-    pub stop_timeout: Option<String>,
     /// Code to add to the stack's bundle first.
     pub component: Option<ComponentRef>,
 }
@@ -147,38 +84,21 @@ pub struct ServiceView {
     pub service_type: ServiceType,
     /// argv.
     pub command: Vec<String>,
-    /// Instances asked for.
-    pub instances_desired: u32,
-    /// Memory limit of each instance.
-    pub memory_limit_bytes: u64,
+    /// Its settings.
+    #[serde(flatten)]
+    pub settings: SettingsView,
     /// Public URLs.
     pub endpoints: Vec<String>,
-    /// Whether each request gets a fresh store because the service says so.
-    pub fresh_per_request: bool,
-    /// Whether instances are reused even when the code seems not to allow it.
-    #[serde(default)]
-    pub always_reuse: bool,
     /// How requests are served now: `reused` or `fresh per request`.
     #[serde(default)]
     pub serving: String,
-    /// Scratch space of each instance, in bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scratch_bytes: Option<u64>,
     /// Why each request gets a fresh instance, when it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fresh_because: Option<String>,
-    /// Cron schedule.
-    pub schedule: Option<String>,
-    /// Time zone of the schedule (UTC when null).
-    pub timezone: Option<String>,
-    /// Longest a cron run may take, in milliseconds.
-    pub timeout_ms: Option<u64>,
     /// Next cron firing.
     pub next_run: Option<DateTime<Utc>>,
     /// Cron history, newest first.
     pub runs: Vec<Run>,
-    /// Environment variables.
-    pub env: BTreeMap<String, String>,
     /// Intra-DNS name, `<stack>-<service>`.
     pub dns_name: String,
     /// Stack version the service is on.
@@ -190,12 +110,6 @@ pub struct ServiceView {
     /// `wasm` or `container`: what its instances are.
     #[serde(default)]
     pub kind: String,
-    /// The stack image its command runs in, when chosen with `--image`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    /// How long an instance has after SIGTERM, when not the default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop_timeout_ms: Option<u64>,
     /// When its instances were last restarted by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarted_at: Option<DateTime<Utc>>,

@@ -1,0 +1,423 @@
+//! `mesh service ...` (`mesh svc`): create, update, delete, publish,
+//! restart and trigger services; listing, logs and runs live in `ls`,
+//! `logs` and `run`.
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use mesh_host::api::settings::ServiceSettings;
+use mesh_host::api::wire::{
+    CreateService, PublishRequest, ServiceView, TriggerResult, UpdateService,
+};
+use mesh_host::model::{format_memory, ServiceType};
+
+use super::code::resolve_command;
+use super::logs::LogsArgs;
+use super::ls::LsArgs;
+use super::run::RunArgs;
+use super::{plural, service_path, NameArg, NamedArgs, Out, StackArg};
+use crate::client::Client;
+
+/// `mesh service ...`.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service and start its instances.
+    #[command(after_help = "\
+The first word of the command names a component of the stack's code. A path
+to a local .wasm file adds that file to the stack as a component named by its
+file stem (app.wasm is `app`), then runs it.
+
+The memory limit counts all of an instance's linear memories together.
+
+Examples:
+  mesh svc create -n worker --instances 3 -- app.wasm queue
+  mesh svc create -n mailer --memory 64Mi --env FROM=ops@example.com -- app send-emails
+  mesh svc create --stack finance -n payments -- payments.wasm
+  mesh svc create -n emailsender --schedule \"@hourly\" -- app.wasm send-emails
+  mesh svc create -n report --schedule \"5 4 * * mon-fri\" --timezone Europe/Berlin --timeout 10m -- app report
+  mesh svc create -n legacy -- prog.wasm                 a wasip1 module: as a worker, or CGI when published
+  mesh svc create -n thumbs --scratch 64Mi -- app thumbs  a private 64 MiB /tmp per instance
+
+Web services reuse instances; a component that cannot answer a second
+request on one instance (componentize-js's fetch event) is detected and
+served fresh per request, shown under SERVING in `mesh svc ls`.
+
+Schedules (UTC unless --timezone): 5-field cron `MIN HOUR DOM MON DOW` with
+lists, ranges, steps and names (`*/15 9-17 * * mon-fri`); when both day
+fields are restricted either one matching is enough (Vixie cron); macros
+@yearly @monthly @weekly @daily @hourly; `@every 2m` (90s, 1h30m, ...,
+aligned to the Unix epoch). Firings missed while the daemon is down are not
+replayed.")]
+    Create(CreateArgs),
+
+    /// Change a service's command, instances, memory or environment.
+    #[command(after_help = "\
+Examples:
+  mesh svc update worker --command \"app queue\"
+  mesh svc update web --instances 5
+  mesh svc update worker --memory 256Mi --env LOG_LEVEL=debug --unset-env OLD
+  mesh svc update emailsender --schedule \"@every 30m\"
+  mesh svc update emailsender --schedule none        (a worker again)")]
+    Update(UpdateArgs),
+
+    /// Delete a service and stop its instances.
+    #[command(
+        after_help = "Examples:\n  mesh svc delete worker\n  mesh svc delete -n payments --stack finance"
+    )]
+    Delete(NamedArgs),
+
+    /// List services and every instance: state, restarts, exit code, message.
+    #[command(
+        visible_alias = "list",
+        after_help = "Examples:\n  mesh service ls\n  mesh service ls --stack finance --json"
+    )]
+    Ls(LsArgs),
+
+    /// Show a service's output (stdout and stderr of every instance).
+    #[command(
+        after_help = "Examples:\n  mesh svc logs -n worker\n  mesh svc logs worker --tail 50 --instance worker.2\n  mesh svc logs -n web -f --since 10m"
+    )]
+    Logs(LogsArgs),
+
+    /// Publish a service on an endpoint: it becomes a web service.
+    #[command(after_help = "\
+The service's component must export wasi:http/incoming-handler. Requests
+match on Host (any port) and the longest path prefix; the instances serve
+one request at a time each and are reused.
+
+Examples:
+  mesh svc publish -n web --endpoint www                    http://www.localhost
+  mesh svc publish -n worker --endpoint https://top.widemesh.dev
+  mesh service publish --stack myblog --n web --endpoint www --path /blog")]
+    Publish(PublishArgs),
+
+    /// Remove an endpoint; without endpoints a web service is a worker again.
+    #[command(after_help = "\
+Examples:
+  mesh svc unpublish -n worker --endpoint https://top.widemesh.dev
+  mesh svc unpublish --stack myblog -n web --endpoint www --path /blog")]
+    Unpublish(PublishArgs),
+
+    /// Start one new instance of a service with this terminal attached; the
+    /// CLI exits with the guest's exit code.
+    #[command(after_help = "\
+The instance runs the service's stack code with its env and memory limit,
+and shows in `mesh service ls` while it runs. Without `-- ARGV` it runs the
+service's own command. When stdin is a terminal it goes raw for the run and
+Ctrl-C stops the remote instance.
+
+Examples:
+  mesh service run -n web -- app env
+  mesh service run -n worker -- app repl
+  echo hello | mesh svc run -n worker -- app cat")]
+    Run(RunArgs),
+
+    /// Restart a service's instances: a worker's one at a time, each up
+    /// again before the next stops; a web service's all at once.
+    #[command(after_help = "\
+A web service keeps serving while it restarts: fresh instances take new
+requests at once, and requests in flight finish on the old ones. Cron jobs
+have nothing to restart (each run is a fresh instance): run one now with
+`mesh svc trigger`.
+
+Examples:
+  mesh svc restart -n worker
+  mesh svc restart web --stack shop")]
+    Restart(NamedArgs),
+
+    /// Run a cron job now (recorded as a manual run).
+    #[command(
+        after_help = "Examples:\n  mesh svc trigger -n emailsender\n  mesh svc trigger report --stack ops"
+    )]
+    Trigger(NamedArgs),
+
+    /// Show a cron job's kept runs (the last 50), newest first.
+    #[command(
+        after_help = "Examples:\n  mesh svc runs -n emailsender\n  mesh svc runs emailsender --json"
+    )]
+    Runs(NamedArgs),
+}
+
+/// Runs one `mesh service` command.
+pub fn run(client: &Client, out: &Out, command: ServiceCommand) -> anyhow::Result<()> {
+    match command {
+        ServiceCommand::Create(args) => create(client, out, args),
+        ServiceCommand::Update(args) => update(client, out, args),
+        ServiceCommand::Delete(args) => delete(client, out, args),
+        ServiceCommand::Ls(args) => super::ls::list(client, out, args),
+        ServiceCommand::Logs(args) => super::logs::logs(client, out, args),
+        ServiceCommand::Trigger(args) => trigger(client, out, args),
+        ServiceCommand::Restart(args) => restart(client, out, args),
+        ServiceCommand::Run(args) => super::run::run(client, args),
+        ServiceCommand::Publish(args) => publish(client, out, args, true),
+        ServiceCommand::Unpublish(args) => publish(client, out, args, false),
+        ServiceCommand::Runs(args) => super::ls::runs(client, out, args),
+    }
+}
+
+/// `mesh svc create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Service name (a DNS label: lowercase letters, digits, hyphens).
+    #[arg(short = 'n', long = "name", visible_alias = "n", value_name = "NAME")]
+    pub name: String,
+
+    #[command(flatten)]
+    pub stack: StackArg,
+
+    #[command(flatten)]
+    pub settings: ServiceSettings,
+
+    /// The command: a component name or a .wasm path, then its arguments.
+    #[arg(last = true, required = true, value_name = "ARGV")]
+    pub argv: Vec<String>,
+}
+
+/// `mesh svc update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub name: NameArg,
+
+    #[command(flatten)]
+    pub stack: StackArg,
+
+    /// New command, as one string: "app queue" (a .wasm path as the first
+    /// word adds that file to the stack).
+    #[arg(long, value_name = "ARGV")]
+    pub command: Option<String>,
+
+    #[command(flatten)]
+    pub settings: ServiceSettings,
+
+    /// Remove an environment variable (repeatable).
+    #[arg(long = "unset-env", value_name = "KEY")]
+    pub unset_env: Vec<String>,
+}
+
+/// `mesh svc publish` and `unpublish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub name: NameArg,
+
+    #[command(flatten)]
+    pub stack: StackArg,
+
+    /// A label relative to the platform alias (`www` is www.ALIAS) or a URL
+    /// (`https://top.example.com`).
+    #[arg(long, value_name = "URL|LABEL")]
+    pub endpoint: String,
+
+    /// Path prefix: requests for it and below it reach the service, which
+    /// sees the original path.
+    #[arg(long, value_name = "/PATH")]
+    pub path: Option<String>,
+}
+
+/// `mesh svc create`.
+pub fn create(client: &Client, out: &Out, args: CreateArgs) -> anyhow::Result<()> {
+    let (command, component) = resolve_command(client, args.argv)?;
+    let request = CreateService {
+        stack: args.stack.stack,
+        name: args.name,
+        command,
+        settings: args.settings,
+        component,
+    };
+    let view: ServiceView = client.post("/v1/services", &request)?;
+    if view.settings.schedule.is_some() {
+        return out.print(&view, || {
+            println!(
+                "Created cron job {} in stack {} v{}: `{}` on `{}`{}, next run {}",
+                view.name,
+                view.stack,
+                view.version.max(1),
+                view.command.join(" "),
+                view.settings.schedule.as_deref().unwrap_or(""),
+                view.settings
+                    .timezone
+                    .as_deref()
+                    .map(|z| format!(" ({z})"))
+                    .unwrap_or_default(),
+                view.next_run.map_or("soon".to_string(), |t| t.to_rfc3339())
+            )
+        });
+    }
+    out.print(&view, || {
+        println!(
+            "Created {} {} in stack {} v{}: `{}`, {} instance{}, {} each",
+            view.service_type,
+            view.name,
+            view.stack,
+            view.version.max(1),
+            view.command.join(" "),
+            view.settings.instances_desired,
+            plural(view.settings.instances_desired),
+            format_memory(view.settings.memory_limit_bytes)
+        )
+    })
+}
+
+/// `mesh svc update`.
+pub fn update(client: &Client, out: &Out, args: UpdateArgs) -> anyhow::Result<()> {
+    let name = args.name.get()?;
+    let (command, component) = match args.command {
+        Some(text) => {
+            let words = split_words(&text)?;
+            let (command, component) = resolve_command(client, words)?;
+            (Some(command), component)
+        }
+        None => (None, None),
+    };
+    let request = UpdateService {
+        command,
+        settings: args.settings,
+        unset_env: args.unset_env,
+        component,
+    };
+    let view: ServiceView = client.patch(&service_path(&args.stack.stack, name), &request)?;
+    out.print(&view, || {
+        println!(
+            "Updated {} in stack {}: `{}`, {} instance{}, {} each",
+            view.name,
+            view.stack,
+            view.command.join(" "),
+            view.settings.instances_desired,
+            plural(view.settings.instances_desired),
+            format_memory(view.settings.memory_limit_bytes)
+        )
+    })
+}
+
+/// `mesh svc delete`.
+pub fn delete(client: &Client, out: &Out, args: NamedArgs) -> anyhow::Result<()> {
+    let name = args.name.get()?;
+    let view: ServiceView = client.delete(&service_path(&args.stack.stack, name))?;
+    out.print(&view, || {
+        println!("Deleted {} from stack {}", view.name, view.stack)
+    })
+}
+
+/// `mesh svc publish` (`publish` true) and `unpublish`.
+pub fn publish(client: &Client, out: &Out, args: PublishArgs, publish: bool) -> anyhow::Result<()> {
+    let name = args.name.get()?;
+    let request = PublishRequest {
+        endpoint: args.endpoint,
+        path: args.path,
+    };
+    let verb = if publish { "publish" } else { "unpublish" };
+    let view: ServiceView = client.post(
+        &format!("{}/{verb}", service_path(&args.stack.stack, name)),
+        &request,
+    )?;
+    out.print(&view, || {
+        if publish {
+            println!(
+                "Published {}/{} (now a {} service); its endpoints: {}",
+                view.stack,
+                view.name,
+                view.service_type,
+                view.endpoints.join(", ")
+            );
+        } else if view.endpoints.is_empty() {
+            println!(
+                "Unpublished {}/{}: it has no endpoints and is a {} again",
+                view.stack, view.name, view.service_type
+            );
+        } else {
+            println!(
+                "Unpublished; {}/{} is still published at {}",
+                view.stack,
+                view.name,
+                view.endpoints.join(", ")
+            );
+        }
+    })
+}
+
+/// `mesh svc trigger`.
+pub fn trigger(client: &Client, out: &Out, args: NamedArgs) -> anyhow::Result<()> {
+    let name = args.name.get()?;
+    let result: TriggerResult = client.post(
+        &format!("{}/trigger", service_path(&args.stack.stack, name)),
+        &serde_json::json!({}),
+    )?;
+    out.print(&result, || {
+        println!(
+            "Started run {} of {} ({}); see it with `mesh svc logs -n {} --instance {}`",
+            result.number, result.name, result.instance, result.name, result.instance
+        )
+    })
+}
+
+/// `mesh svc restart`.
+pub fn restart(client: &Client, out: &Out, args: NamedArgs) -> anyhow::Result<()> {
+    let name = args.name.get()?;
+    let view: ServiceView = client.post(
+        &format!("{}/restart", service_path(&args.stack.stack, name)),
+        &serde_json::json!({}),
+    )?;
+    let how = match view.service_type {
+        ServiceType::Web => {
+            "fresh instances take new requests, requests in flight finish on the old ones"
+        }
+        _ => "one at a time",
+    };
+    out.print(&view, || {
+        println!(
+            "Restarting {} instances of {}: {how}; watch them with `mesh svc ls -n {}`",
+            view.settings.instances_desired, view.name, view.name
+        )
+    })
+}
+
+/// Splits `--command "app queue"` into words, honouring simple quotes.
+fn split_words(text: &str) -> anyhow::Result<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    let mut in_word = false;
+    for c in text.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        bail!("unbalanced quote in --command {text:?}");
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_split_like_a_shell() {
+        assert_eq!(split_words("app queue").unwrap(), ["app", "queue"]);
+        assert_eq!(
+            split_words("  app  'a b' \"c\" ").unwrap(),
+            ["app", "a b", "c"]
+        );
+        assert_eq!(split_words("app ''").unwrap(), ["app", ""]);
+        assert!(split_words("app 'oops").is_err());
+    }
+}
