@@ -62,32 +62,16 @@ pub fn request_host(uri: &http::Uri, headers: &http::HeaderMap) -> Option<String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn service(name: &str, endpoints: &[(&str, &str)]) -> Service {
         Service {
-            env: "default".into(),
-            stack: "app".into(),
-            name: name.into(),
             command: vec!["app".into()],
-            instances: 1,
             memory_bytes: 1 << 20,
-            env_vars: BTreeMap::new(),
-            schedule: None,
-            timezone: None,
-            timeout_ms: None,
             endpoints: endpoints
                 .iter()
                 .map(|(e, p)| Endpoint::parse(e, Some(p), "localhost").unwrap())
                 .collect(),
-            fresh_per_request: false,
-            always_reuse: false,
-            scratch_bytes: None,
-            image: None,
-            stop_timeout_ms: None,
-            cpu_limit_ms: None,
-            restarted_at: None,
-            created_at: chrono::Utc::now(),
+            ..Service::new("default", "app", name)
         }
     }
 
