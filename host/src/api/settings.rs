@@ -95,6 +95,11 @@ pub struct ServiceSettings {
     /// (e.g. 30s); `default` for 10s.
     #[arg(long, value_name = "DURATION")]
     pub stop_timeout: Option<String>,
+
+    /// A line saying what the service is for, shown by `mesh service ls
+    /// --json` and the dashboard; "" removes it.
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
 }
 
 impl ServiceSettings {
@@ -133,6 +138,9 @@ impl ServiceSettings {
         if let Some(text) = &self.stop_timeout {
             service.stop_timeout_ms = stop_timeout(text)?;
         }
+        if let Some(text) = self.description {
+            service.description = description(text)?;
+        }
         schedule(service, self.schedule, self.timezone, self.timeout)
     }
 }
@@ -167,6 +175,9 @@ pub struct SettingsView {
     /// How long an instance has after SIGTERM, when not the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_ms: Option<u64>,
+    /// What the service is for, when said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 impl SettingsView {
@@ -184,6 +195,7 @@ impl SettingsView {
             scratch_bytes: service.scratch_bytes,
             image: service.image.clone(),
             stop_timeout_ms: service.stop_timeout_ms,
+            description: service.description.clone(),
         }
     }
 }
@@ -275,6 +287,26 @@ fn image(name: &str) -> ApiResult<Option<String>> {
             Ok(Some(name.to_string()))
         }
     }
+}
+
+/// Longest `--description`, in characters.
+const MAX_DESCRIPTION_CHARS: usize = 200;
+
+/// `--description`: one line of at most [`MAX_DESCRIPTION_CHARS`], or ""
+/// for none.
+fn description(text: String) -> ApiResult<Option<String>> {
+    let text = text.trim();
+    if text.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid --description: use one line of text, without control characters",
+        ));
+    }
+    if text.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "invalid --description: at most {MAX_DESCRIPTION_CHARS} characters"
+        )));
+    }
+    Ok((!text.is_empty()).then(|| text.to_string()))
 }
 
 /// `--stop-timeout`: a duration up to [`MAX_STOP_TIMEOUT`], or `default`.

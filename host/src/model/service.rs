@@ -68,6 +68,9 @@ pub struct Service {
     /// restart`): a new time replaces them (a worker's one at a time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarted_at: Option<DateTime<Utc>>,
+    /// What the service is for, in its owner's words (`--description`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// When the service was created.
     pub created_at: DateTime<Utc>,
 }
@@ -94,6 +97,7 @@ impl Service {
             image: None,
             stop_timeout_ms: None,
             restarted_at: None,
+            description: None,
             created_at: Utc::now(),
         }
     }

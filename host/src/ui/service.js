@@ -145,6 +145,7 @@ function buildSummary(p, svc) {
     el(
       "dl",
       { class: "facts summary" },
+      f("Description", "description"),
       f("Type", "type"),
       f("Command", "command", { class: "mono" }),
       f("Memory limit", "memory"),
@@ -363,6 +364,8 @@ function updateRunRow(tr, run) {
 function updateServicePage(p, svc) {
   p.svc = svc;
   const cron = svc.type === "cron";
+  show(p.f_description.row, !!svc.description);
+  setText(p.f_description.dd, svc.description || "");
   setText(p.f_type.dd, svc.type + (svc.kind ? " (" + svc.kind + ")" : ""));
   setText(p.f_command.dd, fmtCommand(svc.command));
   setText(p.f_memory.dd, fmtMiB(svc.memory_limit_bytes));
