@@ -379,3 +379,37 @@ fn sigterm_stops_the_daemon_cleanly() {
     let err = d.fails(&["service", "ls"]);
     assert!(err.contains("mesh up"), "{err}");
 }
+
+/// A service says what it is for: given at create, shown by `service ls
+/// --json`, changed and removed by update. A description with a control
+/// character, or too long, is one error line and changes nothing.
+#[test]
+fn a_description_is_kept_shown_and_checked() {
+    let d = Daemon::start();
+    d.create(
+        "mailer",
+        &["--description", "Sends the weekly newsletter"],
+        &["queue"],
+    );
+    let shown = |d: &Daemon| d.service("mailer").unwrap()["description"].clone();
+    assert_eq!(shown(&d), "Sends the weekly newsletter");
+
+    d.ok(&[
+        "svc",
+        "update",
+        "mailer",
+        "--description",
+        "Sends every mail",
+    ]);
+    assert_eq!(shown(&d), "Sends every mail");
+
+    let err = d.fails(&["svc", "update", "mailer", "--description", "two\nlines"]);
+    assert!(err.contains("--description"), "{err}");
+    let long = "x".repeat(201);
+    let err = d.fails(&["svc", "update", "mailer", "--description", &long]);
+    assert!(err.contains("200 characters"), "{err}");
+    assert_eq!(shown(&d), "Sends every mail");
+
+    d.ok(&["svc", "update", "mailer", "--description", ""]);
+    assert!(shown(&d).is_null(), "{:?}", d.service("mailer"));
+}
