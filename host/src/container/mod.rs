@@ -6,6 +6,10 @@
 //!
 //! - `error`: why an image was refused.
 //! - `image`: checking an uploaded image and unpacking it once per digest.
+//! - `archive`: the uploaded tar: finding and reading its files; packing a
+//!   layout directory into one.
+//! - `manifest`: what an image says about itself in either format (OCI
+//!   layout, `docker save`): its config and the layers to unpack.
 //! - `layer`: unpacking one layer safely (whiteouts, no escapes, bounds).
 //! - `bundle`: one instance's bundle: its private writable layer over the
 //!   image (overlayfs on a size-capped tmpfs) and its OCI runtime config.
@@ -18,11 +22,13 @@
 //! - `instance`: starting a container through its shim, signalling it,
 //!   waiting for its end, cleaning up after it.
 
+mod archive;
 pub mod bundle;
 pub mod error;
 pub mod image;
 pub mod instance;
 pub mod layer;
+mod manifest;
 pub mod net;
 pub mod shim;
 pub mod tasks;
