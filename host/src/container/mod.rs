@@ -19,8 +19,11 @@
 //!   all of them under the host's capacity.
 //! - `userns`: each environment's host id range, and images copied with
 //!   their owners shifted into it, so root inside is nobody outside.
-//! - `instance`: starting a container through its shim, signalling it,
-//!   waiting for its end, cleaning up after it.
+//! - `instance`: one daemon's containers: opening them, preparing one to
+//!   start (its command checked, its address and bundle made).
+//! - `start`: starting a prepared container through its shim.
+//! - `running`: a running container: signalling it, waiting for its end,
+//!   stopping it, cleaning up after it.
 
 mod archive;
 pub mod bundle;
@@ -30,10 +33,13 @@ pub mod instance;
 pub mod layer;
 mod manifest;
 pub mod net;
+mod running;
 pub mod shim;
+mod start;
 pub mod tasks;
 pub mod userns;
 
 pub use error::ImageError;
 pub use image::ImageSettings;
-pub use instance::{ContainerLaunch, Containers, Exit, Running};
+pub use instance::{ContainerLaunch, Containers};
+pub use running::{Exit, Running};
