@@ -1,28 +1,25 @@
-//! Starting containers and following them to their end: each runs under
-//! its own shim process (`shim.rs`), which the daemon talks to over a
-//! socket. [`Containers`] owns the images, bundles, state and network of
-//! one daemon; [`Running`] is one container, stopped (SIGTERM, then
-//! SIGKILL after its grace period) and cleaned up when dropped.
+//! One daemon's containers ([`Containers`]): opening them (killing what a
+//! killed daemon left), and preparing one to start: its command checked
+//! against the image, its address, ids, cgroup and bundle made. Each then
+//! starts under its own shim process (`start.rs`, `shim.rs`), which the
+//! daemon talks to over a socket; [`Running`] (`running.rs`) is one
+//! container, stopped (SIGTERM, then SIGKILL after its grace period) and
+//! cleaned up when dropped.
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd as _, OwnedFd};
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
-use tokio_util::task::AbortOnDropHandle;
-
 use super::bundle::{self, Bundle, BundleSpec};
 use super::image::{self, ImageSettings};
-use super::net::{Link, NetConfig, Network};
-use super::shim::SHIM_ARG;
-use super::tasks::{TaskSlot, Tasks};
+use super::net::{NetConfig, Network};
+use super::running::{Cleanup, LiveSlot, Running};
+use super::tasks::Tasks;
 use super::userns::{self, IdRanges};
+
+pub use super::start::{Prepared, StartError};
 
 /// How a container's command is to run.
 pub struct ContainerLaunch {
@@ -48,47 +45,6 @@ pub struct ContainerLaunch {
     /// The environment it runs for: its tasks count against that
     /// environment's bound.
     pub tenant: String,
-}
-
-/// How a container ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Exit {
-    /// Exit code (128 + signal when a signal ended it).
-    pub code: i32,
-    /// The signal that ended it, or 0.
-    pub signal: i32,
-    /// Whether the kernel killed it for exceeding its memory limit.
-    pub oom: bool,
-    /// Set when it never ran: why.
-    pub failed: Option<String>,
-}
-
-impl Exit {
-    /// What a container stopped without waiting for its end is taken to
-    /// have done: killed.
-    const KILLED: Exit = Exit {
-        code: 137,
-        signal: 9,
-        oom: false,
-        failed: None,
-    };
-}
-
-/// Why a container could not start.
-#[derive(Debug)]
-pub enum StartError {
-    /// Its command is not in the image: exit code 127, as a shell says.
-    NotFound(String),
-    /// Anything else, in one line.
-    Failed(String),
-}
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StartError::NotFound(m) | StartError::Failed(m) => f.write_str(m),
-        }
-    }
 }
 
 /// One daemon's containers: where images are unpacked, bundles and
@@ -124,25 +80,6 @@ pub struct Containers {
 /// pass through.
 fn run_dir(tag: &str) -> PathBuf {
     Path::new("/run/mesh").join(tag)
-}
-
-/// One container counted against [`Containers`]'s bound until dropped.
-struct LiveSlot(Arc<std::sync::atomic::AtomicUsize>);
-
-impl LiveSlot {
-    fn take(live: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<LiveSlot> {
-        live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < max).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| LiveSlot(live.clone()))
-    }
-}
-
-impl Drop for LiveSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl Containers {
@@ -392,7 +329,9 @@ impl Containers {
         };
         let net_arg = network.shim_arg(cleanup.link());
         Ok(Prepared {
-            containers: self.clone(),
+            exe: self.exe.clone(),
+            state: self.state.clone(),
+            stopping: self.stopping.clone(),
             id,
             cgroup,
             net_arg,
@@ -400,112 +339,6 @@ impl Containers {
             stdin: launch.stdin,
             grace: launch.stop_grace,
             cleanup,
-        })
-    }
-}
-
-/// A container ready to start: its bundle and address exist; dropping
-/// it removes them.
-pub struct Prepared {
-    containers: Arc<Containers>,
-    id: String,
-    cgroup: String,
-    net_arg: String,
-    tty: bool,
-    stdin: bool,
-    grace: Duration,
-    cleanup: Cleanup,
-}
-
-impl Prepared {
-    /// The address the container will have.
-    pub fn address(&self) -> Ipv4Addr {
-        self.cleanup.link().address
-    }
-
-    /// Starts it through its shim; returns once it runs.
-    pub async fn start(self) -> Result<Running, StartError> {
-        let Prepared {
-            containers,
-            id,
-            cgroup,
-            net_arg,
-            tty,
-            stdin,
-            grace,
-            cleanup,
-        } = self;
-        let (daemon_end, shim_end) = std::os::unix::net::UnixStream::pair()
-            .map_err(|e| StartError::Failed(e.to_string()))?;
-        let mut command = std::process::Command::new(&containers.exe);
-        command
-            .arg(SHIM_ARG)
-            .args(["--root", &containers.state.to_string_lossy()])
-            .args(["--id", &id])
-            .args(["--bundle", &cleanup.bundle_dir().to_string_lossy()])
-            .args(["--mounted-at", &cleanup.root_at().to_string_lossy()])
-            .args(["--cgroup", &cgroup])
-            .args(["--net", &net_arg]);
-        if tty {
-            command.arg("--tty");
-        }
-        command
-            .stdin(if stdin && !tty {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(if tty { Stdio::null() } else { Stdio::piped() })
-            .stderr(if tty { Stdio::null() } else { Stdio::piped() });
-        let fd = shim_end.as_raw_fd();
-        // SAFETY: dup2 and fcntl are async-signal-safe; the closure runs
-        // in the child between fork and exec and touches nothing else.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::dup2(fd, super::shim::CONTROL_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = tokio::process::Command::from(command)
-            .kill_on_drop(false)
-            .spawn()
-            .map_err(|e| StartError::Failed(format!("cannot start the container shim: {e}")))?;
-        drop(shim_end);
-        let (started, daemon_end) = tokio::task::spawn_blocking(move || {
-            let result = handshake(&daemon_end);
-            (result, daemon_end)
-        })
-        .await
-        .map_err(|e| StartError::Failed(e.to_string()))?;
-        let terminal = match started {
-            Ok(ok) => ok,
-            Err(message) => {
-                let _ = child.wait().await;
-                return Err(StartError::Failed(message));
-            }
-        };
-        daemon_end
-            .set_nonblocking(true)
-            .map_err(|e| StartError::Failed(e.to_string()))?;
-        let control = tokio::net::UnixStream::from_std(daemon_end)
-            .map_err(|e| StartError::Failed(e.to_string()))?;
-        let (read, write) = control.into_split();
-        Ok(Running {
-            address: cleanup.link().address,
-            stdin: child.stdin.take(),
-            stdout: child.stdout.take(),
-            stderr: child.stderr.take(),
-            terminal,
-            child: Some(child),
-            control: Some(tokio::io::BufReader::new(read)),
-            commands: Some(write),
-            exit: None,
-            grace,
-            cleanup: Some(cleanup),
-            stopping: containers.stopping.clone(),
-            output: Vec::new(),
         })
     }
 }
@@ -563,252 +396,5 @@ fn sanitize_hostname(id: &str) -> String {
         "container".into()
     } else {
         name
-    }
-}
-
-/// Reads the shim's first lines: the terminal (for a tty) and `started
-/// PID`, or why it failed; the terminal, if any.
-fn handshake(socket: &std::os::unix::net::UnixStream) -> Result<Option<OwnedFd>, String> {
-    let _ = socket.set_read_timeout(Some(Duration::from_secs(60)));
-    let mut terminal = None;
-    let mut pending = Vec::new();
-    loop {
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line).trim().to_string();
-            if let Some(pid) = line.strip_prefix("started ") {
-                let _ = socket.set_read_timeout(None);
-                pid.parse::<u32>()
-                    .map_err(|_| format!("the shim said {line:?}"))?;
-                if !pending.is_empty() {
-                    return Err("the shim said more than expected".into());
-                }
-                return Ok(terminal);
-            }
-            if let Some(why) = line.strip_prefix("failed ") {
-                return Err(why.to_string());
-            }
-            if line != "tty" {
-                return Err(format!("the shim said {line:?}"));
-            }
-        }
-        let mut buf = [0u8; 1024];
-        let (n, fd) = super::shim::receive(socket, &mut buf)
-            .map_err(|e| format!("the container shim did not answer: {e}"))?;
-        if fd.is_some() {
-            terminal = fd;
-        }
-        if n == 0 {
-            return Err("the container shim ended before the container started".into());
-        }
-        pending.extend_from_slice(&buf[..n]);
-        if pending.len() > 4096 {
-            return Err("the shim said too much".into());
-        }
-    }
-}
-
-/// What is left to undo after a container: its bundle and link.
-struct Cleanup {
-    bundle: Option<Bundle>,
-    link: Option<Link>,
-    _slot: LiveSlot,
-    /// Counted in its environment's cgroup (dropped after the rest).
-    _tasks: TaskSlot,
-}
-
-impl Cleanup {
-    fn link(&self) -> &Link {
-        self.link
-            .as_ref()
-            .expect("the link lives as long as the cleanup")
-    }
-
-    fn bundle_dir(&self) -> PathBuf {
-        self.bundle
-            .as_ref()
-            .map(|b| b.dir.clone())
-            .unwrap_or_default()
-    }
-
-    fn root_at(&self) -> PathBuf {
-        self.bundle
-            .as_ref()
-            .map(|b| b.root_at().to_path_buf())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(mut bundle) = self.bundle.take() {
-            bundle.remove();
-        }
-        drop(self.link.take());
-    }
-}
-
-/// A running container.
-pub struct Running {
-    /// Its address on the bridge.
-    pub address: Ipv4Addr,
-    /// Its stdin, when the daemon feeds it.
-    pub stdin: Option<ChildStdin>,
-    /// Its stdout (none for a terminal).
-    pub stdout: Option<ChildStdout>,
-    /// Its stderr (none for a terminal).
-    pub stderr: Option<ChildStderr>,
-    /// The terminal's controlling end, for a terminal.
-    pub terminal: Option<OwnedFd>,
-    child: Option<Child>,
-    control: Option<tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>>,
-    commands: Option<tokio::net::unix::OwnedWriteHalf>,
-    exit: Option<Exit>,
-    grace: Duration,
-    cleanup: Option<Cleanup>,
-    stopping: tokio_util::task::TaskTracker,
-    /// The tasks copying its output somewhere: they go on until it ends,
-    /// whoever stops it.
-    output: Vec<AbortOnDropHandle<()>>,
-}
-
-impl Running {
-    /// Keeps `tasks` (copying the container's output) for as long as the
-    /// container runs, even when its owner goes first.
-    pub fn keep_output(&mut self, tasks: Vec<AbortOnDropHandle<()>>) {
-        self.output.extend(tasks);
-    }
-
-    /// Once it has ended: lets its output reach its end (at most 2 s; its
-    /// pipes close with it), then ends the tasks copying it.
-    pub async fn drain_output(&mut self) {
-        let tasks = std::mem::take(&mut self.output);
-        let _ =
-            tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(tasks)).await;
-    }
-
-    /// Waits for the container to end.
-    pub async fn wait(&mut self) -> Exit {
-        if let Some(exit) = &self.exit {
-            return exit.clone();
-        }
-        let exit = read_exit(self.control.as_mut()).await;
-        if let Some(mut child) = self.child.take() {
-            let _ = child.wait().await;
-        }
-        self.exit = Some(exit.clone());
-        // Its bundle and address go at once; the output pipes stay for
-        // the caller to drain.
-        if let Some(cleanup) = self.cleanup.take() {
-            let _ = tokio::task::spawn_blocking(move || drop(cleanup)).await;
-        }
-        exit
-    }
-
-    /// Asks the container's init to stop (SIGTERM).
-    pub async fn terminate(&mut self) {
-        self.send(b"term\n").await;
-    }
-
-    /// Kills every process of the container (SIGKILL).
-    pub async fn kill(&mut self) {
-        self.send(b"kill\n").await;
-    }
-
-    async fn send(&mut self, line: &[u8]) {
-        if let Some(w) = &mut self.commands {
-            let _ = w.write_all(line).await;
-        }
-    }
-
-    /// Stops it: SIGTERM, then SIGKILL once its grace period is over.
-    pub async fn stop(&mut self) -> Exit {
-        if self.exit.is_none() {
-            self.terminate().await;
-            let grace = self.grace;
-            if tokio::time::timeout(grace, self.wait()).await.is_err() {
-                self.kill().await;
-            }
-        }
-        self.wait().await
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if self.exit.is_some() {
-            return;
-        }
-        // Dropped while running (its owner was stopped): stop it in the
-        // background, politely first, then clean up after it.
-        let mut rest = Running {
-            address: self.address,
-            stdin: None,
-            stdout: None,
-            stderr: None,
-            terminal: None,
-            child: self.child.take(),
-            control: self.control.take(),
-            commands: self.commands.take(),
-            exit: None,
-            grace: self.grace,
-            cleanup: self.cleanup.take(),
-            stopping: self.stopping.clone(),
-            output: std::mem::take(&mut self.output),
-        };
-        self.exit = Some(Exit::KILLED);
-        if tokio::runtime::Handle::try_current().is_ok() {
-            // Tracked, so a daemon shutting down waits for it.
-            self.stopping.spawn(async move {
-                rest.stop().await;
-                rest.drain_output().await;
-            });
-        } else {
-            // No runtime: closing the socket (dropping it, ended) makes
-            // the shim kill it.
-            rest.exit = Some(Exit::KILLED);
-        }
-    }
-}
-
-/// Longest line the shim sends.
-const MAX_LINE: u64 = 4096;
-
-async fn read_exit(
-    control: Option<&mut tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>>,
-) -> Exit {
-    let gone = |why: &str| Exit {
-        code: 1,
-        signal: 0,
-        oom: false,
-        failed: Some(why.to_string()),
-    };
-    let Some(control) = control else {
-        return gone("the container was not started");
-    };
-    let mut line = String::new();
-    loop {
-        line.clear();
-        // A line is short; one longer than this is not the shim's.
-        match (&mut *control).take(MAX_LINE).read_line(&mut line).await {
-            Ok(0) | Err(_) => return gone("the container shim ended unexpectedly"),
-            Ok(_) => {}
-        }
-        if !line.ends_with('\n') {
-            return gone("the container shim said too much");
-        }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["exit", code, signal, oom] => {
-                return Exit {
-                    code: code.parse().unwrap_or(1),
-                    signal: signal.parse().unwrap_or(0),
-                    oom: *oom == "1",
-                    failed: None,
-                }
-            }
-            ["failed", ..] => return gone(line.trim().trim_start_matches("failed ")),
-            _ => {}
-        }
     }
 }
