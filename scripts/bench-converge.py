@@ -21,11 +21,9 @@ Writes KEY=VALUE lines to RESULTS_FILE.
 """
 import http.client
 import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -89,21 +87,11 @@ def get_ms(port, path):
 def main():
     mesh, app, payments, results = sys.argv[1:5]
     tries = int(sys.argv[5]) if len(sys.argv) > 5 else 10
-    with tempfile.TemporaryDirectory(prefix="mesh-bench-converge.") as data:
-        log = open(os.path.join(data, "daemon.log"), "w")
-        daemon = subprocess.Popen(
-            [mesh, "up", "--data-dir", data, "--api", "127.0.0.1:0", "--http", "127.0.0.1:0",
-             "--container-network", "none"],
-            stdout=log, stderr=log)
-        try:
-            info = benchd.wait_up(data, daemon)
-            env = benchd.client_env(data)
-            for stack, wasm in [("app", app), ("finance", payments)]:
-                subprocess.run([mesh, "stack", "deploy", stack, wasm], env=env, check=True,
-                               stdout=subprocess.DEVNULL)
-            figures = measure(Api(info), int(info["http_url"].rsplit(":", 1)[1].strip("/")), tries)
-        finally:
-            benchd.stop(daemon)
+    with benchd.running(mesh, "mesh-bench-converge.") as (info, env):
+        for stack, wasm in [("app", app), ("finance", payments)]:
+            subprocess.run([mesh, "stack", "deploy", stack, wasm], env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+        figures = measure(Api(info), benchd.ingress_port(info), tries)
     with open(results, "w") as f:
         f.write(f"tries={tries}\n")
         for key, value in figures.items():

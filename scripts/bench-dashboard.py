@@ -21,7 +21,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import benchd
@@ -50,36 +49,25 @@ def main():
     loads = int(sys.argv[4]) if len(sys.argv) > 4 else 21
     if not os.path.exists(os.path.join(SCRIPT_DIR, "node_modules", "playwright-core")):
         raise SystemExit("playwright-core is missing: run `(cd tests/dashboard && npm ci --ignore-scripts)`")
-    with tempfile.TemporaryDirectory(prefix="mesh-bench-dashboard.") as data:
-        log = open(os.path.join(data, "daemon.log"), "w")
-        daemon = subprocess.Popen(
-            [mesh, "up", "--data-dir", data, "--api", "127.0.0.1:0", "--http", "127.0.0.1:0",
-             "--container-network", "none"],
-            stdout=log, stderr=log)
-        try:
-            info = benchd.wait_up(data, daemon)
-            env = benchd.client_env(data)
+    with benchd.running(mesh, "mesh-bench-dashboard.") as (info, env):
+        def cli(*args):
+            subprocess.run([mesh, *args], env=env, check=True, stdout=subprocess.DEVNULL)
 
-            def cli(*args):
-                subprocess.run([mesh, *args], env=env, check=True, stdout=subprocess.DEVNULL)
-
-            cli("stack", "deploy", "blogs", blog)
-            cli("svc", "create", "-n", "web", "--stack", "blogs", "--", "blog")
-            cli("svc", "publish", "-n", "web", "--stack", "blogs", "--endpoint", "www", "--path", "/blog")
-            port = int(info["http_url"].rsplit(":", 1)[1].strip("/"))
-            deadline = time.monotonic() + 30
-            while not answers(port, "www.localhost", "/blog/"):
-                if time.monotonic() > deadline:
-                    raise SystemExit("the blog did not answer in 30 s")
-                time.sleep(0.05)
-            out = subprocess.run(
-                ["node", os.path.join(SCRIPT_DIR, "first-paint.mjs")],
-                cwd=SCRIPT_DIR, check=True, capture_output=True, text=True,
-                env=dict(os.environ, CHROMIUM=CHROMIUM, LOADS=str(loads),
-                         DASHBOARD_URL=info["api_url"].rstrip("/") + "/ui/",
-                         BASELINE_URL=f"http://www.localhost:{port}/blog/"))
-        finally:
-            benchd.stop(daemon)
+        cli("stack", "deploy", "blogs", blog)
+        cli("svc", "create", "-n", "web", "--stack", "blogs", "--", "blog")
+        cli("svc", "publish", "-n", "web", "--stack", "blogs", "--endpoint", "www", "--path", "/blog")
+        port = benchd.ingress_port(info)
+        deadline = time.monotonic() + 30
+        while not answers(port, "www.localhost", "/blog/"):
+            if time.monotonic() > deadline:
+                raise SystemExit("the blog did not answer in 30 s")
+            time.sleep(0.05)
+        out = subprocess.run(
+            ["node", os.path.join(SCRIPT_DIR, "first-paint.mjs")],
+            cwd=SCRIPT_DIR, check=True, capture_output=True, text=True,
+            env=dict(os.environ, CHROMIUM=CHROMIUM, LOADS=str(loads),
+                     DASHBOARD_URL=info["api_url"].rstrip("/") + "/ui/",
+                     BASELINE_URL=f"http://www.localhost:{port}/blog/"))
     paints = json.loads(out.stdout.strip().splitlines()[-1])
     dashboard, baseline = paints["dashboard"], paints["baseline"]
     with open(results, "w") as f:
