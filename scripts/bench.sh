@@ -16,7 +16,10 @@
 # 19 MB component (upload, and a restart, vs wasmtime serve), the control
 # plane (creates per second, the list at 1,000 services), cron jitter under
 # the ingress load (vs the same jobs idle, and one job vs a bare timer),
-# and container start (vs runc run).
+# container start (vs runc run), the dashboard's first contentful paint (vs
+# a plain page of the same daemon, in headless chromium), and how soon
+# changes take effect (a scale down, a delete, a call to a service with no
+# instances vs a served request, a cron run's timeout vs the timeout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +40,7 @@ done
 
 scripts/setup.sh
 . scripts/need.sh
-need runc runc python3 python3
+need runc runc python3 python3 chromium chromium
 scripts/images.sh >/dev/null
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/mesh-bench.XXXXXX")"
@@ -103,6 +106,20 @@ python3 scripts/bench-control.py "$data" "$tmp/control.env" "$count"
 kill "$daemon_pid"
 wait "$daemon_pid" 2>/dev/null || true
 daemon_pid=""
+
+echo "== dashboard: first contentful paint (headless chromium)"
+(cd tests/dashboard && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+loads=21
+[ -n "$quick" ] && loads=11
+python3 scripts/bench-dashboard.py target/release/mesh \
+  guest-examples/target/wasm32-wasip2/release/blog.wasm "$tmp/dashboard.env" "$loads"
+
+echo "== converge: how soon changes take effect"
+tries=10
+[ -n "$quick" ] && tries=5
+python3 scripts/bench-converge.py target/release/mesh \
+  guest-examples/target/wasm32-wasip2/release/app.wasm \
+  guest-examples/target/wasm32-wasip2/release/payments.wasm "$tmp/converge.env" "$tries"
 
 mkdir -p bench
 python3 - "$tmp" bench/results.json <<'PY'
@@ -188,6 +205,22 @@ row("8 cron jitter under load (p99)", cl["p99_ms"], cl["idle_p99_ms"], "same job
     f"one job alone (30 firings): p99 {jitter_p99} ms vs bare tokio timer {timer_p99} ms")
 row("containers: start to exit (median)", container_ms, runc_ms, "runc run, same root", "ms",
     "(contrast)", None, "")
+dash = env(os.path.join(tmp, "dashboard.env"))
+row("9 dashboard: first paint (median)", dash["dashboard_ms"], dash["baseline_ms"],
+    "a plain HTML page, same daemon", "ms", "< 100 ms", dash["dashboard_ms"] < 100,
+    f"{dash['loads']:.0f} loads of each in headless chromium, in turns; "
+    f"slowest {dash['dashboard_max_ms']:.0f} ms")
+conv = env(os.path.join(tmp, "converge.env"))
+tries = f"median of {conv['tries']:.0f}"
+row("10 converge: scale 3 -> 1", conv["scale_down_ms"], None, "", "ms", "<= 1 s",
+    conv["scale_down_ms"] <= 1000, tries)
+row("10 converge: delete a spinning worker", conv["delete_ms"], None, "", "ms", "<= 1 s",
+    conv["delete_ms"] <= 1000, tries)
+row("10 a call to 0 instances: 503", conv["empty_503_ms"], conv["served_ms"],
+    "a request the caller serves itself", "ms", "<= 1 s", conv["empty_503_ms"] <= 1000,
+    "by intra-DNS name, through the caller's instance")
+row("10 cron --timeout 300ms: run length", conv["timed_out_ms"], 300, "the timeout", "ms",
+    "< 1 s", conv["timed_out_ms"] < 1000, tries)
 
 machine = {
     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

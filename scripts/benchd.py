@@ -5,11 +5,18 @@
     info = benchd.wait_up(data, daemon)    # daemon.json: api_url, token, ...
     env = benchd.client_env(data)          # for `mesh` CLI calls
     benchd.stop(daemon)                    # SIGTERM, then SIGKILL after 60 s
+
+or, for a daemon that runs no containers, all of that at once:
+
+    with benchd.running(mesh, "mesh-bench-x.") as (info, env):
+        port = benchd.ingress_port(info)
 """
+import contextlib
 import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 
 
@@ -43,3 +50,25 @@ def stop(daemon):
     except subprocess.TimeoutExpired:
         daemon.kill()
         daemon.wait()
+
+
+@contextlib.contextmanager
+def running(mesh, prefix):
+    """A daemon of `mesh` in a temporary data directory of its own, on
+    ports it picks, running no containers: yields (daemon.json, the CLI's
+    environment) and stops it on the way out."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as data:
+        with open(os.path.join(data, "daemon.log"), "w") as log:
+            daemon = subprocess.Popen(
+                [mesh, "up", "--data-dir", data, "--api", "127.0.0.1:0",
+                 "--http", "127.0.0.1:0", "--container-network", "none"],
+                stdout=log, stderr=log)
+            try:
+                yield wait_up(data, daemon), client_env(data)
+            finally:
+                stop(daemon)
+
+
+def ingress_port(info):
+    """The port of the ingress, from daemon.json."""
+    return int(info["http_url"].rstrip("/").rsplit(":", 1)[1])

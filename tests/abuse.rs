@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{app_wasm, http_request, wait_until, Daemon};
+use support::{app_wasm, create_args, http_request, wait_until, Daemon};
 
 fn app() -> String {
     app_wasm().to_str().unwrap().to_string()
@@ -61,7 +61,7 @@ fn interactive_runs_count_against_the_memory_and_instance_quotas() {
         .collect();
     wait_until(Duration::from_secs(20), "both runs counted", || {
         let used = d.quota_use("t2");
-        used["memory_bytes"] == 256u64 << 20 && used["instances"] == 2
+        used.memory_bytes == 256 << 20 && used.instances == 2
     });
     let (ok, err) = try_as(
         &d,
@@ -75,18 +75,7 @@ fn interactive_runs_count_against_the_memory_and_instance_quotas() {
     let (ok, err) = try_as(
         &d,
         &token,
-        &[
-            "svc",
-            "create",
-            "-n",
-            "w",
-            "--memory",
-            "64Mi",
-            "--",
-            &app(),
-            "sleep",
-            "1",
-        ],
+        &create_args("w", &["--memory", "64Mi"], &[&app(), "sleep", "1"]),
     );
     assert!(!ok);
     assert!(err.contains("memory quota"), "{err}");
@@ -95,18 +84,7 @@ fn interactive_runs_count_against_the_memory_and_instance_quotas() {
     let (ok, err) = try_as(
         &d,
         &token,
-        &[
-            "svc",
-            "create",
-            "-n",
-            "w",
-            "--instances",
-            "2",
-            "--",
-            &app(),
-            "sleep",
-            "1",
-        ],
+        &create_args("w", &["--instances", "2"], &[&app(), "sleep", "1"]),
     );
     assert!(!ok);
     assert!(err.contains("instance quota (--max-instances 3)"), "{err}");
@@ -118,7 +96,7 @@ fn interactive_runs_count_against_the_memory_and_instance_quotas() {
     }
     wait_until(Duration::from_secs(20), "the runs' room given back", || {
         let used = d.quota_use("t2");
-        used["memory_bytes"] == 0 && used["instances"] == 0
+        used.memory_bytes == 0 && used.instances == 0
     });
     let (ok, err) = try_as(
         &d,
@@ -132,20 +110,11 @@ fn interactive_runs_count_against_the_memory_and_instance_quotas() {
 fn a_service_run_counts_its_services_memory() {
     let d = Daemon::start();
     let token = d.new_env("t2", &["--max-memory", "256Mi"]);
-    d.ok_as(
+    d.create_service_as(
         &token,
-        &[
-            "svc",
-            "create",
-            "-n",
-            "w",
-            "--memory",
-            "200Mi",
-            "--",
-            &app(),
-            "sleep",
-            "60000",
-        ],
+        "w",
+        &["--memory", "200Mi"],
+        &[&app(), "sleep", "60000"],
     );
     // The service holds 200 MiB; a run of it would need 200 more.
     let (ok, err) = try_as(
@@ -307,10 +276,7 @@ fn an_absolute_target_is_routed_and_forwarded_as_one_authority() {
     let t1 = d.new_env("t1", &[]);
     let t2 = d.new_env("t2", &[]);
     for (token, label) in [(&t1, "www"), (&t2, "w2")] {
-        d.ok_as(
-            token,
-            &["svc", "create", "-n", "web", "--", &app(), "server"],
-        );
+        d.create_service_as(token, "web", &[], &[&app(), "server"]);
         d.ok_as(token, &["svc", "publish", "-n", "web", "--endpoint", label]);
     }
     wait_until(Duration::from_secs(20), "both answer", || {
@@ -338,10 +304,7 @@ fn an_absolute_target_is_routed_and_forwarded_as_one_authority() {
 fn names_under_localhost_are_refused_without_asking_dns() {
     let d = Daemon::start();
     let token = d.new_env("t2", &["--outbound", "allow"]);
-    d.ok_as(
-        &token,
-        &["svc", "create", "-n", "web", "--", &app(), "server"],
-    );
+    d.create_service_as(&token, "web", &[], &[&app(), "server"]);
     d.ok_as(
         &token,
         &["svc", "publish", "-n", "web", "--endpoint", "www"],

@@ -6,18 +6,18 @@ mod support;
 
 use std::io::{Read as _, Write as _};
 
-use support::{app_wasm, guest, Daemon};
+use support::{app_wasm, create_args, guest, Daemon};
 
 /// Everything a user can see of the state.
 fn snapshot(d: &Daemon) -> String {
-    let mut services: serde_json::Value =
-        serde_json::from_str(&d.ok(&["service", "ls", "--json"])).unwrap();
+    let mut services = d.services();
     // Instance status moves on its own; desired state must not.
-    for s in services.as_array_mut().unwrap() {
-        s.as_object_mut().unwrap().remove("instances");
+    for s in &mut services {
+        s.instances.clear();
     }
     format!(
-        "{services}\n{}\n{}",
+        "{}\n{}\n{}",
+        serde_json::to_string(&services).unwrap(),
         d.ok(&["stack", "ls", "--json"]),
         d.ok(&["stack", "versions", "app", "--json"])
     )
@@ -45,62 +45,55 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
 
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
-            vec!["svc", "create", "-n", "x", "--", not_wasm.to_str().unwrap()],
+            create_args("x", &[], &[not_wasm.to_str().unwrap()]),
             "is not a WebAssembly file",
         ),
         (
-            vec!["svc", "create", "-n", "x", "--", core.to_str().unwrap()],
+            create_args("x", &[], &[core.to_str().unwrap()]),
             "core WebAssembly module without a `_start` function",
         ),
         (
-            vec![
-                "svc",
-                "create",
-                "-n",
-                "x",
-                "--",
-                empty_component.to_str().unwrap(),
-            ],
+            create_args("x", &[], &[empty_component.to_str().unwrap()]),
             "a service needs `wasi:cli/run`",
         ),
         (
-            vec!["svc", "create", "-n", "x", "--", "missing.wasm"],
+            create_args("x", &[], &["missing.wasm"]),
             "cannot read missing.wasm",
         ),
         (
-            vec!["svc", "create", "-n", "x", "--", "ap", "queue"],
+            create_args("x", &[], &["ap", "queue"]),
             "no component named 'ap' in stack app v1 (have: app)",
         ),
         (
-            vec!["svc", "create", "-n", "worker", "--", "app", "queue"],
+            create_args("worker", &[], &["app", "queue"]),
             "service worker already exists",
         ),
         (
-            vec!["svc", "create", "-n", "x", "--instances", "-1", "--", "app"],
+            create_args("x", &["--instances", "-1"], &["app"]),
             "invalid instance count -1",
         ),
         (
-            vec!["svc", "create", "-n", "x", "--memory", "lots", "--", "app"],
+            create_args("x", &["--memory", "lots"], &["app"]),
             "invalid memory size `lots`",
         ),
         (
-            vec!["svc", "create", "-n", "x", "--memory", "100Gi", "--", "app"],
+            create_args("x", &["--memory", "100Gi"], &["app"]),
             "invalid memory limit 100Gi",
         ),
         (
-            vec!["svc", "create", "-n", "x", "--env", "NOEQUALS", "--", "app"],
+            create_args("x", &["--env", "NOEQUALS"], &["app"]),
             "invalid --env `NOEQUALS`",
         ),
         (
-            vec!["svc", "create", "-n", "Bad_Name", "--", "app"],
+            create_args("Bad_Name", &[], &["app"]),
             "invalid service name",
         ),
         (
-            vec!["svc", "create", "-n", "x", "--stack", "NoSuch", "--", "app"],
+            create_args("x", &["--stack", "NoSuch"], &["app"]),
             "invalid stack name",
         ),
         (
-            vec!["svc", "create", "-n", "x", "--stack", "empty", "--", "app"],
+            create_args("x", &["--stack", "empty"], &["app"]),
             "stack empty has no code yet",
         ),
         (vec!["svc", "create", "-n", "x"], "required"),
@@ -131,28 +124,15 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
         ),
         (vec!["svc", "frobnicate"], "unrecognized subcommand"),
         (
-            vec!["svc", "create", "-n", "b-c", "--stack", "a", "--", app, "queue"],
+            create_args("b-c", &["--stack", "a"], &[app, "queue"]),
             "service b-c in stack a would share the intra-DNS name a-b-c with service c in stack a-b",
         ),
         (
-            vec![
-                "svc", "create", "-n", &long_name, "--stack", &long_stack, "--", app, "queue",
-            ],
+            create_args(&long_name, &["--stack", &long_stack], &[app, "queue"]),
             "longer than a DNS label's 63 characters",
         ),
         (
-            vec![
-                "svc",
-                "create",
-                "-n",
-                "x",
-                "--stack",
-                "blogs",
-                "--schedule",
-                "@hourly",
-                "--",
-                blog.to_str().unwrap(),
-            ],
+            create_args("x", &["--stack", "blogs", "--schedule", "@hourly"], &[blog.to_str().unwrap()]),
             "component 'blog' does not export `wasi:cli/run`, so x cannot run on a schedule",
         ),
         (
@@ -184,7 +164,7 @@ fn the_api_requires_a_valid_token() {
     d.create("worker", &[], &["queue"]);
     let before = snapshot(&d);
     for args in [
-        vec!["svc", "create", "-n", "intruder", "--", "app", "queue"],
+        create_args("intruder", &[], &["app", "queue"]),
         vec!["svc", "update", "worker", "--instances", "3"],
         vec!["svc", "delete", "worker"],
         vec!["stack", "rollback", "app"],
@@ -234,7 +214,7 @@ fn oversized_uploads_are_refused() {
     let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
     bytes.resize(65 * 1024 * 1024, 0);
     std::fs::write(&big, bytes).unwrap();
-    let err = d.fails(&["svc", "create", "-n", "big", "--", big.to_str().unwrap()]);
+    let err = d.fails(&create_args("big", &[], &[big.to_str().unwrap()]));
     assert!(
         err.contains("larger than the daemon's upload limit of 64 MiB"),
         "{err}"

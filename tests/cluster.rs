@@ -10,21 +10,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mesh_host::api::wire::NodeView;
+use mesh_host::model::{InstanceState, NodeState, RunStatus};
 use mesh_host::store::{Compare, EtcdKv, Kv, KvError, Txn};
 use support::etcd::Etcd;
-use support::{mesh_bin, Daemon};
+use support::{mesh_bin, parse, wait_until, Daemon};
 
 /// Waits until the subscription has seen `revision`.
 fn wait_seen(rx: &mut tokio::sync::watch::Receiver<u64>, revision: u64) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while *rx.borrow_and_update() < revision {
-        assert!(
-            Instant::now() < deadline,
-            "the subscription saw {} but not {revision}",
-            *rx.borrow()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        Duration::from_secs(15),
+        &format!("the subscription sees revision {revision}"),
+        || *rx.borrow_and_update() >= revision,
+    );
 }
 
 #[test]
@@ -212,17 +210,16 @@ fn start_hosts(url: &str, names: &[&str]) -> Vec<Daemon> {
 }
 
 /// `mesh node ls --json` through this daemon, by name.
-fn nodes(d: &Daemon) -> Vec<serde_json::Value> {
-    serde_json::from_str(&d.ok(&["node", "ls", "--json"])).unwrap()
+fn nodes(d: &Daemon) -> Vec<NodeView> {
+    parse(&d.ok(&["node", "ls", "--json"]))
 }
 
-fn state_of(d: &Daemon, name: &str) -> String {
+/// The state of host `name` as `d` lists it; `None` when not listed.
+fn state_of(d: &Daemon, name: &str) -> Option<NodeState> {
     nodes(d)
-        .iter()
-        .find(|n| n["name"] == name)
-        .map_or("absent".into(), |n| {
-            n["state"].as_str().unwrap().to_string()
-        })
+        .into_iter()
+        .find(|n| n.name == name)
+        .map(|n| n.state)
 }
 
 #[test]
@@ -236,16 +233,16 @@ fn hosts_join_share_one_operator_token_and_see_each_other_come_and_go() {
         assert_eq!(h.info["token"], a.info["token"]);
     }
     let listed = nodes(b);
-    let names: Vec<&str> = listed.iter().map(|n| n["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = listed.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["host-a", "host-b", "host-c"]);
     for (n, h) in listed.iter().zip(&hosts) {
-        assert_eq!(n["state"], "ready");
+        assert_eq!(n.state, NodeState::Ready);
         assert_eq!(
-            format!("http://{}", n["address"].as_str().unwrap()),
+            format!("http://{}", n.address),
             h.info["api_url"].as_str().unwrap()
         );
-        assert_eq!(n["capacity_instances"], 1000);
-        assert!(n["runs"].as_array().unwrap().contains(&"wasm".into()));
+        assert_eq!(n.capacity_instances, 1000);
+        assert!(n.runs.iter().any(|r| r == "wasm"));
     }
     let table = a.ok(&["node", "ls"]);
     assert!(table.starts_with("NODE"), "{table}");
@@ -253,11 +250,11 @@ fn hosts_join_share_one_operator_token_and_see_each_other_come_and_go() {
     // Drained through one host, seen through another; resumed.
     let out = hosts[2].ok(&["node", "drain", "host-b"]);
     assert!(out.contains("Draining host-b"), "{out}");
-    assert_eq!(state_of(a, "host-b"), "draining");
+    assert_eq!(state_of(a, "host-b"), Some(NodeState::Draining));
     let err = a.fails(&["node", "drain", "host-z"]);
     assert!(err.contains("no host named host-z is up"), "{err}");
     a.ok(&["node", "resume", "host-b"]);
-    assert_eq!(state_of(b, "host-b"), "ready");
+    assert_eq!(state_of(b, "host-b"), Some(NodeState::Ready));
 
     // A second host cannot take a live host's name.
     let dir = tempfile::tempdir().unwrap();
@@ -287,15 +284,15 @@ fn hosts_join_share_one_operator_token_and_see_each_other_come_and_go() {
     let mut hosts = hosts;
     hosts[2].kill9();
     let killed = Instant::now();
-    support::wait_until(Duration::from_secs(15), "host-c down", || {
-        state_of(&hosts[0], "host-c") == "down"
+    wait_until(Duration::from_secs(15), "host-c down", || {
+        state_of(&hosts[0], "host-c") == Some(NodeState::Down)
     });
     assert!(killed.elapsed() >= Duration::from_secs(3), "down too soon");
     hosts[2].restart();
-    assert_eq!(state_of(&hosts[0], "host-c"), "ready");
+    assert_eq!(state_of(&hosts[0], "host-c"), Some(NodeState::Ready));
     // A host stopped cleanly leaves at once.
     assert!(hosts[1].terminate().success());
-    assert_eq!(state_of(&hosts[0], "host-b"), "down");
+    assert_eq!(state_of(&hosts[0], "host-b"), Some(NodeState::Down));
 }
 
 #[test]
@@ -304,12 +301,12 @@ fn a_lone_daemon_is_its_own_host() {
     let listed = nodes(&d);
     assert_eq!(listed.len(), 1);
     assert_eq!(
-        (&listed[0]["name"], &listed[0]["state"]),
-        (&"solo".into(), &"ready".into())
+        (listed[0].name.as_str(), listed[0].state),
+        ("solo", NodeState::Ready)
     );
     d.create("w", &[], &["queue"]);
     let service = d.wait_running("w", 1);
-    assert_eq!(service["instances"][0]["node"], "solo");
+    assert_eq!(service.instances[0].node, "solo");
     let err = d.fails(&["node", "drain", "solo"]);
     assert!(err.contains("needs a cluster"), "{err}");
 }
@@ -323,13 +320,11 @@ fn a_host_fetches_code_it_lacks_from_another_and_checks_it() {
     a.create("w", &["--instances", "2"], &["queue"]);
     // host-b never saw the upload: it runs the service with code it
     // fetched from host-a.
-    support::wait_until(Duration::from_secs(20), "host-b runs w", || {
+    wait_until(Duration::from_secs(20), "host-b runs w", || {
         b.service("w").is_some_and(|s| {
-            s["instances"]
-                .as_array()
-                .unwrap()
+            s.instances
                 .iter()
-                .any(|i| i["node"] == "host-b" && i["state"] == "running")
+                .any(|i| i.node == "host-b" && i.state == InstanceState::Running)
         })
     });
     assert!(
@@ -371,11 +366,9 @@ fn a_host_fetches_code_it_lacks_from_another_and_checks_it() {
 fn spread(host: &Daemon, name: &str) -> std::collections::BTreeMap<String, usize> {
     let mut by_node = std::collections::BTreeMap::new();
     if let Some(service) = host.service(name) {
-        for i in service["instances"].as_array().unwrap() {
-            if i["state"] == "running" {
-                *by_node
-                    .entry(i["node"].as_str().unwrap().to_string())
-                    .or_default() += 1;
+        for i in service.instances {
+            if i.state == InstanceState::Running {
+                *by_node.entry(i.node).or_default() += 1;
             }
         }
     }
@@ -392,17 +385,12 @@ fn instances_spread_over_the_hosts_and_come_back_when_one_dies() {
         .map(|(n, c)| (n.to_string(), c))
         .into_iter()
         .collect::<std::collections::BTreeMap<_, _>>();
-    support::wait_until(Duration::from_secs(20), "6 instances spread 2/2/2", || {
+    wait_until(Duration::from_secs(20), "6 instances spread 2/2/2", || {
         spread(&hosts[1], "w") == even
     });
     // Every host shows all six, each with its node; ids are unique.
     let service = hosts[2].service("w").unwrap();
-    let mut ids: Vec<&str> = service["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap())
-        .collect();
+    let mut ids: Vec<&str> = service.instances.iter().map(|i| i.id.as_str()).collect();
     ids.dedup();
     assert_eq!(ids, ["w.1", "w.2", "w.3", "w.4", "w.5", "w.6"]);
     let table = hosts[2].ok(&["service", "ls"]);
@@ -414,7 +402,7 @@ fn instances_spread_over_the_hosts_and_come_back_when_one_dies() {
     // host-c dies: its two come back on the others within 10 s.
     hosts[2].kill9();
     let died = Instant::now();
-    support::wait_until(Duration::from_secs(15), "6 running on a and b", || {
+    wait_until(Duration::from_secs(15), "6 running on a and b", || {
         let now = spread(&hosts[0], "w");
         now.values().sum::<usize>() == 6 && !now.contains_key("host-c")
     });
@@ -435,7 +423,7 @@ fn instances_spread_over_the_hosts_and_come_back_when_one_dies() {
 
     // Drained, a host's instances move to the others.
     hosts[0].ok(&["node", "drain", "host-b"]);
-    support::wait_until(Duration::from_secs(15), "host-b empty", || {
+    wait_until(Duration::from_secs(15), "host-b empty", || {
         let now = spread(&hosts[0], "w");
         now.values().sum::<usize>() == 6 && !now.contains_key("host-b")
     });
@@ -450,21 +438,11 @@ fn any_hosts_ingress_and_any_instances_calls_reach_a_service_on_another_host() {
     let app = app.to_str().unwrap();
     let a = &hosts[0];
     // One instance of `web`, on one host; `front` on every host.
-    a.ok(&["svc", "create", "-n", "web", "--", app, "server"]);
+    a.create_service("web", &[], &[app, "server"]);
     a.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
-    a.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "front",
-        "--instances",
-        "3",
-        "--",
-        app,
-        "server",
-    ]);
+    a.create_service("front", &["--instances", "3"], &[app, "server"]);
     a.ok(&["svc", "publish", "-n", "front", "--endpoint", "front"]);
-    support::wait_until(Duration::from_secs(20), "web 1, front 3 running", || {
+    wait_until(Duration::from_secs(20), "web 1, front 3 running", || {
         spread(a, "web").values().sum::<usize>() == 1
             && spread(a, "front").values().sum::<usize>() == 3
     });
@@ -494,21 +472,13 @@ fn a_cron_job_fires_once_a_second_across_the_cluster_while_its_host_dies() {
     let names = ["host-a", "host-b", "host-c"];
     let mut hosts: Vec<Daemon> = start_hosts(&url, &names);
     let app = support::app_wasm();
-    hosts[0].ok(&[
-        "svc",
-        "create",
-        "-n",
+    hosts[0].create_service(
         "tick",
-        "--schedule",
-        "@every 1s",
-        "--",
-        app.to_str().unwrap(),
-        "count",
-    ]);
-    support::wait_until(Duration::from_secs(20), "tick ran", || {
-        hosts[0]
-            .service("tick")
-            .is_some_and(|s| !s["runs"].as_array().unwrap().is_empty())
+        &["--schedule", "@every 1s"],
+        &[app.to_str().unwrap(), "count"],
+    );
+    wait_until(Duration::from_secs(20), "tick ran", || {
+        hosts[0].service("tick").is_some_and(|s| !s.runs.is_empty())
     });
     std::thread::sleep(Duration::from_secs(4));
     // Kill the host that fires it (the leader placed it there).
@@ -527,24 +497,16 @@ fn a_cron_job_fires_once_a_second_across_the_cluster_while_its_host_dies() {
     // While it is down, the runs it ran are listed all the same (shared
     // through the store), and the host that took the job over numbered
     // its own runs on from them.
-    let while_down = hosts[(victim + 1) % 3].service("tick").unwrap()["runs"]
-        .as_array()
-        .unwrap()
-        .clone();
-    let at = |r: &serde_json::Value| {
-        chrono::DateTime::parse_from_rfc3339(r["scheduled_at"].as_str().unwrap())
-            .unwrap()
-            .timestamp()
-    };
-    let before = while_down.iter().filter(|r| at(r) < killed_at - 1).count();
+    let while_down = hosts[(victim + 1) % 3].service("tick").unwrap().runs;
+    let before = while_down
+        .iter()
+        .filter(|r| r.scheduled_at.timestamp() < killed_at - 1)
+        .count();
     assert!(
         before >= 3,
         "the dead host's runs are not listed: {while_down:#?}"
     );
-    let mut numbers: Vec<u64> = while_down
-        .iter()
-        .map(|r| r["number"].as_u64().unwrap())
-        .collect();
+    let mut numbers: Vec<u64> = while_down.iter().map(|r| r.number).collect();
     numbers.sort_unstable();
     let listed = numbers.len();
     numbers.dedup();
@@ -552,24 +514,18 @@ fn a_cron_job_fires_once_a_second_across_the_cluster_while_its_host_dies() {
     // Back, so a run in flight when it died is listed too.
     hosts[victim].restart();
     std::thread::sleep(Duration::from_secs(1));
-    let runs = hosts[(victim + 1) % 3].service("tick").unwrap()["runs"]
-        .as_array()
-        .unwrap()
-        .clone();
-    let mut fired: Vec<String> = runs
+    let runs = hosts[(victim + 1) % 3].service("tick").unwrap().runs;
+    let mut fired: Vec<chrono::DateTime<chrono::Utc>> = runs
         .iter()
-        .filter(|r| r["status"] != "skipped")
-        .map(|r| r["scheduled_at"].as_str().unwrap().to_string())
+        .filter(|r| r.status != RunStatus::Skipped)
+        .map(|r| r.scheduled_at)
         .collect();
     fired.sort();
     let count = fired.len();
     fired.dedup();
     assert_eq!(fired.len(), count, "a second fired twice: {runs:#?}");
     // Every second from the first to the last fired exactly once.
-    let seconds: Vec<i64> = fired
-        .iter()
-        .map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp())
-        .collect();
+    let seconds: Vec<i64> = fired.iter().map(|t| t.timestamp()).collect();
     let span = seconds.last().unwrap() - seconds.first().unwrap() + 1;
     // Only a run going on the host as it was killed may be lost with it
     // (claimed, so not fired again, and its record not yet on disk).
@@ -645,12 +601,13 @@ fn ingress(d: &Daemon) -> String {
 fn web_on(hosts: &[Daemon], n: usize) {
     let app = support::app_wasm();
     let instances = n.to_string();
-    let argv = ["--", app.to_str().unwrap(), "server"];
-    let mut create = vec!["svc", "create", "-n", "web", "--instances", &instances];
-    create.extend_from_slice(&argv);
-    hosts[0].ok(&create);
+    hosts[0].create_service(
+        "web",
+        &["--instances", &instances],
+        &[app.to_str().unwrap(), "server"],
+    );
     hosts[0].ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
-    support::wait_until(Duration::from_secs(20), "web running", || {
+    wait_until(Duration::from_secs(20), "web running", || {
         spread(&hosts[1], "web").values().sum::<usize>() == n
     });
 }
@@ -669,7 +626,7 @@ fn requests_and_writes_go_on_while_a_host_and_the_etcd_leader_die() {
     let loader = load(addrs, "www.localhost", stop.clone());
     std::thread::sleep(Duration::from_secs(1));
     hosts[0].kill9();
-    support::wait_until(Duration::from_secs(12), "6 running on b and c", || {
+    wait_until(Duration::from_secs(12), "6 running on b and c", || {
         let now = spread(&hosts[1], "web");
         now.values().sum::<usize>() == 6 && !now.contains_key("host-a")
     });
@@ -677,7 +634,7 @@ fn requests_and_writes_go_on_while_a_host_and_the_etcd_leader_die() {
     // hosts keep their leases (their instances keep running).
     let leader = etcd.leader();
     etcd.kill9(leader);
-    hosts[1].ok(&["svc", "create", "-n", "after", "--", app, "queue"]);
+    hosts[1].create_service("after", &[], &[app, "queue"]);
     hosts[2].wait_running("after", 1);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(spread(&hosts[2], "web").values().sum::<usize>(), 6);
@@ -703,9 +660,9 @@ fn a_rolling_restart_of_every_host_fails_no_request() {
         hosts[i].restart_cleanly();
         addrs.lock().unwrap()[i] = ingress(&hosts[i]);
         let other = (i + 1) % 3;
-        support::wait_until(Duration::from_secs(15), "3 running, the host back", || {
+        wait_until(Duration::from_secs(15), "3 running, the host back", || {
             spread(&hosts[other], "web").values().sum::<usize>() == 3
-                && state_of(&hosts[other], names[i]) == "ready"
+                && state_of(&hosts[other], names[i]) == Some(NodeState::Ready)
         });
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -726,23 +683,14 @@ fn a_host_fetches_a_stacks_files_it_lacks_for_the_instances_placed_on_it() {
     std::fs::write(site.join("files/hello.txt"), "hello from files\n").unwrap();
     std::fs::copy(support::guest("classic"), site.join("classic.wasm")).unwrap();
     hosts[0].ok(&["stack", "deploy", "site", site.to_str().unwrap()]);
-    hosts[0].ok(&[
-        "svc",
-        "create",
-        "-n",
+    hosts[0].create_service(
         "reader",
-        "--stack",
-        "site",
-        "--instances",
-        "2",
-        "--",
-        "classic",
-        "read",
-        "/hello.txt",
-    ]);
+        &["--stack", "site", "--instances", "2"],
+        &["classic", "read", "/hello.txt"],
+    );
     // host-b got neither the code nor the files from the deploy: its
     // instance reads the file all the same.
-    support::wait_until(Duration::from_secs(20), "host-b's instance read it", || {
+    wait_until(Duration::from_secs(20), "host-b's instance read it", || {
         hosts[1]
             .ok(&["svc", "logs", "-n", "reader", "--stack", "site"])
             .contains("hello from files")
@@ -761,17 +709,10 @@ fn a_host_fetches_a_stacks_files_it_lacks_for_the_instances_placed_on_it() {
 /// The running instances of `name` on each host, as `host` shows them.
 fn running_on(host: &Daemon, name: &str) -> Vec<(String, String)> {
     host.service(name).map_or(Vec::new(), |s| {
-        s["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["state"] == "running")
-            .map(|i| {
-                (
-                    i["id"].as_str().unwrap().to_string(),
-                    i["node"].as_str().unwrap().to_string(),
-                )
-            })
+        s.instances
+            .into_iter()
+            .filter(|i| i.state == InstanceState::Running)
+            .map(|i| (i.id, i.node))
             .collect()
     })
 }
@@ -791,12 +732,7 @@ fn code_is_placed_where_it_is_held_and_images_only_where_containers_run() {
         "none",
     ]);
     let runs = |name: &str| -> Vec<String> {
-        nodes(&a).iter().find(|n| n["name"] == name).unwrap()["runs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r.as_str().unwrap().to_string())
-            .collect()
+        nodes(&a).into_iter().find(|n| n.name == name).unwrap().runs
     };
     assert_eq!(runs("host-a"), ["wasm", "container"]);
     assert_eq!(runs("host-c"), ["wasm"]);
@@ -805,15 +741,11 @@ fn code_is_placed_where_it_is_held_and_images_only_where_containers_run() {
     // goes there, though every host is as empty and host-c sorts last.
     let app = support::app_wasm();
     c.ok(&["stack", "deploy", "solo", app.to_str().unwrap()]);
-    support::wait_until(Duration::from_secs(5), "host-c lists its code", || {
-        nodes(&a)
-            .iter()
-            .any(|n| n["name"] == "host-c" && n["code"] == 1)
+    wait_until(Duration::from_secs(5), "host-c lists its code", || {
+        nodes(&a).iter().any(|n| n.name == "host-c" && n.code == 1)
     });
-    c.ok(&[
-        "svc", "create", "-n", "one", "--stack", "solo", "--", "app", "queue",
-    ]);
-    support::wait_until(Duration::from_secs(20), "one running", || {
+    c.create_service("one", &["--stack", "solo"], &["app", "queue"]);
+    wait_until(Duration::from_secs(20), "one running", || {
         !running_on(&a, "one").is_empty()
     });
     assert_eq!(running_on(&a, "one")[0].1, "host-c");
@@ -823,12 +755,12 @@ fn code_is_placed_where_it_is_held_and_images_only_where_containers_run() {
     let err = c.fails(&["stack", "deploy", "boxes", &support::image("busybox.tar")]);
     assert!(err.contains("containers cannot run on this host"), "{err}");
     a.ok(&["stack", "deploy", "boxes", &support::image("busybox.tar")]);
-    let argv = ["--", "busybox", "sleep", "1000"];
-    let mut create = vec!["svc", "create", "-n", "sleepers", "--stack", "boxes"];
-    create.extend_from_slice(&["--instances", "4"]);
-    create.extend_from_slice(&argv);
-    c.ok(&create);
-    support::wait_until(Duration::from_secs(30), "4 sleepers on a and b", || {
+    c.create_service(
+        "sleepers",
+        &["--stack", "boxes", "--instances", "4"],
+        &["busybox", "sleep", "1000"],
+    );
+    wait_until(Duration::from_secs(30), "4 sleepers on a and b", || {
         spread(&c, "sleepers") == [("host-a".to_string(), 2), ("host-b".to_string(), 2)].into()
     });
     assert!(
@@ -843,18 +775,19 @@ fn code_is_placed_where_it_is_held_and_images_only_where_containers_run() {
             .any(|n| n.len() == 64),
         "host-b has no unpacked image"
     );
-    let kinds: Vec<serde_json::Value> = c.service("sleepers").unwrap()["instances"]
-        .as_array()
+    let kinds: Vec<String> = c
+        .service("sleepers")
         .unwrap()
-        .iter()
-        .map(|i| i["kind"].clone())
+        .instances
+        .into_iter()
+        .map(|i| i.kind)
         .collect();
-    assert_eq!(kinds, vec![serde_json::Value::from("container"); 4]);
+    assert_eq!(kinds, ["container"; 4]);
 
     // A busybox web container answers through host-c's ingress, which
     // runs none of it.
     support::busybox_web_service(&c, 2);
-    support::wait_until(Duration::from_secs(30), "web running", || {
+    wait_until(Duration::from_secs(30), "web running", || {
         running_on(&c, "web").len() == 2
     });
     assert!(running_on(&c, "web").iter().all(|(_, n)| n != "host-c"));
@@ -872,7 +805,7 @@ fn code_is_placed_where_it_is_held_and_images_only_where_containers_run() {
     // host-b dies: its sleepers go to host-a, never to host-c.
     let mut b = b;
     b.kill9();
-    support::wait_until(Duration::from_secs(15), "4 sleepers on a", || {
+    wait_until(Duration::from_secs(15), "4 sleepers on a", || {
         spread(&c, "sleepers") == [("host-a".to_string(), 4)].into()
     });
 }

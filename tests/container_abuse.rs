@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::oci::{crafted_image, host_arch, layer_tar, layout};
-use support::{image, wait_until, Daemon};
+use support::{create_args, image, wait_until, Daemon};
 
 /// `mesh ARGS` as the holder of `token`: (success, stdout, stderr).
 fn as_tenant(d: &Daemon, token: &str, args: &[&str]) -> (bool, String, String) {
@@ -145,7 +145,7 @@ fn hostile_images_are_refused_in_one_line_and_leave_nothing() {
     }
     // Nothing was kept, and nothing counts against the quota.
     assert_eq!(count_files(&images), before);
-    assert_eq!(d.quota_use("t2")["code_bytes"], 0);
+    assert_eq!(d.quota_use("t2").code_bytes, 0);
     let (ok, out, _) = as_tenant(&d, &token, &["stack", "ls", "--json"]);
     assert!(ok);
     assert!(!out.contains("evil"), "{out}");
@@ -173,7 +173,7 @@ fn an_image_counts_what_it_unpacks_to_against_the_code_quota() {
     let d = Daemon::start();
     tenant_with_busybox(&d, &[]);
     let upload = std::fs::metadata(image("busybox.tar")).unwrap().len();
-    let counted = d.quota_use("t2")["code_bytes"].as_u64().unwrap();
+    let counted = d.quota_use("t2").code_bytes;
     // The upload, its unpacked files, and 4 KiB for each entry (busybox
     // has hundreds of applet links).
     assert!(
@@ -279,18 +279,7 @@ fn a_program_in_a_container_cannot_make_namespaces_or_use_io_uring() {
         &crafted_image(&[("x", &probe)], host_arch()),
     );
     d.ok(&["stack", "deploy", "probe", &path]);
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "p",
-        "--stack",
-        "probe",
-        "--instances",
-        "0",
-        "--",
-        "probe",
-    ]);
+    d.create_service("p", &["--stack", "probe", "--instances", "0"], &["probe"]);
     let out = d.mesh(&["service", "run", "-n", "p", "--stack", "probe", "--", "/x"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
@@ -339,35 +328,28 @@ fn daemon_cgroup(d: &Daemon) -> PathBuf {
 fn an_environments_forks_are_bounded_and_the_host_keeps_its_own() {
     let mut d = Daemon::start();
     let token = tenant_with_busybox(&d, &["--max-tasks", "64"]);
+    // The forking subshell dies at the bound; what it made lives on.
+    let forks = "(i=0; while [ $i -lt 300 ]; do sleep 60 & i=$((i+1)); done); exec sleep 60";
     let (ok, _, err) = as_tenant(
         &d,
         &token,
-        &[
-            "svc",
-            "create",
-            "-n",
+        &create_args(
             "forks",
-            "--stack",
-            "boxes",
-            "--",
-            "busybox",
-            "sh",
-            "-c",
-            // The forking subshell dies at the bound; what it made lives on.
-            "(i=0; while [ $i -lt 300 ]; do sleep 60 & i=$((i+1)); done); exec sleep 60",
-        ],
+            &["--stack", "boxes"],
+            &["busybox", "sh", "-c", forks],
+        ),
     );
     assert!(ok, "{err}");
     let group = daemon_cgroup(&d).join("env-t2");
     wait_until(
         Duration::from_secs(30),
         "the forks to hit the bound",
-        || d.quota_use("t2")["tasks"].as_u64().unwrap_or(0) >= 60,
+        || d.quota_use("t2").tasks >= 60,
     );
     std::thread::sleep(Duration::from_secs(1));
     let used = d.quota_use("t2");
-    assert_eq!(used["max_tasks"], 64, "{used}");
-    assert!(used["tasks"].as_u64().unwrap() <= 64, "{used}");
+    assert_eq!(used.max_tasks, 64, "{used:?}");
+    assert!(used.tasks <= 64, "{used:?}");
     assert_eq!(
         std::fs::read_to_string(group.join("pids.max"))
             .unwrap()
@@ -415,19 +397,9 @@ fn a_worker_container_that_never_listens_answers_callers_and_is_not_restarted_in
     let d = Daemon::start();
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
     // A worker that never listens on $PORT.
-    d.ok(&[
-        "svc", "create", "-n", "deaf", "--stack", "boxes", "--", "busybox", "sleep", "1000",
-    ]);
+    d.create_service("deaf", &["--stack", "boxes"], &["busybox", "sleep", "1000"]);
     let app = support::app_wasm();
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "web",
-        "--",
-        app.to_str().unwrap(),
-        "server",
-    ]);
+    d.create_service("web", &[], &[app.to_str().unwrap(), "server"]);
     d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
     d.wait_running("web", 1);
     // The first call waits for it to listen, then fails with a clear 502.
@@ -442,11 +414,11 @@ fn a_worker_container_that_never_listens_answers_callers_and_is_not_restarted_in
     assert!(started.elapsed() < Duration::from_secs(5));
     // And no container is started for it while nobody calls.
     let restarts = |d: &Daemon| {
-        d.service("deaf").unwrap()["instances"]
-            .as_array()
+        d.service("deaf")
             .unwrap()
+            .instances
             .iter()
-            .map(|i| i["restarts"].as_u64().unwrap_or(0))
+            .map(|i| u64::from(i.restarts))
             .sum::<u64>()
     };
     let before = restarts(&d);
@@ -458,19 +430,11 @@ fn a_worker_container_that_never_listens_answers_callers_and_is_not_restarted_in
 fn the_proxy_refuses_names_under_localhost_with_a_status_and_a_reason() {
     let d = Daemon::start();
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
+    d.create_service(
         "sh",
-        "--stack",
-        "boxes",
-        "--instances",
-        "0",
-        "--",
-        "busybox",
-        "sh",
-    ]);
+        &["--stack", "boxes", "--instances", "0"],
+        &["busybox", "sh"],
+    );
     let script = "GW=${HTTP_PROXY#http://}; GW=${GW%:*}; \
         { printf 'GET http://www.localhost/ HTTP/1.1\\r\\nHost: www.localhost\\r\\nConnection: close\\r\\n\\r\\n'; sleep 3; } \
         | timeout 5 nc $GW 3128";
@@ -522,34 +486,18 @@ fn a_containers_root_is_an_unprivileged_user_of_its_environments_own_range_on_th
     let (ok, _, err) = as_tenant(
         &d,
         &token,
-        &[
-            "svc",
-            "create",
-            "-n",
+        &create_args(
             "root",
-            "--stack",
-            "boxes",
-            "--",
-            "busybox",
-            "sh",
-            "-c",
-            &script("4243"),
-        ],
+            &["--stack", "boxes"],
+            &["busybox", "sh", "-c", &script("4243")],
+        ),
     );
     assert!(ok, "{err}");
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
+    d.create_service(
         "root",
-        "--stack",
-        "boxes",
-        "--",
-        "busybox",
-        "sh",
-        "-c",
-        &script("4244"),
-    ]);
+        &["--stack", "boxes"],
+        &["busybox", "sh", "-c", &script("4244")],
+    );
     let mut pids = None;
     wait_until(Duration::from_secs(30), "both containers running", || {
         pids = pid_of(&["sleep", "4243"]).zip(pid_of(&["sleep", "4244"]));

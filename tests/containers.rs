@@ -11,23 +11,19 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use mesh_host::api::wire::ServiceView;
+use mesh_host::model::{InstanceState, Run, RunStatus};
+use mesh_host::telemetry::LogLine;
 use sha2::Digest as _;
 use support::oci::crafted_image;
-use support::{app_wasm, http_request, image, wait_until, Daemon, Tmux};
+use support::{app_wasm, create_args, http_request, image, parse, wait_until, Daemon, Tmux};
 
 /// The log lines of the service `name` (in whatever stack it is).
 fn logs(d: &Daemon, name: &str) -> Vec<String> {
-    let stack = d.service(name).expect("the service")["stack"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let stack = d.service(name).expect("the service").stack;
     let text = d.ok(&["svc", "logs", "-n", name, "--stack", &stack, "--json"]);
-    serde_json::from_str::<Vec<Value>>(&text)
-        .unwrap()
-        .iter()
-        .map(|l| l["text"].as_str().unwrap_or("").to_string())
-        .collect()
+    let lines: Vec<LogLine> = parse(&text);
+    lines.into_iter().map(|l| l.text).collect()
 }
 
 /// Stack `boxes` with the busybox image and `web`, its httpd on `$PORT`,
@@ -35,10 +31,6 @@ fn logs(d: &Daemon, name: &str) -> Vec<String> {
 fn busybox_web(d: &Daemon) {
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
     support::busybox_web_service(d, 1);
-}
-
-fn instances(service: &Value) -> Vec<Value> {
-    service["instances"].as_array().unwrap().clone()
 }
 
 /// Processes whose command line contains `needle`.
@@ -77,11 +69,9 @@ fn images_deploy_in_all_three_forms_and_bad_ones_are_refused_in_one_line() {
     // Each runs.
     for (stack, image) in [("a", "busybox"), ("b", "busybox"), ("c", "busybox-docker")] {
         let name = format!("echo-{stack}");
-        d.ok(&[
-            "svc", "create", "-n", &name, "--stack", stack, "--", image, "echo", "hi",
-        ]);
+        d.create_service(&name, &["--stack", stack], &[image, "echo", "hi"]);
         d.wait_for(&name, Duration::from_secs(20), "an exit", |s| {
-            instances(s).iter().any(|i| i["exit_code"] == 0)
+            s.instances.iter().any(|i| i.exit_code == Some(0))
         });
     }
     // A second deploy of the same image is the same code.
@@ -187,27 +177,23 @@ fn edited_layout(edit: impl FnOnce(&std::path::Path)) -> Vec<u8> {
 fn a_busybox_worker_reports_its_exit_code_and_is_restarted() {
     let d = Daemon::start();
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
+    d.create_service(
         "quitter",
-        "--stack",
-        "boxes",
-        "--",
-        "busybox",
-        "sh",
-        "-c",
-        "echo hi; sleep 1; exit 4",
-    ]);
+        &["--stack", "boxes"],
+        &["busybox", "sh", "-c", "echo hi; sleep 1; exit 4"],
+    );
     let s = d.wait_for("quitter", Duration::from_secs(30), "two restarts", |s| {
-        instances(s)
+        s.instances
             .iter()
-            .any(|i| i["restarts"].as_u64() >= Some(2) && i["exit_code"] == 4)
+            .any(|i| i.restarts >= 2 && i.exit_code == Some(4))
     });
-    assert_eq!(instances(&s)[0]["message"], "exited with code 4", "{s:#}");
-    assert_eq!(instances(&s)[0]["kind"], "container", "{s:#}");
-    assert_eq!(s["kind"], "container", "{s:#}");
+    assert_eq!(
+        s.instances[0].message.as_deref(),
+        Some("exited with code 4"),
+        "{s:#?}"
+    );
+    assert_eq!(s.instances[0].kind, "container", "{s:#?}");
+    assert_eq!(s.kind, "container", "{s:#?}");
     let lines = logs(&d, "quitter");
     assert!(
         lines.iter().filter(|l| *l == "hi").count() >= 2,
@@ -222,37 +208,30 @@ fn a_busybox_worker_reports_its_exit_code_and_is_restarted() {
     // An image file given as the command's first word is uploaded and
     // added to the stack under its name, as a .wasm file is.
     let tar = image("busybox-docker.tar");
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "once",
-        "--stack",
-        "more",
-        "--",
-        &tar,
-        "echo",
-        "from a file",
-    ]);
+    d.create_service("once", &["--stack", "more"], &[&tar, "echo", "from a file"]);
     d.wait_for("once", Duration::from_secs(20), "an exit", |s| {
-        instances(s).iter().any(|i| i["exit_code"] == 0)
+        s.instances.iter().any(|i| i.exit_code == Some(0))
     });
     assert!(logs(&d, "once").iter().any(|l| l == "from a file"));
     assert!(d.ok(&["stack", "ls"]).contains("busybox-docker"));
     // A command not in the image: crashed, 127, the command named, not
     // restarted.
-    d.ok(&[
-        "svc", "create", "-n", "typo", "--stack", "boxes", "--", "busybox", "nde",
-    ]);
+    d.create_service("typo", &["--stack", "boxes"], &["busybox", "nde"]);
     let s = d.wait_for("typo", Duration::from_secs(20), "crashed", |s| {
-        instances(s).iter().any(|i| i["state"] == "crashed")
+        s.instances
+            .iter()
+            .any(|i| i.state == InstanceState::Crashed)
     });
-    let i = &instances(&s)[0];
-    assert_eq!(i["exit_code"], 127, "{s:#}");
-    assert_eq!(i["message"], "exec: \"nde\": not found in image", "{s:#}");
+    let i = &s.instances[0];
+    assert_eq!(i.exit_code, Some(127), "{s:#?}");
+    assert_eq!(
+        i.message.as_deref(),
+        Some("exec: \"nde\": not found in image"),
+        "{s:#?}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     let again = d.service("typo").unwrap();
-    assert_eq!(instances(&again)[0]["restarts"], 0, "{again:#}");
+    assert_eq!(again.instances[0].restarts, 0, "{again:#?}");
 }
 
 #[test]
@@ -260,21 +239,18 @@ fn the_seeds_node_cron_job_runs_in_a_node_image() {
     let d = Daemon::start();
     d.ok(&["stack", "deploy", "mail", &image("node-image.tar")]);
     // `node` names no component: the stack's one image runs it.
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
+    d.create_service(
         "emailsender",
-        "--stack",
-        "mail",
-        "--schedule",
-        "@every 1s",
-        "-e",
-        "EMAILS_DUE=2",
-        "--",
-        "node",
-        "send-emails.js",
-    ]);
+        &[
+            "--stack",
+            "mail",
+            "--schedule",
+            "@every 1s",
+            "-e",
+            "EMAILS_DUE=2",
+        ],
+        &["node", "send-emails.js"],
+    );
     wait_until(Duration::from_secs(30), "two successful runs", || {
         let out = d.ok(&[
             "svc",
@@ -285,9 +261,9 @@ fn the_seeds_node_cron_job_runs_in_a_node_image() {
             "mail",
             "--json",
         ]);
-        let runs: Vec<Value> = serde_json::from_str(&out).unwrap();
+        let runs: Vec<Run> = parse(&out);
         runs.iter()
-            .filter(|r| r["status"] == "succeeded" && r["exit_code"] == 0)
+            .filter(|r| r.status == RunStatus::Succeeded && r.exit_code == Some(0))
             .count()
             >= 2
     });
@@ -328,17 +304,11 @@ fn a_web_container_serves_an_endpoint_and_a_path_and_calls_go_both_ways_by_name(
 
     // A wasm service calls the container service by name...
     let app = app_wasm();
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
+    d.create_service(
         "api",
-        "--stack",
-        "wasm",
-        "--",
-        app.to_str().unwrap(),
-        "server",
-    ]);
+        &["--stack", "wasm"],
+        &[app.to_str().unwrap(), "server"],
+    );
     d.ok(&[
         "svc",
         "publish",
@@ -401,30 +371,25 @@ fn a_web_container_serves_an_endpoint_and_a_path_and_calls_go_both_ways_by_name(
 fn a_container_over_its_memory_limit_is_killed_and_reported() {
     let d = Daemon::start();
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
+    d.create_service(
         "hog",
-        "--stack",
-        "boxes",
-        "--memory",
-        "32Mi",
-        "--",
-        "busybox",
-        "sh",
-        "-c",
-        "echo hogging; exec tail -c 200000000 /dev/zero",
-    ]);
+        &["--stack", "boxes", "--memory", "32Mi"],
+        &[
+            "busybox",
+            "sh",
+            "-c",
+            "echo hogging; exec tail -c 200000000 /dev/zero",
+        ],
+    );
     let s = d.wait_for("hog", Duration::from_secs(30), "an OOM kill", |s| {
-        instances(s).iter().any(|i| {
-            i["message"]
-                .as_str()
+        s.instances.iter().any(|i| {
+            i.message
+                .as_deref()
                 .is_some_and(|m| m.starts_with("killed by SIGKILL: exceeded memory limit 32 MiB"))
         })
     });
-    assert!(instances(&s)[0]["restarts"].as_u64() >= Some(1), "{s:#}");
-    assert_eq!(instances(&s)[0]["exit_code"], 137, "{s:#}");
+    assert!(s.instances[0].restarts >= 1, "{s:#?}");
+    assert_eq!(s.instances[0].exit_code, Some(137), "{s:#?}");
     assert!(logs(&d, "hog").iter().any(|l| l == "hogging"));
     let events = d.ok(&["events", "--json"]);
     assert!(events.contains("instance.oom"), "{events}");
@@ -434,10 +399,11 @@ fn a_container_over_its_memory_limit_is_killed_and_reported() {
 fn service_run_opens_a_shell_in_a_new_container() {
     let d = Daemon::start();
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
-    d.ok(&[
-        "svc", "create", "-n", "web", "--stack", "boxes", "-e", "WHO=box", "--", "busybox",
-        "sleep", "1000",
-    ]);
+    d.create_service(
+        "web",
+        &["--stack", "boxes", "-e", "WHO=box"],
+        &["busybox", "sleep", "1000"],
+    );
     d.wait_running("web", 1);
     let out = d.mesh(&[
         "service",
@@ -478,9 +444,7 @@ fn service_run_opens_a_shell_in_a_new_container() {
         .spawn()
         .unwrap();
     d.wait_for("web", Duration::from_secs(20), "the run shown", |s| {
-        instances(s)
-            .iter()
-            .any(|i| i["id"].as_str().is_some_and(|id| id.contains("run")))
+        s.instances.iter().any(|i| i.id.contains("run"))
     });
     use std::io::Write as _;
     child.stdin.take().unwrap().write_all(b"ping\n").unwrap();
@@ -492,10 +456,9 @@ fn service_run_opens_a_shell_in_a_new_container() {
 /// (with `settings` before the command), and waits until it is running
 /// and has logged `ready`.
 fn ready_shell(d: &Daemon, name: &str, settings: &[&str], script: &str) {
-    let mut args = vec!["svc", "create", "-n", name, "--stack", "boxes"];
-    args.extend_from_slice(settings);
-    args.extend_from_slice(&["--", "busybox", "sh", "-c", script]);
-    d.ok(&args);
+    let mut flags = vec!["--stack", "boxes"];
+    flags.extend_from_slice(settings);
+    d.create_service(name, &flags, &["busybox", "sh", "-c", script]);
     d.wait_running(name, 1);
     wait_until(Duration::from_secs(10), "ready", || {
         logs(d, name).iter().any(|l| l == "ready")
@@ -544,20 +507,11 @@ fn kill_9_of_the_daemon_leaves_no_container_and_a_restart_runs_each_once() {
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
     let marker = format!("sleep 1{}", std::process::id() % 1000 + 1000);
     let seconds = marker.trim_start_matches("sleep ").to_string();
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
+    d.create_service(
         "sleepy",
-        "--stack",
-        "boxes",
-        "--instances",
-        "3",
-        "--",
-        "busybox",
-        "sleep",
-        &seconds,
-    ]);
+        &["--stack", "boxes", "--instances", "3"],
+        &["busybox", "sleep", &seconds],
+    );
     d.wait_running("sleepy", 3);
     wait_until(Duration::from_secs(10), "3 container processes", || {
         processes(&marker).len() == 3
@@ -590,20 +544,11 @@ fn kill_9_of_the_daemon_leaves_no_container_and_a_restart_runs_each_once() {
 fn deploying_a_new_image_rolls_its_containers() {
     let d = Daemon::start();
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
+    d.create_service(
         "sleepers",
-        "--stack",
-        "boxes",
-        "--instances",
-        "2",
-        "--",
-        "busybox",
-        "sleep",
-        "1000",
-    ]);
+        &["--stack", "boxes", "--instances", "2"],
+        &["busybox", "sleep", "1000"],
+    );
     d.wait_running("sleepers", 2);
     // The same image as docker save wrote it: new bytes, a new version.
     let out = d.ok(&[
@@ -616,20 +561,18 @@ fn deploying_a_new_image_rolls_its_containers() {
     ]);
     assert!(out.contains("v2"), "{out}");
     d.wait_for("sleepers", Duration::from_secs(30), "both on v2", |s| {
-        let list = instances(s);
-        list.len() == 2
-            && list
+        s.instances.len() == 2
+            && s.instances
                 .iter()
-                .all(|i| i["version"] == 2 && i["state"] == "running")
+                .all(|i| i.version == 2 && i.state == InstanceState::Running)
     });
     // And back.
     d.ok(&["stack", "rollback", "boxes", "--to", "1"]);
     d.wait_for("sleepers", Duration::from_secs(30), "both on v3", |s| {
-        let list = instances(s);
-        list.len() == 2
-            && list
+        s.instances.len() == 2
+            && s.instances
                 .iter()
-                .all(|i| i["version"] == 3 && i["state"] == "running")
+                .all(|i| i.version == 3 && i.state == InstanceState::Running)
     });
 }
 
@@ -773,20 +716,18 @@ fn a_daemon_that_cannot_run_containers_says_so_and_runs_wasm() {
     );
     // Wasm services are unaffected.
     let app = app_wasm();
-    let out = mesh(&[
-        "svc",
-        "create",
-        "-n",
+    let out = mesh(&create_args(
         "w",
-        "--",
-        app.to_str().unwrap(),
-        "send-emails",
-    ]);
+        &[],
+        &[app.to_str().unwrap(), "send-emails"],
+    ));
     assert!(out.status.success(), "{out:?}");
     wait_until(Duration::from_secs(20), "a successful wasm run", || {
         let out = mesh(&["svc", "ls", "--json"]);
-        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        list.iter().flat_map(instances).any(|i| i["exit_code"] == 0)
+        let list: Vec<ServiceView> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        list.iter()
+            .flat_map(|s| &s.instances)
+            .any(|i| i.exit_code == Some(0))
     });
     let _ = child.kill();
     let _ = child.wait();
@@ -796,9 +737,7 @@ fn a_daemon_that_cannot_run_containers_says_so_and_runs_wasm() {
 fn service_run_gives_a_container_shell_a_real_terminal() {
     let d = Daemon::start();
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
-    d.ok(&[
-        "svc", "create", "-n", "web", "--stack", "boxes", "--", "busybox", "sleep", "1000",
-    ]);
+    d.create_service("web", &["--stack", "boxes"], &["busybox", "sleep", "1000"]);
     d.wait_running("web", 1);
     let session = format!("mesh-container-{}", std::process::id());
     let tmux = Tmux::start(
@@ -817,9 +756,7 @@ fn service_run_gives_a_container_shell_a_real_terminal() {
     assert!(screen.contains("40 120"), "{screen}");
     // Shown among the service's instances while it runs.
     d.wait_for("web", Duration::from_secs(10), "the run shown", |s| {
-        instances(s)
-            .iter()
-            .any(|i| i["id"].as_str().is_some_and(|id| id.contains("run")))
+        s.instances.iter().any(|i| i.id.contains("run"))
     });
     // Ctrl-C stops what runs in the shell, not the shell.
     tmux.keys(&["sleep 100", "Enter"]);

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
+use mesh_host::model::{InstanceState, RunTrigger};
 use support::{app_wasm, repo_root, variant, Daemon};
 
 /// Where the browser script and its pinned packages live.
@@ -32,10 +32,6 @@ fn playwright_is_installed(dir: &Path) {
             .exists(),
         "playwright-core is missing: run `(cd tests/dashboard && npm ci --ignore-scripts)` (scripts/test.sh does)"
     );
-}
-
-fn services_of(d: &Daemon, token: &str) -> Vec<Value> {
-    serde_json::from_str(&d.ok_as(token, &["svc", "ls", "--json"])).unwrap()
 }
 
 #[test]
@@ -58,69 +54,44 @@ fn the_dashboard_in_a_real_browser() {
     std::fs::copy(app_wasm(), bundle.join("app.wasm")).unwrap();
     let bundle_arg = bundle.to_str().unwrap();
     d.ok_as(&acme, &["stack", "deploy", "app", bundle_arg]);
-    d.ok_as(
-        &acme,
-        &["svc", "create", "-n", "web", "--", "app", "server"],
-    );
+    d.create_service_as(&acme, "web", &[], &["app", "server"]);
     d.ok_as(&acme, &["svc", "publish", "-n", "web", "--endpoint", "www"]);
-    d.ok_as(
+    d.create_service_as(
         &acme,
-        &[
-            "svc",
-            "create",
-            "-n",
-            "ticker",
-            "--schedule",
-            "@every 1s",
-            "--",
-            "app",
-            "count",
-        ],
+        "ticker",
+        &["--schedule", "@every 1s"],
+        &["app", "count"],
     );
-    d.ok_as(
+    d.create_service_as(
         &acme,
-        &[
-            "svc",
-            "create",
-            "-n",
-            "echo",
-            "--env",
-            "NOTE=<script>alert(\"mesh\")</script>",
-            "--",
-            "app",
-            "env",
-        ],
+        "echo",
+        &["--env", "NOTE=<script>alert(\"mesh\")</script>"],
+        &["app", "env"],
     );
     variant(&app_wasm(), &bundle, "app", "v2");
     d.ok_as(&acme, &["stack", "deploy", "app", bundle_arg]);
     // globex's service, which acme must never see.
-    d.ok_as(
+    d.create_service_as(
         &globex,
-        &[
-            "svc",
-            "create",
-            "-n",
-            "hidden",
-            "--",
-            &app_wasm().to_string_lossy(),
-            "sleep",
-            "600000",
-        ],
+        "hidden",
+        &[],
+        &[&app_wasm().to_string_lossy(), "sleep", "600000"],
     );
 
     // Requests for the charts.
-    let web = services_of(&d, &acme)
+    let web = d
+        .services_as(&acme)
         .into_iter()
-        .find(|s| s["name"] == "web")
+        .find(|s| s.name == "web")
         .unwrap();
-    let url = web["endpoints"][0].as_str().unwrap().to_string();
+    let url = web.endpoints[0].clone();
     let host = url.trim_start_matches("http://").trim_end_matches('/');
     support::wait_until(Duration::from_secs(20), "web running", || {
-        services_of(&d, &acme).iter().any(|s| {
-            s["name"] == "web"
-                && s["instances"]
-                    .as_array()
-                    .is_some_and(|list| list.iter().any(|i| i["state"] == "running"))
+        d.services_as(&acme).iter().any(|s| {
+            s.name == "web"
+                && s.instances
+                    .iter()
+                    .any(|i| i.state == InstanceState::Running)
         })
     });
     for _ in 0..30 {
@@ -153,18 +124,14 @@ fn the_dashboard_in_a_real_browser() {
     assert!(said.contains("dashboard: all checks passed"), "{said}");
 
     // What the page changed, seen through the CLI.
-    let services = services_of(&d, &acme);
-    let web = services.iter().find(|s| s["name"] == "web").unwrap();
-    assert_eq!(web["instances_desired"], 2, "scaled from the page");
-    assert!(web["restarted_at"].is_string(), "restarted from the page");
-    assert_eq!(web["endpoints"].as_array().unwrap().len(), 1);
-    let ticker = services.iter().find(|s| s["name"] == "ticker").unwrap();
+    let services = d.services_as(&acme);
+    let web = services.iter().find(|s| s.name == "web").unwrap();
+    assert_eq!(web.instances_desired, 2, "scaled from the page");
+    assert!(web.restarted_at.is_some(), "restarted from the page");
+    assert_eq!(web.endpoints.len(), 1);
+    let ticker = services.iter().find(|s| s.name == "ticker").unwrap();
     assert!(
-        ticker["runs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["trigger"] == "manual"),
+        ticker.runs.iter().any(|r| r.trigger == RunTrigger::Manual),
         "triggered from the page"
     );
     for shot in [

@@ -11,8 +11,11 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::{app_wasm, variant, Daemon};
+use chrono::{DateTime, Utc};
+use mesh_host::api::wire::{ServiceView, StatsView, VersionView, WhoAmI};
+use mesh_host::model::InstanceState;
+use mesh_host::telemetry::Event;
+use support::{app_wasm, parse, variant, wait_until, Daemon};
 
 /// `mesh_requests_waiting` of one service, from `/metrics`.
 fn waiting(d: &Daemon, service: &str) -> Option<u64> {
@@ -23,24 +26,12 @@ fn waiting(d: &Daemon, service: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(&needle).and_then(|n| n.trim().parse().ok()))
 }
 
-/// Polls `ok` every 50 ms for `limit`.
-fn eventually(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out after {limit:?} waiting until {what}");
-}
-
 /// A web service `name` of `app` with `instances`, on `name.localhost`.
 fn web(d: &Daemon, name: &str, instances: &str) {
     d.create(name, &["--instances", instances], &["server"]);
     let host = format!("{name}.localhost");
     d.ok(&["svc", "publish", "-n", name, "--endpoint", name]);
-    eventually("the web service answers", Duration::from_secs(20), || {
+    wait_until(Duration::from_secs(20), "the web service answers", || {
         d.get(&host, "/").status == 200
     });
 }
@@ -69,11 +60,12 @@ fn assert_whole_queue(d: &Daemon, name: &str) {
     }
 }
 
-fn events_of(d: &Daemon, service: &str) -> Vec<Value> {
-    let events: Vec<Value> = serde_json::from_str(&d.ok(&["events", "--json"])).unwrap();
+fn events_of(d: &Daemon, service: &str) -> Vec<Event> {
+    let events: Vec<Event> = parse(&d.ok(&["events", "--json"]));
+    let service = format!("app/{service}");
     events
         .into_iter()
-        .filter(|e| e["service"] == format!("app/{service}"))
+        .filter(|e| e.service.as_ref() == Some(&service))
         .collect()
 }
 
@@ -84,13 +76,13 @@ fn a_deleted_web_service_leaves_nothing_behind() {
     // instance fails as it starts, and is retried with back-off.
     d.create("hungry", &["--memory", "1Mi"], &["server"]);
     d.ok(&["svc", "publish", "-n", "hungry", "--endpoint", "hungry"]);
-    eventually(
-        "a failed start is reported",
+    wait_until(
         Duration::from_secs(20),
+        "a failed start is reported",
         || {
             events_of(&d, "hungry")
                 .iter()
-                .any(|e| e["kind"] == "instance.oom" || e["kind"] == "instance.failed")
+                .any(|e| e.kind == "instance.oom" || e.kind == "instance.failed")
         },
     );
     d.ok(&["svc", "delete", "hungry"]);
@@ -98,7 +90,7 @@ fn a_deleted_web_service_leaves_nothing_behind() {
     let log = d.data_dir().join("logs/default/app/hungry.log");
     // Back-offs of 0.1 to 1.6 s would have retried several times by now.
     std::thread::sleep(Duration::from_secs(4));
-    let late: Vec<Value> = events_of(&d, "hungry").split_off(after_delete);
+    let late: Vec<Event> = events_of(&d, "hungry").split_off(after_delete);
     assert!(late.is_empty(), "events after the delete: {late:?}");
     assert!(!log.exists(), "the deleted service's log file is back");
     assert!(!d.metrics().contains("service=\"hungry\""));
@@ -134,7 +126,7 @@ fn http2_requests_reset_while_waiting_give_their_places_back() {
         }
         (requests, conn)
     });
-    eventually("the requests queue", Duration::from_secs(5), || {
+    wait_until(Duration::from_secs(5), "the requests queue", || {
         waiting(&d, "slow") == Some(4)
     });
     for request in requests {
@@ -142,9 +134,9 @@ fn http2_requests_reset_while_waiting_give_their_places_back() {
     }
     conn.abort();
     drop(runtime);
-    eventually(
-        "the reset requests leave the queue",
+    wait_until(
         Duration::from_secs(2),
+        "the reset requests leave the queue",
         || waiting(&d, "slow") == Some(0),
     );
     assert_eq!(busy.join().unwrap(), 200);
@@ -175,14 +167,14 @@ fn callers_stopped_while_waiting_by_name_give_their_places_back() {
             })
         })
         .collect();
-    eventually("the callers wait", Duration::from_secs(5), || {
+    wait_until(Duration::from_secs(5), "the callers wait", || {
         waiting(&d, "slow") == Some(3)
     });
     // Deleting the gateway stops its instances mid-call.
     d.ok(&["svc", "delete", "gateway"]);
-    eventually(
-        "the stopped callers leave the queue",
+    wait_until(
         Duration::from_secs(2),
+        "the stopped callers leave the queue",
         || waiting(&d, "slow") == Some(0),
     );
     for caller in callers {
@@ -203,9 +195,9 @@ fn ingress_connections_are_bounded_counted_and_drained() {
     let addr = d.http_addr();
     // Two idle keep-alive connections take the two places.
     let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&addr).unwrap()).collect();
-    eventually(
-        "two connections are counted",
+    wait_until(
         Duration::from_secs(2),
+        "two connections are counted",
         || d.metrics().contains("mesh_ingress_connections 2"),
     );
     // A third is not served while they stay open...
@@ -232,9 +224,9 @@ fn ingress_connections_are_bounded_counted_and_drained() {
         "{}",
         String::from_utf8_lossy(&answer)
     );
-    eventually(
-        "closed connections are uncounted",
+    wait_until(
         Duration::from_secs(2),
+        "closed connections are uncounted",
         || d.metrics().contains("mesh_ingress_connections 0"),
     );
 
@@ -269,19 +261,14 @@ fn code_no_kept_version_names_is_removed() {
     };
     // 31 versions were made (the create's and 30 deploys); 20 are kept,
     // each with its own code.
-    eventually("old code is removed", Duration::from_secs(10), || {
+    wait_until(Duration::from_secs(10), "old code is removed", || {
         count(&d.data_dir().join("blobs"), "") == 20
             && count(&d.data_dir().join("cache"), ".cwasm") <= 20
     });
-    let versions: Vec<Value> =
-        serde_json::from_str(&d.ok(&["stack", "versions", "app", "--json"])).unwrap();
+    let versions: Vec<VersionView> = parse(&d.ok(&["stack", "versions", "app", "--json"]));
     assert_eq!(versions.len(), 20);
     // What is kept still runs: roll back to the oldest kept version.
-    let oldest = versions
-        .iter()
-        .filter_map(|v| v["number"].as_u64())
-        .min()
-        .unwrap();
+    let oldest = versions.iter().map(|v| v.number).min().unwrap();
     d.ok(&["stack", "rollback", "app", "--to", &oldest.to_string()]);
     d.wait_running("worker", 1);
 }
@@ -301,22 +288,13 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// `GET PATH` with `token`: the status and the JSON body.
-fn json_get(d: &Daemon, token: &str, path: &str) -> (u16, Value) {
-    let r = d.api_get(token, path);
-    (
-        r.status,
-        serde_json::from_str(&r.body).unwrap_or(Value::Null),
-    )
-}
-
-fn started_ats(d: &Daemon, name: &str) -> Vec<String> {
-    d.service(name).unwrap()["instances"]
-        .as_array()
+fn started_ats(d: &Daemon, name: &str) -> Vec<Option<DateTime<Utc>>> {
+    d.service(name)
         .unwrap()
+        .instances
         .iter()
-        .filter(|i| i["state"] == "running")
-        .map(|i| i["started_at"].as_str().unwrap_or_default().to_string())
+        .filter(|i| i.state == InstanceState::Running)
+        .map(|i| i.started_at)
         .collect()
 }
 
@@ -328,18 +306,17 @@ fn a_restart_rolls_every_instance_and_a_web_service_keeps_serving() {
     let before = started_ats(&d, "sleeper");
     let out = d.ok(&["svc", "restart", "-n", "sleeper"]);
     assert!(out.contains("Restarting 2 instances of sleeper"), "{out}");
-    eventually("both sleepers restarted", Duration::from_secs(20), || {
+    wait_until(Duration::from_secs(20), "both sleepers restarted", || {
         let now = started_ats(&d, "sleeper");
         now.len() == 2 && now.iter().all(|t| !before.contains(t))
     });
-    let kinds: Vec<Value> = events_of(&d, "sleeper")
+    let kinds: Vec<String> = events_of(&d, "sleeper")
         .into_iter()
-        .map(|e| e["kind"].clone())
+        .map(|e| e.kind)
         .collect();
-    assert!(kinds.contains(&"service.restarted".into()), "{kinds:?}");
-    let json: Value =
-        serde_json::from_str(&d.ok(&["svc", "ls", "-n", "sleeper", "--json"])).unwrap();
-    assert!(json[0]["restarted_at"].is_string(), "{json}");
+    assert!(kinds.iter().any(|k| k == "service.restarted"), "{kinds:?}");
+    let listed: Vec<ServiceView> = parse(&d.ok(&["svc", "ls", "-n", "sleeper", "--json"]));
+    assert!(listed[0].restarted_at.is_some(), "{listed:?}");
 
     // A web service restarted under requests answers every one of them.
     web(&d, "site", "1");
@@ -351,9 +328,9 @@ fn a_restart_rolls_every_instance_and_a_web_service_keeps_serving() {
         assert_eq!(d.get("site.localhost", "/").status, 200);
         served += 1;
     }
-    eventually(
-        "the site's instance restarted",
+    wait_until(
         Duration::from_secs(10),
+        "the site's instance restarted",
         || {
             let now = started_ats(&d, "site");
             now.len() == 1 && now != before
@@ -363,47 +340,42 @@ fn a_restart_rolls_every_instance_and_a_web_service_keeps_serving() {
     // Its requests show in the stats the dashboard draws, to its own
     // environment only.
     let token = d.info["token"].as_str().unwrap();
-    let (status, stats) = json_get(&d, token, "/v1/services/app/site/stats");
-    assert_eq!(status, 200, "{stats}");
-    assert_eq!(stats["step_seconds"], 10);
-    let points = stats["points"].as_array().unwrap();
+    let r = d.api_get(token, "/v1/services/app/site/stats");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let stats: StatsView = parse(&r.body);
+    assert_eq!(stats.step_seconds, 10);
+    let points = &stats.points;
     assert_eq!(points.len(), 60);
-    let requests: u64 = points.iter().map(|p| p["requests"].as_u64().unwrap()).sum();
-    let errors: u64 = points.iter().map(|p| p["errors"].as_u64().unwrap()).sum();
+    let requests: u64 = points.iter().map(|p| p.requests).sum();
+    let errors: u64 = points.iter().map(|p| p.errors).sum();
     assert!(
         requests > served,
         "{requests} counted, {served} sent after 1+ before"
     );
     assert_eq!(errors, 0);
-    assert!(points
-        .iter()
-        .any(|p| p["p95_ms"].as_f64().is_some_and(|ms| ms > 0.0)));
+    assert!(points.iter().any(|p| p.p95_ms.is_some_and(|ms| ms > 0.0)));
     let other = &d.new_env("other", &[]);
-    let (status, body) = json_get(&d, other, "/v1/services/app/site/stats");
-    assert_eq!(status, 404, "{body}");
-    let (_, who) = json_get(&d, other, "/v1/whoami");
-    assert_eq!(who, serde_json::json!({"env": "other", "operator": false}));
+    let r = d.api_get(other, "/v1/services/app/site/stats");
+    assert_eq!(r.status, 404, "{}", r.body);
+    let who: WhoAmI = parse(&d.api_get(other, "/v1/whoami").body);
+    assert_eq!((who.env.as_str(), who.operator), ("other", false));
 
     // The service page's events: that service's only, in the asker's own
     // environment, the last N of them.
-    let (status, events) = json_get(&d, token, "/v1/events?service=app/site&tail=3");
-    assert_eq!(status, 200, "{events}");
-    let events = events.as_array().unwrap();
+    let r = d.api_get(token, "/v1/events?service=app/site&tail=3");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let events: Vec<Event> = parse(&r.body);
     assert_eq!(events.len(), 3, "{events:?}");
     assert!(
-        events.iter().all(|e| e["service"] == "app/site"),
+        events
+            .iter()
+            .all(|e| e.service.as_deref() == Some("app/site")),
         "{events:?}"
     );
-    let (_, all) = json_get(&d, token, "/v1/events?service=app/site");
-    assert!(
-        all.as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["kind"] == "service.restarted"),
-        "{all}"
-    );
-    let (_, theirs) = json_get(&d, other, "/v1/events?service=app/site");
-    assert_eq!(theirs, serde_json::json!([]));
+    let all: Vec<Event> = parse(&d.api_get(token, "/v1/events?service=app/site").body);
+    assert!(all.iter().any(|e| e.kind == "service.restarted"), "{all:?}");
+    let theirs: Vec<Event> = parse(&d.api_get(other, "/v1/events?service=app/site").body);
+    assert!(theirs.is_empty(), "{theirs:?}");
 
     // A cron job has nothing to restart, an unknown service is named; a
     // refused restart changes nothing.
@@ -415,14 +387,14 @@ fn a_restart_rolls_every_instance_and_a_web_service_keeps_serving() {
     );
     let err = d.fails(&["svc", "restart", "-n", "nope"]);
     assert!(err.contains("nope"), "{err}");
-    assert!(d.service("tick").unwrap().get("restarted_at").is_none());
+    assert!(d.service("tick").unwrap().restarted_at.is_none());
     // Nor does a service scaled to nothing.
     d.ok(&["svc", "update", "sleeper", "--instances", "0"]);
-    let before = d.service("sleeper").unwrap()["restarted_at"].clone();
+    let before = d.service("sleeper").unwrap().restarted_at;
     let err = d.fails(&["svc", "restart", "-n", "sleeper"]);
     assert!(
         err.contains("no instances") && err.contains("--instances N"),
         "{err}"
     );
-    assert_eq!(d.service("sleeper").unwrap()["restarted_at"], before);
+    assert_eq!(d.service("sleeper").unwrap().restarted_at, before);
 }

@@ -10,8 +10,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::{app_wasm, guest, Daemon, Tmux};
+use mesh_host::api::wire::ServiceView;
+use mesh_host::telemetry::{Event, LogLine};
+use support::{app_wasm, guest, parse, wait_until, Daemon, Tmux};
 
 #[test]
 fn service_ls_tells_crashing_oom_and_healthy_instances_apart() {
@@ -22,17 +23,17 @@ fn service_ls_tells_crashing_oom_and_healthy_instances_apart() {
     d.ok(&["svc", "update", "healthy", "--env", "LEVEL=debug"]);
     d.wait_running("healthy", 1);
     let crashing = d.wait_for("crashing", Duration::from_secs(10), "restarts", |s| {
-        s["instances"][0]["restarts"].as_u64().unwrap_or(0) >= 2
+        s.instances[0].restarts >= 2
     });
-    let i = &crashing["instances"][0];
-    assert_eq!(i["exit_code"], 3);
-    assert_eq!(i["message"], "exited with code 3");
+    let i = &crashing.instances[0];
+    assert_eq!(i.exit_code, Some(3));
+    assert_eq!(i.message.as_deref(), Some("exited with code 3"));
     let hungry = d.wait_for("hungry", Duration::from_secs(10), "an OOM", |s| {
-        s["instances"][0]["message"].is_string()
+        s.instances[0].message.is_some()
     });
     assert_eq!(
-        hungry["instances"][0]["message"],
-        "exceeded memory limit 16 MiB"
+        hungry.instances[0].message.as_deref(),
+        Some("exceeded memory limit 16 MiB")
     );
 
     let table = d.ok(&["service", "ls"]);
@@ -47,21 +48,15 @@ fn service_ls_tells_crashing_oom_and_healthy_instances_apart() {
     assert!(row("crashing").contains("exited with code 3"), "{table}");
     // Between runs the table says how long the back-off is and after how
     // many restarts (the instance spends almost all its time waiting).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    wait_until(Duration::from_secs(10), "a back-off message", || {
         let table = d.ok(&["service", "ls", "-n", "crashing"]);
-        let waiting = table.lines().any(|l| {
+        table.lines().any(|l| {
             l.contains("backoff")
                 && l.contains("exited with code 3; back-off ")
                 && l.contains("s after ")
                 && l.ends_with(" restarts")
-        });
-        if waiting {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no back-off message:\n{table}");
-        thread::sleep(Duration::from_millis(50));
-    }
+        })
+    });
     assert!(
         row("hungry").contains("exceeded memory limit 16 MiB"),
         "{table}"
@@ -70,8 +65,7 @@ fn service_ls_tells_crashing_oom_and_healthy_instances_apart() {
     assert!(!table.contains('\x1b'), "{table:?}");
 
     // Filters.
-    let only: Vec<Value> =
-        serde_json::from_str(&d.ok(&["service", "ls", "-n", "hungry", "--json"])).unwrap();
+    let only: Vec<ServiceView> = parse(&d.ok(&["service", "ls", "-n", "hungry", "--json"]));
     assert_eq!(only.len(), 1);
     let err = d.fails(&["service", "ls", "-n", "nope"]);
     assert_eq!(
@@ -82,8 +76,9 @@ fn service_ls_tells_crashing_oom_and_healthy_instances_apart() {
     assert_eq!(err, "error: no services in stack nope");
 
     // Events say what happened, with times.
-    let events: Vec<Value> = serde_json::from_str(&d.ok(&["events", "--json"])).unwrap();
-    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    // Each with its time, or it would not read as an `Event`.
+    let events: Vec<Event> = parse(&d.ok(&["events", "--json"]));
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     for kind in [
         "stack.deployed",
         "service.created",
@@ -94,7 +89,6 @@ fn service_ls_tells_crashing_oom_and_healthy_instances_apart() {
     ] {
         assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
     }
-    assert!(events.iter().all(|e| e["time"].is_string()));
 }
 
 #[test]
@@ -107,9 +101,8 @@ fn logs_tail_since_and_follow() {
         "a few heartbeats",
         |_| d.log_texts("worker").len() >= 5,
     );
-    let tail: Vec<Value> =
-        serde_json::from_str(&d.ok(&["svc", "logs", "-n", "worker", "--tail", "2", "--json"]))
-            .unwrap();
+    let tail: Vec<LogLine> =
+        parse(&d.ok(&["svc", "logs", "-n", "worker", "--tail", "2", "--json"]));
     assert_eq!(tail.len(), 2);
     let recent = d.ok(&["svc", "logs", "-n", "worker", "--since", "1h"]);
     assert!(recent.contains("queue: heartbeat 1"), "{recent}");
@@ -144,23 +137,16 @@ fn logs_tail_since_and_follow() {
     });
     thread::sleep(Duration::from_millis(300));
     d.ok(&["svc", "update", "worker", "--env", "HEARTBEAT_MS=150"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-            seen.push(line);
-        }
-        // After the update the instance restarts: heartbeat 1 again.
-        if seen
-            .iter()
-            .filter(|l| l.ends_with("queue: heartbeat 1"))
-            .count()
-            >= 1
-            && seen.len() >= 4
-        {
-            break;
-        }
-    }
+    // After the update the instance restarts: heartbeat 1 again.
+    wait_until(
+        Duration::from_secs(10),
+        "the follower sees the restarted instance",
+        || {
+            seen.extend(rx.try_iter());
+            seen.iter().any(|l| l.ends_with("queue: heartbeat 1")) && seen.len() >= 4
+        },
+    );
     let _ = follower.kill();
     let _ = follower.wait();
     assert!(seen.len() >= 4, "follower saw {seen:?}");
@@ -254,29 +240,29 @@ fn run_attaches_stdio_and_passes_the_exit_code() {
     assert!(text.contains("env: GREETING=hello there\n"), "{text}");
     assert!(text.contains("env: MESH_SERVICE=worker\n"), "{text}");
     // Its output is in the service's logs too, and it is in the events.
-    let logs: Vec<Value> =
-        serde_json::from_str(&d.ok(&["svc", "logs", "-n", "worker", "--json"])).unwrap();
+    let logs: Vec<LogLine> = parse(&d.ok(&["svc", "logs", "-n", "worker", "--json"]));
     assert!(
         logs.iter()
-            .any(|l| l["instance"] == "worker.run1" && l["text"] == "argv: app env"),
+            .any(|l| l.instance == "worker.run1" && l.text == "argv: app env"),
         "{logs:?}"
     );
 
     let out = d.mesh(&["service", "run", "-n", "worker", "--", "app", "exit", "7"]);
     assert_eq!(out.status.code(), Some(7));
-    let events: Vec<Value> = serde_json::from_str(&d.ok(&["events", "--json"])).unwrap();
+    let events: Vec<Event> = parse(&d.ok(&["events", "--json"]));
     let of_run = |kind: &str| {
         events
             .iter()
-            .find(|e| e["kind"] == kind && e["instance"] == "worker.run2")
+            .find(|e| e.kind == kind && e.instance.as_deref() == Some("worker.run2"))
             .unwrap_or_else(|| panic!("no {kind} of worker.run2 in {events:?}"))
+            .message
             .clone()
     };
     assert_eq!(
-        of_run("instance.started")["message"],
+        of_run("instance.started"),
         "interactive run of `app exit 7`"
     );
-    assert_eq!(of_run("instance.exited")["message"], "exited with code 7");
+    assert_eq!(of_run("instance.exited"), "exited with code 7");
 
     // stdin piped through the run reaches the guest and comes back.
     let mut cat = d
@@ -306,16 +292,11 @@ fn run_attaches_stdio_and_passes_the_exit_code() {
     let err = d.fails(&["svc", "run", "-n", "worker", "--", "ap"]);
     assert!(err.contains("no component named 'ap'"), "{err}");
     let payments = guest("payments");
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
+    d.create_service(
         "payments",
-        "--stack",
-        "finance",
-        "--",
-        payments.to_str().unwrap(),
-    ]);
+        &["--stack", "finance"],
+        &[payments.to_str().unwrap()],
+    );
     let err = d.fails(&[
         "svc", "run", "-n", "payments", "--stack", "finance", "--", "payments",
     ]);
@@ -339,12 +320,12 @@ fn a_client_that_goes_away_stops_its_instance() {
         .spawn()
         .unwrap();
     d.wait_for("worker", Duration::from_secs(10), "the run listed", |s| {
-        s["instances"].as_array().unwrap().len() == 2
+        s.instances.len() == 2
     });
     run.kill().unwrap();
     run.wait().unwrap();
     d.wait_for("worker", Duration::from_secs(5), "the run gone", |s| {
-        s["instances"].as_array().unwrap().len() == 1
+        s.instances.len() == 1
     });
 }
 
@@ -409,7 +390,7 @@ fn metrics_parse_as_prometheus_text() {
         d.get("www.localhost", path);
     }
     d.wait_for("job", Duration::from_secs(5), "a run", |s| {
-        !s["runs"].as_array().unwrap().is_empty()
+        !s.runs.is_empty()
     });
     let api = d.info["api_url"]
         .as_str()

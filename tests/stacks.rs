@@ -5,20 +5,21 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::Value;
-use support::{app_wasm, variant, Daemon};
+use chrono::{DateTime, Utc};
+use mesh_host::api::wire::{DeployResult, StackView, VersionView};
+use mesh_host::model::InstanceState;
+use support::{app_wasm, parse, variant, Daemon};
 
-fn versions(d: &Daemon, stack: &str) -> Vec<Value> {
-    let text = d.ok(&["stack", "versions", stack, "--json"]);
-    serde_json::from_str(&text).unwrap()
+fn versions(d: &Daemon, stack: &str) -> Vec<VersionView> {
+    parse(&d.ok(&["stack", "versions", stack, "--json"]))
 }
 
-fn started_at(d: &Daemon, name: &str) -> Vec<String> {
-    d.service(name).unwrap()["instances"]
-        .as_array()
+fn started_at(d: &Daemon, name: &str) -> Vec<DateTime<Utc>> {
+    d.service(name)
         .unwrap()
+        .instances
         .iter()
-        .map(|i| i["started_at"].as_str().unwrap().to_string())
+        .map(|i| i.started_at.unwrap())
         .collect()
 }
 
@@ -33,8 +34,8 @@ fn deploys_version_only_changed_code_and_restart_only_its_services() {
 
     let out = d.ok(&["stack", "deploy", "app", bundle.to_str().unwrap()]);
     assert!(out.contains("Deployed app v1"), "{out}");
-    d.ok(&["svc", "create", "-n", "uses-app", "--", "app", "queue"]);
-    d.ok(&["svc", "create", "-n", "uses-other", "--", "other", "queue"]);
+    d.create_service("uses-app", &[], &["app", "queue"]);
+    d.create_service("uses-other", &[], &["other", "queue"]);
     d.wait_running("uses-app", 1);
     d.wait_running("uses-other", 1);
     let app_started = started_at(&d, "uses-app");
@@ -48,16 +49,16 @@ fn deploys_version_only_changed_code_and_restart_only_its_services() {
     // Only `other` changes: v2, and only uses-other restarts.
     variant(&app_wasm(), &bundle, "other", "v2");
     let text = d.ok(&["stack", "deploy", "app", bundle.to_str().unwrap(), "--json"]);
-    let result: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(result["version"]["number"], 2);
-    assert_eq!(result["restarting"], serde_json::json!(["uses-other"]));
+    let result: DeployResult = parse(&text);
+    assert_eq!(result.version.number, 2);
+    assert_eq!(result.restarting, ["uses-other"]);
     d.wait_for(
         "uses-other",
         Duration::from_secs(10),
         "restarted on v2",
         |s| {
-            let i = &s["instances"][0];
-            i["version"] == 2 && i["state"] == "running"
+            let i = &s.instances[0];
+            i.version == 2 && i.state == InstanceState::Running
         },
     );
     assert_ne!(started_at(&d, "uses-other"), other_started);
@@ -67,13 +68,13 @@ fn deploys_version_only_changed_code_and_restart_only_its_services() {
         app_started,
         "uses-app must not restart"
     );
-    assert_eq!(d.service("uses-app").unwrap()["instances"][0]["version"], 2);
+    assert_eq!(d.service("uses-app").unwrap().instances[0].version, 2);
 
     let listed = versions(&d, "app");
     assert_eq!(listed.len(), 2);
-    assert_eq!(listed[0]["number"], 2);
-    assert_eq!(listed[0]["current"], true);
-    assert_eq!(listed[1]["current"], false);
+    assert_eq!(listed[0].number, 2);
+    assert!(listed[0].current);
+    assert!(!listed[1].current);
     let human = d.ok(&["stack", "versions", "app"]);
     assert!(human.contains("v2 (current)"), "{human}");
 
@@ -81,20 +82,17 @@ fn deploys_version_only_changed_code_and_restart_only_its_services() {
     let out = d.ok(&["stack", "rollback", "app"]);
     assert!(out.contains("rollback to v1"), "{out}");
     let listed = versions(&d, "app");
-    assert_eq!(listed[0]["number"], 3);
-    assert_eq!(listed[0]["components"], listed[2]["components"]);
+    assert_eq!(listed[0].number, 3);
+    assert_eq!(listed[0].components, listed[2].components);
     d.wait_for(
         "uses-other",
         Duration::from_secs(10),
         "restarted on v3",
-        |s| s["instances"][0]["version"] == 3 && s["instances"][0]["state"] == "running",
+        |s| s.instances[0].version == 3 && s.instances[0].state == InstanceState::Running,
     );
     // And forward again to an explicit version.
     d.ok(&["stack", "rollback", "app", "--to", "2"]);
-    assert_eq!(
-        versions(&d, "app")[0]["components"],
-        listed[1]["components"]
-    );
+    assert_eq!(versions(&d, "app")[0].components, listed[1].components);
 }
 
 #[test]
@@ -103,24 +101,11 @@ fn a_new_component_joins_the_bundle_and_the_others_stay() {
     let scratch = d.scratch();
     d.create("first", &[], &["queue"]);
     let other = variant(&app_wasm(), &scratch, "other", "x");
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "second",
-        "--",
-        other.to_str().unwrap(),
-        "queue",
-    ]);
-    let stacks: Value = serde_json::from_str(&d.ok(&["stack", "ls", "--json"])).unwrap();
-    let app = &stacks.as_array().unwrap()[0];
-    assert_eq!(app["version"], 2);
-    let names: Vec<&str> = app["components"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(|k| k.as_str())
-        .collect();
+    d.create_service("second", &[], &[other.to_str().unwrap(), "queue"]);
+    let stacks: Vec<StackView> = parse(&d.ok(&["stack", "ls", "--json"]));
+    let app = &stacks[0];
+    assert_eq!(app.version, 2);
+    let names: Vec<&str> = app.components.keys().map(|k| k.as_str()).collect();
     assert_eq!(names, ["app", "other"]);
     d.wait_running("first", 1);
     d.wait_running("second", 1);
@@ -139,6 +124,6 @@ fn a_new_component_joins_the_bundle_and_the_others_stay() {
         err,
         "error: service second runs component 'other', which this change would remove from stack app; delete or update the service first"
     );
-    let stacks: Value = serde_json::from_str(&d.ok(&["stack", "ls", "--json"])).unwrap();
-    assert_eq!(stacks[0]["version"], 2);
+    let stacks: Vec<StackView> = parse(&d.ok(&["stack", "ls", "--json"]));
+    assert_eq!(stacks[0].version, 2);
 }

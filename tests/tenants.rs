@@ -10,8 +10,8 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::{app_wasm, cpu_ticks, variant, Daemon};
+use mesh_host::api::wire::{EnvView, ErrorBody, TokenRotated};
+use support::{app_wasm, cpu_ticks, create_args, parse, variant, wait_until, Daemon};
 
 /// `mesh ARGS` as a tenant: (success, stdout, stderr).
 fn as_tenant(d: &Daemon, token: &str, args: &[&str]) -> (bool, String, String) {
@@ -31,11 +31,7 @@ fn app() -> String {
 /// made it; returns t2's token.
 fn tenant_with_web(d: &Daemon) -> String {
     let token = d.new_env("t2", &[]);
-    let (ok, _, err) = as_tenant(
-        d,
-        &token,
-        &["svc", "create", "-n", "web", "--", &app(), "server"],
-    );
+    let (ok, _, err) = as_tenant(d, &token, &create_args("web", &[], &[&app(), "server"]));
     assert!(ok, "{err}");
     token
 }
@@ -141,10 +137,7 @@ fn quotas_bound_each_environment_and_env_ls_shows_the_use() {
     );
     let app = app();
     let create = |name: &str, flags: &[&str]| {
-        let mut args = vec!["svc", "create", "-n", name];
-        args.extend_from_slice(flags);
-        args.extend_from_slice(&["--", &app, "server"]);
-        as_tenant(&d, &token, &args)
+        as_tenant(&d, &token, &create_args(name, flags, &[&app, "server"]))
     };
     let (ok, _, err) = create("big", &["--instances", "1000", "--memory", "4Gi"]);
     assert!(!ok);
@@ -173,12 +166,12 @@ fn quotas_bound_each_environment_and_env_ls_shows_the_use() {
     assert!(err.contains("service quota (--max-services 2)"), "{err}");
     // Refused changes changed nothing; the tenant sees its use.
     let (_, listed, _) = as_tenant(&d, &token, &["env", "ls", "--json"]);
-    let listed: Value = serde_json::from_str(&listed).unwrap();
-    let quotas = &listed[0]["quotas"];
-    assert_eq!(quotas["instances"], 3);
-    assert_eq!(quotas["max_instances"], 3);
-    assert_eq!(quotas["services"], 2);
-    assert_eq!(quotas["memory_bytes"], 192 << 20);
+    let listed: Vec<EnvView> = parse(&listed);
+    let quotas = &listed[0].quotas;
+    assert_eq!(quotas.instances, 3);
+    assert_eq!(quotas.max_instances, 3);
+    assert_eq!(quotas.services, 2);
+    assert_eq!(quotas.memory_bytes, 192 << 20);
     // Only the operator moves a quota.
     let (ok, _, err) = as_tenant(
         &d,
@@ -405,48 +398,22 @@ fn malformed_requests_get_clear_answers_in_json() {
         (post(&vec![b' '; 2 << 20], "application/json"), 413),
     ] {
         assert_eq!(got.status, status, "{got:?}");
-        let body: Value =
-            serde_json::from_str(&got.body).unwrap_or_else(|e| panic!("{e}: {}", got.body));
-        assert!(
-            body["error"].as_str().is_some_and(|e| !e.is_empty()),
-            "{}",
-            got.body
-        );
+        let body: ErrorBody = parse(&got.body);
+        assert!(!body.error.is_empty(), "{}", got.body);
     }
     // Too many or too large env vars are refused in one line.
-    let mut args: Vec<String> = ["svc", "create", "-n", "envy"].map(String::from).to_vec();
-    for i in 0..200 {
-        args.push("--env".into());
-        args.push(format!("K{i}=v"));
-    }
-    args.extend(["--".to_string(), app(), "env".to_string()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let err = d.fails(&args);
+    let vars: Vec<String> = (0..200).map(|i| format!("K{i}=v")).collect();
+    let flags: Vec<&str> = vars.iter().flat_map(|v| ["--env", v.as_str()]).collect();
+    let err = d.fails(&create_args("envy", &flags, &[&app(), "env"]));
     assert!(err.contains("too many environment variables: 200"), "{err}");
     let big = format!("BIG={}", "x".repeat(100_000));
-    let err = d.fails(&[
-        "svc",
-        "create",
-        "-n",
-        "envy",
-        "--env",
-        &big,
-        "--",
-        &app(),
-        "env",
-    ]);
+    let err = d.fails(&create_args("envy", &["--env", &big], &[&app(), "env"]));
     assert!(err.contains("is 100000 bytes long"), "{err}");
-    let err = d.fails(&[
-        "svc",
-        "create",
-        "-n",
+    let err = d.fails(&create_args(
         "cron",
-        "--schedule",
-        "@every 99999999999h",
-        "--",
-        &app(),
-        "send-emails",
-    ]);
+        &["--schedule", "@every 99999999999h"],
+        &[&app(), "send-emails"],
+    ));
     assert!(err.contains("too long"), "{err}");
     assert_eq!(d.services().len(), 1, "a refused create made a service");
 }
@@ -504,8 +471,8 @@ fn secrets_are_kept_hashed_and_private_and_tokens_rotate() {
     assert!(as_tenant(&d, &old, &["svc", "ls"]).0);
     let (ok, out, err) = as_tenant(&d, &old, &["env", "token", "rotate", "--json"]);
     assert!(ok, "{err}");
-    let new: Value = serde_json::from_str(&out).unwrap();
-    let new = new["token"].as_str().unwrap();
+    let rotated: TokenRotated = parse(&out);
+    let new = rotated.token.as_str();
     let (ok, _, err) = as_tenant(&d, &old, &["svc", "ls"]);
     assert!(!ok);
     assert!(err.contains("invalid API token"), "{err}");
@@ -574,8 +541,8 @@ fn request_bodies_stream_to_the_guest_instead_of_filling_the_daemon() {
 fn a_full_disk_is_reported_once_per_interval_and_deletes_still_work() {
     let d = Daemon::start_on_small_disk("40m");
     let app = app();
-    d.ok(&["svc", "create", "-n", "noisy", "--", &app, "flood"]);
-    d.ok(&["svc", "create", "-n", "keep", "--", &app, "count"]);
+    d.create_service("noisy", &[], &[&app, "flood"]);
+    d.create_service("keep", &[], &[&app, "count"]);
     // Fill what is left of the disk.
     let filler = d.data_dir().join("filler");
     let mut file = std::fs::File::create(&filler).unwrap();
@@ -586,7 +553,7 @@ fn a_full_disk_is_reported_once_per_interval_and_deletes_still_work() {
     let failures = d.log().matches("cannot write log lines").count();
     assert!(failures <= 2, "{failures} log-write failure lines in 3 s");
     // A change that needs space fails in one line and changes nothing...
-    let err = d.fails(&["svc", "create", "-n", "more", "--", &app, "count"]);
+    let err = d.fails(&create_args("more", &[], &[&app, "count"]));
     assert!(err.contains("disk is full"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(d.service("more").is_none());
@@ -595,7 +562,7 @@ fn a_full_disk_is_reported_once_per_interval_and_deletes_still_work() {
     assert!(d.service("noisy").is_none());
     // With space again, changes go through.
     std::fs::remove_file(&filler).unwrap();
-    d.ok(&["svc", "create", "-n", "more", "--", &app, "count"]);
+    d.create_service("more", &[], &[&app, "count"]);
     assert!(d.service("keep").is_some());
 }
 
@@ -603,8 +570,8 @@ fn a_full_disk_is_reported_once_per_interval_and_deletes_still_work() {
 fn code_counts_against_its_environments_quota() {
     let d = Daemon::start();
     let token = d.new_env("t2", &["--max-code", "200k"]);
-    let create = ["svc", "create", "-n", "web", "--", &app(), "server"].map(String::from);
-    let create: Vec<&str> = create.iter().map(String::as_str).collect();
+    let app_path = app();
+    let create = create_args("web", &[], &[&app_path, "server"]);
     let (ok, _, err) = as_tenant(&d, &token, &create);
     assert!(!ok);
     assert!(err.contains("code quota (--max-code 200 KiB)"), "{err}");
@@ -617,8 +584,8 @@ fn code_counts_against_its_environments_quota() {
     let (ok, _, err) = as_tenant(&d, &token, &create);
     assert!(ok, "{err}");
     let (_, listed, _) = as_tenant(&d, &token, &["env", "ls", "--json"]);
-    let listed: Value = serde_json::from_str(&listed).unwrap();
-    let used = listed[0]["quotas"]["code_bytes"].as_u64().unwrap();
+    let listed: Vec<EnvView> = parse(&listed);
+    let used = listed[0].quotas.code_bytes;
     assert_eq!(used, std::fs::metadata(app_wasm()).unwrap().len());
     // Uploads not deployed count too: two more copies fit, a
     // third does not, so uploading cannot fill the disk.
@@ -685,13 +652,7 @@ fn a_tenant_cannot_start_interactive_runs_without_bound() {
         let _ = child.kill();
         let _ = child.wait();
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (ok, _, err) = as_tenant(&d, &token, &["run", "--", &app, "env"]);
-        if ok {
-            break;
-        }
-        assert!(Instant::now() < deadline, "runs were not given back: {err}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(Duration::from_secs(10), "the runs are given back", || {
+        as_tenant(&d, &token, &["run", "--", &app, "env"]).0
+    });
 }

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::Value;
-use support::{http_request, repo_root, Daemon};
+use mesh_host::api::wire::{EnvCreated, VersionView};
+use mesh_host::model::{InstanceState, RunStatus};
+use support::{create_args, http_request, parse, repo_root, Daemon};
 
 /// The `classic` example, built for wasm32-wasip1 by scripts/setup.sh.
 fn classic() -> String {
@@ -24,30 +25,14 @@ fn classic() -> String {
     path.to_str().unwrap().to_string()
 }
 
-fn instances(service: &Value) -> &Vec<Value> {
-    service["instances"].as_array().unwrap()
-}
-
 #[test]
 fn core_modules_run_as_workers_with_args_env_exit_codes_and_memory_limits() {
     let d = Daemon::start();
     let module = classic();
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "greeter",
-        "-e",
-        "GREETING=hi there",
-        "--",
-        &module,
-        "hello",
-    ]);
+    d.create_service("greeter", &["-e", "GREETING=hi there"], &[&module, "hello"]);
     // It runs, exits 0, and is restarted like any worker that exits.
     d.wait_for("greeter", Duration::from_secs(20), "a restart", |s| {
-        instances(s)
-            .iter()
-            .any(|i| i["restarts"].as_u64() >= Some(1))
+        s.instances.iter().any(|i| i.restarts >= 1)
     });
     let logs = d.log_texts("greeter");
     assert!(logs.iter().any(|l| l == "hello from wasip1"), "{logs:?}");
@@ -55,41 +40,36 @@ fn core_modules_run_as_workers_with_args_env_exit_codes_and_memory_limits() {
     assert!(logs.iter().any(|l| l == "GREETING=hi there"), "{logs:?}");
 
     // proc_exit(N) gives N.
-    d.ok(&[
-        "svc", "create", "-n", "quitter", "--", "classic", "exit", "7",
-    ]);
+    d.create_service("quitter", &[], &["classic", "exit", "7"]);
     let service = d.wait_for("quitter", Duration::from_secs(20), "exit code 7", |s| {
-        instances(s).iter().any(|i| i["exit_code"] == 7)
+        s.instances.iter().any(|i| i.exit_code == Some(7))
     });
     assert!(
-        instances(&service)[0]["message"]
-            .as_str()
+        service.instances[0]
+            .message
+            .as_deref()
             .unwrap()
             .contains("exited with code 7"),
-        "{service:#}"
+        "{service:#?}"
     );
 
     // The memory limit holds for a module's memory too.
-    d.ok(&[
-        "svc", "create", "-n", "hungry", "--memory", "16Mi", "--", "classic", "alloc", "64",
-    ]);
+    d.create_service("hungry", &["--memory", "16Mi"], &["classic", "alloc", "64"]);
     let service = d.wait_for("hungry", Duration::from_secs(20), "out of memory", |s| {
-        instances(s).iter().any(|i| {
-            i["message"]
-                .as_str()
+        s.instances.iter().any(|i| {
+            i.message
+                .as_deref()
                 .is_some_and(|m| m.contains("exceeded memory limit 16 MiB"))
         })
     });
-    assert!(instances(&service)[0]["exit_code"].is_null(), "{service:#}");
+    assert!(service.instances[0].exit_code.is_none(), "{service:#?}");
 
     // A trap is reported as one.
-    d.ok(&["svc", "create", "-n", "trapper", "--", "classic", "trap"]);
+    d.create_service("trapper", &[], &["classic", "trap"]);
     d.wait_for("trapper", Duration::from_secs(20), "a trap", |s| {
-        instances(s).iter().any(|i| {
-            i["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("trap:"))
-        })
+        s.instances
+            .iter()
+            .any(|i| i.message.as_deref().is_some_and(|m| m.starts_with("trap:")))
     });
 }
 
@@ -97,29 +77,21 @@ fn core_modules_run_as_workers_with_args_env_exit_codes_and_memory_limits() {
 fn core_modules_run_as_cron_jobs_and_interactive_runs() {
     let d = Daemon::start();
     let module = classic();
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
+    d.create_service(
         "nightly",
-        "--schedule",
-        "@every 1s",
-        "--",
-        &module,
-        "exit",
-        "3",
-    ]);
+        &["--schedule", "@every 1s"],
+        &[&module, "exit", "3"],
+    );
     let job = d.wait_for("nightly", Duration::from_secs(20), "two runs", |s| {
-        s["runs"].as_array().unwrap().len() >= 2
+        s.runs.len() >= 2
     });
-    let ended: Vec<&Value> = job["runs"]
-        .as_array()
-        .unwrap()
+    let ended: Vec<_> = job
+        .runs
         .iter()
-        .filter(|r| r["status"] != "running")
+        .filter(|r| r.status != RunStatus::Running)
         .collect();
-    assert!(!ended.is_empty(), "{job:#}");
-    assert!(ended.iter().all(|r| r["exit_code"] == 3), "{job:#}");
+    assert!(!ended.is_empty(), "{job:#?}");
+    assert!(ended.iter().all(|r| r.exit_code == Some(3)), "{job:#?}");
 
     // `mesh run` runs a module once, with its exit code, stdout and stdin.
     let out = d.mesh(&["run", "--", &module, "exit", "5"]);
@@ -145,16 +117,7 @@ fn core_modules_run_as_cron_jobs_and_interactive_runs() {
 fn a_published_core_module_serves_requests_as_cgi() {
     let d = Daemon::start();
     let module = classic();
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "cgi",
-        "--instances",
-        "2",
-        "--",
-        &module,
-    ]);
+    d.create_service("cgi", &["--instances", "2"], &[&module]);
     d.ok(&["svc", "publish", "-n", "cgi", "--endpoint", "www"]);
     d.wait_running("cgi", 2);
     let addr = d.http_addr();
@@ -197,16 +160,17 @@ fn a_published_core_module_serves_requests_as_cgi() {
         assert!(r.body.contains("trap"), "{}", r.body);
     }
     let service = d.service("cgi").unwrap();
-    assert_eq!(service["serving"], "fresh per request", "{service:#}");
+    assert_eq!(service.serving, "fresh per request", "{service:#?}");
     assert_eq!(
-        service["fresh_because"],
-        "a wasip1 module answers each request as a CGI program of its own"
+        service.fresh_because.as_deref(),
+        Some("a wasip1 module answers each request as a CGI program of its own")
     );
     assert!(
-        instances(&service)
+        service
+            .instances
             .iter()
-            .all(|i| i["restarts"] == 0 && i["state"] == "running"),
-        "{service:#}"
+            .all(|i| i.restarts == 0 && i.state == InstanceState::Running),
+        "{service:#?}"
     );
     assert!(
         d.log_texts("cgi")
@@ -245,18 +209,11 @@ fn core_modules_that_cannot_run_are_refused_in_one_line() {
             0x02, 0x0b, 0x01, 0x03, b'e', b'n', b'v', 0x03, b'f', b'o', b'o', 0x00, 0x00,
         ],
     );
-    let err = d.fails(&[
-        "svc",
-        "create",
-        "-n",
-        "x",
-        "--",
-        imports_env.to_str().unwrap(),
-    ]);
+    let err = d.fails(&create_args("x", &[], &[imports_env.to_str().unwrap()]));
     assert!(err.contains("imports `env::foo`"), "{err}");
     assert!(err.contains("wasi_snapshot_preview1"), "{err}");
     let no_start = module_file(&dir, "library.wasm", &[]);
-    let err = d.fails(&["svc", "create", "-n", "x", "--", no_start.to_str().unwrap()]);
+    let err = d.fails(&create_args("x", &[], &[no_start.to_str().unwrap()]));
     assert!(err.contains("without a `_start` function"), "{err}");
     let err = d.fails(&["run", "--", no_start.to_str().unwrap()]);
     assert!(err.contains("without a `_start` function"), "{err}");
@@ -306,20 +263,11 @@ fn a_stacks_files_are_versioned_and_seen_read_only_at_the_root() {
     let v1 = site(&d, "v1", "hello one\n", false);
     let out = d.ok(&["stack", "deploy", "site", v1.to_str().unwrap()]);
     assert!(out.contains("classic, files/"), "{out}");
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
+    d.create_service(
         "reader",
-        "--stack",
-        "site",
-        "--instances",
-        "0",
-        "--",
-        "classic",
-        "read",
-        "/hello.txt",
-    ]);
+        &["--stack", "site", "--instances", "0"],
+        &["classic", "read", "/hello.txt"],
+    );
     assert_eq!(
         run_in(&d, "site", "reader", &["classic", "read", "/hello.txt"]),
         (Some(0), "hello one\n".to_string())
@@ -379,16 +327,7 @@ fn a_stacks_files_are_versioned_and_seen_read_only_at_the_root() {
     // A core module sees them too, and serves them over CGI.
     let p1 = site(&d, "p1", "hello module\n", true);
     d.ok(&["stack", "deploy", "classic-site", p1.to_str().unwrap()]);
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "web",
-        "--stack",
-        "classic-site",
-        "--",
-        "classic",
-    ]);
+    d.create_service("web", &["--stack", "classic-site"], &["classic"]);
     d.ok(&[
         "svc",
         "publish",
@@ -423,18 +362,11 @@ fn a_tenant_cannot_use_another_tenants_files_by_digest() {
     let d = Daemon::start();
     let dir = site(&d, "secret", "the operator's secret\n", false);
     d.ok(&["stack", "deploy", "site", dir.to_str().unwrap()]);
-    let versions: Value =
-        serde_json::from_str(&d.ok(&["stack", "versions", "site", "--json"])).unwrap();
-    let files = versions[0]["components"]["files/"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let code = versions[0]["components"]["classic"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let created: Value = serde_json::from_str(&d.ok(&["env", "create", "t2", "--json"])).unwrap();
-    let token = created["token"].as_str().unwrap();
+    let versions: Vec<VersionView> = parse(&d.ok(&["stack", "versions", "site", "--json"]));
+    let files = versions[0].components["files/"].to_string();
+    let code = versions[0].components["classic"].to_string();
+    let created: EnvCreated = parse(&d.ok(&["env", "create", "t2", "--json"]));
+    let token = created.token;
     let api = d.info["api_url"]
         .as_str()
         .unwrap()
@@ -541,23 +473,13 @@ fn scratch_space_is_private_capped_and_wiped() {
     );
 
     // A service's instances each get one, and a module's too.
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
+    d.create_service(
         "writer",
-        "--scratch",
-        "8Mi",
-        "--",
-        &classic(),
-        "write",
-        "/tmp/data",
-        "2",
-    ]);
+        &["--scratch", "8Mi"],
+        &[&classic(), "write", "/tmp/data", "2"],
+    );
     d.wait_for("writer", Duration::from_secs(20), "a clean exit", |s| {
-        instances(s)
-            .iter()
-            .any(|i| i["restarts"].as_u64() >= Some(1))
+        s.instances.iter().any(|i| i.restarts >= 1)
     });
     let logs = d.log_texts("writer");
     assert!(
@@ -565,23 +487,14 @@ fn scratch_space_is_private_capped_and_wiped() {
         "{logs:?}"
     );
     let service = d.service("writer").unwrap();
-    assert_eq!(service["scratch_bytes"], 8 << 20);
+    assert_eq!(service.scratch_bytes, Some(8 << 20));
     // Scratch directories go with their instances.
     d.ok(&["svc", "delete", "-n", "writer"]);
     let scratch = d.data_dir().join("scratch");
     support::wait_until(Duration::from_secs(10), "scratch mounts are gone", || {
         std::fs::read_dir(&scratch).unwrap().count() == 0
     });
-    let err = d.fails(&[
-        "svc",
-        "create",
-        "-n",
-        "x",
-        "--scratch",
-        "2Gi",
-        "--",
-        "classic",
-    ]);
+    let err = d.fails(&create_args("x", &["--scratch", "2Gi"], &["classic"]));
     assert!(err.contains("invalid --scratch"), "{err}");
 }
 
@@ -600,7 +513,7 @@ fn other(name: &str) -> String {
 fn a_javascript_component_serves_every_request_with_default_settings() {
     let d = Daemon::start();
     let js = other("jshello.wasm");
-    d.ok(&["svc", "create", "-n", "js", "--instances", "2", "--", &js]);
+    d.create_service("js", &["--instances", "2"], &[&js]);
     d.ok(&["svc", "publish", "-n", "js", "--endpoint", "www"]);
     d.wait_running("js", 2);
     // componentize-js answers only the first request of an instance; mesh
@@ -615,14 +528,14 @@ fn a_javascript_component_serves_every_request_with_default_settings() {
         );
     }
     let service = d.service("js").unwrap();
-    assert_eq!(service["serving"], "fresh per request", "{service:#}");
+    assert_eq!(service.serving, "fresh per request", "{service:#?}");
     assert_eq!(
-        service["fresh_because"],
-        "jshello returned without a response on a reused instance"
+        service.fresh_because.as_deref(),
+        Some("jshello returned without a response on a reused instance")
     );
     assert!(
-        instances(&service).iter().all(|i| i["restarts"] == 0),
-        "nothing failed: {service:#}"
+        service.instances.iter().all(|i| i.restarts == 0),
+        "nothing failed: {service:#?}"
     );
     // Every request has an instance of its own from now on.
     assert_eq!(d.get("www.localhost", "/count").body, "count 1\n");
@@ -638,15 +551,11 @@ fn a_javascript_component_serves_every_request_with_default_settings() {
     assert!(events.contains("service.fresh_per_request"), "{events}");
 
     // Called by name from another service (a Rust one).
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
+    d.create_service(
         "gateway",
-        "--",
-        &support::app_wasm().to_string_lossy(),
-        "server",
-    ]);
+        &[],
+        &[&support::app_wasm().to_string_lossy(), "server"],
+    );
     d.ok(&["svc", "publish", "-n", "gateway", "--endpoint", "gw"]);
     d.wait_running("gateway", 1);
     for _ in 0..5 {
@@ -657,17 +566,20 @@ fn a_javascript_component_serves_every_request_with_default_settings() {
     // Reuse can still be forced; then the component's own failure shows.
     d.ok(&["svc", "update", "-n", "js", "--reuse-instances", "true"]);
     let service = d.wait_for("js", Duration::from_secs(20), "reuse forced", |s| {
-        s["always_reuse"] == true && s["serving"] == "reused"
+        s.always_reuse && s.serving == "reused"
     });
-    assert!(service["fresh_because"].is_null(), "{service:#}");
+    assert!(service.fresh_because.is_none(), "{service:#?}");
     let statuses: Vec<u16> = (0..6).map(|_| d.get("www.localhost", "/").status).collect();
     assert!(statuses.contains(&500), "{statuses:?}");
     // And fresh per request can be asked for outright.
     d.ok(&["svc", "update", "-n", "js", "--fresh-per-request", "true"]);
     let service = d.wait_for("js", Duration::from_secs(20), "fresh by setting", |s| {
-        s["fresh_per_request"] == true
+        s.fresh_per_request
     });
-    assert_eq!(service["fresh_because"], "--fresh-per-request is set");
+    assert_eq!(
+        service.fresh_because.as_deref(),
+        Some("--fresh-per-request is set")
+    );
     for _ in 0..10 {
         assert_eq!(d.get("www.localhost", "/").status, 200);
     }
@@ -688,7 +600,7 @@ fn a_javascript_component_serves_every_request_with_default_settings() {
 fn a_javascript_component_with_its_own_handler_is_reused() {
     let d = Daemon::start();
     let js = other("jshandler.wasm");
-    d.ok(&["svc", "create", "-n", "js", "--", &js]);
+    d.create_service("js", &[], &[&js]);
     d.ok(&["svc", "publish", "-n", "js", "--endpoint", "www"]);
     d.wait_running("js", 1);
     let bodies: Vec<String> = (0..30)
@@ -701,15 +613,15 @@ fn a_javascript_component_with_its_own_handler_is_reused() {
         "{bodies:?}"
     );
     let service = d.service("js").unwrap();
-    assert_eq!(service["serving"], "reused", "{service:#}");
-    assert!(service["fresh_because"].is_null());
+    assert_eq!(service.serving, "reused", "{service:#?}");
+    assert!(service.fresh_because.is_none());
 }
 
 #[test]
 fn a_request_with_a_body_is_not_sent_twice() {
     let d = Daemon::start();
     let js = other("jshello.wasm");
-    d.ok(&["svc", "create", "-n", "js", "--", &js]);
+    d.create_service("js", &[], &[&js]);
     d.ok(&["svc", "publish", "-n", "js", "--endpoint", "www"]);
     d.wait_running("js", 1);
     assert_eq!(d.get("www.localhost", "/").status, 200);
@@ -732,7 +644,7 @@ fn a_request_with_a_body_is_not_sent_twice() {
         assert!(r.body.contains("not sent again"), "{}", r.body);
     }
     d.wait_for("js", Duration::from_secs(10), "fresh", |s| {
-        s["serving"] == "fresh per request"
+        s.serving == "fresh per request"
     });
     assert_eq!(d.get("www.localhost", "/").status, 200);
 }
@@ -741,10 +653,12 @@ fn a_request_with_a_body_is_not_sent_twice() {
 fn a_python_component_is_reused_and_a_python_command_runs() {
     let d = Daemon::start();
     let py = other("pyhello.wasm");
-    d.ok(&["svc", "create", "-n", "py", "--", &py]);
+    d.create_service("py", &[], &[&py]);
     d.ok(&["svc", "publish", "-n", "py", "--endpoint", "www"]);
     d.wait_for("py", Duration::from_secs(60), "running", |s| {
-        instances(s).iter().all(|i| i["state"] == "running")
+        s.instances
+            .iter()
+            .all(|i| i.state == InstanceState::Running)
     });
     let bodies: Vec<String> = (0..20)
         .map(|_| {
@@ -757,7 +671,7 @@ fn a_python_component_is_reused_and_a_python_command_runs() {
     assert_eq!(bodies.last().unwrap(), "count 20\n", "{bodies:?}");
     assert_eq!(d.get("www.localhost", "/").body, "hello from python\n");
     let service = d.service("py").unwrap();
-    assert_eq!(service["serving"], "reused", "{service:#}");
+    assert_eq!(service.serving, "reused", "{service:#?}");
 
     let cli = other("pycli.wasm");
     let out = d.mesh(&["run", "--", &cli, "one", "two"]);

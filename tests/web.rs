@@ -8,51 +8,39 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::{app_wasm, guest, http_request, http_request_chunked, Daemon};
+use mesh_host::api::wire::ServiceView;
+use mesh_host::model::ServiceType;
+use support::{all_running, guest, http_request, http_request_chunked, parse, wait_until, Daemon};
 
 /// `web` (app server) published on `www`, with `n` instances.
 fn web_service(d: &Daemon, n: &str, extra: &[&str]) {
-    let app = app_wasm();
-    let mut args = vec!["svc", "create", "-n", "web", "--instances", n];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&["--", app.to_str().unwrap(), "server"]);
-    d.ok(&args);
+    let mut flags = vec!["--instances", n];
+    flags.extend_from_slice(extra);
+    d.create("web", &flags, &["server"]);
     d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
-}
-
-fn instances(service: &Value) -> &Vec<Value> {
-    service["instances"].as_array().unwrap()
 }
 
 #[test]
 fn hosts_and_path_prefixes_route_to_the_right_service() {
     let d = Daemon::start();
     web_service(&d, "1", &[]);
-    d.ok(&[
-        "svc",
-        "create",
-        "--stack",
-        "myblog",
-        "-n",
+    d.create_service(
         "web",
-        "--",
-        guest("blog").to_str().unwrap(),
-    ]);
+        &["--stack", "myblog"],
+        &[guest("blog").to_str().unwrap()],
+    );
     // Unpublished, a handler-only component still runs its instances: they
     // take requests by intra-DNS name (myblog-web) until it is published.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let listed: Value =
-            serde_json::from_str(&d.ok(&["service", "ls", "--stack", "myblog", "--json"])).unwrap();
-        let instances = listed[0]["instances"].as_array().unwrap();
-        if instances.len() == 1 && instances[0]["state"] == "running" {
-            assert_eq!(listed[0]["type"], "worker");
-            break;
-        }
-        assert!(Instant::now() < deadline, "{listed:#}");
-        thread::sleep(Duration::from_millis(25));
-    }
+    let mut blog = None;
+    wait_until(Duration::from_secs(10), "myblog/web running", || {
+        let listed: Vec<ServiceView> =
+            parse(&d.ok(&["service", "ls", "--stack", "myblog", "--json"]));
+        let service = listed.into_iter().next().unwrap();
+        let running = service.instances.len() == 1 && all_running(&service);
+        blog = Some(service);
+        running
+    });
+    assert_eq!(blog.unwrap().service_type, ServiceType::Worker);
     // The seed's spelling.
     d.ok(&[
         "service",
@@ -124,11 +112,8 @@ fn hosts_and_path_prefixes_route_to_the_right_service() {
     assert!(!echo.body.contains("keep-alive"), "{}", echo.body);
 
     let listed = d.service("web").unwrap();
-    assert_eq!(listed["type"], "web");
-    assert_eq!(
-        listed["endpoints"],
-        serde_json::json!(["http://www.localhost"])
-    );
+    assert_eq!(listed.service_type, ServiceType::Web);
+    assert_eq!(listed.endpoints, ["http://www.localhost"]);
     let table = d.ok(&["service", "ls"]);
     assert!(table.contains("http://www.localhost/blog"), "{table}");
 }
@@ -137,7 +122,10 @@ fn hosts_and_path_prefixes_route_to_the_right_service() {
 fn publish_and_unpublish_flip_the_type() {
     let d = Daemon::start();
     d.create("worker", &[], &["server"]);
-    assert_eq!(d.service("worker").unwrap()["type"], "worker");
+    assert_eq!(
+        d.service("worker").unwrap().service_type,
+        ServiceType::Worker
+    );
     let out = d.ok(&[
         "svc",
         "publish",
@@ -147,7 +135,7 @@ fn publish_and_unpublish_flip_the_type() {
         "https://top.widemesh.dev",
     ]);
     assert!(out.contains("now a web service"), "{out}");
-    assert_eq!(d.service("worker").unwrap()["type"], "web");
+    assert_eq!(d.service("worker").unwrap().service_type, ServiceType::Web);
     assert_eq!(d.get("top.widemesh.dev", "/").status, 200);
 
     let out = d.ok(&[
@@ -160,8 +148,8 @@ fn publish_and_unpublish_flip_the_type() {
     ]);
     assert!(out.contains("is a worker again"), "{out}");
     let worker = d.service("worker").unwrap();
-    assert_eq!(worker["type"], "worker");
-    assert_eq!(worker["endpoints"], serde_json::json!([]));
+    assert_eq!(worker.service_type, ServiceType::Worker);
+    assert!(worker.endpoints.is_empty());
     assert_eq!(d.get("top.widemesh.dev", "/").status, 404);
     // As a worker, `app server` runs its main and waits.
     d.wait_running("worker", 1);
@@ -170,15 +158,9 @@ fn publish_and_unpublish_flip_the_type() {
     d.ok(&["svc", "publish", "-n", "worker", "--endpoint", "www"]);
     let mut d = d;
     d.restart();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = d.get("www.localhost", "/");
-        if r.status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not served after restart: {r:?}");
-        thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(Duration::from_secs(10), "served after the restart", || {
+        d.get("www.localhost", "/").status == 200
+    });
 }
 
 #[test]
@@ -243,21 +225,16 @@ fn a_trap_fails_one_request_and_restarts_one_instance() {
     assert_eq!(slow.body, "slept 400 ms\n");
 
     let service = d.service("web").unwrap();
-    let restarts: u64 = instances(&service)
-        .iter()
-        .map(|i| i["restarts"].as_u64().unwrap())
-        .sum();
-    assert_eq!(restarts, 1, "{service:#}");
-    let failed = instances(&service)
-        .iter()
-        .find(|i| i["restarts"] == 1)
-        .unwrap();
+    let restarts: u32 = service.instances.iter().map(|i| i.restarts).sum();
+    assert_eq!(restarts, 1, "{service:#?}");
+    let failed = service.instances.iter().find(|i| i.restarts == 1).unwrap();
     assert!(
-        failed["message"]
-            .as_str()
+        failed
+            .message
+            .as_deref()
             .unwrap()
             .starts_with("trap: wasm `unreachable`"),
-        "{failed}"
+        "{failed:?}"
     );
     // The retired slot comes back after its back-off, and serves again.
     d.wait_running("web", 2);
@@ -281,14 +258,10 @@ fn fresh_per_request_never_reuses_an_instance() {
         assert_eq!(r.body, "count: 1\n", "{r:?}");
     }
     d.ok(&["svc", "update", "web", "--fresh-per-request", "false"]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    wait_until(Duration::from_secs(5), "an instance is reused", || {
         d.get("www.localhost", "/count");
-        if d.get("www.localhost", "/count").body != "count: 1\n" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "instances never reused");
-    }
+        d.get("www.localhost", "/count").body != "count: 1\n"
+    });
 }
 
 #[test]
@@ -431,25 +404,15 @@ fn bad_endpoints_are_refused_with_one_line_and_change_nothing() {
     let d = Daemon::start();
     web_service(&d, "1", &[]);
     d.create("other", &[], &["server"]);
-    d.ok(&[
-        "svc",
-        "create",
-        "-n",
-        "job",
-        "--schedule",
-        "@yearly",
-        "--",
-        "app",
-        "send-emails",
-    ]);
+    d.create_service("job", &["--schedule", "@yearly"], &["app", "send-emails"]);
     let before = d.ok(&["service", "ls", "--json"]);
     let without_instances = |text: &str| {
-        let mut v: Value = serde_json::from_str(text).unwrap();
-        for s in v.as_array_mut().unwrap() {
-            s.as_object_mut().unwrap().remove("instances");
-            s.as_object_mut().unwrap().remove("next_run");
+        let mut services: Vec<ServiceView> = parse(text);
+        for s in &mut services {
+            s.instances.clear();
+            s.next_run = None;
         }
-        v
+        serde_json::to_string(&services).unwrap()
     };
     let cases: &[(&[&str], &str)] = &[
         (

@@ -11,6 +11,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use mesh_host::api::wire::{EnvCreated, EnvView, QuotaView, ServiceView};
+use mesh_host::model::InstanceState;
+use mesh_host::telemetry::LogLine;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// The `mesh` binary under test.
@@ -387,8 +391,8 @@ impl Daemon {
     pub fn new_env(&self, name: &str, flags: &[&str]) -> String {
         let mut args = vec!["env", "create", name, "--json"];
         args.extend_from_slice(flags);
-        let created: Value = serde_json::from_str(&self.ok(&args)).unwrap();
-        created["token"].as_str().unwrap().to_string()
+        let created: EnvCreated = parse(&self.ok(&args));
+        created.token
     }
 
     /// The API's address, `127.0.0.1:PORT`.
@@ -402,14 +406,9 @@ impl Daemon {
 
     /// Environment `env`'s quotas and use, as `mesh env ls --json` shows
     /// them.
-    pub fn quota_use(&self, env: &str) -> Value {
-        let list: Value = serde_json::from_str(&self.ok(&["env", "ls", "--json"])).unwrap();
-        list.as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == env)
-            .unwrap()["quotas"]
-            .clone()
+    pub fn quota_use(&self, env: &str) -> QuotaView {
+        let list: Vec<EnvView> = parse(&self.ok(&["env", "ls", "--json"]));
+        list.into_iter().find(|e| e.name == env).unwrap().quotas
     }
 
     /// `GET PATH` on the control API with `token`: the raw answer.
@@ -444,11 +443,26 @@ impl Daemon {
     /// success.
     pub fn create(&self, name: &str, flags: &[&str], argv: &[&str]) -> String {
         let app = app_wasm();
-        let mut args = vec!["svc", "create", "-n", name];
-        args.extend_from_slice(flags);
-        args.extend_from_slice(&["--", app.to_str().unwrap()]);
-        args.extend_from_slice(argv);
-        self.ok(&args)
+        let mut command = vec![app.to_str().unwrap()];
+        command.extend_from_slice(argv);
+        self.create_service(name, flags, &command)
+    }
+
+    /// `mesh svc create -n NAME FLAGS... -- COMMAND...` (the command names
+    /// code the stack holds, or a file to upload), expecting success.
+    pub fn create_service(&self, name: &str, flags: &[&str], command: &[&str]) -> String {
+        self.ok(&create_args(name, flags, command))
+    }
+
+    /// The same as the holder of `token`.
+    pub fn create_service_as(
+        &self,
+        token: &str,
+        name: &str,
+        flags: &[&str],
+        command: &[&str],
+    ) -> String {
+        self.ok_as(token, &create_args(name, flags, command))
     }
 
     /// Runs `mesh ARGS`, expects failure with exactly one line on stderr;
@@ -470,19 +484,19 @@ impl Daemon {
         stderr.trim_end().to_string()
     }
 
-    /// `mesh service ls --json`.
-    pub fn services(&self) -> Vec<Value> {
-        let text = self.ok(&["service", "ls", "--json"]);
-        serde_json::from_str::<Value>(&text)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
+    /// `mesh service ls --json`, read into the API's own view.
+    pub fn services(&self) -> Vec<ServiceView> {
+        parse(&self.ok(&["service", "ls", "--json"]))
+    }
+
+    /// `mesh service ls --json` as the holder of `token`.
+    pub fn services_as(&self, token: &str) -> Vec<ServiceView> {
+        parse(&self.ok_as(token, &["service", "ls", "--json"]))
     }
 
     /// One service from `service ls --json`.
-    pub fn service(&self, name: &str) -> Option<Value> {
-        self.services().into_iter().find(|s| s["name"] == name)
+    pub fn service(&self, name: &str) -> Option<ServiceView> {
+        self.services().into_iter().find(|s| s.name == name)
     }
 
     /// Polls `service ls --json` until `check` holds for the named
@@ -492,43 +506,36 @@ impl Daemon {
         name: &str,
         timeout: Duration,
         what: &str,
-        check: impl Fn(&Value) -> bool,
-    ) -> Value {
+        check: impl Fn(&ServiceView) -> bool,
+    ) -> ServiceView {
         let deadline = Instant::now() + timeout;
-        let mut last = Value::Null;
+        let mut last = None;
         while Instant::now() < deadline {
             if let Some(service) = self.service(name) {
                 if check(&service) {
                     return service;
                 }
-                last = service;
+                last = Some(service);
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("timed out after {timeout:?} waiting for {name}: {what}; last seen:\n{last:#}\n--- daemon log ---\n{}", self.log());
+        panic!("timed out after {timeout:?} waiting for {name}: {what}; last seen:\n{last:#?}\n--- daemon log ---\n{}", self.log());
     }
 
     /// Polls until the service has `n` instances, all running.
-    pub fn wait_running(&self, name: &str, n: usize) -> Value {
+    pub fn wait_running(&self, name: &str, n: usize) -> ServiceView {
         self.wait_for(
             name,
             Duration::from_secs(20),
             &format!("{n} running instances"),
-            |s| {
-                let instances = s["instances"].as_array().unwrap();
-                instances.len() == n && instances.iter().all(|i| i["state"] == "running")
-            },
+            |s| s.instances.len() == n && all_running(s),
         )
     }
 
     /// The service's log lines (text only).
     pub fn log_texts(&self, name: &str) -> Vec<String> {
-        let text = self.ok(&["svc", "logs", "-n", name, "--json"]);
-        serde_json::from_str::<Vec<Value>>(&text)
-            .unwrap()
-            .iter()
-            .map(|l| l["text"].as_str().unwrap().to_string())
-            .collect()
+        let lines: Vec<LogLine> = parse(&self.ok(&["svc", "logs", "-n", name, "--json"]));
+        lines.into_iter().map(|l| l.text).collect()
     }
 }
 
@@ -681,6 +688,29 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// The arguments of `mesh svc create -n NAME FLAGS... -- COMMAND...`.
+pub fn create_args<'a>(name: &'a str, flags: &[&'a str], command: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["svc", "create", "-n", name];
+    args.extend_from_slice(flags);
+    args.push("--");
+    args.extend_from_slice(command);
+    args
+}
+
+/// A `--json` answer read into the API's own type; panics with the text
+/// when it does not fit.
+pub fn parse<T: DeserializeOwned>(text: &str) -> T {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("unexpected answer ({e}):\n{text}"))
+}
+
+/// Whether every instance of the service is running.
+pub fn all_running(service: &ServiceView) -> bool {
+    service
+        .instances
+        .iter()
+        .all(|i| i.state == InstanceState::Running)
 }
 
 /// Polls `ok` until it holds, or panics after `timeout` saying `what`.
