@@ -40,7 +40,7 @@ fn an_every_second_job_fires_fresh_instances() {
     create(&d, "ticker", "@every 1s", &["count"]);
     let job = d.service("ticker").unwrap();
     assert_eq!(job.service_type, ServiceType::Cron);
-    assert_eq!(job.schedule.as_deref(), Some("@every 1s"));
+    assert_eq!(job.settings.schedule.as_deref(), Some("@every 1s"));
     let next = job.next_run.unwrap();
     let until_next = next - Utc::now();
     assert!(
@@ -197,7 +197,7 @@ fn schedule_changes_take_effect_and_jobs_run_by_hand() {
         "Asia/Tokyo",
     ]);
     let job = d.service("mailer").unwrap();
-    assert_eq!(job.timezone.as_deref(), Some("Asia/Tokyo"));
+    assert_eq!(job.settings.timezone.as_deref(), Some("Asia/Tokyo"));
     // 04:05 in Tokyo is 19:05 UTC.
     let next = job.next_run.unwrap();
     assert_eq!(next.format("%H:%M").to_string(), "19:05", "{job:#?}");

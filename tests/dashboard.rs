@@ -126,7 +126,7 @@ fn the_dashboard_in_a_real_browser() {
     // What the page changed, seen through the CLI.
     let services = d.services_as(&acme);
     let web = services.iter().find(|s| s.name == "web").unwrap();
-    assert_eq!(web.instances_desired, 2, "scaled from the page");
+    assert_eq!(web.settings.instances_desired, 2, "scaled from the page");
     assert!(web.restarted_at.is_some(), "restarted from the page");
     assert_eq!(web.endpoints.len(), 1);
     let ticker = services.iter().find(|s| s.name == "ticker").unwrap();

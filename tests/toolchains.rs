@@ -487,7 +487,7 @@ fn scratch_space_is_private_capped_and_wiped() {
         "{logs:?}"
     );
     let service = d.service("writer").unwrap();
-    assert_eq!(service.scratch_bytes, Some(8 << 20));
+    assert_eq!(service.settings.scratch_bytes, Some(8 << 20));
     // Scratch directories go with their instances.
     d.ok(&["svc", "delete", "-n", "writer"]);
     let scratch = d.data_dir().join("scratch");
@@ -566,7 +566,7 @@ fn a_javascript_component_serves_every_request_with_default_settings() {
     // Reuse can still be forced; then the component's own failure shows.
     d.ok(&["svc", "update", "-n", "js", "--reuse-instances", "true"]);
     let service = d.wait_for("js", Duration::from_secs(20), "reuse forced", |s| {
-        s.always_reuse && s.serving == "reused"
+        s.settings.always_reuse && s.serving == "reused"
     });
     assert!(service.fresh_because.is_none(), "{service:#?}");
     let statuses: Vec<u16> = (0..6).map(|_| d.get("www.localhost", "/").status).collect();
@@ -574,7 +574,7 @@ fn a_javascript_component_serves_every_request_with_default_settings() {
     // And fresh per request can be asked for outright.
     d.ok(&["svc", "update", "-n", "js", "--fresh-per-request", "true"]);
     let service = d.wait_for("js", Duration::from_secs(20), "fresh by setting", |s| {
-        s.fresh_per_request
+        s.settings.fresh_per_request
     });
     assert_eq!(
         service.fresh_because.as_deref(),

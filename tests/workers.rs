@@ -21,10 +21,10 @@ fn three_queue_workers_run_and_scale_down() {
     assert_eq!(service.service_type, ServiceType::Worker);
     assert_eq!(service.stack, "app");
     assert_eq!(service.command, ["app", "queue"]);
-    assert_eq!(service.instances_desired, 3);
-    assert_eq!(service.memory_limit_bytes, 128 * 1024 * 1024);
+    assert_eq!(service.settings.instances_desired, 3);
+    assert_eq!(service.settings.memory_limit_bytes, 128 * 1024 * 1024);
     assert!(service.endpoints.is_empty());
-    assert_eq!(service.schedule, None);
+    assert_eq!(service.settings.schedule, None);
     assert_eq!(service.next_run, None);
     assert!(service.runs.is_empty());
     for i in &service.instances {
@@ -104,7 +104,7 @@ fn out_of_memory_and_traps_are_reported_with_their_cause() {
     let hungry = d.wait_for("hungry", Duration::from_secs(10), "an OOM message", |s| {
         s.instances[0].message.is_some()
     });
-    assert_eq!(hungry.memory_limit_bytes, 32 * 1024 * 1024);
+    assert_eq!(hungry.settings.memory_limit_bytes, 32 * 1024 * 1024);
     assert_eq!(
         hungry.instances[0].message.as_deref(),
         Some("exceeded memory limit 32 MiB")
@@ -195,7 +195,7 @@ fn env_and_argv_reach_the_guest() {
         "{logs:?}"
     );
     let service = d.service("printer").unwrap();
-    assert_eq!(service.env["GREETING"], "hello world");
+    assert_eq!(service.settings.env["GREETING"], "hello world");
 }
 
 #[test]
@@ -317,8 +317,8 @@ fn a_description_is_kept_shown_and_checked() {
         &["--description", "Sends the weekly newsletter"],
         &["queue"],
     );
-    let shown = |d: &Daemon| d.service("mailer").unwrap()["description"].clone();
-    assert_eq!(shown(&d), "Sends the weekly newsletter");
+    let shown = |d: &Daemon| d.service("mailer").unwrap().settings.description;
+    assert_eq!(shown(&d).as_deref(), Some("Sends the weekly newsletter"));
 
     d.ok(&[
         "svc",
@@ -327,15 +327,15 @@ fn a_description_is_kept_shown_and_checked() {
         "--description",
         "Sends every mail",
     ]);
-    assert_eq!(shown(&d), "Sends every mail");
+    assert_eq!(shown(&d).as_deref(), Some("Sends every mail"));
 
     let err = d.fails(&["svc", "update", "mailer", "--description", "two\nlines"]);
     assert!(err.contains("--description"), "{err}");
     let long = "x".repeat(201);
     let err = d.fails(&["svc", "update", "mailer", "--description", &long]);
     assert!(err.contains("200 characters"), "{err}");
-    assert_eq!(shown(&d), "Sends every mail");
+    assert_eq!(shown(&d).as_deref(), Some("Sends every mail"));
 
     d.ok(&["svc", "update", "mailer", "--description", ""]);
-    assert!(shown(&d).is_null(), "{:?}", d.service("mailer"));
+    assert_eq!(shown(&d), None);
 }
