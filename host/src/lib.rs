@@ -35,6 +35,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod container;
+pub mod content;
 pub mod cron;
 pub mod daemon;
 pub mod ingress;
