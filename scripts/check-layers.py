@@ -4,10 +4,12 @@
 Every top-level module of the host crate has a layer (LAYERS, lowest
 first). A file may use `crate::X` only when X is its own top-level module
 or one in a lower layer; two modules of the same layer never use each
-other. And no two files import each other: the file-level import graph
+other. Some pairs are ruled out whatever their layers (NEVER: the
+services layer never reads the store; it is handed desired state). And no
+two files import each other: the file-level import graph
 (`use crate::a::b`, `use super::x`, `crate::a::b::f(...)` paths, and a
 mod.rs's `pub use` of its children) has no pair of files pointing at each
-other. Exits non-zero, naming every offending import, when either breaks.
+other. Exits non-zero, naming every offending import, when any of these breaks.
 """
 import pathlib
 import re
@@ -16,7 +18,7 @@ import sys
 LAYERS = [
     ["model", "auth"],
     ["config"],
-    ["store", "telemetry"],
+    ["store", "telemetry", "content"],
     ["runtime", "container"],
     ["services"],
     ["cron", "ingress"],
@@ -24,6 +26,10 @@ LAYERS = [
     ["daemon"],
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
+# (module, module it never uses, why): rules beyond the layers.
+NEVER = [
+    ("services", "store", "services are handed desired state and never read the store"),
+]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "host" / "src"
 PATH_RE = re.compile(r"\b(crate|super)((?:::[a-z_][a-z0-9_]*)+)")
@@ -89,6 +95,10 @@ def main():
             top = segments[0]
             if top != own and top in RANK and own in RANK and RANK[top] >= RANK[own]:
                 problems.append(f"{rel}: uses crate::{top} ({own} may not use a layer at or above its own)")
+            for module, never, why in NEVER:
+                if own == module and top == never:
+                    path_text = "::".join(segments)
+                    problems.append(f"{rel}: uses crate::{path_text} ({module} never uses {never}: {why})")
             target = resolve(segments)
             if target is not None and target != path:
                 edges.add((path, target))

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mesh_host::container::{image, ContainerLaunch, Containers};
-use mesh_host::runtime::{run_command, Engine, Interrupt, Launch, Output};
-use mesh_host::store::Blobs;
+use mesh_host::content::Content;
+use mesh_host::runtime::{run_command, Engine, EngineConfig, Interrupt, Launch, Output};
 use mesh_host::DaemonConfig;
 use support::{app_wasm, percentile};
 
@@ -136,7 +136,8 @@ async fn bench() -> anyhow::Result<()> {
         ..DaemonConfig::default()
     };
     std::fs::create_dir_all(&config.data_dir)?;
-    let engine = Arc::new(Engine::new(&config, Blobs::open(&config.data_dir)?)?);
+    let content = Arc::new(Content::open(&config.data_dir)?);
+    let engine = Arc::new(Engine::new(&EngineConfig::from(&config), content)?);
     let info = engine.accept("app.wasm", &std::fs::read(app_wasm())?)?;
     let code = engine.load(&info.digest)?;
     let mut wasm = Vec::with_capacity(RUNS);

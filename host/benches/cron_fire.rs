@@ -22,13 +22,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use mesh_host::content::Content;
 use mesh_host::cron::{Histories, Schedule, Scheduler};
 use mesh_host::daemon::Converge;
 use mesh_host::model::{RunStatus, Service, ServiceKey, Stack, Version};
-use mesh_host::runtime::Engine;
+use mesh_host::runtime::{Engine, EngineConfig};
 use mesh_host::services::Supervisor;
 use mesh_host::services::WasmSource;
-use mesh_host::store::Blobs;
 use mesh_host::store::{encode, key, Store, Txn};
 use mesh_host::telemetry::Logs;
 use mesh_host::telemetry::{DiskWriter, Events, Metrics};
@@ -52,7 +52,8 @@ async fn main() -> anyhow::Result<()> {
         ..DaemonConfig::default()
     };
     let store = Store::open_sqlite(dir.path())?;
-    let engine = Arc::new(Engine::new(&config, Blobs::open(dir.path())?)?);
+    let content = Arc::new(Content::open(dir.path())?);
+    let engine = Arc::new(Engine::new(&EngineConfig::from(&config), content)?);
     let digest = engine.accept("app.wasm", &bytes)?.digest;
     let writer = DiskWriter::start();
     let supervisor = Supervisor::new(

@@ -17,11 +17,11 @@ mod support;
 use std::sync::Arc;
 use std::time::Instant;
 
+use mesh_host::content::Content;
 use mesh_host::model::ServiceKey;
-use mesh_host::runtime::Engine;
 use mesh_host::runtime::{run_command, Interrupt, Launch};
+use mesh_host::runtime::{Engine, EngineConfig};
 use mesh_host::services::parts::log_output;
-use mesh_host::store::Blobs;
 use mesh_host::telemetry::{DiskWriter, Logs, Stream};
 use mesh_host::DaemonConfig;
 use support::{app_wasm, bare_instantiate, bare_instantiate_pooled, percentile};
@@ -38,11 +38,12 @@ async fn main() -> anyhow::Result<()> {
         data_dir: dir.path().to_path_buf(),
         ..DaemonConfig::default()
     };
-    let blobs = Blobs::open(dir.path())?;
-    let info = Engine::new(&config, blobs.clone())?.accept("app.wasm", &bytes)?;
+    let config = EngineConfig::from(&config);
+    let content = || Content::open(dir.path()).map(Arc::new);
+    let info = Engine::new(&config, content()?)?.accept("app.wasm", &bytes)?;
     // A second engine on the same data dir: loads from the on-disk cache,
     // as a restarted daemon does.
-    let engine = Arc::new(Engine::new(&config, blobs)?);
+    let engine = Arc::new(Engine::new(&config, content()?)?);
     let cache_load = Instant::now();
     let code = engine.load(&info.digest)?;
     let cache_load = cache_load.elapsed();

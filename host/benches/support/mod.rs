@@ -66,8 +66,9 @@ impl BareHost {
     /// `wasmtime_config` for the default daemon settings: the pooling
     /// allocator, memory kept resident, epoch interruption).
     pub fn pooled(bytes: &[u8]) -> anyhow::Result<BareHost> {
-        let config =
-            mesh_host::runtime::engine::wasmtime_config(&mesh_host::DaemonConfig::default());
+        let config = mesh_host::runtime::setup::wasmtime_config(
+            &mesh_host::runtime::EngineConfig::from(&mesh_host::DaemonConfig::default()),
+        );
         BareHost::with_config(bytes, &config)
     }
 

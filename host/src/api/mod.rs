@@ -11,13 +11,15 @@
 //! - `envs`: environments: outbound policy, reach, domains, quotas, tokens.
 //! - `quotas`: what one environment may use, checked on every change.
 //! - `run`: interactive runs over an upgraded connection.
-//! - `stacks`: code uploads, deploys, versions, rollback.
+//! - `code`: code uploads (components, files, images) and downloads.
+//! - `stacks`: deploys, versions, rollback.
 //! - `restart`: a service's instances rolled by hand.
 //! - `stats`: a service's recent requests, for the dashboard's charts.
 //! - `streams`: follow streams (events, logs), bounded per environment.
 //! - `uploads`: uploads going, bounded per environment, and their pace.
 //! - `ui`: the dashboard, a page served from the binary.
 
+mod code;
 mod endpoints;
 mod envs;
 pub mod here;
@@ -327,8 +329,8 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES));
     // Uploads enforce their own, larger limit with a clear message.
     let uploads = Router::new()
-        .route("/v1/code", put(stacks::upload_code))
-        .route("/v1/code/{digest}", get(stacks::download_code))
+        .route("/v1/code", put(code::upload_code))
+        .route("/v1/code/{digest}", get(code::download_code))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,

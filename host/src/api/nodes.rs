@@ -21,7 +21,7 @@ pub(super) async fn list(
     if !state.clustered {
         let me = Node {
             used_instances: state.engine.seats().live(Seat::Service),
-            holds: state.engine.stored_digests(),
+            holds: state.engine.content().stored_digests(),
             ..state.node.clone()
         };
         return Ok(Json(vec![NodeView::of(me, NodeState::Ready, None)]));

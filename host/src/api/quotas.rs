@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use super::wire::QuotaView;
 use super::{ApiError, ApiResult, ApiState, Caller};
+use crate::content::UNDEPLOYED_GRACE;
 use crate::model::{format_memory, Digest, Environment, Quotas, Service, DEFAULT_ENVIRONMENT};
-use crate::runtime::engine::UNDEPLOYED_GRACE;
 use crate::store::{encode, key, Compare, KvError, Txn, Versioned};
 
 /// What an environment uses.
@@ -355,7 +355,10 @@ async fn code_standing(state: &ApiState, env: &str) -> ApiResult<(u64, HashSet<D
     let engine = state.engine.clone();
     let measured = kept.clone();
     let kept_bytes = tokio::task::spawn_blocking(move || {
-        measured.iter().map(|d| engine.code_bytes(d)).sum::<u64>()
+        measured
+            .iter()
+            .map(|d| engine.content().code_bytes(d))
+            .sum::<u64>()
     })
     .await
     .map_err(|e| anyhow::anyhow!("measuring code failed: {e}"))?;
@@ -451,7 +454,11 @@ async fn code_bytes(
     }
     let engine = state.engine.clone();
     let sizes = tokio::task::spawn_blocking(move || {
-        let size = |set: &HashSet<Digest>| set.iter().map(|d| engine.code_bytes(d)).sum::<u64>();
+        let size = |set: &HashSet<Digest>| {
+            set.iter()
+                .map(|d| engine.content().code_bytes(d))
+                .sum::<u64>()
+        };
         (size(&now), size(&after))
     });
     Ok(sizes

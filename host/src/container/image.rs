@@ -181,7 +181,7 @@ pub fn unpack(
 
     let parent = dest.parent().ok_or_else(|| invalid("no parent".into()))?;
     std::fs::create_dir_all(parent).map_err(|e| invalid(e.to_string()))?;
-    let temp = crate::store::partial_beside(dest);
+    let temp = crate::content::partial_beside(dest);
     let _ = std::fs::remove_dir_all(&temp);
     std::fs::create_dir_all(temp.join(ROOTFS_DIR)).map_err(|e| invalid(e.to_string()))?;
     let mut budget = Budget {

@@ -107,7 +107,7 @@ impl Containers {
         for d in [&images, &bundles, &state] {
             std::fs::create_dir_all(d)?;
         }
-        crate::store::clean_partial(&images);
+        crate::content::clean_partial(&images);
         use sha2::Digest as _;
         let tag = hex::encode(sha2::Sha256::digest(data_dir.to_string_lossy().as_bytes()))[..8]
             .to_string();

@@ -103,7 +103,7 @@ impl Converge {
                 continue;
             };
             if !placed.contains_key(&key)
-                || self.engine.has_code(digest)
+                || self.engine.content().has_code(digest)
                 || self.fetching_ids.values().any(|d| d == digest)
             {
                 continue;
@@ -115,13 +115,13 @@ impl Converge {
             );
             let shown = digest.clone();
             let task = self.fetching.spawn(async move {
-                let incoming = crate::store::incoming_in(engine.images_dir());
+                let incoming = engine.content().incoming();
                 let got = match fetch.fetch_into(&digest, incoming.path().into()).await {
                     Ok(_) => {
                         let digest = digest.clone();
                         tokio::task::spawn_blocking(move || {
                             let bytes = std::fs::read(incoming.path())?;
-                            engine.accept_files(&name, digest, &bytes)
+                            engine.content().accept_files(&name, digest, &bytes)
                         })
                         .await
                         .map_err(|e| e.to_string())

@@ -46,7 +46,7 @@ pub(super) fn report_map_count_limit(max_instances: u32) {
 /// Live instances `limit` mappings hold, and the limit `max_instances`
 /// need (rounded up to a power of two).
 fn map_count_room(limit: u64, max_instances: u32) -> (u64, u64) {
-    use crate::runtime::engine::MAPPINGS_PER_INSTANCE;
+    use crate::runtime::setup::MAPPINGS_PER_INSTANCE;
     // The daemon's own mappings: its binary, libraries, heaps, threads.
     const BASE: u64 = 4096;
     let room = limit.saturating_sub(BASE) / MAPPINGS_PER_INSTANCE;

@@ -33,14 +33,14 @@ use crate::config::{
     SHUTDOWN_GRACE,
 };
 use crate::container::Containers;
+use crate::content::Content;
 use crate::cron::{Histories, Scheduler};
 use crate::ingress::{tls, ConnLimits, Connections, Ingress, Limits};
 use crate::model::DEFAULT_ENVIRONMENT;
-use crate::runtime::engine::MemorySlots;
-use crate::runtime::Engine;
+use crate::runtime::{Engine, EngineConfig, MemorySlots};
 use crate::services::container::Callers;
 use crate::services::{Supervisor, WasmSource};
-use crate::store::{Blobs, Store};
+use crate::store::Store;
 use crate::telemetry::{DiskWriter, Events, Logs, Metrics};
 
 /// The file clients read to find the daemon, in the data directory.
@@ -78,7 +78,7 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
     let _lock = files::prepare_data_dir(&data_dir)?;
     files::make_files_private(&data_dir)?;
     files::report_map_count_limit(config.max_instances);
-    let slots = MemorySlots::for_config(&config);
+    let slots = MemorySlots::for_config(&EngineConfig::from(&config));
     if slots.max_memory_bytes < config.max_memory_bytes {
         tracing::warn!(
             "the memories of {} live instances must fit the address space: each instance may use at most {} of memory (fewer --max-instances allow more)",
@@ -104,7 +104,8 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
         }
     }
     store.bootstrap(&admin_token).await?;
-    let engine = Arc::new(Engine::new(&config, Blobs::open(&data_dir)?)?);
+    let content = Arc::new(Content::open(&data_dir)?);
+    let engine = Arc::new(Engine::new(&EngineConfig::from(&config), content)?);
     let writer = DiskWriter::start();
     let logs = Arc::new(Logs::new(
         &data_dir,
@@ -115,7 +116,7 @@ pub async fn run(mut config: DaemonConfig) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the daemon's own binary")?;
     let containers = Containers::open(
         &data_dir,
-        engine.images_dir().to_path_buf(),
+        engine.content().images_dir().to_path_buf(),
         exe,
         &config.container_network,
         config.max_instances as usize,

@@ -61,7 +61,7 @@ impl Me {
     }
 
     fn now(&self) -> Node {
-        let mut holds = self.engine.stored_digests();
+        let mut holds = self.engine.content().stored_digests();
         holds.sort_unstable();
         holds.truncate(Node::MAX_HOLDS);
         Node {
@@ -138,7 +138,7 @@ async fn beat(
 ) -> bool {
     let mut written: Option<Node> = None;
     let mut renewed = Instant::now();
-    let mut stored = me.engine.stored_changes();
+    let mut stored = me.engine.content().stored_changes();
     loop {
         let node = me.now();
         if written.as_ref() != Some(&node) {

@@ -15,8 +15,8 @@ use anyhow::Context as _;
 use sha2::Digest as _;
 use wasmtime::component::Component;
 
+use crate::content::write_synced;
 use crate::model::Digest;
-use crate::store::blobs::write_synced;
 
 /// Compiled code of either kind.
 pub(super) enum Compiled {

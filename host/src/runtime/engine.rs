@@ -1,51 +1,35 @@
-//! The daemon's one wasmtime [`Engine`](wasmtime::Engine): its
-//! configuration (pooling allocator, epoch interruption), the linker every
-//! instance uses, the epoch ticker, and the code cache.
+//! The daemon's one wasmtime [`Engine`](wasmtime::Engine): the linker
+//! every instance uses, the epoch ticker, and the code cache. How it is
+//! configured (the pooling allocator, sized for the daemon's instances)
+//! is `setup.rs`; the code it compiles is kept by the content store
+//! ([`Content`]).
 //!
 //! Code (components and wasip1 modules) is compiled once per content
 //! digest, however many callers ask for it at once, and kept in the
 //! compiled-code cache (`cache.rs`) so a daemon restart recompiles
-//! nothing. Loaded code is kept in memory with its pre-instantiated form,
-//! and a stack's files unpacked, until [`Engine::retain`] says no kept
-//! version names them.
+//! nothing. Loaded code is kept in memory with its pre-instantiated form
+//! until [`Engine::retain`] says no kept version names it.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash as _, Hasher as _};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use parking_lot::Mutex;
 use thiserror::Error;
 use wasmtime::component::{InstancePre, Linker};
-use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::cache::{CodeCache, Compiled, Kind};
 use super::cpu::{Shares, EPOCH_TICK};
 use super::seats::Seats;
+use super::setup::{wasmtime_config, EngineConfig, POOL_HEADROOM};
 use super::state::HostState;
-use crate::config::DaemonConfig;
+use crate::content::{CodeInfo, Collected, Content, Derived};
 use crate::model::Digest;
-use crate::store::blobs::Blobs;
-
-/// Core instances, memories and tables a component may need per live
-/// component instance, for sizing the pool.
-const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
-const MEMORIES_PER_COMPONENT: u32 = 2;
-const TABLES_PER_COMPONENT: u32 = 4;
-/// Extra pool room beyond `max_instances`: the operator's one-off runs
-/// (half of it) and room to spare.
-const POOL_HEADROOM: u32 = 64;
-/// Memory a freed pool slot keeps resident, reset in place for the next
-/// instance instead of given back to the kernel and faulted in again (most
-/// of what a fresh store per request cost).
-const KEEP_RESIDENT: usize = 1 << 20;
-/// The same for a slot's tables.
-const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
 const RUN_EXPORT: &str = "wasi:cli/run@0.2";
 /// The one import module a core module may use.
@@ -135,39 +119,19 @@ impl Loaded {
     }
 }
 
-/// What an accepted upload is.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct CodeInfo {
-    /// Content digest.
-    pub digest: Digest,
-    /// Size in bytes.
-    pub size: u64,
-    /// The component's exports.
-    pub exports: Vec<String>,
-}
-
 /// The engine, linker, epoch ticker and code cache.
 pub struct Engine {
     engine: wasmtime::Engine,
     linker: Linker<HostState>,
     /// WASI preview 1, for core modules.
     module_linker: wasmtime::Linker<HostState>,
-    blobs: Blobs,
+    /// Where the code is kept, and each digest's lock: concurrent loads
+    /// of the same code share one compile.
+    content: Arc<Content>,
     cache: CodeCache,
-    /// Stacks' files, unpacked: one directory per digest.
-    files_dir: PathBuf,
     /// Where instances' scratch directories are mounted.
     scratch_dir: PathBuf,
-    /// Container images, unpacked: one directory per digest (made and
-    /// read by the container layer; collected here with the code).
-    images_dir: PathBuf,
     loaded: Mutex<HashMap<Digest, Arc<Loaded>>>,
-    /// One lock per digest being compiled or loaded, so concurrent loads
-    /// of the same code share one compile, and how many hold or wait for it.
-    loading: Mutex<HashMap<Digest, LoadLock>>,
-    /// Uploads no version names yet, and when they came: spared by
-    /// [`Engine::retain`] for [`UNDEPLOYED_GRACE`].
-    fresh: Mutex<HashMap<Digest, std::time::Instant>>,
     /// Compiles done, for tests and logs.
     compiles: std::sync::atomic::AtomicU64,
     ticker_stop: Arc<AtomicBool>,
@@ -177,36 +141,12 @@ pub struct Engine {
     shares: Arc<Shares>,
     /// Live instances, bounded by kind.
     seats: Arc<Seats>,
-    /// Bumped whenever code is stored or removed (a cluster host reports
-    /// what it holds when it changes).
-    stored: tokio::sync::watch::Sender<u64>,
-}
-
-/// One digest's load lock and how many hold or wait for it.
-type LoadLock = (Arc<Mutex<()>>, usize);
-
-/// The file beside an unpacked image that holds the bytes it takes.
-const UNPACKED_FILE: &str = "unpacked-bytes";
-
-/// How long an upload that no version names yet is kept: the time a
-/// client has between uploading code and deploying it.
-pub const UNDEPLOYED_GRACE: Duration = Duration::from_secs(600);
-
-/// What [`Engine::retain`] removed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Collected {
-    /// Code blobs deleted.
-    pub blobs: usize,
-    /// Compiled files deleted.
-    pub compiled: usize,
-    /// Loaded components dropped from memory.
-    pub loaded: usize,
 }
 
 impl Engine {
-    /// Builds the engine for `config`, starts its epoch ticker, and opens
-    /// the code cache.
-    pub fn new(config: &DaemonConfig, blobs: Blobs) -> anyhow::Result<Engine> {
+    /// Builds the engine for `config` over the code in `content`, starts
+    /// its epoch ticker, and opens the code cache.
+    pub fn new(config: &EngineConfig, content: Arc<Content>) -> anyhow::Result<Engine> {
         let engine = wasmtime::Engine::new(&wasmtime_config(config))
             .map_err(anyhow::Error::from)
             .context("configuring the wasmtime engine")?;
@@ -216,17 +156,10 @@ impl Engine {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let settings = format!("{:016x}", hasher.finish());
         let cache = CodeCache::open(&config.data_dir, &settings, config.shared_cache.as_deref())?;
-        let files_dir = config.data_dir.join("files");
-        std::fs::create_dir_all(&files_dir)
-            .with_context(|| format!("creating {}", files_dir.display()))?;
-        crate::store::clean_partial(&files_dir);
         let scratch_dir = config.data_dir.join("scratch");
         std::fs::create_dir_all(&scratch_dir)
             .with_context(|| format!("creating {}", scratch_dir.display()))?;
         super::scratch::Scratch::clean(&scratch_dir);
-        let images_dir = config.data_dir.join("images");
-        std::fs::create_dir_all(&images_dir)
-            .with_context(|| format!("creating {}", images_dir.display()))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let shares = Shares::for_this_machine();
         let ticker = spawn_epoch_ticker(engine.clone(), shares.clone(), ticker_stop.clone())?;
@@ -234,20 +167,15 @@ impl Engine {
             engine,
             linker,
             module_linker,
-            blobs,
+            content,
             cache,
-            files_dir,
             scratch_dir,
-            images_dir,
             loaded: Mutex::new(HashMap::new()),
-            loading: Mutex::new(HashMap::new()),
-            fresh: Mutex::new(HashMap::new()),
             compiles: std::sync::atomic::AtomicU64::new(0),
             ticker_stop,
             ticker: Some(ticker),
             shares,
             seats: Seats::new(config.max_instances, POOL_HEADROOM / 2),
-            stored: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -261,35 +189,10 @@ impl Engine {
         &self.shares
     }
 
-    /// Size of stored code, in bytes (0 when it is not stored): for an
-    /// image, its upload's and its unpacked root's together.
-    pub fn code_bytes(&self, digest: &Digest) -> u64 {
-        let stored = std::fs::metadata(self.blobs.path(digest)).map_or(0, |m| m.len());
-        let unpacked = std::fs::read_to_string(self.image_path(digest).join(UNPACKED_FILE))
-            .ok()
-            .and_then(|text| text.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        stored.saturating_add(unpacked)
-    }
-
-    /// The digests of every piece of code stored here.
-    pub fn stored_digests(&self) -> Vec<Digest> {
-        self.blobs.list().unwrap_or_default()
-    }
-
-    /// Changes whenever code is stored or removed here.
-    pub fn stored_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.stored.subscribe()
-    }
-
-    /// Whether code of this digest is stored here.
-    pub fn has_code(&self, digest: &Digest) -> bool {
-        self.blobs.contains(digest)
-    }
-
-    /// Where stored code is kept, as uploaded (whether or not it is).
-    pub fn code_path(&self, digest: &Digest) -> PathBuf {
-        self.blobs.path(digest)
+    /// Where the code this engine compiles is kept, with stacks' files
+    /// and container images.
+    pub fn content(&self) -> &Arc<Content> {
+        &self.content
     }
 
     /// The wasmtime engine.
@@ -311,11 +214,11 @@ impl Engine {
         bytes: &[u8],
     ) -> Result<CodeInfo, anyhow::Error> {
         let kind = check_header(name, bytes)?;
-        let _one_at_a_time = self.loading_lock(&digest);
+        let _one_at_a_time = self.content.lock(&digest);
         let known = self.lock_loaded().get(&digest).cloned();
-        if let Some(known) = known.filter(|_| self.blobs.contains(&digest)) {
+        if let Some(known) = known.filter(|_| self.content.has_code(&digest)) {
             // Already checked, stored and compiled.
-            self.mark_fresh(&digest);
+            self.content.mark_fresh(&digest);
             return Ok(CodeInfo {
                 digest,
                 size: bytes.len() as u64,
@@ -348,8 +251,7 @@ impl Engine {
             }
             .into());
         }
-        self.blobs.put(&digest, bytes)?;
-        self.mark_fresh(&digest);
+        self.content.put(&digest, bytes)?;
         if !from_cache {
             self.cache.write(&digest, &compiled)?;
         }
@@ -362,78 +264,9 @@ impl Engine {
         Ok(info)
     }
 
-    /// Checks a stack's files archive, stores it and unpacks it. `name`
-    /// is what the user called it.
-    pub fn accept_files(
-        &self,
-        name: &str,
-        digest: Digest,
-        bytes: &[u8],
-    ) -> Result<CodeInfo, anyhow::Error> {
-        let _one_at_a_time = self.loading_lock(&digest);
-        let tree = self.files_path(&digest);
-        if !tree.is_dir() {
-            super::files::unpack(name, bytes, &tree)?;
-        }
-        self.blobs.put(&digest, bytes)?;
-        self.mark_fresh(&digest);
-        Ok(CodeInfo {
-            digest,
-            size: bytes.len() as u64,
-            exports: Vec::new(),
-        })
-    }
-
-    /// Stores an uploaded container image (the tar at `upload`, in the
-    /// data directory's file system) by digest, once `unpack` has checked
-    /// and unpacked it into the directory it is handed. An image already
-    /// unpacked is not unpacked again.
-    ///
-    /// `unpack` gives the bytes the unpacked image takes, which are kept
-    /// beside it: an image's size, as quotas count it, is its upload's
-    /// and its unpacked root's together.
-    pub fn accept_image(
-        &self,
-        digest: Digest,
-        upload: &std::path::Path,
-        unpack: impl FnOnce(&std::path::Path) -> anyhow::Result<u64>,
-    ) -> Result<CodeInfo, anyhow::Error> {
-        let _one_at_a_time = self.loading_lock(&digest);
-        let dir = self.image_path(&digest);
-        if !dir.is_dir() {
-            let unpacked = unpack(&dir)?;
-            if let Err(e) = std::fs::write(dir.join(UNPACKED_FILE), unpacked.to_string()) {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(anyhow::anyhow!("recording the image's size: {e}"));
-            }
-        }
-        self.blobs.put_file(&digest, upload)?;
-        self.mark_fresh(&digest);
-        Ok(CodeInfo {
-            size: self.code_bytes(&digest),
-            digest,
-            exports: vec!["a container image".into()],
-        })
-    }
-
-    /// Where container images are unpacked, one directory per digest.
-    pub fn images_dir(&self) -> &std::path::Path {
-        &self.images_dir
-    }
-
-    /// Where the image of `digest` is unpacked (whether or not it is).
-    pub fn image_path(&self, digest: &Digest) -> PathBuf {
-        self.images_dir.join(digest.hex())
-    }
-
     /// Where instances' scratch directories are mounted.
     pub fn scratch_dir(&self) -> &std::path::Path {
         &self.scratch_dir
-    }
-
-    /// Where the files of `digest` are unpacked (whether or not they are).
-    pub fn files_path(&self, digest: &Digest) -> PathBuf {
-        self.files_dir.join(digest.hex())
     }
 
     /// Code already loaded into memory, without touching the disk: the
@@ -449,7 +282,7 @@ impl Engine {
             return Ok(loaded.clone());
         }
         // Whoever gets here second waits for the first, then finds its work.
-        let _one_at_a_time = self.loading_lock(digest);
+        let _one_at_a_time = self.content.lock(digest);
         if let Some(loaded) = self.lock_loaded().get(digest) {
             return Ok(loaded.clone());
         }
@@ -462,7 +295,7 @@ impl Engine {
                 compiled
             }
             None => {
-                let bytes = self.blobs.get(digest)?;
+                let bytes = self.content.get(digest)?;
                 tracing::info!(
                     digest = digest.short(),
                     "compiling component (not in the compiled cache)"
@@ -566,130 +399,11 @@ impl Engine {
         self.loaded.lock()
     }
 
-    /// Holds the digest's load lock; the lock's entry goes when the last
-    /// holder is done.
-    fn loading_lock(&self, digest: &Digest) -> LoadingGuard<'_> {
-        let lock = {
-            let mut loading = self.loading.lock();
-            let (lock, users) = loading.entry(digest.clone()).or_default();
-            *users += 1;
-            lock.clone()
-        };
-        let guard = lock.lock_arc();
-        LoadingGuard {
-            engine: self,
-            digest: digest.clone(),
-            _guard: guard,
-        }
-    }
-
     /// Drops code that no kept version names: from memory, from the
-    /// compiled cache and from the blob store. `keep` is every digest a
-    /// kept stack version (or anything else still in use) names.
+    /// compiled cache and from the content store. `keep` is every digest
+    /// a kept stack version (or anything else still in use) names.
     pub fn retain(&self, keep: &HashSet<Digest>) -> anyhow::Result<Collected> {
-        // An upload a version now names is kept by that version alone.
-        self.fresh
-            .lock()
-            .retain(|digest, at| !keep.contains(digest) && at.elapsed() < UNDEPLOYED_GRACE);
-        let mut candidates: HashSet<Digest> = self.lock_loaded().keys().cloned().collect();
-        candidates.extend(self.blobs.list()?);
-        candidates.extend(self.cache.digests()?);
-        candidates.extend(self.unpacked_digests()?);
-        candidates.retain(|digest| !keep.contains(digest));
-        let mut collected = Collected::default();
-        for digest in candidates {
-            // Under the digest's lock: a load in progress finishes first, and
-            // an upload (or a deploy naming it) that came since is seen.
-            let _one_at_a_time = self.loading_lock(&digest);
-            if self.fresh.lock().contains_key(&digest) {
-                continue;
-            }
-            collected.loaded += usize::from(self.lock_loaded().remove(&digest).is_some());
-            if self.blobs.contains(&digest) {
-                self.blobs.remove(&digest)?;
-                collected.blobs += 1;
-            }
-            for tree in [self.files_path(&digest), self.image_path(&digest)] {
-                if tree.is_dir() {
-                    std::fs::remove_dir_all(&tree)
-                        .with_context(|| format!("removing {}", tree.display()))?;
-                }
-            }
-            collected.compiled += usize::from(self.cache.remove(&digest)?);
-        }
-        if collected.blobs > 0 {
-            self.stored.send_modify(|n| *n += 1);
-        }
-        if collected != Collected::default() {
-            tracing::info!(?collected, "removed code no kept version names");
-        }
-        self.unpack_missing(keep);
-        Ok(collected)
-    }
-
-    /// Unpacks kept files archives whose directory is missing (a data
-    /// directory restored without them, say).
-    fn unpack_missing(&self, keep: &HashSet<Digest>) {
-        for digest in keep {
-            if self.files_path(digest).is_dir() || self.image_path(digest).is_dir() {
-                continue;
-            }
-            // Only the head of each blob is read to tell archives apart.
-            let mut head = [0u8; 512];
-            let read = std::fs::File::open(self.blobs.path(digest))
-                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
-            if read.is_err() || !super::files::is_archive(&head) {
-                continue;
-            }
-            let Ok(bytes) = self.blobs.get(digest) else {
-                continue;
-            };
-            let _one_at_a_time = self.loading_lock(digest);
-            let tree = self.files_path(digest);
-            if tree.is_dir() {
-                continue;
-            }
-            if let Err(e) = super::files::unpack(digest.short(), &bytes, &tree) {
-                tracing::warn!(digest = digest.short(), error = %e, "cannot unpack a stack's files");
-            }
-        }
-    }
-
-    /// Digests whose files or images are unpacked.
-    fn unpacked_digests(&self) -> anyhow::Result<Vec<Digest>> {
-        let mut digests = Vec::new();
-        for dir in [&self.files_dir, &self.images_dir] {
-            let entries =
-                std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
-            digests.extend(entries.filter_map(Result::ok).filter_map(|e| {
-                let hex = e.file_name().to_string_lossy().into_owned();
-                Digest::try_from(format!("sha256:{hex}")).ok()
-            }));
-        }
-        Ok(digests)
-    }
-
-    /// Holds stored code for a version about to name it: true when it is
-    /// stored, and then it is spared by [`Engine::retain`] as a fresh
-    /// upload until a committed version names it.
-    pub fn hold(&self, digest: &Digest) -> bool {
-        let _one_at_a_time = self.loading_lock(digest);
-        if !self.blobs.contains(digest) {
-            return false;
-        }
-        self.mark_fresh(digest);
-        true
-    }
-
-    /// Spares stored code from collection for [`UNDEPLOYED_GRACE`]. Older
-    /// entries go as new ones come, so the list holds only the last grace
-    /// period's uploads.
-    fn mark_fresh(&self, digest: &Digest) {
-        let mut fresh = self.fresh.lock();
-        fresh.retain(|_, at| at.elapsed() < UNDEPLOYED_GRACE);
-        fresh.insert(digest.clone(), std::time::Instant::now());
-        drop(fresh);
-        self.stored.send_modify(|n| *n += 1);
+        self.content.retain(keep, self)
     }
 
     fn remember(&self, loaded: Arc<Loaded>) {
@@ -702,23 +416,18 @@ impl Engine {
     }
 }
 
-/// Holds one digest's load lock.
-struct LoadingGuard<'a> {
-    engine: &'a Engine,
-    digest: Digest,
-    _guard: parking_lot::ArcMutexGuard<parking_lot::RawMutex, ()>,
-}
+/// What the engine makes of stored code goes with it.
+impl Derived for Engine {
+    fn derived_digests(&self) -> anyhow::Result<Vec<Digest>> {
+        let mut digests: Vec<Digest> = self.lock_loaded().keys().cloned().collect();
+        digests.extend(self.cache.digests()?);
+        Ok(digests)
+    }
 
-impl Drop for LoadingGuard<'_> {
-    fn drop(&mut self) {
-        let mut loading = self.engine.loading.lock();
-        if let Some((_, users)) = loading.get_mut(&self.digest) {
-            *users -= 1;
-            if *users == 0 {
-                // No one else holds or waits for it.
-                loading.remove(&self.digest);
-            }
-        }
+    fn forget(&self, digest: &Digest, collected: &mut Collected) -> anyhow::Result<()> {
+        collected.loaded += usize::from(self.lock_loaded().remove(digest).is_some());
+        collected.compiled += usize::from(self.cache.remove(digest)?);
+        Ok(())
     }
 }
 
@@ -729,98 +438,6 @@ impl Drop for Engine {
             let _ = ticker.join();
         }
     }
-}
-
-/// Address space the linear memories of all live instances may take
-/// together: the pool reserves it in one piece up front, and in a 47-bit
-/// user address space about 40 TiB are free in one piece (measured: a
-/// 48 TiB reservation fails), beside the pool's tables and stacks.
-const MEMORY_ADDRESS_SPACE: u64 = 32 << 40;
-/// wasmtime's guard after each memory when a memory's slot is 4 GiB or
-/// more (bounds checks are then elided).
-const LARGE_GUARD: u64 = 32 << 20;
-/// wasmtime's default reservation for a 32-bit memory.
-const DEFAULT_RESERVATION: u64 = 4 << 30;
-/// The guard after each memory when slots are smaller (bounds checks are
-/// compiled in then, and the guard need not be large).
-const SMALL_GUARD: u64 = 64 << 10;
-/// Memory mappings one live instance costs (its memories, tables and
-/// stack with their guards), as measured with 10,000.
-pub const MAPPINGS_PER_INSTANCE: u64 = 6;
-
-/// How large each live instance's memories may be, so that the memories of
-/// `config.max_instances` of them fit the address space.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MemorySlots {
-    /// Largest memory of one instance (all its memories together are
-    /// also capped by its service's limit).
-    pub max_memory_bytes: u64,
-    /// Guard after each memory.
-    pub guard_bytes: u64,
-}
-
-impl MemorySlots {
-    /// Sizes the pool's memory slots for `config`.
-    pub fn for_config(config: &DaemonConfig) -> MemorySlots {
-        let memories =
-            u64::from(config.max_instances + POOL_HEADROOM) * u64::from(MEMORIES_PER_COMPONENT);
-        let wanted = config.max_memory_bytes;
-        // wasmtime's default slot: at least 4 GiB, then the guard.
-        if memories * (wanted.max(DEFAULT_RESERVATION) + LARGE_GUARD) <= MEMORY_ADDRESS_SPACE {
-            return MemorySlots {
-                max_memory_bytes: wanted,
-                guard_bytes: LARGE_GUARD,
-            };
-        }
-        let room = (MEMORY_ADDRESS_SPACE / memories).saturating_sub(SMALL_GUARD);
-        // A power of two (at least one wasm page), so the limit reads well.
-        let fits = if room < 1 << 16 {
-            1 << 16
-        } else {
-            1u64 << (63 - room.leading_zeros())
-        };
-        MemorySlots {
-            max_memory_bytes: fits.min(wanted),
-            guard_bytes: SMALL_GUARD,
-        }
-    }
-}
-
-/// The wasmtime configuration the engine is built with for `config`
-/// (public so that benchmarks compare against a bare host set up the
-/// same way).
-pub fn wasmtime_config(config: &DaemonConfig) -> Config {
-    let slots = MemorySlots::for_config(config);
-    engine_config(&slots, pooling_config(config, &slots))
-}
-
-/// The pool for `config`: room for every live instance, memories in
-/// `slots`.
-fn pooling_config(config: &DaemonConfig, slots: &MemorySlots) -> PoolingAllocationConfig {
-    let live = config.max_instances + POOL_HEADROOM;
-    let mut pool = PoolingAllocationConfig::new();
-    pool.total_component_instances(live)
-        .total_core_instances(live * CORE_INSTANCES_PER_COMPONENT)
-        .total_memories(live * MEMORIES_PER_COMPONENT)
-        .total_tables(live * TABLES_PER_COMPONENT)
-        .total_stacks(live)
-        .max_memory_size(slots.max_memory_bytes as usize)
-        .linear_memory_keep_resident(KEEP_RESIDENT)
-        .table_keep_resident(TABLE_KEEP_RESIDENT)
-        .pagemap_scan(wasmtime::Enabled::Auto);
-    pool
-}
-
-fn engine_config(slots: &MemorySlots, pool: PoolingAllocationConfig) -> Config {
-    let mut wasm = Config::new();
-    if slots.guard_bytes == SMALL_GUARD {
-        wasm.memory_reservation(slots.max_memory_bytes)
-            .memory_guard_size(SMALL_GUARD)
-            .memory_reservation_for_growth(0);
-    }
-    wasm.epoch_interruption(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    wasm
 }
 
 fn new_linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<HostState>> {
@@ -884,38 +501,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn memory_slots_shrink_only_when_the_instances_do_not_fit() {
-        let config = |max_instances| DaemonConfig {
-            max_instances,
-            ..DaemonConfig::default()
-        };
-        let few = MemorySlots::for_config(&config(1000));
-        assert_eq!(few.max_memory_bytes, 4 << 30);
-        assert_eq!(few.guard_bytes, LARGE_GUARD);
-        let many = MemorySlots::for_config(&config(100_000));
-        assert_eq!(many.max_memory_bytes, 128 << 20);
-        assert_eq!(many.guard_bytes, SMALL_GUARD);
-        let memories = u64::from(100_000 + POOL_HEADROOM) * u64::from(MEMORIES_PER_COMPONENT);
-        assert!(memories * (many.max_memory_bytes + many.guard_bytes) <= MEMORY_ADDRESS_SPACE);
-        // The daemon lowers its limit to what fits; sized again, that
-        // still fits.
-        let lowered = DaemonConfig {
-            max_memory_bytes: many.max_memory_bytes,
-            ..config(100_000)
-        };
-        assert_eq!(MemorySlots::for_config(&lowered), many);
-        // An engine whose memories are sized for them builds: the address
-        // space holds them. (Its stacks are fewer: each stack's guard page
-        // is a mapping of its own, and 100,000 of them need a
-        // vm.max_map_count above the kernel's default, which `mesh up`
-        // asks the operator to raise.)
-        let mut pool = pooling_config(&lowered, &many);
-        pool.total_stacks(64);
-        let engine = wasmtime::Engine::new(&engine_config(&many, pool));
-        assert!(engine.is_ok(), "{:?}", engine.err());
-    }
-
-    #[test]
     fn headers_are_told_apart() {
         assert!(matches!(
             check_header("x", b"hello world"),
@@ -939,21 +524,27 @@ mod tests {
         })
     }
 
-    fn small(dir: &std::path::Path) -> DaemonConfig {
-        DaemonConfig {
+    fn small(dir: &std::path::Path) -> EngineConfig {
+        EngineConfig {
             data_dir: dir.to_path_buf(),
+            shared_cache: None,
             max_instances: 4,
             max_memory_bytes: 64 << 20,
-            ..DaemonConfig::default()
         }
+    }
+
+    /// The content store in `dir`, opened afresh: an engine over it knows
+    /// of no upload another engine took.
+    fn content(dir: &std::path::Path) -> Arc<Content> {
+        Arc::new(Content::open(dir).unwrap())
     }
 
     #[test]
     fn code_compiles_once_is_checked_on_load_and_is_collected() {
         let dir = tempfile::tempdir().unwrap();
         let config = small(dir.path());
-        let blobs = Blobs::open(dir.path()).unwrap();
-        let digest = Engine::new(&config, blobs.clone())
+        let blobs = crate::content::Blobs::open(dir.path()).unwrap();
+        let digest = Engine::new(&config, content(dir.path()))
             .unwrap()
             .accept("app.wasm", &app_wasm())
             .unwrap()
@@ -961,7 +552,7 @@ mod tests {
 
         // A fresh engine with no compiled file: eight loads at once share
         // one compile.
-        let engine = Arc::new(Engine::new(&config, blobs.clone()).unwrap());
+        let engine = Arc::new(Engine::new(&config, content(dir.path())).unwrap());
         std::fs::remove_file(engine.cache.path(&digest)).unwrap();
         let loads: Vec<_> = (0..8)
             .map(|_| {
@@ -973,12 +564,7 @@ mod tests {
         assert_eq!(engine.compiles(), 1);
         assert!(loaded.iter().all(|l| Arc::ptr_eq(l, &loaded[0])));
         assert!(engine.cache.path(&digest).is_file());
-        let left: Vec<usize> = engine
-            .loading
-            .lock()
-            .values()
-            .map(|(_, users)| *users)
-            .collect();
+        let left: Vec<usize> = engine.content.lock_users();
         assert!(left.is_empty(), "load locks outlived their loads: {left:?}");
 
         // A compiled file that does not match its checksum is compiled
@@ -988,10 +574,10 @@ mod tests {
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
-        let again = Engine::new(&config, blobs.clone()).unwrap();
+        let again = Engine::new(&config, content(dir.path())).unwrap();
         again.load(&digest).unwrap();
         assert_eq!(again.compiles(), 1);
-        assert!(Engine::new(&config, blobs.clone())
+        assert!(Engine::new(&config, content(dir.path()))
             .unwrap()
             .cache
             .read(&engine.engine, &digest)

@@ -10,12 +10,12 @@ use wasmtime_wasi::{FsPerms, WasiCtx};
 use super::cpu::{CpuUse, Verdict};
 use super::dispatch::{Dispatch, Hooks};
 use super::engine::{Engine, Loaded};
-use super::files::FILES_MOUNT;
 use super::io::{Output, RunStdin};
 use super::outcome::{Interrupt, Outcome};
 use super::scratch::{Scratch, SCRATCH_MOUNT};
 use super::seats::Seat;
 use super::state::{HostState, Wasi};
+use crate::content::files::FILES_MOUNT;
 
 /// What to start: the guest's view of the world.
 pub struct Launch {
@@ -185,8 +185,12 @@ pub(crate) fn store_for(
         wasi.stdin(stdin);
     }
     if let Some(files) = &launch.files {
-        wasi.preopened_dir(engine.files_path(files), FILES_MOUNT, FsPerms::ReadOnly)
-            .map_err(|e| Outcome::failed(format!("cannot open the stack's files: {e}")))?;
+        wasi.preopened_dir(
+            engine.content().files_path(files),
+            FILES_MOUNT,
+            FsPerms::ReadOnly,
+        )
+        .map_err(|e| Outcome::failed(format!("cannot open the stack's files: {e}")))?;
     }
     let scratch = match launch.scratch_bytes {
         Some(bytes) => {

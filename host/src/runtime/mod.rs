@@ -4,7 +4,10 @@
 //! above through the [`Dispatch`] trait, which that layer implements.
 //!
 //! - `engine`: the one wasmtime engine, its linker, epoch ticker and the
-//!   compiled-code cache (each digest compiled once, files checked on load).
+//!   compiled-code cache (each digest compiled once, files checked on load),
+//!   over the code the content store (`crate::content`) keeps.
+//! - `setup`: what the engine is built from ([`EngineConfig`]), and the
+//!   pooling allocator sized for it.
 //! - `state`: what one store holds: WASI contexts, memory limit, hooks.
 //! - `instance`: making a store for a launch, and running `wasi:cli/run`
 //!   in it to its end.
@@ -15,8 +18,6 @@
 //!   store per request.
 //! - `http`: instances that serve `wasi:http/incoming-handler`, one request
 //!   at a time.
-//! - `files`: a stack's files: packed, checked, unpacked, and where
-//!   instances see them.
 //! - `io`: where a guest's stdout and stderr go, and a host-fed stdin.
 //! - `cpu`: CPU time per request, and fair shares of the cores between
 //!   environments for guests that run long.
@@ -32,20 +33,25 @@ mod connect;
 pub mod cpu;
 pub mod dispatch;
 pub mod engine;
-pub mod files;
 pub mod http;
 pub mod instance;
 pub mod io;
 pub mod outcome;
 pub mod scratch;
 pub mod seats;
+pub mod setup;
 pub mod state;
 
 pub use dispatch::{send_outgoing, Dispatch, Outgoing, MAX_HOPS};
-pub use engine::{CodeError, CodeInfo, Engine, Loaded};
+pub use engine::{CodeError, Engine, Loaded};
 pub use http::{Answered, CallLimits, HttpInstance, Respond};
 pub use instance::{new_store, run_command, Launch};
 pub use io::{Output, RunStdin};
 pub use outcome::{Ending, Interrupt, Outcome};
 pub use seats::Seat;
+pub use setup::{EngineConfig, MemorySlots};
 pub use state::HostState;
+
+// What the runtime accepts and where a stack's files come from, under the
+// names the CLI knows them by.
+pub use crate::content::{files, CodeInfo};

@@ -4,7 +4,7 @@
 //! It is handed each new snapshot of desired state ([`Supervisor::apply`]);
 //! it does not read the store itself. For every service it owns a row of
 //! worker slots (`slot.rs`), a pool of request-serving instances
-//! (`pool.rs`) and a rollout in progress (`rollout.rs`); it writes the
+//! (`pool/`) and a rollout in progress (`rollout.rs`); it writes the
 //! routing table and the intra-DNS directory. Whatever it starts it stops:
 //! a deleted service's slots and pool end, its log is closed and removed,
 //! its counters go. Instances owned elsewhere (an interactive run, a cron

@@ -83,7 +83,7 @@ impl CodeSource for WasmSource {
         let fetch = self.fetch.get().cloned();
         let containers = self.containers.clone();
         Box::pin(async move {
-            if let Some(fetch) = fetch.filter(|_| !engine.has_code(&digest)) {
+            if let Some(fetch) = fetch.filter(|_| !engine.content().has_code(&digest)) {
                 let image = fetched(
                     &engine,
                     containers.as_ref().map(|(c, _)| c),
@@ -119,7 +119,7 @@ async fn fetched(
     fetch: &dyn Fetch,
     digest: &Digest,
 ) -> Result<bool, String> {
-    let incoming = crate::store::incoming_in(engine.images_dir());
+    let incoming = engine.content().incoming();
     fetch
         .fetch_into(digest, incoming.path().to_path_buf())
         .await?;
@@ -149,6 +149,7 @@ async fn fetched(
             return Err(format!("{name} is a container image: {why}"));
         }
         engine
+            .content()
             .accept_image(digest, path, |dir| {
                 let room = crate::container::image::Room::platform();
                 crate::container::image::unpack(&name, path, dir, room)

@@ -4,7 +4,9 @@
 //! - `kv`: the etcd-shaped interface every backend implements.
 //! - `sqlite`: the embedded backend, one file in the data directory.
 //! - `etcd`: the cluster backend, an etcd v3 cluster the hosts share.
-//! - `blobs`: content-addressed code storage.
+//!
+//! Code itself (blobs, unpacked files and images) is kept apart, by
+//! `content`.
 //!
 //! Keys:
 //! - `/meta/operator_token_sha256`: the hash of the operator's token (the
@@ -15,7 +17,6 @@
 //!   `/services/<env>/<stack>/<service>`.
 //! - `/endpoints/<host><path>`: the service an endpoint is bound to.
 
-pub mod blobs;
 mod etcd;
 mod kv;
 mod sqlite;
@@ -27,7 +28,6 @@ use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use blobs::{clean_partial, incoming_in, partial_beside, Blobs, Incoming};
 pub use etcd::EtcdKv;
 pub use kv::{Change, Compare, KeyValue, Kv, KvError, LeaseId, Op, Txn};
 pub use sqlite::SqliteKv;

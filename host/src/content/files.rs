@@ -224,7 +224,7 @@ pub fn unpack(name: &str, archive: &[u8], dest: &Path) -> Result<u64, FilesError
     };
     let parent = dest.parent().ok_or_else(|| broken("no parent".into()))?;
     std::fs::create_dir_all(parent).map_err(|e| broken(e.to_string()))?;
-    let temp = crate::store::partial_beside(dest);
+    let temp = super::partial::partial_beside(dest);
     let _ = std::fs::remove_dir_all(&temp);
     std::fs::create_dir(&temp).map_err(|e| broken(e.to_string()))?;
     let result = unpack_into(name, archive, &temp).and_then(|size| {
