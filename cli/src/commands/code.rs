@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context as _};
 use mesh_host::api::wire::ComponentRef;
+use mesh_host::content::CodeInfo;
 use mesh_host::model::Digest;
-use mesh_host::runtime::CodeInfo;
 
 use super::encode;
 use crate::client::Client;
@@ -101,7 +101,7 @@ pub fn upload_image(
 
 /// Packs a folder as a stack's files and uploads it; its digest.
 pub fn upload_files(client: &Client, dir: &Path) -> anyhow::Result<Digest> {
-    let bytes = mesh_host::runtime::files::pack(dir)?;
+    let bytes = mesh_host::content::files::pack(dir)?;
     let name = dir.display().to_string();
     let info: CodeInfo = client.put_bytes(
         &format!("/v1/code?kind=files&name={}", encode(&name)),

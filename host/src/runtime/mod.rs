@@ -51,7 +51,3 @@ pub use outcome::{Ending, Interrupt, Outcome};
 pub use seats::Seat;
 pub use setup::{EngineConfig, MemorySlots};
 pub use state::HostState;
-
-// What the runtime accepts and where a stack's files come from, under the
-// names the CLI knows them by.
-pub use crate::content::{files, CodeInfo};
