@@ -216,6 +216,14 @@ async function run() {
     );
   });
 
+  await step("a description given with the CLI shows on the service page", async () => {
+    const text = "Serves acme's shop";
+    const [ok, , err] = mesh(TOKENS.acme, "svc", "update", "web", "--description", text);
+    assert.ok(ok, err);
+    await page.locator("#summary dd", { hasText: text }).waitFor({ timeout: 10000 });
+    assert.equal(service(TOKENS.acme, "web").description, text);
+  });
+
   await step("an action the API refuses shows the CLI's error", async () => {
     const [ok, , err] = mesh(TOKENS.acme, "svc", "update", "web", "--instances", "1000000");
     assert.ok(!ok);
