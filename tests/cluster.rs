@@ -148,7 +148,7 @@ fn the_etcd_store_swaps_reads_at_one_revision_follows_and_outlives_its_leader() 
 fn a_daemon_keeps_its_state_in_etcd_across_restarts_and_a_dead_leader() {
     let mut etcd = Etcd::start(3);
     let url = etcd.url();
-    let mut d = Daemon::start_with(&["--store", &url]);
+    let mut d = Daemon::start_process_with(&["--store", &url]);
     d.create("ticker", &["--instances", "2"], &["queue"]);
     d.wait_running("ticker", 2);
     // The service is in etcd, not in a file of the daemon.
@@ -203,11 +203,12 @@ fn mesh_up_says_plainly_when_the_store_is_wrong_or_unreachable() {
     assert!(took < Duration::from_secs(20), "took {took:?}");
 }
 
-/// A host for each name on the etcd cluster at `url`.
+/// A host for each name on the etcd cluster at `url`, each a `mesh up`
+/// process (the tests kill them).
 fn start_hosts(url: &str, names: &[&str]) -> Vec<Daemon> {
     names
         .iter()
-        .map(|name| Daemon::start_with(&["--store", url, "--node", name]))
+        .map(|name| Daemon::start_process_with(&["--store", url, "--node", name]))
         .collect()
 }
 
@@ -780,9 +781,9 @@ fn running_on(host: &Daemon, name: &str) -> Vec<(String, String)> {
 fn code_is_placed_where_it_is_held_and_images_only_where_containers_run() {
     let etcd = Etcd::start(1);
     let url = etcd.url();
-    let a = Daemon::start_with(&["--store", &url, "--node", "host-a"]);
-    let b = Daemon::start_with(&["--store", &url, "--node", "host-b"]);
-    let c = Daemon::start_with(&[
+    let a = Daemon::start_process_with(&["--store", &url, "--node", "host-a"]);
+    let b = Daemon::start_process_with(&["--store", &url, "--node", "host-b"]);
+    let c = Daemon::start_process_with(&[
         "--store",
         &url,
         "--node",

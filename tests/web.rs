@@ -135,7 +135,7 @@ fn hosts_and_path_prefixes_route_to_the_right_service() {
 
 #[test]
 fn publish_and_unpublish_flip_the_type() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     d.create("worker", &[], &["server"]);
     assert_eq!(d.service("worker").unwrap()["type"], "worker");
     let out = d.ok(&[

@@ -168,7 +168,7 @@ fn out_of_memory_and_traps_are_reported_with_their_cause() {
 
 #[test]
 fn a_spinning_worker_is_deleted_within_a_second_and_stops_burning_cpu() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     d.create("spinner", &[], &["spin"]);
     d.wait_running("spinner", 1);
     std::thread::sleep(Duration::from_millis(300));
@@ -260,7 +260,7 @@ fn changing_the_command_restarts_instances_on_it() {
 
 #[test]
 fn kill_9_and_restart_brings_every_instance_back() {
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_process();
     let app = app_wasm();
     d.ok(&[
         "svc",
@@ -303,7 +303,7 @@ fn kill_9_and_restart_brings_every_instance_back() {
 
 #[test]
 fn no_acknowledged_create_is_lost_when_the_daemon_is_killed() {
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_process();
     let app = app_wasm();
     d.ok(&["stack", "deploy", "app", app.to_str().unwrap()]);
     // Create services back to back from another thread and kill the daemon
@@ -366,7 +366,7 @@ fn no_acknowledged_create_is_lost_when_the_daemon_is_killed() {
 
 #[test]
 fn sigterm_stops_the_daemon_cleanly() {
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_process();
     d.create("worker", &[], &["queue"]);
     d.wait_running("worker", 1);
     let status = d.terminate();
