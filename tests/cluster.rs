@@ -300,6 +300,45 @@ fn hosts_join_share_one_operator_token_and_see_each_other_come_and_go() {
 }
 
 #[test]
+fn hosts_started_at_once_on_a_fresh_cluster_all_come_up_and_agree() {
+    // Each try on a fresh cluster, so that the three hosts bootstrap it
+    // together: the operator's token, the default environment, their
+    // records. One conflicting with another must read again and go on.
+    let names = ["host-a", "host-b", "host-c"];
+    for _ in 0..4 {
+        let etcd = Etcd::start(3);
+        let url = etcd.url();
+        let together = std::sync::Barrier::new(names.len());
+        let hosts: Vec<Daemon> = std::thread::scope(|s| {
+            let starting: Vec<_> = names
+                .iter()
+                .map(|name| {
+                    let (url, together) = (&url, &together);
+                    s.spawn(move || {
+                        together.wait();
+                        Daemon::start_with(&["--store", url, "--node", name])
+                    })
+                })
+                .collect();
+            starting
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        for h in &hosts {
+            assert_eq!(h.info["token"], hosts[0].info["token"]);
+            support::wait_until(Duration::from_secs(15), "the three hosts ready", || {
+                names.iter().all(|name| state_of(h, name) == "ready")
+            });
+            let envs: Vec<serde_json::Value> =
+                serde_json::from_str(&h.ok(&["env", "ls", "--json"])).unwrap();
+            let envs: Vec<&str> = envs.iter().map(|e| e["name"].as_str().unwrap()).collect();
+            assert_eq!(envs, ["default"]);
+        }
+    }
+}
+
+#[test]
 fn a_lone_daemon_is_its_own_host() {
     let d = Daemon::start_with(&["--node", "solo"]);
     let listed = nodes(&d);
