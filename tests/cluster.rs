@@ -2,7 +2,7 @@
 //! etcd cluster on loopback, and the real daemon keeping its state there
 //! while members die.
 
-mod support;
+use crate::support;
 
 use std::io::{Read as _, Write as _};
 use std::process::Command;

@@ -5,7 +5,7 @@
 //! namespaces and io_uring. Real daemon, real CLI, real containers on
 //! mesh's own bridge; everything else on loopback.
 
-mod support;
+use crate::support;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;

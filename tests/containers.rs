@@ -5,7 +5,7 @@
 //! name, killed for memory, stopped politely, and cleaned up after a
 //! daemon killed with SIGKILL.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! `app.wasm`, runs are recorded, slow runs are not piled up, and bad
 //! schedules are refused.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

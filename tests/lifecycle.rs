@@ -5,7 +5,7 @@
 //! drained on shutdown; code no kept version names is removed; a restart
 //! rolls every instance while a web service keeps serving.
 
-mod support;
+use crate::support;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;

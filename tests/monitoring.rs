@@ -2,7 +2,7 @@
 //! `--tail`, `--since` and `-f`, interactive runs (piped and in a real
 //! terminal under tmux), events, and `/metrics`.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::Stdio;

@@ -3,7 +3,7 @@
 //! attack here is refused, and the platform stays up for everyone else.
 //! All traffic goes to loopback.
 
-mod support;
+use crate::support;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;

@@ -2,7 +2,7 @@
 //! (and curl over HTTPS and HTTP/2), in front of real `app.wasm` and
 //! `blog.wasm` instances.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::thread;

@@ -1,7 +1,7 @@
 //! Worker services end to end: a real daemon, the real `mesh` binary, the
 //! real `app.wasm` guest.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

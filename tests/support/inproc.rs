@@ -12,7 +12,7 @@
 //! instead (`Daemon::start_process`).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use mesh_host::config::StoreConfig;
@@ -23,12 +23,20 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 /// Longest the runtime's leftover tasks get once the host is dropped.
 const DROP_WAIT: Duration = Duration::from_secs(5);
 
-/// A host running in this process until dropped (abruptly, as `kill`
-/// ends a `mesh up`) or shut down (in order, as SIGTERM does).
+/// In-process hosts alive at once, at most: each reserves about 8.6 TiB
+/// of address space for its instances' memories (wasmtime's pool, sized
+/// for `--max-instances` 1000), and a process has 128 TiB. A test that
+/// would start one more waits until another test's host has stopped.
+const MAX_LIVE: usize = 12;
+
+/// A host running in this process until dropped, which stops it in
+/// order, as SIGTERM stops `mesh up`.
 pub struct InProcess {
     /// Its own threads; dropping it ends every task the host spawned.
     runtime: Option<tokio::runtime::Runtime>,
     running: Option<Running>,
+    /// Its place among the hosts alive at once, given back last.
+    _place: Place,
 }
 
 impl InProcess {
@@ -36,6 +44,7 @@ impl InProcess {
     /// tests use), logging to `log`.
     pub fn start(args: &[String], log: &Path) -> Result<(InProcess, DaemonInfo), String> {
         let config = config(args);
+        let place = Place::take();
         let runtime = runtime(log);
         let started = runtime.block_on(async {
             // On the runtime's threads, where the host's log goes.
@@ -47,6 +56,7 @@ impl InProcess {
         let mut host = InProcess {
             runtime: Some(runtime),
             running: None,
+            _place: place,
         };
         let running = started?;
         let info = running.info().clone();
@@ -56,23 +66,47 @@ impl InProcess {
 
     /// Stops the host in order, as SIGTERM stops `mesh up`, and waits
     /// until it has.
-    pub fn shutdown(mut self) {
-        if let (Some(runtime), Some(running)) = (&self.runtime, self.running.take()) {
-            runtime.block_on(async { tokio::spawn(running.shutdown()).await.unwrap() });
-        }
+    pub fn shutdown(self) {
+        drop(self);
     }
 }
 
 impl Drop for InProcess {
     fn drop(&mut self) {
-        // What it holds (the data directory's lock with it), then every
-        // task, listener and instance with the runtime.
+        // In order, as SIGTERM stops `mesh up`: instances stopped, the
+        // lock let go; then whatever task is left ends with the runtime.
         if let Some(runtime) = self.runtime.take() {
-            let entered = runtime.enter();
-            drop(self.running.take());
-            drop(entered);
+            if let Some(running) = self.running.take() {
+                let _ = runtime.block_on(async { tokio::spawn(running.shutdown()).await });
+            }
             runtime.shutdown_timeout(DROP_WAIT);
         }
+    }
+}
+
+/// One of the [`MAX_LIVE`] places for a host alive in this process.
+struct Place;
+
+/// How many places are taken, and a wake-up when one is given back.
+static PLACES: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+impl Place {
+    /// Takes a place, waiting for one when all are taken.
+    fn take() -> Place {
+        let (taken, freed) = &PLACES;
+        let mut taken = freed
+            .wait_while(taken.lock().unwrap(), |n| *n >= MAX_LIVE)
+            .unwrap();
+        *taken += 1;
+        Place
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let (taken, freed) = &PLACES;
+        *taken.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        freed.notify_one();
     }
 }
 
