@@ -12,6 +12,7 @@ mod cluster;
 mod container_abuse;
 mod containers;
 mod cron;
+mod daemon;
 mod dashboard;
 mod dns;
 mod lifecycle;

@@ -373,13 +373,20 @@ impl Daemon {
         }
     }
 
-    /// Stops the daemon cleanly (SIGTERM, or in this process its
-    /// shutdown) and starts it again on the same data directory.
-    pub fn restart_cleanly(&mut self) {
-        match self.host.take() {
-            Some(host) => host.shutdown(),
-            None => assert!(self.terminate().success(), "{}", self.log()),
+    /// Stops the daemon in order (SIGTERM, or in this process its
+    /// shutdown), when it runs.
+    pub fn stop(&mut self) {
+        if let Some(host) = self.host.take() {
+            host.shutdown();
+        } else if self.child.is_some() {
+            assert!(self.terminate().success(), "{}", self.log());
         }
+    }
+
+    /// Stops the daemon cleanly (when it runs) and starts it again on the
+    /// same data directory.
+    pub fn restart_cleanly(&mut self) {
+        self.stop();
         self.boot();
     }
 
