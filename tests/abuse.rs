@@ -4,7 +4,7 @@
 //! with the real CLI, a tenant's token and an anonymous client. All
 //! traffic goes to loopback.
 
-mod support;
+use crate::support;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;

@@ -2,7 +2,7 @@
 //! state (checked by comparing `service ls` and `stack versions` before
 //! and after).
 
-mod support;
+use crate::support;
 
 use std::io::{Read as _, Write as _};
 

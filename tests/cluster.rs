@@ -2,7 +2,7 @@
 //! etcd cluster on loopback, and the real daemon keeping its state there
 //! while members die.
 
-mod support;
+use crate::support;
 
 use std::io::{Read as _, Write as _};
 use std::process::Command;
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mesh_host::api::wire::NodeView;
+use mesh_host::api::wire::{EnvView, NodeView};
 use mesh_host::model::{InstanceState, NodeState, RunStatus};
 use mesh_host::store::{Compare, EtcdKv, Kv, KvError, Txn};
 use support::etcd::Etcd;
@@ -146,7 +146,7 @@ fn the_etcd_store_swaps_reads_at_one_revision_follows_and_outlives_its_leader() 
 fn a_daemon_keeps_its_state_in_etcd_across_restarts_and_a_dead_leader() {
     let mut etcd = Etcd::start(3);
     let url = etcd.url();
-    let mut d = Daemon::start_with(&["--store", &url]);
+    let mut d = Daemon::start_process_with(&["--store", &url]);
     d.create("ticker", &["--instances", "2"], &["queue"]);
     d.wait_running("ticker", 2);
     // The service is in etcd, not in a file of the daemon.
@@ -201,11 +201,12 @@ fn mesh_up_says_plainly_when_the_store_is_wrong_or_unreachable() {
     assert!(took < Duration::from_secs(20), "took {took:?}");
 }
 
-/// A host for each name on the etcd cluster at `url`.
+/// A host for each name on the etcd cluster at `url`, each a `mesh up`
+/// process (the tests kill them).
 fn start_hosts(url: &str, names: &[&str]) -> Vec<Daemon> {
     names
         .iter()
-        .map(|name| Daemon::start_with(&["--store", url, "--node", name]))
+        .map(|name| Daemon::start_process_with(&["--store", url, "--node", name]))
         .collect()
 }
 
@@ -293,6 +294,46 @@ fn hosts_join_share_one_operator_token_and_see_each_other_come_and_go() {
     // A host stopped cleanly leaves at once.
     assert!(hosts[1].terminate().success());
     assert_eq!(state_of(&hosts[0], "host-b"), Some(NodeState::Down));
+}
+
+#[test]
+fn hosts_started_at_once_on_a_fresh_cluster_all_come_up_and_agree() {
+    // Each try on a fresh cluster, so that the three hosts bootstrap it
+    // together: the operator's token, the default environment, their
+    // records. One conflicting with another must read again and go on.
+    let names = ["host-a", "host-b", "host-c"];
+    for _ in 0..4 {
+        let etcd = Etcd::start(3);
+        let url = etcd.url();
+        let together = std::sync::Barrier::new(names.len());
+        let hosts: Vec<Daemon> = std::thread::scope(|s| {
+            let starting: Vec<_> = names
+                .iter()
+                .map(|name| {
+                    let (url, together) = (&url, &together);
+                    s.spawn(move || {
+                        together.wait();
+                        Daemon::start_with(&["--store", url, "--node", name])
+                    })
+                })
+                .collect();
+            starting
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        for h in &hosts {
+            assert_eq!(h.info["token"], hosts[0].info["token"]);
+            support::wait_until(Duration::from_secs(15), "the three hosts ready", || {
+                names
+                    .iter()
+                    .all(|name| state_of(h, name) == Some(NodeState::Ready))
+            });
+            let envs: Vec<EnvView> = parse(&h.ok(&["env", "ls", "--json"]));
+            let envs: Vec<&str> = envs.iter().map(|e| e.name.as_str()).collect();
+            assert_eq!(envs, ["default"]);
+        }
+    }
 }
 
 #[test]
@@ -721,9 +762,9 @@ fn running_on(host: &Daemon, name: &str) -> Vec<(String, String)> {
 fn code_is_placed_where_it_is_held_and_images_only_where_containers_run() {
     let etcd = Etcd::start(1);
     let url = etcd.url();
-    let a = Daemon::start_with(&["--store", &url, "--node", "host-a"]);
-    let b = Daemon::start_with(&["--store", &url, "--node", "host-b"]);
-    let c = Daemon::start_with(&[
+    let a = Daemon::start_process_with(&["--store", &url, "--node", "host-a"]);
+    let b = Daemon::start_process_with(&["--store", &url, "--node", "host-b"]);
+    let c = Daemon::start_process_with(&[
         "--store",
         &url,
         "--node",

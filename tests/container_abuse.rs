@@ -5,7 +5,7 @@
 //! namespaces and io_uring. Real daemon, real CLI, real containers on
 //! mesh's own bridge; everything else on loopback.
 
-mod support;
+use crate::support;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -59,7 +59,7 @@ fn gzip_with(write: impl FnOnce(&mut flate2::write::GzEncoder<Vec<u8>>)) -> Vec<
 
 #[test]
 fn hostile_images_are_refused_in_one_line_and_leave_nothing() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     let token = d.new_env("t2", &[]);
     let dir = tempfile::tempdir().unwrap();
     let arch = host_arch();
@@ -170,7 +170,7 @@ fn count_files(dir: &Path) -> usize {
 
 #[test]
 fn an_image_counts_what_it_unpacks_to_against_the_code_quota() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     tenant_with_busybox(&d, &[]);
     let upload = std::fs::metadata(image("busybox.tar")).unwrap().len();
     let counted = d.quota_use("t2").code_bytes;
@@ -197,7 +197,7 @@ fn start_upload(api: &str, token: &str, size: usize, first: &[u8]) -> TcpStream 
 
 #[test]
 fn slow_image_uploads_hold_only_their_own_environments_places_and_are_cut_off() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     let t2 = d.new_env("t2", &[]);
     let t3 = d.new_env("t3", &[]);
     let api = d.info["api_url"]
@@ -270,7 +270,7 @@ fn nsprobe(dir: &Path) -> PathBuf {
 
 #[test]
 fn a_program_in_a_container_cannot_make_namespaces_or_use_io_uring() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     let dir = tempfile::tempdir().unwrap();
     let probe = std::fs::read(nsprobe(dir.path())).unwrap();
     let path = write(
@@ -326,7 +326,7 @@ fn daemon_cgroup(d: &Daemon) -> PathBuf {
 
 #[test]
 fn an_environments_forks_are_bounded_and_the_host_keeps_its_own() {
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_process();
     let token = tenant_with_busybox(&d, &["--max-tasks", "64"]);
     // The forking subshell dies at the bound; what it made lives on.
     let forks = "(i=0; while [ $i -lt 300 ]; do sleep 60 & i=$((i+1)); done); exec sleep 60";
@@ -394,7 +394,7 @@ fn an_environments_forks_are_bounded_and_the_host_keeps_its_own() {
 
 #[test]
 fn a_worker_container_that_never_listens_answers_callers_and_is_not_restarted_in_a_loop() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
     // A worker that never listens on $PORT.
     d.create_service("deaf", &["--stack", "boxes"], &["busybox", "sleep", "1000"]);
@@ -428,7 +428,7 @@ fn a_worker_container_that_never_listens_answers_callers_and_is_not_restarted_in
 
 #[test]
 fn the_proxy_refuses_names_under_localhost_with_a_status_and_a_reason() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
     d.create_service(
         "sh",
@@ -477,7 +477,7 @@ fn uid_map(pid: u32) -> (u64, u64, u64) {
 #[test]
 fn a_containers_root_is_an_unprivileged_user_of_its_environments_own_range_on_the_host() {
     use std::os::unix::fs::MetadataExt as _;
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     let token = tenant_with_busybox(&d, &[]);
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
     let script = |marker: &str| {
@@ -543,7 +543,7 @@ fn a_containers_root_is_an_unprivileged_user_of_its_environments_own_range_on_th
 
 #[test]
 fn an_image_upload_past_the_code_quota_is_refused_as_it_streams() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     let token = d.new_env("t2", &["--max-code", "512k"]);
     let (ok, _, err) = as_tenant(
         &d,
@@ -573,7 +573,7 @@ fn a_daemon_sweeps_what_a_daemon_killed_mid_start_left_in_the_run_directory() {
         .status()
         .unwrap();
     assert!(mounted.success());
-    let _d = Daemon::start();
+    let _d = Daemon::start_process();
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     assert!(!mounts.contains("/run/mesh/deadbeef"), "{mounts}");
     assert!(!run.exists(), "{} was left", run.display());

@@ -5,7 +5,7 @@
 //! name, killed for memory, stopped politely, and cleaned up after a
 //! daemon killed with SIGKILL.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -48,7 +48,7 @@ fn processes(needle: &str) -> Vec<String> {
 
 #[test]
 fn images_deploy_in_all_three_forms_and_bad_ones_are_refused_in_one_line() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     // An OCI layout directory, its oci-archive tar, a docker save tar.
     let out = d.ok(&[
         "stack",
@@ -175,7 +175,7 @@ fn edited_layout(edit: impl FnOnce(&std::path::Path)) -> Vec<u8> {
 
 #[test]
 fn a_busybox_worker_reports_its_exit_code_and_is_restarted() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
     d.create_service(
         "quitter",
@@ -236,7 +236,7 @@ fn a_busybox_worker_reports_its_exit_code_and_is_restarted() {
 
 #[test]
 fn the_seeds_node_cron_job_runs_in_a_node_image() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     d.ok(&["stack", "deploy", "mail", &image("node-image.tar")]);
     // `node` names no component: the stack's one image runs it.
     d.create_service(
@@ -277,7 +277,7 @@ fn the_seeds_node_cron_job_runs_in_a_node_image() {
 
 #[test]
 fn a_web_container_serves_an_endpoint_and_a_path_and_calls_go_both_ways_by_name() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     busybox_web(&d);
     d.ok(&[
         "svc",
@@ -369,7 +369,7 @@ fn a_web_container_serves_an_endpoint_and_a_path_and_calls_go_both_ways_by_name(
 
 #[test]
 fn a_container_over_its_memory_limit_is_killed_and_reported() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
     d.create_service(
         "hog",
@@ -397,7 +397,7 @@ fn a_container_over_its_memory_limit_is_killed_and_reported() {
 
 #[test]
 fn service_run_opens_a_shell_in_a_new_container() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
     d.create_service(
         "web",
@@ -467,7 +467,7 @@ fn ready_shell(d: &Daemon, name: &str, settings: &[&str], script: &str) {
 
 #[test]
 fn stopping_a_container_asks_first_then_kills_after_the_stop_timeout() {
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_process();
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
     ready_shell(
         &d,
@@ -503,7 +503,7 @@ fn stopping_a_container_asks_first_then_kills_after_the_stop_timeout() {
 
 #[test]
 fn kill_9_of_the_daemon_leaves_no_container_and_a_restart_runs_each_once() {
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_process();
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
     let marker = format!("sleep 1{}", std::process::id() % 1000 + 1000);
     let seconds = marker.trim_start_matches("sleep ").to_string();
@@ -542,7 +542,7 @@ fn kill_9_of_the_daemon_leaves_no_container_and_a_restart_runs_each_once() {
 
 #[test]
 fn deploying_a_new_image_rolls_its_containers() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
     d.create_service(
         "sleepers",
@@ -579,7 +579,7 @@ fn deploying_a_new_image_rolls_its_containers() {
 #[test]
 fn containers_are_confined_to_their_own_namespaces_and_the_proxy() {
     // The API on every address: a container still must not reach it.
-    let d = Daemon::start_with(&["--api", "0.0.0.0:0"]);
+    let d = Daemon::start_process_with(&["--api", "0.0.0.0:0"]);
     busybox_web(&d);
     d.wait_running("web", 1);
     // The web container's address, from its bundle's /etc/hosts.
@@ -735,7 +735,7 @@ fn a_daemon_that_cannot_run_containers_says_so_and_runs_wasm() {
 
 #[test]
 fn service_run_gives_a_container_shell_a_real_terminal() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     d.ok(&["stack", "deploy", "boxes", &image("busybox.tar")]);
     d.create_service("web", &["--stack", "boxes"], &["busybox", "sleep", "1000"]);
     d.wait_running("web", 1);
@@ -772,7 +772,7 @@ fn service_run_gives_a_container_shell_a_real_terminal() {
 
 #[test]
 fn an_image_over_the_upload_limit_is_refused_in_one_line() {
-    let d = Daemon::start_with(&["--max-image", "1Mi"]);
+    let d = Daemon::start_process_with(&["--max-image", "1Mi"]);
     let line = d.fails(&["stack", "deploy", "mail", &image("node-image.tar")]);
     assert!(
         line.contains("larger than the daemon's image upload limit of 1 MiB"),

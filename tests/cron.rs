@@ -2,7 +2,7 @@
 //! `app.wasm`, runs are recorded, slow runs are not piled up, and bad
 //! schedules are refused.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
@@ -213,7 +213,7 @@ fn schedule_changes_take_effect_and_jobs_run_by_hand() {
 
 #[test]
 fn runs_survive_a_restart_and_missed_firings_are_not_replayed() {
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_process();
     create(&d, "ticker", "@every 1s", &["send-emails"]);
     let before = d.wait_for("ticker", Duration::from_secs(5), "two runs", |s| {
         s.runs.len() >= 2

@@ -8,7 +8,7 @@
 //!
 //! scripts/test.sh installs chromium and the pinned playwright-core.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! other, outbound policies are enforced, loops are cut, and a worker uses
 //! a real Redis server as its queue.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};

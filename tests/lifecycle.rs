@@ -5,7 +5,7 @@
 //! drained on shutdown; code no kept version names is removed; a restart
 //! rolls every instance while a web service keeps serving.
 
-mod support;
+use crate::support;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -190,7 +190,7 @@ fn callers_stopped_while_waiting_by_name_give_their_places_back() {
 
 #[test]
 fn ingress_connections_are_bounded_counted_and_drained() {
-    let mut d = Daemon::start_with(&["--max-connections", "2"]);
+    let mut d = Daemon::start_process_with(&["--max-connections", "2"]);
     web(&d, "web", "2");
     let addr = d.http_addr();
     // Two idle keep-alive connections take the two places.

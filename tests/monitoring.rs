@@ -2,7 +2,7 @@
 //! `--tail`, `--since` and `-f`, interactive runs (piped and in a real
 //! terminal under tmux), events, and `/metrics`.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::Stdio;
@@ -166,7 +166,7 @@ fn logs_tail_since_and_follow() {
 
 #[test]
 fn logs_survive_a_restart_and_followers_end_cleanly() {
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_process();
     d.create("worker", &["--env", "HEARTBEAT_MS=100"], &["queue"]);
     d.wait_for("worker", Duration::from_secs(10), "heartbeats", |_| {
         d.log_texts("worker").len() >= 3
@@ -331,7 +331,7 @@ fn a_client_that_goes_away_stops_its_instance() {
 
 #[test]
 fn an_interactive_terminal_session_works_in_tmux() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     d.create("worker", &["--env", "WHO=tmux"], &["queue"]);
     let mesh = support::mesh_bin();
     let dir = d.data_dir().display().to_string();

@@ -1,7 +1,7 @@
 //! Stacks end to end: deploys make versions only when code changed, only
 //! services whose component changed restart, rollback goes back.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

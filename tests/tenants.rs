@@ -3,7 +3,7 @@
 //! attack here is refused, and the platform stays up for everyone else.
 //! All traffic goes to loopback.
 
-mod support;
+use crate::support;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -324,7 +324,7 @@ fn idle_and_slowloris_connections_are_closed_on_the_ingress_and_the_api() {
 
 #[test]
 fn one_client_cannot_take_every_connection_or_spin_the_daemon_out_of_file_handles() {
-    let d = Daemon::start_with(&["--max-connections-per-client", "50"]);
+    let d = Daemon::start_process_with(&["--max-connections-per-client", "50"]);
     d.create("web", &[], &["server"]);
     d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
     // Past its 50, a client's new connections are closed at once.
@@ -336,7 +336,7 @@ fn one_client_cannot_take_every_connection_or_spin_the_daemon_out_of_file_handle
 
     // Out of file handles: the listener pauses instead of spinning, and
     // says so once per interval, not once per failed accept.
-    let d = Daemon::start_with(&["--max-connections-per-client", "5000"]);
+    let d = Daemon::start_process_with(&["--max-connections-per-client", "5000"]);
     d.create("web", &[], &["server"]);
     d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
     let limited = std::process::Command::new("prlimit")
@@ -486,7 +486,7 @@ fn secrets_are_kept_hashed_and_private_and_tokens_rotate() {
 
 #[test]
 fn request_bodies_stream_to_the_guest_instead_of_filling_the_daemon() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     d.create("web", &["--instances", "4"], &["server"]);
     d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
     d.wait_running("web", 4);

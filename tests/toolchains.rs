@@ -3,7 +3,7 @@
 //! componentize-js and componentize-py, which scripts/toolchains.sh
 //! builds with pinned versions of those tools.
 
-mod support;
+use crate::support;
 
 use std::io::Write as _;
 use std::path::PathBuf;

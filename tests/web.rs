@@ -2,7 +2,7 @@
 //! (and curl over HTTPS and HTTP/2), in front of real `app.wasm` and
 //! `blog.wasm` instances.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::thread;
@@ -120,7 +120,7 @@ fn hosts_and_path_prefixes_route_to_the_right_service() {
 
 #[test]
 fn publish_and_unpublish_flip_the_type() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     d.create("worker", &[], &["server"]);
     assert_eq!(
         d.service("worker").unwrap().service_type,

@@ -1,7 +1,7 @@
 //! Worker services end to end: a real daemon, the real `mesh` binary, the
 //! real `app.wasm` guest.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
@@ -132,7 +132,7 @@ fn out_of_memory_and_traps_are_reported_with_their_cause() {
 
 #[test]
 fn a_spinning_worker_is_deleted_and_stops_burning_cpu() {
-    let d = Daemon::start();
+    let d = Daemon::start_process();
     d.create("spinner", &[], &["spin"]);
     d.wait_running("spinner", 1);
     std::thread::sleep(Duration::from_millis(300));
@@ -220,7 +220,7 @@ fn changing_the_command_restarts_instances_on_it() {
 
 #[test]
 fn kill_9_and_restart_brings_every_instance_back() {
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_process();
     d.create("worker", &["--instances", "3"], &["queue"]);
     d.create(
         "ledger",
@@ -244,7 +244,7 @@ fn kill_9_and_restart_brings_every_instance_back() {
 
 #[test]
 fn no_acknowledged_create_is_lost_when_the_daemon_is_killed() {
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_process();
     let app = app_wasm();
     d.ok(&["stack", "deploy", "app", app.to_str().unwrap()]);
     // Create services back to back from another thread and kill the daemon
@@ -292,7 +292,7 @@ fn no_acknowledged_create_is_lost_when_the_daemon_is_killed() {
 
 #[test]
 fn sigterm_stops_the_daemon_cleanly() {
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_process();
     d.create("worker", &[], &["queue"]);
     d.wait_running("worker", 1);
     let status = d.terminate();

@@ -1,9 +1,11 @@
-//! Shared helpers for the end-to-end tests: a real `mesh up` daemon on
-//! ephemeral ports in a temporary data directory, driven by the real
-//! `mesh` binary, running real guest components.
+//! Shared helpers for the end-to-end tests: a real host on ephemeral
+//! ports in a temporary data directory, driven by the real `mesh` binary,
+//! running real guest components. The host runs inside the test process
+//! (`inproc`) unless the test needs a `mesh up` process of its own.
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod inproc;
 pub mod oci;
 
 use std::path::{Path, PathBuf};
@@ -151,7 +153,12 @@ pub struct Daemon {
     data: PathBuf,
     /// Whether `data` is a mount of ours, unmounted on drop.
     mounted: bool,
+    /// Whether it runs as a `mesh up` process rather than in this one.
+    process: bool,
+    /// The `mesh up` process, when it runs as one.
     child: Option<Child>,
+    /// The host, when it runs in this process.
+    host: Option<inproc::InProcess>,
     extra: Vec<String>,
     /// Contents of daemon.json.
     pub info: Value,
@@ -159,28 +166,48 @@ pub struct Daemon {
     network: String,
 }
 
-/// A subnet of its own for each daemon a test binary starts.
+/// A subnet of its own for each daemon a test binary starts (counted
+/// from the binary's process id, so that test binaries run at once on
+/// one machine seldom pick the same).
 fn next_network() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed) % 250 + 1;
+    let n = (NEXT.fetch_add(1, Ordering::Relaxed) + std::process::id()) % 250 + 1;
     format!("10.214.{n}.1/24")
 }
 
 impl Daemon {
-    /// Starts a daemon in a fresh data directory.
+    /// Starts a host in this process, in a fresh data directory.
     pub fn start() -> Daemon {
         Daemon::start_with(&[])
     }
 
-    /// Starts a daemon with extra `mesh up` flags.
+    /// Starts a host in this process with extra `mesh up` flags.
     pub fn start_with(extra: &[&str]) -> Daemon {
+        Daemon::fresh(extra, false)
+    }
+
+    /// Starts a `mesh up` process in a fresh data directory: for a test
+    /// that kills, signals, limits or measures the daemon's process, or
+    /// runs containers (whose shim is the daemon's own binary).
+    pub fn start_process() -> Daemon {
+        Daemon::start_process_with(&[])
+    }
+
+    /// Starts a `mesh up` process with extra flags.
+    pub fn start_process_with(extra: &[&str]) -> Daemon {
+        Daemon::fresh(extra, true)
+    }
+
+    fn fresh(extra: &[&str], process: bool) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let mut daemon = Daemon {
             data: dir.path().to_path_buf(),
             dir,
             mounted: false,
+            process,
             child: None,
+            host: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             info: Value::Null,
             network: next_network(),
@@ -205,7 +232,9 @@ impl Daemon {
             data,
             dir,
             mounted: true,
+            process: false,
             child: None,
+            host: None,
             extra: Vec::new(),
             info: Value::Null,
             network: next_network(),
@@ -242,40 +271,76 @@ impl Daemon {
 
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
+        self.process_only("pid");
         self.child.as_ref().expect("daemon running").id()
     }
 
+    /// Panics, saying why, unless the daemon runs as a process.
+    fn process_only(&self, what: &str) {
+        assert!(
+            self.process,
+            "{what}: the host runs inside the test process; start it with Daemon::start_process"
+        );
+    }
+
+    /// The flags of its `mesh up`.
+    fn up_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = Vec::new();
+        // The API on loopback unless the test asks for another address.
+        if !self.extra.iter().any(|a| a == "--api") {
+            args.extend(["--api".into(), "127.0.0.1:0".into()]);
+        }
+        args.extend(["--http".into(), "127.0.0.1:0".into(), "--data-dir".into()]);
+        args.push(self.data.display().to_string());
+        // Compiled code shared by the tests' daemons: each large
+        // component (an interpreter) is compiled once per test run.
+        args.push("--shared-cache".into());
+        args.push(
+            repo_root()
+                .join("target/test-code-cache")
+                .display()
+                .to_string(),
+        );
+        // A bridge of its own for its containers, unless the test says
+        // otherwise.
+        if !self.extra.iter().any(|a| a == "--container-network") {
+            args.extend(["--container-network".into(), self.network.clone()]);
+        }
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+
     fn boot(&mut self) {
+        let _ = std::fs::remove_file(self.data.join("daemon.json"));
+        if self.process {
+            self.boot_process();
+        } else {
+            self.boot_in_process();
+        }
+    }
+
+    /// Starts the host in this process.
+    fn boot_in_process(&mut self) {
+        match inproc::InProcess::start(&self.up_args(), &self.dir.path().join("daemon.log")) {
+            Ok((host, info)) => {
+                self.info = serde_json::to_value(info).unwrap();
+                self.host = Some(host);
+            }
+            Err(e) => panic!("the host did not start: {e}\n{}", self.log()),
+        }
+    }
+
+    /// Starts `mesh up` and waits for its `daemon.json`.
+    fn boot_process(&mut self) {
         let daemon_file = self.data.join("daemon.json");
-        let _ = std::fs::remove_file(&daemon_file);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("daemon.log"))
             .unwrap();
-        // The API on loopback unless the test asks for another address.
-        let api = if self.extra.iter().any(|a| a == "--api") {
-            Vec::new()
-        } else {
-            vec!["--api", "127.0.0.1:0"]
-        };
         let child = Command::new(mesh_bin())
             .arg("up")
-            .args(api)
-            .args(["--http", "127.0.0.1:0", "--data-dir"])
-            .arg(&self.data)
-            // Compiled code shared by the tests' daemons: each large
-            // component (an interpreter) is compiled once per test run.
-            .arg("--shared-cache")
-            .arg(repo_root().join("target/test-code-cache"))
-            // A bridge of its own for its containers, unless the test
-            // says otherwise.
-            .args(if self.extra.iter().any(|a| a == "--container-network") {
-                Vec::new()
-            } else {
-                vec!["--container-network", &self.network]
-            })
-            .args(&self.extra)
+            .args(self.up_args())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -305,16 +370,27 @@ impl Daemon {
 
     /// `kill -9` the daemon.
     pub fn kill9(&mut self) {
+        self.process_only("kill -9");
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
             child.wait().unwrap();
         }
     }
 
-    /// Stops the daemon cleanly (SIGTERM) and starts it again on the same
-    /// data directory.
+    /// Stops the daemon in order (SIGTERM, or in this process its
+    /// shutdown), when it runs.
+    pub fn stop(&mut self) {
+        if let Some(host) = self.host.take() {
+            host.shutdown();
+        } else if self.child.is_some() {
+            assert!(self.terminate().success(), "{}", self.log());
+        }
+    }
+
+    /// Stops the daemon cleanly (when it runs) and starts it again on the
+    /// same data directory.
     pub fn restart_cleanly(&mut self) {
-        assert!(self.terminate().success(), "{}", self.log());
+        self.stop();
         self.boot();
     }
 
@@ -326,6 +402,7 @@ impl Daemon {
 
     /// SIGTERM, and waits for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.process_only("SIGTERM");
         let mut child = self.child.take().expect("daemon running");
         Command::new("kill")
             .arg(child.id().to_string())
@@ -545,6 +622,7 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+        drop(self.host.take());
         if self.mounted {
             let _ = Command::new("umount").arg(&self.data).status();
         }

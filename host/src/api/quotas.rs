@@ -97,6 +97,9 @@ pub const MAX_RUNS_PER_ENVIRONMENT: u32 = 8;
 #[derive(Default)]
 pub struct Runs {
     live: parking_lot::Mutex<HashMap<String, RunUse>>,
+    /// Runs this host has started, which number them (per host, so two
+    /// hosts in one process count their own).
+    started: std::sync::atomic::AtomicU64,
 }
 
 /// What one environment's live runs hold.
@@ -114,6 +117,13 @@ pub(super) struct RunSlot {
 }
 
 impl Runs {
+    /// The next run's number: 1 for a host's first.
+    pub(super) fn next_number(&self) -> u64 {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
+    }
+
     /// Adds `env`'s live runs to `usage` (one instance each, and memory).
     fn add_to(&self, env: &str, usage: &mut Usage) {
         if let Some(live) = self.live.lock().get(env) {

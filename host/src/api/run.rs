@@ -3,7 +3,6 @@
 //! `POST /v1/run` (an uploaded component, once). Both answer `101` and
 //! hand the upgraded connection to [`crate::services::session`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -25,8 +24,6 @@ use crate::model::{Digest, ServiceKey, FILES_ENTRY};
 use crate::runtime::Seat;
 use crate::services::session::{self, Session};
 use crate::services::Code;
-
-static NEXT_RUN: AtomicU64 = AtomicU64::new(1);
 
 /// The operator's runs sit in seats of their own.
 fn seat_of(caller: &Caller) -> Seat {
@@ -69,7 +66,7 @@ pub(super) async fn service_run(
         super::quotas::take_run(&state, &caller, service.memory_bytes, scratch_bytes).await?;
     let version = record.current;
     let key = ServiceKey::of(&service);
-    let id = format!("{name}.run{}", NEXT_RUN.fetch_add(1, Ordering::Relaxed));
+    let id = format!("{name}.run{}", state.runs.next_number());
     let mut env: Vec<(String, String)> = service.env_vars.clone().into_iter().collect();
     env.push(("MESH_STACK".into(), stack.clone()));
     env.push(("MESH_SERVICE".into(), name.clone()));
@@ -137,7 +134,7 @@ pub(super) async fn once(
         stack: "_".into(),
         name: "run".into(),
     };
-    let id = format!("run{}", NEXT_RUN.fetch_add(1, Ordering::Relaxed));
+    let id = format!("run{}", state.runs.next_number());
     let session = Session {
         seat: seat_of(&caller),
         code,

@@ -6,8 +6,29 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
 use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
 
-use super::{DaemonInfo, DAEMON_FILE};
+/// The file clients read to find the daemon, in the data directory.
+pub const DAEMON_FILE: &str = "daemon.json";
+
+/// Contents of `daemon.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    /// Control API base URL.
+    pub api_url: String,
+    /// Ingress base URL.
+    pub http_url: String,
+    /// HTTPS ingress base URL, when it listens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_url: Option<String>,
+    /// The CA certificate HTTPS clients should trust (the local CA's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// The operator's token.
+    pub token: String,
+    /// Environment the token acts on by default.
+    pub environment: String,
+}
 
 /// Creates the data directory (mode 0700) and holds its lock.
 pub(super) fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<File> {
@@ -125,6 +146,11 @@ pub(super) fn set_operator_token(data_dir: &Path, token: &str) -> anyhow::Result
 /// Writes `daemon.json` (mode 0600) atomically.
 pub(super) fn write_daemon_file(data_dir: &Path, info: &DaemonInfo) -> anyhow::Result<()> {
     write_private(data_dir, DAEMON_FILE, &serde_json::to_vec_pretty(info)?)
+}
+
+/// Removes `daemon.json`: no client finds a stopped daemon.
+pub(super) fn remove_daemon_file(data_dir: &Path) {
+    let _ = std::fs::remove_file(data_dir.join(DAEMON_FILE));
 }
 
 /// Writes a file only its owner can read (mode 0600), atomically.

@@ -432,6 +432,9 @@ impl Supervisor {
         for rt in runtimes {
             stop_runtime(rt).await;
         }
+        // The names lead to pools whose callers' identities lead back to
+        // the names: forgotten, so that the pools and their code go too.
+        self.parts.directory.set(Names::new(), Default::default());
         self.stopping.close();
         self.stopping.wait().await;
     }

@@ -338,7 +338,27 @@ impl Store {
     /// Makes sure the `default` environment exists and records the hash
     /// of the operator's token (the token itself lives only in the data
     /// directory's `operator.token` and `daemon.json`, both 0600).
+    ///
+    /// Hosts of a cluster started together bootstrap one store at once:
+    /// one of them creates the environment, and the others, whose commit
+    /// then conflicts, read it again and find it there.
     pub async fn bootstrap(&self, operator_token: &str) -> anyhow::Result<()> {
+        /// Reads before giving up: the second finds the environment made.
+        const TRIES: usize = 3;
+        let mut tried = 0;
+        loop {
+            tried += 1;
+            match self.commit(self.bootstrap_txn(operator_token).await?).await {
+                Ok(_) => return Ok(()),
+                Err(KvError::Conflict(_)) if tried < TRIES => continue,
+                Err(e) => return Err(e).context("creating the default environment"),
+            }
+        }
+    }
+
+    /// The bootstrap's change as the store is now: the operator's token,
+    /// and the default environment unless it exists.
+    async fn bootstrap_txn(&self, operator_token: &str) -> anyhow::Result<Txn> {
         let mut txn = Txn::new()
             .put(
                 key::OPERATOR_TOKEN,
@@ -363,10 +383,7 @@ impl Store {
                 .put(env_key, encode(&env))
                 .put(key::token(&env.token_sha256), encode(&env.name));
         }
-        self.commit(txn)
-            .await
-            .context("creating the default environment")?;
-        Ok(())
+        Ok(txn)
     }
 
     /// The operator's token as stores written before tokens were hashed
