@@ -135,7 +135,7 @@ fn http2_requests_reset_while_waiting_give_their_places_back() {
     conn.abort();
     drop(runtime);
     wait_until(
-        Duration::from_secs(2),
+        Duration::from_secs(10),
         "the reset requests leave the queue",
         || waiting(&d, "slow") == Some(0),
     );
@@ -173,7 +173,7 @@ fn callers_stopped_while_waiting_by_name_give_their_places_back() {
     // Deleting the gateway stops its instances mid-call.
     d.ok(&["svc", "delete", "gateway"]);
     wait_until(
-        Duration::from_secs(2),
+        Duration::from_secs(10),
         "the stopped callers leave the queue",
         || waiting(&d, "slow") == Some(0),
     );
@@ -196,7 +196,7 @@ fn ingress_connections_are_bounded_counted_and_drained() {
     // Two idle keep-alive connections take the two places.
     let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&addr).unwrap()).collect();
     wait_until(
-        Duration::from_secs(2),
+        Duration::from_secs(10),
         "two connections are counted",
         || d.metrics().contains("mesh_ingress_connections 2"),
     );
@@ -225,7 +225,7 @@ fn ingress_connections_are_bounded_counted_and_drained() {
         String::from_utf8_lossy(&answer)
     );
     wait_until(
-        Duration::from_secs(2),
+        Duration::from_secs(10),
         "closed connections are uncounted",
         || d.metrics().contains("mesh_ingress_connections 0"),
     );
