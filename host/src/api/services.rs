@@ -10,16 +10,17 @@ use axum::{Extension, Json};
 use chrono::Utc;
 
 use super::settings::{self, SettingsView};
-use super::stacks::{
-    check_services_keep_code, require_blob, resolve, validate_component_name, StackChange,
-};
+use super::stacks::{check_services_keep_code, require_blob, resolve, StackChange};
 use super::wire::{
     ComponentRef, CreateService, HereInstances, ListQuery, LogsQuery, ServiceView, TriggerResult,
     UpdateService,
 };
 use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::cron::Schedule;
-use crate::model::{dns_name, validate_name, Digest, Endpoint, Service, ServiceKey, DEFAULT_STACK};
+use crate::model::{
+    dns_name, validate_component_name, validate_name, Digest, Endpoint, Service, ServiceKey,
+    DEFAULT_STACK,
+};
 use crate::services::Code;
 use crate::store::{encode, key, Compare, Txn, Versioned};
 use crate::telemetry::LogLine;
@@ -446,7 +447,7 @@ async fn plan_code(
     service: &Service,
 ) -> ApiResult<Digest> {
     if let Some(component) = component {
-        validate_component_name(&component.name)?;
+        validate_component_name(&component.name).map_err(ApiError::bad_request)?;
         require_blob(state, &service.env, &component.digest).await?;
         let mut components = change.stack.components.clone();
         components.insert(component.name.clone(), component.digest.clone());

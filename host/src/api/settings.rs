@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, ApiResult, ApiState};
 use crate::cron::{parse_duration, Schedule};
 use crate::model::{
-    parse_memory, validate_env_var, Service, MAX_INSTANCES, MAX_STOP_TIMEOUT, MIN_MEMORY_BYTES,
+    parse_memory, validate_component_name, validate_env_var, Service, MAX_INSTANCES,
+    MAX_STOP_TIMEOUT, MIN_MEMORY_BYTES,
 };
 
 /// Most scratch space one instance may ask for.
@@ -283,7 +284,7 @@ fn image(name: &str) -> ApiResult<Option<String>> {
     match name.trim() {
         "" | "none" => Ok(None),
         name => {
-            super::stacks::validate_component_name(name)?;
+            validate_component_name(name).map_err(ApiError::bad_request)?;
             Ok(Some(name.to_string()))
         }
     }

@@ -14,7 +14,9 @@ use chrono::Utc;
 
 use super::wire::{DeployRequest, DeployResult, RollbackRequest, StackView, VersionView};
 use super::{ApiError, ApiResult, ApiState, Caller};
-use crate::model::{validate_name, Digest, Service, Stack, Version, FILES_ENTRY};
+use crate::model::{
+    validate_component_name, validate_name, Digest, Service, Stack, Version, FILES_ENTRY,
+};
 use crate::services::spec::resolve_command;
 use crate::store::{encode, key, Compare, Txn};
 
@@ -55,7 +57,7 @@ pub(super) async fn deploy(
         ));
     }
     for (name, digest) in &request.components {
-        validate_component_name(name)?;
+        validate_component_name(name).map_err(ApiError::bad_request)?;
         require_blob(&state, &caller.env, digest).await?;
         if (name == FILES_ENTRY) != state.engine.content().files_path(digest).is_dir() {
             return Err(ApiError::bad_request(format!(
@@ -425,23 +427,6 @@ pub(super) async fn resolve_in(
         .ok_or_else(|| ApiError::bad_request(format!("stack {} has no code yet", service.stack)))?;
     let (digest, argv) = resolve(state, &record, service, command)?;
     Ok((digest, argv, record))
-}
-
-/// Component names are file stems: letters, digits, `-` and `_`.
-pub(super) fn validate_component_name(name: &str) -> ApiResult<()> {
-    let ok = name == FILES_ENTRY
-        || !name.is_empty()
-            && name.len() <= 63
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "invalid component name `{name}`: use letters, digits, `-` and `_` (it is the .wasm file's stem)"
-        )))
-    }
 }
 
 /// Checks code named by digest was uploaded.

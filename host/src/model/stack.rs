@@ -11,6 +11,24 @@ use super::digest::Digest;
 /// deployed beside its code); never a component's name.
 pub const FILES_ENTRY: &str = "files/";
 
+/// Checks a component name: [`FILES_ENTRY`], or letters, digits, `-` and
+/// `_`, at most 63 of them (a `.wasm` file's stem).
+pub fn validate_component_name(name: &str) -> Result<(), String> {
+    let ok = name == FILES_ENTRY
+        || !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid component name `{name}`: use letters, digits, `-` and `_` (it is the .wasm file's stem)"
+        ))
+    }
+}
+
 /// A named group of services that run the same version of the code.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Stack {
