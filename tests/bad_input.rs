@@ -62,7 +62,7 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
         ),
         (
             create_args("x", &[], &["ap", "queue"]),
-            "no component named 'ap' in stack app v1 (have: app)",
+            "no component named 'ap' in stack app v1 (have: app); did you mean 'app'?",
         ),
         (
             create_args("worker", &[], &["app", "queue"]),
@@ -74,11 +74,15 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
         ),
         (
             create_args("x", &["--memory", "lots"], &["app"]),
-            "invalid memory size `lots`",
+            "invalid memory limit `lots`: use a size from 1Mi to",
         ),
         (
             create_args("x", &["--memory", "100Gi"], &["app"]),
-            "invalid memory limit 100Gi",
+            "invalid memory limit `100Gi`: use a size from 1Mi to",
+        ),
+        (
+            create_args("x", &["--memory", "10Ti"], &["app"]),
+            "invalid memory limit `10Ti`: use a size from 1Mi to",
         ),
         (
             create_args("x", &["--env", "NOEQUALS"], &["app"]),
@@ -96,7 +100,18 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
             create_args("x", &["--stack", "empty"], &["app"]),
             "stack empty has no code yet",
         ),
-        (vec!["svc", "create", "-n", "x"], "required"),
+        (
+            vec!["svc", "create", "-n", "x"],
+            "the following required arguments were not provided: <ARGV>... (see `mesh service create --help`)",
+        ),
+        (
+            vec!["servce", "ls"],
+            "unrecognized subcommand 'servce'; did you mean 'svc' or 'service'? (see `mesh --help`)",
+        ),
+        (
+            vec!["svc", "update", "x", "--instance", "2"],
+            "did you mean '--instances'? (see `mesh service update --help`)",
+        ),
         (
             vec!["svc", "update", "nope", "--instances", "2"],
             "no service named nope in stack app (stack app has: worker)",
@@ -110,6 +125,10 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
             "no component named 'ap'",
         ),
         (vec!["svc", "delete", "nope"], "no service named nope"),
+        (
+            vec!["svc", "logs", "c"],
+            "no service named c in stack app: c is in stack a-b; add --stack a-b",
+        ),
         (vec!["svc", "delete"], "which service?"),
         (vec!["svc", "logs", "-n", "nope"], "no service named nope"),
         (vec!["stack", "versions", "nope"], "no stack named nope"),

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mesh_host::api::wire::ServiceView;
+use mesh_host::container::net::NetConfig;
 use mesh_host::model::{InstanceState, Run, RunStatus};
 use mesh_host::telemetry::LogLine;
 use sha2::Digest as _;
@@ -338,6 +339,37 @@ fn a_web_container_serves_an_endpoint_and_a_path_and_calls_go_both_ways_by_name(
         "wget -q -O - http://wasm-api/ && wget -Y off -q -O - http://wasm-api/ && grep wasm-api /etc/hosts",
     ]);
     assert_eq!(out.matches("service: wasm-api").count(), 2, "{out}");
+    // A program the image lacks is said, with a shell it has, and the
+    // command exits 127 as a shell would.
+    let out = d.mesh(&[
+        "svc",
+        "run",
+        "-n",
+        "web",
+        "--stack",
+        "boxes",
+        "--",
+        "/bin/bash",
+    ]);
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("exec: \"/bin/bash\": not found in image; try /bin/sh"),
+        "{err}"
+    );
+    // On a wasm stack, the same command says how to run an image.
+    let err = d.fails(&[
+        "svc",
+        "run",
+        "-n",
+        "api",
+        "--stack",
+        "wasm",
+        "--",
+        "/bin/bash",
+    ]);
+    assert!(err.contains("no component named '/bin/bash'"), "{err}");
+    assert!(err.contains("mesh stack deploy"), "{err}");
     // It cannot reach the control API, nor the network past its policy.
     let api_port = d.info["api_url"]
         .as_str()
@@ -783,4 +815,48 @@ fn an_image_over_the_upload_limit_is_refused_in_one_line() {
         .unwrap()
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Whether the network device `name` exists.
+fn link_exists(name: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Whether nftables has the `inet` table `name`.
+fn table_exists(name: &str) -> bool {
+    Command::new("nft")
+        .args(["list", "table", "inet", name])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// A daemon that stops cleanly removes its containers' bridge and its
+/// nftables table (each such table hooks every packet's input path); one
+/// killed leaves them, and the next daemon of its data directory takes
+/// them over and removes them when it stops. An in-process host does the
+/// same.
+#[test]
+fn a_stopped_daemon_leaves_no_bridge_or_table() {
+    for in_process in [false, true] {
+        let mut d = if in_process {
+            Daemon::start()
+        } else {
+            Daemon::start_process()
+        };
+        let net = NetConfig::parse(&d.network).unwrap();
+        let (bridge, table) = (net.bridge(), format!("mesh_{}", net.tag()));
+        assert!(link_exists(&bridge), "{bridge} missing while running");
+        assert!(table_exists(&table), "{table} missing while running");
+        if !in_process {
+            d.kill9();
+            assert!(link_exists(&bridge), "a killed daemon cannot clean up");
+            d.restart_cleanly();
+            assert!(table_exists(&table));
+        }
+        d.stop();
+        assert!(!link_exists(&bridge), "{bridge} left after a clean stop");
+        assert!(!table_exists(&table), "{table} left after a clean stop");
+    }
 }

@@ -85,7 +85,7 @@ fn a_deleted_web_service_leaves_nothing_behind() {
                 .any(|e| e.kind == "instance.oom" || e.kind == "instance.failed")
         },
     );
-    d.ok(&["svc", "delete", "hungry"]);
+    d.ok(&["svc", "delete", "hungry", "--yes"]);
     let after_delete = events_of(&d, "hungry").len();
     let log = d.data_dir().join("logs/default/app/hungry.log");
     // Back-offs of 0.1 to 1.6 s would have retried several times by now.
@@ -171,7 +171,7 @@ fn callers_stopped_while_waiting_by_name_give_their_places_back() {
         waiting(&d, "slow") == Some(3)
     });
     // Deleting the gateway stops its instances mid-call.
-    d.ok(&["svc", "delete", "gateway"]);
+    d.ok(&["svc", "delete", "gateway", "--yes"]);
     wait_until(
         Duration::from_secs(10),
         "the stopped callers leave the queue",

@@ -113,9 +113,48 @@ fn hosts_and_path_prefixes_route_to_the_right_service() {
 
     let listed = d.service("web").unwrap();
     assert_eq!(listed.service_type, ServiceType::Web);
-    assert_eq!(listed.endpoints, ["http://www.localhost"]);
+    let port = d.http_addr().rsplit(':').next().unwrap().to_string();
+    assert_eq!(listed.endpoints, [format!("http://www.localhost:{port}")]);
     let table = d.ok(&["service", "ls"]);
-    assert!(table.contains("http://www.localhost/blog"), "{table}");
+    assert!(
+        table.contains(&format!("http://www.localhost:{port}/blog")),
+        "{table}"
+    );
+}
+
+/// The URL `svc publish` prints is one that answers: the ingress's port is
+/// in it (it is not 80 here), and curl, which resolves `.localhost` names
+/// itself, opens it as printed. `service ls --json` shows the same URL.
+#[test]
+fn the_url_publish_prints_opens_as_printed() {
+    let d = Daemon::start();
+    d.create("web", &[], &["server"]);
+    let said = d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    let url = said
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {said:?}"))
+        .trim_end_matches(',')
+        .to_string();
+    let port = d.http_addr().rsplit(':').next().unwrap().to_string();
+    assert_eq!(url, format!("http://www.localhost:{port}"), "{said}");
+    assert_eq!(d.service("web").unwrap().endpoints, std::slice::from_ref(&url));
+    wait_until(Duration::from_secs(10), "curl opens the URL", || {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
+            .arg(&url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout) == "200"
+    });
 }
 
 #[test]
@@ -472,7 +511,8 @@ fn bad_endpoints_are_refused_with_one_line_and_change_nothing() {
     }
     let err = d.fails(&["svc", "unpublish", "-n", "other", "--endpoint", "www"]);
     assert!(
-        err.contains("other is not published at http://www.localhost (its endpoints: none)"),
+        err.contains("other is not published at http://www.localhost:")
+            && err.ends_with("(its endpoints: none)"),
         "{err}"
     );
     let err = d.fails(&["svc", "update", "web", "--schedule", "@daily"]);
@@ -482,4 +522,25 @@ fn bad_endpoints_are_refused_with_one_line_and_change_nothing() {
         without_instances(&before)
     );
     assert_eq!(d.get("www.localhost", "/").status, 200);
+}
+
+/// Deleting a published service takes its URLs offline: without a
+/// terminal to ask on, `svc delete` refuses in one line unless given
+/// `--yes`, and changes nothing.
+#[test]
+fn deleting_a_published_service_needs_yes() {
+    let d = Daemon::start();
+    web_service(&d, "1", &[]);
+    let err = d.fails(&["svc", "delete", "web"]);
+    assert!(
+        err.contains("web is published at http://www.localhost:"),
+        "{err}"
+    );
+    assert!(err.contains("add --yes"), "{err}");
+    assert!(d.service("web").is_some());
+    d.ok(&["svc", "delete", "web", "--yes"]);
+    assert!(d.service("web").is_none());
+    // An unpublished one goes without a question.
+    d.create("worker", &[], &["queue"]);
+    d.ok(&["svc", "delete", "worker"]);
 }

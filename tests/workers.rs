@@ -12,7 +12,8 @@ use support::{app_wasm, cpu_ticks, create_args, wait_until, Daemon};
 fn three_queue_workers_run_and_scale_down() {
     let d = Daemon::start();
     let out = d.create("worker", &["--instances", "3"], &["queue"]);
-    assert!(out.contains("Created worker worker"), "{out}");
+    assert!(out.contains("Created worker (worker)"), "{out}");
+    assert!(out.contains(", 3 instances, "), "{out}");
 
     let service = d.wait_running("worker", 3);
     let ids: Vec<&str> = service.instances.iter().map(|i| i.id.as_str()).collect();
@@ -342,4 +343,59 @@ fn a_description_is_kept_shown_and_checked() {
 
     d.ok(&["svc", "update", "mailer", "--description", ""]);
     assert_eq!(shown(&d), None);
+}
+
+/// `svc update` says what it changed, and a cron job's next run.
+#[test]
+fn an_update_says_what_it_changed() {
+    let d = Daemon::start();
+    d.create("mailer", &["-e", "OLD=1"], &["queue"]);
+    let out = d.ok(&[
+        "svc",
+        "update",
+        "mailer",
+        "--instances",
+        "2",
+        "-e",
+        "LOG_LEVEL=debug",
+        "--unset-env",
+        "OLD",
+    ]);
+    assert!(out.contains(", 2 instances, "), "{out}");
+    assert!(
+        out.contains("Changed: env set LOG_LEVEL; instances 2; env unset OLD"),
+        "{out}"
+    );
+    let out = d.ok(&["svc", "update", "mailer", "--schedule", "@every 30m"]);
+    assert!(out.contains("Changed: schedule @every 30m"), "{out}");
+    assert!(out.contains("Schedule `@every 30m`: next run "), "{out}");
+}
+
+/// `svc show NAME` prints one service's whole configuration, and `svc ls`
+/// takes a bare name as the other service commands do.
+#[test]
+fn show_and_ls_take_a_bare_name() {
+    let d = Daemon::start();
+    d.create(
+        "mailer",
+        &["--description", "Sends mail", "-e", "FROM=ops@example.com"],
+        &["queue"],
+    );
+    d.create("other", &[], &["queue"]);
+    let shown = d.ok(&["svc", "show", "mailer"]);
+    assert!(
+        shown.starts_with("mailer (worker wasm) in stack app"),
+        "{shown}"
+    );
+    for line in [
+        "Sends mail",
+        "app queue",
+        "FROM=ops@example.com",
+        "app-mailer",
+    ] {
+        assert!(shown.contains(line), "{line} not in:\n{shown}");
+    }
+    let listed = d.ok(&["svc", "ls", "mailer"]);
+    assert!(listed.contains("app/mailer"), "{listed}");
+    assert!(!listed.contains("app/other"), "{listed}");
 }

@@ -6,6 +6,7 @@
 mod attach;
 mod client;
 mod commands;
+mod errors;
 mod table;
 
 use std::path::PathBuf;
@@ -133,12 +134,13 @@ fn main() -> ExitCode {
     quiet_on_closed_stdout();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => return usage_error(e),
+        Err(e) => return errors::usage_error(e),
     };
+    let json = cli.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            errors::say(json, &errors::one_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -160,35 +162,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(command) => commands::node::run(&client, &out, command),
         Command::Stack(command) => commands::stack::run(&client, &out, command),
     }
-}
-
-/// Help and version go to stdout with success; every other parse error is
-/// one line on stderr and exit code 2.
-fn usage_error(e: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            let _ = e.print();
-            ExitCode::SUCCESS
-        }
-        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = e.print();
-            ExitCode::from(2)
-        }
-        _ => {
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("error: {first} (see `mesh --help`)");
-            ExitCode::from(2)
-        }
-    }
-}
-
-/// An error and its causes on one line.
-fn one_line(e: &anyhow::Error) -> String {
-    let text = format!("{e:#}");
-    text.lines().collect::<Vec<_>>().join(" ")
 }
 
 /// Like other Unix tools, end quietly when the reader of our output goes

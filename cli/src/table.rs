@@ -30,7 +30,7 @@ impl Table {
                 *w = (*w).max(cell.chars().count());
             }
         }
-        let terminal = std::io::stdout().is_terminal();
+        let terminal = colours();
         let header = format_row(&self.header, &widths);
         if terminal {
             println!("\x1b[1m{header}\x1b[0m");
@@ -47,6 +47,12 @@ impl Table {
             println!("{}", format_row_coloured(row, &widths, state_column));
         }
     }
+}
+
+/// Whether output may be coloured: stdout is a terminal and `NO_COLOR` is
+/// not set (https://no-color.org).
+pub fn colours() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// The ANSI colour for a state word: green for good, yellow for waiting,
@@ -85,6 +91,32 @@ fn format_row_coloured(cells: &[String], widths: &[usize], coloured: Option<usiz
     line.trim_end().to_string()
 }
 
+/// A size for people: `512 B`, `40.6 MiB`, `6.0 GiB`. Exact numbers are
+/// in `--json`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `1 instance`, `2 instances`.
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// A duration the way `ls` columns show it: `45s`, `3m`, `2h`, `4d`.
 pub fn age(d: chrono::TimeDelta) -> String {
     let s = d.num_seconds().max(0);
@@ -99,6 +131,16 @@ pub fn age(d: chrono::TimeDelta) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_and_counts_read_like_words() {
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(42_621_436), "40.6 MiB");
+        assert_eq!(size(6112 << 20), "6.0 GiB");
+        assert_eq!(size(24_683_772 << 10), "23.5 GiB");
+        assert_eq!(count(1u32, "instance"), "1 instance");
+        assert_eq!(count(3u32, "instance"), "3 instances");
+    }
 
     #[test]
     fn ages_read_like_ls() {

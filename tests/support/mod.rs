@@ -163,7 +163,7 @@ pub struct Daemon {
     /// Contents of daemon.json.
     pub info: Value,
     /// The containers' bridge subnet, kept across restarts.
-    network: String,
+    pub network: String,
 }
 
 /// A subnet of its own for each daemon a test binary starts (counted
@@ -622,7 +622,18 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
-        drop(self.host.take());
+        // An in-process host stops in order, its bridge and table removed.
+        let host = self.host.take();
+        let in_process = host.is_some();
+        drop(host);
+        if !in_process {
+            // A `mesh up` killed (here or by the test) cannot remove its
+            // containers' bridge and nftables table; the next daemon of its
+            // data directory would, and there is none: the test does.
+            if let Ok(net) = mesh_host::container::net::NetConfig::parse(&self.network) {
+                mesh_host::container::net::remove(&net.tag());
+            }
+        }
         if self.mounted {
             let _ = Command::new("umount").arg(&self.data).status();
         }

@@ -257,7 +257,7 @@ fn quota_bytes(n: u64) -> String {
     if n == u64::MAX {
         "-".to_string()
     } else {
-        mesh_host::model::format_memory(n)
+        crate::table::size(n)
     }
 }
 

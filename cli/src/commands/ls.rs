@@ -5,7 +5,7 @@ use anyhow::bail;
 use chrono::Utc;
 use clap::Args;
 use mesh_host::api::wire::ServiceView;
-use mesh_host::model::RunStatus;
+use mesh_host::model::{format_memory, InstanceState, RunStatus};
 
 use super::{encode, service_path, NamedArgs, Out};
 use crate::client::Client;
@@ -19,6 +19,10 @@ pub struct LsArgs {
     pub stack: Option<String>,
 
     /// Only this service.
+    #[arg(value_name = "NAME")]
+    pub positional: Option<String>,
+
+    /// Only this service (same as NAME).
     #[arg(short = 'n', long = "name", visible_alias = "n", value_name = "NAME")]
     pub name: Option<String>,
 }
@@ -29,7 +33,12 @@ pub fn list(client: &Client, out: &Out, args: LsArgs) -> anyhow::Result<()> {
     if let Some(stack) = &args.stack {
         query.push(format!("stack={}", encode(stack)));
     }
-    if let Some(name) = &args.name {
+    let name = match (&args.positional, &args.name) {
+        (Some(a), Some(b)) if a != b => bail!("two different service names given: {a} and {b}"),
+        (Some(name), _) | (None, Some(name)) => Some(name),
+        (None, None) => None,
+    };
+    if let Some(name) = name {
         query.push(format!("name={}", encode(name)));
     }
     let path = if query.is_empty() {
@@ -207,4 +216,79 @@ pub fn runs(client: &Client, out: &Out, args: NamedArgs) -> anyhow::Result<()> {
         }
         table.print();
     })
+}
+
+/// `mesh svc show`: one service, every setting on a line of its own.
+pub fn show(client: &Client, out: &Out, args: NamedArgs) -> anyhow::Result<()> {
+    let name = args.name.get()?;
+    let view: ServiceView = client.get(&service_path(&args.stack.stack, name))?;
+    out.print(&view, || print_service(&view))
+}
+
+/// The lines of `svc show`: what the service is, then its settings.
+fn print_service(view: &ServiceView) {
+    let settings = &view.settings;
+    let running = view
+        .instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .count();
+    println!(
+        "{} ({} {}) in stack {}, version {}",
+        view.name, view.service_type, view.kind, view.stack, view.version
+    );
+    let mut table = Table::new(&["SETTING", "VALUE"]);
+    let mut row = |what: &str, value: String| table.row(vec![what.to_string(), value]);
+    if let Some(text) = &settings.description {
+        row("description", text.clone());
+    }
+    row("command", view.command.join(" "));
+    row(
+        "instances",
+        format!("{} wanted, {running} running", settings.instances_desired),
+    );
+    row(
+        "memory",
+        format!("{} each", format_memory(settings.memory_limit_bytes)),
+    );
+    if !view.endpoints.is_empty() {
+        row("endpoints", view.endpoints.join(", "));
+        row("serving", view.serving.clone());
+    }
+    if let Some(spec) = &settings.schedule {
+        row("schedule", spec.clone());
+        row(
+            "timezone",
+            settings.timezone.clone().unwrap_or("UTC".into()),
+        );
+        row(
+            "next run",
+            view.next_run.map_or("-".into(), |t| t.to_rfc3339()),
+        );
+    }
+    let env: Vec<String> = settings
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    row(
+        "env",
+        if env.is_empty() {
+            "-".into()
+        } else {
+            env.join(" ")
+        },
+    );
+    if let Some(bytes) = settings.scratch_bytes {
+        row("scratch", format_memory(bytes));
+    }
+    if let Some(image) = &settings.image {
+        row("image", image.clone());
+    }
+    row("dns name", view.dns_name.clone());
+    row(
+        "created",
+        format!("{} ago", age(Utc::now() - view.created_at)),
+    );
+    table.print();
 }

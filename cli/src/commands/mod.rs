@@ -91,15 +91,6 @@ fn encode(text: &str) -> String {
     }
     out
 }
-
-fn plural(n: u32) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,11 +3,10 @@
 use chrono::Utc;
 use clap::{Args, Subcommand};
 use mesh_host::api::wire::NodeView;
-use mesh_host::model::format_memory;
 
 use super::Out;
 use crate::client::Client;
-use crate::table::{age, Table};
+use crate::table::{age, size, Table};
 
 /// `mesh node ...`.
 #[derive(Debug, Subcommand)]
@@ -67,7 +66,7 @@ pub fn nodes(client: &Client, out: &Out) -> anyhow::Result<()> {
                 n.address.clone(),
                 n.runs.join(","),
                 format!("{}/{}", n.used_instances, n.capacity_instances),
-                format_memory(n.capacity_memory_bytes),
+                size(n.capacity_memory_bytes),
                 n.started_at.map_or("-".to_string(), |at| age(now - at)),
             ]);
         }

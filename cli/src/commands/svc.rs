@@ -14,8 +14,9 @@ use super::code::resolve_command;
 use super::logs::LogsArgs;
 use super::ls::LsArgs;
 use super::run::RunArgs;
-use super::{plural, service_path, NameArg, NamedArgs, Out, StackArg};
+use super::{service_path, NameArg, NamedArgs, Out, StackArg};
 use crate::client::Client;
+use crate::table::count;
 
 /// `mesh service ...`.
 #[derive(Debug, Subcommand)]
@@ -60,10 +61,15 @@ Examples:
     Update(UpdateArgs),
 
     /// Delete a service and stop its instances.
-    #[command(
-        after_help = "Examples:\n  mesh svc delete worker\n  mesh svc delete -n payments --stack finance"
-    )]
-    Delete(NamedArgs),
+    #[command(after_help = "\
+A published service's URLs go offline with it: on a terminal the command
+asks first; elsewhere (a script) it needs --yes.
+
+Examples:
+  mesh svc delete worker
+  mesh svc delete -n payments --stack finance
+  mesh svc delete web --yes")]
+    Delete(DeleteArgs),
 
     /// List services and every instance: state, restarts, exit code, message.
     #[command(
@@ -71,6 +77,12 @@ Examples:
         after_help = "Examples:\n  mesh service ls\n  mesh service ls --stack finance --json"
     )]
     Ls(LsArgs),
+
+    /// Show one service's whole configuration and its instances.
+    #[command(
+        after_help = "Examples:\n  mesh svc show web\n  mesh svc show payments --stack finance --json"
+    )]
+    Show(NamedArgs),
 
     /// Show a service's output (stdout and stderr of every instance).
     #[command(
@@ -144,6 +156,7 @@ pub fn run(client: &Client, out: &Out, command: ServiceCommand) -> anyhow::Resul
         ServiceCommand::Update(args) => update(client, out, args),
         ServiceCommand::Delete(args) => delete(client, out, args),
         ServiceCommand::Ls(args) => super::ls::list(client, out, args),
+        ServiceCommand::Show(args) => super::ls::show(client, out, args),
         ServiceCommand::Logs(args) => super::logs::logs(client, out, args),
         ServiceCommand::Trigger(args) => trigger(client, out, args),
         ServiceCommand::Restart(args) => restart(client, out, args),
@@ -245,14 +258,13 @@ pub fn create(client: &Client, out: &Out, args: CreateArgs) -> anyhow::Result<()
     }
     out.print(&view, || {
         println!(
-            "Created {} {} in stack {} v{}: `{}`, {} instance{}, {} each",
-            view.service_type,
+            "Created {} ({}) in stack {} v{}: `{}`, {}, {} each",
             view.name,
+            view.service_type,
             view.stack,
             view.version.max(1),
             view.command.join(" "),
-            view.settings.instances_desired,
-            plural(view.settings.instances_desired),
+            count(view.settings.instances_desired, "instance"),
             format_memory(view.settings.memory_limit_bytes)
         )
     })
@@ -269,6 +281,7 @@ pub fn update(client: &Client, out: &Out, args: UpdateArgs) -> anyhow::Result<()
         }
         None => (None, None),
     };
+    let changed = changes(&args.settings, &args.unset_env, command.as_deref());
     let request = UpdateService {
         command,
         settings: args.settings,
@@ -278,21 +291,88 @@ pub fn update(client: &Client, out: &Out, args: UpdateArgs) -> anyhow::Result<()
     let view: ServiceView = client.patch(&service_path(&args.stack.stack, name), &request)?;
     out.print(&view, || {
         println!(
-            "Updated {} in stack {}: `{}`, {} instance{}, {} each",
+            "Updated {} in stack {}: `{}`, {}, {} each",
             view.name,
             view.stack,
             view.command.join(" "),
-            view.settings.instances_desired,
-            plural(view.settings.instances_desired),
+            count(view.settings.instances_desired, "instance"),
             format_memory(view.settings.memory_limit_bytes)
-        )
+        );
+        if !changed.is_empty() {
+            println!("Changed: {}", changed.join("; "));
+        }
+        if let (Some(spec), Some(next)) = (&view.settings.schedule, view.next_run) {
+            println!("Schedule `{spec}`: next run {}", next.to_rfc3339());
+        }
     })
 }
 
+/// What an update asks to change, in words: `instances 5`, `env set
+/// LOG_LEVEL`, `schedule @every 30m`.
+fn changes(
+    settings: &ServiceSettings,
+    unset_env: &[String],
+    command: Option<&[String]>,
+) -> Vec<String> {
+    let mut said = Vec::new();
+    if let Some(command) = command {
+        said.push(format!("command `{}`", command.join(" ")));
+    }
+    let json = serde_json::to_value(settings).unwrap_or_default();
+    for (field, value) in json.as_object().into_iter().flatten() {
+        let shown = match value {
+            serde_json::Value::Null => continue,
+            serde_json::Value::Array(items) if items.is_empty() => continue,
+            serde_json::Value::Array(items) => items
+                .iter()
+                .filter_map(|i| i.as_str())
+                .map(|kv| kv.split_once('=').map_or(kv, |(k, _)| k))
+                .collect::<Vec<_>>()
+                .join(", "),
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        let field = if field == "env" {
+            "env set"
+        } else {
+            field.as_str()
+        };
+        said.push(format!("{} {shown}", field.replace('_', " ")));
+    }
+    if !unset_env.is_empty() {
+        said.push(format!("env unset {}", unset_env.join(", ")));
+    }
+    said
+}
+
 /// `mesh svc delete`.
-pub fn delete(client: &Client, out: &Out, args: NamedArgs) -> anyhow::Result<()> {
-    let name = args.name.get()?;
-    let view: ServiceView = client.delete(&service_path(&args.stack.stack, name))?;
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    pub named: NamedArgs,
+
+    /// Delete without asking, even a published service.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
+/// `mesh svc delete`: asks first when the service is published.
+pub fn delete(client: &Client, out: &Out, args: DeleteArgs) -> anyhow::Result<()> {
+    let name = args.named.name.get()?;
+    let path = service_path(&args.named.stack.stack, name);
+    if !args.yes {
+        let view: ServiceView = client.get(&path)?;
+        if !view.endpoints.is_empty() {
+            confirm(
+                &format!(
+                    "{name} is published at {}: deleting it takes those URLs offline",
+                    view.endpoints.join(", ")
+                ),
+                &format!("Delete {name}?"),
+            )?;
+        }
+    }
+    let view: ServiceView = client.delete(&path)?;
     out.print(&view, || {
         println!("Deleted {} from stack {}", view.name, view.stack)
     })
@@ -365,8 +445,10 @@ pub fn restart(client: &Client, out: &Out, args: NamedArgs) -> anyhow::Result<()
     };
     out.print(&view, || {
         println!(
-            "Restarting {} instances of {}: {how}; watch them with `mesh svc ls -n {}`",
-            view.settings.instances_desired, view.name, view.name
+            "Restarting {} of {}: {how}; watch them with `mesh svc ls -n {}`",
+            count(view.settings.instances_desired, "instance"),
+            view.name,
+            view.name
         )
     })
 }
@@ -404,6 +486,23 @@ fn split_words(text: &str) -> anyhow::Result<Vec<String>> {
         words.push(word);
     }
     Ok(words)
+}
+
+/// Asks `question` on a terminal, after saying `why`; elsewhere refuses,
+/// since nobody can answer: `--yes` says it beforehand.
+fn confirm(why: &str, question: &str) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    if !std::io::stdin().is_terminal() {
+        bail!("{why}; add --yes to go ahead");
+    }
+    eprint!("{why}.\n{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => bail!("nothing deleted"),
+    }
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ pub(super) async fn publish(
     if service.endpoints.contains(&endpoint) {
         return Err(ApiError::conflict(format!(
             "{name} is already published at {}",
-            endpoint.url()
+            state.ingress.url(&endpoint)
         )));
     }
     let owner_key = key::endpoint(&endpoint.host, &endpoint.path);
@@ -56,7 +56,7 @@ pub(super) async fn publish(
         };
         return Err(ApiError::conflict(format!(
             "endpoint {} is taken by {who}; pick another host or path",
-            endpoint.url()
+            state.ingress.url(&endpoint)
         )));
     }
     // A host belongs to one environment: no tenant takes a path under
@@ -106,10 +106,14 @@ pub(super) async fn unpublish(
     let mut service = found.value.clone();
     let endpoint = parse(&state, &caller.env, &request)?;
     let Some(index) = service.endpoints.iter().position(|e| *e == endpoint) else {
-        let have: Vec<String> = service.endpoints.iter().map(Endpoint::url).collect();
+        let have: Vec<String> = service
+            .endpoints
+            .iter()
+            .map(|e| state.ingress.url(e))
+            .collect();
         return Err(ApiError::bad_request(format!(
             "{name} is not published at {} (its endpoints: {})",
-            endpoint.url(),
+            state.ingress.url(&endpoint),
             super::list_or_none(&have)
         )));
     };

@@ -94,6 +94,29 @@ pub struct ApiState {
     pub clustered: bool,
     /// The other hosts of a cluster, asked for the instances they run.
     pub others: Option<Arc<dyn OtherHosts>>,
+    /// The ports the ingress listens on, so endpoints show as URLs that
+    /// answer.
+    pub ingress: IngressPorts,
+}
+
+/// The ports of this host's ingress listeners.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IngressPorts {
+    /// The HTTP listener's.
+    pub http: Option<u16>,
+    /// The HTTPS listener's, when there is one.
+    pub https: Option<u16>,
+}
+
+impl IngressPorts {
+    /// An endpoint's URL through this host's ingress: with the port when
+    /// it is not the scheme's own.
+    pub fn url(&self, endpoint: &crate::model::Endpoint) -> String {
+        endpoint.url_at(match endpoint.scheme.as_str() {
+            "https" => self.https,
+            _ => self.http,
+        })
+    }
 }
 
 /// The other hosts of a cluster, as the API sees them.

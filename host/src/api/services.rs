@@ -18,8 +18,7 @@ use super::wire::{
 use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::cron::Schedule;
 use crate::model::{
-    dns_name, validate_component_name, validate_name, Digest, Endpoint, Service, ServiceKey,
-    DEFAULT_STACK,
+    dns_name, validate_component_name, validate_name, Digest, Service, ServiceKey, DEFAULT_STACK,
 };
 use crate::services::Code;
 use crate::store::{encode, key, Compare, Txn, Versioned};
@@ -387,7 +386,22 @@ pub(super) async fn find(
         .filter(|s| s.value.stack == stack)
         .map(|s| s.value.name.clone())
         .collect();
-    let hint = if have.is_empty() {
+    let elsewhere: Vec<&str> = services
+        .iter()
+        .filter(|s| s.value.name == name && s.value.stack != stack)
+        .map(|s| s.value.stack.as_str())
+        .collect();
+    if let [other] = elsewhere.as_slice() {
+        return Err(ApiError::not_found(format!(
+            "no service named {name} in stack {stack}: {name} is in stack {other}; add --stack {other}"
+        )));
+    }
+    let hint = if !elsewhere.is_empty() {
+        format!(
+            "{name} is in stacks {}: add --stack STACK",
+            elsewhere.join(", ")
+        )
+    } else if have.is_empty() {
         format!("stack {stack} has no services")
     } else {
         format!("stack {stack} has: {}", have.join(", "))
@@ -541,7 +555,11 @@ pub(super) fn view(state: &ApiState, service: Service) -> ServiceView {
         version,
         created_at: service.created_at,
         instances,
-        endpoints: service.endpoints.iter().map(Endpoint::url).collect(),
+        endpoints: service
+            .endpoints
+            .iter()
+            .map(|e| state.ingress.url(e))
+            .collect(),
         serving: if fresh_because.is_some() {
             "fresh per request".to_string()
         } else {

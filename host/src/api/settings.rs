@@ -230,15 +230,14 @@ pub(super) fn command(words: Vec<String>) -> ApiResult<Vec<String>> {
 
 /// `--memory`: a size from 1Mi to the daemon's largest.
 fn memory_limit(state: &ApiState, text: &str) -> ApiResult<u64> {
-    let bytes = parse_memory(text).map_err(ApiError::bad_request)?;
     let max = state.config.max_memory_bytes;
-    if !(MIN_MEMORY_BYTES..=max).contains(&bytes) {
-        return Err(ApiError::bad_request(format!(
-            "invalid memory limit {text}: use from 1Mi to {}",
+    match parse_memory(text) {
+        Ok(bytes) if (MIN_MEMORY_BYTES..=max).contains(&bytes) => Ok(bytes),
+        _ => Err(ApiError::bad_request(format!(
+            "invalid memory limit `{text}`: use a size from 1Mi to {}, e.g. 64Mi or 1Gi",
             crate::model::format_memory(max)
-        )));
+        ))),
     }
-    Ok(bytes)
 }
 
 /// `--fresh-per-request` and `--reuse-instances`: each turns the other

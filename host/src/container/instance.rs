@@ -120,6 +120,7 @@ impl Containers {
             Some(why) => Err(why.clone()),
             None => NetConfig::parse(subnet).and_then(Network::open),
         };
+        record_network(&root, network.as_ref().ok().map(|n| n.tag()));
         let tasks = Tasks::new(&tag, tasks.0, tasks.1, run_dir(&tag));
         let containers = Containers {
             tasks,
@@ -172,6 +173,12 @@ impl Containers {
         self.stopping.close();
         let _ = tokio::time::timeout(limit, self.stopping.wait()).await;
         self.tasks.remove_all();
+        if let Ok(network) = &self.network {
+            network.close();
+            if let Some(root) = self.state.parent() {
+                record_network(root, None);
+            }
+        }
         // Empty once every container's folder went with it.
         if std::fs::remove_dir(&self.run).is_ok() {
             let _ = std::fs::remove_dir("/run/mesh");
@@ -275,8 +282,11 @@ impl Containers {
             .to_string();
         let unshifted = image_dir.join(image::ROOTFS_DIR);
         if !bundle::finds_executable(&unshifted, &first, &path) {
+            let shell = ["bash", "/bin/bash", "/usr/bin/bash"].contains(&first.as_str())
+                && bundle::finds_executable(&unshifted, "/bin/sh", &path);
+            let hint = if shell { "; try /bin/sh" } else { "" };
             return Err(StartError::NotFound(format!(
-                "exec: \"{first}\": not found in image"
+                "exec: \"{first}\": not found in image{hint}"
             )));
         }
         // Root inside is the first id of the environment's range; the
@@ -397,4 +407,26 @@ fn sanitize_hostname(id: &str) -> String {
     } else {
         name
     }
+}
+
+/// Where a daemon of this data directory keeps the tag of its bridge.
+const NETWORK_RECORD: &str = "network";
+
+/// Records the bridge this daemon makes (`None`: it has none now), first
+/// removing one that a daemon of the same data directory made on another
+/// subnet and left (it was killed, or `--container-network` changed):
+/// its own old bridge `Network::open` already took over.
+fn record_network(root: &Path, now: Option<String>) {
+    let file = root.join(NETWORK_RECORD);
+    if let Ok(old) = std::fs::read_to_string(&file) {
+        let old = old.trim();
+        let ours = !old.is_empty() && old.bytes().all(|b| b.is_ascii_hexdigit());
+        if ours && Some(old) != now.as_deref() {
+            super::net::remove(old);
+        }
+    }
+    let _ = match now {
+        Some(tag) => std::fs::write(&file, tag),
+        None => std::fs::remove_file(&file),
+    };
 }

@@ -41,7 +41,8 @@ impl NetConfig {
         Ok(NetConfig { gateway, prefix })
     }
 
-    fn tag(&self) -> String {
+    /// The tag of its bridge's and table's names.
+    pub fn tag(&self) -> String {
         short_hash(&format!("{}/{}", self.gateway, self.prefix))[..4].to_string()
     }
 
@@ -120,6 +121,18 @@ impl Network {
             config,
             used: Mutex::new(BTreeSet::new()),
         }))
+    }
+
+    /// The tag of its bridge's and table's names.
+    pub fn tag(&self) -> String {
+        self.config.tag()
+    }
+
+    /// Removes the bridge and its nftables table: a daemon that stops
+    /// leaves neither (each table hooks every packet's input path).
+    /// Called once no container is left on the bridge.
+    pub fn close(&self) {
+        remove(&self.config.tag());
     }
 
     /// The bridge's address.
@@ -230,6 +243,21 @@ fn filter(bridge: &str, gateway: Ipv4Addr, tag: &str) -> Result<(), String> {
     );
     let _ = nft(&format!("delete table inet {table}\n"));
     nft(&rules)
+}
+
+/// Removes the bridge and the nftables table of the network tagged `tag`,
+/// where they exist.
+pub fn remove(tag: &str) {
+    let _ = nft(&format!("delete table inet mesh_{tag}\n"));
+    let bridge = format!("mesh{tag}");
+    if std::path::Path::new("/sys/class/net")
+        .join(&bridge)
+        .exists()
+    {
+        if let Err(e) = ip(&["link", "del", &bridge]) {
+            tracing::warn!("removing the containers' bridge {bridge}: {e}");
+        }
+    }
 }
 
 /// The port of the daemon's HTTP proxy on the bridge address.

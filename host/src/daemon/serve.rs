@@ -171,6 +171,11 @@ impl Host {
         }
         files::write_daemon_file(&config.data_dir, &info)?;
         tracing::info!(api = %info.api_url, http = %info.http_url, data_dir = %config.data_dir.display(), "mesh is up");
+        tracing::info!(
+            "dashboard: {}/ui/ (sign in with the operator token, `token` in {})",
+            info.api_url,
+            config.data_dir.join(files::DAEMON_FILE).display()
+        );
         Ok(Running {
             info,
             data_dir: config.data_dir,
@@ -303,6 +308,10 @@ impl Host {
             node,
             clustered: self.clustered,
             others: cluster.map(|c| c.others),
+            ingress: api::IngressPorts {
+                http: self.listeners.http.local_addr().ok().map(|a| a.port()),
+                https: self.listeners.https_port().ok().flatten(),
+            },
         }
     }
 }

@@ -73,6 +73,20 @@ impl Endpoint {
         format!("{}://{}{path}", self.scheme, self.host)
     }
 
+    /// The URL that reaches the endpoint through an ingress listening on
+    /// `port`: the port is written unless it is the scheme's own (80 for
+    /// http, 443 for https) or unknown.
+    pub fn url_at(&self, port: Option<u16>) -> String {
+        let default = if self.scheme == "https" { 443 } else { 80 };
+        match port {
+            Some(port) if port != default => {
+                let path = if self.path == "/" { "" } else { &self.path };
+                format!("{}://{}:{port}{path}", self.scheme, self.host)
+            }
+            _ => self.url(),
+        }
+    }
+
     /// Whether a request path falls under this endpoint's path, on segment
     /// boundaries: `/blog` takes `/blog` and `/blog/x`, not `/blogger`.
     pub fn covers(&self, path: &str) -> bool {
@@ -249,6 +263,9 @@ mod tests {
         assert_eq!(e.url(), "http://www.localhost/blog");
         let e = Endpoint::parse("https://Top.Widemesh.dev", None, "localhost").unwrap();
         assert_eq!(e.url(), "https://top.widemesh.dev");
+        assert_eq!(e.url_at(Some(443)), "https://top.widemesh.dev");
+        assert_eq!(e.url_at(Some(8443)), "https://top.widemesh.dev:8443");
+        assert_eq!(e.url_at(None), "https://top.widemesh.dev");
         let e = Endpoint::parse("https://top.widemesh.dev:8443/api", None, "x").unwrap();
         assert_eq!(
             (e.host.as_str(), e.path.as_str()),

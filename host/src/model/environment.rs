@@ -133,7 +133,15 @@ impl Outbound {
         match text.trim() {
             "allow" => return Ok(Outbound::Allow),
             "deny" => return Ok(Outbound::Deny),
-            _ => {}
+            word => {
+                // One bare word close to a keyword is a typo, not a host
+                // (`dney` would otherwise block all egress but to `dney`).
+                if let Some(meant) = super::values::did_you_mean(word, &["allow", "deny"]) {
+                    return Err(format!(
+                        "invalid outbound policy `{word}`: did you mean `{meant}`? Use allow, deny, or host[:port] patterns separated by commas (e.g. api.stripe.com:443,*.example.com,127.0.0.1:6379)"
+                    ));
+                }
+            }
         }
         let mut patterns = Vec::new();
         for pattern in text.split(',').map(str::trim) {
@@ -230,6 +238,10 @@ mod tests {
         assert!(Outbound::Allow.allows("anything", 1));
         assert!(!Outbound::Deny.allows("anything", 1));
         assert!(Outbound::parse("bad host!").is_err());
+        let typo = Outbound::parse("dney").unwrap_err();
+        assert!(typo.contains("did you mean `deny`?"), "{typo}");
+        assert!(Outbound::parse("alow").unwrap_err().contains("`allow`"));
+        assert!(Outbound::parse("dns").is_ok(), "a host name far from both");
         assert!(Outbound::parse("x.com:99999").is_err());
         assert_eq!(Outbound::parse("deny").unwrap(), Outbound::Deny);
     }

@@ -122,6 +122,45 @@ pub const MAX_ENV_VALUE_BYTES: usize = 32 * 1024;
 /// Most bytes all of a service's environment variables take together.
 pub const MAX_ENV_TOTAL_BYTES: usize = 128 * 1024;
 
+/// The word of `known` that `word` is probably a typo of, the closest:
+/// one letter added, dropped, changed or swapped with its neighbour (two
+/// for words longer than four letters).
+pub fn did_you_mean<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edits(word, k), *k))
+        .filter(|(d, k)| *d > 0 && *d <= if k.len() > 4 { 2 } else { 1 })
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Optimal string alignment distance: insertions, deletions,
+/// substitutions and swaps of two neighbours, one each.
+fn edits(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
 /// Checks a service's environment variables against the bounds.
 pub fn check_env_vars(vars: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
     if vars.len() > MAX_ENV_VARS {

@@ -280,7 +280,9 @@ fn exit_frame(outcome: &Outcome) -> Vec<u8> {
         Ending::Trapped | Ending::OutOfMemory => TRAPPED_EXIT_CODE,
         _ => 1,
     });
-    let message = if outcome.exit_code.is_some() {
+    // A code of the guest's own says enough; one the host gave (a command
+    // not found: 127) comes with why.
+    let message = if outcome.exit_code.is_some() && outcome.ending != Ending::Unrunnable {
         ""
     } else {
         outcome.message.as_str()

@@ -22,7 +22,7 @@ pub enum CodeProblem {
         stack: String,
     },
     /// The command names no component of the stack.
-    #[error("no component named '{name}' in stack {stack} v{version} (have: {have})")]
+    #[error("no component named '{name}' in stack {stack} v{version} (have: {have}){hint}")]
     NoComponent {
         /// The name the command used.
         name: String,
@@ -32,6 +32,9 @@ pub enum CodeProblem {
         version: u64,
         /// The components it has, comma-separated.
         have: String,
+        /// What was probably meant, or how to run a program of an image,
+        /// after a `; `; empty when there is nothing to say.
+        hint: String,
     },
     /// The code could not be read or compiled.
     #[error("loading code failed: {0}")]
@@ -284,7 +287,8 @@ pub fn resolve_command(
     ))
 }
 
-/// `no component named 'ap' in stack app v4 (have: app, payments)`.
+/// `no component named 'ap' in stack app v4 (have: app, payments); did
+/// you mean 'app'?`.
 pub fn no_component(
     name: &str,
     stack: &str,
@@ -296,11 +300,21 @@ pub fn no_component(
         .map(String::as_str)
         .filter(|name| *name != FILES_ENTRY)
         .collect();
+    let hint = if let Some(meant) = crate::model::did_you_mean(name, &have) {
+        format!("; did you mean '{meant}'?")
+    } else if name.starts_with('/') {
+        format!(
+            "; {name} looks like a program of a container image: deploy the image to a stack (`mesh stack deploy boxes ./image.tar`) and run it there (`--stack boxes`)"
+        )
+    } else {
+        String::new()
+    };
     CodeProblem::NoComponent {
         name: name.to_string(),
         stack: stack.to_string(),
         version,
         have: have.join(", "),
+        hint,
     }
 }
 
@@ -315,7 +329,14 @@ mod tests {
         components.insert("payments".to_string(), Digest::of(b"p"));
         assert_eq!(
             no_component("ap", "app", 4, &components).to_string(),
-            "no component named 'ap' in stack app v4 (have: app, payments)"
+            "no component named 'ap' in stack app v4 (have: app, payments); did you mean 'app'?"
         );
+        assert_eq!(
+            no_component("web", "app", 4, &components).to_string(),
+            "no component named 'web' in stack app v4 (have: app, payments)"
+        );
+        assert!(no_component("/bin/bash", "app", 4, &components)
+            .to_string()
+            .contains("mesh stack deploy"));
     }
 }
