@@ -194,6 +194,14 @@ impl Network {
     }
 }
 
+impl Drop for Network {
+    /// A daemon that fails to start after making its bridge (or drops its
+    /// containers without stopping them in order) leaves none either.
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 impl Drop for Link {
     fn drop(&mut self) {
         // Deleting either end deletes both; when the container's namespace
