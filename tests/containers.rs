@@ -621,8 +621,16 @@ fn containers_are_confined_to_their_own_namespaces_and_the_proxy() {
     let host_port = host_service.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for stream in host_service.incoming().flatten() {
-            use std::io::Write as _;
+            use std::io::{Read as _, Write as _};
             let mut stream = stream;
+            // The request first: an answer before it is read can reach a
+            // client still sending, which then gives up on the connection.
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
             let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 11\r\n\r\nHOST-SECRET");
         }
     });

@@ -17,6 +17,7 @@ mod dashboard;
 mod dns;
 mod lifecycle;
 mod monitoring;
+mod readme;
 mod stacks;
 mod tenants;
 mod toolchains;

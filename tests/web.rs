@@ -138,7 +138,10 @@ fn the_url_publish_prints_opens_as_printed() {
         .to_string();
     let port = d.http_addr().rsplit(':').next().unwrap().to_string();
     assert_eq!(url, format!("http://www.localhost:{port}"), "{said}");
-    assert_eq!(d.service("web").unwrap().endpoints, std::slice::from_ref(&url));
+    assert_eq!(
+        d.service("web").unwrap().endpoints,
+        std::slice::from_ref(&url)
+    );
     wait_until(Duration::from_secs(10), "curl opens the URL", || {
         let out = Command::new("curl")
             .args([

@@ -33,14 +33,7 @@ impl Client {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(mesh_host::config::DEFAULT_DATA_DIR));
         let file = dir.join(mesh_host::DAEMON_FILE);
-        let text = std::fs::read_to_string(&file).map_err(|_| {
-            anyhow!(
-                "no mesh daemon found: {} does not exist; start one with `mesh up` (or set --data-dir, or MESH_API_URL and MESH_TOKEN)",
-                file.display()
-            )
-        })?;
-        let info: DaemonInfo =
-            serde_json::from_str(&text).with_context(|| format!("reading {}", file.display()))?;
+        let info = wait_for_daemon(&dir, &file)?;
         Ok(Client::new(info.api_url, info.token))
     }
 
@@ -239,4 +232,45 @@ impl Client {
             other => anyhow!("talking to the mesh daemon at {}: {other}", self.base),
         }
     }
+}
+
+/// How long a command waits for a daemon's data directory to appear: a
+/// `mesh up &` on the line before may not have made it yet.
+const APPEAR_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a command waits for a daemon that is starting (it holds its
+/// data directory's lock) to say where it listens.
+const START_WAIT: Duration = Duration::from_secs(60);
+
+/// Reads `daemon.json`, waiting while a daemon is starting, so that
+/// `mesh up &` followed by a command works as a script runs it.
+fn wait_for_daemon(dir: &Path, file: &Path) -> anyhow::Result<DaemonInfo> {
+    let began = std::time::Instant::now();
+    loop {
+        let read = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| serde_json::from_str::<DaemonInfo>(&text).ok());
+        if let Some(info) = read {
+            return Ok(info);
+        }
+        let waited = began.elapsed();
+        let starting = starting(dir) && waited < START_WAIT;
+        if !starting && waited >= APPEAR_WAIT {
+            return Err(anyhow!(
+                "no mesh daemon found: {} does not exist; start one with `mesh up` (or set --data-dir, or MESH_API_URL and MESH_TOKEN)",
+                file.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether a daemon holds `dir`'s lock: it is starting (or running).
+fn starting(dir: &Path) -> bool {
+    std::fs::File::open(dir.join("lock")).is_ok_and(|lock| {
+        matches!(
+            lock.try_lock_shared(),
+            Err(std::fs::TryLockError::WouldBlock)
+        )
+    })
 }
