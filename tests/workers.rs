@@ -398,4 +398,16 @@ fn show_and_ls_take_a_bare_name() {
     let listed = d.ok(&["svc", "ls", "mailer"]);
     assert!(listed.contains("app/mailer"), "{listed}");
     assert!(!listed.contains("app/other"), "{listed}");
+    // One row per service with --summary: running of wanted.
+    d.wait_running("mailer", 1);
+    d.wait_running("other", 1);
+    let summary = d.ok(&["svc", "ls", "--summary"]);
+    let rows: Vec<&str> = summary.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{summary}");
+    assert!(
+        rows[0].starts_with("app/mailer")
+            && rows[0].contains(" 1/1 ")
+            && rows[0].contains("running"),
+        "{summary}"
+    );
 }

@@ -25,6 +25,11 @@ pub struct LsArgs {
     /// Only this service (same as NAME).
     #[arg(short = 'n', long = "name", visible_alias = "n", value_name = "NAME")]
     pub name: Option<String>,
+
+    /// One row per service (instances running of those wanted, restarts,
+    /// endpoints) instead of one per instance.
+    #[arg(short = 's', long)]
+    pub summary: bool,
 }
 
 /// `mesh service ls`.
@@ -47,9 +52,63 @@ pub fn list(client: &Client, out: &Out, args: LsArgs) -> anyhow::Result<()> {
         format!("/v1/services?{}", query.join("&"))
     };
     let services: Vec<ServiceView> = client.get(&path)?;
+    if args.summary {
+        return out.print(&services, || print_summary(&services));
+    }
     out.print(&services, || print_services(&services))
 }
 
+/// `--summary`: a row per service.
+fn print_summary(services: &[ServiceView]) {
+    if services.is_empty() {
+        println!("No services yet. Create one with: mesh svc create -n NAME -- app.wasm ARGS");
+        return;
+    }
+    let mut table = Table::new(&[
+        "SERVICE",
+        "TYPE",
+        "INSTANCES",
+        "STATE",
+        "RESTARTS",
+        "ENDPOINTS",
+    ]);
+    for s in services {
+        let running = s
+            .instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Running)
+            .count();
+        // The worst state an instance is in says how the service is.
+        let state = s
+            .instances
+            .iter()
+            .map(|i| i.state)
+            .find(|state| *state != InstanceState::Running)
+            .map_or(
+                if running > 0 {
+                    "running".to_string()
+                } else {
+                    "-".to_string()
+                },
+                |state| state.to_string(),
+            );
+        let restarts: u64 = s.instances.iter().map(|i| u64::from(i.restarts)).sum();
+        table.row(vec![
+            format!("{}/{}", s.stack, s.name),
+            s.service_type.to_string(),
+            match &s.settings.schedule {
+                Some(spec) => format!("cron {spec}"),
+                None => format!("{running}/{}", s.settings.instances_desired),
+            },
+            state,
+            restarts.to_string(),
+            s.endpoints.join(", "),
+        ]);
+    }
+    table.print();
+}
+
+/// The default listing: a row per instance, web endpoints, cron jobs.
 fn print_services(services: &[ServiceView]) {
     if services.is_empty() {
         println!("No services yet. Create one with: mesh svc create -n NAME -- app.wasm ARGS");

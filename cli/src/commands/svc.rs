@@ -74,7 +74,15 @@ Examples:
     /// List services and every instance: state, restarts, exit code, message.
     #[command(
         visible_alias = "list",
-        after_help = "Examples:\n  mesh service ls\n  mesh service ls --stack finance --json"
+        after_help = "\
+Every instance has a row (a cron job: its schedule and last run); with many
+services, --summary gives one row per service instead.
+
+Examples:
+  mesh service ls
+  mesh service ls worker                 one service's instances
+  mesh service ls --summary              one row per service
+  mesh service ls --stack finance --json"
     )]
     Ls(LsArgs),
 
