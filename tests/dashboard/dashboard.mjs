@@ -224,6 +224,20 @@ async function run() {
     assert.equal(service(TOKENS.acme, "web").description, text);
   });
 
+  await step("env values are masked until shown", async () => {
+    const secret = "postgres://u:s3cr3t@db/x";
+    const [ok, , err] = mesh(TOKENS.acme, "svc", "update", "web", "-e", `DATABASE_URL=${secret}`);
+    assert.ok(ok, err);
+    const row = page.locator("#service details.env-vars tr", { hasText: "DATABASE_URL" });
+    await row.waitFor({ state: "attached", timeout: 10000 });
+    assert.ok(!(await page.content()).includes("s3cr3t"), "the secret is on the page before it is asked for");
+    await page.locator("#service details.env-vars summary").click();
+    await row.getByRole("button", { name: "Show the value of DATABASE_URL" }).click();
+    await row.locator("td", { hasText: secret }).waitFor({ timeout: 5000 });
+    await row.getByRole("button", { name: "Hide the value of DATABASE_URL" }).click();
+    await row.locator("td", { hasText: secret }).waitFor({ state: "detached", timeout: 5000 });
+  });
+
   await step("an action the API refuses shows the CLI's error", async () => {
     const [ok, , err] = mesh(TOKENS.acme, "svc", "update", "web", "--instances", "1000000");
     assert.ok(!ok);

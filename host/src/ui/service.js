@@ -135,7 +135,7 @@ function buildSummary(p, svc) {
     el(
       "div",
       { class: "table-wrap" },
-      el("table", { class: "grid" }, colHeads("Name", "Value"), p.envBody),
+      el("table", { class: "grid" }, colHeads("Name", "Value", "Shown"), p.envBody),
     ),
   );
   return el(
@@ -392,10 +392,13 @@ function updateServicePage(p, svc) {
     p.envBody,
     env,
     (kv) => kv[0],
-    () => el("tr", null, el("th", { scope: "row", class: "mono" }), el("td", { class: "mono" })),
+    envRow,
     (tr, kv) => {
       setText(tr.cells[0], kv[0]);
-      setText(tr.cells[1], kv[1]);
+      tr.envValue = kv[1];
+      const reveal = tr.cells[2].firstChild;
+      setAttr(reveal, "aria-label", (revealed(reveal) ? "Hide" : "Show") + " the value of " + kv[0]);
+      setText(tr.cells[1], revealed(reveal) ? kv[1] : MASK);
     },
   );
 
@@ -416,4 +419,30 @@ function updateServicePage(p, svc) {
     show(p.runsWrap, runs.length > 0);
     sync(p.runsBody, runs, (r) => r.number, makeRunRow, updateRunRow);
   }
+}
+
+// Values of environment variables are often secrets (a database URL with
+// its password): masked until asked for, one at a time.
+const MASK = "\u2022\u2022\u2022\u2022\u2022\u2022\u2022\u2022";
+
+function revealed(button) {
+  return button.getAttribute("aria-pressed") === "true";
+}
+
+function envRow() {
+  const reveal = el("button", { type: "button", class: "link reveal", "aria-pressed": "false" }, "Show");
+  const tr = el(
+    "tr",
+    null,
+    el("th", { scope: "row", class: "mono" }),
+    el("td", { class: "mono" }),
+    el("td", null, reveal),
+  );
+  reveal.addEventListener("click", () => {
+    const shown = !revealed(reveal);
+    setAttr(reveal, "aria-pressed", String(shown));
+    setText(reveal, shown ? "Hide" : "Show");
+    setText(tr.cells[1], shown ? tr.envValue : MASK);
+  });
+  return tr;
 }
