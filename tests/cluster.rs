@@ -233,6 +233,14 @@ fn hosts_join_share_one_operator_token_and_see_each_other_come_and_go() {
     for h in &hosts {
         assert_eq!(h.info["token"], a.info["token"]);
     }
+    // A host just started may still be joining on a busy machine.
+    wait_until(Duration::from_secs(15), "the three hosts ready", || {
+        nodes(b)
+            .iter()
+            .filter(|n| n.state == NodeState::Ready)
+            .count()
+            == 3
+    });
     let listed = nodes(b);
     let names: Vec<&str> = listed.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["host-a", "host-b", "host-c"]);
