@@ -435,3 +435,34 @@ fn a_worker_called_by_name_shows_its_request_instances() {
         "{req:?}"
     );
 }
+
+/// A caller of a service that is gone gets why from the platform: with
+/// the network closed, `/pay` (a POST with a body) to the deleted
+/// `finance-payments` answers the refusal, naming the missing service,
+/// not a closed request stream.
+#[test]
+fn a_caller_of_a_deleted_service_is_told_why() {
+    let d = Daemon::start();
+    payments_and_web(&d, "1", &[]);
+    d.ok(&["env", "set", "outbound", "deny"]);
+    receipt(&d, "www.localhost", 1);
+    d.ok(&["svc", "delete", "payments", "--stack", "finance"]);
+    let mut last = None;
+    wait_until(Duration::from_secs(10), "the call refused", || {
+        let r = d.get("www.localhost", "/pay?amount=2");
+        let refused = r.status == 502;
+        last = Some(r);
+        refused
+    });
+    let r = last.unwrap();
+    assert!(
+        r.body.contains("outbound request to finance-payments:80 denied by this environment's outbound policy (deny)"),
+        "{r:?}"
+    );
+    assert!(
+        r.body
+            .contains("no service in this environment is named finance-payments"),
+        "{r:?}"
+    );
+    assert!(!r.body.contains("stream closed"), "{r:?}");
+}

@@ -154,6 +154,17 @@ impl Identity {
         self.log.note(&self.instance, text);
     }
 
+    /// Refuses an outgoing request with `message`, which the guest gets
+    /// when it asks for the answer and the service's log shows. The body
+    /// the guest may still be writing is read and dropped (bounded), so
+    /// that the guest sees the refusal, not a closed stream.
+    fn deny(&self, message: String, request: http::Request<WasiBody>) -> Outgoing {
+        self.count_denied();
+        self.note(format!("[mesh] {message}"));
+        tokio::spawn(drain(request.into_body()));
+        Outgoing::Denied(message)
+    }
+
     fn count_denied(&self) {
         let calls = &self.directory.metrics.calls;
         calls.denied.fetch_add(1, Ordering::Relaxed);
@@ -216,6 +227,26 @@ impl Identity {
     }
 }
 
+/// Most of a refused request's body read before it is dropped, and how
+/// long reading it may take.
+const DRAIN_BYTES: usize = 1 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads a refused request's body away, up to [`DRAIN_BYTES`] or
+/// [`DRAIN_TIME`], whichever ends first.
+async fn drain(mut body: WasiBody) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut read = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, Bytes::len);
+            if read >= DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 impl Dispatch for Identity {
     fn names(&self) -> Vec<String> {
         self.directory.names_in(&self.env)
@@ -239,22 +270,31 @@ impl Dispatch for Identity {
         if is_localhost(&host) {
             // Loopback by definition (RFC 6761): never asked of DNS, and
             // never another environment's service or endpoint.
-            self.count_denied();
-            let message = format!(
-                "outbound request to {host}:{port} refused: names under .localhost are loopback, and only this environment's own service names (stack-service) are served here"
+            return self.deny(
+                format!(
+                    "outbound request to {host}:{port} refused: names under .localhost are loopback, and only this environment's own service names (stack-service) are served here"
+                ),
+                request,
             );
-            self.note(format!("[mesh] {message}"));
-            return Outgoing::Denied(message);
         }
         let egress = self.directory.policy(&self.env);
         let policy = &egress.policy;
         if !policy.allows(&host, port) {
-            self.count_denied();
-            let message = format!(
-                "outbound request to {host}:{port} denied by this environment's outbound policy ({policy}); change it with `mesh env set outbound ...`"
+            // A name shaped like a service's (no dot) is most likely one
+            // that is gone, or in another stack.
+            let hint = if plain_http && !host.contains('.') && !host.contains(':') {
+                format!(
+                    " (no service in this environment is named {host}: deleted, or never created?)"
+                )
+            } else {
+                String::new()
+            };
+            return self.deny(
+                format!(
+                    "outbound request to {host}:{port} denied by this environment's outbound policy ({policy}){hint}; change it with `mesh env set outbound ...`"
+                ),
+                request,
             );
-            self.note(format!("[mesh] {message}"));
-            return Outgoing::Denied(message);
         }
         let calls = &self.directory.metrics.calls;
         calls.outbound.fetch_add(1, Ordering::Relaxed);
