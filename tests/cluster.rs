@@ -188,12 +188,16 @@ fn mesh_up_says_plainly_when_the_store_is_wrong_or_unreachable() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not a store"), "{err}");
 
-    // Nothing listens there: it gives up after the call deadline.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Nothing answers there: it gives up after the call deadline. The
+    // port stays this test's (a listener that hangs up at once), so no
+    // other test's server can take it meanwhile.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            drop(conn);
+        }
+    });
     let (out, took) = up(&format!("etcd://127.0.0.1:{port}"));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

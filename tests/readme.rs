@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{self, repo_root, wait_until};
+use crate::support::{self, repo_root};
 
 /// What marks a block the test does not run, with the reason after it.
 const NOT_RUN: &str = "<!-- not run by tests/readme.rs:";
@@ -76,11 +76,20 @@ fn every_readme_block_runs_as_written() {
         .stderr(std::fs::File::create(data.path().join("err.log")).unwrap())
         .spawn()
         .unwrap();
-    let mut status = None;
-    wait_until(SCRIPT_LIMIT, "the README's blocks to finish", || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
+    // Not `wait_until`: past the limit the script is killed and its
+    // daemon stopped before the test fails.
+    let deadline = std::time::Instant::now() + SCRIPT_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let said = || {
         format!(
             "--- stdout ---\n{}\n--- stderr (each command after +) ---\n{}",
@@ -89,11 +98,13 @@ fn every_readme_block_runs_as_written() {
         )
     };
     let stopped = stop_daemon(&pid_file, &mesh_data);
-    assert!(
-        status.unwrap().success(),
-        "a README command failed:\n{}",
-        said()
-    );
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "the README's blocks took over {SCRIPT_LIMIT:?}:\n{}",
+            said()
+        )
+    });
+    assert!(status.success(), "a README command failed:\n{}", said());
     assert!(
         stopped,
         "the README's `mesh up &` did not stop cleanly:\n{}",

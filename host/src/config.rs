@@ -108,6 +108,17 @@ pub struct DaemonConfig {
 /// A host's name when none is given and the machine has none.
 pub const DEFAULT_NODE: &str = "local";
 
+/// The name a host has unless `mesh up --node` gives one: the machine's
+/// hostname when it is a valid host name, else [`DEFAULT_NODE`].
+pub fn default_node() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name = name.trim().to_ascii_lowercase();
+    match crate::model::validate_name("host", &name) {
+        Ok(()) => name,
+        Err(_) => DEFAULT_NODE.to_string(),
+    }
+}
+
 /// Where desired state lives.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum StoreConfig {

@@ -144,7 +144,7 @@ fn runtime(log: &Path) -> tokio::runtime::Runtime {
 /// changed by each `--flag VALUE` the tests use.
 fn config(args: &[String]) -> DaemonConfig {
     let mut config = DaemonConfig {
-        node: hostname(),
+        node: mesh_host::config::default_node(),
         ..DaemonConfig::default()
     };
     let mut args = args.iter();
@@ -186,16 +186,5 @@ fn set(config: &mut DaemonConfig, flag: &str, value: &str) {
         other => panic!(
             "an in-process host does not know `mesh up {other}`: add it to tests/support/inproc.rs, or use Daemon::start_process_with"
         ),
-    }
-}
-
-/// The machine's hostname as a host name, or `local`, as `mesh up`
-/// names a host by default.
-fn hostname() -> String {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let name = name.trim().to_ascii_lowercase();
-    match mesh_host::model::validate_name("host", &name) {
-        Ok(()) => name,
-        Err(_) => mesh_host::config::DEFAULT_NODE.to_string(),
     }
 }

@@ -120,16 +120,6 @@ pub struct UpArgs {
     pub log_size: String,
 }
 
-/// The machine's hostname as a host name, or `local`.
-fn hostname() -> String {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let name = name.trim().to_ascii_lowercase();
-    match mesh_host::model::validate_name("host", &name) {
-        Ok(()) => name,
-        Err(_) => mesh_host::config::DEFAULT_NODE.to_string(),
-    }
-}
-
 /// `mesh up`: the daemon in the foreground, logging to stderr.
 pub fn up(data_dir: Option<std::path::PathBuf>, args: UpArgs) -> anyhow::Result<()> {
     let parse = |what: &str, text: &str| {
@@ -184,7 +174,7 @@ pub fn up(data_dir: Option<std::path::PathBuf>, args: UpArgs) -> anyhow::Result<
                     .map_err(|e| anyhow::anyhow!("--node: {e}"))?;
                 name
             }
-            None => hostname(),
+            None => mesh_host::config::default_node(),
         },
         advertise: args.advertise,
         ..mesh_host::DaemonConfig::default()

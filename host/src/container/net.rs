@@ -56,6 +56,8 @@ impl NetConfig {
 pub struct Network {
     config: NetConfig,
     used: Mutex<BTreeSet<u32>>,
+    /// Whether the bridge and its table were removed already.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// One container's link: released (and its veth deleted) on drop.
@@ -120,6 +122,7 @@ impl Network {
         Ok(Arc::new(Network {
             config,
             used: Mutex::new(BTreeSet::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -132,7 +135,9 @@ impl Network {
     /// leaves neither (each table hooks every packet's input path).
     /// Called once no container is left on the bridge.
     pub fn close(&self) {
-        remove(&self.config.tag());
+        if !self.closed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            remove(&self.config.tag());
+        }
     }
 
     /// The bridge's address.
@@ -310,6 +315,9 @@ mod tests {
         let net = Network {
             config: NetConfig::parse(DEFAULT_SUBNET).expect("default"),
             used: Mutex::new(BTreeSet::new()),
+            // It made nothing on the host: dropping it removes nothing
+            // (the default bridge may be a running daemon's).
+            closed: std::sync::atomic::AtomicBool::new(true),
         };
         assert!(net.contains(Ipv4Addr::new(10, 213, 4, 5)));
         assert!(!net.contains(Ipv4Addr::new(10, 214, 0, 1)));
