@@ -43,8 +43,9 @@ fn the_dashboard_in_a_real_browser() {
     let dir = script_dir();
     playwright_is_installed(&dir);
 
-    let d = Daemon::start();
-    let acme = d.new_env("acme", &[]);
+    // With an HTTPS listener, so a custom domain has a certificate to show.
+    let d = Daemon::start_with(&["--https", "127.0.0.1:0"]);
+    let acme = d.new_env("acme", &["--max-services", "40"]);
     let globex = d.new_env("globex", &[]);
 
     // acme's stack `app`: v1, then v2 with a new build of the same code,
@@ -70,6 +71,12 @@ fn the_dashboard_in_a_real_browser() {
     );
     variant(&app_wasm(), &bundle, "app", "v2");
     d.ok_as(&acme, &["stack", "deploy", "app", bundle_arg]);
+    // A build the page deploys as v4 (after its rollback makes v3).
+    let upload = d.scratch().join("upload");
+    std::fs::create_dir_all(&upload).unwrap();
+    let upload_wasm = variant(&app_wasm(), &upload, "app", "v4");
+    // A custom domain for acme, whose certificate the page shows.
+    d.ok(&["env", "update", "acme", "--domain", "shop.example.com"]);
     // globex's service, which acme must never see.
     d.create_service_as(
         &globex,
@@ -109,6 +116,7 @@ fn the_dashboard_in_a_real_browser() {
         .env("GLOBEX_TOKEN", &globex)
         .env("OPERATOR_TOKEN", d.info["token"].as_str().unwrap())
         .env("SHOTS_DIR", &shots)
+        .env("UPLOAD_WASM", &upload_wasm)
         .env("CHROMIUM", CHROMIUM)
         .env_remove("MESH_TOKEN")
         .output()

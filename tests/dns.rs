@@ -446,7 +446,22 @@ fn a_caller_of_a_deleted_service_is_told_why() {
     payments_and_web(&d, "1", &[]);
     d.ok(&["env", "set", "outbound", "deny"]);
     receipt(&d, "www.localhost", 1);
-    d.ok(&["svc", "delete", "payments", "--stack", "finance"]);
+    // Who calls it is named before it goes, and without --yes nothing goes.
+    let shown = d.ok(&["svc", "show", "payments", "--stack", "finance"]);
+    assert!(
+        shown.contains("called by") && shown.contains("app/web ("),
+        "{shown}"
+    );
+    let err = d.fails(&["svc", "delete", "payments", "--stack", "finance"]);
+    assert!(
+        err.contains("payments is called by name by app/web (last ") && err.contains("add --yes"),
+        "{err}"
+    );
+    assert!(d
+        .services()
+        .iter()
+        .any(|s| s.stack == "finance" && s.name == "payments"));
+    d.ok(&["svc", "delete", "payments", "--stack", "finance", "--yes"]);
     let mut last = None;
     wait_until(Duration::from_secs(10), "the call refused", || {
         let r = d.get("www.localhost", "/pay?amount=2");

@@ -111,6 +111,35 @@ fn logs_tail_since_and_follow() {
         d.ok(&["svc", "logs", "-n", "worker", "--since", &future]),
         ""
     );
+    // Search, in any case, and a time range.
+    let found: Vec<LogLine> = parse(&d.ok(&[
+        "svc",
+        "logs",
+        "-n",
+        "worker",
+        "--grep",
+        "HEARTBEAT 3",
+        "--json",
+    ]));
+    assert!(
+        !found.is_empty() && found.iter().all(|l| l.text.contains("heartbeat 3")),
+        "{found:?}"
+    );
+    assert_eq!(
+        d.ok(&["svc", "logs", "-n", "worker", "--until", "1h"]),
+        "",
+        "lines from before an hour ago"
+    );
+    let all: Vec<LogLine> = parse(&d.ok(&["svc", "logs", "-n", "worker", "--json"]));
+    let cut = all[2].time.to_rfc3339();
+    let before: Vec<LogLine> =
+        parse(&d.ok(&["svc", "logs", "-n", "worker", "--until", &cut, "--json"]));
+    assert!(
+        !before.is_empty() && before.iter().all(|l| l.time < all[2].time),
+        "{before:?}"
+    );
+    let err = d.fails(&["svc", "logs", "-n", "worker", "--grep", &"x".repeat(300)]);
+    assert!(err.contains("at most 256"), "{err}");
     let err = d.fails(&["svc", "logs", "-n", "worker", "--instance", "worker.9"]);
     assert!(
         err.contains("no instance worker.9 of worker (its instances: worker.1)"),

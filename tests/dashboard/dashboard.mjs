@@ -12,7 +12,7 @@
 
 import { chromium } from "playwright-core";
 import { execFileSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import assert from "node:assert/strict";
 import { firstPaints, median } from "./paint.mjs";
 
@@ -68,6 +68,8 @@ async function step(name, fn) {
 
 /** Everything the browser complained about: must stay empty. */
 const complaints = [];
+/** The questions confirm() asked, in order (each was accepted). */
+const questions = [];
 
 function watch(page) {
   page.on("console", (m) => {
@@ -81,6 +83,7 @@ function watch(page) {
   page.on("pageerror", (e) => complaints.push(`page error: ${e.message}`));
   page.on("dialog", async (d) => {
     if (d.type() === "confirm") {
+      questions.push(d.message());
       await d.accept();
     } else {
       complaints.push(`unexpected ${d.type()} dialog: ${d.message()}`);
@@ -183,15 +186,16 @@ async function run() {
     await page.evaluate(() => (window.__sameLoad = true));
     const [ok, , err] = mesh(TOKENS.acme, "svc", "create", "-n", "crasher", "--", "app", "exit", "3");
     assert.ok(ok, err);
-    const row = page.locator('tr[data-instance^="crasher."]').first();
-    await row.locator(".exit", { hasText: "3" }).waitFor({ timeout: 10000 });
-    await row.locator(".message", { hasText: "code 3" }).waitFor();
-    const state = (await row.locator(".state").innerText()).trim();
+    // Its one row on the overview: status, restarts and the message.
+    const row = page.locator('tr[data-service="app/crasher"]');
+    await row.locator(".message", { hasText: "code 3" }).waitFor({ timeout: 10000 });
+    const state = (await row.locator(".status .state").innerText()).trim();
     assert.ok(["backoff", "crashed"].includes(state), state);
-    assert.ok(await row.locator(".state").evaluate((e, s) => e.classList.contains(`state-${s}`), state));
+    assert.ok(await row.locator(".status .state").evaluate((e, s) => e.classList.contains(`state-${s}`), state));
+    assert.match(await row.locator(".status").innerText(), /^\S+ 0\/1 /);
     const first = Number(await row.locator(".restarts").innerText());
     await page.waitForFunction(
-      (n) => Number(document.querySelector('tr[data-instance^="crasher."] .restarts')?.textContent) > n,
+      (n) => Number(document.querySelector('tr[data-service="app/crasher"] .restarts')?.textContent) > n,
       first,
       { timeout: 10000 },
     );
@@ -200,7 +204,69 @@ async function run() {
     const cli = service(TOKENS.acme, "crasher").instances[0];
     assert.equal(cli.exit_code, 3);
     await page.screenshot({ path: `${SHOTS}/overview.png`, fullPage: true });
+    // Its page has the instance with exit code 3.
+    await page.locator('a[href="#/service/app/crasher"]').click();
+    await page.locator('#service tr[data-instance^="crasher."] .exit', { hasText: "3" }).waitFor({ timeout: 10000 });
+    await page.goto(`${API}/ui/#/`);
     return `restarts ${first} -> ${later} without a reload, state ${state}`;
+  });
+
+  await step("the overview is one compact row per service, searchable and filtered", async () => {
+    // Twenty more services, as a busy environment has.
+    for (let i = 1; i <= 20; i++) {
+      const [ok, , err] = mesh(TOKENS.acme, "svc", "create", "-n", `bulk-${String(i).padStart(2, "0")}`, "--instances", "0", "--", "app", "queue");
+      assert.ok(ok, err);
+    }
+    const all = meshJson(TOKENS.acme, "service", "ls").length;
+    const rows = page.locator("#service-table tbody tr");
+    await page.waitForFunction((n) => document.querySelectorAll("#service-table tbody tr").length === n, all, { timeout: 10000 });
+    const height = (await page.locator("#service-table").boundingBox()).height;
+    assert.ok(height / all < 60, `${all} services take ${height} px`);
+    await page.locator("#service-search").fill("tick");
+    await page.waitForFunction(() => document.querySelectorAll("#service-table tbody tr").length === 1);
+    assert.equal(await rows.first().getAttribute("data-service"), "app/ticker");
+    assert.match(await page.locator("#services-shown").innerText(), new RegExp(`Showing 1 of ${all} services`));
+    await page.locator("#service-search").fill("");
+    await page.locator("#service-filter").selectOption("attention");
+    await page.locator('#service-table tr[data-service="app/crasher"]').waitFor();
+    assert.equal(await page.locator('#service-table tr[data-service="app/web"]').count(), 0, "a healthy service needs attention");
+    await page.locator("#service-filter").selectOption("cron");
+    await page.waitForFunction(() => document.querySelectorAll("#service-table tbody tr").length === 1);
+    await page.locator("#service-filter").selectOption("all");
+    const pageHeight = await page.evaluate(() => document.documentElement.scrollHeight);
+    return `${all} services in ${Math.round(height)} px (page ${pageHeight} px)`;
+  });
+
+  await step("custom domains show their certificate", async () => {
+    const item = page.locator('#domains li[data-domain="shop.example.com"]');
+    await item.waitFor();
+    const text = await item.innerText();
+    assert.match(text, /untrusted/);
+    assert.match(text, /local CA/);
+    return text.trim();
+  });
+
+  await step("create a service from the page, published", async () => {
+    await page.locator("#create summary").click();
+    await page.locator("#create-name").fill("made");
+    await page.locator("#create-command").fill("app server");
+    await page.locator("#create-instances").fill("1");
+    await page.locator("#create-endpoint").fill("made");
+    await page.locator("#create-button").click();
+    await page.locator("#action-status", { hasText: "Created" }).waitFor({ timeout: 10000 });
+    const made = service(TOKENS.acme, "made");
+    assert.ok(made, "no service made");
+    assert.equal(made.instances_desired, 1);
+    assert.deepEqual(made.command, ["app", "server"]);
+    assert.equal(made.endpoints.length, 1);
+    await page.locator('#service-table tr[data-service="app/made"]').waitFor();
+    // A mistake is the API's one line, and nothing is made.
+    await page.locator("#create-name").fill("made");
+    await page.locator("#create-command").fill("app server");
+    await page.locator("#create-button").click();
+    await page.locator("#action-error", { hasText: "made" }).waitFor();
+    assert.equal(meshJson(TOKENS.acme, "service", "ls").filter((x) => x.name === "made").length, 1);
+    return (await page.locator("#action-error").innerText()).trim();
   });
 
   await step("scale from the page changes `mesh service ls`", async () => {
@@ -239,6 +305,28 @@ async function run() {
     await row.locator("td", { hasText: secret }).waitFor({ timeout: 5000 });
     await row.getByRole("button", { name: "Hide the value of DATABASE_URL" }).click();
     await row.locator("td", { hasText: secret }).waitFor({ state: "detached", timeout: 5000 });
+  });
+
+  await step("env vars are set, changed and removed from the page", async () => {
+    assert.equal(await page.locator("#env-value").getAttribute("type"), "password");
+    await page.locator("#env-name").fill("FEATURE");
+    await page.locator("#env-value").fill("on");
+    await page.locator("#env-set-button").click();
+    await page.locator("#action-status", { hasText: "Set FEATURE" }).waitFor({ timeout: 10000 });
+    assert.equal(service(TOKENS.acme, "web").env.FEATURE, "on");
+    const row = page.locator('#service tr[data-env-name="FEATURE"]');
+    await row.waitFor({ state: "attached" });
+    await row.getByRole("button", { name: "Edit FEATURE" }).click();
+    assert.equal(await page.locator("#env-name").inputValue(), "FEATURE");
+    await page.locator("#env-value").fill("off");
+    await page.locator("#env-set-button").click();
+    await page.waitForFunction(() => document.querySelector("#action-status")?.textContent.includes("Set FEATURE"));
+    for (let i = 0; i < 50 && service(TOKENS.acme, "web").env.FEATURE !== "off"; i++) await page.waitForTimeout(100);
+    assert.equal(service(TOKENS.acme, "web").env.FEATURE, "off");
+    await row.getByRole("button", { name: "Remove FEATURE" }).click();
+    await row.waitFor({ state: "detached", timeout: 10000 });
+    assert.equal(service(TOKENS.acme, "web").env.FEATURE, undefined);
+    assert.match(questions.at(-1), /Remove FEATURE/);
   });
 
   await step("an action the API refuses shows the CLI's error", async () => {
@@ -289,12 +377,25 @@ async function run() {
     ).json();
     const served = stats.points.reduce((n, p) => n + p.requests, 0);
     assert.ok(served >= 20, `stats count ${served} requests`);
-    for (const id of ["chart-requests", "chart-errors", "chart-latency"]) {
+    for (const id of ["chart-requests", "chart-errors", "chart-latency", "chart-memory", "chart-cpu"]) {
       const chart = page.locator(`#${id}`);
       await chart.waitFor();
       const marks = await chart.locator("path, rect, polyline, line, circle").count();
       assert.ok(marks > 0, `${id} draws nothing`);
+      const labels = await chart.locator("text.chart-label").allTextContents();
+      assert.ok(labels.includes("now") && labels.includes("10 min ago"), `${id}: ${labels}`);
     }
+    // Axes with units; errors on the requests' own scale.
+    const top = async (id) => (await page.locator(`#${id} text.chart-label`).first().textContent()).trim();
+    assert.match(await top("chart-requests"), /\/s$/);
+    assert.equal(await top("chart-errors"), await top("chart-requests"));
+    assert.match(await top("chart-latency"), / ms$/);
+    assert.match(await top("chart-memory"), / (MiB|GiB)$/);
+    assert.match(await top("chart-cpu"), /%$/);
+    // The instances' memory is sampled every 2 s and the page asks every 10 s.
+    await page.locator("#chart-memory rect").first().waitFor({ timeout: 25000 });
+    const memory = (await page.locator("#chart-memory-caption").innerText()).trim();
+    assert.match(memory, /^Memory: [\d.]+ (KiB|MiB|GiB) now/);
     await page.screenshot({ path: `${SHOTS}/service-web.png`, fullPage: true });
     return `${served} requests in the last ${stats.points.length * stats.step_seconds} s`;
   });
@@ -309,6 +410,35 @@ async function run() {
     return text.trim();
   });
 
+  await step("logs are searched, given a time range and downloaded", async () => {
+    const lines = page.locator("#logs li.log-line");
+    // Every line shown has the text, and there is one: the search applied.
+    const onlyMatches = () =>
+      page.waitForFunction(() => {
+        const shown = [...document.querySelectorAll("#logs li.log-line")].map((l) => l.textContent);
+        return /^Showing/.test(document.querySelector("#logs-status").textContent) && shown.length > 0 && shown.every((t) => t.includes("alert("));
+      });
+    await page.locator("#logs-follow").uncheck();
+    await page.locator("#logs-search").fill("ALERT(");
+    await onlyMatches();
+    const found = await lines.allInnerTexts();
+    await page.locator("#logs-search").fill("no line says this");
+    await page.locator("#logs-status", { hasText: "Showing 0 lines" }).waitFor();
+    await page.locator("#logs-search").fill("alert(");
+    await onlyMatches();
+    await page.locator("#logs-range").selectOption("5");
+    await onlyMatches();
+    const [download] = await Promise.all([page.waitForEvent("download"), page.locator("#logs-download").click()]);
+    assert.equal(download.suggestedFilename(), "app-echo.log");
+    const text = readFileSync(await download.path(), "utf8");
+    const rows = text.trim().split("\n");
+    assert.ok(rows.length > 0 && rows.every((l) => l.includes('<script>alert("mesh")</script>')), text);
+    await page.locator("#logs-search").fill("");
+    await page.locator("#logs-range").selectOption("0");
+    await page.locator("#logs-follow").check();
+    return `${found.length} lines found, ${rows.length} downloaded`;
+  });
+
   await step("logs follow and the cron history grows", async () => {
     await page.goto(`${API}/ui/#/service/app/ticker`);
     await page.locator("#runs tr[data-run]").first().waitFor({ timeout: 10000 });
@@ -316,22 +446,45 @@ async function run() {
     assert.ok((await page.locator("#next-run").innerText()).trim().length > 0);
     // Its history, from before the page opened, among many other events.
     await page.locator("#events li", { hasText: "service.created" }).waitFor();
-    const runs = await page.locator("#runs tr[data-run]").count();
+    // The newest run's number (the history keeps the last 50 runs).
+    const newest = () =>
+      page.evaluate(() => Math.max(...[...document.querySelectorAll("#runs tr[data-run]")].map((r) => Number(r.dataset.run))));
+    const runs = await newest();
     const lines = await page.locator("#logs li.log-line").count();
     await page.waitForFunction(
       ([r, l]) =>
-        document.querySelectorAll("#runs tr[data-run]").length >= r + 3 &&
+        Math.max(...[...document.querySelectorAll("#runs tr[data-run]")].map((t) => Number(t.dataset.run))) >= r + 3 &&
         document.querySelectorAll("#logs li.log-line").length >= l + 3,
       [runs, lines],
       { timeout: 10000 },
-    );
-    const later = await page.locator("#runs tr[data-run]").count();
+    ).catch(async (e) => {
+      const now = await newest();
+      const l = await page.locator("#logs li.log-line").count();
+      const status = await page.locator("#logs-status").innerText();
+      const error = await page.locator("#logs-error").innerText();
+      const [, cli] = mesh(TOKENS.acme, "svc", "logs", "ticker", "--tail", "6");
+      const runsCli = service(TOKENS.acme, "ticker").runs.slice(0, 3).map((r) => r.number + " " + r.status);
+      const shown = await page.locator("#logs li.log-line").allInnerTexts();
+      throw new Error(`runs #${runs} -> #${now}, lines ${lines} -> ${l}, logs "${status}" "${error}": ${e.message}\nCLI:\n${cli}\nruns ${runsCli}\npage:\n${shown.slice(-6).join("\n")}`);
+    });
+    const later = await newest();
     const followed = await page.locator("#logs li.log-line").count();
+    // What matters for a cron job, and nothing that does not apply.
+    assert.equal(await page.locator("#publish-form").count(), 0, "a cron job offers Publish");
+    assert.equal(await page.locator("#scale-form").count(), 0);
+    const body = await page.locator("#service").innerText();
+    assert.ok(!/running of|Serving/.test(body), body.slice(0, 400));
+    assert.match(await page.locator("#summary").innerText(), /Last run\s+#\d+ /);
+    assert.match(await page.locator("#summary").innerText(), /Schedule\s+@every 1s/);
+    // Its usage, not traffic: memory and CPU only.
+    await page.locator("#chart-memory").waitFor();
+    await page.locator("#chart-cpu").waitFor();
+    assert.equal(await page.locator("#chart-requests").count(), 0);
     await page.locator("#trigger-button").click();
     await page.locator("#action-status").filter({ hasText: /\S/ }).waitFor();
     await page.locator("#runs tr[data-run]", { hasText: "manual" }).first().waitFor();
     await page.screenshot({ path: `${SHOTS}/service-cron.png`, fullPage: true });
-    return `runs ${runs} -> ${later}, log lines ${lines} -> ${followed}, a manual run listed`;
+    return `newest run #${runs} -> #${later}, log lines ${lines} -> ${followed}, a manual run listed`;
   });
 
   await step("roll a stack back from the page", async () => {
@@ -348,6 +501,44 @@ async function run() {
     const v1 = versions.find((v) => v.number === 1);
     assert.equal(current.number, 3);
     assert.deepEqual(current.components, v1.components);
+    // Each version says what it changed.
+    const reason = (n) => stack.locator(`li[data-version="${n}"] .version-reason`).innerText();
+    assert.match(await reason(1), /^deploy: first version: app$/);
+    assert.match(await reason(2), /^deploy: app changed \(sha256:[0-9a-f]{8} \u2192 sha256:[0-9a-f]{8}\)$/);
+    assert.match(await reason(3), /^rollback to v1: app changed/);
+  });
+
+  await step("deploy a new version from the page", async () => {
+    const stack = page.locator('[data-stack="app"]');
+    await stack.locator("details.deploy summary").click();
+    await stack.locator("input[type=file]").setInputFiles(need("UPLOAD_WASM"));
+    assert.equal(await stack.locator("#deploy-component-app").inputValue(), "app");
+    await stack.locator('button[data-action="deploy"]').click();
+    await stack.locator(".stack-version", { hasText: "v4" }).waitFor({ timeout: 15000 });
+    const said = (await page.locator("#action-status").innerText()).trim();
+    assert.match(said, /^Deployed app v4 \(deploy: app changed/);
+    const versions = meshJson(TOKENS.acme, "stack", "versions", "app");
+    assert.equal(versions.find((v) => v.current).number, 4);
+    // The same file again makes no new version.
+    await stack.locator("input[type=file]").setInputFiles(need("UPLOAD_WASM"));
+    await stack.locator('button[data-action="deploy"]').click();
+    await page.locator("#action-status", { hasText: "Already deployed" }).waitFor({ timeout: 10000 });
+    assert.equal(meshJson(TOKENS.acme, "stack", "versions", "app").length, 4);
+    return said;
+  });
+
+  await step("delete a service from the page, after a question that names its URLs", async () => {
+    await page.goto(`${API}/ui/#/service/app/made`);
+    await page.locator("#delete-button").click();
+    await page.locator("#action-status", { hasText: "Deleted app/made." }).waitFor({ timeout: 10000 });
+    await page.locator("#service-table").waitFor();
+    assert.equal(page.url(), `${API}/ui/#/`);
+    const asked = questions.at(-1);
+    assert.match(asked, /^Delete app\/made\?/);
+    assert.match(asked, /published at http:\/\/made\./);
+    assert.equal(service(TOKENS.acme, "made"), undefined);
+    assert.equal(await page.locator('#service-table tr[data-service="app/made"]').count(), 0);
+    return asked.split("\n")[0];
   });
 
   await step("every input has a label; state colours have contrast", async () => {
@@ -418,9 +609,9 @@ async function run() {
     const width = await small.evaluate(() => document.documentElement.scrollWidth);
     assert.ok(width <= 390, `the page is ${width} px wide on a 390 px screen`);
     // The crasher's message is on the screen, not behind a sideways scroll.
-    const box = await small.locator('tr[data-instance^="crasher."] .message').boundingBox();
+    const box = await small.locator('tr[data-service="app/crasher"] .message').boundingBox();
     assert.ok(box && box.x >= 0 && box.x + box.width <= 390, `the message is at ${JSON.stringify(box)}`);
-    assert.match(await small.locator('tr[data-instance^="crasher."] .message').innerText(), /code 3/);
+    assert.match(await small.locator('tr[data-service="app/crasher"] .message').innerText(), /code 3/);
     await small.screenshot({ path: `${SHOTS}/overview-phone.png`, fullPage: true });
     await phone.close();
     return `${width} px wide`;

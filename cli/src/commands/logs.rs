@@ -31,6 +31,14 @@ pub struct LogsArgs {
     #[arg(long, value_name = "AGE|TIME")]
     pub since: Option<String>,
 
+    /// Only lines from before this long ago or this time (RFC 3339).
+    #[arg(long, value_name = "AGE|TIME")]
+    pub until: Option<String>,
+
+    /// Only lines that contain TEXT (any case).
+    #[arg(long, value_name = "TEXT")]
+    pub grep: Option<String>,
+
     /// Keep printing new lines as they are written (across instance
     /// restarts) until Ctrl-C.
     #[arg(short = 'f', long)]
@@ -58,11 +66,14 @@ pub fn logs(client: &Client, out: &Out, args: LogsArgs) -> anyhow::Result<()> {
     if let Some(instance) = &args.instance {
         query.push(format!("instance={}", encode(instance)));
     }
-    if let Some(since) = &args.since {
-        query.push(format!(
-            "since={}",
-            encode(&since_time(since)?.to_rfc3339())
-        ));
+    for (key, value) in [("since", &args.since), ("until", &args.until)] {
+        if let Some(text) = value {
+            let time = time_arg(key, text)?;
+            query.push(format!("{key}={}", encode(&time.to_rfc3339())));
+        }
+    }
+    if let Some(text) = &args.grep {
+        query.push(format!("grep={}", encode(text)));
     }
     if args.follow {
         query.push("follow=true".to_string());
@@ -88,13 +99,13 @@ fn print_log_line(line: &LogLine) {
     );
 }
 
-/// `--since`: an age (`10m`) or an RFC 3339 time.
-fn since_time(text: &str) -> anyhow::Result<chrono::DateTime<Utc>> {
+/// `--since` or `--until`: an age (`10m`) or an RFC 3339 time.
+fn time_arg(flag: &str, text: &str) -> anyhow::Result<chrono::DateTime<Utc>> {
     if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(time.with_timezone(&Utc));
     }
     let age = mesh_host::cron::parse_duration(text).map_err(|e| {
-        anyhow!("invalid --since `{text}`: {e}; use an age like 10m or an RFC 3339 time")
+        anyhow!("invalid --{flag} `{text}`: {e}; use an age like 10m or an RFC 3339 time")
     })?;
     Ok(Utc::now() - chrono::TimeDelta::from_std(age)?)
 }

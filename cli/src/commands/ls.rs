@@ -345,6 +345,17 @@ fn print_service(view: &ServiceView) {
         row("image", image.clone());
     }
     row("dns name", view.dns_name.clone());
+    if !view.called_by.is_empty() {
+        let callers: Vec<String> = view
+            .called_by
+            .iter()
+            .map(|c| {
+                let ago = age(Utc::now() - c.last_call_at);
+                format!("{}/{} ({ago} ago)", c.stack, c.name)
+            })
+            .collect();
+        row("called by", callers.join(", "));
+    }
     row(
         "created",
         format!("{} ago", age(Utc::now() - view.created_at)),

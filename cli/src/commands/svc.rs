@@ -370,14 +370,33 @@ pub fn delete(client: &Client, out: &Out, args: DeleteArgs) -> anyhow::Result<()
     let path = service_path(&args.named.stack.stack, name);
     if !args.yes {
         let view: ServiceView = client.get(&path)?;
+        let mut why = Vec::new();
         if !view.endpoints.is_empty() {
-            confirm(
-                &format!(
-                    "{name} is published at {}: deleting it takes those URLs offline",
-                    view.endpoints.join(", ")
-                ),
-                &format!("Delete {name}?"),
-            )?;
+            why.push(format!(
+                "{name} is published at {}: deleting it takes those URLs offline",
+                view.endpoints.join(", ")
+            ));
+        }
+        if !view.called_by.is_empty() {
+            let callers: Vec<String> = view
+                .called_by
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}/{} (last {} ago)",
+                        c.stack,
+                        c.name,
+                        crate::table::age(chrono::Utc::now() - c.last_call_at)
+                    )
+                })
+                .collect();
+            why.push(format!(
+                "{name} is called by name by {}: their calls will fail",
+                callers.join(", ")
+            ));
+        }
+        if !why.is_empty() {
+            confirm(&why.join("; "), &format!("Delete {name}?"))?;
         }
     }
     let view: ServiceView = client.delete(&path)?;

@@ -10,7 +10,7 @@ use axum::{Extension, Json};
 use chrono::Utc;
 
 use super::quotas;
-use super::wire::{CreateEnv, EnvCreated, EnvView, TokenRotated, UpdateEnv};
+use super::wire::{CreateEnv, DomainCertificate, EnvCreated, EnvView, TokenRotated, UpdateEnv};
 use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::model::{
     is_ip_like, parse_memory, parse_ranges, validate_name, within, Endpoint, Environment, Outbound,
@@ -237,9 +237,42 @@ async fn view(state: &ApiState, env: &Environment) -> ApiResult<EnvView> {
         alias: alias_of(&state.config.alias, &env.name),
         reach: env.reach.iter().map(ToString::to_string).collect(),
         domains: env.domains.clone(),
+        domain_certificates: env
+            .domains
+            .iter()
+            .map(|domain| certificate_of(state, domain))
+            .collect(),
         quotas: quotas::view(&quotas::quotas_of(state, env), &usage),
         created_at: env.created_at,
     })
+}
+
+/// What the ingress serves for `domain` over HTTPS.
+fn certificate_of(state: &ApiState, domain: &str) -> DomainCertificate {
+    let (certificate, trusted) = if state.ingress.https.is_none() {
+        (
+            "none: the ingress has no HTTPS listener (mesh up --https ADDR)".to_string(),
+            false,
+        )
+    } else if state.config.tls_cert.is_some() {
+        (
+            "the operator's certificate (mesh up --tls-cert)".to_string(),
+            true,
+        )
+    } else {
+        (
+            format!(
+                "issued by the platform's local CA, which browsers do not trust ({})",
+                crate::ingress::tls::CA_FILE
+            ),
+            false,
+        )
+    };
+    DomainCertificate {
+        domain: domain.to_string(),
+        certificate,
+        trusted,
+    }
 }
 
 /// The alias domain endpoint labels are relative to: the platform alias

@@ -7,13 +7,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use axum::{Extension, Json};
-use chrono::Utc;
+use chrono::{TimeZone as _, Utc};
 
 use super::settings::{self, SettingsView};
 use super::stacks::{check_services_keep_code, require_blob, resolve, StackChange};
 use super::wire::{
-    ComponentRef, CreateService, HereInstances, ListQuery, LogsQuery, ServiceView, TriggerResult,
-    UpdateService,
+    CallerView, ComponentRef, CreateService, HereInstances, ListQuery, LogsQuery, ServiceView,
+    TriggerResult, UpdateService,
 };
 use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::cron::Schedule;
@@ -23,6 +23,9 @@ use crate::model::{
 use crate::services::Code;
 use crate::store::{encode, key, Compare, Txn, Versioned};
 use crate::telemetry::LogLine;
+
+/// Longest text `logs?grep=` looks for.
+const MAX_GREP_BYTES: usize = 256;
 
 /// How long a trigger waits for a just-created job to be started.
 const JOB_START_WAIT: Duration = Duration::from_secs(2);
@@ -139,9 +142,23 @@ pub(super) async fn show(
     Path((stack, name)): Path<(String, String)>,
 ) -> ApiResult<Json<ServiceView>> {
     let found = find(&state, &caller.env, &stack, &name).await?;
+    let key = ServiceKey::of(&found.value);
     let mut views = [view(&state, found.value)];
     with_other_hosts(&state, &caller.env, &mut views).await;
-    let [view] = views;
+    let [mut view] = views;
+    view.called_by = state
+        .supervisor
+        .callers_of(&key)
+        .into_iter()
+        .map(|c| CallerView {
+            stack: c.key.stack,
+            name: c.key.name,
+            last_call_at: Utc
+                .timestamp_opt(c.last_secs as i64, 0)
+                .single()
+                .unwrap_or_default(),
+        })
+        .collect();
     Ok(Json(view))
 }
 
@@ -333,9 +350,23 @@ pub(super) async fn logs(
             )));
         }
     }
+    let grep = match &query.grep {
+        Some(text) if text.len() > MAX_GREP_BYTES => {
+            return Err(ApiError::bad_request(format!(
+                "the text to look for is {} bytes; at most {MAX_GREP_BYTES}",
+                text.len()
+            )))
+        }
+        Some(text) if !text.is_empty() => Some(text.to_lowercase()),
+        _ => None,
+    };
     let wanted = move |line: &LogLine| {
         query.instance.as_ref().is_none_or(|i| &line.instance == i)
             && query.since.is_none_or(|since| line.time >= since)
+            && query.until.is_none_or(|until| line.time < until)
+            && grep
+                .as_ref()
+                .is_none_or(|text| line.text.to_lowercase().contains(text))
     };
     lines.retain(&wanted);
     if let Some(n) = query.tail {
@@ -363,9 +394,10 @@ fn settings_event(state: &ApiState, service: &Service, kind: &str) {
     let key = ServiceKey::of(service);
     tracing::info!(service = %key, kind);
     let message = format!(
-        "`{}`, {} instances",
+        "`{}`, {} instance{}",
         service.command.join(" "),
-        service.instances
+        service.instances,
+        if service.instances == 1 { "" } else { "s" }
     );
     state.supervisor.events().service(&key, kind, None, message);
 }
@@ -465,8 +497,7 @@ async fn plan_code(
         require_blob(state, &service.env, &component.digest).await?;
         let mut components = change.stack.components.clone();
         components.insert(component.name.clone(), component.digest.clone());
-        let reason = format!("add component {}", component.name);
-        change.set_components(components, &reason, &|d| state.code.is_image(d));
+        change.set_components(components, "upload", &|d| state.code.is_image(d));
     }
     resolve(state, &change.stack, service, &service.command).map(|(digest, _)| digest)
 }
@@ -568,6 +599,7 @@ pub(super) fn view(state: &ApiState, service: Service) -> ServiceView {
         fresh_because,
         kind: kind.to_string(),
         restarted_at: service.restarted_at,
+        called_by: Vec::new(),
         name: service.name,
         stack: service.stack,
         command: service.command,

@@ -77,15 +77,10 @@ pub(super) async fn deploy(
         change.stack.components.clone()
     };
     components.extend(request.components);
-    let reason = if request.replace {
-        "deploy"
-    } else {
-        "deploy (components replaced)"
-    };
     apply_and_commit(
         &state,
         &caller.env,
-        change.set_components(components, reason, &|d| state.code.is_image(d)),
+        change.set_components(components, "deploy", &|d| state.code.is_image(d)),
     )
     .await
 }
@@ -277,12 +272,17 @@ impl StackChange {
             .map(|(_, d)| d.clone())
             .collect();
         let number = self.stack.next_version;
+        let changes = if self.stack.current == 0 {
+            format!("first version: {}", components_list(&components))
+        } else {
+            component_changes(&self.stack.components, &components)
+        };
         let version = Version {
             number,
             digest: Version::bundle_digest(&components),
             components: components.clone(),
             images: images.clone(),
-            reason: reason.to_string(),
+            reason: format!("{reason}: {changes}"),
             created_at: Utc::now(),
         };
         self.stack.images = images;
@@ -470,5 +470,72 @@ fn version_view(v: Version, current: u64) -> VersionView {
         components: v.components,
         reason: v.reason,
         created_at: v.created_at,
+    }
+}
+
+/// `app, files`: the names of a version's parts.
+fn components_list(components: &BTreeMap<String, Digest>) -> String {
+    let names: Vec<&str> = components.keys().map(String::as_str).collect();
+    if names.is_empty() {
+        "no components".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// What a new version changes in its stack's parts, as a version's reason
+/// says it: `app changed (sha256:1a2b3c4d → sha256:5e6f7a8b), api added`.
+pub fn component_changes(old: &BTreeMap<String, Digest>, new: &BTreeMap<String, Digest>) -> String {
+    let short = |d: &Digest| {
+        let text = d.to_string();
+        text.chars().take("sha256:".len() + 8).collect::<String>()
+    };
+    let mut parts = Vec::new();
+    for (name, digest) in new {
+        match old.get(name) {
+            None => parts.push(format!("{name} added")),
+            Some(before) if before != digest => parts.push(format!(
+                "{name} changed ({} \u{2192} {})",
+                short(before),
+                short(digest)
+            )),
+            Some(_) => {}
+        }
+    }
+    for name in old.keys().filter(|n| !new.contains_key(*n)) {
+        parts.push(format!("{name} removed"));
+    }
+    if parts.is_empty() {
+        "no change".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(byte: u8) -> Digest {
+        Digest::of(&[byte])
+    }
+
+    #[test]
+    fn a_version_says_what_it_changed() {
+        let old = BTreeMap::from([
+            ("app".to_string(), digest(1)),
+            ("gone".to_string(), digest(2)),
+        ]);
+        let new = BTreeMap::from([
+            ("app".to_string(), digest(3)),
+            ("api".to_string(), digest(4)),
+        ]);
+        let text = component_changes(&old, &new);
+        assert!(
+            text.starts_with("api added, app changed (sha256:"),
+            "{text}"
+        );
+        assert!(text.ends_with(", gone removed"), "{text}");
+        assert_eq!(component_changes(&new, &new), "no change");
     }
 }

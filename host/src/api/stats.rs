@@ -1,6 +1,7 @@
-//! Request statistics of one service for the dashboard's charts: counts,
-//! errors and latency per window over the last minutes, from the counters
-//! the ingress and intra-DNS calls already keep.
+//! Statistics of one service for the dashboard's charts, per window over
+//! the last minutes: requests, errors and latency from the counters the
+//! ingress and intra-DNS calls already keep, and memory and CPU from the
+//! samples the metrics take.
 
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
@@ -22,11 +23,13 @@ pub(super) async fn stats(
     let found = find(&state, &caller.env, &stack, &name).await?;
     let key = ServiceKey::of(&found.value);
     let now = Utc::now().timestamp().max(0) as u64;
+    let usage = state.supervisor.recent_usage(&key, now);
     let points = state
         .supervisor
         .recent_requests(&key, now)
         .into_iter()
-        .map(|w| StatsPoint {
+        .zip(usage)
+        .map(|(w, u)| StatsPoint {
             time: Utc
                 .timestamp_opt(w.start_secs as i64, 0)
                 .single()
@@ -35,6 +38,8 @@ pub(super) async fn stats(
             errors: w.errors,
             p50_ms: w.p50.map(|s| s * 1000.0),
             p95_ms: w.p95.map(|s| s * 1000.0),
+            memory_bytes: u.memory_bytes,
+            cpu_seconds: u.cpu_seconds,
         })
         .collect();
     Ok(Json(StatsView {

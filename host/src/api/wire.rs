@@ -72,6 +72,17 @@ pub struct TriggerResult {
     pub instance: String,
 }
 
+/// A service that called another by name.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CallerView {
+    /// Its stack.
+    pub stack: String,
+    /// Its name.
+    pub name: String,
+    /// When it last called.
+    pub last_call_at: DateTime<Utc>,
+}
+
 /// A service as `mesh service ls --json` shows it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ServiceView {
@@ -113,6 +124,10 @@ pub struct ServiceView {
     /// When its instances were last restarted by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarted_at: Option<DateTime<Utc>>,
+    /// Services that called it by name on the host that answered, most
+    /// recent first (only when one service is asked for).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub called_by: Vec<CallerView>,
 }
 
 /// `GET /v1/whoami`: whom the token speaks for.
@@ -147,6 +162,12 @@ pub struct StatsPoint {
     pub p50_ms: Option<f64>,
     /// 95th percentile latency in milliseconds.
     pub p95_ms: Option<f64>,
+    /// The most memory its instances held in the window, in bytes.
+    #[serde(default)]
+    pub memory_bytes: u64,
+    /// CPU time its instances used in the window, in seconds.
+    #[serde(default)]
+    pub cpu_seconds: f64,
 }
 
 /// `POST /v1/stacks/{stack}/deploy`.
@@ -304,10 +325,24 @@ pub struct EnvView {
     /// Custom domains it may publish on.
     #[serde(default)]
     pub domains: Vec<String>,
+    /// How the ingress serves each of its custom domains over HTTPS.
+    #[serde(default)]
+    pub domain_certificates: Vec<DomainCertificate>,
     /// Its quotas and use.
     pub quotas: QuotaView,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+}
+
+/// The certificate the ingress serves for a custom domain.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DomainCertificate {
+    /// The domain.
+    pub domain: String,
+    /// Where its certificate comes from, in words.
+    pub certificate: String,
+    /// Whether browsers trust it without being told to.
+    pub trusted: bool,
 }
 
 /// What creating an environment returns: its token, shown this once.
@@ -345,6 +380,10 @@ pub struct LogsQuery {
     pub instance: Option<String>,
     /// Only lines written at or after this time.
     pub since: Option<DateTime<Utc>>,
+    /// Only lines written before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only lines containing this text, in any case.
+    pub grep: Option<String>,
     /// Keep the answer open and stream new lines (NDJSON).
     #[serde(default)]
     pub follow: bool,

@@ -42,4 +42,4 @@ pub mod userns;
 pub use error::ImageError;
 pub use image::ImageSettings;
 pub use instance::{ContainerLaunch, Containers};
-pub use running::{Exit, Running};
+pub use running::{Exit, Running, Usage};

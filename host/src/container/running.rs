@@ -120,12 +120,30 @@ pub struct Running {
     pub(super) grace: Duration,
     pub(super) cleanup: Option<Cleanup>,
     pub(super) stopping: tokio_util::task::TaskTracker,
+    /// Its cgroup's path (relative, as the runtime spec names it).
+    pub(super) cgroup: String,
     /// The tasks copying its output somewhere: they go on until it ends,
     /// whoever stops it.
     pub(super) output: Vec<AbortOnDropHandle<()>>,
 }
 
+/// What a container uses now, read from its cgroup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Memory charged to it, in bytes.
+    pub memory_bytes: u64,
+    /// CPU time used since it started, in nanoseconds.
+    pub cpu_nanos: u64,
+}
+
 impl Running {
+    /// Its memory and CPU use now (cgroup v2, else v1), when the kernel
+    /// says; read off the async threads by the caller.
+    pub fn usage_reader(&self) -> impl Fn() -> Option<Usage> + Send + Sync + 'static {
+        let rel = self.cgroup.trim_start_matches('/').to_string();
+        move || usage_of(&rel)
+    }
+
     /// Keeps `tasks` (copying the container's output) for as long as the
     /// container runs, even when its owner goes first.
     pub fn keep_output(&mut self, tasks: Vec<AbortOnDropHandle<()>>) {
@@ -207,6 +225,7 @@ impl Drop for Running {
             grace: self.grace,
             cleanup: self.cleanup.take(),
             stopping: self.stopping.clone(),
+            cgroup: std::mem::take(&mut self.cgroup),
             output: std::mem::take(&mut self.output),
         };
         self.exit = Some(Exit::KILLED);
@@ -264,4 +283,30 @@ async fn read_exit(
             _ => {}
         }
     }
+}
+
+/// Reads a cgroup's memory and CPU use: cgroup v2's `memory.current` and
+/// `cpu.stat`, or v1's `memory.usage_in_bytes` and `cpuacct.usage`.
+fn usage_of(rel: &str) -> Option<Usage> {
+    let read = |path: std::path::PathBuf| std::fs::read_to_string(path).ok();
+    let number = |text: Option<String>| text.and_then(|t| t.trim().parse::<u64>().ok());
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    if let Some(memory) = number(read(root.join(rel).join("memory.current"))) {
+        let cpu_micros = read(root.join(rel).join("cpu.stat")).and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
+        });
+        return Some(Usage {
+            memory_bytes: memory,
+            cpu_nanos: cpu_micros.unwrap_or(0).saturating_mul(1000),
+        });
+    }
+    let memory = number(read(
+        root.join("memory").join(rel).join("memory.usage_in_bytes"),
+    ))?;
+    let cpu_nanos = number(read(root.join("cpuacct").join(rel).join("cpuacct.usage"))).unwrap_or(0);
+    Some(Usage {
+        memory_bytes: memory,
+        cpu_nanos,
+    })
 }

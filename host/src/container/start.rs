@@ -145,6 +145,7 @@ impl Prepared {
             grace,
             cleanup: Some(cleanup),
             stopping,
+            cgroup,
             output: Vec::new(),
         })
     }

@@ -121,6 +121,9 @@ impl Host {
             }
             false => (None, None),
         };
+        let mut servers = servers;
+        let metrics = self.supervisor.parts().metrics.clone();
+        servers.push(tokio::spawn(metrics.sample_until(stopping.clone())));
         let tasks = Tasks {
             converger,
             placing,

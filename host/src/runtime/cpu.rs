@@ -186,6 +186,9 @@ pub struct CpuUse {
     held: Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
     /// The limit it was stopped for, once it was.
     exceeded: Option<Duration>,
+    /// Where the ticks it is charged are added up for its service, in
+    /// nanoseconds.
+    total: Option<Arc<AtomicU64>>,
 }
 
 /// What the epoch callback should do.
@@ -198,7 +201,7 @@ pub enum Verdict {
 
 impl CpuUse {
     /// Accounting for a store of environment `env`.
-    pub fn new(shares: Arc<Shares>, env: Arc<str>) -> CpuUse {
+    pub fn new(shares: Arc<Shares>, env: Arc<str>, total: Option<Arc<AtomicU64>>) -> CpuUse {
         let id = shares.next_id.fetch_add(1, Ordering::Relaxed);
         let stretch = Arc::new(AtomicU64::new(shares.now()));
         CpuUse {
@@ -213,6 +216,7 @@ impl CpuUse {
             hot: false,
             held: Arc::new(Mutex::new(None)),
             exceeded: None,
+            total,
         }
     }
 
@@ -272,6 +276,9 @@ impl CpuUse {
         let now = self.shares.now();
         if self.stretch.load(Ordering::Relaxed) < now {
             self.charged = self.charged.saturating_add(1);
+            if let Some(total) = &self.total {
+                total.fetch_add(EPOCH_TICK.as_nanos() as u64, Ordering::Relaxed);
+            }
         }
         if let Some(limit) = self.limit.filter(|limit| self.used() > *limit) {
             self.exceeded = Some(limit);
@@ -363,7 +370,7 @@ mod tests {
         let a: Arc<str> = "a".into();
         assert_eq!(shares.pause(&a, 1), Duration::ZERO);
         // Another environment's short request runs across a boundary.
-        let mut short = CpuUse::new(shares.clone(), "b".into());
+        let mut short = CpuUse::new(shares.clone(), "b".into(), None);
         short.begin(None);
         shares.tick();
         assert!(matches!(short.tick(), Verdict::Yield(d) if d.is_zero()));
@@ -401,7 +408,7 @@ mod tests {
     #[test]
     fn only_ticks_run_in_wasm_are_charged() {
         let shares = Shares::new(1);
-        let mut cpu = CpuUse::new(shares.clone(), "a".into());
+        let mut cpu = CpuUse::new(shares.clone(), "a".into(), None);
         cpu.begin(Some(EPOCH_TICK * 2));
         // Spinning: each boundary crossed in wasm is a tick.
         shares.tick();

@@ -57,6 +57,12 @@ pub trait Dispatch: Send + Sync + 'static {
     /// `bytes`.
     fn memory_changed(&self, bytes: i64);
 
+    /// Where the instance's CPU time is added up, in nanoseconds (its
+    /// service's counter), if anywhere.
+    fn cpu_counter(&self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+        None
+    }
+
     /// The intra-DNS names the instance can call (for a container's
     /// `/etc/hosts`).
     fn names(&self) -> Vec<String> {

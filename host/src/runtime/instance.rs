@@ -201,7 +201,8 @@ pub(crate) fn store_for(
         }
         None => None,
     };
-    let cpu = CpuUse::new(engine.shares().clone(), launch.tenant);
+    let total = launch.dispatch.as_ref().and_then(|d| d.cpu_counter());
+    let cpu = CpuUse::new(engine.shares().clone(), launch.tenant, total);
     let wasi = if wasip1 {
         Wasi::P1(wasi.build_p1())
     } else {

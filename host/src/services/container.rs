@@ -371,10 +371,60 @@ fn owned(task: impl std::future::Future<Output = ()> + Send + 'static) -> AbortO
     AbortOnDropHandle::new(tokio::spawn(task))
 }
 
+/// How often a container's memory and CPU use is read from its cgroup.
+const USAGE_EVERY: Duration = Duration::from_secs(2);
+
+/// Tells the container's service what it uses, every [`USAGE_EVERY`],
+/// until dropped (its memory is then given back).
+async fn watch_usage(
+    read: impl Fn() -> Option<crate::container::Usage> + Send + Sync + 'static,
+    dispatch: Arc<dyn crate::runtime::Dispatch>,
+) {
+    /// The memory last reported, taken back when the watch ends.
+    struct Reported {
+        memory: i64,
+        dispatch: Arc<dyn crate::runtime::Dispatch>,
+    }
+    impl Drop for Reported {
+        fn drop(&mut self) {
+            self.dispatch.memory_changed(-self.memory);
+        }
+    }
+    let cpu = dispatch.cpu_counter();
+    let mut reported = Reported {
+        memory: 0,
+        dispatch,
+    };
+    let read = Arc::new(read);
+    let mut cpu_seen = 0u64;
+    loop {
+        let reader = read.clone();
+        if let Ok(Some(usage)) = tokio::task::spawn_blocking(move || reader()).await {
+            let memory = i64::try_from(usage.memory_bytes).unwrap_or(i64::MAX);
+            reported.dispatch.memory_changed(memory - reported.memory);
+            reported.memory = memory;
+            if let Some(cpu) = &cpu {
+                cpu.fetch_add(
+                    usage.cpu_nanos.saturating_sub(cpu_seen),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+            cpu_seen = cpu_seen.max(usage.cpu_nanos);
+        }
+        tokio::time::sleep(USAGE_EVERY).await;
+    }
+}
+
 /// Copies the container's output to the launch's streams, and the
 /// launch's stdin (or terminal) to it.
 fn attach(container: &mut Running, launch: &Launch) -> Attached {
     let mut attached = Attached { input: Vec::new() };
+    if let Some(dispatch) = &launch.dispatch {
+        attached.input.push(owned(watch_usage(
+            container.usage_reader(),
+            dispatch.clone(),
+        )));
+    }
     let mut output = Vec::new();
     for (pipe, to) in [
         (

@@ -181,6 +181,7 @@ impl Identity {
     ) -> Outgoing {
         let calls = &self.directory.metrics.calls;
         calls.in_process.fetch_add(1, Ordering::Relaxed);
+        self.metrics.called(host, crate::telemetry::now_secs());
         let mut chain = chain.to_vec();
         chain.push(self.name.clone());
         if chain.len() > MAX_HOPS {
@@ -388,6 +389,10 @@ impl Dispatch for Identity {
 
     fn memory_changed(&self, bytes: i64) {
         self.metrics.memory_changed(bytes);
+    }
+
+    fn cpu_counter(&self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+        Some(self.metrics.cpu_nanos.clone())
     }
 }
 

@@ -405,6 +405,20 @@ impl Supervisor {
         self.parts.metrics.recent(key, now_secs)
     }
 
+    /// A service's memory and CPU use on this host over the last minutes.
+    pub fn recent_usage(
+        &self,
+        key: &ServiceKey,
+        now_secs: u64,
+    ) -> Vec<crate::telemetry::UsageStats> {
+        self.parts.metrics.usage(key, now_secs)
+    }
+
+    /// The services that called `key`'s by name on this host.
+    pub fn callers_of(&self, key: &ServiceKey) -> Vec<crate::telemetry::CalledBy> {
+        self.parts.metrics.callers_of(key)
+    }
+
     /// Who an instance of a service is, for the calls it makes.
     pub fn identity(&self, key: &ServiceKey, instance: &str) -> Identity {
         self.parts.identity(key, instance)

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use std::time::Duration;
 
-use super::recent::{bucket_of, Recent, WindowStats};
+use super::recent::{bucket_of, now_secs, Recent, Usage, UsageStats, WindowStats};
 use crate::model::{InstanceStatus, RunStatus, ServiceKey};
 
 /// Upper bounds of the request latency buckets, in seconds.
@@ -77,6 +77,30 @@ pub struct ServiceMetrics {
     memory: AtomicI64,
     /// Requests waiting for a free instance now.
     waiting: AtomicI64,
+    /// CPU time its instances used, in nanoseconds: wasm counted by the
+    /// epoch ticks it ran across, containers read from their cgroups.
+    pub cpu_nanos: Arc<AtomicU64>,
+    /// Its memory and CPU use over the last minutes.
+    usage: Mutex<Usage>,
+    /// The intra-DNS names its instances called, with when they last did
+    /// (seconds since the epoch); at most [`MAX_CALLED`].
+    called: Mutex<BTreeMap<String, u64>>,
+}
+
+/// How often every service's memory and CPU use is sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+
+/// Names a service's record of whom it called keeps; past it, the one
+/// called longest ago makes room.
+const MAX_CALLED: usize = 64;
+
+/// A service that called another by name on this host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CalledBy {
+    /// The caller.
+    pub key: ServiceKey,
+    /// When it last called, in seconds since the epoch.
+    pub last_secs: u64,
 }
 
 /// Everything counted under the service's one lock.
@@ -105,9 +129,7 @@ impl ServiceMetrics {
     /// Counts one request the service answered (ingress or intra-DNS).
     pub fn request(&self, status: u16, took: Duration) {
         let seconds = took.as_secs_f64();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = now_secs();
         let bucket = bucket_of(seconds, &BUCKETS);
         let mut tallies = self.tallies.lock();
         tallies.recent.record(now, status, seconds, bucket);
@@ -143,6 +165,26 @@ impl ServiceMetrics {
         self.memory.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// Notes that one of its instances called `name` (an intra-DNS name)
+    /// at `now_secs`.
+    pub fn called(&self, name: &str, now_secs: u64) {
+        let mut called = self.called.lock();
+        if let Some(last) = called.get_mut(name) {
+            *last = now_secs;
+            return;
+        }
+        if called.len() >= MAX_CALLED {
+            let oldest = called
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(n, _)| n.clone());
+            if let Some(oldest) = oldest {
+                called.remove(&oldest);
+            }
+        }
+        called.insert(name.to_string(), now_secs);
+    }
+
     /// One more request waits for an instance (`-1`: one less). Counted
     /// by delta, so a service's old and new pools add up.
     pub fn waiting_changed(&self, delta: i64) {
@@ -171,6 +213,64 @@ impl Metrics {
         match service {
             Some(s) => s.tallies.lock().recent.stats(now_secs, &BUCKETS),
             None => RecentRequests::default().stats(now_secs, &BUCKETS),
+        }
+    }
+
+    /// The services of `key`'s environment whose instances called it by
+    /// name on this host since the daemon started, most recent first.
+    pub fn callers_of(&self, key: &ServiceKey) -> Vec<CalledBy> {
+        let name = crate::model::dns_name(&key.stack, &key.name);
+        let services: Vec<(ServiceKey, Arc<ServiceMetrics>)> = self
+            .services
+            .lock()
+            .iter()
+            .filter(|(k, _)| k.env == key.env && *k != key)
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        let mut callers: Vec<CalledBy> = services
+            .into_iter()
+            .filter_map(|(k, s)| {
+                let last_secs = *s.called.lock().get(&name)?;
+                Some(CalledBy { key: k, last_secs })
+            })
+            .collect();
+        callers.sort_by(|a, b| b.last_secs.cmp(&a.last_secs).then(a.key.cmp(&b.key)));
+        callers
+    }
+
+    /// A service's memory and CPU use over the last minutes as of
+    /// `now_secs`.
+    pub fn usage(&self, key: &ServiceKey, now_secs: u64) -> Vec<UsageStats> {
+        let service = self.services.lock().get(key).cloned();
+        match service {
+            Some(s) => s.usage.lock().stats(now_secs),
+            None => Usage::default().stats(now_secs),
+        }
+    }
+
+    /// Takes one sample of every service's memory and CPU use.
+    pub fn sample(&self, now_secs: u64) {
+        let services: Vec<Arc<ServiceMetrics>> = self.services.lock().values().cloned().collect();
+        for s in services {
+            let memory = s.memory.load(Ordering::Relaxed).max(0) as u64;
+            let cpu = s.cpu_nanos.load(Ordering::Relaxed);
+            let mut usage = s.usage.lock();
+            if !usage.idle(memory, cpu) {
+                usage.sample(now_secs, memory, cpu);
+            }
+        }
+    }
+
+    /// Samples every service's use every [`SAMPLE_EVERY`] until `stopping`
+    /// turns true.
+    pub async fn sample_until(self: Arc<Self>, mut stopping: tokio::sync::watch::Receiver<bool>) {
+        let mut every = tokio::time::interval(SAMPLE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => self.sample(now_secs()),
+                _ = stopping.wait_for(|s| *s) => return,
+            }
         }
     }
 

@@ -19,7 +19,7 @@ pub mod writer;
 
 pub use events::{Event, Events};
 pub use logs::{LogLine, LogStream, Logs, ServiceLog, Stream};
-pub use metrics::{CallCounts, Metrics, ServiceMetrics};
-pub use recent::WindowStats;
+pub use metrics::{CallCounts, CalledBy, Metrics, ServiceMetrics};
+pub use recent::{now_secs, UsageStats, WindowStats};
 pub use throttle::Throttle;
 pub use writer::DiskWriter;

@@ -12,6 +12,13 @@ pub const STEP_SECONDS: u64 = 10;
 /// Windows kept: ten minutes.
 pub const WINDOWS: usize = 60;
 
+/// Seconds since the epoch now (0 on a clock set before it).
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The latency bucket of a request that took `seconds`: the first of
 /// `bounds` it is within, or `bounds.len()` when slower than all.
 pub fn bucket_of(seconds: f64, bounds: &[f64]) -> usize {
@@ -145,6 +152,104 @@ impl<const B: usize> Window<B> {
     }
 }
 
+/// A service's memory and CPU use over the last minutes, in the same
+/// windows as its requests, from samples taken every few seconds.
+#[derive(Default)]
+pub struct Usage {
+    windows: VecDeque<UsageWindow>,
+    /// The CPU total at the end of the newest window dropped (or 0): what
+    /// the oldest kept window's use is counted from.
+    cpu_before: u64,
+}
+
+struct UsageWindow {
+    index: u64,
+    memory_peak: u64,
+    /// The service's CPU total (nanoseconds) at the window's last sample.
+    cpu_at_end: u64,
+}
+
+/// One window of a service's use.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UsageStats {
+    /// When the window started, in seconds since the epoch.
+    pub start_secs: u64,
+    /// The most memory its instances held at a sample in the window.
+    pub memory_bytes: u64,
+    /// CPU time its instances used in the window, in seconds.
+    pub cpu_seconds: f64,
+}
+
+impl Usage {
+    /// Whether a sample of `memory` and `cpu_total` would tell nothing new:
+    /// nothing held, nothing used since the last one.
+    pub fn idle(&self, memory: u64, cpu_total: u64) -> bool {
+        memory == 0
+            && self
+                .windows
+                .back()
+                .map_or(self.cpu_before, |w| w.cpu_at_end)
+                == cpu_total
+    }
+
+    /// Records a sample taken at `now_secs`: `memory` held now, and the
+    /// service's CPU total (nanoseconds) since its counting began.
+    pub fn sample(&mut self, now_secs: u64, memory: u64, cpu_total: u64) {
+        let index = now_secs / STEP_SECONDS;
+        match self.windows.back_mut() {
+            Some(w) if w.index >= index => {
+                w.memory_peak = w.memory_peak.max(memory);
+                w.cpu_at_end = w.cpu_at_end.max(cpu_total);
+            }
+            _ => {
+                self.windows.push_back(UsageWindow {
+                    index,
+                    memory_peak: memory,
+                    cpu_at_end: cpu_total,
+                });
+                while self.windows.len() > WINDOWS {
+                    if let Some(gone) = self.windows.pop_front() {
+                        self.cpu_before = gone.cpu_at_end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The last [`WINDOWS`] windows up to the one holding `now_secs`,
+    /// oldest first; a window without a sample held nothing and used
+    /// nothing.
+    pub fn stats(&self, now_secs: u64) -> Vec<UsageStats> {
+        let last = now_secs / STEP_SECONDS;
+        let first = (last + 1).saturating_sub(WINDOWS as u64);
+        let mut before = self.cpu_before;
+        let mut kept = self.windows.iter().peekable();
+        (first..=last)
+            .map(|index| {
+                while kept.peek().is_some_and(|w| w.index < index) {
+                    before = kept.next().map_or(before, |w| w.cpu_at_end);
+                }
+                let start_secs = index * STEP_SECONDS;
+                match kept.peek() {
+                    Some(w) if w.index == index => {
+                        let used = w.cpu_at_end.saturating_sub(before);
+                        UsageStats {
+                            start_secs,
+                            memory_bytes: w.memory_peak,
+                            cpu_seconds: used as f64 / 1e9,
+                        }
+                    }
+                    _ => UsageStats {
+                        start_secs,
+                        memory_bytes: 0,
+                        cpu_seconds: 0.0,
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +301,36 @@ mod tests {
         // Ten minutes later, nothing is recent.
         let later = r.stats(now + WINDOWS as u64 * STEP_SECONDS, &B);
         assert!(later.iter().all(|w| w.requests == 0));
+    }
+
+    #[test]
+    fn usage_is_cpu_used_per_window_and_the_memory_peak() {
+        let mut u = Usage::default();
+        let t = 1_000_000 * STEP_SECONDS;
+        u.sample(t, 10, 0);
+        u.sample(t + 2, 30, 500_000_000);
+        u.sample(t + 4, 20, 1_000_000_000);
+        // Nothing sampled for a window, then a second more CPU.
+        u.sample(t + 2 * STEP_SECONDS, 5, 2_000_000_000);
+        let stats = u.stats(t + 2 * STEP_SECONDS);
+        assert_eq!(stats.len(), WINDOWS);
+        let [.., a, b, c] = &stats[..] else { panic!() };
+        assert_eq!((a.memory_bytes, a.cpu_seconds), (30, 1.0));
+        assert_eq!((b.memory_bytes, b.cpu_seconds), (0, 0.0));
+        assert_eq!((c.memory_bytes, c.cpu_seconds), (5, 1.0));
+        assert!(!u.idle(1, 2_000_000_000));
+        assert!(!u.idle(0, 3_000_000_000));
+        assert!(u.idle(0, 2_000_000_000));
+    }
+
+    #[test]
+    fn usage_keeps_only_the_last_windows_and_counts_from_the_dropped() {
+        let mut u = Usage::default();
+        for i in 0..(WINDOWS as u64 * 2) {
+            u.sample(i * STEP_SECONDS, 1, i * 1_000_000_000);
+        }
+        assert_eq!(u.windows.len(), WINDOWS);
+        let stats = u.stats((WINDOWS as u64 * 2 - 1) * STEP_SECONDS);
+        assert!(stats.iter().all(|w| w.cpu_seconds == 1.0), "{stats:?}");
     }
 }

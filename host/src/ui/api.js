@@ -26,7 +26,7 @@ export const session = {
 };
 
 /** The current view; gen changes on every navigation so late answers for an old view are dropped. */
-export const view = { gen: 0, route: null, page: null, focus: false, logsCtrl: null, statsTimer: 0 };
+export const view = { gen: 0, route: null, page: null, focus: false, logsCtrl: null, statsTimer: 0, flash: null };
 
 /**
  * What a 401 for the token in use does: app.js sets it to signOut at boot,
@@ -70,7 +70,8 @@ async function errorLine(res) {
 
 /**
  * Calls the API with the bearer token. Non-2xx answers throw ApiError with
- * the API's line; a 401 also signs out. opts.raw returns the Response.
+ * the API's line; a 401 also signs out. opts.raw returns the Response;
+ * opts.bytes is a body sent as it is (an upload).
  */
 export async function api(method, path, body, opts) {
   const o = opts || {};
@@ -78,6 +79,8 @@ export async function api(method, path, body, opts) {
   if (!token) throw new ApiError("Signed out.", 401);
   const headers = { Authorization: "Bearer " + token, Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  // An upload goes as it is (a File or Blob), not as JSON.
+  if (o.bytes) headers["Content-Type"] = "application/octet-stream";
   // Streams run until aborted; every other call also ends after CALL_TIMEOUT_MS.
   const limits = o.raw ? [o.signal] : [o.signal, AbortSignal.timeout(CALL_TIMEOUT_MS)];
   const signal = AbortSignal.any(limits.filter(Boolean));
@@ -86,7 +89,7 @@ export async function api(method, path, body, opts) {
     res = await fetch(path, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: o.bytes ? o.bytes : body === undefined ? undefined : JSON.stringify(body),
       signal,
       cache: "no-store",
       credentials: "omit",

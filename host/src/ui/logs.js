@@ -1,12 +1,23 @@
 /*
- * The service page's logs panel (one fetch or a follow stream) and its list
- * of recent events, fed by the history and the live events stream.
+ * The service page's logs panel (one fetch or a follow stream, searched
+ * and limited to a time range by the API, and downloadable as text) and
+ * its list of recent events, fed by the history and the live events stream.
  */
 
 import { el, fill, hms, parseTime, plural, setText, sync, timeEl } from "./dom.js";
 import { api, errorText, isAbort, session, streamNdjson, view } from "./api.js";
 
 const MAX_LOG_LINES = 2000;
+/** The time ranges offered, in minutes (0: all that is kept). */
+const RANGES = [
+  [0, "All kept"],
+  [5, "Last 5 minutes"],
+  [15, "Last 15 minutes"],
+  [60, "Last hour"],
+  [1440, "Last 24 hours"],
+];
+/** How long typing in the search waits before asking again. */
+const SEARCH_DEBOUNCE_MS = 300;
 const MAX_EVENTS = 50;
 
 // ---------------------------------------------------------------- logs
@@ -15,6 +26,13 @@ export function buildLogs(p) {
   p.logFollow = el("input", { id: "logs-follow", type: "checkbox", checked: true });
   p.logTail = el("input", { id: "logs-tail", type: "number", value: "200", min: "1", step: "1", inputmode: "numeric" });
   p.logInstance = el("select", { id: "logs-instance" });
+  p.logSearch = el("input", { id: "logs-search", type: "search", autocomplete: "off", spellcheck: "false", placeholder: "text in a line" });
+  p.logRange = el(
+    "select",
+    { id: "logs-range" },
+    RANGES.map(([minutes, label]) => el("option", { value: String(minutes) }, label)),
+  );
+  p.logDownload = el("button", { id: "logs-download", type: "button" }, "Download");
   p.logStatus = el("p", { id: "logs-status", class: "msg ok", role: "status", "aria-live": "polite" });
   p.logError = el("p", { id: "logs-error", class: "msg error", role: "alert", "aria-live": "assertive" });
   p.logList = el("ol", { id: "logs", tabindex: "0", "aria-label": "Log lines", "data-empty": "No log lines." });
@@ -24,14 +42,23 @@ export function buildLogs(p) {
     el("div", { class: "field check" }, p.logFollow, el("label", { for: "logs-follow" }, "Follow")),
     el("div", { class: "field" }, el("label", { for: "logs-tail" }, "Lines"), p.logTail),
     el("div", { class: "field" }, el("label", { for: "logs-instance" }, "Instance"), p.logInstance),
+    el("div", { class: "field" }, el("label", { for: "logs-search" }, "Search"), p.logSearch),
+    el("div", { class: "field" }, el("label", { for: "logs-range" }, "Time range"), p.logRange),
+    p.logDownload,
   );
   controls.addEventListener("submit", (ev) => {
     ev.preventDefault();
     startLogs(p);
   });
-  for (const control of [p.logFollow, p.logTail, p.logInstance]) {
+  for (const control of [p.logFollow, p.logTail, p.logInstance, p.logRange]) {
     control.addEventListener("change", () => startLogs(p));
   }
+  let typing = 0;
+  p.logSearch.addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => startLogs(p), SEARCH_DEBOUNCE_MS);
+  });
+  p.logDownload.addEventListener("click", () => downloadLogs(p));
   return el(
     "section",
     { id: "logs-section", "aria-labelledby": "logs-title" },
@@ -59,6 +86,9 @@ export function syncInstanceOptions(p, instances) {
 
 /** (Re)opens the logs with the current controls: a follow stream, or one fetch. */
 export function startLogs(p) {
+  // A late call for a page left behind (a search typed just before
+  // leaving) must not take the current page's stream.
+  if (view.page !== p) return;
   if (view.logsCtrl) view.logsCtrl.abort();
   view.logsCtrl = null;
   setText(p.logError, "");
@@ -69,8 +99,8 @@ export function startLogs(p) {
     return;
   }
   const follow = p.logFollow.checked;
-  const query = new URLSearchParams({ tail: String(tail) });
-  if (p.logInstance.value) query.set("instance", p.logInstance.value);
+  const query = logQuery(p);
+  query.set("tail", String(tail));
   if (follow) query.set("follow", "true");
   const path = p.base + "/logs?" + query.toString();
   p.logList.replaceChildren();
@@ -94,6 +124,36 @@ export function startLogs(p) {
   work.catch((e) => {
     if (!ctrl.signal.aborted && !isAbort(e) && session.me) setText(p.logError, errorText(e));
   });
+}
+
+/** What the controls ask for, but the number of lines and following. */
+function logQuery(p) {
+  const query = new URLSearchParams();
+  if (p.logInstance.value) query.set("instance", p.logInstance.value);
+  const text = p.logSearch.value.trim();
+  if (text) query.set("grep", text);
+  const minutes = Number(p.logRange.value);
+  if (minutes > 0) query.set("since", new Date(Date.now() - minutes * 60000).toISOString());
+  return query;
+}
+
+/** Every kept line the controls select, as a text file: time, instance, text. */
+async function downloadLogs(p) {
+  setText(p.logError, "");
+  try {
+    const lines = await api("GET", p.base + "/logs?" + logQuery(p).toString());
+    const list = Array.isArray(lines) ? lines : [];
+    const text = list.map((l) => l.time + " " + (l.instance || "") + " " + (l.text ?? "")).join("\n");
+    const url = URL.createObjectURL(new Blob([text + (text ? "\n" : "")], { type: "text/plain" }));
+    const link = el("a", { href: url, download: p.key.replace("/", "-") + ".log", hidden: true });
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    setText(p.logStatus, "Downloaded " + plural(list.length, "line") + ".");
+  } catch (e) {
+    if (!isAbort(e) && session.me) setText(p.logError, errorText(e));
+  }
 }
 
 /** The class of a log line: stderr in red, but the platform's own "[mesh] ..." lines muted. */

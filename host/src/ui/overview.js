@@ -1,19 +1,22 @@
 /*
- * The overview page: the environments table (for the operator), the stacks
- * with their versions and rollback, and a card per service.
+ * The overview page: the environments table (for the operator), the
+ * environment's custom domains and their certificates, the stacks with
+ * their versions, rollback and a form to deploy a new version, and one
+ * compact, searchable row per service with a form to create one.
  */
 
 import {
+  $,
   ago,
   badge,
   colHeads,
   el,
   emptyRow,
   enc,
-  fact,
   fill,
   fmtBytes,
   fmtCount,
+  plural,
   refsOf,
   serviceHref,
   setAttr,
@@ -25,16 +28,15 @@ import {
 } from "./dom.js";
 import { api, errorText, isAbort, session, view } from "./api.js";
 import {
+  actionError,
   actionRegions,
   endpointsCell,
   focusHeading,
-  instanceBlock,
   mount,
   runAction,
   runningCount,
   scheduleText,
   updateEndpoints,
-  updateInstances,
 } from "./page.js";
 
 // ---------------------------------------------------------------- overview
@@ -44,19 +46,22 @@ export async function refreshOverview(gen) {
   const [services, stacks, envs] = await Promise.all([
     api("GET", "/v1/services"),
     api("GET", "/v1/stacks"),
-    me.operator ? api("GET", "/v1/envs") : Promise.resolve(null),
+    api("GET", "/v1/envs"),
   ]);
   if (gen !== view.gen) return;
   let page = view.page;
   if (!page || page.kind !== "overview") page = buildOverview(me.operator);
-  if (page.envBody) renderEnvs(page, Array.isArray(envs) ? envs : []);
+  const envList = Array.isArray(envs) ? envs : [];
+  if (page.envBody) renderEnvs(page, envList);
+  renderDomains(page, envList.find((e) => e.name === me.env));
   renderStacks(page, Array.isArray(stacks) ? stacks : []);
-  renderServices(page, Array.isArray(services) ? services : []);
+  page.services = Array.isArray(services) ? services : [];
+  renderServices(page);
   focusHeading(page.heading);
 }
 
 function buildOverview(operator) {
-  const page = { kind: "overview" };
+  const page = { kind: "overview", services: [] };
   page.heading = el("h1", { tabindex: "-1" }, "Overview");
   const parts = [page.heading, ...actionRegions()];
   if (operator) {
@@ -79,29 +84,13 @@ function buildOverview(operator) {
       ),
     );
   }
-  page.stackList = el("div", { class: "stack-list" });
-  page.stacksEmpty = el("p", { class: "empty" }, "No stacks yet.");
-  page.stacks = el(
-    "section",
-    { id: "stacks", "aria-labelledby": "stacks-title" },
-    el("h2", { id: "stacks-title" }, "Stacks"),
-    page.stacksEmpty,
-    page.stackList,
-  );
-  page.stacks.addEventListener("click", onStacksClick);
-  page.groups = el("div", { class: "groups" });
-  page.servicesEmpty = el("p", { class: "empty" }, "No services yet.");
-  parts.push(
-    page.stacks,
-    el(
-      "section",
-      { id: "services", "aria-labelledby": "services-title" },
-      el("h2", { id: "services-title" }, "Services"),
-      page.servicesEmpty,
-      page.groups,
-    ),
-  );
+  parts.push(buildServices(page), buildStacks(page), buildDomains(page));
   mount(page, el("div", { id: "overview" }, parts));
+  if (view.flash) {
+    // What the page the user came from did (a deletion), said here.
+    setText($("action-status"), view.flash);
+    view.flash = null;
+  }
   return page;
 }
 
@@ -137,6 +126,21 @@ function updateEnvRow(tr, env) {
   setText(c[7], ago(env.created_at));
 }
 
+function buildStacks(page) {
+  page.stackList = el("div", { class: "stack-list" });
+  page.stacksEmpty = el("p", { class: "empty" }, "No stacks yet.");
+  page.stacks = el(
+    "section",
+    { id: "stacks", "aria-labelledby": "stacks-title" },
+    el("h2", { id: "stacks-title" }, "Stacks"),
+    page.stacksEmpty,
+    page.stackList,
+  );
+  page.stacks.addEventListener("click", onStacksClick);
+  page.stacks.addEventListener("submit", onDeploy);
+  return page.stacks;
+}
+
 function renderStacks(page, stacks) {
   const sorted = stacks.slice().sort((a, b) => String(a.name).localeCompare(String(b.name)));
   show(page.stacksEmpty, sorted.length === 0);
@@ -150,12 +154,34 @@ function makeStack(stack) {
   r.error = el("p", { class: "msg error", role: "alert" });
   r.list = el("ol", { class: "version-list", "data-empty": "Loading versions…" });
   r.details = el("details", { class: "versions" }, el("summary", null, "Versions"), r.error, r.list);
+  // Stack names are lowercase letters, digits and dashes: safe in an id.
+  const fileId = "deploy-file-" + stack.name;
+  const nameId = "deploy-component-" + stack.name;
+  r.component = el("input", { id: nameId, type: "text", autocomplete: "off", spellcheck: "false", required: true });
+  const deploy = el(
+    "details",
+    { class: "deploy" },
+    el("summary", null, "Deploy a new version"),
+    el(
+      "form",
+      { class: "deploy-form", "data-deploy": stack.name },
+      el(
+        "div",
+        { class: "field" },
+        el("label", { for: fileId }, "Component file (.wasm)"),
+        el("input", { id: fileId, type: "file", accept: ".wasm,application/wasm", required: true }),
+      ),
+      el("div", { class: "field" }, el("label", { for: nameId }, "As component"), r.component),
+      el("button", { type: "submit", "data-action": "deploy" }, "Deploy"),
+    ),
+  );
   const node = el(
     "article",
     { class: "card stack", "data-stack": stack.name },
     el("header", { class: "card-head" }, el("h3", null, stack.name), r.version),
     r.meta,
     r.details,
+    deploy,
   );
   r.details.addEventListener("toggle", () => {
     if (r.details.open) loadVersions(node);
@@ -175,6 +201,9 @@ function updateStack(node, stack) {
     r.meta,
     "Components: " + (components.join(", ") || "none") + ". Services: " + (services.join(", ") || "none") + ".",
   );
+  // The component a new file replaces: the stack's only one, unless the user chose.
+  const code = components.filter((c) => c !== "files");
+  if (!r.component.value && document.activeElement !== r.component) r.component.value = code[0] || "app";
   if (changed && r.details.open) loadVersions(node);
 }
 
@@ -240,96 +269,298 @@ function onStacksClick(ev) {
   });
 }
 
-function renderServices(page, services) {
-  const groups = new Map();
-  const sorted = services
+
+/** Uploads the chosen file and deploys it as a new version of the stack, replacing one component. */
+function onDeploy(ev) {
+  const form = ev.target.closest("form.deploy-form");
+  if (!form) return;
+  ev.preventDefault();
+  const stack = form.getAttribute("data-deploy");
+  const file = form.querySelector("input[type=file]").files[0];
+  const component = form.querySelector("input[type=text]").value.trim();
+  const button = form.querySelector("button");
+  if (!file) {
+    actionError("Choose a .wasm file to deploy.");
+    return;
+  }
+  if (!component) {
+    actionError("Enter the component the file replaces, such as app.");
+    return;
+  }
+  runAction(button, async () => {
+    const info = await api("PUT", "/v1/code?name=" + enc(file.name), undefined, { bytes: file });
+    const res = await api("POST", "/v1/stacks/" + enc(stack) + "/deploy", {
+      components: { [component]: info.digest },
+      replace: false,
+    });
+    form.reset();
+    const holder = form.closest("[data-stack]");
+    if (refsOf.get(holder).details.open) loadVersions(holder);
+    const version = res.version;
+    if (!res.created) return "Already deployed: " + stack + " v" + version.number + " has that code; nothing changed.";
+    const restarting = res.restarting && res.restarting.length ? "; restarting " + res.restarting.join(", ") : "";
+    return "Deployed " + stack + " v" + version.number + " (" + version.reason + ")" + restarting + ".";
+  });
+}
+
+// ---------------------------------------------------------------- domains
+
+function buildDomains(page) {
+  page.domainList = el("ul", { id: "domain-list", class: "plain" });
+  page.domainsEmpty = el(
+    "p",
+    { class: "empty" },
+    "No custom domains. The operator assigns one with ",
+    el("code", null, "mesh env update ENV --domain example.com"),
+    "; then publish on it with ",
+    el("code", null, "mesh svc publish NAME --endpoint https://shop.example.com"),
+    ".",
+  );
+  return el(
+    "section",
+    { id: "domains", "aria-labelledby": "domains-title" },
+    el("h2", { id: "domains-title" }, "Custom domains"),
+    page.domainsEmpty,
+    page.domainList,
+  );
+}
+
+function renderDomains(page, env) {
+  const certs = (env && env.domain_certificates) || [];
+  show(page.domainsEmpty, certs.length === 0);
+  sync(
+    page.domainList,
+    certs,
+    (c) => c.domain,
+    (c) => el("li", { "data-domain": c.domain }),
+    (li, c) =>
+      fill(
+        li,
+        el("span", { class: "mono" }, c.domain),
+        " ",
+        badge(c.trusted ? "trusted" : "untrusted"),
+        " ",
+        el("span", { class: "muted" }, "certificate: " + c.certificate),
+      ),
+  );
+}
+
+// ---------------------------------------------------------------- services
+
+const FILTERS = [
+  ["all", "All services"],
+  ["web", "Web services"],
+  ["worker", "Workers"],
+  ["cron", "Cron jobs"],
+  ["attention", "Needing attention"],
+];
+
+function buildServices(page) {
+  page.search = el("input", { id: "service-search", type: "search", autocomplete: "off", spellcheck: "false", placeholder: "name, stack or URL" });
+  page.filter = el("select", { id: "service-filter" }, FILTERS.map(([v, label]) => el("option", { value: v }, label)));
+  page.shown = el("p", { id: "services-shown", class: "muted", role: "status", "aria-live": "polite" });
+  page.serviceBody = el("tbody");
+  page.serviceWrap = el(
+    "div",
+    { class: "table-wrap" },
+    el(
+      "table",
+      { id: "service-table", class: "grid services" },
+      el("caption", { class: "visually-hidden" }, "Services, one row each"),
+      colHeads("Service", "Stack", "Type", "Status", "Restarts", "Endpoints or schedule", "Message"),
+      page.serviceBody,
+    ),
+  );
+  page.servicesEmpty = el("p", { class: "empty" }, "No services yet.");
+  for (const control of [page.search, page.filter]) control.addEventListener("input", () => renderServices(page));
+  return el(
+    "section",
+    { id: "services", "aria-labelledby": "services-title" },
+    el("h2", { id: "services-title" }, "Services"),
+    el(
+      "div",
+      { class: "controls" },
+      el("div", { class: "field" }, el("label", { for: "service-search" }, "Search"), page.search),
+      el("div", { class: "field" }, el("label", { for: "service-filter" }, "Show"), page.filter),
+    ),
+    page.shown,
+    page.servicesEmpty,
+    page.serviceWrap,
+    buildCreateForm(),
+  );
+}
+
+/** "2/2 running", "0/1 backoff", or for a cron job its last run. */
+function statusOf(svc) {
+  const list = svc.instances || [];
+  if (svc.type === "cron") {
+    const last = (svc.runs || [])[0];
+    if (!last) return { word: "scheduled", text: "no runs yet", bad: false };
+    return { word: last.status, text: "last run " + last.status + " " + ago(last.started_at), bad: /failed|timed_out|crashed/.test(last.status) };
+  }
+  const wanted = svc.instances_desired ?? 0;
+  const running = runningCount(svc);
+  const other = list.find((i) => i.state !== "running");
+  const word = other ? other.state : wanted === 0 ? "stopped" : "running";
+  return { word, text: running + "/" + wanted + " " + word, bad: running < wanted };
+}
+
+function needsAttention(svc) {
+  return statusOf(svc).bad;
+}
+
+function matches(svc, text, filter) {
+  if (filter === "attention" && !needsAttention(svc)) return false;
+  if (["web", "worker", "cron"].includes(filter) && svc.type !== filter) return false;
+  if (!text) return true;
+  const hay = [svc.name, svc.stack, svc.stack + "/" + svc.name, svc.type, svc.kind, svc.description, ...(svc.endpoints || [])]
+    .join(" ")
+    .toLowerCase();
+  return text
+    .toLowerCase()
+    .split(/\s+/)
+    .every((word) => hay.includes(word));
+}
+
+function renderServices(page) {
+  const all = page.services
     .slice()
     .sort((a, b) => String(a.stack).localeCompare(String(b.stack)) || String(a.name).localeCompare(String(b.name)));
-  for (const s of sorted) {
-    if (!groups.has(s.stack)) groups.set(s.stack, []);
-    groups.get(s.stack).push(s);
-  }
-  show(page.servicesEmpty, sorted.length === 0);
-  sync(page.groups, Array.from(groups), (g) => g[0], makeGroup, updateGroup);
-}
-
-function makeGroup([stack]) {
-  const cards = el("div", { class: "cards" });
-  const node = el(
-    "div",
-    { class: "stack-group", "data-group": stack },
-    el("h3", null, el("span", { class: "muted" }, "Stack "), stack),
-    cards,
+  const text = page.search.value.trim();
+  const list = all.filter((s) => matches(s, text, page.filter.value));
+  show(page.servicesEmpty, all.length === 0);
+  show(page.serviceWrap, list.length > 0);
+  setText(
+    page.shown,
+    all.length === 0 ? "" : list.length === all.length ? plural(all.length, "service") + "." : "Showing " + list.length + " of " + plural(all.length, "service") + ".",
   );
-  refsOf.set(node, { cards });
-  return node;
+  sync(page.serviceBody, list, (s) => s.stack + "/" + s.name, makeServiceRow, updateServiceRow);
 }
 
-function updateGroup(node, [, services]) {
-  sync(refsOf.get(node).cards, services, (s) => s.name, makeServiceCard, updateServiceCard);
-}
-
-function makeServiceCard(svc) {
-  const r = {};
-  r.type = el("span", { class: "tag" });
-  r.kind = el("span", { class: "tag" });
-  r.wanted = el("span", { class: "wanted" });
-  r.running = el("span", { class: "running" });
-  r.endpoints = endpointsCell();
-  const endpoints = fact("Endpoints", r.endpoints.nodes);
-  r.endpointsRow = endpoints.row;
-  const schedule = fact("Schedule");
-  r.scheduleRow = schedule.row;
-  r.schedule = schedule.dd;
-  r.cron = el("p", { class: "cron-summary" });
-  r.instances = instanceBlock();
-  const node = el(
-    "article",
-    { class: "card service", "data-service": svc.stack + "/" + svc.name },
-    el(
-      "header",
-      { class: "card-head" },
-      el("h4", null, el("a", { href: serviceHref(svc.stack, svc.name) }, svc.name)),
-      r.type,
-      r.kind,
-    ),
-    el(
-      "dl",
-      { class: "facts" },
-      fact("Wanted", r.wanted).row,
-      fact("Running", r.running).row,
-      r.endpointsRow,
-      r.scheduleRow,
-    ),
-    r.cron,
-    r.instances.node,
+function makeServiceRow(svc) {
+  const cell = (cls, label) => ({ class: cls, "data-label": label });
+  const tr = emptyRow(
+    { "data-service": svc.stack + "/" + svc.name },
+    "name",
+    cell("stack", "Stack"),
+    cell("type", "Type"),
+    cell("status", "Status"),
+    cell("restarts num", "Restarts"),
+    cell("where", "Endpoints or schedule"),
+    cell("message", "Message"),
   );
-  refsOf.set(node, r);
-  return node;
+  tr.cells[0].appendChild(el("a", { href: serviceHref(svc.stack, svc.name) }, svc.name));
+  const endpoints = endpointsCell();
+  tr.cells[5].append(...endpoints.nodes);
+  tr.cells[5].appendChild((tr.scheduleText = el("span", { class: "schedule" })));
+  refsOf.set(tr, { endpoints });
+  return tr;
 }
 
-function updateServiceCard(node, svc) {
-  const r = refsOf.get(node);
-  setText(r.type, svc.type);
-  setText(r.kind, svc.kind);
-  setText(r.wanted, svc.instances_desired ?? 0);
-  setText(r.running, runningCount(svc));
+function updateServiceRow(tr, svc) {
+  const c = tr.cells;
+  const r = refsOf.get(tr);
+  setText(c[1], svc.stack);
+  setText(c[2], svc.type + (svc.kind ? " (" + svc.kind + ")" : ""));
+  const status = statusOf(svc);
+  setText(c[3], "");
+  fill(c[3], badge(status.word), " ", el("span", { class: "status-text" }, status.text));
+  setText(c[4], (svc.instances || []).reduce((n, i) => n + (i.restarts || 0), 0));
+  const cron = svc.type === "cron";
   updateEndpoints(r.endpoints.list, r.endpoints.none, svc);
-  show(r.endpointsRow, (svc.endpoints || []).length > 0 || svc.type === "web");
-  show(r.scheduleRow, !!svc.schedule);
-  setText(r.schedule, scheduleText(svc));
-  show(r.cron, svc.type === "cron");
-  if (svc.type === "cron") renderCronSummary(r.cron, svc);
-  updateInstances(r.instances, svc);
+  show(r.endpoints.list, !cron && (svc.endpoints || []).length > 0);
+  show(r.endpoints.none, !cron && (svc.endpoints || []).length === 0);
+  setText(tr.scheduleText, cron ? scheduleText(svc) + (svc.next_run ? ", next " + until(svc.next_run) : "") : "");
+  const trouble = (svc.instances || []).find((i) => i.state !== "running" && i.message);
+  const lastRun = cron ? (svc.runs || [])[0] : null;
+  setText(c[6], trouble ? trouble.message : lastRun && lastRun.message ? lastRun.message : svc.description || "");
 }
 
-/** "Last run #12 succeeded 3s ago. Next run in 1s." */
-function renderCronSummary(p, svc) {
-  const last = (svc.runs || [])[0];
-  const next = svc.next_run ? ["Next run ", timeEl(svc.next_run, until(svc.next_run)), "."] : ["No next run."];
-  if (last) {
-    fill(p, "Last run #" + last.number + " ", badge(last.status), " " + ago(last.started_at) + ". ", next);
-  } else {
-    fill(p, "No runs yet. ", next);
+// ---------------------------------------------------------------- creating a service
+
+/** Words as a shell would split them: spaces separate, quotes group. */
+export function splitWords(text) {
+  const words = [];
+  let word = "";
+  let quote = null;
+  let inWord = false;
+  for (const ch of text) {
+    if (quote) {
+      if (ch === quote) quote = null;
+      else word += ch;
+    } else if (ch === "'" || ch === '"') {
+      quote = ch;
+      inWord = true;
+    } else if (/\s/.test(ch)) {
+      if (inWord) words.push(word);
+      word = "";
+      inWord = false;
+    } else {
+      word += ch;
+      inWord = true;
+    }
   }
+  if (quote) throw new Error("The command has an unclosed quote.");
+  if (inWord) words.push(word);
+  return words;
+}
+
+function input(id, label, attrs) {
+  return el("div", { class: "field" }, el("label", { for: id }, label), el("input", Object.assign({ id, autocomplete: "off", spellcheck: "false" }, attrs)));
+}
+
+function buildCreateForm() {
+  const form = el(
+    "form",
+    { id: "create-form", class: "action create-form" },
+    input("create-name", "Name", { type: "text", required: true, placeholder: "worker" }),
+    input("create-stack", "Stack", { type: "text", value: "app" }),
+    input("create-command", "Command", { type: "text", required: true, placeholder: "app queue" }),
+    input("create-instances", "Instances", { type: "number", min: "0", step: "1", value: "1", inputmode: "numeric" }),
+    input("create-endpoint", "Publish at (optional)", { type: "text", placeholder: "www" }),
+    input("create-schedule", "Schedule (optional, makes a cron job)", { type: "text", placeholder: "*/5 * * * *" }),
+    el("button", { id: "create-button", type: "submit" }, "Create service"),
+  );
+  form.addEventListener("submit", onCreate);
+  return el("details", { id: "create", class: "create" }, el("summary", null, "New service"), form);
+}
+
+function onCreate(ev) {
+  ev.preventDefault();
+  const value = (id) => $(id).value.trim();
+  const name = value("create-name");
+  const stack = value("create-stack") || "app";
+  let command;
+  try {
+    command = splitWords(value("create-command"));
+  } catch (e) {
+    actionError(e.message);
+    return;
+  }
+  const instances = Number(value("create-instances") || "1");
+  const endpoint = value("create-endpoint");
+  const schedule = value("create-schedule");
+  if (!name || command.length === 0) {
+    actionError("Enter a name and a command (a component of the stack, then its arguments).");
+    (name ? $("create-command") : $("create-name")).focus();
+    return;
+  }
+  if (!Number.isInteger(instances) || instances < 0) {
+    actionError("Enter a whole number of instances, 0 or more.");
+    $("create-instances").focus();
+    return;
+  }
+  runAction($("create-button"), async () => {
+    const body = { name, stack, command };
+    if (schedule) body.schedule = schedule;
+    else body.instances = instances;
+    const svc = await api("POST", "/v1/services", body);
+    let published = "";
+    if (endpoint) {
+      const after = await api("POST", "/v1/services/" + enc(stack) + "/" + enc(name) + "/publish", { endpoint, path: null });
+      published = " at " + (after.endpoints || []).join(", ");
+    }
+    $("create-form").reset();
+    return "Created " + svc.type + " " + stack + "/" + name + published + ".";
+  });
 }

@@ -1,6 +1,7 @@
 /*
- * The service page: its summary, instances, actions (scale, restart, run
- * now, publish, unpublish) and, for a cron job, its runs.
+ * The service page: its summary and environment variables (edited here,
+ * values masked), instances, actions (scale, restart, run now, publish,
+ * unpublish, delete), charts and, for a cron job, its runs.
  */
 
 import {
@@ -106,15 +107,13 @@ function buildServicePage(svc) {
     buildInstancesSection(p),
   ];
   if (cron) parts.push(buildRuns(p));
-  if (svc.type === "web") parts.push(buildCharts(p));
-  parts.push(buildLogs(p), buildEvents(p));
+  parts.push(buildCharts(p, svc.type === "web"), buildLogs(p), buildEvents(p));
   mount(p, el("section", { id: "service", "data-service": key, "aria-labelledby": "service-title" }, parts));
 
   startLogs(p);
-  if (svc.type === "web") {
-    loadStats(p);
-    view.statsTimer = setInterval(() => loadStats(p), STATS_MS);
-  }
+  p.svc = svc;
+  loadStats(p);
+  view.statsTimer = setInterval(() => loadStats(p), STATS_MS);
   loadServiceEvents(p);
   return p;
 }
@@ -128,6 +127,7 @@ function buildSummary(p, svc) {
   p.endpoints = endpointsCell();
   const endpointsFact = fact("Endpoints", p.endpoints.nodes);
   p.envBody = el("tbody");
+  const envForm = buildEnvForm(p);
   p.envDetails = el(
     "details",
     { class: "env-vars" },
@@ -135,9 +135,11 @@ function buildSummary(p, svc) {
     el(
       "div",
       { class: "table-wrap" },
-      el("table", { class: "grid" }, colHeads("Name", "Value", "Shown"), p.envBody),
+      el("table", { class: "grid" }, colHeads("Name", "Value", "Shown", "Change"), p.envBody),
     ),
+    envForm,
   );
+  p.envDetails.addEventListener("click", (ev) => onEnvClick(ev, p));
   return el(
     "section",
     { id: "summary", "aria-labelledby": "summary-title" },
@@ -156,6 +158,7 @@ function buildSummary(p, svc) {
       f("Schedule", "schedule"),
       f("Timezone", "timezone"),
       f("Next run", "next"),
+      f("Last run", "last"),
       f("Timeout", "timeout"),
       f("Created", "created"),
     ),
@@ -167,11 +170,16 @@ function buildInstancesSection(p) {
   p.wanted = el("span", { class: "wanted" });
   p.running = el("span", { class: "running" });
   p.instances = instanceBlock();
+  // A cron job has no standing instances: only a run's, while it runs.
+  const counts =
+    p.type === "cron"
+      ? el("p", { class: "counts" }, "An instance runs at each firing and ends with its run.")
+      : el("p", { class: "counts" }, p.running, " running of ", p.wanted, " wanted");
   return el(
     "section",
     { id: "instances-section", "aria-labelledby": "instances-title" },
     el("h2", { id: "instances-title" }, "Instances"),
-    el("p", { class: "counts" }, p.running, " running of ", p.wanted, " wanted"),
+    counts,
     p.instances.node,
   );
 }
@@ -208,21 +216,28 @@ function buildActions(p, svc) {
     trigger.addEventListener("click", () => onTrigger(trigger, p));
     items.push(el("div", { class: "action" }, el("p", { class: "hint" }, "Start a run outside the schedule."), trigger));
   }
-  const publish = el(
-    "form",
-    { id: "publish-form", class: "action" },
-    field("publish-endpoint", "Endpoint", { type: "text", autocomplete: "off", spellcheck: "false", placeholder: "www" }),
-    field("publish-path", "Path", { type: "text", autocomplete: "off", spellcheck: "false", placeholder: "/ (optional)" }),
-    el("button", { id: "publish-button", type: "submit" }, "Publish"),
-  );
-  publish.addEventListener("submit", (ev) => onPublish(ev, p));
-  p.unpublishList = el("ul", { id: "unpublish-list", class: "plain", "data-empty": "Not published." });
+  if (!cron) {
+    // A cron job cannot be published: it has no standing instance to answer.
+    const publish = el(
+      "form",
+      { id: "publish-form", class: "action" },
+      field("publish-endpoint", "Endpoint", { type: "text", autocomplete: "off", spellcheck: "false", placeholder: "www" }),
+      field("publish-path", "Path", { type: "text", autocomplete: "off", spellcheck: "false", placeholder: "/ (optional)" }),
+      el("button", { id: "publish-button", type: "submit" }, "Publish"),
+    );
+    publish.addEventListener("submit", (ev) => onPublish(ev, p));
+    p.unpublishList = el("ul", { id: "unpublish-list", class: "plain", "data-empty": "Not published." });
+    items.push(publish, el("div", { class: "action" }, p.unpublishList));
+  }
+  const remove = el("button", { id: "delete-button", type: "button", class: "danger" }, "Delete service");
+  remove.addEventListener("click", () => onDelete(remove, p));
+  items.push(el("div", { class: "action" }, el("p", { class: "hint" }, "Stop every instance and remove the service."), remove));
   const section = el(
     "section",
     { id: "actions", "aria-labelledby": "actions-title" },
     el("h2", { id: "actions-title" }, "Actions"),
     actionRegions(),
-    el("div", { class: "action-list" }, items, publish, el("div", { class: "action" }, p.unpublishList)),
+    el("div", { class: "action-list" }, items),
   );
   section.addEventListener("click", (ev) => {
     const button = ev.target.closest("button[data-action='unpublish']");
@@ -244,6 +259,23 @@ function onScale(ev, p) {
   runAction($("scale-button"), async () => {
     await api("PATCH", p.base, { instances: n });
     return "Scaled " + p.key + " to " + plural(n, "instance") + ".";
+  });
+}
+
+/** Asks first, naming what the deletion breaks: its URLs and the services that call it. */
+function onDelete(button, p) {
+  const svc = p.svc || {};
+  const lines = ["Delete " + p.key + "? Its instances stop and it cannot be undone."];
+  if ((svc.endpoints || []).length) lines.push("It is published at " + svc.endpoints.join(", ") + ": those URLs go offline.");
+  const callers = (svc.called_by || []).map((c) => c.stack + "/" + c.name);
+  if (callers.length) lines.push("Called by name by " + callers.join(", ") + ": their calls will fail.");
+  if (!window.confirm(lines.join("\n\n"))) return;
+  runAction(button, async () => {
+    await api("DELETE", p.base);
+    // The page's service is gone: go back to the overview, saying so there.
+    view.flash = "Deleted " + p.key + ".";
+    location.hash = "#/";
+    return "Deleted " + p.key + ".";
   });
 }
 
@@ -373,7 +405,7 @@ function updateServicePage(p, svc) {
   setText(p.f_version.dd, svc.version ? "v" + svc.version : "-");
   updateEndpoints(p.endpoints.list, p.endpoints.none, svc);
   setText(p.f_dns.dd, svc.dns_name || "");
-  show(p.f_serving.row, !!svc.serving);
+  show(p.f_serving.row, !!svc.serving && !cron);
   setText(p.f_serving.dd, svc.serving || "");
   show(p.f_schedule.row, !!svc.schedule);
   setText(p.f_schedule.dd, svc.schedule || "");
@@ -381,6 +413,12 @@ function updateServicePage(p, svc) {
   setText(p.f_timezone.dd, svc.timezone || "");
   show(p.f_next.row, cron);
   setText(p.f_next.dd, svc.next_run ? absTime(svc.next_run) + " (" + until(svc.next_run) + ")" : "none");
+  const lastRun = (svc.runs || [])[0];
+  show(p.f_last.row, cron);
+  setText(
+    p.f_last.dd,
+    lastRun ? "#" + lastRun.number + " " + lastRun.status + ", " + ago(lastRun.started_at) : "no runs yet",
+  );
   show(p.f_timeout.row, svc.timeout_ms !== null && svc.timeout_ms !== undefined);
   setText(p.f_timeout.dd, fmtDuration(svc.timeout_ms));
   setText(p.f_created.dd, ago(svc.created_at));
@@ -405,7 +443,7 @@ function updateServicePage(p, svc) {
   setText(p.wanted, svc.instances_desired ?? 0);
   setText(p.running, runningCount(svc));
   updateInstances(p.instances, svc);
-  sync(p.unpublishList, svc.endpoints || [], (u) => u, makeUnpublish);
+  if (p.unpublishList) sync(p.unpublishList, svc.endpoints || [], (u) => u, makeUnpublish);
   syncInstanceOptions(p, svc.instances || []);
 
   if (cron) {
@@ -429,14 +467,17 @@ function revealed(button) {
   return button.getAttribute("aria-pressed") === "true";
 }
 
-function envRow() {
+function envRow(kv) {
   const reveal = el("button", { type: "button", class: "link reveal", "aria-pressed": "false" }, "Show");
+  const edit = el("button", { type: "button", class: "link", "data-action": "env-edit", "aria-label": "Edit " + kv[0] }, "Edit");
+  const remove = el("button", { type: "button", class: "link", "data-action": "env-remove", "aria-label": "Remove " + kv[0] }, "Remove");
   const tr = el(
     "tr",
-    null,
+    { "data-env-name": kv[0] },
     el("th", { scope: "row", class: "mono" }),
     el("td", { class: "mono" }),
     el("td", null, reveal),
+    el("td", { class: "env-change" }, edit, " ", remove),
   );
   reveal.addEventListener("click", () => {
     const shown = !revealed(reveal);
@@ -445,4 +486,58 @@ function envRow() {
     setText(tr.cells[1], shown ? tr.envValue : MASK);
   });
   return tr;
+}
+
+// ---------------------------------------------------------------- editing variables
+
+/** Set or change one variable: its value typed masked, as a password is. */
+function buildEnvForm(p) {
+  const form = el(
+    "form",
+    { id: "env-form", class: "action env-form" },
+    field("env-name", "Name", { type: "text", autocomplete: "off", spellcheck: "false", placeholder: "DATABASE_URL" }),
+    field("env-value", "Value", { type: "password", autocomplete: "off", spellcheck: "false" }),
+    el("button", { id: "env-set-button", type: "submit" }, "Set variable"),
+  );
+  form.addEventListener("submit", (ev) => onEnvSet(ev, p));
+  return form;
+}
+
+/** A row's Edit puts its name in the form; its Remove asks, then removes it. */
+function onEnvClick(ev, p) {
+  const button = ev.target.closest("button[data-action^='env-']");
+  if (!button) return;
+  const name = button.closest("tr").getAttribute("data-env-name");
+  if (button.getAttribute("data-action") === "env-edit") {
+    $("env-name").value = name;
+    $("env-value").value = "";
+    $("env-value").focus();
+  } else {
+    onEnvRemove(button, p, name);
+  }
+}
+
+function onEnvSet(ev, p) {
+  ev.preventDefault();
+  const name = $("env-name").value.trim();
+  const value = $("env-value").value;
+  if (!name) {
+    actionError("Enter the variable's name.");
+    $("env-name").focus();
+    return;
+  }
+  runAction($("env-set-button"), async () => {
+    await api("PATCH", p.base, { env: [name + "=" + value] });
+    $("env-name").value = "";
+    $("env-value").value = "";
+    return "Set " + name + " on " + p.key + "; its instances restart with it.";
+  });
+}
+
+function onEnvRemove(button, p, name) {
+  if (!window.confirm("Remove " + name + " from " + p.key + "? Its instances restart without it.")) return;
+  runAction(button, async () => {
+    await api("PATCH", p.base, { unset_env: [name] });
+    return "Removed " + name + " from " + p.key + ".";
+  });
 }
