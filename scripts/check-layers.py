@@ -16,11 +16,11 @@ import re
 import sys
 
 LAYERS = [
-    ["model", "auth"],
+    ["model", "auth", "sealed"],
     ["config"],
     ["store", "telemetry", "content"],
     ["runtime", "container"],
-    ["services"],
+    ["services", "registry"],
     ["cron", "ingress"],
     ["api"],
     ["daemon"],

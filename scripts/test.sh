@@ -12,9 +12,21 @@ scripts/setup.sh
 # etcd cluster (Debian's etcd-server) and ask it things with etcdctl. The
 # dashboard tests drive Debian's chromium with playwright-core (pinned by
 # tests/dashboard/package-lock.json; it downloads no browser).
+# The registry tests run Debian's docker-registry on loopback over TLS
+# (scripts/registry.sh) and push to it with skopeo and, for wasm artifacts,
+# the oras Python SDK (pinned by tests/registry/requirements.txt).
 . scripts/need.sh
 need redis-server redis-server tmux tmux curl curl runc runc \
-  etcd etcd-server etcdctl etcd-client chromium chromium
+  etcd etcd-server etcdctl etcd-client chromium chromium \
+  docker-registry docker-registry htpasswd apache2-utils skopeo skopeo openssl openssl
+echo "== oras and cryptography (pinned) for the registry tests"
+venv=target/registry-venv
+if ! cmp -s tests/registry/requirements.txt "$venv/.installed"; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/registry/requirements.txt
+  cp tests/registry/requirements.txt "$venv/.installed"
+fi
 echo "== playwright-core for the dashboard tests"
 (cd tests/dashboard && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 

@@ -18,6 +18,7 @@ mod dns;
 mod lifecycle;
 mod monitoring;
 mod readme;
+mod registries;
 mod stacks;
 mod tenants;
 mod toolchains;

@@ -110,6 +110,20 @@ impl Client {
         self.finish(response)
     }
 
+    /// `PUT path` with a JSON body.
+    pub fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let response = self
+            .agent
+            .put(self.url(path))
+            .header("Authorization", self.auth())
+            .send_json(body);
+        self.finish(response)
+    }
+
     /// `PUT path` with raw bytes.
     pub fn put_bytes<T: DeserializeOwned>(&self, path: &str, bytes: &[u8]) -> anyhow::Result<T> {
         let response = self

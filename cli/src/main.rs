@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 use commands::env::EnvCommand;
 use commands::logs::EventsArgs;
 use commands::node::NodeCommand;
+use commands::registry::RegistryCommand;
 use commands::run::RunArgs;
 use commands::stack::StackCommand;
 use commands::svc::ServiceCommand;
@@ -120,6 +121,17 @@ Examples:
     )]
     Node(NodeCommand),
 
+    /// Logins for OCI registries, used when code is deployed from them.
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  mesh registry login ghcr.io --username octocat --password-stdin < token.txt
+  mesh registry ls
+  mesh registry logout ghcr.io"
+    )]
+    Registry(RegistryCommand),
+
     /// Show what happened: instances started, exited, out of memory; cron
     /// runs; deploys; publishes.
     #[command(
@@ -160,6 +172,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => commands::run::run(&client, args),
         Command::Env(command) => commands::env::run(&client, &out, command),
         Command::Node(command) => commands::node::run(&client, &out, command),
+        Command::Registry(command) => commands::registry::run(&client, &out, command),
         Command::Stack(command) => commands::stack::run(&client, &out, command),
     }
 }

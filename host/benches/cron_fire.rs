@@ -82,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
         current: 1,
         components: components.clone(),
         images: Default::default(),
+        sources: Default::default(),
         next_version: 2,
         created_at: now,
     };
@@ -90,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
         digest: Version::bundle_digest(&components),
         components,
         images: Default::default(),
+        sources: Default::default(),
         reason: "bench".into(),
         created_at: now,
     };

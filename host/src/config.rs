@@ -103,6 +103,21 @@ pub struct DaemonConfig {
     /// Where the other hosts of a cluster reach this one's API
     /// (`host:port`); the API's own address when `None`.
     pub advertise: Option<String>,
+    /// The key sealed values (registry passwords) are sealed with; the
+    /// data directory's own `sealing.key` when `None`.
+    pub sealing_key: Option<PathBuf>,
+    /// How registries are reached: private CAs, plain-HTTP registries.
+    pub registries: RegistrySettings,
+}
+
+/// How the daemon reaches OCI registries: operator settings.
+#[derive(Clone, Debug, Default)]
+pub struct RegistrySettings {
+    /// Certificates (PEM files) of private CAs registries' certificates
+    /// may chain to, besides the system's.
+    pub ca_files: Vec<PathBuf>,
+    /// Registries spoken to over plain HTTP (`HOST[:PORT]`).
+    pub insecure: Vec<String>,
 }
 
 /// A host's name when none is given and the machine has none.
@@ -195,6 +210,8 @@ impl Default for DaemonConfig {
             store: StoreConfig::Embedded,
             node: DEFAULT_NODE.to_string(),
             advertise: None,
+            sealing_key: None,
+            registries: Default::default(),
         }
     }
 }

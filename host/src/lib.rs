@@ -10,14 +10,16 @@
 //! daemon               wires everything; the converge loop (store -> services, cron)
 //! api                  the HTTP/JSON control API
 //! cron, ingress        schedules, jobs, run history; public HTTP(S) listeners
-//! services             supervisor, slots, pools, rollouts, names, routes, sessions
+//! services, registry   supervisor, slots, pools, rollouts, names, routes, sessions;
+//!                      code pulled from OCI registries, pinned by digest
 //! runtime, container   wasmtime alone: engine, code cache, stores, limits, hooks;
 //!                      OCI images run through youki: images, bundles, shim, network
 //! store, telemetry,    desired state over a KV (SQLite, etcd); logs, events,
 //!   content            metrics, the disk writer; code kept by digest: blobs,
 //!                      unpacked files and images, and their collection
 //! config               the daemon's settings, built once from flags
-//! model, auth          the words of DESIGN.md as types; API tokens
+//! model, auth, sealed  the words of DESIGN.md as types; API tokens; values
+//!                      sealed under a key kept outside the store
 //! ```
 //!
 //! Data flows one way: the control API (`api`) writes desired state to the
@@ -45,7 +47,9 @@ pub mod cron;
 pub mod daemon;
 pub mod ingress;
 pub mod model;
+pub mod registry;
 pub mod runtime;
+pub mod sealed;
 pub mod services;
 pub mod store;
 pub mod telemetry;

@@ -7,6 +7,7 @@
 pub mod etcd;
 pub mod inproc;
 pub mod oci;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

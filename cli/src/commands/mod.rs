@@ -8,6 +8,7 @@ pub mod env;
 pub mod logs;
 pub mod ls;
 pub mod node;
+pub mod registry;
 pub mod run;
 pub mod stack;
 pub mod svc;

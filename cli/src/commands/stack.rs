@@ -26,9 +26,19 @@ instance sees it read-only at / (at most 64 MiB; no symlinks out of it).
 A new version is made only when some component's digest changed, and only
 the services whose component changed restart, one instance at a time.
 
+Code can also come from an OCI registry: a reference HOST[:PORT]/REPO:TAG
+or HOST/REPO@sha256:DIGEST (a word that names no file or directory, whose
+first part has a dot or a port) is pulled by the daemon, with this
+environment's login for that registry (`mesh registry login`). The tag is
+resolved once, now: the version keeps the digest, and rollbacks, restarts
+and other hosts use that digest. A WebAssembly component artifact (as wkg
+and wash push it) becomes a component; an image becomes an image.
+
 Examples:
   mesh stack deploy app ./build        ./build/*.wasm, and ./build/files/ if there
-  mesh stack deploy finance payments.wasm")]
+  mesh stack deploy finance payments.wasm
+  mesh stack deploy app ghcr.io/acme/app:1.4          component `app`
+  mesh stack deploy boxes 127.0.0.1:5000/busybox:1.36 --name busybox")]
     Deploy(DeployArgs),
 
     /// List a stack's kept versions, newest first.
@@ -61,11 +71,12 @@ pub fn run(client: &Client, out: &Out, command: StackCommand) -> anyhow::Result<
 pub struct DeployArgs {
     /// Stack to deploy to.
     pub stack: String,
-    /// A directory of .wasm files (and image tars), one .wasm file, or one
-    /// container image: an OCI image layout directory, an oci-archive tar
-    /// or a `docker save` tar.
+    /// A directory of .wasm files (and image tars), one .wasm file, one
+    /// container image (an OCI image layout directory, an oci-archive tar
+    /// or a `docker save` tar), or a registry reference.
     pub path: PathBuf,
-    /// The component name of an image (default: its file or folder name).
+    /// The component name of an image or a reference (default: its file
+    /// or folder name, or the repository's last part).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 }
@@ -89,6 +100,10 @@ pub struct RollbackArgs {
 
 /// `mesh stack deploy`.
 pub fn deploy(client: &Client, out: &Out, args: DeployArgs) -> anyhow::Result<()> {
+    let text = args.path.to_string_lossy().to_string();
+    if !args.path.exists() && mesh_host::registry::is_reference(&text) {
+        return deploy_reference(client, out, &args.stack, &text, args.name);
+    }
     let mut components = BTreeMap::new();
     let replace = if is_image(&args.path) {
         // One image: a component added to (or replaced in) the bundle.
@@ -118,12 +133,73 @@ pub fn deploy(client: &Client, out: &Out, args: DeployArgs) -> anyhow::Result<()
     let request = DeployRequest {
         components,
         replace,
+        pull: BTreeMap::new(),
     };
     let result: DeployResult = client.post(
         &format!("/v1/stacks/{}/deploy", encode(&args.stack)),
         &request,
     )?;
     out.print(&result, || print_deploy(&result))
+}
+
+/// `mesh stack deploy S REF`: the daemon pulls.
+fn deploy_reference(
+    client: &Client,
+    out: &Out,
+    stack: &str,
+    reference: &str,
+    name: Option<String>,
+) -> anyhow::Result<()> {
+    let name = match name {
+        Some(name) => name,
+        None => component_of(reference)?,
+    };
+    let request = DeployRequest {
+        components: BTreeMap::new(),
+        replace: false,
+        pull: BTreeMap::from([(name, reference.to_string())]),
+    };
+    let result: DeployResult =
+        client.post(&format!("/v1/stacks/{}/deploy", encode(stack)), &request)?;
+    out.print(&result, || {
+        for p in &result.pulled {
+            println!(
+                "Pulled {} ({}) as component {}: {} blobs fetched, {} already here",
+                p.reference, p.digest, p.name, p.fetched, p.cached
+            );
+        }
+        if !result.created {
+            let digest = result.pulled.first().map_or("", |p| p.digest.as_str());
+            println!(
+                "{} is already at {digest} (v{}); nothing changed",
+                result.stack, result.version.number
+            );
+            return;
+        }
+        print_deploy(&result)
+    })
+}
+
+/// The component a reference deploys as: its repository's last part,
+/// e.g. `app` for `ghcr.io/acme/app:1.4`.
+fn component_of(reference: &str) -> anyhow::Result<String> {
+    let path = reference.split('@').next().unwrap_or(reference);
+    let last = path.rsplit('/').next().unwrap_or(path);
+    let repo = last.split(':').next().unwrap_or(last);
+    let name: String = repo
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        bail!("cannot name a component after {reference}: give --name");
+    }
+    Ok(name)
 }
 
 fn print_deploy(result: &DeployResult) {

@@ -26,6 +26,22 @@ pub struct UpArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
 
+    /// The 32-byte key registry passwords are sealed with, kept outside
+    /// the state store [default: DATA/sealing.key, made at first start].
+    /// Every host of a cluster must be given the same file.
+    #[arg(long, value_name = "FILE")]
+    pub sealing_key: Option<std::path::PathBuf>,
+
+    /// A private CA's certificate (PEM) that registries' certificates may
+    /// chain to, besides the system's; repeat for more.
+    #[arg(long, value_name = "FILE")]
+    pub registry_ca: Vec<std::path::PathBuf>,
+
+    /// A registry to speak plain HTTP to (HOST[:PORT]); repeat for more.
+    /// Off by default: every other registry is HTTPS only.
+    #[arg(long, value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+
     /// A directory of compiled code shared with other daemons on this
     /// machine: read when this daemon's cache lacks code, filled after
     /// each compile, never cleaned by the daemon. Trust it like the data
@@ -177,6 +193,18 @@ pub fn up(data_dir: Option<std::path::PathBuf>, args: UpArgs) -> anyhow::Result<
             None => mesh_host::config::default_node(),
         },
         advertise: args.advertise,
+        sealing_key: args.sealing_key,
+        registries: mesh_host::config::RegistrySettings {
+            ca_files: args.registry_ca,
+            insecure: args
+                .insecure_registry
+                .iter()
+                .map(|h| {
+                    mesh_host::registry::check_host(h)
+                        .map_err(|e| anyhow::anyhow!("--insecure-registry: {e}"))
+                })
+                .collect::<anyhow::Result<_>>()?,
+        },
         ..mesh_host::DaemonConfig::default()
     };
     // wasmtime makes an error each time a store with a component ends, and

@@ -24,7 +24,9 @@ mod endpoints;
 mod envs;
 pub mod here;
 mod nodes;
+mod pulls;
 mod quotas;
+mod registries;
 mod restart;
 mod run;
 mod services;
@@ -97,6 +99,10 @@ pub struct ApiState {
     /// The ports the ingress listens on, so endpoints show as URLs that
     /// answer.
     pub ingress: IngressPorts,
+    /// Seals and opens registry passwords.
+    pub sealer: Arc<crate::sealed::Sealer>,
+    /// Pulls code from OCI registries.
+    pub registries: Arc<crate::registry::Registries>,
 }
 
 /// The ports of this host's ingress listeners.
@@ -215,6 +221,15 @@ impl ApiError {
     pub fn forbidden(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::FORBIDDEN,
+            message: message.into(),
+        }
+    }
+
+    /// 502: a server the daemon needed (a registry) failed or could not
+    /// be reached.
+    pub fn bad_gateway(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_GATEWAY,
             message: message.into(),
         }
     }
@@ -341,6 +356,11 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/nodes/{name}/drain", post(nodes::drain))
         .route("/v1/nodes/{name}/resume", post(nodes::resume))
+        .route("/v1/registries", get(registries::list))
+        .route(
+            "/v1/registries/{host}",
+            put(registries::login).delete(registries::logout),
+        )
         .route("/v1/stacks", get(stacks::list))
         .route("/v1/stacks/{stack}/deploy", post(stacks::deploy))
         .route("/v1/stacks/{stack}/versions", get(stacks::versions))

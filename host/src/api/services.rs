@@ -64,7 +64,22 @@ pub(super) async fn list(
         .map(|s| view(&state, s))
         .collect();
     with_other_hosts(&state, &caller.env, &mut views).await;
+    with_sources(&state, &caller.env, &mut views).await?;
     Ok(Json(views))
+}
+
+/// Says, for each service whose component was pulled from a registry,
+/// the reference and the digest it resolved to.
+async fn with_sources(state: &ApiState, env: &str, views: &mut [ServiceView]) -> ApiResult<()> {
+    let stacks = state.store.stacks(env).await?;
+    for view in views.iter_mut() {
+        let component = view.command.first().map(String::as_str).unwrap_or("");
+        view.source = stacks
+            .iter()
+            .find(|s| s.value.name == view.stack)
+            .and_then(|s| s.value.sources.get(component).cloned());
+    }
+    Ok(())
 }
 
 /// Adds the instances the other hosts of a cluster run to `views`.
@@ -145,6 +160,7 @@ pub(super) async fn show(
     let key = ServiceKey::of(&found.value);
     let mut views = [view(&state, found.value)];
     with_other_hosts(&state, &caller.env, &mut views).await;
+    with_sources(&state, &caller.env, &mut views).await?;
     let [mut view] = views;
     view.called_by = state
         .supervisor
@@ -497,7 +513,9 @@ async fn plan_code(
         require_blob(state, &service.env, &component.digest).await?;
         let mut components = change.stack.components.clone();
         components.insert(component.name.clone(), component.digest.clone());
-        change.set_components(components, "upload", &|d| state.code.is_image(d));
+        let mut sources = change.stack.sources.clone();
+        sources.remove(&component.name);
+        change.set_components(components, sources, "upload", &|d| state.code.is_image(d));
     }
     resolve(state, &change.stack, service, &service.command).map(|(digest, _)| digest)
 }
@@ -600,6 +618,7 @@ pub(super) fn view(state: &ApiState, service: Service) -> ServiceView {
         kind: kind.to_string(),
         restarted_at: service.restarted_at,
         called_by: Vec::new(),
+        source: None,
         name: service.name,
         stack: service.stack,
         command: service.command,

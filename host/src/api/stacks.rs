@@ -12,10 +12,12 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use chrono::Utc;
 
-use super::wire::{DeployRequest, DeployResult, RollbackRequest, StackView, VersionView};
+use super::wire::{
+    DeployRequest, DeployResult, PulledView, RollbackRequest, StackView, VersionView,
+};
 use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::model::{
-    validate_component_name, validate_name, Digest, Service, Stack, Version, FILES_ENTRY,
+    validate_component_name, validate_name, Digest, Service, Source, Stack, Version, FILES_ENTRY,
 };
 use crate::services::spec::resolve_command;
 use crate::store::{encode, key, Compare, Txn};
@@ -38,6 +40,7 @@ pub(super) async fn list(
             name: s.value.name,
             version: s.value.current,
             components: s.value.components,
+            sources: s.value.sources,
         })
         .collect();
     Ok(Json(views))
@@ -51,7 +54,7 @@ pub(super) async fn deploy(
     Json(request): Json<DeployRequest>,
 ) -> ApiResult<Json<DeployResult>> {
     validate_name("stack", &stack).map_err(ApiError::bad_request)?;
-    if request.components.is_empty() {
+    if request.components.is_empty() && request.pull.is_empty() {
         return Err(ApiError::bad_request(
             "a deploy needs at least one component",
         ));
@@ -70,19 +73,45 @@ pub(super) async fn deploy(
             )));
         }
     }
+    // Pulled before anything changes: a failed pull leaves the running
+    // version as it was.
+    let pulled = super::pulls::pull_all(&state, &caller, &request.pull).await?;
     let mut change = StackChange::load(&state, &caller.env, &stack).await?;
-    let mut components = if request.replace {
-        BTreeMap::new()
+    let (mut components, mut sources) = if request.replace {
+        (BTreeMap::new(), BTreeMap::new())
     } else {
-        change.stack.components.clone()
+        (
+            change.stack.components.clone(),
+            change.stack.sources.clone(),
+        )
     };
+    for name in request.components.keys() {
+        sources.remove(name);
+    }
     components.extend(request.components);
-    apply_and_commit(
+    let mut reason = "deploy".to_string();
+    for kept in &pulled {
+        components.insert(kept.name.clone(), kept.digest.clone());
+        sources.insert(kept.name.clone(), kept.source.clone());
+        reason = format!("{reason} {}", kept.source.reference);
+    }
+    let Json(mut result) = apply_and_commit(
         &state,
         &caller.env,
-        change.set_components(components, "deploy", &|d| state.code.is_image(d)),
+        change.set_components(components, sources, &reason, &|d| state.code.is_image(d)),
     )
-    .await
+    .await?;
+    result.pulled = pulled
+        .into_iter()
+        .map(|k| PulledView {
+            name: k.name,
+            reference: k.source.reference,
+            digest: k.source.digest,
+            fetched: k.fetched,
+            cached: k.cached,
+        })
+        .collect();
+    Ok(Json(result))
 }
 
 /// `GET /v1/stacks/{stack}/versions`: kept versions, newest first.
@@ -149,10 +178,13 @@ pub(super) async fn rollback(
     }
     let reason = format!("rollback to v{}", target.number);
     let components = target.components.clone();
+    // The code of an old version is pinned by digest: a rollback pulls
+    // nothing and resolves no tag.
+    let sources = target.sources.clone();
     apply_and_commit(
         &state,
         &caller.env,
-        change.set_components(components, &reason, &|d| state.code.is_image(d)),
+        change.set_components(components, sources, &reason, &|d| state.code.is_image(d)),
     )
     .await
 }
@@ -196,6 +228,7 @@ async fn apply_and_commit(
         version: version_view(version, change.stack.current),
         created,
         restarting,
+        pulled: Vec::new(),
     }))
 }
 
@@ -233,6 +266,7 @@ impl StackChange {
                     current: 0,
                     components: BTreeMap::new(),
                     images: Default::default(),
+                    sources: BTreeMap::new(),
                     next_version: 1,
                     created_at: Utc::now(),
                 },
@@ -254,9 +288,12 @@ impl StackChange {
     pub fn set_components(
         &mut self,
         components: BTreeMap<String, Digest>,
+        mut sources: BTreeMap<String, Source>,
         reason: &str,
         is_image: &dyn Fn(&Digest) -> bool,
     ) -> &mut Self {
+        // A source is kept only for a component the bundle still has.
+        sources.retain(|name, _| components.contains_key(name));
         if components == self.stack.components && self.stack.current > 0 {
             return self;
         }
@@ -282,10 +319,12 @@ impl StackChange {
             digest: Version::bundle_digest(&components),
             components: components.clone(),
             images: images.clone(),
+            sources: sources.clone(),
             reason: format!("{reason}: {changes}"),
             created_at: Utc::now(),
         };
         self.stack.images = images;
+        self.stack.sources = sources;
         self.stack.components = components;
         self.stack.current = number;
         self.stack.next_version = number + 1;
@@ -468,6 +507,7 @@ fn version_view(v: Version, current: u64) -> VersionView {
         number: v.number,
         digest: v.digest,
         components: v.components,
+        sources: v.sources,
         reason: v.reason,
         created_at: v.created_at,
     }

@@ -128,6 +128,10 @@ pub struct ServiceView {
     /// recent first (only when one service is asked for).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub called_by: Vec<CallerView>,
+    /// Where its component came from, when it was pulled from a registry:
+    /// the reference and the digest it resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::model::Source>,
 }
 
 /// `GET /v1/whoami`: whom the token speaks for.
@@ -178,6 +182,25 @@ pub struct DeployRequest {
     /// Whether these are the whole bundle (a directory) or replace only the
     /// components named (a single file).
     pub replace: bool,
+    /// Components the daemon pulls from registries, by name:
+    /// `HOST[:PORT]/REPO:TAG` or `HOST/REPO@sha256:...`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pull: BTreeMap<String, String>,
+}
+
+/// A component a deploy pulled.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PulledView {
+    /// Its name in the stack.
+    pub name: String,
+    /// The reference as given.
+    pub reference: String,
+    /// The manifest digest it resolved to.
+    pub digest: String,
+    /// Blobs fetched from the registry.
+    pub fetched: usize,
+    /// Blobs this host held already.
+    pub cached: usize,
 }
 
 /// What a deploy or rollback did.
@@ -191,6 +214,9 @@ pub struct DeployResult {
     pub created: bool,
     /// Services that restart because their component changed.
     pub restarting: Vec<String>,
+    /// What was pulled from registries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pulled: Vec<PulledView>,
 }
 
 /// `POST /v1/stacks/{stack}/rollback`.
@@ -209,6 +235,9 @@ pub struct VersionView {
     pub digest: Digest,
     /// Components by name.
     pub components: BTreeMap<String, Digest>,
+    /// Where components pulled from registries came from.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, crate::model::Source>,
     /// Why it was made.
     pub reason: String,
     /// When.
@@ -226,6 +255,9 @@ pub struct StackView {
     pub version: u64,
     /// Components of the current version.
     pub components: BTreeMap<String, Digest>,
+    /// Where its components pulled from registries came from.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, crate::model::Source>,
     /// Services in the stack.
     pub services: Vec<String>,
 }
@@ -502,4 +534,43 @@ pub struct HereInstances {
     /// For a cron job, the runs that host recorded, newest first.
     #[serde(default)]
     pub runs: Vec<Run>,
+}
+
+/// `PUT /v1/registries/{host}`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RegistryLoginRequest {
+    /// The user name.
+    pub username: String,
+    /// The password or access token.
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryLoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLoginRequest")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A registry login as `mesh registry ls` shows it: never its password.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegistryLoginView {
+    /// The registry, `HOST[:PORT]`.
+    pub host: String,
+    /// The user name.
+    pub username: String,
+    /// When it was kept.
+    pub created_at: DateTime<Utc>,
+}
+
+impl RegistryLoginView {
+    /// What may be shown of a login.
+    pub fn of(login: &crate::registry::Login) -> RegistryLoginView {
+        RegistryLoginView {
+            host: login.host.clone(),
+            username: login.username.clone(),
+            created_at: login.created_at,
+        }
+    }
 }

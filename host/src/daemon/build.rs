@@ -54,6 +54,10 @@ pub struct Host {
     pub(super) scheduler: Arc<Scheduler>,
     /// The control API, the ingress and HTTPS, bound.
     pub(super) listeners: Listeners,
+    /// Seals registry passwords under a key kept outside the store.
+    pub(super) sealer: Arc<crate::sealed::Sealer>,
+    /// Pulls code from OCI registries.
+    pub(super) registries: Arc<crate::registry::Registries>,
 }
 
 impl Host {
@@ -86,7 +90,17 @@ impl Host {
         let histories = Arc::new(Histories::new(&data_dir, writer.clone()));
         let scheduler = Arc::new(Scheduler::new(supervisor.clone(), histories));
         let listeners = listen::bind(&config).await?;
+        let sealer = Arc::new(crate::sealed::Sealer::open(
+            &data_dir,
+            config.sealing_key.as_deref(),
+        )?);
+        let registries = Arc::new(crate::registry::Registries::open(
+            &data_dir,
+            config.registries.clone(),
+        )?);
         Ok(Host {
+            sealer,
+            registries,
             clustered: matches!(config.store, StoreConfig::Etcd(_)),
             config,
             lock,

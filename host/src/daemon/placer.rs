@@ -267,6 +267,7 @@ mod tests {
             current: 1,
             components: [("app".into(), app.clone()), ("box".into(), image.clone())].into(),
             images: [image.clone()].into(),
+            sources: Default::default(),
             next_version: 2,
             created_at: chrono::Utc::now(),
         }

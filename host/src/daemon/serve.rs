@@ -311,6 +311,8 @@ impl Host {
             node,
             clustered: self.clustered,
             others: cluster.map(|c| c.others),
+            sealer: self.sealer.clone(),
+            registries: self.registries.clone(),
             ingress: api::IngressPorts {
                 http: self.listeners.http.local_addr().ok().map(|a| a.port()),
                 https: self.listeners.https_port().ok().flatten(),

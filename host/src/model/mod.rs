@@ -41,5 +41,5 @@ pub use run::{Run, RunStatus, RunTrigger};
 pub use service::{
     dns_name, Service, ServiceKey, ServiceType, DEFAULT_STOP_TIMEOUT, MAX_STOP_TIMEOUT,
 };
-pub use stack::{validate_component_name, Stack, Version, FILES_ENTRY};
+pub use stack::{validate_component_name, Source, Stack, Version, FILES_ENTRY};
 pub use values::*;

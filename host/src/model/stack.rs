@@ -47,6 +47,10 @@ pub struct Stack {
     /// yet (or the placer) knows what it is.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub images: BTreeSet<Digest>,
+    /// Where components pulled from a registry came from (the current
+    /// version's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, Source>,
     /// Number the next version will get.
     pub next_version: u64,
     /// When the stack was first named.
@@ -65,10 +69,41 @@ pub struct Version {
     /// Which of them are container images.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub images: BTreeSet<Digest>,
+    /// Where components pulled from a registry came from, pinned to the
+    /// manifest digests their references resolved to at deploy.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, Source>,
     /// Why this version exists ("deploy", "add component app", "rollback to v2").
     pub reason: String,
     /// When it was made.
     pub created_at: DateTime<Utc>,
+}
+
+/// Where a component pulled from an OCI registry came from: the
+/// reference as given and the manifest digest it resolved to, once.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Source {
+    /// As the user gave it, e.g. `ghcr.io/acme/web:1.4`.
+    pub reference: String,
+    /// The manifest it resolved to, `sha256:...`.
+    pub digest: String,
+}
+
+impl Source {
+    /// The reference pinned to its digest, `HOST/REPO@sha256:...`: what a
+    /// host that lacks the code pulls, never the tag.
+    pub fn pinned(&self) -> String {
+        let name = match self.reference.split_once('@') {
+            Some((name, _)) => name,
+            None => self.reference.as_str(),
+        };
+        // A tag after the last `/` goes; a port before it stays.
+        let name = match name.rfind(':') {
+            Some(i) if !name[i..].contains('/') => &name[..i],
+            _ => name,
+        };
+        format!("{name}@{}", self.digest)
+    }
 }
 
 impl Version {

@@ -133,6 +133,14 @@ pub mod key {
     pub const ALL_STACKS: &str = "/stacks/";
     /// Every environment.
     pub const ALL_ENVS: &str = "/envs/";
+    /// An environment's login for a registry (its password sealed).
+    pub fn registry_login(env: &str, host: &str) -> String {
+        format!("/registry-logins/{env}/{host}")
+    }
+    /// Every registry login of an environment.
+    pub fn registry_logins(env: &str) -> String {
+        format!("/registry-logins/{env}/")
+    }
     /// A host of the cluster, kept under its lease while it lives.
     pub fn node(name: &str) -> String {
         format!("/nodes/{name}")

@@ -125,6 +125,15 @@ export function colHeads(...names) {
   return el("thead", null, el("tr", null, names.map((n) => el("th", { scope: "col" }, n))));
 }
 
+/** A table in its scrolling wrapper, with a caption for screen readers and column heads. */
+export function gridTable(attrs, caption, heads, body) {
+  return el(
+    "div",
+    { class: "table-wrap" },
+    el("table", attrs, el("caption", { class: "visually-hidden" }, caption), colHeads(...heads), body),
+  );
+}
+
 /**
  * An empty table row to fill by cell index: a row header of class head,
  * then one cell per entry of cells (a class, or the cell's attributes).

@@ -16,6 +16,7 @@ import {
   fill,
   fmtBytes,
   fmtCount,
+  gridTable,
   plural,
   refsOf,
   serviceHref,
@@ -360,16 +361,11 @@ function buildServices(page) {
   page.filter = el("select", { id: "service-filter" }, FILTERS.map(([v, label]) => el("option", { value: v }, label)));
   page.shown = el("p", { id: "services-shown", class: "muted", role: "status", "aria-live": "polite" });
   page.serviceBody = el("tbody");
-  page.serviceWrap = el(
-    "div",
-    { class: "table-wrap" },
-    el(
-      "table",
-      { id: "service-table", class: "grid services" },
-      el("caption", { class: "visually-hidden" }, "Services, one row each"),
-      colHeads("Service", "Stack", "Type", "Status", "Restarts", "Endpoints or schedule", "Message"),
-      page.serviceBody,
-    ),
+  page.serviceWrap = gridTable(
+    { id: "service-table", class: "grid services" },
+    "Services, one row each",
+    ["Service", "Stack", "Type", "Status", "Restarts", "Endpoints or schedule", "Message"],
+    page.serviceBody,
   );
   page.servicesEmpty = el("p", { class: "empty" }, "No services yet.");
   for (const control of [page.search, page.filter]) control.addEventListener("input", () => renderServices(page));

@@ -9,11 +9,11 @@ import {
   $,
   absTime,
   age,
-  colHeads,
   el,
   emptyRow,
   fill,
   fmtDuration,
+  gridTable,
   isHttpUrl,
   setAttr,
   setState,
@@ -91,16 +91,11 @@ export async function runAction(button, work) {
 
 export function instanceBlock() {
   const tbody = el("tbody");
-  const wrap = el(
-    "div",
-    { class: "table-wrap" },
-    el(
-      "table",
-      { class: "grid instances" },
-      el("caption", { class: "visually-hidden" }, "Instances"),
-      colHeads("Instance", "State", "Restarts", "Exit", "Age", "Node", "Version", "Message"),
-      tbody,
-    ),
+  const wrap = gridTable(
+    { class: "grid instances" },
+    "Instances",
+    ["Instance", "State", "Restarts", "Exit", "Age", "Node", "Version", "Message"],
+    tbody,
   );
   const empty = el("p", { class: "empty" }, "No instances.");
   return { node: el("div", { class: "instances-block" }, wrap, empty), wrap, tbody, empty };

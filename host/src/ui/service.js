@@ -17,6 +17,7 @@ import {
   fmtCommand,
   fmtDuration,
   fmtMiB,
+  gridTable,
   isHttpUrl,
   plural,
   servicePath,
@@ -346,16 +347,11 @@ function makeUnpublish(url) {
 function buildRuns(p) {
   p.nextRun = el("p", { id: "next-run" });
   p.runsBody = el("tbody");
-  p.runsWrap = el(
-    "div",
-    { class: "table-wrap" },
-    el(
-      "table",
-      { id: "runs", class: "grid" },
-      el("caption", { class: "visually-hidden" }, "Runs, newest first"),
-      colHeads("Run", "Trigger", "Status", "Started", "Duration", "Exit", "Message"),
-      p.runsBody,
-    ),
+  p.runsWrap = gridTable(
+    { id: "runs", class: "grid" },
+    "Runs, newest first",
+    ["Run", "Trigger", "Status", "Started", "Duration", "Exit", "Message"],
+    p.runsBody,
   );
   p.runsEmpty = el("p", { class: "empty" }, "No runs yet.");
   return el(

@@ -1,0 +1,290 @@
+//! Code deployed straight from a real OCI registry (Debian's
+//! docker-registry on loopback, over TLS, with basic or token auth), pushed
+//! there by skopeo and oras: pinned by digest, logins sealed and kept per
+//! environment, failures in one line that change nothing.
+
+use std::io::Write as _;
+use std::process::Stdio;
+
+use crate::support::registry::{Auth, Registry};
+use crate::support::{self, app_wasm, parse, variant, Daemon};
+use mesh_host::api::wire::{RegistryLoginView, ServiceView, StackView, VersionView};
+
+/// A daemon that trusts `registry`'s CA.
+fn daemon_for(registry: &Registry) -> Daemon {
+    Daemon::start_with(&["--registry-ca", registry.ca().to_str().unwrap()])
+}
+
+/// `mesh registry login ADDR --username USER --password-stdin` as the
+/// holder of `token` (the operator's when `None`), the password on stdin.
+fn login(
+    d: &Daemon,
+    token: Option<&str>,
+    registry: &Registry,
+    user: &str,
+    password: &str,
+) -> std::process::Output {
+    let mut cmd = d.mesh_cmd(&[
+        "registry",
+        "login",
+        &registry.address,
+        "--username",
+        user,
+        "--password-stdin",
+    ]);
+    if let Some(token) = token {
+        cmd.env("MESH_TOKEN", token)
+            .env("MESH_API_URL", d.info["api_url"].as_str().unwrap());
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn versions(d: &Daemon, stack: &str) -> Vec<VersionView> {
+    parse(&d.ok(&["stack", "versions", stack, "--json"]))
+}
+
+#[test]
+fn a_component_from_a_registry_serves_and_stays_pinned_to_its_digest() {
+    let registry = Registry::start(Auth::Basic);
+    let v1 = registry.push_wasm(&app_wasm(), "team/app:v1");
+    let d = daemon_for(&registry);
+    let reference = registry.reference("team/app:v1");
+
+    // Anonymous: the registry wants a login, and nothing is made.
+    let err = d.fails(&["stack", "deploy", "app", &reference]);
+    assert!(
+        err.contains(&reference)
+            && err.contains("wants a login")
+            && err.contains("mesh registry login"),
+        "{err}"
+    );
+    // A wrong password is refused as such.
+    let out = login(&d, None, &registry, "alice", "not-the-password");
+    assert!(out.status.success(), "{out:?}");
+    let err = d.fails(&["stack", "deploy", "app", &reference]);
+    assert!(err.contains("refused this environment's login"), "{err}");
+    let stacks: Vec<StackView> = parse(&d.ok(&["stack", "ls", "--json"]));
+    assert!(
+        stacks.iter().all(|s| s.name != "app"),
+        "a failed pull made a stack"
+    );
+
+    let password = registry.password("alice");
+    let out = login(&d, None, &registry, "alice", &password);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("Logged in to") && !said.contains(&password),
+        "{said}"
+    );
+    let logins: Vec<RegistryLoginView> = parse(&d.ok(&["registry", "ls", "--json"]));
+    assert_eq!(logins.len(), 1);
+    assert_eq!(logins[0].username, "alice");
+    let listed = d.ok(&["registry", "ls"]);
+    assert!(!listed.contains(&password), "{listed}");
+    // Nothing in the state store reads back as the password.
+    let mut store = std::fs::read(d.data_dir().join("state.db")).unwrap();
+    if let Ok(wal) = std::fs::read(d.data_dir().join("state.db-wal")) {
+        store.extend(wal);
+    }
+    assert!(
+        !store
+            .windows(password.len())
+            .any(|w| w == password.as_bytes()),
+        "the password is in the state store"
+    );
+
+    let out = d.ok(&["stack", "deploy", "app", &reference]);
+    assert!(
+        out.contains(&format!("Pulled {reference} ({v1}) as component app")),
+        "{out}"
+    );
+    d.create_service("web", &[], &["app", "server"]);
+    d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    support::wait_until(std::time::Duration::from_secs(20), "web answers", || {
+        d.get("www.localhost", "/").status == 200
+    });
+    let stacks: Vec<StackView> = parse(&d.ok(&["stack", "ls", "--json"]));
+    let app = stacks.iter().find(|s| s.name == "app").unwrap();
+    assert_eq!(app.sources["app"].reference, reference);
+    assert_eq!(app.sources["app"].digest, v1);
+    let web: Vec<ServiceView> = parse(&d.ok(&["svc", "ls", "web", "--json"]));
+    assert_eq!(web[0].source.as_ref().unwrap().digest, v1);
+    // The component's digest is its layer's: the same as uploading it.
+    assert_eq!(
+        app.components["app"].as_str(),
+        support::oci::sha256(&std::fs::read(app_wasm()).unwrap())
+    );
+
+    // The same reference again: resolved again, the same digest, no new version.
+    let out = d.ok(&["stack", "deploy", "app", &reference]);
+    assert!(
+        out.contains(&format!("app is already at {v1} (v1); nothing changed")),
+        "{out}"
+    );
+    assert_eq!(versions(&d, "app").len(), 1);
+
+    // The tag moves to a new build: a deploy makes v2 with the new digest.
+    let build2 = variant(&app_wasm(), &d.scratch(), "app", "v2");
+    let v2 = registry.push_wasm(&build2, "team/app:v1");
+    assert_ne!(v1, v2);
+    let out = d.ok(&["stack", "deploy", "app", &reference]);
+    assert!(
+        out.contains(&format!("({v2})")) && out.contains("Deployed app v2"),
+        "{out}"
+    );
+    let list = versions(&d, "app");
+    assert_eq!(list[0].sources["app"].digest, v2);
+    assert!(list[0].reason.contains(&reference), "{}", list[0].reason);
+
+    // The old digest has no tag now; a rollback uses the digest the
+    // version kept and asks the registry nothing.
+    let asked = registry.requests();
+    d.ok(&["stack", "rollback", "app", "--to", "1"]);
+    let list = versions(&d, "app");
+    assert_eq!(list[0].number, 3);
+    assert_eq!(list[0].sources["app"].digest, v1);
+    assert_eq!(registry.requests(), asked, "a rollback asked the registry");
+    support::wait_until(std::time::Duration::from_secs(20), "web on v3", || {
+        d.service("web")
+            .is_some_and(|s| s.instances.iter().all(|i| i.version == 3))
+    });
+    assert_eq!(d.get("www.localhost", "/").status, 200);
+
+    // Logging out makes pulls anonymous again.
+    d.ok(&["registry", "logout", &registry.address]);
+    let err = d.fails(&["stack", "deploy", "app", &reference]);
+    assert!(err.contains("wants a login"), "{err}");
+    let err = d.fails(&["registry", "logout", &registry.address]);
+    assert!(err.contains("no login for registry"), "{err}");
+}
+
+#[test]
+fn a_failed_pull_says_why_in_one_line_and_changes_nothing() {
+    let registry = Registry::start(Auth::Basic);
+    registry.push_wasm(&app_wasm(), "team/app:v1");
+    let d = daemon_for(&registry);
+    let out = login(&d, None, &registry, "alice", &registry.password("alice"));
+    assert!(out.status.success(), "{out:?}");
+    d.ok(&["stack", "deploy", "app", &registry.reference("team/app:v1")]);
+    d.create_service("worker", &[], &["app", "queue"]);
+    let before = versions(&d, "app");
+
+    let err = d.fails(&[
+        "stack",
+        "deploy",
+        "app",
+        &registry.reference("team/app:nope"),
+    ]);
+    assert!(
+        err.contains("team/app:nope") && err.contains("not found"),
+        "{err}"
+    );
+    let err = d.fails(&[
+        "stack",
+        "deploy",
+        "app",
+        &registry.reference("team/missing:v1"),
+    ]);
+    assert!(err.contains("not found"), "{err}");
+    let digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let err = d.fails(&[
+        "stack",
+        "deploy",
+        "app",
+        &format!("{}@{digest}", registry.reference("team/app")),
+    ]);
+    assert!(err.contains("not found"), "{err}");
+    // Nothing listens there: the pull tries a few times, then says so.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let err = d.fails(&[
+        "stack",
+        "deploy",
+        "app",
+        &format!("127.0.0.1:{port}/team/app:v1"),
+    ]);
+    assert!(
+        err.contains("cannot reach 127.0.0.1:") && err.contains("3 tries"),
+        "{err}"
+    );
+    // A registry whose certificate chains to no CA the daemon trusts.
+    let stranger = Daemon::start();
+    let err = stranger.fails(&["stack", "deploy", "app", &registry.reference("team/app:v1")]);
+    assert!(
+        err.contains("cannot reach") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+
+    assert_eq!(
+        versions(&d, "app"),
+        before,
+        "a failed pull changed the stack"
+    );
+    assert!(d.service("worker").is_some_and(|s| s.version == 1));
+}
+
+#[test]
+fn one_environments_login_never_serves_another_with_token_auth() {
+    let registry = Registry::start(Auth::Token);
+    let digest = registry.push_wasm(&app_wasm(), "team/app:v1");
+    let d = daemon_for(&registry);
+    let acme = d.new_env("acme", &[]);
+    let globex = d.new_env("globex", &[]);
+    let reference = registry.reference("team/app:v1");
+
+    let out = login(
+        &d,
+        Some(&acme),
+        &registry,
+        "alice",
+        &registry.password("alice"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = d.ok_as(&acme, &["stack", "deploy", "app", &reference]);
+    assert!(out.contains(&format!("({digest})")), "{out}");
+    assert!(
+        registry.issuer_log().contains("user=alice"),
+        "{}",
+        registry.issuer_log()
+    );
+
+    // globex has no login: the registry's token issuer gives it nothing,
+    // and acme's login (or a token it earned) is never used for it.
+    let out = d.mesh_as(&globex, &["stack", "deploy", "app", &reference]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("wants a login"),
+        "{err}"
+    );
+    let logins: Vec<RegistryLoginView> = parse(&d.ok_as(&globex, &["registry", "ls", "--json"]));
+    assert!(logins.is_empty(), "globex sees acme's login");
+    // A wrong password for bob: refused by the token issuer.
+    let out = login(&d, Some(&globex), &registry, "bob", "wrong");
+    assert!(out.status.success());
+    let out = d.mesh_as(&globex, &["stack", "deploy", "app", &reference]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused this environment's login"), "{err}");
+    let out = login(
+        &d,
+        Some(&globex),
+        &registry,
+        "bob",
+        &registry.password("bob"),
+    );
+    assert!(out.status.success());
+    d.ok_as(&globex, &["stack", "deploy", "app", &reference]);
+    assert!(
+        registry.issuer_log().contains("user=bob"),
+        "{}",
+        registry.issuer_log()
+    );
+}
