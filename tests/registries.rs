@@ -288,3 +288,123 @@ fn one_environments_login_never_serves_another_with_token_auth() {
         registry.issuer_log()
     );
 }
+
+#[test]
+fn images_from_a_registry_run_and_share_their_blobs() {
+    let registry = Registry::start(Auth::Basic);
+    let oci = registry.push_image(
+        &std::path::PathBuf::from(support::image("busybox.tar")),
+        "base/busybox:1",
+    );
+    let docker = registry.push_image(
+        &std::path::PathBuf::from(support::image("busybox-docker.tar")),
+        "docker/busybox:1",
+    );
+    let node = registry.push_image(
+        &std::path::PathBuf::from(support::image("node-image.tar")),
+        "team/node:20",
+    );
+    let d = Daemon::start_process_with(&["--registry-ca", registry.ca().to_str().unwrap()]);
+    let out = login(&d, None, &registry, "alice", &registry.password("alice"));
+    assert!(out.status.success(), "{out:?}");
+
+    // An OCI image: a worker, and a web service published on its $PORT.
+    let out = d.ok(&[
+        "stack",
+        "deploy",
+        "boxes",
+        &registry.reference("base/busybox:1"),
+    ]);
+    assert!(
+        out.contains(&format!("({oci}) as component busybox")),
+        "{out}"
+    );
+    let fetched = registry.blob_gets("base/busybox");
+    assert!(fetched >= 2, "config and layer: {fetched}");
+    support::busybox_web_service(&d, 1);
+    support::wait_until(std::time::Duration::from_secs(30), "httpd answers", || {
+        d.get("www.localhost", "/").status == 200
+    });
+    let web: Vec<ServiceView> = parse(&d.ok(&["svc", "ls", "web", "--stack", "boxes", "--json"]));
+    assert_eq!(web[0].source.as_ref().unwrap().digest, oci);
+
+    // The same image under another name: every blob is here already, and
+    // the image is byte for byte the same code.
+    let out = d.ok(&[
+        "stack",
+        "deploy",
+        "more",
+        &registry.reference("base/busybox:1"),
+        "--name",
+        "box",
+    ]);
+    assert!(out.contains("0 blobs fetched, 2 already here"), "{out}");
+    assert_eq!(
+        registry.blob_gets("base/busybox"),
+        fetched,
+        "a cached blob was fetched again"
+    );
+    let stacks: Vec<StackView> = parse(&d.ok(&["stack", "ls", "--json"]));
+    let code =
+        |s: &str, c: &str| stacks.iter().find(|x| x.name == s).unwrap().components[c].clone();
+    assert_eq!(code("boxes", "busybox"), code("more", "box"));
+
+    // A Docker v2 schema 2 image (skopeo keeps docker-archive's format).
+    let out = d.ok(&[
+        "stack",
+        "deploy",
+        "dock",
+        &registry.reference("docker/busybox:1"),
+    ]);
+    assert!(out.contains(&format!("({docker})")), "{out}");
+    d.create_service(
+        "hi",
+        &["--stack", "dock"],
+        &[
+            "busybox",
+            "sh",
+            "-c",
+            "echo hi from the registry; sleep 600",
+        ],
+    );
+    support::wait_until(std::time::Duration::from_secs(30), "its line", || {
+        d.ok(&["svc", "logs", "-n", "hi", "--stack", "dock"])
+            .contains("hi from the registry")
+    });
+
+    // The seed's node cron job, from the registry (`node` names no
+    // component, so the stack's one image runs it).
+    d.ok(&[
+        "stack",
+        "deploy",
+        "mail",
+        &registry.reference("team/node:20"),
+        "--name",
+        "node-image",
+    ]);
+    d.create_service(
+        "emailsender",
+        &[
+            "--stack",
+            "mail",
+            "--schedule",
+            "@every 1s",
+            "-e",
+            "EMAILS_DUE=1",
+        ],
+        &["node", "send-emails.js"],
+    );
+    support::wait_until(
+        std::time::Duration::from_secs(30),
+        "a run sends its email",
+        || {
+            d.ok(&["svc", "logs", "-n", "emailsender", "--stack", "mail"])
+                .contains("sent email 1 of 1")
+        },
+    );
+    let stacks: Vec<StackView> = parse(&d.ok(&["stack", "ls", "--json"]));
+    assert_eq!(
+        stacks.iter().find(|s| s.name == "mail").unwrap().sources["node-image"].digest,
+        node
+    );
+}
