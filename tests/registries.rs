@@ -408,3 +408,62 @@ fn images_from_a_registry_run_and_share_their_blobs() {
         node
     );
 }
+
+#[test]
+fn services_name_registry_references_and_call_each_other_by_name() {
+    let registry = Registry::start(Auth::Basic);
+    let js = support::repo_root().join("guest-examples/target/other/jshello.wasm");
+    assert!(
+        js.is_file(),
+        "scripts/toolchains.sh builds {}",
+        js.display()
+    );
+    let js_digest = registry.push_wasm(&js, "team/jshello:1");
+    registry.push_wasm(&app_wasm(), "team/gateway:1");
+    let d = daemon_for(&registry);
+    let out = login(&d, None, &registry, "alice", &registry.password("alice"));
+    assert!(out.status.success(), "{out:?}");
+
+    // `svc create -- REF ARGV`: the reference names the code; the
+    // repository's last part names the component.
+    d.create_service("js", &[], &[&registry.reference("team/jshello:1")]);
+    d.create_service(
+        "gateway",
+        &[],
+        &[&registry.reference("team/gateway:1"), "server"],
+    );
+    d.ok(&["svc", "publish", "-n", "gateway", "--endpoint", "gw"]);
+    d.wait_running("gateway", 1);
+    let services: Vec<ServiceView> = parse(&d.ok(&["svc", "ls", "--json"]));
+    let js_view = services.iter().find(|s| s.name == "js").unwrap();
+    assert_eq!(js_view.command, ["jshello"]);
+    assert_eq!(js_view.source.as_ref().unwrap().digest, js_digest);
+    // The Rust gateway calls the JavaScript service by name.
+    support::wait_until(
+        std::time::Duration::from_secs(20),
+        "the call by name",
+        || {
+            d.get("gw.localhost", "/call?url=http%3A%2F%2Fapp-js%2F")
+                .body
+                == "status: 200\nhello from js\n"
+        },
+    );
+    let list = versions(&d, "app");
+    assert!(
+        list.iter().any(|v| v
+            .reason
+            .starts_with(&format!("pull {}", registry.reference("team/jshello:1")))),
+        "{list:?}"
+    );
+    // A bad reference in a command is one line, and nothing is made.
+    let err = d.fails(&[
+        "svc",
+        "create",
+        "-n",
+        "nope",
+        "--",
+        &registry.reference("team/none:1"),
+    ]);
+    assert!(err.contains("not found"), "{err}");
+    assert!(d.service("nope").is_none());
+}

@@ -103,6 +103,10 @@ def main():
             manifest_config=f"{config}:{CONFIG_TYPE}",
             disable_path_validation=True,
             quiet=True,
+            # A monolithic PUT of a large component (componentize-js makes
+            # 13 MB) is cut off by the registry over TLS; chunks are not.
+            do_chunked=True,
+            chunk_size=4 << 20,
         )
     if response.status_code != 201:
         sys.exit(f"push_wasm.py: manifest PUT answered {response.status_code}: {response.text}")

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context as _};
-use mesh_host::api::wire::ComponentRef;
+use mesh_host::api::wire::{ComponentRef, PullRef};
 use mesh_host::content::CodeInfo;
 use mesh_host::model::Digest;
 
@@ -16,20 +16,51 @@ use crate::client::Client;
 pub fn resolve_command(
     client: &Client,
     mut argv: Vec<String>,
-) -> anyhow::Result<(Vec<String>, Option<ComponentRef>)> {
+) -> anyhow::Result<(Vec<String>, Option<ComponentRef>, Option<PullRef>)> {
     let Some(first) = argv.first() else {
         bail!("a service needs a command after `--`, e.g. `-- app.wasm queue`");
     };
     let path = PathBuf::from(first);
+    // A word that names no file and reads as a reference: the daemon pulls.
+    if !path.exists() && mesh_host::registry::is_reference(first) {
+        let pull = PullRef {
+            name: component_of(first)?,
+            reference: first.clone(),
+        };
+        argv[0] = pull.name.clone();
+        return Ok((argv, None, Some(pull)));
+    }
     let component = if first.ends_with(".wasm") {
         upload(client, &path)?
     } else if (first.ends_with(".tar") || first.contains('/')) && is_image(&path) {
         upload_image(client, &path, None)?
     } else {
-        return Ok((argv, None));
+        return Ok((argv, None, None));
     };
     argv[0] = component.name.clone();
-    Ok((argv, Some(component)))
+    Ok((argv, Some(component), None))
+}
+
+/// The component a reference deploys as: its repository's last part,
+/// e.g. `app` for `ghcr.io/acme/app:1.4`.
+pub fn component_of(reference: &str) -> anyhow::Result<String> {
+    let path = reference.split('@').next().unwrap_or(reference);
+    let last = path.rsplit('/').next().unwrap_or(path);
+    let repo = last.split(':').next().unwrap_or(last);
+    let name: String = repo
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        bail!("cannot name a component after {reference}: give --name");
+    }
+    Ok(name)
 }
 
 /// Uploads one `.wasm` file; its stem names the component.

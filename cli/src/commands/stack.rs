@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use mesh_host::api::wire::{DeployRequest, DeployResult, RollbackRequest, StackView, VersionView};
 use mesh_host::model::FILES_ENTRY;
 
-use super::code::{bundle_files, is_image, upload, upload_files, upload_image};
+use super::code::{bundle_files, component_of, is_image, upload, upload_files, upload_image};
 use super::{encode, Out};
 use crate::client::Client;
 use crate::table::{age, Table};
@@ -178,28 +178,6 @@ fn deploy_reference(
         }
         print_deploy(&result)
     })
-}
-
-/// The component a reference deploys as: its repository's last part,
-/// e.g. `app` for `ghcr.io/acme/app:1.4`.
-fn component_of(reference: &str) -> anyhow::Result<String> {
-    let path = reference.split('@').next().unwrap_or(reference);
-    let last = path.rsplit('/').next().unwrap_or(path);
-    let repo = last.split(':').next().unwrap_or(last);
-    let name: String = repo
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if name.is_empty() {
-        bail!("cannot name a component after {reference}: give --name");
-    }
-    Ok(name)
 }
 
 fn print_deploy(result: &DeployResult) {

@@ -237,13 +237,14 @@ pub struct PublishArgs {
 
 /// `mesh svc create`.
 pub fn create(client: &Client, out: &Out, args: CreateArgs) -> anyhow::Result<()> {
-    let (command, component) = resolve_command(client, args.argv)?;
+    let (command, component, pull) = resolve_command(client, args.argv)?;
     let request = CreateService {
         stack: args.stack.stack,
         name: args.name,
         command,
         settings: args.settings,
         component,
+        pull,
     };
     let view: ServiceView = client.post("/v1/services", &request)?;
     if view.settings.schedule.is_some() {
@@ -281,13 +282,13 @@ pub fn create(client: &Client, out: &Out, args: CreateArgs) -> anyhow::Result<()
 /// `mesh svc update`.
 pub fn update(client: &Client, out: &Out, args: UpdateArgs) -> anyhow::Result<()> {
     let name = args.name.get()?;
-    let (command, component) = match args.command {
+    let (command, component, pull) = match args.command {
         Some(text) => {
             let words = split_words(&text)?;
-            let (command, component) = resolve_command(client, words)?;
-            (Some(command), component)
+            let (command, component, pull) = resolve_command(client, words)?;
+            (Some(command), component, pull)
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let changed = changes(&args.settings, &args.unset_env, command.as_deref());
     let request = UpdateService {
@@ -295,6 +296,7 @@ pub fn update(client: &Client, out: &Out, args: UpdateArgs) -> anyhow::Result<()
         settings: args.settings,
         unset_env: args.unset_env,
         component,
+        pull,
     };
     let view: ServiceView = client.patch(&service_path(&args.stack.stack, name), &request)?;
     out.print(&view, || {

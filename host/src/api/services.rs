@@ -12,8 +12,8 @@ use chrono::{TimeZone as _, Utc};
 use super::settings::{self, SettingsView};
 use super::stacks::{check_services_keep_code, require_blob, resolve, StackChange};
 use super::wire::{
-    CallerView, ComponentRef, CreateService, HereInstances, ListQuery, LogsQuery, ServiceView,
-    TriggerResult, UpdateService,
+    CallerView, ComponentRef, CreateService, HereInstances, ListQuery, LogsQuery, PullRef,
+    ServiceView, TriggerResult, UpdateService,
 };
 use super::{ApiError, ApiResult, ApiState, Caller};
 use crate::cron::Schedule;
@@ -220,8 +220,16 @@ pub(super) async fn create(
         )));
     }
 
+    let pulled = pull_named(&state, &caller, request.pull.as_ref()).await?;
     let mut change = StackChange::load(&state, &caller.env, &stack_name).await?;
-    let digest = plan_code(&state, &mut change, request.component.as_ref(), &service).await?;
+    let digest = plan_code(
+        &state,
+        &mut change,
+        request.component.as_ref(),
+        pulled,
+        &service,
+    )
+    .await?;
     check_runnable(&state, &change.stack, &digest, &service).await?;
     let in_stack: Vec<&Service> = existing
         .iter()
@@ -266,8 +274,16 @@ pub(super) async fn update(
         service.env_vars.remove(k);
     }
     request.settings.apply(&state, &mut service)?;
+    let pulled = pull_named(&state, &caller, request.pull.as_ref()).await?;
     let mut change = StackChange::load(&state, &caller.env, &stack).await?;
-    let digest = plan_code(&state, &mut change, request.component.as_ref(), &service).await?;
+    let digest = plan_code(
+        &state,
+        &mut change,
+        request.component.as_ref(),
+        pulled,
+        &service,
+    )
+    .await?;
     check_runnable(&state, &change.stack, &digest, &service).await?;
     let guard = super::quotas::guard(&state, &caller.env).await?;
     let services = state.store.services(&caller.env).await?;
@@ -500,14 +516,37 @@ pub(super) async fn trigger(
     }))
 }
 
-/// Adds uploaded code to the stack's bundle if the request brings some,
-/// and returns the digest of the component the service's command names.
+/// Pulls the component a request names by registry reference, if it does.
+async fn pull_named(
+    state: &ApiState,
+    caller: &Caller,
+    pull: Option<&PullRef>,
+) -> ApiResult<Option<super::pulls::Kept>> {
+    let Some(pull) = pull else {
+        return Ok(None);
+    };
+    let one = std::collections::BTreeMap::from([(pull.name.clone(), pull.reference.clone())]);
+    Ok(super::pulls::pull_all(state, caller, &one).await?.pop())
+}
+
+/// Adds uploaded or pulled code to the stack's bundle if the request
+/// brings some, and returns the digest of the component the service's
+/// command names.
 async fn plan_code(
     state: &ApiState,
     change: &mut StackChange,
     component: Option<&ComponentRef>,
+    pulled: Option<super::pulls::Kept>,
     service: &Service,
 ) -> ApiResult<Digest> {
+    if let Some(kept) = pulled {
+        let mut components = change.stack.components.clone();
+        components.insert(kept.name.clone(), kept.digest.clone());
+        let mut sources = change.stack.sources.clone();
+        let reason = format!("pull {}", kept.source.reference);
+        sources.insert(kept.name.clone(), kept.source);
+        change.set_components(components, sources, &reason, &|d| state.code.is_image(d));
+    }
     if let Some(component) = component {
         validate_component_name(&component.name).map_err(ApiError::bad_request)?;
         require_blob(state, &service.env, &component.digest).await?;

@@ -33,6 +33,19 @@ pub struct CreateService {
     pub settings: ServiceSettings,
     /// Code to add to the stack's bundle first (the `-- app.wasm ...` form).
     pub component: Option<ComponentRef>,
+    /// Code to pull from a registry into the stack's bundle first (the
+    /// `-- HOST/REPO:TAG ...` form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<PullRef>,
+}
+
+/// A component to pull from a registry, and its name in the stack.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PullRef {
+    /// The component's name: the repository's last part unless given.
+    pub name: String,
+    /// `HOST[:PORT]/REPO:TAG` or `HOST/REPO@sha256:...`.
+    pub reference: String,
 }
 
 /// `POST /v1/services/{stack}/{name}/publish` and `.../unpublish`.
@@ -57,6 +70,9 @@ pub struct UpdateService {
     pub unset_env: Vec<String>,
     /// Code to add to the stack's bundle first.
     pub component: Option<ComponentRef>,
+    /// Code to pull from a registry into the stack's bundle first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<PullRef>,
 }
 
 /// What `POST /v1/services/{stack}/{name}/trigger` started.
