@@ -467,3 +467,95 @@ fn services_name_registry_references_and_call_each_other_by_name() {
     assert!(err.contains("not found"), "{err}");
     assert!(d.service("nope").is_none());
 }
+
+#[test]
+fn cluster_hosts_pull_what_is_placed_on_them_by_digest_and_fall_back_to_a_peer() {
+    let registry = Registry::start(Auth::Basic);
+    let digest = registry.push_wasm(&app_wasm(), "team/app:v1");
+    let etcd = crate::support::etcd::Etcd::start(1);
+    let url = etcd.url();
+    // Every host is given the same sealing key, so each opens the login.
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("sealing.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    // Kept here: the registry's own copy goes when it stops.
+    let ca = keys.path().join("ca.crt");
+    std::fs::copy(registry.ca(), &ca).unwrap();
+    let host = |name: &str| {
+        Daemon::start_with(&[
+            "--store",
+            &url,
+            "--node",
+            name,
+            "--sealing-key",
+            key.to_str().unwrap(),
+            "--registry-ca",
+            ca.to_str().unwrap(),
+        ])
+    };
+    let a = host("host-a");
+    let b = host("host-b");
+    let c = host("host-c");
+    let out = login(&a, None, &registry, "alice", &registry.password("alice"));
+    assert!(out.status.success(), "{out:?}");
+    a.ok(&["stack", "deploy", "app", &registry.reference("team/app:v1")]);
+    a.create_service("w", &["--instances", "3"], &["app", "queue"]);
+    support::wait_until(
+        std::time::Duration::from_secs(30),
+        "w runs on every host",
+        || {
+            let on: std::collections::BTreeSet<String> = a
+                .service("w")
+                .map(|s| {
+                    s.instances
+                        .iter()
+                        .filter(|i| i.state == mesh_host::model::InstanceState::Running)
+                        .map(|i| i.node.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            on.len() == 3
+        },
+    );
+    // host-b and host-c pulled by the digest the version pinned; the tag
+    // was resolved once, by the deploy.
+    for h in [&b, &c] {
+        assert!(
+            h.log().contains("pulled code from its registry"),
+            "{}",
+            h.log()
+        );
+    }
+    let log = registry.log();
+    let by_tag = log
+        .lines()
+        .filter(|l| l.contains("\"GET /v2/team/app/manifests/v1 ") && l.contains("\" 200 "))
+        .count();
+    let by_digest = log
+        .lines()
+        .filter(|l| {
+            l.contains(&format!("\"GET /v2/team/app/manifests/{digest} ")) && l.contains("\" 200 ")
+        })
+        .count();
+    assert_eq!(by_tag, 1, "the tag was resolved more than once:\n{log}");
+    assert!(by_digest >= 2, "the hosts did not pull by digest:\n{log}");
+
+    // The registry goes away; a host that joins later gets the code from
+    // a peer that holds it.
+    drop(registry);
+    let d = host("host-d");
+    a.ok(&["svc", "update", "w", "--instances", "4"]);
+    support::wait_until(std::time::Duration::from_secs(40), "host-d runs w", || {
+        d.service("w").is_some_and(|s| {
+            s.instances
+                .iter()
+                .any(|i| i.node == "host-d" && i.state == mesh_host::model::InstanceState::Running)
+        })
+    });
+    let log = d.log();
+    assert!(
+        log.contains("pulling from the registry failed, asking the other hosts"),
+        "{log}"
+    );
+    assert!(log.contains("fetched code from another host"), "{log}");
+}

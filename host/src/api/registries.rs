@@ -111,20 +111,5 @@ pub(super) async fn credentials_for(
     env: &str,
     host: &str,
 ) -> ApiResult<Option<Credentials>> {
-    let Some(found) = state
-        .store
-        .get::<Login>(key::registry_login(env, host))
-        .await?
-    else {
-        return Ok(None);
-    };
-    let login = found.value;
-    let password = state
-        .sealer
-        .unseal(&login_purpose(env, host), &login.password)?;
-    Ok(Some(Credentials {
-        username: login.username,
-        password: String::from_utf8(password)
-            .map_err(|_| anyhow::anyhow!("the login for {host} does not open as text"))?,
-    }))
+    Ok(crate::registry::credentials_for(&state.store, &state.sealer, env, host).await?)
 }

@@ -1,7 +1,9 @@
 //! The other hosts of a cluster, as this one reaches them, with the
-//! operator's token they share: code this host lacks is fetched from
-//! whichever live host holds it, by digest, and checked against the digest
-//! on arrival; requests for services that run only elsewhere are forwarded
+//! operator's token they share: code this host lacks is pulled from its
+//! registry by the digest its version pinned (never by tag), when it came
+//! from one, or else (or when the registry fails) fetched from whichever
+//! live host holds it, by digest, and checked against the digest on
+//! arrival; requests for services that run only elsewhere are forwarded
 //! over one HTTP/2 connection per host; `service ls` asks each what it
 //! runs.
 
@@ -58,11 +60,28 @@ pub struct Peers {
     addresses: Arc<Mutex<Addresses>>,
     /// Where the next forwarded request starts among a service's hosts.
     next: Arc<AtomicUsize>,
+    /// Pulls code that came from a registry.
+    pulling: Pulling,
+}
+
+/// What a host needs to pull code from the registry it came from.
+#[derive(Clone)]
+pub struct Pulling {
+    /// The registries.
+    pub registries: Arc<crate::registry::Registries>,
+    /// Opens the environments' registry logins.
+    pub sealer: Arc<crate::sealed::Sealer>,
 }
 
 impl Peers {
     /// Peers of host `me`, reached with `token`.
-    pub fn new(store: Store, me: String, token: String, max_bytes: u64) -> Arc<Peers> {
+    pub fn new(
+        store: Store,
+        me: String,
+        token: String,
+        max_bytes: u64,
+        pulling: Pulling,
+    ) -> Arc<Peers> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         connector.set_nodelay(true);
@@ -82,7 +101,81 @@ impl Peers {
                 .build(connector),
             addresses: Arc::default(),
             next: Arc::default(),
+            pulling,
         })
+    }
+
+    /// The environment and source of code `digest`, when a kept version
+    /// of some stack pulled it from a registry.
+    async fn source_of(&self, digest: &Digest) -> Option<(String, crate::model::Source)> {
+        let envs = self.store.environments().await.ok()?;
+        for env in envs {
+            let versions: Vec<crate::store::Versioned<crate::model::Version>> = self
+                .store
+                .list(crate::store::key::env_versions(&env.value.name))
+                .await
+                .ok()?;
+            for version in versions {
+                let found = version
+                    .value
+                    .components
+                    .iter()
+                    .filter(|(_, d)| *d == digest)
+                    .find_map(|(name, _)| version.value.sources.get(name));
+                if let Some(source) = found {
+                    return Some((env.value.name.clone(), source.clone()));
+                }
+            }
+        }
+        None
+    }
+
+    /// Pulls code `digest` from its registry by the manifest digest its
+    /// version pinned, with its environment's login, into `into`; its size.
+    async fn pull_pinned(
+        &self,
+        env: &str,
+        source: &crate::model::Source,
+        digest: &Digest,
+        into: &std::path::Path,
+    ) -> Result<u64, String> {
+        let pinned = source.pinned();
+        let host = pinned.split('/').next().unwrap_or("").to_string();
+        let credentials =
+            crate::registry::credentials_for(&self.store, &self.pulling.sealer, env, &host)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+        let limits = crate::registry::Limits {
+            component_bytes: self.max_bytes,
+            image_bytes: self.max_bytes,
+        };
+        let pulled = self
+            .pulling
+            .registries
+            .pull(&pinned, credentials.as_ref(), limits, into)
+            .await
+            .map_err(|e| e.to_string())?;
+        match pulled {
+            crate::registry::Pulled::Component {
+                bytes, digest: got, ..
+            } => {
+                if &got != digest {
+                    return Err(format!("{pinned} holds {got}, not {digest}"));
+                }
+                tokio::fs::write(into, &bytes)
+                    .await
+                    .map_err(|e| format!("writing {}: {e}", into.display()))?;
+                Ok(bytes.len() as u64)
+            }
+            crate::registry::Pulled::Image {
+                digest: got, size, ..
+            } => {
+                if &got != digest {
+                    return Err(format!("{pinned} makes image {got}, not {digest}"));
+                }
+                Ok(size)
+            }
+        }
     }
 
     /// A GET of `path` on the host at `address`, with the shared token:
@@ -379,6 +472,21 @@ impl Fetch for Peers {
         let digest = digest.clone();
         let peers = self.clone();
         Box::pin(async move {
+            // From its registry, by digest, when it came from one.
+            if let Some((env, source)) = peers.source_of(&digest).await {
+                match peers.pull_pinned(&env, &source, &digest, &into).await {
+                    Ok(size) => {
+                        tracing::info!(digest = digest.short(), from = %source.pinned(), bytes = size, "pulled code from its registry");
+                        return Ok(size);
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            digest = digest.short(),
+                            "pulling from the registry failed, asking the other hosts: {e}"
+                        );
+                    }
+                }
+            }
             let hosts = peers
                 .store
                 .nodes()

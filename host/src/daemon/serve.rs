@@ -216,6 +216,10 @@ impl Host {
             self.config
                 .max_upload_bytes
                 .max(self.config.max_image_bytes),
+            peers::Pulling {
+                registries: self.registries.clone(),
+                sealer: self.sealer.clone(),
+            },
         );
         self.code.fetch_with(peers.clone());
         self.supervisor.forward_with(peers.clone());

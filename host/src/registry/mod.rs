@@ -26,4 +26,6 @@ mod layout;
 mod names;
 
 pub use fetch::{Limits, PullError, PullFailure, Pulled, Registries};
-pub use names::{check_host, is_reference, login_purpose, Credentials, Login, Source};
+pub use names::{
+    check_host, credentials_for, is_reference, login_purpose, Credentials, Login, Source,
+};

@@ -45,6 +45,27 @@ pub fn login_purpose(env: &str, host: &str) -> String {
     format!("registry-login/{env}/{host}")
 }
 
+/// The credentials an environment's pull from `host` uses: its own login
+/// for that registry, unsealed, or none (an anonymous pull).
+pub async fn credentials_for(
+    store: &crate::store::Store,
+    sealer: &crate::sealed::Sealer,
+    env: &str,
+    host: &str,
+) -> anyhow::Result<Option<Credentials>> {
+    let key = crate::store::key::registry_login(env, host);
+    let Some(found) = store.get::<Login>(key).await? else {
+        return Ok(None);
+    };
+    let login = found.value;
+    let password = sealer.unseal(&login_purpose(env, host), &login.password)?;
+    Ok(Some(Credentials {
+        username: login.username,
+        password: String::from_utf8(password)
+            .map_err(|_| anyhow::anyhow!("the login for {host} does not open as text"))?,
+    }))
+}
+
 /// A registry as a user names it: `HOST[:PORT]`, lowercase.
 pub fn check_host(text: &str) -> Result<String, String> {
     let host = text.trim().to_ascii_lowercase();
