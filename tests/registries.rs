@@ -559,3 +559,99 @@ fn cluster_hosts_pull_what_is_placed_on_them_by_digest_and_fall_back_to_a_peer()
     );
     assert!(log.contains("fetched code from another host"), "{log}");
 }
+
+#[test]
+fn images_another_platform_tampered_blobs_and_limits_are_refused_in_one_line() {
+    let registry = Registry::start(Auth::Basic);
+    let scratch = tempfile::tempdir().unwrap();
+    // An image for another architecture.
+    let other = if support::oci::host_arch() == "amd64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let foreign = scratch.path().join("foreign.tar");
+    std::fs::write(
+        &foreign,
+        support::oci::crafted_image(&[("x", b"#!/bin/sh\n")], other),
+    )
+    .unwrap();
+    registry.push_image(&foreign, "team/foreign:1");
+    registry.push_image(
+        &std::path::PathBuf::from(support::image("busybox.tar")),
+        "team/busybox:1",
+    );
+    let d = Daemon::start_process_with(&[
+        "--registry-ca",
+        registry.ca().to_str().unwrap(),
+        "--max-image",
+        "1Mi",
+    ]);
+    let out = login(&d, None, &registry, "alice", &registry.password("alice"));
+    assert!(out.status.success(), "{out:?}");
+
+    let err = d.fails(&[
+        "stack",
+        "deploy",
+        "b",
+        &registry.reference("team/foreign:1"),
+    ]);
+    assert!(
+        err.contains("team/foreign:1") && err.contains(&format!("linux/{other}")),
+        "{err}"
+    );
+    // Over the daemon's image limit: refused before any layer is fetched.
+    let err = d.fails(&[
+        "stack",
+        "deploy",
+        "b",
+        &registry.reference("team/busybox:1"),
+    ]);
+    assert!(err.contains("over the image limit"), "{err}");
+    assert_eq!(registry.blob_gets("team/busybox"), 0);
+
+    // Over an environment's code quota.
+    let big = Daemon::start_process_with(&["--registry-ca", registry.ca().to_str().unwrap()]);
+    let tenant = big.new_env("small", &["--max-code", "1Mi"]);
+    let out = login(
+        &big,
+        Some(&tenant),
+        &registry,
+        "alice",
+        &registry.password("alice"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = big.mesh_as(
+        &tenant,
+        &[
+            "stack",
+            "deploy",
+            "b",
+            &registry.reference("team/busybox:1"),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("code quota"), "{err}");
+
+    // Refused before any blob was fetched.
+    assert_eq!(registry.blob_gets("team/busybox"), 0);
+
+    // A registry that sends bytes other than its digest says: caught, and
+    // nothing is kept.
+    let data = registry.blob_file("team/busybox:1");
+    std::fs::write(&data, b"not the layer").unwrap();
+    let out = login(&big, None, &registry, "alice", &registry.password("alice"));
+    assert!(out.status.success(), "{out:?}");
+    let err = big.fails(&[
+        "stack",
+        "deploy",
+        "c",
+        &registry.reference("team/busybox:1"),
+    ]);
+    assert!(err.contains("does not match its digest"), "{err}");
+    let stacks: Vec<StackView> = parse(&big.ok(&["stack", "ls", "--json"]));
+    assert!(
+        stacks.iter().all(|s| s.name != "b" && s.name != "c"),
+        "a failed pull made a stack"
+    );
+}

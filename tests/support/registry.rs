@@ -131,6 +131,31 @@ impl Registry {
             .count()
     }
 
+    /// The file the registry keeps the largest blob of an image in (its
+    /// layer), found from the manifest `repo` (`name:tag`) points to: to
+    /// tamper with.
+    pub fn blob_file(&self, repo: &str) -> PathBuf {
+        let (name, tag) = repo.split_once(':').unwrap();
+        let v2 = self.dir.path().join("data/docker/registry/v2");
+        let link = v2.join(format!(
+            "repositories/{name}/_manifests/tags/{tag}/current/link"
+        ));
+        let manifest_digest = std::fs::read_to_string(&link).unwrap();
+        let data = |digest: &str| {
+            let hex = digest.trim().trim_start_matches("sha256:").to_string();
+            v2.join(format!("blobs/sha256/{}/{hex}/data", &hex[..2]))
+        };
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(data(&manifest_digest)).unwrap()).unwrap();
+        let largest = manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .max_by_key(|l| l["size"].as_u64().unwrap_or(0))
+            .unwrap();
+        data(largest["digest"].as_str().unwrap())
+    }
+
     /// The token issuer's log (token mode): who got which token.
     pub fn issuer_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("issuer.log")).unwrap_or_default()

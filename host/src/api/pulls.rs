@@ -53,9 +53,18 @@ async fn pull_one(state: &ApiState, caller: &Caller, name: &str, text: &str) -> 
     let place = state.places.take(caller, kind)?;
     // Removed however this ends, unless it was stored.
     let guard = state.engine.content().incoming();
+    let room = super::quotas::upload_room(state, &caller.env).await?;
     let limits = Limits {
         component_bytes: state.config.max_upload_bytes,
         image_bytes: state.config.max_image_bytes,
+        quota: Some((
+            room,
+            format!(
+                "environment {} is over its code quota (--max-code): it has {} left",
+                caller.env,
+                crate::model::format_memory(room)
+            ),
+        )),
     };
     let pulled = state
         .registries
@@ -156,5 +165,6 @@ fn refused(e: PullError) -> ApiError {
         PullFailure::Unauthorized => ApiError::forbidden(line),
         PullFailure::Unavailable => ApiError::bad_gateway(line),
         PullFailure::TooLarge => ApiError::too_large(line),
+        PullFailure::Quota => ApiError::quota(line),
     }
 }

@@ -148,6 +148,7 @@ impl Peers {
         let limits = crate::registry::Limits {
             component_bytes: self.max_bytes,
             image_bytes: self.max_bytes,
+            quota: None,
         };
         let pulled = self
             .pulling

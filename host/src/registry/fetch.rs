@@ -157,17 +157,23 @@ pub enum PullFailure {
     Unauthorized,
     /// The registry could not be reached or failed.
     Unavailable,
-    /// Over a size limit or quota.
+    /// Over a size limit.
     TooLarge,
+    /// Over the environment's code quota.
+    Quota,
 }
 
 /// Sizes a pull may reach.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Limits {
     /// Largest component.
     pub component_bytes: u64,
     /// Largest image (its blobs together).
     pub image_bytes: u64,
+    /// Room left in the environment's code quota, and how to say it is
+    /// short: checked against the manifest's sizes before any blob is
+    /// fetched.
+    pub quota: Option<(u64, String)>,
 }
 
 impl Registries {
@@ -247,6 +253,13 @@ impl Registries {
             }
             let layer = clean(&manifest.layers[0]);
             let size = u64::try_from(layer.size).unwrap_or(u64::MAX);
+            if let Some((room, short)) = limits.quota.as_ref().filter(|(room, _)| size > *room) {
+                let _ = room;
+                return Err(fail(
+                    PullFailure::Quota,
+                    format!("its component is {size} bytes: {short}"),
+                ));
+            }
             if size > limits.component_bytes {
                 return Err(fail(
                     PullFailure::TooLarge,
@@ -286,6 +299,14 @@ impl Registries {
                     limits.image_bytes
                 ),
             ));
+        }
+        if let Some((room, short)) = &limits.quota {
+            if u64::try_from(total).unwrap_or(u64::MAX) > *room {
+                return Err(fail(
+                    PullFailure::Quota,
+                    format!("the image is {total} bytes: {short}"),
+                ));
+            }
         }
         if u64::try_from(manifest.config.size).unwrap_or(u64::MAX) > MAX_CONFIG_BYTES {
             return Err(fail(
