@@ -7,6 +7,7 @@ mod attach;
 mod client;
 mod commands;
 mod errors;
+mod progress;
 mod table;
 
 use std::path::PathBuf;

@@ -96,18 +96,26 @@ def main():
         else:
             client.auth.set_token_auth(fetch_token(params, repo, a.user, a.password, a.ca))
         # oras names the layer after the file (org.opencontainers.image.title);
-        # absolute paths need disable_path_validation.
-        response = client.push(
-            target=f"{a.addr}/{repo}:{tag}",
-            files=[f"{wasm}:{LAYER_TYPE}"],
-            manifest_config=f"{config}:{CONFIG_TYPE}",
-            disable_path_validation=True,
-            quiet=True,
-            # A monolithic PUT of a large component (componentize-js makes
-            # 13 MB) is cut off by the registry over TLS; chunks are not.
-            do_chunked=True,
-            chunk_size=4 << 20,
-        )
+        # absolute paths need disable_path_validation. A large component
+        # (componentize-js makes 13 MB) goes in chunks; the registry now and
+        # then cuts a TLS upload short under load, so a push that fails is
+        # tried again (a push is idempotent: blobs and manifest by digest).
+        for attempt in range(1, 4):
+            try:
+                response = client.push(
+                    target=f"{a.addr}/{repo}:{tag}",
+                    files=[f"{wasm}:{LAYER_TYPE}"],
+                    manifest_config=f"{config}:{CONFIG_TYPE}",
+                    disable_path_validation=True,
+                    quiet=True,
+                    do_chunked=True,
+                    chunk_size=1 << 20,
+                )
+                break
+            except Exception as e:  # the push's own error, after 3 tries
+                if attempt == 3:
+                    raise
+                print(f"push_wasm.py: try {attempt} failed ({e}); trying again", file=sys.stderr)
     if response.status_code != 201:
         sys.exit(f"push_wasm.py: manifest PUT answered {response.status_code}: {response.text}")
     print(f"digest={response.headers.get('Docker-Content-Digest', '')}")

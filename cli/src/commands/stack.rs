@@ -159,8 +159,11 @@ fn deploy_reference(
         replace: false,
         pull: BTreeMap::from([(name, reference.to_string())]),
     };
+    let path = format!("/v1/stacks/{}/deploy", encode(stack));
     let result: DeployResult =
-        client.post(&format!("/v1/stacks/{}/deploy", encode(stack)), &request)?;
+        crate::progress::while_pulling(client, out.json, &[reference.to_string()], || {
+            client.post(&path, &request)
+        })?;
     out.print(&result, || {
         for p in &result.pulled {
             println!(

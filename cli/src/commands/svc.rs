@@ -238,6 +238,7 @@ pub struct PublishArgs {
 /// `mesh svc create`.
 pub fn create(client: &Client, out: &Out, args: CreateArgs) -> anyhow::Result<()> {
     let (command, component, pull) = resolve_command(client, args.argv)?;
+    let pulling: Vec<String> = pull.iter().map(|p| p.reference.clone()).collect();
     let request = CreateService {
         stack: args.stack.stack,
         name: args.name,
@@ -246,7 +247,9 @@ pub fn create(client: &Client, out: &Out, args: CreateArgs) -> anyhow::Result<()
         component,
         pull,
     };
-    let view: ServiceView = client.post("/v1/services", &request)?;
+    let view: ServiceView = crate::progress::while_pulling(client, out.json, &pulling, || {
+        client.post("/v1/services", &request)
+    })?;
     if view.settings.schedule.is_some() {
         return out.print(&view, || {
             println!(

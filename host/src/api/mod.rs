@@ -357,6 +357,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes/{name}/drain", post(nodes::drain))
         .route("/v1/nodes/{name}/resume", post(nodes::resume))
         .route("/v1/registries", get(registries::list))
+        .route("/v1/pulls", get(registries::pulls))
         .route(
             "/v1/registries/{host}",
             put(registries::login).delete(registries::logout),

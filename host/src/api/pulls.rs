@@ -68,7 +68,13 @@ async fn pull_one(state: &ApiState, caller: &Caller, name: &str, text: &str) -> 
     };
     let pulled = state
         .registries
-        .pull(text, credentials.as_ref(), limits, guard.path())
+        .pull(
+            text,
+            &caller.env,
+            credentials.as_ref(),
+            limits,
+            guard.path(),
+        )
         .await
         .map_err(refused)?;
     match pulled {

@@ -93,6 +93,15 @@ pub(super) async fn logout(
     Ok(Json(RegistryLoginView::of(&found.value)))
 }
 
+/// `GET /v1/pulls`: the environment's pulls in flight, and how far each
+/// has come (what `mesh stack deploy REF` shows while it waits).
+pub(super) async fn pulls(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Vec<crate::registry::PullStatus>> {
+    Json(state.registries.in_flight(&caller.env))
+}
+
 /// Every login of an environment.
 async fn logins(state: &ApiState, env: &str) -> ApiResult<Vec<Login>> {
     Ok(state

@@ -40,6 +40,8 @@ pub struct Converge {
     fetching_ids: HashMap<tokio::task::Id, Digest>,
     /// Containers, whose task bounds follow the environments' quotas.
     containers: Option<Arc<Containers>>,
+    /// The registries' blob cache, pruned with the code.
+    registries: Option<Arc<crate::registry::Registries>>,
 }
 
 impl Converge {
@@ -63,6 +65,7 @@ impl Converge {
             fetching: tokio::task::JoinSet::new(),
             fetching_ids: HashMap::new(),
             containers: None,
+            registries: None,
         };
         (converge, rx)
     }
@@ -70,6 +73,12 @@ impl Converge {
     /// Keeps `containers`' task bounds at the environments' quotas.
     pub fn bounding(mut self, containers: Arc<Containers>) -> Converge {
         self.containers = Some(containers);
+        self
+    }
+
+    /// Prunes `registries`' blob cache whenever code is collected.
+    pub fn pruning(mut self, registries: Arc<crate::registry::Registries>) -> Converge {
+        self.registries = Some(registries);
         self
     }
 
@@ -210,7 +219,15 @@ impl Converge {
             }
         };
         let engine = self.engine.clone();
-        match tokio::task::spawn_blocking(move || engine.retain(&keep)).await {
+        let registries = self.registries.clone();
+        let collected = tokio::task::spawn_blocking(move || {
+            let result = engine.retain(&keep);
+            if let Some(registries) = registries {
+                registries.prune(|digest| engine.content().has_code(digest));
+            }
+            result
+        });
+        match collected.await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "cannot remove unused code"),
             Err(e) => tracing::warn!(error = %e, "code collection failed"),

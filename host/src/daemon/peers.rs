@@ -153,7 +153,7 @@ impl Peers {
         let pulled = self
             .pulling
             .registries
-            .pull(&pinned, credentials.as_ref(), limits, into)
+            .pull(&pinned, env, credentials.as_ref(), limits, into)
             .await
             .map_err(|e| e.to_string())?;
         match pulled {

@@ -244,7 +244,9 @@ impl Host {
             self.scheduler.clone(),
             self.engine.clone(),
         );
-        let converge = converge.bounding(self.containers.clone());
+        let converge = converge
+            .bounding(self.containers.clone())
+            .pruning(self.registries.clone());
         let converge = match cluster {
             Some(cluster) => {
                 converge.on_node(self.config.node.clone(), lease, cluster.fetch.clone())

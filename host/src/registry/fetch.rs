@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ use tokio::io::AsyncWriteExt as _;
 
 use super::layout::{self, Blob};
 use super::names::{digest_of, is_reference, Credentials, Source};
+use super::progress::{InFlight, Progress, PullStatus};
+use super::sinks::{Counting, Restart};
 use crate::config::RegistrySettings;
 use crate::model::Digest;
 
@@ -53,8 +56,13 @@ pub struct Registries {
     cas: Vec<Vec<u8>>,
     /// Blobs of images, by digest (`sha256/<hex>`), shared between images.
     cache: PathBuf,
+    /// For each pulled image (by its layout tar's digest), the blobs it
+    /// was made of: what keeps cached blobs.
+    records: PathBuf,
     /// Blobs being fetched now: one fetch per digest, whoever asks.
     fetching: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Pulls in flight, and how far each has come.
+    in_flight: Arc<InFlight>,
 }
 
 impl Registries {
@@ -68,6 +76,8 @@ impl Registries {
         }
         let cache = data_dir.join("registry").join("blobs");
         std::fs::create_dir_all(cache.join("sha256"))?;
+        let records = data_dir.join("registry").join("images");
+        std::fs::create_dir_all(&records)?;
         crate::content::clean_partial(&cache.join("sha256"));
         // reqwest's rustls asks for the process's default crypto provider.
         let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
@@ -75,8 +85,15 @@ impl Registries {
             settings,
             cas,
             cache,
+            records,
             fetching: parking_lot::Mutex::new(HashMap::new()),
+            in_flight: Arc::default(),
         })
+    }
+
+    /// An environment's pulls in flight.
+    pub fn in_flight(&self, env: &str) -> Vec<PullStatus> {
+        self.in_flight.of(env)
     }
 
     /// Where a cached blob lives.
@@ -92,18 +109,51 @@ impl Registries {
         fetching.entry(digest.to_string()).or_default().clone()
     }
 
-    /// Removes cached blobs no image in `keep` names (by the layout tars'
-    /// digests the content store still holds).
-    pub fn prune_cache(&self, keep: &std::collections::BTreeSet<String>) {
+    /// Forgets pulled images the content store no longer `holds`, then
+    /// removes cached blobs no remaining image names (sparing those
+    /// fetched in the last [`crate::content::UNDEPLOYED_GRACE`], which a
+    /// pull in flight may be about to name).
+    pub fn prune(&self, holds: impl Fn(&Digest) -> bool) {
+        let mut keep = std::collections::BTreeSet::new();
+        if let Ok(records) = std::fs::read_dir(&self.records) {
+            for record in records.flatten() {
+                let name = record.file_name().to_string_lossy().to_string();
+                let held = digest_of(&format!("sha256:{name}")).is_ok_and(|d| holds(&d));
+                if !held {
+                    let _ = std::fs::remove_file(record.path());
+                    continue;
+                }
+                let text = std::fs::read_to_string(record.path()).unwrap_or_default();
+                keep.extend(text.lines().map(str::to_string));
+            }
+        }
         let Ok(entries) = std::fs::read_dir(self.cache.join("sha256")) else {
             return;
         };
         for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if !keep.contains(&format!("sha256:{name}")) {
+            let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
+            let young = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < crate::content::UNDEPLOYED_GRACE);
+            if !keep.contains(&digest) && !young {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
+    }
+
+    /// Notes which cached blobs the image `tar` (a layout tar's digest)
+    /// was made of.
+    fn record(&self, tar: &Digest, blobs: &[&str]) -> std::io::Result<()> {
+        let hex = tar.as_str().trim_start_matches("sha256:");
+        crate::content::write_synced(
+            &self.records,
+            &self.records.join(hex),
+            blobs.join("\n").as_bytes(),
+        )
+        .map_err(std::io::Error::other)
     }
 }
 
@@ -182,10 +232,13 @@ impl Registries {
     pub async fn pull(
         &self,
         text: &str,
+        env: &str,
         credentials: Option<&Credentials>,
         limits: Limits,
         tar: &Path,
     ) -> Result<Pulled, PullError> {
+        let tracked = self.in_flight.track(env, text);
+        let progress = &tracked.progress;
         let fail = |kind: PullFailure, why: String| PullError {
             reference: text.to_string(),
             why,
@@ -269,16 +322,33 @@ impl Registries {
                     ),
                 ));
             }
-            let mut bytes = Bounded::new(limits.component_bytes);
-            retried_blob(&client, &pinned, &layer, &mut bytes)
-                .await
-                .map_err(|e| {
-                    let (kind, why) = explain(e);
-                    fail(kind, why)
-                })?;
+            progress.blobs_total.store(1, Ordering::Relaxed);
+            progress.bytes_total.store(size, Ordering::Relaxed);
+            // Through the cache, one fetch at a time: a second pull of the
+            // same component meanwhile reads what the first fetched.
+            let path = self.cached(&layer.digest);
+            let lock = self.fetch_lock(&layer.digest);
+            let one_fetch = lock.lock().await;
+            if path.is_file() {
+                progress.blob_done(size);
+            } else {
+                self.fetch_blob(&client, &pinned, &layer, &path, progress)
+                    .await
+                    .map_err(|e| {
+                        let (kind, why) = explain(e);
+                        fail(kind, why)
+                    })?;
+            }
+            let bytes = tokio::fs::read(&path).await.map_err(|e| {
+                fail(
+                    PullFailure::Unavailable,
+                    format!("reading the component: {e}"),
+                )
+            })?;
+            drop(one_fetch);
             let digest = digest_of(&layer.digest).map_err(|e| fail(PullFailure::Invalid, e))?;
             return Ok(Pulled::Component {
-                bytes: bytes.bytes,
+                bytes,
                 digest,
                 source,
             });
@@ -316,6 +386,12 @@ impl Registries {
         }
         let mut descriptors = vec![clean(&manifest.config)];
         descriptors.extend(manifest.layers.iter().map(clean));
+        progress
+            .blobs_total
+            .store(descriptors.len() as u64, Ordering::Relaxed);
+        progress
+            .bytes_total
+            .store(u64::try_from(total).unwrap_or(0), Ordering::Relaxed);
         let (mut fetched, mut cached) = (0, 0);
         for descriptor in &descriptors {
             let path = self.cached(&descriptor.digest);
@@ -323,9 +399,10 @@ impl Registries {
             let _one_fetch = lock.lock().await;
             if path.is_file() {
                 cached += 1;
+                progress.blob_done(u64::try_from(descriptor.size).unwrap_or(0));
                 continue;
             }
-            self.fetch_blob(&client, &pinned, descriptor, &path)
+            self.fetch_blob(&client, &pinned, descriptor, &path, progress)
                 .await
                 .map_err(|e| {
                     let (kind, why) = explain(e);
@@ -344,8 +421,16 @@ impl Registries {
             .collect();
         let (tar_digest, size) = layout::write(tar, &bytes, &digest, &media_type, &blobs)
             .map_err(|e| fail(PullFailure::Unavailable, format!("writing the image: {e}")))?;
+        let tar_digest = digest_of(&tar_digest).map_err(|e| fail(PullFailure::Invalid, e))?;
+        let names: Vec<&str> = descriptors.iter().map(|d| d.digest.as_str()).collect();
+        self.record(&tar_digest, &names).map_err(|e| {
+            fail(
+                PullFailure::Unavailable,
+                format!("recording the image: {e}"),
+            )
+        })?;
         Ok(Pulled::Image {
-            digest: digest_of(&tar_digest).map_err(|e| fail(PullFailure::Invalid, e))?,
+            digest: tar_digest,
             size,
             source,
             fetched,
@@ -465,12 +550,21 @@ impl Registries {
         reference: &Reference,
         descriptor: &OciDescriptor,
         path: &Path,
+        progress: &Arc<Progress>,
     ) -> Result<(), OciDistributionError> {
         let partial = crate::content::partial_beside(path);
         let result = async {
             let file = tokio::fs::File::create(&partial).await?;
             let mut writer = tokio::io::BufWriter::new(file);
-            retried_blob(client, reference, descriptor, &mut writer).await?;
+            // No more than the manifest said it weighs.
+            let mut counting = Counting {
+                inner: &mut writer,
+                progress: progress.clone(),
+                counted: 0,
+                limit: u64::try_from(descriptor.size).unwrap_or(0),
+            };
+            retried_blob(client, reference, descriptor, &mut counting).await?;
+            progress.blob_done(0);
             writer.flush().await?;
             writer.into_inner().sync_all().await?;
             tokio::fs::rename(&partial, path).await?;
@@ -576,75 +670,6 @@ async fn retried_blob<W: Restart>(
     }
 }
 
-/// A sink that can start over (a retried blob).
-trait Restart: tokio::io::AsyncWrite + Unpin + Send {
-    fn restart(&mut self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
-}
-
-impl Restart for tokio::io::BufWriter<tokio::fs::File> {
-    async fn restart(&mut self) -> std::io::Result<()> {
-        use tokio::io::AsyncSeekExt as _;
-        self.flush().await?;
-        let file = self.get_mut();
-        file.set_len(0).await?;
-        file.seek(std::io::SeekFrom::Start(0)).await?;
-        Ok(())
-    }
-}
-
-/// Bytes in memory, refused past a limit.
-struct Bounded {
-    bytes: Vec<u8>,
-    limit: u64,
-}
-
-impl Bounded {
-    fn new(limit: u64) -> Bounded {
-        Bounded {
-            bytes: Vec::new(),
-            limit,
-        }
-    }
-}
-
-impl Restart for Bounded {
-    async fn restart(&mut self) -> std::io::Result<()> {
-        self.bytes.clear();
-        Ok(())
-    }
-}
-
-impl tokio::io::AsyncWrite for Bounded {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        if self.bytes.len() as u64 + buf.len() as u64 > self.limit {
-            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
-                "the blob is larger than the limit of {} bytes",
-                self.limit
-            ))));
-        }
-        self.bytes.extend_from_slice(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
 /// The kind and one line for a registry's failure.
 fn explain(host: &str, had_login: bool, e: OciDistributionError) -> (PullFailure, String) {
     let refused = || {
@@ -725,5 +750,49 @@ fn explain(host: &str, had_login: bool, e: OciDistributionError) -> (PullFailure
             PullFailure::Invalid,
             format!("pulling from {host} failed: {other}"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aged(path: &Path) {
+        let old = std::time::SystemTime::now() - crate::content::UNDEPLOYED_GRACE * 2;
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+
+    #[test]
+    fn the_cache_keeps_the_blobs_of_images_still_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let registries = Registries::open(dir.path(), RegistrySettings::default()).unwrap();
+        let hex = |c: char| c.to_string().repeat(64);
+        for c in ['a', 'b', 'c', 'd'] {
+            let path = registries.cached(&format!("sha256:{}", hex(c)));
+            std::fs::write(&path, b"blob").unwrap();
+            if c != 'd' {
+                aged(&path);
+            }
+        }
+        let held = digest_of(&format!("sha256:{}", hex('1'))).unwrap();
+        let gone = digest_of(&format!("sha256:{}", hex('2'))).unwrap();
+        let (a, b, c) = (
+            format!("sha256:{}", hex('a')),
+            format!("sha256:{}", hex('b')),
+            format!("sha256:{}", hex('c')),
+        );
+        registries.record(&held, &[&a, &b]).unwrap();
+        registries.record(&gone, &[&b, &c]).unwrap();
+        registries.prune(|d| *d == held);
+        let left = |c: char| registries.cached(&format!("sha256:{}", hex(c))).is_file();
+        // a and b belong to an image still held; c only to a forgotten one;
+        // d is young (a pull in flight may name it).
+        assert!(left('a') && left('b') && !left('c') && left('d'));
+        assert!(!registries.records.join(hex('2')).exists());
     }
 }

@@ -24,8 +24,11 @@
 mod fetch;
 mod layout;
 mod names;
+mod progress;
+mod sinks;
 
 pub use fetch::{Limits, PullError, PullFailure, Pulled, Registries};
 pub use names::{
     check_host, credentials_for, is_reference, login_purpose, Credentials, Login, Source,
 };
+pub use progress::PullStatus;
