@@ -40,7 +40,8 @@ done
 
 scripts/setup.sh
 . scripts/need.sh
-need runc runc python3 python3 chromium chromium
+need runc runc python3 python3 chromium chromium \
+  docker-registry docker-registry htpasswd apache2-utils skopeo skopeo
 scripts/images.sh >/dev/null
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/mesh-bench.XXXXXX")"
@@ -120,6 +121,13 @@ tries=10
 python3 scripts/bench-converge.py target/release/mesh \
   guest-examples/target/wasm32-wasip2/release/app.wasm \
   guest-examples/target/wasm32-wasip2/release/payments.wasm "$tmp/converge.env" "$tries"
+
+echo "== deploying from a registry (Debian's docker-registry on loopback), vs skopeo copy"
+rounds=3
+[ -n "$quick" ] && rounds=1
+ROUNDS=$rounds python3 scripts/bench-registry.py target/release/mesh \
+  target/test-images/busybox.tar guest-examples/target/wasm32-wasip2/release/app.wasm \
+  "$tmp/registry.env"
 
 mkdir -p bench
 python3 - "$tmp" bench/results.json <<'PY'
@@ -221,6 +229,14 @@ row("10 a call to 0 instances: 503", conv["empty_503_ms"], conv["served_ms"],
     "by intra-DNS name, through the caller's instance")
 row("10 cron --timeout 300ms: run length", conv["timed_out_ms"], 300, "the timeout", "ms",
     "< 1 s", conv["timed_out_ms"] < 1000, tries)
+
+reg = env(os.path.join(tmp, "registry.env"))
+row("11 deploy from a registry: image, cold", reg["image_cold_ms"], reg["skopeo_ms"],
+    "skopeo copy of the image to a directory", "ms", "(contrast)", None,
+    f"stack deploy REF to the first answer of a busybox httpd; warm (blobs cached) {reg['image_warm_ms']:.0f} ms")
+row("11 deploy from a registry: component, cold", reg["component_cold_ms"], reg["skopeo_ms"],
+    "skopeo copy of the image to a directory", "ms", "(contrast)", None,
+    f"app.wasm as a wasm artifact, compile included; warm {reg['component_warm_ms']:.0f} ms")
 
 machine = {
     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
