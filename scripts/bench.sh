@@ -125,6 +125,7 @@ python3 scripts/bench-converge.py target/release/mesh \
 echo "== deploying from a registry (Debian's docker-registry on loopback), vs skopeo copy"
 rounds=3
 [ -n "$quick" ] && rounds=1
+scripts/registry-venv.sh
 ROUNDS=$rounds python3 scripts/bench-registry.py target/release/mesh \
   target/test-images/busybox.tar guest-examples/target/wasm32-wasip2/release/app.wasm \
   "$tmp/registry.env"

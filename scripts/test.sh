@@ -20,13 +20,7 @@ need redis-server redis-server tmux tmux curl curl runc runc \
   etcd etcd-server etcdctl etcd-client chromium chromium \
   docker-registry docker-registry htpasswd apache2-utils skopeo skopeo openssl openssl
 echo "== oras and cryptography (pinned) for the registry tests"
-venv=target/registry-venv
-if ! cmp -s tests/registry/requirements.txt "$venv/.installed"; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/registry/requirements.txt
-  cp tests/registry/requirements.txt "$venv/.installed"
-fi
+scripts/registry-venv.sh
 echo "== playwright-core for the dashboard tests"
 (cd tests/dashboard && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 
