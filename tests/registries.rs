@@ -349,6 +349,24 @@ fn images_from_a_registry_run_and_share_their_blobs() {
         |s: &str, c: &str| stacks.iter().find(|x| x.name == s).unwrap().components[c].clone();
     assert_eq!(code("boxes", "busybox"), code("more", "box"));
 
+    // An image built on the same base: only its own blobs are fetched.
+    let derived = derived_image(&d.scratch());
+    registry.push_image(&derived, "team/derived:1");
+    let out = d.ok(&[
+        "stack",
+        "deploy",
+        "derived",
+        &registry.reference("team/derived:1"),
+        "--name",
+        "box",
+    ]);
+    assert!(out.contains("2 blobs fetched, 1 already here"), "{out}");
+    assert_eq!(
+        registry.blob_gets("team/derived"),
+        2,
+        "the base layer was fetched again"
+    );
+
     // A Docker v2 schema 2 image (skopeo keeps docker-archive's format).
     let out = d.ok(&[
         "stack",
@@ -654,4 +672,42 @@ fn images_another_platform_tampered_blobs_and_limits_are_refused_in_one_line() {
         stacks.iter().all(|s| s.name != "b" && s.name != "c"),
         "a failed pull made a stack"
     );
+}
+
+/// The busybox image with one more layer on top (a file in /www), as an
+/// OCI layout directory made with umoci.
+fn derived_image(scratch: &std::path::Path) -> std::path::PathBuf {
+    let layout = scratch.join("derived");
+    let status = std::process::Command::new("cp")
+        .args([
+            "-r",
+            &support::image("busybox-oci"),
+            layout.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bundle = scratch.join("derived-bundle");
+    let image = format!("{}:latest", layout.display());
+    let umoci = |args: &[&str]| {
+        let out = std::process::Command::new("umoci")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "umoci {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    umoci(&[
+        "unpack",
+        "--rootless",
+        "--image",
+        &image,
+        bundle.to_str().unwrap(),
+    ]);
+    std::fs::write(bundle.join("rootfs/www/extra.html"), "one more layer\n").unwrap();
+    umoci(&["repack", "--image", &image, bundle.to_str().unwrap()]);
+    layout
 }
