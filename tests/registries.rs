@@ -224,6 +224,46 @@ fn a_failed_pull_says_why_in_one_line_and_changes_nothing() {
         "{err}"
     );
 
+    // A plain-HTTP registry (allowed by --insecure-registry) that fails
+    // with 503: tried a bounded number of times, then said.
+    let failing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let failing_at = failing.local_addr().unwrap().to_string();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    std::thread::spawn(move || {
+        for stream in failing.incoming() {
+            let Ok(mut stream) = stream else { break };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut head = [0u8; 4096];
+            let _ = std::io::Read::read(&mut stream, &mut head);
+            let _ = stream.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbusy",
+            );
+        }
+    });
+    let plain = Daemon::start_with(&["--insecure-registry", &failing_at]);
+    let err = plain.fails(&[
+        "stack",
+        "deploy",
+        "app",
+        &format!("{failing_at}/team/app:v1"),
+    ]);
+    assert!(err.contains("answered 503 3 times"), "{err}");
+    let tries = asked.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (3..=6).contains(&tries),
+        "{tries} requests to a failing registry"
+    );
+    // Without the flag, the same registry is spoken to over HTTPS only.
+    let strict = Daemon::start();
+    let err = strict.fails(&[
+        "stack",
+        "deploy",
+        "app",
+        &format!("{failing_at}/team/app:v1"),
+    ]);
+    assert!(err.contains("cannot reach"), "{err}");
+
     assert_eq!(
         versions(&d, "app"),
         before,
