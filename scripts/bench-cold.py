@@ -22,7 +22,6 @@ picks, and stops it at the end. Timed:
   directory of its own (not the user's), after one run to fill it.
 Writes KEY=VALUE lines to RESULTS_FILE (empty value: not measured).
 """
-import http.client
 import os
 import re
 import socket
@@ -46,26 +45,12 @@ def free_port():
     return port
 
 
-def status(port, host):
-    """GET / on 127.0.0.1:port: the status, or None when nothing answers."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        conn.request("GET", "/", headers={"Host": host} if host else {})
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
-
-
 def first_ok(port, host, process, limit_s=300):
     """Polls GET / every 5 ms until 200: the monotonic time of that answer."""
     deadline = time.monotonic() + limit_s
     last = None
     while time.monotonic() < deadline:
-        last = status(port, host)
+        last = benchd.status(port, host)
         if last == 200:
             return time.monotonic()
         if process.poll() is not None:

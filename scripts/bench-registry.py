@@ -22,7 +22,6 @@ of ROUNDS (env, default 3) rounds, each on new stacks:
   round).
 Writes KEY=VALUE lines to RESULTS_FILE and prints a table.
 """
-import http.client
 import os
 import shutil
 import statistics
@@ -44,23 +43,10 @@ def run(cmd, **kw):
     return out.stdout
 
 
-def status(port, host):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        conn.request("GET", "/", headers={"Host": host})
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
-
-
 def first_ok(port, host, limit_s=120):
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        if status(port, host) == 200:
+        if benchd.status(port, host) == 200:
             return time.monotonic()
         time.sleep(POLL_S)
     raise SystemExit(f"no 200 from {host} in {limit_s}s")

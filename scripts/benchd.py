@@ -12,6 +12,7 @@ or, for a daemon that runs no containers, all of that at once:
         port = benchd.ingress_port(info)
 """
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -72,3 +73,18 @@ def running(mesh, prefix):
 def ingress_port(info):
     """The port of the ingress, from daemon.json."""
     return int(info["http_url"].rstrip("/").rsplit(":", 1)[1])
+
+
+def status(port, host=None):
+    """GET / on 127.0.0.1:port (with Host `host`): the status, or None
+    when nothing answers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", "/", headers={"Host": host} if host else {})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()

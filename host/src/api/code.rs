@@ -196,21 +196,35 @@ async fn upload_image(
     drop(file);
     let digest = Digest::try_from(format!("sha256:{}", hex::encode(hasher.finalize())))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let reserved = super::quotas::check_upload(state, &caller.env, &digest, size).await?;
+    accept_image_tar(state, &caller.env, name, guard, digest, size, place).await
+}
+
+/// Checks the image whose tar is in `guard` (of `digest` and `size`:
+/// uploaded or pulled) against `env`'s code quota and the image checks,
+/// unpacks it and keeps it. The place, the tar and the reservation go with
+/// the unpacking, not the request: a client that goes away frees none of
+/// them while it runs.
+pub(super) async fn accept_image_tar(
+    state: &ApiState,
+    env: &str,
+    name: String,
+    guard: crate::content::Incoming,
+    digest: Digest,
+    size: u64,
+    place: uploads::Place,
+) -> ApiResult<CodeInfo> {
+    let reserved = super::quotas::check_upload(state, env, &digest, size).await?;
+    let left = reserved.room().saturating_sub(size);
     let room = Room {
-        bytes: reserved.room().saturating_sub(size),
+        bytes: left,
         limit: format!(
-            "what is left of environment {}'s code quota ({})",
-            caller.env,
-            crate::model::format_memory(reserved.room().saturating_sub(size))
+            "what is left of environment {env}'s code quota ({})",
+            crate::model::format_memory(left)
         ),
     };
     let engine = state.engine.clone();
-    let path = incoming.clone();
-    // The place, the upload's file and the reservation go with the
-    // unpacking, not the request: a client that goes away frees none of
-    // them while it runs.
     let info = tokio::task::spawn_blocking(move || {
+        let path = guard.path().to_path_buf();
         let _held = (place, guard);
         let info = engine
             .content()

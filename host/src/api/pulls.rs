@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use super::uploads::Kind;
 use super::{ApiError, ApiResult, ApiState, Caller};
-use crate::container::image::Room;
 use crate::content::CodeInfo;
 use crate::model::{validate_component_name, Digest, Source};
 use crate::registry::{Limits, PullError, PullFailure, Pulled};
@@ -121,36 +120,16 @@ async fn pull_one(state: &ApiState, caller: &Caller, name: &str, text: &str) -> 
                     "{text} is a container image, and containers cannot run here: {why}"
                 )));
             }
-            let reserved = super::quotas::check_upload(state, &caller.env, &digest, size).await?;
-            let room = Room {
-                bytes: reserved.room().saturating_sub(size),
-                limit: format!(
-                    "what is left of environment {}'s code quota ({})",
-                    caller.env,
-                    crate::model::format_memory(reserved.room().saturating_sub(size))
-                ),
-            };
-            let engine = state.engine.clone();
-            let label = text.to_string();
-            let info = tokio::task::spawn_blocking(move || {
-                let _held = (place, &guard);
-                let path = guard.path().to_path_buf();
-                let info = engine
-                    .content()
-                    .accept_image(digest, &path, |dir| {
-                        crate::container::image::unpack(&label, &path, dir, room)
-                            .map(|(_, unpacked)| unpacked.bytes)
-                            .map_err(anyhow::Error::from)
-                    })
-                    .map_err(|e| match e.downcast::<crate::container::ImageError>() {
-                        Ok(image) => ApiError::bad_request(image.to_string()),
-                        Err(other) => ApiError::from(other),
-                    })?;
-                reserved.keep(info.size)?;
-                Ok::<CodeInfo, ApiError>(info)
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("image check failed: {e}"))??;
+            let info = super::code::accept_image_tar(
+                state,
+                &caller.env,
+                text.to_string(),
+                guard,
+                digest,
+                size,
+                place,
+            )
+            .await?;
             Ok(Kept {
                 name: name.to_string(),
                 digest: info.digest,
