@@ -11,8 +11,15 @@ use crate::support::{self, app_wasm, parse, variant, Daemon};
 use mesh_host::api::wire::{RegistryLoginView, ServiceView, StackView, VersionView};
 
 /// A daemon that trusts `registry`'s CA.
+/// A daemon that trusts `registry`'s CA and lets tenants pull from it
+/// (it is on loopback).
 fn daemon_for(registry: &Registry) -> Daemon {
-    Daemon::start_with(&["--registry-ca", registry.ca().to_str().unwrap()])
+    Daemon::start_with(&[
+        "--registry-ca",
+        registry.ca().to_str().unwrap(),
+        "--private-registry",
+        &registry.address,
+    ])
 }
 
 /// `mesh registry login ADDR --username USER --password-stdin` as the
@@ -264,6 +271,20 @@ fn a_failed_pull_says_why_in_one_line_and_changes_nothing() {
         &format!("{failing_at}/team/app:v1"),
     ]);
     assert!(err.contains("cannot reach"), "{err}");
+    // A tenant's pull never reaches a loopback or private address the
+    // operator did not name with --private-registry.
+    let tenant = strict.new_env("t1", &[]);
+    let out = strict.mesh_as(
+        &tenant,
+        &["stack", "deploy", "app", &registry.reference("team/app:v1")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("is at a loopback address")
+            && err.contains("--private-registry"),
+        "{err}"
+    );
 
     assert_eq!(
         versions(&d, "app"),
@@ -670,7 +691,12 @@ fn images_another_platform_tampered_blobs_and_limits_are_refused_in_one_line() {
     assert_eq!(registry.blob_gets("team/busybox"), 0);
 
     // Over an environment's code quota.
-    let big = Daemon::start_process_with(&["--registry-ca", registry.ca().to_str().unwrap()]);
+    let big = Daemon::start_process_with(&[
+        "--registry-ca",
+        registry.ca().to_str().unwrap(),
+        "--private-registry",
+        &registry.address,
+    ]);
     let tenant = big.new_env("small", &["--max-code", "1Mi"]);
     let out = login(
         &big,

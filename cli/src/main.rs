@@ -62,7 +62,7 @@ Examples:
   mesh up --data-dir /var/lib/mesh --api 0.0.0.0:7070 --http 0.0.0.0:80 --alias top.widemesh.dev
   mesh up --api 127.0.0.1:0 --http 127.0.0.1:0     pick free ports (see DIR/daemon.json)
   mesh up --https 127.0.0.1:8443                   HTTPS too; trust .mesh/tls/ca.pem")]
-    Up(UpArgs),
+    Up(Box<UpArgs>),
 
     /// Create, change, list, watch and delete services.
     #[command(
@@ -163,7 +163,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Out { json: cli.json };
     if let Command::Up(args) = cli.command {
-        return commands::up::up(cli.data_dir, args);
+        return commands::up::up(cli.data_dir, *args);
     }
     let client = client::Client::discover(cli.data_dir.as_deref())?;
     match cli.command {

@@ -118,6 +118,9 @@ pub struct RegistrySettings {
     pub ca_files: Vec<PathBuf>,
     /// Registries spoken to over plain HTTP (`HOST[:PORT]`).
     pub insecure: Vec<String>,
+    /// Registries at loopback or private addresses that tenants may pull
+    /// from (the operator may pull from any).
+    pub private: Vec<String>,
 }
 
 /// A host's name when none is given and the machine has none.

@@ -175,6 +175,7 @@ fn set(config: &mut DaemonConfig, flag: &str, value: &str) {
         "--sealing-key" => config.sealing_key = Some(value.into()),
         "--registry-ca" => config.registries.ca_files.push(value.into()),
         "--insecure-registry" => config.registries.insecure.push(value.into()),
+        "--private-registry" => config.registries.private.push(value.into()),
         "--queue-per-instance" => config.queue_per_instance = number(),
         "--max-connections" => config.max_connections = number(),
         "--max-connections-per-client" => config.max_connections_per_client = number(),

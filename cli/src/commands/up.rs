@@ -42,6 +42,12 @@ pub struct UpArgs {
     #[arg(long, value_name = "HOST")]
     pub insecure_registry: Vec<String>,
 
+    /// A registry at a loopback or private address that tenants may pull
+    /// from (HOST[:PORT]); repeat for more. Without it a tenant's pulls
+    /// reach public addresses only; the operator's reach any.
+    #[arg(long, value_name = "HOST")]
+    pub private_registry: Vec<String>,
+
     /// A directory of compiled code shared with other daemons on this
     /// machine: read when this daemon's cache lacks code, filled after
     /// each compile, never cleaned by the daemon. Trust it like the data
@@ -202,6 +208,14 @@ pub fn up(data_dir: Option<std::path::PathBuf>, args: UpArgs) -> anyhow::Result<
                 .map(|h| {
                     mesh_host::registry::check_host(h)
                         .map_err(|e| anyhow::anyhow!("--insecure-registry: {e}"))
+                })
+                .collect::<anyhow::Result<_>>()?,
+            private: args
+                .private_registry
+                .iter()
+                .map(|h| {
+                    mesh_host::registry::check_host(h)
+                        .map_err(|e| anyhow::anyhow!("--private-registry: {e}"))
                 })
                 .collect::<anyhow::Result<_>>()?,
         },

@@ -64,6 +64,7 @@ async fn pull_one(state: &ApiState, caller: &Caller, name: &str, text: &str) -> 
                 crate::model::format_memory(room)
             ),
         )),
+        private_allowed: caller.admin,
     };
     let pulled = state
         .registries
@@ -81,6 +82,8 @@ async fn pull_one(state: &ApiState, caller: &Caller, name: &str, text: &str) -> 
             bytes,
             digest,
             source,
+            fetched,
+            cached,
         } => {
             let reserved =
                 super::quotas::check_upload(state, &caller.env, &digest, bytes.len() as u64)
@@ -104,8 +107,8 @@ async fn pull_one(state: &ApiState, caller: &Caller, name: &str, text: &str) -> 
                 name: name.to_string(),
                 digest: info.digest,
                 source,
-                fetched: 1,
-                cached: 0,
+                fetched,
+                cached,
             })
         }
         Pulled::Image {

@@ -120,5 +120,14 @@ pub(super) async fn credentials_for(
     env: &str,
     host: &str,
 ) -> ApiResult<Option<Credentials>> {
-    Ok(crate::registry::credentials_for(&state.store, &state.sealer, env, host).await?)
+    crate::registry::credentials_for(&state.store, &state.sealer, env, host)
+        .await
+        .map_err(|e| {
+            // The whole story (the key's path) for the operator's log; the
+            // tenant hears what to ask for.
+            tracing::warn!(env, registry = host, "cannot open a registry login: {e:#}");
+            ApiError::from(anyhow::anyhow!(
+                "this host cannot open the login for {host}: it was sealed with another sealing key (the operator gives every host the same `mesh up --sealing-key`)"
+            ))
+        })
 }

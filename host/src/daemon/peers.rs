@@ -35,6 +35,10 @@ use crate::services::Fetch;
 use crate::services::{Call, Forward, Refusal};
 use crate::store::Store;
 
+/// Longest a pull of code from its registry may take before the other
+/// hosts are asked instead.
+const REGISTRY_FETCH_TIME: Duration = Duration::from_secs(300);
+
 /// Longest a host sending code may go without sending any of it.
 const FETCH_STALL: Duration = Duration::from_secs(30);
 
@@ -110,11 +114,13 @@ impl Peers {
     async fn source_of(&self, digest: &Digest) -> Option<(String, crate::model::Source)> {
         let envs = self.store.environments().await.ok()?;
         for env in envs {
-            let versions: Vec<crate::store::Versioned<crate::model::Version>> = self
+            let Ok(versions) = self
                 .store
-                .list(crate::store::key::env_versions(&env.value.name))
+                .list::<crate::model::Version>(crate::store::key::env_versions(&env.value.name))
                 .await
-                .ok()?;
+            else {
+                continue;
+            };
             for version in versions {
                 let found = version
                     .value
@@ -140,7 +146,7 @@ impl Peers {
         into: &std::path::Path,
     ) -> Result<u64, String> {
         let pinned = source.pinned();
-        let host = pinned.split('/').next().unwrap_or("").to_string();
+        let host = pinned.split('/').next().unwrap_or("").to_ascii_lowercase();
         let credentials =
             crate::registry::credentials_for(&self.store, &self.pulling.sealer, env, &host)
                 .await
@@ -149,13 +155,19 @@ impl Peers {
             component_bytes: self.max_bytes,
             image_bytes: self.max_bytes,
             quota: None,
+            private_allowed: true,
         };
-        let pulled = self
-            .pulling
-            .registries
-            .pull(&pinned, env, credentials.as_ref(), limits, into)
-            .await
-            .map_err(|e| e.to_string())?;
+        // Bounded, so a registry that stalls only delays the fall back to
+        // the other hosts.
+        let pulled = tokio::time::timeout(
+            REGISTRY_FETCH_TIME,
+            self.pulling
+                .registries
+                .pull(&pinned, env, credentials.as_ref(), limits, into),
+        )
+        .await
+        .map_err(|_| format!("no answer within {}s", REGISTRY_FETCH_TIME.as_secs()))?
+        .map_err(|e| e.to_string())?;
         match pulled {
             crate::registry::Pulled::Component {
                 bytes, digest: got, ..

@@ -124,6 +124,11 @@ impl Host {
         let mut servers = servers;
         let metrics = self.supervisor.parts().metrics.clone();
         servers.push(tokio::spawn(metrics.sample_until(stopping.clone())));
+        servers.push(tokio::spawn(prune_until(
+            self.registries.clone(),
+            self.engine.clone(),
+            stopping.clone(),
+        )));
         let tasks = Tasks {
             converger,
             placing,
@@ -350,5 +355,29 @@ fn conn_limits(config: &DaemonConfig) -> ConnLimits {
         header_timeout: config.header_timeout,
         idle_timeout: config.idle_timeout,
         grace: SHUTDOWN_GRACE,
+    }
+}
+
+/// How often the registries' blob cache is pruned besides code collection
+/// (which runs when stacks change): so blobs of failed or forgotten pulls
+/// do not pile up while nothing is deployed.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Prunes the blob cache every [`PRUNE_EVERY`] until `stopping`.
+async fn prune_until(
+    registries: Arc<crate::registry::Registries>,
+    engine: Arc<crate::runtime::Engine>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        let (registries, engine) = (registries.clone(), engine.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            registries.prune(|digest| engine.content().has_code(digest));
+        })
+        .await;
     }
 }

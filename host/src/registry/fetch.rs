@@ -45,9 +45,12 @@ const TRIES: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest one manifest request may take; a blob has [`BLOB_TIME`].
 const MANIFEST_TIME: Duration = Duration::from_secs(30);
-const BLOB_TIME: Duration = Duration::from_secs(600);
+/// (A stalled blob is cut off sooner: the client's read timeout.)
+const BLOB_TIME: Duration = Duration::from_secs(3600);
 /// Largest image config taken.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
+/// Most layers an image may have.
+const MAX_LAYERS: usize = 256;
 
 /// Pulls code from registries: the blob cache, and pulls in flight.
 pub struct Registries {
@@ -63,6 +66,9 @@ pub struct Registries {
     fetching: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Pulls in flight, and how far each has come.
     in_flight: Arc<InFlight>,
+    /// Blobs pulls in flight use, and how many pulls use each: spared by
+    /// pruning.
+    pinned: parking_lot::Mutex<HashMap<Digest, usize>>,
 }
 
 impl Registries {
@@ -88,6 +94,7 @@ impl Registries {
             records,
             fetching: parking_lot::Mutex::new(HashMap::new()),
             in_flight: Arc::default(),
+            pinned: parking_lot::Mutex::new(HashMap::new()),
         })
     }
 
@@ -96,17 +103,60 @@ impl Registries {
         self.in_flight.of(env)
     }
 
-    /// Where a cached blob lives.
-    fn cached(&self, digest: &str) -> PathBuf {
-        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    /// Where a cached blob lives (a checked digest: 64 hex digits).
+    fn cached(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.as_str().trim_start_matches("sha256:");
         self.cache.join("sha256").join(hex)
     }
 
     /// The lock held while one blob is fetched.
-    fn fetch_lock(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn fetch_lock(&self, digest: &Digest) -> Arc<tokio::sync::Mutex<()>> {
         let mut fetching = self.fetching.lock();
         fetching.retain(|_, lock| Arc::strong_count(lock) > 1);
         fetching.entry(digest.to_string()).or_default().clone()
+    }
+
+    /// Marks `blobs` as in use by a pull.
+    fn pin(&self, blobs: &[Wanted]) -> Vec<Digest> {
+        let mut pinned = self.pinned.lock();
+        for blob in blobs {
+            *pinned.entry(blob.digest.clone()).or_insert(0) += 1;
+        }
+        blobs.iter().map(|b| b.digest.clone()).collect()
+    }
+
+    /// A pull is done with `digests`; when it `failed`, the blobs it
+    /// leaves that no other pull holds and no image names are removed.
+    fn unpin(&self, digests: Vec<Digest>, failed: bool) {
+        let kept = self.kept_blobs();
+        let mut pinned = self.pinned.lock();
+        for digest in digests {
+            let left = match pinned.get_mut(&digest) {
+                Some(n) => {
+                    *n -= 1;
+                    *n
+                }
+                None => 0,
+            };
+            if left == 0 {
+                pinned.remove(&digest);
+                if failed && !kept.contains(digest.as_str()) {
+                    let _ = std::fs::remove_file(self.cached(&digest));
+                }
+            }
+        }
+    }
+
+    /// The blobs the records of pulled images name.
+    fn kept_blobs(&self) -> std::collections::BTreeSet<String> {
+        let mut keep = std::collections::BTreeSet::new();
+        if let Ok(records) = std::fs::read_dir(&self.records) {
+            for record in records.flatten() {
+                let text = std::fs::read_to_string(record.path()).unwrap_or_default();
+                keep.extend(text.lines().map(str::to_string));
+            }
+        }
+        keep
     }
 
     /// Forgets pulled images the content store no longer `holds`, then
@@ -130,8 +180,13 @@ impl Registries {
         let Ok(entries) = std::fs::read_dir(self.cache.join("sha256")) else {
             return;
         };
+        let pinned: std::collections::BTreeSet<String> =
+            self.pinned.lock().keys().map(|d| d.to_string()).collect();
         for entry in entries.flatten() {
             let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
+            if pinned.contains(&digest) {
+                continue;
+            }
             let young = entry
                 .metadata()
                 .and_then(|m| m.modified())
@@ -167,6 +222,10 @@ pub enum Pulled {
         digest: Digest,
         /// Where it came from.
         source: Source,
+        /// Fetched from the registry (1) or found in the cache (0).
+        fetched: usize,
+        /// Found in the cache.
+        cached: usize,
     },
     /// A container image, as an OCI layout tar in the content store's
     /// incoming file.
@@ -224,6 +283,36 @@ pub struct Limits {
     /// short: checked against the manifest's sizes before any blob is
     /// fetched.
     pub quota: Option<(u64, String)>,
+    /// Whether the registry may be at a loopback or private address (the
+    /// operator's pulls, and other hosts'); a tenant's may only when the
+    /// operator named the registry with `--private-registry`.
+    pub private_allowed: bool,
+}
+
+/// A blob a pull needs: its digest and size checked, its descriptor
+/// without `urls` (fetched from its registry only, never from hosts a
+/// manifest names).
+struct Wanted {
+    descriptor: OciDescriptor,
+    digest: Digest,
+    size: u64,
+}
+
+impl Wanted {
+    fn of(descriptor: &OciDescriptor) -> Result<Wanted, String> {
+        let digest = digest_of(&descriptor.digest)
+            .map_err(|e| format!("its manifest names a blob by a bad digest: {e}"))?;
+        let size = u64::try_from(descriptor.size)
+            .map_err(|_| format!("its manifest gives blob {} a negative size", digest.short()))?;
+        Ok(Wanted {
+            descriptor: OciDescriptor {
+                urls: None,
+                ..descriptor.clone()
+            },
+            digest,
+            size,
+        })
+    }
 }
 
 impl Registries {
@@ -241,7 +330,7 @@ impl Registries {
         let progress = &tracked.progress;
         let fail = |kind: PullFailure, why: String| PullError {
             reference: text.to_string(),
-            why,
+            why: one_line(&why),
             kind,
         };
         if !is_reference(text) {
@@ -255,6 +344,11 @@ impl Registries {
             .parse()
             .map_err(|e| fail(PullFailure::Invalid, format!("invalid reference: {e}")))?;
         let host = reference.resolve_registry().to_string();
+        if !limits.private_allowed && !self.settings.private.contains(&host) {
+            self.check_public(&host)
+                .await
+                .map_err(|why| fail(PullFailure::Invalid, why))?;
+        }
         let client = self
             .client()
             .map_err(|why| fail(PullFailure::Invalid, why))?;
@@ -263,24 +357,22 @@ impl Registries {
             None => RegistryAuth::Anonymous,
         };
         let explain = |e: OciDistributionError| explain(&host, credentials.is_some(), e);
+        let registry_failed = |e: OciDistributionError| {
+            let (kind, why) = explain(e);
+            fail(kind, why)
+        };
         // Asked first, so a refused login is said as such.
         retried(
             || client.auth(&reference, &auth, RegistryOperation::Pull),
             MANIFEST_TIME,
         )
         .await
-        .map_err(|e| {
-            let (kind, why) = explain(e);
-            fail(kind, why)
-        })?;
+        .map_err(registry_failed)?;
         let (manifest, bytes, digest, media_type) = self
             .resolve(&client, &reference, &auth)
             .await
             .map_err(|e| match e {
-                Resolve::Registry(e) => {
-                    let (kind, why) = explain(e);
-                    fail(kind, why)
-                }
+                Resolve::Registry(e) => registry_failed(e),
                 Resolve::Other(kind, why) => fail(kind, why),
             })?;
         let source = Source {
@@ -294,148 +386,223 @@ impl Registries {
                 .layers
                 .iter()
                 .any(|l| l.media_type == WASM_LAYER || l.media_type == LEGACY_WASM_LAYER);
-        if is_wasm {
-            if manifest.layers.len() != 1 {
-                return Err(fail(
-                    PullFailure::Invalid,
-                    format!(
-                        "holds {} layers; a component is one {WASM_LAYER} layer (a Spin application or other bundle is not one component)",
-                        manifest.layers.len()
-                    ),
-                ));
-            }
-            let layer = clean(&manifest.layers[0]);
-            let size = u64::try_from(layer.size).unwrap_or(u64::MAX);
-            if let Some((room, short)) = limits.quota.as_ref().filter(|(room, _)| size > *room) {
-                let _ = room;
-                return Err(fail(
-                    PullFailure::Quota,
-                    format!("its component is {size} bytes: {short}"),
-                ));
-            }
-            if size > limits.component_bytes {
-                return Err(fail(
-                    PullFailure::TooLarge,
-                    format!(
-                        "its component is {} bytes, over the upload limit of {} bytes",
-                        layer.size, limits.component_bytes
-                    ),
-                ));
-            }
-            progress.blobs_total.store(1, Ordering::Relaxed);
-            progress.bytes_total.store(size, Ordering::Relaxed);
-            // Through the cache, one fetch at a time: a second pull of the
-            // same component meanwhile reads what the first fetched.
-            let path = self.cached(&layer.digest);
-            let lock = self.fetch_lock(&layer.digest);
-            let one_fetch = lock.lock().await;
-            if path.is_file() {
-                progress.blob_done(size);
-            } else {
-                self.fetch_blob(&client, &pinned, &layer, &path, progress)
-                    .await
-                    .map_err(|e| {
-                        let (kind, why) = explain(e);
-                        fail(kind, why)
-                    })?;
-            }
-            let bytes = tokio::fs::read(&path).await.map_err(|e| {
-                fail(
-                    PullFailure::Unavailable,
-                    format!("reading the component: {e}"),
-                )
-            })?;
-            drop(one_fetch);
-            let digest = digest_of(&layer.digest).map_err(|e| fail(PullFailure::Invalid, e))?;
-            return Ok(Pulled::Component {
-                bytes,
-                digest,
-                source,
-            });
-        }
-        if !IMAGE_CONFIGS.contains(&config_type) {
+        if !is_wasm && !IMAGE_CONFIGS.contains(&config_type) {
             return Err(fail(
                 PullFailure::Invalid,
                 format!("is neither a container image nor a WebAssembly component (config media type {config_type})"),
             ));
         }
-        let total: i64 = manifest.layers.iter().map(|l| l.size.max(0)).sum::<i64>()
-            + manifest.config.size.max(0);
-        if u64::try_from(total).unwrap_or(u64::MAX) > limits.image_bytes {
+        if is_wasm && manifest.layers.len() != 1 {
             return Err(fail(
-                PullFailure::TooLarge,
+                PullFailure::Invalid,
                 format!(
-                    "the image is {total} bytes, over the image limit of {} bytes",
-                    limits.image_bytes
+                    "holds {} layers; a component is one {WASM_LAYER} layer (a Spin application or other bundle is not one component)",
+                    manifest.layers.len()
                 ),
             ));
         }
+        if manifest.layers.len() > MAX_LAYERS {
+            return Err(fail(
+                PullFailure::Invalid,
+                format!(
+                    "holds {} layers; at most {MAX_LAYERS}",
+                    manifest.layers.len()
+                ),
+            ));
+        }
+        // Every digest and size the registry gave, checked before any is
+        // used (as a path, a lock, a request).
+        let mut wanted = Vec::new();
+        if !is_wasm {
+            wanted.push(&manifest.config);
+        }
+        wanted.extend(manifest.layers.iter());
+        let blobs: Vec<Wanted> = wanted
+            .into_iter()
+            .map(Wanted::of)
+            .collect::<Result<_, _>>()
+            .map_err(|why| fail(PullFailure::Invalid, why))?;
+        let total = blobs
+            .iter()
+            .try_fold(0u64, |sum, b| sum.checked_add(b.size))
+            .unwrap_or(u64::MAX);
+        let (limit, what) = if is_wasm {
+            (limits.component_bytes, "the upload limit")
+        } else {
+            (limits.image_bytes, "the image limit")
+        };
+        if total > limit {
+            return Err(fail(
+                PullFailure::TooLarge,
+                format!("it is {total} bytes, over {what} of {limit} bytes"),
+            ));
+        }
         if let Some((room, short)) = &limits.quota {
-            if u64::try_from(total).unwrap_or(u64::MAX) > *room {
+            if total > *room {
                 return Err(fail(
                     PullFailure::Quota,
-                    format!("the image is {total} bytes: {short}"),
+                    format!("it is {total} bytes: {short}"),
                 ));
             }
         }
-        if u64::try_from(manifest.config.size).unwrap_or(u64::MAX) > MAX_CONFIG_BYTES {
+        if !is_wasm && blobs[0].size > MAX_CONFIG_BYTES {
             return Err(fail(
                 PullFailure::Invalid,
                 "its image config is too large".into(),
             ));
         }
-        let mut descriptors = vec![clean(&manifest.config)];
-        descriptors.extend(manifest.layers.iter().map(clean));
         progress
             .blobs_total
-            .store(descriptors.len() as u64, Ordering::Relaxed);
-        progress
-            .bytes_total
-            .store(u64::try_from(total).unwrap_or(0), Ordering::Relaxed);
+            .store(blobs.len() as u64, Ordering::Relaxed);
+        progress.bytes_total.store(total, Ordering::Relaxed);
+        // Held until the pull ends: pruning spares these blobs meanwhile,
+        // and a failed pull removes those it fetched and no other holds.
+        let pins = self.pin(&blobs);
         let (mut fetched, mut cached) = (0, 0);
-        for descriptor in &descriptors {
-            let path = self.cached(&descriptor.digest);
-            let lock = self.fetch_lock(&descriptor.digest);
-            let _one_fetch = lock.lock().await;
-            if path.is_file() {
-                cached += 1;
-                progress.blob_done(u64::try_from(descriptor.size).unwrap_or(0));
-                continue;
+        for blob in &blobs {
+            match self.obtain(&client, &pinned, blob, progress).await {
+                Ok(true) => fetched += 1,
+                Ok(false) => cached += 1,
+                Err(e) => {
+                    self.unpin(pins, true);
+                    return Err(registry_failed(e));
+                }
             }
-            self.fetch_blob(&client, &pinned, descriptor, &path, progress)
+        }
+        let result = if is_wasm {
+            let blob = &blobs[0];
+            let bytes = tokio::fs::read(self.cached(&blob.digest))
                 .await
                 .map_err(|e| {
-                    let (kind, why) = explain(e);
-                    fail(kind, why)
-                })?;
-            fetched += 1;
-        }
-        let paths: Vec<_> = descriptors.iter().map(|d| self.cached(&d.digest)).collect();
-        let blobs: Vec<Blob<'_>> = descriptors
+                    fail(
+                        PullFailure::Unavailable,
+                        format!("reading the component: {e}"),
+                    )
+                });
+            // Hashed again here: what is handed on is what was verified.
+            match bytes {
+                Ok(bytes) if Digest::of(&bytes) == blob.digest => Ok(Pulled::Component {
+                    bytes,
+                    digest: blob.digest.clone(),
+                    source,
+                    fetched,
+                    cached,
+                }),
+                Ok(_) => Err(fail(
+                    PullFailure::Unavailable,
+                    format!(
+                        "the cached copy of {} does not match it",
+                        blob.digest.short()
+                    ),
+                )),
+                Err(e) => Err(e),
+            }
+        } else {
+            self.write_image(tar, &bytes, &digest, &media_type, &blobs)
+                .map(|(digest, size)| Pulled::Image {
+                    digest,
+                    size,
+                    source,
+                    fetched,
+                    cached,
+                })
+                .map_err(|e| fail(PullFailure::Unavailable, format!("writing the image: {e}")))
+        };
+        self.unpin(pins, result.is_err());
+        result
+    }
+
+    /// Writes the image's layout tar and records the blobs it was made
+    /// of; its digest and size.
+    fn write_image(
+        &self,
+        tar: &Path,
+        manifest: &[u8],
+        manifest_digest: &str,
+        media_type: &str,
+        blobs: &[Wanted],
+    ) -> std::io::Result<(Digest, u64)> {
+        let paths: Vec<PathBuf> = blobs.iter().map(|b| self.cached(&b.digest)).collect();
+        let layout_blobs: Vec<Blob<'_>> = blobs
             .iter()
             .zip(&paths)
-            .map(|(d, path)| Blob {
-                digest: &d.digest,
+            .map(|(b, path)| Blob {
+                digest: b.digest.as_str(),
                 path,
             })
             .collect();
-        let (tar_digest, size) = layout::write(tar, &bytes, &digest, &media_type, &blobs)
-            .map_err(|e| fail(PullFailure::Unavailable, format!("writing the image: {e}")))?;
-        let tar_digest = digest_of(&tar_digest).map_err(|e| fail(PullFailure::Invalid, e))?;
-        let names: Vec<&str> = descriptors.iter().map(|d| d.digest.as_str()).collect();
-        self.record(&tar_digest, &names).map_err(|e| {
-            fail(
-                PullFailure::Unavailable,
-                format!("recording the image: {e}"),
+        let (tar_digest, size) =
+            layout::write(tar, manifest, manifest_digest, media_type, &layout_blobs)?;
+        let tar_digest = digest_of(&tar_digest).map_err(std::io::Error::other)?;
+        let names: Vec<&str> = blobs.iter().map(|b| b.digest.as_str()).collect();
+        self.record(&tar_digest, &names)?;
+        Ok((tar_digest, size))
+    }
+
+    /// One blob here, verified: from the cache when a blob of its digest
+    /// and size is there and the registry says this environment's
+    /// repository holds it (a cached blob is never handed to a pull that
+    /// could not fetch it), else fetched. Whether it was fetched.
+    async fn obtain(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        blob: &Wanted,
+        progress: &Arc<Progress>,
+    ) -> Result<bool, OciDistributionError> {
+        let path = self.cached(&blob.digest);
+        let lock = self.fetch_lock(&blob.digest);
+        let _one_fetch = lock.lock().await;
+        let here = std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == blob.size);
+        if here {
+            let held = retried(
+                || client.blob_exists(reference, blob.digest.as_str()),
+                MANIFEST_TIME,
             )
-        })?;
-        Ok(Pulled::Image {
-            digest: tar_digest,
-            size,
-            source,
-            fetched,
-            cached,
-        })
+            .await?;
+            if !held {
+                return Err(OciDistributionError::ServerError {
+                    code: 404,
+                    url: reference.whole(),
+                    message: format!("the registry does not hold blob {}", blob.digest.short()),
+                });
+            }
+            // Fresh again, so pruning spares it for a while.
+            if let Ok(file) = std::fs::File::options().write(true).open(&path) {
+                let _ = file.set_modified(std::time::SystemTime::now());
+            }
+            progress.blob_done(blob.size);
+            return Ok(false);
+        }
+        self.fetch_blob(client, reference, &blob.descriptor, &path, progress)
+            .await?;
+        Ok(true)
+    }
+
+    /// Checks that `host` resolves to public addresses only: a tenant's
+    /// pull never reaches the daemon's own network (loopback, private,
+    /// link-local) unless the operator named the registry with `mesh up
+    /// --private-registry`.
+    async fn check_public(&self, host: &str) -> Result<(), String> {
+        let with_port = if host.contains(':') {
+            host.to_string()
+        } else {
+            format!("{host}:443")
+        };
+        let addresses =
+            tokio::time::timeout(Duration::from_secs(10), tokio::net::lookup_host(&with_port))
+                .await
+                .map_err(|_| format!("resolving {host} took too long"))?
+                .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+        for address in addresses {
+            if let Some(kind) = crate::model::special(address.ip()) {
+                return Err(format!(
+                    "{host} is at {kind} ({}); only a registry the operator names with `mesh up --private-registry {host}` may be there",
+                    address.ip()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A client of its own for one pull: this daemon's CAs and plain-HTTP
@@ -532,7 +699,13 @@ impl Registries {
                             ),
                         ));
                     };
-                    at = reference.clone_with_digest(chosen.digest.clone());
+                    let digest = digest_of(&chosen.digest).map_err(|e| {
+                        Resolve::Other(
+                            PullFailure::Invalid,
+                            format!("its index names a manifest by a bad digest: {e}"),
+                        )
+                    })?;
+                    at = reference.clone_with_digest(digest.to_string());
                 }
             }
         }
@@ -584,24 +757,38 @@ enum Resolve {
     Other(PullFailure, String),
 }
 
-/// A descriptor without `urls`: a layer is fetched from its registry only,
-/// never from hosts a manifest names.
-fn clean(descriptor: &OciDescriptor) -> OciDescriptor {
-    OciDescriptor {
-        urls: None,
-        ..descriptor.clone()
-    }
-}
-
 /// Whether a failure may pass on its own: the registry unreachable, slow
 /// or failing (5xx).
 fn transient(e: &OciDistributionError) -> bool {
     match e {
-        OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => true,
-        OciDistributionError::ServerError { code, .. } => *code >= 500,
+        OciDistributionError::RequestError(_) => true,
+        // A blob over its manifest's size is not sent again smaller.
+        OciDistributionError::IoError(io) => io.kind() != std::io::ErrorKind::InvalidData,
+        OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, OciErrorCode::Toomanyrequests)),
         _ => false,
     }
 }
+
+/// At most one line of at most [`MAX_LINE`] characters: what a registry
+/// says goes into an error the tenant reads.
+fn one_line(text: &str) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() <= MAX_LINE {
+        return flat;
+    }
+    let cut: String = flat.chars().take(MAX_LINE).collect();
+    format!("{cut}...")
+}
+
+/// Longest line of an error.
+const MAX_LINE: usize = 300;
 
 /// `call`, tried again on a transient failure, each try within `time`.
 async fn retried<T, F, Fut>(call: F, time: Duration) -> Result<T, OciDistributionError>
@@ -692,6 +879,15 @@ fn explain(host: &str, had_login: bool, e: OciDistributionError) -> (PullFailure
             let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
             if codes
                 .iter()
+                .any(|c| matches!(c, OciErrorCode::Toomanyrequests))
+            {
+                return (
+                    PullFailure::Unavailable,
+                    format!("{host} says too many requests ({TRIES} tries); try again later"),
+                );
+            }
+            if codes
+                .iter()
                 .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
             {
                 return refused();
@@ -721,6 +917,20 @@ fn explain(host: &str, had_login: bool, e: OciDistributionError) -> (PullFailure
         } => (
             PullFailure::NotFound,
             format!("not found in {host} ({message})"),
+        ),
+        OciDistributionError::ServerError { code: 429, .. } => (
+            PullFailure::Unavailable,
+            format!("{host} says too many requests ({TRIES} tries); try again later"),
+        ),
+        OciDistributionError::GenericError(Some(why)) => {
+            (PullFailure::Unavailable, format!("{host}: {why}"))
+        }
+        OciDistributionError::IoError(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            (PullFailure::Invalid, format!("{host} sent {e}"))
+        }
+        OciDistributionError::IoError(e) => (
+            PullFailure::Unavailable,
+            format!("keeping what {host} sent failed: {e}"),
         ),
         OciDistributionError::ServerError { code, message, .. } if code >= 500 => (
             PullFailure::Unavailable,
@@ -772,8 +982,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let registries = Registries::open(dir.path(), RegistrySettings::default()).unwrap();
         let hex = |c: char| c.to_string().repeat(64);
+        let digest = |c: char| digest_of(&format!("sha256:{}", hex(c))).unwrap();
         for c in ['a', 'b', 'c', 'd'] {
-            let path = registries.cached(&format!("sha256:{}", hex(c)));
+            let path = registries.cached(&digest(c));
             std::fs::write(&path, b"blob").unwrap();
             if c != 'd' {
                 aged(&path);
@@ -789,7 +1000,7 @@ mod tests {
         registries.record(&held, &[&a, &b]).unwrap();
         registries.record(&gone, &[&b, &c]).unwrap();
         registries.prune(|d| *d == held);
-        let left = |c: char| registries.cached(&format!("sha256:{}", hex(c))).is_file();
+        let left = |c: char| registries.cached(&digest(c)).is_file();
         // a and b belong to an image still held; c only to a forgotten one;
         // d is young (a pull in flight may name it).
         assert!(left('a') && left('b') && !left('c') && left('d'));

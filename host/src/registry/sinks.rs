@@ -51,10 +51,13 @@ impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counting<'_, W>
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
         if this.counted + buf.len() as u64 > this.limit {
-            return Poll::Ready(Err(std::io::Error::other(format!(
-                "the blob is larger than the {} bytes its manifest says",
-                this.limit
-            ))));
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a blob larger than the {} bytes its manifest says",
+                    this.limit
+                ),
+            )));
         }
         let polled = Pin::new(&mut *this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &polled {
