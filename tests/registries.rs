@@ -778,3 +778,145 @@ fn derived_image(scratch: &std::path::Path) -> std::path::PathBuf {
     umoci(&["repack", "--image", &image, bundle.to_str().unwrap()]);
     layout
 }
+
+#[test]
+fn an_image_index_resolves_to_this_hosts_platform() {
+    let registry = Registry::start(Auth::Basic);
+    let scratch = tempfile::tempdir().unwrap();
+    let host = support::oci::host_arch();
+    let other = if host == "amd64" { "arm64" } else { "amd64" };
+    // busybox for this host and a made-up image for another, in one index.
+    let multi = multi_arch_layout(scratch.path(), "multi", &[host, other]);
+    registry.push_index(&multi, "team/multi:1");
+    let foreign = multi_arch_layout(scratch.path(), "foreign", &[other]);
+    registry.push_index(&foreign, "team/foreign:1");
+    let d = Daemon::start_process_with(&["--registry-ca", registry.ca().to_str().unwrap()]);
+    let out = login(&d, None, &registry, "alice", &registry.password("alice"));
+    assert!(out.status.success(), "{out:?}");
+
+    d.ok(&[
+        "stack",
+        "deploy",
+        "m",
+        &registry.reference("team/multi:1"),
+        "--name",
+        "busybox",
+    ]);
+    d.create_service(
+        "hi",
+        &["--stack", "m"],
+        &["busybox", "sh", "-c", "echo on this host; sleep 600"],
+    );
+    support::wait_until(std::time::Duration::from_secs(30), "its line", || {
+        d.ok(&["svc", "logs", "-n", "hi", "--stack", "m"])
+            .contains("on this host")
+    });
+    // The version pins the platform's manifest, not the index.
+    let stacks: Vec<StackView> = parse(&d.ok(&["stack", "ls", "--json"]));
+    let pinned = &stacks.iter().find(|s| s.name == "m").unwrap().sources["busybox"].digest;
+    let busybox_manifest = serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(
+            std::path::Path::new(&support::image("busybox-oci")).join("index.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap()["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(pinned, &busybox_manifest);
+
+    let err = d.fails(&[
+        "stack",
+        "deploy",
+        "f",
+        &registry.reference("team/foreign:1"),
+    ]);
+    assert!(
+        err.contains(&format!(
+            "its index has no image for this host's platform linux/{host} (it has: linux/{other})"
+        )),
+        "{err}"
+    );
+}
+
+/// An OCI layout directory in `dir/name` whose `latest` is an image index
+/// of one image per architecture in `arches`: busybox for this host's, a
+/// made-up one for any other.
+fn multi_arch_layout(dir: &std::path::Path, name: &str, arches: &[&str]) -> std::path::PathBuf {
+    use support::oci::{blob, sha256};
+    let layout = dir.join(name);
+    let busybox = std::path::PathBuf::from(support::image("busybox-oci"));
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::copy(busybox.join("oci-layout"), layout.join("oci-layout")).unwrap();
+    let mut entries = Vec::new();
+    for arch in arches {
+        let (digest, size) = if *arch == support::oci::host_arch() {
+            for blob_file in std::fs::read_dir(busybox.join("blobs/sha256"))
+                .unwrap()
+                .flatten()
+            {
+                std::fs::copy(
+                    blob_file.path(),
+                    layout.join("blobs/sha256").join(blob_file.file_name()),
+                )
+                .unwrap();
+            }
+            let index: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(busybox.join("index.json")).unwrap())
+                    .unwrap();
+            let m = &index["manifests"][0];
+            (
+                m["digest"].as_str().unwrap().to_string(),
+                m["size"].as_u64().unwrap(),
+            )
+        } else {
+            // The crafted image's blobs, taken out of its layout tar.
+            let tar = support::oci::crafted_image(&[("x", b"#!/bin/sh\n")], arch);
+            let mut archive = tar::Archive::new(&tar[..]);
+            let mut manifest = None;
+            for entry in archive.entries().unwrap() {
+                let mut entry = entry.unwrap();
+                let path = entry.path().unwrap().to_string_lossy().to_string();
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+                if path == "index.json" {
+                    let index: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                    let m = &index["manifests"][0];
+                    manifest = Some((
+                        m["digest"].as_str().unwrap().to_string(),
+                        m["size"].as_u64().unwrap(),
+                    ));
+                } else if path.starts_with("blobs/") {
+                    std::fs::write(layout.join(&path), &bytes).unwrap();
+                }
+            }
+            manifest.unwrap()
+        };
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": size,
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    })
+    .to_string();
+    let index_digest = sha256(index.as_bytes());
+    std::fs::write(layout.join(blob(&index_digest)), &index).unwrap();
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": index_digest,
+            "size": index.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "latest"},
+        }],
+    });
+    std::fs::write(layout.join("index.json"), top.to_string()).unwrap();
+    layout
+}

@@ -79,6 +79,30 @@ impl Registry {
         self.push("image", file, repo)
     }
 
+    /// Pushes an OCI image layout directory whose `latest` is an image
+    /// index, with every image it lists (`skopeo copy --all`).
+    pub fn push_index(&self, layout: &Path, repo: &str) {
+        let password = self.password("alice");
+        let out = Command::new("skopeo")
+            .args([
+                "copy",
+                "--all",
+                "--dest-cert-dir",
+                self.dir.path().join("certs.d").to_str().unwrap(),
+                "--dest-creds",
+                &format!("alice:{password}"),
+                &format!("oci:{}:latest", layout.display()),
+                &format!("docker://{}/{repo}", self.address),
+            ])
+            .output()
+            .expect("running skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo copy --all failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Pushes a WebAssembly component as a CNCF wasm artifact with oras;
     /// returns its manifest digest.
     pub fn push_wasm(&self, file: &Path, repo: &str) -> String {

@@ -135,8 +135,13 @@ impl Outbound {
             "deny" => return Ok(Outbound::Deny),
             word => {
                 // One bare word close to a keyword is a typo, not a host
-                // (`dney` would otherwise block all egress but to `dney`).
-                if let Some(meant) = super::values::did_you_mean(word, &["allow", "deny"]) {
+                // (`dney` would otherwise block all egress but to `dney`);
+                // a list of patterns is not one word.
+                let one_word = !word.contains([',', ':', '.', '*']);
+                if let Some(meant) = one_word
+                    .then(|| super::values::did_you_mean(word, &["allow", "deny"]))
+                    .flatten()
+                {
                     return Err(format!(
                         "invalid outbound policy `{word}`: did you mean `{meant}`? Use allow, deny, or host[:port] patterns separated by commas (e.g. api.stripe.com:443,*.example.com,127.0.0.1:6379)"
                     ));
@@ -242,6 +247,15 @@ mod tests {
         assert!(typo.contains("did you mean `deny`?"), "{typo}");
         assert!(Outbound::parse("alow").unwrap_err().contains("`allow`"));
         assert!(Outbound::parse("dns").is_ok(), "a host name far from both");
+        // A list is not one word: it parses as it shows (found by the fuzz
+        // test: `7, allow` parsed but `7,allow` did not).
+        for text in ["7, allow", "7,allow", "deny.example.com"] {
+            let policy = Outbound::parse(text).unwrap();
+            let Outbound::AllowList(patterns) = &policy else {
+                panic!("{text}")
+            };
+            assert_eq!(Outbound::parse(&patterns.join(",")).unwrap(), policy);
+        }
         assert!(Outbound::parse("x.com:99999").is_err());
         assert_eq!(Outbound::parse("deny").unwrap(), Outbound::Deny);
     }
