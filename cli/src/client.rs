@@ -88,12 +88,7 @@ impl Client {
         path: &str,
         body: &B,
     ) -> anyhow::Result<T> {
-        let response = self
-            .agent
-            .post(self.url(path))
-            .header("Authorization", self.auth())
-            .send_json(body);
-        self.finish(response)
+        self.send_json("POST", path, body)
     }
 
     /// `PATCH path` with a JSON body.
@@ -102,12 +97,7 @@ impl Client {
         path: &str,
         body: &B,
     ) -> anyhow::Result<T> {
-        let response = self
-            .agent
-            .patch(self.url(path))
-            .header("Authorization", self.auth())
-            .send_json(body);
-        self.finish(response)
+        self.send_json("PATCH", path, body)
     }
 
     /// `PUT path` with a JSON body.
@@ -116,11 +106,23 @@ impl Client {
         path: &str,
         body: &B,
     ) -> anyhow::Result<T> {
-        let response = self
-            .agent
-            .put(self.url(path))
-            .header("Authorization", self.auth())
-            .send_json(body);
+        self.send_json("PUT", path, body)
+    }
+
+    /// `METHOD path` with a JSON body.
+    fn send_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let url = self.url(path);
+        let request = match method {
+            "POST" => self.agent.post(url),
+            "PATCH" => self.agent.patch(url),
+            _ => self.agent.put(url),
+        };
+        let response = request.header("Authorization", self.auth()).send_json(body);
         self.finish(response)
     }
 

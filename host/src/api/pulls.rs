@@ -77,7 +77,7 @@ async fn pull_one(state: &ApiState, caller: &Caller, name: &str, text: &str) -> 
         )
         .await
         .map_err(refused)?;
-    match pulled {
+    let (info, source, fetched, cached) = match pulled {
         Pulled::Component {
             bytes,
             digest,
@@ -103,13 +103,7 @@ async fn pull_one(state: &ApiState, caller: &Caller, name: &str, text: &str) -> 
             })
             .await
             .map_err(|e| anyhow::anyhow!("code check failed: {e}"))??;
-            Ok(Kept {
-                name: name.to_string(),
-                digest: info.digest,
-                source,
-                fetched,
-                cached,
-            })
+            (info, source, fetched, cached)
         }
         Pulled::Image {
             digest,
@@ -123,25 +117,27 @@ async fn pull_one(state: &ApiState, caller: &Caller, name: &str, text: &str) -> 
                     "{text} is a container image, and containers cannot run here: {why}"
                 )));
             }
+            let label = text.to_string();
             let info = super::code::accept_image_tar(
                 state,
                 &caller.env,
-                text.to_string(),
+                label,
                 guard,
                 digest,
                 size,
                 place,
             )
             .await?;
-            Ok(Kept {
-                name: name.to_string(),
-                digest: info.digest,
-                source,
-                fetched,
-                cached,
-            })
+            (info, source, fetched, cached)
         }
-    }
+    };
+    Ok(Kept {
+        name: name.to_string(),
+        digest: info.digest,
+        source,
+        fetched,
+        cached,
+    })
 }
 
 /// A failed pull as the API says it: its one line, with a status.

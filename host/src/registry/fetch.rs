@@ -116,34 +116,16 @@ impl Registries {
         fetching.entry(digest.to_string()).or_default().clone()
     }
 
-    /// Marks `blobs` as in use by a pull.
-    fn pin(&self, blobs: &[Wanted]) -> Vec<Digest> {
+    /// Marks `blobs` as in use by a pull until the returned guard drops.
+    fn pin(&self, blobs: &[Wanted]) -> Pins<'_> {
         let mut pinned = self.pinned.lock();
         for blob in blobs {
             *pinned.entry(blob.digest.clone()).or_insert(0) += 1;
         }
-        blobs.iter().map(|b| b.digest.clone()).collect()
-    }
-
-    /// A pull is done with `digests`; when it `failed`, the blobs it
-    /// leaves that no other pull holds and no image names are removed.
-    fn unpin(&self, digests: Vec<Digest>, failed: bool) {
-        let kept = self.kept_blobs();
-        let mut pinned = self.pinned.lock();
-        for digest in digests {
-            let left = match pinned.get_mut(&digest) {
-                Some(n) => {
-                    *n -= 1;
-                    *n
-                }
-                None => 0,
-            };
-            if left == 0 {
-                pinned.remove(&digest);
-                if failed && !kept.contains(digest.as_str()) {
-                    let _ = std::fs::remove_file(self.cached(&digest));
-                }
-            }
+        Pins {
+            registries: self,
+            digests: blobs.iter().map(|b| b.digest.clone()).collect(),
+            failed: true,
         }
     }
 
@@ -457,16 +439,13 @@ impl Registries {
         progress.bytes_total.store(total, Ordering::Relaxed);
         // Held until the pull ends: pruning spares these blobs meanwhile,
         // and a failed pull removes those it fetched and no other holds.
-        let pins = self.pin(&blobs);
+        let mut pins = self.pin(&blobs);
         let (mut fetched, mut cached) = (0, 0);
         for blob in &blobs {
             match self.obtain(&client, &pinned, blob, progress).await {
                 Ok(true) => fetched += 1,
                 Ok(false) => cached += 1,
-                Err(e) => {
-                    self.unpin(pins, true);
-                    return Err(registry_failed(e));
-                }
+                Err(e) => return Err(registry_failed(e)),
             }
         }
         let result = if is_wasm {
@@ -508,7 +487,7 @@ impl Registries {
                 })
                 .map_err(|e| fail(PullFailure::Unavailable, format!("writing the image: {e}")))
         };
-        self.unpin(pins, result.is_err());
+        pins.failed = result.is_err();
         result
     }
 
@@ -748,6 +727,42 @@ impl Registries {
             let _ = tokio::fs::remove_file(&partial).await;
         }
         result
+    }
+}
+
+/// Blobs a pull uses, pinned against pruning while it lives. Dropped
+/// with `failed` set (a pull that ended in an error, or whose future was
+/// dropped at an await), it removes the blobs no other pull holds and no
+/// image names.
+struct Pins<'a> {
+    registries: &'a Registries,
+    digests: Vec<Digest>,
+    failed: bool,
+}
+
+impl Drop for Pins<'_> {
+    fn drop(&mut self) {
+        let registries = self.registries;
+        // Read before the lock; removals happen under it, so no other pull
+        // pins a blob between its release here and its removal.
+        let kept = if self.failed {
+            registries.kept_blobs()
+        } else {
+            Default::default()
+        };
+        let mut pinned = registries.pinned.lock();
+        for digest in self.digests.drain(..) {
+            let Some(n) = pinned.get_mut(&digest) else {
+                continue;
+            };
+            *n -= 1;
+            if *n == 0 {
+                pinned.remove(&digest);
+                if self.failed && !kept.contains(digest.as_str()) {
+                    let _ = std::fs::remove_file(registries.cached(&digest));
+                }
+            }
+        }
     }
 }
 

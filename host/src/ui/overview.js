@@ -32,6 +32,7 @@ import {
   actionError,
   actionRegions,
   endpointsCell,
+  field,
   focusHeading,
   mount,
   runAction,
@@ -459,7 +460,6 @@ function updateServiceRow(tr, svc) {
   setText(c[1], svc.stack);
   setText(c[2], svc.type + (svc.kind ? " (" + svc.kind + ")" : ""));
   const status = statusOf(svc);
-  setText(c[3], "");
   fill(c[3], badge(status.word), " ", el("span", { class: "status-text" }, status.text));
   setText(c[4], (svc.instances || []).reduce((n, i) => n + (i.restarts || 0), 0));
   const cron = svc.type === "cron";
@@ -501,20 +501,16 @@ export function splitWords(text) {
   return words;
 }
 
-function input(id, label, attrs) {
-  return el("div", { class: "field" }, el("label", { for: id }, label), el("input", Object.assign({ id, autocomplete: "off", spellcheck: "false" }, attrs)));
-}
-
 function buildCreateForm() {
   const form = el(
     "form",
     { id: "create-form", class: "action create-form" },
-    input("create-name", "Name", { type: "text", required: true, placeholder: "worker" }),
-    input("create-stack", "Stack", { type: "text", value: "app" }),
-    input("create-command", "Command", { type: "text", required: true, placeholder: "app queue" }),
-    input("create-instances", "Instances", { type: "number", min: "0", step: "1", value: "1", inputmode: "numeric" }),
-    input("create-endpoint", "Publish at (optional)", { type: "text", placeholder: "www" }),
-    input("create-schedule", "Schedule (optional, makes a cron job)", { type: "text", placeholder: "*/5 * * * *" }),
+    field("create-name", "Name", { type: "text", required: true, placeholder: "worker" }),
+    field("create-stack", "Stack", { type: "text", value: "app" }),
+    field("create-command", "Command", { type: "text", required: true, placeholder: "app queue" }),
+    field("create-instances", "Instances", { type: "number", min: "0", step: "1", value: "1", inputmode: "numeric" }),
+    field("create-endpoint", "Publish at (optional)", { type: "text", placeholder: "www" }),
+    field("create-schedule", "Schedule (optional, makes a cron job)", { type: "text", placeholder: "*/5 * * * *" }),
     el("button", { id: "create-button", type: "submit" }, "Create service"),
   );
   form.addEventListener("submit", onCreate);

@@ -87,6 +87,12 @@ export async function runAction(button, work) {
   }
 }
 
+/** A labelled text input in a form; text fields are not spell-checked or filled in. */
+export function field(id, label, attrs) {
+  const input = el("input", Object.assign({ id, autocomplete: "off", spellcheck: "false" }, attrs));
+  return el("div", { class: "field" }, el("label", { for: id }, label), input);
+}
+
 // ---------------------------------------------------------------- instance table (shared)
 
 export function instanceBlock() {

@@ -34,6 +34,7 @@ import {
   actionError,
   actionRegions,
   endpointsCell,
+  field,
   focusHeading,
   instanceBlock,
   mount,
@@ -185,10 +186,6 @@ function buildInstancesSection(p) {
   );
 }
 
-function field(id, label, attrs) {
-  return el("div", { class: "field" }, el("label", { for: id }, label), el("input", Object.assign({ id }, attrs)));
-}
-
 function buildActions(p, svc) {
   const cron = svc.type === "cron";
   const items = [];
@@ -222,8 +219,8 @@ function buildActions(p, svc) {
     const publish = el(
       "form",
       { id: "publish-form", class: "action" },
-      field("publish-endpoint", "Endpoint", { type: "text", autocomplete: "off", spellcheck: "false", placeholder: "www" }),
-      field("publish-path", "Path", { type: "text", autocomplete: "off", spellcheck: "false", placeholder: "/ (optional)" }),
+      field("publish-endpoint", "Endpoint", { type: "text", placeholder: "www" }),
+      field("publish-path", "Path", { type: "text", placeholder: "/ (optional)" }),
       el("button", { id: "publish-button", type: "submit" }, "Publish"),
     );
     publish.addEventListener("submit", (ev) => onPublish(ev, p));
@@ -491,8 +488,8 @@ function buildEnvForm(p) {
   const form = el(
     "form",
     { id: "env-form", class: "action env-form" },
-    field("env-name", "Name", { type: "text", autocomplete: "off", spellcheck: "false", placeholder: "DATABASE_URL" }),
-    field("env-value", "Value", { type: "password", autocomplete: "off", spellcheck: "false" }),
+    field("env-name", "Name", { type: "text", placeholder: "DATABASE_URL" }),
+    field("env-value", "Value", { type: "password" }),
     el("button", { id: "env-set-button", type: "submit" }, "Set variable"),
   );
   form.addEventListener("submit", (ev) => onEnvSet(ev, p));
