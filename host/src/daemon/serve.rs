@@ -27,6 +27,10 @@ use super::converge::Converge;
 use super::files::{self, DaemonInfo};
 use super::{firings, listen, node, peers, placer};
 
+/// How long a starting host waits for its first reading of the desired
+/// state before it serves anyway.
+const FIRST_APPLY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A host serving until [`Running::shutdown`].
 pub struct Running {
     /// What `daemon.json` says: where it listens, the operator's token.
@@ -93,6 +97,19 @@ impl Host {
         let (stop, stopping) = watch::channel(false);
         let node = me.node.clone();
         let (tasks, applied) = self.start_tasks(me, cluster.as_ref(), &stopping).await?;
+        // The ingress answers once it knows the routes: a host that just
+        // (re)started must not say 404 for an endpoint that exists. Its
+        // listeners are bound, so connections wait in the backlog.
+        let mut first = applied.clone();
+        if tokio::time::timeout(FIRST_APPLY, first.changed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the desired state was not read within {}s; serving with what is known",
+                FIRST_APPLY.as_secs()
+            );
+        }
         let state = self.api_state(applied, stopping, node, cluster);
         self.serve(state, tasks, stop)
     }
