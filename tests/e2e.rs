@@ -19,6 +19,7 @@ mod lifecycle;
 mod monitoring;
 mod readme;
 mod registries;
+mod releases;
 mod stacks;
 mod tenants;
 mod toolchains;

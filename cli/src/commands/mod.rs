@@ -9,6 +9,7 @@ pub mod logs;
 pub mod ls;
 pub mod node;
 pub mod registry;
+pub mod rollout;
 pub mod run;
 pub mod stack;
 pub mod svc;

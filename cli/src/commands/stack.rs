@@ -10,6 +10,7 @@ use mesh_host::api::wire::{DeployRequest, DeployResult, RollbackRequest, StackVi
 use mesh_host::model::FILES_ENTRY;
 
 use super::code::{bundle_files, component_of, is_image, upload, upload_files, upload_image};
+use super::rollout::WaitArg;
 use super::{encode, Out};
 use crate::client::Client;
 use crate::table::{age, Table};
@@ -79,6 +80,9 @@ pub struct DeployArgs {
     /// or folder name, or the repository's last part).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+
+    #[command(flatten)]
+    pub wait: WaitArg,
 }
 
 /// A command that names one stack.
@@ -96,13 +100,17 @@ pub struct RollbackArgs {
     /// Version number to go back to.
     #[arg(long, value_name = "N")]
     pub to: Option<u64>,
+
+    #[command(flatten)]
+    pub wait: WaitArg,
 }
 
 /// `mesh stack deploy`.
 pub fn deploy(client: &Client, out: &Out, args: DeployArgs) -> anyhow::Result<()> {
     let text = args.path.to_string_lossy().to_string();
     if !args.path.exists() && mesh_host::registry::is_reference(&text) {
-        return deploy_reference(client, out, &args.stack, &text, args.name);
+        let result = deploy_reference(client, out, &args.stack, &text, args.name)?;
+        return wait_unless(client, &args.wait, &result);
     }
     let mut components = BTreeMap::new();
     let replace = if is_image(&args.path) {
@@ -139,7 +147,17 @@ pub fn deploy(client: &Client, out: &Out, args: DeployArgs) -> anyhow::Result<()
         &format!("/v1/stacks/{}/deploy", encode(&args.stack)),
         &request,
     )?;
-    out.print(&result, || print_deploy(&result))
+    out.print(&result, || print_deploy(&result))?;
+    wait_unless(client, &args.wait, &result)
+}
+
+/// Waits for the rollouts a deploy or rollback started, unless told not
+/// to.
+fn wait_unless(client: &Client, wait: &WaitArg, result: &DeployResult) -> anyhow::Result<()> {
+    if wait.no_wait || result.revision == 0 || result.restarting.is_empty() {
+        return Ok(());
+    }
+    super::rollout::wait(client, &result.stack, &result.restarting, result.revision)
 }
 
 /// `mesh stack deploy S REF`: the daemon pulls.
@@ -149,7 +167,7 @@ fn deploy_reference(
     stack: &str,
     reference: &str,
     name: Option<String>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<DeployResult> {
     let name = match name {
         Some(name) => name,
         None => component_of(reference)?,
@@ -180,7 +198,8 @@ fn deploy_reference(
             return;
         }
         print_deploy(&result)
-    })
+    })?;
+    Ok(result)
 }
 
 fn print_deploy(result: &DeployResult) {
@@ -246,7 +265,8 @@ pub fn rollback(client: &Client, out: &Out, args: RollbackArgs) -> anyhow::Resul
                 result.restarting.join(", ")
             );
         }
-    })
+    })?;
+    wait_unless(client, &args.wait, &result)
 }
 
 /// `mesh stack ls`.

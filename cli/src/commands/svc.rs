@@ -13,6 +13,7 @@ use mesh_host::model::{format_memory, ServiceType};
 use super::code::resolve_command;
 use super::logs::LogsArgs;
 use super::ls::LsArgs;
+use super::rollout::WaitArg;
 use super::run::RunArgs;
 use super::{service_path, NameArg, NamedArgs, Out, StackArg};
 use crate::client::Client;
@@ -48,7 +49,7 @@ fields are restricted either one matching is enough (Vixie cron); macros
 @yearly @monthly @weekly @daily @hourly; `@every 2m` (90s, 1h30m, ...,
 aligned to the Unix epoch). Firings missed while the daemon is down are not
 replayed.")]
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
 
     /// Change a service's command, instances, memory or environment.
     #[command(after_help = "\
@@ -58,7 +59,7 @@ Examples:
   mesh svc update worker --memory 256Mi --env LOG_LEVEL=debug --unset-env OLD
   mesh svc update emailsender --schedule \"@every 30m\"
   mesh svc update emailsender --schedule none        (a worker again)")]
-    Update(UpdateArgs),
+    Update(Box<UpdateArgs>),
 
     /// Delete a service and stop its instances.
     #[command(after_help = "\
@@ -131,18 +132,21 @@ Examples:
   echo hello | mesh svc run -n worker -- app cat")]
     Run(RunArgs),
 
-    /// Restart a service's instances: a worker's one at a time, each up
-    /// again before the next stops; a web service's all at once.
+    /// Restart a service's instances one at a time, each new one up (and
+    /// passing its health check) before an old one stops.
     #[command(after_help = "\
-A web service keeps serving while it restarts: fresh instances take new
-requests at once, and requests in flight finish on the old ones. Cron jobs
-have nothing to restart (each run is a fresh instance): run one now with
-`mesh svc trigger`.
+A web service keeps serving while it restarts: it has at most one instance
+more than asked for, a new instance takes requests once it is up (and
+answers its --health path), and requests in flight finish on the old ones.
+When a new instance does not come up within --rollout-timeout, the old
+ones are kept and the command fails saying why. Cron jobs have nothing to
+restart (each run is a fresh instance): run one now with `mesh svc trigger`.
 
 Examples:
   mesh svc restart -n worker
-  mesh svc restart web --stack shop")]
-    Restart(NamedArgs),
+  mesh svc restart web --stack shop
+  mesh svc restart web --no-wait")]
+    Restart(RestartArgs),
 
     /// Run a cron job now (recorded as a manual run).
     #[command(
@@ -160,8 +164,8 @@ Examples:
 /// Runs one `mesh service` command.
 pub fn run(client: &Client, out: &Out, command: ServiceCommand) -> anyhow::Result<()> {
     match command {
-        ServiceCommand::Create(args) => create(client, out, args),
-        ServiceCommand::Update(args) => update(client, out, args),
+        ServiceCommand::Create(args) => create(client, out, *args),
+        ServiceCommand::Update(args) => update(client, out, *args),
         ServiceCommand::Delete(args) => delete(client, out, args),
         ServiceCommand::Ls(args) => super::ls::list(client, out, args),
         ServiceCommand::Show(args) => super::ls::show(client, out, args),
@@ -213,6 +217,19 @@ pub struct UpdateArgs {
     /// Remove an environment variable (repeatable).
     #[arg(long = "unset-env", value_name = "KEY")]
     pub unset_env: Vec<String>,
+
+    #[command(flatten)]
+    pub wait: WaitArg,
+}
+
+/// `mesh svc restart`.
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    #[command(flatten)]
+    pub named: NamedArgs,
+
+    #[command(flatten)]
+    pub wait: WaitArg,
 }
 
 /// `mesh svc publish` and `unpublish`.
@@ -317,7 +334,22 @@ pub fn update(client: &Client, out: &Out, args: UpdateArgs) -> anyhow::Result<()
         if let (Some(spec), Some(next)) = (&view.settings.schedule, view.next_run) {
             println!("Schedule `{spec}`: next run {}", next.to_rfc3339());
         }
-    })
+    })?;
+    wait_for(client, &args.wait, &view)
+}
+
+/// Waits for the rollout a change of one service started, unless told
+/// not to.
+fn wait_for(client: &Client, wait: &WaitArg, view: &ServiceView) -> anyhow::Result<()> {
+    match view.revision {
+        Some(revision) if !wait.no_wait => super::rollout::wait(
+            client,
+            &view.stack,
+            std::slice::from_ref(&view.name),
+            revision,
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// What an update asks to change, in words: `instances 5`, `env set
@@ -463,15 +495,15 @@ pub fn trigger(client: &Client, out: &Out, args: NamedArgs) -> anyhow::Result<()
 }
 
 /// `mesh svc restart`.
-pub fn restart(client: &Client, out: &Out, args: NamedArgs) -> anyhow::Result<()> {
-    let name = args.name.get()?;
+pub fn restart(client: &Client, out: &Out, args: RestartArgs) -> anyhow::Result<()> {
+    let name = args.named.name.get()?;
     let view: ServiceView = client.post(
-        &format!("{}/restart", service_path(&args.stack.stack, name)),
+        &format!("{}/restart", service_path(&args.named.stack.stack, name)),
         &serde_json::json!({}),
     )?;
     let how = match view.service_type {
         ServiceType::Web => {
-            "fresh instances take new requests, requests in flight finish on the old ones"
+            "one at a time, each new one up (and healthy) before an old one goes; requests in flight finish on the old ones"
         }
         _ => "one at a time",
     };
@@ -482,7 +514,8 @@ pub fn restart(client: &Client, out: &Out, args: NamedArgs) -> anyhow::Result<()
             view.name,
             view.name
         )
-    })
+    })?;
+    wait_for(client, &args.wait, &view)
 }
 
 /// Splits `--command "app queue"` into words, honouring simple quotes.

@@ -25,7 +25,7 @@
 //! The calling routes (see `client.rs`) answer 502 with the `wasi:http`
 //! error code's debug text when the outgoing request fails.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::client::{self, Request};
@@ -84,6 +84,11 @@ impl wasip2::exports::http::incoming_handler::Guest for Handler {
             "/spin" => spin(query),
             "/drain" => drain(&request),
             "/count" => (200, format!("count: {handled}\n")),
+            "/healthz" => healthz(),
+            "/sick" => {
+                SICK.store(true, Ordering::SeqCst);
+                (200, "this instance now fails /healthz\n".to_string())
+            }
             "/args" => {
                 let args: Vec<String> = std::env::args().collect();
                 (200, format!("argv: {}\n", args.join(" ")))
@@ -91,6 +96,24 @@ impl wasip2::exports::http::incoming_handler::Guest for Handler {
             _ => (404, format!("not found: {path_with_query}\n")),
         };
         respond(response_out, status, "text/plain", body.as_bytes());
+    }
+}
+
+/// Set by `/sick`: this instance answers `/healthz` with 500 from then on.
+static SICK: AtomicBool = AtomicBool::new(false);
+
+/// `/healthz`: 500 once `/sick` was asked; else the status the
+/// `HEALTH_STATUS` variable or the stack's file `/health` names; else 200.
+fn healthz() -> (u16, String) {
+    if SICK.load(Ordering::SeqCst) {
+        return (500, "sick\n".to_string());
+    }
+    let named = std::env::var("HEALTH_STATUS")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/health").ok());
+    match named.and_then(|text| text.trim().parse::<u16>().ok()) {
+        Some(status) => (status, format!("health: {status}\n")),
+        None => (200, "ok\n".to_string()),
     }
 }
 

@@ -150,6 +150,37 @@ impl ApiState {
     }
 }
 
+/// Restores in desired state the version each failed rollout came from
+/// (see [`Supervisor::report_failures_to`](crate::services::Supervisor::report_failures_to)),
+/// until `failures` closes or `stopping` turns true.
+pub async fn roll_back_failures(
+    state: ApiState,
+    mut failures: tokio::sync::mpsc::Receiver<crate::services::RolloutFailure>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let failure = tokio::select! {
+            failure = failures.recv() => failure,
+            _ = stopping.wait_for(|s| *s) => None,
+        };
+        let Some(failure) = failure else { return };
+        if failure.from_version == failure.to_version {
+            // New settings or a restart: nothing to roll back in the
+            // stack; the previous instances were kept.
+            continue;
+        }
+        for attempt in 0..3 {
+            match stacks::roll_back_failed(&state, &failure).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(service = %failure.key, attempt, error = %e.message, "cannot roll back a failed rollout");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
+
 /// Who is calling: the environment their token acts on.
 #[derive(Clone, Debug)]
 pub struct Caller {

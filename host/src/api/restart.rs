@@ -39,7 +39,7 @@ pub(super) async fn restart(
     let txn = Txn::new()
         .when(Compare::ModRev(service_key.clone(), found.mod_rev))
         .put(service_key, encode(&service));
-    state.commit(txn).await?;
+    let revision = state.commit(txn).await?;
     let restarted = ServiceKey::of(&service);
     tracing::info!(service = %restarted, "restart asked for");
     state.supervisor.events().service(
@@ -48,14 +48,16 @@ pub(super) async fn restart(
         None,
         how_it_restarts(service.service_type(), service.instances),
     );
-    Ok(Json(view(&state, service)))
+    let mut answer = view(&state, service);
+    answer.revision = Some(revision);
+    Ok(Json(answer))
 }
 
 /// What a restart of `instances` instances does, for its event.
 fn how_it_restarts(service_type: ServiceType, instances: u32) -> String {
     match service_type {
         ServiceType::Web => format!(
-            "replacing {instances} instances with fresh ones; requests in flight finish on the old ones"
+            "replacing {instances} instances with fresh ones, one at a time; requests in flight finish on the old ones"
         ),
         _ => format!("restarting {instances} instances, one at a time"),
     }

@@ -312,12 +312,14 @@ pub(super) async fn update(
     let txn = quota(Txn::new())
         .when(Compare::ModRev(service_key.clone(), found.mod_rev))
         .put(service_key, encode(&service));
-    state
+    let revision = state
         .commit(change.txn(txn, state.config.versions_kept))
         .await?;
     change.announce(&state, &caller.env, std::slice::from_ref(&name));
     settings_event(&state, &service, "service.updated");
-    Ok(Json(view(&state, service)))
+    let mut answer = view(&state, service);
+    answer.revision = Some(revision);
+    Ok(Json(answer))
 }
 
 /// `DELETE /v1/services/{stack}/{name}`.
@@ -658,6 +660,8 @@ pub(super) fn view(state: &ApiState, service: Service) -> ServiceView {
         restarted_at: service.restarted_at,
         called_by: Vec::new(),
         source: None,
+        rollout: state.supervisor.rollout(&key),
+        revision: None,
         name: service.name,
         stack: service.stack,
         command: service.command,

@@ -10,13 +10,14 @@
 //! the dashboard shows it.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiResult, ApiState};
 use crate::cron::{parse_duration, Schedule};
 use crate::model::{
-    parse_memory, validate_component_name, validate_env_var, Service, MAX_INSTANCES,
+    parse_memory, validate_component_name, validate_env_var, HealthCheck, Service, MAX_INSTANCES,
     MAX_STOP_TIMEOUT, MIN_MEMORY_BYTES,
 };
 
@@ -101,6 +102,32 @@ pub struct ServiceSettings {
     /// --json` and the dashboard; "" removes it.
     #[arg(long, value_name = "TEXT")]
     pub description: Option<String>,
+
+    /// Web services: a path each instance answers with 2xx or 3xx when
+    /// healthy (e.g. /healthz). A new instance gets requests only once it
+    /// has, and one that fails --health-failures checks in a row is
+    /// replaced; `none` removes the check.
+    #[arg(long, value_name = "PATH")]
+    pub health: Option<String>,
+
+    /// Between two health checks of a live instance, e.g. 10s; default 5s.
+    #[arg(long, value_name = "DURATION")]
+    pub health_interval: Option<String>,
+
+    /// Longest one health check may take, e.g. 1s; default 2s.
+    #[arg(long, value_name = "DURATION")]
+    pub health_timeout: Option<String>,
+
+    /// Failed health checks in a row that make an instance unhealthy;
+    /// default 3.
+    #[arg(long, value_name = "N")]
+    pub health_failures: Option<u32>,
+
+    /// Longest a new instance may take to come up (and pass its health
+    /// check) during a rollout before the rollout stops and the previous
+    /// version is restored, e.g. 2m; `default` for 60s.
+    #[arg(long, value_name = "DURATION")]
+    pub rollout_timeout: Option<String>,
 }
 
 impl ServiceSettings {
@@ -142,7 +169,24 @@ impl ServiceSettings {
         if let Some(text) = self.description {
             service.description = description(text)?;
         }
-        schedule(service, self.schedule, self.timezone, self.timeout)
+        if let Some(text) = &self.rollout_timeout {
+            service.rollout_timeout_ms = rollout_timeout(text)?;
+        }
+        health(
+            service,
+            self.health,
+            self.health_interval,
+            self.health_timeout,
+            self.health_failures,
+        )?;
+        schedule(service, self.schedule, self.timezone, self.timeout)?;
+        if service.schedule.is_some() && service.health.is_some() {
+            return Err(ApiError::bad_request(format!(
+                "{} is a cron job, whose runs take no requests: a health check applies to web services",
+                service.name
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -179,6 +223,12 @@ pub struct SettingsView {
     /// What the service is for, when said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Its health check, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::model::HealthCheck>,
+    /// Its rollout timeout, when not the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_timeout_ms: Option<u64>,
 }
 
 impl SettingsView {
@@ -197,6 +247,8 @@ impl SettingsView {
             image: service.image.clone(),
             stop_timeout_ms: service.stop_timeout_ms,
             description: service.description.clone(),
+            health: service.health.clone(),
+            rollout_timeout_ms: service.rollout_timeout_ms,
         }
     }
 }
@@ -407,4 +459,98 @@ fn run_timeout(text: &str) -> ApiResult<Option<u64>> {
         )));
     }
     Ok(Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+}
+
+/// Longest `--health` path, in bytes.
+const MAX_HEALTH_PATH: usize = 256;
+/// Shortest and longest `--health-interval`.
+const HEALTH_INTERVALS: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(3600));
+/// Shortest and longest `--health-timeout`.
+const HEALTH_TIMEOUTS: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(60));
+/// Most `--health-failures`.
+const MAX_HEALTH_FAILURES: u32 = 100;
+/// Shortest and longest `--rollout-timeout`.
+const ROLLOUT_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
+
+/// `--health` and its timings, checked together: the timings need a path.
+fn health(
+    service: &mut Service,
+    path: Option<String>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    failures: Option<u32>,
+) -> ApiResult<()> {
+    match path.as_deref().map(str::trim) {
+        Some("none") => service.health = None,
+        Some(path) => {
+            let valid = path.starts_with('/')
+                && path.len() <= MAX_HEALTH_PATH
+                && path.parse::<http::uri::PathAndQuery>().is_ok()
+                && !path.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !valid {
+                return Err(ApiError::bad_request(format!(
+                    "invalid --health `{path}`: use a path starting with / (at most {MAX_HEALTH_PATH} bytes), e.g. /healthz, or none"
+                )));
+            }
+            let check = service.health.get_or_insert_with(|| HealthCheck::of(path));
+            check.path = path.to_string();
+        }
+        None => {}
+    }
+    let given = interval.is_some() || timeout.is_some() || failures.is_some();
+    let Some(check) = service.health.as_mut() else {
+        if given {
+            return Err(ApiError::bad_request(format!(
+                "--health-interval, --health-timeout and --health-failures need a health check, and {} has none: give one with --health PATH",
+                service.name
+            )));
+        }
+        return Ok(());
+    };
+    if let Some(text) = interval {
+        check.interval_ms = Some(bounded_ms("--health-interval", &text, HEALTH_INTERVALS)?);
+    }
+    if let Some(text) = timeout {
+        check.timeout_ms = Some(bounded_ms("--health-timeout", &text, HEALTH_TIMEOUTS)?);
+    }
+    if let Some(n) = failures {
+        if !(1..=MAX_HEALTH_FAILURES).contains(&n) {
+            return Err(ApiError::bad_request(format!(
+                "invalid --health-failures {n}: use a number from 1 to {MAX_HEALTH_FAILURES}"
+            )));
+        }
+        check.failures = Some(n);
+    }
+    if check.timeout() > check.interval() {
+        return Err(ApiError::bad_request(format!(
+            "--health-timeout ({}ms) is longer than --health-interval ({}ms): a check must end before the next one",
+            check.timeout().as_millis(),
+            check.interval().as_millis()
+        )));
+    }
+    Ok(())
+}
+
+/// `--rollout-timeout`: a duration in range, or `default`.
+fn rollout_timeout(text: &str) -> ApiResult<Option<u64>> {
+    if text.trim() == "default" {
+        return Ok(None);
+    }
+    bounded_ms("--rollout-timeout", text, ROLLOUT_TIMEOUTS).map(Some)
+}
+
+/// A duration flag's value in milliseconds, within `(min, max)`.
+fn bounded_ms(flag: &str, text: &str, (min, max): (Duration, Duration)) -> ApiResult<u64> {
+    match parse_duration(text) {
+        Ok(d) if d >= min && d <= max => Ok(d.as_millis() as u64),
+        Ok(_) => Err(ApiError::bad_request(format!(
+            "invalid {flag} `{text}`: use from {}ms to {}s",
+            min.as_millis(),
+            max.as_secs()
+        ))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "invalid {flag} `{text}`: {e}"
+        ))),
+    }
 }

@@ -20,6 +20,7 @@ use crate::model::{
     validate_component_name, validate_name, Digest, Service, Source, Stack, Version, FILES_ENTRY,
 };
 use crate::services::spec::resolve_command;
+use crate::services::RolloutFailure;
 use crate::store::{encode, key, Compare, Txn};
 
 /// `GET /v1/stacks`.
@@ -189,6 +190,43 @@ pub(super) async fn rollback(
     .await
 }
 
+/// Restores, in desired state, the version a failed rollout came from:
+/// a new version with its bundle, as `mesh stack rollback` makes, unless
+/// the stack has moved on from the version that failed (another host
+/// rolled it back already, or a newer deploy came).
+pub(super) async fn roll_back_failed(state: &ApiState, failure: &RolloutFailure) -> ApiResult<()> {
+    let (env, stack) = (&failure.key.env, &failure.key.stack);
+    let mut change = StackChange::load(state, env, stack).await?;
+    if change.stack_rev.is_none() || change.stack.current != failure.to_version {
+        return Ok(());
+    }
+    let Some(target) = change
+        .versions
+        .iter()
+        .find(|v| v.number == failure.from_version)
+        .cloned()
+    else {
+        tracing::warn!(stack = %stack, version = failure.from_version, "the version to restore is no longer kept");
+        return Ok(());
+    };
+    let reason = format!(
+        "rollback to v{}: {}'s rollout of v{} failed: {}",
+        target.number, failure.key.name, failure.to_version, failure.reason
+    );
+    apply_and_commit(
+        state,
+        env,
+        change.set_components(
+            target.components.clone(),
+            target.sources.clone(),
+            &reason,
+            &|d| state.code.is_image(d),
+        ),
+    )
+    .await
+    .map(|_| ())
+}
+
 /// Checks a stack change leaves every service of the stack with its
 /// component, then commits it.
 async fn apply_and_commit(
@@ -210,7 +248,8 @@ async fn apply_and_commit(
     let restarting = change.restarting(&in_stack);
     let created = change.new_version.is_some();
     let txn = change.txn(quota(Txn::new()), state.config.versions_kept);
-    state.commit(txn).await?;
+    let committed = state.commit(txn).await?;
+    let revision = if created { committed } else { 0 };
     change.announce(state, env, &restarting);
     let version = match &change.new_version {
         Some(v) => v.clone(),
@@ -229,6 +268,7 @@ async fn apply_and_commit(
         created,
         restarting,
         pulled: Vec::new(),
+        revision,
     }))
 }
 

@@ -148,6 +148,13 @@ pub struct ServiceView {
     /// the reference and the digest it resolved to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<crate::model::Source>,
+    /// Its last rollout on the host that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::model::Rollout>,
+    /// In the answer to a change: the revision of desired state it made,
+    /// which a rollout it started names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
 }
 
 /// `GET /v1/whoami`: whom the token speaks for.
@@ -233,6 +240,10 @@ pub struct DeployResult {
     /// What was pulled from registries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pulled: Vec<PulledView>,
+    /// The revision of desired state the deploy made (0 when it changed
+    /// nothing), which the rollouts it started name.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// `POST /v1/stacks/{stack}/rollback`.

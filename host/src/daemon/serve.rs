@@ -110,7 +110,16 @@ impl Host {
                 FIRST_APPLY.as_secs()
             );
         }
-        let state = self.api_state(applied, stopping, node, cluster);
+        let state = self.api_state(applied, stopping.clone(), node, cluster);
+        let mut tasks = tasks;
+        // A rollout that fails here is rolled back in desired state.
+        let (failures, failed) = tokio::sync::mpsc::channel(crate::services::MAX_PENDING_FAILURES);
+        self.supervisor.report_failures_to(failures);
+        tasks.servers.push(tokio::spawn(api::roll_back_failures(
+            state.clone(),
+            failed,
+            stopping,
+        )));
         self.serve(state, tasks, stop)
     }
 

@@ -123,3 +123,38 @@ impl InstanceStatus {
         }
     }
 }
+
+/// A service's last rollout on one host: its instances replaced one at a
+/// time by ones running new code or settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Rollout {
+    /// The revision of desired state that started it.
+    pub revision: u64,
+    /// The stack version it rolls from.
+    pub from_version: u64,
+    /// The stack version it rolls to.
+    pub to_version: u64,
+    /// `rolling`, `done` or `failed`.
+    pub state: RolloutState,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// Where a rollout is.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutState {
+    /// New instances are coming up, old ones going.
+    Rolling,
+    /// Every instance runs the new code or settings.
+    Done,
+    /// A new instance did not come up in time: the previous instances
+    /// were restored.
+    Failed,
+}

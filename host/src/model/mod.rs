@@ -34,12 +34,13 @@ pub use desired::Desired;
 pub use digest::Digest;
 pub use endpoint::{is_ip_like, may_publish, within, Endpoint};
 pub use environment::{Egress, Environment, Outbound, Quotas};
-pub use instance::{InstanceState, InstanceStatus};
+pub use instance::{InstanceState, InstanceStatus, Rollout, RolloutState};
 pub use net::{parse_ranges, special, Cidr, Special};
 pub use node::{Drain, Node, NodeState, Placement};
 pub use run::{Run, RunStatus, RunTrigger};
 pub use service::{
-    dns_name, Service, ServiceKey, ServiceType, DEFAULT_STOP_TIMEOUT, MAX_STOP_TIMEOUT,
+    dns_name, HealthCheck, Service, ServiceKey, ServiceType, DEFAULT_ROLLOUT_TIMEOUT,
+    DEFAULT_STOP_TIMEOUT, MAX_STOP_TIMEOUT,
 };
 pub use stack::{validate_component_name, Source, Stack, Version, FILES_ENTRY};
 pub use values::*;

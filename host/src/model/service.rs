@@ -14,6 +14,68 @@ pub const DEFAULT_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_
 
 /// Longest `--stop-timeout` a service may have.
 pub const MAX_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long a rollout waits for a new instance to come up (healthy)
+/// unless its service says otherwise.
+pub const DEFAULT_ROLLOUT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A service's health check: a `GET` of `path` on each instance, which
+/// answers 2xx or 3xx when healthy. A new instance takes requests only
+/// once it has (readiness); a live one that fails `failures` checks in a
+/// row is replaced (liveness).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// The path asked, e.g. `/healthz`.
+    pub path: String,
+    /// Between two checks of a live instance, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    /// Longest one check may take, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Failed checks in a row that make an instance unhealthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
+}
+
+impl HealthCheck {
+    /// Between two checks unless the service says otherwise.
+    pub const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+    /// Longest one check may take unless the service says otherwise.
+    pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+    /// Failures in a row that make an instance unhealthy, by default.
+    pub const DEFAULT_FAILURES: u32 = 3;
+
+    /// A check of `path` with the default timings.
+    pub fn of(path: &str) -> HealthCheck {
+        HealthCheck {
+            path: path.to_string(),
+            interval_ms: None,
+            timeout_ms: None,
+            failures: None,
+        }
+    }
+
+    /// Between two checks of a live instance.
+    pub fn interval(&self) -> std::time::Duration {
+        self.interval_ms
+            .map_or(Self::DEFAULT_INTERVAL, std::time::Duration::from_millis)
+    }
+
+    /// Longest one check may take: by default 2 s, or the interval when
+    /// that is shorter.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.timeout_ms.map_or(
+            Self::DEFAULT_TIMEOUT.min(self.interval()),
+            std::time::Duration::from_millis,
+        )
+    }
+
+    /// Failed checks in a row that make an instance unhealthy.
+    pub fn threshold(&self) -> u32 {
+        self.failures.unwrap_or(Self::DEFAULT_FAILURES).max(1)
+    }
+}
+
 /// A command to launch from the stack's code, plus its settings.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Service {
@@ -71,6 +133,15 @@ pub struct Service {
     /// What the service is for, in its owner's words (`--description`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The path its instances answer when healthy (`--health`), and how
+    /// often and how strictly it is asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
+    /// Longest a new instance of a rollout may take to come up healthy
+    /// before the rollout stops and the previous version is restored, in
+    /// milliseconds (`--rollout-timeout`); 60 s when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_timeout_ms: Option<u64>,
     /// When the service was created.
     pub created_at: DateTime<Utc>,
 }
@@ -98,6 +169,8 @@ impl Service {
             stop_timeout_ms: None,
             restarted_at: None,
             description: None,
+            health: None,
+            rollout_timeout_ms: None,
             created_at: Utc::now(),
         }
     }
@@ -123,6 +196,12 @@ impl Service {
     pub fn stop_grace(&self) -> std::time::Duration {
         self.stop_timeout_ms
             .map_or(DEFAULT_STOP_TIMEOUT, std::time::Duration::from_millis)
+    }
+
+    /// How long a rollout waits for each new instance to come up healthy.
+    pub fn rollout_timeout(&self) -> std::time::Duration {
+        self.rollout_timeout_ms
+            .map_or(DEFAULT_ROLLOUT_TIMEOUT, std::time::Duration::from_millis)
     }
 
     /// The component the command names (its first word).

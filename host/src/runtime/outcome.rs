@@ -25,6 +25,8 @@ pub enum Ending {
     /// Its command cannot run with these settings (not found in its
     /// image): not retried until they change.
     Unrunnable,
+    /// It failed its service's health check too many times in a row.
+    Unhealthy,
 }
 
 /// How a run ended.
@@ -77,6 +79,7 @@ impl Outcome {
     pub fn event_kind<'a>(&self, otherwise: &'a str) -> &'a str {
         match self.ending {
             Ending::OutOfMemory => "instance.oom",
+            Ending::Unhealthy => "instance.unhealthy",
             _ => otherwise,
         }
     }

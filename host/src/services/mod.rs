@@ -56,5 +56,5 @@ pub use pool::WebPool;
 pub use remote::{Call, Forward, Remote};
 pub use routes::{request_host, Routes};
 pub use spec::{CodeProblem, RunSpec, Spec};
-pub use supervisor::{Route, Supervisor, Tracked};
+pub use supervisor::{RolloutFailure, Route, Supervisor, Tracked, MAX_PENDING_FAILURES};
 pub use wasm::WasmSource;

@@ -25,16 +25,18 @@ use super::callee::Refusal;
 use super::code::CodeSource;
 use super::directory::{Directory, Identity, Names};
 use super::parts::Parts;
-use super::pool::{PoolSettings, Reuse, WebPool};
+use super::pool::{Handover, PoolSettings, Reuse, Start, Step, WebPool};
 use super::remote::{Forward, Remote};
 use super::rollout::Rollout;
 use super::routes::Routes;
 use super::slot::Slot;
 use super::spec::{RunSpec, Spec};
 use crate::model::{
-    dns_name, Desired, Digest, Egress, InstanceStatus, Service, ServiceKey, ServiceType, Stack,
+    dns_name, Desired, Digest, Egress, InstanceStatus, Rollout as RolloutRecord, RolloutState,
+    Service, ServiceKey, ServiceType, Stack,
 };
 use crate::telemetry::{Events, Logs, Metrics};
+use tokio_util::task::AbortOnDropHandle;
 
 /// What the supervisor runs for one service.
 struct ServiceRuntime {
@@ -42,7 +44,31 @@ struct ServiceRuntime {
     slots: Vec<Slot>,
     rollout: Option<Rollout>,
     web: Option<Arc<WebPool>>,
+    /// Its pool's rollout (or restore) in progress; dropping it stops it.
+    web_rollout: Option<AbortOnDropHandle<()>>,
+    /// The pool whose rollout failed: not tried again until what the
+    /// service should run changes.
+    refused: Option<Arc<WebPool>>,
+    /// Its last rollout here.
+    release: Arc<Mutex<Option<RolloutRecord>>>,
 }
+
+/// A rollout that failed on this host, for whoever restores the
+/// previous version in desired state (the daemon, with a rollback).
+#[derive(Clone, Debug)]
+pub struct RolloutFailure {
+    /// The service.
+    pub key: ServiceKey,
+    /// The stack version restored.
+    pub from_version: u64,
+    /// The stack version that did not come up.
+    pub to_version: u64,
+    /// Why, in one line.
+    pub reason: String,
+}
+
+/// Rollout failures not yet taken by the daemon, at most.
+pub const MAX_PENDING_FAILURES: usize = 64;
 
 /// Where an ingress request goes.
 pub struct Route {
@@ -102,6 +128,10 @@ pub struct Supervisor {
     stopping: tokio_util::task::TaskTracker,
     /// How requests reach services that run only on other hosts.
     forward: std::sync::OnceLock<Arc<dyn Forward>>,
+    /// Where failed rollouts are reported.
+    failures: std::sync::OnceLock<tokio::sync::mpsc::Sender<RolloutFailure>>,
+    /// The revision of desired state being applied.
+    revision: std::sync::atomic::AtomicU64,
     me: Weak<Supervisor>,
 }
 
@@ -130,6 +160,8 @@ impl Supervisor {
             kick: Notify::new(),
             stopping: tokio_util::task::TaskTracker::new(),
             forward: std::sync::OnceLock::new(),
+            failures: std::sync::OnceLock::new(),
+            revision: std::sync::atomic::AtomicU64::new(0),
             me: me.clone(),
         })
     }
@@ -147,6 +179,8 @@ impl Supervisor {
 
     /// Converges to `desired`: slots, pools, routes, names and policies.
     pub fn apply(&self, desired: &Desired) {
+        self.revision
+            .store(desired.revision, std::sync::atomic::Ordering::Relaxed);
         let mut runtimes = self.runtimes.lock();
         let mut wanted = HashSet::new();
         // In a cluster: services with instances somewhere.
@@ -214,6 +248,9 @@ impl Supervisor {
                 slots: Vec::new(),
                 rollout: None,
                 web: None,
+                web_rollout: None,
+                refused: None,
+                release: Arc::default(),
             });
         self.converge_slots(key, rt, run, version, slots);
         if elsewhere {
@@ -261,6 +298,21 @@ impl Supervisor {
     /// `forward` from now on.
     pub fn forward_with(&self, forward: Arc<dyn Forward>) {
         let _ = self.forward.set(forward);
+    }
+
+    /// Reports rollouts that fail on this host to `failures` from now on
+    /// (dropped, with a warning, when more than it holds wait).
+    pub fn report_failures_to(&self, failures: tokio::sync::mpsc::Sender<RolloutFailure>) {
+        let _ = self.failures.set(failures);
+    }
+
+    /// The service's last rollout on this host, if it had one.
+    pub fn rollout(&self, key: &ServiceKey) -> Option<RolloutRecord> {
+        let runtimes = self.runtimes.lock();
+        let release = runtimes.get(key)?.release.clone();
+        drop(runtimes);
+        let record = release.lock().clone();
+        record
     }
 
     /// This host's pool of a service, if it runs instances of it here:
@@ -522,27 +574,164 @@ impl Supervisor {
             warm,
             cpu_limit: service.cpu_limit(),
         };
-        if rt
-            .web
-            .as_ref()
-            .is_some_and(|pool| pool.matches(&rt.spec, settings, numbers))
-        {
+        let health = service.health.as_ref();
+        let wanted = |pool: &Arc<WebPool>| pool.matches(&rt.spec, settings, numbers, health);
+        if let Some(pool) = rt.web.as_ref().filter(|pool| wanted(pool)) {
+            pool.relabel(rt.spec.version);
+            if rt.web_rollout.is_none() {
+                rt.refused = None;
+            }
             return;
         }
+        if rt.refused.as_ref().is_some_and(wanted) {
+            // Its rollout failed: the previous pool stays until what the
+            // service should run changes again.
+            return;
+        }
+        rt.refused = None;
         tracing::debug!(service = %key, instances = service.instances, warm, "request pool");
-        // What the old pool learned of the same code holds for the new.
-        let learned = rt.web.as_ref().and_then(|old| old.learned_for(&rt.spec));
+        // A web service whose instances are up rolls to the new pool one
+        // instance at a time; otherwise the new pool replaces it at once.
+        let old = rt.web.take().map(|old| self.superseding(rt, old));
+        let rolls = warm && old.as_ref().is_some_and(|old| old.live() > 0);
+        let start = Start {
+            // What the old pool learned of the same code holds for the new.
+            learned: old.as_ref().and_then(|old| old.learned_for(&rt.spec)),
+            health: health.cloned(),
+            enabled: rolls.then_some(0),
+        };
         let new = WebPool::start_knowing(
             self.parts.clone(),
             key.clone(),
             rt.spec.clone(),
             settings,
             numbers.to_vec(),
-            learned,
+            start,
         );
-        if let Some(old) = rt.web.replace(new) {
-            old.retire();
+        rt.web = Some(new.clone());
+        match old {
+            Some(old) if rolls => self.roll(key, rt, old, new, service.rollout_timeout()),
+            Some(old) => old.retire(),
+            None => {}
         }
+    }
+
+    /// The pool a new rollout starts from, when `current` replaces
+    /// another in a rollout still going: of the two, the one with more
+    /// live instances; the other is retired.
+    fn superseding(&self, rt: &mut ServiceRuntime, current: Arc<WebPool>) -> Arc<WebPool> {
+        rt.web_rollout = None;
+        let Some(previous) = current.take_previous() else {
+            return current;
+        };
+        let _ = previous.take_previous();
+        if previous.live() > current.live() {
+            previous.enable_all();
+            current.retire();
+            previous
+        } else {
+            previous.retire();
+            current
+        }
+    }
+
+    /// Rolls a web service from `old` to `new`, one instance at a time;
+    /// when a new instance does not come up within `limit`, the old pool
+    /// is restored and the failure reported.
+    fn roll(
+        &self,
+        key: &ServiceKey,
+        rt: &mut ServiceRuntime,
+        old: Arc<WebPool>,
+        new: Arc<WebPool>,
+        limit: std::time::Duration,
+    ) {
+        let (from_version, to_version) = (old.spec().version, new.spec().version);
+        tracing::info!(service = %key, from_version, to_version, "rolling");
+        *rt.release.lock() = Some(RolloutRecord {
+            revision: self.revision.load(std::sync::atomic::Ordering::Relaxed),
+            from_version,
+            to_version,
+            state: RolloutState::Rolling,
+            reason: None,
+            started_at: chrono::Utc::now(),
+            ended_at: None,
+        });
+        let (me, key, release) = (self.me.clone(), key.clone(), rt.release.clone());
+        let task = tokio::spawn(async move {
+            let handover = Handover { from: old, to: new };
+            let step = handover.run(limit).await;
+            let Some(me) = me.upgrade() else { return };
+            match step {
+                Step::Done => {
+                    end(&release, RolloutState::Done, None);
+                    me.parts.events.service(
+                        &key,
+                        "rollout.done",
+                        None,
+                        format!("every instance runs v{to_version}"),
+                    );
+                }
+                Step::Failed(why) => me.rollout_failed(&key, handover, why, limit),
+            }
+        });
+        rt.web_rollout = Some(AbortOnDropHandle::new(task));
+    }
+
+    /// A rollout's new pool did not come up: the old pool is restored
+    /// here, the new one is not tried again, and the failure is reported.
+    fn rollout_failed(
+        &self,
+        key: &ServiceKey,
+        failed: Handover,
+        why: String,
+        limit: std::time::Duration,
+    ) {
+        let mut runtimes = self.runtimes.lock();
+        let Some(rt) = runtimes.get_mut(key) else {
+            return;
+        };
+        if !rt.web.as_ref().is_some_and(|w| Arc::ptr_eq(w, &failed.to)) {
+            // Replaced meanwhile.
+            return;
+        }
+        let (from_version, to_version) = (failed.from.spec().version, failed.to.spec().version);
+        tracing::warn!(service = %key, to_version, %why, "rollout failed: restoring the previous instances");
+        end(&rt.release, RolloutState::Failed, Some(why.clone()));
+        let kept = if from_version == to_version {
+            "the previous settings are kept".to_string()
+        } else {
+            format!("v{from_version} is kept")
+        };
+        self.parts.events.service(
+            key,
+            "rollout.failed",
+            None,
+            format!("rollout to v{to_version} stopped: {why}; {kept}"),
+        );
+        rt.web = Some(failed.from.clone());
+        rt.refused = Some(failed.to.clone());
+        let restore = Handover {
+            from: failed.to,
+            to: failed.from,
+        };
+        rt.web_rollout = Some(AbortOnDropHandle::new(tokio::spawn(async move {
+            restore.restore(limit).await;
+        })));
+        drop(runtimes);
+        if let Some(failures) = self.failures.get() {
+            let failure = RolloutFailure {
+                key: key.clone(),
+                from_version,
+                to_version,
+                reason: why,
+            };
+            if failures.try_send(failure).is_err() {
+                tracing::warn!(service = %key, "too many rollout failures waiting: this one is not rolled back in desired state");
+            }
+        }
+        // Routes and names lead to the restored pool at the next apply.
+        self.kick.notify_one();
     }
 
     /// Whether the code a spec runs has the HTTP handler but no
@@ -601,8 +790,18 @@ impl Drop for Tracked {
     }
 }
 
+/// Ends a rollout record as `state`.
+fn end(release: &Mutex<Option<RolloutRecord>>, state: RolloutState, reason: Option<String>) {
+    if let Some(record) = release.lock().as_mut() {
+        record.state = state;
+        record.reason = reason;
+        record.ended_at = Some(chrono::Utc::now());
+    }
+}
+
 async fn stop_runtime(rt: ServiceRuntime) {
     drop(rt.rollout);
+    drop(rt.web_rollout);
     if let Some(pool) = &rt.web {
         pool.stop();
     }

@@ -29,6 +29,9 @@ pub(super) struct Admission<'a> {
     /// kept live: when every one is backing off after a failed start, a
     /// call is told why at once instead of waiting.
     cold: bool,
+    /// Instances take requests only once they passed a health check, so
+    /// a request takes only a slot with a live instance.
+    checked: bool,
 }
 
 impl Admission<'_> {
@@ -39,7 +42,10 @@ impl Admission<'_> {
         let n = slots.len();
         (0..n).map(|k| (start + k) % n).find(|&i| {
             let s = &slots[i];
-            !s.busy && s.backoff_until.is_none_or(|t| t <= now)
+            !s.busy
+                && s.enabled
+                && (!self.checked || s.ready.is_some())
+                && s.backoff_until.is_none_or(|t| t <= now)
         })
     }
 
@@ -116,6 +122,7 @@ impl WebPool {
             key: &self.key,
             max_queue: self.max_queue,
             cold: !self.settings.warm,
+            checked: self.health.is_some(),
         }
     }
 

@@ -45,7 +45,9 @@ impl WebPool {
         in_process: bool,
     ) -> Result<http::Response<HyperOutgoingBody>, Refusal> {
         let started = Instant::now();
-        let result = self.answer(request, scheme, cyclic, in_process).await;
+        // While a rollout hands requests over, the old pool may serve it.
+        let pool = self.pick_pool();
+        let result = pool.answer(request, scheme, cyclic, in_process).await;
         let status = match &result {
             Ok(response) => response.status().as_u16(),
             Err(refused) => refused.status.as_u16(),
@@ -214,7 +216,7 @@ impl WebPool {
 
     /// Whether each request gets a fresh instance now: by the setting, or
     /// because the code showed it cannot be reused.
-    fn serves_fresh(&self) -> bool {
+    pub(super) fn serves_fresh(&self) -> bool {
         match self.settings.reuse {
             Reuse::Never => true,
             Reuse::Always => false,

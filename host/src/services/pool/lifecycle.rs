@@ -13,7 +13,7 @@ use chrono::Utc;
 use super::admission::Lease;
 use super::state::{Ready, WebPool, WebSlot};
 use crate::model::InstanceState;
-use crate::runtime::Outcome;
+use crate::runtime::{Ending, Outcome};
 use crate::services::backoff::backoff;
 use crate::services::code::{Code, Handler};
 use crate::services::parts::launch;
@@ -60,7 +60,8 @@ impl WebPool {
         let id = self.instance_id(slot);
         let launch = launch(&self.who, &self.spec.run, &id);
         let handler = code.start_handler(launch).await?;
-        if let Some(slot) = slot {
+        // A checked instance is running once it passes its check.
+        if let (Some(slot), None) = (slot, &self.health) {
             let mut inner = self.inner.lock();
             let status = &mut inner.slots[slot].status;
             status.enter(InstanceState::Running);
@@ -104,9 +105,10 @@ impl WebPool {
             match failure {
                 None => {
                     s.failures = 0;
-                    let refill = ready.is_none();
-                    // A stopped pool keeps no idle instance.
-                    s.ready = if stopped { None } else { ready };
+                    let refill = ready.is_none() && s.enabled;
+                    // A stopped pool, or a slot turned off, keeps no idle
+                    // instance.
+                    s.ready = if stopped || !s.enabled { None } else { ready };
                     refill.then_some(Duration::ZERO)
                 }
                 // A pool that starts instances only for requests (a
@@ -114,7 +116,7 @@ impl WebPool {
                 // try again, rather than starting one in a loop.
                 Some(outcome) => {
                     let delay = self.retire_instance(s, outcome);
-                    self.settings.warm.then_some(delay)
+                    (self.settings.warm && s.enabled).then_some(delay)
                 }
             }
         };
@@ -133,19 +135,22 @@ impl WebPool {
         s.ready = None;
         let message = &outcome.message;
         s.status.back_off(None, message.clone(), delay);
+        s.unhealthy = 0;
         self.who.metrics.restart();
         tracing::info!(service = %self.key, instance = %s.status.id, %message, ?delay, "web instance retired");
         let kind = outcome.event_kind("instance.failed");
-        self.parts.events.service(
-            &self.key,
-            kind,
-            Some(&s.status.id),
-            format!("{message}; the request got 500"),
-        );
+        // A failed check is no request's failure.
+        let what = match outcome.ending {
+            Ending::Unhealthy => format!("{message}: taken out of rotation and replaced"),
+            _ => format!("{message}; the request got 500"),
+        };
+        self.parts
+            .events
+            .service(&self.key, kind, Some(&s.status.id), what.clone());
         self.who.log.note(
             &s.status.id,
             format!(
-                "[mesh] {message}; the request got 500; restart {} in {:.1}s",
+                "[mesh] {what}; restart {} in {:.1}s",
                 s.status.restarts,
                 delay.as_secs_f64()
             ),
@@ -186,7 +191,7 @@ impl WebPool {
         let lease = {
             let mut inner = self.inner.lock();
             let s = &mut inner.slots[slot];
-            if s.busy || s.ready.is_some() {
+            if s.busy || s.ready.is_some() || !s.enabled {
                 return;
             }
             s.busy = true;
@@ -195,7 +200,7 @@ impl WebPool {
             Lease::new(self.clone(), Some(slot), None)
         };
         match self.instantiate(Some(slot), &code).await {
-            Ok(handler) => lease.finish(Some(Ready { handler, served: 0 }), None),
+            Ok(handler) => self.ready_check(lease, handler).await,
             Err(outcome) => lease.finish(None, Some(outcome)),
         }
     }

@@ -64,7 +64,9 @@
 
 mod admission;
 mod attempt;
+mod health;
 mod lifecycle;
+mod rolling;
 mod state;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -80,14 +82,28 @@ use wasmtime_wasi_http::WasiBody;
 
 pub use admission::QUEUE_WAIT;
 pub use attempt::REQUEST_TIMEOUT;
+pub use rolling::{Handover, Step};
 use state::{Inner, WebSlot, MAX_EXTRAS};
 pub use state::{PoolSettings, Reuse, WebPool};
+
+/// How a new pool starts.
+#[derive(Default)]
+pub struct Start {
+    /// Why its code is known not to be reusable, as the pool it replaces
+    /// learned.
+    pub learned: Option<String>,
+    /// The service's health check.
+    pub health: Option<HealthCheck>,
+    /// How many of its slots are on at first (all when `None`): a rollout
+    /// turns the rest on one at a time.
+    pub enabled: Option<usize>,
+}
 
 use super::callee::{Callee, Refusal};
 use super::code::BoxFuture;
 use super::parts::Parts;
 use super::spec::Spec;
-use crate::model::{InstanceStatus, ServiceKey};
+use crate::model::{HealthCheck, InstanceStatus, ServiceKey};
 
 // === impl WebPool ===
 
@@ -101,33 +117,35 @@ impl WebPool {
         settings: PoolSettings,
     ) -> Arc<WebPool> {
         let numbers = (1..=settings.instances).collect();
-        WebPool::start_knowing(parts, key, spec, settings, numbers, None)
+        WebPool::start_knowing(parts, key, spec, settings, numbers, Start::default())
     }
 
     /// [`WebPool::start`] for the instances `numbers` of the service
-    /// (`settings.instances` is their count), and for code already known
-    /// not to be reusable, and why (what the pool this one replaces
-    /// learned).
+    /// (`settings.instances` is their count), started as `start` says.
     pub fn start_knowing(
         parts: Parts,
         key: ServiceKey,
         spec: Arc<Spec>,
         settings: PoolSettings,
         numbers: Vec<u32>,
-        learned: Option<String>,
+        start: Start,
     ) -> Arc<WebPool> {
         debug_assert_eq!(numbers.len(), settings.instances as usize);
+        let enabled = start.enabled.unwrap_or(numbers.len());
         // A worker's request instances run beside its `run` instances, so
         // their ids differ: `worker.req1`.
         let prefix = if settings.warm { "" } else { "req" };
         let slots = numbers
             .iter()
-            .map(|n| WebSlot {
+            .enumerate()
+            .map(|(i, n)| WebSlot {
                 status: InstanceStatus::starting(format!("{}.{prefix}{n}", key.name), spec.version),
                 busy: false,
                 ready: None,
                 failures: 0,
                 backoff_until: None,
+                enabled: i < enabled,
+                unhealthy: 0,
             })
             .collect();
         let max_queue = parts.queue_per_instance * settings.instances.max(1) as usize;
@@ -146,13 +164,16 @@ impl WebPool {
             stopped: CancellationToken::new(),
             killed: CancellationToken::new(),
             extras: Arc::new(tokio::sync::Semaphore::new(MAX_EXTRAS)),
-            learned: Mutex::new(learned),
+            learned: Mutex::new(start.learned),
             proven: AtomicBool::new(false),
+            health: start.health.filter(|_| settings.warm).map(Arc::new),
+            previous: Mutex::new(None),
         });
         if settings.warm {
-            for i in 0..settings.instances as usize {
+            for i in 0..enabled.min(settings.instances as usize) {
                 pool.spawn_refill(i, Duration::ZERO);
             }
+            pool.spawn_liveness();
         }
         pool
     }
@@ -179,9 +200,35 @@ impl WebPool {
         same.then(|| self.learned.lock().clone()).flatten()
     }
 
-    /// Whether the pool was made for this spec and these settings.
-    pub fn matches(&self, spec: &Arc<Spec>, settings: PoolSettings, numbers: &[u32]) -> bool {
-        self.spec.id == spec.id && self.settings == settings && self.numbers == numbers
+    /// Whether the pool was made for this spec, these settings and this
+    /// health check.
+    pub fn matches(
+        &self,
+        spec: &Arc<Spec>,
+        settings: PoolSettings,
+        numbers: &[u32],
+        health: Option<&HealthCheck>,
+    ) -> bool {
+        // The same run under another version (a rollback to the code it
+        // runs) is the same pool, relabelled.
+        self.spec.run == spec.run
+            && self.settings == settings
+            && self.numbers == numbers
+            && self.health.as_deref() == health.filter(|_| settings.warm)
+    }
+
+    /// The spec its instances run.
+    pub fn spec(&self) -> &Arc<Spec> {
+        &self.spec
+    }
+
+    /// Shows its instances as on stack version `version` (the same code
+    /// under a new version number).
+    pub fn relabel(&self, version: u64) {
+        let mut inner = self.inner.lock();
+        for s in &mut inner.slots {
+            s.status.version = version;
+        }
     }
 
     /// Whether the pool keeps its instances live (a web service's), rather
@@ -190,12 +237,13 @@ impl WebPool {
         self.settings.warm
     }
 
-    /// Every slot as an instance.
+    /// Every slot that is on (or still serving) as an instance.
     pub fn instances(&self) -> Vec<InstanceStatus> {
         self.inner
             .lock()
             .slots
             .iter()
+            .filter(|s| s.enabled || s.busy)
             .map(|s| s.status.clone())
             .collect()
     }

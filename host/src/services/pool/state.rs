@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, OnceCell};
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{InstanceStatus, ServiceKey};
+use crate::model::{HealthCheck, InstanceStatus, ServiceKey};
 use crate::services::code::{Code, Handler};
 use crate::services::directory::Identity;
 use crate::services::parts::Parts;
@@ -59,6 +59,11 @@ pub(super) struct WebSlot {
     pub(super) failures: u32,
     /// Skipped by requests until then, after a failure.
     pub(super) backoff_until: Option<Instant>,
+    /// Whether the slot may hold an instance and take requests: a rollout
+    /// turns a new pool's slots on one at a time, and the old pool's off.
+    pub(super) enabled: bool,
+    /// Health checks failed in a row by its live instance.
+    pub(super) unhealthy: u32,
 }
 
 /// The slots and the queue, under one lock.
@@ -105,4 +110,10 @@ pub struct WebPool {
     /// A reused instance has answered a request: the code is reusable,
     /// and requests need no longer be kept to be sent again.
     pub(super) proven: AtomicBool,
+    /// The service's health check: its instances take requests only once
+    /// they pass it, and are replaced when they keep failing it.
+    pub(super) health: Option<Arc<HealthCheck>>,
+    /// The pool this one replaces, while a rollout hands requests over
+    /// from it.
+    pub(super) previous: Mutex<Option<Arc<WebPool>>>,
 }
