@@ -370,3 +370,44 @@ fn a_container_web_service_is_checked_over_http_on_its_port() {
     let web = d.wait_running("web", 1);
     assert_eq!(web.rollout.unwrap().state, RolloutState::Done);
 }
+
+#[test]
+fn a_deploy_that_makes_a_worker_crash_rolls_back_the_same_way() {
+    let d = Daemon::start();
+    let root = d.scratch();
+    let v1 = bundle(&root, "v1", "v1", None);
+    d.ok(&["stack", "deploy", "app", v1.to_str().unwrap()]);
+    d.create_service(
+        "worker",
+        &["--instances", "2", "--rollout-timeout", "5s"],
+        &["app", "queue"],
+    );
+    d.wait_running("worker", 2);
+    // v2's files make the worker exit with code 3 at start.
+    let bad = root.join("v2");
+    std::fs::create_dir_all(bad.join("files")).unwrap();
+    support::variant(&support::app_wasm(), &bad, "app", "v2");
+    std::fs::write(bad.join("files/crash"), "a broken release").unwrap();
+    let line = d.fails(&["stack", "deploy", "app", bad.to_str().unwrap()]);
+    assert!(
+        line.contains("worker: the rollout to v2 stopped: ")
+            && line.contains("of 2 new instances failed: exited with code 3")
+            && line.contains("v1 is kept (rolled back as v3)"),
+        "{line}"
+    );
+    // Both instances run again, on v1's code (as v3), and the one the
+    // rollout moved came back.
+    let worker = d.wait_for("worker", Duration::from_secs(10), "2 running on v3", |s| {
+        s.instances.len() == 2
+            && s.instances
+                .iter()
+                .all(|i| i.state == InstanceState::Running && i.version == 3)
+    });
+    assert_eq!(worker.rollout.unwrap().state, RolloutState::Failed);
+    let logs = d.log_texts("worker");
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("queue: cannot start: a broken release")),
+        "{logs:?}"
+    );
+}

@@ -208,19 +208,32 @@ fn changing_the_command_restarts_instances_on_it() {
     let d = Daemon::start();
     d.create("worker", &["--instances", "2"], &["queue"]);
     d.wait_running("worker", 2);
-    d.ok(&["svc", "update", "worker", "--command", "app exit 7"]);
-    let service = d.wait_for(
-        "worker",
-        Duration::from_secs(10),
-        "both instances on the new command",
-        |s| s.instances.iter().all(|i| i.exit_code == Some(7)),
-    );
-    assert_eq!(service.command, ["app", "exit", "7"]);
-    d.ok(&["svc", "update", "worker", "--command", "app queue"]);
+    d.ok(&["svc", "update", "worker", "--command", "app sleep 600000"]);
     let service = d.wait_running("worker", 2);
+    assert_eq!(service.command, ["app", "sleep", "600000"]);
+    let logs = d.log_texts("worker");
+    assert_eq!(
+        logs.iter()
+            .filter(|l| l.contains("sleep: sleeping"))
+            .count(),
+        2,
+        "{logs:?}"
+    );
     for i in &service.instances {
         assert_eq!(i.restarts, 0, "restarts reset on a new command: {i:?}");
     }
+    // A command whose instances fail stops its rollout: the one instance
+    // it moved goes back to the command before, and the update says so.
+    let line = d.fails(&["svc", "update", "worker", "--command", "app exit 7"]);
+    assert!(
+        line.contains("new instances failed: exited with code 7; the previous instances are kept"),
+        "{line}"
+    );
+    let service = d.wait_running("worker", 2);
+    assert!(
+        service.instances.iter().all(|i| i.exit_code.is_none()),
+        "{service:#?}"
+    );
 }
 
 #[test]

@@ -46,8 +46,13 @@ fn main() {
 
 /// A long-running worker. With `REDIS_URL` set it takes jobs from a Redis
 /// list (see [`redis_worker`]); without, it prints one heartbeat line a
-/// second (`HEARTBEAT_MS`), forever.
+/// second (`HEARTBEAT_MS`), forever. A stack whose files hold `/crash`
+/// makes it fail at once (a bad release).
 fn queue() {
+    if let Ok(why) = std::fs::read_to_string("/crash") {
+        eprintln!("queue: cannot start: {}", why.trim());
+        exit_code(3);
+    }
     match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => redis_worker(&url),
         _ => heartbeat(),

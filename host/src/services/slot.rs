@@ -114,13 +114,48 @@ pub struct SlotHandle {
 impl SlotHandle {
     /// Hands the slot `spec` and waits (at most `limit`) until it runs it
     /// and its instance is past starting.
-    pub async fn roll_to(mut self, spec: &Arc<Spec>, limit: Duration) {
+    pub async fn roll_to(&mut self, spec: &Arc<Spec>, limit: Duration) {
         self.spec.send_replace(spec.clone());
         let id = spec.id;
         let up = self
             .state
             .wait_for(|s| s.spec_id == id && s.status.state != InstanceState::Starting);
         let _ = tokio::time::timeout(limit, up).await;
+    }
+
+    /// Hands the slot `spec` without waiting.
+    pub fn hand(&self, spec: &Arc<Spec>) {
+        self.spec.send_replace(spec.clone());
+    }
+
+    /// Whether the slot's instance on `spec` is up: running, or ended
+    /// cleanly.
+    pub fn is_up(&self, spec: &Spec) -> bool {
+        let s = self.state.borrow();
+        s.spec_id == spec.id
+            && match s.status.state {
+                InstanceState::Running => true,
+                InstanceState::Exited | InstanceState::Backoff => s.status.exit_code == Some(0),
+                _ => false,
+            }
+    }
+
+    /// Why the slot's instance on `spec` failed, if it did: it ended
+    /// other than cleanly (crashed, trapped, ran out of memory) or cannot
+    /// start.
+    pub fn failure(&self, spec: &Spec) -> Option<String> {
+        let s = self.state.borrow();
+        let failed = s.spec_id == spec.id
+            && match s.status.state {
+                InstanceState::Crashed => true,
+                _ => s.status.restarts > 0 && s.status.exit_code != Some(0),
+            };
+        failed.then(|| {
+            s.status
+                .message
+                .clone()
+                .unwrap_or_else(|| "it failed".to_string())
+        })
     }
 }
 

@@ -27,7 +27,7 @@ use super::directory::{Directory, Identity, Names};
 use super::parts::Parts;
 use super::pool::{Handover, PoolSettings, Reuse, Start, Step, WebPool};
 use super::remote::{Forward, Remote};
-use super::rollout::Rollout;
+use super::rollout::{Guard, Rollout};
 use super::routes::Routes;
 use super::slot::Slot;
 use super::spec::{RunSpec, Spec};
@@ -49,6 +49,8 @@ struct ServiceRuntime {
     /// The pool whose rollout failed: not tried again until what the
     /// service should run changes.
     refused: Option<Arc<WebPool>>,
+    /// What its worker slots failed to roll to, likewise.
+    refused_run: Option<RunSpec>,
     /// Its last rollout here.
     release: Arc<Mutex<Option<RolloutRecord>>>,
 }
@@ -132,6 +134,8 @@ pub struct Supervisor {
     failures: std::sync::OnceLock<tokio::sync::mpsc::Sender<RolloutFailure>>,
     /// The revision of desired state being applied.
     revision: std::sync::atomic::AtomicU64,
+    /// Each service's rollout timeout, as desired state last said.
+    timeouts: Mutex<HashMap<ServiceKey, std::time::Duration>>,
     me: Weak<Supervisor>,
 }
 
@@ -162,6 +166,7 @@ impl Supervisor {
             forward: std::sync::OnceLock::new(),
             failures: std::sync::OnceLock::new(),
             revision: std::sync::atomic::AtomicU64::new(0),
+            timeouts: Mutex::new(HashMap::new()),
             me: me.clone(),
         })
     }
@@ -181,6 +186,11 @@ impl Supervisor {
     pub fn apply(&self, desired: &Desired) {
         self.revision
             .store(desired.revision, std::sync::atomic::Ordering::Relaxed);
+        *self.timeouts.lock() = desired
+            .services
+            .iter()
+            .map(|s| (ServiceKey::of(s), s.rollout_timeout()))
+            .collect();
         let mut runtimes = self.runtimes.lock();
         let mut wanted = HashSet::new();
         // In a cluster: services with instances somewhere.
@@ -250,6 +260,7 @@ impl Supervisor {
                 web: None,
                 web_rollout: None,
                 refused: None,
+                refused_run: None,
                 release: Arc::default(),
             });
         self.converge_slots(key, rt, run, version, slots);
@@ -514,11 +525,22 @@ impl Supervisor {
         numbers: &[u32],
     ) {
         if rt.spec.run != run {
+            if rt.refused_run.as_ref() == Some(&run) {
+                // Its rollout failed: the previous spec stays until what
+                // the service should run changes again.
+                return self.keep_slots(key, rt, numbers);
+            }
             tracing::info!(service = %key, version, "settings changed: rolling instances");
-            rt.spec = Spec::new(run, version);
+            rt.refused_run = None;
+            let previous = std::mem::replace(&mut rt.spec, Spec::new(run, version));
             let handles = rt.slots.iter().map(Slot::handle).collect();
+            // A worker that ran before is guarded: a new instance that
+            // fails stops the rollout and the previous spec comes back.
+            let guard = (!numbers.is_empty()
+                && rt.slots.iter().any(|s| s.status().started_at.is_some()))
+            .then(|| self.guard(key, rt, previous));
             // A rollout already going is dropped, and so stopped.
-            rt.rollout = Some(Rollout::start(handles, rt.spec.clone()));
+            rt.rollout = Some(Rollout::start(handles, rt.spec.clone(), guard));
         } else if rt.spec.version != version {
             // Same code and settings under a new version number: nothing to
             // restart, only the label moves.
@@ -527,6 +549,11 @@ impl Supervisor {
                 slot.relabel(version);
             }
         }
+        self.keep_slots(key, rt, numbers);
+    }
+
+    /// Keeps one slot per instance number in `numbers`, on the current spec.
+    fn keep_slots(&self, key: &ServiceKey, rt: &mut ServiceRuntime, numbers: &[u32]) {
         // Dropped slots end their tasks.
         rt.slots.retain(|slot| numbers.contains(&slot.number()));
         for &number in numbers {
@@ -536,6 +563,109 @@ impl Supervisor {
             }
         }
         rt.slots.sort_by_key(Slot::number);
+    }
+
+    /// What a worker's rollout from `previous` restores, and how it
+    /// reports its end: recorded, an event, and a failure reported and
+    /// not tried again.
+    fn guard(&self, key: &ServiceKey, rt: &mut ServiceRuntime, previous: Arc<Spec>) -> Guard {
+        let (from_version, to_version) = (previous.version, rt.spec.version);
+        *rt.release.lock() = Some(RolloutRecord {
+            revision: self.revision.load(std::sync::atomic::Ordering::Relaxed),
+            from_version,
+            to_version,
+            state: RolloutState::Rolling,
+            reason: None,
+            started_at: chrono::Utc::now(),
+            ended_at: None,
+        });
+        let (me, key, failed, restored) = (
+            self.me.clone(),
+            key.clone(),
+            rt.spec.clone(),
+            previous.clone(),
+        );
+        Guard {
+            previous,
+            limit: self.rollout_timeout(&key),
+            ended: Box::new(move |outcome| {
+                if let Some(me) = me.upgrade() {
+                    me.slots_rolled(&key, &failed, restored, outcome);
+                }
+            }),
+        }
+    }
+
+    /// A worker's rollout to `to` ended: recorded; when it failed, the
+    /// slots are back on `previous` (the rollout handed it to them), which
+    /// the service keeps until what it should run changes again.
+    fn slots_rolled(
+        &self,
+        key: &ServiceKey,
+        to: &Arc<Spec>,
+        previous: Arc<Spec>,
+        outcome: Result<(), String>,
+    ) {
+        let mut runtimes = self.runtimes.lock();
+        let Some(rt) = runtimes.get_mut(key) else {
+            return;
+        };
+        if rt.spec.id != to.id {
+            // Replaced meanwhile.
+            return;
+        }
+        let why = match outcome {
+            Ok(()) => {
+                end(&rt.release, RolloutState::Done, None);
+                let message = format!("every instance runs v{}", to.version);
+                self.parts
+                    .events
+                    .service(key, "rollout.done", None, message);
+                return;
+            }
+            Err(why) => why,
+        };
+        let (from_version, to_version) = (previous.version, to.version);
+        tracing::warn!(service = %key, to_version, %why, "rollout failed: the previous spec is back");
+        end(&rt.release, RolloutState::Failed, Some(why.clone()));
+        self.parts.events.service(
+            key,
+            "rollout.failed",
+            None,
+            format!(
+                "rollout to v{to_version} stopped: {why}; {}",
+                kept(from_version, to_version)
+            ),
+        );
+        rt.refused_run = Some(to.run.clone());
+        rt.spec = previous;
+        drop(runtimes);
+        self.report(RolloutFailure {
+            key: key.clone(),
+            from_version,
+            to_version,
+            reason: why,
+        });
+    }
+
+    /// The service's rollout timeout, as desired state last said.
+    fn rollout_timeout(&self, key: &ServiceKey) -> std::time::Duration {
+        self.timeouts
+            .lock()
+            .get(key)
+            .copied()
+            .unwrap_or(crate::model::DEFAULT_ROLLOUT_TIMEOUT)
+    }
+
+    /// Hands a failed rollout to whoever restores the previous version in
+    /// desired state.
+    fn report(&self, failure: RolloutFailure) {
+        if let Some(failures) = self.failures.get() {
+            let key = failure.key.clone();
+            if failures.try_send(failure).is_err() {
+                tracing::warn!(service = %key, "too many rollout failures waiting: this one is not rolled back in desired state");
+            }
+        }
     }
 
     /// Starts, replaces or stops the service's pool of request-serving
@@ -698,16 +828,14 @@ impl Supervisor {
         let (from_version, to_version) = (failed.from.spec().version, failed.to.spec().version);
         tracing::warn!(service = %key, to_version, %why, "rollout failed: restoring the previous instances");
         end(&rt.release, RolloutState::Failed, Some(why.clone()));
-        let kept = if from_version == to_version {
-            "the previous settings are kept".to_string()
-        } else {
-            format!("v{from_version} is kept")
-        };
         self.parts.events.service(
             key,
             "rollout.failed",
             None,
-            format!("rollout to v{to_version} stopped: {why}; {kept}"),
+            format!(
+                "rollout to v{to_version} stopped: {why}; {}",
+                kept(from_version, to_version)
+            ),
         );
         rt.web = Some(failed.from.clone());
         rt.refused = Some(failed.to.clone());
@@ -719,17 +847,12 @@ impl Supervisor {
             restore.restore(limit).await;
         })));
         drop(runtimes);
-        if let Some(failures) = self.failures.get() {
-            let failure = RolloutFailure {
-                key: key.clone(),
-                from_version,
-                to_version,
-                reason: why,
-            };
-            if failures.try_send(failure).is_err() {
-                tracing::warn!(service = %key, "too many rollout failures waiting: this one is not rolled back in desired state");
-            }
-        }
+        self.report(RolloutFailure {
+            key: key.clone(),
+            from_version,
+            to_version,
+            reason: why,
+        });
         // Routes and names lead to the restored pool at the next apply.
         self.kick.notify_one();
     }
@@ -787,6 +910,15 @@ impl Drop for Tracked {
                 map.remove(&self.key);
             }
         }
+    }
+}
+
+/// What a failed rollout kept, in words.
+fn kept(from_version: u64, to_version: u64) -> String {
+    if from_version == to_version {
+        "the previous settings are kept".to_string()
+    } else {
+        format!("v{from_version} is kept")
     }
 }
 
