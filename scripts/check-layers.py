@@ -22,6 +22,7 @@ LAYERS = [
     ["runtime", "container"],
     ["services", "registry"],
     ["cron", "ingress"],
+    ["acme"],
     ["api"],
     ["daemon"],
 ]

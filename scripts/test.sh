@@ -19,7 +19,7 @@ scripts/setup.sh
 need redis-server redis-server tmux tmux curl curl runc runc \
   etcd etcd-server etcdctl etcd-client chromium chromium \
   docker-registry docker-registry htpasswd apache2-utils skopeo skopeo openssl openssl \
-  wrk wrk
+  wrk wrk pebble pebble
 echo "== oras and cryptography (pinned) for the registry tests"
 scripts/registry-venv.sh
 echo "== playwright-core for the dashboard tests"

@@ -7,6 +7,7 @@
 mod support;
 
 mod abuse;
+mod acme;
 mod bad_input;
 mod cluster;
 mod container_abuse;

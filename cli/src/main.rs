@@ -133,6 +133,13 @@ Examples:
     )]
     Registry(RegistryCommand),
 
+    /// Published host names and their certificates from ACME.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  mesh domain ls\n  mesh domain ls --json"
+    )]
+    Domain(commands::domain::DomainCommand),
+
     /// Show what happened: instances started, exited, out of memory; cron
     /// runs; deploys; publishes.
     #[command(
@@ -172,6 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(args) => commands::logs::events(&client, &out, args),
         Command::Run(args) => commands::run::run(&client, args),
         Command::Env(command) => commands::env::run(&client, &out, command),
+        Command::Domain(command) => commands::domain::run(&client, &out, command),
         Command::Node(command) => commands::node::run(&client, &out, command),
         Command::Registry(command) => commands::registry::run(&client, &out, command),
         Command::Stack(command) => commands::stack::run(&client, &out, command),

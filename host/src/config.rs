@@ -108,6 +108,50 @@ pub struct DaemonConfig {
     pub sealing_key: Option<PathBuf>,
     /// How registries are reached: private CAs, plain-HTTP registries.
     pub registries: RegistrySettings,
+    /// Certificates from an ACME server for published host names; off
+    /// when `None`.
+    pub acme: Option<AcmeSettings>,
+}
+
+/// Where the ingress's certificates come from when an ACME server issues
+/// them: operator settings.
+#[derive(Clone, Debug)]
+pub struct AcmeSettings {
+    /// The server's directory URL (RFC 8555 §7.1.1).
+    pub directory: String,
+    /// The account's contact address.
+    pub email: Option<String>,
+    /// A private ACME server's own CA certificate (PEM), to trust for its
+    /// API; the system's roots when `None`.
+    pub ca_file: Option<PathBuf>,
+    /// How names are proved: HTTP-01 on the plain-HTTP listener, or
+    /// TLS-ALPN-01 on the TLS listener.
+    pub challenge: AcmeChallenge,
+    /// Serve no other certificate for a name ACME covers while it has
+    /// none (`--acme-only`), rather than the local CA's.
+    pub only: bool,
+}
+
+/// The ACME challenge the ingress answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// `http-01`: a token on the plain-HTTP listener (port 80).
+    Http01,
+    /// `tls-alpn-01`: a certificate on the TLS listener (port 443).
+    TlsAlpn01,
+}
+
+impl AcmeChallenge {
+    /// `http-01` or `tls-alpn-01`.
+    pub fn parse(text: &str) -> Result<AcmeChallenge, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "http-01" | "http" => Ok(AcmeChallenge::Http01),
+            "tls-alpn-01" | "tls-alpn" => Ok(AcmeChallenge::TlsAlpn01),
+            other => Err(format!(
+                "unknown challenge `{other}`: use http-01 (on the plain-HTTP listener) or tls-alpn-01 (on the HTTPS listener)"
+            )),
+        }
+    }
 }
 
 /// How the daemon reaches OCI registries: operator settings.
@@ -215,6 +259,7 @@ impl Default for DaemonConfig {
             advertise: None,
             sealing_key: None,
             registries: Default::default(),
+            acme: None,
         }
     }
 }

@@ -38,6 +38,7 @@
 //! other; `scripts/test.sh` runs it.
 #![deny(missing_docs)]
 
+pub mod acme;
 pub mod api;
 pub mod auth;
 pub mod config;

@@ -7,6 +7,7 @@
 pub mod etcd;
 pub mod inproc;
 pub mod oci;
+pub mod pebble;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
@@ -291,7 +292,12 @@ impl Daemon {
         if !self.extra.iter().any(|a| a == "--api") {
             args.extend(["--api".into(), "127.0.0.1:0".into()]);
         }
-        args.extend(["--http".into(), "127.0.0.1:0".into(), "--data-dir".into()]);
+        // The ingress on a free port unless the test names one (an ACME
+        // server must know it before the daemon starts).
+        if !self.extra.iter().any(|a| a == "--http") {
+            args.extend(["--http".into(), "127.0.0.1:0".into()]);
+        }
+        args.push("--data-dir".into());
         args.push(self.data.display().to_string());
         // Compiled code shared by the tests' daemons: each large
         // component (an interpreter) is compiled once per test run.

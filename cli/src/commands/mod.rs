@@ -4,6 +4,7 @@
 //! for the others.
 
 pub mod code;
+pub mod domain;
 pub mod env;
 pub mod logs;
 pub mod ls;

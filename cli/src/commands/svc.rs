@@ -250,6 +250,11 @@ pub struct PublishArgs {
     /// sees the original path.
     #[arg(long, value_name = "/PATH")]
     pub path: Option<String>,
+
+    /// Serve the endpoint over HTTPS only: plain HTTP gets 308 to HTTPS
+    /// (ACME's challenge path excepted), and answers send HSTS.
+    #[arg(long)]
+    pub https_only: bool,
 }
 
 /// `mesh svc create`.
@@ -448,6 +453,7 @@ pub fn publish(client: &Client, out: &Out, args: PublishArgs, publish: bool) -> 
     let request = PublishRequest {
         endpoint: args.endpoint,
         path: args.path,
+        https_only: args.https_only,
     };
     let verb = if publish { "publish" } else { "unpublish" };
     let view: ServiceView = client.post(

@@ -94,6 +94,37 @@ pub struct UpArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// An ACME server's directory URL (e.g. Let's Encrypt's
+    /// https://acme-v02.api.letsencrypt.org/directory): every published
+    /// host name outside .localhost gets a certificate from it, renewed on
+    /// its own. Needs --https.
+    #[arg(long, value_name = "URL", requires = "https")]
+    pub acme_directory: Option<String>,
+
+    /// The ACME account's contact address.
+    #[arg(long, value_name = "ADDR", requires = "acme_directory")]
+    pub acme_email: Option<String>,
+
+    /// A private ACME server's CA certificate (PEM), to trust for its API.
+    #[arg(long, value_name = "FILE", requires = "acme_directory")]
+    pub acme_ca: Option<PathBuf>,
+
+    /// How names are proved: http-01 (the plain-HTTP listener answers;
+    /// port 80 must reach it) or tls-alpn-01 (the HTTPS listener answers;
+    /// port 443).
+    #[arg(
+        long,
+        value_name = "TYPE",
+        default_value = "http-01",
+        requires = "acme_directory"
+    )]
+    pub acme_challenge: String,
+
+    /// Serve no certificate at all for a name ACME covers until it has
+    /// one, instead of the local CA's.
+    #[arg(long, requires = "acme_directory")]
+    pub acme_only: bool,
+
     /// Largest request head the ingress accepts (431 beyond), e.g. 64Ki.
     #[arg(long, default_value = "64Ki", value_name = "SIZE")]
     pub max_header_size: String,
@@ -200,6 +231,17 @@ pub fn up(data_dir: Option<std::path::PathBuf>, args: UpArgs) -> anyhow::Result<
         },
         advertise: args.advertise,
         sealing_key: args.sealing_key,
+        acme: match args.acme_directory {
+            Some(directory) => Some(mesh_host::config::AcmeSettings {
+                directory,
+                email: args.acme_email,
+                ca_file: args.acme_ca,
+                challenge: mesh_host::config::AcmeChallenge::parse(&args.acme_challenge)
+                    .map_err(|e| anyhow::anyhow!("--acme-challenge: {e}"))?,
+                only: args.acme_only,
+            }),
+            None => None,
+        },
         registries: mesh_host::config::RegistrySettings {
             ca_files: args.registry_ca,
             insecure: args

@@ -40,7 +40,7 @@ pub(super) async fn publish(
             "{name} is a cron job: a service with a schedule cannot take requests; remove it with `--schedule none` first"
         )));
     }
-    if service.endpoints.contains(&endpoint) {
+    if service.endpoints.iter().any(|e| e.same_place(&endpoint)) {
         return Err(ApiError::conflict(format!(
             "{name} is already published at {}",
             state.ingress.url(&endpoint)
@@ -105,7 +105,11 @@ pub(super) async fn unpublish(
     let found = find(&state, &caller.env, &stack, &name).await?;
     let mut service = found.value.clone();
     let endpoint = parse(&state, &caller.env, &request)?;
-    let Some(index) = service.endpoints.iter().position(|e| *e == endpoint) else {
+    let Some(index) = service
+        .endpoints
+        .iter()
+        .position(|e| e.same_place(&endpoint))
+    else {
         let have: Vec<String> = service
             .endpoints
             .iter()
@@ -157,6 +161,16 @@ async fn check_host(state: &ApiState, env: &str, host: &str) -> ApiResult<()> {
 
 fn parse(state: &ApiState, env: &str, request: &PublishRequest) -> ApiResult<Endpoint> {
     let alias = super::envs::alias_of(&state.config.alias, env);
-    Endpoint::parse(&request.endpoint, request.path.as_deref(), &alias)
-        .map_err(ApiError::bad_request)
+    let mut endpoint = Endpoint::parse(&request.endpoint, request.path.as_deref(), &alias)
+        .map_err(ApiError::bad_request)?;
+    if request.https_only {
+        if state.ingress.https.is_none() {
+            return Err(ApiError::bad_request(
+                "--https-only needs the HTTPS listener: the daemon runs without --https",
+            ));
+        }
+        endpoint.scheme = "https".to_string();
+        endpoint.hsts = true;
+    }
+    Ok(endpoint)
 }

@@ -150,6 +150,17 @@ impl ApiState {
     }
 }
 
+/// `GET /v1/domains`: the caller's published host names that ACME
+/// certifies, and where each stands (every environment's for the
+/// operator).
+async fn domains(
+    State(state): State<ApiState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> ApiResult<Json<Vec<crate::acme::records::DomainStatus>>> {
+    let env = (!caller.admin).then_some(caller.env.as_str());
+    Ok(Json(crate::acme::statuses(&state.store, env).await?))
+}
+
 /// Restores in desired state the version each failed rollout came from
 /// (see [`Supervisor::report_failures_to`](crate::services::Supervisor::report_failures_to)),
 /// until `failures` closes or `stopping` turns true.
@@ -372,6 +383,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/metrics", get(metrics))
         .route("/v1/events", get(events))
+        .route("/v1/domains", get(domains))
         .route("/v1/envs", get(envs::list).post(envs::create))
         .route("/v1/envs/{name}", patch(envs::update))
         .route("/v1/envs/{name}/token", post(envs::rotate_token))

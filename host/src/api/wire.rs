@@ -55,6 +55,9 @@ pub struct PublishRequest {
     pub endpoint: String,
     /// Path prefix, e.g. `/blog`.
     pub path: Option<String>,
+    /// Serve it over HTTPS only: plain HTTP redirected, HSTS sent.
+    #[serde(default)]
+    pub https_only: bool,
 }
 
 /// `PATCH /v1/services/{stack}/{name}`: only the fields given change.

@@ -58,6 +58,8 @@ pub struct Host {
     pub(super) sealer: Arc<crate::sealed::Sealer>,
     /// Pulls code from OCI registries.
     pub(super) registries: Arc<crate::registry::Registries>,
+    /// Certificates from ACME, as the ingress serves them, when on.
+    pub(super) acme_certs: Option<Arc<crate::ingress::certs::AcmeCerts>>,
 }
 
 impl Host {
@@ -89,7 +91,11 @@ impl Host {
         );
         let histories = Arc::new(Histories::new(&data_dir, writer.clone()));
         let scheduler = Arc::new(Scheduler::new(supervisor.clone(), histories));
-        let listeners = listen::bind(&config).await?;
+        let acme_certs = config.acme.as_ref().map(|acme| {
+            let tls_alpn = acme.challenge == crate::config::AcmeChallenge::TlsAlpn01;
+            crate::ingress::certs::AcmeCerts::new(acme.only, tls_alpn)
+        });
+        let listeners = listen::bind(&config, acme_certs.clone()).await?;
         let sealer = Arc::new(crate::sealed::Sealer::open(
             &data_dir,
             config.sealing_key.as_deref(),
@@ -101,6 +107,7 @@ impl Host {
         Ok(Host {
             sealer,
             registries,
+            acme_certs,
             clustered: matches!(config.store, StoreConfig::Etcd(_)),
             config,
             lock,

@@ -12,6 +12,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::DaemonConfig;
 use crate::container::Containers;
+use crate::ingress::certs::AcmeCerts;
 use crate::ingress::{tls, Connections};
 use crate::model::DEFAULT_ENVIRONMENT;
 
@@ -69,7 +70,10 @@ impl Listeners {
 }
 
 /// Binds the control API, the ingress and, when asked for, HTTPS.
-pub(super) async fn bind(config: &DaemonConfig) -> anyhow::Result<Listeners> {
+pub(super) async fn bind(
+    config: &DaemonConfig,
+    acme: Option<Arc<AcmeCerts>>,
+) -> anyhow::Result<Listeners> {
     let api = TcpListener::bind(config.api_addr)
         .await
         .with_context(|| format!("binding the control API to {}", config.api_addr))?;
@@ -82,11 +86,17 @@ pub(super) async fn bind(config: &DaemonConfig) -> anyhow::Result<Listeners> {
                 &config.data_dir,
                 config.tls_cert.as_deref(),
                 config.tls_key.as_deref(),
+                acme,
             )?;
             let listener = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the HTTPS ingress to {addr}"))?;
             Some((listener, acceptor))
+        }
+        None if acme.is_some() => {
+            anyhow::bail!(
+                "--acme-directory needs the HTTPS listener: give --https ADDR (e.g. 0.0.0.0:443)"
+            )
         }
         None => None,
     };

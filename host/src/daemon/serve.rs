@@ -118,8 +118,19 @@ impl Host {
         tasks.servers.push(tokio::spawn(api::roll_back_failures(
             state.clone(),
             failed,
-            stopping,
+            stopping.clone(),
         )));
+        if let (Some(settings), Some(certs)) = (&self.config.acme, &self.acme_certs) {
+            let acme = crate::acme::Acme::new(
+                settings.clone(),
+                self.store.clone(),
+                self.sealer.clone(),
+                certs.clone(),
+                self.supervisor.events().clone(),
+                self.config.node.clone(),
+            );
+            tasks.servers.push(tokio::spawn(acme.run(stopping)));
+        }
         self.serve(state, tasks, stop)
     }
 
@@ -299,6 +310,7 @@ impl Host {
             self.metrics.clone(),
             limits,
             self.listeners.https_port()?,
+            self.acme_certs.clone(),
         ))
     }
 

@@ -202,6 +202,13 @@ impl Connections {
                                         return Ok(());
                                     }
                                 };
+                                // A TLS-ALPN-01 validation ends with the
+                                // handshake (RFC 8737 §3).
+                                if stream.get_ref().1.alpn_protocol()
+                                    == Some(super::certs::ACME_TLS_ALPN)
+                                {
+                                    return Ok(());
+                                }
                                 // HTTP/2 sends frames that are no request
                                 // head: only the idle timeout applies.
                                 if stream.get_ref().1.alpn_protocol() == Some(b"h2") {

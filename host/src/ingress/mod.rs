@@ -5,6 +5,7 @@
 //! - `conn`: serving connections with bounds (how many, how many per
 //!   client, header-read and idle timeouts), shared with the control API.
 //! - `tls`: certificates (given, or issued by a local CA).
+//! - `certs`: certificates from ACME and the answers to its challenges.
 //!
 //! Connections are counted (`mesh_ingress_connections`) and bounded: at
 //! the limit the listener stops accepting until one closes. On shutdown
@@ -18,6 +19,7 @@
 //! Bodies stream to the guest as it reads them, with back-pressure: the
 //! client's sending waits on the guest's reading.
 
+pub mod certs;
 pub mod conn;
 pub mod proxy;
 pub mod tls;
@@ -57,6 +59,9 @@ pub struct Limits {
     pub conn: ConnLimits,
 }
 
+/// The HSTS policy of `--https-only` endpoints: a year.
+const HSTS: &str = "max-age=31536000";
+
 /// Most requests one HTTP/2 connection may have open at once (below
 /// hyper's default of 200: each may hold a place in a service's queue).
 const MAX_STREAMS_PER_CONNECTION: u32 = 100;
@@ -70,6 +75,8 @@ pub struct Ingress {
     /// The HTTPS listener's port: plain HTTP requests for `https://`
     /// endpoints are redirected there.
     https_port: Option<u16>,
+    /// Certificates from ACME and the answers to its HTTP-01 challenges.
+    acme: Option<Arc<certs::AcmeCerts>>,
 }
 
 /// Fields that describe one connection, not the message (RFC 9110 §7.6.1).
@@ -91,12 +98,14 @@ impl Ingress {
         metrics: Arc<Metrics>,
         limits: Limits,
         https_port: Option<u16>,
+        acme: Option<Arc<certs::AcmeCerts>>,
     ) -> Arc<Ingress> {
         Arc::new(Ingress {
             supervisor,
             connections: Connections::new("ingress", limits.conn, Some(metrics)),
             limits,
             https_port,
+            acme,
         })
     }
 
@@ -162,6 +171,17 @@ impl Ingress {
             Err((status, message)) => return text(status, message),
         };
         let path = request.uri().path().to_string();
+        if let Some(acme) = &self.acme {
+            if let Some(answer) = acme.http_answer(&path).await {
+                return match answer {
+                    Some(key_authorization) => text(StatusCode::OK, key_authorization),
+                    None => text(
+                        StatusCode::NOT_FOUND,
+                        "mesh: no such ACME challenge\n".into(),
+                    ),
+                };
+            }
+        }
         let Some(route) = self.supervisor.route(&host, &path) else {
             return text(
                 StatusCode::NOT_FOUND,
@@ -192,6 +212,7 @@ impl Ingress {
             share: share.clone(),
         }
         .boxed_unsync();
+        let hsts = route.hsts && matches!(scheme, Scheme::Https);
         let answered = route.handle(Request::from_parts(parts, body), scheme).await;
         if share.drain().await {
             return too_large(limit);
@@ -200,6 +221,12 @@ impl Ingress {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
+                if hsts {
+                    parts.headers.insert(
+                        header::STRICT_TRANSPORT_SECURITY,
+                        HeaderValue::from_static(HSTS),
+                    );
+                }
                 Response::from_parts(parts, body)
             }
             Err(refused) => refusal(refused.status, &refused.message, refused.retry_after),

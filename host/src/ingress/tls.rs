@@ -4,6 +4,8 @@
 //! `DATA/tls/` (`ca.pem` is what clients trust, e.g. `curl --cacert`)
 //! issues a certificate for each host name clients ask for (SNI) the first
 //! time it is asked, so every endpoint host is served over real TLS.
+//! Certificates from ACME (`certs.rs`) come first for the names they
+//! cover.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,39 +29,102 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
+use super::certs::{AcmeCerts, ACME_TLS_ALPN};
+
 /// The CA certificate clients trust, under the data directory.
 pub const CA_FILE: &str = "tls/ca.pem";
 const CA_KEY_FILE: &str = "tls/ca.key";
 /// Name used when a client sends no SNI (e.g. it connected by IP).
 const DEFAULT_NAME: &str = "localhost";
+/// Most certificates the local CA keeps issued at once.
+const MAX_LOCAL_NAMES: usize = 4096;
 
-/// A TLS acceptor for the ingress: the given certificate, or the local CA.
+/// A TLS acceptor for the ingress: certificates from ACME (when `acme`
+/// is given) by SNI, else the given certificate, or the local CA's.
 pub fn acceptor(
     data_dir: &Path,
     cert: Option<&Path>,
     key: Option<&Path>,
+    acme: Option<Arc<AcmeCerts>>,
 ) -> anyhow::Result<TlsAcceptor> {
     let provider = Arc::new(ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("choosing TLS versions")?
         .with_no_client_auth();
-    let mut config = match (cert, key) {
+    let fallback = match (cert, key) {
         (Some(cert), Some(key)) => {
             let chain = CertificateDer::pem_file_iter(cert)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
                 .with_context(|| format!("reading the certificate {}", cert.display()))?;
             let key = PrivateKeyDer::from_pem_file(key)
                 .with_context(|| format!("reading the private key {}", key.display()))?;
-            builder
-                .with_single_cert(chain, key)
-                .context("using the given certificate and key")?
+            let signing = provider
+                .key_provider
+                .load_private_key(key)
+                .context("using the given private key")?;
+            Fallback::Given(Arc::new(CertifiedKey::new(chain, signing)))
         }
-        (None, None) => builder.with_cert_resolver(Arc::new(LocalCa::open(data_dir, provider)?)),
+        (None, None) => Fallback::Local(Box::new(LocalCa::open(data_dir, provider)?)),
         _ => anyhow::bail!("give both --tls-cert and --tls-key, or neither"),
     };
+    let alpn_challenges = acme.as_ref().is_some_and(|a| a.tls_alpn);
+    let mut config = builder.with_cert_resolver(Arc::new(Resolver { acme, fallback }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if alpn_challenges {
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Picks each handshake's certificate: ACME's for its name, else the
+/// fallback.
+#[derive(Debug)]
+struct Resolver {
+    acme: Option<Arc<AcmeCerts>>,
+    fallback: Fallback,
+}
+
+/// The certificate served for names ACME has none for.
+#[derive(Debug)]
+enum Fallback {
+    /// `--tls-cert`, for every name.
+    Given(Arc<CertifiedKey>),
+    /// The local CA's, one per name.
+    Local(Box<LocalCa>),
+}
+
+impl fmt::Debug for AcmeCerts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AcmeCerts").finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello
+            .server_name()
+            .unwrap_or(DEFAULT_NAME)
+            .to_ascii_lowercase();
+        if let Some(acme) = &self.acme {
+            // A validator offers acme-tls/1 and nothing else.
+            let challenge = hello
+                .alpn()
+                .is_some_and(|mut offered| offered.all(|p| p == ACME_TLS_ALPN));
+            match acme.resolve(&name, challenge) {
+                Ok(Some(cert)) => return Some(cert),
+                Ok(None) => {}
+                Err(()) => {
+                    tracing::debug!(%name, challenge, "no ACME certificate for this name yet");
+                    return None;
+                }
+            }
+        }
+        match &self.fallback {
+            Fallback::Given(cert) => Some(cert.clone()),
+            Fallback::Local(ca) => ca.resolve_name(name),
+        }
+    }
 }
 
 /// Issues and caches one certificate per host name, signed by the CA.
@@ -131,15 +196,17 @@ impl LocalCa {
     }
 }
 
-impl ResolvesServerCert for LocalCa {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let host = hello
-            .server_name()
-            .unwrap_or(DEFAULT_NAME)
-            .to_ascii_lowercase();
+impl LocalCa {
+    /// The certificate for `host`, issued the first time it is asked for.
+    /// At most [`MAX_LOCAL_NAMES`] are kept: a client naming ever new
+    /// hosts cannot grow the cache without end.
+    fn resolve_name(&self, host: String) -> Option<Arc<CertifiedKey>> {
         let mut issued = self.issued.lock();
         if let Some(key) = issued.get(&host) {
             return Some(key.clone());
+        }
+        if issued.len() >= MAX_LOCAL_NAMES {
+            issued.clear();
         }
         match self.issue(&host) {
             Ok(key) => {

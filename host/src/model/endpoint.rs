@@ -12,6 +12,10 @@ pub struct Endpoint {
     pub host: String,
     /// Path prefix, `/` or `/a/b` (no trailing slash).
     pub path: String,
+    /// Served over HTTPS only (`--https-only`): plain HTTP is redirected
+    /// (ACME's challenge path excepted) and answers carry HSTS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hsts: bool,
 }
 
 impl Endpoint {
@@ -64,7 +68,13 @@ impl Endpoint {
             scheme,
             host,
             path: normalize_path(path)?,
+            hsts: false,
         })
+    }
+
+    /// Whether `other` names the same host and path, however served.
+    pub fn same_place(&self, other: &Endpoint) -> bool {
+        self.host == other.host && self.path == other.path && self.scheme == other.scheme
     }
 
     /// The endpoint as a URL: `https://top.example.com/blog`.

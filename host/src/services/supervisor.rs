@@ -78,6 +78,8 @@ pub struct Route {
     pub target: Target,
     /// Whether the endpoint was published as `https://`.
     pub https: bool,
+    /// Whether its answers carry HSTS (`--https-only`).
+    pub hsts: bool,
 }
 
 /// Who serves an endpoint's requests.
@@ -445,6 +447,7 @@ impl Supervisor {
         Some(Route {
             target,
             https: endpoint.scheme == "https",
+            hsts: endpoint.hsts,
         })
     }
 

@@ -182,9 +182,28 @@ pub mod key {
     }
     /// Every cron job's shared runs.
     pub const ALL_CRON_RUNS: &str = "/cron/runs/";
+    /// Everything ACME keeps: certificates, the account, locks, answers.
+    pub const ALL_ACME: &str = "/acme/";
+    /// A host name's certificate from ACME, its key sealed, and how its
+    /// orders went.
+    pub fn acme_cert(name: &str) -> String {
+        format!("/acme/certs/{name}")
+    }
+    /// Every host name's certificate from ACME.
+    pub const ALL_ACME_CERTS: &str = "/acme/certs/";
+    /// The ACME account (its key sealed), shared by the hosts.
+    pub const ACME_ACCOUNT: &str = "/acme/account";
+    /// Which host orders a name now, and until when.
+    pub fn acme_lock(name: &str) -> String {
+        format!("/acme/locks/{name}")
+    }
+    /// The answer to an HTTP-01 challenge, for whichever host the CA asks.
+    pub fn acme_challenge(token: &str) -> String {
+        format!("/acme/challenges/{token}")
+    }
     /// Keys that change often and are not desired state: a change to them
     /// alone does not wake the converge loop.
-    pub const VOLATILE: &[&str] = &[ALL_NODES, ALL_CRON_LAST, ALL_CRON_RUNS];
+    pub const VOLATILE: &[&str] = &[ALL_NODES, ALL_CRON_LAST, ALL_CRON_RUNS, ALL_ACME];
 }
 
 /// Serialises a record for the store.
