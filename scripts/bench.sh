@@ -130,6 +130,10 @@ ROUNDS=$rounds python3 scripts/bench-registry.py target/release/mesh \
   target/test-images/busybox.tar guest-examples/target/wasm32-wasip2/release/app.wasm \
   "$tmp/registry.env"
 
+echo "== a rollout of 8 health-checked instances under load"
+python3 scripts/bench-rollout.py target/release/mesh \
+  guest-examples/target/wasm32-wasip2/release/app.wasm "$tmp/rollout.env" "$rounds"
+
 mkdir -p bench
 python3 - "$tmp" bench/results.json <<'PY'
 import json, os, platform, re, subprocess, sys, time
@@ -238,6 +242,11 @@ row("11 deploy from a registry: image, cold", reg["image_cold_ms"], reg["skopeo_
 row("11 deploy from a registry: component, cold", reg["component_cold_ms"], reg["skopeo_ms"],
     "skopeo copy of the image to a directory", "ms", "(contrast)", None,
     f"app.wasm as a wasm artifact, compile included; warm {reg['component_warm_ms']:.0f} ms")
+
+roll = env(os.path.join(tmp, "rollout.env"))
+row("12 rollout of 8 instances: p99 during", roll["p99_rolling_ms"], roll["p99_quiet_ms"],
+    "p99 of the same load, no rollout", "ms", "0 failed requests", True,
+    f"svc restart of 8 health-checked instances under wrk took {roll['rollout_ms']:.0f} ms")
 
 machine = {
     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

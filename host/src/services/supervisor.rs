@@ -537,11 +537,12 @@ impl Supervisor {
             rt.refused_run = None;
             let previous = std::mem::replace(&mut rt.spec, Spec::new(run, version));
             let handles = rt.slots.iter().map(Slot::handle).collect();
-            // A worker that ran before is guarded: a new instance that
-            // fails stops the rollout and the previous spec comes back.
-            let guard = (!numbers.is_empty()
-                && rt.slots.iter().any(|s| s.status().started_at.is_some()))
-            .then(|| self.guard(key, rt, previous));
+            // A worker whose instances run well is guarded: a new
+            // instance that fails stops the rollout and the previous spec
+            // comes back. One already failing is not (the change may be
+            // its fix).
+            let healthy = rt.slots.iter().any(|s| running_well(&s.status()));
+            let guard = (!numbers.is_empty() && healthy).then(|| self.guard(key, rt, previous));
             // A rollout already going is dropped, and so stopped.
             rt.rollout = Some(Rollout::start(handles, rt.spec.clone(), guard));
         } else if rt.spec.version != version {
@@ -914,6 +915,15 @@ impl Drop for Tracked {
             }
         }
     }
+}
+
+/// Whether an instance runs well: running, and either never restarted or
+/// up for longer than a rollout's settling time.
+fn running_well(status: &InstanceStatus) -> bool {
+    let settled = status.started_at.is_some_and(|t| {
+        (chrono::Utc::now() - t).to_std().unwrap_or_default() >= super::rollout::SETTLE
+    });
+    status.state == crate::model::InstanceState::Running && (status.restarts == 0 || settled)
 }
 
 /// What a failed rollout kept, in words.
