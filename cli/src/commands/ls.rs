@@ -344,6 +344,37 @@ fn print_service(view: &ServiceView) {
     if let Some(image) = &settings.image {
         row("image", image.clone());
     }
+    if let Some(check) = &settings.health {
+        row(
+            "health",
+            format!(
+                "GET {} every {}ms, {}ms timeout, unhealthy after {} failures",
+                check.path,
+                check.interval().as_millis(),
+                check.timeout().as_millis(),
+                check.threshold()
+            ),
+        );
+    }
+    if let Some(rollout) = &view.rollout {
+        let state = match rollout.state {
+            mesh_host::model::RolloutState::Rolling => "rolling".to_string(),
+            mesh_host::model::RolloutState::Done => "done".to_string(),
+            mesh_host::model::RolloutState::Failed => format!(
+                "failed: {}",
+                rollout.reason.as_deref().unwrap_or("no reason given")
+            ),
+        };
+        row(
+            "last rollout",
+            format!(
+                "v{} -> v{}, {} ago: {state}",
+                rollout.from_version,
+                rollout.to_version,
+                age(Utc::now() - rollout.started_at)
+            ),
+        );
+    }
     row("dns name", view.dns_name.clone());
     if !view.called_by.is_empty() {
         let callers: Vec<String> = view

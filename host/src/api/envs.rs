@@ -254,6 +254,14 @@ fn certificate_of(state: &ApiState, domain: &str) -> DomainCertificate {
             "none: the ingress has no HTTPS listener (mesh up --https ADDR)".to_string(),
             false,
         )
+    } else if let Some(acme) = &state.config.acme {
+        (
+            format!(
+                "from the ACME server {} for each name published on it, renewed on its own (`mesh domain ls` shows each)",
+                acme.directory
+            ),
+            true,
+        )
     } else if state.config.tls_cert.is_some() {
         (
             "the operator's certificate (mesh up --tls-cert)".to_string(),
