@@ -86,6 +86,18 @@ fn served_serial(name: &str, port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Publishes `web` at `endpoint`, waits for its order to fail, then 6 s
+/// more (a retry storm would show by then); its status.
+fn failing(d: &Daemon, endpoint: &str) -> DomainStatus {
+    d.create("web", &[], &["server"]);
+    d.ok(&["svc", "publish", "-n", "web", "--endpoint", endpoint]);
+    wait_until(Duration::from_secs(15), "the order failed", || {
+        domains(d, None).iter().any(|s| s.state == "failed")
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    domains(d, None).remove(0)
+}
+
 fn events(d: &Daemon) -> Vec<Event> {
     parse(&d.ok(&["events", "--json"]))
 }
@@ -199,20 +211,7 @@ fn a_refused_name_and_an_unreachable_ca_are_reported_without_a_retry_storm() {
     let ports = (free_port(), free_port());
     let pebble = Pebble::start(ports.0, ports.1, 0, &["blocked.test"]);
     let d = daemon(ports, &pebble.directory, &pebble.api_ca(), &["--acme-only"]);
-    d.create("web", &[], &["server"]);
-    d.ok(&[
-        "svc",
-        "publish",
-        "-n",
-        "web",
-        "--endpoint",
-        "https://www.blocked.test",
-    ]);
-    wait_until(Duration::from_secs(15), "the order refused", || {
-        domains(&d, None).iter().any(|s| s.state == "failed")
-    });
-    std::thread::sleep(Duration::from_secs(6));
-    let status = domains(&d, None).remove(0);
+    let status = failing(&d, "https://www.blocked.test");
     assert_eq!(status.orders_last_hour, 1, "{status:?}");
     assert!(status.next_try.is_some(), "{status:?}");
     let error = status.last_error.unwrap();
@@ -241,25 +240,12 @@ fn a_refused_name_and_an_unreachable_ca_are_reported_without_a_retry_storm() {
     });
     let ports = (free_port(), free_port());
     let d = daemon(ports, &url, &pebble.api_ca(), &[]);
-    d.create("web", &[], &["server"]);
-    d.ok(&[
-        "svc",
-        "publish",
-        "-n",
-        "web",
-        "--endpoint",
-        "www.unreachable.test",
-    ]);
-    wait_until(Duration::from_secs(15), "the failure recorded", || {
-        domains(&d, None).iter().any(|s| s.state == "failed")
-    });
-    std::thread::sleep(Duration::from_secs(6));
+    let status = failing(&d, "www.unreachable.test");
     let tried = accepted.load(Ordering::SeqCst);
     assert!(
         (1..=2).contains(&tried),
         "{tried} connections to the dead CA"
     );
-    let status = domains(&d, None).remove(0);
     assert!(
         status.last_error.as_deref().unwrap_or("").contains("ACME"),
         "{status:?}"

@@ -9,7 +9,7 @@
 //! a deleted service's slots and pool end, its log is closed and removed,
 //! its counters go. Instances owned elsewhere (an interactive run, a cron
 //! job's run) are shown with the service's while their [`Tracked`] guard
-//! lives.
+//! lives. How rollouts are run, recorded and undone is `release.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
@@ -20,20 +20,22 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiBody;
 
+mod release;
+
 use super::callee::Callee;
 use super::callee::Refusal;
 use super::code::CodeSource;
 use super::directory::{Directory, Identity, Names};
 use super::parts::Parts;
-use super::pool::{Handover, PoolSettings, Reuse, Start, Step, WebPool};
+use super::pool::{PoolSettings, Reuse, Start, WebPool};
 use super::remote::{Forward, Remote};
-use super::rollout::{Guard, Rollout};
+use super::rollout::Rollout;
 use super::routes::Routes;
 use super::slot::Slot;
 use super::spec::{RunSpec, Spec};
 use crate::model::{
-    dns_name, Desired, Digest, Egress, InstanceStatus, Rollout as RolloutRecord, RolloutState,
-    Service, ServiceKey, ServiceType, Stack,
+    dns_name, Desired, Digest, Egress, InstanceStatus, Rollout as RolloutRecord, Service,
+    ServiceKey, ServiceType, Stack,
 };
 use crate::telemetry::{Events, Logs, Metrics};
 use tokio_util::task::AbortOnDropHandle;
@@ -541,7 +543,7 @@ impl Supervisor {
             // instance that fails stops the rollout and the previous spec
             // comes back. One already failing is not (the change may be
             // its fix).
-            let healthy = rt.slots.iter().any(|s| running_well(&s.status()));
+            let healthy = rt.slots.iter().any(|s| release::running_well(&s.status()));
             let guard = (!numbers.is_empty() && healthy).then(|| self.guard(key, rt, previous));
             // A rollout already going is dropped, and so stopped.
             rt.rollout = Some(Rollout::start(handles, rt.spec.clone(), guard));
@@ -567,109 +569,6 @@ impl Supervisor {
             }
         }
         rt.slots.sort_by_key(Slot::number);
-    }
-
-    /// What a worker's rollout from `previous` restores, and how it
-    /// reports its end: recorded, an event, and a failure reported and
-    /// not tried again.
-    fn guard(&self, key: &ServiceKey, rt: &mut ServiceRuntime, previous: Arc<Spec>) -> Guard {
-        let (from_version, to_version) = (previous.version, rt.spec.version);
-        *rt.release.lock() = Some(RolloutRecord {
-            revision: self.revision.load(std::sync::atomic::Ordering::Relaxed),
-            from_version,
-            to_version,
-            state: RolloutState::Rolling,
-            reason: None,
-            started_at: chrono::Utc::now(),
-            ended_at: None,
-        });
-        let (me, key, failed, restored) = (
-            self.me.clone(),
-            key.clone(),
-            rt.spec.clone(),
-            previous.clone(),
-        );
-        Guard {
-            previous,
-            limit: self.rollout_timeout(&key),
-            ended: Box::new(move |outcome| {
-                if let Some(me) = me.upgrade() {
-                    me.slots_rolled(&key, &failed, restored, outcome);
-                }
-            }),
-        }
-    }
-
-    /// A worker's rollout to `to` ended: recorded; when it failed, the
-    /// slots are back on `previous` (the rollout handed it to them), which
-    /// the service keeps until what it should run changes again.
-    fn slots_rolled(
-        &self,
-        key: &ServiceKey,
-        to: &Arc<Spec>,
-        previous: Arc<Spec>,
-        outcome: Result<(), String>,
-    ) {
-        let mut runtimes = self.runtimes.lock();
-        let Some(rt) = runtimes.get_mut(key) else {
-            return;
-        };
-        if rt.spec.id != to.id {
-            // Replaced meanwhile.
-            return;
-        }
-        let why = match outcome {
-            Ok(()) => {
-                end(&rt.release, RolloutState::Done, None);
-                let message = format!("every instance runs v{}", to.version);
-                self.parts
-                    .events
-                    .service(key, "rollout.done", None, message);
-                return;
-            }
-            Err(why) => why,
-        };
-        let (from_version, to_version) = (previous.version, to.version);
-        tracing::warn!(service = %key, to_version, %why, "rollout failed: the previous spec is back");
-        end(&rt.release, RolloutState::Failed, Some(why.clone()));
-        self.parts.events.service(
-            key,
-            "rollout.failed",
-            None,
-            format!(
-                "rollout to v{to_version} stopped: {why}; {}",
-                kept(from_version, to_version)
-            ),
-        );
-        rt.refused_run = Some(to.run.clone());
-        rt.spec = previous;
-        drop(runtimes);
-        self.report(RolloutFailure {
-            key: key.clone(),
-            from_version,
-            to_version,
-            reason: why,
-        });
-    }
-
-    /// The service's rollout timeout, as desired state last said.
-    fn rollout_timeout(&self, key: &ServiceKey) -> std::time::Duration {
-        self.timeouts
-            .lock()
-            .get(key)
-            .copied()
-            .unwrap_or(crate::model::DEFAULT_ROLLOUT_TIMEOUT)
-    }
-
-    /// Hands a failed rollout to whoever restores the previous version in
-    /// desired state.
-    fn report(&self, failure: RolloutFailure) {
-        if let Some(failures) = self.failures.get() {
-            let key = failure.key.clone();
-            if failures.try_send(failure).is_err() {
-                tracing::warn!(service = %key, "too many rollout failures waiting: this one is not rolled back in desired state");
-            }
-        }
     }
 
     /// Starts, replaces or stops the service's pool of request-serving
@@ -750,117 +649,6 @@ impl Supervisor {
         }
     }
 
-    /// The pool a new rollout starts from, when `current` replaces
-    /// another in a rollout still going: of the two, the one with more
-    /// live instances; the other is retired.
-    fn superseding(&self, rt: &mut ServiceRuntime, current: Arc<WebPool>) -> Arc<WebPool> {
-        rt.web_rollout = None;
-        let Some(previous) = current.take_previous() else {
-            return current;
-        };
-        let _ = previous.take_previous();
-        if previous.live() > current.live() {
-            previous.enable_all();
-            current.retire();
-            previous
-        } else {
-            previous.retire();
-            current
-        }
-    }
-
-    /// Rolls a web service from `old` to `new`, one instance at a time;
-    /// when a new instance does not come up within `limit`, the old pool
-    /// is restored and the failure reported.
-    fn roll(
-        &self,
-        key: &ServiceKey,
-        rt: &mut ServiceRuntime,
-        old: Arc<WebPool>,
-        new: Arc<WebPool>,
-        limit: std::time::Duration,
-    ) {
-        let (from_version, to_version) = (old.spec().version, new.spec().version);
-        tracing::info!(service = %key, from_version, to_version, "rolling");
-        *rt.release.lock() = Some(RolloutRecord {
-            revision: self.revision.load(std::sync::atomic::Ordering::Relaxed),
-            from_version,
-            to_version,
-            state: RolloutState::Rolling,
-            reason: None,
-            started_at: chrono::Utc::now(),
-            ended_at: None,
-        });
-        let (me, key, release) = (self.me.clone(), key.clone(), rt.release.clone());
-        let task = tokio::spawn(async move {
-            let handover = Handover { from: old, to: new };
-            let step = handover.run(limit).await;
-            let Some(me) = me.upgrade() else { return };
-            match step {
-                Step::Done => {
-                    end(&release, RolloutState::Done, None);
-                    me.parts.events.service(
-                        &key,
-                        "rollout.done",
-                        None,
-                        format!("every instance runs v{to_version}"),
-                    );
-                }
-                Step::Failed(why) => me.rollout_failed(&key, handover, why, limit),
-            }
-        });
-        rt.web_rollout = Some(AbortOnDropHandle::new(task));
-    }
-
-    /// A rollout's new pool did not come up: the old pool is restored
-    /// here, the new one is not tried again, and the failure is reported.
-    fn rollout_failed(
-        &self,
-        key: &ServiceKey,
-        failed: Handover,
-        why: String,
-        limit: std::time::Duration,
-    ) {
-        let mut runtimes = self.runtimes.lock();
-        let Some(rt) = runtimes.get_mut(key) else {
-            return;
-        };
-        if !rt.web.as_ref().is_some_and(|w| Arc::ptr_eq(w, &failed.to)) {
-            // Replaced meanwhile.
-            return;
-        }
-        let (from_version, to_version) = (failed.from.spec().version, failed.to.spec().version);
-        tracing::warn!(service = %key, to_version, %why, "rollout failed: restoring the previous instances");
-        end(&rt.release, RolloutState::Failed, Some(why.clone()));
-        self.parts.events.service(
-            key,
-            "rollout.failed",
-            None,
-            format!(
-                "rollout to v{to_version} stopped: {why}; {}",
-                kept(from_version, to_version)
-            ),
-        );
-        rt.web = Some(failed.from.clone());
-        rt.refused = Some(failed.to.clone());
-        let restore = Handover {
-            from: failed.to,
-            to: failed.from,
-        };
-        rt.web_rollout = Some(AbortOnDropHandle::new(tokio::spawn(async move {
-            restore.restore(limit).await;
-        })));
-        drop(runtimes);
-        self.report(RolloutFailure {
-            key: key.clone(),
-            from_version,
-            to_version,
-            reason: why,
-        });
-        // Routes and names lead to the restored pool at the next apply.
-        self.kick.notify_one();
-    }
-
     /// Whether the code a spec runs has the HTTP handler but no
     /// `wasi:cli/run`: its instances come from its request pool. Code not in
     /// memory yet is loaded in the background, then applied again.
@@ -914,33 +702,6 @@ impl Drop for Tracked {
                 map.remove(&self.key);
             }
         }
-    }
-}
-
-/// Whether an instance runs well: running, and either never restarted or
-/// up for longer than a rollout's settling time.
-fn running_well(status: &InstanceStatus) -> bool {
-    let settled = status.started_at.is_some_and(|t| {
-        (chrono::Utc::now() - t).to_std().unwrap_or_default() >= super::rollout::SETTLE
-    });
-    status.state == crate::model::InstanceState::Running && (status.restarts == 0 || settled)
-}
-
-/// What a failed rollout kept, in words.
-fn kept(from_version: u64, to_version: u64) -> String {
-    if from_version == to_version {
-        "the previous settings are kept".to_string()
-    } else {
-        format!("v{from_version} is kept")
-    }
-}
-
-/// Ends a rollout record as `state`.
-fn end(release: &Mutex<Option<RolloutRecord>>, state: RolloutState, reason: Option<String>) {
-    if let Some(record) = release.lock().as_mut() {
-        record.state = state;
-        record.reason = reason;
-        record.ended_at = Some(chrono::Utc::now());
     }
 }
 
