@@ -187,9 +187,28 @@ fn tls_alpn_01_proves_a_name_on_the_tls_listener_and_certificates_renew() {
     );
     d.create("web", &[], &["server"]);
     d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    // And a tenant's own domain, over the same challenge.
+    let token = d.new_env("blog", &[]);
+    d.ok(&["env", "update", "blog", "--domain", "blog.test"]);
+    let app = support::app_wasm();
+    d.create_service_as(&token, "site", &[], &[app.to_str().unwrap(), "server"]);
+    d.ok_as(
+        &token,
+        &[
+            "svc",
+            "publish",
+            "-n",
+            "site",
+            "--endpoint",
+            "https://blog.test",
+        ],
+    );
     let first = wait_issued(&d, "www.apps.test");
+    wait_issued(&d, "blog.test");
     let root = pebble.root();
     let head = curl_https("www.apps.test", ports.1, "/", &root).unwrap();
+    assert!(head.contains(" 200"), "{head}");
+    let head = curl_https("blog.test", ports.1, "/", &root).unwrap();
     assert!(head.contains(" 200"), "{head}");
     let serial = served_serial("www.apps.test", ports.1);
     assert!(!serial.is_empty());
@@ -202,7 +221,13 @@ fn tls_alpn_01_proves_a_name_on_the_tls_listener_and_certificates_renew() {
     let renewed = served_serial("www.apps.test", ports.1);
     assert_ne!(renewed, serial);
     assert!(curl_https("www.apps.test", ports.1, "/", &root).is_ok());
-    assert_eq!(pebble.orders(), 2, "{}", pebble.log());
+    // Two first orders, and a renewal of each at most: no storm.
+    let orders = pebble.orders();
+    assert!(
+        (3..=4).contains(&orders),
+        "{orders} orders:\n{}",
+        pebble.log()
+    );
 }
 
 #[test]
