@@ -411,3 +411,26 @@ fn a_deploy_that_makes_a_worker_crash_rolls_back_the_same_way() {
         "{logs:?}"
     );
 }
+
+#[test]
+fn a_change_that_also_scales_a_worker_down_rolls_the_instances_that_stay() {
+    let d = Daemon::start();
+    d.create("worker", &["--instances", "3"], &["queue"]);
+    d.wait_running("worker", 3);
+    std::thread::sleep(Duration::from_millis(300));
+    // New settings and fewer instances at once: the two that stay roll,
+    // the third goes, and the update succeeds.
+    d.ok(&[
+        "svc",
+        "update",
+        "worker",
+        "--instances",
+        "2",
+        "--env",
+        "COLOR=blue",
+    ]);
+    let worker = d.wait_running("worker", 2);
+    assert_eq!(worker.rollout.unwrap().state, RolloutState::Done);
+    let env = d.ok(&["svc", "show", "worker"]);
+    assert!(env.contains("COLOR=blue"), "{env}");
+}

@@ -22,7 +22,7 @@ Names under .localhost (and IP addresses) use the local CA and are not
 listed. Certificates are ordered when a name is first published (mesh up
 --acme-directory URL) and renewed two thirds into their life; a failed
 order is tried again after 30 s, then twice as long each time (at most 6 h),
-and at most 5 times an hour.
+at most 5 times an hour per name and 10 per environment.
 
 Examples:
   mesh domain ls

@@ -33,7 +33,8 @@ const SLACK: Duration = Duration::from_secs(30);
 /// failed, what was kept, and fails then.
 pub fn wait(client: &Client, stack: &str, names: &[String], revision: u64) -> anyhow::Result<()> {
     let mut pending: Vec<String> = names.to_vec();
-    let mut deadline: Option<Instant> = None;
+    // Each service's own: its instances times its rollout timeout.
+    let mut deadlines: std::collections::HashMap<String, Instant> = Default::default();
     while !pending.is_empty() {
         let mut still = Vec::new();
         for name in &pending {
@@ -43,7 +44,9 @@ pub fn wait(client: &Client, stack: &str, names: &[String], revision: u64) -> an
                 .rollout_timeout_ms
                 .map_or(DEFAULT_ROLLOUT_TIMEOUT, Duration::from_millis);
             let budget = per_instance * view.settings.instances_desired.max(1) + SLACK;
-            let limit = *deadline.get_or_insert_with(|| Instant::now() + budget);
+            let limit = *deadlines
+                .entry(name.clone())
+                .or_insert_with(|| Instant::now() + budget);
             let Some(rollout) = view.rollout.filter(|r| r.revision >= revision) else {
                 // Nothing rolls on this host for this change.
                 continue;

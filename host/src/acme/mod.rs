@@ -11,8 +11,10 @@
 //! takes the name's lock in the store first (a compare-and-swap; a lock
 //! whose holder died runs out after ten minutes). A failed order is
 //! recorded with why, retried after a back-off that doubles from 30 s to
-//! 6 h, and a name starts at most five orders an hour and a host thirty,
-//! so a broken name never hammers the CA. Certificates and their keys
+//! 6 h, and a name starts at most five orders an hour, an environment ten
+//! and a host sixty, so a broken name never hammers the CA and one tenant
+//! never uses up the others' orders. An environment has at most 200 names
+//! certified. Certificates and their keys
 //! (sealed with the hosts' sealing key) live in the store, so every host
 //! of a cluster serves them; issuing and failing are events.
 
@@ -54,9 +56,14 @@ const LOCK_FOR: chrono::Duration = chrono::Duration::minutes(10);
 /// Orders one host runs at once.
 const MAX_PARALLEL: usize = 4;
 /// Orders one host starts in an hour, all names together.
-const MAX_ORDERS_PER_HOST_HOUR: usize = 30;
+const MAX_ORDERS_PER_HOST_HOUR: usize = 60;
+/// Orders one environment's names start in an hour, over all hosts: one
+/// tenant's failing names cannot use up the host's budget.
+const MAX_ORDERS_PER_ENV_HOUR: usize = 10;
 /// Most names certified.
 const MAX_NAMES: usize = 10_000;
+/// Most names certified for one environment.
+const MAX_NAMES_PER_ENV: usize = 200;
 
 /// A certificate served, with when it was issued.
 type Served = (Option<chrono::DateTime<Utc>>, Arc<CertifiedKey>);
@@ -138,12 +145,22 @@ impl Acme {
         let records = self.records().await?;
         self.serve(&wanted, &records);
         let now = Utc::now();
+        let mut env_orders: HashMap<String, usize> = HashMap::new();
+        for record in records.values() {
+            *env_orders.entry(record.value.env.clone()).or_default() +=
+                record.value.orders_since(now - chrono::Duration::hours(1));
+        }
         for (name, env) in wanted {
             let record = records
                 .get(&name)
                 .map(|r| r.value.clone())
                 .unwrap_or_else(|| CertRecord::new(&name, &env));
-            if !record.due(now) || orders.len() >= MAX_PARALLEL || !self.room_this_hour() {
+            let env_budget = env_orders.get(&env).copied().unwrap_or(0) < MAX_ORDERS_PER_ENV_HOUR;
+            if !record.due(now)
+                || !env_budget
+                || orders.len() >= MAX_PARALLEL
+                || !self.room_this_hour()
+            {
                 continue;
             }
             if !self.ordering.lock().insert(name.clone()) {
@@ -234,20 +251,27 @@ impl Acme {
     /// Orders `name` when its lock is free and it is still due, and
     /// records how it went.
     async fn renew(self: &Arc<Self>, name: &str, env: &str) {
-        match self.lock(name).await {
-            Ok(true) => {}
-            Ok(false) => return,
+        let held = match self.lock(name).await {
+            Ok(Some(held)) => held,
+            Ok(None) => return,
             Err(e) => {
                 tracing::warn!(%name, error = %format!("{e:#}"), "ACME: cannot take the name's lock");
                 return;
             }
-        }
+        };
         if let Err(e) = self.renew_locked(name, env).await {
             tracing::warn!(%name, error = %format!("{e:#}"), "ACME: cannot record an order");
         }
+        // Released only if still ours (it may have run out and been
+        // taken meanwhile).
+        let key = key::acme_lock(name);
         let _ = self
             .store
-            .commit(Txn::new().delete(key::acme_lock(name)))
+            .commit(
+                Txn::new()
+                    .when(Compare::ModRev(key.clone(), held))
+                    .delete(key),
+            )
             .await;
     }
 
@@ -319,14 +343,15 @@ impl Acme {
         Ok(revision)
     }
 
-    /// Takes `name`'s lock for this host; false when another holds it.
-    async fn lock(&self, name: &str) -> anyhow::Result<bool> {
+    /// Takes `name`'s lock for this host: the revision it was taken at, or
+    /// `None` when another holds it.
+    async fn lock(&self, name: &str) -> anyhow::Result<Option<u64>> {
         let key = key::acme_lock(name);
         let now = Utc::now();
         let held: Option<Versioned<Lock>> = self.store.get(key.clone()).await?;
         let compare = match &held {
             Some(lock) if lock.value.until > now && lock.value.holder != self.node => {
-                return Ok(false)
+                return Ok(None)
             }
             Some(lock) => Compare::ModRev(key.clone(), lock.mod_rev),
             None => Compare::Absent(key.clone()),
@@ -339,7 +364,7 @@ impl Acme {
             .store
             .commit(Txn::new().when(compare).put(key, encode(&lock)))
             .await
-            .is_ok())
+            .ok())
     }
 
     /// One order, on this host's account.
@@ -447,12 +472,15 @@ impl Acme {
 async fn wanted(store: &Store) -> anyhow::Result<HashMap<String, String>> {
     let services: Vec<Versioned<Service>> = store.list(key::ALL_SERVICES.to_string()).await?;
     let mut names = HashMap::new();
+    let mut per_env: HashMap<String, usize> = HashMap::new();
     for service in services {
+        let env = &service.value.env;
         for endpoint in &service.value.endpoints {
-            if covered(&endpoint.host) && names.len() < MAX_NAMES {
-                names
-                    .entry(endpoint.host.clone())
-                    .or_insert_with(|| service.value.env.clone());
+            let room = names.len() < MAX_NAMES
+                && per_env.get(env).copied().unwrap_or(0) < MAX_NAMES_PER_ENV;
+            if covered(&endpoint.host) && room && !names.contains_key(&endpoint.host) {
+                names.insert(endpoint.host.clone(), env.clone());
+                *per_env.entry(env.clone()).or_default() += 1;
             }
         }
     }

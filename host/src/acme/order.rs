@@ -48,7 +48,13 @@ pub async fn order(
         .new_order(&NewOrder::new(&identifiers))
         .await
         .map_err(problem("the CA refused the order"))?;
-    let mut answered = Vec::new();
+    // Withdrawn however the order ends, a dropped one included.
+    let mut answering = Answering {
+        certs,
+        store: store.clone(),
+        name: name.to_string(),
+        tokens: Vec::new(),
+    };
     let mut authorizations = order.authorizations();
     while let Some(authorization) = authorizations.next().await {
         let mut authorization = authorization.map_err(problem("reading the authorization"))?;
@@ -66,6 +72,7 @@ pub async fn order(
             .with_context(|| format!("the CA offers no {kind:?} challenge for {name}"))?;
         let key_authorization = handle.key_authorization();
         let token = handle.token.clone();
+        answering.tokens.push(token.clone());
         match challenge {
             AcmeChallenge::Http01 => {
                 let until = Utc::now() + chrono::Duration::minutes(10);
@@ -90,20 +97,42 @@ pub async fn order(
                 );
             }
         }
-        answered.push(token);
         handle
             .set_ready()
             .await
             .map_err(problem("telling the CA the challenge is ready"))?;
     }
-    let result = finish(&mut order, name).await;
-    for token in &answered {
-        certs.withdraw(name, token);
-        let _ = store
-            .commit(Txn::new().delete(key::acme_challenge(token)))
-            .await;
+    finish(&mut order, name).await
+}
+
+/// The challenges an order answers: withdrawn from the ingress and the
+/// store however the order ends.
+struct Answering<'a> {
+    certs: &'a AcmeCerts,
+    store: Store,
+    name: String,
+    tokens: Vec<String>,
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        for token in &self.tokens {
+            self.certs.withdraw(&self.name, token);
+        }
+        let (store, tokens) = (self.store.clone(), std::mem::take(&mut self.tokens));
+        if tokens.is_empty() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                for token in tokens {
+                    let _ = store
+                        .commit(Txn::new().delete(key::acme_challenge(&token)))
+                        .await;
+                }
+            });
+        }
     }
-    result
 }
 
 /// Waits for the order to be ready, sends the CSR, and fetches the chain.

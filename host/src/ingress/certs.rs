@@ -20,6 +20,8 @@ pub const HTTP_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// Most HTTP-01 answers (and challenge certificates) held at once.
 pub const MAX_CHALLENGES: usize = 1024;
+/// Store look-ups of HTTP-01 answers at once.
+const MAX_LOOKUPS: usize = 8;
 /// Longest HTTP-01 token accepted in a request path.
 const MAX_TOKEN_BYTES: usize = 128;
 
@@ -47,6 +49,9 @@ pub struct AcmeCerts {
     pub tls_alpn: bool,
     /// Where answers this host lacks are looked up.
     lookup: OnceLock<Arc<dyn ChallengeLookup>>,
+    /// Look-ups at once: a client asking for made-up tokens costs the
+    /// store at most this many reads at a time.
+    lookups: tokio::sync::Semaphore,
 }
 
 impl AcmeCerts {
@@ -61,6 +66,7 @@ impl AcmeCerts {
             only,
             tls_alpn,
             lookup: OnceLock::new(),
+            lookups: tokio::sync::Semaphore::new(MAX_LOOKUPS),
         })
     }
 
@@ -124,10 +130,10 @@ impl AcmeCerts {
         if let Some(answer) = self.http.read().get(token).cloned() {
             return Some(Some(answer));
         }
-        match self.lookup.get() {
-            Some(lookup) => Some(lookup.answer(token).await),
-            None => Some(None),
-        }
+        let (Some(lookup), Ok(_permit)) = (self.lookup.get(), self.lookups.try_acquire()) else {
+            return Some(None);
+        };
+        Some(lookup.answer(token).await)
     }
 
     /// The certificate for a TLS handshake: a TLS-ALPN-01 challenge's

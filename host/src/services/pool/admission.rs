@@ -142,6 +142,14 @@ impl WebPool {
             if self.killed.is_cancelled() {
                 return Err(Refusal::unavailable(format!("{} was deleted", self.key), 1));
             }
+            if self.moved_to().is_some() {
+                // The caller takes the request to the pool that replaced
+                // this one.
+                return Err(Refusal::unavailable(
+                    format!("{} was replaced", self.key),
+                    1,
+                ));
+            }
             let wake_for_backoff = {
                 let mut inner = self.inner.lock();
                 let start = self.next.fetch_add(1, Ordering::Relaxed);

@@ -29,6 +29,10 @@ use crate::services::code::{BoxFuture, Code, Handler};
 use crate::services::directory::CHAIN_HEADER;
 use crate::services::replay::Replay;
 
+/// Most times one request follows a retired pool to the one that
+/// replaced it.
+const MAX_MOVES: usize = 4;
+
 /// Longest one request may run in an instance before it is stopped.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -46,8 +50,10 @@ impl WebPool {
     ) -> Result<http::Response<HyperOutgoingBody>, Refusal> {
         let started = Instant::now();
         // While a rollout hands requests over, the old pool may serve it.
-        let pool = self.pick_pool();
-        let result = pool.answer(request, scheme, cyclic, in_process).await;
+        let result = self
+            .pick_pool()
+            .answer(request, scheme, cyclic, in_process, MAX_MOVES)
+            .await;
         let status = match &result {
             Ok(response) => response.status().as_u16(),
             Err(refused) => refused.status.as_u16(),
@@ -56,17 +62,34 @@ impl WebPool {
         result
     }
 
+    /// Serves a request here, or in the pool that replaced this one when
+    /// it was retired (at most `moves` times over).
     async fn answer(
         self: &Arc<Self>,
         request: http::Request<WasiBody>,
         scheme: Scheme,
         cyclic: bool,
         in_process: bool,
+        moves: usize,
     ) -> Result<http::Response<HyperOutgoingBody>, Refusal> {
+        if let (Some(next), 1..) = (self.moved_to(), moves) {
+            let next = next.pick_pool();
+            return Box::pin(next.answer(request, scheme, cyclic, in_process, moves - 1)).await;
+        }
         let code = self.code().await.map_err(|problem| {
             Refusal::unavailable(format!("{} cannot serve requests: {problem}", self.key), 30)
         })?;
-        let mut lease = self.acquire(cyclic).await?;
+        let mut lease = match self.acquire(cyclic).await {
+            Ok(lease) => lease,
+            Err(refused) => match (self.moved_to(), moves) {
+                (Some(next), 1..) => {
+                    let next = next.pick_pool();
+                    let again = next.answer(request, scheme, cyclic, in_process, moves - 1);
+                    return Box::pin(again).await;
+                }
+                _ => return Err(refused),
+            },
+        };
         let ready = match lease.ready.take() {
             Some(ready) => ready,
             None => match self.instantiate(lease.slot, &code).await {

@@ -4,12 +4,15 @@
 //!
 //! A new instance is checked before its slot takes requests (readiness):
 //! it is asked again every interval until it passes, and retired like a
-//! failed one (a restart, a back-off) after the threshold in a row. A
+//! failed one (a restart, a back-off) after the threshold in a row (a
+//! check that times out or traps loses its instance, and the next is
+//! asked of a fresh one). A
 //! live instance is checked every interval while it is idle (liveness),
 //! so a check never holds up a request: a slot being checked is busy, as
 //! if serving, and a slot is checked only while no request waits. One
 //! that fails the threshold in a row is taken out of rotation and
-//! replaced. A check runs in the slot's own instance, so it never makes
+//! replaced (at once when its check timed out or trapped: the instance
+//! went with it). A check runs in the slot's own instance, so it never makes
 //! more instances than the service has.
 
 use std::sync::Arc;
@@ -133,17 +136,37 @@ impl WebPool {
                 }
                 Err(Failed { why, instance }) => {
                     failed += 1;
-                    let (Some(instance), true) = (instance, failed < check.threshold()) else {
+                    if failed >= check.threshold() {
                         lease.finish(None, Some(unhealthy(why)));
                         return;
-                    };
+                    }
                     self.inner.lock().slots[slot].status.message =
                         Some(format!("{why} ({failed} of {})", check.threshold()));
-                    handler = instance;
                     tokio::time::sleep(check.interval()).await;
+                    // A check that timed out or trapped took its instance
+                    // with it: the next is asked of a fresh one.
+                    handler = match instance {
+                        Some(instance) => instance,
+                        None => match self.fresh(slot).await {
+                            Ok(fresh) => fresh,
+                            Err(outcome) => {
+                                lease.finish(None, Some(outcome));
+                                return;
+                            }
+                        },
+                    };
                 }
             }
         }
+    }
+
+    /// A new instance for `slot`.
+    async fn fresh(&self, slot: usize) -> Result<Box<dyn Handler>, Outcome> {
+        let code = self
+            .code()
+            .await
+            .map_err(|problem| Outcome::failed(problem.to_string()))?;
+        self.instantiate(Some(slot), &code).await
     }
 
     /// An instance that passed a check, ready for requests: itself (it

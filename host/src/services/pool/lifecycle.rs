@@ -25,6 +25,10 @@ impl WebPool {
     pub fn stop(&self) {
         self.killed.cancel();
         self.retire();
+        // Nothing it handed over from lives on through it.
+        if let Some(previous) = self.previous.lock().take() {
+            previous.stop();
+        }
         // Waiters wake to find the service gone.
         self.freed.notify_waiters();
     }
@@ -41,6 +45,23 @@ impl WebPool {
             .filter_map(|s| s.ready.take())
             .collect();
         drop(idle);
+    }
+
+    /// Retires a pool `successor` replaces: requests still waiting here,
+    /// or sent here by a route not yet updated, go there instead.
+    pub fn retire_into(&self, successor: &Arc<WebPool>) {
+        *self.successor.lock() = Some(Arc::downgrade(successor));
+        self.retire();
+        self.freed.notify_waiters();
+    }
+
+    /// The pool requests go to instead, once this one was retired into
+    /// another.
+    pub(super) fn moved_to(&self) -> Option<Arc<WebPool>> {
+        if !self.stopped.is_cancelled() {
+            return None;
+        }
+        self.successor.lock().as_ref()?.upgrade()
     }
 
     /// The code every instance is made from, loaded once.

@@ -69,7 +69,7 @@ mod lifecycle;
 mod rolling;
 mod state;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,6 +97,8 @@ pub struct Start {
     /// How many of its slots are on at first (all when `None`): a rollout
     /// turns the rest on one at a time.
     pub enabled: Option<usize>,
+    /// The pool it takes over from, which serves meanwhile.
+    pub previous: Option<Arc<WebPool>>,
 }
 
 use super::callee::{Callee, Refusal};
@@ -132,6 +134,7 @@ impl WebPool {
     ) -> Arc<WebPool> {
         debug_assert_eq!(numbers.len(), settings.instances as usize);
         let enabled = start.enabled.unwrap_or(numbers.len());
+        let version = spec.version;
         // A worker's request instances run beside its `run` instances, so
         // their ids differ: `worker.req1`.
         let prefix = if settings.warm { "" } else { "req" };
@@ -167,7 +170,9 @@ impl WebPool {
             learned: Mutex::new(start.learned),
             proven: AtomicBool::new(false),
             health: start.health.filter(|_| settings.warm).map(Arc::new),
-            previous: Mutex::new(None),
+            previous: Mutex::new(start.previous),
+            successor: Mutex::new(None),
+            version: AtomicU64::new(version),
         });
         if settings.warm {
             for i in 0..enabled.min(settings.instances as usize) {
@@ -225,10 +230,17 @@ impl WebPool {
     /// Shows its instances as on stack version `version` (the same code
     /// under a new version number).
     pub fn relabel(&self, version: u64) {
+        self.version.store(version, Ordering::Relaxed);
         let mut inner = self.inner.lock();
         for s in &mut inner.slots {
             s.status.version = version;
         }
+    }
+
+    /// The stack version its instances show (its spec's, or the one it
+    /// was relabelled to since).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
     }
 
     /// Whether the pool keeps its instances live (a web service's), rather

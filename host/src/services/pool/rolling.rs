@@ -68,8 +68,10 @@ impl Handover {
     /// pool is restored after a failed rollout, when speed matters more
     /// than the surge.
     pub async fn restore(&self, limit: Duration) {
+        // Until it is retired, what still reaches `from` may be served by
+        // `to`, and `to` may borrow `from`'s live instances meanwhile.
         *self.to.previous.lock() = Some(self.from.clone());
-        *self.from.previous.lock() = None;
+        *self.from.previous.lock() = Some(self.to.clone());
         let slots = self.to.inner.lock().slots.len();
         for slot in 0..slots {
             self.to.enable(slot);
@@ -82,10 +84,11 @@ impl Handover {
         self.finish().await;
     }
 
-    /// Ends the hand-over: `from` retired once no request waits on it.
+    /// Ends the hand-over: `from` retired into `to`.
     async fn finish(&self) {
         *self.to.previous.lock() = None;
-        self.from.retire();
+        *self.from.previous.lock() = None;
+        self.from.retire_into(&self.to);
     }
 }
 

@@ -2,8 +2,8 @@
 //! holds, the counts that bound it, and what it learned about its code.
 //! The behaviour is in the files beside this one.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -116,4 +116,9 @@ pub struct WebPool {
     /// The pool this one replaces, while a rollout hands requests over
     /// from it.
     pub(super) previous: Mutex<Option<Arc<WebPool>>>,
+    /// The pool that replaced this one, once it is retired: requests still
+    /// waiting here (or sent here by a route not yet updated) go there.
+    pub(super) successor: Mutex<Option<Weak<WebPool>>>,
+    /// The stack version its instances show.
+    pub(super) version: AtomicU64,
 }

@@ -269,9 +269,7 @@ impl Supervisor {
             });
         self.converge_slots(key, rt, run, version, slots);
         if elsewhere {
-            if let Some(old) = rt.web.take() {
-                old.retire();
-            }
+            release::drop_web(rt, false);
         } else {
             self.converge_web(key, rt, service, requests_only, numbers);
         }
@@ -537,22 +535,30 @@ impl Supervisor {
             }
             tracing::info!(service = %key, version, "settings changed: rolling instances");
             rt.refused_run = None;
+            release::replaced(&rt.release);
             let previous = std::mem::replace(&mut rt.spec, Spec::new(run, version));
-            let handles = rt.slots.iter().map(Slot::handle).collect();
+            // Only the slots that stay roll (the others are dropped below).
+            let staying = || rt.slots.iter().filter(|s| numbers.contains(&s.number()));
+            let handles = staying().map(Slot::handle).collect();
             // A worker whose instances run well is guarded: a new
             // instance that fails stops the rollout and the previous spec
             // comes back. One already failing is not (the change may be
             // its fix).
-            let healthy = rt.slots.iter().any(|s| release::running_well(&s.status()));
+            let healthy = staying().any(|s| release::running_well(&s.status()));
             let guard = (!numbers.is_empty() && healthy).then(|| self.guard(key, rt, previous));
             // A rollout already going is dropped, and so stopped.
             rt.rollout = Some(Rollout::start(handles, rt.spec.clone(), guard));
-        } else if rt.spec.version != version {
-            // Same code and settings under a new version number: nothing to
-            // restart, only the label moves.
-            rt.spec = rt.spec.relabelled(version);
-            for slot in &rt.slots {
-                slot.relabel(version);
+        } else {
+            // Asked for what runs (after a rollback, say): what failed may
+            // be asked for again.
+            rt.refused_run = None;
+            if rt.spec.version != version {
+                // Same code and settings under a new version number:
+                // nothing to restart, only the label moves.
+                rt.spec = rt.spec.relabelled(version);
+                for slot in &rt.slots {
+                    slot.relabel(version);
+                }
             }
         }
         self.keep_slots(key, rt, numbers);
@@ -587,9 +593,7 @@ impl Supervisor {
     ) {
         let warm = match service.service_type() {
             ServiceType::Cron => {
-                if let Some(old) = rt.web.take() {
-                    old.retire();
-                }
+                release::drop_web(rt, false);
                 return;
             }
             ServiceType::Web => true,
@@ -611,7 +615,9 @@ impl Supervisor {
         let wanted = |pool: &Arc<WebPool>| pool.matches(&rt.spec, settings, numbers, health);
         if let Some(pool) = rt.web.as_ref().filter(|pool| wanted(pool)) {
             pool.relabel(rt.spec.version);
-            if rt.web_rollout.is_none() {
+            // Back on what runs: a rollout that failed before may be tried
+            // again once it is asked for again.
+            if rt.web_rollout.as_ref().is_none_or(|t| t.is_finished()) {
                 rt.refused = None;
             }
             return;
@@ -632,6 +638,8 @@ impl Supervisor {
             learned: old.as_ref().and_then(|old| old.learned_for(&rt.spec)),
             health: health.cloned(),
             enabled: rolls.then_some(0),
+            // Serving meanwhile, from the moment the new pool is published.
+            previous: old.clone().filter(|_| rolls),
         };
         let new = WebPool::start_knowing(
             self.parts.clone(),
@@ -644,7 +652,7 @@ impl Supervisor {
         rt.web = Some(new.clone());
         match old {
             Some(old) if rolls => self.roll(key, rt, old, new, service.rollout_timeout()),
-            Some(old) => old.retire(),
+            Some(old) => old.retire_into(&new),
             None => {}
         }
     }
@@ -705,12 +713,9 @@ impl Drop for Tracked {
     }
 }
 
-async fn stop_runtime(rt: ServiceRuntime) {
-    drop(rt.rollout);
-    drop(rt.web_rollout);
-    if let Some(pool) = &rt.web {
-        pool.stop();
-    }
+async fn stop_runtime(mut rt: ServiceRuntime) {
+    drop(rt.rollout.take());
+    release::drop_web(&mut rt, true);
     for slot in rt.slots {
         slot.stop().await;
     }

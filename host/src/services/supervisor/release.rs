@@ -28,7 +28,7 @@ impl Supervisor {
         previous: Arc<Spec>,
     ) -> Guard {
         let (from_version, to_version) = (previous.version, rt.spec.version);
-        self.begin(rt, from_version, to_version);
+        let started = self.begin(rt, from_version, to_version);
         let (me, key, failed, restored) = (
             self.me.clone(),
             key.clone(),
@@ -40,7 +40,7 @@ impl Supervisor {
             limit: self.rollout_timeout(&key),
             ended: Box::new(move |outcome| {
                 if let Some(me) = me.upgrade() {
-                    me.slots_rolled(&key, &failed, restored, outcome);
+                    me.slots_rolled(&key, &failed, restored, outcome, started);
                 }
             }),
         }
@@ -55,6 +55,7 @@ impl Supervisor {
         to: &Arc<Spec>,
         previous: Arc<Spec>,
         outcome: Result<(), String>,
+        started: Started,
     ) {
         let mut runtimes = self.runtimes.lock();
         let Some(rt) = runtimes.get_mut(key) else {
@@ -66,14 +67,26 @@ impl Supervisor {
         }
         let why = match outcome {
             Ok(()) => {
-                self.ended(key, &rt.release, (previous.version, to.version), None);
+                self.ended(
+                    key,
+                    &rt.release,
+                    (previous.version, to.version),
+                    None,
+                    started,
+                );
                 return;
             }
             Err(why) => why,
         };
         let (from_version, to_version) = (previous.version, to.version);
         tracing::warn!(service = %key, to_version, %why, "rollout failed: the previous spec is back");
-        self.ended(key, &rt.release, (from_version, to_version), Some(&why));
+        self.ended(
+            key,
+            &rt.release,
+            (from_version, to_version),
+            Some(&why),
+            started,
+        );
         rt.refused_run = Some(to.run.clone());
         rt.spec = previous;
         drop(runtimes);
@@ -86,26 +99,32 @@ impl Supervisor {
     }
 
     /// Records a rollout starting now from `from_version` to `to_version`.
-    pub(super) fn begin(&self, rt: &ServiceRuntime, from_version: u64, to_version: u64) {
+    /// A record still rolling is ended first, as replaced. Returns what
+    /// names this rollout's record.
+    pub(super) fn begin(&self, rt: &ServiceRuntime, from_version: u64, to_version: u64) -> Started {
+        replaced(&rt.release);
+        let started = chrono::Utc::now();
         *rt.release.lock() = Some(RolloutRecord {
             revision: self.revision.load(std::sync::atomic::Ordering::Relaxed),
             from_version,
             to_version,
             state: RolloutState::Rolling,
             reason: None,
-            started_at: chrono::Utc::now(),
+            started_at: started,
             ended_at: None,
         });
+        started
     }
 
-    /// Records how a rollout ended (`failed`: why it stopped), with an
-    /// event.
+    /// Records how the rollout `started` names ended (`failed`: why it
+    /// stopped), with an event; nothing when a newer one replaced it.
     pub(super) fn ended(
         &self,
         key: &ServiceKey,
         release: &Mutex<Option<RolloutRecord>>,
         (from_version, to_version): (u64, u64),
         failed: Option<&str>,
+        started: Started,
     ) {
         let (state, kind, message) = match failed {
             None => (
@@ -122,7 +141,14 @@ impl Supervisor {
                 ),
             ),
         };
-        if let Some(record) = release.lock().as_mut() {
+        {
+            let mut record = release.lock();
+            let Some(record) = record
+                .as_mut()
+                .filter(|r| r.started_at == started && r.state == RolloutState::Rolling)
+            else {
+                return;
+            };
             record.state = state;
             record.reason = failed.map(str::to_string);
             record.ended_at = Some(chrono::Utc::now());
@@ -158,17 +184,21 @@ impl Supervisor {
         rt: &mut ServiceRuntime,
         current: Arc<WebPool>,
     ) -> Arc<WebPool> {
-        rt.web_rollout = None;
+        // The record is the pool's only while a pool's rollout runs (a
+        // worker's slots keep theirs there too).
+        if rt.web_rollout.take().is_some() {
+            replaced(&rt.release);
+        }
         let Some(previous) = current.take_previous() else {
             return current;
         };
         let _ = previous.take_previous();
         if previous.live() > current.live() {
             previous.enable_all();
-            current.retire();
+            current.retire_into(&previous);
             previous
         } else {
-            previous.retire();
+            previous.retire_into(&current);
             current
         }
     }
@@ -184,17 +214,17 @@ impl Supervisor {
         new: Arc<WebPool>,
         limit: std::time::Duration,
     ) {
-        let (from_version, to_version) = (old.spec().version, new.spec().version);
+        let (from_version, to_version) = (old.version(), new.version());
         tracing::info!(service = %key, from_version, to_version, "rolling");
-        self.begin(rt, from_version, to_version);
+        let started = self.begin(rt, from_version, to_version);
         let (me, key, release) = (self.me.clone(), key.clone(), rt.release.clone());
         let task = tokio::spawn(async move {
             let handover = Handover { from: old, to: new };
             let step = handover.run(limit).await;
             let Some(me) = me.upgrade() else { return };
             match step {
-                Step::Done => me.ended(&key, &release, (from_version, to_version), None),
-                Step::Failed(why) => me.rollout_failed(&key, handover, why, limit),
+                Step::Done => me.ended(&key, &release, (from_version, to_version), None, started),
+                Step::Failed(why) => me.rollout_failed(&key, handover, why, limit, started),
             }
         });
         rt.web_rollout = Some(AbortOnDropHandle::new(task));
@@ -208,6 +238,7 @@ impl Supervisor {
         failed: Handover,
         why: String,
         limit: std::time::Duration,
+        started: Started,
     ) {
         let mut runtimes = self.runtimes.lock();
         let Some(rt) = runtimes.get_mut(key) else {
@@ -217,9 +248,15 @@ impl Supervisor {
             // Replaced meanwhile.
             return;
         }
-        let (from_version, to_version) = (failed.from.spec().version, failed.to.spec().version);
+        let (from_version, to_version) = (failed.from.version(), failed.to.version());
         tracing::warn!(service = %key, to_version, %why, "rollout failed: restoring the previous instances");
-        self.ended(key, &rt.release, (from_version, to_version), Some(&why));
+        self.ended(
+            key,
+            &rt.release,
+            (from_version, to_version),
+            Some(&why),
+            started,
+        );
         rt.web = Some(failed.from.clone());
         rt.refused = Some(failed.to.clone());
         let restore = Handover {
@@ -248,6 +285,43 @@ pub(super) fn running_well(status: &InstanceStatus) -> bool {
         (chrono::Utc::now() - t).to_std().unwrap_or_default() >= crate::services::rollout::SETTLE
     });
     status.state == crate::model::InstanceState::Running && (status.restarts == 0 || settled)
+}
+
+/// What names one rollout's record: when it started.
+pub(super) type Started = chrono::DateTime<chrono::Utc>;
+
+/// Ends a record still rolling as replaced by a newer change (whose own
+/// rollout, if any, records itself).
+pub(super) fn replaced(release: &Mutex<Option<RolloutRecord>>) {
+    if let Some(record) = release
+        .lock()
+        .as_mut()
+        .filter(|r| r.state == RolloutState::Rolling)
+    {
+        record.state = RolloutState::Failed;
+        record.reason = Some("replaced by a newer change before it ended".to_string());
+        record.ended_at = Some(chrono::Utc::now());
+    }
+}
+
+/// Stops what a service's request pool runs, its rollout included: the
+/// pool (`stop` ends its requests in flight too, for a deleted service),
+/// the pool it was taking over from, and one whose rollout failed.
+pub(super) fn drop_web(rt: &mut ServiceRuntime, stop: bool) {
+    if rt.web_rollout.take().is_some() {
+        replaced(&rt.release);
+    }
+    let pools = rt.web.take().into_iter().chain(rt.refused.take());
+    for pool in pools {
+        let previous = pool.take_previous();
+        for pool in std::iter::once(pool).chain(previous) {
+            if stop {
+                pool.stop();
+            } else {
+                pool.retire();
+            }
+        }
+    }
 }
 
 /// What a failed rollout kept, in words.
