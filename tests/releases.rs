@@ -434,3 +434,37 @@ fn a_change_that_also_scales_a_worker_down_rolls_the_instances_that_stay() {
     let env = d.ok(&["svc", "show", "worker"]);
     assert!(env.contains("COLOR=blue"), "{env}");
 }
+
+#[test]
+fn code_that_cannot_serve_rolls_back_at_once_not_after_the_timeout() {
+    let d = Daemon::start();
+    // The default rollout timeout (60 s) applies.
+    let dir = bundle(&d.scratch(), "v1", "v1", None);
+    d.ok(&["stack", "deploy", "app", dir.to_str().unwrap()]);
+    d.create_service("web", &["--instances", "2"], &["app", "server"]);
+    d.ok(&["svc", "publish", "-n", "web", "--endpoint", "www"]);
+    d.wait_running("web", 2);
+    // v2's `app` is a command-only component: it has no HTTP handler.
+    let v2 = d.scratch().join("v2");
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::copy(support::guest("idle"), v2.join("app.wasm")).unwrap();
+    let started = std::time::Instant::now();
+    let line = d.fails(&[
+        "stack",
+        "deploy",
+        "app",
+        v2.join("app.wasm").to_str().unwrap(),
+    ]);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        line.contains("web: the rollout to v2 stopped: ")
+            && line.contains("does not export `wasi:http/incoming-handler`")
+            && line.contains("v1 is kept (rolled back as v3)"),
+        "{line}"
+    );
+    assert_eq!(d.get("www.localhost", "/").status, 200);
+}

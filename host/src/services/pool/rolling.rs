@@ -48,12 +48,14 @@ impl Handover {
         let slots = self.to.inner.lock().slots.len();
         for slot in 0..slots {
             self.to.enable(slot);
-            if let Err(why) = self.to.wait_up(slot, limit).await {
-                let up = self.to.live();
+            if let Err((why, timed_out)) = self.to.wait_up(slot, limit).await {
+                let down = slots - self.to.live();
+                let within = match timed_out {
+                    true => format!(" in {}s", limit.as_secs()),
+                    false => String::new(),
+                };
                 return Step::Failed(format!(
-                    "{} of {slots} new instances did not come up in {}s: {why}",
-                    slots - up,
-                    limit.as_secs()
+                    "{down} of {slots} new instances did not come up{within}: {why}"
                 ));
             }
             self.from.disable_one().await;
@@ -151,23 +153,29 @@ impl WebPool {
     }
 
     /// Waits (at most `limit`) until `slot`'s instance is up: running,
-    /// past its check; else why not, as its status says.
-    async fn wait_up(&self, slot: usize, limit: Duration) -> Result<(), String> {
+    /// past its check; else why not, as its status says, and whether the
+    /// time ran out (rather than its code being unable to run at all).
+    async fn wait_up(&self, slot: usize, limit: Duration) -> Result<(), (String, bool)> {
         let deadline = Instant::now() + limit;
         loop {
             let why = {
                 let inner = self.inner.lock();
                 let s = &inner.slots[slot];
-                if s.status.state == InstanceState::Running {
-                    return Ok(());
+                match s.status.state {
+                    InstanceState::Running => return Ok(()),
+                    // Its code cannot run: waiting will not help.
+                    InstanceState::Crashed => {
+                        let why = s.status.message.clone();
+                        return Err((why.unwrap_or_else(|| "its code cannot run".into()), false));
+                    }
+                    _ => s.status.message.clone(),
                 }
-                s.status.message.clone()
             };
             if self.stopped.is_cancelled() {
-                return Err("the rollout was replaced".to_string());
+                return Err(("the rollout was replaced".to_string(), false));
             }
             if Instant::now() >= deadline {
-                return Err(why.unwrap_or_else(|| "still starting".to_string()));
+                return Err((why.unwrap_or_else(|| "still starting".to_string()), true));
             }
             tokio::time::sleep(POLL).await;
         }
