@@ -22,23 +22,7 @@ die() { echo "pebble.sh: $*" >&2; exit 1; }
 usage() { die "usage: $0 start DIR HTTP_PORT TLS_PORT [VALIDITY_SECONDS] [BLOCKED_NAME...] | root DIR | stop DIR"; }
 starting=""
 
-alive() {
-  local state
-  state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
-  [ -n "$state" ] && [ "$state" != Z ]
-}
-
-stop_pid() {
-  local file="$1" pid i
-  [ -f "$file" ] || return 0
-  pid="$(cat "$file")"
-  if [ -n "$pid" ] && alive "$pid"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 50); do alive "$pid" || break; sleep 0.1; done
-    alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$file"
-}
+. "$(cd "$(dirname "$0")" && pwd)/procs.sh"
 
 # free_port: a port the kernel hands out now (free until someone takes it).
 free_port() {

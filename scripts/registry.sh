@@ -47,28 +47,7 @@ python_bin() {
   fi
 }
 
-# alive PID: the process exists and is not a zombie.
-alive() {
-  local state
-  state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
-  [ -n "$state" ] && [ "$state" != Z ]
-}
-
-# stop_pid FILE: TERM the process named in FILE, wait up to 5 s, then KILL.
-stop_pid() {
-  local file="$1" pid i
-  [ -f "$file" ] || return 0
-  pid="$(cat "$file")"
-  if [ -n "$pid" ] && alive "$pid"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 50); do alive "$pid" || break; sleep 0.1; done
-    if alive "$pid"; then
-      kill -KILL "$pid" 2>/dev/null || true
-      for i in $(seq 20); do alive "$pid" || break; sleep 0.1; done
-    fi
-  fi
-  rm -f "$file"
-}
+. "$root/scripts/procs.sh"
 
 # certs DIR: a CA, a server cert for 127.0.0.1/localhost signed by it, and
 # (token mode) the issuer's signing key with a self-signed cert. EC P-256
