@@ -16,6 +16,7 @@ when wrk saw any non-2xx answer or socket error during a rollout.
 """
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -96,6 +97,8 @@ def main():
             took.append(timing["ms"])
     finally:
         benchd.stop(daemon)
+        log.close()
+        shutil.rmtree(data, ignore_errors=True)
     med = lambda rows, k: statistics.median(r[k] for r in rows)
     values = {
         "rollout_ms": round(statistics.median(took), 1),

@@ -127,10 +127,24 @@ impl Acme {
     /// in flight are dropped then (their locks run out).
     pub async fn run(self: Arc<Self>, mut stopping: watch::Receiver<bool>) {
         let mut orders = JoinSet::new();
+        // What is published is read again only when desired state changed.
+        let mut revisions = self.store.subscribe();
+        let mut published: Option<HashMap<String, String>> = None;
         loop {
             while orders.try_join_next().is_some() {}
-            if let Err(e) = self.tick(&mut orders).await {
-                tracing::warn!(error = %format!("{e:#}"), "ACME: cannot read what to certify");
+            if published.is_none() || revisions.has_changed().unwrap_or(false) {
+                revisions.borrow_and_update();
+                match wanted(&self.store).await {
+                    Ok(names) => published = Some(names),
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "ACME: cannot read what is published")
+                    }
+                }
+            }
+            if let Some(names) = &published {
+                if let Err(e) = self.tick(names, &mut orders).await {
+                    tracing::warn!(error = %format!("{e:#}"), "ACME: cannot read the certificates");
+                }
             }
             tokio::select! {
                 _ = stopping.wait_for(|s| *s) => return,
@@ -140,10 +154,13 @@ impl Acme {
     }
 
     /// Serves what the store holds and starts the orders that are due.
-    async fn tick(self: &Arc<Self>, orders: &mut JoinSet<()>) -> anyhow::Result<()> {
-        let wanted = wanted(&self.store).await?;
+    async fn tick(
+        self: &Arc<Self>,
+        wanted: &HashMap<String, String>,
+        orders: &mut JoinSet<()>,
+    ) -> anyhow::Result<()> {
         let records = self.records().await?;
-        self.serve(&wanted, &records);
+        self.serve(wanted, &records);
         let now = Utc::now();
         let mut env_orders: HashMap<String, usize> = HashMap::new();
         for record in records.values() {
@@ -151,22 +168,18 @@ impl Acme {
                 record.value.orders_since(now - chrono::Duration::hours(1));
         }
         for (name, env) in wanted {
-            let record = records
-                .get(&name)
-                .map(|r| r.value.clone())
-                .unwrap_or_else(|| CertRecord::new(&name, &env));
-            let env_budget = env_orders.get(&env).copied().unwrap_or(0) < MAX_ORDERS_PER_ENV_HOUR;
-            if !record.due(now)
-                || !env_budget
-                || orders.len() >= MAX_PARALLEL
-                || !self.room_this_hour()
-            {
+            let due = match records.get(name) {
+                Some(record) => record.value.due(now),
+                None => CertRecord::new(name, env).due(now),
+            };
+            let env_budget = env_orders.get(env).copied().unwrap_or(0) < MAX_ORDERS_PER_ENV_HOUR;
+            if !due || !env_budget || orders.len() >= MAX_PARALLEL || !self.room_this_hour() {
                 continue;
             }
             if !self.ordering.lock().insert(name.clone()) {
                 continue;
             }
-            let me = self.clone();
+            let (me, name, env) = (self.clone(), name.clone(), env.clone());
             orders.spawn(async move {
                 me.renew(&name, &env).await;
                 me.ordering.lock().remove(&name);
@@ -323,8 +336,13 @@ impl Acme {
         record.env = env.to_string();
         self.write(&record, Some(rev)).await?;
         // Served at once here; the other hosts see it at their next look.
-        let records = self.records().await?;
-        self.serve(&wanted(&self.store).await?, &records);
+        if record.chain_pem.is_some() && record.last_error.is_none() {
+            let cert = self.open(&record)?;
+            self.loaded
+                .lock()
+                .insert(name.to_string(), (record.issued_at, cert.clone()));
+            self.certs.add_issued(name, cert);
+        }
         Ok(())
     }
 

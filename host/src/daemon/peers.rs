@@ -30,6 +30,7 @@ use crate::api::here::{CYCLIC_HEADER, HOST_HEADER, SCHEME_HEADER, VIA_HEADER};
 use crate::api::wire::HereInstances;
 use crate::api::OtherHosts;
 use crate::model::{Digest, ServiceKey};
+use crate::runtime::http::empty_body;
 use crate::services::code::BoxFuture;
 use crate::services::Fetch;
 use crate::services::{Call, Forward, Refusal};
@@ -420,13 +421,6 @@ impl Forward for Peers {
             ))
         })
     }
-}
-
-/// An empty request body.
-fn empty_body() -> WasiBody {
-    Empty::new()
-        .map_err(|never: std::convert::Infallible| match never {})
-        .boxed_unsync()
 }
 
 /// Longest another host may take to say what it runs.

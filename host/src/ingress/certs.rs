@@ -82,6 +82,11 @@ impl AcmeCerts {
         *self.managed.write() = managed;
     }
 
+    /// Serves `cert` for `name` from now on (one just issued here).
+    pub fn add_issued(&self, name: &str, cert: Arc<CertifiedKey>) {
+        self.issued.write().insert(name.to_string(), cert);
+    }
+
     /// The certificate issued for `name`, if any.
     pub fn issued(&self, name: &str) -> Option<Arc<CertifiedKey>> {
         self.issued.read().get(name).cloned()

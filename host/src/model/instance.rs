@@ -146,6 +146,15 @@ pub struct Rollout {
     pub ended_at: Option<DateTime<Utc>>,
 }
 
+impl Rollout {
+    /// Ends it as `state`, for `reason` when it stopped.
+    pub fn end(&mut self, state: RolloutState, reason: Option<String>) {
+        self.state = state;
+        self.reason = reason;
+        self.ended_at = Some(Utc::now());
+    }
+}
+
 /// Where a rollout is.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

@@ -30,6 +30,14 @@ pub type Answered = Result<http::Response<HyperOutgoingBody>, ErrorCode>;
 /// guest has finished writing the body.
 pub type Respond = oneshot::Sender<Answered>;
 
+/// An empty request body, for requests the platform makes itself.
+pub fn empty_body() -> WasiBody {
+    use http_body_util::BodyExt as _;
+    http_body_util::Empty::new()
+        .map_err(|never: std::convert::Infallible| match never {})
+        .boxed_unsync()
+}
+
 /// What one request may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CallLimits {

@@ -18,14 +18,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::BodyExt as _;
 use tokio::sync::oneshot;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::WasiBody;
 
 use super::admission::Lease;
 use super::state::{Ready, WebPool};
 use crate::model::{HealthCheck, InstanceState};
+use crate::runtime::http::empty_body;
 use crate::runtime::{CallLimits, Ending, Outcome};
 use crate::services::code::Handler;
 
@@ -284,13 +284,6 @@ fn unhealthy(why: String) -> Outcome {
         message: why,
         ending: Ending::Unhealthy,
     }
-}
-
-/// An empty request body.
-fn empty_body() -> WasiBody {
-    Empty::new()
-        .map_err(|never: std::convert::Infallible| match never {})
-        .boxed_unsync()
 }
 
 /// Longest a rollout polls between looks at a slot.

@@ -6,9 +6,9 @@
 //! to whichever pool has a free live instance, the new one first; a
 //! request that must wait waits in the new pool once it has a live
 //! instance, else in the old. A slot turned off finishes the request it
-//! serves; the old pool's last slot goes off only once no request waits
-//! in its queue, so no request is left waiting for a slot that will never
-//! come back.
+//! serves; requests still waiting in the old pool when its last slot goes
+//! off are handed to the new one as the old is retired into it, so none
+//! waits for a slot that will never come back.
 //!
 //! The same hand-over run the other way restores the old pool when the
 //! new one does not come up.
@@ -16,7 +16,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::admission::QUEUE_WAIT;
 use super::health::POLL;
 use super::state::WebPool;
 use crate::model::InstanceState;
@@ -58,10 +57,10 @@ impl Handover {
                     "{down} of {slots} new instances did not come up{within}: {why}"
                 ));
             }
-            self.from.disable_one().await;
+            self.from.disable_one();
         }
-        while self.from.disable_one().await {}
-        self.finish().await;
+        while self.from.disable_one() {}
+        self.finish();
         Step::Done
     }
 
@@ -82,12 +81,12 @@ impl Handover {
         while self.to.live() < slots && Instant::now() < deadline {
             tokio::time::sleep(POLL).await;
         }
-        while self.from.disable_one().await {}
-        self.finish().await;
+        while self.from.disable_one() {}
+        self.finish();
     }
 
     /// Ends the hand-over: `from` retired into `to`.
-    async fn finish(&self) {
+    fn finish(&self) {
         *self.to.previous.lock() = None;
         *self.from.previous.lock() = None;
         self.from.retire_into(&self.to);
@@ -115,41 +114,23 @@ impl WebPool {
     }
 
     /// Turns the last slot that is on off: its idle instance is dropped,
-    /// a busy one finishes its request and is not refilled. The last one
-    /// goes off only once no request waits for it (at most the queue's
-    /// wait). False when none was on.
-    async fn disable_one(&self) -> bool {
-        let deadline = Instant::now() + QUEUE_WAIT;
-        loop {
-            let dropped = {
-                let mut inner = self.inner.lock();
-                let on = inner.slots.iter().filter(|s| s.enabled).count();
-                if on == 0 {
-                    return false;
-                }
-                if on == 1 && inner.waiting > 0 && Instant::now() < deadline {
-                    None
-                } else {
-                    let s = inner
-                        .slots
-                        .iter_mut()
-                        .rev()
-                        .find(|s| s.enabled)
-                        .expect("one is on");
-                    s.enabled = false;
-                    Some(s.ready.take())
-                }
+    /// a busy one finishes its request and is not refilled. Requests
+    /// still waiting here when the last goes are handed to the pool that
+    /// replaces this one when it is retired into it. False when none was
+    /// on.
+    fn disable_one(&self) -> bool {
+        let idle = {
+            let mut inner = self.inner.lock();
+            let Some(s) = inner.slots.iter_mut().rev().find(|s| s.enabled) else {
+                return false;
             };
-            match dropped {
-                Some(idle) => {
-                    drop(idle);
-                    // A waiter may have been counting on it: it looks again.
-                    self.freed.notify_waiters();
-                    return true;
-                }
-                None => tokio::time::sleep(POLL).await,
-            }
-        }
+            s.enabled = false;
+            s.ready.take()
+        };
+        drop(idle);
+        // A waiter may have been counting on it: it looks again.
+        self.freed.notify_waiters();
+        true
     }
 
     /// Waits (at most `limit`) until `slot`'s instance is up: running,

@@ -138,8 +138,6 @@ pub struct Supervisor {
     failures: std::sync::OnceLock<tokio::sync::mpsc::Sender<RolloutFailure>>,
     /// The revision of desired state being applied.
     revision: std::sync::atomic::AtomicU64,
-    /// Each service's rollout timeout, as desired state last said.
-    timeouts: Mutex<HashMap<ServiceKey, std::time::Duration>>,
     me: Weak<Supervisor>,
 }
 
@@ -170,7 +168,6 @@ impl Supervisor {
             forward: std::sync::OnceLock::new(),
             failures: std::sync::OnceLock::new(),
             revision: std::sync::atomic::AtomicU64::new(0),
-            timeouts: Mutex::new(HashMap::new()),
             me: me.clone(),
         })
     }
@@ -190,11 +187,6 @@ impl Supervisor {
     pub fn apply(&self, desired: &Desired) {
         self.revision
             .store(desired.revision, std::sync::atomic::Ordering::Relaxed);
-        *self.timeouts.lock() = desired
-            .services
-            .iter()
-            .map(|s| (ServiceKey::of(s), s.rollout_timeout()))
-            .collect();
         let mut runtimes = self.runtimes.lock();
         let mut wanted = HashSet::new();
         // In a cluster: services with instances somewhere.
@@ -267,7 +259,7 @@ impl Supervisor {
                 refused_run: None,
                 release: Arc::default(),
             });
-        self.converge_slots(key, rt, run, version, slots);
+        self.converge_slots(key, rt, (run, version), slots, service.rollout_timeout());
         if elsewhere {
             release::drop_web(rt, false);
         } else {
@@ -519,13 +511,16 @@ impl Supervisor {
         self.stopping.wait().await;
     }
 
+    /// Rolls the worker slots to `run` (of stack version `version`), each
+    /// new instance up within `limit` when the rollout is guarded, and
+    /// keeps one slot per number in `numbers`.
     fn converge_slots(
         &self,
         key: &ServiceKey,
         rt: &mut ServiceRuntime,
-        run: RunSpec,
-        version: u64,
+        (run, version): (RunSpec, u64),
         numbers: &[u32],
+        limit: std::time::Duration,
     ) {
         if rt.spec.run != run {
             if rt.refused_run.as_ref() == Some(&run) {
@@ -545,7 +540,8 @@ impl Supervisor {
             // comes back. One already failing is not (the change may be
             // its fix).
             let healthy = staying().any(|s| release::running_well(&s.status()));
-            let guard = (!numbers.is_empty() && healthy).then(|| self.guard(key, rt, previous));
+            let guard =
+                (!numbers.is_empty() && healthy).then(|| self.guard(key, rt, previous, limit));
             // A rollout already going is dropped, and so stopped.
             rt.rollout = Some(Rollout::start(handles, rt.spec.clone(), guard));
         } else {

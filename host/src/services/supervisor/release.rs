@@ -26,6 +26,7 @@ impl Supervisor {
         key: &ServiceKey,
         rt: &mut ServiceRuntime,
         previous: Arc<Spec>,
+        limit: std::time::Duration,
     ) -> Guard {
         let (from_version, to_version) = (previous.version, rt.spec.version);
         let started = self.begin(rt, from_version, to_version);
@@ -37,7 +38,7 @@ impl Supervisor {
         );
         Guard {
             previous,
-            limit: self.rollout_timeout(&key),
+            limit,
             ended: Box::new(move |outcome| {
                 if let Some(me) = me.upgrade() {
                     me.slots_rolled(&key, &failed, restored, outcome, started);
@@ -149,20 +150,9 @@ impl Supervisor {
             else {
                 return;
             };
-            record.state = state;
-            record.reason = failed.map(str::to_string);
-            record.ended_at = Some(chrono::Utc::now());
+            record.end(state, failed.map(str::to_string));
         }
         self.parts.events.service(key, kind, None, message);
-    }
-
-    /// The service's rollout timeout, as desired state last said.
-    pub(super) fn rollout_timeout(&self, key: &ServiceKey) -> std::time::Duration {
-        self.timeouts
-            .lock()
-            .get(key)
-            .copied()
-            .unwrap_or(crate::model::DEFAULT_ROLLOUT_TIMEOUT)
     }
 
     /// Hands a failed rollout to whoever restores the previous version in
@@ -298,9 +288,10 @@ pub(super) fn replaced(release: &Mutex<Option<RolloutRecord>>) {
         .as_mut()
         .filter(|r| r.state == RolloutState::Rolling)
     {
-        record.state = RolloutState::Failed;
-        record.reason = Some("replaced by a newer change before it ended".to_string());
-        record.ended_at = Some(chrono::Utc::now());
+        record.end(
+            RolloutState::Failed,
+            Some("replaced by a newer change before it ended".to_string()),
+        );
     }
 }
 
