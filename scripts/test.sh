@@ -54,3 +54,11 @@ echo "== benchmarks (short runs)"
 cargo bench -p mesh-host --bench instance_start --profile dev -- --quick
 cargo bench -p mesh-host --bench cron_fire --profile dev -- --quick
 cargo bench -p mesh-host --bench container_start --profile dev
+# The issues' own benchmarks, one round each on the debug build (the full
+# runs are scenarios 11 and 12 of scripts/bench.sh, on the release build).
+bench_out="$(mktemp -d)"
+ROUNDS=1 python3 scripts/bench-registry.py target/debug/mesh target/test-images/busybox.tar \
+  guest-examples/target/wasm32-wasip2/release/app.wasm "$bench_out/registry.env"
+python3 scripts/bench-rollout.py target/debug/mesh \
+  guest-examples/target/wasm32-wasip2/release/app.wasm "$bench_out/rollout.env" 1
+rm -rf "$bench_out"
